@@ -1,0 +1,46 @@
+# The two commands: `make demo` runs the whole pipeline, `make test` runs the test suite.
+# Both create the virtual environment first when it is missing or stale.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE := $(CURDIR)/.mlsys
+
+export MLSYS_STATE_DIR ?= $(STATE)
+export PREFECT_HOME ?= $(STATE)/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL ?= INFO
+export MPLBACKEND := Agg
+export GIT_PYTHON_REFRESH := quiet
+
+.PHONY: demo test test-quick lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@# torch first: 2.13.0 is a CPU wheel on this machine; any other spec fetches CUDA builds.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	@mkdir -p $(PREFECT_HOME)
+	$(PY) -m flows.pipeline
+
+test: $(VENV)/.installed
+	@mkdir -p $(PREFECT_HOME)
+	$(PY) -m pytest
+
+test-quick: $(VENV)/.installed
+	@mkdir -p $(PREFECT_HOME)
+	$(PY) -m pytest -m "not slow"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: $(VENV)/.installed
+	$(PY) bench/pipeline_overhead.py
+	$(PY) bench/model_vs_hgb.py
+
+clean:
+	rm -rf $(STATE)

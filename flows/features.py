@@ -1,0 +1,25 @@
+"""Stage 3: assemble the versioned feature set from clean snapshots."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from mlsys_core.config import Settings
+from mlsys_core.data.cleaning import CleanRef
+from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.spec import DatasetSpec, nycflights13_spec
+from tasks.data import latest_clean
+from tasks.features import build_feature_set
+
+
+@flow(name="build-features", log_prints=True)
+def build_features(
+    clean: dict[str, CleanRef] | None = None, spec: DatasetSpec | None = None
+) -> FeatureSetRef:
+    """Build features from the given clean snapshots (default: the newest of each)."""
+    spec = spec or nycflights13_spec()
+    settings = Settings()
+    clean = clean or latest_clean(sorted(spec.contracts), settings)
+    features = build_feature_set(clean, spec, settings)
+    print(f"feature set {features.version}: {features.split_rows}")
+    return features

@@ -1,0 +1,103 @@
+"""The whole pipeline: ingest -> validate -> features -> train -> register -> drift."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.drift import drift_check
+from flows.embedded import embedded_run
+from flows.features import build_features
+from flows.ingest import ingest
+from flows.register import RegistrationResult, register
+from flows.train import train
+from flows.validate import validate
+from mlsys_core.config import Settings
+from mlsys_core.monitoring.check import DriftOutcome
+from mlsys_core.spec import DatasetSpec, nycflights13_spec
+from mlsys_core.training.run import TrainedModel
+from mlsys_core.training.trainer import TrainConfig
+
+
+class PipelineResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    raw_snapshots: dict[str, str]
+    clean_snapshots: dict[str, str]
+    quarantined_rows: dict[str, int]
+    feature_set: str
+    trained: TrainedModel
+    registration: RegistrationResult
+    drift: DriftOutcome
+
+
+@flow(name="ml-pipeline", log_prints=True)
+def ml_pipeline(
+    spec: DatasetSpec | None = None,
+    train_config: TrainConfig = TrainConfig(),
+    model_name: str | None = None,
+    promotion_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0,
+    drift_months: Annotated[int, Field(ge=1, le=24)] = 1,
+) -> PipelineResult:
+    """Run every stage on ``spec`` (default: nycflights13) and report where to look."""
+    spec = spec or nycflights13_spec()
+    name = model_name or Settings().model_name
+    raw = ingest(spec)
+    clean = validate(raw, spec)
+    features = build_features(clean, spec)
+    trained = train(features, train_config, spec.name)
+    registration = register(trained, name, promotion_margin)
+    drift = drift_check(name, "champion", drift_months)
+    return PipelineResult(
+        raw_snapshots={t: r.snapshot_id for t, r in raw.items()},
+        clean_snapshots={t: c.clean.snapshot_id for t, c in clean.items()},
+        quarantined_rows={t: c.quarantine.rows for t, c in clean.items()},
+        feature_set=features.version,
+        trained=trained,
+        registration=registration,
+        drift=drift,
+    )
+
+
+def describe(result: PipelineResult, settings: Settings) -> str:
+    """Where to look after a run: MLflow run and model, drift report, and both UIs."""
+    reg, trained, drift = result.registration, result.trained, result.drift
+    alias = "champion" if reg.decision.promote else "challenger"
+    m = trained.metrics
+    return "\n".join(
+        [
+            "",
+            "ml-pipeline finished",
+            f"  lake                 {settings.lake_dir}",
+            f"  raw snapshots        {result.raw_snapshots}",
+            f"  quarantined rows     {result.quarantined_rows}",
+            f"  feature set          {result.feature_set}",
+            f"  MLflow run           {trained.run_id}  (experiment '{settings.experiment}')",
+            f"  test metrics         AUC {m['test_auc']:.4f}  log loss {m['test_log_loss']:.4f}"
+            f"  ECE {m['test_ece']:.4f}",
+            f"  model version        models:/{reg.version.name}/{reg.version.version}"
+            f"  -> @{alias} ({reg.decision.reason})",
+            f"  drift report         {drift.report_path}",
+            f"                       {drift.summary.drifted_columns}/{len(drift.summary.columns)}"
+            f" columns drifted in {drift.summary.current_window}",
+            "",
+            "Open the UIs (from this folder):",
+            f"  MLflow   .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_uri}"
+            " --host 127.0.0.1 --port 5000",
+            f"           then http://127.0.0.1:5000/#/models/{reg.version.name}",
+            f"  Prefect  PREFECT_HOME={settings.root / 'prefect'} .venv/bin/prefect server start"
+            " --host 127.0.0.1",
+            "           then http://127.0.0.1:4200/runs",
+            f"  Serve    source .venv/bin/activate && MLFLOW_TRACKING_URI={settings.mlflow_uri}"
+            f" mlflow models serve -m models:/{reg.version.name}@champion --env-manager local"
+            " -h 127.0.0.1 -p 5001",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    with embedded_run():
+        outcome = ml_pipeline()
+    print(describe(outcome, Settings()))

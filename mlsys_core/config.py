@@ -1,0 +1,43 @@
+"""Typed settings with embedded defaults that run on one machine with no servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where state lives and how to reach MLflow; override any field with ``MLSYS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MLSYS_", extra="ignore")
+
+    state_dir: Path = Field(
+        default=Path(".mlsys"), description="One git-ignored folder for all local state."
+    )
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default sqlite:///<state_dir>/mlflow.db."
+    )
+    experiment: str = "mlsys"
+    model_name: str = "flight-delay"
+
+    @property
+    def root(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.root / "lake"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"

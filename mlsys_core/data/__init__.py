@@ -1,0 +1,1 @@
+"""Sources, the versioned lake, the data contract and cleaning with quarantine."""

@@ -1,0 +1,1 @@
+"""Feature assembly (joins, point in time), fitted preprocessing, and feature-set snapshots."""

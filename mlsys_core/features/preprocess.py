@@ -1,0 +1,184 @@
+"""The fitted preprocessing shared by training and serving, so there is no train/serve skew.
+
+It follows the scikit-learn contract, and its learned state round-trips through plain JSON
+(``to_dict`` / ``from_dict``), so a saved model never needs unpickling.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from mlsys_core.spec import DatasetSpec
+
+CALENDAR_CATEGORICAL = ("hour", "day_of_week")
+
+
+def calendar_parts(timestamps: pd.Series, parts: list[str], timezone: str) -> pd.DataFrame:
+    """Calendar features of an event time, in local time so hours mean what people mean."""
+    local = pd.to_datetime(timestamps, utc=True).dt.tz_convert(timezone)
+    out = pd.DataFrame(index=timestamps.index)
+    angle = 2 * np.pi * (local.dt.month - 1) / 12
+
+    def as_code(values: pd.Series) -> pd.Series:
+        # Via Int64, so a missing time in the batch cannot turn "13" into "13.0" elsewhere.
+        return values.astype("Int64").astype(str).where(values.notna(), None)
+
+    derived = {
+        "hour": lambda: as_code(local.dt.hour),
+        "day_of_week": lambda: as_code(local.dt.dayofweek),
+        "month_sin": lambda: np.sin(angle),
+        "month_cos": lambda: np.cos(angle),
+    }
+    for part in parts:
+        out[f"cal_{part}"] = derived[part]()
+    return out
+
+
+class TabularPreprocessor(TransformerMixin, BaseEstimator):
+    """Raw feature rows -> one float32 matrix: category codes first, then scaled numbers.
+
+    Category code 0 means missing or unseen in training, so serving never fails on a new
+    category. Numeric nulls are imputed with the training median, plus an indicator column
+    for each numeric column that had nulls in training.
+    """
+
+    def __init__(
+        self,
+        numeric: list[str] | None = None,
+        categorical: list[str] | None = None,
+        timestamp: str | None = None,
+        calendar: list[str] | None = None,
+        timezone: str = "UTC",
+        min_frequency: int = 1,
+    ) -> None:
+        self.numeric = numeric
+        self.categorical = categorical
+        self.timestamp = timestamp
+        self.calendar = calendar
+        self.timezone = timezone
+        self.min_frequency = min_frequency
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _required(self) -> list[str]:
+        ts = [self.timestamp] if self.calendar else []
+        return [*(self.categorical or []), *(self.numeric or []), *ts]
+
+    def _expand(self, X: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError("TabularPreprocessor takes a pandas DataFrame of raw feature rows")
+        if missing := [c for c in self._required() if c not in X.columns]:
+            raise ValueError(f"missing feature columns: {missing}")
+        cats, nums = list(self.categorical or []), list(self.numeric or [])
+        frame = X[[*cats, *nums]].copy()
+        if self.calendar:
+            if not self.timestamp:
+                raise ValueError("calendar features need a timestamp column")
+            cal = calendar_parts(X[self.timestamp], list(self.calendar), self.timezone)
+            frame = pd.concat([frame, cal], axis=1)
+            for part in self.calendar:
+                (cats if part in CALENDAR_CATEGORICAL else nums).append(f"cal_{part}")
+        for col in nums:
+            values = pd.to_numeric(frame[col], errors="coerce")
+            if (values.isna() & frame[col].notna()).any():
+                raise ValueError(f"column {col!r} has non-numeric values")
+            if np.isinf(values.to_numpy(dtype="float64")).any():
+                raise ValueError(f"column {col!r} has infinite values")
+            frame[col] = values.astype("float64")
+        return frame, cats, nums
+
+    # -- sklearn contract --------------------------------------------------------------------
+    def fit(self, X: pd.DataFrame, y: Any = None) -> Self:
+        frame, cats, nums = self._expand(X)
+        if len(frame) == 0:
+            raise ValueError("cannot fit on an empty frame")
+        self.categories_ = {}
+        for col in cats:
+            counts = frame[col].dropna().astype(str).value_counts()
+            kept = counts[counts >= self.min_frequency]
+            self.categories_[col] = sorted(kept.index.tolist())
+        num = frame[nums]
+        medians = num.median().fillna(0.0)
+        filled = num.fillna(medians)
+        stds = filled.std(ddof=0).replace(0.0, 1.0).fillna(1.0)
+        self.categorical_columns_ = cats
+        self.numeric_columns_ = nums
+        self.medians_ = medians.astype(float).to_dict()
+        self.means_ = filled.mean().fillna(0.0).astype(float).to_dict()
+        self.scales_ = stds.astype(float).to_dict()
+        self.indicator_columns_ = [c for c in nums if num[c].isna().any()]
+        self.n_features_in_ = len(self._required())
+        self.feature_names_in_ = np.array(self._required(), dtype=object)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "categories_")
+        frame, _, _ = self._expand(X)
+        blocks = []
+        for col in self.categorical_columns_:
+            values = frame[col]
+            as_text = values.astype(str).where(values.notna(), None)
+            codes = pd.Categorical(as_text, categories=self.categories_[col]).codes
+            blocks.append((codes + 1).astype(np.float32))  # -1 (missing/unseen) becomes 0
+        for col in self.numeric_columns_:
+            filled = frame[col].fillna(self.medians_[col]).to_numpy(dtype="float64")
+            blocks.append(((filled - self.means_[col]) / self.scales_[col]).astype(np.float32))
+        for col in self.indicator_columns_:
+            blocks.append(frame[col].isna().to_numpy(dtype=np.float32))
+        return np.column_stack(blocks) if blocks else np.zeros((len(frame), 0), np.float32)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self, "categories_")
+        names = [*self.categorical_columns_, *self.numeric_columns_]
+        names += [f"{c}_missing" for c in self.indicator_columns_]
+        return np.array(names, dtype=object)
+
+    @property
+    def cardinalities_(self) -> list[int]:
+        """Embedding table sizes: known categories plus code 0 for missing/unseen."""
+        return [len(self.categories_[c]) + 1 for c in self.categorical_columns_]
+
+    @property
+    def n_numeric_(self) -> int:
+        return len(self.numeric_columns_) + len(self.indicator_columns_)
+
+    # -- persistence without pickle ----------------------------------------------------------
+    _STATE = (
+        "categories_",
+        "categorical_columns_",
+        "numeric_columns_",
+        "medians_",
+        "means_",
+        "scales_",
+        "indicator_columns_",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        check_is_fitted(self, "categories_")
+        return {"params": self.get_params(), "state": {k: getattr(self, k) for k in self._STATE}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TabularPreprocessor:
+        obj = cls(**data["params"])
+        for key in cls._STATE:
+            setattr(obj, key, data["state"][key])
+        obj.n_features_in_ = len(obj._required())
+        obj.feature_names_in_ = np.array(obj._required(), dtype=object)
+        return obj
+
+
+def preprocessor_for(spec: DatasetSpec) -> TabularPreprocessor:
+    """The preprocessor a dataset spec's feature groups call for."""
+    groups = spec.features
+    return TabularPreprocessor(
+        numeric=list(groups.numeric),
+        categorical=list(groups.categorical),
+        timestamp=spec.event_timestamp if groups.calendar else None,
+        calendar=list(groups.calendar) or None,
+        timezone=groups.timezone,
+        min_frequency=5,
+    )

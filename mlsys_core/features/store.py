@@ -1,0 +1,80 @@
+"""Feature sets in the lake: immutable per version, the version being a hash of the spec
+and of the clean snapshots they were built from."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from mlsys_core.data.cleaning import CleanRef
+from mlsys_core.data.lake import Lake, SnapshotRef
+from mlsys_core.features.assemble import SPLIT, assemble_features
+from mlsys_core.spec import DatasetSpec
+
+FEATURES_VERSION = "1"  # bump when assembly changes, so versions move with the code
+
+
+class FeatureSetRef(BaseModel):
+    """A versioned feature set plus the lineage a model version records."""
+
+    model_config = ConfigDict(frozen=True)
+
+    snapshot: SnapshotRef
+    spec_fingerprint: str
+    raw_snapshots: dict[str, str]
+    clean_snapshots: dict[str, str]
+    split_rows: dict[str, int]
+
+    @property
+    def version(self) -> str:
+        return self.snapshot.snapshot_id
+
+
+def build_feature_set(clean: dict[str, CleanRef], spec: DatasetSpec, lake: Lake) -> FeatureSetRef:
+    """Assemble features from clean snapshots, or return the existing identical version."""
+    needed = {spec.base} | {j.source for j in [*spec.lookups, *spec.as_of_joins]}
+    if missing := sorted(needed - set(clean)):
+        raise ValueError(f"no clean snapshot for sources {missing}; run validation first")
+    clean_ids = {t: clean[t].clean.snapshot_id for t in sorted(needed)}
+    raw_ids = {t: clean[t].raw.snapshot_id for t in sorted(needed)}
+    key = f"{spec.fingerprint()}:{sorted(clean_ids.items())}:{FEATURES_VERSION}"
+    version = hashlib.sha256(key.encode()).hexdigest()[:20]
+    snapshot = lake.find("features", spec.name, version)
+    if snapshot is None:
+        frame = assemble_features({t: lake.read(clean[t].clean) for t in needed}, spec)
+        manifest = {
+            "parents": [f"clean/{t}/{i}" for t, i in clean_ids.items()],
+            "spec": spec.model_dump(mode="json"),
+            "spec_fingerprint": spec.fingerprint(),
+            "raw_snapshots": raw_ids,
+            "clean_snapshots": clean_ids,
+            "split_rows": frame[SPLIT].value_counts().to_dict(),
+        }
+        snapshot = lake.write("features", spec.name, version, frame, manifest)
+    return feature_set_ref(snapshot, lake)
+
+
+def feature_set_ref(snapshot: SnapshotRef, lake: Lake) -> FeatureSetRef:
+    meta = lake.manifest(snapshot)
+    return FeatureSetRef(
+        snapshot=snapshot,
+        spec_fingerprint=meta["spec_fingerprint"],
+        raw_snapshots=meta["raw_snapshots"],
+        clean_snapshots=meta["clean_snapshots"],
+        split_rows=meta["split_rows"],
+    )
+
+
+def latest_feature_set(lake: Lake, dataset: str) -> FeatureSetRef:
+    snapshot = lake.latest("features", dataset)
+    if snapshot is None:
+        raise LookupError(f"no feature set for {dataset!r} in {lake.root}; build features first")
+    return feature_set_ref(snapshot, lake)
+
+
+def load_feature_set(ref: FeatureSetRef, lake: Lake) -> tuple[pd.DataFrame, DatasetSpec]:
+    """The frame and the exact spec it was built with."""
+    spec = DatasetSpec.model_validate(lake.manifest(ref.snapshot)["spec"])
+    return lake.read(ref.snapshot), spec

@@ -1,0 +1,1 @@
+"""The MLflow model: its pyfunc wrapper, registration, lineage tags and promotion."""

@@ -1,0 +1,7 @@
+"""MLflow models-from-code entry point: MLflow runs this file to build the model."""
+
+import mlflow.models
+
+from mlsys_core.registry.pyfunc import DelayModel
+
+mlflow.models.set_model(DelayModel())

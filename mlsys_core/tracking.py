@@ -1,0 +1,49 @@
+"""MLflow wiring: the embedded default is a SQLite store with artifacts under the state dir."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from mlsys_core import __version__
+from mlsys_core.config import Settings
+
+
+def configure_mlflow(settings: Settings) -> MlflowClient:
+    """Point MLflow at the configured store and make sure the experiment exists.
+
+    The experiment gets an explicit artifact location: with a ``sqlite:///`` store MLflow
+    would otherwise write artifacts to ``./mlruns`` in whatever folder the process runs in.
+    """
+    settings.root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    mlflow.set_registry_uri(settings.mlflow_uri)
+    client = MlflowClient(settings.mlflow_uri)
+    if client.get_experiment_by_name(settings.experiment) is None:
+        settings.artifact_dir.mkdir(parents=True, exist_ok=True)
+        client.create_experiment(
+            settings.experiment, artifact_location=settings.artifact_dir.as_uri()
+        )
+    mlflow.set_experiment(settings.experiment)
+    return client
+
+
+def code_version() -> str:
+    """The git commit of the code, marked ``-dirty`` with local changes; else the package."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, check=True, timeout=10
+        )
+        return done.stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return f"mlsys=={__version__}"
+    return f"{sha}-dirty" if dirty else sha

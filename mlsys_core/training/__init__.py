@@ -1,0 +1,1 @@
+"""The model, a plain PyTorch trainer, evaluation metrics and plots."""

@@ -1,0 +1,210 @@
+"""One training run end to end: fit preprocessing and network on the training split, evaluate
+on validation and test, and log everything to MLflow as one run with a pyfunc model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
+from pydantic import BaseModel, ConfigDict
+
+from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
+from mlsys_core.features.assemble import SPLIT
+from mlsys_core.features.preprocess import preprocessor_for
+from mlsys_core.features.store import FeatureSetRef, feature_set_ref, load_feature_set
+from mlsys_core.registry.pyfunc import (
+    MODEL_CODE,
+    pip_requirements,
+    write_model_artifacts,
+)
+from mlsys_core.spec import DatasetSpec
+from mlsys_core.tracking import code_version, configure_mlflow
+from mlsys_core.training import plots
+from mlsys_core.training.metrics import binary_metrics
+from mlsys_core.training.model import ModelConfig
+from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
+
+# Run tags that carry lineage from the data to the model version.
+TAG_FEATURE_SET = "mlsys.feature_set"
+TAG_DATASET = "mlsys.dataset"
+TAG_SPEC = "mlsys.spec_fingerprint"
+TAG_CODE = "mlsys.code_version"
+TAG_STAGE = "mlsys.stage"
+TAG_MODEL_URI = "mlsys.model_uri"
+
+
+class TrainedModel(BaseModel):
+    """What a training run hands to registration: references, not objects."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    model_uri: str
+    feature_set: FeatureSetRef
+    metrics: dict[str, float]
+
+
+def labeled_splits(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
+    """Train/valid/test rows that carry a label (unlabeled rows are never trained on)."""
+    labeled = frame[frame[spec.label.name].notna()]
+    splits = {name: labeled[labeled[SPLIT] == name] for name in ("train", "valid", "test")}
+    for name, part in splits.items():
+        if part[spec.label.name].nunique() < 2:
+            raise ValueError(f"the {name} split needs both label classes, has {len(part)} rows")
+    return splits
+
+
+def held_out(
+    feature_set: FeatureSetRef, lake: Lake, split: str = "test"
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Model-input rows and labels of one split, for scoring registered models alike."""
+    frame, spec = load_feature_set(feature_set, lake)
+    part = labeled_splits(frame, spec)[split]
+    return model_input_frame(part, spec), part[spec.label.name].to_numpy(np.float64)
+
+
+def train_and_log(
+    feature_set: FeatureSetRef, config: TrainConfig, settings: Settings, run_name: str | None = None
+) -> TrainedModel:
+    """Train on a feature-set version and log params, curves, plots and the model."""
+    frame, spec = load_feature_set(feature_set, Lake(settings.lake_dir))
+    splits = labeled_splits(frame, spec)
+    label = spec.label.name
+    preprocessor = preprocessor_for(spec).fit(splits["train"])
+    x = {name: preprocessor.transform(part) for name, part in splits.items()}
+    y = {name: part[label].to_numpy(np.float32) for name, part in splits.items()}
+    model_config = ModelConfig(
+        cardinalities=preprocessor.cardinalities_,
+        n_numeric=preprocessor.n_numeric_,
+        hidden=config.hidden,
+        dropout=config.dropout,
+        max_embedding_dim=config.max_embedding_dim,
+    )
+    trainer = Trainer(config, model_config)
+    trainer.setup(x["train"], y["train"], x["valid"], y["valid"])
+
+    configure_mlflow(settings)
+    tags = {
+        TAG_STAGE: "train",
+        TAG_FEATURE_SET: feature_set.version,
+        TAG_DATASET: spec.name,
+        TAG_SPEC: spec.fingerprint(),
+        TAG_CODE: code_version(),
+        **{f"mlsys.raw.{t}": i for t, i in feature_set.raw_snapshots.items()},
+        **{f"mlsys.clean.{t}": i for t, i in feature_set.clean_snapshots.items()},
+    }
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        mlflow.log_params(
+            {
+                **config.model_dump(),
+                "device": str(trainer.device),
+                "feature_set": feature_set.version,
+                "n_inputs": x["train"].shape[1],
+            }
+        )
+        mlflow.log_metrics({f"rows_{n}": float(len(p)) for n, p in splits.items()})
+        mlflow.log_metric("rows_unlabeled", float(frame[label].isna().sum()))
+
+        def log_epoch(m: EpochMetrics) -> None:
+            mlflow.log_metrics(
+                {"train_loss": m.train_loss, "val_loss": m.val_loss, "val_auc": m.val_auc},
+                step=m.epoch,
+            )
+
+        result = trainer.train(on_epoch=log_epoch)
+        metrics = {"best_epoch": float(result.best_epoch)}
+        proba = {}
+        for name in ("valid", "test"):
+            proba[name] = trainer.predict_proba(x[name])
+            metrics |= {f"{name}_{k}": v for k, v in binary_metrics(y[name], proba[name]).items()}
+        mlflow.log_metrics(metrics)
+        figures = {
+            "plots/loss_curves.png": plots.loss_curves(result.history),
+            "plots/roc_test.png": plots.roc(y["test"], proba["test"], metrics["test_auc"]),
+            "plots/calibration_test.png": plots.calibration(
+                y["test"], proba["test"], metrics["test_ece"]
+            ),
+        }
+        for path, figure in figures.items():
+            mlflow.log_figure(figure, path)
+            plots.close(figure)  # pyplot keeps every figure alive until closed
+        model_uri = _log_model(trainer, preprocessor, model_config, splits["train"], spec)
+        mlflow.set_tag(TAG_MODEL_URI, model_uri)
+    return TrainedModel(
+        run_id=run.info.run_id, model_uri=model_uri, feature_set=feature_set, metrics=metrics
+    )
+
+
+def latest_trained(settings: Settings) -> TrainedModel:
+    """The newest finished training run, for running registration on its own."""
+    client = configure_mlflow(settings)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{TAG_STAGE}` = 'train' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise LookupError("no finished training run in MLflow; run the train flow first")
+    run = runs[0]
+    lake = Lake(settings.lake_dir)
+    snapshot = lake.find("features", run.data.tags[TAG_DATASET], run.data.tags[TAG_FEATURE_SET])
+    if snapshot is None:
+        raise LookupError(f"run {run.info.run_id} used a feature set that is not in {lake.root}")
+    return TrainedModel(
+        run_id=run.info.run_id,
+        model_uri=run.data.tags[TAG_MODEL_URI],
+        feature_set=feature_set_ref(snapshot, lake),
+        metrics=dict(run.data.metrics),
+    )
+
+
+def _log_model(
+    trainer: Trainer,
+    preprocessor,
+    model_config: ModelConfig,  # noqa: ANN001
+    train: pd.DataFrame,
+    spec: DatasetSpec,
+) -> str:
+    example = model_input_frame(train.head(200), spec)
+    proba = trainer.predict_proba(preprocessor.transform(example)).astype(np.float64)
+    inferred = infer_signature(example, proba)
+    # Nulls are valid in every feature (the preprocessor imputes them); only the event time
+    # must be present.
+    inputs = Schema(
+        [
+            ColSpec(c.type, c.name, required=c.name == spec.event_timestamp)
+            for c in inferred.inputs.inputs
+        ]
+    )
+    signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = write_model_artifacts(Path(tmp), preprocessor, model_config, trainer.model)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts=artifacts,
+            signature=signature,
+            pip_requirements=pip_requirements(),
+        )
+    return f"runs:/{mlflow.active_run().info.run_id}/model" if info is None else info.model_uri
+
+
+def model_input_frame(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """The raw feature columns a model takes, with the types its signature declares."""
+    out = frame[spec.input_columns].copy()
+    for col in spec.features.numeric:
+        out[col] = out[col].astype("float64")
+    for col in spec.features.categorical:
+        out[col] = out[col].astype(object).where(out[col].notna(), None)
+    if spec.event_timestamp in out:  # MLflow schemas take naive datetimes: naive UTC here
+        ts = pd.to_datetime(out[spec.event_timestamp], utc=True)
+        out[spec.event_timestamp] = ts.dt.tz_localize(None)
+    return out

@@ -1,0 +1,25 @@
+"""Feature-set tasks."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from mlsys_core.config import Settings
+from mlsys_core.data.cleaning import CleanRef
+from mlsys_core.data.lake import Lake
+from mlsys_core.features import store
+from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.spec import DatasetSpec
+
+
+@task
+def build_feature_set(
+    clean: dict[str, CleanRef], spec: DatasetSpec, settings: Settings
+) -> FeatureSetRef:
+    """Assemble the versioned feature set (point-in-time joins, label, split)."""
+    return store.build_feature_set(clean, spec, Lake(settings.lake_dir))
+
+
+@task
+def latest_feature_set(dataset: str, settings: Settings) -> FeatureSetRef:
+    return store.latest_feature_set(Lake(settings.lake_dir), dataset)

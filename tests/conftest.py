@@ -1,0 +1,98 @@
+"""Shared fixtures: seeded RNGs, an isolated state folder, and a small slice of the real data."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mlsys_core.config import Settings
+from mlsys_core.data.cleaning import clean_snapshot
+from mlsys_core.data.ingest import snapshot_source
+from mlsys_core.data.lake import Lake
+from mlsys_core.data.sources import parse_source, read_source_bytes
+from mlsys_core.features.store import FeatureSetRef, build_feature_set
+from mlsys_core.spec import DatasetSpec, SourceSpec, nycflights13_spec
+
+# Before anything imports prefect: tests never touch the user's or the demo's Prefect home,
+# and the temporary servers they start send no telemetry.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="mlsys-test-prefect-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+SLICE_FRACTION = 0.03  # ~10k flights: every month present, trains in seconds
+
+
+@pytest.fixture(autouse=True)
+def _seed_rngs() -> None:
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings whose state folder is private to the test (also for flows, via the env)."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("MLSYS_STATE_DIR", str(state))
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def real_tables() -> dict[str, pd.DataFrame]:
+    """The four real nycflights13 tables, as read from the installed package."""
+    spec = nycflights13_spec()
+    return {s.name: parse_source(read_source_bytes(s)) for s in spec.sources}
+
+
+@pytest.fixture(scope="session")
+def small_spec(
+    tmp_path_factory: pytest.TempPathFactory, real_tables: dict[str, pd.DataFrame]
+) -> DatasetSpec:
+    """The nycflights13 spec pointed at CSV files holding a 3% sample of the flights
+    (stratified by month) and the full dimension tables: same code path, small data."""
+    folder = tmp_path_factory.mktemp("small_data")
+    flights = (
+        real_tables["flights"]
+        .groupby("month", group_keys=False)
+        .sample(frac=SLICE_FRACTION, random_state=0)
+    )
+    sources = []
+    for source in nycflights13_spec().sources:
+        frame = flights if source.name == "flights" else real_tables[source.name]
+        path = folder / f"{source.name}.csv.gz"
+        frame.to_csv(path, index=False, compression="gzip")
+        sources.append(SourceSpec(name=source.name, path=str(path)))
+    return nycflights13_spec().model_copy(update={"sources": sources})
+
+
+@pytest.fixture(scope="session")
+def make_feature_set(small_spec: DatasetSpec) -> Callable[[Settings], FeatureSetRef]:
+    """Ingest, clean and assemble the small spec into the lake of the given settings."""
+
+    def make(settings: Settings) -> FeatureSetRef:
+        lake = Lake(settings.lake_dir)
+        clean = {
+            s.name: clean_snapshot(snapshot_source(s, lake), small_spec.contracts[s.name], lake)
+            for s in small_spec.sources
+        }
+        return build_feature_set(clean, small_spec, lake)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """A real, temporary Prefect API for the whole session (``prefect_test_harness``)."""
+    # Imported here, after PREFECT_HOME is set above, and only by tests that run flows.
+    from prefect.testing.utilities import prefect_test_harness  # noqa: PLC0415
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

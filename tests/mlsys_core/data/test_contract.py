@@ -1,0 +1,266 @@
+"""Tests for mlsys_core/data/contract.py: typing, row-level quarantine with reasons."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlsys_core.data.contract import REASON, ContractError, clean_table
+from mlsys_core.spec import ColumnRule, TableContract, nycflights13_spec
+
+CONTRACT = TableContract(
+    columns={
+        "key": ColumnRule(dtype="string"),
+        "count": ColumnRule(dtype="int", ge=0, le=10),
+        "ratio": ColumnRule(dtype="float", nullable=True, ge=-1, le=1),
+        "kind": ColumnRule(dtype="string", allowed=["p", "q"]),
+        "at": ColumnRule(dtype="datetime", nullable=True),
+    },
+    unique=["key"],
+)
+
+
+def _row(**overrides: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "key": "k",
+        "count": "5",
+        "ratio": "0.5",
+        "kind": "p",
+        "at": "2013-01-01T05:00:00Z",
+        "note": "passes through",
+    }
+    row.update(overrides)
+    return row
+
+
+def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame["key"] = [f"k{i}" if r["key"] == "k" else r["key"] for i, r in enumerate(rows)]
+    frame["rid"] = range(len(rows))  # not in the contract: passes through
+    return frame
+
+
+# Each case: one bad row, the column it names, and a word its reason must hold.
+CASES = [
+    (_row(count="abc"), "count", "not a int"),
+    (_row(count="2.5"), "count", "integer"),
+    (_row(count=None), "count", "null"),
+    (_row(count="11"), "count", "less_than_or_equal_to"),
+    (_row(count="-1"), "count", "greater_than_or_equal_to"),
+    (_row(ratio="1.0001"), "ratio", "less_than_or_equal_to"),
+    (_row(ratio="-2"), "ratio", "greater_than_or_equal_to"),
+    (_row(ratio="half"), "ratio", "not a float"),
+    (_row(kind="r"), "kind", "not an allowed value"),
+    (_row(kind=None), "kind", "null"),
+    (_row(key=None), "key", "null"),
+    (_row(at="yesterday-ish"), "at", "not a datetime"),
+]
+
+
+@pytest.mark.parametrize(("bad", "column", "word"), CASES)
+def test_each_defect_quarantines_its_row_with_a_reason(
+    bad: dict[str, object], column: str, word: str
+) -> None:
+    rows = [_row(), bad, _row()]
+    raw = _frame(rows)
+    result = clean_table(raw, CONTRACT, "things")
+    assert result.rows_in == len(raw) == len(result.clean) + len(result.quarantined)
+    assert result.clean["rid"].tolist() == [0, 2]
+    assert result.quarantined["rid"].tolist() == [1]
+    reason = result.quarantined[REASON].iloc[0]
+    assert reason.startswith(f"{column}: ")
+    assert word in reason
+    assert result.reasons == Counter({reason: 1})
+
+
+def test_boundaries_and_allowed_nulls_pass() -> None:
+    rows = [
+        _row(count="0", ratio="-1", kind="q"),
+        _row(count="10", ratio="1", at=None),
+        _row(count="7.0", ratio=None),  # an integral float is an int
+        _row(count=3, ratio=0.25),  # already typed values are fine too
+    ]
+    result = clean_table(_frame(rows), CONTRACT)
+    assert len(result.quarantined) == 0
+    assert result.clean["count"].tolist() == [0.0, 10.0, 7.0, 3.0]
+    assert np.isnan(result.clean["ratio"].iloc[2])
+
+
+def test_unparsable_value_is_not_also_reported_as_null() -> None:
+    result = clean_table(_frame([_row(count="seven")]), CONTRACT)
+    assert result.quarantined[REASON].tolist() == ["count: not a int"]
+
+
+def test_every_reason_of_a_row_is_listed() -> None:
+    result = clean_table(_frame([_row(count="11", kind="z", at="never")]), CONTRACT)
+    reasons = result.quarantined[REASON].iloc[0].split("; ")
+    assert {r.split(":")[0] for r in reasons} == {"count", "kind", "at"}
+    assert len(reasons) == 3
+    assert sum(result.reasons.values()) == 3
+
+
+def test_a_bad_first_copy_does_not_quarantine_a_good_later_copy() -> None:
+    raw = pd.DataFrame(
+        {
+            "key": ["a", "a"],
+            "count": ["99", "3"],
+            "ratio": ["0", "0"],
+            "kind": ["p", "p"],
+            "at": [None, None],
+        }
+    )
+    result = clean_table(raw, CONTRACT)
+    assert result.clean["key"].tolist() == ["a"]
+    assert result.clean["count"].tolist() == [3.0]
+    assert result.quarantined[REASON].tolist() == ["count: less_than_or_equal_to(10.0)"]
+
+
+def test_duplicate_keys_keep_the_first_row() -> None:
+    rows = [_row(key="b"), _row(key="a"), _row(key="b", count="1"), _row(key="b", count="2")]
+    result = clean_table(_frame(rows), CONTRACT)
+    assert result.clean["rid"].tolist() == [0, 1]
+    assert result.quarantined["rid"].tolist() == [2, 3]
+    assert all("duplicate key (key)" in r for r in result.quarantined[REASON])
+
+
+def test_missing_column_is_a_contract_error() -> None:
+    raw = _frame([_row()]).drop(columns=["kind"])
+    with pytest.raises(ContractError, match=r"things.*\['kind'\]"):
+        clean_table(raw, CONTRACT, "things")
+    assert issubclass(ContractError, ValueError)
+
+
+def test_clean_rows_are_typed_and_quarantined_rows_are_raw() -> None:
+    rows = [_row(count="3"), _row(count="x1"), _row(count="4")]
+    raw = _frame(rows)
+    raw.index = [100, 50, 7]  # any index: rows are matched by position
+    result = clean_table(raw, CONTRACT)
+    clean = result.clean
+    assert clean["count"].dtype == np.float64
+    assert clean["ratio"].dtype == np.float64
+    assert isinstance(clean["at"].dtype, pd.DatetimeTZDtype)
+    assert str(clean["at"].dt.tz) == "UTC"
+    assert clean["at"].iloc[0] == pd.Timestamp("2013-01-01T05:00:00Z")
+    assert clean["note"].tolist() == ["passes through"] * 2
+    assert list(clean.index) == [0, 1]
+    quarantined = result.quarantined.drop(columns=[REASON])
+    pd.testing.assert_frame_equal(quarantined, raw.iloc[[1]].reset_index(drop=True))
+    assert quarantined["count"].iloc[0] == "x1"
+
+
+def test_timestamps_in_different_iso_forms_all_parse() -> None:
+    stamps = ["2013-01-01T05:00:00Z", "2013-01-01 06:00:00+00:00", "2013-01-01T07:00:00.5Z"]
+    result = clean_table(_frame([_row(at=s) for s in stamps]), CONTRACT)
+    assert result.quarantined[REASON].tolist() == []
+    assert result.clean["at"].tolist() == [pd.Timestamp(s) for s in stamps]
+
+
+# -- randomized: compare with a row-by-row reference ------------------------------------------
+
+
+def _number(value: object) -> float | None:
+    """None for null, NaN for unparsable, else the float."""
+    if value is None:
+        return None
+    try:
+        return float(str(value))
+    except ValueError:
+        return math.nan
+
+
+def _reference_bad_columns(rows: list[dict[str, object]]) -> list[set[str]]:
+    """Per row, the columns it breaks, written independently of the code under test."""
+    seen: set[object] = set()
+    out = []
+    for row in rows:
+        bad = set()
+        count = _number(row["count"])
+        if count is None or math.isnan(count) or count % 1 or not 0 <= count <= 10:
+            bad.add("count")
+        ratio = _number(row["ratio"])
+        if ratio is not None and (math.isnan(ratio) or not -1 <= ratio <= 1):
+            bad.add("ratio")
+        if row["kind"] not in ("p", "q"):
+            bad.add("kind")
+        if row["at"] is not None and pd.isna(pd.to_datetime(row["at"], errors="coerce")):
+            bad.add("at")
+        # A key repeats only among rows that pass every other rule.
+        if not bad:
+            if row["key"] in seen:
+                bad.add("duplicate")
+            seen.add(row["key"])
+        out.append(bad)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_random_tables_split_exactly_like_the_reference(seed: int) -> None:
+    rng = random.Random(seed)
+    counts = ["0", "3", "10", "11", "-1", "2.5", "abc", None, "7.0"]
+    ratios = ["0", "-1", "1", "1.5", "-3", None, "x", "0.25"]
+    kinds = ["p", "q", "r", None]
+    ats = ["2013-01-01T05:00:00Z", "2013-06-01T17:00:00Z", "garbage", None]
+    rows = [
+        {
+            "key": f"k{rng.randrange(40)}",
+            "count": rng.choice(counts),
+            "ratio": rng.choice(ratios),
+            "kind": rng.choice(kinds),
+            "at": rng.choice(ats),
+        }
+        for _ in range(120)
+    ]
+    raw = pd.DataFrame(rows)
+    raw["rid"] = range(len(raw))
+    result = clean_table(raw, CONTRACT)
+    expected = _reference_bad_columns(rows)
+    assert len(result.clean) + len(result.quarantined) == len(raw)
+    assert result.clean["rid"].tolist() == [i for i, bad in enumerate(expected) if not bad]
+    assert result.quarantined["rid"].tolist() == [i for i, bad in enumerate(expected) if bad]
+    for rid, reason in zip(result.quarantined["rid"], result.quarantined[REASON], strict=True):
+        named = {
+            "duplicate" if r.startswith("duplicate") else r.split(":")[0]
+            for r in reason.split("; ")
+        }
+        assert named == expected[rid], (rid, reason)
+    listed = Counter(r for reason in result.quarantined[REASON] for r in reason.split("; "))
+    assert result.reasons == listed
+
+
+# -- the real tables --------------------------------------------------------------------------
+
+
+def test_real_weather_quarantines_the_1048_mph_reading(
+    real_tables: dict[str, pd.DataFrame],
+) -> None:
+    weather = real_tables["weather"]
+    rule = nycflights13_spec().contracts["weather"]
+    result = clean_table(weather, rule, "weather")
+    assert len(result.clean) + len(result.quarantined) == len(weather)
+    too_fast = weather[pd.to_numeric(weather["wind_speed"]) > 1000]
+    assert len(too_fast) == 1
+    keys = ["origin", "time_hour"]
+    (bad_key,) = too_fast[keys].itertuples(index=False, name=None)
+    quarantined = result.quarantined.set_index(keys)
+    assert bad_key in quarantined.index
+    assert "wind_speed" in quarantined.loc[bad_key, REASON]
+    clean_times = result.clean["time_hour"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    clean_keys = set(zip(result.clean["origin"], clean_times, strict=True))
+    assert bad_key not in clean_keys
+    assert result.clean["wind_speed"].max() <= 150
+
+
+@pytest.mark.parametrize("table", ["flights", "weather", "planes", "airports"])
+def test_real_tables_keep_every_row_accounted_for(
+    real_tables: dict[str, pd.DataFrame], table: str
+) -> None:
+    raw = real_tables[table]
+    result = clean_table(raw, nycflights13_spec().contracts[table], table)
+    assert result.rows_in == len(raw)
+    assert all(isinstance(r, str) and r for r in result.quarantined[REASON])
+    assert len(result.clean) >= 0.99 * len(raw)

@@ -1,0 +1,192 @@
+"""Registration with lineage, and the champion alias that moves only on evidence."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from mlsys_core.data.lake import Lake
+from mlsys_core.features.store import load_feature_set
+from mlsys_core.registry.promotion import (
+    CHALLENGER,
+    CHAMPION,
+    PromotionDecision,
+    apply_decision,
+    challenge_champion,
+    current_champion,
+    decide_promotion,
+    register_version,
+)
+from mlsys_core.tracking import code_version
+from mlsys_core.training.run import held_out
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "margin", "promote"),
+    [
+        (0.60, None, 0.0, True),  # the first model always promotes
+        (0.40, None, 0.5, True),  # ... even a poor one: there is nothing to compare to
+        (0.70, 0.80, 0.0, False),  # worse
+        (0.75, 0.75, 0.0, False),  # equal is not better
+        (0.80, 0.70, 0.0, True),  # better
+        (0.80, 0.75, 0.10, False),  # better, but within the margin
+        (0.75, 0.50, 0.25, False),  # better by exactly the margin: not "more than"
+        (0.90, 0.75, 0.10, True),  # better by more than the margin
+    ],
+)
+def test_decide_promotion(
+    challenger: float, champion: float | None, margin: float, promote: bool
+) -> None:
+    decision = decide_promotion(challenger, champion, "3" if champion else None, margin)
+    assert decision.promote is promote
+    assert decision.challenger_auc == challenger
+    assert decision.champion_auc == champion
+    assert decision.margin == margin
+    assert decision.reason
+
+
+def scored_aucs(pair) -> list[float]:
+    """Test AUC of each trained model, scored here through its pyfunc and scikit-learn."""
+    features, labels = held_out(pair.feature_set, Lake(pair.settings.lake_dir))
+    return [
+        roc_auc_score(labels, np.asarray(mlflow.pyfunc.load_model(m.model_uri).predict(features)))
+        for m in pair.models
+    ]
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str:
+    return str(client.get_model_version_by_alias(name, alias).version)
+
+
+def promotion_tag(client: MlflowClient, name: str, version: str) -> PromotionDecision:
+    tags = client.get_model_version(name, version).tags
+    return PromotionDecision.model_validate(json.loads(tags["mlsys.promotion"]))
+
+
+@pytest.mark.slow  # its shared fixture trains and logs real models
+def test_register_version_copies_lineage_and_marks_the_challenger(
+    trained_pair, client: MlflowClient
+) -> None:
+    name = "reg-lineage"
+    first, second = trained_pair.models
+    registered = register_version(client, name, first)
+
+    assert registered.name == name
+    assert registered.run_id == first.run_id
+    assert registered.uri == f"models:/{name}/{registered.version}"
+    assert alias_version(client, name, CHALLENGER) == registered.version
+
+    tags = client.get_model_version(name, registered.version).tags
+    fs = trained_pair.feature_set
+    _, spec = load_feature_set(fs, Lake(trained_pair.settings.lake_dir))
+    assert tags["mlsys.feature_set"] == fs.version
+    assert tags["mlsys.dataset"] == spec.name
+    assert tags["mlsys.spec_fingerprint"] == spec.fingerprint()
+    for table in ("flights", "weather", "planes", "airports"):
+        assert tags[f"mlsys.raw.{table}"] == fs.raw_snapshots[table]
+    # The working tree may change while tests run: compare the commit, not the dirty mark.
+    assert tags["mlsys.code_version"].removesuffix("-dirty") == code_version().removesuffix(
+        "-dirty"
+    )
+    assert tags["mlsys.run_id"] == first.run_id
+    assert float(tags["mlsys.test_auc"]) == pytest.approx(first.metrics["test_auc"], abs=1e-6)
+
+    # The newest registration takes the challenger alias; no champion was named.
+    newer = register_version(client, name, second)
+    assert int(newer.version) == int(registered.version) + 1
+    assert alias_version(client, name, CHALLENGER) == newer.version
+    assert current_champion(client, name) is None
+
+
+@pytest.mark.slow  # its shared fixture trains and logs real models
+def test_current_champion_of_an_unknown_model_is_none(client: MlflowClient) -> None:
+    assert current_champion(client, "never-registered") is None
+
+
+@pytest.mark.slow  # its shared fixture trains and logs real models
+def test_champion_moves_only_when_better_on_the_same_data(
+    trained_pair, client: MlflowClient
+) -> None:
+    name = "reg-promotion"
+    features, labels = held_out(trained_pair.feature_set, Lake(trained_pair.settings.lake_dir))
+    aucs = scored_aucs(trained_pair)
+    assert aucs[0] != aucs[1]  # the two seeds give two different models
+    worse, better = sorted(range(2), key=lambda i: aucs[i])
+    models = trained_pair.models
+
+    def challenge(index: int, margin: float = 0.0):
+        candidate = register_version(client, name, models[index])
+        decision = challenge_champion(client, candidate, features, labels, margin)
+        apply_decision(client, candidate, decision)
+        assert promotion_tag(client, name, candidate.version) == decision
+        return candidate, decision
+
+    # The first model promotes, whatever its score.
+    v1, decision = challenge(worse)
+    assert decision.promote
+    assert decision.champion_auc is None
+    assert decision.challenger_auc == pytest.approx(aucs[worse], abs=1e-9)
+    assert alias_version(client, name, CHAMPION) == v1.version
+
+    # A better model takes over.
+    v2, decision = challenge(better)
+    assert decision.promote
+    assert decision.challenger_auc == pytest.approx(aucs[better], abs=1e-9)
+    assert decision.champion_auc == pytest.approx(aucs[worse], abs=1e-9)
+    assert decision.champion_version == v1.version
+    assert alias_version(client, name, CHAMPION) == v2.version
+
+    # A worse one does not, and the refusal is recorded on it.
+    v3, decision = challenge(worse)
+    assert not decision.promote
+    assert decision.champion_version == v2.version
+    assert alias_version(client, name, CHAMPION) == v2.version
+    assert alias_version(client, name, CHALLENGER) == v3.version
+
+    # Nor does an equal one: the same model registered again.
+    _, decision = challenge(better)
+    assert not decision.promote
+    assert decision.challenger_auc == pytest.approx(decision.champion_auc, abs=1e-12)
+    assert alias_version(client, name, CHAMPION) == v2.version
+
+
+@pytest.mark.slow  # its shared fixture trains and logs real models
+def test_challenge_respects_the_margin(trained_pair, client: MlflowClient) -> None:
+    name = "reg-margin"
+    features, labels = held_out(trained_pair.feature_set, Lake(trained_pair.settings.lake_dir))
+    aucs = scored_aucs(trained_pair)
+    worse, better = sorted(range(2), key=lambda i: aucs[i])
+    gap = aucs[better] - aucs[worse]
+    champion = register_version(client, name, trained_pair.models[worse])
+    apply_decision(client, champion, decide_promotion(aucs[worse], None))
+    candidate = register_version(client, name, trained_pair.models[better])
+
+    decision = challenge_champion(client, candidate, features, labels, margin=gap + 0.01)
+    assert not decision.promote
+    assert decision.margin == gap + 0.01
+    apply_decision(client, candidate, decision)
+    assert alias_version(client, name, CHAMPION) == champion.version
+
+    decision = challenge_champion(client, candidate, features, labels, margin=gap / 2)
+    assert decision.promote
+    apply_decision(client, candidate, decision)
+    assert alias_version(client, name, CHAMPION) == candidate.version
+
+
+@pytest.mark.slow  # its shared fixture trains and logs real models
+def test_the_champion_challenged_by_itself_keeps_its_place(
+    trained_pair, client: MlflowClient
+) -> None:
+    name = "reg-self"
+    features, labels = held_out(trained_pair.feature_set, Lake(trained_pair.settings.lake_dir))
+    version = register_version(client, name, trained_pair.models[0])
+    apply_decision(client, version, decide_promotion(0.5, None))
+    decision = challenge_champion(client, version, features, labels)
+    assert decision.champion_auc is None  # nothing else to compare with
+    apply_decision(client, version, decision)
+    assert alias_version(client, name, CHAMPION) == version.version

@@ -1,0 +1,255 @@
+"""The plain PyTorch trainer: learns, is deterministic, stops early on the best weights, and
+writes checkpoints atomically that load without unpickling objects."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from mlsys_core.training.model import ModelConfig, TabularMLP
+from mlsys_core.training.trainer import (
+    EpochMetrics,
+    TrainConfig,
+    Trainer,
+    load_tensors,
+    resolve_device,
+    save_tensors_atomically,
+)
+
+CATEGORY_EFFECT = np.array([0.0, -1.0, 0.0, 0.5, 1.0])  # code 0 (missing) never drawn
+
+
+@dataclass
+class Problem:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray
+    y_valid: np.ndarray
+    p_valid: np.ndarray  # the true probabilities: the best any model can do
+
+    model_config = ModelConfig(cardinalities=[5], n_numeric=2, hidden=[32, 16], dropout=0.0)
+
+
+def make_problem(n_train: int, n_valid: int, signal: float = 1.0, seed: int = 0) -> Problem:
+    """One category (codes 1..4) and two numbers with a known logistic effect on the label."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_valid
+    cat = rng.integers(1, 5, n)
+    num = rng.normal(size=(n, 2))
+    logit = signal * (2.0 * num[:, 0] - 1.5 * num[:, 1] + CATEGORY_EFFECT[cat])
+    p = 1.0 / (1.0 + np.exp(-logit))
+    y = (rng.uniform(size=n) < p).astype(np.float32)
+    x = np.column_stack([cat, num]).astype(np.float32)
+    return Problem(x[:n_train], y[:n_train], x[n_train:], y[n_train:], p[n_train:])
+
+
+def log_loss(y: np.ndarray, proba: np.ndarray) -> float:
+    p = np.clip(proba.astype(np.float64), 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def fit(problem: Problem, config: TrainConfig, model_config: ModelConfig | None = None):
+    trainer = Trainer(config, model_config or problem.model_config)
+    trainer.setup(problem.x_train, problem.y_train, problem.x_valid, problem.y_valid)
+    return trainer, trainer.train()
+
+
+@pytest.fixture(scope="module")
+def learnable() -> Problem:
+    return make_problem(3_000, 1_000)
+
+
+FAST = TrainConfig(
+    epochs=4, batch_size=128, learning_rate=1e-2, hidden=[32, 16], dropout=0.0, device="cpu"
+)
+
+
+def test_trainer_learns_a_separable_problem(learnable: Problem) -> None:
+    trainer, result = fit(learnable, FAST)
+    bayes_auc = roc_auc_score(learnable.y_valid, learnable.p_valid)
+    auc = roc_auc_score(learnable.y_valid, trainer.predict_proba(learnable.x_valid))
+    assert bayes_auc > 0.85  # the problem is learnable at all
+    assert auc > 0.8
+    assert auc > bayes_auc - 0.05
+    assert len(result.history) >= 1
+    assert all(math.isfinite(m.train_loss) for m in result.history)
+    # Training reduces the training loss from the first epoch to the best one.
+    assert result.history[result.best_epoch - 1].train_loss <= result.history[0].train_loss
+
+
+def test_same_seed_gives_identical_history(learnable: Problem) -> None:
+    first, result_a = fit(learnable, FAST)
+    # Whatever happened to the global RNGs in between, setup reseeds from the config.
+    torch.manual_seed(12345)
+    np.random.seed(12345)
+    torch.rand(100)
+    second, result_b = fit(learnable, FAST)
+    assert result_a.history == result_b.history
+    assert result_a.best_epoch == result_b.best_epoch
+    np.testing.assert_array_equal(
+        first.predict_proba(learnable.x_valid), second.predict_proba(learnable.x_valid)
+    )
+
+
+def test_a_different_seed_gives_a_different_history(learnable: Problem) -> None:
+    _, result_a = fit(learnable, FAST)
+    _, result_b = fit(learnable, FAST.model_copy(update={"seed": 1}))
+    assert result_a.history != result_b.history
+
+
+def test_on_epoch_sees_every_epoch_in_order(learnable: Problem) -> None:
+    seen: list[EpochMetrics] = []
+    trainer = Trainer(FAST.model_copy(update={"epochs": 3}), learnable.model_config)
+    trainer.setup(learnable.x_train, learnable.y_train, learnable.x_valid, learnable.y_valid)
+    result = trainer.train(on_epoch=seen.append)
+    assert seen == result.history
+    assert [m.epoch for m in seen] == list(range(1, len(seen) + 1))
+
+
+def test_history_val_metrics_are_the_validation_scores(learnable: Problem) -> None:
+    config = FAST.model_copy(update={"epochs": 1})
+    trainer, result = fit(learnable, config)
+    proba = trainer.predict_proba(learnable.x_valid)
+    (only,) = result.history
+    assert only.val_loss == pytest.approx(log_loss(learnable.y_valid, proba), rel=1e-6)
+    assert only.val_auc == pytest.approx(roc_auc_score(learnable.y_valid, proba), abs=1e-9)
+
+
+def test_early_stopping_restores_the_best_weights() -> None:
+    # Few noisy rows and a wide net without regularisation: validation loss soon climbs.
+    problem = make_problem(300, 2_000, signal=0.3, seed=3)
+    model_config = ModelConfig(cardinalities=[5], n_numeric=2, hidden=[64, 64], dropout=0.0)
+    config = TrainConfig(
+        epochs=100,
+        batch_size=32,
+        learning_rate=1e-2,
+        weight_decay=0.0,
+        hidden=[64, 64],
+        dropout=0.0,
+        patience=3,
+        device="cpu",
+    )
+    trainer, result = fit(problem, config, model_config)
+
+    losses = [m.val_loss for m in result.history]
+    best = result.history[result.best_epoch - 1]
+    assert result.stopped_early
+    assert len(losses) < config.epochs
+    assert best.epoch == result.best_epoch
+    assert best.val_loss == pytest.approx(min(losses), abs=1e-5)
+    # It stopped exactly `patience` epochs after the last improvement.
+    assert len(losses) - result.best_epoch == config.patience
+    assert all(loss >= best.val_loss - 1e-5 for loss in losses[result.best_epoch :])
+    # The setup does what it should: the last epoch is clearly worse than the best one.
+    assert losses[-1] > best.val_loss + 1e-4
+
+    restored = log_loss(problem.y_valid, trainer.predict_proba(problem.x_valid))
+    assert restored == pytest.approx(best.val_loss, rel=1e-5)
+    assert restored != pytest.approx(losses[-1], rel=1e-5)
+
+
+def test_save_checkpoint_loads_with_weights_only(learnable: Problem, tmp_path: Path) -> None:
+    trainer, _ = fit(learnable, FAST.model_copy(update={"epochs": 2}))
+    path = tmp_path / "nested" / "ckpt.pt"  # the folder does not exist yet
+    trainer.save_checkpoint(path)
+
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.pt"]  # no temp file left
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path)
+    assert set(state) == set(raw) == {"model", "optimizer", "epoch"}
+    assert state["epoch"] == trainer.epoch == 2
+
+    live = trainer.model.state_dict()
+    assert set(state["model"]) == set(live)
+    for key, tensor in live.items():
+        assert torch.equal(state["model"][key].cpu(), tensor.cpu()), key
+
+    rebuilt = TabularMLP(learnable.model_config)
+    rebuilt.load_state_dict(state["model"])
+    rebuilt.eval()
+    with torch.no_grad():
+        logits = rebuilt(torch.as_tensor(learnable.x_valid))
+    np.testing.assert_allclose(
+        torch.sigmoid(logits).numpy(), trainer.predict_proba(learnable.x_valid), rtol=1e-6
+    )
+    optimizer = torch.optim.AdamW(rebuilt.parameters())
+    optimizer.load_state_dict(state["optimizer"])
+    assert optimizer.state_dict()["state"].keys() == trainer.optimizer.state_dict()["state"].keys()
+
+
+def test_save_checkpoint_replaces_an_older_one(learnable: Problem, tmp_path: Path) -> None:
+    trainer = Trainer(FAST.model_copy(update={"epochs": 1}), learnable.model_config)
+    trainer.setup(learnable.x_train, learnable.y_train, learnable.x_valid, learnable.y_valid)
+    path = tmp_path / "ckpt.pt"
+    trainer.save_checkpoint(path)
+    trainer.train()
+    trainer.save_checkpoint(path)
+    assert load_tensors(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_failed_write_keeps_the_previous_file_intact(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    save_tensors_atomically({"w": torch.ones(3)}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickling raises for a lambda
+        save_tensors_atomically({"w": torch.zeros(3), "bad": lambda: None}, path)
+    assert path.read_bytes() == before
+    assert torch.equal(load_tensors(path)["w"], torch.ones(3))
+
+
+def test_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickling raises for a lambda
+        save_tensors_atomically({"bad": lambda: None}, path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_tensors_refuses_arbitrary_objects(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"obj": Path("/")}, path)  # a pickled non-tensor object
+    with pytest.raises(Exception, match="(?i)weights_only"):
+        load_tensors(path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_asking_for_cuda_without_it_is_a_clear_error(learnable: Problem) -> None:
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        resolve_device("cuda")
+    trainer = Trainer(FAST.model_copy(update={"device": "cuda"}), learnable.model_config)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        trainer.setup(learnable.x_train, learnable.y_train, learnable.x_valid, learnable.y_valid)
+
+
+def test_resolve_device_cpu_and_auto() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_trains_on_cuda(learnable: Problem, tmp_path: Path) -> None:
+    trainer, result = fit(learnable, FAST.model_copy(update={"device": "cuda"}))
+    assert trainer.device.type == "cuda"
+    assert all(p.device.type == "cuda" for p in trainer.model.parameters())
+    proba = trainer.predict_proba(learnable.x_valid)
+    assert roc_auc_score(learnable.y_valid, proba) > 0.8
+    assert result.history[result.best_epoch - 1].val_loss == pytest.approx(
+        log_loss(learnable.y_valid, proba), rel=1e-4
+    )
+    path = tmp_path / "ckpt.pt"
+    trainer.save_checkpoint(path)
+    state = load_tensors(path)  # loads onto the CPU
+    cpu_model = TabularMLP(learnable.model_config)
+    cpu_model.load_state_dict(state["model"])
+    cpu_model.eval()
+    with torch.no_grad():
+        cpu_proba = torch.sigmoid(cpu_model(torch.as_tensor(learnable.x_valid))).numpy()
+    np.testing.assert_allclose(cpu_proba, proba, atol=1e-4)
