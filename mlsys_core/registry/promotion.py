@@ -1,7 +1,9 @@
 """Registering a trained model and moving the ``champion`` alias only on evidence.
 
 Aliases, never the deprecated stage API: ``challenger`` marks the newest candidate and
-``champion`` the version that serves.
+``champion`` the version that serves. Registering and loading go through MLflow's fluent
+API, so pass the client that ``tracking.configure_mlflow`` returned: it also points the
+fluent API at the same store.
 """
 
 from __future__ import annotations

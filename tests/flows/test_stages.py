@@ -5,10 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from prefect.exceptions import ParameterTypeError
 
 from flows.drift import drift_check
 from flows.features import build_features
 from flows.ingest import ingest
+from flows.pipeline import ml_pipeline
 from flows.register import register
 from flows.train import train
 from flows.validate import validate
@@ -75,3 +77,11 @@ def test_missing_source_file_fails_loudly(settings: Settings, small_spec: Datase
     spec = small_spec.model_copy(update={"sources": [*sources, *small_spec.sources[1:]]})
     with pytest.raises(SourceError, match="no file at"):
         ingest(spec)
+
+
+def test_bad_pipeline_parameters_are_rejected_before_any_stage_runs(settings: Settings):
+    with pytest.raises(ParameterTypeError, match="promotion_margin"):
+        ml_pipeline(promotion_margin=-0.5)
+    with pytest.raises(ParameterTypeError, match="epochs"):
+        ml_pipeline(train_config={"epochs": 0})
+    assert not settings.lake_dir.exists()  # nothing ran
