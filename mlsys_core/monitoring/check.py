@@ -60,7 +60,8 @@ def check_model_drift(
     ref_set, version = reference_feature_set(settings, model_name, alias)
     ref_frame, spec = load_feature_set(ref_set, lake)
     newest = latest_feature_set(lake, spec.name)
-    cur_frame, _ = load_feature_set(newest, lake)
+    # Usually the champion was trained on the newest feature set: read it once then.
+    cur_frame = ref_frame if newest == ref_set else load_feature_set(newest, lake)[0]
     reference, _, _ = drift_frames(ref_frame, spec, months)
     _, current, window = drift_frames(cur_frame, spec, months)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
