@@ -194,7 +194,7 @@ def _log_model(
             signature=signature,
             pip_requirements=pip_requirements(),
         )
-    return f"runs:/{mlflow.active_run().info.run_id}/model" if info is None else info.model_uri
+    return info.model_uri
 
 
 def model_input_frame(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
