@@ -1,0 +1,1 @@
+"""Subcommands of ``mlsys``; every module here defines ``register(subparsers)``."""
