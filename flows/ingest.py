@@ -1,19 +1,29 @@
-"""Stage 1: snapshot every declared source into the lake."""
+"""Stage 1: snapshot every declared source into the lake (only what is new, for landing
+folders)."""
 
 from __future__ import annotations
 
 from prefect import flow
 
+from flows import runners
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import SnapshotRef
 from mlsys_core.spec import DatasetSpec, nycflights13_spec
 from tasks.data import snapshot_source
 
 
-@flow(name="ingest", log_prints=True)
-def ingest(spec: DatasetSpec | None = None) -> dict[str, SnapshotRef]:
-    """Snapshot each source of ``spec`` (default: nycflights13); unchanged sources are no-ops."""
+@flow(name="ingest", log_prints=True, task_runner=runners.build())
+def ingest(
+    spec: DatasetSpec | None = None, landing: dict[str, str] | None = None
+) -> dict[str, SnapshotRef]:
+    """Snapshot each source of ``spec`` (default: nycflights13); unchanged sources are no-ops.
+
+    ``landing`` maps source names to landing folders, read incrementally: each run appends
+    only the files that arrived since the last one (the scheduled ``ingest`` deployment).
+    """
     spec = spec or nycflights13_spec()
+    if landing:
+        spec = spec.with_landing(landing)
     settings = Settings()
     futures = {source.name: snapshot_source.submit(source, settings) for source in spec.sources}
     refs = {name: future.result() for name, future in futures.items()}

@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, unmapped
+from prefect.futures import wait
 
+from flows import runners
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import CleanRef
 from mlsys_core.data.lake import SnapshotRef
-from mlsys_core.spec import DatasetSpec, nycflights13_spec
-from tasks.data import clean_snapshot, latest_raw, publish_quality_report
+from mlsys_core.spec import DatasetSpec, TableContract, nycflights13_spec
+from tasks.data import (
+    clean_partition,
+    cleaned_already,
+    combine_partitions,
+    discard_partitions,
+    latest_raw,
+    publish_quality_report,
+    raw_partitions,
+)
 
 
-@flow(name="validate", log_prints=True)
+@flow(name="validate", log_prints=True, task_runner=runners.build())
 def validate(
     raw: dict[str, SnapshotRef] | None = None, spec: DatasetSpec | None = None
 ) -> dict[str, CleanRef]:
-    """Clean the given raw snapshots (default: the newest of each contracted source)."""
+    """Clean the given raw snapshots (default: the newest of each contracted source).
+
+    Partitions are cleaned in parallel as mapped tasks. Each table is all or nothing: if
+    any of its partitions fails, the partitions this run wrote are removed again, so a
+    failed run leaves the lake as it found it.
+    """
     spec = spec or nycflights13_spec()
     settings = Settings()
     raw = raw or latest_raw(sorted(spec.contracts), settings)
-    futures = {
-        name: clean_snapshot.submit(ref, spec.contracts[name], settings)
-        for name, ref in raw.items()
-        if name in spec.contracts
-    }
-    results = {name: future.result() for name, future in futures.items()}
+    results = {}
+    for name, ref in raw.items():
+        if name in spec.contracts:
+            results[name] = _clean_table(name, ref, spec.contracts[name], settings)
     for name, ref in results.items():
         print(
             f"{name}: {ref.rows_in} in = {ref.clean.rows} clean + {ref.quarantine.rows} "
@@ -32,3 +45,24 @@ def validate(
         )
     publish_quality_report(results)
     return results
+
+
+def _clean_table(
+    table: str, raw: SnapshotRef, contract: TableContract, settings: Settings
+) -> CleanRef:
+    groups = raw_partitions(raw, settings)
+    before = cleaned_already(table, groups, contract, settings)
+    futures = clean_partition.map(
+        unmapped(table), list(groups), list(groups.values()), unmapped(contract), unmapped(settings)
+    )
+    wait(futures)  # every partition ends, in success or failure, before deciding
+    failed = [f for f in futures if not f.state.is_completed()]
+    if failed:
+        written = [
+            f.result()
+            for partition, f in zip(groups, futures, strict=True)
+            if f.state.is_completed() and partition not in before
+        ]
+        discard_partitions(written, settings)
+        failed[0].result()  # raises the first partition's own error
+    return combine_partitions(raw, contract, [f.result() for f in futures], settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,19 @@ class Settings(BaseSettings):
     )
     experiment: str = "mlsys"
     model_name: str = "flight-delay"
+    task_runner: Literal["threads", "processes", "dask"] = Field(
+        default="threads",
+        description="Where partition-parallel tasks run: a thread pool, a process pool, or Dask.",
+    )
+    max_workers: int | None = Field(default=None, ge=1, description="Pool size; None: auto.")
+    dask_address: str | None = Field(
+        default=None,
+        description="Scheduler of an existing Dask cluster (tcp://host:8786); None starts a "
+        "LocalCluster for the flow run.",
+    )
+    batch_rows: int = Field(
+        default=65_536, ge=1, description="Rows per record batch in batch processing."
+    )
 
     @property
     def root(self) -> Path:

@@ -69,7 +69,9 @@ def small_spec(
         frame = flights if source.name == "flights" else real_tables[source.name]
         path = folder / f"{source.name}.csv.gz"
         frame.to_csv(path, index=False, compression="gzip")
-        sources.append(SourceSpec(name=source.name, path=str(path)))
+        sources.append(
+            SourceSpec(name=source.name, path=str(path), partition_by=source.partition_by)
+        )
     return nycflights13_spec().model_copy(update={"sources": sources})
 
 

