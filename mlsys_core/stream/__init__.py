@@ -1,0 +1,1 @@
+"""Micro-batch stream processing on event time over an append-only event log."""
