@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	@# torch first: 2.13.0 is a CPU wheel on this machine; any other spec fetches CUDA builds.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -41,6 +41,7 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/pipeline_overhead.py
 	$(PY) bench/model_vs_hgb.py
+	$(PY) bench/data_pipeline.py
 
 clean:
 	rm -rf $(STATE)
