@@ -68,18 +68,25 @@ def ingest_landing(source: SourceSpec, lake: Lake) -> SnapshotRef:
         if previous is None:
             raise LookupError(f"source {source.name!r}: landing folder {source.path} is empty")
         return previous
-    for file in new:
-        frame = parse_file(source, file)
-        parts.extend(_write_partitions(frame, source, lake, file.sha256))
-    files = [*seen, *(f.sha256 for f in new)]
-    snapshot_id = hashlib.sha256("\n".join(files).encode()).hexdigest()[:20]
-    manifest = {
-        "source": {"uri": str(source.path), "pattern": source.pattern},
-        "files": files,
-        "new_files": [{"name": f.path.name, "sha256": f.sha256, "bytes": f.size} for f in new],
-        "parents": parents,
-    }
-    return lake.write_snapshot("raw", source.name, snapshot_id, parts, manifest)
+    created: list[PartRef] = []
+    try:
+        for file in new:
+            frame = parse_file(source, file)
+            parts.extend(_write_partitions(frame, source, lake, file.sha256, created))
+        files = [*seen, *(f.sha256 for f in new)]
+        snapshot_id = hashlib.sha256("\n".join(files).encode()).hexdigest()[:20]
+        manifest = {
+            "source": {"uri": str(source.path), "pattern": source.pattern},
+            "files": files,
+            "new_files": [{"name": f.path.name, "sha256": f.sha256, "bytes": f.size} for f in new],
+            "parents": parents,
+        }
+        return lake.write_snapshot("raw", source.name, snapshot_id, parts, manifest)
+    except BaseException:
+        # A bad file or a failed commit: take back this run's parts, so the lake is as it was.
+        for part in created:
+            (lake.root / part.file).unlink(missing_ok=True)
+        raise
 
 
 def _new_files(files: list[LandingFile], seen: set[str]) -> list[LandingFile]:
@@ -93,12 +100,26 @@ def _new_files(files: list[LandingFile], seen: set[str]) -> list[LandingFile]:
 
 
 def _write_partitions(
-    frame: pd.DataFrame, source: SourceSpec, lake: Lake, content_hash: str
+    frame: pd.DataFrame,
+    source: SourceSpec,
+    lake: Lake,
+    content_hash: str,
+    created: list[PartRef] | None = None,
 ) -> list[PartRef]:
-    """One part per partition value of this file's rows, named by the file's hash."""
+    """One part per partition value of this file's rows, named by the file's hash; parts
+    this call writes (rather than finds) are added to ``created``."""
     part_id = content_hash[:20]
+    created = created if created is not None else []
+
+    def write(partition: str, rows: pd.DataFrame) -> PartRef:
+        if existing := lake.find_part("raw", source.name, partition, part_id):
+            return existing
+        part = lake.write_part("raw", source.name, partition, part_id, rows)
+        created.append(part)
+        return part
+
     if not source.partition_by:
-        return [lake.write_part("raw", source.name, UNPARTITIONED, part_id, frame)]
+        return [write(UNPARTITIONED, frame)]
     if missing := [c for c in source.partition_by if c not in frame.columns]:
         # The contract would reject the table anyway; say so here, where it is clear.
         raise ValueError(f"source {source.name!r}: partition columns {missing} are missing")
@@ -109,7 +130,7 @@ def _write_partitions(
         paths = values[codes] if i == 0 else paths + "/" + values[codes]
     out = []
     for path, rows in frame.groupby(paths, sort=True):
-        out.append(lake.write_part("raw", source.name, path, part_id, rows))
+        out.append(write(path, rows))
     return out
 
 

@@ -136,3 +136,17 @@ def test_incremental_cleaning_reuses_cleaned_months(
     assert lake.parts(second.clean)[0] == january
     assert (lake.root / january.file).stat().st_mtime_ns == stamp  # not cleaned again
     assert second.clean.rows + second.quarantine.rows == second.raw.rows
+
+
+def test_a_bad_file_leaves_the_lake_as_it_was(tmp_path: Path, monthly) -> None:
+    landing, lake = tmp_path / "landing", Lake(tmp_path / "lake")
+    source = _source(landing)
+    _land(landing, "2013-01.csv", monthly[1])
+    first = snapshot_source(source, lake)
+    before = sorted(p for p in lake.root.rglob("*") if p.is_file())
+    _land(landing, "2013-02.csv", monthly[2])  # parsed and written first ...
+    (landing / "2013-03.csv").write_bytes(b'year,month\n2013,3\n"broken')  # ... then this fails
+    with pytest.raises(SourceError, match="not valid csv"):
+        snapshot_source(source, lake)
+    assert sorted(p for p in lake.root.rglob("*") if p.is_file()) == before
+    assert lake.latest("raw", "flights") == first
