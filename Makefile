@@ -9,6 +9,8 @@ STATE := $(CURDIR)/.mlsys
 export MLSYS_STATE_DIR ?= $(STATE)
 export PREFECT_HOME ?= $(STATE)/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# The embedded API server gets 20 s to start by default; a busy 2-core machine can need more.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_LOGGING_LEVEL ?= INFO
 export MPLBACKEND := Agg
 export GIT_PYTHON_REFRESH := quiet

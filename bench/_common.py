@@ -30,6 +30,7 @@ def isolated_env(state_dir: Path) -> dict[str, str]:
         "MLSYS_STATE_DIR": str(state_dir),
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         # The same quiet defaults the Makefile exports.
         "MPLBACKEND": "Agg",
         "GIT_PYTHON_REFRESH": "quiet",
