@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with background(cmd, env, folder / "server.log") as proc:
         wait_http(f"http://127.0.0.1:{port}/health", proc, 180, folder / "server.log")
         yield f"http://127.0.0.1:{port}"
+        # A throwaway server: its workers take ~20 s to drain on SIGTERM, so stop it hard.
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.fixture(scope="session")
