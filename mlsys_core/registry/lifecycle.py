@@ -410,6 +410,8 @@ def transition(
         current = check_transition(client, name, version, to_stage, gate)
         if gate is not None:
             client.set_model_version_tag(name, version, TAG_GATE, gate.model_dump_json())
+        if approval is not None:
+            client.set_model_version_tag(name, version, TAG_APPROVAL, approval.model_dump_json())
         gate = gate or recorded_gate(client, name, version)
         replaced = version_in(client, name, to_stage)
         _leave(client, name, version, current)

@@ -65,7 +65,9 @@ def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec):
 
         deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()
         by_name = {d["name"]: d for d in deployments}
-        assert {"ml-pipeline", "retrain", "drift-check"} <= set(by_name)
+        assert {"ml-pipeline", "retrain", "drift-check", "promote", "rollback"} <= set(by_name)
+        assert by_name["retrain"]["parameters"] == {"auto_approve": False}
+        assert by_name["promote"]["parameters"]["auto_approve"] is False
         for name, slug in [("retrain", "weekly-retrain"), ("drift-check", "daily-drift-check")]:
             (schedule,) = by_name[name]["schedules"]
             assert schedule["slug"] == slug
