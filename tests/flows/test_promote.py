@@ -60,7 +60,7 @@ def paused_promote_run(version: str, timeout: float = 240) -> tuple[UUID, dict]:
                 ),
             )
             for run in runs:
-                if run.parameters.get("version") != version:
+                if run.parameters.get("version") not in (version, None):  # None: resolved
                     continue
                 keyset = keyset_from_paused_state(run.state)
                 try:
