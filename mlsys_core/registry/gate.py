@@ -8,6 +8,7 @@ recompute both AUCs, and count how often the challenger's lead is not above the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import numpy as np
@@ -62,17 +63,46 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
         return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
+def resample_indices(n: int, config: GateConfig) -> Iterator[np.ndarray]:
+    """The bootstrap's row indices, in chunks of shape (b, n): seeded, so reproducible."""
+    rng = np.random.default_rng(config.seed)
+    chunk = max(1, min(200, 4_000_000 // max(n, 1)))  # bounds memory at ~4M cells a chunk
+    for start in range(0, config.n_bootstrap, chunk):
+        yield rng.integers(0, n, size=(min(chunk, config.n_bootstrap - start), n))
+
+
+def _counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each row was drawn, per resample: (b, n)."""
+    offsets = (np.arange(idx.shape[0]) * n)[:, None]
+    return np.bincount((idx + offsets).ravel(), minlength=idx.shape[0] * n).reshape(-1, n)
+
+
+def _weighted_auc(counts: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUC of each resample given as row counts, without sorting per resample: the scores
+    are sorted once, ties grouped, and each positive counts the negatives below it plus
+    half of those tied with it."""
+    order = np.argsort(scores, kind="stable")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    weights = counts[:, order].astype(float)
+    positive = labels[order].astype(bool)
+    pos = np.add.reduceat(np.where(positive, weights, 0.0), starts, axis=1)
+    neg = np.add.reduceat(np.where(positive, 0.0, weights), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
 def paired_bootstrap(
     labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray, config: GateConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap AUCs of both models on the same resampled rows (seeded)."""
-    rng = np.random.default_rng(config.seed)
     n = len(labels)
     out_c, out_p = [], []
-    for start in range(0, config.n_bootstrap, 200):  # chunks bound memory at 200 x n
-        idx = rng.integers(0, n, size=(min(200, config.n_bootstrap - start), n))
-        out_c.append(auc(labels[idx], challenger[idx]))
-        out_p.append(auc(labels[idx], champion[idx]))
+    for idx in resample_indices(n, config):
+        counts = _counts(idx, n)
+        out_c.append(_weighted_auc(counts, labels, challenger))
+        out_p.append(_weighted_auc(counts, labels, champion))
     return np.concatenate(out_c), np.concatenate(out_p)
 
 

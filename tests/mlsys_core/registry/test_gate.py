@@ -7,7 +7,13 @@ import pytest
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
-from mlsys_core.registry.gate import GateConfig, auc, decide, paired_bootstrap
+from mlsys_core.registry.gate import (
+    GateConfig,
+    auc,
+    decide,
+    paired_bootstrap,
+    resample_indices,
+)
 
 
 def scored(n: int, signal: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,6 +44,20 @@ def test_bootstrap_is_paired_and_seeded() -> None:
     np.testing.assert_array_equal(same_c, same_p)
     # The resampled AUCs scatter around the full-sample AUC.
     assert np.mean(c1) == pytest.approx(auc(labels, a)[0], abs=0.02)
+
+
+def test_bootstrap_aucs_equal_scikit_learn_on_the_same_resamples() -> None:
+    labels, a = scored(300, 0.5, 3)
+    a = np.round(a, 2)  # ties, which the counting AUC must split in half
+    _, b = scored(300, 0.5, 4)
+    config = GateConfig(n_bootstrap=120, seed=5)
+    got_a, got_b = paired_bootstrap(labels, a, b, config)
+    rows = np.concatenate(list(resample_indices(300, config)))
+    assert rows.shape == (120, 300)
+    want_a = [roc_auc_score(labels[r], a[r]) for r in rows]
+    want_b = [roc_auc_score(labels[r], b[r]) for r in rows]
+    np.testing.assert_allclose(got_a, want_a, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got_b, want_b, rtol=0, atol=1e-12)
 
 
 def test_first_model_passes_without_a_test() -> None:
