@@ -94,6 +94,11 @@ def test_production_waits_for_a_person_who_rejects_then_approves(
     assert result.approval.approver == "bob" and not result.approval.approve
     assert alias_version(client, name, "champion") is None
 
+    # Nobody answers in time: that is a rejection too.
+    late = promote(Stage.PRODUCTION, auto_approve=False, approval_timeout_s=2, approval_poll_s=1)
+    assert not late.moved and late.approval.approver == "nobody"
+    assert alias_version(client, name, "champion") is None
+
     # The promote flow asks again; this time the answer is yes.
     thread, out = in_thread(
         lambda: promote(Stage.PRODUCTION, auto_approve=False, approval_poll_s=1)
@@ -108,7 +113,11 @@ def test_production_waits_for_a_person_who_rejects_then_approves(
 
     events = history(client, name)
     approvals = [(e.actor, e.approval.approve, e.reason) for e in events if e.action == "approval"]
-    assert approvals == [("bob", False, "rejected: hold"), ("alice", True, "approved: ship")]
+    assert approvals == [
+        ("bob", False, "rejected: hold"),
+        ("nobody", False, "rejected: no answer in 2s"),
+        ("alice", True, "approved: ship"),
+    ]
     (move,) = [e for e in events if e.to_stage == Stage.PRODUCTION and e.action == "transition"]
     assert move.actor == "alice" and move.gate.promote and move.approval.approver == "alice"
 
