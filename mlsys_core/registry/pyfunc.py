@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from mlsys_core.features.preprocess import TabularPreprocessor
 from mlsys_core.training.model import ModelConfig, TabularMLP
-from mlsys_core.training.trainer import load_tensors, predict_proba
+from mlsys_core.training.trainer import predict_proba
 
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 ARTIFACTS = ("preprocessor", "model_config", "weights")
@@ -50,7 +50,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path), device="cpu")
-        return load_tensors(path)  # legacy .pt: torch.load(weights_only=True)
+        # A legacy .pt: tensors only, never arbitrary objects.
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (SafetensorError, pickle.UnpicklingError, RuntimeError, OSError) as err:
         raise UnsafeArtifactError(
             f"refusing to load model weights {path.name}: not a plain tensor file ({err})"

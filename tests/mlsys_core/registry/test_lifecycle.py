@@ -9,7 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from mlflow import MlflowClient
 
+from mlsys_core.data.cleaning import clean_snapshot
+from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
+from mlsys_core.features.store import build_feature_set
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.lifecycle import (
@@ -32,7 +35,8 @@ from mlsys_core.registry.promotion import (
     register_version,
     score_auc,
 )
-from mlsys_core.training.run import held_out
+from mlsys_core.training.run import held_out, train_and_log
+from mlsys_core.training.trainer import TrainConfig
 
 APPROVED = Approval(approver="alice", approve=True, reason="numbers look right")
 
@@ -292,3 +296,28 @@ def test_parallel_registrations_get_distinct_versions_and_one_champion_move(
     ]
     assert len(moves) == 1
     assert alias_version(client, name, "champion") == moves[0].version
+
+
+@pytest.mark.slow
+def test_a_changed_feature_definition_is_a_major_version(trained_pair, small_spec, tmp_path):
+    """The same data with one feature fewer: new input schema and spec -> 2.0.0."""
+    settings = trained_pair.settings
+    lake = Lake(settings.lake_dir)
+    fewer = small_spec.features.model_copy(update={"numeric": small_spec.features.numeric[:-1]})
+    spec = small_spec.model_copy(update={"features": fewer})
+    clean = {
+        s.name: clean_snapshot(snapshot_source(s, lake), spec.contracts[s.name], lake)
+        for s in spec.sources
+    }
+    retrained = train_and_log(build_feature_set(clean, spec, lake), TrainConfig(epochs=1), settings)
+    client = MlflowClient(settings.mlflow_uri)
+    name = f"life-major-{tmp_path.name}"
+    lock = RegistryLock(tmp_path, name)
+    first = register_version(client, name, trained_pair.models[0], lock)
+    changed = register_version(client, name, retrained, lock)
+    assert (first.semver, changed.semver) == ("1.0.0", "2.0.0")
+    tags = client.get_model_version(name, changed.version).tags
+    assert tags["mlsys.semver_bump"].startswith("major")
+    assert (
+        tags["mlsys.input_schema"] != client.get_model_version(name, "1").tags["mlsys.input_schema"]
+    )
