@@ -65,15 +65,17 @@ def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec):
 
         deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()
         by_name = {d["name"]: d for d in deployments}
-        assert {"ml-pipeline", "retrain", "drift-check", "promote", "rollback"} <= set(by_name)
-        assert by_name["retrain"]["parameters"] == {"auto_approve": False}
-        assert by_name["promote"]["parameters"]["auto_approve"] is False
+        assert {"ml-pipeline", "retrain", "drift-check"} <= set(by_name)
         for name, slug in [("retrain", "weekly-retrain"), ("drift-check", "daily-drift-check")]:
             (schedule,) = by_name[name]["schedules"]
             assert schedule["slug"] == slug
             assert schedule["schedule"]["cron"]
             assert schedule["schedule"]["timezone"] == "America/New_York"
         assert by_name["ml-pipeline"]["schedules"] == []
+        # The lifecycle: scheduled retrains wait for a person; promote/rollback on demand.
+        assert {"promote", "rollback"} <= set(by_name)
+        assert by_name["retrain"]["parameters"] == {"auto_approve": False}
+        assert by_name["promote"]["parameters"]["auto_approve"] is False
         form = by_name["ml-pipeline"]["parameter_openapi_schema"]["properties"]
         assert {"spec", "train_config", "model_name", "promotion_margin"} <= set(form)
 
