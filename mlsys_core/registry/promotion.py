@@ -1,63 +1,78 @@
-"""Registering a trained model and moving the ``champion`` alias only on evidence.
+"""Registering a trained model and letting the gate decide whether it replaces the champion.
 
-Aliases, never the deprecated stage API: ``challenger`` marks the newest candidate and
-``champion`` the version that serves. Registering and loading go through MLflow's fluent
-API, so pass the client that ``tracking.configure_mlflow`` returned: it also points the
-fluent API at the same store.
+A thin layer over ``lifecycle`` (stages, aliases, audit) and ``gate`` (margin plus paired
+bootstrap) for callers that want the whole path in three calls: ``register_version``,
+``challenge_champion``, ``apply_decision``. Loading goes through MLflow's fluent API, so
+pass the client that ``tracking.configure_mlflow`` returned: it also points the fluent API
+at the same store.
 """
 
 from __future__ import annotations
+
+import threading
+from contextlib import AbstractContextManager, nullcontext
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, ConfigDict
 
-from mlsys_core.training.metrics import binary_metrics
+from mlsys_core.registry import gate as gate_core
+from mlsys_core.registry import lifecycle
+from mlsys_core.registry.gate import GateConfig, GateDecision
+from mlsys_core.registry.lifecycle import (
+    CHALLENGER,
+    CHAMPION,
+    Approval,
+    RegisteredVersion,
+    Stage,
+)
 from mlsys_core.training.run import TrainedModel
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+# MLflow loads a models-from-code model through a module global (``set_model``), so two
+# threads loading at once can swap models; loading is serialized, predicting is not.
+_LOAD_LOCK = threading.Lock()
+
+# The gate's decision; the old name stays for callers of the walking skeleton.
+PromotionDecision = GateDecision
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "GateConfig",
+    "PromotionDecision",
+    "RegisteredVersion",
+    "apply_decision",
+    "challenge_champion",
+    "current_champion",
+    "predict_scores",
+    "register_version",
+    "score_auc",
+]
 
 
-class RegisteredVersion(BaseModel):
-    model_config = ConfigDict(frozen=True)
+def register_version(
+    client: MlflowClient,
+    name: str,
+    trained: TrainedModel,
+    lock: AbstractContextManager | None = None,
+    actor: str = "mlsys",
+) -> RegisteredVersion:
+    """Register the run's model as a Development version with lineage tags and a semver.
 
-    name: str
-    version: str
-    run_id: str
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-
-class PromotionDecision(BaseModel):
-    """Why the champion alias moved or stayed, with the numbers behind it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    promote: bool
-    reason: str
-    challenger_auc: float
-    champion_auc: float | None = None
-    champion_version: str | None = None
-    margin: float = 0.0
-
-
-def register_version(client: MlflowClient, name: str, trained: TrainedModel) -> RegisteredVersion:
-    """Register the run's model and copy its lineage onto the version as tags."""
-    run = client.get_run(trained.run_id)
-    lineage = {k: v for k, v in run.data.tags.items() if k.startswith("mlsys.")}
-    lineage |= {
-        "mlsys.run_id": trained.run_id,
-        "mlsys.test_auc": f"{trained.metrics['test_auc']:.6f}",
-    }
-    mv = mlflow.register_model(trained.model_uri, name, tags=lineage)
-    client.set_registered_model_alias(name, CHALLENGER, mv.version)
-    return RegisteredVersion(name=name, version=str(mv.version), run_id=trained.run_id)
+    Pass a ``RegistryLock`` when several processes register the same model at once; without
+    one, two concurrent registrations may get the same semantic version.
+    """
+    return lifecycle.register(
+        client,
+        name,
+        trained.model_uri,
+        trained.run_id,
+        actor,
+        lock or nullcontext(),
+        extra_tags={"mlsys.test_auc": f"{trained.metrics['test_auc']:.6f}"},
+    )
 
 
 def current_champion(client: MlflowClient, name: str) -> RegisteredVersion | None:
@@ -67,36 +82,24 @@ def current_champion(client: MlflowClient, name: str) -> RegisteredVersion | Non
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
-    return RegisteredVersion(name=name, version=str(mv.version), run_id=mv.run_id or "")
+    return RegisteredVersion(
+        name=name,
+        version=str(mv.version),
+        run_id=mv.run_id or "",
+        semver=mv.tags.get(lifecycle.TAG_SEMVER),
+    )
+
+
+def predict_scores(model_uri: str, features: pd.DataFrame) -> np.ndarray:
+    """A registered model's probabilities on held-out rows, through its pyfunc as served."""
+    with _LOAD_LOCK:
+        model = mlflow.pyfunc.load_model(model_uri)
+    proba = model.predict(features)
+    return np.asarray(proba, dtype=float).reshape(-1)
 
 
 def score_auc(model_uri: str, features: pd.DataFrame, labels: np.ndarray) -> float:
-    """Score a registered model on held-out rows through its pyfunc, as serving would."""
-    proba = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(features), dtype=float)
-    return binary_metrics(labels, proba.reshape(-1))["auc"]
-
-
-def decide_promotion(
-    challenger_auc: float,
-    champion_auc: float | None,
-    champion_version: str | None = None,
-    margin: float = 0.0,
-) -> PromotionDecision:
-    """Promote a first model, or a challenger that beats the champion by more than ``margin``
-    on the same data. Equal is not better."""
-    common = {
-        "challenger_auc": challenger_auc,
-        "champion_auc": champion_auc,
-        "champion_version": champion_version,
-        "margin": margin,
-    }
-    if champion_auc is None:
-        return PromotionDecision(promote=True, reason="no champion yet", **common)
-    if challenger_auc > champion_auc + margin:
-        reason = f"challenger AUC {challenger_auc:.4f} > champion {champion_auc:.4f} + {margin}"
-        return PromotionDecision(promote=True, reason=reason, **common)
-    reason = f"challenger AUC {challenger_auc:.4f} <= champion {champion_auc:.4f} + {margin}"
-    return PromotionDecision(promote=False, reason=reason, **common)
+    return float(gate_core.auc(labels, predict_scores(model_uri, features))[0])
 
 
 def challenge_champion(
@@ -105,31 +108,65 @@ def challenge_champion(
     features: pd.DataFrame,
     labels: np.ndarray,
     margin: float = 0.0,
-) -> PromotionDecision:
-    """Score candidate and champion on the same held-out rows and decide."""
-    challenger_auc = score_auc(candidate.uri, features, labels)
+    config: GateConfig | None = None,
+    held_out: str | None = None,
+) -> GateDecision:
+    """Score candidate and champion on the same held-out rows and run the gate."""
+    config = (config or GateConfig()).model_copy(update={"margin": margin})
+    challenger = predict_scores(candidate.uri, features)
     champion = current_champion(client, candidate.name)
     if champion is None or champion.version == candidate.version:
-        return decide_promotion(challenger_auc, None, margin=margin)
-    try:
-        champion_auc = score_auc(champion.uri, features, labels)
-    except MlflowException as err:  # e.g. the input schema changed since the champion
-        return PromotionDecision(
-            promote=True,
-            challenger_auc=challenger_auc,
-            champion_version=champion.version,
-            margin=margin,
-            reason=f"champion v{champion.version} cannot score this data: {err}"[:500],
+        return gate_core.decide(
+            labels, challenger, None, config, candidate.version, held_out=held_out
         )
-    return decide_promotion(challenger_auc, champion_auc, champion.version, margin)
+    try:
+        champion_scores = predict_scores(champion.uri, features)
+    except MlflowException as err:  # e.g. the input schema changed since the champion
+        challenger_auc = float(gate_core.auc(labels, challenger)[0])
+        return gate_core.incomparable(
+            challenger_auc, champion.version, str(err), config, candidate.version
+        )
+    return gate_core.decide(
+        labels,
+        challenger,
+        champion_scores,
+        config,
+        candidate.version,
+        champion.version,
+        held_out,
+    )
 
 
 def apply_decision(
-    client: MlflowClient, candidate: RegisteredVersion, decision: PromotionDecision
-) -> None:
-    """Record the decision on the version, and move ``champion`` if it says so."""
-    client.set_model_version_tag(
-        candidate.name, candidate.version, "mlsys.promotion", decision.model_dump_json()
-    )
-    if decision.promote:
-        client.set_registered_model_alias(candidate.name, CHAMPION, candidate.version)
+    client: MlflowClient,
+    candidate: RegisteredVersion,
+    decision: GateDecision,
+    lock: AbstractContextManager | None = None,
+    actor: str = "mlsys",
+) -> Stage:
+    """Record the gate's decision and, if it passed, walk the version through Testing and
+    Staging to Production with an automatic approval (a trusted pipeline). Returns the stage
+    the version ends in."""
+    lock = lock or nullcontext()
+    name, version = candidate.name, candidate.version
+    lifecycle.record_gate(client, name, version, decision, actor)
+    stage = lifecycle.stage_of(client, name, version)
+    if not decision.promote or stage == Stage.PRODUCTION:
+        return stage
+    approval = Approval(approver=actor, approve=True, reason="auto-approved", auto=True)
+    path = [Stage.DEVELOPMENT, Stage.TESTING, Stage.STAGING, Stage.PRODUCTION]
+    if stage not in path:
+        raise lifecycle.IllegalTransition(f"{name} v{version} is {stage}: it cannot be promoted")
+    for step in path[path.index(stage) + 1 :]:
+        lifecycle.transition(
+            client,
+            name,
+            version,
+            step,
+            actor,
+            decision.reason,
+            lock,
+            gate=decision if step != Stage.TESTING else None,
+            approval=approval if step == Stage.PRODUCTION else None,
+        )
+    return Stage.PRODUCTION

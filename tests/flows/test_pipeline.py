@@ -68,7 +68,9 @@ def test_first_model_is_champion_and_second_moves_only_if_better(two_runs, state
     assert first.registration.decision.champion_auc is None
     d = second.registration.decision
     assert d.champion_version == first.registration.version.version
-    assert d.promote == (d.challenger_auc > d.champion_auc)
+    # The gate: a lead above the margin and significant; otherwise it stays in testing.
+    assert d.promote == (d.challenger_auc > d.champion_auc and d.p_value < 0.05)
+    assert second.registration.stage == ("production" if d.promote else "testing")
     champion = client.get_model_version_by_alias(name, "champion")
     expected = second if d.promote else first
     assert str(champion.version) == expected.registration.version.version

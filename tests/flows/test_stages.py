@@ -18,6 +18,7 @@ from mlsys_core.config import Settings
 from mlsys_core.data.contract import ContractError
 from mlsys_core.data.lake import Lake
 from mlsys_core.data.sources import SourceError
+from mlsys_core.registry.lineage import lineage
 from mlsys_core.spec import DatasetSpec, SourceSpec
 from mlsys_core.training.trainer import TrainConfig
 
@@ -43,6 +44,9 @@ def test_stage_flows_run_alone_in_order(settings: Settings, small_spec: DatasetS
     )
     outcome = drift_check()
     assert outcome.model_version == result.version.version
+    # The drift check used the champion: its lineage says so.
+    found = lineage(client, f"models:/{settings.model_name}@champion")
+    assert [s.deployment for s in found.served_by] == ["prefect-flow/drift"]
     assert outcome.summary.current_rows > 0
 
 

@@ -76,6 +76,10 @@ def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec):
             assert schedule["schedule"]["cron"]
             assert schedule["schedule"]["timezone"] == "America/New_York"
         assert by_name["ml-pipeline"]["schedules"] == []
+        # The lifecycle: scheduled retrains wait for a person; promote/rollback on demand.
+        assert {"promote", "rollback"} <= set(by_name)
+        assert by_name["retrain"]["parameters"] == {"auto_approve": False}
+        assert by_name["promote"]["parameters"]["auto_approve"] is False
         form = by_name["ml-pipeline"]["parameter_openapi_schema"]["properties"]
         assert {"spec", "train_config", "model_name", "promotion_margin"} <= set(form)
 

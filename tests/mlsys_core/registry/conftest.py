@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import signal
+import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -13,6 +16,7 @@ from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import TrainedModel, train_and_log
 from mlsys_core.training.trainer import TrainConfig
+from tests.integration.conftest import BIN, background, free_port, wait_http
 
 
 @dataclass(frozen=True)
@@ -44,3 +48,60 @@ def trained_pair(
 def client(trained_pair: TrainedPair) -> MlflowClient:
     """MLflow pointed at the shared store (other tests may have pointed it elsewhere)."""
     return configure_mlflow(trained_pair.settings)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1: SQLite backend in WAL mode, local artifacts."""
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    db = folder / "mlflow.db"
+    with sqlite3.connect(db) as con:  # WAL persists in the file: readers never block writers
+        assert con.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    port = free_port()
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{db}",
+        "--default-artifact-root",
+        (folder / "artifacts").as_uri(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    with background(cmd, env, folder / "server.log") as proc:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 180, folder / "server.log")
+        yield f"http://127.0.0.1:{port}"
+        # A throwaway server: its workers take ~20 s to drain on SIGTERM, so stop it hard.
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+    make_feature_set: Callable[[Settings], FeatureSetRef],
+    mlflow_server: str,
+) -> TrainedPair:
+    """Like ``trained_pair``, but every run and version lives in the MLflow server."""
+    settings = Settings(
+        state_dir=tmp_path_factory.mktemp("server_state"), tracking_uri=mlflow_server
+    )
+    feature_set = make_feature_set(settings)
+    models = tuple(
+        train_and_log(feature_set, TrainConfig(epochs=2, seed=seed), settings) for seed in (0, 1)
+    )
+    return TrainedPair(settings, feature_set, models)
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def backend(request: pytest.FixtureRequest) -> TrainedPair:
+    """Both stores the lifecycle must work on: the embedded ``sqlite:///`` store and a real
+    tracking server. Points MLflow's fluent API at the chosen one."""
+    pair = request.getfixturevalue("trained_pair" if request.param == "sqlite" else "server_pair")
+    configure_mlflow(pair.settings)
+    return pair

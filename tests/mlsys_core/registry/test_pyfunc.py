@@ -11,6 +11,8 @@ import pandas as pd
 import pyarrow
 import pydantic
 import pytest
+import safetensors
+import safetensors.torch
 import sklearn
 import torch
 import yaml
@@ -22,13 +24,13 @@ from mlsys_core.features.preprocess import TabularPreprocessor
 from mlsys_core.registry.pyfunc import (
     MODEL_CODE,
     DelayModel,
+    load_weights,
     pip_requirements,
     write_model_artifacts,
 )
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.model import ModelConfig, TabularMLP
 from mlsys_core.training.run import held_out
-from mlsys_core.training.trainer import load_tensors
 
 # Versions read from the packages themselves, not from their distribution metadata.
 INSTALLED = {
@@ -39,6 +41,7 @@ INSTALLED = {
     "scikit-learn": sklearn.__version__,
     "pydantic": pydantic.VERSION,
     "pyarrow": pyarrow.__version__,
+    "safetensors": safetensors.__version__,
 }
 
 
@@ -56,12 +59,12 @@ def test_logged_model_contains_no_pickle(model_dir: Path) -> None:
     files = [p for p in model_dir.rglob("*") if p.is_file()]
     assert files, "the model folder is empty"
     assert [p for p in files if p.suffix in {".pkl", ".pickle"}] == []
-    # The learned state is plain JSON plus a tensors-only file.
+    # The learned state is plain JSON plus a safetensors file.
     for name in ("preprocessor.json", "model_config.json"):
         (found,) = [p for p in files if p.name == name]
         json.loads(found.read_text())
-    (weights,) = [p for p in files if p.name == "weights.pt"]
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    (weights,) = [p for p in files if p.name == "weights.safetensors"]
+    state = safetensors.torch.load_file(weights)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 
 
@@ -127,7 +130,8 @@ def test_written_artifacts_round_trip_through_delay_model(toy, tmp_path: Path) -
 
     assert set(artifacts) == {"preprocessor", "model_config", "weights"}
     assert all(Path(p).is_file() for p in artifacts.values())
-    assert set(load_tensors(Path(artifacts["weights"]))) == set(network.state_dict())
+    assert Path(artifacts["weights"]).suffix == ".safetensors"
+    assert set(load_weights(Path(artifacts["weights"]))) == set(network.state_dict())
 
     model = DelayModel()
     model.load_context(PythonModelContext(artifacts=artifacts, model_config={}))

@@ -1,0 +1,24 @@
+"""``mlsys history <model>``: the registered model's append-only audit history."""
+
+from __future__ import annotations
+
+import argparse
+
+from mlsys_core.config import Settings
+from mlsys_core.registry.lifecycle import history
+from mlsys_core.tracking import configure_mlflow
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "history", help="print every stage move and gate decision of a registered model"
+    )
+    parser.add_argument("model", nargs="?", help="registered model name (default: settings)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings()
+    for event in history(configure_mlflow(settings), args.model or settings.model_name):
+        print(event.model_dump_json(exclude_none=True))
+    return 0
