@@ -12,7 +12,6 @@ from typing import Literal
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
@@ -151,6 +150,22 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose gradient is the sum over ranks of the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
 class GlobalBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm whose training statistics cover the global batch across all ranks.
 
@@ -166,19 +181,14 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.sync and dist.is_initialized()):
             return super().forward(x)
-        channels = x.shape[1]
         work = x.float()
-        local = torch.cat(
-            [
-                work.sum(0),
-                (work * work).sum(0),
-                torch.full((1,), float(work.shape[0]), device=x.device),
-            ]
-        )
-        total = dist_fn.all_reduce(local)
+        # Two passes (mean, then squared deviations), like BatchNorm itself: E[x^2] - E[x]^2
+        # loses digits when a channel's mean is large next to its spread.
+        local = torch.cat([work.sum(0), torch.full((1,), float(work.shape[0]), device=x.device)])
+        total = _AllReduceSum.apply(local)
         count = total[-1]
-        mean = total[:channels] / count
-        var = (total[channels : 2 * channels] / count - mean * mean).clamp_min(0.0)
+        mean = total[:-1] / count
+        var = _AllReduceSum.apply(((work - mean) ** 2).sum(0)) / count
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

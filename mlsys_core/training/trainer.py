@@ -223,8 +223,9 @@ class Trainer:
         ddp = DistributedDataParallel(
             module,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            # BatchNorm statistics are global already (allreduce) or averaged per epoch.
-            broadcast_buffers=False,
+            # BatchNorm statistics are global already (allreduce) or averaged per epoch;
+            # buffers are still made equal once, at construction.
+            forward_sync_buffers=False,
         )
         if self.launch.sync == "local_sgd":
             from torch.distributed.algorithms.ddp_comm_hooks import (  # noqa: PLC0415
@@ -359,8 +360,10 @@ class Trainer:
 
     def _full_model_state(self) -> dict[str, torch.Tensor]:
         if self.launch.strategy == "fsdp" and not self._finished:
-            # Collective: every rank gets the full, unsharded tensors.
-            return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
+            # Collective: every rank gets the full, unsharded tensors. Buffers come back as
+            # the live tensors, hence the clone: later steps must not change a snapshot.
+            full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
+            return {k: v.detach().clone() for k, v in full.items()}
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     # ----------------------------------------------------------------------- prediction
