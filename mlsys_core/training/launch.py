@@ -116,6 +116,13 @@ def torchrun_command(job: TrainingJob, job_file: Path, endpoint: str) -> list[st
     ]
 
 
+def torchrun_env() -> dict[str, str]:
+    """Workers keep their own rendezvous store: on torch 2.13 workers that share the agent's
+    store read the previous attempt's gloo addresses after a restart and fail to connect
+    ("Gloo connectFullMesh failed ... Connection refused"), so a restart never recovers."""
+    return {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
 def write_job(job: TrainingJob) -> Path:
     folder = job.job_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,7 +150,11 @@ def launch_torchrun(job: TrainingJob) -> TrainedModel:
     with open(log_path, "wb") as log:
         # A session of its own, so a timeout can stop torchrun and every worker it started.
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=torchrun_env(),
         )
         try:
             returncode = process.wait(timeout=job.launch.launch_timeout_s)

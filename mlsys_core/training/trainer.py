@@ -473,7 +473,7 @@ class Trainer:
         self._epoch_rng = state["order_rng"]
         rngs = state["torch_rng"]
         if len(rngs) == self.ctx.world_size:
-            torch.set_rng_state(rngs[self.ctx.rank])
+            torch.set_rng_state(rngs[self.ctx.rank].clone())  # a row view crashes it
         else:  # another world size: dropout masks cannot be replayed, reseed deterministically
             torch.manual_seed(self.config.seed + self.global_step + 1_000_003 * self.ctx.rank)
         self._result = TrainResult(

@@ -8,6 +8,7 @@ the launcher can tell a bug (do not retry) from lost workers (retry, resume).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -39,6 +40,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    faulthandler.enable()  # a crash in native code still leaves a Python stack in the log
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--job", type=Path, required=True)
     args = parser.parse_args(argv)
