@@ -4,6 +4,7 @@ on validation and test, and log everything to MLflow as one run with a pyfunc mo
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -140,8 +141,12 @@ def train_and_log(
                 step=m.epoch,
             )
 
+        started = time.perf_counter()
         result = trainer.train(on_epoch=log_epoch)
-        metrics = {"best_epoch": float(result.best_epoch)}
+        metrics = {
+            "best_epoch": float(result.best_epoch),
+            "train_seconds": time.perf_counter() - started,
+        }
         proba = {}
         for name in ("valid", "test"):
             proba[name] = trainer.predict_proba(x[name])
