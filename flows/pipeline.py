@@ -17,6 +17,7 @@ from flows.validate import validate
 from mlsys_core.config import Settings
 from mlsys_core.monitoring.check import DriftOutcome
 from mlsys_core.spec import DatasetSpec, nycflights13_spec
+from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
 from mlsys_core.training.trainer import TrainConfig
 
@@ -40,6 +41,7 @@ def ml_pipeline(
     model_name: str | None = None,
     promotion_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0,
     drift_months: Annotated[int, Field(ge=1, le=24)] = 1,
+    launch: LaunchConfig = LaunchConfig(),
 ) -> PipelineResult:
     """Run every stage on ``spec`` (default: nycflights13) and report where to look."""
     spec = spec or nycflights13_spec()
@@ -47,7 +49,7 @@ def ml_pipeline(
     raw = ingest(spec)
     clean = validate(raw, spec)
     features = build_features(clean, spec)
-    trained = train(features, train_config, spec.name)
+    trained = train(features, train_config, spec.name, launch)
     registration = register(trained, name, promotion_margin)
     drift = drift_check(name, "champion", drift_months)
     return PipelineResult(
