@@ -413,13 +413,13 @@ class Trainer:
             optim_state = self.optimizer.state_dict() if self.launch.strategy != "fsdp" else {}
         else:
             model_state, optim_state = get_state_dict(self.model, self.optimizer, options=options)
-        rng = torch.get_rng_state()
-        if self.ctx.distributed:  # every rank's dropout RNG, for an exact resume
-            parts = [torch.empty_like(rng) for _ in range(self.ctx.world_size)]
-            dist.all_gather(parts, rng)
-            rng = torch.stack(parts)
-        else:
-            rng = rng.unsqueeze(0)
+        # Every rank's dropout RNG (CPU, and CUDA's own generator), for an exact resume.
+        rng = self._gather_rows_of(torch.get_rng_state())
+        cuda_rng = (
+            self._gather_rows_of(torch.cuda.get_rng_state(self.device))
+            if self.device.type == "cuda"
+            else torch.zeros(0, dtype=torch.uint8)
+        )
         history = torch.tensor(
             [[m.epoch, m.train_loss, m.val_loss, m.val_auc] for m in self._result.history],
             dtype=torch.float64,
@@ -437,12 +437,22 @@ class Trainer:
             "epoch_loss_sum": float(epoch_loss_sum),
             "order_rng": self._epoch_rng if self.step_in_epoch else self.generator.get_state(),
             "torch_rng": rng,
+            "cuda_rng": cuda_rng,
             "history": history,
             "best_epoch": self._result.best_epoch,
             "best_loss": self._best_loss,
             "stopped_early": self._result.stopped_early,
             "best_model": {k: v.detach().cpu() for k, v in best.items()},
         }
+
+    def _gather_rows_of(self, local: torch.Tensor) -> torch.Tensor:
+        """Stack one equal-sized CPU tensor from every rank (NCCL gathers on the device)."""
+        if not self.ctx.distributed:
+            return local.unsqueeze(0)
+        local = local.to(self.device)
+        parts = [torch.empty_like(local) for _ in range(self.ctx.world_size)]
+        dist.all_gather(parts, local)
+        return torch.stack(parts).cpu()
 
     def _resume(self) -> None:
         loaded = self.checkpoints.load_latest()
@@ -471,9 +481,11 @@ class Trainer:
         self._epoch_loss_sum = float(state["epoch_loss_sum"]) if self.ctx.is_main else 0.0
         self.generator.set_state(state["order_rng"])
         self._epoch_rng = state["order_rng"]
-        rngs = state["torch_rng"]
+        rngs, cuda_rngs = state["torch_rng"], state.get("cuda_rng", torch.zeros(0))
         if len(rngs) == self.ctx.world_size:
             torch.set_rng_state(rngs[self.ctx.rank].clone())  # a row view crashes it
+            if self.device.type == "cuda" and len(cuda_rngs) == self.ctx.world_size:
+                torch.cuda.set_rng_state(cuda_rngs[self.ctx.rank].clone(), self.device)
         else:  # another world size: dropout masks cannot be replayed, reseed deterministically
             torch.manual_seed(self.config.seed + self.global_step + 1_000_003 * self.ctx.rank)
         self._result = TrainResult(
