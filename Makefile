@@ -41,6 +41,8 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/pipeline_overhead.py
 	$(PY) bench/model_vs_hgb.py
+	$(PY) bench/trainer.py
+	$(PY) bench/sync_strategies.py
 
 clean:
 	rm -rf $(STATE)

@@ -42,6 +42,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="default: TrainConfig's")
     parser.add_argument("--fraction", type=float, default=1.0, help="share of the flights")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's). On a CPU shared with other work, 1 "
+        "avoids OpenMP threads spinning while their peers are descheduled.",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary state folder")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.repeats < 1 or not 0.0 < args.fraction <= 1.0:
@@ -186,18 +193,26 @@ def mlflow_overhead(data: dict, config: Any, repeats: int) -> tuple[list, list, 
 
     configure_mlflow(data["settings"])
 
+    in_logging = [0.0]
+
     def log_epoch(m: Any) -> None:
+        start = time.perf_counter()
         mlflow.log_metrics(
             {"train_loss": m.train_loss, "val_loss": m.val_loss, "val_auc": m.val_auc},
             step=m.epoch,
         )
+        in_logging[0] += time.perf_counter() - start
 
     with_log, without = [], []
-    for _ in range(repeats):
-        with mlflow.start_run(run_name="bench-trainer"):
-            mlflow.log_params(config.model_dump())
-            with_log.append(time_trainer(data, config, on_epoch=log_epoch))
-        without.append(time_trainer(data, config))
+    for repeat in range(repeats):
+        for logged in (True, False) if repeat % 2 == 0 else (False, True):
+            if logged:
+                with mlflow.start_run(run_name="bench-trainer"):
+                    mlflow.log_params(config.model_dump())
+                    with_log.append(time_trainer(data, config, on_epoch=log_epoch))
+            else:
+                without.append(time_trainer(data, config))
+    print(f"  time inside mlflow.log_metrics: {in_logging[0] / repeats:.3f} s per training run")
     start = time.perf_counter()
     trained = train_and_log(data["feature_set"], config, data["settings"], run_name="bench-full")
     full = time.perf_counter() - start
@@ -233,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
 
         from mlsys_core.training.trainer import TrainConfig, resolve_device  # noqa: PLC0415
 
+        if args.threads:
+            torch.set_num_threads(args.threads)
         device = resolve_device(args.device)
         base = TrainConfig()
         batch = args.batch_size or base.batch_size
@@ -270,9 +287,11 @@ def main(argv: list[str] | None = None) -> None:
 
         with_log, without, after = mlflow_overhead(data, config, args.repeats)
         ratio = statistics.median(with_log) / statistics.median(without)
+        best = min(with_log) / min(without)
         print(
             f"\n  MLflow per-epoch logging: {statistics.median(with_log):.2f} s with, "
-            f"{statistics.median(without):.2f} s without -> {ratio:.3f}x  (goal <= 1.05)"
+            f"{statistics.median(without):.2f} s without -> {ratio:.3f}x by median, "
+            f"{best:.3f}x best-of  (goal <= 1.05)"
         )
         print(f"  end-of-run artifacts (metrics, 3 plots, pyfunc model): {after:.2f} s once")
     finally:
