@@ -106,10 +106,10 @@ def test_a_hung_peer_fails_the_collective_after_the_timeout(tmp_path: Path) -> N
     out = tmp_path / "outcome.json"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-        str(TIMEOUT_WORKER), str(out), "3",
+        str(TIMEOUT_WORKER), str(out), "2",
     ]  # fmt: skip
     subprocess.run(command, capture_output=True, timeout=120, check=False)
     outcome = json.loads(out.read_text())
     assert outcome["outcome"] != "returned"
     assert "timeout" in outcome["outcome"].lower() or "timed out" in outcome["outcome"].lower()
-    assert 2.5 < outcome["seconds"] < 30  # the configured 3 s, not gloo's 30 min
+    assert 1.5 < outcome["seconds"] < 30  # the configured 2 s, not gloo's 30 min

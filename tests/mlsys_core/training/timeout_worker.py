@@ -17,7 +17,7 @@ from mlsys_core.training.distributed import init_distributed
 def main(out: Path, timeout_s: float) -> None:
     ctx, _ = init_distributed("cpu", timeout_s=timeout_s)
     if ctx.rank == 1:
-        time.sleep(timeout_s * 4)  # hung, not dead: no socket closes to give it away
+        time.sleep(timeout_s + 4)  # hung, not dead: no socket closes to give it away
         return
     started = time.monotonic()
     try:
