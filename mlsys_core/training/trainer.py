@@ -381,7 +381,8 @@ class Trainer:
         self.model.eval()
         out = []
         bs = self.config.batch_size * 8
-        with torch.no_grad(), self._autocast():
+        # fp32 like predict_proba, so logged validation scores equal those recomputed later.
+        with torch.no_grad():
             for start in range(0, per, bs):
                 out.append(torch.sigmoid(self.model(block[start : start + bs]).float()))
         local = torch.cat(out) if out else block.new_zeros(0)
