@@ -44,6 +44,8 @@ bench: $(VENV)/.installed
 	$(PY) bench/pipeline_overhead.py
 	$(PY) bench/model_vs_hgb.py
 	$(PY) bench/data_pipeline.py
+	$(PY) bench/trainer.py
+	$(PY) bench/sync_strategies.py
 
 clean:
 	rm -rf $(STATE)

@@ -17,6 +17,7 @@ from flows.validate import validate
 from mlsys_core.config import Settings
 from mlsys_core.monitoring.check import DriftOutcome
 from mlsys_core.spec import DatasetSpec, nycflights13_spec
+from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
 from mlsys_core.training.trainer import TrainConfig
 
@@ -41,6 +42,7 @@ def ml_pipeline(
     promotion_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0,
     drift_months: Annotated[int, Field(ge=1, le=24)] = 1,
     auto_approve: bool = True,
+    launch: LaunchConfig = LaunchConfig(),
 ) -> PipelineResult:
     """Run every stage on ``spec`` (default: nycflights13) and report where to look.
 
@@ -52,7 +54,7 @@ def ml_pipeline(
     raw = ingest(spec)
     clean = validate(raw, spec)
     features = build_features(clean, spec)
-    trained = train(features, train_config, spec.name)
+    trained = train(features, train_config, spec.name, launch)
     registration = register(trained, name, promotion_margin, auto_approve=auto_approve)
     drift = drift_check(name, "champion", drift_months)
     return PipelineResult(

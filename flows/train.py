@@ -6,6 +6,7 @@ from prefect import flow
 
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
 from mlsys_core.training.trainer import TrainConfig
 from tasks.features import latest_feature_set
@@ -17,11 +18,15 @@ def train(
     features: FeatureSetRef | None = None,
     config: TrainConfig = TrainConfig(),
     dataset: str = "nycflights13",
+    launch: LaunchConfig = LaunchConfig(),
 ) -> TrainedModel:
-    """Train on ``features`` (default: the newest feature set of ``dataset``)."""
+    """Train on ``features`` (default: the newest feature set of ``dataset``), in-process or
+    as a torchrun group (``launch``: strategy, processes per node, nodes, rendezvous)."""
     settings = Settings()
     features = features or latest_feature_set(dataset, settings)
-    trained = train_model(features, config, settings)
+    trained = train_model(features, config, settings, launch)
+    if trained.resumed_from_step is not None:
+        print(f"resumed from the checkpoint at optimizer step {trained.resumed_from_step}")
     print(
         f"MLflow run {trained.run_id}: test AUC {trained.metrics['test_auc']:.4f}, "
         f"log loss {trained.metrics['test_log_loss']:.4f}, ECE {trained.metrics['test_ece']:.4f}"

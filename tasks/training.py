@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import Task, task
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.training import launch as launch_core
 from mlsys_core.training import run
+from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
 from mlsys_core.training.trainer import TrainConfig
 
 
-@task
-def train_model(features: FeatureSetRef, config: TrainConfig, settings: Settings) -> TrainedModel:
-    """Train on a feature-set version and log the run and pyfunc model to MLflow."""
-    return run.train_and_log(features, config, settings)
+def retry_on_lost_workers(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Retry when workers or I/O were lost (the retry resumes from the checkpoint); a worker
+    that raised on our code or data would fail the same way again."""
+    try:
+        state.result()
+    except (launch_core.WorkersLost, OSError, TimeoutError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=retry_on_lost_workers)
+def train_model(
+    features: FeatureSetRef,
+    config: TrainConfig,
+    settings: Settings,
+    launch: LaunchConfig | None = None,
+) -> TrainedModel:
+    """Train on a feature-set version (in-process or through torchrun) and log the run and
+    pyfunc model to MLflow. Checkpoints are keyed by feature-set version and config, so a
+    retry resumes where the failed attempt stopped."""
+    return launch_core.train(features, config, settings, launch)
 
 
 @task

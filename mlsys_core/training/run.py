@@ -4,6 +4,7 @@ on validation and test, and log everything to MLflow as one run with a pyfunc mo
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -26,8 +27,11 @@ from mlsys_core.registry.pyfunc import (
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import code_version, configure_mlflow
 from mlsys_core.training import plots
+from mlsys_core.training.checkpoint import CheckpointStore
+from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.metrics import binary_metrics
 from mlsys_core.training.model import ModelConfig
+from mlsys_core.training.signals import ends_killed_on_sigterm
 from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
 
 # Run tags that carry lineage from the data to the model version.
@@ -37,6 +41,7 @@ TAG_SPEC = "mlsys.spec_fingerprint"
 TAG_CODE = "mlsys.code_version"
 TAG_STAGE = "mlsys.stage"
 TAG_MODEL_URI = "mlsys.model_uri"
+TAG_RESUMED_FROM = "mlsys.resumed_from_step"
 
 
 class TrainedModel(BaseModel):
@@ -48,6 +53,7 @@ class TrainedModel(BaseModel):
     model_uri: str
     feature_set: FeatureSetRef
     metrics: dict[str, float]
+    resumed_from_step: int | None = None  # the checkpoint's optimizer step, if one was used
 
 
 def labeled_splits(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
@@ -70,12 +76,23 @@ def held_out(
 
 
 def train_and_log(
-    feature_set: FeatureSetRef, config: TrainConfig, settings: Settings, run_name: str | None = None
-) -> TrainedModel:
-    """Train on a feature-set version and log params, curves, plots and the model."""
+    feature_set: FeatureSetRef,
+    config: TrainConfig,
+    settings: Settings,
+    run_name: str | None = None,
+    launch: LaunchConfig | None = None,
+    checkpoint_dir: Path | None = None,
+) -> TrainedModel | None:
+    """Train on a feature-set version and log params, curves, plots and the model.
+
+    In-process, or as one rank of a torchrun group (the worker calls this): every rank trains,
+    rank 0 alone talks to MLflow and returns the result; the other ranks return None.
+    """
+    launch = launch or LaunchConfig()
     frame, spec = load_feature_set(feature_set, Lake(settings.lake_dir))
     splits = labeled_splits(frame, spec)
     label = spec.label.name
+    # Deterministic, so every rank fits the very same preprocessing without talking.
     preprocessor = preprocessor_for(spec).fit(splits["train"])
     x = {name: preprocessor.transform(part) for name, part in splits.items()}
     y = {name: part[label].to_numpy(np.float32) for name, part in splits.items()}
@@ -86,8 +103,12 @@ def train_and_log(
         dropout=config.dropout,
         max_embedding_dim=config.max_embedding_dim,
     )
-    trainer = Trainer(config, model_config)
+    store = CheckpointStore(checkpoint_dir, launch.keep_checkpoints) if checkpoint_dir else None
+    trainer = Trainer(config, model_config, launch, store)
     trainer.setup(x["train"], y["train"], x["valid"], y["valid"])
+    if not trainer.ctx.is_main:
+        trainer.train()
+        return None
 
     configure_mlflow(settings)
     tags = {
@@ -99,13 +120,16 @@ def train_and_log(
         **{f"mlsys.raw.{t}": i for t, i in feature_set.raw_snapshots.items()},
         **{f"mlsys.clean.{t}": i for t, i in feature_set.clean_snapshots.items()},
     }
-    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+    if trainer.resumed_from is not None:
+        tags[TAG_RESUMED_FROM] = str(trainer.resumed_from)
+    with mlflow.start_run(run_name=run_name, tags=tags) as run, ends_killed_on_sigterm():
         mlflow.log_params(
             {
                 **config.model_dump(),
                 "device": str(trainer.device),
                 "feature_set": feature_set.version,
                 "n_inputs": x["train"].shape[1],
+                **_launch_params(launch, trainer.ctx.world_size),
             }
         )
         mlflow.log_metrics({f"rows_{n}": float(len(p)) for n, p in splits.items()})
@@ -117,8 +141,12 @@ def train_and_log(
                 step=m.epoch,
             )
 
+        started = time.perf_counter()
         result = trainer.train(on_epoch=log_epoch)
-        metrics = {"best_epoch": float(result.best_epoch)}
+        metrics = {
+            "best_epoch": float(result.best_epoch),
+            "train_seconds": time.perf_counter() - started,
+        }
         proba = {}
         for name in ("valid", "test"):
             proba[name] = trainer.predict_proba(x[name])
@@ -136,9 +164,27 @@ def train_and_log(
             plots.close(figure)  # pyplot keeps every figure alive until closed
         model_uri = _log_model(trainer, preprocessor, model_config, splits["train"], spec)
         mlflow.set_tag(TAG_MODEL_URI, model_uri)
+    if store is not None:
+        store.clear()  # the model is logged: a rerun of this job trains afresh
     return TrainedModel(
-        run_id=run.info.run_id, model_uri=model_uri, feature_set=feature_set, metrics=metrics
+        run_id=run.info.run_id,
+        model_uri=model_uri,
+        feature_set=feature_set,
+        metrics=metrics,
+        resumed_from_step=trainer.resumed_from,
     )
+
+
+def _launch_params(launch: LaunchConfig, world_size: int) -> dict[str, object]:
+    params: dict[str, object] = {"strategy": launch.strategy, "world_size": world_size}
+    if launch.strategy == "ddp":
+        params["sync"] = launch.sync
+        if launch.sync == "local_sgd":
+            params |= {
+                "local_sgd_period": launch.local_sgd_period,
+                "local_sgd_warmup": launch.local_sgd_warmup,
+            }
+    return params
 
 
 def latest_trained(settings: Settings) -> TrainedModel:

@@ -28,3 +28,25 @@ def test_console_script_is_installed_and_runs(tmp_path):
         check=True,
     )
     assert json.loads(out.stdout)["lake_dir"] == str(tmp_path.resolve() / "lake")
+
+
+def test_train_command_prints_this_nodes_torchrun_command(settings, make_feature_set, capsys):
+    features = make_feature_set(settings)
+    argv = ["train", "--strategy", "ddp", "--nnodes", "2", "--nproc-per-node", "2",
+            "--rdzv-endpoint", "node-a:29400", "--config", '{"epochs": 3}',
+            "--print-command"]  # fmt: skip
+    assert main(argv) == 0
+    command = capsys.readouterr().out.split()
+    assert command[1:4] == ["-m", "torch.distributed.run", "--nnodes=2"]
+    assert "--rdzv-endpoint=node-a:29400" in command
+    assert command[-3:-1] == ["-m", "mlsys_core.training.worker"]
+    job = json.loads(Path(command[-1].removeprefix("--job=")).read_text())
+    assert job["feature_set"]["snapshot"]["snapshot_id"] == features.version
+    assert job["config"]["epochs"] == 3
+    assert job["launch"]["strategy"] == "ddp"
+    assert f"--rdzv-id={job['key']}" in command  # the same on every node
+
+
+def test_train_command_rejects_a_bad_launch(settings, capsys):
+    assert main(["train", "--strategy", "single", "--nproc-per-node", "2"]) == 2
+    assert "strategy 'single' runs one process" in capsys.readouterr().err

@@ -12,6 +12,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from mlsys_core.training.checkpoint import CheckpointStore
+from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.model import ModelConfig, TabularMLP
 from mlsys_core.training.trainer import (
     EpochMetrics,
@@ -162,8 +164,10 @@ def test_save_checkpoint_loads_with_weights_only(learnable: Problem, tmp_path: P
     assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.pt"]  # no temp file left
     raw = torch.load(path, map_location="cpu", weights_only=True)
     state = load_tensors(path)
-    assert set(state) == set(raw) == {"model", "optimizer", "epoch"}
+    assert set(state) == set(raw)
+    assert {"model", "optimizer", "scheduler", "epoch", "global_step", "order_rng"} <= set(state)
     assert state["epoch"] == trainer.epoch == 2
+    assert state["global_step"] == 2 * trainer.steps_per_epoch
 
     live = trainer.model.state_dict()
     assert set(state["model"]) == set(live)
@@ -253,3 +257,105 @@ def test_trains_on_cuda(learnable: Problem, tmp_path: Path) -> None:
     with torch.no_grad():
         cpu_proba = torch.sigmoid(cpu_model(torch.as_tensor(learnable.x_valid))).numpy()
     np.testing.assert_allclose(cpu_proba, proba, atol=1e-4)
+
+
+def test_cpu_results_are_those_of_the_trainer_before_the_gpu_path(learnable: Problem) -> None:
+    """Recorded with the trainer as it was before DDP/FSDP, autocast, fused AdamW and the LR
+    scheduler went in (commit cc591da), on this problem and config: the CPU path must
+    compute exactly the same numbers."""
+    config = FAST.model_copy(update={"dropout": 0.1, "epochs": 3})
+    model_config = learnable.model_config.model_copy(update={"dropout": 0.1})
+    trainer, result = fit(learnable, config, model_config)
+    recorded = [
+        (0.49578157234191894, 0.4051313342061917, 0.8986695148489504),
+        (0.4175003713766734, 0.4029787308561366, 0.8982694892473119),
+        (0.41435884658495586, 0.3971211564751324, 0.900857654889913),
+    ]
+    got = [(m.train_loss, m.val_loss, m.val_auc) for m in result.history]
+    np.testing.assert_allclose(got, recorded, rtol=1e-12)
+    head = float(trainer.predict_proba(learnable.x_valid)[:5].sum())
+    assert head == pytest.approx(1.3414027690887451, rel=1e-7)
+
+
+def test_resume_from_a_mid_epoch_checkpoint_is_exact(learnable: Problem, tmp_path: Path) -> None:
+    """Train with checkpoints every 5 steps; drop every checkpoint after one in the middle of
+    epoch 2 (as if the process died there); a new trainer resumes and ends bit-identical."""
+    config = FAST.model_copy(update={"epochs": 3, "dropout": 0.2, "lr_schedule": "cosine"})
+    model_config = learnable.model_config.model_copy(update={"dropout": 0.2})
+    launch = LaunchConfig(checkpoint_every_steps=5, keep_checkpoints=100)
+    arrays = (learnable.x_train, learnable.y_train, learnable.x_valid, learnable.y_valid)
+
+    store = CheckpointStore(tmp_path / "ckpt", keep=100)
+    full = Trainer(config, model_config, launch, store)
+    full.setup(*arrays)
+    assert full.resumed_from is None
+    expected = full.train()
+    per_epoch = full.steps_per_epoch
+    mid = next(s for s in store.steps()[::-1] if per_epoch < s < 2 * per_epoch and s % per_epoch)
+    for step in store.steps():
+        if step > mid:
+            store.path_for(step).unlink()
+
+    resumed = Trainer(config, model_config, launch, store)
+    resumed.setup(*arrays)
+    assert resumed.resumed_from == mid
+    assert (resumed.epoch, resumed.step_in_epoch) == (1, mid - per_epoch)
+    seen: list[EpochMetrics] = []
+    result = resumed.train(on_epoch=seen.append)
+    assert result.history == expected.history == seen  # every epoch reported, in order
+    assert result.best_epoch == expected.best_epoch
+    for key, tensor in full.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], tensor), key
+    assert resumed.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(learnable: Problem, tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, keep=1)
+    arrays = (learnable.x_train, learnable.y_train, learnable.x_valid, learnable.y_valid)
+    first = Trainer(FAST.model_copy(update={"epochs": 1}), learnable.model_config, None, store)
+    first.setup(*arrays)
+    first.train()
+    other = Trainer(FAST.model_copy(update={"epochs": 2}), learnable.model_config, None, store)
+    with pytest.raises(ValueError, match="another training config"):
+        other.setup(*arrays)
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero(learnable: Problem) -> None:
+    config = FAST.model_copy(update={"epochs": 2, "lr_schedule": "cosine", "patience": 5})
+    trainer, _ = fit(learnable, config)
+    assert trainer.global_step == 2 * trainer.steps_per_epoch
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    constant, _ = fit(learnable, FAST.model_copy(update={"epochs": 2}))
+    assert constant.optimizer.param_groups[0]["lr"] == FAST.learning_rate
+
+
+def test_distributed_strategies_refuse_to_run_in_process(learnable: Problem) -> None:
+    trainer = Trainer(FAST, learnable.model_config, LaunchConfig(strategy="ddp"))
+    with pytest.raises(RuntimeError, match="launch through torchrun"):
+        trainer.setup(learnable.x_train, learnable.y_train, learnable.x_valid, learnable.y_valid)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_is_resident_bf16_and_fused(learnable: Problem) -> None:
+    config = FAST.model_copy(update={"device": "cuda", "batch_size": 1024})
+    trainer, result = fit(learnable, config)
+    assert trainer.x_train.device.type == "cuda"  # data resident on the device
+    assert trainer.optimizer.param_groups[0]["fused"] is True
+    with trainer._autocast():
+        out = trainer.model.mlp[0](torch.zeros(2, trainer.model.mlp[0].in_features, device="cuda"))
+    assert out.dtype == torch.bfloat16
+    auc = roc_auc_score(learnable.y_valid, trainer.predict_proba(learnable.x_valid))
+    assert auc > 0.8
+    fp32, _ = fit(learnable, config.model_copy(update={"precision": "fp32"}))
+    cpu, _ = fit(learnable, config.model_copy(update={"device": "cpu"}))
+    auc_cpu = roc_auc_score(learnable.y_valid, cpu.predict_proba(learnable.x_valid))
+    assert auc == pytest.approx(auc_cpu, abs=0.02)  # bf16 changes rounding, not the model
+    assert fp32.optimizer.param_groups[0]["fused"] is True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_compile_trains(learnable: Problem) -> None:
+    trainer, result = fit(learnable, FAST.model_copy(update={"device": "cuda", "compile": True}))
+    assert roc_auc_score(learnable.y_valid, trainer.predict_proba(learnable.x_valid)) > 0.8

@@ -1,0 +1,140 @@
+"""Training checkpoints: atomic, checksummed, the last N kept, never unpickled.
+
+A checkpoint is one ``torch.save`` file of tensors and plain values (loaded back with
+``weights_only=True``) plus a sidecar ``<name>.sha256``. The checksum is written after the
+checkpoint is in place, so a checkpoint without a matching checksum is either truncated,
+corrupt or half-written, and loading falls back to the previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^step-(\d{9})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder exists but holds nothing that can be resumed."""
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    path: Path
+    step: int
+    state: dict
+
+
+def _write_atomically(path: Path, write) -> None:  # noqa: ANN001 - a callable(handle)
+    """Temporary file in the same folder, fsync, rename, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class CheckpointStore:
+    """The checkpoints of one training job, named by global optimizer step."""
+
+    def __init__(self, folder: Path, keep: int = 2) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def path_for(self, step: int) -> Path:
+        return self.folder / f"step-{step:09d}.pt"
+
+    def steps(self) -> list[int]:
+        """Steps with a checkpoint file, newest first (valid or not)."""
+        if not self.folder.is_dir():
+            return []
+        found = (_NAME.match(p.name) for p in self.folder.iterdir())
+        return sorted((int(m.group(1)) for m in found if m), reverse=True)
+
+    def save(self, state: dict, step: int) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path_for(step)
+        _write_atomically(path, lambda handle: torch.save(state, handle))
+        checksum = f"{sha256_of(path)}  {path.name}\n".encode()
+        _write_atomically(path.with_suffix(".sha256"), lambda handle: handle.write(checksum))
+        self._prune()
+        return path
+
+    def verify(self, step: int) -> bool:
+        path = self.path_for(step)
+        sidecar = path.with_suffix(".sha256")
+        if not (path.is_file() and sidecar.is_file()):
+            return False
+        expected = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
+        return expected == sha256_of(path)
+
+    def load_latest(self, device: str | torch.device = "cpu") -> LoadedCheckpoint | None:
+        """The newest checkpoint whose checksum matches; older ones stand in for bad ones.
+
+        Returns None for an empty or missing folder; raises if checkpoints exist but none is
+        valid, since silently starting over would discard the work they hold.
+        """
+        steps = self.steps()
+        for step in steps:
+            path = self.path_for(step)
+            if not self.verify(step):
+                log.warning("checkpoint %s is truncated or corrupt; trying an older one", path)
+                continue
+            state = torch.load(path, map_location=device, weights_only=True)
+            return LoadedCheckpoint(path, step, state)
+        if steps:
+            raise CheckpointError(
+                f"{len(steps)} checkpoint(s) in {self.folder} and none passes its checksum"
+            )
+        return None
+
+    def clear(self) -> None:
+        """Remove this job's checkpoints (after it finished and its model was logged)."""
+        if not self.folder.is_dir():
+            return
+        for path in self.folder.iterdir():
+            if _NAME.match(path.name) or path.suffix == ".sha256" or path.name.startswith("."):
+                path.unlink(missing_ok=True)
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass  # something else lives there; leave it
+
+    def _prune(self) -> None:
+        steps = self.steps()
+        valid = [s for s in steps if self.verify(s)]
+        if len(valid) < self.keep:
+            return
+        oldest_kept = valid[self.keep - 1]
+        for step in (s for s in steps if s < oldest_kept):
+            path = self.path_for(step)
+            path.with_suffix(".sha256").unlink(missing_ok=True)
+            path.unlink(missing_ok=True)

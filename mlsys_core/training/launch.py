@@ -1,0 +1,206 @@
+"""Start training where the launch config says: in this process, or as a torchrun group.
+
+torchrun (``python -m torch.distributed.run``, elastic) runs ``mlsys_core.training.worker``
+in every process. The job travels as a JSON file next to where rank 0 writes its result, so
+the caller gets the MLflow run id and model URI back without a shared Python object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from mlsys_core.config import Settings
+from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.training.distributed import LaunchConfig
+from mlsys_core.training.run import TrainedModel, train_and_log
+from mlsys_core.training.trainer import TrainConfig, job_fingerprint
+
+
+class TrainingLaunchError(RuntimeError):
+    """The torchrun group did not produce a trained model."""
+
+
+class WorkersLost(TrainingLaunchError):
+    """Workers died (signal, lost peer, collective timeout) more often than max_restarts
+    allowed: an infrastructure failure, worth a retry that resumes from the checkpoint."""
+
+
+class TrainingFailed(TrainingLaunchError):
+    """A worker raised an error in our code or data: a retry would fail the same way."""
+
+
+class TrainingJob(BaseModel):
+    """Everything a worker needs, as JSON."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    feature_set: FeatureSetRef
+    config: TrainConfig
+    launch: LaunchConfig
+    settings: dict[str, object]
+    run_name: str | None = None
+
+    def job_dir(self) -> Path:
+        return self.make_settings().root / "jobs" / self.key
+
+    def checkpoint_dir(self) -> Path:
+        return self.make_settings().root / "checkpoints" / self.key
+
+    def make_settings(self) -> Settings:
+        return Settings(**self.settings)
+
+
+def job_key(feature_set: FeatureSetRef, config: TrainConfig, launch: LaunchConfig) -> str:
+    """Deterministic per (feature-set version, training math): a retry of the same training
+    finds the same checkpoint folder and resumes there."""
+    return f"{feature_set.version}-{job_fingerprint(config, launch)}"
+
+
+def train(
+    feature_set: FeatureSetRef,
+    config: TrainConfig,
+    settings: Settings,
+    launch: LaunchConfig | None = None,
+    run_name: str | None = None,
+) -> TrainedModel:
+    """Train with checkpoints, in-process or through torchrun as ``launch`` says."""
+    launch = launch or LaunchConfig()
+    job = TrainingJob(
+        key=job_key(feature_set, config, launch),
+        feature_set=feature_set,
+        config=config,
+        launch=launch,
+        settings=settings.model_dump(mode="json"),
+        run_name=run_name,
+    )
+    if launch.in_process:
+        return train_and_log(
+            feature_set, config, settings, run_name, launch, checkpoint_dir=job.checkpoint_dir()
+        )
+    return launch_torchrun(job)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun_command(job: TrainingJob, job_file: Path, endpoint: str) -> list[str]:
+    """The command this node runs; on several nodes each runs it with the same endpoint."""
+    launch = job.launch
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={launch.nnodes}",
+        f"--nproc-per-node={launch.nproc_per_node}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={endpoint}",
+        f"--rdzv-id={launch.rdzv_id or job.key}",
+        f"--max-restarts={launch.max_restarts}",
+        "--monitor-interval=0.5",
+        "-m",
+        "mlsys_core.training.worker",
+        f"--job={job_file}",
+    ]
+
+
+def torchrun_env() -> dict[str, str]:
+    """Workers keep their own rendezvous store: on torch 2.13 workers that share the agent's
+    store read the previous attempt's gloo addresses after a restart and fail to connect
+    ("Gloo connectFullMesh failed ... Connection refused"), so a restart never recovers."""
+    return {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
+def write_job(job: TrainingJob) -> Path:
+    folder = job.job_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in [folder / "result.json", *folder.glob("error-*.json"), *folder.glob("*.pid")]:
+        stale.unlink(missing_ok=True)
+    path = folder / "job.json"
+    tmp = path.with_name(f".job.json.{os.getpid()}")
+    tmp.write_text(job.model_dump_json(indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def launch_torchrun(job: TrainingJob) -> TrainedModel:
+    """Run the job as a torchrun group and return what rank 0 logged.
+
+    Raises :class:`TrainingFailed` when a worker raised (bad data, a bug) and
+    :class:`WorkersLost` when workers died more often than ``max_restarts`` allows.
+    """
+    job_file = write_job(job)
+    folder = job_file.parent
+    endpoint = job.launch.rdzv_endpoint or f"127.0.0.1:{free_port()}"
+    command = torchrun_command(job, job_file, endpoint)
+    log_path = folder / "torchrun.log"
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        # A session of its own, so a timeout can stop torchrun and every worker it started.
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=torchrun_env(),
+        )
+        try:
+            returncode = process.wait(timeout=job.launch.launch_timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop_group(process)
+            raise WorkersLost(
+                f"training did not finish within launch_timeout_s={job.launch.launch_timeout_s}"
+                f" s; stopped it. torchrun log: {log_path}\n{_tail(log_path)}"
+            ) from None
+        except BaseException:
+            _stop_group(process)
+            raise
+    elapsed = time.monotonic() - started
+    result = folder / "result.json"
+    if returncode == 0 and result.is_file():
+        return TrainedModel.model_validate_json(result.read_text())
+    errors = [json.loads(p.read_text()) for p in sorted(folder.glob("error-*.json"))]
+    summary = (
+        f"torchrun exited with {returncode} after {elapsed:.0f} s "
+        f"(max_restarts={job.launch.max_restarts}); log: {log_path}"
+    )
+    if returncode == 0:
+        # Rank 0 ran on another node: its result lands in that node's job folder.
+        raise TrainingLaunchError(f"{summary}; no result at {result} (rank 0 on another node?)")
+    fatal = [e for e in errors if not e["transient"]]
+    if fatal:
+        first = fatal[0]
+        raise TrainingFailed(
+            f"training failed on rank {first['rank']}: {first['type']}: {first['message']}\n"
+            f"{summary}"
+        )
+    raise WorkersLost(f"workers were lost and restarts are exhausted: {summary}\n{_tail(log_path)}")
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM torchrun's session (workers end their MLflow runs), then SIGKILL."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
