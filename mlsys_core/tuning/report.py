@@ -24,7 +24,16 @@ from pydantic import BaseModel, ConfigDict  # noqa: E402
 from mlsys_core.config import Settings  # noqa: E402
 from mlsys_core.training.trainer import TrainConfig  # noqa: E402
 from mlsys_core.tuning.space import config_from_params  # noqa: E402
-from mlsys_core.tuning.study import StudyJob, TuningError, open_study  # noqa: E402
+from mlsys_core.tuning.study import (  # noqa: E402
+    TAG_PARENT,
+    TAG_STORAGE,
+    TAG_STUDY,
+    TAG_TRIAL,
+    StudyJob,
+    TuningError,
+    open_study,
+    redacted,
+)
 
 
 class TrialRow(BaseModel):
@@ -154,3 +163,17 @@ def log_plots(
         plt.close(figure)
         logged.append(path)
     return logged, skipped
+
+
+def tag_final_run(settings: Settings, run_id: str, job: StudyJob, report: StudyReport) -> None:
+    """Lineage from the final training run back to its study, parent run and best trial
+    (registration copies ``mlsys.tuning.study`` onto the model version)."""
+    client = MlflowClient(settings.mlflow_uri)
+    tags = {
+        TAG_STUDY: job.name,
+        TAG_STORAGE: redacted(job.storage),
+        TAG_PARENT: report.parent_run_id,
+        TAG_TRIAL: str(report.best_number),
+    }
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
