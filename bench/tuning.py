@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(tempfile.mkdtemp(prefix="mlsys-bench-tuning-"))
     try:
         use_isolated_state(root / "state")
+        # The temporary server's 20 s default start-up limit is too short on a busy machine.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
         from flows.embedded import embedded_run  # noqa: PLC0415
 
         spec = load_spec(str(write_sampled_sources(root / "data", args.fraction)))

@@ -7,6 +7,7 @@ process keeps one ``Study`` per job, so its trial threads share one sampler (and
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import warnings
 
@@ -150,7 +151,10 @@ def start_study(job: StudyJob, settings: Settings) -> StudyJob:
     study = open_study(job)
     client = configure_mlflow(settings)
     experiment_id = client.get_experiment_by_name(settings.experiment).experiment_id
-    parent = _existing_parent(client, study.user_attrs.get(PARENT_RUN_ATTR))
+    # Keyed by tracking store: workers that log to different MLflow stores keep their own
+    # parent run instead of overwriting each other's.
+    attr = f"{PARENT_RUN_ATTR}:{hashlib.sha256(settings.mlflow_uri.encode()).hexdigest()[:12]}"
+    parent = _existing_parent(client, study.user_attrs.get(attr))
     if parent is None:
         run = client.create_run(
             experiment_id,
@@ -171,7 +175,7 @@ def start_study(job: StudyJob, settings: Settings) -> StudyJob:
             "space": job.space.model_dump_json(exclude_none=True),
         }
         client.log_batch(parent, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        study.set_user_attr(PARENT_RUN_ATTR, parent)
+        study.set_user_attr(attr, parent)
     else:
         client.update_run(parent, status="RUNNING")
     return job.model_copy(update={"experiment_id": experiment_id, "parent_run_id": parent})

@@ -4,13 +4,16 @@ then the best config trained, tagged with its study and registered."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from mlflow import MlflowClient
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, TaskRunFilter
 from prefect.exceptions import ParameterTypeError
+from prefect.utilities.callables import parameter_schema
 
 from flows.tune import tune
 from mlsys_core.config import Settings
@@ -20,6 +23,7 @@ from mlsys_core.tuning.space import Choice, SearchSpace
 from mlsys_core.tuning.study import PARENT_RUN_TAG, storage_url
 from tasks.tuning import TRIAL_TAG
 
+REPO = Path(__file__).resolve().parents[2]
 BASE = TrainConfig(epochs=2, patience=2, device="cpu")
 
 
@@ -146,3 +150,21 @@ def test_tune_rejects_bad_parameters_before_running(settings: Settings):
         tune(parallelism=0)
     with pytest.raises(ParameterTypeError):
         tune(sampler="annealing")
+
+
+def test_tune_deployment_parameters_are_a_typed_form():
+    deployments = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    deployment = next(d for d in deployments if d["name"] == "tune")
+    assert deployment["entrypoint"] == "flows/tune.py:tune"
+    tune.validate_parameters(deployment["parameters"])  # the defaults it ships are valid
+    schema = parameter_schema(tune).model_dump()
+    props = schema["properties"]
+    enums = {
+        name: schema["definitions"][props[name]["$ref"].split("/")[-1]].get("enum")
+        if "$ref" in props[name]
+        else props[name].get("enum")
+        for name in ("sampler", "pruner")
+    }
+    assert set(enums["sampler"]) == {"grid", "random", "tpe", "gp", "cmaes", "nsga2"}
+    assert set(enums["pruner"]) == {"none", "median", "successive_halving", "hyperband"}
+    assert props["parallelism"]["minimum"] == 1 and props["n_trials"]["maximum"] == 1000
