@@ -31,6 +31,7 @@ from mlsys_core.tuning.study import (  # noqa: E402
     TAG_TRIAL,
     StudyJob,
     TuningError,
+    open_storage,
     open_study,
     redacted,
 )
@@ -177,3 +178,27 @@ def tag_final_run(settings: Settings, run_id: str, job: StudyJob, report: StudyR
     }
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
+
+
+def list_studies(storage: str) -> list[dict[str, Any]]:
+    """Every study in a storage with its trial count."""
+    summaries = optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False)
+    return [{"study": s.study_name, "trials": s.n_trials} for s in summaries]
+
+
+def describe_study(storage: str, name: str, top: int = 5) -> dict[str, Any]:
+    """A study's trial counts by state and its best trials, as plain data."""
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    except KeyError as exc:
+        raise LookupError(f"no study {name!r} in {redacted(storage)}") from exc
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return {
+        "study": name,
+        "storage": redacted(storage),
+        "directions": [d.name.lower() for d in study.directions],
+        "trials": counts,
+        "best": [row.model_dump() for row in summarize(study, top)],
+    }

@@ -78,7 +78,7 @@ def redacted(url: str) -> str:
         return "<unparseable storage URL>"
 
 
-def _storage(url: str) -> optuna.storages.RDBStorage:
+def open_storage(url: str) -> optuna.storages.RDBStorage:
     try:
         is_sqlite = make_url(url).get_backend_name() == "sqlite"
     except ArgumentError as exc:
@@ -112,7 +112,7 @@ def open_study(job: StudyJob) -> optuna.Study:
 
 
 def _create_or_load(job: StudyJob) -> optuna.Study:
-    storage = _storage(job.storage)
+    storage = open_storage(job.storage)
     try:
         study = optuna.create_study(
             storage=storage,
