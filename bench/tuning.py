@@ -10,8 +10,8 @@ i.e. the share of a trial's time spent outside training (Optuna ask/tell on SQLi
 runs and per-epoch logging, pruning checks), and the same for the whole trial phase of the
 flow, which adds Prefect's task runs.
 
-    .venv/bin/python bench/tuning.py                         # 10% of flights, 3 seeds
-    .venv/bin/python bench/tuning.py --fraction 0.05 --trials 10 --seeds 3
+    .venv/bin/python bench/tuning.py                       # 5% of flights, 3 seeds, 16 trials
+    .venv/bin/python bench/tuning.py --fraction 0.03 --trials 12 --epochs 6
 """
 
 from __future__ import annotations
@@ -38,12 +38,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Epochs TPE+Hyperband vs random search (no pruning) need to reach random's "
         "best validation AUC, per seed, and the tuning overhead per trial."
     )
-    parser.add_argument("--fraction", type=float, default=0.1, help="share of flights (0.1)")
+    parser.add_argument("--fraction", type=float, default=0.05, help="share of flights (0.05)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds, 0..N-1 (default: 3)")
-    parser.add_argument("--trials", type=int, default=20, help="trials per search (default: 20)")
-    parser.add_argument("--epochs", type=int, default=12, help="max epochs per trial (12)")
+    parser.add_argument("--trials", type=int, default=16, help="trials per search (default: 16)")
+    parser.add_argument("--epochs", type=int, default=9, help="max epochs per trial (9)")
     parser.add_argument("--patience", type=int, default=3, help="trainer early stopping (3)")
     parser.add_argument("--parallelism", type=int, default=1, help="trials at once (1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads per trial (default: 1, for a busy shared machine)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary state folder")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.trials < 2 or args.epochs < 2 or args.parallelism < 1:
@@ -117,7 +123,11 @@ def main(argv: list[str] | None = None) -> None:
         use_isolated_state(root / "state")
         # The temporary server's 20 s default start-up limit is too short on a busy machine.
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+        import torch  # noqa: PLC0415
+
         from flows.embedded import embedded_run  # noqa: PLC0415
+
+        torch.set_num_threads(args.threads)
 
         spec = load_spec(str(write_sampled_sources(root / "data", args.fraction)))
         features = build_features(spec)
@@ -125,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
             f"tuning bench: {args.fraction:.0%} of flights per month, feature set "
             f"{features.version}, rows {features.split_rows}; {args.trials} trials per search, "
             f"max {args.epochs} epochs, patience {args.patience}, parallelism "
-            f"{args.parallelism}; load average {os.getloadavg()[0]:.1f}"
+            f"{args.parallelism}, torch threads {args.threads}; "
+            f"load average {os.getloadavg()[0]:.1f}"
         )
         rows, ratios, overhead = [], [], {m: [] for m in METHODS}
         with embedded_run():

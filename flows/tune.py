@@ -108,9 +108,12 @@ def tune(
         ]
         wait(futures)
     trials_seconds = time.perf_counter() - start
-    # A crashed trial is FAIL in the study; the others stand (failure isolation).
+    # A crashed trial is FAIL in the study; the others stand (failure isolation). When every
+    # trial of this run crashed the cause is systematic: fail with the first trial's error.
     outcomes = [f.result() for f in futures if f.state.is_completed()]
     failed = n_trials - len(outcomes)
+    if not outcomes:
+        futures[0].result()
     report = finish_tuning_study(job, settings)
     print(
         f"study {name!r} ({redacted(job.storage)}): this run {len(outcomes)} trials done, "

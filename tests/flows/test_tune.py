@@ -3,6 +3,7 @@ then the best config trained, tagged with its study and registered."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, TaskRunFilter
+from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
 from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
+from pydantic import ValidationError
 
 from flows.tune import tune
 from mlsys_core.config import Settings
@@ -101,6 +103,19 @@ def test_tune_runs_parallel_trials_resumes_and_registers_the_best(
     assert float(final.data.params["learning_rate"]) == pytest.approx(best.params["learning_rate"])
     assert result.registration.version.run_id == result.trained.run_id
 
+    # A Prefect table of the best trials, best first.
+    with get_client(sync_client=True) as client:
+        tables = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key={"any_": [f"tuning-{result.study}"]},
+                flow_run_id={"any_": [state.state_details.flow_run_id]},
+            )
+        )
+    assert len(tables) == 1 and tables[0].type == "table"
+    rows = json.loads(tables[0].data)
+    assert rows[0]["trial"] == best.number
+    assert [r["val_auc"] for r in rows] == sorted((r["val_auc"] for r in rows), reverse=True)
+
     # Rerunning continues the same study under the same parent run.
     again = tune(features=features, n_trials=2, parallelism=2, base_config=BASE, train_final=False)
     assert again.study == result.study and again.report.parent_run_id == parent
@@ -143,6 +158,19 @@ def test_a_crashing_trial_is_failed_and_the_study_goes_on(
     run = MlflowClient(settings.mlflow_uri).get_run(failed[0].user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED"
     assert "batch_size" in run.data.tags["mlsys.tuning.error"]
+
+    # When every trial of a run crashes, the cause is systematic: the flow fails with it.
+    with pytest.raises(ValidationError, match="batch_size"):
+        tune(
+            features=make_feature_set(settings),
+            sampler="random",
+            pruner="none",
+            n_trials=1,
+            space=space.model_copy(update={"batch_size": Choice(choices=[4_000_000])}),
+            study_name="all-crash",
+            base_config=TrainConfig(epochs=1, device="cpu"),
+            train_final=False,
+        )
 
 
 def test_tune_rejects_bad_parameters_before_running(settings: Settings):
