@@ -146,7 +146,11 @@ def log_plots(
         "plots/parallel_coordinate.png": lambda: optuna_plots.plot_parallel_coordinate(
             study, **target
         ),
-        "plots/param_importances.png": lambda: optuna_plots.plot_param_importances(study, **target),
+        # fANOVA: variance-based, so it needs no "lower is better" convention (Optuna's
+        # default evaluator ranks by what gives low values, wrong for an AUC target).
+        "plots/param_importances.png": lambda: optuna_plots.plot_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), **target
+        ),
     }
     logged, skipped = [], {}
     for path, make in makers.items():
