@@ -1,14 +1,18 @@
 """Does pruning pay? TPE with Hyperband pruning against random search without pruning, on
-the same trial budget, through the real ``tune`` flow (trials as Prefect tasks, MLflow runs).
+the same budget of training epochs, through the real ``tune`` flow (trials as Prefect tasks,
+MLflow runs, SQLite study).
 
-For each seed both searches get the same number of trials on the same cached matrices, with
-the same base config (max epochs, trainer early stopping on validation loss with the same
-patience). The question: how many training epochs does each spend before one of its trials
-reaches the best validation AUC that random search finds with its whole budget? Goal: TPE +
-Hyperband needs at most 1/3 of random's epochs. Also reported: the tuning overhead per trial,
-i.e. the share of a trial's time spent outside training (Optuna ask/tell on SQLite, MLflow
-runs and per-epoch logging, pruning checks), and the same for the whole trial phase of the
-flow, which adds Prefect's task runs.
+Per seed, random search runs ``--trials`` trials; TPE + Hyperband then resumes its own study
+in chunks of trials until it has trained as many epochs as random search did (pruned trials
+are cheap, so it gets more trials). Both use the same cached matrices and base config (max
+epochs, trainer early stopping on validation loss with the same patience) and their own
+sampler seeds. The question: how many training epochs does each spend, in trial order,
+before one of its finished trials reaches the best validation AUC that random search found
+with its whole budget? Goal: TPE + Hyperband needs at most 1/3 of random's epochs.
+
+Also reported: the tuning overhead per trial, the share of a trial's time spent outside
+training (Optuna ask/tell on SQLite, the MLflow run and its logging, pruning checks), and the
+same share for the flow's whole trial phase, which adds Prefect's task runs.
 
     .venv/bin/python bench/tuning.py                       # 5% of flights, 3 seeds, 16 trials
     .venv/bin/python bench/tuning.py --fraction 0.03 --trials 12 --epochs 6
@@ -31,6 +35,8 @@ METHODS = {"random": ("random", "none"), "tpe+hyperband": ("tpe", "hyperband")}
 # TPE's first trials are random draws: with one seed for both searches they would replay
 # random search's first trials exactly, so each search gets its own seed.
 SEED_OFFSET = {"random": 0, "tpe+hyperband": 1000}
+CHUNK = 4  # TPE+Hyperband trials per tune call while it has epoch budget left
+MAX_TRIAL_FACTOR = 4
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,34 +88,49 @@ def epochs_to_reach(trials: list[Any], target: float) -> int | None:
     return None
 
 
-def run_search(features: Any, method: str, seed: int, args: argparse.Namespace) -> dict:
+def run_search(
+    features: Any, method: str, seed: int, args: argparse.Namespace, epoch_budget: int | None
+) -> dict:
+    """One search; with ``epoch_budget`` it resumes its study in chunks of trials until it
+    has trained that many epochs (at most ``MAX_TRIAL_FACTOR`` times ``--trials`` trials)."""
     from flows.tune import tune  # noqa: PLC0415
     from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
     sampler, pruner = METHODS[method]
     base = TrainConfig(epochs=args.epochs, patience=args.patience, device="cpu")
     start = time.perf_counter()
-    result = tune(
-        features=features,
-        sampler=sampler,
-        pruner=pruner,
-        n_trials=args.trials,
-        parallelism=args.parallelism,
-        base_config=base,
-        study_name=f"bench-{method}-seed{seed}",
-        seed=seed + SEED_OFFSET[method],
-        train_final=False,
-    )
-    trials = result.trials
+    trials, failed, phase_seconds = [], 0, 0.0
+    while True:
+        chunk = args.trials if epoch_budget is None else CHUNK
+        result = tune(
+            features=features,
+            sampler=sampler,
+            pruner=pruner,
+            n_trials=chunk,
+            parallelism=args.parallelism,
+            base_config=base,
+            study_name=f"bench-{method}-seed{seed}",
+            seed=seed + SEED_OFFSET[method],
+            train_final=False,
+        )
+        trials += result.trials
+        failed += result.failed
+        phase_seconds += result.trials_seconds
+        spent = sum(t.epochs for t in trials)
+        if epoch_budget is None or spent >= epoch_budget:
+            break
+        if len(trials) >= MAX_TRIAL_FACTOR * args.trials:
+            break
     train = sum(t.train_seconds for t in trials)
     return {
         "trials": trials,
         "best": max(t.values[0] for t in trials if t.state == "COMPLETE"),
         "epochs": sum(t.epochs for t in trials),
+        "n": len(trials),
         "pruned": sum(t.state == "PRUNED" for t in trials),
-        "failed": result.failed,
+        "failed": failed,
         "overhead_trial": sum(1 - t.train_seconds / t.trial_seconds for t in trials) / len(trials),
-        "overhead_phase": 1 - train / result.trials_seconds
+        "overhead_phase": 1 - train / phase_seconds
         if args.parallelism == 1
         else None,  # with parallel trials, training time overlaps and the share is ill-defined
         "seconds": time.perf_counter() - start,
@@ -143,11 +164,14 @@ def main(argv: list[str] | None = None) -> None:
             for seed in range(args.seeds):
                 res = {}
                 for method in METHODS:
-                    res[method] = run_search(features, method, seed, args)
+                    # Same budget: TPE+Hyperband may train as many epochs as random search did.
+                    budget = res["random"]["epochs"] if method != "random" else None
+                    res[method] = run_search(features, method, seed, args, budget)
                     overhead[method].append(res[method])
                     print(
                         f"  seed {seed} {method}: best val AUC {res[method]['best']:.4f}, "
-                        f"{res[method]['epochs']} epochs, {res[method]['pruned']} pruned, "
+                        f"{res[method]['n']} trials, {res[method]['epochs']} epochs, "
+                        f"{res[method]['pruned']} pruned, "
                         f"{res[method]['seconds']:.0f} s (load {os.getloadavg()[0]:.1f})"
                     )
                 target = res["random"]["best"]

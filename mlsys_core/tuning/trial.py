@@ -32,6 +32,7 @@ from mlsys_core.tuning.study import (
 )
 
 TAG_STATE = "mlsys.tuning.state"
+FLUSH_SECONDS = 10.0
 
 
 class TrialOutcome(BaseModel):
@@ -62,14 +63,15 @@ def run_trial(job: StudyJob, settings: Settings) -> TrialOutcome:
     study = open_study(job)
     client = MlflowClient(settings.mlflow_uri)
     seen: dict[str, Any] = {"epochs": 0, "train_seconds": 0.0, "run_id": None}
+    curves = _Curves(client)
 
     def objective(trial: optuna.Trial) -> float | tuple[float, float]:
         run_id = _start_trial_run(client, job, trial.number)
-        seen["run_id"] = run_id
+        seen["run_id"] = curves.run_id = run_id
         trial.set_user_attr("mlflow_run_id", run_id)
         status = "FAILED"
         try:
-            values = _train_trial(trial, job, client, run_id, seen)
+            values = _train_trial(trial, job, client, run_id, seen, curves)
             status = "FINISHED"
             return values
         except optuna.TrialPruned:
@@ -81,7 +83,10 @@ def run_trial(job: StudyJob, settings: Settings) -> TrialOutcome:
             client.set_tag(run_id, "mlsys.tuning.error", repr(exc)[:4000])
             raise
         finally:
-            client.log_metric(run_id, "train_seconds", seen["train_seconds"])
+            curves.pending.append(
+                Metric("train_seconds", seen["train_seconds"], int(time.time() * 1000), 0)
+            )
+            curves.flush()
             client.set_terminated(run_id, status)
 
     study.optimize(objective, n_trials=1)
@@ -99,7 +104,12 @@ def run_trial(job: StudyJob, settings: Settings) -> TrialOutcome:
 
 
 def _train_trial(
-    trial: optuna.Trial, job: StudyJob, client: MlflowClient, run_id: str, seen: dict[str, Any]
+    trial: optuna.Trial,
+    job: StudyJob,
+    client: MlflowClient,
+    run_id: str,
+    seen: dict[str, Any],
+    curves: _Curves,
 ) -> float | tuple[float, float]:
     config = suggest(trial, job.space, job.base)
     client.log_batch(
@@ -122,13 +132,10 @@ def _train_trial(
         start = time.perf_counter()
         seen["epochs"] = m.epoch
         stamp = int(time.time() * 1000)
-        client.log_batch(
-            run_id,
-            metrics=[
-                Metric("train_loss", m.train_loss, stamp, m.epoch),
-                Metric("val_loss", m.val_loss, stamp, m.epoch),
-                Metric("val_auc", m.val_auc, stamp, m.epoch),
-            ],
+        curves.add(
+            Metric("train_loss", m.train_loss, stamp, m.epoch),
+            Metric("val_loss", m.val_loss, stamp, m.epoch),
+            Metric("val_auc", m.val_auc, stamp, m.epoch),
         )
         # Optuna prunes single-objective studies only; a Pareto search trains every trial.
         if single:
@@ -151,15 +158,37 @@ def _train_trial(
     n_params = sum(p.numel() for p in trainer.model.parameters())
     trial.set_user_attr("n_params", n_params)
     trial.set_user_attr("epochs", len(result.history))
-    client.log_batch(
-        run_id,
-        metrics=[
-            Metric("val_auc_best", auc, int(time.time() * 1000), 0),
-            Metric("n_params", float(n_params), int(time.time() * 1000), 0),
-            Metric("best_epoch", float(result.best_epoch), int(time.time() * 1000), 0),
-        ],
-    )
+    stamp = int(time.time() * 1000)
+    curves.pending += [
+        Metric("val_auc_best", auc, stamp, 0),
+        Metric("n_params", float(n_params), stamp, 0),
+        Metric("best_epoch", float(result.best_epoch), stamp, 0),
+    ]
     return auc if single else (auc, float(n_params))
+
+
+class _Curves:
+    """Per-epoch metrics, written at most every ``FLUSH_SECONDS`` and when the trial ends.
+
+    One MLflow write per epoch cost a large share of a short trial (a SQLite commit each);
+    long epochs still show live curves.
+    """
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client, self.run_id = client, ""
+        self.pending: list[Metric] = []
+        self.flushed_at = time.monotonic()
+
+    def add(self, *metrics: Metric) -> None:
+        self.pending += metrics
+        if time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.client.log_batch(self.run_id, metrics=self.pending)
+            self.pending = []
+        self.flushed_at = time.monotonic()
 
 
 def _start_trial_run(client: MlflowClient, job: StudyJob, number: int) -> str:
