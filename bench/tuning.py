@@ -130,6 +130,8 @@ def run_search(
         "pruned": sum(t.state == "PRUNED" for t in trials),
         "failed": failed,
         "overhead_trial": sum(1 - t.train_seconds / t.trial_seconds for t in trials) / len(trials),
+        "overhead_seconds": sum(t.trial_seconds - t.train_seconds for t in trials) / len(trials),
+        "trial_seconds": sum(t.trial_seconds for t in trials) / len(trials),
         "overhead_phase": 1 - train / phase_seconds
         if args.parallelism == 1
         else None,  # with parallel trials, training time overlaps and the share is ill-defined
@@ -214,10 +216,20 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print(
             format_table(
-                ["search", "overhead / trial", "overhead, trial phase (with Prefect)"],
+                [
+                    "search",
+                    "mean best AUC",
+                    "trial s",
+                    "outside training s",
+                    "overhead / trial",
+                    "overhead, trial phase (with Prefect)",
+                ],
                 [
                     [
                         m,
+                        f"{mean_or_none([r['best'] for r in runs]):.4f}",
+                        f"{mean_or_none([r['trial_seconds'] for r in runs]):.2f}",
+                        f"{mean_or_none([r['overhead_seconds'] for r in runs]):.2f}",
                         f"{mean_or_none([r['overhead_trial'] for r in runs]):.3f}",
                         f"{v:.3f}"
                         if (v := mean_or_none([r["overhead_phase"] for r in runs])) is not None
