@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     )
     experiment: str = "mlsys"
     model_name: str = "flight-delay"
+    optuna_storage: str | None = Field(
+        default=None,
+        description="Optuna storage URL for tuning studies (e.g. Postgres, so several machines "
+        "join one study; set it here rather than as a flow parameter when it holds a "
+        "password); default sqlite:///<state_dir>/optuna.db.",
+    )
 
     @property
     def root(self) -> Path:

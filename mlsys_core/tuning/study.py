@@ -63,9 +63,9 @@ class StudyJob(BaseModel):
 
 
 def storage_url(settings: Settings, storage: str | None = None) -> str:
-    """``storage`` as given, or the embedded default: SQLite in the state folder."""
-    if storage:
-        return storage
+    """``storage`` as given, else ``MLSYS_OPTUNA_STORAGE``, else SQLite in the state folder."""
+    if storage or settings.optuna_storage:
+        return storage or settings.optuna_storage
     settings.root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{settings.root / 'optuna.db'}"
 

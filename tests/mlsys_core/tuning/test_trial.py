@@ -239,3 +239,12 @@ def test_unusable_studies_fail_with_a_clear_error(state):
 def test_storage_urls_are_redacted_for_tags():
     url = "postgresql+psycopg://tuner:s3cret@db.example:5432/optuna"
     assert "s3cret" not in redacted(url) and "tuner" in redacted(url)
+
+
+def test_storage_comes_from_the_parameter_then_the_environment_then_sqlite(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLSYS_OPTUNA_STORAGE", raising=False)
+    settings = Settings(state_dir=tmp_path)
+    assert storage_url(settings) == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
+    monkeypatch.setenv("MLSYS_OPTUNA_STORAGE", "postgresql://db/optuna")
+    assert storage_url(Settings(state_dir=tmp_path)) == "postgresql://db/optuna"
+    assert storage_url(Settings(state_dir=tmp_path), "sqlite:///x.db") == "sqlite:///x.db"
