@@ -7,6 +7,7 @@ so everything here goes through ``MlflowClient`` with explicit run ids.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from mlsys_core.tuning.study import (
 
 TAG_STATE = "mlsys.tuning.state"
 FLUSH_SECONDS = 10.0
+_SETUP_LOCK = threading.Lock()
 
 
 class TrialOutcome(BaseModel):
@@ -148,7 +150,11 @@ def _train_trial(
     trainer = Trainer(config, model_config)
     start = time.perf_counter()
     try:
-        trainer.setup(data.x_train, data.y_train, data.x_valid, data.y_valid)
+        # setup seeds the process-wide RNGs and draws the initial weights from them: one
+        # trial thread at a time, so parallel trials start from their seed's weights.
+        # (Dropout masks still come from the shared RNG while trials train side by side.)
+        with _SETUP_LOCK:
+            trainer.setup(data.x_train, data.y_train, data.x_valid, data.y_valid)
         result = trainer.train(on_epoch=on_epoch)
     finally:
         seen["train_seconds"] = time.perf_counter() - start - outside
