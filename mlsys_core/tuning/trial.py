@@ -1,0 +1,219 @@
+"""One trial: draw a config, train it on the study's cached matrices, report every epoch's
+validation AUC to the pruner, and log it all as an MLflow run nested under the study's parent.
+
+MLflow's fluent API keeps its active-run stack per thread, and trials run on many threads,
+so everything here goes through ``MlflowClient`` with explicit run ids.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Literal
+
+import optuna
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from pydantic import BaseModel, ConfigDict
+
+from mlsys_core.config import Settings
+from mlsys_core.training.model import ModelConfig
+from mlsys_core.training.trainer import EpochMetrics, Trainer
+from mlsys_core.tuning.data import load_prepared
+from mlsys_core.tuning.space import suggest
+from mlsys_core.tuning.study import (
+    PARENT_RUN_TAG,
+    TAG_FEATURE_SET,
+    TAG_STAGE,
+    TAG_STUDY,
+    TAG_TRIAL,
+    StudyJob,
+    TuningError,
+    open_study,
+)
+
+TAG_STATE = "mlsys.tuning.state"
+FLUSH_SECONDS = 10.0
+_SETUP_LOCK = threading.Lock()
+
+
+class TrialOutcome(BaseModel):
+    """What one trial did, for the flow's summary and the benchmark's accounting."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    state: Literal["COMPLETE", "PRUNED", "FAIL"]
+    values: list[float] | None
+    params: dict[str, Any]
+    epochs: int
+    train_seconds: float
+    trial_seconds: float
+    mlflow_run_id: str | None
+
+
+def run_trial(job: StudyJob, settings: Settings) -> TrialOutcome:
+    """Run one trial of the job's study (``study.optimize(n_trials=1)``).
+
+    A crash marks the trial FAIL in the study and its MLflow run FAILED, then propagates:
+    the caller decides whether the study goes on (the tune flow does). Pruning is not a
+    crash: the trial is PRUNED and this returns normally.
+    """
+    if job.experiment_id is None or job.parent_run_id is None:
+        raise TuningError("run_trial needs a started job: call start_study(job, settings) first")
+    started = time.perf_counter()
+    study = open_study(job)
+    client = MlflowClient(settings.mlflow_uri)
+    seen: dict[str, Any] = {"epochs": 0, "train_seconds": 0.0, "run_id": None}
+    curves = _Curves(client)
+
+    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
+        run_id = _start_trial_run(client, job, trial.number)
+        seen["run_id"] = curves.run_id = run_id
+        trial.set_user_attr("mlflow_run_id", run_id)
+        status = "FAILED"
+        try:
+            values = _train_trial(trial, job, client, run_id, seen, curves)
+            status = "FINISHED"
+            return values
+        except optuna.TrialPruned:
+            status = "KILLED"
+            client.set_tag(run_id, TAG_STATE, "PRUNED")
+            raise
+        except Exception as exc:
+            client.set_tag(run_id, TAG_STATE, "FAIL")
+            client.set_tag(run_id, "mlsys.tuning.error", repr(exc)[:4000])
+            raise
+        finally:
+            curves.pending.append(
+                Metric("train_seconds", seen["train_seconds"], int(time.time() * 1000), 0)
+            )
+            curves.flush()
+            client.set_terminated(run_id, status)
+
+    study.optimize(objective, n_trials=1)
+    trial = _this_trial(study, seen["run_id"])
+    return TrialOutcome(
+        number=trial.number,
+        state=trial.state.name,
+        values=trial.values,
+        params=trial.params,
+        epochs=seen["epochs"],
+        train_seconds=seen["train_seconds"],
+        trial_seconds=time.perf_counter() - started,
+        mlflow_run_id=seen["run_id"],
+    )
+
+
+def _train_trial(
+    trial: optuna.Trial,
+    job: StudyJob,
+    client: MlflowClient,
+    run_id: str,
+    seen: dict[str, Any],
+    curves: _Curves,
+) -> float | tuple[float, float]:
+    config = suggest(trial, job.space, job.base)
+    client.log_batch(
+        run_id,
+        params=[Param(k, str(v)) for k, v in {**config.model_dump(), **trial.params}.items()],
+    )
+    data = load_prepared(job.data.path)
+    model_config = ModelConfig(
+        cardinalities=job.data.cardinalities,
+        n_numeric=job.data.n_numeric,
+        hidden=config.hidden,
+        dropout=config.dropout,
+        max_embedding_dim=config.max_embedding_dim,
+    )
+    single = job.search.objectives == "auc"
+    outside = 0.0  # seconds spent in the epoch callback: logging and pruning, not training
+
+    def on_epoch(m: EpochMetrics) -> None:
+        nonlocal outside
+        start = time.perf_counter()
+        seen["epochs"] = m.epoch
+        stamp = int(time.time() * 1000)
+        curves.add(
+            Metric("train_loss", m.train_loss, stamp, m.epoch),
+            Metric("val_loss", m.val_loss, stamp, m.epoch),
+            Metric("val_auc", m.val_auc, stamp, m.epoch),
+        )
+        # Optuna prunes single-objective studies only; a Pareto search trains every trial.
+        if single:
+            trial.report(m.val_auc, m.epoch)
+            if trial.should_prune():
+                outside += time.perf_counter() - start
+                raise optuna.TrialPruned(f"pruned at epoch {m.epoch}, val AUC {m.val_auc:.4f}")
+        outside += time.perf_counter() - start
+
+    trainer = Trainer(config, model_config)
+    start = time.perf_counter()
+    try:
+        # setup seeds the process-wide RNGs and draws the initial weights from them: one
+        # trial thread at a time, so parallel trials start from their seed's weights.
+        # (Dropout masks still come from the shared RNG while trials train side by side.)
+        with _SETUP_LOCK:
+            trainer.setup(data.x_train, data.y_train, data.x_valid, data.y_valid)
+        result = trainer.train(on_epoch=on_epoch)
+    finally:
+        seen["train_seconds"] = time.perf_counter() - start - outside
+    # The trainer keeps the weights of its best epoch (lowest validation loss): that model's
+    # AUC is what the final training run would reproduce, so that is the objective.
+    auc = result.history[result.best_epoch - 1].val_auc if result.best_epoch else float("nan")
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    trial.set_user_attr("n_params", n_params)
+    trial.set_user_attr("epochs", len(result.history))
+    stamp = int(time.time() * 1000)
+    curves.pending += [
+        Metric("val_auc_best", auc, stamp, 0),
+        Metric("n_params", float(n_params), stamp, 0),
+        Metric("best_epoch", float(result.best_epoch), stamp, 0),
+    ]
+    return auc if single else (auc, float(n_params))
+
+
+class _Curves:
+    """Per-epoch metrics, written at most every ``FLUSH_SECONDS`` and when the trial ends.
+
+    One MLflow write per epoch cost a large share of a short trial (a SQLite commit each);
+    long epochs still show live curves.
+    """
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client, self.run_id = client, ""
+        self.pending: list[Metric] = []
+        self.flushed_at = time.monotonic()
+
+    def add(self, *metrics: Metric) -> None:
+        self.pending += metrics
+        if time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.client.log_batch(self.run_id, metrics=self.pending)
+            self.pending = []
+        self.flushed_at = time.monotonic()
+
+
+def _start_trial_run(client: MlflowClient, job: StudyJob, number: int) -> str:
+    run = client.create_run(
+        job.experiment_id,
+        run_name=f"{job.name}-trial-{number}",
+        tags={
+            PARENT_RUN_TAG: str(job.parent_run_id),
+            TAG_STAGE: "tune-trial",
+            TAG_STUDY: job.name,
+            TAG_TRIAL: str(number),
+            TAG_FEATURE_SET: job.data.feature_set,
+        },
+    )
+    return run.info.run_id
+
+
+def _this_trial(study: optuna.Study, run_id: str | None) -> optuna.trial.FrozenTrial:
+    for trial in reversed(study.get_trials(deepcopy=False)):
+        if run_id and trial.user_attrs.get("mlflow_run_id") == run_id:
+            return trial
+    raise RuntimeError("the trial this worker ran is not in the study")  # pragma: no cover

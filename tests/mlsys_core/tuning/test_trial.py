@@ -1,0 +1,250 @@
+"""Trials on real (small) data: nested MLflow runs, pruning, resume, Pareto search, two
+processes joining one SQLite study, and clear errors for unusable studies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from mlsys_core.config import Settings
+from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.training.model import ModelConfig
+from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
+from mlsys_core.tuning.data import load_prepared, prepare_data
+from mlsys_core.tuning.report import best_trial, finish_study
+from mlsys_core.tuning.samplers import PrunerConfig, SamplerConfig, SearchConfig
+from mlsys_core.tuning.space import Choice, IntRange, SearchSpace
+from mlsys_core.tuning.study import (
+    PARENT_RUN_TAG,
+    StudyJob,
+    TuningError,
+    forget_studies,
+    redacted,
+    start_study,
+    storage_url,
+)
+from mlsys_core.tuning.trial import run_trial
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+REPO = Path(__file__).resolve().parents[3]
+BASE = TrainConfig(epochs=3, patience=3, device="cpu")
+ONE_EPOCH = TrainConfig(epochs=1, device="cpu")
+# Small networks and big batches: the tests check the plumbing, not what tuning finds.
+TINY = SearchSpace(
+    width=Choice(choices=[16, 32]),
+    depth=IntRange(low=1, high=2),
+    batch_size=Choice(choices=[1024, 2048]),
+    max_embedding_dim=Choice(choices=[2, 4]),
+)
+
+
+@pytest.fixture(scope="module")
+def state(
+    tmp_path_factory: pytest.TempPathFactory, make_feature_set: Callable[[Settings], FeatureSetRef]
+) -> tuple[Settings, FeatureSetRef]:
+    settings = Settings(state_dir=tmp_path_factory.mktemp("tuning_state"))
+    return settings, make_feature_set(settings)
+
+
+def _job(state, name: str, base: TrainConfig = BASE, **search) -> StudyJob:  # noqa: ANN001
+    settings, features = state
+    return StudyJob(
+        name=name,
+        storage=storage_url(settings),
+        search=SearchConfig(**search),
+        space=TINY,
+        base=base,
+        data=prepare_data(features, settings),
+    )
+
+
+def test_data_is_prepared_once_per_feature_set(state):
+    settings, features = state
+    first = prepare_data(features, settings)
+    stamp = Path(first.path).stat().st_mtime_ns
+    again = prepare_data(features, settings)
+    assert again == first and Path(first.path).stat().st_mtime_ns == stamp
+    data = load_prepared(first.path)
+    assert data.x_train.shape == (first.rows["train"], data.x_valid.shape[1])
+    assert data.x_train.dtype == np.float32 and set(np.unique(data.y_train)) == {0.0, 1.0}
+
+
+def test_trials_are_nested_mlflow_runs_with_per_epoch_curves(state):
+    settings, _ = state
+    job = start_study(
+        _job(
+            state, "nested", pruner=PrunerConfig(name="none"), sampler=SamplerConfig(name="random")
+        ),
+        settings,
+    )
+    outcomes = [run_trial(job, settings) for _ in range(2)]
+    client = MlflowClient(settings.mlflow_uri)
+    children = client.search_runs(
+        [job.experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{job.parent_run_id}'"
+    )
+    assert {r.info.run_id for r in children} == {o.mlflow_run_id for o in outcomes}
+    for outcome in outcomes:
+        run = client.get_run(outcome.mlflow_run_id)
+        assert run.info.status == "FINISHED" and outcome.state == "COMPLETE"
+        assert float(run.data.params["learning_rate"]) == pytest.approx(
+            outcome.params["learning_rate"]
+        )
+        curve = client.get_metric_history(outcome.mlflow_run_id, "val_auc")
+        assert [m.step for m in curve] == [1, 2, 3]
+        # The objective is the AUC of the epoch whose weights the trainer keeps.
+        best_epoch = int(run.data.metrics["best_epoch"])
+        assert outcome.values[0] == pytest.approx(curve[best_epoch - 1].value)
+        assert 0 < outcome.train_seconds < outcome.trial_seconds
+
+    report = finish_study(job, settings)
+    parent = client.get_run(job.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["mlsys.stage"] == "tune"
+    assert parent.data.metrics["trials_complete"] == 2
+    assert report.best_values[0] == max(o.values[0] for o in outcomes)
+    logged = {a.path for a in client.list_artifacts(job.parent_run_id, "plots")}
+    assert set(report.plots) == logged
+    assert {"plots/optimization_history.png", "plots/parallel_coordinate.png"} <= logged
+
+
+def test_a_pruned_trial_stops_training(state):
+    settings, _ = state
+    job = start_study(
+        _job(
+            state,
+            "pruning",
+            sampler=SamplerConfig(name="random", seed=1),
+            pruner=PrunerConfig(name="median", n_startup_trials=1, n_warmup_steps=0),
+        ),
+        settings,
+    )
+    outcomes = [run_trial(job, settings) for _ in range(5)]
+    pruned = [o for o in outcomes if o.state == "PRUNED"]
+    assert pruned, [o.values for o in outcomes]
+    client = MlflowClient(settings.mlflow_uri)
+    for outcome in pruned:
+        assert outcome.epochs < BASE.epochs
+        run = client.get_run(outcome.mlflow_run_id)
+        assert run.info.status == "KILLED" and run.data.tags["mlsys.tuning.state"] == "PRUNED"
+        assert len(client.get_metric_history(outcome.mlflow_run_id, "val_auc")) == outcome.epochs
+
+
+def test_trial_pruned_raised_in_the_epoch_callback_leaves_the_trainer(state):
+    settings, features = state
+    ref = prepare_data(features, settings)
+    data = load_prepared(ref.path)
+    trainer = Trainer(
+        TrainConfig(epochs=5, batch_size=2048, device="cpu"),
+        ModelConfig(cardinalities=ref.cardinalities, n_numeric=ref.n_numeric, hidden=[16]),
+    )
+    trainer.setup(data.x_train, data.y_train, data.x_valid, data.y_valid)
+
+    def prune_at_two(m: EpochMetrics) -> None:
+        if m.epoch == 2:
+            raise optuna.TrialPruned("stop")
+
+    with pytest.raises(optuna.TrialPruned):
+        trainer.train(on_epoch=prune_at_two)
+    assert trainer.epoch == 2
+
+
+def test_rerunning_resumes_the_study_under_the_same_parent_run(state):
+    settings, _ = state
+    job = _job(state, "resume", base=ONE_EPOCH, pruner=PrunerConfig(name="none"))
+    first = start_study(job, settings)
+    before = [run_trial(first, settings) for _ in range(2)]
+    forget_studies()  # as a new process would: a fresh sampler, seeded past the 2 trials
+    second = start_study(job, settings)
+    after = [run_trial(second, settings) for _ in range(2)]
+    assert second.parent_run_id == first.parent_run_id
+    study = optuna.load_study(study_name="resume", storage=job.storage)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert [o.number for o in before + after] == [0, 1, 2, 3]
+    assert before[0].params != after[0].params  # the resumed sampler does not replay draws
+
+
+def test_auc_against_model_size_gives_a_pareto_front(state):
+    settings, _ = state
+    job = start_study(
+        _job(
+            state,
+            "pareto",
+            base=ONE_EPOCH,
+            sampler=SamplerConfig(name="nsga2", population_size=2),
+            pruner=PrunerConfig(name="none"),
+            objectives="auc_vs_size",
+        ),
+        settings,
+    )
+    outcomes = [run_trial(job, settings) for _ in range(3)]
+    study = optuna.load_study(study_name="pareto", storage=job.storage)
+    for outcome, trial in zip(outcomes, study.trials, strict=True):
+        assert len(outcome.values) == 2
+        assert outcome.values[1] == trial.user_attrs["n_params"] > 0
+    best = best_trial(study)
+    assert best in study.best_trials
+    assert best.values[0] == max(t.values[0] for t in study.best_trials)
+    assert finish_study(job, settings).best_number == best.number
+
+
+@pytest.mark.slow
+def test_two_processes_join_one_sqlite_study(state, tmp_path):
+    settings, _ = state
+    job = _job(state, "joined", base=ONE_EPOCH, pruner=PrunerConfig(name="none"))
+    job = start_study(job, settings)
+    code = (
+        "import sys\n"
+        "from mlsys_core.config import Settings\n"
+        "from mlsys_core.tuning.study import StudyJob\n"
+        "from mlsys_core.tuning.trial import run_trial\n"
+        "job = StudyJob.model_validate_json(sys.argv[1])\n"
+        "settings = Settings(state_dir=sys.argv[2])\n"
+        "print([run_trial(job, settings).number for _ in range(2)])\n"
+    )
+    args = [sys.executable, "-c", code, job.model_dump_json(), str(settings.state_dir)]
+    workers = [
+        subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    numbers = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err[-3000:]
+        numbers += json.loads(out.strip().splitlines()[-1])
+    assert sorted(numbers) == [0, 1, 2, 3]  # each trial number given out once
+    study = optuna.load_study(study_name="joined", storage=job.storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+
+
+def test_unusable_studies_fail_with_a_clear_error(state):
+    settings, _ = state
+    with pytest.raises(TuningError, match="not a database URL"):
+        start_study(_job(state, "x").model_copy(update={"storage": "not a url"}), settings)
+    start_study(_job(state, "directions", pruner=PrunerConfig(name="none")), settings)
+    forget_studies()
+    pareto = _job(state, "directions", pruner=PrunerConfig(name="none"), objectives="auc_vs_size")
+    with pytest.raises(TuningError, match="directions"):
+        start_study(pareto, settings)
+    with pytest.raises(TuningError, match="started job"):
+        run_trial(_job(state, "unstarted"), settings)
+
+
+def test_storage_urls_are_redacted_for_tags():
+    url = "postgresql+psycopg://tuner:s3cret@db.example:5432/optuna"
+    assert "s3cret" not in redacted(url) and "tuner" in redacted(url)
+
+
+def test_storage_comes_from_the_parameter_then_the_environment_then_sqlite(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLSYS_OPTUNA_STORAGE", raising=False)
+    settings = Settings(state_dir=tmp_path)
+    assert storage_url(settings) == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
+    monkeypatch.setenv("MLSYS_OPTUNA_STORAGE", "postgresql://db/optuna")
+    assert storage_url(Settings(state_dir=tmp_path)) == "postgresql://db/optuna"
+    assert storage_url(Settings(state_dir=tmp_path), "sqlite:///x.db") == "sqlite:///x.db"
