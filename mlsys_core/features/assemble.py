@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mlsys_core.features.offline import OfflineStore
 from mlsys_core.features.pit import point_in_time_join
 from mlsys_core.spec import DatasetSpec, LabelSpec, TimeSplit
 
@@ -58,6 +59,12 @@ def assemble_features(tables: dict[str, pd.DataFrame], spec: DatasetSpec) -> pd.
             columns=join.columns,
             tolerance=join.tolerance,
             availability_lag=join.availability_lag,
+        )
+    if spec.feature_views:
+        # The training path of the feature store: the same call serves any entity rows.
+        store = OfflineStore(spec.feature_views, tables)
+        frame = store.get_historical_features(
+            frame, spec.view_features, timestamp=spec.event_timestamp
         )
     frame[spec.label.name] = make_label(frame, spec.label)
     frame[SPLIT] = assign_split(frame[spec.event_timestamp], spec.split)

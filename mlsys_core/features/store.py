@@ -13,7 +13,7 @@ from mlsys_core.data.lake import Lake, SnapshotRef
 from mlsys_core.features.assemble import SPLIT, assemble_features
 from mlsys_core.spec import DatasetSpec
 
-FEATURES_VERSION = "1"  # bump when assembly changes, so versions move with the code
+FEATURES_VERSION = "2"  # bump when assembly changes, so versions move with the code
 
 
 class FeatureSetRef(BaseModel):
@@ -34,7 +34,7 @@ class FeatureSetRef(BaseModel):
 
 def build_feature_set(clean: dict[str, CleanRef], spec: DatasetSpec, lake: Lake) -> FeatureSetRef:
     """Assemble features from clean snapshots, or return the existing identical version."""
-    needed = {spec.base} | {j.source for j in [*spec.lookups, *spec.as_of_joins]}
+    needed = set(spec.sources_needed)
     if missing := sorted(needed - set(clean)):
         raise ValueError(f"no clean snapshot for sources {missing}; run validation first")
     clean_ids = {t: clean[t].clean.snapshot_id for t in sorted(needed)}
