@@ -179,9 +179,8 @@ class _PreparedView:
         assert isinstance(view, LatestView)
         by_feature = {feature: col for col, feature in view.columns.items()}
         if len(self.rows) == 0:
-            return pd.DataFrame({n: self.source[by_feature[n]].iloc[:0] for n in names}).reindex(
-                range(len(code))
-            )
+            picked, valid = np.zeros(len(code), dtype=np.int64), np.zeros(len(code), dtype=bool)
+            return self._take(by_feature, names, picked, valid)
         known = code >= 0
         safe = np.where(known, code, 0)
         pos = self._positions(safe, ts) - 1
@@ -189,12 +188,24 @@ class _PreparedView:
         same_key = (self.sorted_keys[clipped] // self.stride) == safe
         fresh = self.event[clipped] >= ts - pd.Timedelta(view.ttl).value
         valid = known & (pos >= 0) & same_key & fresh
-        picked = self.rows[clipped]
+        return self._take(by_feature, names, self.rows[clipped], valid)
+
+    def _take(
+        self, columns: dict[str, str], names: list[str], picked: np.ndarray, valid: np.ndarray
+    ) -> pd.DataFrame:
         out = {}
         for name in names:
-            values = self.source[by_feature[name]].iloc[picked].reset_index(drop=True)
-            out[name] = values.where(pd.Series(valid), None if values.dtype == object else np.nan)
-        return pd.DataFrame(out)
+            source = self.source[columns[name]]
+            if len(source) == 0:  # nothing to take from: all missing, in the column's kind
+                missing = None if source.dtype == object else np.nan
+                out[name] = pd.Series([missing] * len(picked), dtype=source.dtype)
+                continue
+            values = source.iloc[picked].reset_index(drop=True)
+            if values.dtype == object:  # one missing marker for strings, whatever the source had
+                out[name] = values.where(pd.Series(valid) & values.notna(), None)
+            else:
+                out[name] = values.where(pd.Series(valid))
+        return pd.DataFrame(out, index=range(len(picked)))
 
 
 class OfflineStore:
