@@ -70,7 +70,10 @@ def _arrival_history(entity: Entity, prefix: str) -> WindowView:
                 window=window,
             ),
             Aggregation(
-                name=f"{prefix}_flights_{days}d", function="count", column="arr_delay", window=window
+                name=f"{prefix}_flights_{days}d",
+                function="count",
+                column="arr_delay",
+                window=window,
             ),
         ]
     return WindowView(

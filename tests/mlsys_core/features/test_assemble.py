@@ -210,7 +210,9 @@ def test_history_features_count_only_arrivals_known_before_the_flight(
     known = np.maximum(lands + timedelta(hours=1), flights["time_hour"] + timedelta(hours=1))
     known = known.where(flights["arr_delay"].notna())
     for i in range(0, len(flights), 7):
-        route = (flights["origin"] == flights["origin"][i]) & (flights["dest"] == flights["dest"][i])
+        route = (flights["origin"] == flights["origin"][i]) & (
+            flights["dest"] == flights["dest"][i]
+        )
         t = flights["time_hour"][i]
         seen = route & (known < t) & (known >= t - timedelta(days=28))
         delays = flights.loc[seen, "arr_delay"]
