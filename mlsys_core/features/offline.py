@@ -79,7 +79,10 @@ class _KeyCodes:
         return encoder, encoder._combine(codes)
 
     def encode(self, frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
-        codes = [u.get_indexer(frame[k]).astype(np.int64) for u, k in zip(self.uniques, keys)]
+        codes = [
+            u.get_indexer(frame[k]).astype(np.int64)
+            for u, k in zip(self.uniques, keys, strict=True)
+        ]
         return self._combine(codes)
 
     def _combine(self, codes: list[np.ndarray]) -> np.ndarray:

@@ -222,7 +222,9 @@ class OnlineStore:
             (
                 view.name,
                 entity_key(list(row[: len(keys)])),
-                json.dumps({f: _plain(v) for f, v in zip(view.features, row[len(keys) :])}),
+                json.dumps(
+                    {f: _plain(v) for f, v in zip(view.features, row[len(keys) :], strict=True)}
+                ),
             )
             for row in values[[*keys, *view.features]].itertuples(index=False, name=None)
         ]
