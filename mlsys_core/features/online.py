@@ -35,7 +35,6 @@ from mlsys_core.features.definitions import (
     WindowView,
     check_views,
     definitions_hash,
-    views_for,
 )
 from mlsys_core.features.offline import _NAT, OfflineStore, availability_ns, to_ns
 
@@ -310,9 +309,14 @@ class OnlineStore:
         return json.loads(row[0]) if row else None
 
 
-def views_needed(views: list[View], feature_names: list[str]) -> list[View]:
-    """The views that hold the given features (all views when none are named)."""
-    if not feature_names:
-        return list(views)
-    names = views_for(views, feature_names)
-    return [v for v in views if v.name in names]
+def online_store_path(state_root: Path) -> Path:
+    """Where the embedded online store lives inside the state folder."""
+    return Path(state_root) / "online" / "features.db"
+
+
+def newest_known(views: list[View], tables: dict[str, pd.DataFrame]) -> datetime:
+    """Just after the last time any source row became known: "now" for historical data."""
+    newest = max(int(availability_ns(v, tables[v.source]).max(initial=_NAT)) for v in views)
+    if newest == _NAT:
+        raise OnlineStoreError("no source row is ever known; nothing to materialize")
+    return (pd.Timestamp(newest, unit="ns", tz="UTC") + pd.Timedelta(seconds=1)).to_pydatetime()
