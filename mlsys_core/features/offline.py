@@ -145,15 +145,26 @@ class _PreparedView:
                 self.sums.setdefault(f"hit:{agg.column}:{agg.threshold}", running(hits))
 
     def _positions(self, code: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Per entity row: how many sorted source rows come before (code, ts) exclusive."""
+        """How many sorted source rows come before each (code, ts), exclusive.
+
+        Queries come sorted by (code, ts) (see ``_query_order``): both binary searches then
+        walk forward through memory instead of jumping, which is several times faster on
+        millions of rows than the same searches in random order.
+        """
         before = np.searchsorted(self.times, ts, side="left")  # times strictly before ts
         return np.searchsorted(self.sorted_keys, code * self.stride + before, side="left")
+
+    @staticmethod
+    def _query_order(code: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        return np.lexsort((ts, code))
 
     def window_features(
         self, code: np.ndarray, ts: np.ndarray, names: list[str]
     ) -> dict[str, np.ndarray]:
         view = self.view
         assert isinstance(view, WindowView)
+        order = self._query_order(code, ts)
+        code, ts = code[order], ts[order]  # computed in query order, put back at the end
         known = code >= 0
         safe = np.where(known, code, 0)
         hi = self._positions(safe, ts)
@@ -168,13 +179,14 @@ class _PreparedView:
             count = self.sums[f"n:{agg.column}"]
             n = np.where(known, count[hi] - count[lo], 0)
             if agg.function == "count":
-                out[agg.name] = n
-                continue
-            key = f"sum:{agg.column}" if agg.function == "mean" else f"hit:{agg.column}:"
-            total = self.sums[key if agg.function == "mean" else f"{key}{agg.threshold}"]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                value = (total[hi] - total[lo]) / n
-            out[agg.name] = np.where(known & (n > 0), value, np.nan)
+                value = n
+            else:
+                key = f"sum:{agg.column}" if agg.function == "mean" else f"hit:{agg.column}:"
+                total = self.sums[key if agg.function == "mean" else f"{key}{agg.threshold}"]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    value = np.where(known & (n > 0), (total[hi] - total[lo]) / n, np.nan)
+            out[agg.name] = np.empty_like(value)
+            out[agg.name][order] = value
         return out
 
     def latest_features(self, code: np.ndarray, ts: np.ndarray, names: list[str]) -> pd.DataFrame:
@@ -184,9 +196,11 @@ class _PreparedView:
         if len(self.rows) == 0:
             picked, valid = np.zeros(len(code), dtype=np.int64), np.zeros(len(code), dtype=bool)
             return self._take(by_feature, names, picked, valid)
+        order = self._query_order(code, ts)
         known = code >= 0
         safe = np.where(known, code, 0)
-        pos = self._positions(safe, ts) - 1
+        pos = np.empty(len(code), dtype=np.int64)
+        pos[order] = self._positions(safe[order], ts[order]) - 1
         clipped = np.maximum(pos, 0)
         same_key = (self.sorted_keys[clipped] // self.stride) == safe
         fresh = self.event[clipped] >= ts - pd.Timedelta(view.ttl).value
