@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS rows (
 """
 
 
-class OnlineStoreError(RuntimeError):
+class OnlineStoreError(ValueError):
     """A materialization that would leave the store inconsistent, or a bad read."""
 
 
@@ -276,6 +276,10 @@ class OnlineStore:
         """The time a view's stored values are as of, or None if never materialized."""
         meta = self._views().get(view)
         return meta["watermark"] if meta else None
+
+    def feature_names(self) -> list[str]:
+        """Every materialized feature, view by view."""
+        return [f for meta in self._views().values() for f in meta["defaults"]]
 
     def get_features(self, entity_id: dict[str, Any], feature_names: list[str]) -> dict[str, Any]:
         """One entity's feature vector, as of each view's watermark; an unknown entity gets
