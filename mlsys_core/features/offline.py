@@ -256,15 +256,17 @@ class OfflineStore:
         ts = to_ns(entity_rows[timestamp])
         if (ts == _NAT).any():
             raise EntityRowsError(f"entity rows have null timestamps in {timestamp!r}")
-        blocks = []
+        columns: dict[str, np.ndarray | pd.Series] = {}
         for name, names in wanted.items():
             prepared = self._prepare(name)
             code = prepared.keys.encode(entity_rows, self.views[name].entity.join_keys)
             if isinstance(prepared.view, WindowView):
-                blocks.append(pd.DataFrame(prepared.window_features(code, ts, names)))
+                columns |= prepared.window_features(code, ts, names)
             else:
-                blocks.append(prepared.latest_features(code, ts, names))
-        features = pd.concat(blocks, axis=1)[list(dict.fromkeys(feature_names))]
-        features.index = entity_rows.index
+                latest = prepared.latest_features(code, ts, names)
+                columns |= {c: latest[c].to_numpy() for c in latest.columns}
+        # One frame built once from the arrays: no block-by-block concatenation and copying.
+        ordered = {f: columns[f] for f in dict.fromkeys(feature_names)}
+        features = pd.DataFrame(ordered, index=entity_rows.index, copy=False)
         overlap = [c for c in features.columns if c in entity_rows.columns]
         return pd.concat([entity_rows.drop(columns=overlap), features], axis=1)
