@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -73,13 +74,18 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--sizes", type=int, nargs="+", default=[3000, 30000, 300000])
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        # Fail with MemoryError instead of waking the kernel's OOM killer on a shared machine.
+        limit = int(args.memory_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         print(json.dumps(run_size(args.folder, args.child)))
         return
     for size in args.sizes:
         cmd = [sys.executable, __file__, str(args.folder), "--child", str(size)]
+        cmd += ["--memory-gb", str(args.memory_gb)]
         start = time.perf_counter()
         try:
             done = subprocess.run(
@@ -90,7 +96,7 @@ def main() -> None:
             break
         if done.returncode != 0:
             print(f"feast {size:>9,} entity rows: failed (exit {done.returncode})")
-            print(done.stderr[-2000:])
+            print(done.stderr[-600:])
             break
         result = json.loads(done.stdout.strip().splitlines()[-1])
         print(
