@@ -64,9 +64,11 @@ _NAT = np.iinfo(np.int64).min
 
 @dataclass
 class _KeyCodes:
-    """Dense integer codes for an entity's key tuples, shared by source and entity rows."""
+    """Dense integer codes 0..k-1 for the key tuples seen in a source, and -1 for any other
+    (or partly null) tuple, shared by source and entity rows."""
 
     uniques: list[pd.Index]
+    combined: pd.Index  # the sparse product codes of the tuples seen, in dense-code order
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, keys: list[str]) -> tuple[_KeyCodes, np.ndarray]:
@@ -75,27 +77,32 @@ class _KeyCodes:
             code, unique = pd.factorize(frame[key], use_na_sentinel=True)
             uniques.append(pd.Index(unique))
             codes.append(code.astype(np.int64))
-        encoder = cls(uniques)
-        return encoder, encoder._combine(codes)
+        sizes = [max(len(u), 1) for u in uniques]
+        if float(np.prod(sizes, dtype=np.float64)) >= 2**62:
+            raise DefinitionError(f"entity keys {keys}: too many combinations to encode")
+        sparse = cls._combine(codes, sizes)
+        dense, combined = pd.factorize(sparse[sparse >= 0])
+        out = np.full(len(sparse), -1, dtype=np.int64)
+        out[sparse >= 0] = dense
+        return cls(uniques, pd.Index(combined)), out
 
     def encode(self, frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
         codes = [
             u.get_indexer(frame[k]).astype(np.int64)
             for u, k in zip(self.uniques, keys, strict=True)
         ]
-        return self._combine(codes)
+        sparse = self._combine(codes, [max(len(u), 1) for u in self.uniques])
+        dense = self.combined.get_indexer(sparse).astype(np.int64)
+        return np.where(sparse >= 0, dense, -1)
 
-    def _combine(self, codes: list[np.ndarray]) -> np.ndarray:
+    @staticmethod
+    def _combine(codes: list[np.ndarray], sizes: list[int]) -> np.ndarray:
         out = np.zeros(len(codes[0]), dtype=np.int64)
         missing = np.zeros(len(codes[0]), dtype=bool)
-        for code, unique in zip(codes, self.uniques, strict=True):
-            out = out * max(len(unique), 1) + code
+        for code, size in zip(codes, sizes, strict=True):
+            out = out * size + code
             missing |= code < 0
         return np.where(missing, -1, out)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod([max(len(u), 1) for u in self.uniques], dtype=np.float64))
 
 
 class _PreparedView:
@@ -107,9 +114,7 @@ class _PreparedView:
         self.view = view
         keys = view.entity.join_keys
         avail = availability_ns(view, source)
-        self.keys, code = _KeyCodes.fit(source, keys)
-        if self.keys.size > 2**40:
-            raise DefinitionError(f"view {view.name!r}: too many distinct entity keys")
+        self.keys, code = _KeyCodes.fit(source, keys)  # dense: code * stride fits in int64
         keep = (code >= 0) & (avail != _NAT)
         code, avail = code[keep], avail[keep]
         # Ranks of availability times make a composite key that cannot overflow int64.
