@@ -185,7 +185,13 @@ def _entities(rows: list) -> pd.DataFrame:
     )
 
 
-HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Bounded, so the property tests take seconds; no example database left in the checkout.
+HYPOTHESIS = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @HYPOTHESIS
