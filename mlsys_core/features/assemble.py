@@ -41,9 +41,17 @@ def assign_split(timestamps: pd.Series, split: TimeSplit) -> pd.Series:
     return pd.Series(out, index=timestamps.index, dtype=object)
 
 
-def assemble_features(tables: dict[str, pd.DataFrame], spec: DatasetSpec) -> pd.DataFrame:
-    """One row per base event: keys, event time, raw feature inputs, label and split."""
-    base = tables[spec.base]
+def assemble_features(
+    tables: dict[str, pd.DataFrame], spec: DatasetSpec, base: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per base event: keys, event time, raw feature inputs, label and split.
+
+    ``base`` (default: ``tables[spec.base]``) are the rows to assemble, e.g. one batch of the
+    base table; the joins and the feature views read ``tables``, which must then hold the
+    whole of every source a view reads, the base table included: a batch's history is not
+    in the batch. Each output row depends only on its base row and ``tables``.
+    """
+    base = tables[spec.base] if base is None else base
     if missing := sorted(set(spec.base_columns) - set(base.columns)):
         raise ValueError(f"base table {spec.base!r} lacks columns {missing}")
     frame = base[spec.base_columns].copy()

@@ -223,3 +223,15 @@ def test_history_features_count_only_arrivals_known_before_the_flight(
             assert frame["route_delay_rate_28d"][i] == pytest.approx((delays > 15).mean())
         else:
             assert np.isnan(frame["route_mean_delay_28d"][i])
+
+
+def test_a_batch_of_base_rows_assembles_like_the_whole_table(
+    typed_tables: dict[str, pd.DataFrame],
+) -> None:
+    """Batch assembly (base rows given apart) reads history from the whole tables."""
+    spec = nycflights13_spec()
+    whole = assemble_features(typed_tables, spec)
+    batch = typed_tables["flights"].iloc[500:800]
+    part = assemble_features(typed_tables, spec, base=batch)
+    pd.testing.assert_frame_equal(part, whole.iloc[500:800].reset_index(drop=True))
+    assert part["route_flights_28d"].sum() > 0
