@@ -11,6 +11,9 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from mlsys_core.features.definitions import FeatureView, check_views
+from mlsys_core.features.flights_repo import flight_views, history_features
+
 CalendarPart = Literal["hour", "day_of_week", "month_sin", "month_cos"]
 
 
@@ -149,6 +152,9 @@ class DatasetSpec(_Frozen):
     event_timestamp: str
     lookups: list[LookupJoin] = Field(default_factory=list)
     as_of_joins: list[AsOfJoin] = Field(default_factory=list)
+    feature_views: list[FeatureView] = Field(
+        default_factory=list, description="Point-in-time features from the feature store."
+    )
     label: LabelSpec
     features: FeatureGroups
     split: TimeSplit
@@ -157,6 +163,8 @@ class DatasetSpec(_Frozen):
     def _consistent(self) -> DatasetSpec:
         names = {s.name for s in self.sources}
         referenced = {self.base} | {j.source for j in [*self.lookups, *self.as_of_joins]}
+        referenced |= {v.source for v in self.feature_views}
+        check_views(self.feature_views)
         if missing := sorted(referenced - names):
             raise ValueError(f"spec references undeclared sources: {missing}")
         if missing := sorted(set(self.contracts) - names):
@@ -164,6 +172,7 @@ class DatasetSpec(_Frozen):
         produced = set(self.base_columns) | {
             out for j in [*self.lookups, *self.as_of_joins] for out in j.columns.values()
         }
+        produced |= {f for v in self.feature_views for f in v.features}
         wanted = set(self.features.numeric) | set(self.features.categorical)
         if missing := sorted(wanted - produced):
             raise ValueError(f"features not produced by the base table or a join: {missing}")
@@ -183,6 +192,7 @@ class DatasetSpec(_Frozen):
     def base_columns(self) -> list[str]:
         """Columns the base table must provide to the feature frame."""
         joined = {c for j in [*self.lookups, *self.as_of_joins] for c in j.on}
+        joined |= {k for v in self.feature_views for k in v.entity.join_keys}
         contract = self.contracts.get(self.base)
         known = set(contract.columns) if contract else set()
         cols = [*self.entity_keys, self.event_timestamp, *sorted(joined), self.label.column]
@@ -194,6 +204,17 @@ class DatasetSpec(_Frozen):
         """Raw feature columns a model consumes (the pyfunc's input schema)."""
         ts = [self.event_timestamp] if self.features.calendar else []
         return [*self.features.categorical, *self.features.numeric, *ts]
+
+    @property
+    def view_features(self) -> list[str]:
+        """Features the feature store computes, in declaration order."""
+        return [f for v in self.feature_views for f in v.features]
+
+    @property
+    def sources_needed(self) -> list[str]:
+        """Sources a feature set is built from."""
+        joins = [*self.lookups, *self.as_of_joins, *self.feature_views]
+        return sorted({self.base} | {j.source for j in joins})
 
     def source(self, name: str) -> SourceSpec:
         return next(s for s in self.sources if s.name == name)
@@ -340,27 +361,8 @@ def nycflights13_spec() -> DatasetSpec:
                 columns={"lat": "dest_lat", "lon": "dest_lon", "alt": "dest_alt"},
             ),
         ],
-        as_of_joins=[
-            AsOfJoin(
-                source="weather",
-                on={"origin": "origin"},
-                timestamp="time_hour",
-                columns={
-                    c: f"origin_{c}"
-                    for c in [
-                        "temp",
-                        "dewp",
-                        "humid",
-                        "wind_dir",
-                        "wind_speed",
-                        "wind_gust",
-                        "precip",
-                        "pressure",
-                        "visib",
-                    ]
-                },
-            ),
-        ],
+        # Weather and history come from the feature store (point in time, strictly before).
+        feature_views=flight_views(),
         label=LabelSpec(name="is_delayed", column="arr_delay", threshold=15.0),
         features=FeatureGroups(
             categorical=["carrier", "origin", "dest", "plane_manufacturer", "plane_engine"],
@@ -381,6 +383,7 @@ def nycflights13_spec() -> DatasetSpec:
                 "origin_precip",
                 "origin_pressure",
                 "origin_visib",
+                *history_features(),
             ],
             calendar=["hour", "day_of_week", "month_sin", "month_cos"],
             timezone="America/New_York",

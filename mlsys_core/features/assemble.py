@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mlsys_core.features.offline import OfflineStore
 from mlsys_core.features.pit import point_in_time_join
 from mlsys_core.spec import DatasetSpec, LabelSpec, TimeSplit
 
@@ -40,9 +41,17 @@ def assign_split(timestamps: pd.Series, split: TimeSplit) -> pd.Series:
     return pd.Series(out, index=timestamps.index, dtype=object)
 
 
-def assemble_features(tables: dict[str, pd.DataFrame], spec: DatasetSpec) -> pd.DataFrame:
-    """One row per base event: keys, event time, raw feature inputs, label and split."""
-    base = tables[spec.base]
+def assemble_features(
+    tables: dict[str, pd.DataFrame], spec: DatasetSpec, base: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per base event: keys, event time, raw feature inputs, label and split.
+
+    ``base`` (default: ``tables[spec.base]``) are the rows to assemble, e.g. one batch of the
+    base table; the joins and the feature views read ``tables``, which must then hold the
+    whole of every source a view reads, the base table included: a batch's history is not
+    in the batch. Each output row depends only on its base row and ``tables``.
+    """
+    base = tables[spec.base] if base is None else base
     if missing := sorted(set(spec.base_columns) - set(base.columns)):
         raise ValueError(f"base table {spec.base!r} lacks columns {missing}")
     frame = base[spec.base_columns].copy()
@@ -58,6 +67,12 @@ def assemble_features(tables: dict[str, pd.DataFrame], spec: DatasetSpec) -> pd.
             columns=join.columns,
             tolerance=join.tolerance,
             availability_lag=join.availability_lag,
+        )
+    if spec.feature_views:
+        # The training path of the feature store: the same call serves any entity rows.
+        store = OfflineStore(spec.feature_views, tables)
+        frame = store.get_historical_features(
+            frame, spec.view_features, timestamp=spec.event_timestamp
         )
     frame[spec.label.name] = make_label(frame, spec.label)
     frame[SPLIT] = assign_split(frame[spec.event_timestamp], spec.split)

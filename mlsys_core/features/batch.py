@@ -23,7 +23,7 @@ class FeatureStep:
         self.spec = spec
 
     def __call__(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        return {MAIN: assemble_features({**self.side_tables, self.spec.base: frame}, self.spec)}
+        return {MAIN: assemble_features(self.side_tables, self.spec, base=frame)}
 
 
 def assemble_in_batches(
@@ -34,7 +34,9 @@ def assemble_in_batches(
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> PartRef:
     """Write the feature rows of ``clean`` as one features part, batch by batch."""
-    sides = {j.source for j in [*spec.lookups, *spec.as_of_joins]}
+    # Lookups, as-of joins and history views read whole side tables (history views need
+    # every earlier row of their source, which may be the base table itself).
+    sides = {j.source for j in [*spec.lookups, *spec.as_of_joins, *spec.feature_views]}
     side_tables = {t: lake.read(clean[t].clean) for t in sorted(sides)}
     base_parts = lake.parts(clean[spec.base].clean)
     with lake.part_writer("features", spec.name, "all", part_id) as writer:

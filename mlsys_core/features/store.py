@@ -4,6 +4,7 @@ and of the clean snapshots they were built from."""
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
@@ -11,9 +12,10 @@ from pydantic import BaseModel, ConfigDict
 from mlsys_core.data.cleaning import CleanRef
 from mlsys_core.data.lake import Lake, SnapshotRef
 from mlsys_core.features.assemble import SPLIT, assemble_features
+from mlsys_core.features.online import MaterializeResult, OnlineStore, newest_known
 from mlsys_core.spec import DatasetSpec
 
-FEATURES_VERSION = "1"  # bump when assembly changes, so versions move with the code
+FEATURES_VERSION = "2"  # bump when assembly changes, so versions move with the code
 
 
 class FeatureSetRef(BaseModel):
@@ -34,7 +36,7 @@ class FeatureSetRef(BaseModel):
 
 def build_feature_set(clean: dict[str, CleanRef], spec: DatasetSpec, lake: Lake) -> FeatureSetRef:
     """Assemble features from clean snapshots, or return the existing identical version."""
-    needed = {spec.base} | {j.source for j in [*spec.lookups, *spec.as_of_joins]}
+    needed = set(spec.sources_needed)
     if missing := sorted(needed - set(clean)):
         raise ValueError(f"no clean snapshot for sources {missing}; run validation first")
     clean_ids = {t: clean[t].clean.snapshot_id for t in sorted(needed)}
@@ -78,3 +80,23 @@ def load_feature_set(ref: FeatureSetRef, lake: Lake) -> tuple[pd.DataFrame, Data
     """The frame and the exact spec it was built with."""
     spec = DatasetSpec.model_validate(lake.manifest(ref.snapshot)["spec"])
     return lake.read(ref.snapshot), spec
+
+
+def materialize_online(
+    clean: dict[str, CleanRef],
+    spec: DatasetSpec,
+    lake: Lake,
+    store: OnlineStore,
+    as_of: datetime | None = None,
+    incremental: bool = True,
+) -> MaterializeResult:
+    """Write the spec's feature views, as of ``as_of``, from clean snapshots to the online
+    store (default time: just after the newest known source row)."""
+    if not spec.feature_views:
+        raise ValueError(f"spec {spec.name!r} declares no feature views to materialize")
+    needed = sorted({v.source for v in spec.feature_views})
+    if missing := sorted(set(needed) - set(clean)):
+        raise ValueError(f"no clean snapshot for sources {missing}; run validation first")
+    tables = {t: lake.read(clean[t].clean) for t in needed}
+    as_of = as_of or newest_known(spec.feature_views, tables)
+    return store.materialize(spec.feature_views, tables, as_of=as_of, incremental=incremental)

@@ -24,7 +24,7 @@ def _only_flights(spec: DatasetSpec) -> DatasetSpec:
     data = spec.model_dump()
     data["sources"] = [s for s in data["sources"] if s["name"] == "flights"]
     data["contracts"] = {"flights": data["contracts"]["flights"]}
-    data["lookups"], data["as_of_joins"] = [], []
+    data["lookups"], data["as_of_joins"], data["feature_views"] = [], [], []
     data["features"]["numeric"] = ["distance"]
     data["features"]["categorical"] = ["carrier", "origin", "dest"]
     return DatasetSpec.model_validate(data)

@@ -50,3 +50,34 @@ def test_train_command_prints_this_nodes_torchrun_command(settings, make_feature
 def test_train_command_rejects_a_bad_launch(settings, capsys):
     assert main(["train", "--strategy", "single", "--nproc-per-node", "2"]) == 2
     assert "strategy 'single' runs one process" in capsys.readouterr().err
+
+
+def test_features_get_reads_the_online_store(tmp_path, monkeypatch, capsys):
+    import pandas as pd  # noqa: PLC0415
+
+    from mlsys_core.config import Settings  # noqa: PLC0415
+    from mlsys_core.features.definitions import Aggregation, Entity, WindowView  # noqa: PLC0415
+    from mlsys_core.features.online import OnlineStore, online_store_path  # noqa: PLC0415
+
+    monkeypatch.setenv("MLSYS_STATE_DIR", str(tmp_path))
+    view = WindowView(
+        name="v",
+        source="s",
+        entity=Entity(name="carrier", join_keys=["carrier"]),
+        timestamp="at",
+        aggregations=[Aggregation(name="n_1d", function="count", column="x", window="P1D")],
+    )
+    events = pd.DataFrame(
+        {"carrier": ["UA", "UA", "AA"], "at": pd.to_datetime(["2013-01-01"] * 3, utc=True)}
+    ).assign(x=1.0)
+    OnlineStore(online_store_path(Settings().root)).materialize(
+        [view], {"s": events}, as_of=pd.Timestamp("2013-01-01T12:00Z").to_pydatetime()
+    )
+    assert main(["features", "get", "carrier=UA"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"n_1d": 2}
+    assert main(["features", "get", "carrier=ZZ", "--names", "n_1d"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"n_1d": 0}
+    assert main(["features", "get", "carrier=UA", "--names", "nope"]) == 2
+    assert "no materialized view holds ['nope']" in capsys.readouterr().err
+    assert main(["features", "get", "UA"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

@@ -39,7 +39,16 @@ def _lookup_undeclared(d: dict[str, Any]) -> None:
 
 
 def _as_of_undeclared(d: dict[str, Any]) -> None:
-    d["as_of_joins"][0]["source"] = "radar"
+    join = {"source": "radar", "on": {"origin": "origin"}, "timestamp": "t", "columns": {"x": "x"}}
+    d["as_of_joins"] = [join]
+
+
+def _view_undeclared(d: dict[str, Any]) -> None:
+    d["feature_views"][-1]["source"] = "satellite"
+
+
+def _view_feature_twice(d: dict[str, Any]) -> None:
+    d["feature_views"].append({**d["feature_views"][0], "name": "again"})
 
 
 def _base_undeclared(d: dict[str, Any]) -> None:
@@ -63,6 +72,8 @@ def _categorical_not_produced(d: dict[str, Any]) -> None:
     [
         (_lookup_undeclared, "undeclared sources: ['airlines']"),
         (_as_of_undeclared, "undeclared sources: ['radar']"),
+        (_view_undeclared, "undeclared sources: ['satellite']"),
+        (_view_feature_twice, "features produced by more than one view"),
         (_base_undeclared, "undeclared sources: ['trips']"),
         (_contract_undeclared, "contracts for undeclared sources: ['airlines']"),
         (_feature_not_produced, "runway_length"),
@@ -124,7 +135,9 @@ def test_base_columns_cover_what_assembly_needs(real_tables: dict[str, pd.DataFr
     assert len(cols) == len(set(cols))
     assert cols[: len(spec.entity_keys) + 1] == [*spec.entity_keys, spec.event_timestamp]
     join_keys = {k for j in [*spec.lookups, *spec.as_of_joins] for k in j.on}
+    join_keys |= {k for v in spec.feature_views for k in v.entity.join_keys}
     joined_outputs = {o for j in [*spec.lookups, *spec.as_of_joins] for o in j.columns.values()}
+    joined_outputs |= set(spec.view_features)
     base_features = {
         f for f in [*spec.features.numeric, *spec.features.categorical] if f not in joined_outputs
     }
@@ -206,11 +219,15 @@ def _threshold(d: dict[str, Any]) -> None:
 
 
 def _tolerance(d: dict[str, Any]) -> None:
-    d["as_of_joins"][0]["tolerance"] = "PT1H"
+    d["feature_views"][-1]["ttl"] = "PT1H"  # the weather view
 
 
 def _lag(d: dict[str, Any]) -> None:
-    d["as_of_joins"][0]["availability_lag"] = "PT10M"
+    d["feature_views"][-1]["lag"] = "PT10M"
+
+
+def _window(d: dict[str, Any]) -> None:
+    d["feature_views"][0]["aggregations"][0]["window"] = "P6D"
 
 
 def _source_path(d: dict[str, Any]) -> None:
@@ -233,7 +250,7 @@ def _feature_order(d: dict[str, Any]) -> None:
     d["features"]["numeric"] = list(reversed(d["features"]["numeric"]))
 
 
-EDITS = [_threshold, _tolerance, _lag, _source_path, _contract_bound, _split, _timezone]
+EDITS = [_threshold, _tolerance, _lag, _window, _source_path, _contract_bound, _split, _timezone]
 
 
 @pytest.mark.parametrize("edit", [*EDITS, _feature_order])

@@ -178,13 +178,14 @@ def test_feature_frame_values_match_lookups_done_by_hand(
     expected_seats = [seats.get(t, np.nan) for t in flights["tailnum"]]
     np.testing.assert_array_equal(frame["plane_seats"].to_numpy(), np.array(expected_seats))
 
-    # Weather: the newest reading at that origin no later than the flight, within 3 h.
+    # Weather: the newest reading at that origin strictly before the flight's hour, within
+    # 3 h (a reading of the same hour counts as not yet known).
     weather = typed_tables["weather"]
     by_origin = {o: g.sort_values("time_hour") for o, g in weather.groupby("origin")}
     expected_temp = []
     for origin, when in zip(flights["origin"], flights["time_hour"], strict=True):
         readings = by_origin[origin]
-        seen = readings[readings["time_hour"] <= when]
+        seen = readings[readings["time_hour"] < when]
         fresh = not seen.empty and when - seen["time_hour"].iloc[-1] <= timedelta(hours=3)
         expected_temp.append(seen["temp"].iloc[-1] if fresh else np.nan)
     np.testing.assert_array_equal(frame["origin_temp"].to_numpy(), np.array(expected_temp))
@@ -194,3 +195,43 @@ def test_base_table_missing_a_column_is_an_error(typed_tables: dict[str, pd.Data
     tables = {**typed_tables, "flights": typed_tables["flights"].drop(columns=["tailnum"])}
     with pytest.raises(ValueError, match="tailnum"):
         assemble_features(tables, nycflights13_spec())
+
+
+def test_history_features_count_only_arrivals_known_before_the_flight(
+    typed_tables: dict[str, pd.DataFrame],
+) -> None:
+    """Route history by hand: an arrival is known an hour after the plane lands (scheduled
+    departure + departure delay + air time), never before the end of its scheduled hour."""
+    spec = nycflights13_spec()
+    flights = typed_tables["flights"]
+    frame = assemble_features(typed_tables, spec)
+    departs = flights["time_hour"] + pd.to_timedelta(flights["minute"], unit="min")
+    lands = departs + pd.to_timedelta(flights["dep_delay"] + flights["air_time"], unit="min")
+    known = np.maximum(lands + timedelta(hours=1), flights["time_hour"] + timedelta(hours=1))
+    known = known.where(flights["arr_delay"].notna())
+    for i in range(0, len(flights), 7):
+        route = (flights["origin"] == flights["origin"][i]) & (
+            flights["dest"] == flights["dest"][i]
+        )
+        t = flights["time_hour"][i]
+        seen = route & (known < t) & (known >= t - timedelta(days=28))
+        delays = flights.loc[seen, "arr_delay"]
+        assert frame["route_flights_28d"][i] == len(delays)
+        assert not seen[i]  # a flight never sees its own outcome
+        if len(delays):
+            assert frame["route_mean_delay_28d"][i] == pytest.approx(delays.mean())
+            assert frame["route_delay_rate_28d"][i] == pytest.approx((delays > 15).mean())
+        else:
+            assert np.isnan(frame["route_mean_delay_28d"][i])
+
+
+def test_a_batch_of_base_rows_assembles_like_the_whole_table(
+    typed_tables: dict[str, pd.DataFrame],
+) -> None:
+    """Batch assembly (base rows given apart) reads history from the whole tables."""
+    spec = nycflights13_spec()
+    whole = assemble_features(typed_tables, spec)
+    batch = typed_tables["flights"].iloc[500:800]
+    part = assemble_features(typed_tables, spec, base=batch)
+    pd.testing.assert_frame_equal(part, whole.iloc[500:800].reset_index(drop=True))
+    assert part["route_flights_28d"].sum() > 0

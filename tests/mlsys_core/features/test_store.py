@@ -44,7 +44,7 @@ def _with(spec: DatasetSpec, edit: dict[str, Any]) -> DatasetSpec:
         *path, last = dotted.split(".")
         node = data
         for part in path:
-            node = node[part]
+            node = node[int(part)] if part.isdigit() else node[part]
         node[last] = value
     return DatasetSpec.model_validate(data)
 
@@ -97,6 +97,9 @@ def test_load_returns_the_frame_and_the_spec_it_was_built_with(
         {"label.threshold": 60.0},
         {"features.timezone": "UTC"},
         {"split.valid_end": "2013-11-01T00:00:00-04:00"},
+        # Feature definitions are part of the version too.
+        {"feature_views.0.aggregations.0.window": "P6D"},
+        {"feature_views.2.availability.lag": "PT2H"},
     ],
 )
 def test_version_moves_when_the_spec_changes(

