@@ -66,6 +66,6 @@ def test_a_failing_worker_fails_the_flow_at_once_without_retry(
     launch = LaunchConfig(strategy="ddp", nproc_per_node=2, max_restarts=0)
     state = train(features=missing, config=CONFIG, launch=launch, return_state=True)
     assert state.is_failed()
-    with pytest.raises(TrainingFailed, match=r"on rank \d: FileNotFoundError.*nowhere"):
+    with pytest.raises(TrainingFailed, match=r"on rank \d: LakeError: snapshot .*0{20} is missing"):
         state.result()
     assert task_run_counts(state.state_details.flow_run_id) == [1]  # not retried
