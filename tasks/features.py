@@ -20,7 +20,7 @@ def build_feature_set(
     clean: dict[str, CleanRef], spec: DatasetSpec, settings: Settings
 ) -> FeatureSetRef:
     """Assemble the versioned feature set (point-in-time joins, label, split)."""
-    return store.build_feature_set(clean, spec, Lake(settings.lake_dir))
+    return store.build_feature_set(clean, spec, Lake(settings.lake_dir), settings.batch_rows)
 
 
 @task

@@ -9,9 +9,10 @@ from datetime import datetime
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from mlsys_core.data.cleaning import CleanRef
+from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef
 from mlsys_core.data.lake import Lake, SnapshotRef
-from mlsys_core.features.assemble import SPLIT, assemble_features
+from mlsys_core.features.assemble import SPLIT
+from mlsys_core.features.batch import assemble_in_batches
 from mlsys_core.features.online import MaterializeResult, OnlineStore, newest_known
 from mlsys_core.spec import DatasetSpec
 
@@ -34,8 +35,18 @@ class FeatureSetRef(BaseModel):
         return self.snapshot.snapshot_id
 
 
-def build_feature_set(clean: dict[str, CleanRef], spec: DatasetSpec, lake: Lake) -> FeatureSetRef:
-    """Assemble features from clean snapshots, or return the existing identical version."""
+def build_feature_set(
+    clean: dict[str, CleanRef],
+    spec: DatasetSpec,
+    lake: Lake,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> FeatureSetRef:
+    """Assemble features from clean snapshots, or return the existing identical version.
+
+    The base rows stream through in record batches (``features/batch.py``); the side tables
+    and the sources of history views are read whole, since a row's history is not in its
+    batch.
+    """
     needed = set(spec.sources_needed)
     if missing := sorted(needed - set(clean)):
         raise ValueError(f"no clean snapshot for sources {missing}; run validation first")
@@ -45,16 +56,17 @@ def build_feature_set(clean: dict[str, CleanRef], spec: DatasetSpec, lake: Lake)
     version = hashlib.sha256(key.encode()).hexdigest()[:20]
     snapshot = lake.find("features", spec.name, version)
     if snapshot is None:
-        frame = assemble_features({t: lake.read(clean[t].clean) for t in needed}, spec)
+        part = assemble_in_batches(clean, spec, lake, version, batch_rows)
+        splits = lake.read_part(part, columns=[SPLIT])[SPLIT].value_counts().to_dict()
         manifest = {
             "parents": [f"clean/{t}/{i}" for t, i in clean_ids.items()],
             "spec": spec.model_dump(mode="json"),
             "spec_fingerprint": spec.fingerprint(),
             "raw_snapshots": raw_ids,
             "clean_snapshots": clean_ids,
-            "split_rows": frame[SPLIT].value_counts().to_dict(),
+            "split_rows": splits,
         }
-        snapshot = lake.write("features", spec.name, version, frame, manifest)
+        snapshot = lake.write_snapshot("features", spec.name, version, [part], manifest)
     return feature_set_ref(snapshot, lake)
 
 
