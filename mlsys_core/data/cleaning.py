@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from mlsys_core.atomic import write_text_atomically
 from mlsys_core.data.batches import MAIN, QUARANTINE, ContractStep, run_chain
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.spec import TableContract
@@ -101,7 +101,7 @@ def clean_partition(
         rows_in=rows_in,
         reasons=dict(step.reasons),
     )
-    _write_atomically(stats_path, result.model_dump_json())
+    write_text_atomically(stats_path, result.model_dump_json())
     return result
 
 
@@ -200,11 +200,3 @@ def latest_clean(lake: Lake, table: str) -> CleanRef:
     if quarantine is None or raw is None:
         raise LookupError(f"clean snapshot {table}/{clean.snapshot_id} lacks its lineage")
     return _existing(raw, clean, quarantine, lake)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from mlsys_core.atomic import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +32,6 @@ class LoadedCheckpoint:
     path: Path
     step: int
     state: dict
-
-
-def _write_atomically(path: Path, write) -> None:  # noqa: ANN001 - a callable(handle)
-    """Temporary file in the same folder, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def sha256_of(path: Path) -> str:
@@ -82,9 +64,11 @@ class CheckpointStore:
     def save(self, state: dict, step: int) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path_for(step)
-        _write_atomically(path, lambda handle: torch.save(state, handle))
+        write_atomically(path, lambda handle: torch.save(state, handle), sync_folder=True)
         checksum = f"{sha256_of(path)}  {path.name}\n".encode()
-        _write_atomically(path.with_suffix(".sha256"), lambda handle: handle.write(checksum))
+        write_atomically(
+            path.with_suffix(".sha256"), lambda handle: handle.write(checksum), sync_folder=True
+        )
         self._prune()
         return path
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from mlsys_core.atomic import write_atomically
 from mlsys_core.training.checkpoint import CheckpointStore
 from mlsys_core.training.distributed import (
     DistContext,
@@ -520,16 +519,7 @@ def predict_proba(
 
 
 def save_tensors_atomically(state: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(Path(path), lambda handle: torch.save(state, handle))
 
 
 def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict:

@@ -16,19 +16,11 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from mlsys_core.atomic import write_text_atomically
 from mlsys_core.training.distributed import init_distributed, shutdown_distributed
 from mlsys_core.training.launch import TrainingJob
 from mlsys_core.training.run import train_and_log
 from mlsys_core.training.signals import TrainingTerminated
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -48,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.job.parent
     rank = int(os.environ.get("RANK", "0"))
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    _write_atomically(folder / f"rank{rank}.pid", str(os.getpid()))
+    write_text_atomically(folder / f"rank{rank}.pid", str(os.getpid()))
     try:
         if job.launch.strategy != "single":
             init_distributed(job.config.device, job.launch.collective_timeout_s)
@@ -61,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_dir=job.checkpoint_dir(),
         )
         if trained is not None:
-            _write_atomically(folder / "result.json", trained.model_dump_json())
+            write_text_atomically(folder / "result.json", trained.model_dump_json())
     except TrainingTerminated:
         return 143  # the MLflow run is already marked KILLED
     except Exception as exc:
@@ -72,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             "message": str(exc)[:2000],
             "transient": _is_transient(exc),
         }
-        _write_atomically(folder / f"error-rank{rank}-attempt{attempt}.json", json.dumps(error))
+        write_text_atomically(folder / f"error-rank{rank}-attempt{attempt}.json", json.dumps(error))
         raise
     finally:
         shutdown_distributed()

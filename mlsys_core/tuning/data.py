@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from mlsys_core.atomic import write_atomically
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.preprocess import preprocessor_for
@@ -62,8 +60,8 @@ def prepare_data(feature_set: FeatureSetRef, settings: Settings) -> PreparedRef:
             "n_numeric": preprocessor.n_numeric_,
             "rows": {name: len(arrays[f"y_{name}"]) for name in ("train", "valid")},
         }
-        _write_atomically(path, lambda handle: np.savez(handle, **arrays))
-        _write_atomically(meta_path, lambda handle: handle.write(json.dumps(meta).encode()))
+        write_atomically(path, lambda handle: np.savez(handle, **arrays))
+        write_atomically(meta_path, lambda handle: handle.write(json.dumps(meta).encode()))
     meta = json.loads(meta_path.read_text())
     return PreparedRef(path=str(path), **meta)
 
@@ -73,16 +71,3 @@ def load_prepared(path: str) -> PreparedData:
     """The cached matrices, read once per process and shared by its trial threads."""
     with np.load(path, allow_pickle=False) as npz:
         return PreparedData(**{key: npz[key] for key in npz.files})
-
-
-def _write_atomically(path: Path, write) -> None:  # noqa: ANN001
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
