@@ -168,7 +168,7 @@ def clean_sql(table: str, source: str, contract) -> str:  # noqa: ANN001
     """
 
 
-def run_duckdb(spec_path: Path, out: Path) -> dict:
+def run_duckdb(spec_path: Path, out: Path, threads: int | None = None) -> dict:
     import duckdb  # noqa: PLC0415
 
     from mlsys_core.spec import DatasetSpec  # noqa: PLC0415
@@ -177,6 +177,8 @@ def run_duckdb(spec_path: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(out / "bench.duckdb"))
     con.execute("SET TimeZone = 'UTC'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
     start = time.perf_counter()
     for source in spec.sources:
         path = f"{source.path}/*.csv" if source.incremental else source.path
@@ -240,7 +242,8 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "ours":
         result = run_ours(Path(args.spec), Path(args.state), args.batch_rows)
     else:
-        result = run_duckdb(Path(args.spec), Path(args.state))
+        threads = 1 if args.child == "duckdb1" else None
+        result = run_duckdb(Path(args.spec), Path(args.state), threads)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
 
@@ -260,7 +263,7 @@ def main() -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--batch-rows", type=int, default=65_536)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--child", choices=["ours", "duckdb"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["ours", "duckdb", "duckdb1"], help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -274,17 +277,19 @@ def main() -> None:
             spec = make_data(root / f"x{scale}", scale)
             ours = _spawn("ours", spec, root / f"x{scale}" / "ours", args.batch_rows)
             duck = _spawn("duckdb", spec, root / f"x{scale}" / "duckdb", args.batch_rows)
-            rows.append((scale, ours, duck))
+            duck1 = _spawn("duckdb1", spec, root / f"x{scale}" / "duckdb1", args.batch_rows)
+            rows.append((scale, ours, duck, duck1))
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"\nbatch rows {args.batch_rows}; ours runs single-process, DuckDB on all cores")
-    head = f"{'scale':>5} {'side':>6} {'rows':>9} {'total s':>8} {'ingest':>7} {'clean':>7}"
+    print(f"\nbatch rows {args.batch_rows}; ours runs in one process; duckdb uses every core,")
+    print("duckdb1 is DuckDB limited to one thread (the same compute as ours)")
+    head = f"{'scale':>5} {'side':>7} {'rows':>9} {'total s':>8} {'ingest':>7} {'clean':>7}"
     print(head + f" {'feat':>7} {'rows/s':>9} {'peak MB':>8}")
-    for scale, ours, duck in rows:
-        for name, r in (("ours", ours), ("duckdb", duck)):
+    for scale, ours, duck, duck1 in rows:
+        for name, r in (("ours", ours), ("duckdb", duck), ("duckdb1", duck1)):
             print(
-                f"{scale:>5} {name:>6} {r['rows_in']:>9} {r['seconds']:>8.1f} {r['ingest_s']:>7.1f}"
+                f"{scale:>5} {name:>7} {r['rows_in']:>9} {r['seconds']:>8.1f} {r['ingest_s']:>7.1f}"
                 f" {r['clean_s']:>7.1f} {r['features_s']:>7.1f}"
                 f" {r['rows_in'] / r['seconds']:>9.0f} {r['peak_rss_mb']:>8.0f}"
             )
@@ -293,7 +298,10 @@ def main() -> None:
                  "temp_present")}  # fmt: skip
         agree = all(a == b for a, b in same.values())
         print(f"      same results: {agree}  {same if not agree else ''}")
-        print(f"      time ratio ours/duckdb: {ours['seconds'] / duck['seconds']:.2f}x")
+        print(
+            f"      time ratio ours/duckdb: {ours['seconds'] / duck['seconds']:.2f}x, "
+            f"ours/duckdb1: {ours['seconds'] / duck1['seconds']:.2f}x"
+        )
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
         print(
