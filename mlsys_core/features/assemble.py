@@ -42,7 +42,10 @@ def assign_split(timestamps: pd.Series, split: TimeSplit) -> pd.Series:
 
 
 def assemble_features(
-    tables: dict[str, pd.DataFrame], spec: DatasetSpec, base: pd.DataFrame | None = None
+    tables: dict[str, pd.DataFrame],
+    spec: DatasetSpec,
+    base: pd.DataFrame | None = None,
+    store: OfflineStore | None = None,
 ) -> pd.DataFrame:
     """One row per base event: keys, event time, raw feature inputs, label and split.
 
@@ -70,7 +73,8 @@ def assemble_features(
         )
     if spec.feature_views:
         # The training path of the feature store: the same call serves any entity rows.
-        store = OfflineStore(spec.feature_views, tables)
+        # Batch callers pass one store, so each view's sources are indexed once, not per batch.
+        store = store or OfflineStore(spec.feature_views, tables)
         frame = store.get_historical_features(
             frame, spec.view_features, timestamp=spec.event_timestamp
         )

@@ -14,6 +14,7 @@ from mlsys_core.data.batches import MAIN, run_chain
 from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef
 from mlsys_core.data.lake import Lake, PartRef
 from mlsys_core.features.assemble import assemble_features
+from mlsys_core.features.offline import OfflineStore
 from mlsys_core.spec import DatasetSpec
 
 
@@ -21,9 +22,10 @@ class FeatureStep:
     def __init__(self, side_tables: dict[str, pd.DataFrame], spec: DatasetSpec) -> None:
         self.side_tables = side_tables
         self.spec = spec
+        self.store = OfflineStore(spec.feature_views, side_tables) if spec.feature_views else None
 
     def __call__(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        return {MAIN: assemble_features(self.side_tables, self.spec, base=frame)}
+        return {MAIN: assemble_features(self.side_tables, self.spec, frame, self.store)}
 
 
 def assemble_in_batches(
