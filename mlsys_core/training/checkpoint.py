@@ -8,7 +8,6 @@ corrupt or half-written, and loading falls back to the previous one.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from mlsys_core.atomic import write_atomically
+from mlsys_core.data.sources import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,6 @@ class LoadedCheckpoint:
     path: Path
     step: int
     state: dict
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class CheckpointStore:
@@ -65,7 +57,7 @@ class CheckpointStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path_for(step)
         write_atomically(path, lambda handle: torch.save(state, handle), sync_folder=True)
-        checksum = f"{sha256_of(path)}  {path.name}\n".encode()
+        checksum = f"{file_sha256(path)}  {path.name}\n".encode()
         write_atomically(
             path.with_suffix(".sha256"), lambda handle: handle.write(checksum), sync_folder=True
         )
@@ -78,7 +70,7 @@ class CheckpointStore:
         if not (path.is_file() and sidecar.is_file()):
             return False
         expected = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
-        return expected == sha256_of(path)
+        return expected == file_sha256(path)
 
     def load_latest(self, device: str | torch.device = "cpu") -> LoadedCheckpoint | None:
         """The newest checkpoint whose checksum matches; older ones stand in for bad ones.

@@ -28,11 +28,7 @@ class FloatRange(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if not self.low < self.high:
-            raise ValueError(f"low must be below high, got {self.low} and {self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError("a log-scaled range needs low > 0")
-        _check_grid(self.grid, self.low, self.high)
+        _check_range(self.low, self.high, self.log, self.grid)
         return self
 
     def suggest(self, trial: optuna.Trial, name: str) -> float:
@@ -57,11 +53,7 @@ class IntRange(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if not self.low < self.high:
-            raise ValueError(f"low must be below high, got {self.low} and {self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError("a log-scaled range needs low > 0")
-        _check_grid(self.grid, self.low, self.high)
+        _check_range(self.low, self.high, self.log, self.grid)
         return self
 
     def suggest(self, trial: optuna.Trial, name: str) -> int:
@@ -88,7 +80,12 @@ class Choice(BaseModel):
         return list(self.choices)
 
 
-def _check_grid(grid: list | None, low: float, high: float) -> None:
+def _check_range(low: float, high: float, log: bool, grid: list | None) -> None:
+    """The checks a float and an integer dimension share."""
+    if not low < high:
+        raise ValueError(f"low must be below high, got {low} and {high}")
+    if log and low <= 0:
+        raise ValueError("a log-scaled range needs low > 0")
     if grid is not None:
         if not grid:
             raise ValueError("grid must hold at least one value")
