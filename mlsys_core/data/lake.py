@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-Layer = Literal["raw", "clean", "quarantine", "features", "stream"]
+Layer = Literal["raw", "clean", "quarantine", "features", "stream", "predictions", "scores"]
 MANIFEST = "_manifest.json"
 DATA = "part-0.parquet"
 PARTS = "_parts"

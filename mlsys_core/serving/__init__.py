@@ -1,0 +1,1 @@
+"""Online inference: the served model, rollout between aliases, and the prediction log."""
