@@ -14,7 +14,7 @@ from typing import Protocol
 import pandas as pd
 import pyarrow as pa
 
-from mlsys_core.data.contract import REASON, clean_table
+from mlsys_core.data.contract import clean_table
 from mlsys_core.spec import TableContract
 
 MAIN = "main"
@@ -70,7 +70,7 @@ class ContractStep:
     def __call__(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
         result = clean_table(frame, self.contract, self.table, self.seen_keys)
         self.reasons.update(result.reasons)
-        return {MAIN: self._typed(result.clean), QUARANTINE: _as_text(result.quarantined)}
+        return {MAIN: self._typed(result.clean), QUARANTINE: text_frame(result.quarantined)}
 
     def _typed(self, clean: pd.DataFrame) -> pd.DataFrame:
         out = clean.copy()
@@ -92,8 +92,6 @@ def _text(values: pd.Series) -> pd.Series:
     return values.astype("string").where(values.notna(), None).astype("string")
 
 
-def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Raw rows as text: a quarantine keeps what arrived, in one schema for every batch."""
-    out = pd.DataFrame({c: _text(frame[c]) for c in frame.columns if c != REASON})
-    out[REASON] = frame[REASON].astype("string")
-    return out
+def text_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every column as nullable text: rejected rows keep what arrived, in one schema."""
+    return pd.DataFrame({c: _text(frame[c]) for c in frame.columns}, index=frame.index)

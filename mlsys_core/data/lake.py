@@ -320,12 +320,36 @@ class PartWriter:
             self._schema = table.schema
             self._writer = pq.ParquetWriter(self.path, self._schema)
         elif table.schema != self._schema:
+            if self._widens_nulls(table.schema):
+                self._retype(table.schema)
             try:
                 table = table.cast(self._schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as err:
                 raise LakeError(f"batch schema differs from the part's: {err}") from err
         self._writer.write_table(table)
         self.rows += table.num_rows
+
+    def _widens_nulls(self, schema: pa.Schema) -> bool:
+        """A column that was all null so far (type null) and now has a real type."""
+        return any(
+            f.type == pa.null()
+            and f.name in schema.names
+            and schema.field(f.name).type != pa.null()
+            for f in self._schema
+        )
+
+    def _retype(self, schema: pa.Schema) -> None:
+        # Rare path: the part so far is rewritten once with the typed columns, so a first
+        # batch whose column happened to be all null does not fix that column's type.
+        fields = [
+            schema.field(f.name) if f.type == pa.null() and f.name in schema.names else f
+            for f in self._schema
+        ]
+        self._schema = pa.schema(fields)
+        self._writer.close()
+        written = pq.read_table(self.path).cast(self._schema)
+        self._writer = pq.ParquetWriter(self.path, self._schema)
+        self._writer.write_table(written)
 
     def close(self) -> None:
         if self._writer is not None:

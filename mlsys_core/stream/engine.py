@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from mlsys_core.data.batches import text_frame
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.data.sources import file_sha256, iter_jsonl
 from mlsys_core.stream.job import DeriveOp, FilterOp, JoinOp, StreamJob
@@ -235,7 +236,9 @@ def run_micro_batch(
     if not late.empty or not invalid.empty:
         pieces = [f for f in (late.assign(_reason="late"), invalid) if not f.empty]
         rejected = pd.concat(pieces, ignore_index=True)
-        late_parts.append(lake.write_part("stream", job.name, "late", batch_id, _as_text(rejected)))
+        late_parts.append(
+            lake.write_part("stream", job.name, "late", batch_id, text_frame(rejected))
+        )
     state_part = lake.write_part("stream", job.name, "state", batch_id, open_windows)
     manifest = {
         "parents": [f"stream/{job.name}/{previous.snapshot_id}"] if previous else [],
@@ -269,10 +272,6 @@ def _typed_times(events: pd.DataFrame, job: StreamJob) -> tuple[pd.DataFrame, pd
     bad = times.isna()
     invalid = events[bad].assign(_reason="no valid event time")
     return events[~bad].assign(**{job.event_time: times[~bad]}), invalid
-
-
-def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype("string").where(frame.notna(), None).astype("string")
 
 
 def read_windows(lake: Lake, job_name: str) -> pd.DataFrame:

@@ -169,3 +169,25 @@ def test_layers_and_tables_are_separate(tmp_path: Path) -> None:
     c = lake.write("raw", "b", "id1", _frame(6))
     assert len({a.path, b.path, c.path}) == 3
     assert [lake.read(r).shape[0] for r in (a, b, c)] == [2, 4, 6]
+
+
+def test_a_part_whose_first_batch_is_all_null_takes_the_later_type(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    first = pd.DataFrame({"id": [1, 2], "tail": [None, None]})  # arrow type: null
+    later = pd.DataFrame({"id": [3], "tail": ["N123"]})
+    with lake.part_writer("clean", "t", "p=1", "a") as writer:
+        writer.write(first)
+        writer.write(later)
+    frame = lake.read_part(writer.ref)
+    assert writer.ref.rows == 3
+    assert frame["id"].tolist() == [1, 2, 3]
+    assert frame["tail"].tolist() == [None, None, "N123"]
+
+
+def test_a_part_still_refuses_a_batch_of_another_real_type(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    with pytest.raises(LakeError, match="schema differs"):
+        with lake.part_writer("clean", "t", "p=1", "a") as writer:
+            writer.write(pd.DataFrame({"id": [1.5]}))
+            writer.write(pd.DataFrame({"id": ["not a number"]}))
+    assert not list(tmp_path.rglob("*.parquet"))
