@@ -76,6 +76,14 @@ def ask_for_approval(name: str, version: str, reason: str, timeout_s: int, poll_
     return Approval(approver=answer.approver, approve=answer.approve, reason=answer.reason)
 
 
+def _not_moved(
+    name: str, version: str, to_stage: Stage, reason: str, **decision: object
+) -> PromotionOutcome:
+    return PromotionOutcome(
+        name=name, version=version, to_stage=to_stage, moved=False, reason=reason, **decision
+    )
+
+
 @flow(name="promote", log_prints=True)
 def promote(
     to_stage: Stage = Stage.PRODUCTION,
@@ -108,14 +116,7 @@ def promote(
         gate = run_gate(candidate, config, actor, settings)
         if not gate.promote:
             print(f"{name} v{version} stays out of staging: {gate.reason}")
-            return PromotionOutcome(
-                name=name,
-                version=version,
-                to_stage=to_stage,
-                moved=False,
-                reason=gate.reason,
-                gate=gate,
-            )
+            return _not_moved(name, version, to_stage, gate.reason, gate=gate)
         reason = reason or gate.reason
     elif to_stage == Stage.PRODUCTION:
         check_transition(name, version, Stage.PRODUCTION, settings)
@@ -126,14 +127,7 @@ def promote(
         record_approval(name, version, approval, settings)
         if not approval.approve:
             print(f"{name} v{version} not promoted: rejected by {approval.approver}")
-            return PromotionOutcome(
-                name=name,
-                version=version,
-                to_stage=to_stage,
-                moved=False,
-                reason=approval.reason,
-                approval=approval,
-            )
+            return _not_moved(name, version, to_stage, approval.reason, approval=approval)
         actor = approval.approver
         reason = reason or approval.reason
     event = move_stage(
