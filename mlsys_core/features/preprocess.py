@@ -16,27 +16,48 @@ from sklearn.utils.validation import check_is_fitted
 from mlsys_core.spec import DatasetSpec
 
 CALENDAR_CATEGORICAL = ("hour", "day_of_week")
+# Up to this many rows, category codes come from a dict lookup; above, from pandas' hash
+# tables. Both give the same codes (tested); the dict wins on a request's few rows.
+_SMALL = 256
+
+
+def _as_float(values: pd.Series, col: str) -> np.ndarray:
+    """A numeric column as float64 with NaN for missing; text that is not a number and
+    infinities are refused, as in ``fit``."""
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        array = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        coerced = pd.to_numeric(values, errors="coerce")
+        if (coerced.isna() & values.notna()).any():
+            raise ValueError(f"column {col!r} has non-numeric values")
+        array = coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isinf(array).any():
+        raise ValueError(f"column {col!r} has infinite values")
+    return array
 
 
 def calendar_parts(timestamps: pd.Series, parts: list[str], timezone: str) -> pd.DataFrame:
     """Calendar features of an event time, in local time so hours mean what people mean."""
-    local = pd.to_datetime(timestamps, utc=True).dt.tz_convert(timezone)
-    out = pd.DataFrame(index=timestamps.index)
-    angle = 2 * np.pi * (local.dt.month - 1) / 12
+    local = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True, cache=False)).tz_convert(timezone)
+    known = ~np.asarray(local.isna())
 
-    def as_code(values: pd.Series) -> pd.Series:
-        # Via Int64, so a missing time in the batch cannot turn "13" into "13.0" elsewhere.
-        return values.astype("Int64").astype(str).where(values.notna(), None)
+    def as_code(values: pd.Index) -> np.ndarray:
+        # Whole numbers as text ("13", never "13.0", even when a time in the batch is
+        # missing), None where the time is missing.
+        codes = np.full(len(values), None, dtype=object)
+        codes[known] = np.asarray(values)[known].astype(np.int64).astype(str).tolist()
+        return codes
+
+    def angle() -> np.ndarray:
+        return 2 * np.pi * (np.asarray(local.month, dtype=np.float64) - 1) / 12
 
     derived = {
-        "hour": lambda: as_code(local.dt.hour),
-        "day_of_week": lambda: as_code(local.dt.dayofweek),
-        "month_sin": lambda: np.sin(angle),
-        "month_cos": lambda: np.cos(angle),
+        "hour": lambda: as_code(local.hour),
+        "day_of_week": lambda: as_code(local.dayofweek),
+        "month_sin": lambda: np.sin(angle()),
+        "month_cos": lambda: np.cos(angle()),
     }
-    for part in parts:
-        out[f"cal_{part}"] = derived[part]()
-    return out
+    return pd.DataFrame({f"cal_{p}": derived[p]() for p in parts}, index=timestamps.index)
 
 
 class TabularPreprocessor(TransformerMixin, BaseEstimator):
@@ -116,20 +137,67 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
+        # Column by column into preallocated blocks, without the copies and per-column
+        # pandas calls of ``_expand``: serving transforms a few rows per request, where that
+        # fixed cost, not the row count, is what a request waits for.
         check_is_fitted(self, "categories_")
-        frame, _, _ = self._expand(X)
-        blocks = []
-        for col in self.categorical_columns_:
-            values = frame[col]
+        self._check_input(X)
+        cal = (
+            calendar_parts(X[self.timestamp], list(self.calendar), self.timezone)
+            if self.calendar
+            else None
+        )
+
+        def column(name: str) -> pd.Series:
+            return cal[name] if cal is not None and name in cal.columns else X[name]
+
+        cats, nums = self.categorical_columns_, self.numeric_columns_
+        out = np.empty((len(X), len(cats) + len(nums) + len(self.indicator_columns_)), np.float32)
+        for j, col in enumerate(cats):
+            out[:, j] = self._codes(column(col), col)
+        raw = np.empty((len(X), len(nums)), np.float64)
+        for j, col in enumerate(nums):
+            raw[:, j] = _as_float(column(col), col)
+        medians, means, scales, indicators = self._vectors()
+        missing = np.isnan(raw)
+        filled = np.where(missing, medians, raw)
+        out[:, len(cats) : len(cats) + len(nums)] = (filled - means) / scales
+        out[:, len(cats) + len(nums) :] = missing[:, indicators]
+        return out
+
+    def _check_input(self, X: pd.DataFrame) -> None:
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError("TabularPreprocessor takes a pandas DataFrame of raw feature rows")
+        if missing := [c for c in self._required() if c not in X.columns]:
+            raise ValueError(f"missing feature columns: {missing}")
+        if self.calendar and not self.timestamp:
+            raise ValueError("calendar features need a timestamp column")
+
+    def _codes(self, values: pd.Series, col: str) -> np.ndarray:
+        """Code 1.. for a training category, 0 for missing or unseen (as ``fit`` counted)."""
+        if len(values) > _SMALL:
             as_text = values.astype(str).where(values.notna(), None)
-            codes = pd.Categorical(as_text, categories=self.categories_[col]).codes
-            blocks.append((codes + 1).astype(np.float32))  # -1 (missing/unseen) becomes 0
-        for col in self.numeric_columns_:
-            filled = frame[col].fillna(self.medians_[col]).to_numpy(dtype="float64")
-            blocks.append(((filled - self.means_[col]) / self.scales_[col]).astype(np.float32))
-        for col in self.indicator_columns_:
-            blocks.append(frame[col].isna().to_numpy(dtype=np.float32))
-        return np.column_stack(blocks) if blocks else np.zeros((len(frame), 0), np.float32)
+            return pd.Categorical(as_text, categories=self.categories_[col]).codes + 1
+        lookup = self._lookups().get(col, {})
+        return np.array(
+            [0 if pd.isna(v) else lookup.get(str(v), 0) for v in values.tolist()], np.float32
+        )
+
+    def _lookups(self) -> dict[str, dict[str, int]]:
+        cache = self.__dict__.get("_lookup_cache")
+        if cache is None or cache[0] is not self.categories_:
+            table = {c: {k: i + 1 for i, k in enumerate(v)} for c, v in self.categories_.items()}
+            cache = (self.categories_, table)
+            self.__dict__["_lookup_cache"] = cache
+        return cache[1]
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        nums = self.numeric_columns_
+        medians = np.array([self.medians_[c] for c in nums], np.float64)
+        means = np.array([self.means_[c] for c in nums], np.float64)
+        scales = np.array([self.scales_[c] for c in nums], np.float64)
+        position = {c: j for j, c in enumerate(nums)}
+        return medians, means, scales, [position[c] for c in self.indicator_columns_]
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "categories_")

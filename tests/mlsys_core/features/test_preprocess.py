@@ -227,6 +227,34 @@ def test_spec_preprocessor_round_trips_on_real_features(
     np.testing.assert_array_equal(restored.transform(frame), est.transform(frame))
 
 
+def _reference_transform(est: TabularPreprocessor, frame: pd.DataFrame) -> np.ndarray:
+    """The transform written out plainly, column by column, from the learned state."""
+    expanded, _, _ = est._expand(frame)
+    blocks = []
+    for col in est.categorical_columns_:
+        known = {c: i + 1 for i, c in enumerate(est.categories_[col])}
+        blocks.append([0 if pd.isna(v) else known.get(str(v), 0) for v in expanded[col]])
+    for col in est.numeric_columns_:
+        filled = expanded[col].fillna(est.medians_[col]).to_numpy(dtype="float64")
+        blocks.append((filled - est.means_[col]) / est.scales_[col])
+    blocks += [expanded[col].isna().to_numpy() for col in est.indicator_columns_]
+    return np.column_stack(blocks).astype(np.float32)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 300])
+def test_transform_equals_the_plain_computation_at_any_batch_size(
+    train: pd.DataFrame, other: pd.DataFrame, rows: int
+) -> None:
+    """Serving scores a few rows at a time and training whole splits: one row's output
+    must not depend on the batch it came in."""
+    est = TabularPreprocessor(**PARAMS).fit(train)
+    frame = pd.concat([other, train]).reset_index(drop=True).iloc[:300]
+    whole = est.transform(frame)
+    np.testing.assert_array_equal(whole, _reference_transform(est, frame))
+    pieces = [est.transform(frame.iloc[i : i + rows]) for i in range(0, len(frame), rows)]
+    np.testing.assert_array_equal(np.vstack(pieces), whole)
+
+
 # -- input errors -----------------------------------------------------------------------------
 
 
