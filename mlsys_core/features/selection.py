@@ -150,9 +150,7 @@ class L1Selector(_Selector):
     """Keep features with a non-zero coefficient in an L1-penalised logistic regression
     (inputs standardised first, so the penalty treats every feature alike)."""
 
-    def __init__(
-        self, C: float = 0.1, tolerance: float = 1e-8, sample_rows: int = 50_000
-    ) -> None:
+    def __init__(self, C: float = 0.1, tolerance: float = 1e-8, sample_rows: int = 50_000) -> None:
         self.C = C
         self.tolerance = tolerance
         self.sample_rows = sample_rows
