@@ -107,6 +107,15 @@ def describe(result: PipelineResult, settings: Settings) -> str:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    from mlsys_core.specs import SPECS
+
+    cli = argparse.ArgumentParser(description="Run ml_pipeline on a named dataset spec.")
+    cli.add_argument("--spec", choices=sorted(SPECS), default="nycflights13")
+    chosen = cli.parse_args().spec
+    # Each demo spec registers under its own model name, so champions never mix datasets.
+    demo_name = None if chosen == "nycflights13" else chosen.replace("_", "-")
     with embedded_run():
-        outcome = ml_pipeline()
+        outcome = ml_pipeline(spec=SPECS[chosen](), model_name=demo_name)
     print(describe(outcome, Settings()))
