@@ -113,9 +113,15 @@ if __name__ == "__main__":
 
     cli = argparse.ArgumentParser(description="Run ml_pipeline on a named dataset spec.")
     cli.add_argument("--spec", choices=sorted(SPECS), default="nycflights13")
-    chosen = cli.parse_args().spec
+    cli.add_argument("--train-config", default="{}", help='TrainConfig as JSON: {"epochs": 40}')
+    args = cli.parse_args()
+    chosen = args.spec
     # Each demo spec registers under its own model name, so champions never mix datasets.
     demo_name = None if chosen == "nycflights13" else chosen.replace("_", "-")
     with embedded_run():
-        outcome = ml_pipeline(spec=SPECS[chosen](), model_name=demo_name)
+        outcome = ml_pipeline(
+            spec=SPECS[chosen](),
+            train_config=TrainConfig.model_validate_json(args.train_config),
+            model_name=demo_name,
+        )
     print(describe(outcome, Settings()))

@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import math
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -134,8 +135,6 @@ def test_holidays_are_stored_at_fit_time_and_mark_distance() -> None:
     train = pd.DataFrame({"t": ["2013-07-04T16:00Z", "2013-12-20T12:00Z"]})
     est = DatetimeExtractor(parts=["month"], holidays="US").fit(train)
     assert est.holiday_years_ == [2012, 2023]
-    from datetime import date
-
     assert date(2013, 12, 25).toordinal() in est.holiday_days_
     out = est.transform(train)
     names = list(est.get_feature_names_out())
