@@ -557,8 +557,11 @@ def sentence_dimension() -> int:
 
 
 def embed_sentences(docs: list[str]) -> np.ndarray:
+    """One embedding per distinct document: names repeat across rows, encoding is the cost."""
+    unique, index = np.unique(np.asarray(docs, dtype=object).astype(str), return_inverse=True)
     model = sentence_model()
-    return np.asarray(model.encode(docs, batch_size=64, show_progress_bar=False), np.float64)
+    vectors = model.encode(list(unique), batch_size=64, show_progress_bar=False)
+    return np.asarray(vectors, np.float64)[index]
 
 
 # -- image -------------------------------------------------------------------------------------
