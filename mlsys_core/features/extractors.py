@@ -482,7 +482,7 @@ class TextExtractor(_Extractor):
         columns = self._columns(X, reset=True)
         self.vocabularies_, self.idfs_ = [], []
         widths = []
-        for col, values in zip(self._input_names(), columns, strict=True):
+        for values in columns:
             docs = [d for d in self._docs(values) if d]
             if self.method == "tfidf":
                 vec = self._vectorizer()
@@ -500,13 +500,15 @@ class TextExtractor(_Extractor):
                 widths.append(sentence_dimension())
             else:
                 widths.append(self.n_features)
-            del col
-        names = self._input_names()
-        self.output_names_ = [
-            name
-            for col, width in zip(names, widths, strict=True)
-            for name in [*(f"{col}_t{j}" for j in range(width)), f"{col}_empty"]
-        ]
+        out = []
+        for i, (col, width) in enumerate(zip(self._input_names(), widths, strict=True)):
+            if self.method == "tfidf":  # name a TF-IDF column by its n-gram, for the reports
+                terms = sorted(self.vocabularies_[i], key=self.vocabularies_[i].get)
+                out += [f"{col}[{t}]" for t in terms]
+            else:
+                out += [f"{col}_{self.method[0]}{j}" for j in range(width)]
+            out.append(f"{col}_empty")
+        self.output_names_ = out
         return self
 
     def transform(self, X: Any) -> np.ndarray:

@@ -166,6 +166,8 @@ def test_tfidf_learns_a_capped_vocabulary_and_flags_empty_documents() -> None:
     train = pd.DataFrame({"name": AIRLINES})
     est = TextExtractor(method="tfidf", ngram_range=(1, 1), n_features=5).fit(train)
     assert len(est.vocabularies_[0]) == 5
+    names = list(est.get_feature_names_out())
+    assert "name[air]" in names and names[-1] == "name_empty"  # columns named by n-gram
     out = est.transform(pd.DataFrame({"name": ["Delta Air Lines Inc.", "", None, "   "]}))
     assert out.shape == (4, 6)
     assert np.linalg.norm(out[0, :5]) == pytest.approx(1.0)  # l2-normalized document
