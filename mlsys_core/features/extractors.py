@@ -19,6 +19,7 @@ Bad values have one explicit, tested policy each:
 from __future__ import annotations
 
 import io
+import warnings
 from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -161,7 +162,8 @@ class NumericExtractor(_Extractor):
                 upper = np.nanquantile(values, self.clip_quantiles[1], axis=0)
         clipped = np.clip(values, lower, upper)
         all_nan = np.isnan(values).all(axis=0)
-        with np.errstate(all="ignore"), _quiet():
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             fill = {
                 "median": np.nanmedian(clipped, axis=0),
                 "mean": np.nanmean(clipped, axis=0),
@@ -197,20 +199,6 @@ class NumericExtractor(_Extractor):
         filled = np.where(missing, self.fill_, np.clip(values, lower, upper))
         scaled = (filled - np.array(self.center_)) / np.array(self.scale_)
         return np.hstack([scaled, missing[:, self.indicators_].astype(np.float64)])
-
-
-class _quiet:
-    """Silence numpy's all-NaN slice warnings (all-NaN columns are handled explicitly)."""
-
-    def __enter__(self) -> None:
-        import warnings  # noqa: PLC0415
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
 
 
 # -- categorical -------------------------------------------------------------------------------
@@ -559,10 +547,14 @@ def sentence_dimension() -> int:
 
 
 def embed_sentences(docs: list[str]) -> np.ndarray:
-    """One embedding per distinct document: names repeat across rows, encoding is the cost."""
+    """One embedding per distinct document: names repeat across rows, encoding is the cost.
+
+    One document per batch: padded batches change the float rounding, and a row's features
+    must not depend on the other rows of a request (no train/serve skew).
+    """
     unique, index = np.unique(np.asarray(docs, dtype=object).astype(str), return_inverse=True)
     model = sentence_model()
-    vectors = model.encode(list(unique), batch_size=64, show_progress_bar=False)
+    vectors = model.encode(list(unique), batch_size=1, show_progress_bar=False)
     return np.asarray(vectors, np.float64)[index]
 
 

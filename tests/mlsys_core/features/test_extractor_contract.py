@@ -1,4 +1,5 @@
-"""scikit-learn's estimator checks over every extractor and selector."""
+"""scikit-learn's estimator checks over every extractor and selector (and each mode that
+changes what is learned); none is expected to fail."""
 
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ ESTIMATORS = [
     MutualInfoSelector(k=2),
     L1Selector(C=1.0),
 ]
+# TextExtractor(method="sentence") is the same class and contract code as the two text
+# modes above; running the ~45 checks through a transformer encoder one document at a time
+# takes minutes on two cores, so its own tests (test_extractors.py) cover what differs:
+# output shape, empty documents, the JSON round trip and subset invariance.
 
 
-def _expected_failures(estimator) -> dict[str, str]:
-    return {}
-
-
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)
+@parametrize_with_checks(ESTIMATORS)
 def test_sklearn_contract(estimator, check) -> None:
     check(estimator)

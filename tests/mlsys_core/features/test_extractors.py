@@ -204,6 +204,8 @@ def test_sentence_embeddings_come_from_the_packaged_model(monkeypatch: pytest.Mo
     cos = vectors @ vectors.T
     assert cos[0, 1] > 0.7 and cos[0, 1] > cos[0, 3]  # paraphrases sit closer
     np.testing.assert_array_equal(out[2], np.r_[np.zeros(384), 1.0])
+    # A row's embedding does not depend on the other rows of the request.
+    np.testing.assert_array_equal(est.transform(pd.DataFrame({"name": ["Envoy Air"]})), out[3:])
     _round_trip(est, train)
 
 
