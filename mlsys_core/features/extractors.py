@@ -311,6 +311,7 @@ class CategoricalExtractor(_Extractor):
 
 
 # -- datetime ----------------------------------------------------------------------------------
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _PERIODS = {"hour": 24, "weekday": 7, "month": 12, "day_of_year": 366, "minute": 60}
 
 
@@ -353,6 +354,8 @@ class DatetimeExtractor(_Extractor):
 
     @staticmethod
     def _times(values: pd.Series) -> pd.Series:
+        if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
+            return pd.to_datetime(values, utc=True)
         values = values.where(~_is_blank(values), None)
         if pd.api.types.is_numeric_dtype(values) or all(
             isinstance(v, int | float | np.number) for v in values.dropna()
@@ -360,8 +363,6 @@ class DatetimeExtractor(_Extractor):
             seconds = pd.to_numeric(values, errors="coerce").astype("float64")
             seconds = seconds.where(seconds.abs() < 2**33)  # ~272 years; beyond is no time
             return pd.to_datetime(seconds, unit="s", utc=True, errors="coerce")
-        if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
-            return pd.to_datetime(values, utc=True)
         return pd.to_datetime(values.astype(object), utc=True, errors="coerce", format="mixed")
 
     def fit(self, X: Any, y: Any = None) -> Self:
@@ -394,9 +395,8 @@ class DatetimeExtractor(_Extractor):
                 angle = 2 * np.pi * _calendar(local, part).to_numpy(np.float64) / _PERIODS[part]
                 blocks += [np.sin(angle), np.cos(angle)]
             if self.holidays:
-                ordinal = np.array(
-                    [t.toordinal() if not pd.isna(t) else 0 for t in local.dt.date], np.int64
-                )
+                naive = local.dt.tz_localize(None).to_numpy("datetime64[D]")
+                ordinal = np.where(missing, 0, naive.astype(np.int64) + _EPOCH_ORDINAL)
                 blocks += list(_holiday_features(ordinal, days))
             blocks.append(missing.astype(np.float64))
         out = np.column_stack(blocks)
