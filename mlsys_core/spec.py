@@ -244,6 +244,10 @@ class DatasetSpec(_Frozen):
                 raise ValueError(f"{used} need an event_timestamp")
             if isinstance(self.split, TimeSplit):
                 raise ValueError("a split by time needs an event_timestamp; use a HashSplit")
+        if isinstance(self.split, HashSplit) and self.split.columns:
+            known = {*self.input_columns, *self.entity_keys, self.label.column}
+            if stray := sorted(set(self.split.columns) - known):
+                raise ValueError(f"the split hashes columns the feature rows lack: {stray}")
         return self
 
     @property

@@ -66,6 +66,10 @@ def test_no_event_time_needs_a_hash_split_and_no_time_features() -> None:
     data["features"]["calendar"] = ["hour"]
     with pytest.raises(ValidationError, match="need an event_timestamp"):
         DatasetSpec.model_validate(data)
+    data = digits_spec().model_dump(mode="json")
+    data["split"]["columns"] = ["pixel_0", "nope"]
+    with pytest.raises(ValidationError, match=r"lack: \['nope'\]"):
+        DatasetSpec.model_validate(data)
 
 
 def test_drift_without_event_time_compares_train_with_test() -> None:
