@@ -107,6 +107,21 @@ def describe(result: PipelineResult, settings: Settings) -> str:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    from mlsys_core.specs import SPECS
+
+    cli = argparse.ArgumentParser(description="Run ml_pipeline on a named dataset spec.")
+    cli.add_argument("--spec", choices=sorted(SPECS), default="nycflights13")
+    cli.add_argument("--train-config", default="{}", help='TrainConfig as JSON: {"epochs": 40}')
+    args = cli.parse_args()
+    chosen = args.spec
+    # Each demo spec registers under its own model name, so champions never mix datasets.
+    demo_name = None if chosen == "nycflights13" else chosen.replace("_", "-")
     with embedded_run():
-        outcome = ml_pipeline()
+        outcome = ml_pipeline(
+            spec=SPECS[chosen](),
+            train_config=TrainConfig.model_validate_json(args.train_config),
+            model_name=demo_name,
+        )
     print(describe(outcome, Settings()))

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from mlsys_core.features.config import ColumnFeature, Selection, extractor_columns
 from mlsys_core.features.definitions import FeatureView, check_views
 from mlsys_core.features.flights_repo import flight_views, history_features
 
@@ -51,6 +52,10 @@ class SourceSpec(_Frozen):
         default_factory=list,
         description="Columns whose values split the table into partitions (e.g. year, month).",
     )
+    header: bool = Field(default=True, description="CSV: the first line names the columns.")
+    column_names: list[str] | None = Field(
+        default=None, description="CSV column names; required when there is no header."
+    )
 
     @model_validator(mode="after")
     def _readable(self) -> SourceSpec:
@@ -66,6 +71,8 @@ class SourceSpec(_Frozen):
             raise ValueError(f"source {self.name!r}: path is required")
         if self.incremental and self.package:
             raise ValueError(f"source {self.name!r}: a landing folder cannot be in a package")
+        if not self.header and not self.column_names:
+            raise ValueError(f"source {self.name!r}: a CSV without a header needs column_names")
         return self
 
 
@@ -111,14 +118,26 @@ class AsOfJoin(_Frozen):
 
 
 class LabelSpec(_Frozen):
-    """A binary label: ``column > threshold``. Rows whose column is null carry no label."""
+    """A binary label: ``column > threshold``, or ``column`` in the ``positive`` classes.
+    Rows whose column is null carry no label."""
 
     name: str = "label"
     column: str
-    threshold: float
+    threshold: float | None = None
+    positive: list[str | float] | None = Field(
+        default=None, description="Classes that count as 1 (the rest are 0)."
+    )
     unlabeled: Literal["drop"] = Field(
         default="drop", description="Rows with no value are kept as data but never trained on."
     )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> LabelSpec:
+        if (self.threshold is None) == (self.positive is None):
+            raise ValueError("a label needs exactly one of threshold and positive")
+        if self.positive is not None and not self.positive:
+            raise ValueError("positive must name at least one class")
+        return self
 
 
 class TimeSplit(_Frozen):
@@ -134,11 +153,37 @@ class TimeSplit(_Frozen):
         return self
 
 
+class HashSplit(_Frozen):
+    """Split by a stable hash of each row's content, for data without an event time.
+
+    Equal rows always land in the same split, so a duplicate cannot leak across.
+    """
+
+    valid_fraction: float = Field(default=0.15, gt=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.15, gt=0.0, lt=1.0)
+    columns: list[str] | None = Field(
+        default=None, description="Columns hashed; None: every input column and the label's."
+    )
+
+    @model_validator(mode="after")
+    def _room_to_train(self) -> HashSplit:
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("valid_fraction + test_fraction must leave rows to train on")
+        return self
+
+
 class FeatureGroups(_Frozen):
     numeric: list[str]
     categorical: list[str]
     calendar: list[CalendarPart] = Field(default_factory=list)
     timezone: str = Field(default="UTC", description="Calendar parts use local time here.")
+    extractors: list[ColumnFeature] = Field(
+        default_factory=list,
+        description="Per-column extractors (numeric, categorical, datetime, text, image).",
+    )
+    selectors: list[Selection] = Field(
+        default_factory=list, description="Applied in order to the numeric block, on train."
+    )
 
 
 class DatasetSpec(_Frozen):
@@ -149,7 +194,9 @@ class DatasetSpec(_Frozen):
     contracts: dict[str, TableContract]
     base: str = Field(description="The source whose rows are the prediction events.")
     entity_keys: list[str]
-    event_timestamp: str
+    event_timestamp: str | None = Field(
+        description="The event-time column; None for data without one (then a HashSplit)."
+    )
     lookups: list[LookupJoin] = Field(default_factory=list)
     as_of_joins: list[AsOfJoin] = Field(default_factory=list)
     feature_views: list[FeatureView] = Field(
@@ -157,7 +204,7 @@ class DatasetSpec(_Frozen):
     )
     label: LabelSpec
     features: FeatureGroups
-    split: TimeSplit
+    split: TimeSplit | HashSplit
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -174,6 +221,7 @@ class DatasetSpec(_Frozen):
         }
         produced |= {f for v in self.feature_views for f in v.features}
         wanted = set(self.features.numeric) | set(self.features.categorical)
+        wanted |= set(extractor_columns(self.features.extractors))
         if missing := sorted(wanted - produced):
             raise ValueError(f"features not produced by the base table or a join: {missing}")
         for source in self.sources:
@@ -186,6 +234,20 @@ class DatasetSpec(_Frozen):
                         f"source {source.name!r}: partition columns {stray} are not part of "
                         f"its unique key {contract.unique}"
                     )
+        if self.event_timestamp is None:
+            timed = {
+                "as_of_joins": self.as_of_joins,
+                "feature_views": self.feature_views,
+                "features.calendar": self.features.calendar,
+            }
+            if used := [k for k, v in timed.items() if v]:
+                raise ValueError(f"{used} need an event_timestamp")
+            if isinstance(self.split, TimeSplit):
+                raise ValueError("a split by time needs an event_timestamp; use a HashSplit")
+        if isinstance(self.split, HashSplit) and self.split.columns:
+            known = {*self.input_columns, *self.entity_keys, self.label.column}
+            if stray := sorted(set(self.split.columns) - known):
+                raise ValueError(f"the split hashes columns the feature rows lack: {stray}")
         return self
 
     @property
@@ -195,15 +257,19 @@ class DatasetSpec(_Frozen):
         joined |= {k for v in self.feature_views for k in v.entity.join_keys}
         contract = self.contracts.get(self.base)
         known = set(contract.columns) if contract else set()
-        cols = [*self.entity_keys, self.event_timestamp, *sorted(joined), self.label.column]
-        cols += [c for c in [*self.features.numeric, *self.features.categorical] if c in known]
+        ts = [self.event_timestamp] if self.event_timestamp else []
+        cols = [*self.entity_keys, *ts, *sorted(joined), self.label.column]
+        features = [*self.features.numeric, *self.features.categorical]
+        features += extractor_columns(self.features.extractors)
+        cols += [c for c in features if c in known]
         return list(dict.fromkeys(cols))
 
     @property
     def input_columns(self) -> list[str]:
         """Raw feature columns a model consumes (the pyfunc's input schema)."""
         ts = [self.event_timestamp] if self.features.calendar else []
-        return [*self.features.categorical, *self.features.numeric, *ts]
+        cols = [*self.features.categorical, *self.features.numeric, *ts]
+        return list(dict.fromkeys([*cols, *extractor_columns(self.features.extractors)]))
 
     @property
     def view_features(self) -> list[str]:

@@ -124,7 +124,11 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
             return pq.read_table(buffer).to_pandas()
         if kind == "jsonl":
             return pd.read_json(buffer, lines=True, compression=compression, dtype=False)
-        return pd.read_csv(buffer, compression=compression, low_memory=False)
+        names = raw.spec.column_names
+        header = 0 if raw.spec.header else None
+        return pd.read_csv(
+            buffer, compression=compression, low_memory=False, header=header, names=names
+        )
     except (
         ValueError,  # pandas ParserError and JSON errors
         UnicodeDecodeError,

@@ -7,7 +7,7 @@ import pandas as pd
 
 from mlsys_core.features.offline import OfflineStore
 from mlsys_core.features.pit import point_in_time_join
-from mlsys_core.spec import DatasetSpec, LabelSpec, TimeSplit
+from mlsys_core.spec import DatasetSpec, HashSplit, LabelSpec, TimeSplit
 
 SPLIT = "_split"
 
@@ -31,7 +31,32 @@ def lookup_join(
 def make_label(frame: pd.DataFrame, label: LabelSpec) -> pd.Series:
     """1.0 / 0.0, or NaN where the label column is null (no outcome to learn from)."""
     values = frame[label.column]
-    return (values > label.threshold).astype("float64").where(values.notna(), np.nan)
+    if label.positive is None:
+        hit = values > label.threshold
+    elif pd.api.types.is_numeric_dtype(values):
+        numbers = [float(p) for p in label.positive if _is_number(p)]
+        hit = values.isin(numbers)
+    else:
+        hit = values.astype(str).isin([str(p) for p in label.positive])
+    return hit.astype("float64").where(values.notna(), np.nan)
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def assign_hash_split(frame: pd.DataFrame, split: HashSplit, columns: list[str]) -> pd.Series:
+    """Split by a stable hash of each row's values: row-local, so batches agree."""
+    hashes = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy(np.uint64)
+    share = hashes.astype(np.float64) / 2.0**64
+    test_from = 1.0 - split.test_fraction
+    valid_from = test_from - split.valid_fraction
+    out = np.where(share < valid_from, "train", np.where(share < test_from, "valid", "test"))
+    return pd.Series(out, index=frame.index, dtype=object)
 
 
 def assign_split(timestamps: pd.Series, split: TimeSplit) -> pd.Series:
@@ -79,6 +104,10 @@ def assemble_features(
             frame, spec.view_features, timestamp=spec.event_timestamp
         )
     frame[spec.label.name] = make_label(frame, spec.label)
-    frame[SPLIT] = assign_split(frame[spec.event_timestamp], spec.split)
+    if isinstance(spec.split, HashSplit):
+        hashed = spec.split.columns or [*spec.input_columns, spec.label.column]
+        frame[SPLIT] = assign_hash_split(frame, spec.split, list(dict.fromkeys(hashed)))
+    else:
+        frame[SPLIT] = assign_split(frame[spec.event_timestamp], spec.split)
     keep = [*spec.entity_keys, *spec.input_columns, spec.label.name, SPLIT]
     return frame[list(dict.fromkeys(keep))].reset_index(drop=True)

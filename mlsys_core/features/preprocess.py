@@ -239,14 +239,26 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         return obj
 
 
-def preprocessor_for(spec: DatasetSpec) -> TabularPreprocessor:
-    """The preprocessor a dataset spec's feature groups call for."""
+def preprocessor_for(spec: DatasetSpec) -> Any:
+    """The preprocessor a dataset spec's feature groups call for: the plain one, or with
+    per-column extractors or selectors, the column preprocessor that wraps it."""
     groups = spec.features
-    return TabularPreprocessor(
+    base = TabularPreprocessor(
         numeric=list(groups.numeric),
         categorical=list(groups.categorical),
         timestamp=spec.event_timestamp if groups.calendar else None,
         calendar=list(groups.calendar) or None,
         timezone=groups.timezone,
         min_frequency=5,
+    )
+    if not (groups.extractors or groups.selectors):
+        return base
+    # Imported here: columns.py builds on this module.
+    from mlsys_core.features.columns import ColumnPreprocessor  # noqa: PLC0415
+
+    plain = groups.numeric or groups.categorical or groups.calendar
+    return ColumnPreprocessor(
+        base=base.get_params() if plain else None,
+        extractors=[e.model_dump(mode="json") for e in groups.extractors],
+        selectors=[s.model_dump(mode="json") for s in groups.selectors],
     )

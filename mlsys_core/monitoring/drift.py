@@ -58,12 +58,28 @@ def drift_frames(
     reference = frame[frame[SPLIT] == "train"]
     if len(reference) > max_reference_rows:
         reference = reference.sample(max_reference_rows, random_state=seed)
+    if spec.event_timestamp is None:
+        # No time to take "the latest months" by: the held-out test rows are the newest data.
+        return reference, frame[frame[SPLIT] == "test"], "test split"
     current = latest_window(frame, spec.event_timestamp, months, spec.features.timezone)
     local = pd.to_datetime(current[spec.event_timestamp], utc=True).dt.tz_convert(
         spec.features.timezone
     )
     window = f"{local.min():%Y-%m-%d} .. {local.max():%Y-%m-%d}"
     return reference, current, window
+
+
+def drift_columns(spec: DatasetSpec) -> tuple[list[str], list[str]]:
+    """Numeric and categorical raw inputs: the groups, plus extractor columns of those kinds
+    and pixel columns (text and datetime inputs have no per-column drift test here)."""
+    numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
+    for extractor in spec.features.extractors:
+        pixels = extractor.kind == "image" and len(extractor.columns) > 1
+        if extractor.kind == "numeric" or pixels:
+            numeric += extractor.columns
+        elif extractor.kind == "categorical":
+            categorical += extractor.columns
+    return list(dict.fromkeys(numeric)), list(dict.fromkeys(categorical))
 
 
 def _drifted(method: str, score: float, threshold: float) -> bool:
@@ -79,8 +95,9 @@ def run_drift_report(
     window: str = "",
 ) -> DriftSummary:
     """Run Evidently's DataDriftPreset on the spec's feature columns; write the HTML report."""
-    numeric = [c for c in spec.features.numeric if c in reference]
-    categorical = [c for c in spec.features.categorical if c in reference]
+    numeric, categorical = drift_columns(spec)
+    numeric = [c for c in numeric if c in reference]
+    categorical = [c for c in categorical if c in reference]
     columns = [*numeric, *categorical]
     if current.empty or reference.empty:
         raise ValueError("drift needs non-empty reference and current data")

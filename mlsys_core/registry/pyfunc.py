@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mlsys_core.features.columns import ColumnPreprocessor, load_preprocessor
 from mlsys_core.features.preprocess import TabularPreprocessor
 from mlsys_core.training.model import ModelConfig, TabularMLP
 from mlsys_core.training.trainer import predict_proba
@@ -63,9 +64,8 @@ class DelayModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         paths = context.artifacts
-        self.preprocessor = TabularPreprocessor.from_dict(
-            json.loads(Path(paths["preprocessor"]).read_text())
-        )
+        # The plain preprocessor, or the column one with extractors and selectors.
+        self.preprocessor = load_preprocessor(json.loads(Path(paths["preprocessor"]).read_text()))
         config = ModelConfig.model_validate_json(Path(paths["model_config"]).read_text())
         self.network = TabularMLP(config)
         self.network.load_state_dict(load_weights(Path(paths["weights"])))
@@ -81,7 +81,10 @@ class DelayModel(mlflow.pyfunc.PythonModel):
 
 
 def write_model_artifacts(
-    folder: Path, preprocessor: TabularPreprocessor, config: ModelConfig, network: torch.nn.Module
+    folder: Path,
+    preprocessor: TabularPreprocessor | ColumnPreprocessor,
+    config: ModelConfig,
+    network: torch.nn.Module,
 ) -> dict[str, str]:
     """Write what ``DelayModel.load_context`` reads; returns MLflow's ``artifacts`` mapping."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,8 +98,12 @@ def write_model_artifacts(
     return {name: str(path) for name, path in paths.items()}
 
 
-def pip_requirements() -> list[str]:
-    """Pinned to what trained the model; explicit, because inferring them takes ~13 s."""
+def pip_requirements(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Pinned to what trained the model; explicit, because inferring them takes ~13 s.
+
+    ``extra``: packages the fitted preprocessing needs at serving (e.g. the packaged
+    sentence-embedding model).
+    """
     names = [
         "mlflow",
         "torch",
@@ -106,5 +113,6 @@ def pip_requirements() -> list[str]:
         "pydantic",
         "pyarrow",
         "safetensors",
+        *extra,
     ]
     return [f"{name}=={version(name)}" for name in names]

@@ -93,7 +93,9 @@ def train_and_log(
     splits = labeled_splits(frame, spec)
     label = spec.label.name
     # Deterministic, so every rank fits the very same preprocessing without talking.
-    preprocessor = preprocessor_for(spec).fit(splits["train"])
+    # The label is passed for supervised selectors (mutual information, L1); the rest
+    # ignore it.
+    preprocessor = preprocessor_for(spec).fit(splits["train"], splits["train"][label])
     x = {name: preprocessor.transform(part) for name, part in splits.items()}
     y = {name: part[label].to_numpy(np.float32) for name, part in splits.items()}
     model_config = ModelConfig(
@@ -162,6 +164,7 @@ def train_and_log(
         for path, figure in figures.items():
             mlflow.log_figure(figure, path)
             plots.close(figure)  # pyplot keeps every figure alive until closed
+        _log_feature_artifacts(preprocessor)
         model_uri = _log_model(trainer, preprocessor, model_config, splits["train"], spec)
         mlflow.set_tag(TAG_MODEL_URI, model_uri)
     if store is not None:
@@ -212,6 +215,16 @@ def latest_trained(settings: Settings) -> TrainedModel:
     )
 
 
+def _log_feature_artifacts(preprocessor) -> None:  # noqa: ANN001
+    """The model's input features by name and, with selectors, what each dropped and why."""
+    mlflow.log_dict(
+        {"features": [str(n) for n in preprocessor.get_feature_names_out()]},
+        "features/feature_names.json",
+    )
+    if hasattr(preprocessor, "selection_report") and preprocessor.selectors_:
+        mlflow.log_dict({"selectors": preprocessor.selection_report()}, "features/selection.json")
+
+
 def _log_model(
     trainer: Trainer,
     preprocessor,
@@ -238,7 +251,7 @@ def _log_model(
             python_model=str(MODEL_CODE),
             artifacts=artifacts,
             signature=signature,
-            pip_requirements=pip_requirements(),
+            pip_requirements=pip_requirements(getattr(preprocessor, "requirements", list)()),
         )
     return info.model_uri
 
@@ -250,7 +263,12 @@ def model_input_frame(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
         out[col] = out[col].astype("float64")
     for col in spec.features.categorical:
         out[col] = out[col].astype(object).where(out[col].notna(), None)
-    if spec.event_timestamp in out:  # MLflow schemas take naive datetimes: naive UTC here
-        ts = pd.to_datetime(out[spec.event_timestamp], utc=True)
-        out[spec.event_timestamp] = ts.dt.tz_localize(None)
+    for col in out.columns.difference([*spec.features.numeric, *spec.features.categorical]):
+        values = out[col]
+        if isinstance(values.dtype, pd.DatetimeTZDtype):  # naive UTC, as MLflow takes it
+            out[col] = pd.to_datetime(values, utc=True).dt.tz_localize(None)
+        elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            out[col] = values.astype("float64")
+        elif not pd.api.types.is_datetime64_dtype(values):
+            out[col] = values.astype(object).where(values.notna(), None)
     return out
