@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	@# torch first: 2.13.0 is a CPU wheel on this machine; any other spec fetches CUDA builds.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,text]'
 	touch $@
 
 demo: $(VENV)/.installed
