@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlsys_core.config import Settings
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, RegisteredVersion, Stage
+from tasks.metrics import metered
 from tasks.registry import (
     check_transition,
     move_stage,
@@ -77,6 +78,7 @@ def ask_for_approval(name: str, version: str, reason: str, timeout_s: int, poll_
 
 
 @flow(name="promote", log_prints=True)
+@metered()
 def promote(
     to_stage: Stage = Stage.PRODUCTION,
     version: str | None = None,
