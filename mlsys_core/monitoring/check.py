@@ -55,7 +55,7 @@ from mlsys_core.monitoring.stattests import (
 from mlsys_core.registry.promotion import predict_scores
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET, TAG_STAGE
+from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET, TAG_STAGE, model_input_frame
 
 PROBABILITY, PREDICTION = "probability", "prediction"
 DECISION_THRESHOLD = 0.5  # a logged ``prediction`` is ``probability >= 0.5``
@@ -152,7 +152,7 @@ def build_reference(reference: pd.DataFrame, spec, model_uri: str) -> ReferenceS
     of their labels: everything later checks compare with."""
     numeric, categorical = feature_columns(spec, reference)
     stats = reference_stats(reference, numeric, categorical)
-    proba = predict_scores(model_uri, reference[[c for c in spec.input_columns if c in reference]])
+    proba = predict_scores(model_uri, model_input_frame(reference, spec))
     extra = {
         PROBABILITY: ("numerical", pd.Series(proba)),
         PREDICTION: ("categorical", _as_category(pd.Series(proba >= DECISION_THRESHOLD))),

@@ -21,7 +21,7 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset
 from pydantic import BaseModel, ConfigDict
 
-from mlsys_core.atomic import write_atomically, write_text_atomically
+from mlsys_core.atomic import write_text_atomically
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.monitoring.stattests import (
     ColumnDrift,
@@ -213,13 +213,8 @@ def write_html_report(
     if len(current) > report_rows:
         current = current.sample(report_rows, random_state=seed)
     _, snapshot = evidently_drift(reference, current, numeric, categorical)
-    tmp = html_path.with_name(f".{html_path.stem}.render.html")
-    try:
-        snapshot.save_html(str(tmp))  # type: ignore[attr-defined]
-        data = tmp.read_bytes()
-    finally:
-        tmp.unlink(missing_ok=True)
-    write_atomically(html_path, lambda handle: handle.write(data))
+    # What Snapshot.save_html writes, but through a temporary file and a rename.
+    write_text_atomically(html_path, snapshot.get_html_str(as_iframe=False))  # type: ignore[attr-defined]
 
 
 def run_drift_report(

@@ -78,8 +78,8 @@ class ColumnDrift(BaseModel):
 
     column: str
     method: str
-    score: float
-    threshold: float
+    score: float | None  # None when the column could not be checked
+    threshold: float | None
     drifted: bool
     status: Literal["ok", "insufficient_data"] = "ok"
     reference_rows: int = 0
@@ -197,8 +197,8 @@ def _insufficient(ref: ReferenceColumn, cur_rows: int, why: str) -> ColumnDrift:
     return ColumnDrift(
         column=ref.name,
         method="none",
-        score=float("nan"),
-        threshold=float("nan"),
+        score=None,
+        threshold=None,
         drifted=False,
         status="insufficient_data",
         reference_rows=ref.rows,

@@ -30,9 +30,11 @@ def flights(
 
 
 def _local_month(frame: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
-    return pd.to_datetime(frame[spec.event_timestamp], utc=True).dt.tz_convert(
-        spec.features.timezone
-    ).dt.month
+    return (
+        pd.to_datetime(frame[spec.event_timestamp], utc=True)
+        .dt.tz_convert(spec.features.timezone)
+        .dt.month
+    )
 
 
 def _assert_same_verdicts(reference, current, spec) -> list:  # noqa: ANN001
