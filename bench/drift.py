@@ -30,6 +30,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import format_table, load_spec, use_isolated_state, write_sampled_sources
 
 
+def make_frames(folder: Path, args: argparse.Namespace) -> tuple:
+    """Real feature rows: the sampled reference and the resampled current window."""
+    import pandas as pd  # noqa: PLC0415
+
+    from mlsys_core.config import Settings  # noqa: PLC0415
+    from mlsys_core.data.cleaning import clean_snapshot  # noqa: PLC0415
+    from mlsys_core.data.ingest import snapshot_source  # noqa: PLC0415
+    from mlsys_core.data.lake import Lake  # noqa: PLC0415
+    from mlsys_core.features.store import build_feature_set, load_feature_set  # noqa: PLC0415
+    from mlsys_core.monitoring.drift import training_reference  # noqa: PLC0415
+
+    spec = load_spec(str(write_sampled_sources(folder / "data", args.fraction)))
+    settings = Settings()
+    lake = Lake(settings.lake_dir)
+    t = time.perf_counter()
+    clean = {
+        s.name: clean_snapshot(snapshot_source(s, lake), spec.contracts[s.name], lake)
+        for s in spec.sources
+    }
+    frame, spec = load_feature_set(build_feature_set(clean, spec, lake), lake)
+    print(f"feature set: {len(frame):,} rows in {time.perf_counter() - t:.1f} s")
+
+    categorical = list(spec.features.categorical)
+    numeric = list(spec.features.numeric)[: args.columns - len(categorical)]
+    reference = training_reference(frame, args.max_reference_rows)
+    month = pd.to_datetime(frame[spec.event_timestamp], utc=True).dt.tz_convert(
+        spec.features.timezone
+    )
+    late = frame[(month.dt.month >= 9).to_numpy()]
+    current = late.sample(args.rows, replace=True, random_state=0).reset_index(drop=True)
+    current = current[[*numeric, *categorical]]
+    print(
+        f"reference {len(reference):,} rows, current {len(current):,} rows x "
+        f"{current.shape[1]} columns ({len(numeric)} numerical, {len(categorical)} "
+        "categorical)"
+    )
+
+    return reference, current, numeric, categorical
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="current rows")
@@ -42,44 +82,12 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="mlsys-bench-drift-"))
     use_isolated_state(folder / "state")
-    import pandas as pd  # noqa: PLC0415
-
-    from mlsys_core.config import Settings  # noqa: PLC0415
-    from mlsys_core.data.cleaning import clean_snapshot  # noqa: PLC0415
-    from mlsys_core.data.ingest import snapshot_source  # noqa: PLC0415
-    from mlsys_core.data.lake import Lake  # noqa: PLC0415
-    from mlsys_core.features.store import build_feature_set, load_feature_set  # noqa: PLC0415
-    from mlsys_core.monitoring.drift import evidently_drift, training_reference  # noqa: PLC0415
+    from mlsys_core.monitoring.drift import evidently_drift  # noqa: PLC0415
     from mlsys_core.monitoring.reference import cached_reference  # noqa: PLC0415
     from mlsys_core.monitoring.stattests import drift_columns, reference_stats  # noqa: PLC0415
 
     try:
-        spec = load_spec(str(write_sampled_sources(folder / "data", args.fraction)))
-        settings = Settings()
-        lake = Lake(settings.lake_dir)
-        t = time.perf_counter()
-        clean = {
-            s.name: clean_snapshot(snapshot_source(s, lake), spec.contracts[s.name], lake)
-            for s in spec.sources
-        }
-        frame, spec = load_feature_set(build_feature_set(clean, spec, lake), lake)
-        print(f"feature set: {len(frame):,} rows in {time.perf_counter() - t:.1f} s")
-
-        categorical = list(spec.features.categorical)
-        numeric = list(spec.features.numeric)[: args.columns - len(categorical)]
-        reference = training_reference(frame, args.max_reference_rows)
-        month = pd.to_datetime(frame[spec.event_timestamp], utc=True).dt.tz_convert(
-            spec.features.timezone
-        )
-        late = frame[(month.dt.month >= 9).to_numpy()]
-        current = late.sample(args.rows, replace=True, random_state=0).reset_index(drop=True)
-        current = current[[*numeric, *categorical]]
-        print(
-            f"reference {len(reference):,} rows, current {len(current):,} rows x "
-            f"{current.shape[1]} columns ({len(numeric)} numerical, {len(categorical)} "
-            "categorical)"
-        )
-
+        reference, current, numeric, categorical = make_frames(folder, args)
         t = time.perf_counter()
         plain, _ = evidently_drift(reference, current, numeric, categorical)
         evidently_s = time.perf_counter() - t
