@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import types
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -48,24 +49,33 @@ def metered(rows: Callable[[Any], int | None] = rows_in) -> Callable[[F], F]:
     """Record duration, peak memory and ``rows(result)`` of each call of the flow function."""
 
     def decorate(fn: F) -> F:
-        @functools.wraps(fn)
+        # The wrapper gets the flow module's globals (below), so everything it uses from
+        # here is bound as a closure variable.
+        monitor_cls, record, logger = ResourceMonitor, _record, logging.getLogger("mlsys.metrics")
+
         def run(*args: Any, **kwargs: Any) -> Any:
-            monitor = ResourceMonitor()
+            monitor = monitor_cls()
             try:
                 with monitor:
                     result = fn(*args, **kwargs)
             except BaseException:
-                _record(monitor, "failed", None)
+                record(monitor, "failed", None)
                 raise
             try:
                 count = rows(result)
             except Exception:  # noqa: BLE001 - a metrics bug must not fail the flow run
-                logging.getLogger("mlsys.metrics").warning("rows of %s unknown", fn.__name__)
+                logger.warning("rows processed by %s unknown", fn.__name__)
                 count = None
-            _record(monitor, "completed", count)
+            record(monitor, "completed", count)
             return result
 
-        setattr(run, METERED, True)
-        return run  # type: ignore[return-value]
+        # Prefect resolves the flow's (string) annotations in ``fn.__globals__`` of the
+        # function it wraps: give the wrapper the flow module's globals.
+        wrapper = types.FunctionType(
+            run.__code__, fn.__globals__, fn.__name__, run.__defaults__, run.__closure__
+        )
+        functools.update_wrapper(wrapper, fn)
+        setattr(wrapper, METERED, True)
+        return wrapper  # type: ignore[return-value]
 
     return decorate

@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.blocks.webhook import Webhook
 from prefect.events import emit_event
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from mlsys_core.config import Settings
+from mlsys_core.monitoring import dashboard as dashboard_core
 from mlsys_core.monitoring.check import CheckConfig, DriftOutcome, check_model_drift
+from mlsys_core.monitoring.dashboard import Dashboard
 
 DRIFT_EVENT = "mlsys.drift.detected"
 
@@ -115,3 +121,19 @@ def notify_drift(block_name: str, outcome: DriftOutcome, reasons: list[str]) -> 
     response = run_coro_as_sync(webhook.call(body))
     response.raise_for_status()
     return response.status_code
+
+
+@task
+def build_dashboard(
+    model_name: str, metrics_url: str | None, log_days: int, period: str, settings: Settings
+) -> Dashboard:
+    """Latest drift, performance over time (plot to MLflow), serving and system metrics."""
+    return dashboard_core.build_dashboard(settings, model_name, metrics_url, log_days, period)  # type: ignore[arg-type]
+
+
+@task
+def publish_dashboard(dashboard: Dashboard) -> None:
+    """The monitoring page as one Prefect Markdown artifact (key ``monitoring``)."""
+    create_markdown_artifact(
+        dashboard.markdown, key="monitoring", description="mlsys monitoring page"
+    )
