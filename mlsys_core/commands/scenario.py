@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - one linear script
             f"{len(drift['columns'])} columns drifted ({drift['share_drifted']:.0%}), "
             f"dataset drift {drift['dataset_drift']}"
         )
-        for column in [c for c in drift["columns"] if c["drifted"]][:8]:
+        drifted = sorted((c for c in drift["columns"] if c["drifted"]), key=lambda c: -c["score"])
+        for column in drifted[:8]:
             print(f"     {column['column']:<28} {column['method']:<30} {column['score']:.3f}")
         print(f"   report {result['drift']['report_path']}")
         events = _api(f"{api}/events/filter", {"filter": {"event": {"prefix": ["mlsys.drift"]}}})[
