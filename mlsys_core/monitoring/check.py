@@ -54,6 +54,7 @@ from mlsys_core.monitoring.stattests import (
 )
 from mlsys_core.registry.promotion import predict_scores
 from mlsys_core.serving.prediction_log import read_prediction_log
+from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET, TAG_STAGE, model_input_frame
 
@@ -147,7 +148,7 @@ def _as_category(values: pd.Series) -> pd.Series:
     return pd.Series(values).map(lambda v: None if pd.isna(v) else str(int(v)))
 
 
-def build_reference(reference: pd.DataFrame, spec, model_uri: str) -> ReferenceStats:  # noqa: ANN001
+def build_reference(reference: pd.DataFrame, spec: DatasetSpec, model_uri: str) -> ReferenceStats:
     """Statistics of the features, of the model's own predictions on the reference rows and
     of their labels: everything later checks compare with."""
     numeric, categorical = feature_columns(spec, reference)
@@ -203,7 +204,9 @@ def target_drift(
     )
 
 
-def served_log(lake: Lake, spec, name: str, version: str, since: datetime) -> pd.DataFrame:  # noqa: ANN001
+def served_log(
+    lake: Lake, spec: DatasetSpec, name: str, version: str, since: datetime
+) -> pd.DataFrame:
     """Served rows of this model version logged since ``since``."""
     log = read_prediction_log(lake, spec.name, since=since)
     if log.empty or "model_version" not in log:
