@@ -23,14 +23,16 @@ def drift_check(
     alias: str = "champion",
     months: Annotated[int, Field(ge=1, le=24)] = 1,
     window: DriftWindow | None = None,
-    alert_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5,
+    alert_share: Annotated[float, Field(gt=0.0, le=1.0)] | None = None,
     notify_block: str | None = None,
     config: CheckConfig = CheckConfig(),
 ) -> DriftOutcome:
     """Compare the latest ``months`` (or the local dates ``window``) with the training
     reference of ``alias``. When the share of drifted columns reaches ``alert_share`` the
     flow emits ``mlsys.drift.detected`` and, given ``notify_block``, calls that Prefect
-    ``Webhook`` block."""
+    ``Webhook`` block. ``None`` (the default, and the pipeline's own check) never alerts:
+    a retrain's drift check must not start the next retrain; the scheduled ``drift-check``
+    deployment sets it."""
     settings = Settings()
     name = model_name or settings.model_name
     config = config.model_copy(update={"months": months, "window": window})
@@ -44,7 +46,7 @@ def drift_check(
         f"drift {s.current_window}: {s.drifted_columns}/{len(s.columns)} columns drifted, "
         f"dataset drift {s.dataset_drift}; report {outcome.report_path}"
     )
-    if reasons := drift_alerts(outcome, alert_share):
+    if alert_share is not None and (reasons := drift_alerts(outcome, alert_share)):
         event_id = emit_drift_event(outcome, reasons)
         print(f"emitted mlsys.drift.detected ({event_id}): {'; '.join(reasons)}")
         if notify_block:
