@@ -25,7 +25,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mlflow import MlflowClient
+
 from mlsys_core.config import Settings
+from mlsys_core.registry.lifecycle import TAG_GATE, TAG_LIFECYCLE, TAG_SEMVER
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED", "PAUSED"}
 
@@ -94,6 +97,19 @@ def _automation_runs(api: str, deployment_id: str) -> list[dict]:
     body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}}
     runs = _api(f"{api}/flow_runs/filter", body)
     return [r for r in runs if (r.get("created_by") or {}).get("type") == "AUTOMATION"]  # type: ignore[union-attr]
+
+
+def _print_versions(settings: Settings) -> None:
+    """Every registered version: stage, semver, and the gate's reason."""
+    client = MlflowClient(settings.mlflow_uri)
+    for mv in sorted(
+        client.search_model_versions(f"name='{settings.model_name}'"), key=lambda v: int(v.version)
+    ):
+        gate = json.loads(mv.tags.get(TAG_GATE, "{}")).get("reason", "")
+        print(
+            f"   {mv.name} v{mv.version} ({mv.tags.get(TAG_SEMVER)}): "
+            f"{mv.tags.get(TAG_LIFECYCLE)}; {gate}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - one linear script
@@ -188,6 +204,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - one linear script
         print(f"4. retrain run {state_type}: {flow_run['state']['name']}")  # type: ignore[index]
         if state_type == "PAUSED":
             print("   the retrained model passed the gate and waits for approval in the UI")
+        _print_versions(Settings(state_dir=state))
         return 0 if state_type in {"COMPLETED", "PAUSED"} else 1
     finally:
         if worker is not None:
