@@ -46,6 +46,12 @@ bench: $(VENV)/.installed
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/trainer.py
 	$(PY) bench/sync_strategies.py
+	$(PY) bench/drift.py
+
+# Train on winter/spring, detect summer/autumn drift, retrain through the event trigger.
+.PHONY: drift-scenario
+drift-scenario: $(VENV)/.installed
+	$(VENV)/bin/mlsys drift-scenario
 
 clean:
 	rm -rf $(STATE)

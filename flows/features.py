@@ -10,9 +10,11 @@ from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.spec import DatasetSpec, nycflights13_spec
 from tasks.data import latest_clean
 from tasks.features import build_feature_set
+from tasks.metrics import metered
 
 
 @flow(name="build-features", log_prints=True)
+@metered()
 def build_features(
     clean: dict[str, CleanRef] | None = None, spec: DatasetSpec | None = None
 ) -> FeatureSetRef:

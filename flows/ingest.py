@@ -10,9 +10,11 @@ from mlsys_core.config import Settings
 from mlsys_core.data.lake import SnapshotRef
 from mlsys_core.spec import DatasetSpec, nycflights13_spec
 from tasks.data import snapshot_source
+from tasks.metrics import metered
 
 
 @flow(name="ingest", log_prints=True, task_runner=runners.build())
+@metered()
 def ingest(
     spec: DatasetSpec | None = None, landing: dict[str, str] | None = None
 ) -> dict[str, SnapshotRef]:

@@ -11,9 +11,11 @@ from mlsys_core.features.online import MaterializeResult
 from mlsys_core.spec import DatasetSpec, nycflights13_spec
 from tasks.data import latest_clean
 from tasks.features import materialize_online
+from tasks.metrics import metered
 
 
 @flow(name="materialize-features", log_prints=True)
+@metered(rows=lambda r: sum(v.source_rows_read for v in r.views.values()))
 def materialize_features(
     clean: dict[str, CleanRef] | None = None,
     spec: DatasetSpec | None = None,

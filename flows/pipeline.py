@@ -20,6 +20,7 @@ from mlsys_core.spec import DatasetSpec, nycflights13_spec
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
 from mlsys_core.training.trainer import TrainConfig
+from tasks.metrics import metered
 
 
 class PipelineResult(BaseModel):
@@ -35,6 +36,7 @@ class PipelineResult(BaseModel):
 
 
 @flow(name="ml-pipeline", log_prints=True)
+@metered(rows=lambda r: r.trained.feature_set.snapshot.rows)
 def ml_pipeline(
     spec: DatasetSpec | None = None,
     train_config: TrainConfig = TrainConfig(),

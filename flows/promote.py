@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlsys_core.config import Settings
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, RegisteredVersion, Stage
+from tasks.metrics import metered
 from tasks.registry import (
     check_transition,
     move_stage,
@@ -85,6 +86,7 @@ def _not_moved(
 
 
 @flow(name="promote", log_prints=True)
+@metered()
 def promote(
     to_stage: Stage = Stage.PRODUCTION,
     version: str | None = None,

@@ -17,6 +17,7 @@ from mlsys_core.config import Settings
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.lifecycle import Approval, RegisteredVersion, Stage
 from mlsys_core.training.run import TrainedModel
+from tasks.metrics import metered
 from tasks.registry import move_stage, register_model, run_gate, smoke_test
 from tasks.training import latest_trained
 
@@ -31,6 +32,7 @@ class RegistrationResult(BaseModel):
 
 
 @flow(name="register", log_prints=True)
+@metered()
 def register(
     trained: TrainedModel | None = None,
     model_name: str | None = None,

@@ -6,10 +6,12 @@ from prefect import flow
 
 from mlsys_core.config import Settings
 from mlsys_core.registry.lifecycle import AuditEvent
+from tasks.metrics import metered
 from tasks.registry import rollback_model
 
 
 @flow(name="rollback", log_prints=True)
+@metered()
 def rollback(reason: str, model_name: str | None = None, actor: str = "prefect") -> AuditEvent:
     """Move ``production``/``champion`` back to the version that served before; recorded
     in the audit history with ``reason``."""

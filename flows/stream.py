@@ -10,10 +10,12 @@ from pydantic import Field
 from mlsys_core.config import Settings
 from mlsys_core.stream.engine import BatchOutcome
 from mlsys_core.stream.job import StreamJob, origin_delay_job
+from tasks.metrics import metered
 from tasks.stream import micro_batch
 
 
 @flow(name="stream-aggregate", log_prints=True)
+@metered(rows=lambda r: sum(b.events_in for b in r))
 def stream_aggregate(
     job: StreamJob | None = None,
     log_dir: str | None = None,

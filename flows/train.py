@@ -10,10 +10,12 @@ from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
 from mlsys_core.training.trainer import TrainConfig
 from tasks.features import latest_feature_set
+from tasks.metrics import metered
 from tasks.training import train_model
 
 
 @flow(name="train", log_prints=True)
+@metered()
 def train(
     features: FeatureSetRef | None = None,
     config: TrainConfig = TrainConfig(),

@@ -35,6 +35,7 @@ from mlsys_core.tuning.space import SearchSpace
 from mlsys_core.tuning.study import StudyJob, redacted, storage_url
 from mlsys_core.tuning.trial import TrialOutcome
 from tasks.features import latest_feature_set
+from tasks.metrics import metered
 from tasks.tuning import (
     finish_tuning_study,
     prepare_tuning_data,
@@ -60,6 +61,7 @@ class TuningResult(BaseModel):
 
 
 @flow(name="tune", log_prints=True)
+@metered(rows=lambda r: r.trained.feature_set.snapshot.rows if r.trained else None)
 def tune(
     features: FeatureSetRef | None = None,
     sampler: SamplerName = "tpe",

@@ -19,9 +19,11 @@ from tasks.data import (
     publish_quality_report,
     raw_partitions,
 )
+from tasks.metrics import metered
 
 
 @flow(name="validate", log_prints=True, task_runner=runners.build())
+@metered(rows=lambda r: sum(c.raw.rows for c in r.values()))
 def validate(
     raw: dict[str, SnapshotRef] | None = None, spec: DatasetSpec | None = None
 ) -> dict[str, CleanRef]:

@@ -1,11 +1,19 @@
-"""Data drift between a model's training reference and a current window, with Evidently."""
+"""Data drift between a model's training reference and a current window.
+
+The verdict per column comes from ``stattests`` (Evidently's method choice and thresholds,
+on cached reference statistics, every current row). The Evidently HTML report is for
+people: it is rendered by a plain ``DataDriftPreset`` run on the same reference and on the
+current window sampled to at most ``report_rows`` rows (seeded), so on a large window its
+numbers can differ slightly from the verdict table, which is the one that counts.
+"""
 
 from __future__ import annotations
 
-import os
-import uuid
+import html
 import warnings
+from datetime import date
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -13,18 +21,20 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset
 from pydantic import BaseModel, ConfigDict
 
+from mlsys_core.atomic import write_text_atomically
 from mlsys_core.features.assemble import SPLIT
+from mlsys_core.monitoring.stattests import (
+    ColumnDrift,
+    ReferenceStats,
+    drift_columns,
+    reference_stats,
+)
 from mlsys_core.spec import DatasetSpec
 
+__all__ = ["ColumnDrift", "DriftSummary"]
 
-class ColumnDrift(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    column: str
-    method: str
-    score: float
-    threshold: float
-    drifted: bool
+DRIFT_SHARE = 0.5  # Evidently's DataDriftPreset default: the dataset drifts at half the columns
+REPORT_ROWS = 20_000
 
 
 class DriftSummary(BaseModel):
@@ -37,14 +47,64 @@ class DriftSummary(BaseModel):
     share_drifted: float
     dataset_drift: bool
     columns: list[ColumnDrift]
+    status: Literal["ok", "insufficient_data"] = "ok"
+    insufficient_columns: int = 0
+
+
+def summarize(
+    columns: list[ColumnDrift],
+    reference_rows: int,
+    current_rows: int,
+    window: str,
+    drift_share: float = DRIFT_SHARE,
+) -> DriftSummary:
+    """Drifted columns, their share among the columns that could be checked, and the
+    dataset verdict (``share >= drift_share``, as Evidently decides it)."""
+    checked = [c for c in columns if c.status == "ok"]
+    drifted = sum(c.drifted for c in checked)
+    share = drifted / len(checked) if checked else 0.0
+    return DriftSummary(
+        reference_rows=reference_rows,
+        current_rows=current_rows,
+        current_window=window,
+        drifted_columns=drifted,
+        share_drifted=share,
+        dataset_drift=bool(checked) and share >= drift_share,
+        columns=sorted(columns, key=lambda r: (r.status != "ok", not r.drifted, r.column)),
+        status="ok" if checked and current_rows else "insufficient_data",
+        insufficient_columns=len(columns) - len(checked),
+    )
+
+
+def local_times(frame: pd.DataFrame, timestamp: str, timezone: str) -> pd.Series:
+    return pd.to_datetime(frame[timestamp], utc=True).dt.tz_convert(timezone)
 
 
 def latest_window(frame: pd.DataFrame, timestamp: str, months: int, timezone: str) -> pd.DataFrame:
     """Rows in the last ``months`` calendar months of the data (local time)."""
-    local = pd.to_datetime(frame[timestamp], utc=True).dt.tz_convert(timezone)
+    local = local_times(frame, timestamp, timezone)
     period = local.dt.tz_localize(None).dt.to_period("M")
     start = period.max() - (months - 1)
     return frame[(period >= start).to_numpy()]
+
+
+def date_window(
+    frame: pd.DataFrame, timestamp: str, start: date, end: date, timezone: str
+) -> pd.DataFrame:
+    """Rows with local date in ``[start, end]``."""
+    day = local_times(frame, timestamp, timezone).dt.date
+    return frame[((day >= start) & (day <= end)).to_numpy()]
+
+
+def training_reference(
+    frame: pd.DataFrame, max_reference_rows: int = 50_000, seed: int = 0
+) -> pd.DataFrame:
+    """The training split, sampled without replacement to at most ``max_reference_rows``
+    (seeded, so the same model version always gets the same reference)."""
+    reference = frame[frame[SPLIT] == "train"]
+    if len(reference) > max_reference_rows:
+        reference = reference.sample(max_reference_rows, random_state=seed)
+    return reference
 
 
 def drift_frames(
@@ -53,25 +113,32 @@ def drift_frames(
     months: int = 1,
     max_reference_rows: int = 50_000,
     seed: int = 0,
+    window: tuple[date, date] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Training-split reference (sampled, for speed) and the latest-months window."""
-    reference = frame[frame[SPLIT] == "train"]
-    if len(reference) > max_reference_rows:
-        reference = reference.sample(max_reference_rows, random_state=seed)
+    """Training-split reference (sampled) and the current window: the latest ``months``,
+    or the local dates ``window`` (inclusive)."""
+    reference = training_reference(frame, max_reference_rows, seed)
     if spec.event_timestamp is None:
         # No time to take "the latest months" by: the held-out test rows are the newest data.
         return reference, frame[frame[SPLIT] == "test"], "test split"
-    current = latest_window(frame, spec.event_timestamp, months, spec.features.timezone)
-    local = pd.to_datetime(current[spec.event_timestamp], utc=True).dt.tz_convert(
-        spec.features.timezone
-    )
-    window = f"{local.min():%Y-%m-%d} .. {local.max():%Y-%m-%d}"
-    return reference, current, window
+    tz = spec.features.timezone
+    if window is not None:
+        current = date_window(frame, spec.event_timestamp, window[0], window[1], tz)
+    elif frame.empty:
+        current = frame
+    else:
+        current = latest_window(frame, spec.event_timestamp, months, tz)
+    if current.empty:
+        label = f"{window[0]} .. {window[1]}" if window else "empty"
+        return reference, current, label
+    local = local_times(current, spec.event_timestamp, tz)
+    return reference, current, f"{local.min():%Y-%m-%d} .. {local.max():%Y-%m-%d}"
 
 
-def drift_columns(spec: DatasetSpec) -> tuple[list[str], list[str]]:
-    """Numeric and categorical raw inputs: the groups, plus extractor columns of those kinds
-    and pixel columns (text and datetime inputs have no per-column drift test here)."""
+def feature_columns(spec: DatasetSpec, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The spec's numerical and categorical raw inputs present in ``frame``: the groups,
+    plus extractor columns of those kinds and pixel columns (text and datetime inputs have
+    no per-column drift test here)."""
     numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
     for extractor in spec.features.extractors:
         pixels = extractor.kind == "image" and len(extractor.columns) > 1
@@ -79,12 +146,86 @@ def drift_columns(spec: DatasetSpec) -> tuple[list[str], list[str]]:
             numeric += extractor.columns
         elif extractor.kind == "categorical":
             categorical += extractor.columns
-    return list(dict.fromkeys(numeric)), list(dict.fromkeys(categorical))
+    present = list(dict.fromkeys(c for c in numeric if c in frame))
+    return present, list(dict.fromkeys(c for c in categorical if c in frame))
 
 
-def _drifted(method: str, score: float, threshold: float) -> bool:
-    # Evidently reports p-values for tests (drift when small) and distances otherwise.
-    return score < threshold if "p_value" in method else score >= threshold
+def _evidently_dataset(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> Dataset:
+    data = frame[[*numeric, *categorical]].copy()
+    for col in categorical:
+        data[col] = data[col].astype(object).where(data[col].notna(), None)
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    return Dataset.from_pandas(data, data_definition=definition)
+
+
+def evidently_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+) -> tuple[list[ColumnDrift], object]:
+    """A plain, full Evidently ``DataDriftPreset`` run: its per-column results and snapshot
+    (the baseline the fast path must agree with, and the HTML report's source)."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = Report([DataDriftPreset()]).run(
+            current_data=_evidently_dataset(current, numeric, categorical),
+            reference_data=_evidently_dataset(reference, numeric, categorical),
+        )
+    results = []
+    for metric in snapshot.dict()["metrics"]:
+        config = metric["config"]
+        if not config["type"].endswith("ValueDrift"):
+            continue
+        score, threshold = float(metric["value"]), float(config["threshold"])
+        method = config["method"]
+        # Evidently's own test functions: ks drifts at p <= threshold, the other tests at
+        # p < threshold, the distances at score >= threshold.
+        if method == "K-S p_value":
+            drifted = score <= threshold
+        elif "p_value" in method:
+            drifted = score < threshold
+        else:
+            drifted = score >= threshold
+        results.append(
+            ColumnDrift(
+                column=config["column"],
+                method=method,
+                score=score,
+                threshold=threshold,
+                drifted=drifted,
+            )
+        )
+    return results, snapshot
+
+
+def write_html_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    summary: DriftSummary,
+    stats: ReferenceStats,
+    html_path: Path,
+    report_rows: int = REPORT_ROWS,
+    seed: int = 0,
+) -> None:
+    """Evidently's HTML report for the columns that could be checked, on at most
+    ``report_rows`` current rows; a short page saying why when none could be."""
+    checked = {c.column: c for c in summary.columns if c.status == "ok"}
+    if not checked:
+        page = (
+            "<html><body><h1>Drift check: insufficient data</h1>"
+            f"<p>window {html.escape(summary.current_window)}: {summary.current_rows} current"
+            f" rows, {summary.reference_rows} reference rows.</p></body></html>"
+        )
+        write_text_atomically(html_path, page)
+        return
+    numeric = [c for c in checked if stats.columns[c].kind == "numerical"]
+    categorical = [c for c in checked if stats.columns[c].kind == "categorical"]
+    if len(current) > report_rows:
+        current = current.sample(report_rows, random_state=seed)
+    _, snapshot = evidently_drift(reference, current, numeric, categorical)
+    # What Snapshot.save_html writes, but through a temporary file and a rename.
+    write_text_atomically(html_path, snapshot.get_html_str(as_iframe=False))  # type: ignore[attr-defined]
 
 
 def run_drift_report(
@@ -93,55 +234,14 @@ def run_drift_report(
     spec: DatasetSpec,
     html_path: Path,
     window: str = "",
+    stats: ReferenceStats | None = None,
+    report_rows: int = REPORT_ROWS,
 ) -> DriftSummary:
-    """Run Evidently's DataDriftPreset on the spec's feature columns; write the HTML report."""
-    numeric, categorical = drift_columns(spec)
-    numeric = [c for c in numeric if c in reference]
-    categorical = [c for c in categorical if c in reference]
-    columns = [*numeric, *categorical]
-    if current.empty or reference.empty:
-        raise ValueError("drift needs non-empty reference and current data")
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-
-    def dataset(frame: pd.DataFrame) -> Dataset:
-        data = frame[columns].copy()
-        for col in categorical:
-            data[col] = data[col].astype(object).where(data[col].notna(), None)
-        return Dataset.from_pandas(data, data_definition=definition)
-
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        snapshot = Report([DataDriftPreset()]).run(
-            current_data=dataset(current), reference_data=dataset(reference)
-        )
-    results = []
-    for metric in snapshot.dict()["metrics"]:
-        config = metric["config"]
-        if not config["type"].endswith("ValueDrift"):
-            continue
-        score = float(metric["value"])
-        results.append(
-            ColumnDrift(
-                column=config["column"],
-                method=config["method"],
-                score=score,
-                threshold=float(config["threshold"]),
-                drifted=_drifted(config["method"], score, float(config["threshold"])),
-            )
-        )
-    html_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = html_path.with_name(f".{html_path.name}.{uuid.uuid4().hex[:8]}")
-    snapshot.save_html(str(tmp))
-    os.replace(tmp, html_path)
-    drifted = sum(r.drifted for r in results)
-    share = drifted / len(results) if results else 0.0
-    return DriftSummary(
-        reference_rows=len(reference),
-        current_rows=len(current),
-        current_window=window,
-        drifted_columns=drifted,
-        share_drifted=share,
-        # Evidently's DataDriftPreset default: the dataset drifts when half the columns do.
-        dataset_drift=share >= 0.5,
-        columns=sorted(results, key=lambda r: (not r.drifted, r.column)),
-    )
+    """Drift of the spec's feature columns (all current rows) and the HTML report."""
+    numeric, categorical = feature_columns(spec, reference)
+    if stats is None:
+        stats = reference_stats(reference, numeric, categorical)
+    columns = drift_columns(stats, current)
+    summary = summarize(columns, len(reference), len(current), window)
+    write_html_report(reference, current, summary, stats, html_path, report_rows)
+    return summary

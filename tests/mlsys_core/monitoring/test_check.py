@@ -6,20 +6,31 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.store import FeatureSetRef, load_feature_set
-from mlsys_core.monitoring.check import DriftOutcome, check_model_drift
-from mlsys_core.registry.promotion import CHAMPION, register_version
+from mlsys_core.monitoring.check import (
+    CheckConfig,
+    DriftOutcome,
+    DriftWindow,
+    check_model_drift,
+    drift_alerts,
+    load_latest,
+)
+from mlsys_core.registry.promotion import CHAMPION, predict_scores, register_version
+from mlsys_core.serving.prediction_log import append_predictions
 from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.run import train_and_log
+from mlsys_core.training.run import model_input_frame, train_and_log
 from mlsys_core.training.trainer import TrainConfig
 
 MODEL = "drift-model"
@@ -106,7 +117,7 @@ def test_drift_check_logs_a_run_with_the_report(
     folder = Path(client.download_artifacts(outcome.run_id, "drift", str(tmp_path)))
     assert (folder / report.name).read_bytes() == report.read_bytes()
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary == outcome.summary.model_dump(mode="json")
+    assert summary == outcome.model_dump(mode="json")
 
 
 @pytest.mark.slow  # its shared fixture trains and logs real models
@@ -115,3 +126,111 @@ def test_drift_check_without_the_alias_is_a_lookup_error(champion: Champion) -> 
         check_model_drift(champion.settings, MODEL, alias="no-such-alias")
     with pytest.raises(LookupError, match="no model version"):
         check_model_drift(champion.settings, "never-registered")
+
+
+def _log_rows(
+    frame: pd.DataFrame, spec, version: str, probability: np.ndarray, start: datetime
+) -> pd.DataFrame:  # noqa: ANN001
+    """Prediction log rows as serving writes them: meta, keys, event time, model inputs."""
+    n = len(frame)
+    rows = model_input_frame(frame, spec)
+    for key in spec.entity_keys:
+        rows[key] = frame[key].to_numpy()
+    return rows.assign(
+        request_id=[f"r{i}" for i in range(n)],
+        logged_at=[start + timedelta(hours=i % 72) for i in range(n)],
+        model_name=MODEL,
+        model_version=version,
+        variant="champion",
+        served=True,
+        probability=probability,
+        prediction=(probability >= 0.5).astype(int),
+    )
+
+
+@pytest.mark.slow  # its shared fixture trains and logs real models
+def test_drift_check_covers_served_predictions_and_delayed_labels(champion: Champion) -> None:
+    settings, lake = champion.settings, Lake(champion.settings.lake_dir)
+    frame, spec = load_feature_set(champion.feature_set, lake)
+    served = frame[frame[SPLIT] == "test"].sample(1_500, random_state=0)
+    proba = predict_scores(f"models:/{MODEL}/{champion.version}", model_input_frame(served, spec))
+    start = datetime.now(UTC) - timedelta(days=3)
+    log = _log_rows(served, spec, champion.version, proba, start)
+    # Predictions whose flights the base table does not hold (yet): pending, never scored.
+    future = log.iloc[:100].assign(flight=99_999.0, request_id=lambda d: d.request_id + "f")
+    # Another version's and shadow rows are not this version's served predictions.
+    other = log.iloc[:50].assign(model_version="999")
+    shadow = log.iloc[:50].assign(served=False, variant="challenger")
+    append_predictions(lake, spec.name, pd.concat([log, future, other, shadow]))
+
+    outcome = check_model_drift(settings, MODEL)
+
+    pred = outcome.prediction
+    assert pred is not None and pred.status == "ok"
+    assert pred.current_rows == len(log) + len(future)
+    by_column = {c.column: c for c in pred.columns}
+    assert {"probability", "prediction", "distance", "carrier"} <= set(by_column)
+    assert by_column["probability"].status == "ok"
+
+    target = outcome.target
+    assert target is not None
+    labeled = served[spec.label.name].notna()
+    assert target.labeled == int(labeled.sum())
+    assert target.pending == len(future) + int((~labeled).sum())
+    assert sum(p.predictions for p in target.periods) == len(log) + len(future)
+    assert target.label is not None and target.label.status == "ok"
+    # AUC per day against a reference computed another way (scikit-learn).
+    days = pd.to_datetime(log["logged_at"], utc=True).dt.strftime("%Y-%m-%d")
+    for period in target.periods:
+        rows = (days == period.period).to_numpy() & labeled.to_numpy()
+        y = served[spec.label.name].to_numpy()[rows].astype(int)
+        if period.auc is not None:
+            assert period.auc == pytest.approx(roc_auc_score(y, proba[rows]), rel=1e-9)
+        assert period.labeled == int(rows.sum())
+
+
+@pytest.mark.slow  # its shared fixture trains and logs real models
+def test_reference_is_cached_per_model_version_and_results_survive_a_failed_check(
+    champion: Champion, outcome: DriftOutcome
+) -> None:
+    settings = champion.settings
+    again = check_model_drift(settings, MODEL)
+    assert again.reference_cached
+    assert [c.model_dump() for c in again.summary.columns] == [
+        c.model_dump() for c in outcome.summary.columns
+    ]
+    latest = load_latest(settings, MODEL)
+    assert latest == again
+    before = (settings.root / "monitoring" / MODEL / "latest.json").read_bytes()
+    history = sorted((settings.root / "monitoring" / MODEL / "history").iterdir())
+
+    # The report folder cannot be written: the check fails and changes nothing it published.
+    reports = settings.reports_dir
+    reports.rename(reports.with_name("reports-away"))
+    reports.write_text("not a folder")
+    try:
+        with pytest.raises(OSError):
+            check_model_drift(settings, MODEL, config=CheckConfig(months=2))
+    finally:
+        reports.unlink()
+        reports.with_name("reports-away").rename(reports)
+    assert (settings.root / "monitoring" / MODEL / "latest.json").read_bytes() == before
+    assert sorted((settings.root / "monitoring" / MODEL / "history").iterdir()) == history
+
+
+@pytest.mark.slow  # its shared fixture trains and logs real models
+def test_explicit_window_and_alerts(champion: Champion) -> None:
+    window = DriftWindow(start=date(2013, 6, 1), end=date(2013, 11, 30))
+    outcome = check_model_drift(champion.settings, MODEL, config=CheckConfig(window=window))
+    assert outcome.summary.current_window.startswith("2013-06-")
+    assert outcome.summary.current_window.endswith("2013-11-30")
+    share = outcome.summary.share_drifted
+    assert share > 0  # summer and autumn weather is not the training months' mix
+    assert drift_alerts(outcome, share)[0].startswith("data drift")
+    above = drift_alerts(outcome, min(1.0, share + 0.01))
+    assert not any(r.startswith("data drift") for r in above)
+    empty = DriftWindow(start=date(2014, 1, 1), end=date(2014, 1, 31))
+    nothing = check_model_drift(champion.settings, MODEL, config=CheckConfig(window=empty))
+    assert nothing.summary.status == "insufficient_data"
+    assert nothing.summary.current_rows == 0
+    assert not any(r.startswith("data drift") for r in drift_alerts(nothing, 0.01))

@@ -78,11 +78,17 @@ def test_dataset_drifts_when_half_the_columns_do(spec: DatasetSpec, tmp_path: Pa
     assert summary.dataset_drift
 
 
-def test_drift_report_needs_rows_on_both_sides(spec: DatasetSpec, tmp_path: Path) -> None:
+def test_an_empty_window_is_insufficient_data_not_a_crash(
+    spec: DatasetSpec, tmp_path: Path
+) -> None:
     reference, current = frames(50)
-    with pytest.raises(ValueError, match="non-empty"):
-        run_drift_report(reference, current.iloc[:0], spec, tmp_path / "d.html")
-    assert not (tmp_path / "d.html").exists()
+    html = tmp_path / "d.html"
+    summary = run_drift_report(reference, current.iloc[:0], spec, html, window="empty")
+    assert summary.status == "insufficient_data"
+    assert summary.current_rows == 0
+    assert not summary.dataset_drift
+    assert {c.status for c in summary.columns} == {"insufficient_data"}
+    assert "insufficient data" in html.read_text()
 
 
 def test_latest_window_picks_the_last_month_in_local_time() -> None:
