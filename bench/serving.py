@@ -269,7 +269,7 @@ def build_champion(args: argparse.Namespace, folder: Path) -> tuple[str, list[di
 
 
 def ours_body(record: dict) -> str:
-    return json.dumps({"records": [record]})
+    return json.dumps(record)
 
 
 def mlflow_body(record: dict, columns: list[str]) -> str:

@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-restart", action="store_true", help="leave exited replicas down")
     parser.add_argument("--folder", default=None, help="default: <state>/cluster")
     parser.add_argument(
+        "--serve-config",
+        default=None,
+        help="JSON file of the replicas' ServeConfig (as `mlsys serve --config`)",
+    )
+    parser.add_argument(
         "--config",
         default="{}",
         help="more ClusterConfig fields as JSON, e.g. '{\"health_interval_s\": 1}'",
@@ -63,7 +68,12 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    cluster = Cluster(config, folder)
+    env = {}
+    if args.serve_config:  # each replica's create_app reads it (uvicorn --factory)
+        from mlsys_core.serving.app import CONFIG_ENV  # noqa: PLC0415
+
+        env[CONFIG_ENV] = str(Path(args.serve_config).resolve())
+    cluster = Cluster(config, folder, env=env)
     try:
         cluster.start(stop)
     except ClusterError as exc:

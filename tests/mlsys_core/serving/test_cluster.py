@@ -9,7 +9,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,7 @@ from mlsys_core.serving.cluster import (
     free_port,
     render_nginx_conf,
 )
+from tests.mlsys_core.serving.traffic import Traffic, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 ECHO_APP = "tests.mlsys_core.serving.echo_app:create_app"
@@ -96,63 +97,6 @@ def test_bad_nginx_conf_is_a_clear_error(tmp_path: Path) -> None:
         check_nginx_conf(find_nginx(), tmp_path, conf)
 
 
-class Traffic:
-    """Client threads posting to nginx; every reply (status, upstream) or error is kept."""
-
-    def __init__(self, url: str, body: object, threads: int = 3) -> None:
-        self.url = url
-        self.body = body
-        self.stale = 0
-        self.replies: list[tuple[float, int, str]] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop) for _ in range(threads)]
-
-    def _loop(self) -> None:
-        with httpx.Client(timeout=30) as client:
-            while not self._stop.is_set():
-                try:
-                    reply = self._post(client)
-                    self.replies.append(
-                        (time.monotonic(), reply.status_code, reply.headers.get("x-upstream", ""))
-                    )
-                except httpx.HTTPError as err:
-                    self.errors.append(repr(err))
-
-    def _post(self, client: httpx.Client) -> httpx.Response:
-        """One request; retried once, as HTTP clients do, when the kept-alive connection was
-        closed before any byte of a response came back: an nginx reload closes its idle
-        connections, and a request sent at that instant meets a closed socket (RFC 9112
-        9.3.1). Those are counted; any other error, or a second one, is a failure."""
-        try:
-            return client.post(self.url, json=self.body)
-        except httpx.RemoteProtocolError:
-            self.stale += 1
-            return client.post(self.url, json=self.body)
-
-    def __enter__(self) -> Traffic:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-
-    def since(self, t0: float) -> list[tuple[float, int, str]]:
-        return [r for r in self.replies if r[0] >= t0]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def echo_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, Path]]:
     """Two echo replicas behind nginx, the supervisor running in a thread."""
@@ -191,7 +135,7 @@ def test_supervisor_drops_readds_and_restarts_replicas(echo_cluster) -> None:
     cluster, flags = echo_cluster
     a, b = cluster.replicas
     addr = {r.index: f"127.0.0.1:{r.port}" for r in cluster.replicas}
-    with Traffic(cluster.url + "/predict", {"x": 1}) as traffic:
+    with Traffic(cluster.url + "/predict", [{"x": 1}]) as traffic:
         wait_for(lambda: len(traffic.replies) > 50, 60, "traffic")
         assert {u for _, _, u in traffic.replies} == set(addr.values())  # round robin: both
 
