@@ -23,7 +23,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from statistics import median
@@ -33,7 +33,6 @@ from _common import format_table, load_spec, use_isolated_state, write_sampled_s
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
-OURS_APP = "mlsys_core.serving.app:create_app"
 
 ECHO_APP = '''
 """A bare FastAPI endpoint: the ceiling for a one-worker uvicorn app on this machine."""
@@ -277,7 +276,93 @@ def mlflow_body(record: dict, columns: list[str]) -> str:
     return json.dumps({"dataframe_split": {"columns": columns, "data": [row]}})
 
 
-def main() -> None:
+def server_commands(name: str, folder: Path) -> dict[str, tuple[Callable, str, str]]:
+    """Per server: its command for a port, its readiness path, its scoring path."""
+    (folder / "echo_app.py").write_text(textwrap.dedent(ECHO_APP))
+    uvicorn = [sys.executable, "-m", "uvicorn", "--host", HOST, "--workers", "1"]
+    mlflow = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion"]
+    mlflow += ["--env-manager", "local", "-w", "1", "-h", HOST]
+    return {
+        # The documented command, as a user runs it (no access log: /metrics counts).
+        "ours": (
+            lambda p: [str(BIN / "mlsys"), "serve", "--port", str(p)],
+            "/health/ready",
+            "/predict",
+        ),
+        # MLflow as shipped (its uvicorn logs each request).
+        "mlflow": (lambda p: [*mlflow, "-p", str(p)], "/ping", "/invocations"),
+        "echo": (
+            lambda p: [
+                *uvicorn,
+                "--port",
+                str(p),
+                "--no-access-log",
+                "--app-dir",
+                str(folder),
+                "echo_app:app",
+            ],
+            "/ping",
+            "/echo",
+        ),
+    }
+
+
+def measure(
+    args: argparse.Namespace,
+    targets: dict[str, tuple[Callable, str, str]],
+    bodies: dict[str, list[str]],
+    env: dict[str, str],
+    folder: Path,
+    cpus: tuple[set[int] | None, set[int] | None],
+) -> dict[str, list[dict[str, float]]]:
+    """Closed-loop wrk runs, alternating the servers' order per repeat."""
+    server_cpus, load_cpus = cpus
+    results: dict[str, list[dict[str, float]]] = {k: [] for k in targets}
+    for repeat in range(args.repeats):
+        order = list(targets) if repeat % 2 == 0 else list(reversed(targets))
+        for key in order:
+            make_cmd, ready, path = targets[key]
+            port = free_port()
+            url = f"http://{HOST}:{port}"
+            log = folder / f"{key}-{repeat}.log"
+            with server(make_cmd(port), env, url + ready, log, server_cpus):
+                # Warm-up: first requests load lazily imported code and fill caches.
+                run_wrk(url, path, bodies[key], 3, args.connections, folder, load_cpus)
+                got = run_wrk(
+                    url, path, bodies[key], args.seconds, args.connections, folder, load_cpus
+                )
+            results[key].append(got)
+            print(
+                f"  run {repeat + 1} {key:6s} {got['rps']:8.1f} req/s  p50 {got['p50_ms']:7.2f}"
+                f" ms  p99 {got['p99_ms']:8.2f} ms  errors {got['errors']}",
+                flush=True,
+            )
+    return results
+
+
+def sustain(
+    args: argparse.Namespace,
+    target: tuple[Callable, str, str],
+    bodies: list[str],
+    rate: float,
+    env: dict[str, str],
+    folder: Path,
+    cpus: tuple[set[int] | None, set[int] | None],
+) -> dict[str, float]:
+    """Our service under an open-loop load at ``rate`` for ``args.sustain`` seconds."""
+    server_cpus, load_cpus = cpus
+    make_cmd, ready, path = target
+    port = free_port()
+    if load_cpus:
+        os.sched_setaffinity(0, load_cpus)
+    url = f"http://{HOST}:{port}{ready}"
+    with server(make_cmd(port), env, url, folder / "sustain.log", server_cpus):
+        payloads = [b.encode() for b in bodies]
+        asyncio.run(open_loop(port, path, payloads, rate, 3))  # warm-up
+        return asyncio.run(open_loop(port, path, payloads, rate, args.sustain))
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fraction", type=float, default=0.03, help="share of the flights")
     parser.add_argument("--epochs", type=int, default=1)
@@ -291,132 +376,54 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--targets", default="ours,mlflow,echo", help="comma-separated subset")
     parser.add_argument("--keep", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="mlsys-bench-serving-"))
     env = {**os.environ, **use_isolated_state(folder / "state")}
-    ncpu = os.cpu_count() or 1
-    server_cpus = None if args.no_pin or ncpu < 2 else {args.server_cpu}
-    load_cpus = None if args.no_pin or ncpu < 2 else {args.load_cpu}
+    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2
+    cpus = ({args.server_cpu}, {args.load_cpu}) if pinned else (None, None)
     try:
         t0 = time.perf_counter()
         name, records, inputs = build_champion(args, folder)
         print(f"champion trained and registered in {time.perf_counter() - t0:.0f} s")
         from mlsys_core.config import Settings  # noqa: PLC0415
 
-        bodies = {
-            "ours": [ours_body(r) for r in records],
-            "mlflow": [mlflow_body(r, inputs) for r in records],
-        }
-        bodies["echo"] = bodies["ours"]
+        ours = [ours_body(r) for r in records]
+        bodies = {"ours": ours, "mlflow": [mlflow_body(r, inputs) for r in records], "echo": ours}
         env["MLFLOW_TRACKING_URI"] = Settings().mlflow_uri
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-        (folder / "echo_app.py").write_text(textwrap.dedent(ECHO_APP))
-        uvicorn = [sys.executable, "-m", "uvicorn", "--host", HOST, "--workers", "1"]
-        targets = {
-            "ours": (
-                lambda port: [*uvicorn, "--port", str(port), "--factory", OURS_APP],
-                "/health/ready",
-                "/predict",
-            ),
-            "mlflow": (
-                lambda port: [
-                    str(BIN / "mlflow"),
-                    "models",
-                    "serve",
-                    "-m",
-                    f"models:/{name}@champion",
-                    "--env-manager",
-                    "local",
-                    "-w",
-                    "1",
-                    "-h",
-                    HOST,
-                    "-p",
-                    str(port),
-                ],
-                "/ping",
-                "/invocations",
-            ),
-            "echo": (
-                lambda port: [
-                    *uvicorn,
-                    "--port",
-                    str(port),
-                    "--app-dir",
-                    str(folder),
-                    "echo_app:app",
-                ],
-                "/ping",
-                "/echo",
-            ),
-        }
+        # One intra-op thread for every server: each gets one CPU (ours sets it itself).
+        env["OMP_NUM_THREADS"] = "1"
+        targets = server_commands(name, folder)
         targets = {k: v for k, v in targets.items() if k in args.targets.split(",")}
-        results: dict[str, list[dict[str, float]]] = {k: [] for k in targets}
-        for repeat in range(args.repeats):
-            order = list(targets) if repeat % 2 == 0 else list(reversed(targets))
-            for key in order:
-                make_cmd, ready, path = targets[key]
-                port = free_port()
-                url = f"http://{HOST}:{port}"
-                log = folder / f"{key}-{repeat}.log"
-                with server(make_cmd(port), env, url + ready, log, server_cpus):
-                    # Warm-up: first requests load lazily imported code and fill caches.
-                    run_wrk(url, path, bodies[key], 3, args.connections, folder, load_cpus)
-                    got = run_wrk(
-                        url, path, bodies[key], args.seconds, args.connections, folder, load_cpus
-                    )
-                results[key].append(got)
-                print(
-                    f"  run {repeat + 1} {key:6s} {got['rps']:8.1f} req/s  p50 {got['p50_ms']:6.2f}"
-                    f" ms  p99 {got['p99_ms']:7.2f} ms  errors {got['errors']}",
-                    flush=True,
-                )
+        results = measure(args, targets, bodies, env, folder, cpus)
 
         def med(key: str, field: str) -> float:
             return median(r[field] for r in results[key])
 
         rows = [
-            [
-                key,
-                med(key, "rps"),
-                med(key, "p50_ms"),
-                med(key, "p99_ms"),
-                sum(r["errors"] for r in results[key]),
-            ]
-            for key in targets
+            [k, med(k, "rps"), med(k, "p50_ms"), med(k, "p99_ms"), sum(r["errors"] for r in v)]
+            for k, v in results.items()
         ]
-        print()
         print(
-            f"one uvicorn worker each, wrk -t1 -c{args.connections}, {args.seconds:.0f} s x "
-            f"{args.repeats}, medians; server on CPU {server_cpus}, load on CPU {load_cpus}"
+            f"\none uvicorn worker each, wrk -t1 -c{args.connections}, {args.seconds:.0f} s x "
+            f"{args.repeats}, medians; server on CPU {cpus[0]}, load on CPU {cpus[1]}"
         )
         print(format_table(["server", "req/s", "p50 ms", "p99 ms", "errors"], rows))
-        if set(targets) != {"ours", "mlflow", "echo"}:
-            return
-        throughput = med("ours", "rps") / med("mlflow", "rps")
-        p99 = med("ours", "p99_ms") / med("mlflow", "p99_ms")
-        share = med("ours", "rps") / med("echo", "rps")
-        print(f"throughput ours / mlflow   {throughput:6.2f}x  (goal >= 3)")
-        print(f"p99 ours / mlflow          {p99:6.2f}   (goal <= 0.33)")
-        print(f"/predict / bare echo req/s {share:6.2f}")
-
-        if args.sustain > 0:
+        if set(results) == {"ours", "mlflow", "echo"}:
+            throughput = med("ours", "rps") / med("mlflow", "rps")
+            p99 = med("ours", "p99_ms") / med("mlflow", "p99_ms")
+            share = med("ours", "rps") / med("echo", "rps")
+            print(f"throughput ours / mlflow   {throughput:7.2f}x  (goal >= 3)")
+            print(f"p99 ours / mlflow          {p99:7.3f}   (goal <= 0.33)")
+            print(f"/predict / bare echo req/s {share:7.3f}")
+        if args.sustain > 0 and "ours" in results:
             rate = 0.8 * med("ours", "rps")
-            make_cmd, ready, path = targets["ours"]
-            port = free_port()
-            if load_cpus:
-                os.sched_setaffinity(0, load_cpus)
-            with server(
-                make_cmd(port),
-                env,
-                f"http://{HOST}:{port}{ready}",
-                folder / "sustain.log",
-                server_cpus,
-            ):
-                payloads = [b.encode() for b in bodies["ours"]]
-                asyncio.run(open_loop(port, path, payloads, rate, 3))  # warm-up
-                got = asyncio.run(open_loop(port, path, payloads, rate, args.sustain))
+            got = sustain(args, targets["ours"], ours, rate, env, folder, cpus)
             print(
                 f"\nopen loop at 80% of peak: target {rate:.0f} req/s for {args.sustain:.0f} s, "
                 f"achieved {got['achieved_rps']:.0f} req/s over {got['connections']} "
