@@ -186,3 +186,24 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
             os.kill(pid, 0)
     with pytest.raises(httpx.ConnectError):
         httpx.get(cluster.url + "/health/ready")
+
+
+@pytest.mark.slow
+def test_weighted_strategy_splits_traffic_by_weight(tmp_path: Path) -> None:
+    config = ClusterConfig(
+        replicas=2, strategy="weighted", weights=[3, 1], port=free_port(), app=ECHO_APP
+    )
+    cluster = Cluster(config, tmp_path / "c", env={"PYTHONPATH": str(REPO)})
+    cluster.start()
+    try:
+        wait_for(
+            lambda: (cluster.step(), all(r.in_rotation for r in cluster.replicas))[1], 60, "up"
+        )
+        with httpx.Client() as client:
+            served = [
+                client.post(cluster.url + "/predict", json={}).json()["replica"] for _ in range(200)
+            ]
+    finally:
+        cluster.stop()
+    # nginx's smooth weighted round robin: exactly 3 of every 4 sequential requests.
+    assert served.count("0") == 150 and served.count("1") == 50
