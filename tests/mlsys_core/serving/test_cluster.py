@@ -196,9 +196,12 @@ def test_weighted_strategy_splits_traffic_by_weight(tmp_path: Path) -> None:
     cluster = Cluster(config, tmp_path / "c", env={"PYTHONPATH": str(REPO)})
     cluster.start()
     try:
-        wait_for(
-            lambda: (cluster.step(), all(r.in_rotation for r in cluster.replicas))[1], 60, "up"
-        )
+
+        def both_up() -> bool:
+            cluster.step()
+            return all(r.in_rotation for r in cluster.replicas)
+
+        wait_for(both_up, 60, "both replicas in rotation")
         with httpx.Client() as client:
             served = [
                 client.post(cluster.url + "/predict", json={}).json()["replica"] for _ in range(200)
