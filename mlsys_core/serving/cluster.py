@@ -281,35 +281,37 @@ class Cluster:
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.prefix / "tmp" / kind).mkdir(parents=True, exist_ok=True)
         (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
-        for replica in self.replicas:
-            self._spawn(replica)
-        deadline = time.monotonic() + self.config.startup_timeout_s
-        while not any(r.in_rotation for r in self.replicas):
-            if stop is not None and stop.is_set():
-                self.stop()
-                raise ClusterError("interrupted while the replicas were starting")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ClusterError(
-                    f"no replica became ready in {self.config.startup_timeout_s:.0f} s; "
-                    f"see {self.prefix / 'logs'}:\n{self._tail(self.replicas[0].log)}"
+        try:
+            for replica in self.replicas:
+                self._spawn(replica)
+            deadline = time.monotonic() + self.config.startup_timeout_s
+            while not any(r.in_rotation for r in self.replicas):
+                if stop is not None and stop.is_set():
+                    raise ClusterError("interrupted while the replicas were starting")
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"no replica became ready in {self.config.startup_timeout_s:.0f} s; "
+                        f"see {self.prefix / 'logs'}:\n{self._tail(self.replicas[0].log)}"
+                    )
+                if not self.config.restart and all(r.proc is None for r in self.replicas):
+                    raise ClusterError(f"every replica exited:\n{self._tail(self.replicas[0].log)}")
+                self._heal()
+                time.sleep(self.config.health_interval_s)
+            self._write_conf()
+            (self.prefix / "nginx.pid").unlink(missing_ok=True)  # a stale one from a crash
+            cmd = [self.nginx_bin, "-p", str(self.prefix), "-c", str(self.conf_path)]
+            cmd += ["-e", str(_error_log(self.prefix)), "-g", "daemon off;"]
+            with open(self.prefix / "logs" / "nginx.out", "ab") as out:
+                self.nginx = subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 -- only sets a signal
                 )
-            if not any(r.alive for r in self.replicas) and not self.config.restart:
-                self.stop()
-                raise ClusterError(f"every replica exited:\n{self._tail(self.replicas[0].log)}")
-            self._poll_all()
-            time.sleep(self.config.health_interval_s)
-        self._write_conf()
-        cmd = [self.nginx_bin, "-p", str(self.prefix), "-c", str(self.conf_path)]
-        cmd += ["-e", str(_error_log(self.prefix)), "-g", "daemon off;"]
-        with open(self.prefix / "logs" / "nginx.out", "ab") as out:
-            self.nginx = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 -- only sets a signal, no locks
-            )
-        self._wait_listening(self.config.port, self.nginx)
+            self._wait_listening(self.config.port, self.nginx)
+        except BaseException:
+            self.stop()  # no replica or nginx outlives a failed start
+            raise
         self._write_status()
 
     def run(self, stop: threading.Event) -> None:
@@ -321,20 +323,26 @@ class Cluster:
             self.stop()
 
     def step(self) -> None:
-        """One round: restart exited replicas, poll readiness, reload nginx on a change."""
+        """One round: poll readiness, reload nginx on a change, restart exited replicas."""
         if self.nginx is not None and self.nginx.poll() is not None:
             raise ClusterError(
                 f"nginx exited with {self.nginx.returncode}: {self._tail(_error_log(self.prefix))}"
             )
-        if self._poll_all():  # first: an exit is noticed (and dropped) before a restart
+        if self._heal():
             self._write_conf()
             self._reload()
+        self._write_status()
+
+    def _heal(self) -> bool:
+        """Poll every replica (an exit is noticed and dropped first), then restart the ones
+        whose backoff has passed; True when the set in rotation changed."""
+        changed = self._poll_all()
         now = time.monotonic()
         for replica in self.replicas:
             if replica.proc is None and self.config.restart and now >= replica.next_start:
                 replica.restarts += 1
                 self._spawn(replica)
-        self._write_status()
+        return changed
 
     def stop(self) -> None:
         """nginx first (it stops accepting and finishes its requests), then the replicas."""
@@ -439,13 +447,18 @@ class Cluster:
         write_text_atomically(self.status_path, json.dumps(self.status(), indent=2))
 
     def _wait_listening(self, port: int, proc: subprocess.Popen) -> None:
+        """nginx writes its pid file only after it has bound its sockets: wait for our
+        nginx's pid there (a port that merely accepts may be someone else's)."""
+        pid_file = self.prefix / "nginx.pid"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise ClusterError(f"nginx exited: {self._tail(_error_log(self.prefix))}")
-            with socket.socket() as sock:
-                if sock.connect_ex((HOST, port)) == 0:
-                    return
+            written = pid_file.read_text().strip() if pid_file.is_file() else ""
+            if written == str(proc.pid):
+                with socket.socket() as sock:
+                    if sock.connect_ex((HOST, port)) == 0:
+                        return
             time.sleep(0.1)
         raise ClusterError(f"nginx is not listening on {HOST}:{port} after 30 s")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -210,3 +211,16 @@ def test_weighted_strategy_splits_traffic_by_weight(tmp_path: Path) -> None:
         cluster.stop()
     # nginx's smooth weighted round robin: exactly 3 of every 4 sequential requests.
     assert served.count("0") == 150 and served.count("1") == 50
+
+
+@pytest.mark.slow
+def test_nginx_port_taken_fails_and_stops_the_replicas(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = ClusterConfig(replicas=1, port=port, app=ECHO_APP, health_interval_s=0.2)
+        cluster = Cluster(config, tmp_path / "c", env={"PYTHONPATH": str(REPO)})
+        with pytest.raises(ClusterError, match="nginx exited"):
+            cluster.start()
+    assert cluster.replicas[0].proc.poll() is not None  # stopped, not orphaned
