@@ -2,8 +2,9 @@
 
 Nothing here names a flights column. A record carries the spec's entity keys and event time
 (required: they drive the online lookups and the later join of the prediction log to
-labels), every model input feature (optional: an absent feature is imputed as in training,
-and an absent feature-store feature is looked up online first) and the join keys the
+labels), every model input feature (optional: an absent or null feature is imputed as in
+training; an absent feature-store feature is first looked up online, while an explicit
+null is taken as the client's "no value") and the join keys the
 feature views need. Types and ranges come from the table contracts, so a value the training
 data could never hold (a wrong type, NaN, infinity, a distance of -5) is a 422 with its
 field named, not a surprise deep in the model. Categories are not checked against a list:
@@ -150,7 +151,8 @@ def record_model(spec: DatasetSpec) -> type[BaseModel]:
         if col in fields:
             continue
         note = (
-            "Feature-store feature: looked up online by entity when absent or null."
+            "Feature-store feature: looked up online by entity when absent; null means "
+            "no value (imputed as in training)."
             if col in view
             else "Feature: imputed as in training when absent or null."
         )

@@ -52,12 +52,15 @@ class Scorer:
         dicts = [r.__dict__ for r in records]
         data = {c: [d[c] for d in dicts] for c in self.columns}
         if self.online and self.store is not None:
-            self._fill_online(data, len(dicts))
+            self._fill_online(data, records)
         return data
 
-    def _fill_online(self, data: Columns, n: int) -> None:
-        for i in range(n):
-            needed = [f for f in self.online if data[f][i] is None]
+    def _fill_online(self, data: Columns, records: Sequence[BaseModel]) -> None:
+        # Only features the record leaves out: an explicit null is the client's answer
+        # ("no value"), imputed like a missing value in training.
+        for i, record in enumerate(records):
+            given = record.__pydantic_fields_set__
+            needed = [f for f in self.online if f not in given]
             if not needed:
                 continue
             entity = {k: data[k][i] for k in self.entity_fields}

@@ -10,19 +10,24 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from mlflow import MlflowClient
+from mlflow.models import infer_signature
 
 from mlsys_core.config import Settings
+from mlsys_core.data.cleaning import latest_clean
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.features.store import FeatureSetRef, load_feature_set
+from mlsys_core.features.online import OnlineStore, online_store_path
+from mlsys_core.features.store import FeatureSetRef, load_feature_set, materialize_online
 from mlsys_core.serving.config import LogConfig, RolloutConfig, ServeConfig
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
@@ -48,6 +53,11 @@ def trained(
     feature_set = make_feature_set(settings)
     model = train_and_log(feature_set, TrainConfig(epochs=1, seed=0), settings)
     assert model is not None
+    # The online store the service reads absent feature-store features from.
+    lake = Lake(settings.lake_dir)
+    _, spec = load_feature_set(feature_set, lake)
+    clean = {t: latest_clean(lake, t) for t in {v.source for v in spec.feature_views}}
+    materialize_online(clean, spec, lake, OnlineStore(online_store_path(settings.root)))
     return Trained(settings, feature_set, model)
 
 
@@ -77,7 +87,8 @@ def sample_rows(trained: Trained) -> pd.DataFrame:
 
 
 def records(rows: pd.DataFrame, spec: DatasetSpec, n: int | None = None) -> list[dict]:
-    """JSON records carrying the keys, the event time and every model input."""
+    """JSON records carrying the keys, the event time and every model input (a missing
+    value as an explicit null, which the service imputes rather than looks up)."""
     cols = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp, *spec.input_columns]))
     part = rows[cols].head(n) if n else rows[cols]
     out = []
@@ -85,8 +96,8 @@ def records(rows: pd.DataFrame, spec: DatasetSpec, n: int | None = None) -> list
         rec = {}
         for key, value in row.items():
             if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            if isinstance(value, pd.Timestamp):
+                rec[key] = None
+            elif isinstance(value, pd.Timestamp):
                 rec[key] = value.isoformat()
             else:
                 rec[key] = value.item() if hasattr(value, "item") else value
@@ -124,3 +135,19 @@ def serving(app: FastAPI, ready: bool = True) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def failing_model_uri(trained: Trained) -> str:
+    """A logged model whose predict always raises (a broken challenger)."""
+    configure_mlflow(trained.settings)
+    example = pd.DataFrame({"x": [1.0]})
+    signature = infer_signature(example, np.array([0.5]))
+    with mlflow.start_run(run_name="failing-challenger"):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("failing_model.py")),
+            signature=signature,
+            pip_requirements=[f"mlflow=={mlflow.__version__}"],
+        )
+    return info.model_uri
