@@ -160,80 +160,91 @@ def run_wrk(
     }
 
 
-async def open_loop(
-    port: int, path: str, bodies: list[bytes], rate: float, seconds: float, max_conns: int = 256
-) -> dict[str, float]:
+class OpenLoop:
     """Send ``rate`` requests/s on a fixed schedule over kept-alive connections; latency
-    counts from the scheduled send time."""
-    # (reader, writer, last used): a connection idle near the server's keep-alive timeout
-    # (uvicorn: 5 s) may be closing; it is dropped rather than reused, as clients do.
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
-    opened = 0
-    latencies: list[float] = []
-    errors = {"status": 0, "io": 0, "not_sent": 0}
-    loop = asyncio.get_running_loop()
+    counts from the scheduled send time, so a server stall is not hidden by the client
+    waiting for it (no coordinated omission)."""
 
-    async def connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        nonlocal opened
-        while idle:
-            reader, writer, used = idle.pop()
-            if loop.time() - used < 3.0:
+    def __init__(self, port: int, path: str, bodies: list[bytes]) -> None:
+        self.port, self.path, self.bodies = port, path, bodies
+        # (reader, writer, last used): a connection idle near the server's keep-alive
+        # timeout (uvicorn: 5 s) may be closing; it is dropped rather than reused.
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        self.opened = self.in_flight = self.peak = 0
+        self.latencies: list[float] = []
+        self.errors = {"status": 0, "io": 0, "not_sent": 0}
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        now = asyncio.get_running_loop().time()
+        while self.idle:
+            reader, writer, used = self.idle.pop()
+            if now - used < 3.0:
                 return reader, writer
             writer.close()
-        opened += 1
-        return await asyncio.open_connection(HOST, port)
+        self.opened += 1
+        return await asyncio.open_connection(HOST, self.port)
 
-    async def one(body: bytes, scheduled: float) -> None:
+    async def _one(self, body: bytes, scheduled: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
         request = (
-            f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"POST {self.path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         try:
-            reader, writer = await connection()
+            reader, writer = await self._connection()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
             length = 0
             for line in head.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
             await reader.readexactly(length)
-            latencies.append(loop.time() - scheduled)
-            if status != 200:
-                errors["status"] += 1
-            idle.append((reader, writer, loop.time()))
+            self.latencies.append(loop.time() - scheduled)
+            if int(head.split(b" ", 2)[1]) != 200:
+                self.errors["status"] += 1
+            self.idle.append((reader, writer, loop.time()))
         except (OSError, asyncio.IncompleteReadError, ValueError):
-            errors["io"] += 1
+            self.errors["io"] += 1
+        finally:
+            self.in_flight -= 1
 
-    total = int(rate * seconds)
-    start = loop.time() + 0.05
-    tasks = []
-    for i in range(total):
-        scheduled = start + i / rate
-        delay = scheduled - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(bodies[i % len(bodies)], scheduled)))
-        if len(tasks) - len(latencies) > max_conns * 4:  # hopelessly behind: stop adding
-            break
-    await asyncio.gather(*tasks)
-    elapsed = loop.time() - start
-    for _, writer, _ in idle:
-        writer.close()
-    latencies.sort()
+    async def run(self, rate: float, seconds: float, max_behind: int = 1024) -> dict:
+        loop = asyncio.get_running_loop()
+        total = int(rate * seconds)
+        start = loop.time() + 0.05
+        tasks = []
+        for i in range(total):
+            delay = start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = self.bodies[i % len(self.bodies)]
+            tasks.append(asyncio.create_task(self._one(body, start + i / rate)))
+            if self.in_flight > max_behind:  # hopelessly behind: stop adding
+                break
+        await asyncio.gather(*tasks)
+        elapsed = loop.time() - start
+        for _, writer, _ in self.idle:
+            writer.close()
+        self.latencies.sort()
+        self.errors["not_sent"] = total - len(tasks)
+        return {
+            "achieved_rps": len(self.latencies) / elapsed,
+            "p50_ms": percentile(self.latencies, 0.5),
+            "p99_ms": percentile(self.latencies, 0.99),
+            "errors": sum(self.errors.values()),
+            "error_kinds": self.errors,
+            "connections": self.opened,
+            "peak_in_flight": self.peak,
+        }
 
-    def pct(q: float) -> float:
-        return 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
 
-    return {
-        "sent": len(tasks),
-        "achieved_rps": len(latencies) / elapsed,
-        "p50_ms": pct(0.50) if latencies else float("nan"),
-        "p99_ms": pct(0.99) if latencies else float("nan"),
-        "errors": errors["status"] + errors["io"] + (total - len(tasks)),
-        "error_kinds": {**errors, "not_sent": total - len(tasks)},
-        "connections": opened,
-    }
+def percentile(ordered: list[float], q: float) -> float:
+    """In milliseconds, of sorted seconds."""
+    if not ordered:
+        return float("nan")
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def build_champion(args: argparse.Namespace, folder: Path) -> tuple[str, list[dict], list[str]]:
@@ -364,8 +375,8 @@ def sustain(
     url = f"http://{HOST}:{port}{ready}"
     with server(make_cmd(port), env, url, folder / "sustain.log", server_cpus):
         payloads = [b.encode() for b in bodies]
-        asyncio.run(open_loop(port, path, payloads, rate, 3))  # warm-up
-        return asyncio.run(open_loop(port, path, payloads, rate, args.sustain))
+        asyncio.run(OpenLoop(port, path, payloads).run(rate, 3))  # warm-up
+        return asyncio.run(OpenLoop(port, path, payloads).run(rate, args.sustain))
 
 
 def parse_args() -> argparse.Namespace:
@@ -432,8 +443,9 @@ def main() -> None:
             got = sustain(args, targets["ours"], ours, rate, env, folder, cpus)
             print(
                 f"\nopen loop at 80% of peak: target {rate:.0f} req/s for {args.sustain:.0f} s, "
-                f"achieved {got['achieved_rps']:.0f} req/s over {got['connections']} "
-                f"connections; p50 {got['p50_ms']:.2f} ms, p99 {got['p99_ms']:.2f} ms, "
+                f"achieved {got['achieved_rps']:.0f} req/s, at most {got['peak_in_flight']} in "
+                f"flight ({got['connections']} connections opened); p50 {got['p50_ms']:.2f} ms, "
+                f"p99 {got['p99_ms']:.2f} ms, "
                 f"errors {got['errors']} (goal 0) {got['error_kinds']}"
             )
     finally:
