@@ -46,6 +46,7 @@ bench: $(VENV)/.installed nginx wrk
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/trainer.py
 	$(PY) bench/sync_strategies.py
+	$(PY) bench/serving.py
 
 clean:
 	rm -rf $(STATE)
