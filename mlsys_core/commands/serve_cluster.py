@@ -11,6 +11,11 @@ import argparse
 import json
 import signal
 import threading
+from pathlib import Path
+
+# What the app's factory reads its ServeConfig from (mlsys_core.serving.app.CONFIG_ENV; not
+# imported, so the supervisor does not load torch and MLflow).
+SERVE_CONFIG_ENV = "MLSYS_SERVE_CONFIG"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,9 +62,20 @@ def cluster_config(args: argparse.Namespace):  # noqa: ANN201 -- ClusterConfig, 
         raise ValueError(str(exc)) from None
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path  # noqa: PLC0415
+def check_serve_config(path: Path) -> Path:
+    """Fail here, once, rather than in every replica at start-up."""
+    from pydantic import ValidationError  # noqa: PLC0415
 
+    from mlsys_core.serving.config import ServeConfig  # noqa: PLC0415
+
+    try:
+        ServeConfig.model_validate_json(path.read_text())
+    except (OSError, ValidationError) as exc:
+        raise ValueError(f"bad --serve-config {path}: {exc}") from None
+    return path.resolve()
+
+
+def run(args: argparse.Namespace) -> int:
     from mlsys_core.config import Settings  # noqa: PLC0415
     from mlsys_core.serving.cluster import Cluster, ClusterError  # noqa: PLC0415
 
@@ -70,11 +86,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     env = {}
     if args.serve_config:  # each replica's create_app reads it (uvicorn --factory)
-        from mlsys_core.serving.app import CONFIG_ENV  # noqa: PLC0415
-
-        env[CONFIG_ENV] = str(Path(args.serve_config).resolve())
-    cluster = Cluster(config, folder, env=env)
+        env[SERVE_CONFIG_ENV] = str(check_serve_config(Path(args.serve_config)))
     try:
+        cluster = Cluster(config, folder, env=env)  # finds nginx, or says how to install it
         cluster.start(stop)
     except ClusterError as exc:
         raise ValueError(str(exc)) from None
@@ -84,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         f"({config.strategy}); status in {cluster.status_path}",
         flush=True,
     )
-    cluster.run(stop)
+    try:
+        cluster.run(stop)
+    except ClusterError as exc:  # nginx died; the replicas are stopped by now
+        raise ValueError(str(exc)) from None
     print("stopped nginx and the replicas", flush=True)
     return 0

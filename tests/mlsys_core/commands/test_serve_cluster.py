@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from mlsys_core.cli import main
+from mlsys_core.commands.serve_cluster import SERVE_CONFIG_ENV, check_serve_config
+from mlsys_core.serving.app import CONFIG_ENV
 from mlsys_core.serving.cluster import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -22,6 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
         (["--replicas", "3", "--strategy", "least_conn", "--weights", "1,2"], "2 weights for 3"),
         (["--config", '{"health_interval_s": -1}'], "health_interval_s"),
         (["--config", '{"unknown": 1}'], "unknown"),
+        (["--serve-config", "/nonexistent.json"], "bad --serve-config"),
     ],
 )
 def test_bad_options_are_one_line(options, message, capsys, tmp_path, monkeypatch):
@@ -45,3 +48,13 @@ def test_replicas_never_ready_is_a_clear_error(capsys, tmp_path, monkeypatch):
     assert "no replica became ready in 4 s" in err
     status = json.loads((tmp_path / "c" / "status.json").read_text())
     assert status["replicas"][0]["pid"] is None  # the replica was stopped again
+
+
+def test_serve_config_reaches_the_app_under_its_variable(tmp_path):
+    assert SERVE_CONFIG_ENV == CONFIG_ENV
+    good = tmp_path / "serve.json"
+    good.write_text('{"max_body_bytes": 4096}')
+    assert check_serve_config(good) == good.resolve()
+    good.write_text('{"max_body_bytes": 1}')
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        check_serve_config(good)
