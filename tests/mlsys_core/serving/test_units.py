@@ -14,6 +14,7 @@ from scipy.stats import chi2_contingency
 
 from mlsys_core.data.lake import Lake
 from mlsys_core.serving.abtest import ab_test, labels_from_events, two_proportion_z
+from mlsys_core.serving.app import CONFIG_ENV, create_app
 from mlsys_core.serving.config import ABConfig, CanaryConfig, RolloutConfig
 from mlsys_core.serving.log_writer import PredictionLogWriter
 from mlsys_core.serving.metrics import Throughput
@@ -238,3 +239,18 @@ def test_throughput_is_a_rate_over_the_window():
         meter.add("champion", 50, now=1000.0 + second)
     assert meter.rates(now=1019.5)["champion"] == pytest.approx(50.0)
     assert meter.rates(now=1100.0)["champion"] == 0.0
+
+
+def test_factory_reads_its_config_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLSYS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv(CONFIG_ENV, '{"rollout": {"mode": "canary"}, "max_body_bytes": 4096}')
+    app = create_app()
+    assert app.state.service.config.rollout.mode == "canary"
+    assert app.state.service.config.max_body_bytes == 4096
+    path = tmp_path / "serve.json"
+    path.write_text('{"rollout": {"mode": "ab", "ab": {"share": 0.3}}}')
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    assert create_app().state.service.config.rollout.ab.share == 0.3
+    monkeypatch.setenv(CONFIG_ENV, '{"rollout": {"mode": "sideways"}}')
+    with pytest.raises(ValidationError):
+        create_app()
