@@ -216,6 +216,7 @@ def create_app(
         return JSONResponse({"detail": _plain_errors(list(exc.errors()))}, status_code=422)
 
     errors = {
+        400: {"model": ErrorResponse, "description": "The body is not UTF-8 JSON."},
         413: {"model": ErrorResponse, "description": "Body over the configured limit."},
         422: {
             "model": ErrorResponse,

@@ -20,10 +20,9 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    StrictFloat,
-    StrictInt,
     create_model,
 )
 
@@ -34,7 +33,10 @@ MAX_TEXT = 256  # longer than any code or name in a contract; bounds what a log 
 # pandas holds nanosecond times between 1677 and 2262; beyond them no feature can be made.
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-INT64 = 2**63 - 1
+INT_LIMIT = 2**53 - 1  # the largest integer every JSON parser reads exactly
+# A bound for features the contracts leave open: the model computes in float32, and values
+# near its 3.4e38 limit overflow the network; no tabular quantity comes near 1e15.
+FLOAT_LIMIT = 1e15
 
 
 def _utf8(value: str) -> str:
@@ -53,22 +55,30 @@ def _in_range(value: datetime) -> datetime:
     return aware.astimezone(UTC)
 
 
-def _finite(value: float) -> float:
-    # StrictFloat also admits ints; a 400-digit int would overflow to inf on conversion.
-    if not math.isfinite(float(value)):
-        raise ValueError("number must be finite")
-    return float(value)
-
-
-def _whole(value: float) -> int:
+def _whole(value: Any) -> Any:
     # 271.0 is the integer 271 (pandas writes ints with nulls as floats); 271.5 is not.
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError("number must be a whole number")
-    return int(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
 
 
 Text = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_TEXT), AfterValidator(_utf8)]
-Time = Annotated[datetime, AfterValidator(_in_range)]
+
+
+def _iso_text(value: Any) -> Any:
+    # pydantic would also read a number as Unix time; the schema promises ISO 8601 text.
+    if not isinstance(value, str | datetime):
+        raise ValueError("time must be ISO 8601 text")
+    return value
+
+
+Time = Annotated[
+    datetime,
+    # Published, so clients (and the fuzzer) know the range: years 1900 to 2199.
+    Field(json_schema_extra={"pattern": "^(19|20|21)[0-9]{2}-"}),
+    BeforeValidator(_iso_text),
+    AfterValidator(_in_range),
+]
 
 
 def _number(rule: ColumnRule | None, integer: bool = False) -> Any:
@@ -76,15 +86,13 @@ def _number(rule: ColumnRule | None, integer: bool = False) -> Any:
     bounds = {k: v for k, v in bounds.items() if v is not None}
     if integer:
         return Annotated[
-            StrictInt | StrictFloat,
-            Field(allow_inf_nan=False, ge=bounds.get("ge", -INT64), le=bounds.get("le", INT64)),
-            AfterValidator(_whole),
+            int,
+            Field(strict=True, ge=bounds.get("ge", -INT_LIMIT), le=bounds.get("le", INT_LIMIT)),
+            BeforeValidator(_whole),
         ]
-    return Annotated[
-        StrictFloat | StrictInt,
-        Field(allow_inf_nan=False, **bounds),
-        AfterValidator(_finite),
-    ]
+    # strict: a number, never text or a bool; ints are fine (they widen to float).
+    bounds = {"ge": -FLOAT_LIMIT, "le": FLOAT_LIMIT} | bounds
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
 
 
 def _typed(rule: ColumnRule | None, numeric: bool = False) -> Any:

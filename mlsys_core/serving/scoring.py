@@ -87,8 +87,12 @@ class Scorer:
 
     def predictions(
         self, model: LoadedModel, frame: pd.DataFrame, variant: str, request_ids: list[str]
-    ) -> tuple[list[dict[str, Any]], np.ndarray]:
-        """Response entries for ``frame``'s rows, and their calibrated probabilities."""
+    ) -> tuple[list[dict[str, Any] | str], np.ndarray]:
+        """Response entries for ``frame``'s rows, and their calibrated probabilities.
+
+        A row without a finite probability (a feature far outside anything seen in
+        training can overflow the network) gets the reason instead of an entry.
+        """
         raw, calibrated = model.predict(frame)
         predicted = calibrated >= self.threshold
         confidence = np.where(predicted, calibrated, 1.0 - calibrated)
@@ -107,7 +111,14 @@ class Scorer:
                 request_ids, predicted, calibrated, raw, confidence, strict=True
             )
         ]
-        return entries, calibrated
+        finite = np.isfinite(raw)
+        if not finite.all():
+            for i in np.flatnonzero(~finite):
+                entries[i] = (  # type: ignore[call-overload]
+                    f"record {i} has no finite probability: a feature value far outside "
+                    "the training data?"
+                )
+        return entries, calibrated  # type: ignore[return-value]
 
     def log_rows(
         self,

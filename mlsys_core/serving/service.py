@@ -229,7 +229,7 @@ class InferenceService:
         except Exception as err:  # noqa: BLE001 -- an online-store failure fails this batch
             log.exception("online feature lookup failed")
             return [ScoringError(503, f"online feature lookup failed: {err}") for _ in jobs]
-        entries: list[dict[str, Any] | None] = [None] * len(records)
+        entries: list[dict[str, Any] | str | None] = [None] * len(records)
         failed_jobs: dict[int, ScoringError] = {}
         groups = {v: [i for i, x in enumerate(variants) if x == v] for v in dict.fromkeys(variants)}
         for variant in sorted(groups, key=lambda v: v != CHAMPION):  # champion first
@@ -249,8 +249,11 @@ class InferenceService:
                         data, rows, model, request_ids, arrived, entries, job_of, failed_jobs
                     )
         for i, entry in enumerate(entries):
-            if entry is None and int(job_of[i]) not in failed_jobs:
-                failed_jobs[int(job_of[i])] = ScoringError(500, "the model failed to score")
+            j = int(job_of[i])
+            if isinstance(entry, str) and j not in failed_jobs:
+                failed_jobs[j] = ScoringError(422, f"the model cannot score this input: {entry}")
+            elif entry is None and j not in failed_jobs:
+                failed_jobs[j] = ScoringError(500, "the model failed to score")
         if self.rollout.mode == "shadow":
             self._copy_to_shadow(deployment, data, request_ids)
         out: list[list[dict[str, Any]] | ScoringError] = []
@@ -269,7 +272,7 @@ class InferenceService:
         variant: str,
         request_ids: list[str],
         arrived: list[float],
-        entries: list[dict[str, Any] | None],
+        entries: list[dict[str, Any] | str | None],
     ) -> None:
         whole = len(rows) == len(entries)
         frame = self.scorer.model_frame(data, None if whole else rows)
@@ -279,6 +282,13 @@ class InferenceService:
         latencies = [now - arrived[i] for i in rows]
         for i, entry in zip(rows, scored, strict=True):
             entries[i] = entry
+        if any(isinstance(entry, str) for entry in scored):  # log only what was served
+            keep = [k for k, entry in enumerate(scored) if not isinstance(entry, str)]
+            rows, ids, probability = (
+                [rows[k] for k in keep],
+                [ids[k] for k in keep],
+                probability[keep],
+            )
         self.metrics.scored(variant, latencies)
         if variant == CHALLENGER and self.rollout.mode == "canary":
             self._judge_canary(model, latencies, [False] * len(rows))
@@ -300,7 +310,7 @@ class InferenceService:
         variant: str,
         request_ids: list[str],
         arrived: list[float],
-        entries: list[dict[str, Any] | None],
+        entries: list[dict[str, Any] | str | None],
         err: Exception,
     ) -> None:
         if variant == CHALLENGER:
@@ -326,7 +336,7 @@ class InferenceService:
         model: LoadedModel,
         request_ids: list[str],
         arrived: list[float],
-        entries: list[dict[str, Any] | None],
+        entries: list[dict[str, Any] | str | None],
         job_of: np.ndarray,
         failed_jobs: dict[int, ScoringError],
     ) -> None:

@@ -44,14 +44,32 @@ def fit_platt(
         raise ValueError("calibration needs both label classes")
     p = np.clip(np.asarray(raw, np.float64), _EPS, 1 - _EPS)
     x = np.column_stack([np.log(p / (1 - p)), np.ones_like(p)])
-    w = np.array([1.0, 0.0])
+
+    def loss(w: np.ndarray) -> float:
+        z = x @ w
+        # log(1 + e^z) - y z, written to stay finite for any z
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * ridge * w @ w)
+
+    # Start flat at the base rate; Newton steps, halved until the loss drops (plain Newton
+    # can overshoot on logistic losses).
+    rate = y.mean()
+    w = np.array([0.0, np.log(rate / (1 - rate))])
+    current = loss(w)
     for _ in range(100):
         q = 1.0 / (1.0 + np.exp(-(x @ w)))
         grad = x.T @ (q - y) + ridge * w
         hess = (x * (q * (1 - q))[:, None]).T @ x + ridge * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-10:
+        for _ in range(30):
+            candidate = w - step
+            if (new := loss(candidate)) <= current:
+                break
+            step = step / 2
+        else:
+            break
+        w, done = candidate, current - new < 1e-12 * max(1.0, abs(current))
+        current = new
+        if done:
             break
     return PlattCalibration(
         slope=float(w[0]), intercept=float(w[1]), fitted_on=f"{split} ({len(y)} rows)"
