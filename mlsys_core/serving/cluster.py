@@ -239,6 +239,10 @@ class Replica:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def note(self, event: str) -> None:
+        """Keep the recent history only: a flapping replica must not grow memory."""
+        self.history = [*self.history[-49:], f"{_now()} {event}"]
+
 
 class Cluster:
     """Starts, health-checks, restarts and stops the replicas and nginx."""
@@ -370,7 +374,7 @@ class Cluster:
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 -- only sets a signal, no locks
             )
         replica.good = replica.bad = 0
-        replica.history.append(f"{_now()} started pid {replica.proc.pid}")
+        replica.note(f"started pid {replica.proc.pid}")
 
     def _poll_all(self) -> bool:
         """Poll every replica; True when the set in rotation changed."""
@@ -384,20 +388,20 @@ class Cluster:
             exited = not replica.alive
             if replica.in_rotation and (exited or replica.bad >= self.config.unhealthy_after):
                 replica.in_rotation = False
-                replica.history.append(f"{_now()} dropped ({'exited' if exited else 'not ready'})")
+                replica.note(f"dropped ({'exited' if exited else 'not ready'})")
                 changed = True
             elif not replica.in_rotation and replica.good >= self.config.healthy_after:
                 replica.in_rotation = True
                 replica.crashes = 0
-                replica.history.append(f"{_now()} in rotation")
+                replica.note("in rotation")
                 changed = True
             if exited and replica.proc is not None:
                 # Schedule the restart once per exit, with a backoff that grows per crash.
                 replica.crashes += 1
                 delay = min(30.0, self.config.restart_backoff_s * 2 ** (replica.crashes - 1))
                 replica.next_start = time.monotonic() + delay
-                replica.history.append(
-                    f"{_now()} exited with {replica.proc.returncode}"
+                replica.note(
+                    f"exited with {replica.proc.returncode}"
                     + (f"; restart in {delay:.1f} s" if self.config.restart else "")
                 )
                 replica.proc = None
