@@ -15,7 +15,7 @@ export PREFECT_LOGGING_LEVEL ?= INFO
 export MPLBACKEND := Agg
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: demo test test-quick lint bench clean
+.PHONY: demo test test-quick lint bench clean nginx wrk
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,24 +29,25 @@ demo: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m flows.pipeline
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed nginx
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m pytest
 
-test-quick: $(VENV)/.installed
+test-quick: $(VENV)/.installed nginx
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m pytest -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed nginx wrk
 	$(PY) bench/pipeline_overhead.py
 	$(PY) bench/model_vs_hgb.py
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/trainer.py
 	$(PY) bench/sync_strategies.py
 	$(PY) bench/drift.py
+	$(PY) bench/serving.py
 
 # Train on winter/spring, detect summer/autumn drift, retrain through the event trigger.
 .PHONY: drift-scenario
@@ -55,3 +56,13 @@ drift-scenario: $(VENV)/.installed
 
 clean:
 	rm -rf $(STATE)
+
+# System packages, through the system package manager when missing: nginx in front of the
+# serving replicas (mlsys serve-cluster and its tests), wrk for bench/serving.py.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx; }
+
+wrk:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }

@@ -27,6 +27,7 @@ from mlsys_core.registry.pyfunc import (
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import code_version, configure_mlflow
 from mlsys_core.training import plots
+from mlsys_core.training.calibration import log_calibration
 from mlsys_core.training.checkpoint import CheckpointStore
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.metrics import binary_metrics
@@ -153,6 +154,8 @@ def train_and_log(
         for name in ("valid", "test"):
             proba[name] = trainer.predict_proba(x[name])
             metrics |= {f"{name}_{k}": v for k, v in binary_metrics(y[name], proba[name]).items()}
+        calibrated = log_calibration(y["valid"], proba["valid"]).apply(proba["test"])
+        metrics["test_ece_calibrated"] = binary_metrics(y["test"], calibrated)["ece"]
         mlflow.log_metrics(metrics)
         figures = {
             "plots/loss_curves.png": plots.loss_curves(result.history),

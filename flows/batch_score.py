@@ -1,0 +1,39 @@
+"""Batch inference: score a feature-set snapshot with the champion into a versioned table."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.runtime import deployment
+
+from mlsys_core.config import Settings
+from mlsys_core.serving.batch import ScoreResult
+from tasks.metrics import metered
+from tasks.registry import record_served_by
+from tasks.scoring import resolve_scoring_inputs, score_feature_set
+
+
+@flow(name="batch-score", log_prints=True)
+@metered(rows=lambda result: result.rows)
+def batch_score(
+    model_name: str | None = None,
+    alias: str = "champion",
+    dataset: str = "nycflights13",
+    feature_set: str | None = None,
+) -> ScoreResult:
+    """Score ``feature_set`` (default: the newest of ``dataset``) with the version ``alias``
+    points at when the run starts; the same version and snapshot again is a no-op."""
+    settings = Settings()
+    name = model_name or settings.model_name
+    version, features = resolve_scoring_inputs(name, alias, dataset, feature_set, settings)
+    result = score_feature_set(features, name, version, settings)
+    # The batch job consumes the model version: its lineage lists this deployment.
+    user = (
+        f"prefect-deployment/{deployment.name}" if deployment.name else "prefect-flow/batch-score"
+    )
+    record_served_by(name, version, user, settings)
+    verb = "wrote" if result.created else "found existing"
+    print(
+        f"{verb} scores/{result.snapshot.table}/{result.snapshot.snapshot_id}: {result.rows} "
+        f"rows of feature set {result.feature_set} scored by {name} v{version}"
+    )
+    return result

@@ -1,0 +1,77 @@
+"""``mlsys serve``: the inference API on the champion (and challenger, by rollout mode)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve the registered model over HTTP (POST /predict, /health/*, /metrics)",
+        description="Serve the model the MLflow aliases point at, with uvicorn. Settings come "
+        "from MLSYS_* variables; the serve config from --config (a JSON ServeConfig) with the "
+        "options below on top.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--config", type=Path, help="JSON file of a ServeConfig")
+    parser.add_argument(
+        "--mode",
+        choices=["single", "blue_green", "canary", "ab", "shadow"],
+        help="rollout mode (default: the config's, else blue_green)",
+    )
+    parser.add_argument("--share", type=float, help="challenger share for canary, ab or shadow")
+    parser.add_argument("--poll-interval", type=float, help="seconds between alias checks")
+    parser.add_argument("--model-name", help="registered model (default: MLSYS_MODEL_NAME)")
+    parser.add_argument("--deployment", help="name recorded in the served versions' lineage")
+    parser.add_argument("--log-level", default="info")
+    parser.set_defaults(handler=run)
+
+
+def build_config(args: argparse.Namespace):  # noqa: ANN201 -- a ServeConfig
+    """The ServeConfig of the file, if any, with the command-line options applied."""
+    from mlsys_core.serving.config import ServeConfig  # noqa: PLC0415 -- keep `mlsys` fast
+
+    data = json.loads(args.config.read_text()) if args.config else {}
+    rollout = data.setdefault("rollout", {})
+    if args.mode:
+        rollout["mode"] = args.mode
+    if args.share is not None:
+        mode = rollout.get("mode", "blue_green")
+        key = {"canary": "canary", "ab": "ab", "shadow": "shadow"}.get(mode)
+        if key is None:
+            raise ValueError(f"--share applies to canary, ab or shadow, not {mode}")
+        rollout.setdefault(key, {})["share"] = args.share
+    if args.poll_interval is not None:
+        rollout["poll_interval_s"] = args.poll_interval
+    if args.model_name:
+        data["model_name"] = args.model_name
+    if args.deployment:
+        data["deployment"] = args.deployment
+    return ServeConfig.model_validate(data)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 -- keep `mlsys` fast for the other commands
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from mlsys_core.serving.app import CONFIG_ENV, create_app  # noqa: PLC0415
+
+    try:
+        config = build_config(args)
+    except (ValidationError, json.JSONDecodeError) as err:
+        raise ValueError(f"bad serve config: {err}") from None
+    os.environ[CONFIG_ENV] = config.model_dump_json()
+    uvicorn.run(
+        create_app(config=config),
+        host=args.host,
+        port=args.port,
+        workers=1,
+        log_level=args.log_level,
+        access_log=False,  # a line per request costs more than scoring it; /metrics counts
+    )
+    return 0

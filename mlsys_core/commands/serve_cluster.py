@@ -1,0 +1,106 @@
+"""``mlsys serve-cluster``: N replicas of the inference service behind nginx on 127.0.0.1.
+
+Runs in the foreground until SIGINT or SIGTERM, then stops nginx (gracefully) and the
+replicas. The nginx config, logs and a ``status.json`` of the replicas live in
+``<state>/cluster/`` (``--folder``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from pathlib import Path
+
+# What the app's factory reads its ServeConfig from (mlsys_core.serving.app.CONFIG_ENV; not
+# imported, so the supervisor does not load torch and MLflow).
+SERVE_CONFIG_ENV = "MLSYS_SERVE_CONFIG"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve-cluster", help="serve the model from N replicas behind nginx (127.0.0.1)"
+    )
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument(
+        "--strategy", choices=["round_robin", "weighted", "least_conn"], default="round_robin"
+    )
+    parser.add_argument("--weights", default=None, help="comma-separated, one per replica: 3,1")
+    parser.add_argument("--port", type=int, default=8000, help="nginx's port on 127.0.0.1")
+    parser.add_argument("--no-restart", action="store_true", help="leave exited replicas down")
+    parser.add_argument("--folder", default=None, help="default: <state>/cluster")
+    parser.add_argument(
+        "--serve-config",
+        default=None,
+        help="JSON file of the replicas' ServeConfig (as `mlsys serve --config`)",
+    )
+    parser.add_argument(
+        "--config",
+        default="{}",
+        help="more ClusterConfig fields as JSON, e.g. '{\"health_interval_s\": 1}'",
+    )
+    parser.set_defaults(handler=run)
+
+
+def cluster_config(args: argparse.Namespace):  # noqa: ANN201 -- ClusterConfig, imported late
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from mlsys_core.serving.cluster import ClusterConfig  # noqa: PLC0415
+
+    fields = {"replicas": args.replicas, "strategy": args.strategy, "port": args.port}
+    if args.weights:
+        try:
+            fields["weights"] = [int(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise ValueError(f"--weights must be integers like 3,1, got {args.weights!r}") from None
+    if args.no_restart:
+        fields["restart"] = False
+    try:
+        return ClusterConfig.model_validate({**json.loads(args.config), **fields})
+    except (ValidationError, json.JSONDecodeError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+def check_serve_config(path: Path) -> Path:
+    """Fail here, once, rather than in every replica at start-up."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from mlsys_core.serving.config import ServeConfig  # noqa: PLC0415
+
+    try:
+        ServeConfig.model_validate_json(path.read_text())
+    except (OSError, ValidationError) as exc:
+        raise ValueError(f"bad --serve-config {path}: {exc}") from None
+    return path.resolve()
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlsys_core.config import Settings  # noqa: PLC0415
+    from mlsys_core.serving.cluster import Cluster, ClusterError  # noqa: PLC0415
+
+    config = cluster_config(args)
+    folder = Path(args.folder) if args.folder else Settings().root / "cluster"
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    env = {}
+    if args.serve_config:  # each replica's create_app reads it (uvicorn --factory)
+        env[SERVE_CONFIG_ENV] = str(check_serve_config(Path(args.serve_config)))
+    try:
+        cluster = Cluster(config, folder, env=env)  # finds nginx, or says how to install it
+        cluster.start(stop)
+    except ClusterError as exc:
+        raise ValueError(str(exc)) from None
+    ports = ", ".join(str(r.port) for r in cluster.replicas)
+    print(
+        f"nginx on {cluster.url} -> {len(cluster.replicas)} replicas on 127.0.0.1:{{{ports}}} "
+        f"({config.strategy}); status in {cluster.status_path}",
+        flush=True,
+    )
+    try:
+        cluster.run(stop)
+    except ClusterError as exc:  # nginx died; the replicas are stopped by now
+        raise ValueError(str(exc)) from None
+    print("stopped nginx and the replicas", flush=True)
+    return 0

@@ -1,0 +1,207 @@
+"""The request and response schemas of ``POST /predict``, generated from the dataset spec.
+
+Nothing here names a flights column. A record carries the spec's entity keys and event time
+(required: they drive the online lookups and the later join of the prediction log to
+labels), every model input feature (optional: an absent or null feature is imputed as in
+training; an absent feature-store feature is first looked up online, while an explicit
+null is taken as the client's "no value") and the join keys the
+feature views need. Types and ranges come from the table contracts, so a value the training
+data could never hold (a wrong type, NaN, infinity, a distance of -5) is a 422 with its
+field named, not a surprise deep in the model. Categories are not checked against a list:
+an unseen one goes to the model's unseen bucket, as in training.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+)
+
+from mlsys_core.features.definitions import LatestView, WindowView
+from mlsys_core.spec import ColumnRule, DatasetSpec
+
+MAX_TEXT = 256  # longer than any code or name in a contract; bounds what a log row holds
+# pandas holds nanosecond times between 1677 and 2262; beyond them no feature can be made.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+INT_LIMIT = 2**53 - 1  # the largest integer every JSON parser reads exactly
+# A bound for features the contracts leave open: the model computes in float32, and values
+# near its 3.4e38 limit overflow the network; no tabular quantity comes near 1e15.
+FLOAT_LIMIT = 1e15
+
+
+def _utf8(value: str) -> str:
+    # JSON allows lone surrogates ("\ud800"); no Parquet file or log can hold them.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid UTF-8 (no lone surrogates)") from None
+    return value
+
+
+def _in_range(value: datetime) -> datetime:
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)  # naive means UTC
+    if not EARLIEST <= aware < LATEST:
+        raise ValueError(f"time must lie in [{EARLIEST:%Y}, {LATEST:%Y})")
+    return aware.astimezone(UTC)
+
+
+def _whole(value: Any) -> Any:
+    # 271.0 is the integer 271 (pandas writes ints with nulls as floats); 271.5 is not.
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+Text = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_TEXT), AfterValidator(_utf8)]
+
+
+def _iso_text(value: Any) -> Any:
+    # pydantic would also read a number as Unix time; the schema promises ISO 8601 text.
+    if not isinstance(value, str | datetime):
+        raise ValueError("time must be ISO 8601 text")
+    return value
+
+
+Time = Annotated[
+    datetime,
+    # Published, so clients (and the fuzzer) know the range: years 1900 to 2199.
+    Field(json_schema_extra={"pattern": "^(19|20|21)[0-9]{2}-"}),
+    BeforeValidator(_iso_text),
+    AfterValidator(_in_range),
+]
+
+
+def _number(rule: ColumnRule | None, integer: bool = False) -> Any:
+    bounds = {"ge": rule.ge, "le": rule.le} if rule else {}
+    bounds = {k: v for k, v in bounds.items() if v is not None}
+    if integer:
+        return Annotated[
+            int,
+            Field(strict=True, ge=bounds.get("ge", -INT_LIMIT), le=bounds.get("le", INT_LIMIT)),
+            BeforeValidator(_whole),
+        ]
+    # strict: a number, never text or a bool; ints are fine (they widen to float).
+    bounds = {"ge": -FLOAT_LIMIT, "le": FLOAT_LIMIT} | bounds
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
+
+
+def _typed(rule: ColumnRule | None, numeric: bool = False) -> Any:
+    """The pydantic type of one column, from its contract rule (or the feature group)."""
+    dtype = rule.dtype if rule else ("float" if numeric else "string")
+    if numeric and dtype in ("int", "float"):
+        return _number(rule)  # a numeric feature is a float to the model, whatever the source
+    return {
+        "int": _number(rule, integer=True),
+        "float": _number(rule),
+        "datetime": Time,
+        "string": Text,
+    }[dtype]
+
+
+def column_rules(spec: DatasetSpec) -> dict[str, ColumnRule]:
+    """The contract rule behind each column a request may carry, where one is known."""
+    base = spec.contracts.get(spec.base)
+    rules = dict(base.columns) if base else {}
+    for join in [*spec.lookups, *spec.as_of_joins]:
+        source = spec.contracts.get(join.source)
+        for right, out in join.columns.items():
+            if source and right in source.columns:
+                rules.setdefault(out, source.columns[right])
+    for view in spec.feature_views:
+        if isinstance(view, LatestView):
+            source = spec.contracts.get(view.source)
+            for right, out in view.columns.items():
+                if source and right in source.columns:
+                    rules.setdefault(out, source.columns[right])
+        elif isinstance(view, WindowView):
+            for agg in view.aggregations:
+                if agg.function == "count":
+                    rules.setdefault(agg.name, ColumnRule(dtype="float", ge=0))
+                elif agg.function == "rate":
+                    rules.setdefault(agg.name, ColumnRule(dtype="float", ge=0, le=1))
+    return rules
+
+
+def lookup_keys(spec: DatasetSpec) -> list[str]:
+    """Join keys the feature views need that are neither entity keys nor features."""
+    known = {*spec.entity_keys, spec.event_timestamp, *spec.input_columns}
+    keys = [k for v in spec.feature_views for k in v.entity.join_keys if k not in known]
+    return list(dict.fromkeys(keys))
+
+
+def record_model(spec: DatasetSpec) -> type[BaseModel]:
+    """One prediction record of ``spec``: required keys and time, optional features."""
+    rules = column_rules(spec)
+    numeric, view = set(spec.features.numeric), set(spec.view_features)
+    fields: dict[str, Any] = {}
+    for key in spec.entity_keys:
+        fields[key] = (_typed(rules.get(key)), Field(description="Entity key (required)."))
+    fields[spec.event_timestamp] = (
+        Time,
+        Field(description="Event time (required); ISO 8601, a time without offset is UTC."),
+    )
+    for key in lookup_keys(spec):
+        fields[key] = (
+            _typed(rules.get(key)) | None,
+            Field(default=None, description="Join key of a feature-store entity."),
+        )
+    for col in spec.input_columns:
+        if col in fields:
+            continue
+        note = (
+            "Feature-store feature: looked up online by entity when absent; null means "
+            "no value (imputed as in training)."
+            if col in view
+            else "Feature: imputed as in training when absent or null."
+        )
+        fields[col] = (_typed(rules.get(col), col in numeric) | None, Field(None, description=note))
+    title = "".join(part.title() for part in spec.name.split("_"))
+    return create_model(
+        f"{title}Record",
+        __config__=ConfigDict(extra="forbid", title=f"{title}Record"),
+        __doc__=f"One {spec.name} event to score.",
+        **fields,
+    )
+
+
+def batch_model(record: type[BaseModel], max_records: int) -> type[BaseModel]:
+    """A batch: ``{"records": [...]}`` with 1 to ``max_records`` records."""
+    return create_model(
+        f"{record.__name__.removesuffix('Record')}Batch",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="Several records scored in one request.",
+        records=(list[record], Field(min_length=1, max_length=max_records)),  # type: ignore[valid-type]
+    )
+
+
+class Prediction(BaseModel):
+    """One scored record."""
+
+    request_id: str = Field(description="Id of this record's prediction-log row.")
+    prediction: int = Field(description="1 if the calibrated probability >= the threshold.")
+    probability: float = Field(description="Calibrated probability of the positive class.")
+    raw_probability: float = Field(description="The network's probability, uncalibrated.")
+    confidence: float = Field(
+        description="Calibrated probability of the predicted class: max(p, 1 - p)."
+    )
+    model_name: str
+    model_version: str
+    variant: str = Field(description="The alias that served it: champion or challenger.")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[Any]

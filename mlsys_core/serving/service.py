@@ -1,0 +1,425 @@
+"""The inference service without HTTP: loaded versions, rollout, scoring, log and metrics.
+
+Threads, each with one job:
+
+- the loader polls the MLflow aliases and swaps in a new ``Deployment`` when one moved
+  (the only place that talks to MLflow, besides the rare canary-rollback tag);
+- the scorer (one thread, fed micro-batches by the HTTP layer) runs the model;
+- the shadow worker scores copies for the challenger in shadow mode;
+- the prediction-log writer flushes rows to the lake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from pydantic import BaseModel
+
+from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
+from mlsys_core.features.online import OnlineStore, online_store_path
+from mlsys_core.registry.lifecycle import alias_version
+from mlsys_core.registry.lineage import record_served_by
+from mlsys_core.serving.config import ServeConfig
+from mlsys_core.serving.log_writer import PredictionLogWriter
+from mlsys_core.serving.metrics import ServiceMetrics
+from mlsys_core.serving.models import TAG_CANARY_ROLLBACK, Deployment, LoadedModel, load_version
+from mlsys_core.serving.router import CHALLENGER, CHAMPION, CanaryGuard, Router
+from mlsys_core.serving.scoring import Columns, Scorer
+from mlsys_core.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """The records of one request, routed, waiting for their predictions."""
+
+    records: list[BaseModel]
+    variants: list[str]
+    request_ids: list[str]
+    arrived: float = field(default_factory=time.perf_counter)
+
+
+class ScoringError(Exception):
+    """A request that cannot be scored; ``status`` is the HTTP answer."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class InferenceService:
+    def __init__(self, settings: Settings, spec: DatasetSpec, config: ServeConfig) -> None:
+        self.settings, self.spec, self.config = settings, spec, config
+        self.name = config.model_name or settings.model_name
+        self.rollout = config.rollout
+        self.metrics = ServiceMetrics()
+        uri = settings.mlflow_uri
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        path = online_store_path(settings.root)
+        store = OnlineStore(path) if config.online_features and path.exists() else None
+        self.scorer = Scorer(spec, store, config.threshold)
+        ab_key = self.rollout.ab.key or list(spec.entity_keys)
+        self.router = Router(self.rollout, ab_key)
+        self.guard = CanaryGuard(self.rollout.canary)
+        self.deployment: Deployment | None = None
+        self.not_ready_reason = "loading the champion"
+        self.rolled_back: set[str] = set()
+        self._rng = random.Random()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._shadow: queue.Queue[tuple[Deployment, Columns, list[str]] | None] = queue.Queue(
+            maxsize=self.rollout.shadow.queue_batches
+        )
+        self.writer = (
+            PredictionLogWriter(
+                Lake(settings.lake_dir),
+                spec.name,
+                config.log.flush_rows,
+                config.log.flush_interval_s,
+                on_written=self.metrics.log_rows.inc,
+                on_failed=lambda _err: self.metrics.log_failures.inc(),
+            )
+            if config.log.enabled
+            else None
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start loading and the background threads; returns at once (ready comes later)."""
+        mlflow.set_tracking_uri(self.settings.mlflow_uri)
+        mlflow.set_registry_uri(self.settings.mlflow_uri)
+        if self.config.torch_threads:
+            import torch  # noqa: PLC0415 -- only to size its thread pool
+
+            torch.set_num_threads(self.config.torch_threads)
+        self._spawn(self._poll, "model-loader")
+        if self.rollout.mode == "shadow":
+            self._spawn(self._shadow_worker, "shadow")
+        if self.writer is not None:
+            self.writer.start()
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop polling, finish shadow copies, flush the prediction log."""
+        self._stop.set()
+        if self.rollout.mode == "shadow":
+            self._shadow.put(None)
+        for thread in self._threads:
+            thread.join(timeout=30)
+        if self.writer is not None:
+            self.writer.close()
+
+    @property
+    def ready(self) -> bool:
+        return self.deployment is not None
+
+    # -- loading -----------------------------------------------------------------------------
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception as err:  # noqa: BLE001 -- keep serving what is loaded; retry
+                log.exception("refreshing the served versions failed")
+                if not self.ready:
+                    self.not_ready_reason = f"loading failed: {err}"
+            if self.rollout.mode == "single" and self.ready:
+                return
+            self._stop.wait(self.rollout.poll_interval_s)
+
+    def refresh(self) -> bool:
+        """Load the versions the aliases point at now; True if the deployment changed."""
+        champion = alias_version(self.client, self.name, self.rollout.champion_alias)
+        if champion is None:
+            if not self.ready:
+                self.not_ready_reason = (
+                    f"no version of {self.name!r} holds alias {self.rollout.champion_alias!r}"
+                )
+            return False  # an alias removed while serving: keep the last one, never go dark
+        wanted = {CHAMPION: champion}
+        if self.rollout.uses_challenger:
+            challenger = alias_version(self.client, self.name, self.rollout.challenger_alias)
+            if challenger is not None and challenger != champion:
+                wanted[CHALLENGER] = challenger
+        current = self.deployment
+        if current is not None and {v: m.version for v, m in current.variants.items()} == wanted:
+            return False
+        loaded = {m.version: m for m in current.variants.values()} if current else {}
+        variants: dict[str, LoadedModel] = {}
+        for variant, version in wanted.items():
+            variants[variant] = loaded.get(version) or load_version(self.client, self.name, version)
+        previous = current.variants if current else {}
+        self.deployment = Deployment(variants)  # the switch: one reference, atomically
+        for variant, model in variants.items():
+            self.metrics.model_version.labels(variant).set(float(model.version))
+            old = previous.get(variant)
+            if old is None or old.version != model.version:
+                self._on_new_version(variant, model, old)
+        for variant in set(previous) - set(variants):
+            self.metrics.model_version.remove(variant)
+        self._update_canary_gauge()
+        return True
+
+    def _on_new_version(self, variant: str, model: LoadedModel, old: LoadedModel | None) -> None:
+        log.info(
+            "%s now serves %s v%s%s",
+            variant,
+            model.name,
+            model.version,
+            f" (was v{old.version})" if old else "",
+        )
+        if old is not None:
+            self.metrics.reloads.labels(variant).inc()
+        if variant == CHALLENGER:
+            self.guard.reset()
+            if TAG_CANARY_ROLLBACK in model.tags:  # rolled back before, here or by a replica
+                self.rolled_back.add(model.version)
+        try:
+            record_served_by(
+                self.client, model.name, model.version, f"{self.config.deployment}/{variant}"
+            )
+        except Exception:  # noqa: BLE001 -- lineage is a record, not a reason to stop serving
+            log.exception("recording lineage for v%s failed", model.version)
+
+    # -- routing -----------------------------------------------------------------------------
+    def challenger_live(self, deployment: Deployment) -> bool:
+        challenger = deployment.variants.get(CHALLENGER)
+        return challenger is not None and challenger.version not in self.rolled_back
+
+    def route(self, records: list[BaseModel]) -> list[str]:
+        deployment = self.deployment
+        live = deployment is not None and self.challenger_live(deployment)
+        return self.router.assign(records, live)
+
+    def _update_canary_gauge(self) -> None:
+        deployment = self.deployment
+        live = self.rollout.mode == "canary" and deployment is not None
+        self.metrics.canary_active.set(float(live and self.challenger_live(deployment)))
+
+    # -- scoring -----------------------------------------------------------------------------
+    def score(self, jobs: list[Job]) -> list[list[dict[str, Any]] | ScoringError]:
+        """Score the records of several requests in one model call per variant."""
+        deployment = self.deployment
+        if deployment is None:
+            return [ScoringError(503, self.not_ready_reason) for _ in jobs]
+        records = [r for job in jobs for r in job.records]
+        variants = [v for job in jobs for v in job.variants]
+        request_ids = [rid for job in jobs for rid in job.request_ids]
+        arrived = [job.arrived for job in jobs for _ in job.records]
+        job_of = np.repeat(np.arange(len(jobs)), [len(job.records) for job in jobs])
+        self.metrics.batch_size.observe(len(records))
+        try:
+            data = self.scorer.columns_of(records)
+        except Exception as err:  # noqa: BLE001 -- an online-store failure fails this batch
+            log.exception("online feature lookup failed")
+            return [ScoringError(503, f"online feature lookup failed: {err}") for _ in jobs]
+        entries: list[dict[str, Any] | str | None] = [None] * len(records)
+        failed_jobs: dict[int, ScoringError] = {}
+        groups = {v: [i for i, x in enumerate(variants) if x == v] for v in dict.fromkeys(variants)}
+        for variant in sorted(groups, key=lambda v: v != CHAMPION):  # champion first
+            rows = groups[variant]
+            model = deployment.variants.get(variant)
+            served = variant
+            if model is None:  # the challenger left between routing and scoring
+                model, served = deployment.variants[CHAMPION], CHAMPION
+            try:
+                self._score_rows(data, rows, model, served, request_ids, arrived, entries)
+            except Exception as err:  # noqa: BLE001 -- isolate below
+                self._on_failure(
+                    deployment, data, rows, model, served, request_ids, arrived, entries, err
+                )
+                if served == CHAMPION:
+                    self._isolate(
+                        data, rows, model, request_ids, arrived, entries, job_of, failed_jobs
+                    )
+        for i, entry in enumerate(entries):
+            j = int(job_of[i])
+            if isinstance(entry, str) and j not in failed_jobs:
+                failed_jobs[j] = ScoringError(422, f"the model cannot score this input: {entry}")
+            elif entry is None and j not in failed_jobs:
+                failed_jobs[j] = ScoringError(500, "the model failed to score")
+        if self.rollout.mode == "shadow":
+            self._copy_to_shadow(deployment, data, request_ids)
+        out: list[list[dict[str, Any]] | ScoringError] = []
+        start = 0
+        for j, job in enumerate(jobs):
+            end = start + len(job.records)
+            out.append(failed_jobs.get(j) or entries[start:end])  # type: ignore[arg-type]
+            start = end
+        return out
+
+    def _score_rows(
+        self,
+        data: Columns,
+        rows: list[int],
+        model: LoadedModel,
+        variant: str,
+        request_ids: list[str],
+        arrived: list[float],
+        entries: list[dict[str, Any] | str | None],
+    ) -> None:
+        whole = len(rows) == len(entries)
+        frame = self.scorer.model_frame(data, None if whole else rows)
+        ids = [request_ids[i] for i in rows]
+        scored, probability = self.scorer.predictions(model, frame, variant, ids)
+        now = time.perf_counter()
+        latencies = [now - arrived[i] for i in rows]
+        for i, entry in zip(rows, scored, strict=True):
+            entries[i] = entry
+        if any(isinstance(entry, str) for entry in scored):  # log only what was served
+            keep = [k for k, entry in enumerate(scored) if not isinstance(entry, str)]
+            rows, ids, probability = (
+                [rows[k] for k in keep],
+                [ids[k] for k in keep],
+                probability[keep],
+            )
+        self.metrics.scored(variant, latencies)
+        if variant == CHALLENGER and self.rollout.mode == "canary":
+            self._judge_canary(model, latencies, [False] * len(rows))
+        if self.writer is not None:
+            logged_at = datetime.now(UTC)
+            self.writer.add_lazy(
+                lambda: self.scorer.log_rows(
+                    data, rows, ids, model, variant, True, probability, logged_at
+                ),
+                len(rows),
+            )
+
+    def _on_failure(
+        self,
+        deployment: Deployment,
+        data: Columns,
+        rows: list[int],
+        model: LoadedModel,
+        variant: str,
+        request_ids: list[str],
+        arrived: list[float],
+        entries: list[dict[str, Any] | str | None],
+        err: Exception,
+    ) -> None:
+        if variant == CHALLENGER:
+            now = time.perf_counter()
+            latencies = [now - arrived[i] for i in rows]
+            self.metrics.scored(variant, latencies, failed=len(rows))
+            # The client never pays for a failing challenger: the champion answers.
+            log.warning("challenger v%s failed on %d records: %s", model.version, len(rows), err)
+            if self.rollout.mode == "canary":
+                self._judge_canary(model, latencies, [True] * len(rows))
+            champion = deployment.variants[CHAMPION]
+            try:
+                self._score_rows(data, rows, champion, CHAMPION, request_ids, arrived, entries)
+            except Exception:  # noqa: BLE001 -- entries stay None: a 500 for those requests
+                log.exception("champion v%s failed too", champion.version)
+            return
+        log.exception("%s v%s failed on %d records", variant, model.version, len(rows))
+
+    def _isolate(
+        self,
+        data: Columns,
+        rows: list[int],
+        model: LoadedModel,
+        request_ids: list[str],
+        arrived: list[float],
+        entries: list[dict[str, Any] | str | None],
+        job_of: np.ndarray,
+        failed_jobs: dict[int, ScoringError],
+    ) -> None:
+        """After a failed champion call: score request by request, so one request the model
+        rejects gets its own 422 and the others in its micro-batch still get answers."""
+        by_job: dict[int, list[int]] = {}
+        for i in rows:
+            by_job.setdefault(int(job_of[i]), []).append(i)
+        for j, job_rows in by_job.items():
+            try:
+                self._score_rows(data, job_rows, model, CHAMPION, request_ids, arrived, entries)
+                continue
+            except (ValueError, TypeError) as err:
+                failed_jobs[j] = ScoringError(422, f"the model cannot score this input: {err}")
+            except Exception:  # noqa: BLE001 -- a model fault, not the client's
+                log.exception("champion v%s failed on one request", model.version)
+                failed_jobs[j] = ScoringError(500, "the model failed to score")
+            now = time.perf_counter()
+            self.metrics.scored(CHAMPION, [now - arrived[i] for i in job_rows], len(job_rows))
+
+    # -- canary ------------------------------------------------------------------------------
+    def _judge_canary(self, model: LoadedModel, latencies: list[float], failed: list[bool]) -> None:
+        self.guard.observe(latencies, failed)
+        reason = self.guard.verdict()
+        if reason is not None and model.version not in self.rolled_back:
+            self.roll_back_canary(model, reason)
+
+    def roll_back_canary(self, model: LoadedModel, reason: str) -> None:
+        """Send all traffic back to the champion and say so: log, metric, registry tag."""
+        if model.version in self.rolled_back:
+            return
+        self.rolled_back.add(model.version)
+        self.metrics.rollbacks.inc()
+        self._update_canary_gauge()
+        log.warning("canary rollback of %s v%s: %s", model.name, model.version, reason)
+        record = {
+            "at": datetime.now(UTC).isoformat(),
+            "deployment": self.config.deployment,
+            "reason": reason,
+        }
+        threading.Thread(
+            target=self._tag_rollback, args=(model, json.dumps(record)), daemon=True
+        ).start()
+
+    def _tag_rollback(self, model: LoadedModel, record: str) -> None:
+        try:
+            self.client.set_model_version_tag(
+                model.name, model.version, TAG_CANARY_ROLLBACK, record
+            )
+        except Exception:  # noqa: BLE001 -- the rollback itself already happened
+            log.exception("tagging the canary rollback of v%s failed", model.version)
+
+    # -- shadow ------------------------------------------------------------------------------
+    def _copy_to_shadow(
+        self, deployment: Deployment, data: Columns, request_ids: list[str]
+    ) -> None:
+        if CHALLENGER not in deployment.variants:
+            return
+        if self._rng.random() >= self.rollout.shadow.share:
+            return
+        try:
+            self._shadow.put_nowait((deployment, data, request_ids))
+        except queue.Full:
+            self.metrics.shadow_dropped.inc()
+
+    def _shadow_worker(self) -> None:
+        while (item := self._shadow.get()) is not None:
+            deployment, data, request_ids = item
+            model = deployment.variants[CHALLENGER]
+            rows = list(range(len(request_ids)))
+            started = time.perf_counter()
+            try:
+                frame = self.scorer.model_frame(data)
+                _, probability = model.predict(frame)
+            except Exception:  # noqa: BLE001 -- a shadow failure never reaches a client
+                log.exception("shadow challenger v%s failed", model.version)
+                elapsed = [time.perf_counter() - started] * len(rows)
+                self.metrics.scored(CHALLENGER, elapsed, failed=len(rows))
+                continue
+            self.metrics.scored(CHALLENGER, [time.perf_counter() - started] * len(rows))
+            if self.writer is not None:
+                self.writer.add(
+                    self.scorer.log_rows(
+                        data, rows, request_ids, model, CHALLENGER, False, probability
+                    )
+                )

@@ -1,0 +1,33 @@
+"""Batch-scoring tasks."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
+from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.serving import batch
+from mlsys_core.serving.batch import ScoreResult
+from mlsys_core.tracking import configure_mlflow
+from tasks.retry import retry_on_io_errors
+
+
+@task
+def resolve_scoring_inputs(
+    model_name: str, alias: str, dataset: str, feature_set: str | None, settings: Settings
+) -> tuple[str, FeatureSetRef]:
+    """Pin the version behind ``alias`` and the feature set (default: the newest)."""
+    version = batch.resolve_version(configure_mlflow(settings), model_name, alias)
+    return version, batch.find_feature_set(Lake(settings.lake_dir), dataset, feature_set)
+
+
+@task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_io_errors)
+def score_feature_set(
+    feature_set: FeatureSetRef, model_name: str, model_version: str, settings: Settings
+) -> ScoreResult:
+    """Write the versioned scores table; an identical one already there is returned as is."""
+    configure_mlflow(settings)
+    return batch.score_feature_set(
+        Lake(settings.lake_dir), feature_set, model_name, model_version, settings.batch_rows
+    )

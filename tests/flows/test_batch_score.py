@@ -1,0 +1,71 @@
+"""The batch-score flow scores the newest feature set with the champion, once."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from flows.batch_score import batch_score
+from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
+from mlsys_core.features.store import load_feature_set
+from mlsys_core.registry import promotion
+from mlsys_core.registry.lineage import lineage
+from mlsys_core.serving.batch import BatchScoreError
+from mlsys_core.tracking import configure_mlflow
+from mlsys_core.training.run import model_input_frame, train_and_log
+from mlsys_core.training.trainer import TrainConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_batch_score_deployment_is_declared() -> None:
+    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    (deployment,) = [d for d in config["deployments"] if d["name"] == "batch-score"]
+    path, name = deployment["entrypoint"].split(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    assert getattr(module, name) is batch_score
+    (schedule,) = deployment["schedules"]
+    assert schedule["slug"] == "daily-batch-score" and schedule["cron"]
+    assert schedule["timezone"] == "America/New_York"
+    assert deployment["parameters"] == {"alias": "champion"}
+
+
+def test_batch_score_without_a_champion_fails_clearly(settings: Settings):
+    with pytest.raises(BatchScoreError, match="holds @champion"):
+        batch_score()
+
+
+@pytest.mark.slow
+def test_batch_score_flow_writes_once_and_records_lineage(settings: Settings, make_feature_set):
+    features = make_feature_set(settings)
+    trained = train_and_log(features, TrainConfig(epochs=1), settings)
+    client = configure_mlflow(settings)
+    version = promotion.register_version(client, settings.model_name, trained)
+    client.set_registered_model_alias(settings.model_name, "champion", version.version)
+
+    result = batch_score()
+    assert result.created and result.model_version == version.version
+    assert result.feature_set == features.version
+    lake = Lake(settings.lake_dir)
+    scores = lake.read(result.snapshot)
+    assert len(scores) == features.snapshot.rows
+    # The test rows (labelled or not) score as the champion scores them directly.
+    frame, spec = load_feature_set(features, lake)
+    test_rows = model_input_frame(frame[frame["_split"] == "test"], spec)
+    champion = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@champion")
+    expected = np.asarray(champion.predict(test_rows), dtype=float)
+    test_scores = scores[scores["_split"] == "test"]["probability"].to_numpy()
+    np.testing.assert_allclose(test_scores, expected, rtol=1e-5, atol=1e-6)
+
+    found = lineage(MlflowClient(settings.mlflow_uri), f"models:/{settings.model_name}@champion")
+    assert [s.deployment for s in found.served_by] == ["prefect-flow/batch-score"]
+
+    again = batch_score()
+    assert not again.created and again.snapshot == result.snapshot

@@ -1,0 +1,101 @@
+"""Traffic through nginx to 2 replicas of the real inference service serving a registered
+champion: a replica killed mid-traffic costs no request, and once the health check has
+dropped it, it gets no more traffic."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
+from mlsys_core.features.assemble import SPLIT
+from mlsys_core.features.store import load_feature_set
+from mlsys_core.registry import promotion
+from mlsys_core.tracking import configure_mlflow
+from mlsys_core.training.run import train_and_log
+from mlsys_core.training.trainer import TrainConfig
+from tests.integration.conftest import BIN, background, free_port, wait_http
+from tests.mlsys_core.serving.traffic import Traffic, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def request_records(frame: pd.DataFrame, columns: list[str], n: int) -> list[dict]:
+    """Test rows as JSON records (absent values left out, times as ISO text)."""
+    rows = json.loads(frame[columns].head(n).to_json(orient="records", date_format="iso"))
+    return [{k: v for k, v in r.items() if v is not None} for r in rows]
+
+
+def status(folder: Path) -> dict:
+    path = folder / "status.json"
+    return json.loads(path.read_text()) if path.is_file() else {"replicas": []}
+
+
+def test_replica_killed_mid_traffic_costs_no_request(tmp_path: Path, make_feature_set):
+    settings = Settings(state_dir=tmp_path / "state")
+    features = make_feature_set(settings)
+    trained = train_and_log(features, TrainConfig(epochs=1), settings)
+    client = configure_mlflow(settings)
+    version = promotion.register_version(client, settings.model_name, trained)
+    client.set_registered_model_alias(settings.model_name, "champion", version.version)
+    frame, spec = load_feature_set(features, Lake(settings.lake_dir))
+    columns = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp, *spec.input_columns]))
+    bodies = request_records(frame[frame[SPLIT] == "test"], columns, 50)
+
+    port, folder = free_port(), tmp_path / "cluster"
+    env = {k: v for k, v in os.environ.items() if k != "MLSYS_TRACKING_URI"}
+    env["MLSYS_STATE_DIR"] = str(settings.root)
+    cmd = [str(BIN / "mlsys"), "serve-cluster", "--replicas", "2", "--strategy", "least_conn"]
+    cmd += ["--port", str(port), "--no-restart", "--folder", str(folder)]
+    cmd += ["--config", json.dumps({"health_interval_s": 0.25})]
+    log = tmp_path / "cluster.log"
+    with background(cmd, env, log) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health/ready", proc, 240, log)
+        wait_for(lambda: all(r["in_rotation"] for r in status(folder)["replicas"]), 120, "2 up")
+        first, second = status(folder)["replicas"]
+        addr = {r["index"]: f"127.0.0.1:{r['port']}" for r in (first, second)}
+
+        def valid(reply: httpx.Response) -> bool:
+            body = reply.json()
+            probability = body["predictions"][0]["probability"]
+            return 0 < probability < 1 and not math.isnan(probability)
+
+        with Traffic(f"{url}/predict", bodies, threads=4, check=valid) as traffic:
+            wait_for(
+                lambda: {u for *_, u in traffic.replies} >= set(addr.values()), 60, "both serve"
+            )
+            os.kill(second["pid"], signal.SIGKILL)  # a crash, mid-traffic
+            wait_for(lambda: not status(folder)["replicas"][1]["in_rotation"], 30, "drop")
+            # nginx's old workers finish what they hold; new ones have the dead replica down.
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            wait_for(lambda: len(traffic.since(t0)) >= 100, 120, "traffic after the drop")
+
+        after = traffic.since(t0)
+        assert {u for *_, u in after} == {addr[0]}, "the dropped replica still got traffic"
+        assert traffic.errors == [], traffic.errors[:5]
+        assert [s for _, s, _ in traffic.replies if s != 200] == []
+        assert traffic.bad == [], traffic.bad[:3]
+        assert traffic.stale <= 4, traffic.stale  # one reload: at most one per client thread
+        conf = (folder / "nginx.conf").read_text()
+        assert f"{addr[1]} weight=1 max_fails=1 fail_timeout=10s down;" in conf
+        nginx_pid, alive_pid = status(folder)["nginx_pid"], first["pid"]
+
+        proc.send_signal(signal.SIGTERM)  # a clean shutdown of everything
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    for pid in (nginx_pid, alive_pid):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health/ready")
+    assert "stopped nginx and the replicas" in log.read_text()

@@ -1,0 +1,110 @@
+"""Batch scoring writes a versioned scores table equal to the champion's own predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
+from mlsys_core.features.assemble import SPLIT
+from mlsys_core.features.store import FeatureSetRef, load_feature_set
+from mlsys_core.registry import promotion
+from mlsys_core.serving import batch
+from mlsys_core.serving.batch import BatchScoreError
+from mlsys_core.tracking import configure_mlflow
+from mlsys_core.training.run import model_input_frame, train_and_log
+from mlsys_core.training.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class Champion:
+    settings: Settings
+    feature_set: FeatureSetRef
+    name: str
+    version: str
+    other_version: str  # the same run registered again: another version, same weights
+
+
+@pytest.fixture(scope="module")
+def champion(
+    tmp_path_factory: pytest.TempPathFactory,
+    make_feature_set: Callable[[Settings], FeatureSetRef],
+) -> Champion:
+    settings = Settings(state_dir=tmp_path_factory.mktemp("batch_state"))
+    feature_set = make_feature_set(settings)
+    trained = train_and_log(feature_set, TrainConfig(epochs=1), settings)
+    client = configure_mlflow(settings)
+    first = promotion.register_version(client, settings.model_name, trained)
+    client.set_registered_model_alias(settings.model_name, "champion", first.version)
+    second = promotion.register_version(client, settings.model_name, trained)
+    return Champion(settings, feature_set, settings.model_name, first.version, second.version)
+
+
+def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Champion) -> None:
+    configure_mlflow(champion.settings)
+    lake = Lake(champion.settings.lake_dir)
+    client = MlflowClient(champion.settings.mlflow_uri)
+    version = batch.resolve_version(client, champion.name, "champion")
+    assert version == champion.version
+
+    # Small batches: several record batches stream into the one part.
+    result = batch.score_feature_set(lake, champion.feature_set, champion.name, version, 1000)
+    assert result.created
+    assert result.snapshot.layer == "scores"
+    assert result.rows == champion.feature_set.snapshot.rows > 3000
+
+    # Reference: the whole feature set scored in one call by the registered pyfunc.
+    frame, spec = load_feature_set(champion.feature_set, lake)
+    model = mlflow.pyfunc.load_model(f"models:/{champion.name}/{version}")
+    expected = np.asarray(model.predict(model_input_frame(frame, spec)), dtype=float)
+    scores = lake.read(result.snapshot)
+    np.testing.assert_allclose(scores["probability"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(scores["prediction"], (expected >= 0.5).astype(int))
+    for key in [*spec.entity_keys, SPLIT]:
+        assert scores[key].tolist() == frame[key].tolist()
+    assert set(scores["model_version"]) == {version}
+
+    # Lineage: the scores name the feature set, which leads back to the raw ingests.
+    manifest = lake.manifest(result.snapshot)
+    assert manifest["parents"] == [f"features/{spec.name}/{champion.feature_set.version}"]
+    assert manifest["model_uri"] == f"models:/{champion.name}/{version}"
+    chain = [entry["snapshot"].split("/")[0] for entry in lake.lineage(result.snapshot)]
+    assert chain[:2] == ["scores", "features"] and "raw" in chain
+
+    # Same version, same snapshot: found, nothing rewritten.
+    data = lake.root / lake.parts(result.snapshot)[0].file
+    mtime = data.stat().st_mtime_ns
+    again = batch.score_feature_set(lake, champion.feature_set, champion.name, version, 1000)
+    assert not again.created
+    assert again.snapshot == result.snapshot
+    assert data.stat().st_mtime_ns == mtime
+    # No temporary files were left in the lake.
+    assert not [p for p in lake.root.rglob("*") if p.name.startswith(".tmp")]
+
+    # Another model version is another table.
+    other = batch.score_feature_set(
+        lake, champion.feature_set, champion.name, champion.other_version, 65_536
+    )
+    assert other.created and other.snapshot.snapshot_id != result.snapshot.snapshot_id
+    np.testing.assert_allclose(lake.read(other.snapshot)["probability"], expected, rtol=1e-5)
+
+
+def test_missing_alias_version_or_feature_set_fails_clearly(champion: Champion) -> None:
+    client = configure_mlflow(champion.settings)
+    lake = Lake(champion.settings.lake_dir)
+    with pytest.raises(BatchScoreError, match="holds @nobody"):
+        batch.resolve_version(client, champion.name, "nobody")
+    with pytest.raises(BatchScoreError, match="cannot load models:/"):
+        batch.score_feature_set(lake, champion.feature_set, champion.name, "99", 1000)
+    missing = batch.score_id(champion.name, "99", champion.feature_set)
+    assert lake.find("scores", "nycflights13", missing) is None  # nothing half-written
+    with pytest.raises(LookupError, match="no feature set nycflights13/nope"):
+        batch.find_feature_set(lake, "nycflights13", "nope")
+    found = batch.find_feature_set(lake, "nycflights13", None)
+    assert found.version == champion.feature_set.version

@@ -1,0 +1,256 @@
+"""Pieces of the service that need no model: schema, routing, canary guard, A/B test,
+prediction-log writer, throughput."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+from scipy.stats import chi2_contingency
+
+from mlsys_core.data.lake import Lake
+from mlsys_core.serving.abtest import ab_test, labels_from_events, two_proportion_z
+from mlsys_core.serving.app import CONFIG_ENV, create_app
+from mlsys_core.serving.config import ABConfig, CanaryConfig, RolloutConfig
+from mlsys_core.serving.log_writer import PredictionLogWriter
+from mlsys_core.serving.metrics import Throughput
+from mlsys_core.serving.prediction_log import read_prediction_log
+from mlsys_core.serving.router import CanaryGuard, Router, bucket
+from mlsys_core.serving.schema import batch_model, lookup_keys, record_model
+from mlsys_core.spec import nycflights13_spec
+
+SPEC = nycflights13_spec()
+GOOD = {
+    "carrier": "UA",
+    "flight": 1545,
+    "origin": "EWR",
+    "dest": "IAH",
+    "time_hour": "2013-01-01T10:00:00Z",
+}
+
+
+def test_record_schema_follows_the_spec():
+    record = record_model(SPEC)
+    schema = record.model_json_schema()
+    assert set(schema["required"]) == {*SPEC.entity_keys, SPEC.event_timestamp}
+    assert set(SPEC.input_columns) | set(lookup_keys(SPEC)) <= set(schema["properties"])
+    assert lookup_keys(SPEC) == ["tailnum"]  # the tail views' key, not a model input
+    # Contract ranges reach the schema: distance is 1..6000 miles in the flights contract.
+    distance = schema["properties"]["distance"]["anyOf"][0]
+    assert (distance["minimum"], distance["maximum"]) == (1, 6000)
+    # A rate feature is a share; a count is never negative.
+    rate = schema["properties"]["route_delay_rate_7d"]["anyOf"][0]
+    assert (rate["minimum"], rate["maximum"]) == (0, 1)
+    ok = record.model_validate({**GOOD, "distance": 1400, "time_hour": "2013-01-01T05:00:00"})
+    assert ok.time_hour == datetime(2013, 1, 1, 5, tzinfo=UTC)  # no offset means UTC
+    assert ok.distance == 1400.0 and ok.dest_lat is None
+    assert record.model_validate({**GOOD, "flight": 1545.0}).flight == 1545
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("distance", float("nan")),
+        ("distance", float("inf")),
+        ("distance", "1400"),
+        ("distance", 0.5),
+        ("flight", 1.5),
+        ("flight", True),
+        ("carrier", ""),
+        ("carrier", 7),
+        ("carrier", "x" * 300),
+        ("dest", "\ud800"),
+        ("time_hour", 1357034400),
+        ("time_hour", "2300-01-01T00:00:00Z"),
+        ("route_delay_rate_7d", 1.5),
+        ("unknown", 1),
+    ],
+)
+def test_record_schema_rejects(field, value):
+    with pytest.raises(ValidationError) as err:
+        record_model(SPEC).model_validate({**GOOD, field: value})
+    assert field in str(err.value)
+
+
+def test_batch_bounds():
+    batch = batch_model(record_model(SPEC), max_records=2)
+    assert len(batch.model_validate({"records": [GOOD, GOOD]}).records) == 2
+    for records in ([], [GOOD] * 3):
+        with pytest.raises(ValidationError):
+            batch.model_validate({"records": records})
+
+
+def test_ab_assignment_is_sticky_and_splits_by_share():
+    record = record_model(SPEC)
+    rows = [record.model_validate({**GOOD, "flight": i}) for i in range(4000)]
+    router = Router(RolloutConfig(mode="ab", ab=ABConfig(share=0.25)), SPEC.entity_keys)
+    first = router.assign(rows, challenger_live=True)
+    assert router.assign(rows, challenger_live=True) == first  # sticky
+    assert Router(router.rollout, SPEC.entity_keys).assign(rows, True) == first  # any replica
+    assert first.count("challenger") / len(rows) == pytest.approx(0.25, abs=0.03)
+    assert router.assign(rows, challenger_live=False) == ["champion"] * len(rows)
+    salted = Router(RolloutConfig(mode="ab", ab=ABConfig(share=0.25, salt="other")), ["flight"])
+    assert salted.assign(rows, True) != first
+    assert 0 <= bucket("x", "s") < 1 and bucket("x", "s") == bucket("x", "s")
+
+
+def test_canary_share_and_guard():
+    record = record_model(SPEC).model_validate(GOOD)
+    router = Router(RolloutConfig(mode="canary", canary=CanaryConfig(share=0.1)), [], seed=0)
+    share = router.assign([record] * 5000, True).count("challenger") / 5000
+    assert share == pytest.approx(0.1, abs=0.02)
+
+    guard = CanaryGuard(CanaryConfig(max_error_rate=0.1, max_p99_ms=100, min_requests=20))
+    guard.observe([0.01] * 19, [False] * 19)
+    assert guard.verdict() is None  # too few to judge
+    guard.observe([0.01], [False])
+    assert guard.verdict() is None
+    guard.observe([0.01] * 5, [True] * 5)  # 5 of 25 failed: 20% > 10%
+    assert "error rate 20.0%" in guard.verdict()
+    guard.reset()
+    guard.observe([0.01] * 95 + [0.5] * 5, [False] * 100)  # p99 = 500 ms
+    assert "p99 latency" in guard.verdict()
+
+
+def test_two_proportion_z_matches_the_chi_square_test():
+    z, p = two_proportion_z(420, 1000, 470, 1000)
+    table = np.array([[420, 580], [470, 530]])
+    chi2, p_ref, _, _ = chi2_contingency(table, correction=False)
+    assert z**2 == pytest.approx(chi2)
+    assert p == pytest.approx(p_ref)
+    assert z > 0  # the second group did better
+    assert two_proportion_z(10, 10, 5, 5) == (0.0, 1.0)
+
+
+def _log_and_labels(n: int, acc_a: float, acc_b: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp("2013-06-01", tz="UTC")
+    labels = rng.integers(0, 2, 2 * n)
+    variant = np.array(["champion"] * n + ["challenger"] * n)
+    right = rng.random(2 * n) < np.where(variant == "champion", acc_a, acc_b)
+    events = pd.DataFrame(
+        {
+            "carrier": "UA",
+            "flight": np.arange(2 * n).astype(float),  # the lake holds floats
+            "origin": "EWR",
+            "dest": "IAH",
+            "time_hour": t0 + pd.to_timedelta(np.arange(2 * n), unit="h"),
+            "arr_delay": np.where(labels == 1, 60.0, -5.0),
+        }
+    )
+    log = events.drop(columns="arr_delay").assign(
+        flight=np.arange(2 * n),  # the log holds ints
+        served=True,
+        variant=variant,
+        model_version=np.where(variant == "champion", "1", "2"),
+        prediction=np.where(right, labels, 1 - labels),
+        probability=0.5,
+    )
+    return log, labels_from_events(events, SPEC)
+
+
+def test_ab_test_names_the_better_variant_once_there_is_evidence():
+    log, labels = _log_and_labels(2000, acc_a=0.60, acc_b=0.70)
+    result = ab_test(log, labels, SPEC)
+    assert result.winner == "challenger" and result.p_value < 1e-6
+    assert result.variants["challenger"].model_versions == ["2"]
+    assert result.variants["challenger"].accuracy == pytest.approx(0.70, abs=0.03)
+    small = ab_test(log.iloc[list(range(10)) + list(range(2000, 2010))], labels, SPEC)
+    assert small.winner is None and "not enough" in small.verdict
+    even_log, even_labels = _log_and_labels(2000, acc_a=0.65, acc_b=0.65, seed=3)
+    even = ab_test(even_log, even_labels, SPEC)
+    assert even.winner is None and even.p_value > 0.05
+    # Shadow rows are not outcomes: only what was served counts.
+    shadow = log.assign(served=False)
+    assert ab_test(shadow, labels, SPEC).variants == {}
+
+
+def test_log_writer_flushes_by_size_by_time_and_on_close(tmp_path):
+    lake = Lake(tmp_path)
+    now = datetime.now(UTC)
+
+    def rows(n: int, start: int = 0) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "request_id": [f"r{start + i}" for i in range(n)],
+                "logged_at": now,
+                "model_name": "m",
+                "model_version": "1",
+                "variant": "champion",
+                "served": True,
+                "probability": 0.5,
+                "prediction": 1,
+            }
+        )
+
+    flushed = threading.Event()
+    writer = PredictionLogWriter(
+        lake, "ds", flush_rows=10, flush_interval_s=60, on_written=lambda n: flushed.set()
+    )
+    writer.start()
+    writer.add(rows(4))
+    writer.add_lazy(lambda: rows(6, start=4), 6)  # reaches 10 rows: flushed now
+    assert flushed.wait(10)
+    assert len(read_prediction_log(lake, "ds")) == 10
+    writer.add(rows(3, start=10))
+    assert len(read_prediction_log(lake, "ds")) == 10  # below both thresholds: waits
+    writer.close()  # shutdown writes the rest
+    log = read_prediction_log(lake, "ds")
+    assert sorted(log["request_id"]) == sorted(f"r{i}" for i in range(13))
+
+    timed = PredictionLogWriter(lake, "timed", flush_rows=1000, flush_interval_s=0.2)
+    timed.start()
+    timed.add(rows(2))
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    while len(read_prediction_log(lake, "timed")) < 2:
+        assert datetime.now(UTC) < deadline
+    timed.close()
+
+
+def test_log_writer_keeps_rows_when_a_flush_fails(tmp_path):
+    blocker = tmp_path / "lake"
+    blocker.write_text("not a folder")  # the lake root is a file: every write fails
+    failures = []
+    writer = PredictionLogWriter(Lake(blocker), "ds", on_failed=failures.append)
+    bad = pd.DataFrame(
+        {
+            "request_id": ["a"],
+            "logged_at": [datetime.now(UTC)],
+            "model_name": "m",
+            "model_version": "1",
+            "variant": "champion",
+            "served": True,
+            "probability": 0.5,
+            "prediction": 0,
+        }
+    )
+    writer.add(bad)
+    assert writer.flush() == 0
+    assert failures and writer.pending_rows == 1  # kept for the next try
+
+
+def test_throughput_is_a_rate_over_the_window():
+    meter = Throughput(window_s=10)
+    for second in range(20):
+        meter.add("champion", 50, now=1000.0 + second)
+    assert meter.rates(now=1019.5)["champion"] == pytest.approx(50.0)
+    assert meter.rates(now=1100.0)["champion"] == 0.0
+
+
+def test_factory_reads_its_config_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLSYS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv(CONFIG_ENV, '{"rollout": {"mode": "canary"}, "max_body_bytes": 4096}')
+    app = create_app()
+    assert app.state.service.config.rollout.mode == "canary"
+    assert app.state.service.config.max_body_bytes == 4096
+    path = tmp_path / "serve.json"
+    path.write_text('{"rollout": {"mode": "ab", "ab": {"share": 0.3}}}')
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    assert create_app().state.service.config.rollout.ab.share == 0.3
+    monkeypatch.setenv(CONFIG_ENV, '{"rollout": {"mode": "sideways"}}')
+    with pytest.raises(ValidationError):
+        create_app()
