@@ -6,7 +6,9 @@ Nothing here imports prefect, so a benchmark can set ``PREFECT_HOME`` before pre
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +46,19 @@ def use_isolated_state(state_dir: Path) -> dict[str, str]:
         raise RuntimeError("prefect was imported before its state folder was set")
     os.environ.update(env)
     return env
+
+
+@contextmanager
+def scratch_folder(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A fresh temporary folder for one benchmark run, removed afterwards unless ``keep``."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        if keep:
+            print(f"\nkept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_sampled_sources(folder: Path, fraction: float, seed: int = 0) -> Path:

@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import scratch_folder  # noqa: E402
 
 
 def make_data(folder: Path, scale: int) -> Path:
@@ -270,18 +270,14 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    root = Path(tempfile.mkdtemp(prefix="mlsys-bench-data-"))
     rows = []
-    try:
+    with scratch_folder("mlsys-bench-data-", keep=args.keep) as root:
         for scale in args.scales:
             spec = make_data(root / f"x{scale}", scale)
             ours = _spawn("ours", spec, root / f"x{scale}" / "ours", args.batch_rows)
             duck = _spawn("duckdb", spec, root / f"x{scale}" / "duckdb", args.batch_rows)
             duck1 = _spawn("duckdb1", spec, root / f"x{scale}" / "duckdb1", args.batch_rows)
             rows.append((scale, ours, duck, duck1))
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
     print(f"\nbatch rows {args.batch_rows}; ours runs in one process; duckdb uses every core,")
     print("duckdb1 is DuckDB limited to one thread (the same compute as ours)")
     head = f"{'scale':>5} {'side':>7} {'rows':>9} {'total s':>8} {'ingest':>7} {'clean':>7}"

@@ -19,15 +19,19 @@ then the check: what every scheduled run after the first does). The ratio is war
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import format_table, load_spec, use_isolated_state, write_sampled_sources
+from bench._common import (
+    format_table,
+    load_spec,
+    scratch_folder,
+    use_isolated_state,
+    write_sampled_sources,
+)
 
 
 def make_frames(folder: Path, args: argparse.Namespace) -> tuple:
@@ -80,13 +84,12 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="mlsys-bench-drift-"))
-    use_isolated_state(folder / "state")
-    from mlsys_core.monitoring.drift import evidently_drift  # noqa: PLC0415
-    from mlsys_core.monitoring.reference import cached_reference  # noqa: PLC0415
-    from mlsys_core.monitoring.stattests import drift_columns, reference_stats  # noqa: PLC0415
+    with scratch_folder("mlsys-bench-drift-", keep=args.keep) as folder:
+        use_isolated_state(folder / "state")
+        from mlsys_core.monitoring.drift import evidently_drift  # noqa: PLC0415
+        from mlsys_core.monitoring.reference import cached_reference  # noqa: PLC0415
+        from mlsys_core.monitoring.stattests import drift_columns, reference_stats  # noqa: PLC0415
 
-    try:
         reference, current, numeric, categorical = make_frames(folder, args)
         t = time.perf_counter()
         plain, _ = evidently_drift(reference, current, numeric, categorical)
@@ -144,11 +147,6 @@ def main() -> None:
             )
         )
         print(f"\nratio ours (warm) / Evidently = {warm_s / evidently_s:.3f} (goal <= 0.25)")
-    finally:
-        if args.keep:
-            print(f"kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,14 @@ Prints the test AUC of each and the ratio ours / baseline.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
-from _common import format_table, use_isolated_state, write_sampled_sources
+from _common import (
+    format_table,
+    scratch_folder,
+    use_isolated_state,
+    write_sampled_sources,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,8 +76,7 @@ def run_digits(settings, lake, seed: int) -> tuple[tuple[float, float], tuple[fl
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="mlsys-bench-kinds-"))
-    try:
+    with scratch_folder("mlsys-bench-kinds-", keep=args.keep) as root:
         use_isolated_state(root / "state")
         from mlsys_core.config import Settings  # noqa: PLC0415
         from mlsys_core.data.lake import Lake  # noqa: PLC0415
@@ -116,9 +117,6 @@ def main(argv: list[str] | None = None) -> None:
         ratio = aucs["nycflights13_text"] / aucs["nycflights13 (plain)"]
         print(f"\nflights: test AUC text / plain = {ratio:.4f}")
         print(f"digits:  test AUC mlsys / logistic regression = {ours / base:.4f}")
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

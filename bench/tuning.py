@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from _common import format_table, load_spec, mean_or_none, use_isolated_state, write_sampled_sources
+from _common import (
+    format_table,
+    load_spec,
+    mean_or_none,
+    scratch_folder,
+    use_isolated_state,
+    write_sampled_sources,
+)
 
 TARGET_RATIO = 1 / 3
 METHODS = {"random": ("random", "none"), "tpe+hyperband": ("tpe", "hyperband")}
@@ -141,8 +145,7 @@ def run_search(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="mlsys-bench-tuning-"))
-    try:
+    with scratch_folder("mlsys-bench-tuning-", keep=args.keep) as root:
         use_isolated_state(root / "state")
         # The temporary server's 20 s default start-up limit is too short on a busy machine.
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -239,11 +242,6 @@ def main(argv: list[str] | None = None) -> None:
                 ],
             )
         )
-    finally:
-        if args.keep:
-            print(f"state kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
