@@ -16,12 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.training.distributed import LaunchConfig
-from mlsys_core.training.run import TrainedModel, train_and_log
+from mlsys_core.training.run import TAG_JOB, TrainedModel, train_and_log
 from mlsys_core.training.trainer import TrainConfig, job_fingerprint
 
 
@@ -147,6 +148,7 @@ def launch_torchrun(job: TrainingJob) -> TrainedModel:
     command = torchrun_command(job, job_file, endpoint)
     log_path = folder / "torchrun.log"
     started = time.monotonic()
+    since_ms = int(time.time() * 1000)
     with open(log_path, "wb") as log:
         # A session of its own, so a timeout can stop torchrun and every worker it started.
         process = subprocess.Popen(
@@ -166,11 +168,14 @@ def launch_torchrun(job: TrainingJob) -> TrainedModel:
             ) from None
         except BaseException:
             _stop_group(process)
+            _end_orphan_runs(job, since_ms, keep=None)
             raise
     elapsed = time.monotonic() - started
     result = folder / "result.json"
-    if returncode == 0 and result.is_file():
-        return TrainedModel.model_validate_json(result.read_text())
+    trained = TrainedModel.model_validate_json(result.read_text()) if result.is_file() else None
+    _end_orphan_runs(job, since_ms, keep=trained.run_id if trained else None)
+    if returncode == 0 and trained is not None:
+        return trained
     errors = [json.loads(p.read_text()) for p in sorted(folder.glob("error-*.json"))]
     summary = (
         f"torchrun exited with {returncode} after {elapsed:.0f} s "
@@ -187,6 +192,30 @@ def launch_torchrun(job: TrainingJob) -> TrainedModel:
             f"{summary}"
         )
     raise WorkersLost(f"workers were lost and restarts are exhausted: {summary}\n{_tail(log_path)}")
+
+
+def _end_orphan_runs(job: TrainingJob, since_ms: int, keep: str | None) -> None:
+    """Mark KILLED the runs this launch started that no rank closed.
+
+    A rank ends its run KILLED on SIGTERM, but one killed outright (SIGKILL, the OOM killer,
+    or torchrun's escalation when the SIGTERM grace runs out on a loaded machine) leaves it
+    RUNNING forever; after torchrun exits, no rank of this launch is alive to finish one.
+    """
+    settings = job.make_settings()
+    client = MlflowClient(tracking_uri=settings.mlflow_uri)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        return
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`{TAG_JOB}` = '{job.key}' and attributes.status = 'RUNNING'"
+            f" and attributes.start_time >= {since_ms}"
+        ),
+    )
+    for run in runs:
+        if run.info.run_id != keep:
+            client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def _stop_group(process: subprocess.Popen) -> None:

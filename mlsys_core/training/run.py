@@ -43,6 +43,7 @@ TAG_CODE = "mlsys.code_version"
 TAG_STAGE = "mlsys.stage"
 TAG_MODEL_URI = "mlsys.model_uri"
 TAG_RESUMED_FROM = "mlsys.resumed_from_step"
+TAG_JOB = "mlsys.train_job"
 
 
 class TrainedModel(BaseModel):
@@ -83,6 +84,7 @@ def train_and_log(
     run_name: str | None = None,
     launch: LaunchConfig | None = None,
     checkpoint_dir: Path | None = None,
+    job_key: str | None = None,
 ) -> TrainedModel | None:
     """Train on a feature-set version and log params, curves, plots and the model.
 
@@ -125,6 +127,8 @@ def train_and_log(
     }
     if trainer.resumed_from is not None:
         tags[TAG_RESUMED_FROM] = str(trainer.resumed_from)
+    if job_key is not None:
+        tags[TAG_JOB] = job_key
     with mlflow.start_run(run_name=run_name, tags=tags) as run, ends_killed_on_sigterm():
         mlflow.log_params(
             {

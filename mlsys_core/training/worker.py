@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             job.run_name,
             job.launch,
             checkpoint_dir=job.checkpoint_dir(),
+            job_key=job.key,
         )
         if trained is not None:
             write_text_atomically(folder / "result.json", trained.model_dump_json())

@@ -91,6 +91,21 @@ def test_sigkill_of_a_rank_restarts_the_group_and_resumes(
     assert store.steps() == []  # a finished job clears its checkpoints
 
 
+def test_a_rank_0_killed_outright_leaves_no_run_running(lake: Lake) -> None:
+    """SIGKILL gives rank 0 no chance to end its MLflow run; the launcher ends it KILLED."""
+    job_dir, store = dirs(lake, DDP)
+    before = set(runs_by_status(lake.settings).get("KILLED", []))
+    with ThreadPoolExecutor(1) as pool, Killer(job_dir, lambda: bool(store.steps()), rank=0) as k:
+        future = pool.submit(launch_core.train, lake.feature_set, CONFIG, lake.settings, DDP)
+        trained = future.result(timeout=300)
+    assert len(k.killed) == 1
+    statuses = runs_by_status(lake.settings)
+    assert "RUNNING" not in statuses
+    killed = set(statuses.get("KILLED", [])) - before
+    assert len(killed) == 1 and trained.run_id not in killed
+    assert trained.run_id in statuses["FINISHED"]
+
+
 def test_exhausted_restarts_fail_fast_with_a_clear_error(lake: Lake) -> None:
     launch = DDP.model_copy(update={"max_restarts": 1, "collective_timeout_s": 10.0})
     job_dir, _ = dirs(lake, launch)
