@@ -20,7 +20,8 @@ class CanaryConfig(_Frozen):
 
     The challenger is judged on its last ``window`` records once it has served
     ``min_requests``: an error rate above ``max_error_rate`` or a p99 latency above
-    ``max_p99_ms`` rolls the canary back (all traffic to the champion).
+    ``max_p99_ms`` rolls the canary back (all traffic to the champion). The latency is the
+    challenger's own scoring time per model call, not queueing that slows both variants.
     """
 
     share: float = Field(default=0.1, ge=0, le=1)

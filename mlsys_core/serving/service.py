@@ -238,11 +238,21 @@ class InferenceService:
             served = variant
             if model is None:  # the challenger left between routing and scoring
                 model, served = deployment.variants[CHAMPION], CHAMPION
+            started = time.perf_counter()
             try:
                 self._score_rows(data, rows, model, served, request_ids, arrived, entries)
             except Exception as err:  # noqa: BLE001 -- isolate below
                 self._on_failure(
-                    deployment, data, rows, model, served, request_ids, arrived, entries, err
+                    deployment,
+                    data,
+                    rows,
+                    model,
+                    served,
+                    request_ids,
+                    arrived,
+                    entries,
+                    err,
+                    started,
                 )
                 if served == CHAMPION:
                     self._isolate(
@@ -274,6 +284,7 @@ class InferenceService:
         arrived: list[float],
         entries: list[dict[str, Any] | str | None],
     ) -> None:
+        started = time.perf_counter()
         whole = len(rows) == len(entries)
         frame = self.scorer.model_frame(data, None if whole else rows)
         ids = [request_ids[i] for i in rows]
@@ -291,7 +302,7 @@ class InferenceService:
             )
         self.metrics.scored(variant, latencies)
         if variant == CHALLENGER and self.rollout.mode == "canary":
-            self._judge_canary(model, latencies, [False] * len(rows))
+            self._judge_canary(model, [now - started] * len(latencies), [False] * len(latencies))
         if self.writer is not None:
             logged_at = datetime.now(UTC)
             self.writer.add_lazy(
@@ -312,6 +323,7 @@ class InferenceService:
         arrived: list[float],
         entries: list[dict[str, Any] | str | None],
         err: Exception,
+        started: float,
     ) -> None:
         if variant == CHALLENGER:
             now = time.perf_counter()
@@ -320,7 +332,7 @@ class InferenceService:
             # The client never pays for a failing challenger: the champion answers.
             log.warning("challenger v%s failed on %d records: %s", model.version, len(rows), err)
             if self.rollout.mode == "canary":
-                self._judge_canary(model, latencies, [True] * len(rows))
+                self._judge_canary(model, [now - started] * len(rows), [True] * len(rows))
             champion = deployment.variants[CHAMPION]
             try:
                 self._score_rows(data, rows, champion, CHAMPION, request_ids, arrived, entries)
@@ -358,8 +370,10 @@ class InferenceService:
             self.metrics.scored(CHAMPION, [now - arrived[i] for i in job_rows], len(job_rows))
 
     # -- canary ------------------------------------------------------------------------------
-    def _judge_canary(self, model: LoadedModel, latencies: list[float], failed: list[bool]) -> None:
-        self.guard.observe(latencies, failed)
+    def _judge_canary(self, model: LoadedModel, service_s: list[float], failed: list[bool]) -> None:
+        # Judged on the challenger's own scoring time, not the queueing before it: a load
+        # spike slows both variants alike and is no reason to roll a good challenger back.
+        self.guard.observe(service_s, failed)
         reason = self.guard.verdict()
         if reason is not None and model.version not in self.rolled_back:
             self.roll_back_canary(model, reason)
