@@ -115,8 +115,7 @@ class Scorer:
         if not finite.all():
             for i in np.flatnonzero(~finite):
                 entries[i] = (  # type: ignore[call-overload]
-                    f"record {i} has no finite probability: a feature value far outside "
-                    "the training data?"
+                    "no finite probability (a feature value far outside the training data?)"
                 )
         return entries, calibrated  # type: ignore[return-value]
 

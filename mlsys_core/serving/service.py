@@ -258,10 +258,13 @@ class InferenceService:
                     self._isolate(
                         data, rows, model, request_ids, arrived, entries, job_of, failed_jobs
                     )
+        first_row = np.concatenate([[0], np.cumsum([len(job.records) for job in jobs])])
         for i, entry in enumerate(entries):
             j = int(job_of[i])
             if isinstance(entry, str) and j not in failed_jobs:
-                failed_jobs[j] = ScoringError(422, f"the model cannot score this input: {entry}")
+                failed_jobs[j] = ScoringError(
+                    422, f"the model cannot score record {i - first_row[j]}: {entry}"
+                )
             elif entry is None and j not in failed_jobs:
                 failed_jobs[j] = ScoringError(500, "the model failed to score")
         if self.rollout.mode == "shadow":
