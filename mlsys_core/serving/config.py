@@ -100,6 +100,13 @@ class ServeConfig(_Frozen):
         ge=1,
         description="Records of concurrent requests scored in one model call.",
     )
+    max_queued_records: int = Field(
+        default=10_000,
+        ge=1,
+        description="Records waiting for the scorer beyond which requests get 503 at once: "
+        "under overload a fast refusal (a load balancer retries elsewhere) beats a queue "
+        "whose wait grows without bound.",
+    )
     online_features: bool = Field(
         default=True, description="Look up absent feature-store features in the online store."
     )

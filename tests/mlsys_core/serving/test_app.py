@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -196,3 +197,21 @@ def test_metrics_and_prediction_log(trained, client, model_name, small_spec, sam
                 assert pd.isna(row[name]), name
             else:
                 assert row[name] == pytest.approx(value), name
+
+
+def test_overload_is_refused_fast_not_queued(
+    trained, client, model_name, small_spec, sample_rows, slow_model_uri
+):
+    register(client, model_name, slow_model_uri, "champion")  # 0.3 s per model call
+    record = records(sample_rows, small_spec, 1)[0]
+    app = _app(trained, small_spec, model_name, max_queued_records=2)
+    with serving(app) as url, ThreadPoolExecutor(12) as pool:
+        answers = list(
+            pool.map(lambda _: httpx.post(f"{url}/predict", json=record, timeout=60), range(12))
+        )
+        metrics = httpx.get(f"{url}/metrics").text
+    codes = [a.status_code for a in answers]
+    assert set(codes) == {200, 503}, codes
+    assert all("overloaded" in a.json()["detail"] for a in answers if a.status_code == 503)
+    assert codes.count(200) >= 3  # the one scoring plus up to two waiting, and later ones
+    assert 'mlsys_serving_http_responses_total{status="503"}' in metrics
