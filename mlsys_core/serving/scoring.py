@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from mlsys_core.features.online import OnlineStore
 from mlsys_core.serving.models import LoadedModel
-from mlsys_core.serving.schema import lookup_keys
+from mlsys_core.serving.schema import column_kinds, event_keys, lookup_keys
 from mlsys_core.spec import DatasetSpec
 
 Columns = dict[str, list[Any]]
@@ -35,9 +35,10 @@ class Scorer:
         self.threshold = threshold
         self.store = store
         self.inputs = list(spec.input_columns)
-        self.numeric = [c for c in self.inputs if c in set(spec.features.numeric)]
-        self.timestamp = spec.event_timestamp
-        self.keys = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp]))
+        kinds = column_kinds(spec)
+        self.numbers = {c for c, k in kinds.items() if k in ("number", "integer")}
+        self.times = {c for c, k in kinds.items() if k == "time"}
+        self.keys = event_keys(spec)
         self.lookup = lookup_keys(spec)
         self.columns = list(dict.fromkeys([*self.keys, *self.lookup, *self.inputs]))
         self.log_columns = list(dict.fromkeys([*self.keys, *self.inputs]))
@@ -74,16 +75,17 @@ class Scorer:
         def pick(values: list[Any]) -> list[Any]:
             return values if rows is None else [values[i] for i in rows]
 
-        out: dict[str, Any] = {}
-        for col in self.inputs:
-            values = pick(data[col])
-            if col == self.timestamp:
-                out[col] = pd.to_datetime(values, utc=True).tz_localize(None)
-            elif col in self.numeric:
-                out[col] = np.array([np.nan if v is None else v for v in values], np.float64)
-            else:
-                out[col] = np.array(values, dtype=object)
-        return pd.DataFrame(out)
+        return pd.DataFrame(
+            {col: self._typed(col, pick(data[col]), naive=True) for col in self.inputs}
+        )
+
+    def _typed(self, col: str, values: list[Any], naive: bool) -> Any:
+        if col in self.times:
+            times = pd.to_datetime(values, utc=True)
+            return times.tz_localize(None) if naive else times
+        if col in self.numbers:
+            return np.array([np.nan if v is None else v for v in values], np.float64)
+        return np.array(values, dtype=object)
 
     def predictions(
         self, model: LoadedModel, frame: pd.DataFrame, variant: str, request_ids: list[str]
@@ -144,11 +146,5 @@ class Scorer:
             "prediction": (np.asarray(probability) >= self.threshold).astype(np.int64),
         }
         for col in self.log_columns:
-            values = [data[col][i] for i in rows]
-            if col == self.timestamp:
-                out[col] = pd.to_datetime(values, utc=True)
-            elif col in self.numeric:
-                out[col] = np.array([np.nan if v is None else v for v in values], np.float64)
-            else:
-                out[col] = values
+            out[col] = self._typed(col, [data[col][i] for i in rows], naive=False)
         return pd.DataFrame(out, index=range(n))
