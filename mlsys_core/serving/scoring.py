@@ -121,7 +121,7 @@ class Scorer:
                 )
         return entries, calibrated  # type: ignore[return-value]
 
-    def log_rows(
+    def log_block(
         self,
         data: Columns,
         rows: np.ndarray | list[int],
@@ -131,20 +131,46 @@ class Scorer:
         served: bool,
         probability: np.ndarray,
         logged_at: datetime | None = None,
-    ) -> pd.DataFrame:
-        """Prediction-log rows (``prediction_log`` contract): meta columns, entity keys,
-        event time and every model input as the model saw it (online values included)."""
+    ) -> Columns:
+        """Prediction-log rows as plain columns; ``log_frame`` types many blocks at once
+        (one frame per flush, not one per request, keeps the writer light on the GIL)."""
         n = len(rows)
-        out: dict[str, Any] = {
-            "request_id": request_ids,
-            "logged_at": pd.Timestamp(logged_at or datetime.now(UTC)),
-            "model_name": model.name,
-            "model_version": model.version,
-            "variant": variant,
-            "served": served,
-            "probability": np.asarray(probability, np.float64),
-            "prediction": (np.asarray(probability) >= self.threshold).astype(np.int64),
+        probability = np.asarray(probability, np.float64)
+        out: Columns = {
+            "request_id": list(request_ids),
+            "logged_at": [logged_at or datetime.now(UTC)] * n,
+            "model_name": [model.name] * n,
+            "model_version": [model.version] * n,
+            "variant": [variant] * n,
+            "served": [served] * n,
+            "probability": probability.tolist(),
+            "prediction": (probability >= self.threshold).astype(int).tolist(),
         }
         for col in self.log_columns:
-            out[col] = self._typed(col, [data[col][i] for i in rows], naive=False)
-        return pd.DataFrame(out, index=range(n))
+            values = data[col]
+            out[col] = [values[i] for i in rows]
+        return out
+
+    def log_frame(self, blocks: list[Columns]) -> pd.DataFrame:
+        """Blocks of ``log_block`` as one typed frame (the ``prediction_log`` contract: meta
+        columns, entity keys, event time and every model input as the model saw it)."""
+        merged = {c: [v for b in blocks for v in b[c]] for c in blocks[0]} if blocks else {}
+        if not merged:
+            return pd.DataFrame()
+        out: dict[str, Any] = {
+            "request_id": merged["request_id"],
+            "logged_at": pd.to_datetime(merged["logged_at"], utc=True),
+            "model_name": merged["model_name"],
+            "model_version": merged["model_version"],
+            "variant": merged["variant"],
+            "served": np.array(merged["served"], bool),
+            "probability": np.array(merged["probability"], np.float64),
+            "prediction": np.array(merged["prediction"], np.int64),
+        }
+        for col in self.log_columns:
+            out[col] = self._typed(col, merged[col], naive=False)
+        return pd.DataFrame(out)
+
+    def log_rows(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        """One block of log rows as a frame."""
+        return self.log_frame([self.log_block(*args, **kwargs)])

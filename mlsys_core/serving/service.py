@@ -91,6 +91,7 @@ class InferenceService:
                 config.log.flush_interval_s,
                 on_written=self.metrics.log_rows.inc,
                 on_failed=lambda _err: self.metrics.log_failures.inc(),
+                build=self.scorer.log_frame,
             )
             if config.log.enabled
             else None
@@ -309,7 +310,7 @@ class InferenceService:
         if self.writer is not None:
             logged_at = datetime.now(UTC)
             self.writer.add_lazy(
-                lambda: self.scorer.log_rows(
+                lambda: self.scorer.log_block(
                     data, rows, ids, model, variant, True, probability, logged_at
                 ),
                 len(rows),
@@ -435,8 +436,7 @@ class InferenceService:
                 continue
             self.metrics.scored(CHALLENGER, [time.perf_counter() - started] * len(rows))
             if self.writer is not None:
-                self.writer.add(
-                    self.scorer.log_rows(
-                        data, rows, request_ids, model, CHALLENGER, False, probability
-                    )
+                block = self.scorer.log_block(
+                    data, rows, request_ids, model, CHALLENGER, False, probability
                 )
+                self.writer.add_lazy(lambda block=block: block, len(rows))
