@@ -11,6 +11,7 @@ Threads, each with one job:
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import queue
@@ -167,6 +168,13 @@ class InferenceService:
             variants[variant] = loaded.get(version) or load_version(self.client, self.name, version)
         previous = current.variants if current else {}
         self.deployment = Deployment(variants)  # the switch: one reference, atomically
+        # The loaded libraries and models are millions of long-lived objects; a full
+        # garbage collection walking them stalled requests for ~300 ms (p99 at one client:
+        # ~290 ms -> ~50 ms). Freeze them out of the collector's generations; unfreeze first,
+        # so a replaced version can be freed. One collection per reload, in this thread.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
         for variant, model in variants.items():
             self.metrics.model_version.labels(variant).set(float(model.version))
             old = previous.get(variant)
