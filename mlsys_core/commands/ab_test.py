@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
     from mlsys_core.serving.abtest import ab_test, labels_from_events  # noqa: PLC0415
     from mlsys_core.serving.prediction_log import read_prediction_log  # noqa: PLC0415
+    from mlsys_core.serving.schema import event_keys  # noqa: PLC0415
     from mlsys_core.spec import nycflights13_spec  # noqa: PLC0415
 
     settings, spec = Settings(), nycflights13_spec()
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     clean = lake.latest("clean", spec.base)
     if clean is None:
         raise LookupError(f"no clean {spec.base!r} table in {lake.root}: no labels yet")
-    columns = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp, spec.label.column]))
+    columns = list(dict.fromkeys([*event_keys(spec), spec.label.column]))
     labels = labels_from_events(lake.read(clean, columns=columns), spec)
     result = ab_test(log, labels, spec, args.alpha, args.min_outcomes)
     print(result.model_dump_json(indent=2))

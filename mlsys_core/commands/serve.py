@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -66,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
     except (ValidationError, json.JSONDecodeError) as err:
         raise ValueError(f"bad serve config: {err}") from None
     os.environ[CONFIG_ENV] = config.model_dump_json()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs
+    # Reloads, rollbacks and log flushes are reported through `logging`.
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(config=config),
         host=args.host,

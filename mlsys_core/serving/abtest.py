@@ -15,6 +15,7 @@ import math
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from mlsys_core.serving.schema import event_keys
 from mlsys_core.spec import DatasetSpec
 
 
@@ -60,7 +61,7 @@ def _key_columns(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     contract = spec.contracts.get(spec.base)
     rules = contract.columns if contract else {}
     out = pd.DataFrame(index=frame.index)
-    for key in [*spec.entity_keys, spec.event_timestamp]:
+    for key in event_keys(spec):
         dtype = rules[key].dtype if key in rules else "string"
         if key == spec.event_timestamp or dtype == "datetime":
             out[key] = pd.to_datetime(frame[key], utc=True)
@@ -74,10 +75,17 @@ def _key_columns(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
 def labels_from_events(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """The spec's label per event (keys + event time), from base-table rows; rows without
     the label's column (cancelled flights) carry no label and are dropped."""
-    value = pd.to_numeric(events[spec.label.column], errors="coerce")
+    raw = events[spec.label.column]
     keyed = _key_columns(events, spec)
-    keyed[spec.label.name] = (value > spec.label.threshold).astype("float64")
-    return keyed[value.notna()].drop_duplicates(subset=list(keyed.columns[:-1]))
+    positive = getattr(spec.label, "positive", None)  # a class label, where specs allow one
+    if positive is not None:
+        keyed[spec.label.name] = raw.isin(positive).astype("float64")
+        known = raw.notna()
+    else:
+        value = pd.to_numeric(raw, errors="coerce")
+        keyed[spec.label.name] = (value > spec.label.threshold).astype("float64")
+        known = value.notna()
+    return keyed[known].drop_duplicates(subset=event_keys(spec))
 
 
 def join_outcomes(log: pd.DataFrame, labels: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
@@ -87,8 +95,7 @@ def join_outcomes(log: pd.DataFrame, labels: pd.DataFrame, spec: DatasetSpec) ->
     keyed[["variant", "model_version", "prediction", "probability"]] = served[
         ["variant", "model_version", "prediction", "probability"]
     ]
-    keys = [*spec.entity_keys, spec.event_timestamp]
-    return keyed.merge(labels, on=keys, how="inner")
+    return keyed.merge(labels, on=event_keys(spec), how="inner")
 
 
 def ab_test(

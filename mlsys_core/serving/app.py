@@ -108,9 +108,10 @@ class MicroBatcher:
     """Requests in, one scoring thread out: whatever waits when the thread frees up is
     scored together (up to ``max_records`` records)."""
 
-    def __init__(self, service: InferenceService, max_records: int) -> None:
-        self.service, self.max_records = service, max_records
+    def __init__(self, service: InferenceService, max_records: int, max_queued: int) -> None:
+        self.service, self.max_records, self.max_queued = service, max_records, max_queued
         self.queue: asyncio.Queue[tuple[Job, asyncio.Future]] = asyncio.Queue()
+        self.queued = 0  # records waiting; only the event loop touches it
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
         self.task: asyncio.Task | None = None
 
@@ -118,8 +119,11 @@ class MicroBatcher:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def submit(self, job: Job) -> list[dict[str, Any]] | ScoringError:
+        if self.queued + len(job.records) > self.max_queued:
+            return ScoringError(503, f"overloaded: {self.queued} records wait; retry later")
         future = asyncio.get_running_loop().create_future()
         self.queue.put_nowait((job, future))
+        self.queued += len(job.records)
         return await future
 
     async def _run(self) -> None:
@@ -130,6 +134,7 @@ class MicroBatcher:
             while size < self.max_records and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
                 size += len(batch[-1][0].records)
+            self.queued -= size
             jobs = [job for job, _ in batch]
             try:
                 results = await loop.run_in_executor(self.executor, self.service.score, jobs)
@@ -183,7 +188,7 @@ def create_app(
     spec = spec or nycflights13_spec()
     config = config or _config_from_env()
     service = InferenceService(settings, spec, config)
-    batcher = MicroBatcher(service, config.micro_batch_records)
+    batcher = MicroBatcher(service, config.micro_batch_records, config.max_queued_records)
     record_type = record_model(spec)
     batch_type = batch_model(record_type, config.max_batch_records)
     # Tagged, so a bad batch reports the batch's errors, not also why it is no record.
@@ -222,7 +227,7 @@ def create_app(
             "model": ErrorResponse,
             "description": "A field is missing, of the wrong type, out of range, or not finite.",
         },
-        503: {"model": ErrorResponse, "description": "No model loaded yet."},
+        503: {"model": ErrorResponse, "description": "No model loaded yet, or overloaded."},
     }
 
     @app.post("/predict", response_model=PredictResponse, responses=errors)

@@ -20,7 +20,8 @@ class CanaryConfig(_Frozen):
 
     The challenger is judged on its last ``window`` records once it has served
     ``min_requests``: an error rate above ``max_error_rate`` or a p99 latency above
-    ``max_p99_ms`` rolls the canary back (all traffic to the champion).
+    ``max_p99_ms`` rolls the canary back (all traffic to the champion). The latency is the
+    challenger's own scoring time per model call, not queueing that slows both variants.
     """
 
     share: float = Field(default=0.1, ge=0, le=1)
@@ -98,6 +99,13 @@ class ServeConfig(_Frozen):
         default=512,
         ge=1,
         description="Records of concurrent requests scored in one model call.",
+    )
+    max_queued_records: int = Field(
+        default=10_000,
+        ge=1,
+        description="Records waiting for the scorer beyond which requests get 503 at once: "
+        "under overload a fast refusal (a load balancer retries elsewhere) beats a queue "
+        "whose wait grows without bound.",
     )
     online_features: bool = Field(
         default=True, description="Look up absent feature-store features in the online store."

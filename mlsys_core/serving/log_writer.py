@@ -31,12 +31,14 @@ class PredictionLogWriter:
         max_pending_rows: int = 1_000_000,
         on_written: Callable[[int], None] | None = None,
         on_failed: Callable[[Exception], None] | None = None,
+        build: Callable[[list[dict]], pd.DataFrame] | None = None,
     ) -> None:
         self.lake, self.dataset = lake, dataset
         self.flush_rows, self.flush_interval_s = flush_rows, flush_interval_s
         self.max_pending_rows = max_pending_rows
         self.on_written, self.on_failed = on_written, on_failed
-        self._pending: list[pd.DataFrame | Callable[[], pd.DataFrame]] = []
+        self.build = build  # typed frame from row blocks (dicts of columns), once per flush
+        self._pending: list[pd.DataFrame | Callable[[], pd.DataFrame | dict]] = []
         self._rows = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -58,8 +60,9 @@ class PredictionLogWriter:
         if full:
             self._wake.set()
 
-    def add_lazy(self, build: Callable[[], pd.DataFrame], rows: int) -> None:
-        """Queue rows that the writer thread builds, keeping even the frame off the caller."""
+    def add_lazy(self, build: Callable[[], pd.DataFrame | dict], rows: int) -> None:
+        """Queue rows that the writer thread builds (a frame, or a block of columns for
+        ``build``), keeping even that work off the caller."""
         with self._lock:
             self._pending.append(build)
             self._rows += rows
@@ -79,10 +82,13 @@ class PredictionLogWriter:
             if not batch:
                 return 0
             try:
-                frame = pd.concat(
-                    [part if isinstance(part, pd.DataFrame) else part() for part in batch],
-                    ignore_index=True,
-                )
+                parts = [part if isinstance(part, pd.DataFrame) else part() for part in batch]
+                frames = [p for p in parts if isinstance(p, pd.DataFrame)]
+                if blocks := [p for p in parts if isinstance(p, dict)]:
+                    if self.build is None:
+                        raise TypeError("row blocks need a build function")
+                    frames.append(self.build(blocks))
+                frame = pd.concat(frames, ignore_index=True)
             except Exception:  # noqa: BLE001 -- rows that cannot be built are lost; say so
                 log.exception("building prediction-log rows failed")
                 if self.on_failed:

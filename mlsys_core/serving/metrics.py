@@ -77,7 +77,8 @@ class ServiceMetrics:
         )
         self.latency = Histogram(
             "mlsys_serving_latency_seconds",
-            "Time from a record's arrival to its prediction, by variant.",
+            "Time from a validated record's arrival in the scoring queue to its prediction, "
+            "by variant (shadow copies: the challenger's scoring time).",
             ["variant"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -95,17 +95,13 @@ def _number(rule: ColumnRule | None, integer: bool = False) -> Any:
     return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
 
 
-def _typed(rule: ColumnRule | None, numeric: bool = False) -> Any:
-    """The pydantic type of one column, from its contract rule (or the feature group)."""
-    dtype = rule.dtype if rule else ("float" if numeric else "string")
-    if numeric and dtype in ("int", "float"):
-        return _number(rule)  # a numeric feature is a float to the model, whatever the source
-    return {
-        "int": _number(rule, integer=True),
-        "float": _number(rule),
-        "datetime": Time,
-        "string": Text,
-    }[dtype]
+def _typed(kind: ColumnKind, rule: ColumnRule | None) -> Any:
+    """The pydantic type of one column, from its kind and contract rule."""
+    if kind == "number":
+        return _number(rule)
+    if kind == "integer":
+        return _number(rule, integer=True)
+    return Time if kind == "time" else Text
 
 
 def column_rules(spec: DatasetSpec) -> dict[str, ColumnRule]:
@@ -132,6 +128,45 @@ def column_rules(spec: DatasetSpec) -> dict[str, ColumnRule]:
     return rules
 
 
+def event_keys(spec: DatasetSpec) -> list[str]:
+    """What identifies one prediction event: the entity keys and, if the spec has one, the
+    event time (the prediction log is joined to labels on these)."""
+    return list(dict.fromkeys([*spec.entity_keys, *filter(None, [spec.event_timestamp])]))
+
+
+ColumnKind = Literal["number", "integer", "time", "text"]
+
+
+def column_kinds(spec: DatasetSpec) -> dict[str, ColumnKind]:
+    """How each request column is typed, and so how it reaches the model: numbers as
+    float64, times as naive UTC, text as objects."""
+    rules = column_rules(spec)
+    by_dtype: dict[str, ColumnKind] = {
+        "int": "integer",
+        "float": "number",
+        "datetime": "time",
+        "string": "text",
+    }
+    # Extractor columns (if the spec declares any) say their kind where no contract does.
+    extractors = getattr(spec.features, "extractors", None) or []
+    declared = {
+        c: {"numeric": "number", "datetime": "time"}.get(e.kind, "text")
+        for e in extractors
+        for c in e.columns
+    }
+    kinds: dict[str, ColumnKind] = {}
+    for col in [*event_keys(spec), *lookup_keys(spec), *spec.input_columns]:
+        if col == spec.event_timestamp:
+            kinds[col] = "time"
+        elif col in spec.features.numeric:
+            kinds[col] = "number"  # a numeric feature is a float to the model
+        elif col in rules:
+            kinds[col] = by_dtype[rules[col].dtype]
+        else:
+            kinds[col] = declared.get(col, "text")  # type: ignore[assignment]
+    return kinds
+
+
 def lookup_keys(spec: DatasetSpec) -> list[str]:
     """Join keys the feature views need that are neither entity keys nor features."""
     known = {*spec.entity_keys, spec.event_timestamp, *spec.input_columns}
@@ -141,18 +176,22 @@ def lookup_keys(spec: DatasetSpec) -> list[str]:
 
 def record_model(spec: DatasetSpec) -> type[BaseModel]:
     """One prediction record of ``spec``: required keys and time, optional features."""
-    rules = column_rules(spec)
-    numeric, view = set(spec.features.numeric), set(spec.view_features)
+    rules, kinds = column_rules(spec), column_kinds(spec)
+    view = set(spec.view_features)
     fields: dict[str, Any] = {}
     for key in spec.entity_keys:
-        fields[key] = (_typed(rules.get(key)), Field(description="Entity key (required)."))
-    fields[spec.event_timestamp] = (
-        Time,
-        Field(description="Event time (required); ISO 8601, a time without offset is UTC."),
-    )
+        fields[key] = (
+            _typed(kinds[key], rules.get(key)),
+            Field(description="Entity key (required)."),
+        )
+    if spec.event_timestamp:
+        fields[spec.event_timestamp] = (
+            Time,
+            Field(description="Event time (required); ISO 8601, a time without offset is UTC."),
+        )
     for key in lookup_keys(spec):
         fields[key] = (
-            _typed(rules.get(key)) | None,
+            _typed(kinds[key], rules.get(key)) | None,
             Field(default=None, description="Join key of a feature-store entity."),
         )
     for col in spec.input_columns:
@@ -164,7 +203,7 @@ def record_model(spec: DatasetSpec) -> type[BaseModel]:
             if col in view
             else "Feature: imputed as in training when absent or null."
         )
-        fields[col] = (_typed(rules.get(col), col in numeric) | None, Field(None, description=note))
+        fields[col] = (_typed(kinds[col], rules.get(col)) | None, Field(None, description=note))
     title = "".join(part.title() for part in spec.name.split("_"))
     return create_model(
         f"{title}Record",

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from mlsys_core.features.online import OnlineStore
 from mlsys_core.serving.models import LoadedModel
-from mlsys_core.serving.schema import lookup_keys
+from mlsys_core.serving.schema import column_kinds, event_keys, lookup_keys
 from mlsys_core.spec import DatasetSpec
 
 Columns = dict[str, list[Any]]
@@ -35,9 +35,10 @@ class Scorer:
         self.threshold = threshold
         self.store = store
         self.inputs = list(spec.input_columns)
-        self.numeric = [c for c in self.inputs if c in set(spec.features.numeric)]
-        self.timestamp = spec.event_timestamp
-        self.keys = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp]))
+        kinds = column_kinds(spec)
+        self.numbers = {c for c, k in kinds.items() if k in ("number", "integer")}
+        self.times = {c for c, k in kinds.items() if k == "time"}
+        self.keys = event_keys(spec)
         self.lookup = lookup_keys(spec)
         self.columns = list(dict.fromkeys([*self.keys, *self.lookup, *self.inputs]))
         self.log_columns = list(dict.fromkeys([*self.keys, *self.inputs]))
@@ -74,16 +75,17 @@ class Scorer:
         def pick(values: list[Any]) -> list[Any]:
             return values if rows is None else [values[i] for i in rows]
 
-        out: dict[str, Any] = {}
-        for col in self.inputs:
-            values = pick(data[col])
-            if col == self.timestamp:
-                out[col] = pd.to_datetime(values, utc=True).tz_localize(None)
-            elif col in self.numeric:
-                out[col] = np.array([np.nan if v is None else v for v in values], np.float64)
-            else:
-                out[col] = np.array(values, dtype=object)
-        return pd.DataFrame(out)
+        return pd.DataFrame(
+            {col: self._typed(col, pick(data[col]), naive=True) for col in self.inputs}
+        )
+
+    def _typed(self, col: str, values: list[Any], naive: bool) -> Any:
+        if col in self.times:
+            times = pd.to_datetime(values, utc=True)
+            return times.tz_localize(None) if naive else times
+        if col in self.numbers:
+            return np.array([np.nan if v is None else v for v in values], np.float64)
+        return np.array(values, dtype=object)
 
     def predictions(
         self, model: LoadedModel, frame: pd.DataFrame, variant: str, request_ids: list[str]
@@ -115,12 +117,11 @@ class Scorer:
         if not finite.all():
             for i in np.flatnonzero(~finite):
                 entries[i] = (  # type: ignore[call-overload]
-                    f"record {i} has no finite probability: a feature value far outside "
-                    "the training data?"
+                    "no finite probability (a feature value far outside the training data?)"
                 )
         return entries, calibrated  # type: ignore[return-value]
 
-    def log_rows(
+    def log_block(
         self,
         data: Columns,
         rows: np.ndarray | list[int],
@@ -130,26 +131,46 @@ class Scorer:
         served: bool,
         probability: np.ndarray,
         logged_at: datetime | None = None,
-    ) -> pd.DataFrame:
-        """Prediction-log rows (``prediction_log`` contract): meta columns, entity keys,
-        event time and every model input as the model saw it (online values included)."""
+    ) -> Columns:
+        """Prediction-log rows as plain columns; ``log_frame`` types many blocks at once
+        (one frame per flush, not one per request, keeps the writer light on the GIL)."""
         n = len(rows)
-        out: dict[str, Any] = {
-            "request_id": request_ids,
-            "logged_at": pd.Timestamp(logged_at or datetime.now(UTC)),
-            "model_name": model.name,
-            "model_version": model.version,
-            "variant": variant,
-            "served": served,
-            "probability": np.asarray(probability, np.float64),
-            "prediction": (np.asarray(probability) >= self.threshold).astype(np.int64),
+        probability = np.asarray(probability, np.float64)
+        out: Columns = {
+            "request_id": list(request_ids),
+            "logged_at": [logged_at or datetime.now(UTC)] * n,
+            "model_name": [model.name] * n,
+            "model_version": [model.version] * n,
+            "variant": [variant] * n,
+            "served": [served] * n,
+            "probability": probability.tolist(),
+            "prediction": (probability >= self.threshold).astype(int).tolist(),
         }
         for col in self.log_columns:
-            values = [data[col][i] for i in rows]
-            if col == self.timestamp:
-                out[col] = pd.to_datetime(values, utc=True)
-            elif col in self.numeric:
-                out[col] = np.array([np.nan if v is None else v for v in values], np.float64)
-            else:
-                out[col] = values
-        return pd.DataFrame(out, index=range(n))
+            values = data[col]
+            out[col] = [values[i] for i in rows]
+        return out
+
+    def log_frame(self, blocks: list[Columns]) -> pd.DataFrame:
+        """Blocks of ``log_block`` as one typed frame (the ``prediction_log`` contract: meta
+        columns, entity keys, event time and every model input as the model saw it)."""
+        merged = {c: [v for b in blocks for v in b[c]] for c in blocks[0]} if blocks else {}
+        if not merged:
+            return pd.DataFrame()
+        out: dict[str, Any] = {
+            "request_id": merged["request_id"],
+            "logged_at": pd.to_datetime(merged["logged_at"], utc=True),
+            "model_name": merged["model_name"],
+            "model_version": merged["model_version"],
+            "variant": merged["variant"],
+            "served": np.array(merged["served"], bool),
+            "probability": np.array(merged["probability"], np.float64),
+            "prediction": np.array(merged["prediction"], np.int64),
+        }
+        for col in self.log_columns:
+            out[col] = self._typed(col, merged[col], naive=False)
+        return pd.DataFrame(out)
+
+    def log_rows(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        """One block of log rows as a frame."""
+        return self.log_frame([self.log_block(*args, **kwargs)])

@@ -137,17 +137,26 @@ def serving(app: FastAPI, ready: bool = True) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-@pytest.fixture(scope="session")
-def failing_model_uri(trained: Trained) -> str:
-    """A logged model whose predict always raises (a broken challenger)."""
+def _log_code_model(trained: Trained, file: str) -> str:
     configure_mlflow(trained.settings)
-    example = pd.DataFrame({"x": [1.0]})
-    signature = infer_signature(example, np.array([0.5]))
-    with mlflow.start_run(run_name="failing-challenger"):
+    signature = infer_signature(pd.DataFrame({"x": [1.0]}), np.array([0.5]))
+    with mlflow.start_run(run_name=file):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(Path(__file__).with_name("failing_model.py")),
+            python_model=str(Path(__file__).with_name(file)),
             signature=signature,
             pip_requirements=[f"mlflow=={mlflow.__version__}"],
         )
     return info.model_uri
+
+
+@pytest.fixture(scope="session")
+def failing_model_uri(trained: Trained) -> str:
+    """A logged model whose predict always raises (a broken challenger)."""
+    return _log_code_model(trained, "failing_model.py")
+
+
+@pytest.fixture(scope="session")
+def slow_model_uri(trained: Trained) -> str:
+    """A logged model that takes 0.3 s per call (a slow challenger)."""
+    return _log_code_model(trained, "slow_model.py")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -45,7 +46,11 @@ def test_predict_matches_the_registered_model(trained, client, model_name, small
     np.testing.assert_allclose([p["raw_probability"] for p in got], expected, rtol=1e-5)
     calibrated = loaded.calibration.apply(expected)
     np.testing.assert_allclose([p["probability"] for p in got], calibrated, rtol=1e-9)
-    assert loaded.calibrated
+    # Calibration was fitted on the validation split at training time and improves the
+    # test split's calibration error (the model's raw scores sit near 0.5 after one epoch).
+    assert loaded.calibrated and "valid" in loaded.calibration.fitted_on
+    metrics = client.get_run(trained.model.run_id).data.metrics
+    assert metrics["test_ece_calibrated"] < metrics["test_ece"]
     for p in got:
         assert p["prediction"] == int(p["probability"] >= 0.5)
         assert math.isclose(p["confidence"], max(p["probability"], 1 - p["probability"]))
@@ -192,3 +197,21 @@ def test_metrics_and_prediction_log(trained, client, model_name, small_spec, sam
                 assert pd.isna(row[name]), name
             else:
                 assert row[name] == pytest.approx(value), name
+
+
+def test_overload_is_refused_fast_not_queued(
+    trained, client, model_name, small_spec, sample_rows, slow_model_uri
+):
+    register(client, model_name, slow_model_uri, "champion")  # 0.3 s per model call
+    record = records(sample_rows, small_spec, 1)[0]
+    app = _app(trained, small_spec, model_name, max_queued_records=2)
+    with serving(app) as url, ThreadPoolExecutor(12) as pool:
+        answers = list(
+            pool.map(lambda _: httpx.post(f"{url}/predict", json=record, timeout=60), range(12))
+        )
+        metrics = httpx.get(f"{url}/metrics").text
+    codes = [a.status_code for a in answers]
+    assert set(codes) == {200, 503}, codes
+    assert all("overloaded" in a.json()["detail"] for a in answers if a.status_code == 503)
+    assert codes.count(200) >= 3  # the one scoring plus up to two waiting, and later ones
+    assert 'mlsys_serving_http_responses_total{status="503"}' in metrics

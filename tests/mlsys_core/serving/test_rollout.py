@@ -103,6 +103,29 @@ def test_canary_rolls_back_a_failing_challenger(
     assert any("canary rollback" in r.getMessage() for r in caplog.records)
 
 
+def test_canary_rolls_back_a_slow_challenger(
+    trained, client, model_name, small_spec, sample_rows, slow_model_uri
+):
+    register(client, model_name, trained.model.model_uri, "champion")
+    slow = register(client, model_name, slow_model_uri, "challenger")
+    canary = CanaryConfig(share=0.5, max_p99_ms=150, min_requests=4, window=20)
+    batch = records(sample_rows, small_spec, 30)
+    with serving(_app(trained, small_spec, model_name, "canary", canary=canary)) as url:
+        answers = [httpx.post(f"{url}/predict", json=r) for r in batch]
+        metrics = httpx.get(f"{url}/metrics").text
+        _wait(lambda: TAG_CANARY_ROLLBACK in client.get_model_version(model_name, slow).tags)
+    variants = [a.json()["predictions"][0]["variant"] for a in answers]
+    assert all(a.status_code == 200 for a in answers)
+    # The slow challenger answered (no errors) until its 4th record, then never again.
+    assert variants.count("challenger") == 4
+    last = max(i for i, v in enumerate(variants) if v == "challenger")
+    assert set(variants[last + 1 :]) == {"champion"} and len(variants) - last > 5
+    assert "mlsys_serving_canary_rollbacks_total 1.0" in metrics
+    assert 'mlsys_serving_errors_total{variant="challenger"}' not in metrics
+    record = json.loads(client.get_model_version(model_name, slow).tags[TAG_CANARY_ROLLBACK])
+    assert "p99 latency" in record["reason"]
+
+
 def test_canary_sends_a_share_to_a_healthy_challenger(
     trained, client, model_name, small_spec, sample_rows
 ):

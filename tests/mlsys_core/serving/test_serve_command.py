@@ -37,7 +37,9 @@ def test_mlsys_serve_answers_and_flushes_the_log_on_shutdown(
         os.killpg(proc.pid, signal.SIGTERM)  # graceful: the log's last rows get written
         # uvicorn shuts down cleanly, then re-raises SIGTERM as its exit status.
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
-        assert "Application shutdown complete" in log_file.read_text()
+        output = log_file.read_text()
+        assert "Application shutdown complete" in output
+        assert f"champion now serves {model_name} v{version}" in output  # loads are logged
     log = read_prediction_log(Lake(trained.settings.lake_dir), small_spec.name, since=started)
     log = log[log["model_name"] == model_name]
     assert sorted(log["request_id"]) == sorted(p["request_id"] for p in res.json()["predictions"])

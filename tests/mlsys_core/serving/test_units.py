@@ -20,7 +20,13 @@ from mlsys_core.serving.log_writer import PredictionLogWriter
 from mlsys_core.serving.metrics import Throughput
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.serving.router import CanaryGuard, Router, bucket
-from mlsys_core.serving.schema import batch_model, lookup_keys, record_model
+from mlsys_core.serving.schema import (
+    batch_model,
+    column_kinds,
+    event_keys,
+    lookup_keys,
+    record_model,
+)
 from mlsys_core.spec import nycflights13_spec
 
 SPEC = nycflights13_spec()
@@ -254,3 +260,11 @@ def test_factory_reads_its_config_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(CONFIG_ENV, '{"rollout": {"mode": "sideways"}}')
     with pytest.raises(ValidationError):
         create_app()
+
+
+def test_column_kinds_decide_what_the_model_gets():
+    kinds = column_kinds(SPEC)
+    assert kinds["flight"] == "integer" and kinds["carrier"] == "text"
+    assert kinds["time_hour"] == "time" and kinds["tailnum"] == "text"
+    assert all(kinds[c] == "number" for c in SPEC.features.numeric)
+    assert event_keys(SPEC) == [*SPEC.entity_keys, SPEC.event_timestamp]
