@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--share", type=float, help="challenger share for canary, ab or shadow")
     parser.add_argument("--poll-interval", type=float, help="seconds between alias checks")
     parser.add_argument("--model-name", help="registered model (default: MLSYS_MODEL_NAME)")
+    parser.add_argument(
+        "--spec", help="named dataset spec of the request schema (default: nycflights13)"
+    )
     parser.add_argument("--deployment", help="name recorded in the served versions' lineage")
     parser.add_argument("--log-level", default="info")
     parser.set_defaults(handler=run)
@@ -51,6 +54,8 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 -- a ServeConfig
         rollout["poll_interval_s"] = args.poll_interval
     if args.model_name:
         data["model_name"] = args.model_name
+    if args.spec:
+        data["spec"] = args.spec
     if args.deployment:
         data["deployment"] = args.deployment
     return ServeConfig.model_validate(data)

@@ -31,7 +31,8 @@ from mlsys_core.config import Settings
 from mlsys_core.serving.config import ServeConfig
 from mlsys_core.serving.schema import ErrorResponse, PredictResponse, batch_model, record_model
 from mlsys_core.serving.service import InferenceService, Job, ScoringError
-from mlsys_core.spec import DatasetSpec, nycflights13_spec
+from mlsys_core.spec import DatasetSpec
+from mlsys_core.specs import SPECS
 
 log = logging.getLogger(__name__)
 CONFIG_ENV = "MLSYS_SERVE_CONFIG"  # JSON text, or the path of a JSON file, for --factory use
@@ -185,8 +186,8 @@ def create_app(
     """The inference app. With no arguments (``uvicorn --factory``) it reads the settings
     from ``MLSYS_*`` and the serve config from ``MLSYS_SERVE_CONFIG``."""
     settings = settings or Settings()
-    spec = spec or nycflights13_spec()
     config = config or _config_from_env()
+    spec = spec or SPECS[config.spec]()
     service = InferenceService(settings, spec, config)
     batcher = MicroBatcher(service, config.micro_batch_records, config.max_queued_records)
     record_type = record_model(spec)

@@ -11,13 +11,16 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.online import OnlineStore, online_store_path
 from mlsys_core.registry.lineage import lineage
 from mlsys_core.serving.app import create_app
+from mlsys_core.serving.config import ServeConfig
 from mlsys_core.serving.models import load_version
 from mlsys_core.serving.prediction_log import META_COLUMNS, read_prediction_log
+from mlsys_core.specs import SPECS
 from mlsys_core.training.run import model_input_frame
 from tests.mlsys_core.serving.conftest import records, register, serve_config, serving
 
@@ -215,3 +218,16 @@ def test_overload_is_refused_fast_not_queued(
     assert all("overloaded" in a.json()["detail"] for a in answers if a.status_code == 503)
     assert codes.count(200) >= 3  # the one scoring plus up to two waiting, and later ones
     assert 'mlsys_serving_http_responses_total{status="503"}' in metrics
+
+
+def test_a_named_spec_sets_the_request_schema(settings):
+    """``ServeConfig.spec`` picks the dataset spec: the digits spec's pixels, not flights."""
+    config = serve_config().model_copy(update={"spec": "digits", "model_name": "digits"})
+    with serving(create_app(settings=settings, config=config), ready=False) as url:
+        schemas = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]
+        fields = set().union(*(s.get("properties", {}) for s in schemas.values()))
+        assert set(SPECS["digits"]().input_columns) <= fields
+        assert "carrier" not in fields
+        assert httpx.get(f"{url}/health/ready").status_code == 503  # no digits model yet
+    with pytest.raises(ValidationError, match="unknown spec 'nope'"):
+        ServeConfig(spec="nope")
