@@ -101,9 +101,9 @@ def describe(result: PipelineResult, settings: Settings) -> str:
             f"  Prefect  PREFECT_HOME={settings.root / 'prefect'} .venv/bin/prefect server start"
             " --host 127.0.0.1",
             "           then http://127.0.0.1:4200/runs",
-            f"  Serve    source .venv/bin/activate && MLFLOW_TRACKING_URI={settings.mlflow_uri}"
-            f" mlflow models serve -m models:/{reg.version.name}@champion --env-manager local"
-            " -h 127.0.0.1 -p 5001",
+            f"  Serve    MLSYS_STATE_DIR={settings.root} .venv/bin/mlsys serve"
+            f" --model-name {reg.version.name} --port 8000",
+            "           then http://127.0.0.1:8000/docs (POST /predict, /metrics)",
         ]
     )
 

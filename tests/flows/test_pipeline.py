@@ -121,4 +121,4 @@ def test_describe_points_at_everything(two_runs, state: Settings):
     assert first.trained.run_id in text
     assert first.drift.report_path in text
     assert "mlflow ui" in text and "prefect server start" in text
-    assert f"models:/{first.registration.version.name}@champion" in text
+    assert f"mlsys serve --model-name {first.registration.version.name}" in text
