@@ -48,44 +48,22 @@ _FEATURES = TypeAdapter(list[ColumnFeature])
 _SELECTIONS = TypeAdapter(list[Selection])
 
 
+_EXTRACTORS: dict[type, type] = {
+    NumericFeature: NumericExtractor,
+    CategoricalFeature: CategoricalExtractor,
+    DatetimeFeature: DatetimeExtractor,
+    TextFeature: TextExtractor,
+    ImageFeature: ImageExtractor,
+}
+
+
 def build_extractor(config: ColumnFeature) -> Any:
-    """The unfitted extractor a typed column config asks for."""
-    match config:
-        case NumericFeature():
-            return NumericExtractor(
-                impute=config.impute,
-                scale=config.scale,
-                clip_quantiles=config.clip_quantiles,
-                indicator=config.indicator,
-            )
-        case CategoricalFeature():
-            return CategoricalExtractor(
-                encoding=config.encoding,
-                max_onehot=config.max_onehot,
-                n_buckets=config.n_buckets,
-                min_frequency=config.min_frequency,
-            )
-        case DatetimeFeature():
-            return DatetimeExtractor(
-                parts=list(config.parts), timezone=config.timezone, holidays=config.holidays
-            )
-        case TextFeature():
-            return TextExtractor(
-                method=config.method,
-                analyzer=config.analyzer,
-                ngram_range=config.ngram_range,
-                n_features=config.n_features,
-                min_df=config.min_df,
-            )
-        case ImageFeature():
-            return ImageExtractor(
-                shape=config.shape,
-                max_value=config.max_value,
-                embedding=config.embedding,
-                cnn_channels=config.cnn_channels,
-                on_error=config.on_error,
-            )
-    raise TypeError(f"no extractor for {type(config).__name__}")  # pragma: no cover
+    """The unfitted extractor a typed column config asks for: the config's fields, less
+    ``kind`` and ``columns``, are the extractor's parameters."""
+    extractor = _EXTRACTORS.get(type(config))
+    if extractor is None:
+        raise TypeError(f"no extractor for {type(config).__name__}")
+    return extractor(**config.model_dump(exclude={"kind", "columns"}))
 
 
 def build_selector(config: Selection) -> Any:
