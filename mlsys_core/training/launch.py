@@ -8,6 +8,7 @@ the caller gets the MLflow run id and model URI back without a shared Python obj
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.config import Settings
@@ -24,6 +26,8 @@ from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TAG_JOB, TrainedModel, train_and_log
 from mlsys_core.training.trainer import TrainConfig, job_fingerprint
+
+log = logging.getLogger(__name__)
 
 
 class TrainingLaunchError(RuntimeError):
@@ -203,19 +207,23 @@ def _end_orphan_runs(job: TrainingJob, since_ms: int, keep: str | None) -> None:
     """
     settings = job.make_settings()
     client = MlflowClient(tracking_uri=settings.mlflow_uri)
-    experiment = client.get_experiment_by_name(settings.experiment)
-    if experiment is None:
-        return
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=(
-            f"tags.`{TAG_JOB}` = '{job.key}' and attributes.status = 'RUNNING'"
-            f" and attributes.start_time >= {since_ms}"
-        ),
-    )
-    for run in runs:
-        if run.info.run_id != keep:
-            client.set_terminated(run.info.run_id, status="KILLED")
+    try:
+        experiment = client.get_experiment_by_name(settings.experiment)
+        if experiment is None:
+            return
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=(
+                f"tags.`{TAG_JOB}` = '{job.key}' and attributes.status = 'RUNNING'"
+                f" and attributes.start_time >= {since_ms}"
+            ),
+        )
+        for run in runs:
+            if run.info.run_id != keep:
+                client.set_terminated(run.info.run_id, status="KILLED")
+    except MlflowException as err:
+        # Housekeeping: the launch's own outcome (or exception) is what the caller needs.
+        log.warning("could not end orphaned runs of job %s: %s", job.key, err)
 
 
 def _stop_group(process: subprocess.Popen) -> None:
