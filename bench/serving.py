@@ -36,7 +36,8 @@ from _common import (  # noqa: E402
     write_sampled_sources,
 )
 
-HOST = "127.0.0.1"
+from mlsys_core.net import HOST, free_port  # noqa: E402
+
 BIN = Path(sys.executable).parent
 
 ECHO_APP = '''
@@ -76,14 +77,6 @@ done = function(summary, latency, requests)
     e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
-
-
-def free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def pin(cpus: set[int] | None):  # noqa: ANN201 -- a preexec_fn

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from mlsys_core.config import Settings
+from mlsys_core.net import free_port
 from mlsys_core.registry.lifecycle import TAG_GATE, TAG_LIFECYCLE, TAG_SEMVER
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED", "PAUSED"}
@@ -48,12 +48,6 @@ def _api(url: str, body: dict | None = None) -> object:
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - 127.0.0.1
         return json.loads(response.read() or b"null")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -116,7 +110,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - one linear script
     state = (args.state or Settings().root / "scenario").resolve()
     home = state / "prefect"
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,

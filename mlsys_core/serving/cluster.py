@@ -38,9 +38,9 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlsys_core.atomic import write_text_atomically
+from mlsys_core.net import HOST, free_port
 
 Strategy = Literal["round_robin", "weighted", "least_conn"]
-HOST = "127.0.0.1"
 DEFAULT_APP = "mlsys_core.serving.app:create_app"
 UPSTREAM = "mlsys_replicas"
 
@@ -212,12 +212,6 @@ def _die_with_parent() -> None:
     replica or nginx outlives a killed supervisor."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.net import free_port
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TAG_JOB, TrainedModel, train_and_log
 from mlsys_core.training.trainer import TrainConfig, job_fingerprint
@@ -93,12 +93,6 @@ def train(
             feature_set, config, settings, run_name, launch, checkpoint_dir=job.checkpoint_dir()
         )
     return launch_torchrun(job)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def torchrun_command(job: TrainingJob, job_file: Path, endpoint: str) -> list[str]:

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import BIN, REPO, background, free_port, wait_http
+from mlsys_core.net import free_port
+from tests.integration.conftest import BIN, REPO, background, wait_http
 from tests.integration.test_prefect_deploy import _prefect
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

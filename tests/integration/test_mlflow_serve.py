@@ -13,11 +13,12 @@ import pytest
 
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
+from mlsys_core.net import free_port
 from mlsys_core.registry import promotion
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import held_out, train_and_log
 from mlsys_core.training.trainer import TrainConfig
-from tests.integration.conftest import BIN, background, free_port, wait_http
+from tests.integration.conftest import BIN, background, wait_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

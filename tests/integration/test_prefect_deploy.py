@@ -15,8 +15,9 @@ import pytest
 from mlflow import MlflowClient
 
 from mlsys_core.config import Settings
+from mlsys_core.net import free_port
 from mlsys_core.spec import DatasetSpec
-from tests.integration.conftest import BIN, REPO, background, free_port, wait_http
+from tests.integration.conftest import BIN, REPO, background, wait_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -19,11 +19,12 @@ from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.store import load_feature_set
+from mlsys_core.net import free_port
 from mlsys_core.registry import promotion
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import train_and_log
 from mlsys_core.training.trainer import TrainConfig
-from tests.integration.conftest import BIN, background, free_port, wait_http
+from tests.integration.conftest import BIN, background, wait_http
 from tests.mlsys_core.serving.traffic import Traffic, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

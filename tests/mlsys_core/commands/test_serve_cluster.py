@@ -10,8 +10,8 @@ import pytest
 
 from mlsys_core.cli import main
 from mlsys_core.commands.serve_cluster import SERVE_CONFIG_ENV, check_serve_config
+from mlsys_core.net import free_port
 from mlsys_core.serving.app import CONFIG_ENV
-from mlsys_core.serving.cluster import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -13,10 +13,11 @@ from mlflow import MlflowClient
 
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.net import free_port
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import TrainedModel, train_and_log
 from mlsys_core.training.trainer import TrainConfig
-from tests.integration.conftest import BIN, background, free_port, wait_http
+from tests.integration.conftest import BIN, background, wait_http
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,12 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.online import OnlineStore, online_store_path
 from mlsys_core.features.store import FeatureSetRef, load_feature_set, materialize_online
+from mlsys_core.net import free_port
 from mlsys_core.serving.config import LogConfig, RolloutConfig, ServeConfig
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import TrainedModel, train_and_log
 from mlsys_core.training.trainer import TrainConfig
-from tests.integration.conftest import free_port
 
 
 @dataclass(frozen=True)

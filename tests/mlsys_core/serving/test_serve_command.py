@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from mlsys_core.data.lake import Lake
+from mlsys_core.net import free_port
 from mlsys_core.serving.prediction_log import read_prediction_log
-from tests.integration.conftest import BIN, background, free_port, wait_http
+from tests.integration.conftest import BIN, background, wait_http
 from tests.mlsys_core.serving.conftest import records, register
 
 
