@@ -26,11 +26,11 @@ def train(
 ) -> TrainedModel:
     """Train on ``features`` (default: the newest feature set of ``dataset``), in-process or
     as a torchrun group (``launch``: strategy, processes per node, nodes, rendezvous). With
-    several nodes, this run is one of them and ``train-node`` deployment runs are the
-    others."""
+    several nodes this run is one of them; ``launch.other_nodes="pool"`` starts the others as
+    ``train-node`` deployment runs on the work pool."""
     settings = Settings()
     features = features or latest_feature_set(dataset, settings)
-    if launch.nnodes > 1:
+    if launch.nnodes > 1 and launch.other_nodes == "pool":
         # This run is one node; the pool's workers (one per machine) run the others.
         for node in range(1, launch.nnodes):
             run = run_deployment(

@@ -124,7 +124,7 @@ def test_the_pipeline_runs_through_the_stack(  # noqa: PLR0915 - one scenario
         pipeline_started = time.monotonic()
         launch = {
             "strategy": "ddp", "nnodes": 2, "nproc_per_node": 1,
-            "rdzv_endpoint": f"127.0.0.1:{free_port()}",
+            "rdzv_endpoint": f"127.0.0.1:{free_port()}", "other_nodes": "pool",
         }  # fmt: skip
         params = {
             "spec": small_spec.model_dump(mode="json"),

@@ -73,6 +73,8 @@ def runs_by_status(settings: Settings) -> dict[str, list[str]]:
     client = MlflowClient(settings.mlflow_uri)
     experiment = client.get_experiment_by_name(settings.experiment)
     out: dict[str, list[str]] = {}
+    if experiment is None:  # no run yet
+        return out
     for run in client.search_runs([experiment.experiment_id]):
         out.setdefault(run.info.status, []).append(run.info.run_id)
     return out
