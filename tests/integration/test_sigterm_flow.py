@@ -55,6 +55,7 @@ def test_sigterm_to_the_flow_stops_the_group_and_kills_the_run(
     store = CheckpointStore(settings.root / "checkpoints" / key)
     env = {**os.environ, "MLSYS_STATE_DIR": str(settings.root)}
     env.pop("PREFECT_API_URL", None)  # the embedded server, as `make demo` runs flows
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # as the Makefile
     args = [CONFIG.model_dump_json(), features.snapshot.table, LAUNCH.model_dump_json()]
     log = tmp_path / "flow.log"
     with open(log, "wb") as out:

@@ -79,6 +79,8 @@ def leftovers(state: Path) -> list[str]:
     return out
 
 
+# About 6 minutes on an idle 2-core machine; far more on a loaded one.
+@pytest.mark.timeout(3000)
 def test_the_pipeline_runs_through_the_stack(  # noqa: PLR0915 - one scenario
     tmp_path: Path, small_spec: DatasetSpec
 ) -> None:
