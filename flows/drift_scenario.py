@@ -38,9 +38,10 @@ from flows.register import register
 from flows.train import train
 from flows.validate import validate
 from mlsys_core.config import Settings
+from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.monitoring.check import DriftOutcome, DriftWindow
 from mlsys_core.registry.lifecycle import TAG_GATE, TAG_LIFECYCLE, TAG_SEMVER
-from mlsys_core.spec import DatasetSpec, TimeSplit, nycflights13_spec
+from mlsys_core.spec import DatasetSpec, TimeSplit
 from mlsys_core.stack import prefect_server, process
 from mlsys_core.training.trainer import TrainConfig
 from tasks.metrics import metered
@@ -51,41 +52,47 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED", "PAUSED"}
 class ScenarioResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+    model_name: str
     model_version: str
     train_months: str
     drift: DriftOutcome
 
 
-def seasonal_spec(spec: DatasetSpec | None = None) -> DatasetSpec:
-    """The spec with training on January-May (winter and spring) and validation on June."""
-    spec = spec or nycflights13_spec()
-    split = TimeSplit(
-        train_end=datetime.fromisoformat("2013-06-01T00:00:00-04:00"),
-        valid_end=datetime.fromisoformat("2013-07-01T00:00:00-04:00"),
-    )
+# The demo's seasons (nycflights13): train on January-May, validate on June.
+WINTER_SPRING = TimeSplit(
+    train_end=datetime.fromisoformat("2013-06-01T00:00:00-04:00"),
+    valid_end=datetime.fromisoformat("2013-07-01T00:00:00-04:00"),
+)
+
+
+def seasonal_spec(spec: SpecRef | None = None, split: TimeSplit = WINTER_SPRING) -> DatasetSpec:
+    """The spec (default: the settings' dataset) with the given time split."""
+    spec = spec_or_default(spec, Settings().dataset)
     return spec.model_copy(update={"split": split})
 
 
 @flow(name="drift-scenario", log_prints=True)
 @metered(rows=lambda r: r.drift.summary.current_rows)
 def drift_scenario(
-    spec: DatasetSpec | None = None,
+    spec: SpecRef | None = None,
+    split: TimeSplit = WINTER_SPRING,
     train_config: TrainConfig = TrainConfig(epochs=4),
     window: DriftWindow = DriftWindow(start=date(2013, 6, 1), end=date(2013, 11, 30)),
     alert_share: float = 0.3,
 ) -> ScenarioResult:
     """Train on winter/spring, register, then check summer/autumn against it; the drift
     check emits ``mlsys.drift.detected`` when ``alert_share`` of the columns drifted."""
-    spec = seasonal_spec(spec)
+    spec = seasonal_spec(spec, split)
     raw = ingest(spec)
     clean = validate(raw, spec)
     features = build_features(clean, spec)
-    trained = train(features, train_config, spec.name)
+    trained = train(features, train_config, spec)
     registration = register(trained, auto_approve=True)
     outcome = drift_check(window=window, alert_share=alert_share)
     return ScenarioResult(
+        model_name=registration.version.name,
         model_version=registration.version.version,
-        train_months="2013-01 .. 2013-05",
+        train_months=f"before {split.train_end.date()}",
         drift=outcome,
     )
 
@@ -96,14 +103,12 @@ def _automation_runs(api: str, deployment_id: str) -> list[dict]:
     return [r for r in runs if (r.get("created_by") or {}).get("type") == "AUTOMATION"]  # type: ignore[union-attr]
 
 
-def _print_versions(settings: Settings) -> None:
+def _print_versions(settings: Settings, name: str) -> None:
     """Every registered version: stage, semver, and the gate's reason."""
     from mlflow import MlflowClient  # noqa: PLC0415
 
     client = MlflowClient(settings.mlflow_uri)
-    for mv in sorted(
-        client.search_model_versions(f"name='{settings.model_name}'"), key=lambda v: int(v.version)
-    ):
+    for mv in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
         gate = json.loads(mv.tags.get(TAG_GATE, "{}")).get("reason", "")
         print(
             f"   {mv.name} v{mv.version} ({mv.tags.get(TAG_SEMVER)}): "
@@ -152,7 +157,8 @@ def run_scenario(state: Path | None = None, epochs: int = 4, timeout: float = 18
         if done.returncode != 0:
             raise RuntimeError(f"the scenario flow failed; see {state / 'scenario.log'}")
         line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-        _print_drift(json.loads(line.removeprefix("RESULT ")))
+        result = json.loads(line.removeprefix("RESULT "))
+        _print_drift(result)
         body = {"filter": {"event": {"prefix": ["mlsys.drift"]}}}
         for event in prefect_server.call(f"{api}/events/filter", body)["events"]:  # type: ignore[index]
             print(f"   event {event['event']} {event['id']} on {event['resource']}")
@@ -178,7 +184,7 @@ def run_scenario(state: Path | None = None, epochs: int = 4, timeout: float = 18
         print(f"4. retrain run {state_type}: {flow_run['state']['name']}")
         if state_type == "PAUSED":
             print("   the retrained model passed the gate and waits for approval in the UI")
-        _print_versions(Settings(state_dir=state))
+        _print_versions(Settings(state_dir=state), result["model_name"])
         return 0 if state_type in {"COMPLETED", "PAUSED"} else 1
 
 

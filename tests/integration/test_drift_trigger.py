@@ -73,6 +73,6 @@ def test_drift_event_starts_a_retrain_run(tmp_path: Path) -> None:
             time.sleep(1)
         assert len(runs) == 1, server.log.read_text()[-4000:]
         (run,) = runs
-        assert run["parameters"] == {"auto_approve": False}
+        assert run["parameters"] == {"spec": "nycflights13", "auto_approve": False}
         assert run["created_by"]["id"] == automation["id"]
         assert run["state"]["type"] == "SCHEDULED"  # waiting for a worker of mlsys-local

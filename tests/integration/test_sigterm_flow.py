@@ -39,7 +39,7 @@ from mlsys_core.training.trainer import TrainConfig
 
 train(
     config=TrainConfig.model_validate_json(sys.argv[1]),
-    dataset=sys.argv[2],
+    spec=sys.argv[2],
     launch=LaunchConfig.model_validate_json(sys.argv[3]),
 )
 """

@@ -149,7 +149,7 @@ def test_the_pipeline_runs_through_the_stack(  # noqa: PLR0915 - one scenario
         assert prefixes.get("clean_partition", 0) >= 12, prefixes  # a partition per month
 
         tracking = MlflowClient(settings["MLSYS_TRACKING_URI"])
-        champion = tracking.get_model_version_by_alias("flight-delay", "champion")
+        champion = tracking.get_model_version_by_alias(small_spec.registered_model, "champion")
         run = tracking.get_run(champion.run_id)
         assert run.info.status == "FINISHED"
         assert run.data.params["world_size"] == "2" and run.data.params["strategy"] == "ddp"
@@ -180,7 +180,7 @@ def test_the_pipeline_runs_through_the_stack(  # noqa: PLR0915 - one scenario
         # 3. Tuning: two trials at once on the Postgres storage.
         tune_params = {
             "n_trials": 2, "parallelism": 2, "base_config": {"epochs": 1},
-            "train_final": False, "register_final": False, "dataset": small_spec.name,
+            "train_final": False, "register_final": False, "spec": small_spec.name,
         }  # fmt: skip
         wait_run(api, run_deployment("tune/tune", tune_params, client_env), 900, worker_logs)
         storage = settings["MLSYS_OPTUNA_STORAGE"]
@@ -206,7 +206,7 @@ def test_the_pipeline_runs_through_the_stack(  # noqa: PLR0915 - one scenario
             ]
             time.sleep(1)
         assert len(retrains) == 1
-        assert retrains[0]["parameters"] == {"auto_approve": False}
+        assert retrains[0]["parameters"]["auto_approve"] is False
         # A full-size retrain is beyond this test: cancel it (the worker stops its process).
         httpx.post(
             f"{api}/flow_runs/{retrains[0]['id']}/set_state",
