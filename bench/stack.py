@@ -104,8 +104,9 @@ def run_stack(folder: Path, spec_path: Path, epochs: int, nodes: int) -> dict:  
     state = folder / "stack-state"
     env = {**os.environ, **isolated_env(state)}
     env.pop("PREFECT_API_URL", None)
-    out: dict = {"up": _mlsys(["stack", "up"], env)}
+    out: dict = {}
     try:
+        out["up"] = _mlsys(["stack", "up"], env)
         stack = Stack(state, REPO)
         settings = stack.settings_env(stack.load_config())
         client = {**env, **settings, "PREFECT_HOME": str(folder / "client-home")}

@@ -67,7 +67,9 @@ class StackConfig(BaseModel):
         default_factory=lambda: {"rollout": {"mode": "blue_green", "poll_interval_s": 2.0}},
         description="ServeConfig of the replicas (blue_green: a new champion is picked up).",
     )
-    start_timeout_s: float = Field(default=300.0, gt=0)
+    # Generous: a busy 2-core machine can need minutes to import torch and MLflow in the
+    # serving replicas.
+    start_timeout_s: float = Field(default=900.0, gt=0)
     password: str | None = Field(default=None, description="Postgres superuser; None: random.")
 
     def resolved(self) -> StackConfig:
