@@ -172,10 +172,13 @@ def test_the_pipeline_runs_through_the_stack(  # noqa: PLR0915 - one scenario
         columns = list(
             dict.fromkeys([*spec.entity_keys, spec.event_timestamp, *spec.input_columns])
         )
-        body = request_records(frame[frame[SPLIT] == "test"], columns, 3)
+        body = {"records": request_records(frame[frame[SPLIT] == "test"], columns, 3)}
         reply = httpx.post(f"{serve}/predict", json=body, timeout=60)
         assert reply.status_code == 200, reply.text
-        assert json.dumps(reply.json()).count(champion.version) >= 1
+        predictions = reply.json()["predictions"]
+        assert len(predictions) == 3
+        assert {p["model_version"] for p in predictions} == {champion.version}
+        assert all(0 < p["probability"] < 1 for p in predictions)
 
         # 3. Tuning: two trials at once on the Postgres storage.
         tune_params = {
