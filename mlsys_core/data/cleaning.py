@@ -255,17 +255,25 @@ def finish_cleaning(
         if errors:
             raise errors[0]
         raise CleaningError(f"{plan.table}: partitions {missing} were not cleaned")
-    with lake.writing():
-        results = []
-        for partition, parts in plan.partitions.items():
-            result = outcomes[partition]
-            if not all(f.is_file() for f in _result_files(result, lake)):  # type: ignore[arg-type]
-                result = clean_partition(
-                    plan.table, partition, parts, plan.contract, lake, plan.batch_rows,
-                    plan.undeclared_types,
-                )  # fmt: skip
-            results.append(result)
-        return combine_partitions(plan, results, lake)  # type: ignore[arg-type]
+    results: dict[str, PartitionResult] = {}
+    try:
+        with lake.writing():
+            for partition, parts in plan.partitions.items():
+                result = outcomes[partition]
+                if not all(f.is_file() for f in _result_files(result, lake)):  # type: ignore[arg-type]
+                    result = clean_partition(
+                        plan.table, partition, parts, plan.contract, lake, plan.batch_rows,
+                        plan.undeclared_types,
+                    )  # fmt: skip
+                results[partition] = result  # type: ignore[assignment]
+            return combine_partitions(plan, list(results.values()), lake)
+    except BaseException:
+        # The commit failed: this run's partitions go too (a committed snapshot that uses
+        # them keeps them: if the pair committed, only what followed it failed).
+        for partition, result in results.items():
+            if partition not in plan.done:
+                discard_partition(result, lake)
+        raise
 
 
 def combine_partitions(plan: CleaningPlan, results: list[PartitionResult], lake: Lake) -> CleanRef:

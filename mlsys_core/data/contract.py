@@ -49,6 +49,7 @@ ColumnType = Literal["int", "float", "string", "datetime"]
 # few cells that do not parse are quarantined with their rows.
 INFER_TOLERANCE = 0.01
 _INTEGER = r"^\s*[+-]?\d+\s*$"
+_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})\s*$"  # an ISO 8601 value that says its UTC offset
 
 
 def _coerce(values: pd.Series, rule: ColumnRule) -> pd.Series:
@@ -62,7 +63,7 @@ def _coerce(values: pd.Series, rule: ColumnRule) -> pd.Series:
     return values.astype("string").astype(object).where(values.notna(), None)
 
 
-def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:
+def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa: PLR0911
     """Parse times as the rule says (ISO 8601, a strptime ``format`` or epoch numbers in
     ``unit``); naive values are local time in ``rule.timezone``. Unparsable cells (and
     local times a clock change skips or repeats) become NaT; the result is UTC."""
@@ -76,9 +77,21 @@ def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:
     text = values.astype(object).where(values.notna(), None)
     if not text.map(lambda v: v is None or isinstance(v, str)).all():
         text = text.map(lambda v: v if v is None else str(v))
-    fmt = rule.format or "ISO8601"
+    if rule.format is None:
+        if rule.timezone == "UTC":  # naive values are UTC: one pass does both kinds
+            return pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+        # Values with an offset keep their instant; the others are local time.
+        aware = text.str.contains(_OFFSET, regex=True, na=False).astype(bool)
+        out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+        if aware.any():
+            out[aware] = pd.to_datetime(text[aware], errors="coerce", utc=True, format="ISO8601")
+        naive = ~aware & text.notna()
+        if naive.any():
+            local = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
+            out[naive] = _localize(local, rule.timezone)
+        return out
     try:
-        parsed = pd.to_datetime(text, errors="coerce", format=fmt)
+        parsed = pd.to_datetime(text, errors="coerce", format=rule.format)
     except (ValueError, TypeError):  # mixed offsets: parse each value on its own
         parsed = None
     if parsed is not None and isinstance(parsed.dtype, pd.DatetimeTZDtype):
@@ -86,7 +99,7 @@ def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:
     if parsed is not None and pd.api.types.is_datetime64_dtype(parsed):
         return _localize(parsed, rule.timezone)
     return pd.Series(
-        [_one_time(v, fmt, rule.timezone) for v in text],
+        [_one_time(v, rule.format, rule.timezone) for v in text],
         index=values.index,
         dtype="datetime64[ns, UTC]",
     )

@@ -214,14 +214,19 @@ class Lake:
         return [self._commit_member(m, group=keys) for m in members]
 
     def _commit_member(self, member: GroupMember, group: list[str] | None) -> SnapshotRef:
-        where = member.key
-        schema = _parts_schema(self.root, member.parts, where) if member.parts else pa.schema([])
+        # Raw data is kept as read, so two files may disagree on a column's type (numbers,
+        # and one bad cell in another file): such columns read as text. Every other layer
+        # is typed, and a snapshot its readers could not read is refused.
+        schema, as_text = _parts_schema(
+            self.root, member.parts, member.key, text_on_conflict=member.layer == "raw"
+        )
 
         def data(_: Path) -> dict[str, Any]:
             return {
                 "rows": sum(p.rows for p in member.parts),
                 "schema": _schema_json(schema),
                 "parts": [p.model_dump() for p in member.parts],
+                **({"read_as_text": as_text} if as_text else {}),
             }
 
         return self._commit(
@@ -448,7 +453,8 @@ class Lake:
 
     # -- reading -------------------------------------------------------------------------
     def read(self, ref: SnapshotRef, columns: list[str] | None = None) -> pd.DataFrame:
-        tables = [self._read_part(part, columns) for part in self.parts(ref)]
+        as_text = self.manifest(ref).get("read_as_text", [])
+        tables = [_as_text(self._read_part(part, columns), as_text) for part in self.parts(ref)]
         if not tables:
             return pd.DataFrame(columns=columns or [])
         return pa.concat_tables(tables, promote_options="permissive").to_pandas()
@@ -659,23 +665,54 @@ def _schema_json(schema: pa.Schema) -> list[dict[str, str]]:
     return [{"name": f.name, "type": str(f.type)} for f in schema]
 
 
-def _parts_schema(root: Path, parts: list[PartRef], where: str) -> pa.Schema:
-    """The one schema the parts read as; refused when their column types disagree."""
+def _parts_schema(
+    root: Path, parts: list[PartRef], where: str, text_on_conflict: bool = False
+) -> tuple[pa.Schema, list[str]]:
+    """The one schema the parts read as, and the columns read as text because the parts
+    disagree on their type (``text_on_conflict``; otherwise such parts are refused)."""
     schemas = []
     for part in parts:
         try:
-            schemas.append(pq.read_schema(root / part.file))
+            schemas.append(pq.read_schema(root / part.file).remove_metadata())
         except FileNotFoundError:
             raise LakeError(f"part {part.file} of {where} is missing") from None
+    if not schemas:
+        return pa.schema([]), []
     try:
-        return pa.unify_schemas(
-            [s.remove_metadata() for s in schemas], promote_options="permissive"
-        )
+        return pa.unify_schemas(schemas, promote_options="permissive"), []
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise LakeError(
-            f"{where}: its parts disagree on column types ({err}); a table that cannot be "
-            "read is not written"
-        ) from None
+        if not text_on_conflict:
+            raise LakeError(
+                f"{where}: its parts disagree on column types ({err}); a table that cannot "
+                "be read is not written"
+            ) from None
+    conflicts = _conflicting_columns(schemas)
+    texted = [_with_text(s, conflicts) for s in schemas]
+    return pa.unify_schemas(texted, promote_options="permissive"), conflicts
+
+
+def _conflicting_columns(schemas: list[pa.Schema]) -> list[str]:
+    names = sorted({n for s in schemas for n in s.names})
+    out = []
+    for name in names:
+        fields = [pa.schema([s.field(name)]) for s in schemas if name in s.names]
+        try:
+            pa.unify_schemas(fields, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            out.append(name)
+    return out
+
+
+def _with_text(schema: pa.Schema, columns: list[str]) -> pa.Schema:
+    return pa.schema([pa.field(f.name, pa.string()) if f.name in columns else f for f in schema])
+
+
+def _as_text(table: pa.Table, columns: list[str]) -> pa.Table:
+    for name in columns:
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, table.column(name).cast(pa.string()))
+    return table
 
 
 def _check_columns(schema: pa.Schema, columns: list[str] | None, part: PartRef) -> None:

@@ -103,10 +103,15 @@ def score_feature_set(
     if existing := lake.find(LAYER, dataset, snapshot_id):
         return _result(existing, model_name, model_version, feature_set, False, start)
 
-    spec = DatasetSpec.model_validate(lake.manifest(feature_set.snapshot)["spec"])
+    meta = lake.manifest(feature_set.snapshot)
+    spec = DatasetSpec.model_validate(meta["spec"])
     uri = f"models:/{model_name}/{model_version}"
     predict = _load(uri)
-    keys = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp, SPLIT]))
+    # The event time is in a feature set only when the model uses it (calendar features).
+    stored = {field["name"] for field in meta["schema"]}
+    keys = [
+        k for k in dict.fromkeys([*spec.entity_keys, spec.event_timestamp, SPLIT]) if k in stored
+    ]
     columns = list(dict.fromkeys([*keys, *spec.input_columns]))
     # One part per snapshot, named after it: a failure before the manifest takes it back; a
     # killed run leaves a part that a rerun overwrites whole (or `mlsys lake gc` removes).
