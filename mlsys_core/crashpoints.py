@@ -116,9 +116,12 @@ def _pause(plan: _Plan, name: str) -> None:
 
 
 @contextmanager
-def armed(point: str, nth: int = 1, action: Action = "raise") -> Iterator[_Plan]:
-    """Fail at the ``nth`` time ``point`` is reached in this process."""
-    with _installed(_Plan(point=point, nth=nth, action=action)) as plan:
+def armed(
+    point: str, nth: int = 1, action: Action = "raise", ready: Path | None = None
+) -> Iterator[_Plan]:
+    """Fail at the ``nth`` time ``point`` is reached in this process (``pause``: create
+    ``ready`` and wait there to be killed)."""
+    with _installed(_Plan(point=point, nth=nth, action=action, ready=ready)) as plan:
         yield plan
 
 

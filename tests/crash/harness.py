@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import multiprocessing.context
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +55,6 @@ from mlsys_core.crashpoints import InjectedCrash
 from mlsys_core.data.lake import LAYERS, Lake
 from mlsys_core.data.maintenance import check_lake, collect_garbage
 
-REPO = Path(__file__).resolve().parents[2]
 SHARED = "shared"  # a stage's read-only inputs (an MLflow store): linked, not copied
 Mode = Literal["raise", "kill"]
 
@@ -245,37 +244,43 @@ def run_case(baseline: Baseline, point: str, nth: int, mode: Mode, root: Path) -
     return case
 
 
+_FORKS: multiprocessing.context.ForkServerContext | None = None
+
+
+def _forks() -> multiprocessing.context.ForkServerContext:
+    """A fork server that has imported the stages: each child starts in milliseconds."""
+    global _FORKS  # noqa: PLW0603 - one server per test session
+    if _FORKS is None:
+        _FORKS = multiprocessing.get_context("forkserver")
+        _FORKS.set_forkserver_preload(["tests.crash.child"])
+    return _FORKS
+
+
 def _kill_child_at(stage_: Stage, work: Path, point: str, nth: int, where: str) -> None:
     """Run the stage in a child that freezes at the point; SIGKILL it there."""
-    ready = work / ".crash-ready"
-    env = {
-        **os.environ,
-        crashpoints.ENV_AT: f"{point}#{nth}",
-        crashpoints.ENV_ACTION: "pause",
-        crashpoints.ENV_READY: str(ready),
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "tests.crash.child", stage_.name, str(work)],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    from tests.crash import child as child_module  # noqa: PLC0415 - imports the stages
+
+    ready = work.parent / f".{work.name}.ready"
+    child = _forks().Process(
+        target=child_module.run_armed, args=(stage_.name, str(work), point, nth, str(ready))
+    )
+    child.start()
     deadline = time.monotonic() + stage_.timeout_s
     try:
         while not ready.exists():
-            if child.poll() is not None:
-                output = child.stdout.read().decode() if child.stdout else ""
-                raise AssertionError(f"{where}: the child ended before the point:\n{output}")
+            if not child.is_alive():
+                raise AssertionError(f"{where}: the child ended ({child.exitcode}) before it")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{where}: the child did not reach the point in time")
-            time.sleep(0.02)
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)  # mid-write: the child waits at the point
+        child.join(timeout=30)
+        assert child.exitcode == -signal.SIGKILL, child.exitcode
     finally:
-        if child.poll() is None:
+        if child.is_alive():
             child.kill()
-            child.wait()
-        if child.stdout:
-            child.stdout.close()
+            child.join()
+        child.close()
     ready.unlink()
 
 
