@@ -331,7 +331,7 @@ def clean_snapshot(
             outcomes[partition] = clean_partition(
                 plan.table, partition, parts, contract, lake, batch_rows, plan.undeclared_types
             )
-        except Exception as err:  # noqa: BLE001 - finish_cleaning takes back and re-raises
+        except BaseException as err:  # noqa: BLE001 - finish_cleaning takes back, re-raises
             outcomes[partition] = err
             break
     return finish_cleaning(plan, outcomes, lake)

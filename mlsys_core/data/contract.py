@@ -45,8 +45,9 @@ class CleanResult:
 
 ColumnType = Literal["int", "float", "string", "datetime"]
 # An undeclared column is typed from the first snapshot that holds values in it: numbers
-# or ISO 8601 times when all but this share of its values parse as such, else text. The
-# few cells that do not parse are quarantined with their rows.
+# when all but this share of its values parse as numbers, times when stored as times (a
+# Parquet timestamp), else text. The few cells that do not parse are quarantined with
+# their rows.
 INFER_TOLERANCE = 0.01
 _INTEGER = r"^\s*[+-]?\d+\s*$"
 _OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})\s*$"  # an ISO 8601 value that says its UTC offset
@@ -156,9 +157,8 @@ def _infer(values: pd.Series) -> ColumnType | None:  # noqa: PLR0911 - one answe
     if numbers.notna().sum() >= enough:
         parsed = present[numbers.notna()]
         return "int" if parsed.str.match(_INTEGER).all() else "float"
-    times = pd.to_datetime(present, errors="coerce", utc=True, format="ISO8601")
-    if times.notna().sum() >= enough:
-        return "datetime"
+    # Text that looks like times stays text unless declared: whether it is local time, and
+    # where, is the user's to say (``format``, ``timezone``).
     return "string"
 
 

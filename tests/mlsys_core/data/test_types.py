@@ -76,7 +76,7 @@ def test_two_landing_files_that_disagree_give_a_readable_clean_table(
     raw = snapshot_source(_landing(folder), lake)
     # Each column is typed by the first file with values in it, however files arrived.
     assert lake.manifest(raw)["column_types"] == {
-        "meter": "int", "read_at": "datetime", "kwh": "float", "site": "string",
+        "meter": "int", "read_at": "string", "kwh": "float", "site": "string",
     }  # fmt: skip
     cleaned = clean_snapshot(raw, CONTRACT, lake)
     clean = lake.read(cleaned.clean)  # reads as one table: every part has the same types
@@ -94,7 +94,8 @@ def test_a_cell_of_an_undeclared_column_that_does_not_parse_is_quarantined() -> 
     frame["kwh"] = frame["kwh"].astype(object)
     frame.loc[3, "kwh"] = "n/a"  # one cell in 200: the column is numbers (1% may not be)
     types = infer_column_types(frame)
-    assert types == {"meter": "int", "read_at": "datetime", "kwh": "float", "site": "string"}
+    # Text that looks like times stays text until declared (read_at is, as a datetime).
+    assert types == {"meter": "int", "read_at": "string", "kwh": "float", "site": "string"}
     result = clean_table(frame, CONTRACT, "readings", types=types)
     assert result.reasons == {"kwh: not a float": 1}
     assert len(result.clean) == 199
@@ -232,3 +233,18 @@ def test_an_undeclared_column_is_a_feature_with_its_recorded_type(tmp_path: Path
         build_feature_set({"readings": cleaned}, _spec(path, numeric=["site"]), lake)
     with pytest.raises(ValueError, match=r"has no columns \['voltage'\]"):
         build_feature_set({"readings": cleaned}, _spec(path, numeric=["voltage"]), lake)
+
+
+def test_a_parquet_timestamp_column_is_recorded_as_a_datetime(tmp_path: Path) -> None:
+    frame = _month(1).assign(
+        read_at=lambda f: pd.to_datetime(f["read_at"]),  # declared: parsed from text
+        installed=pd.Timestamp("2020-05-01 10:00"),  # undeclared, naive: stored as UTC
+    )
+    path = tmp_path / "readings.parquet"
+    frame.to_parquet(path)
+    lake = Lake(tmp_path / "lake")
+    raw = snapshot_source(SourceSpec(name="readings", path=str(path)), lake)
+    assert lake.manifest(raw)["column_types"]["installed"] == "datetime"
+    clean = lake.read(clean_snapshot(raw, CONTRACT, lake).clean)
+    assert clean["installed"].iloc[0] == pd.Timestamp("2020-05-01T10:00:00Z")
+    assert clean["read_at"].dt.tz is not None
