@@ -50,6 +50,7 @@ ColumnType = Literal["int", "float", "string", "datetime"]
 # their rows.
 INFER_TOLERANCE = 0.01
 _INTEGER = r"^\s*[+-]?\d+\s*$"
+_CHUNK = 4096
 _OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})\s*$"  # an ISO 8601 value that says its UTC offset
 
 
@@ -150,16 +151,21 @@ def _infer(values: pd.Series) -> ColumnType | None:  # noqa: PLR0911 - one answe
         return "float"
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "datetime"
-    if not all(isinstance(v, str) for v in present):
+    # Text: numbers if nearly all of it parses as numbers. Text that looks like times stays
+    # text unless declared: whether it is local time, and where, is the user's to say.
+    if pd.api.types.infer_dtype(present, skipna=True) != "string":
         present = present.map(str)
-    enough = (1.0 - INFER_TOLERANCE) * len(present)
-    numbers = pd.to_numeric(present, errors="coerce")
-    if numbers.notna().sum() >= enough:
-        parsed = present[numbers.notna()]
-        return "int" if parsed.str.match(_INTEGER).all() else "float"
-    # Text that looks like times stays text unless declared: whether it is local time, and
-    # where, is the user's to say (``format``, ``timezone``).
-    return "string"
+    allowed = INFER_TOLERANCE * len(present)  # cells that may fail to parse
+    failed, parsed = 0, []
+    for start in range(0, len(present), _CHUNK):
+        chunk = present.iloc[start : start + _CHUNK]
+        numbers = pd.to_numeric(chunk, errors="coerce")
+        failed += int(numbers.isna().sum())
+        if failed > allowed:  # too many already: text (stops early on a text column)
+            return "string"
+        parsed.append(chunk[numbers.notna()])
+    integral = all(p.str.match(_INTEGER).all() for p in parsed)
+    return "int" if integral else "float"
 
 
 def record_types(known: Mapping[str, str], frame: pd.DataFrame) -> dict[str, str]:
