@@ -3,7 +3,14 @@
 Cleaning runs one partition at a time, batch by batch (see ``batches.py``), so memory is
 bounded by the batch size, partitions can be cleaned in parallel, and a new version of a
 growing table cleans only its new partitions: a cleaned partition is an immutable part,
-named by a hash of its raw parts and the contract, and reused by every later version.
+named by a hash of its raw parts, the contract and the column types, and reused by every
+later version.
+
+A table is all or nothing, by one path for every caller: ``plan_cleaning``, then
+``clean_partition`` for each partition (the validate flow maps them as tasks;
+``clean_snapshot`` runs them in turn), then ``finish_cleaning``, which either commits the
+clean and quarantine snapshots together (one commit point, ``Lake.write_group``) or takes
+back every partition this run cleaned and raises the first error.
 """
 
 from __future__ import annotations
