@@ -386,7 +386,7 @@ class Lake:
         nest; an inner block that succeeds hands what it placed to the outer one.
         """
         outer = _WRITES.get()
-        writes = _Writes(self.root)
+        writes = _Writes(self.root.absolute())
         token = _WRITES.set(writes)
         try:
             yield
@@ -404,8 +404,8 @@ class Lake:
 
     def _placed(self, path: Path) -> None:
         writes = _WRITES.get()
-        if writes is None or writes.root != self.root:
-            return
+        if writes is None or writes.root != self.root.absolute():
+            return  # not inside a writing() block of this lake
         writes.placed.append(path)
         now = time.monotonic()
         if now - writes.refreshed > _REFRESH_S:
