@@ -252,7 +252,8 @@ def _forks() -> multiprocessing.context.ForkServerContext:
     global _FORKS  # noqa: PLW0603 - one server per test session
     if _FORKS is None:
         _FORKS = multiprocessing.get_context("forkserver")
-        _FORKS.set_forkserver_preload(["tests.crash.child"])
+        # The batch-score stage's MLflow and torch too: imported once, not per child.
+        _FORKS.set_forkserver_preload(["tests.crash.child", "mlsys_core.serving.batch"])
     return _FORKS
 
 
