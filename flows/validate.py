@@ -13,12 +13,10 @@ from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.spec import TableContract
 from tasks.data import (
     clean_partition,
-    cleaned_already,
-    combine_partitions,
-    discard_partitions,
+    finish_cleaning,
     latest_raw,
+    plan_cleaning,
     publish_quality_report,
-    raw_partitions,
 )
 from tasks.metrics import metered
 
@@ -32,7 +30,8 @@ def validate(
 
     Partitions are cleaned in parallel as mapped tasks. Each table is all or nothing: if
     any of its partitions fails, the partitions this run wrote are removed again, so a
-    failed run leaves the lake as it found it.
+    failed run leaves the lake as it found it; the clean and quarantine snapshots are
+    committed together (``cleaning.finish_cleaning``, which ``clean_snapshot`` uses too).
     """
     settings = Settings()
     spec = spec_or_default(spec, settings.dataset)
@@ -53,19 +52,21 @@ def validate(
 def _clean_table(
     table: str, raw: SnapshotRef, contract: TableContract, settings: Settings
 ) -> CleanRef:
-    groups = raw_partitions(raw, settings)
-    before = cleaned_already(table, groups, contract, settings)
+    plan = plan_cleaning(raw, contract, settings)
+    if plan.existing is not None:
+        return plan.existing
     futures = clean_partition.map(
-        unmapped(table), list(groups), list(groups.values()), unmapped(contract), unmapped(settings)
+        unmapped(table),
+        list(plan.partitions),
+        list(plan.partitions.values()),
+        unmapped(contract),
+        unmapped(plan.undeclared_types),
+        unmapped(settings),
     )
     wait(futures)  # every partition ends, in success or failure, before deciding
-    failed = [f for f in futures if not f.state.is_completed()]
-    if failed:
-        written = [
-            f.result()
-            for partition, f in zip(groups, futures, strict=True)
-            if f.state.is_completed() and partition not in before
-        ]
-        discard_partitions(written, settings)
-        failed[0].result()  # raises the first partition's own error
-    return combine_partitions(raw, contract, [f.result() for f in futures], settings)
+    outcomes = {
+        partition: future.state.result(raise_on_failure=False)
+        for partition, future in zip(plan.partitions, futures, strict=True)
+    }
+    # One core function decides for the flow and for plain callers (clean_snapshot).
+    return finish_cleaning(plan, outcomes, settings)

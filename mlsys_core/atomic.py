@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from mlsys_core.crashpoints import crash_point
+
 
 def write_atomically(
     path: Path, write: Callable[[BinaryIO], object], *, sync_folder: bool = False
@@ -20,9 +22,12 @@ def write_atomically(
     try:
         with open(tmp, "wb") as handle:
             write(handle)
+            crash_point("atomic.write")  # written, not yet durable
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point("atomic.rename")  # whole, not in place
         os.replace(tmp, path)
+        crash_point("atomic.placed")  # in place; the caller has not heard yet
     finally:
         tmp.unlink(missing_ok=True)
     if sync_folder:

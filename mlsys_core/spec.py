@@ -8,8 +8,10 @@ user's).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -57,6 +59,11 @@ class SourceSpec(_Frozen):
     column_names: list[str] | None = Field(
         default=None, description="CSV column names; required when there is no header."
     )
+    on_empty: Literal["error", "skip"] = Field(
+        default="error",
+        description="An input with no rows: fail the ingest, or skip it with a warning "
+        "(nothing is written either way).",
+    )
 
     @model_validator(mode="after")
     def _readable(self) -> SourceSpec:
@@ -78,13 +85,41 @@ class SourceSpec(_Frozen):
 
 
 class ColumnRule(_Frozen):
-    """What a valid value of one column looks like."""
+    """What a valid value of one column looks like.
+
+    Times are stored in UTC. By default they are read as ISO 8601; ``format`` reads them
+    with a strptime pattern (``"%b-%Y"`` for ``Mar-2018``), ``unit`` reads epoch numbers
+    (``"s"``, ``"ms"``, ``"us"``, ``"ns"``), and ``timezone`` says where values without an
+    offset were recorded (local times a clock change skips or repeats are quarantined).
+    """
 
     dtype: Literal["int", "float", "string", "datetime"]
     nullable: bool = False
     ge: float | None = None
     le: float | None = None
     allowed: list[str] | None = None
+    format: str | None = Field(default=None, description="strptime pattern of a datetime.")
+    unit: Literal["s", "ms", "us", "ns"] | None = Field(
+        default=None, description="A datetime given as epoch numbers in this unit."
+    )
+    timezone: str = Field(default="UTC", description="Zone of datetimes without an offset.")
+
+    @model_validator(mode="after")
+    def _time_options(self) -> ColumnRule:
+        used = [k for k in ("format", "unit") if getattr(self, k) is not None]
+        if self.timezone != "UTC":
+            used.append("timezone")
+        if used and self.dtype != "datetime":
+            raise ValueError(f"{used} apply to datetime columns only, not {self.dtype}")
+        if self.format is not None and self.unit is not None:
+            raise ValueError("a datetime has a format or a unit, not both")
+        if self.format is not None and "%" not in self.format:
+            raise ValueError(f"format {self.format!r} is not a strptime pattern (e.g. %b-%Y)")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        return self
 
 
 class TableContract(_Frozen):
@@ -222,14 +257,11 @@ class DatasetSpec(_Frozen):
             raise ValueError(f"spec references undeclared sources: {missing}")
         if missing := sorted(set(self.contracts) - names):
             raise ValueError(f"contracts for undeclared sources: {missing}")
-        produced = set(self.base_columns) | {
-            out for j in [*self.lookups, *self.as_of_joins] for out in j.columns.values()
-        }
-        produced |= {f for v in self.feature_views for f in v.features}
-        wanted = set(self.features.numeric) | set(self.features.categorical)
-        wanted |= set(extractor_columns(self.features.extractors))
-        if missing := sorted(wanted - produced):
-            raise ValueError(f"features not produced by the base table or a join: {missing}")
+        # A feature no join or view produces comes from the base table, declared in its
+        # contract or not: an undeclared column has the type recorded from its first
+        # snapshot, and ``check_base_types`` holds the data to that when features are built.
+        if clash := sorted(set(self.joined_features) & set(self.entity_keys)):
+            raise ValueError(f"joins or views produce entity key columns: {clash}")
         for source in self.sources:
             contract = self.contracts.get(source.name)
             if source.partition_by and contract and contract.unique:
@@ -262,18 +294,40 @@ class DatasetSpec(_Frozen):
         return self.model_name or self.name.replace("_", "-")
 
     @property
+    def joined_features(self) -> list[str]:
+        """Feature columns that lookups, as-of joins and feature views produce."""
+        outs = [out for j in [*self.lookups, *self.as_of_joins] for out in j.columns.values()]
+        return list(dict.fromkeys([*outs, *self.view_features]))
+
+    @property
     def base_columns(self) -> list[str]:
-        """Columns the base table must provide to the feature frame."""
+        """Columns the base table must provide to the feature frame: keys, time, join keys,
+        the label's column and every feature that no join or view produces."""
         joined = {c for j in [*self.lookups, *self.as_of_joins] for c in j.on}
         joined |= {k for v in self.feature_views for k in v.entity.join_keys}
-        contract = self.contracts.get(self.base)
-        known = set(contract.columns) if contract else set()
         ts = [self.event_timestamp] if self.event_timestamp else []
         cols = [*self.entity_keys, *ts, *sorted(joined), self.label.column]
         features = [*self.features.numeric, *self.features.categorical]
         features += extractor_columns(self.features.extractors)
-        cols += [c for c in features if c in known]
+        produced = set(self.joined_features)
+        cols += [c for c in features if c not in produced]
         return list(dict.fromkeys(cols))
+
+    def check_base_types(self, types: Mapping[str, str]) -> None:
+        """Hold the base table's typed columns (declared or recorded) to what the spec
+        uses: every base column exists, and no numeric feature is text."""
+        if missing := [c for c in self.base_columns if c not in types]:
+            raise ValueError(
+                f"{self.base!r} has no columns {missing} (declared in its contract or seen in "
+                f"its data); it has {sorted(types)}"
+            )
+        numeric = set(self.features.numeric) - set(self.joined_features)
+        if text := sorted(c for c in numeric if types[c] not in ("int", "float")):
+            raise ValueError(
+                f"numeric features {text} of {self.base!r} are typed "
+                f"{[types[c] for c in text]}; declare them float in its contract, or list "
+                "them as categorical"
+            )
 
     @property
     def input_columns(self) -> list[str]:

@@ -14,11 +14,12 @@ from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
 from mlsys_core.config import Settings
 from mlsys_core.data import cleaning, ingest
-from mlsys_core.data.cleaning import CleanRef, PartitionResult
+from mlsys_core.data.cleaning import CleaningPlan, CleanRef, PartitionResult
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.data.sources import file_sha256, landed, read_source_bytes
 from mlsys_core.spec import SourceSpec, TableContract
@@ -48,7 +49,8 @@ def source_content_key(context: TaskRunContext, parameters: dict[str, Any]) -> s
 
 
 def partition_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Raw parts are content-addressed, so their names are their content."""
+    """Raw parts are content-addressed, so their names are their content. (A cached result
+    whose parts a failed run took back is cleaned again by ``finish_cleaning``.)"""
     settings: Settings = parameters["settings"]
     return _key(
         "clean-partition",
@@ -57,6 +59,7 @@ def partition_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
         parameters["partition"],
         *(p.file for p in parameters["raw_parts"]),
         parameters["contract"].model_dump_json(),
+        sorted(parameters["types"].items()),
         cleaning.CLEANING_VERSION,
     )
 
@@ -74,8 +77,9 @@ def snapshot_source(source: SourceSpec, settings: Settings) -> SnapshotRef:
 
 
 @task
-def raw_partitions(raw: SnapshotRef, settings: Settings) -> dict[str, list[PartRef]]:
-    return cleaning.raw_partitions(raw, Lake(settings.lake_dir))
+def plan_cleaning(raw: SnapshotRef, contract: TableContract, settings: Settings) -> CleaningPlan:
+    """What cleaning ``raw`` takes: its partitions, column types and what is done already."""
+    return cleaning.plan_cleaning(raw, contract, Lake(settings.lake_dir), settings.batch_rows)
 
 
 @task(
@@ -85,51 +89,31 @@ def raw_partitions(raw: SnapshotRef, settings: Settings) -> dict[str, list[PartR
     cache_key_fn=partition_key,
     **CACHED,
 )
-def clean_partition(
+def clean_partition(  # noqa: PLR0913
     table: str,
     partition: str,
     raw_parts: list[PartRef],
     contract: TableContract,
+    types: dict[str, str],
     settings: Settings,
 ) -> PartitionResult:
     """Clean one partition batch by batch into a clean part and a quarantine part."""
     return cleaning.clean_partition(
-        table, partition, raw_parts, contract, Lake(settings.lake_dir), settings.batch_rows
+        table, partition, raw_parts, contract, Lake(settings.lake_dir), settings.batch_rows, types
     )
 
 
-@task
-def cleaned_already(
-    table: str, groups: dict[str, list[PartRef]], contract: TableContract, settings: Settings
-) -> set[str]:
-    """Partitions whose cleaning is in the lake from an earlier run (never rolled back)."""
-    lake = Lake(settings.lake_dir)
-    return {
-        partition
-        for partition, parts in groups.items()
-        if cleaning.partition_done(table, partition, parts, contract, lake)
-    }
-
-
-@task
-def discard_partitions(results: list[PartitionResult], settings: Settings) -> None:
-    """Take back partitions this run wrote, when their table failed as a whole."""
-    lake = Lake(settings.lake_dir)
-    for result in results:
-        cleaning.discard_partition(result, lake)
-
-
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io_errors)
-def combine_partitions(
-    raw: SnapshotRef, contract: TableContract, results: list[PartitionResult], settings: Settings
+# No retries: the errors it re-raises are its partitions', which had their own; no cache:
+# it is handed exceptions, and it is the table's commit.
+@task(cache_policy=NO_CACHE)
+def finish_cleaning(
+    plan: CleaningPlan,
+    outcomes: dict[str, PartitionResult | BaseException],
+    settings: Settings,
 ) -> CleanRef:
-    return cleaning.combine_partitions(raw, contract, results, Lake(settings.lake_dir))
-
-
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io_errors)
-def clean_snapshot(raw: SnapshotRef, contract: TableContract, settings: Settings) -> CleanRef:
-    """Split a raw snapshot into clean and quarantined rows, each with its reason."""
-    return cleaning.clean_snapshot(raw, contract, Lake(settings.lake_dir), settings.batch_rows)
+    """All or nothing: commit the table's clean and quarantine snapshots together, or take
+    back every partition this run cleaned and raise the first partition's error."""
+    return cleaning.finish_cleaning(plan, outcomes, Lake(settings.lake_dir))
 
 
 @task

@@ -66,7 +66,9 @@ def small_spec(
 
 @pytest.fixture(scope="session")
 def make_feature_set(small_spec: DatasetSpec) -> Callable[[Settings], FeatureSetRef]:
-    """Ingest, clean and assemble the small spec into the lake of the given settings."""
+    """Ingest, clean and assemble the small spec into the lake of the given settings, by
+    the functions the flows run: ``clean_snapshot`` is the validate flow's all-or-nothing
+    cleaning (plan, partitions, one commit of the clean and quarantine pair)."""
 
     def make(settings: Settings) -> FeatureSetRef:
         lake = Lake(settings.lake_dir)

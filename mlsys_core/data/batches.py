@@ -14,7 +14,7 @@ from typing import Protocol
 import pandas as pd
 import pyarrow as pa
 
-from mlsys_core.data.contract import clean_table
+from mlsys_core.data.contract import clean_table, typed_rules
 from mlsys_core.spec import TableContract
 
 MAIN = "main"
@@ -56,35 +56,43 @@ def _emit(sinks: Mapping[str, Sink], name: str, frame: pd.DataFrame, counts: Cou
 class ContractStep:
     """The data contract as a step: typed clean rows go on, failing rows go to quarantine.
 
-    Both outputs get a fixed schema whatever the batch holds -- contract columns as typed,
-    other columns widened to float64 or string, quarantined rows as their raw text -- so
-    the batches of one table always append to one Parquet schema.
+    Both outputs get a fixed schema whatever the batch holds -- every column as its type
+    (declared, or ``types``: recorded from the data), quarantined rows as their raw text --
+    so every part of one table has the same column types and the table reads as one.
     """
 
-    def __init__(self, contract: TableContract, table: str) -> None:
+    def __init__(
+        self, contract: TableContract, table: str, types: Mapping[str, str] | None = None
+    ) -> None:
         self.contract = contract
         self.table = table
+        self.rules = typed_rules(contract, types)
         self.seen_keys: set[int] = set()
         self.reasons: Counter[str] = Counter()
 
     def __call__(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        result = clean_table(frame, self.contract, self.table, self.seen_keys)
+        result = clean_table(
+            frame, self.contract, self.table, self.seen_keys, types=self._undeclared()
+        )
         self.reasons.update(result.reasons)
         return {MAIN: self._typed(result.clean), QUARANTINE: text_frame(result.quarantined)}
+
+    def _undeclared(self) -> dict[str, str]:
+        return {n: r.dtype for n, r in self.rules.items() if n not in self.contract.columns}
 
     def _typed(self, clean: pd.DataFrame) -> pd.DataFrame:
         out = clean.copy()
         for name in out.columns:
-            rule = self.contract.columns.get(name)
+            rule = self.rules.get(name)
             if rule is not None and rule.dtype == "string":
                 out[name] = out[name].astype("string")
             elif rule is None:
-                numeric = pd.api.types.is_numeric_dtype(out[name])
-                is_bool = pd.api.types.is_bool_dtype(out[name])
-                if numeric and not is_bool:
-                    out[name] = out[name].astype("float64")
-                elif not pd.api.types.is_datetime64_any_dtype(out[name]):
+                # No type recorded: the column has held no value so far. Null stays null (a
+                # later part's typed column unifies with it); a stray value is kept as text.
+                if out[name].notna().any():
                     out[name] = _text(out[name])
+                else:
+                    out[name] = pd.Series([None] * len(out), index=out.index, dtype=object)
         return out
 
 

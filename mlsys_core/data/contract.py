@@ -9,7 +9,9 @@ that cannot be parsed is a row-level failure, not a reason to reject the whole t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,12 @@ import pandera.pandas as pa
 from mlsys_core.spec import ColumnRule, TableContract
 
 REASON = "_quarantine_reason"
+
+
+def _how(rule: ColumnRule) -> str:
+    if rule.unit is not None:
+        return f" (epoch {rule.unit})"
+    return f" (format {rule.format})" if rule.format else ""
 
 
 class ContractError(ValueError):
@@ -35,12 +43,146 @@ class CleanResult:
         return len(self.clean) + len(self.quarantined)
 
 
+ColumnType = Literal["int", "float", "string", "datetime"]
+# An undeclared column is typed from the first snapshot that holds values in it: numbers
+# when all but this share of its values parse as numbers, times when stored as times (a
+# Parquet timestamp), else text. The few cells that do not parse are quarantined with
+# their rows.
+INFER_TOLERANCE = 0.01
+_INTEGER = r"^\s*[+-]?\d+\s*$"
+_CHUNK = 4096
+_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})\s*$"  # an ISO 8601 value that says its UTC offset
+
+
 def _coerce(values: pd.Series, rule: ColumnRule) -> pd.Series:
     if rule.dtype in ("int", "float"):
-        return pd.to_numeric(values, errors="coerce").astype("float64")
+        if pd.api.types.is_bool_dtype(values):
+            values = values.astype(object)  # True is not a number in a data file
+        numbers = pd.to_numeric(values, errors="coerce")
+        return numbers.astype("float64")
     if rule.dtype == "datetime":
-        return pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+        return to_utc_datetimes(values, rule)
     return values.astype("string").astype(object).where(values.notna(), None)
+
+
+def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa: PLR0911
+    """Parse times as the rule says (ISO 8601, a strptime ``format`` or epoch numbers in
+    ``unit``); naive values are local time in ``rule.timezone``. Unparsable cells (and
+    local times a clock change skips or repeats) become NaT; the result is UTC."""
+    if rule.unit is not None:
+        numbers = pd.to_numeric(values, errors="coerce")
+        return pd.to_datetime(numbers, unit=rule.unit, utc=True, errors="coerce")
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_dtype(values):
+        return _localize(values, rule.timezone)
+    text = values.astype(object).where(values.notna(), None)
+    if not text.map(lambda v: v is None or isinstance(v, str)).all():
+        text = text.map(lambda v: v if v is None else str(v))
+    if rule.format is None:
+        if rule.timezone == "UTC":  # naive values are UTC: one pass does both kinds
+            return pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+        # Values with an offset keep their instant; the others are local time.
+        aware = text.str.contains(_OFFSET, regex=True, na=False).astype(bool)
+        out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+        if aware.any():
+            out[aware] = pd.to_datetime(text[aware], errors="coerce", utc=True, format="ISO8601")
+        naive = ~aware & text.notna()
+        if naive.any():
+            local = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
+            out[naive] = _localize(local, rule.timezone)
+        return out
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", format=rule.format)
+    except (ValueError, TypeError):  # mixed offsets: parse each value on its own
+        parsed = None
+    if parsed is not None and isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        return parsed.dt.tz_convert("UTC")
+    if parsed is not None and pd.api.types.is_datetime64_dtype(parsed):
+        return _localize(parsed, rule.timezone)
+    return pd.Series(
+        [_one_time(v, rule.format, rule.timezone) for v in text],
+        index=values.index,
+        dtype="datetime64[ns, UTC]",
+    )
+
+
+def _localize(values: pd.Series, timezone: str) -> pd.Series:
+    local = values.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+    return local.dt.tz_convert("UTC")
+
+
+def _one_time(value: str | None, fmt: str, timezone: str) -> pd.Timestamp:
+    if value is None:
+        return pd.NaT
+    try:
+        stamp = pd.to_datetime(value, format=fmt)
+    except (ValueError, TypeError):
+        return pd.NaT
+    if stamp is pd.NaT:
+        return pd.NaT
+    if stamp.tzinfo is None:
+        try:
+            stamp = stamp.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+        except (ValueError, TypeError):
+            return pd.NaT
+    return pd.NaT if stamp is pd.NaT else stamp.tz_convert("UTC")
+
+
+def infer_column_types(frame: pd.DataFrame) -> dict[str, ColumnType]:
+    """The type of every column that holds a value (an all-null column waits for data)."""
+    types: dict[str, ColumnType] = {}
+    for name in frame.columns:
+        if (kind := _infer(frame[name])) is not None:
+            types[str(name)] = kind
+    return types
+
+
+def _infer(values: pd.Series) -> ColumnType | None:  # noqa: PLR0911 - one answer per kind
+    present = values.dropna()
+    if present.empty:
+        return None
+    dtype = present.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "string"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    # Text: numbers if nearly all of it parses as numbers. Text that looks like times stays
+    # text unless declared: whether it is local time, and where, is the user's to say.
+    if pd.api.types.infer_dtype(present, skipna=True) != "string":
+        present = present.map(str)
+    allowed = INFER_TOLERANCE * len(present)  # cells that may fail to parse
+    failed, parsed = 0, []
+    for start in range(0, len(present), _CHUNK):
+        chunk = present.iloc[start : start + _CHUNK]
+        numbers = pd.to_numeric(chunk, errors="coerce")
+        failed += int(numbers.isna().sum())
+        if failed > allowed:  # too many already: text (stops early on a text column)
+            return "string"
+        parsed.append(chunk[numbers.notna()])
+    integral = all(p.str.match(_INTEGER).all() for p in parsed)
+    return "int" if integral else "float"
+
+
+def record_types(known: Mapping[str, str], frame: pd.DataFrame) -> dict[str, str]:
+    """The recorded column types, plus those of columns seen with values for the first time
+    (a recorded type never changes: the first snapshot that has values decides it)."""
+    fresh = [c for c in frame.columns if c not in known]
+    return {**known, **infer_column_types(frame[fresh])}
+
+
+def typed_rules(contract: TableContract, types: Mapping[str, str] | None) -> dict[str, ColumnRule]:
+    """Rules for every typed column: the declared ones, and the recorded type (nullable,
+    no other check) of each undeclared one."""
+    rules = dict(contract.columns)
+    for name, kind in (types or {}).items():
+        if name not in rules:
+            rules[name] = ColumnRule(dtype=kind, nullable=True)  # type: ignore[arg-type]
+    return rules
 
 
 def _checks(rule: ColumnRule) -> list[pa.Check]:
@@ -58,7 +200,7 @@ def _checks(rule: ColumnRule) -> list[pa.Check]:
     return checks
 
 
-def to_pandera(contract: TableContract) -> pa.DataFrameSchema:
+def to_pandera(rules: Mapping[str, ColumnRule]) -> pa.DataFrameSchema:
     """The pandera schema for the column checks that follow typing.
 
     Key uniqueness is checked afterwards, among rows that pass: a bad first copy of a key
@@ -67,17 +209,20 @@ def to_pandera(contract: TableContract) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
             name: pa.Column(checks=_checks(rule), nullable=rule.nullable, required=True)
-            for name, rule in contract.columns.items()
+            for name, rule in rules.items()
         }
     )
 
 
 def _check_failures(
-    frame: pd.DataFrame, contract: TableContract, table: str, unparsable: dict[str, set[int]]
+    frame: pd.DataFrame,
+    rules: Mapping[str, ColumnRule],
+    table: str,
+    unparsable: dict[str, set[int]],
 ) -> list[tuple[int, str]]:
     """(row, reason) for every pandera check a typed row fails."""
     try:
-        to_pandera(contract).validate(frame, lazy=True)
+        to_pandera(rules).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases
         if cases["index"].isna().any():  # a table-level failure has no row to blame
@@ -102,30 +247,37 @@ def clean_table(
     contract: TableContract,
     table: str = "table",
     seen_keys: set[int] | None = None,
+    types: Mapping[str, str] | None = None,
 ) -> CleanResult:
     """Split raw rows into clean rows and quarantined rows, each with a reason.
 
-    ``seen_keys`` carries the hashed unique keys of earlier batches of the same table, so a
-    table cleaned batch by batch quarantines a repeat exactly as a whole one would; clean
-    rows add their keys to it.
+    ``types`` are the recorded types of undeclared columns: a cell that does not parse as
+    its column's type quarantines its row whether or not the column is declared, and an
+    undeclared column a batch lacks is added, empty. ``seen_keys`` carries the hashed
+    unique keys of earlier batches of the same table, so a table cleaned batch by batch
+    quarantines a repeat exactly as a whole one would; clean rows add their keys to it.
     """
     if missing := sorted(set(contract.columns) - set(raw.columns)):
         raise ContractError(f"{table}: columns required by the contract are missing: {missing}")
+    rules = typed_rules(contract, types)
     frame = raw.reset_index(drop=True).copy()
+    for name in rules:
+        if name not in frame.columns:
+            frame[name] = None
     reasons: dict[int, dict[str, None]] = {}  # row -> ordered set of reasons
 
     def flag(row: int, reason: str) -> None:
         reasons.setdefault(row, {})[reason] = None
 
     unparsable: dict[str, set[int]] = {}
-    for name, rule in contract.columns.items():
+    for name, rule in rules.items():
         typed = _coerce(frame[name], rule)
         rows = np.flatnonzero((frame[name].notna() & typed.isna()).to_numpy())
         unparsable[name] = {int(i) for i in rows}
         for i in rows:
-            flag(int(i), f"{name}: not a {rule.dtype}")
+            flag(int(i), f"{name}: not a {rule.dtype}{_how(rule)}")
         frame[name] = typed
-    for row, reason in _check_failures(frame, contract, table, unparsable):
+    for row, reason in _check_failures(frame, rules, table, unparsable):
         flag(row, reason)
     if contract.unique:
         passing = frame.drop(index=list(reasons))

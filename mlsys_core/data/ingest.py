@@ -9,14 +9,17 @@ and the new snapshot names the previous one as its parent.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 
 import numpy as np
 import pandas as pd
 
+from mlsys_core.data.contract import record_types
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.data.sources import (
+    EmptySourceError,
     LandingFile,
     landed,
     parse_file,
@@ -25,12 +28,17 @@ from mlsys_core.data.sources import (
 )
 from mlsys_core.spec import SourceSpec
 
+log = logging.getLogger(__name__)
 UNPARTITIONED = "all"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def snapshot_source(source: SourceSpec, lake: Lake) -> SnapshotRef:
-    """Copy one source into the lake (only what is new, for a landing folder)."""
+    """Copy one source into the lake (only what is new, for a landing folder).
+
+    All or nothing: a failure leaves no part of this run behind. An input with no rows is
+    refused (``on_empty="skip"``: skipped with a warning) and writes no snapshot.
+    """
     if source.incremental:
         return ingest_landing(source, lake)
     raw = read_source_bytes(source)
@@ -38,15 +46,25 @@ def snapshot_source(source: SourceSpec, lake: Lake) -> SnapshotRef:
     if existing := lake.find("raw", source.name, snapshot_id):
         return existing
     frame = parse_source(raw)
+    previous = lake.latest("raw", source.name)
+    if frame.empty:
+        _refuse_empty(source, raw.uri)
+        if previous is None:
+            raise EmptySourceError(
+                f"source {source.name!r}: {raw.uri} has no rows and no earlier snapshot to keep"
+            )
+        return previous
     manifest = {
         "source": {"uri": raw.uri, "sha256": raw.sha256, "bytes": len(raw.data)},
         "files": [raw.sha256],
         "parents": [],
+        "column_types": record_types(_recorded(previous, lake), frame),
     }
-    if not source.partition_by:
-        return lake.write("raw", source.name, snapshot_id, frame, manifest)
-    parts = _write_partitions(frame, source, lake, raw.sha256)
-    return lake.write_snapshot("raw", source.name, snapshot_id, parts, manifest)
+    with lake.writing():
+        if not source.partition_by:
+            return lake.write("raw", source.name, snapshot_id, frame, manifest)
+        parts = _write_partitions(frame, source, lake, raw.sha256)
+        return lake.write_snapshot("raw", source.name, snapshot_id, parts, manifest)
 
 
 def ingest_landing(source: SourceSpec, lake: Lake) -> SnapshotRef:
@@ -68,25 +86,52 @@ def ingest_landing(source: SourceSpec, lake: Lake) -> SnapshotRef:
         if previous is None:
             raise LookupError(f"source {source.name!r}: landing folder {source.path} is empty")
         return previous
-    created: list[PartRef] = []
-    try:
+    types = _recorded(previous, lake)
+    taken: list[LandingFile] = []
+    # A bad file or a failed commit takes back this run's parts: the lake is as it was.
+    with lake.writing():
         for file in new:
             frame = parse_file(source, file)
-            parts.extend(_write_partitions(frame, source, lake, file.sha256, created))
-        files = [*seen, *(f.sha256 for f in new)]
+            if frame.empty:
+                _refuse_empty(source, str(file.path))
+                continue
+            # Each column is typed by the first file that has values in it, whether the
+            # files landed one run at a time or together.
+            types = record_types(types, frame)
+            parts.extend(_write_partitions(frame, source, lake, file.sha256))
+            taken.append(file)
+        if not taken:
+            if previous is None:
+                raise EmptySourceError(
+                    f"source {source.name!r}: every file in {source.path} has no rows"
+                )
+            return previous
+        files = [*seen, *(f.sha256 for f in taken)]
         snapshot_id = hashlib.sha256("\n".join(files).encode()).hexdigest()[:20]
         manifest = {
             "source": {"uri": str(source.path), "pattern": source.pattern},
             "files": files,
-            "new_files": [{"name": f.path.name, "sha256": f.sha256, "bytes": f.size} for f in new],
+            "new_files": [
+                {"name": f.path.name, "sha256": f.sha256, "bytes": f.size} for f in taken
+            ],
             "parents": parents,
+            "column_types": types,
         }
         return lake.write_snapshot("raw", source.name, snapshot_id, parts, manifest)
-    except BaseException:
-        # A bad file or a failed commit: take back this run's parts, so the lake is as it was.
-        for part in created:
-            (lake.root / part.file).unlink(missing_ok=True)
-        raise
+
+
+def _recorded(previous: SnapshotRef | None, lake: Lake) -> dict[str, str]:
+    return dict(lake.manifest(previous).get("column_types", {})) if previous else {}
+
+
+def _refuse_empty(source: SourceSpec, where: str) -> None:
+    """An input with no rows is refused, or (``on_empty="skip"``) skipped with a warning."""
+    if source.on_empty == "error":
+        raise EmptySourceError(
+            f"source {source.name!r}: {where} has no rows; nothing was written (set "
+            "on_empty='skip' on the source to skip empty inputs with a warning)"
+        )
+    log.warning("source %r: %s has no rows; skipped, nothing written", source.name, where)
 
 
 def _new_files(files: list[LandingFile], seen: set[str]) -> list[LandingFile]:
@@ -100,23 +145,14 @@ def _new_files(files: list[LandingFile], seen: set[str]) -> list[LandingFile]:
 
 
 def _write_partitions(
-    frame: pd.DataFrame,
-    source: SourceSpec,
-    lake: Lake,
-    content_hash: str,
-    created: list[PartRef] | None = None,
+    frame: pd.DataFrame, source: SourceSpec, lake: Lake, content_hash: str
 ) -> list[PartRef]:
-    """One part per partition value of this file's rows, named by the file's hash; parts
-    this call writes (rather than finds) are added to ``created``."""
+    """One part per partition value of this file's rows, named by the file's hash (a part
+    that is already there is reused)."""
     part_id = content_hash[:20]
-    created = created if created is not None else []
 
     def write(partition: str, rows: pd.DataFrame) -> PartRef:
-        if existing := lake.find_part("raw", source.name, partition, part_id):
-            return existing
-        part = lake.write_part("raw", source.name, partition, part_id, rows)
-        created.append(part)
-        return part
+        return lake.write_part("raw", source.name, partition, part_id, rows)
 
     if not source.partition_by:
         return [write(UNPARTITIONED, frame)]

@@ -29,6 +29,10 @@ class SourceError(RuntimeError):
     """A declared source cannot be found, read or parsed."""
 
 
+class EmptySourceError(SourceError):
+    """A source (or a landed file) has no rows."""
+
+
 @dataclass(frozen=True)
 class SourceBytes:
     spec: SourceSpec
@@ -119,6 +123,8 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
     kind = "parquet" if raw.spec.format == "sql" else detect_format(raw.spec, name)
     compression = "zip" if name.endswith(".zip") else "gzip" if name.endswith(".gz") else None
     buffer = io.BytesIO(raw.data)
+    if not raw.data.strip():
+        return pd.DataFrame()  # no rows: the caller refuses or skips it, as the spec says
     try:
         if kind == "parquet":
             return pq.read_table(buffer).to_pandas()
@@ -129,6 +135,8 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
         return pd.read_csv(
             buffer, compression=compression, low_memory=False, header=header, names=names
         )
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
     except (
         ValueError,  # pandas ParserError and JSON errors
         UnicodeDecodeError,

@@ -9,7 +9,7 @@ from datetime import datetime
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef
+from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef, column_types
 from mlsys_core.data.lake import Lake, SnapshotRef
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.batch import assemble_in_batches
@@ -57,17 +57,19 @@ def build_feature_set(
     version = hashlib.sha256(key.encode()).hexdigest()[:20]
     snapshot = lake.find("features", spec.name, version)
     if snapshot is None:
-        part = assemble_in_batches(clean, spec, lake, version, batch_rows)
-        splits = lake.read_part(part, columns=[SPLIT])[SPLIT].value_counts().to_dict()
-        manifest = {
-            "parents": [f"clean/{t}/{i}" for t, i in clean_ids.items()],
-            "spec": spec.model_dump(mode="json"),
-            "spec_fingerprint": spec.fingerprint(),
-            "raw_snapshots": raw_ids,
-            "clean_snapshots": clean_ids,
-            "split_rows": splits,
-        }
-        snapshot = lake.write_snapshot("features", spec.name, version, [part], manifest)
+        spec.check_base_types(column_types(clean[spec.base].clean, lake))
+        with lake.writing():  # a failure takes back the part: nothing half-made stays
+            part = assemble_in_batches(clean, spec, lake, version, batch_rows)
+            splits = lake.read_part(part, columns=[SPLIT])[SPLIT].value_counts().to_dict()
+            manifest = {
+                "parents": [f"clean/{t}/{i}" for t, i in clean_ids.items()],
+                "spec": spec.model_dump(mode="json"),
+                "spec_fingerprint": spec.fingerprint(),
+                "raw_snapshots": raw_ids,
+                "clean_snapshots": clean_ids,
+                "split_rows": splits,
+            }
+            snapshot = lake.write_snapshot("features", spec.name, version, [part], manifest)
     return feature_set_ref(snapshot, lake)
 
 

@@ -103,28 +103,33 @@ def score_feature_set(
     if existing := lake.find(LAYER, dataset, snapshot_id):
         return _result(existing, model_name, model_version, feature_set, False, start)
 
-    spec = DatasetSpec.model_validate(lake.manifest(feature_set.snapshot)["spec"])
+    meta = lake.manifest(feature_set.snapshot)
+    spec = DatasetSpec.model_validate(meta["spec"])
     uri = f"models:/{model_name}/{model_version}"
     predict = _load(uri)
-    keys = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp, SPLIT]))
+    # The event time is in a feature set only when the model uses it (calendar features).
+    stored = {field["name"] for field in meta["schema"]}
+    keys = [
+        k for k in dict.fromkeys([*spec.entity_keys, spec.event_timestamp, SPLIT]) if k in stored
+    ]
     columns = list(dict.fromkeys([*keys, *spec.input_columns]))
-    # One part per snapshot, named after it: a crash before the manifest leaves a part a
-    # rerun overwrites (part names are not content hashes here, so it is rewritten whole).
-    with lake.part_writer(LAYER, dataset, f"score={snapshot_id}", "part-0") as writer:
-        batches = lake.iter_batches(lake.parts(feature_set.snapshot), batch_rows, columns)
-        for batch in batches:
-            frame = batch.to_pandas()
-            writer.write(_score_batch(frame, spec, keys, predict, model_name, model_version))
-    part = writer.ref
-    manifest = {
-        "parents": [f"features/{dataset}/{feature_set.version}"],
-        "model_uri": uri,
-        "model_name": model_name,
-        "model_version": model_version,
-        "feature_set": feature_set.version,
-        "threshold": THRESHOLD,
-    }
-    snapshot = lake.write_snapshot(LAYER, dataset, snapshot_id, [part], manifest)
+    # One part per snapshot, named after it: a failure before the manifest takes it back; a
+    # killed run leaves a part that a rerun overwrites whole (or `mlsys lake gc` removes).
+    with lake.writing():  # a failure takes back the part: nothing half-made stays
+        with lake.part_writer(LAYER, dataset, f"score={snapshot_id}", "part-0") as writer:
+            batches = lake.iter_batches(lake.parts(feature_set.snapshot), batch_rows, columns)
+            for batch in batches:
+                frame = batch.to_pandas()
+                writer.write(_score_batch(frame, spec, keys, predict, model_name, model_version))
+        manifest = {
+            "parents": [f"features/{dataset}/{feature_set.version}"],
+            "model_uri": uri,
+            "model_name": model_name,
+            "model_version": model_version,
+            "feature_set": feature_set.version,
+            "threshold": THRESHOLD,
+        }
+        snapshot = lake.write_snapshot(LAYER, dataset, snapshot_id, [writer.ref], manifest)
     return _result(snapshot, model_name, model_version, feature_set, True, start)
 
 

@@ -98,7 +98,7 @@ class PredictionLogWriter:
                 append_predictions(self.lake, self.dataset, frame)
             except Exception as err:  # noqa: BLE001 -- any failure: keep the rows, retry later
                 log.exception("prediction log flush of %d rows failed", len(frame))
-                self._requeue(frame)
+                self._requeue(getattr(err, "unwritten", frame))  # rows appended stay once
                 if self.on_failed:
                     self.on_failed(err)
                 return 0

@@ -40,6 +40,15 @@ class PredictionLogError(ValueError):
     """A log batch without the columns every log row must have."""
 
 
+class PredictionLogWriteError(RuntimeError):
+    """Appending failed part way; ``unwritten`` holds exactly the rows not in the log, so a
+    retry appends each row once."""
+
+    def __init__(self, message: str, unwritten: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.unwritten = unwritten
+
+
 def _partition(day: pd.Timestamp) -> str:
     return f"date={day:%Y-%m-%d}"
 
@@ -52,12 +61,27 @@ def append_predictions(lake: Lake, dataset: str, frame: pd.DataFrame) -> list[Pa
         return []
     frame = frame.assign(logged_at=pd.to_datetime(frame["logged_at"], utc=True))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    refs = []
-    for day, rows in frame.groupby(frame["logged_at"].dt.floor("D"), sort=True):
+    refs: list[PartRef] = []
+    days = list(frame.groupby(frame["logged_at"].dt.floor("D"), sort=True))
+    for i, (day, rows) in enumerate(days):
         part_id = f"{stamp}-{uuid.uuid4().hex[:12]}"
-        refs.append(
-            lake.write_part(LAYER, dataset, _partition(day), part_id, rows.reset_index(drop=True))
-        )
+        try:
+            refs.append(
+                lake.write_part(
+                    LAYER, dataset, _partition(day), part_id, rows.reset_index(drop=True)
+                )
+            )
+        except Exception as err:
+            # Each day's part is committed by its own rename: the days before this one are
+            # in the log (and this one too if its rename happened), the rest are not.
+            placed = lake.part_path(LAYER, dataset, _partition(day), part_id).is_file()
+            rest = [r for _, r in days[i + 1 if placed else i :]]
+            unwritten = pd.concat(rest) if rest else frame.iloc[0:0]
+            raise PredictionLogWriteError(
+                f"prediction log append failed after {len(frame) - len(unwritten)} of "
+                f"{len(frame)} rows: {err}",
+                unwritten,
+            ) from err
     return refs
 
 

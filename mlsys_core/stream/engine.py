@@ -189,7 +189,8 @@ def run_micro_batch(
     consumed: list[str] = meta.get("consumed", [])
     watermark = pd.Timestamp(meta["watermark"]) if meta.get("watermark") else None
     segments = pending_segments(log, set(consumed))[: job.max_segments]
-    if not segments and not flush:
+    windows_open = bool(meta.get("state", {}).get("rows"))
+    if not segments and not (flush and windows_open):  # a rerun of a done flush: no-op
         return BatchOutcome(
             snapshot=previous, segments=[], events_in=0, late=0, invalid=0,
             windows_emitted=0, watermark=meta.get("watermark"),

@@ -5,6 +5,9 @@ outputs under every task runner."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +18,9 @@ from flows import runners
 from flows.ingest import ingest
 from flows.validate import validate
 from mlsys_core.config import Settings
+from mlsys_core.crashpoints import InjectedCrash, armed
 from mlsys_core.data.lake import Lake
+from mlsys_core.data.maintenance import check_lake
 from mlsys_core.spec import DatasetSpec
 
 
@@ -149,6 +154,36 @@ def test_a_failed_partition_rolls_the_table_back(
     # The eleven partitions that were cleaned are taken back: the lake is as before.
     assert _lake_files(lake) == before
     assert lake.latest("clean", "flights") is None
+    # December mended, the rerun's eleven cache hits name parts that were taken back: they
+    # are cleaned again, and the table commits whole.
+    monkeypatch.setattr(cleaning_module, "clean_partition", real)
+    clean = validate(raw, flights_spec)["flights"]
+    assert clean.clean.rows + clean.quarantine.rows == raw["flights"].rows
+    assert len(lake.read(clean.clean)) == clean.clean.rows
+    assert check_lake(lake, grace=timedelta(0)).findings == []
+
+
+@pytest.mark.parametrize(
+    ("point", "nth"),
+    [
+        ("atomic.rename", 4),  # a partition's two parts are placed, its marker is not
+        ("lake.snapshot.placed", 1),  # the quarantine snapshot is placed, the clean one not
+    ],
+)
+def test_a_failure_inside_the_flows_commit_leaves_the_lake_as_it_was(
+    settings: Settings, flights_spec, point: str, nth: int
+):
+    raw = ingest(flights_spec)
+    lake = Lake(settings.lake_dir)
+    before = _lake_files(lake)
+    with armed(point, nth), pytest.raises(InjectedCrash):
+        validate(raw, flights_spec)
+    assert _lake_files(lake) == before
+    assert lake.latest("quarantine", "flights") is None
+    assert lake.latest("clean", "flights") is None
+    assert check_lake(lake, grace=timedelta(0)).findings == []
+    clean = validate(raw, flights_spec)["flights"]
+    assert lake.latest("quarantine", "flights") == clean.quarantine
 
 
 @pytest.mark.slow
@@ -165,3 +200,52 @@ def test_every_runner_gives_identical_outputs(
     result = validate.with_options(task_runner=runners.build(configured))(raw, flights_spec)
     assert result["flights"].clean.snapshot_id == threads.clean.snapshot_id
     assert _lake_files(Lake(configured.lake_dir)) == expected
+
+
+_COLLECTOR = """
+import os, sys, time
+from pathlib import Path
+from mlsys_core.cli import main
+lake, stop = Path(sys.argv[1]), Path(sys.argv[2])
+rounds = 0
+while not stop.exists():
+    rounds += 1
+    lake.mkdir(parents=True, exist_ok=True)
+    junk = lake / f".tmp-part-killed{rounds}.parquet"  # as a killed writer leaves it
+    junk.write_bytes(b"half")
+    os.utime(junk, (time.time() - 7200, time.time() - 7200))
+    main(["lake", "check", "--lake", str(lake), "--grace", "5m"])
+    assert main(["lake", "gc", "--lake", str(lake), "--grace", "5m"]) == 0
+    time.sleep(0.2)
+print("rounds", rounds)
+"""
+
+
+@pytest.mark.slow
+def test_check_and_gc_run_safely_while_the_data_flows_run(
+    settings: Settings, flights_spec, months, tmp_path: Path
+):
+    """`mlsys lake check` and `mlsys lake gc` loop in another process while landings are
+    ingested and validated by the flows: no flow fails, every table reads whole, and what
+    the collector was given to remove (old leftovers of killed writers) is removed."""
+    landing, stop = tmp_path / "landing", tmp_path / "stop"
+    lake = Lake(settings.lake_dir)
+    collector = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", _COLLECTOR, str(lake.root), str(stop)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        for month in (1, 2, 3):
+            _land(landing, month, months[month])
+            raw = ingest(flights_spec, {"flights": str(landing)})["flights"]
+            clean = validate({"flights": raw}, flights_spec)["flights"]
+            assert len(lake.read(clean.clean)) == clean.clean.rows
+            assert len(lake.read(clean.quarantine)) == clean.quarantine.rows
+    finally:
+        stop.touch()
+        output, _ = collector.communicate(timeout=120)
+    assert collector.returncode == 0, output
+    assert int(output.split("rounds")[-1]) >= 2
+    assert clean.rows_in == sum(len(months[m]) for m in (1, 2, 3))
+    report = check_lake(lake, grace=timedelta(minutes=5))
+    assert report.ok, report.findings

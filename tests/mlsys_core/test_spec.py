@@ -77,8 +77,6 @@ def _categorical_not_produced(d: dict[str, Any]) -> None:
         (_view_feature_twice, "features produced by more than one view"),
         (_base_undeclared, "undeclared sources: ['trips']"),
         (_contract_undeclared, "contracts for undeclared sources: ['airlines']"),
-        (_feature_not_produced, "runway_length"),
-        (_categorical_not_produced, "gate"),
     ],
 )
 def test_inconsistent_spec_is_rejected(edit: Edit, message: str) -> None:
@@ -153,14 +151,22 @@ def test_base_columns_cover_what_assembly_needs(real_tables: dict[str, pd.DataFr
     assert set(cols) <= set(real_tables[spec.base].columns)
 
 
-def test_base_columns_skip_features_the_contract_does_not_know() -> None:
-    def drop_distance_rule(d: dict[str, Any]) -> None:
-        del d["contracts"]["flights"]["columns"]["distance"]
-        d["features"]["numeric"].remove("distance")
+def test_an_undeclared_base_column_can_be_a_feature() -> None:
+    def undeclared_features(d: dict[str, Any]) -> None:
+        del d["contracts"]["flights"]["columns"]["distance"]  # a feature, now undeclared
+        _feature_not_produced(d)
+        _categorical_not_produced(d)
 
-    spec = _edited(drop_distance_rule)
-    assert "distance" not in spec.base_columns
-    assert "carrier" in spec.base_columns
+    spec = _edited(undeclared_features)
+    assert {"distance", "runway_length", "gate"} <= set(spec.base_columns)
+    assert "plane_year" not in spec.base_columns  # a lookup makes it, not the base table
+    # Whether the data has them, and with which type, is known once it is typed.
+    typed = dict.fromkeys(spec.base_columns, "float") | {"gate": "string", "carrier": "string"}
+    spec.check_base_types(typed)
+    with pytest.raises(ValueError, match=re.escape("has no columns ['runway_length']")):
+        spec.check_base_types({k: v for k, v in typed.items() if k != "runway_length"})
+    with pytest.raises(ValueError, match=re.escape("numeric features ['distance']")):
+        spec.check_base_types(typed | {"distance": "string"})
 
 
 def test_input_columns_are_features_plus_event_time_when_calendar_is_used() -> None:

@@ -8,7 +8,7 @@ from prefect import flow, task
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.spec import DatasetSpec
-from tasks.data import clean_snapshot, snapshot_source
+from tasks.data import clean_partition, finish_cleaning, plan_cleaning, snapshot_source
 from tasks.retry import retry_on_io_errors
 
 
@@ -16,7 +16,13 @@ def test_snapshot_and_clean_through_fn(settings: Settings, small_spec: DatasetSp
     source = small_spec.source("weather")
     raw = snapshot_source.fn(source, settings)
     assert Lake(settings.lake_dir).find("raw", "weather", raw.snapshot_id) == raw
-    cleaned = clean_snapshot.fn(raw, small_spec.contracts["weather"], settings)
+    contract = small_spec.contracts["weather"]
+    plan = plan_cleaning.fn(raw, contract, settings)
+    outcomes = {
+        p: clean_partition.fn("weather", p, parts, contract, plan.undeclared_types, settings)
+        for p, parts in plan.partitions.items()
+    }
+    cleaned = finish_cleaning.fn(plan, outcomes, settings)
     assert cleaned.clean.rows + cleaned.quarantine.rows == raw.rows
 
 

@@ -14,6 +14,7 @@ from mlsys_core.data.cleaning import clean_snapshot
 from mlsys_core.data.contract import REASON, ContractError, clean_table
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
+from mlsys_core.data.sources import EmptySourceError
 from mlsys_core.spec import ColumnRule, DatasetSpec, SourceSpec, TableContract
 
 CONTRACT = TableContract(
@@ -81,11 +82,10 @@ def test_nan_wrong_dtype_and_empty_values_are_quarantined_with_reasons(tmp_path:
     assert quarantine.loc["E", "weight"] == "heavy"  # the raw text is kept
 
 
-def test_an_empty_table_gives_empty_snapshots(tmp_path: Path):
-    lake, raw = _ingest(tmp_path, pd.DataFrame(columns=["code", "size", "weight"]))
-    ref = clean_snapshot(raw, CONTRACT, lake)
-    assert (ref.rows_in, ref.clean.rows, ref.quarantine.rows) == (0, 0, 0)
-    assert lake.read(ref.clean).empty
+def test_an_empty_input_is_refused_and_writes_no_snapshot(tmp_path: Path):
+    with pytest.raises(EmptySourceError, match="has no rows; nothing was written"):
+        _ingest(tmp_path, pd.DataFrame(columns=["code", "size", "weight"]))
+    assert not (tmp_path / "lake" / "raw").exists()
 
 
 def test_a_renamed_column_fails_loudly_and_writes_nothing(tmp_path: Path):

@@ -163,7 +163,6 @@ def test_package_that_is_not_installed_is_a_source_error(package: str) -> None:
     [
         ("quote.csv", b'a,b\n"1,2\n'),
         ("binary.csv", b"\xff\xfe\x00\x81a,b\n\x80\x81,2\n"),
-        ("empty.csv", b""),
         ("corrupt.csv.gz", b"a,b\n1,2\n"),  # named gzip, is not
         ("corrupt.csv.zip", b"a,b\n1,2\n"),  # named zip, is not
     ],

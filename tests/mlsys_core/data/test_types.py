@@ -1,0 +1,250 @@
+"""Every column has a type (declared, or recorded from the first snapshot with values), a
+cell that does not parse as its type quarantines its row, a clean table always reads, times
+take a format, an epoch unit and a time zone, and an empty input writes nothing."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from mlsys_core.data.cleaning import clean_snapshot, column_types
+from mlsys_core.data.contract import REASON, clean_table, infer_column_types
+from mlsys_core.data.ingest import snapshot_source
+from mlsys_core.data.lake import Lake
+from mlsys_core.data.sources import EmptySourceError
+from mlsys_core.features.store import build_feature_set
+from mlsys_core.spec import (
+    ColumnRule,
+    DatasetSpec,
+    FeatureGroups,
+    HashSplit,
+    LabelSpec,
+    SourceSpec,
+    TableContract,
+)
+
+# Readings of meters; only the key and the time are declared.
+CONTRACT = TableContract(
+    columns={
+        "meter": ColumnRule(dtype="int"),
+        "read_at": ColumnRule(dtype="datetime"),
+    },
+    unique=["meter", "read_at"],
+)
+
+
+def _month(month: int, bad: bool = False) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "meter": range(1, 41),
+            "read_at": [f"2024-{month:02d}-{d:02d}T08:00:00" for d in range(1, 41) if d < 29]
+            + [f"2024-{month:02d}-28T09:{m:02d}:00" for m in range(12)],
+            "kwh": [float(i) * 1.5 for i in range(40)],  # undeclared: recorded as float
+            "site": ["north", "south"] * 20,  # undeclared: recorded as string
+        }
+    )
+    if bad:
+        frame["kwh"] = frame["kwh"].astype(object)
+        frame.loc[7, "kwh"] = "not-a-number"
+    return frame
+
+
+def _land(folder: Path, name: str, frame: pd.DataFrame) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / name, index=False)
+
+
+def _landing(folder: Path) -> SourceSpec:
+    return SourceSpec(name="readings", path=str(folder), incremental=True)
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["one-run-each", "one-run-for-both"])
+def test_two_landing_files_that_disagree_give_a_readable_clean_table(
+    tmp_path: Path, together: bool
+) -> None:
+    """February's file has "not-a-number" among the numbers of an undeclared column."""
+    lake, folder = Lake(tmp_path / "lake"), tmp_path / "landing"
+    _land(folder, "2024-01.csv", _month(1))
+    if not together:
+        snapshot_source(_landing(folder), lake)
+    _land(folder, "2024-02.csv", _month(2, bad=True))
+    raw = snapshot_source(_landing(folder), lake)
+    # Each column is typed by the first file with values in it, however files arrived.
+    assert lake.manifest(raw)["column_types"] == {
+        "meter": "int", "read_at": "string", "kwh": "float", "site": "string",
+    }  # fmt: skip
+    cleaned = clean_snapshot(raw, CONTRACT, lake)
+    clean = lake.read(cleaned.clean)  # reads as one table: every part has the same types
+    assert clean["kwh"].dtype == "float64" and len(clean) == 79
+    assert cleaned.reasons == {"kwh: not a float": 1}
+    (bad,) = lake.read(cleaned.quarantine).to_dict("records")
+    assert bad["kwh"] == "not-a-number" and bad[REASON] == "kwh: not a float"
+    assert column_types(cleaned.clean, lake)["kwh"] == "float"
+    # The raw table keeps what arrived, and reads too: the column that disagrees as text.
+    assert set(lake.read(raw)["kwh"]) >= {"not-a-number", "1.5"}
+
+
+def test_a_cell_of_an_undeclared_column_that_does_not_parse_is_quarantined() -> None:
+    frame = pd.concat([_month(m) for m in range(1, 6)], ignore_index=True)
+    frame["kwh"] = frame["kwh"].astype(object)
+    frame.loc[3, "kwh"] = "n/a"  # one cell in 200: the column is numbers (1% may not be)
+    types = infer_column_types(frame)
+    # Text that looks like times stays text until declared (read_at is, as a datetime).
+    assert types == {"meter": "int", "read_at": "string", "kwh": "float", "site": "string"}
+    result = clean_table(frame, CONTRACT, "readings", types=types)
+    assert result.reasons == {"kwh: not a float": 1}
+    assert len(result.clean) == 199
+    frame.loc[4:9, "kwh"] = "n/a"  # 3.5% of the cells: text, as the data says
+    assert infer_column_types(frame)["kwh"] == "string"
+
+
+def test_a_column_the_first_snapshot_never_filled_waits_for_values(tmp_path: Path) -> None:
+    lake, folder = Lake(tmp_path / "lake"), tmp_path / "landing"
+    _land(folder, "2024-01.csv", _month(1).assign(note=None))
+    first = snapshot_source(_landing(folder), lake)
+    assert "note" not in lake.manifest(first)["column_types"]
+    clean_snapshot(first, CONTRACT, lake)
+    _land(folder, "2024-02.csv", _month(2).assign(note="checked"))
+    second = snapshot_source(_landing(folder), lake)
+    assert lake.manifest(second)["column_types"]["note"] == "string"
+    cleaned = clean_snapshot(second, CONTRACT, lake)
+    notes = lake.read(cleaned.clean)["note"]
+    assert notes.isna().sum() == 40 and (notes == "checked").sum() == 40
+
+
+# -- times ---------------------------------------------------------------------------------
+def test_a_date_that_is_not_iso_8601_reads_with_its_format() -> None:
+    contract = TableContract(columns={"month": ColumnRule(dtype="datetime", format="%b-%Y")})
+    result = clean_table(pd.DataFrame({"month": ["Mar-2018", "Apr-2018", "13-2018"]}), contract)
+    assert result.clean["month"].tolist() == [
+        pd.Timestamp("2018-03-01", tz="UTC"), pd.Timestamp("2018-04-01", tz="UTC"),
+    ]  # fmt: skip
+    assert result.reasons == {"month: not a datetime (format %b-%Y)": 1}
+
+
+def test_epoch_numbers_read_with_their_unit() -> None:
+    contract = TableContract(columns={"at": ColumnRule(dtype="datetime", unit="ms")})
+    frame = pd.DataFrame({"at": [1_700_000_000_000, "1700000060000", "soon"]})
+    result = clean_table(frame, contract)
+    assert result.clean["at"].tolist() == [
+        pd.Timestamp(datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
+        pd.Timestamp(datetime(2023, 11, 14, 22, 14, 20, tzinfo=UTC)),
+    ]
+    assert result.reasons == {"at: not a datetime (epoch ms)": 1}
+
+
+def test_naive_times_are_local_to_the_time_zone_and_a_skipped_hour_is_quarantined() -> None:
+    rule = ColumnRule(dtype="datetime", format="%d/%m/%Y %H:%M", timezone="Europe/Paris")
+    frame = pd.DataFrame({"t": ["30/03/2024 12:00", "31/03/2024 02:30", "01/07/2024 12:00"]})
+    result = clean_table(frame, TableContract(columns={"t": rule}))
+    assert result.clean["t"].tolist() == [
+        pd.Timestamp("2024-03-30T11:00:00Z"),  # CET, UTC+1
+        pd.Timestamp("2024-07-01T10:00:00Z"),  # CEST, UTC+2
+    ]
+    assert len(result.quarantined) == 1  # 02:30 does not exist that night
+
+
+def test_values_with_offsets_keep_their_instant_whatever_the_zone() -> None:
+    rule = ColumnRule(dtype="datetime", timezone="America/New_York")
+    frame = pd.DataFrame({"t": ["2024-01-01T12:00:00+01:00", "2024-01-01T12:00:00"]})
+    result = clean_table(frame, TableContract(columns={"t": rule}))
+    assert result.clean["t"].tolist() == [
+        pd.Timestamp("2024-01-01T11:00:00Z"),
+        pd.Timestamp("2024-01-01T17:00:00Z"),  # naive: New York time
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"dtype": "float", "format": "%Y"}, "apply to datetime columns only"),
+        ({"dtype": "datetime", "format": "%Y", "unit": "s"}, "a format or a unit, not both"),
+        ({"dtype": "datetime", "format": "YYYY-MM"}, "not a strptime pattern"),
+        ({"dtype": "datetime", "timezone": "Mars/Olympus"}, "unknown time zone"),
+    ],
+)
+def test_time_options_are_checked(options: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ColumnRule(**options)
+
+
+# -- empty inputs --------------------------------------------------------------------------
+def test_an_input_with_a_header_and_no_rows_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "readings.csv"
+    path.write_text("meter,read_at,kwh\n")
+    lake = Lake(tmp_path / "lake")
+    with pytest.raises(EmptySourceError, match="has no rows; nothing was written"):
+        snapshot_source(SourceSpec(name="readings", path=str(path)), lake)
+    assert not (lake.root / "raw").exists()
+
+
+def test_an_empty_input_is_skipped_with_a_warning_where_the_spec_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lake, folder = Lake(tmp_path / "lake"), tmp_path / "landing"
+    source = _landing(folder).model_copy(update={"on_empty": "skip"})
+    _land(folder, "2024-01.csv", _month(1))
+    first = snapshot_source(source, lake)
+    (folder / "2024-02.csv").write_text("meter,read_at,kwh,site\n")
+    (folder / "2024-03.csv").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        assert snapshot_source(source, lake) == first  # no new snapshot
+    assert "2024-02.csv has no rows; skipped" in caplog.text
+    assert "2024-03.csv has no rows; skipped" in caplog.text
+    assert [p.name for p in (lake.root / "raw" / "readings").iterdir() if p.name[0] != "_"] == [
+        first.snapshot_id
+    ]
+    strict = source.model_copy(update={"on_empty": "error"})
+    with pytest.raises(EmptySourceError, match="2024-02.csv has no rows"):
+        snapshot_source(strict, lake)
+
+
+# -- undeclared features -------------------------------------------------------------------
+def _spec(path: Path, numeric: list[str]) -> DatasetSpec:
+    return DatasetSpec(
+        name="meters",
+        sources=[SourceSpec(name="readings", path=str(path))],
+        contracts={"readings": CONTRACT},
+        base="readings",
+        entity_keys=["meter"],
+        event_timestamp=None,
+        label=LabelSpec(column="kwh", threshold=20),
+        features=FeatureGroups(numeric=numeric, categorical=["site"]),
+        split=HashSplit(),
+    )
+
+
+def test_an_undeclared_column_is_a_feature_with_its_recorded_type(tmp_path: Path) -> None:
+    path = tmp_path / "readings.csv"
+    _month(1).assign(load=lambda f: f["kwh"] / 10).to_csv(path, index=False)
+    spec = _spec(path, numeric=["load"])  # neither "load" nor "site" is declared
+    lake = Lake(tmp_path / "lake")
+    cleaned = clean_snapshot(snapshot_source(spec.sources[0], lake), CONTRACT, lake)
+    features = build_feature_set({"readings": cleaned}, spec, lake)
+    frame = lake.read(features.snapshot)
+    assert frame["load"].dtype == "float64" and frame["site"].tolist()[:2] == ["north", "south"]
+    # A text column listed as numeric, or a column the data does not have: a clear error.
+    with pytest.raises(ValueError, match=r"numeric features \['site'\] .* typed \['string'\]"):
+        build_feature_set({"readings": cleaned}, _spec(path, numeric=["site"]), lake)
+    with pytest.raises(ValueError, match=r"has no columns \['voltage'\]"):
+        build_feature_set({"readings": cleaned}, _spec(path, numeric=["voltage"]), lake)
+
+
+def test_a_parquet_timestamp_column_is_recorded_as_a_datetime(tmp_path: Path) -> None:
+    frame = _month(1).assign(
+        read_at=lambda f: pd.to_datetime(f["read_at"]),  # declared: parsed from text
+        installed=pd.Timestamp("2020-05-01 10:00"),  # undeclared, naive: stored as UTC
+    )
+    path = tmp_path / "readings.parquet"
+    frame.to_parquet(path)
+    lake = Lake(tmp_path / "lake")
+    raw = snapshot_source(SourceSpec(name="readings", path=str(path)), lake)
+    assert lake.manifest(raw)["column_types"]["installed"] == "datetime"
+    clean = lake.read(clean_snapshot(raw, CONTRACT, lake).clean)
+    assert clean["installed"].iloc[0] == pd.Timestamp("2020-05-01T10:00:00Z")
+    assert clean["read_at"].dt.tz is not None
