@@ -594,10 +594,14 @@ def transition(
             ),
             state.history,
         )
-        if gate is not None and to_stage in (Stage.STAGING, Stage.PRODUCTION):
-            client.set_model_version_tag(name, version, TAG_GATE, gate.model_dump_json())
-        if approval is not None:
-            client.set_model_version_tag(name, version, TAG_APPROVAL, approval.model_dump_json())
+        tags = state.get(version).tags
+        evidence = {
+            TAG_GATE: gate if to_stage in (Stage.STAGING, Stage.PRODUCTION) else None,
+            TAG_APPROVAL: approval,
+        }
+        for key, value in evidence.items():
+            if value is not None and tags.get(key) != (text := value.model_dump_json()):
+                client.set_model_version_tag(name, version, key, text)
         stages = state.stages()
         if to_stage == Stage.PRODUCTION:
             stages = _become_champion(client, name, version, stages)

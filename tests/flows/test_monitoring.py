@@ -17,6 +17,8 @@ import pytest
 from mlflow import MlflowClient
 from prefect.artifacts import Artifact
 from prefect.blocks.webhook import Webhook
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL
 
 from flows.drift import drift_check
@@ -124,8 +126,21 @@ def test_drift_over_the_threshold_emits_the_event_and_calls_the_webhook(
         "mlsys-drift-test", overwrite=True
     )
     window = DriftWindow(start=datetime(2013, 6, 1).date(), end=datetime(2013, 11, 30).date())
-    outcome = drift_check(window=window, alert_share=0.05, notify_block="mlsys-drift-test")
+    run = drift_check(
+        window=window, alert_share=0.05, notify_block="mlsys-drift-test", return_state=True
+    )
+    outcome = run.result()
     assert outcome.summary.share_drifted >= 0.05
+    # Each step of the check is a task of its own in the UI, and each completed.
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.state_details.flow_run_id]))
+        )
+    steps = ["drift-load", "data-drift", "prediction-drift", "target-drift", "drift-publish"]
+    for step in steps:
+        (step_run,) = [r for r in task_runs if r.name.startswith(f"{step}-")]
+        assert step_run.state.is_completed()
+    assert outcome.seconds.keys() == {"load", "data_drift"}
 
     (event,) = _events("mlsys.drift.detected")
     assert event["resource"]["prefect.resource.id"] == f"mlsys.model.{state.model_name}"

@@ -31,7 +31,12 @@ from mlsys_core.registry.lifecycle import (
     transition,
 )
 from mlsys_core.registry.locking import RegistryLock
-from mlsys_core.registry.promotion import challenge_champion, predict_scores, register_version
+from mlsys_core.registry.promotion import (
+    challenge_champion,
+    enter_production,
+    predict_scores,
+    register_version,
+)
 from mlsys_core.training.run import held_out, train_and_log
 from mlsys_core.training.trainer import TrainConfig
 
@@ -221,8 +226,9 @@ def test_a_gate_run_against_an_old_champion_is_stale(backend, tmp_path) -> None:
     client = MlflowClient(backend.settings.mlflow_uri)
     name = f"life-stale-{tmp_path.name}"
     lock = RegistryLock(client, name)
-    a = register_version(client, name, backend.models[0], lock)
-    b = register_version(client, name, backend.models[1], lock)
+    worse, better = ranked(backend)
+    a = register_version(client, name, backend.models[worse], lock)
+    b = register_version(client, name, backend.models[better], lock)
     gate_a, gate_b = gate_for(client, a, backend), gate_for(client, b, backend)
     assert gate_a.champion_version is None and gate_b.champion_version is None
     to_staging(client, name, a, gate_a, lock)
@@ -231,6 +237,21 @@ def test_a_gate_run_against_an_old_champion_is_stale(backend, tmp_path) -> None:
     with pytest.raises(StaleGate, match="run the gate again"):
         transition(client, name, b.version, Stage.PRODUCTION, "alice", "x", lock, approval=APPROVED)
     assert alias_version(client, name, "champion") == a.version
+
+    # enter_production runs the stale gate again, against the champion of now: the better
+    # b still wins (a lax alpha lets a real lead through), so it moves and a steps back.
+    lax = GateConfig(alpha=0.49, n_bootstrap=300)
+    lake = Lake(backend.settings.lake_dir)
+    moved = enter_production(client, lake, b, APPROVED, "alice", "x", lock, lax)
+    assert moved.moved and moved.gate.champion_version == a.version
+    assert moved.gate.challenger_auc > moved.gate.champion_auc
+    assert alias_version(client, name, "champion") == b.version
+    assert stage_of(client, name, a.version) == Stage.STAGING
+    # The worse a, gated against no champion, is stale now too; run again it loses to b.
+    stay = enter_production(client, lake, a, APPROVED, "alice", "y", lock, lax)
+    assert not stay.moved and stay.gate.champion_version == b.version
+    assert alias_version(client, name, "champion") == b.version
+    assert lifecycle.check_registry(client, name).violations == []
 
 
 @pytest.mark.slow
