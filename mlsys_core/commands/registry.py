@@ -11,8 +11,8 @@ import json
 from typing import TYPE_CHECKING
 
 from mlsys_core.config import Settings
-from mlsys_core.registry import lifecycle
-from mlsys_core.registry.lifecycle import RegistryReport
+from mlsys_core.registry import invariants, lifecycle
+from mlsys_core.registry.invariants import RegistryReport
 from mlsys_core.registry.locking import RegistryLock, is_lock_model
 from mlsys_core.tracking import configure_mlflow
 
@@ -136,9 +136,9 @@ def run_check(args: argparse.Namespace) -> int:
     for name in names:
         if args.repair:
             lock = RegistryLock(client, name)
-            reports.append(lifecycle.repair(client, name, args.actor, lock))
+            reports.append(invariants.repair(client, name, args.actor, lock))
         else:
-            reports.append(lifecycle.check_registry(client, name))
+            reports.append(invariants.check_registry(client, name))
     for report in reports:
         print(report.model_dump_json() if args.json else describe(report))
     return 0 if all(r.ok for r in reports) else 1

@@ -11,7 +11,8 @@ Every change of stages runs under the model's ``RegistryLock`` (MLflow cannot co
 an alias) and in one order: read the whole state, check, append the audit event, set the
 stage tags, then derive every alias from the tags. The history is the log the rest follows
 from, so a change cut short anywhere is visible to ``check_registry`` and mended by
-``repair``. A version becomes champion in one place only: ``_become_champion``.
+``repair`` (both in ``invariants``). A version becomes champion in one place only:
+``_become_champion``.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class VersionFacts(BaseModel):
     semver: str | None = None
 
 
-def _parse_semver(text: str) -> tuple[int, int, int]:
+def parse_semver(text: str) -> tuple[int, int, int]:
     major, minor, patch = (int(p) for p in text.split("."))
     return major, minor, patch
 
@@ -152,8 +153,8 @@ def next_semver(earlier: Iterable[VersionFacts], current: VersionFacts) -> tuple
     versioned = [f for f in earlier if f.semver]
     if not versioned:
         return "1.0.0", "first"
-    newest = max(versioned, key=lambda f: _parse_semver(f.semver or ""))
-    major, minor, patch = _parse_semver(newest.semver or "")
+    newest = max(versioned, key=lambda f: parse_semver(f.semver or ""))
+    major, minor, patch = parse_semver(newest.semver or "")
     if any(f.run_id == current.run_id for f in versioned):
         return f"{major}.{minor}.{patch + 1}", "patch: same run registered again"
     if (newest.input_schema, newest.spec_fingerprint) != (
@@ -360,7 +361,7 @@ def _audit_key(after: list[AuditEvent]) -> str:
     return f"{AUDIT_PREFIX}{stamp.strftime(_STAMP)}.{uuid.uuid4().hex[:8]}"
 
 
-def _append_audit(
+def append_audit(
     client: MlflowClient, name: str, event: AuditEvent, after: list[AuditEvent] | None = None
 ) -> AuditEvent:
     key = _audit_key(after or [])
@@ -368,16 +369,16 @@ def _append_audit(
     return event.model_copy(update={"key": key})
 
 
-def _event(actor: str, action: str, version: str, **fields: object) -> AuditEvent:
+def audit_event(actor: str, action: str, version: str, **fields: object) -> AuditEvent:
     at = datetime.now(UTC).isoformat()
     return AuditEvent(at=at, actor=actor, action=action, version=version, **fields)
 
 
-def _set_stage(client: MlflowClient, name: str, version: str, stage: Stage) -> None:
+def set_stage(client: MlflowClient, name: str, version: str, stage: Stage) -> None:
     client.set_model_version_tag(name, version, TAG_LIFECYCLE, stage.value)
 
 
-def _sync_aliases(
+def sync_aliases(
     client: MlflowClient, name: str, held: Mapping[str, str], stages: Mapping[str, Stage]
 ) -> None:
     """Move, set or delete the lifecycle's aliases so they match ``stages``; other aliases
@@ -426,7 +427,7 @@ def register(
             **(extra_tags or {}),
         }
         version = str(mlflow.register_model(model_uri, name, tags=tags).version)
-        event = _event(
+        event = audit_event(
             actor,
             "register",
             version,
@@ -435,8 +436,8 @@ def register(
             semver=semver,
             reason=f"registered from run {run_id} ({bump})",
         )
-        _append_audit(client, name, event, state.history)
-        _sync_aliases(client, name, state.aliases, state.stages() | {version: Stage.DEVELOPMENT})
+        append_audit(client, name, event, state.history)
+        sync_aliases(client, name, state.aliases, state.stages() | {version: Stage.DEVELOPMENT})
     return RegisteredVersion(name=name, version=version, run_id=run_id, semver=semver)
 
 
@@ -450,10 +451,10 @@ def record_gate(
 ) -> AuditEvent:
     """Keep the gate's decision on the version and in the history, passed or not."""
     client.set_model_version_tag(name, version, TAG_GATE, decision.model_dump_json())
-    return _append_audit(
+    return append_audit(
         client,
         name,
-        _event(actor, "gate", version, gate=decision, reason=decision.reason),
+        audit_event(actor, "gate", version, gate=decision, reason=decision.reason),
     )
 
 
@@ -463,10 +464,10 @@ def record_approval(
     """Keep an approver's answer, also a rejection, before anything moves."""
     client.set_model_version_tag(name, version, TAG_APPROVAL, approval.model_dump_json())
     verdict = "approved" if approval.approve else "rejected"
-    return _append_audit(
+    return append_audit(
         client,
         name,
-        _event(
+        audit_event(
             approval.approver,
             "approval",
             version,
@@ -544,9 +545,9 @@ def _become_champion(
     version it replaces steps back to Staging. Returns the stages after the move; the
     aliases follow them."""
     for other in [v for v, s in stages.items() if s == Stage.PRODUCTION and v != version]:
-        _set_stage(client, name, other, Stage.STAGING)
+        set_stage(client, name, other, Stage.STAGING)
         stages[other] = Stage.STAGING
-    _set_stage(client, name, version, Stage.PRODUCTION)
+    set_stage(client, name, version, Stage.PRODUCTION)
     stages[version] = Stage.PRODUCTION
     return stages
 
@@ -577,10 +578,10 @@ def transition(
         if gate is None and (tag := state.get(version).tags.get(TAG_GATE)):
             gate = GateDecision.model_validate_json(tag)
         replaced = state.newest_in(to_stage)
-        event = _append_audit(
+        event = append_audit(
             client,
             name,
-            _event(
+            audit_event(
                 actor,
                 "transition",
                 version,
@@ -606,9 +607,9 @@ def transition(
         if to_stage == Stage.PRODUCTION:
             stages = _become_champion(client, name, version, stages)
         else:
-            _set_stage(client, name, version, to_stage)
+            set_stage(client, name, version, to_stage)
             stages[version] = to_stage
-        _sync_aliases(client, name, state.aliases, stages)
+        sync_aliases(client, name, state.aliases, stages)
         return event
 
 
@@ -646,10 +647,10 @@ def rollback(
         target = stack[-2]
         if state.get(target).stage == Stage.RETIRED:
             raise IllegalTransition(f"{name}: the previous production v{target} is retired")
-        event = _append_audit(
+        event = append_audit(
             client,
             name,
-            _event(
+            audit_event(
                 actor,
                 "rollback",
                 target,
@@ -661,186 +662,7 @@ def rollback(
             ),
             state.history,
         )
-        _set_stage(client, name, current, Stage.RETIRED)
+        set_stage(client, name, current, Stage.RETIRED)
         stages = _become_champion(client, name, target, state.stages() | {current: Stage.RETIRED})
-        _sync_aliases(client, name, state.aliases, stages)
+        sync_aliases(client, name, state.aliases, stages)
         return event
-
-
-# -- the invariants -------------------------------------------------------------------------
-
-
-class Violation(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    invariant: Literal["alias", "stage_tag", "history", "semver"]
-    version: str | None = None
-    detail: str
-
-
-class RegistryReport(BaseModel):
-    """What ``check_registry`` found for one registered model."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    versions: int
-    stages: dict[str, Stage]
-    aliases: dict[str, str]
-    events: int
-    violations: list[Violation]
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-
-def _semver_key(text: str) -> tuple[int, int, int] | None:
-    try:
-        return _parse_semver(text)
-    except ValueError:
-        return None
-
-
-def check_state(state: RegistryState) -> list[Violation]:
-    """Every way ``state`` breaks the lifecycle's invariants (empty: it holds them all).
-
-    - every version carries exactly one valid stage tag, and at most one is in Production;
-    - each stage's alias points at the newest version in that stage (``champion`` at the
-      production version, ``challenger`` at the newest registration);
-    - the audit history replays to the stage tags;
-    - semantic versions grow with version numbers.
-    """
-    return [
-        *_stage_tag_violations(state),
-        *_alias_violations(state),
-        *_history_violations(state),
-        *_semver_violations(state),
-    ]
-
-
-def _by_number(versions: Iterable[str]) -> list[str]:
-    return sorted(versions, key=int)
-
-
-def _stage_tag_violations(state: RegistryState) -> list[Violation]:
-    out = []
-    for v in _by_number(state.versions):
-        tag = state.versions[v].tag
-        if tag is None or tag not in set(Stage):
-            why = "no stage tag" if tag is None else f"unknown stage {tag!r}"
-            out.append(Violation(invariant="stage_tag", version=v, detail=why))
-    producing = _by_number(v for v, s in state.stages().items() if s == Stage.PRODUCTION)
-    if len(producing) > 1:
-        listed = ", ".join(f"v{v}" for v in producing)
-        out.append(
-            Violation(invariant="stage_tag", detail=f"{len(producing)} in production: {listed}")
-        )
-    return out
-
-
-def _alias_violations(state: RegistryState) -> list[Violation]:
-    wanted, out = expected_aliases(state.stages()), []
-    for alias in MANAGED_ALIASES:
-        held, want = state.aliases.get(alias), wanted.get(alias)
-        if held != want:
-            out.append(
-                Violation(
-                    invariant="alias",
-                    version=held or want,
-                    detail=f"@{alias} is on {'v' + held if held else 'nothing'}, the newest "
-                    f"version for it is {'v' + want if want else 'none'}",
-                )
-            )
-    return out
-
-
-def _history_violations(state: RegistryState) -> list[Violation]:
-    replayed, stages, out = replay(state.history), state.stages(), []
-    for v in _by_number(stages):
-        if v not in replayed:
-            why = "not in the audit history"
-        elif state.versions[v].tag is not None and replayed[v] != stages[v]:
-            why = f"the history leaves it in {replayed[v]}, its tag says {stages[v]}"
-        else:
-            continue
-        out.append(Violation(invariant="history", version=v, detail=why))
-    for v in _by_number(set(replayed) - set(stages)):
-        why = "in the history, not in the registry"
-        out.append(Violation(invariant="history", version=v, detail=why))
-    return out
-
-
-def _semver_violations(state: RegistryState) -> list[Violation]:
-    registered = {e.version: e.semver for e in state.history if e.action == "register"}
-    out: list[Violation] = []
-    previous: tuple[str, str] | None = None  # (version, semver) of the last one seen
-    for v in _by_number(state.versions):
-        semver = state.versions[v].semver
-        if semver is None:
-            continue
-        if registered.get(v) not in (None, semver):
-            why = f"semver {semver}, registered as {registered[v]}"
-            out.append(Violation(invariant="semver", version=v, detail=why))
-        if _semver_key(semver) is None:
-            out.append(Violation(invariant="semver", version=v, detail=f"bad semver {semver!r}"))
-            continue
-        if previous is not None and _semver_key(semver) <= _semver_key(previous[1]):
-            why = f"v{v} is {semver}, not above v{previous[0]}'s {previous[1]}"
-            out.append(Violation(invariant="semver", version=v, detail=why))
-        previous = (v, semver)
-    return out
-
-
-def check_registry(client: MlflowClient, name: str) -> RegistryReport:
-    """Read ``name`` once and check the lifecycle's invariants on it (no lock needed: a
-    reader in the middle of a change may see it half done, so run it again before acting
-    on a violation, or check under the lock)."""
-    state = read_state(client, name)
-    return _report(state)
-
-
-def _report(state: RegistryState) -> RegistryReport:
-    return RegistryReport(
-        name=state.name,
-        versions=len(state.versions),
-        stages=state.stages(),
-        aliases={a: v for a, v in state.aliases.items() if a in MANAGED_ALIASES},
-        events=len(state.history),
-        violations=check_state(state),
-    )
-
-
-def repair(
-    client: MlflowClient, name: str, actor: str, lock: AbstractContextManager
-) -> RegistryReport:
-    """Mend what a change cut short, under the lock, and return the report after it.
-
-    The history is the log: a version it knows gets the stage the history leaves it in; a
-    version it does not know (registered outside mlsys, or cut short after creation) is
-    recorded with its current stage by a ``repair`` event; then every alias is derived from
-    the stage tags. Semantic versions are never rewritten: a semver violation stays.
-    """
-    with lock:
-        state = read_state(client, name)
-        replayed = replay(state.history)
-        stages = state.stages()
-        after = list(state.history)
-        for v in sorted(state.versions, key=int):
-            vs = state.versions[v]
-            if v not in replayed:
-                event = _event(
-                    actor,
-                    "repair",
-                    v,
-                    to_stage=vs.stage,
-                    to_version=v,
-                    reason="recorded by repair: the version was not in the audit history",
-                )
-                after.append(_append_audit(client, name, event, after))
-                replayed[v] = vs.stage
-            if vs.tag != replayed[v].value:
-                _set_stage(client, name, v, replayed[v])
-                stages[v] = replayed[v]
-        _sync_aliases(client, name, state.aliases, stages)
-        return _report(read_state(client, name))

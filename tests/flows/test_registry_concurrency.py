@@ -15,7 +15,8 @@ from prefect.settings import PREFECT_API_URL
 
 from mlsys_core.commands.registry import describe
 from mlsys_core.config import Settings
-from mlsys_core.registry.lifecycle import Stage, check_registry, history
+from mlsys_core.registry.invariants import check_registry
+from mlsys_core.registry.lifecycle import Stage, history
 from mlsys_core.registry.locking import RegistryLock
 from mlsys_core.training.run import train_and_log
 from mlsys_core.training.trainer import TrainConfig

@@ -11,13 +11,13 @@ import pytest
 
 from mlsys_core.cli import main
 from mlsys_core.registry import lifecycle
+from mlsys_core.registry.invariants import check_registry, check_state
 from mlsys_core.registry.lifecycle import (
     AUDIT_PREFIX,
     AuditEvent,
     RegistryState,
     Stage,
     VersionState,
-    check_state,
     expected_aliases,
     replay,
 )
@@ -131,18 +131,18 @@ def test_repair_mends_a_store_damaged_outside_the_lifecycle(
     lock = RegistryLock(client, name)
     first = register_version(client, name, trained_pair.models[0], lock)
     second = register_version(client, name, trained_pair.models[1], lock)
-    assert lifecycle.check_registry(client, name).ok
+    assert check_registry(client, name).ok
     # A change cut short after its audit event: the history says testing, the tag did not
     # follow; an alias moved by hand; a version registered with plain MLflow.
-    lifecycle._append_audit(
+    lifecycle.append_audit(
         client,
         name,
-        lifecycle._event("ci", "transition", first.version, from_stage=DEV, to_stage=TEST),
+        lifecycle.audit_event("ci", "transition", first.version, from_stage=DEV, to_stage=TEST),
         lifecycle.history(client, name),
     )
     client.set_registered_model_alias(name, "development", first.version)
     outside = mlflow.register_model(trained_pair.models[0].model_uri, name)
-    report = lifecycle.check_registry(client, name)
+    report = check_registry(client, name)
     assert {(v.invariant, v.version) for v in report.violations} == {
         ("history", first.version),
         ("alias", first.version),  # development should be on the newest in development

@@ -16,6 +16,7 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import build_feature_set
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateConfig, GateDecision
+from mlsys_core.registry.invariants import check_registry
 from mlsys_core.registry.lifecycle import (
     LEGAL,
     Approval,
@@ -218,7 +219,7 @@ def test_promotion_approval_audit_and_rollback(backend, tmp_path) -> None:
     gates = [e for e in events if e.action == "gate"]
     assert [g.gate.promote for g in gates] == [True, True, False]
     assert all(e.at and e.actor for e in events)
-    assert lifecycle.check_registry(client, name).violations == []
+    assert check_registry(client, name).violations == []
 
 
 @pytest.mark.slow
@@ -251,7 +252,7 @@ def test_a_gate_run_against_an_old_champion_is_stale(backend, tmp_path) -> None:
     stay = enter_production(client, lake, a, APPROVED, "alice", "y", lock, lax)
     assert not stay.moved and stay.gate.champion_version == b.version
     assert alias_version(client, name, "champion") == b.version
-    assert lifecycle.check_registry(client, name).violations == []
+    assert check_registry(client, name).violations == []
 
 
 @pytest.mark.slow
@@ -297,7 +298,7 @@ def test_parallel_registrations_get_distinct_versions_and_one_champion_move(
     ]
     assert len(moves) == 1
     assert alias_version(client, name, "champion") == moves[0].version
-    assert lifecycle.check_registry(client, name).violations == []
+    assert check_registry(client, name).violations == []
 
 
 @pytest.mark.slow

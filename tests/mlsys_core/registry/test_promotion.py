@@ -12,7 +12,8 @@ from sklearn.metrics import roc_auc_score
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import load_feature_set
 from mlsys_core.registry.gate import GateConfig, GateDecision
-from mlsys_core.registry.lifecycle import CHALLENGER, CHAMPION, Stage, check_registry, stage_of
+from mlsys_core.registry.invariants import check_registry
+from mlsys_core.registry.lifecycle import CHALLENGER, CHAMPION, Stage, stage_of
 from mlsys_core.registry.promotion import (
     auto_approval,
     challenge_champion,
