@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._common import scratch_folder, use_isolated_state  # noqa: E402
 
 
 def prefect_limit(model_name: str) -> Callable[[], AbstractContextManager]:
@@ -60,18 +63,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=20, help="lock round trips, one at a time")
     parser.add_argument("--threads", type=int, default=4, help="tasks at once, contended")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args()
+    with scratch_folder("mlsys-bench-registry-lock-", keep=args.keep) as folder:
+        use_isolated_state(folder / "state")
+        run(args, f"sqlite:///{folder / 'state' / 'mlflow.db'}")
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-registry-lock-"))
-    os.environ.setdefault("PREFECT_HOME", str(folder / "prefect"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+def run(args: argparse.Namespace, uri: str) -> None:
     from prefect import flow, task  # noqa: PLC0415
     from prefect.cache_policies import NO_CACHE  # noqa: PLC0415
     from prefect.task_runners import ThreadPoolTaskRunner  # noqa: PLC0415
 
     from flows.embedded import embedded_run  # noqa: PLC0415
-
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
 
     def measure(make: Callable[[], AbstractContextManager]) -> tuple[list[float], float]:
         @task(cache_policy=NO_CACHE)
@@ -97,7 +101,7 @@ def main() -> None:
             "prefect limit": measure(prefect_limit("bench")),
             "mlflow lock": measure(mlflow_lock(uri, "bench")),
         }
-    print(f"lock round trip inside a task, {args.rounds} rounds ({os.cpu_count()} cores)")
+    print(f"\nlock round trip inside a task, {args.rounds} rounds ({os.cpu_count()} cores)")
     for label, (alone, _) in results.items():
         print(
             f"  {label:14s} median {1000 * statistics.median(alone):8.1f} ms   "
