@@ -270,8 +270,9 @@ def build_champion(args: argparse.Namespace, folder: Path) -> tuple[str, list[di
     features = build_feature_set(clean, spec, lake)
     trained = train_and_log(features, TrainConfig(epochs=args.epochs), settings)
     client = configure_mlflow(settings)
-    version = promotion.register_version(client, settings.model_name, trained)
-    client.set_registered_model_alias(settings.model_name, "champion", version.version)
+    name = settings.model_name or spec.registered_model
+    version = promotion.register_version(client, name, trained)
+    client.set_registered_model_alias(name, "champion", version.version)
     frame, spec = load_feature_set(features, lake)
     test = frame[frame["_split"] == "test"].sample(args.records, random_state=0)
     # Naive UTC times: MLflow's schema takes naive datetimes (ours reads naive as UTC).
@@ -279,7 +280,7 @@ def build_champion(args: argparse.Namespace, folder: Path) -> tuple[str, list[di
     test = test.assign(**{ts: pd.to_datetime(test[ts], utc=True).dt.tz_localize(None)})
     columns = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp, *spec.input_columns]))
     records = json.loads(test[columns].to_json(orient="records", date_format="iso"))
-    return settings.model_name, records, spec.input_columns
+    return name, records, spec.input_columns
 
 
 def ours_body(record: dict) -> str:
@@ -300,7 +301,10 @@ def server_commands(name: str, folder: Path) -> dict[str, tuple[Callable, str, s
     return {
         # The documented command, as a user runs it (no access log: /metrics counts).
         "ours": (
-            lambda p: [str(BIN / "mlsys"), "serve", "--port", str(p)],
+            lambda p: (
+                [str(BIN / "mlsys"), "serve", "--port", str(p), "--model-name", name]
+                + ["--spec", "nycflights13"]
+            ),
             "/health/ready",
             "/predict",
         ),

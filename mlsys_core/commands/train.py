@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from mlsys_core.datasets import SPEC_HELP
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train on the newest feature set (in-process or through torchrun)"
     )
-    parser.add_argument("--dataset", default="nycflights13")
+    parser.add_argument("--spec", help=SPEC_HELP)
     parser.add_argument(
         "--config", default="{}", help="TrainConfig fields as JSON, e.g. '{\"epochs\": 5}'"
     )
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mlsys_core.config import Settings  # noqa: PLC0415
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
+    from mlsys_core.datasets import spec_or_default  # noqa: PLC0415
     from mlsys_core.features.store import latest_feature_set  # noqa: PLC0415
     from mlsys_core.training import launch as launch_core  # noqa: PLC0415
     from mlsys_core.training.distributed import LaunchConfig  # noqa: PLC0415
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise ValueError(str(exc)) from None
     settings = Settings()
-    features = latest_feature_set(Lake(settings.lake_dir), args.dataset)
+    dataset = spec_or_default(args.spec, settings.dataset).name
+    features = latest_feature_set(Lake(settings.lake_dir), dataset)
     if args.print_command:
         job = launch_core.TrainingJob(
             key=launch_core.job_key(features, config, launch),

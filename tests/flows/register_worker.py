@@ -1,9 +1,10 @@
 """A child process of the concurrency test: run the ``register`` flow once per
 ``model:run`` pair, in order, against the Prefect API in ``PREFECT_API_URL`` and the state
-folder in ``MLSYS_STATE_DIR``."""
+folder in ``MLSYS_STATE_DIR``, with the gate's significance level from ``GATE_ALPHA``."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from flows.register import register
@@ -22,6 +23,7 @@ def main(pairs: list[str]) -> None:
             trained=trained_run(client, lake, run_id),
             model_name=model,
             n_bootstrap=200,
+            significance=float(os.environ.get("GATE_ALPHA", "0.05")),
             actor=f"flow-worker-{model}",
         )
         print(f"flow {model} v{result.version.version} {result.stage}", flush=True)

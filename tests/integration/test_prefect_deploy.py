@@ -79,7 +79,9 @@ def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec):
         assert by_name["ml-pipeline"]["schedules"] == []
         # The lifecycle: scheduled retrains wait for a person; promote/rollback on demand.
         assert {"promote", "rollback"} <= set(by_name)
-        assert by_name["retrain"]["parameters"] == {"auto_approve": False}
+        # Every deployment names its dataset once, through the YAML anchor.
+        assert by_name["retrain"]["parameters"] == {"spec": "nycflights13", "auto_approve": False}
+        assert by_name["ml-pipeline"]["parameters"] == {"spec": "nycflights13"}
         assert by_name["promote"]["parameters"]["auto_approve"] is False
         form = by_name["ml-pipeline"]["parameter_openapi_schema"]["properties"]
         assert {"spec", "train_config", "model_name", "promotion_margin"} <= set(form)
@@ -105,6 +107,6 @@ def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec):
     # The deployment ran the real pipeline: a champion exists in the configured store.
     settings = Settings(state_dir=state)
     version = MlflowClient(settings.mlflow_uri).get_model_version_by_alias(
-        settings.model_name, "champion"
+        small_spec.registered_model, "champion"
     )
     assert version.tags["mlsys.dataset"] == small_spec.name

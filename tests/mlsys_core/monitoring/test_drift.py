@@ -8,9 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.monitoring.drift import drift_frames, latest_window, run_drift_report
-from mlsys_core.spec import DatasetSpec, nycflights13_spec
+from mlsys_core.monitoring.drift import (
+    DriftSummary,
+    drift_frames,
+    feature_columns,
+    latest_window,
+    summarize,
+    write_html_report,
+)
+from mlsys_core.monitoring.stattests import drift_columns, reference_stats
+from mlsys_core.spec import DatasetSpec
 
 NEW_YORK = "America/New_York"
 
@@ -18,6 +27,18 @@ NEW_YORK = "America/New_York"
 @pytest.fixture(scope="module")
 def spec() -> DatasetSpec:
     return nycflights13_spec()
+
+
+def run_drift_report(
+    reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, html: Path, window: str = ""
+) -> DriftSummary:
+    """What the data-drift step does once the frames are loaded: the spec's columns'
+    reference statistics, the verdict on every current row, and the HTML report."""
+    numeric, categorical = feature_columns(spec, reference)
+    stats = reference_stats(reference, numeric, categorical)
+    summary = summarize(drift_columns(stats, current), len(reference), len(current), window)
+    write_html_report(reference, current, summary, stats, html)
+    return summary
 
 
 def frames(rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -27,6 +27,7 @@ def feature_set(version: str = "abc123") -> FeatureSetRef:
     )
     return FeatureSetRef(
         snapshot=snapshot,
+        model_name="m",
         spec_fingerprint="f",
         raw_snapshots={},
         clean_snapshots={},
