@@ -29,7 +29,7 @@ def spec() -> DatasetSpec:
     return nycflights13_spec()
 
 
-def run_drift_report(
+def drift_report(
     reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, html: Path, window: str = ""
 ) -> DriftSummary:
     """What the data-drift step does once the frames are loaded: the spec's columns'
@@ -70,7 +70,7 @@ def test_shifted_column_drifts_and_unchanged_ones_do_not(
     reference, current = frames(rows)
     html = tmp_path / "reports" / "drift.html"
 
-    summary = run_drift_report(reference, current, spec, html, window="w")
+    summary = drift_report(reference, current, spec, html, window="w")
 
     by_column = {c.column: c for c in summary.columns}
     assert set(by_column) == {"distance", "origin_temp", "origin"}
@@ -93,7 +93,7 @@ def test_shifted_column_drifts_and_unchanged_ones_do_not(
 def test_dataset_drifts_when_half_the_columns_do(spec: DatasetSpec, tmp_path: Path) -> None:
     reference, current = frames(400, seed=1)
     current["origin_temp"] += 60.0
-    summary = run_drift_report(reference, current, spec, tmp_path / "d.html")
+    summary = drift_report(reference, current, spec, tmp_path / "d.html")
     assert {c.column for c in summary.columns if c.drifted} == {"distance", "origin_temp"}
     assert summary.share_drifted == pytest.approx(2 / 3)
     assert summary.dataset_drift
@@ -104,7 +104,7 @@ def test_an_empty_window_is_insufficient_data_not_a_crash(
 ) -> None:
     reference, current = frames(50)
     html = tmp_path / "d.html"
-    summary = run_drift_report(reference, current.iloc[:0], spec, html, window="empty")
+    summary = drift_report(reference, current.iloc[:0], spec, html, window="empty")
     assert summary.status == "insufficient_data"
     assert summary.current_rows == 0
     assert not summary.dataset_drift
