@@ -128,8 +128,9 @@ def _import_plain() -> SimpleNamespace:
     from mlsys_core.data import cleaning, ingest  # noqa: PLC0415
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
     from mlsys_core.features import store  # noqa: PLC0415
-    from mlsys_core.monitoring.check import check_model_drift  # noqa: PLC0415
+    from mlsys_core.monitoring.check import CheckConfig, check_model_drift  # noqa: PLC0415
     from mlsys_core.registry import promotion  # noqa: PLC0415
+    from mlsys_core.registry.gate import GateConfig  # noqa: PLC0415
     from mlsys_core.registry.lineage import record_served_by  # noqa: PLC0415
     from mlsys_core.registry.locking import RegistryLock  # noqa: PLC0415
     from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
@@ -143,6 +144,8 @@ def _import_plain() -> SimpleNamespace:
         Lake=Lake,
         store=store,
         check_model_drift=check_model_drift,
+        CheckConfig=CheckConfig,
+        GateConfig=GateConfig,
         promotion=promotion,
         record_served_by=record_served_by,
         RegistryLock=RegistryLock,
@@ -181,16 +184,30 @@ def _run_plain(args: argparse.Namespace, watch: Stopwatch, m: SimpleNamespace) -
             # What the register flow's tasks call: register, smoke test, gate, then the
             # stage moves through to production with an automatic approval.
             client = configure_mlflow(settings)
-            lock = m.RegistryLock(settings.root / "locks", name)
-            version = promotion.register_version(client, name, trained, lock, "ml-pipeline")
-            x_test, _ = m.run.held_out(trained.feature_set, lake_of(settings.lake_dir))
-            promotion.predict_scores(version.uri, x_test)  # the smoke test
-            # The gate task reads the held-out rows again, as here.
-            x_test, y_test = m.run.held_out(trained.feature_set, lake_of(settings.lake_dir))
-            decision = promotion.challenge_champion(client, version, x_test, y_test, 0.0)
-            promotion.apply_decision(client, version, decision, lock, "ml-pipeline")
+            lake = lake_of(settings.lake_dir)
+            walked = promotion.walk(
+                client,
+                lake,
+                trained,
+                name,
+                "ml-pipeline",
+                m.RegistryLock(client, name),
+                m.GateConfig(),
+                promotion.auto_approval("ml-pipeline"),
+            )
+            decision = walked.decision
         with watch.lap("drift"):
-            drift = m.check_model_drift(settings, name, "champion", 1)
+            experiment = client.get_experiment_by_name(settings.experiment).experiment_id
+            drift = m.check_model_drift(
+                client,
+                experiment,
+                lake,
+                settings.root / "monitoring",
+                settings.reports_dir,
+                name,
+                "champion",
+                m.CheckConfig(months=1),
+            )
             m.record_served_by(client, name, drift.model_version, "prefect-flow/drift")
     return {
         "test_auc": trained.metrics["test_auc"],

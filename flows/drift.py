@@ -13,7 +13,15 @@ from mlsys_core.config import Settings
 from mlsys_core.datasets import resolve_model_name
 from mlsys_core.monitoring.check import CheckConfig, DriftOutcome, DriftWindow, drift_alerts
 from tasks.metrics import metered
-from tasks.monitoring import check_drift, emit_drift_event, notify_drift, publish_drift
+from tasks.monitoring import (
+    data_drift,
+    emit_drift_event,
+    load_check,
+    notify_drift,
+    prediction_drift,
+    publish_drift,
+    target_drift,
+)
 from tasks.registry import record_served_by
 
 
@@ -37,8 +45,11 @@ def drift_check(
     settings = Settings()
     name = resolve_model_name(model_name or settings.model_name, settings.dataset)
     config = config.model_copy(update={"months": months, "window": window})
-    outcome = check_drift(name, alias, config, settings)
-    publish_drift(outcome)
+    inputs = load_check(name, alias, config, settings)
+    data = data_drift(inputs, config, settings)
+    prediction = prediction_drift(inputs, config, settings)
+    target = target_drift(inputs, config, settings)
+    outcome = publish_drift(inputs, config, data, prediction, target, settings)
     # The drift check consumes the model version: its lineage lists this deployment.
     user = f"prefect-deployment/{deployment.name}" if deployment.name else "prefect-flow/drift"
     record_served_by(name, outcome.model_version, user, settings)

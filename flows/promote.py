@@ -19,9 +19,11 @@ from mlsys_core.config import Settings
 from mlsys_core.datasets import resolve_model_name
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, RegisteredVersion, Stage
+from mlsys_core.registry.promotion import auto_approval, smoke_reason
 from tasks.metrics import metered
 from tasks.registry import (
     check_transition,
+    enter_production,
     move_stage,
     record_approval,
     resolve_version,
@@ -78,6 +80,20 @@ def ask_for_approval(name: str, version: str, reason: str, timeout_s: int, poll_
     return Approval(approver=answer.approver, approve=answer.approve, reason=answer.reason)
 
 
+def _moved(name: str, event: AuditEvent | None, **decision: object) -> PromotionOutcome:
+    assert event is not None and event.to_stage is not None
+    print(f"{name} v{event.version}: {event.from_stage} -> {event.to_stage} by {event.actor}")
+    return PromotionOutcome(
+        name=name,
+        version=event.version,
+        to_stage=event.to_stage,
+        moved=True,
+        reason=event.reason,
+        event=event,
+        **decision,
+    )
+
+
 def _not_moved(
     name: str, version: str, to_stage: Stage, reason: str, **decision: object
 ) -> PromotionOutcome:
@@ -106,44 +122,35 @@ def promote(
     settings = Settings()
     name = resolve_model_name(model_name or settings.model_name, settings.dataset)
     version = resolve_version(name, version, DEFAULT_SOURCE.get(to_stage, ""), settings)
-    gate = approval = None
+    candidate = RegisteredVersion(name=name, version=version, run_id="")
+    config = GateConfig(margin=promotion_margin, alpha=significance, n_bootstrap=n_bootstrap)
+    gate = None
     if to_stage == Stage.TESTING:
         check_transition(name, version, to_stage, settings, legal_only=True)
-        candidate = RegisteredVersion(name=name, version=version, run_id="")
-        auc = smoke_test(candidate, settings)
-        reason = reason or f"smoke test passed: held-out AUC {auc:.4f}"
+        reason = reason or smoke_reason(smoke_test(candidate, settings))
     elif to_stage == Stage.STAGING:
         check_transition(name, version, Stage.STAGING, settings, legal_only=True)
-        config = GateConfig(margin=promotion_margin, alpha=significance, n_bootstrap=n_bootstrap)
-        candidate = RegisteredVersion(name=name, version=version, run_id="")
         gate = run_gate(candidate, config, actor, settings)
         if not gate.promote:
             print(f"{name} v{version} stays out of staging: {gate.reason}")
             return _not_moved(name, version, to_stage, gate.reason, gate=gate)
         reason = reason or gate.reason
     elif to_stage == Stage.PRODUCTION:
-        check_transition(name, version, Stage.PRODUCTION, settings)
+        # A gate that a newer champion made stale runs again in enter_production.
+        check_transition(name, version, Stage.PRODUCTION, settings, allow_stale=True)
         if auto_approve:
-            approval = Approval(approver=actor, approve=True, reason="auto_approve", auto=True)
+            approval = auto_approval(actor)
         else:
             approval = ask_for_approval(name, version, reason, approval_timeout_s, approval_poll_s)
         record_approval(name, version, approval, settings)
         if not approval.approve:
             print(f"{name} v{version} not promoted: rejected by {approval.approver}")
             return _not_moved(name, version, to_stage, approval.reason, approval=approval)
-        actor = approval.approver
-        reason = reason or approval.reason
-    event = move_stage(
-        name, version, to_stage, actor, reason or "manual", settings, gate=gate, approval=approval
-    )
-    print(f"{name} v{version}: {event.from_stage} -> {event.to_stage} by {actor}")
-    return PromotionOutcome(
-        name=name,
-        version=version,
-        to_stage=to_stage,
-        moved=True,
-        reason=event.reason,
-        gate=gate,
-        approval=approval,
-        event=event,
-    )
+        move = enter_production(candidate, approval, reason or approval.reason, config, settings)
+        if not move.moved:
+            assert move.gate is not None
+            print(f"{name} v{version} stays in staging: {move.gate.reason}")
+            return _not_moved(name, version, to_stage, move.gate.reason, gate=move.gate)
+        return _moved(name, move.event, gate=move.gate, approval=approval)
+    event = move_stage(name, version, to_stage, actor, reason or "manual", settings, gate=gate)
+    return _moved(name, event, gate=gate)

@@ -1,7 +1,9 @@
-"""Drift-check tasks: run the check, publish it, and act on it (event, notification)."""
+"""Drift-check tasks (load, data drift, prediction drift, target drift, publish), acting on
+the outcome (event, notification), and the monitoring page."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -15,19 +17,76 @@ from prefect.events import emit_event
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
+from mlsys_core.monitoring import check
 from mlsys_core.monitoring import dashboard as dashboard_core
-from mlsys_core.monitoring.check import CheckConfig, DriftOutcome, check_model_drift
-from mlsys_core.monitoring.dashboard import Dashboard
+from mlsys_core.monitoring.check import CheckConfig, CheckInputs, DataDrift, DriftOutcome
+from mlsys_core.monitoring.dashboard import Dashboard, Period
+from mlsys_core.monitoring.drift import DriftSummary
+from mlsys_core.monitoring.system import read_run_metrics
+from mlsys_core.tracking import configure_mlflow
 
 DRIFT_EVENT = "mlsys.drift.detected"
 
 
-@task
-def check_drift(
-    model_name: str, alias: str, config: CheckConfig, settings: Settings
+def monitoring_dir(settings: Settings) -> Path:
+    """Drift results, reference caches and flow-run metrics live here."""
+    return settings.root / "monitoring"
+
+
+@task(name="drift-load")
+def load_check(model_name: str, alias: str, config: CheckConfig, settings: Settings) -> CheckInputs:
+    """Which version and feature sets to check; its reference statistics (cached)."""
+    client = configure_mlflow(settings)
+    return check.load_check(
+        client, Lake(settings.lake_dir), monitoring_dir(settings), model_name, alias, config
+    )
+
+
+@task(name="data-drift")
+def data_drift(inputs: CheckInputs, config: CheckConfig, settings: Settings) -> DataDrift:
+    """The newest feature window against the training reference, and the HTML report."""
+    return check.data_drift(Lake(settings.lake_dir), inputs, config, settings.reports_dir)
+
+
+@task(name="prediction-drift")
+def prediction_drift(inputs: CheckInputs, config: CheckConfig, settings: Settings) -> DriftSummary:
+    """The version's served inputs and predictions against the reference."""
+    return check.prediction_drift(Lake(settings.lake_dir), inputs, config)
+
+
+@task(name="target-drift")
+def target_drift(inputs: CheckInputs, config: CheckConfig, settings: Settings) -> check.TargetDrift:
+    """The outcomes that arrived for the served predictions, and performance per period."""
+    return check.target_drift(Lake(settings.lake_dir), inputs, config)
+
+
+@task(name="drift-publish")
+def publish_drift(
+    inputs: CheckInputs,
+    config: CheckConfig,
+    data: DataDrift,
+    prediction: DriftSummary,
+    target: check.TargetDrift,
+    settings: Settings,
 ) -> DriftOutcome:
-    """Data, prediction and target drift of the model against its training reference."""
-    return check_model_drift(settings, model_name, alias, config=config)
+    """The MLflow run and ``latest.json``; per-column Prefect tables and the report link."""
+    client = configure_mlflow(settings)
+    experiment_id = client.get_experiment_by_name(settings.experiment).experiment_id
+    seconds = {"load": inputs.seconds, "data_drift": data.seconds}
+    outcome = check.publish(
+        client,
+        experiment_id,
+        monitoring_dir(settings),
+        inputs,
+        config,
+        data,
+        prediction,
+        target,
+        seconds,
+    )
+    _drift_artifacts(outcome)
+    return outcome
 
 
 def _rows(summary: Any) -> list[dict[str, Any]]:
@@ -38,8 +97,7 @@ def _rows(summary: Any) -> list[dict[str, Any]]:
     ]
 
 
-@task
-def publish_drift(outcome: DriftOutcome) -> None:
+def _drift_artifacts(outcome: DriftOutcome) -> None:
     """Per-column results as Prefect tables, and a link to the HTML report."""
     s = outcome.summary
     create_table_artifact(
@@ -125,10 +183,22 @@ def notify_drift(block_name: str, outcome: DriftOutcome, reasons: list[str]) -> 
 
 @task
 def build_dashboard(
-    model_name: str, metrics_url: str | None, log_days: int, period: str, settings: Settings
+    model_name: str, metrics_url: str | None, log_days: int, period: Period, settings: Settings
 ) -> Dashboard:
     """Latest drift, performance over time (plot to MLflow), serving and system metrics."""
-    return dashboard_core.build_dashboard(settings, model_name, metrics_url, log_days, period)  # type: ignore[arg-type]
+    client = configure_mlflow(settings)
+    return dashboard_core.build_dashboard(
+        client,
+        client.get_experiment_by_name(settings.experiment).experiment_id,
+        Lake(settings.lake_dir),
+        monitoring_dir(settings),
+        settings.reports_dir,
+        model_name,
+        read_run_metrics(settings.root, limit=20),
+        metrics_url,
+        log_days,
+        period,
+    )
 
 
 @task

@@ -1,70 +1,23 @@
-"""Registry tasks: register, test, gate, move stages, roll back, note who served a model.
+"""Registry tasks: register, smoke test, gate, move stages, roll back, note who served a model.
 
-Every read-check-move of an alias holds one slot of a Prefect global concurrency limit
-named after the model (limit 1). It lives on the Prefect server, so it also serializes
-flow runs on different workers that share one MLflow server, which a file lock could not.
+Every change of stages holds the model's ``RegistryLock``, which lives in the MLflow store:
+the same lock the ``mlsys`` CLI and plain Python take, so flows on any worker, commands and
+notebooks exclude each other.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import numpy as np
 from prefect import task
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.store import FeatureSetRef, feature_set_ref
-from mlsys_core.registry import gate as gate_core
 from mlsys_core.registry import lifecycle, lineage, promotion
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, RegisteredVersion, Stage
+from mlsys_core.registry.locking import RegistryLock
+from mlsys_core.registry.promotion import ProductionMove
 from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET, TrainedModel, held_out
-
-LOCK_TIMEOUT_S = 300
-
-
-def limit_name(model_name: str) -> str:
-    return "mlsys-registry-" + re.sub(r"[^A-Za-z0-9_-]", "-", model_name)
-
-
-@contextmanager
-def registry_lock(model_name: str) -> Iterator[None]:
-    """Hold the model's registry slot; the limit is created on first use (limit 1) and
-    taken with ``strict=True``, because a missing limit would silently not lock."""
-    name = limit_name(model_name)
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=1)
-                )
-            except ObjectAlreadyExists:
-                pass  # another run created it first
-    with concurrency(name, occupy=1, strict=True, timeout_seconds=LOCK_TIMEOUT_S):
-        yield
-
-
-def _feature_set_of(name: str, version: str, settings: Settings) -> FeatureSetRef:
-    """The feature set a version was trained on, from its lineage tags."""
-    tags = configure_mlflow(settings).get_model_version(name, version).tags
-    lake = Lake(settings.lake_dir)
-    snapshot = lake.find("features", tags[TAG_DATASET], tags[TAG_FEATURE_SET])
-    if snapshot is None:
-        raise LookupError(
-            f"{name} v{version} was trained on feature set {tags[TAG_FEATURE_SET]}, "
-            f"which is not in {lake.root}"
-        )
-    return feature_set_ref(snapshot, lake)
+from mlsys_core.training.run import TrainedModel
 
 
 @task
@@ -72,22 +25,15 @@ def register_model(
     trained: TrainedModel, name: str, actor: str, settings: Settings
 ) -> RegisteredVersion:
     """Register the run's model as a Development version with lineage tags and a semver."""
-    return promotion.register_version(
-        configure_mlflow(settings), name, trained, registry_lock(name), actor
-    )
+    client = configure_mlflow(settings)
+    return promotion.register_version(client, name, trained, RegistryLock(client, name), actor)
 
 
 @task
 def smoke_test(candidate: RegisteredVersion, settings: Settings) -> float:
-    """Load the registered version as serving would and score its own held-out rows:
-    probabilities in [0, 1] for every row. Returns the held-out AUC."""
-    configure_mlflow(settings)
-    fs = _feature_set_of(candidate.name, candidate.version, settings)
-    features, labels = held_out(fs, Lake(settings.lake_dir))
-    scores = promotion.predict_scores(candidate.uri, features)
-    if scores.shape != labels.shape or not np.all((scores >= 0) & (scores <= 1)):
-        raise ValueError(f"{candidate.uri} returned {scores.shape} scores outside [0, 1]")
-    return float(gate_core.auc(labels, scores)[0])
+    """Load the version as serving would and score its held-out rows; the held-out AUC."""
+    client = configure_mlflow(settings)
+    return promotion.smoke_test(client, Lake(settings.lake_dir), candidate)
 
 
 @task
@@ -96,22 +42,22 @@ def run_gate(
 ) -> GateDecision:
     """Score candidate and champion on the candidate's held-out rows; record the decision."""
     client = configure_mlflow(settings)
-    fs = _feature_set_of(candidate.name, candidate.version, settings)
-    features, labels = held_out(fs, Lake(settings.lake_dir))
-    decision = promotion.challenge_champion(
-        client, candidate, features, labels, config.margin, config, f"{fs.version}/test"
-    )
-    lifecycle.record_gate(client, candidate.name, candidate.version, decision, actor)
-    return decision
+    return promotion.run_gate(client, Lake(settings.lake_dir), candidate, config, actor)
 
 
 @task
 def check_transition(
-    name: str, version: str, to_stage: Stage, settings: Settings, legal_only: bool = False
+    name: str,
+    version: str,
+    to_stage: Stage,
+    settings: Settings,
+    legal_only: bool = False,
+    allow_stale: bool = False,
 ) -> Stage:
     """Fail fast (before a gate or waiting for a person) if the move is not allowed now."""
+    client = configure_mlflow(settings)
     return lifecycle.check_transition(
-        configure_mlflow(settings), name, version, to_stage, legal_only=legal_only
+        client, name, version, to_stage, legal_only=legal_only, allow_stale=allow_stale
     )
 
 
@@ -124,19 +70,33 @@ def move_stage(
     reason: str,
     settings: Settings,
     gate: GateDecision | None = None,
-    approval: Approval | None = None,
 ) -> AuditEvent:
     """Move a version to a stage under the registry lock, recording who and why."""
-    return lifecycle.transition(
-        configure_mlflow(settings),
-        name,
-        version,
-        to_stage,
-        actor,
+    client = configure_mlflow(settings)
+    lock = RegistryLock(client, name)
+    return lifecycle.transition(client, name, version, to_stage, actor, reason, lock, gate=gate)
+
+
+@task
+def enter_production(
+    candidate: RegisteredVersion,
+    approval: Approval,
+    reason: str,
+    config: GateConfig,
+    settings: Settings,
+) -> ProductionMove:
+    """Move an approved version to Production (the gate runs again if it went stale)."""
+    client = configure_mlflow(settings)
+    lock = RegistryLock(client, candidate.name)
+    return promotion.enter_production(
+        client,
+        Lake(settings.lake_dir),
+        candidate,
+        approval,
+        approval.approver,
         reason,
-        registry_lock(name),
-        gate=gate,
-        approval=approval,
+        lock,
+        config,
     )
 
 
@@ -148,7 +108,8 @@ def record_approval(name: str, version: str, approval: Approval, settings: Setti
 @task
 def rollback_model(name: str, actor: str, reason: str, settings: Settings) -> AuditEvent:
     """Put the previous production version back under the registry lock."""
-    return lifecycle.rollback(configure_mlflow(settings), name, actor, reason, registry_lock(name))
+    client = configure_mlflow(settings)
+    return lifecycle.rollback(client, name, actor, reason, RegistryLock(client, name))
 
 
 @task

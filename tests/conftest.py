@@ -6,6 +6,7 @@ import os
 import random
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,13 @@ from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets.nycflights13.sample import read_tables, sample_spec
 from mlsys_core.features.store import FeatureSetRef, build_feature_set
+from mlsys_core.registry.gate import GateConfig
+from mlsys_core.registry.lifecycle import Stage
+from mlsys_core.registry.promotion import auto_approval, walk
 from mlsys_core.spec import DatasetSpec
+from mlsys_core.tracking import configure_mlflow
+from mlsys_core.training.run import TrainedModel, train_and_log
+from mlsys_core.training.trainer import TrainConfig
 
 # Before anything imports prefect: tests never touch the user's or the demo's Prefect home,
 # and the temporary servers they start send no telemetry.
@@ -77,6 +84,46 @@ def make_feature_set(small_spec: DatasetSpec) -> Callable[[Settings], FeatureSet
             for s in small_spec.sources
         }
         return build_feature_set(clean, small_spec, lake)
+
+    return make
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A model trained on the small slice and walked into production: the champion."""
+
+    settings: Settings
+    feature_set: FeatureSetRef
+    trained: TrainedModel
+    name: str
+    version: str
+
+
+@pytest.fixture(scope="session")
+def make_champion(
+    make_feature_set: Callable[[Settings], FeatureSetRef],
+) -> Callable[..., Champion]:
+    """Build the feature set, train one epoch, then register the model and walk it to
+    production as the register flow does (smoke test, gate, auto-approval): the champion
+    of ``name`` (default: the settings' model name) in the settings' MLflow store."""
+
+    def make(settings: Settings, name: str | None = None) -> Champion:
+        feature_set = make_feature_set(settings)
+        trained = train_and_log(feature_set, TrainConfig(epochs=1), settings)
+        client = configure_mlflow(settings)
+        name = name or settings.model_name or feature_set.model_name
+        walked = walk(
+            client,
+            Lake(settings.lake_dir),
+            trained,
+            name,
+            "tests",
+            None,
+            GateConfig(n_bootstrap=200),
+            auto_approval("tests"),
+        )
+        assert walked.stage == Stage.PRODUCTION, walked.decision.reason
+        return Champion(settings, feature_set, trained, name, walked.version.version)
 
     return make
 

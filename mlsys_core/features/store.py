@@ -4,6 +4,7 @@ and of the clean snapshots they were built from."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
 
 import pandas as pd
@@ -17,6 +18,10 @@ from mlsys_core.features.online import MaterializeResult, OnlineStore, newest_kn
 from mlsys_core.spec import DatasetSpec
 
 FEATURES_VERSION = "2"  # bump when assembly changes, so versions move with the code
+# The lineage tags that name a model's feature set: on its training run, and copied from
+# there onto every model version registered from it.
+TAG_DATASET = "mlsys.dataset"
+TAG_FEATURE_SET = "mlsys.feature_set"
 
 
 class FeatureSetRef(BaseModel):
@@ -83,6 +88,18 @@ def feature_set_ref(snapshot: SnapshotRef, lake: Lake) -> FeatureSetRef:
         clean_snapshots=meta["clean_snapshots"],
         split_rows=meta["split_rows"],
     )
+
+
+def feature_set_of(tags: Mapping[str, str], lake: Lake) -> FeatureSetRef:
+    """The feature set a training run, or a model version registered from it, was trained
+    on: named by its lineage tags, found in ``lake``."""
+    if TAG_DATASET not in tags or TAG_FEATURE_SET not in tags:
+        raise LookupError(f"no {TAG_DATASET} / {TAG_FEATURE_SET} tags: not trained by mlsys")
+    dataset, version = tags[TAG_DATASET], tags[TAG_FEATURE_SET]
+    snapshot = lake.find("features", dataset, version)
+    if snapshot is None:
+        raise LookupError(f"feature set {version} of {dataset!r} is not in {lake.root}")
+    return feature_set_ref(snapshot, lake)
 
 
 def latest_feature_set(lake: Lake, dataset: str) -> FeatureSetRef:

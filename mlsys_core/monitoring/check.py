@@ -2,8 +2,19 @@
 newest data (data drift), against what it served (prediction drift, from the prediction
 log) and against the outcomes that have arrived (target drift and performance).
 
-Every result is written only when the whole check succeeded: the MLflow run, then
-``<state>/monitoring/<model>/latest.json`` by rename. A check that fails half way leaves
+Five steps, each a function that takes what it reads (a Lake, an MLflow client, a folder)
+and returns a value; the ``drift-check`` flow runs each as a task, ``check_model_drift``
+runs them in a row:
+
+1. ``load_check``: which version, which feature sets, and its reference statistics
+   (computed once per version and cached under ``<monitoring>/reference/``);
+2. ``data_drift``: the newest feature set's window against the reference, and the HTML
+   report;
+3. ``prediction_drift``: the served rows of this version against the reference;
+4. ``target_drift``: the outcomes of those rows, and performance per period;
+5. ``publish``: the MLflow run, then ``<monitoring>/<model>/latest.json`` by rename.
+
+Results are published only when every step succeeded: a check that fails half way leaves
 the previous results as they were.
 """
 
@@ -14,17 +25,17 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-import mlflow
-import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlsys_core.atomic import write_text_atomically
-from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import (
     FeatureSetRef,
-    feature_set_ref,
+    feature_set_of,
     latest_feature_set,
     load_feature_set,
 )
@@ -39,12 +50,10 @@ from mlsys_core.monitoring.drift import (
 from mlsys_core.monitoring.performance import (
     LABEL,
     PeriodPerformance,
-    join_labels,
-    outcome_keys,
-    outcome_labels,
+    join_outcomes,
     performance_over_time,
 )
-from mlsys_core.monitoring.reference import cached_reference, reference_key
+from mlsys_core.monitoring.reference import cached_reference, load_reference, reference_key
 from mlsys_core.monitoring.stattests import (
     ColumnDrift,
     ReferenceStats,
@@ -56,8 +65,7 @@ from mlsys_core.monitoring.stattests import (
 from mlsys_core.registry.promotion import predict_scores
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.spec import DatasetSpec
-from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET, TAG_STAGE, model_input_frame
+from mlsys_core.training.run import TAG_STAGE, model_input_frame
 
 PROBABILITY, PREDICTION = "probability", "prediction"
 DECISION_THRESHOLD = 0.5  # a logged ``prediction`` is ``probability >= 0.5``
@@ -96,6 +104,32 @@ class CheckConfig(BaseModel):
     drift_share: float = Field(default=0.5, gt=0, le=1, description="Dataset drift at this share.")
 
 
+class CheckInputs(BaseModel):
+    """What the ``load`` step resolved: the version, its feature sets and its reference."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_name: str
+    alias: str
+    model_version: str
+    reference_set: FeatureSetRef
+    current_set: FeatureSetRef
+    reference_dir: str  # the cached reference statistics
+    reference_cached: bool
+    log_since: datetime  # prediction and target drift read the log from here
+    seconds: float = 0.0
+
+
+class DataDrift(BaseModel):
+    """The ``data drift`` step's verdict and the HTML report it rendered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    summary: DriftSummary
+    report_path: str
+    seconds: float = 0.0
+
+
 class TargetDrift(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -123,25 +157,25 @@ class DriftOutcome(BaseModel):
     seconds: dict[str, float] = Field(default_factory=dict)
 
 
-def reference_feature_set(
-    settings: Settings, model_name: str, alias: str
-) -> tuple[FeatureSetRef, str]:
-    """The feature set the aliased model version was trained on, from its lineage tags."""
-    client = configure_mlflow(settings)
+# -- 1. load ------------------------------------------------------------------------------------
+
+
+def spec_of(feature_set: FeatureSetRef, lake: Lake) -> DatasetSpec:
+    """The exact spec a feature set was built with (from its manifest, no data read)."""
+    return DatasetSpec.model_validate(lake.manifest(feature_set.snapshot)["spec"])
+
+
+def model_feature_set(
+    client: MlflowClient, lake: Lake, model_name: str, alias: str
+) -> tuple[str, FeatureSetRef]:
+    """The version ``model_name@alias`` and the feature set it was trained on."""
     try:
         mv = client.get_model_version_by_alias(model_name, alias)
-    except mlflow.exceptions.MlflowException as err:
+    except MlflowException as err:
         raise LookupError(
             f"no model version {model_name}@{alias}: run the ml-pipeline flow first"
         ) from err
-    lake = Lake(settings.lake_dir)
-    snapshot = lake.find("features", mv.tags[TAG_DATASET], mv.tags[TAG_FEATURE_SET])
-    if snapshot is None:
-        raise LookupError(
-            f"{model_name}@{alias} was trained on feature set "
-            f"{mv.tags[TAG_FEATURE_SET]}, which is not in {lake.root}"
-        )
-    return feature_set_ref(snapshot, lake), str(mv.version)
+    return str(mv.version), feature_set_of(mv.tags, lake)
 
 
 def _as_category(values: pd.Series) -> pd.Series:
@@ -169,6 +203,55 @@ def build_reference(reference: pd.DataFrame, spec: DatasetSpec, model_uri: str) 
     return stats
 
 
+def load_check(
+    client: MlflowClient,
+    lake: Lake,
+    monitoring_dir: Path,
+    model_name: str,
+    alias: str,
+    config: CheckConfig,
+) -> CheckInputs:
+    """Resolve ``model_name@alias``, its training feature set and the newest one, and make
+    sure its reference statistics are cached (the training rows are read only to build
+    them)."""
+    started = time.perf_counter()
+    version, reference_set = model_feature_set(client, lake, model_name, alias)
+    spec = spec_of(reference_set, lake)
+    # The feature set's version covers the spec, hence the columns.
+    key = reference_key(
+        model=model_name,
+        version=version,
+        feature_set=reference_set.version,
+        rows=config.max_reference_rows,
+    )
+    folder = monitoring_dir / "reference" / f"{model_name}-v{version}-{key}"
+
+    def build() -> ReferenceStats:
+        frame, _ = load_feature_set(reference_set, lake)
+        reference = training_reference(frame, config.max_reference_rows)
+        return build_reference(reference, spec, f"models:/{model_name}/{version}")
+
+    _, cached = cached_reference(folder, build)
+    return CheckInputs(
+        model_name=model_name,
+        alias=alias,
+        model_version=version,
+        reference_set=reference_set,
+        current_set=latest_feature_set(lake, spec.name),
+        reference_dir=str(folder),
+        reference_cached=cached,
+        log_since=datetime.now(UTC) - timedelta(days=config.log_days),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _stats(inputs: CheckInputs) -> ReferenceStats:
+    stats = load_reference(Path(inputs.reference_dir))
+    if stats is None:
+        raise LookupError(f"the reference statistics in {inputs.reference_dir} are gone")
+    return stats
+
+
 def _subset(stats: ReferenceStats, names: list[str]) -> ReferenceStats:
     return ReferenceStats(
         rows=stats.rows,
@@ -177,32 +260,39 @@ def _subset(stats: ReferenceStats, names: list[str]) -> ReferenceStats:
     )
 
 
-def prediction_drift(
-    stats: ReferenceStats, log: pd.DataFrame, features: list[str], window: str, share: float
-) -> DriftSummary:
-    """The served rows' model inputs, probabilities and predictions against the reference."""
-    names = [c for c in features if c in log.columns] + [PROBABILITY, PREDICTION]
-    current = log.assign(**{PREDICTION: _as_category(log[PREDICTION])}) if len(log) else log
-    columns = drift_columns(_subset(stats, names), current)
-    return summarize(columns, stats.rows, len(log), window, share)
+# -- 2. data drift ------------------------------------------------------------------------------
 
 
-def target_drift(
-    stats: ReferenceStats, joined: pd.DataFrame, period: Literal["D", "W"]
-) -> TargetDrift:
-    """Label shares of the predictions whose outcome is known, and performance per period."""
-    labeled = joined[joined[LABEL].notna()] if len(joined) else joined
-    label = None
-    if LABEL in stats.columns and len(labeled):
-        label = column_drift(stats.columns[LABEL], None, _as_category(labeled[LABEL]))
-    return TargetDrift(
-        status="ok" if len(labeled) else "insufficient_data",
-        predictions=len(joined),
-        labeled=len(labeled),
-        pending=len(joined) - len(labeled),
-        label=label,
-        periods=performance_over_time(joined, period) if len(joined) else [],
+def data_drift(
+    lake: Lake, inputs: CheckInputs, config: CheckConfig, reports_dir: Path
+) -> DataDrift:
+    """The newest feature set's window (the latest ``months``, or ``window``) against the
+    reference, every current row; and the Evidently HTML report in ``reports_dir``."""
+    started = time.perf_counter()
+    ref_frame, spec = load_feature_set(inputs.reference_set, lake)
+    # Usually the version was trained on the newest feature set: read it once then.
+    same = inputs.current_set == inputs.reference_set
+    cur_frame = ref_frame if same else load_feature_set(inputs.current_set, lake)[0]
+    window = (config.window.start, config.window.end) if config.window else None
+    reference = training_reference(ref_frame, config.max_reference_rows)
+    _, current, label = drift_frames(cur_frame, spec, config.months, window=window)
+    stats = _stats(inputs)
+    numeric, categorical = feature_columns(spec, reference)
+    summary = summarize(
+        drift_columns(_subset(stats, [*numeric, *categorical]), current),
+        len(reference),
+        len(current),
+        label,
+        config.drift_share,
     )
+    stamp = datetime.now(UTC)
+    name = f"drift-{inputs.model_name}-v{inputs.model_version}-{stamp:%Y%m%dT%H%M%S%f}.html"
+    html = reports_dir / name
+    write_html_report(reference, current, summary, stats, html, config.report_rows)
+    return DataDrift(summary=summary, report_path=str(html), seconds=time.perf_counter() - started)
+
+
+# -- 3. prediction drift ------------------------------------------------------------------------
 
 
 def served_log(
@@ -217,13 +307,52 @@ def served_log(
     return log[keep.to_numpy()].reset_index(drop=True)
 
 
-def results_dir(settings: Settings, model_name: str) -> Path:
-    return settings.root / "monitoring" / model_name
+def prediction_drift(lake: Lake, inputs: CheckInputs, config: CheckConfig) -> DriftSummary:
+    """The served rows' model inputs, probabilities and predictions against the reference."""
+    spec = spec_of(inputs.reference_set, lake)
+    log = served_log(lake, spec, inputs.model_name, inputs.model_version, inputs.log_since)
+    names = [c for c in spec.input_columns if c in log.columns] + [PROBABILITY, PREDICTION]
+    current = log.assign(**{PREDICTION: _as_category(log[PREDICTION])}) if len(log) else log
+    stats = _stats(inputs)
+    columns = drift_columns(_subset(stats, names), current)
+    window = f"served since {inputs.log_since:%Y-%m-%d %H:%M} UTC"
+    return summarize(columns, stats.rows, len(log), window, config.drift_share)
 
 
-def save_results(outcome: DriftOutcome, settings: Settings) -> Path:
+# -- 4. target drift ----------------------------------------------------------------------------
+
+
+def target_drift(lake: Lake, inputs: CheckInputs, config: CheckConfig) -> TargetDrift:
+    """Label shares of the served predictions whose outcome is known, and performance per
+    period of prediction time."""
+    spec = spec_of(inputs.reference_set, lake)
+    log = served_log(lake, spec, inputs.model_name, inputs.model_version, inputs.log_since)
+    joined = join_outcomes(lake, spec, log)
+    labeled = joined[joined[LABEL].notna()]
+    stats = _stats(inputs)
+    label = None
+    if LABEL in stats.columns and len(labeled):
+        label = column_drift(stats.columns[LABEL], None, _as_category(labeled[LABEL]))
+    return TargetDrift(
+        status="ok" if len(labeled) else "insufficient_data",
+        predictions=len(joined),
+        labeled=len(labeled),
+        pending=len(joined) - len(labeled),
+        label=label,
+        periods=performance_over_time(joined, config.period),
+    )
+
+
+# -- 5. publish ---------------------------------------------------------------------------------
+
+
+def results_dir(monitoring_dir: Path, model_name: str) -> Path:
+    return monitoring_dir / model_name
+
+
+def save_results(outcome: DriftOutcome, monitoring_dir: Path) -> Path:
     """History entry, then ``latest.json``; each by rename."""
-    folder = results_dir(settings, outcome.model_name)
+    folder = results_dir(monitoring_dir, outcome.model_name)
     text = outcome.model_dump_json(indent=1)
     stamp = (outcome.checked_at or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%f")
     write_text_atomically(folder / "history" / f"{stamp}-{outcome.run_id}.json", text)
@@ -232,9 +361,92 @@ def save_results(outcome: DriftOutcome, settings: Settings) -> Path:
     return latest
 
 
-def load_latest(settings: Settings, model_name: str) -> DriftOutcome | None:
-    path = results_dir(settings, model_name) / "latest.json"
+def load_latest(monitoring_dir: Path, model_name: str) -> DriftOutcome | None:
+    path = results_dir(monitoring_dir, model_name) / "latest.json"
     return DriftOutcome.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def _metrics(data: DriftSummary, prediction: DriftSummary, target: TargetDrift) -> dict:
+    metrics = {
+        "share_drifted": data.share_drifted,
+        "drifted_columns": float(data.drifted_columns),
+        "dataset_drift": float(data.dataset_drift),
+        "insufficient_columns": float(data.insufficient_columns),
+        "prediction_rows": float(prediction.current_rows),
+        "prediction_share_drifted": prediction.share_drifted,
+        "labeled_predictions": float(target.labeled),
+        "pending_predictions": float(target.pending),
+    }
+    scored = [p for p in target.periods if p.auc is not None]
+    if scored:
+        metrics["latest_period_auc"] = float(scored[-1].auc or 0.0)
+    return metrics
+
+
+def publish(
+    client: MlflowClient,
+    experiment_id: str,
+    monitoring_dir: Path,
+    inputs: CheckInputs,
+    config: CheckConfig,
+    data: DataDrift,
+    prediction: DriftSummary,
+    target: TargetDrift,
+    seconds: dict[str, float] | None = None,
+) -> DriftOutcome:
+    """One MLflow run (tag ``mlsys.stage=drift``: params, metrics, the HTML report and
+    ``drift/summary.json``), then the results folder. A failure leaves the previous
+    ``latest.json`` as it was, and the run marked FAILED."""
+    report = Path(data.report_path)
+    tags = {
+        TAG_STAGE: "drift",
+        "mlsys.model": f"{inputs.model_name}@{inputs.alias}",
+        "mlsys.model_version": inputs.model_version,
+    }
+    run = client.create_run(
+        experiment_id,
+        run_name=f"drift-{inputs.model_name}-v{inputs.model_version}",
+        tags=tags,
+    )
+    run_id = run.info.run_id
+    try:
+        params = {
+            "reference_feature_set": inputs.reference_set.version,
+            "current_feature_set": inputs.current_set.version,
+            "window": data.summary.current_window,
+            "months": config.months,
+            "max_reference_rows": config.max_reference_rows,
+        }
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(k, v, now, 0) for k, v in _metrics(data.summary, prediction, target).items()
+            ],
+            params=[Param(k, str(v)) for k, v in params.items()],
+            tags=[RunTag("mlsys.reference_cached", str(inputs.reference_cached))],
+        )
+        outcome = DriftOutcome(
+            summary=data.summary,
+            prediction=prediction,
+            target=target,
+            run_id=run_id,
+            report_path=str(report),
+            report_uri=f"{run.info.artifact_uri}/drift/{report.name}",
+            model_name=inputs.model_name,
+            model_version=inputs.model_version,
+            checked_at=datetime.now(UTC),
+            reference_cached=inputs.reference_cached,
+            seconds={k: round(v, 3) for k, v in (seconds or {}).items()},
+        )
+        client.log_artifact(run_id, str(report), "drift")
+        client.log_dict(run_id, outcome.model_dump(mode="json"), "drift/summary.json")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+    save_results(outcome, monitoring_dir)
+    return outcome
 
 
 def drift_alerts(outcome: DriftOutcome, threshold: float) -> list[str]:
@@ -252,140 +464,36 @@ def drift_alerts(outcome: DriftOutcome, threshold: float) -> list[str]:
 
 
 def check_model_drift(
-    settings: Settings,
+    client: MlflowClient,
+    experiment_id: str,
+    lake: Lake,
+    monitoring_dir: Path,
+    reports_dir: Path,
     model_name: str,
     alias: str = "champion",
-    months: int = 1,
     config: CheckConfig | None = None,
 ) -> DriftOutcome:
-    """Data, prediction and target drift of ``model_name@alias``; see the module doc."""
-    config = config or CheckConfig(months=months)
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    lake = Lake(settings.lake_dir)
-    ref_set, version = reference_feature_set(settings, model_name, alias)
-    ref_frame, spec = load_feature_set(ref_set, lake)
-    newest = latest_feature_set(lake, spec.name)
-    # Usually the champion was trained on the newest feature set: read it once then.
-    cur_frame = ref_frame if newest == ref_set else load_feature_set(newest, lake)[0]
-    window = (config.window.start, config.window.end) if config.window else None
-    reference = training_reference(ref_frame, config.max_reference_rows)
-    _, current, label = drift_frames(cur_frame, spec, config.months, window=window)
-    seconds["load"] = time.perf_counter() - t0
-
-    t = time.perf_counter()
-    numeric, categorical = feature_columns(spec, reference)
-    key = reference_key(
-        model=model_name,
-        version=version,
-        feature_set=ref_set.version,
-        numeric=numeric,
-        categorical=categorical,
-        rows=config.max_reference_rows,
-    )
-    folder = settings.root / "monitoring" / "reference" / f"{model_name}-v{version}-{key}"
-    stats, cached = cached_reference(
-        folder, lambda: build_reference(reference, spec, f"models:/{model_name}/{version}")
-    )
-    seconds["reference"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    data = summarize(
-        drift_columns(_subset(stats, [*numeric, *categorical]), current),
-        len(reference),
-        len(current),
-        label,
-        config.drift_share,
-    )
-    seconds["data_drift"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    since = datetime.now(UTC) - timedelta(days=config.log_days)
-    log = served_log(lake, spec, model_name, version, since)
-    log_window = f"served since {since:%Y-%m-%d %H:%M} UTC"
-    prediction = prediction_drift(stats, log, spec.input_columns, log_window, config.drift_share)
-    base = lake.latest("clean", spec.base)
-    if base is not None and len(log):
-        keys = [*outcome_keys(spec), spec.label.column]
-        joined = join_labels(log, outcome_labels(lake.read(base, columns=keys), spec), spec)
-    else:
-        joined = log.assign(**{LABEL: np.nan}) if len(log) else pd.DataFrame()
-    target = target_drift(stats, joined, config.period)
-    seconds["prediction_and_target"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    stamp = datetime.now(UTC)
-    html = settings.reports_dir / f"drift-{model_name}-v{version}-{stamp:%Y%m%dT%H%M%S}.html"
-    write_html_report(reference, current, data, stats, html, config.report_rows)
-    seconds["html_report"] = time.perf_counter() - t
-    outcome = _log_run(
-        settings, model_name, alias, version, ref_set, newest, config, data, prediction, target
-    )
-    outcome = outcome.model_copy(
-        update={
-            "report_path": str(html),
-            "report_uri": f"{outcome.report_uri}/{html.name}",
-            "checked_at": stamp,
-            "reference_cached": cached,
-            "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        }
-    )
-    with mlflow.start_run(run_id=outcome.run_id):
-        mlflow.log_artifact(str(html), "drift")
-        mlflow.log_dict(outcome.model_dump(mode="json"), "drift/summary.json")
-    save_results(outcome, settings)
-    return outcome
-
-
-def _log_run(
-    settings: Settings,
-    model_name: str,
-    alias: str,
-    version: str,
-    ref_set: FeatureSetRef,
-    newest: FeatureSetRef,
-    config: CheckConfig,
-    data: DriftSummary,
-    prediction: DriftSummary,
-    target: TargetDrift,
-) -> DriftOutcome:
-    tags = {
-        TAG_STAGE: "drift",
-        "mlsys.model": f"{model_name}@{alias}",
-        "mlsys.model_version": version,
+    """The five steps in a row, for callers without an orchestrator (the flow runs each as
+    a task): data, prediction and target drift of ``model_name@alias``."""
+    config = config or CheckConfig()
+    inputs = load_check(client, lake, monitoring_dir, model_name, alias, config)
+    data = data_drift(lake, inputs, config, reports_dir)
+    started = time.perf_counter()
+    prediction = prediction_drift(lake, inputs, config)
+    target = target_drift(lake, inputs, config)
+    seconds = {
+        "load": inputs.seconds,
+        "data_drift": data.seconds,
+        "prediction_and_target": time.perf_counter() - started,
     }
-    configure_mlflow(settings)
-    with mlflow.start_run(run_name=f"drift-{model_name}-v{version}", tags=tags) as run:
-        mlflow.log_params(
-            {
-                "reference_feature_set": ref_set.version,
-                "current_feature_set": newest.version,
-                "window": data.current_window,
-                "months": config.months,
-                "max_reference_rows": config.max_reference_rows,
-            }
-        )
-        metrics = {
-            "share_drifted": data.share_drifted,
-            "drifted_columns": float(data.drifted_columns),
-            "dataset_drift": float(data.dataset_drift),
-            "insufficient_columns": float(data.insufficient_columns),
-            "prediction_rows": float(prediction.current_rows),
-            "prediction_share_drifted": prediction.share_drifted,
-            "labeled_predictions": float(target.labeled),
-            "pending_predictions": float(target.pending),
-        }
-        scored = [p for p in target.periods if p.auc is not None]
-        if scored:
-            metrics["latest_period_auc"] = float(scored[-1].auc or 0.0)
-        mlflow.log_metrics(metrics)
-        return DriftOutcome(
-            summary=data,
-            prediction=prediction,
-            target=target,
-            run_id=run.info.run_id,
-            report_path="",
-            report_uri=f"{run.info.artifact_uri}/drift",
-            model_name=model_name,
-            model_version=version,
-        )
+    return publish(
+        client,
+        experiment_id,
+        monitoring_dir,
+        inputs,
+        config,
+        data,
+        prediction,
+        target,
+        seconds,
+    )

@@ -14,27 +14,23 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from pydantic import BaseModel, ConfigDict  # noqa: E402
 
 from mlsys_core.atomic import write_atomically  # noqa: E402
-from mlsys_core.config import Settings  # noqa: E402
 from mlsys_core.data.lake import Lake  # noqa: E402
-from mlsys_core.monitoring.check import reference_feature_set, results_dir  # noqa: E402
+from mlsys_core.monitoring.check import model_feature_set, results_dir, spec_of  # noqa: E402
 from mlsys_core.monitoring.performance import (  # noqa: E402
     Period,
     PeriodPerformance,
-    join_labels,
-    outcome_keys,
-    outcome_labels,
+    join_outcomes,
     performance_over_time,
 )
-from mlsys_core.monitoring.system import RunMetrics, read_run_metrics  # noqa: E402
+from mlsys_core.monitoring.system import RunMetrics  # noqa: E402
 from mlsys_core.serving.prediction_log import read_prediction_log  # noqa: E402
 from mlsys_core.spec import DatasetSpec  # noqa: E402
-from mlsys_core.tracking import configure_mlflow  # noqa: E402
 
 
 class MetricsScrapeError(RuntimeError):
@@ -232,21 +228,26 @@ class Dashboard(BaseModel):
 
 
 def build_dashboard(
-    settings: Settings,
+    client: MlflowClient,
+    experiment_id: str,
+    lake: Lake,
+    monitoring_dir: Path,
+    reports_dir: Path,
     model_name: str,
+    runs: list[RunMetrics],
     metrics_url: str | None = None,
     log_days: int = 30,
     period: Period = "D",
 ) -> Dashboard:
-    """Gather everything the page shows; the performance plot is logged to MLflow."""
-    lake = Lake(settings.lake_dir)
-    latest = results_dir(settings, model_name) / "latest.json"
+    """Gather everything the page shows (``runs``: the flow runs' system metrics); the
+    performance plot goes to ``reports_dir`` and to an MLflow run."""
+    latest = results_dir(monitoring_dir, model_name) / "latest.json"
     drift = json.loads(latest.read_text()) if latest.is_file() else None
     periods: list[PeriodPerformance] = []
     log = pd.DataFrame()
     try:
-        ref_set, _ = reference_feature_set(settings, model_name, "champion")
-        spec = DatasetSpec.model_validate(lake.manifest(ref_set.snapshot)["spec"])
+        _, reference_set = model_feature_set(client, lake, model_name, "champion")
+        spec: DatasetSpec | None = spec_of(reference_set, lake)
     except LookupError:
         spec = None
     if spec is not None:
@@ -255,11 +256,8 @@ def build_dashboard(
         if len(log):
             log = log[(log["model_name"] == model_name).to_numpy()]
         served = log[log["served"].astype(bool).to_numpy()] if len(log) else log
-        base = lake.latest("clean", spec.base)
-        if len(served) and base is not None:
-            keys = [*outcome_keys(spec), spec.label.column]
-            labels = outcome_labels(lake.read(base, columns=keys), spec)
-            periods = performance_over_time(join_labels(served, labels, spec), period)
+        if len(served):
+            periods = performance_over_time(join_outcomes(lake, spec, served), period)
     scraped, scrape_error = None, None
     if metrics_url:
         try:
@@ -269,27 +267,11 @@ def build_dashboard(
     plot, plot_uri, run_id = None, None, None
     if periods:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        plot = plot_performance(periods, settings.reports_dir / f"performance-{stamp}.png")
-        configure_mlflow(settings)
-        tags = {"mlsys.stage": "monitoring", "mlsys.model": model_name}
-        with mlflow.start_run(run_name=f"monitoring-{model_name}", tags=tags) as run:
-            mlflow.log_artifact(str(plot), "monitoring")
-            scored = [p for p in periods if p.auc is not None]
-            if scored:
-                mlflow.log_metric("latest_period_auc", float(scored[-1].auc or 0.0))
-            run_id = run.info.run_id
-            plot_uri = f"{run.info.artifact_uri}/monitoring/{plot.name}"
+        plot = plot_performance(periods, reports_dir / f"performance-{stamp}.png")
+        run_id, plot_uri = _log_plot(client, experiment_id, model_name, plot, periods)
     serving = serving_stats(log)
     markdown = render_page(
-        model_name,
-        drift,
-        periods,
-        plot,
-        plot_uri,
-        serving,
-        scraped,
-        scrape_error,
-        read_run_metrics(settings.root, limit=20),
+        model_name, drift, periods, plot, plot_uri, serving, scraped, scrape_error, runs
     )
     return Dashboard(
         markdown=markdown,
@@ -299,3 +281,25 @@ def build_dashboard(
         serving=serving,
         scraped=scraped,
     )
+
+
+def _log_plot(
+    client: MlflowClient,
+    experiment_id: str,
+    model_name: str,
+    plot: Path,
+    periods: list[PeriodPerformance],
+) -> tuple[str, str]:
+    """A ``monitoring`` MLflow run with the plot (and the latest period's AUC)."""
+    tags = {"mlsys.stage": "monitoring", "mlsys.model": model_name}
+    run = client.create_run(experiment_id, run_name=f"monitoring-{model_name}", tags=tags)
+    try:
+        client.log_artifact(run.info.run_id, str(plot), "monitoring")
+        scored = [p for p in periods if p.auc is not None]
+        if scored:
+            client.log_metric(run.info.run_id, "latest_period_auc", float(scored[-1].auc or 0.0))
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id, f"{run.info.artifact_uri}/monitoring/{plot.name}"

@@ -26,8 +26,6 @@ from mlsys_core.features.assemble import SPLIT
 from mlsys_core.monitoring.stattests import (
     ColumnDrift,
     ReferenceStats,
-    drift_columns,
-    reference_stats,
 )
 from mlsys_core.spec import DatasetSpec
 
@@ -226,22 +224,3 @@ def write_html_report(
     _, snapshot = evidently_drift(reference, current, numeric, categorical)
     # What Snapshot.save_html writes, but through a temporary file and a rename.
     write_text_atomically(html_path, snapshot.get_html_str(as_iframe=False))  # type: ignore[attr-defined]
-
-
-def run_drift_report(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    spec: DatasetSpec,
-    html_path: Path,
-    window: str = "",
-    stats: ReferenceStats | None = None,
-    report_rows: int = REPORT_ROWS,
-) -> DriftSummary:
-    """Drift of the spec's feature columns (all current rows) and the HTML report."""
-    numeric, categorical = feature_columns(spec, reference)
-    if stats is None:
-        stats = reference_stats(reference, numeric, categorical)
-    columns = drift_columns(stats, current)
-    summary = summarize(columns, len(reference), len(current), window)
-    write_html_report(reference, current, summary, stats, html_path, report_rows)
-    return summary

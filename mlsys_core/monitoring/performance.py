@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import make_label
 from mlsys_core.registry.gate import auc
 from mlsys_core.spec import DatasetSpec
@@ -104,3 +105,15 @@ def performance_over_time(joined: pd.DataFrame, period: Period = "D") -> list[Pe
             )
         )
     return out
+
+
+def join_outcomes(lake: Lake, spec: DatasetSpec, log: pd.DataFrame) -> pd.DataFrame:
+    """``log`` with its ``label`` from the newest clean base table (NaN: pending); every
+    row pending when there is no base table yet."""
+    base = lake.latest("clean", spec.base)
+    if log.empty:
+        return log.assign(**{LABEL: pd.Series(dtype="float64")})
+    if base is None:
+        return log.assign(**{LABEL: np.nan})
+    keys = [*outcome_keys(spec), spec.label.column]
+    return join_labels(log, outcome_labels(lake.read(base, columns=keys), spec), spec)

@@ -1,14 +1,18 @@
 """The model lifecycle on MLflow aliases and tags, never the deprecated stage API.
 
-Each version's stage is the version tag ``mlsys.lifecycle``; the newest version in each stage
-also holds that stage's alias (``development``, ``testing``, ``staging``, ``production``), and
-``champion`` always equals ``production`` (the drift check and ``mlflow models serve`` use
-it). ``challenger`` marks the newest registration. Every stage change and gate decision is
-appended to the registered model's audit history: one tag per event under a unique, sortable
-key, never rewritten.
+Each version's stage is the version tag ``mlsys.lifecycle``; the newest version (the highest
+number) in each stage also holds that stage's alias (``development``, ``testing``,
+``staging``, ``production``), and ``champion`` always equals ``production`` (the drift check,
+serving and ``mlflow models serve`` use it). ``challenger`` marks the newest registration.
+Every registration, stage change, gate decision and approval is appended to the registered
+model's audit history: one tag per event under a unique, sortable key, never rewritten.
 
-Read-check-move of an alias runs under the caller's ``lock`` (a ``RegistryLock`` or a Prefect
-global concurrency limit), because MLflow cannot compare-and-set an alias.
+Every change of stages runs under the model's ``RegistryLock`` (MLflow cannot compare-and-set
+an alias) and in one order: read the whole state, check, append the audit event, set the
+stage tags, then derive every alias from the tags. The history is the log the rest follows
+from, so a change cut short anywhere is visible to ``check_registry`` and mended by
+``repair`` (both in ``invariants``). A version becomes champion in one place only:
+``_become_champion``.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
@@ -110,7 +114,7 @@ class AuditEvent(BaseModel):
 
     at: str
     actor: str
-    action: Literal["register", "gate", "approval", "transition", "rollback"]
+    action: Literal["register", "gate", "approval", "transition", "rollback", "repair"]
     version: str
     from_stage: Stage | None = None
     to_stage: Stage | None = None
@@ -134,7 +138,7 @@ class VersionFacts(BaseModel):
     semver: str | None = None
 
 
-def _parse_semver(text: str) -> tuple[int, int, int]:
+def parse_semver(text: str) -> tuple[int, int, int]:
     major, minor, patch = (int(p) for p in text.split("."))
     return major, minor, patch
 
@@ -149,8 +153,8 @@ def next_semver(earlier: Iterable[VersionFacts], current: VersionFacts) -> tuple
     versioned = [f for f in earlier if f.semver]
     if not versioned:
         return "1.0.0", "first"
-    newest = max(versioned, key=lambda f: _parse_semver(f.semver or ""))
-    major, minor, patch = _parse_semver(newest.semver or "")
+    newest = max(versioned, key=lambda f: parse_semver(f.semver or ""))
+    major, minor, patch = parse_semver(newest.semver or "")
     if any(f.run_id == current.run_id for f in versioned):
         return f"{major}.{minor}.{patch + 1}", "patch: same run registered again"
     if (newest.input_schema, newest.spec_fingerprint) != (
@@ -182,7 +186,7 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 
 def version_in(client: MlflowClient, name: str, stage: Stage) -> str | None:
-    """The version holding ``stage``'s alias (the newest to enter it), if any."""
+    """The version holding ``stage``'s alias (the newest in it), if any."""
     aliases = ALIASES[stage]
     return alias_version(client, name, aliases[0]) if aliases else None
 
@@ -198,11 +202,102 @@ def stage_of(client: MlflowClient, name: str, version: str) -> Stage:
     return Stage(tags.get(TAG_LIFECYCLE, Stage.DEVELOPMENT))
 
 
-def _append_audit(client: MlflowClient, name: str, event: AuditEvent) -> AuditEvent:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    key = f"{AUDIT_PREFIX}{stamp}.{uuid.uuid4().hex[:8]}"  # never an existing key
-    client.set_registered_model_tag(name, key, event.model_dump_json(exclude_none=True))
-    return event.model_copy(update={"key": key})
+# -- the state: one read of the registered model and its versions -------------------------------
+
+
+class VersionState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    version: str
+    tag: str | None  # the raw lifecycle tag: None when missing
+    tags: dict[str, str]
+
+    @property
+    def stage(self) -> Stage:
+        """The stage the lifecycle acts on: a missing (pre-lifecycle) tag is Development."""
+        try:
+            return Stage(self.tag or Stage.DEVELOPMENT)
+        except ValueError:
+            return Stage.DEVELOPMENT
+
+    @property
+    def semver(self) -> str | None:
+        return self.tags.get(TAG_SEMVER)
+
+    def facts(self) -> VersionFacts:
+        return VersionFacts(
+            run_id=self.tags.get(TAG_RUN, ""),
+            input_schema=self.tags.get(TAG_INPUT_SCHEMA, ""),
+            spec_fingerprint=self.tags.get(TAG_SPEC, ""),
+            semver=self.semver,
+        )
+
+
+class RegistryState(BaseModel):
+    """A registered model as the lifecycle sees it: versions, aliases, audit history."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    versions: dict[str, VersionState]
+    aliases: dict[str, str]
+    history: list[AuditEvent]
+
+    def stages(self) -> dict[str, Stage]:
+        return {v: s.stage for v, s in self.versions.items()}
+
+    def newest_in(self, stage: Stage) -> str | None:
+        return newest(v for v, s in self.stages().items() if s == stage)
+
+    def get(self, version: str) -> VersionState:
+        try:
+            return self.versions[str(version)]
+        except KeyError:
+            raise LookupError(f"no model version {self.name} v{version}") from None
+
+
+def newest(versions: Iterable[str]) -> str | None:
+    return max(versions, key=int, default=None)
+
+
+def _all_versions(client: MlflowClient, name: str) -> list:  # MLflow ModelVersion objects
+    found, token = [], None
+    while True:
+        page = client.search_model_versions(f"name = '{name}'", page_token=token)
+        found += list(page)
+        token = page.token
+        if not token:
+            return found
+
+
+def _events(name: str, tags: Mapping[str, str]) -> list[AuditEvent]:
+    return [
+        AuditEvent.model_validate(json.loads(tags[key])).model_copy(update={"key": key})
+        for key in sorted(k for k in tags if k.startswith(AUDIT_PREFIX))
+    ]
+
+
+def read_state(client: MlflowClient, name: str, missing_ok: bool = False) -> RegistryState:
+    """Versions with their tags, the aliases and the history; ``missing_ok``: an unknown
+    model reads as empty (its first registration)."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as err:
+        if _not_found(err):
+            if missing_ok:
+                return RegistryState(name=name, versions={}, aliases={}, history=[])
+            raise LookupError(f"no registered model {name!r}") from err
+        raise
+    versions = {
+        str(v.version): VersionState(
+            version=str(v.version), tag=v.tags.get(TAG_LIFECYCLE), tags=dict(v.tags)
+        )
+        for v in _all_versions(client, name)
+    }
+    aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+    return RegistryState(
+        name=name, versions=versions, aliases=aliases, history=_events(name, model.tags)
+    )
 
 
 def history(client: MlflowClient, name: str) -> list[AuditEvent]:
@@ -213,21 +308,87 @@ def history(client: MlflowClient, name: str) -> list[AuditEvent]:
         if _not_found(err):
             raise LookupError(f"no registered model {name!r}") from err
         raise
-    return [
-        AuditEvent.model_validate(json.loads(tags[key])).model_copy(update={"key": key})
-        for key in sorted(k for k in tags if k.startswith(AUDIT_PREFIX))
-    ]
+    return _events(name, tags)
 
 
-def _event(actor: str, action: str, version: str, **fields: object) -> AuditEvent:
+# -- what the state implies: aliases from stages, stages from the history --------------------
+
+
+MANAGED_ALIASES = (CHALLENGER, *(a for names in ALIASES.values() for a in names))
+
+
+def expected_aliases(stages: Mapping[str, Stage]) -> dict[str, str]:
+    """Each stage's aliases on the newest version in it; ``challenger`` on the newest
+    registration."""
+    wanted = {}
+    for stage, names in ALIASES.items():
+        held = newest(v for v, s in stages.items() if s == stage)
+        if held is not None:
+            wanted |= dict.fromkeys(names, held)
+    if stages:
+        wanted[CHALLENGER] = newest(stages) or ""
+    return wanted
+
+
+def replay(events: Iterable[AuditEvent]) -> dict[str, Stage]:
+    """The stage of every version the history knows, by replaying its moves in order."""
+    stages: dict[str, Stage] = {}
+    for e in events:
+        if e.action in ("register", "repair", "transition") and e.to_stage is not None:
+            stages[e.version] = e.to_stage
+            demoted = e.action == "transition" and e.to_stage == Stage.PRODUCTION
+            if demoted and e.from_version not in (None, e.version):
+                stages[e.from_version] = Stage.STAGING  # type: ignore[index]
+        elif e.action == "rollback" and e.from_version and e.to_version:
+            stages[e.from_version] = Stage.RETIRED
+            stages[e.to_version] = Stage.PRODUCTION
+    return stages
+
+
+# -- writing: audit first, then tags, then aliases ----------------------------------------------
+
+
+_STAMP = "%Y%m%dT%H%M%S.%fZ"
+
+
+def _audit_key(after: list[AuditEvent]) -> str:
+    """A unique key that sorts after every event in ``after``: under the lock, the history's
+    order is the order of the changes even if the writers' clocks disagree."""
+    stamp = datetime.now(UTC)
+    if after:
+        last = datetime.strptime(after[-1].key.removeprefix(AUDIT_PREFIX)[:23], _STAMP)
+        stamp = max(stamp, last.replace(tzinfo=UTC) + timedelta(microseconds=1))
+    return f"{AUDIT_PREFIX}{stamp.strftime(_STAMP)}.{uuid.uuid4().hex[:8]}"
+
+
+def append_audit(
+    client: MlflowClient, name: str, event: AuditEvent, after: list[AuditEvent] | None = None
+) -> AuditEvent:
+    key = _audit_key(after or [])
+    client.set_registered_model_tag(name, key, event.model_dump_json(exclude_none=True))
+    return event.model_copy(update={"key": key})
+
+
+def audit_event(actor: str, action: str, version: str, **fields: object) -> AuditEvent:
     at = datetime.now(UTC).isoformat()
     return AuditEvent(at=at, actor=actor, action=action, version=version, **fields)
 
 
-def _move_alias_if_newer(client: MlflowClient, name: str, alias: str, version: str) -> None:
-    held = alias_version(client, name, alias)
-    if held is None or int(held) < int(version):
-        client.set_registered_model_alias(name, alias, version)
+def set_stage(client: MlflowClient, name: str, version: str, stage: Stage) -> None:
+    client.set_model_version_tag(name, version, TAG_LIFECYCLE, stage.value)
+
+
+def sync_aliases(
+    client: MlflowClient, name: str, held: Mapping[str, str], stages: Mapping[str, Stage]
+) -> None:
+    """Move, set or delete the lifecycle's aliases so they match ``stages``; other aliases
+    are left alone."""
+    wanted = expected_aliases(stages)
+    for alias in MANAGED_ALIASES:
+        if alias in wanted and held.get(alias) != wanted[alias]:
+            client.set_registered_model_alias(name, alias, wanted[alias])
+        elif alias not in wanted and alias in held:
+            client.delete_registered_model_alias(name, alias)
 
 
 def register(
@@ -242,9 +403,8 @@ def register(
     """Register ``model_uri`` as a new Development version with lineage and a semver.
 
     The run's ``mlsys.*`` tags (data snapshots, feature set, spec, code version, tuning
-    study) are copied onto the version. Registration itself runs unlocked (the store numbers
-    concurrent versions); the semver is assigned under ``lock`` so two versions never share
-    one.
+    study) are copied onto the version. The version is created under ``lock``, so version
+    numbers and semantic versions grow in the same order.
     """
     run = client.get_run(run_id)
     tags = {
@@ -255,43 +415,29 @@ def register(
         input_schema=input_schema_hash(model_uri),
         spec_fingerprint=tags.get(TAG_SPEC, ""),
     )
-    tags |= {
-        TAG_RUN: run_id,
-        TAG_INPUT_SCHEMA: facts.input_schema,
-        TAG_LIFECYCLE: Stage.DEVELOPMENT.value,
-        **(extra_tags or {}),
-    }
-    mv = mlflow.register_model(model_uri, name, tags=tags)
-    version = str(mv.version)
     with lock:
-        earlier = [
-            VersionFacts(
-                run_id=v.tags.get(TAG_RUN, v.run_id or ""),
-                input_schema=v.tags.get(TAG_INPUT_SCHEMA, ""),
-                spec_fingerprint=v.tags.get(TAG_SPEC, ""),
-                semver=v.tags.get(TAG_SEMVER),
-            )
-            for v in client.search_model_versions(f"name = '{name}'")
-            if str(v.version) != version
-        ]
-        semver, bump = next_semver(earlier, facts)
-        client.set_model_version_tag(name, version, TAG_SEMVER, semver)
-        client.set_model_version_tag(name, version, TAG_SEMVER_BUMP, bump)
-        for alias in (CHALLENGER, *ALIASES[Stage.DEVELOPMENT]):
-            _move_alias_if_newer(client, name, alias, version)
-        _append_audit(
-            client,
-            name,
-            _event(
-                actor,
-                "register",
-                version,
-                to_stage=Stage.DEVELOPMENT,
-                to_version=version,
-                semver=semver,
-                reason=f"registered from run {run_id} ({bump})",
-            ),
+        state = read_state(client, name, missing_ok=True)
+        semver, bump = next_semver([v.facts() for v in state.versions.values()], facts)
+        tags |= {
+            TAG_RUN: run_id,
+            TAG_INPUT_SCHEMA: facts.input_schema,
+            TAG_LIFECYCLE: Stage.DEVELOPMENT.value,
+            TAG_SEMVER: semver,
+            TAG_SEMVER_BUMP: bump,
+            **(extra_tags or {}),
+        }
+        version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+        event = audit_event(
+            actor,
+            "register",
+            version,
+            to_stage=Stage.DEVELOPMENT,
+            to_version=version,
+            semver=semver,
+            reason=f"registered from run {run_id} ({bump})",
         )
+        append_audit(client, name, event, state.history)
+        sync_aliases(client, name, state.aliases, state.stages() | {version: Stage.DEVELOPMENT})
     return RegisteredVersion(name=name, version=version, run_id=run_id, semver=semver)
 
 
@@ -305,10 +451,10 @@ def record_gate(
 ) -> AuditEvent:
     """Keep the gate's decision on the version and in the history, passed or not."""
     client.set_model_version_tag(name, version, TAG_GATE, decision.model_dump_json())
-    return _append_audit(
+    return append_audit(
         client,
         name,
-        _event(actor, "gate", version, gate=decision, reason=decision.reason),
+        audit_event(actor, "gate", version, gate=decision, reason=decision.reason),
     )
 
 
@@ -318,10 +464,10 @@ def record_approval(
     """Keep an approver's answer, also a rejection, before anything moves."""
     client.set_model_version_tag(name, version, TAG_APPROVAL, approval.model_dump_json())
     verdict = "approved" if approval.approve else "rejected"
-    return _append_audit(
+    return append_audit(
         client,
         name,
-        _event(
+        audit_event(
             approval.approver,
             "approval",
             version,
@@ -332,18 +478,16 @@ def record_approval(
     )
 
 
-def check_transition(
-    client: MlflowClient,
-    name: str,
+def _check(
+    state: RegistryState,
     version: str,
     to_stage: Stage,
-    gate: GateDecision | None = None,
-    legal_only: bool = False,
+    gate: GateDecision | None,
+    legal_only: bool,
+    allow_stale: bool = False,
 ) -> Stage:
-    """Raise ``IllegalTransition`` unless ``version`` may move to ``to_stage`` now; returns
-    its current stage. Flows call it before running a gate or waiting for a person
-    (``legal_only``: the move itself, not yet its gate)."""
-    current = stage_of(client, name, version)
+    name = state.name
+    current = state.get(version).stage
     if to_stage not in LEGAL[current]:
         allowed = ", ".join(sorted(LEGAL[current])) or "nothing (retired is final)"
         raise IllegalTransition(
@@ -353,7 +497,8 @@ def check_transition(
     if legal_only:
         return current
     if to_stage in (Stage.STAGING, Stage.PRODUCTION):
-        gate = gate or recorded_gate(client, name, version)
+        tag = state.get(version).tags.get(TAG_GATE)
+        gate = gate or (GateDecision.model_validate_json(tag) if tag else None)
         if gate is None or not gate.promote:
             raise IllegalTransition(
                 f"{name} v{version}: {to_stage} needs a passed promotion gate, "
@@ -363,8 +508,8 @@ def check_transition(
             raise IllegalTransition(
                 f"{name} v{version}: the gate decision is for v{gate.challenger_version}"
             )
-    if to_stage == Stage.PRODUCTION:
-        production = version_in(client, name, Stage.PRODUCTION)
+    if to_stage == Stage.PRODUCTION and not allow_stale:
+        production = state.newest_in(Stage.PRODUCTION)
         assert gate is not None  # checked above
         if gate.champion_version != production:
             raise StaleGate(
@@ -376,14 +521,35 @@ def check_transition(
     return current
 
 
-def _set_stage(client: MlflowClient, name: str, version: str, stage: Stage) -> None:
-    client.set_model_version_tag(name, version, TAG_LIFECYCLE, stage.value)
+def check_transition(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    to_stage: Stage,
+    gate: GateDecision | None = None,
+    legal_only: bool = False,
+    allow_stale: bool = False,
+) -> Stage:
+    """Raise ``IllegalTransition`` unless ``version`` may move to ``to_stage`` now; returns
+    its current stage. Flows call it before running a gate or waiting for a person
+    (``legal_only``: the move itself, not yet its gate; ``allow_stale``: a gate that
+    compared against an earlier champion will simply run again)."""
+    state = read_state(client, name)
+    return _check(state, str(version), Stage(to_stage), gate, legal_only, allow_stale)
 
 
-def _leave(client: MlflowClient, name: str, version: str, stage: Stage) -> None:
-    for alias in ALIASES[stage]:
-        if alias_version(client, name, alias) == version:
-            client.delete_registered_model_alias(name, alias)
+def _become_champion(
+    client: MlflowClient, name: str, version: str, stages: dict[str, Stage]
+) -> dict[str, Stage]:
+    """The one place a version becomes champion (Production): it takes the stage, and the
+    version it replaces steps back to Staging. Returns the stages after the move; the
+    aliases follow them."""
+    for other in [v for v, s in stages.items() if s == Stage.PRODUCTION and v != version]:
+        set_stage(client, name, other, Stage.STAGING)
+        stages[other] = Stage.STAGING
+    set_stage(client, name, version, Stage.PRODUCTION)
+    stages[version] = Stage.PRODUCTION
+    return stages
 
 
 def transition(
@@ -403,27 +569,19 @@ def transition(
     compared against the version now in production (else ``StaleGate``) and an approval;
     the version it replaces goes back to Staging, where a rollback can find it.
     """
-    to_stage = Stage(to_stage)
+    to_stage, version = Stage(to_stage), str(version)
     if to_stage == Stage.PRODUCTION and (approval is None or not approval.approve):
         raise IllegalTransition(f"{name} v{version}: production needs an approval")
     with lock:
-        current = check_transition(client, name, version, to_stage, gate)
-        if gate is not None:
-            client.set_model_version_tag(name, version, TAG_GATE, gate.model_dump_json())
-        if approval is not None:
-            client.set_model_version_tag(name, version, TAG_APPROVAL, approval.model_dump_json())
-        gate = gate or recorded_gate(client, name, version)
-        replaced = version_in(client, name, to_stage)
-        _leave(client, name, version, current)
-        _set_stage(client, name, version, to_stage)
-        for alias in ALIASES[to_stage]:
-            client.set_registered_model_alias(name, alias, version)
-        if to_stage == Stage.PRODUCTION and replaced not in (None, version):
-            _set_stage(client, name, replaced, Stage.STAGING)
-        return _append_audit(
+        state = read_state(client, name)
+        current = _check(state, version, to_stage, gate, legal_only=False)
+        if gate is None and (tag := state.get(version).tags.get(TAG_GATE)):
+            gate = GateDecision.model_validate_json(tag)
+        replaced = state.newest_in(to_stage)
+        event = append_audit(
             client,
             name,
-            _event(
+            audit_event(
                 actor,
                 "transition",
                 version,
@@ -435,7 +593,24 @@ def transition(
                 gate=gate if to_stage in (Stage.STAGING, Stage.PRODUCTION) else None,
                 approval=approval,
             ),
+            state.history,
         )
+        tags = state.get(version).tags
+        evidence = {
+            TAG_GATE: gate if to_stage in (Stage.STAGING, Stage.PRODUCTION) else None,
+            TAG_APPROVAL: approval,
+        }
+        for key, value in evidence.items():
+            if value is not None and tags.get(key) != (text := value.model_dump_json()):
+                client.set_model_version_tag(name, version, key, text)
+        stages = state.stages()
+        if to_stage == Stage.PRODUCTION:
+            stages = _become_champion(client, name, version, stages)
+        else:
+            set_stage(client, name, version, to_stage)
+            stages[version] = to_stage
+        sync_aliases(client, name, state.aliases, stages)
+        return event
 
 
 def production_stack(events: Iterable[AuditEvent]) -> list[str]:
@@ -457,10 +632,11 @@ def rollback(
 ) -> AuditEvent:
     """Put the previous production version back; the current one is retired."""
     with lock:
-        current = version_in(client, name, Stage.PRODUCTION)
+        state = read_state(client, name)
+        current = state.newest_in(Stage.PRODUCTION)
         if current is None:
             raise IllegalTransition(f"{name}: nothing is in production to roll back")
-        stack = production_stack(history(client, name))
+        stack = production_stack(state.history)
         if not stack or stack[-1] != current:
             raise IllegalTransition(
                 f"{name}: production v{current} is not the last promotion in the audit "
@@ -469,17 +645,12 @@ def rollback(
         if len(stack) < 2:
             raise IllegalTransition(f"{name}: v{current} is the first production version")
         target = stack[-2]
-        if (target_stage := stage_of(client, name, target)) == Stage.RETIRED:
+        if state.get(target).stage == Stage.RETIRED:
             raise IllegalTransition(f"{name}: the previous production v{target} is retired")
-        _leave(client, name, target, target_stage)
-        _set_stage(client, name, current, Stage.RETIRED)
-        _set_stage(client, name, target, Stage.PRODUCTION)
-        for alias in ALIASES[Stage.PRODUCTION]:
-            client.set_registered_model_alias(name, alias, target)
-        return _append_audit(
+        event = append_audit(
             client,
             name,
-            _event(
+            audit_event(
                 actor,
                 "rollback",
                 target,
@@ -489,4 +660,9 @@ def rollback(
                 to_version=target,
                 reason=reason,
             ),
+            state.history,
         )
+        set_stage(client, name, current, Stage.RETIRED)
+        stages = _become_champion(client, name, target, state.stages() | {current: Stage.RETIRED})
+        sync_aliases(client, name, state.aliases, stages)
+        return event

@@ -1,55 +1,48 @@
-"""Registering a trained model and letting the gate decide whether it replaces the champion.
+"""The lifecycle walk of a trained model: register, smoke test, gate, promote.
 
-A thin layer over ``lifecycle`` (stages, aliases, audit) and ``gate`` (margin plus paired
-bootstrap) for callers that want the whole path in three calls: ``register_version``,
-``challenge_champion``, ``apply_decision``. Loading goes through MLflow's fluent API, so
-pass the client that ``tracking.configure_mlflow`` returned: it also points the fluent API
-at the same store.
+Each step is one function here, and every caller walks with them: the ``register`` and
+``promote`` flows run them as tasks, ``mlsys registry register`` and the tests through
+``walk``, which is the same sequence without an orchestrator:
+
+    register (Development) -> smoke test -> Testing -> gate -> Staging -> approval -> Production
+
+Loading goes through MLflow's fluent API, so pass the client that
+``tracking.configure_mlflow`` returned: it also points the fluent API at the same store.
 """
 
 from __future__ import annotations
 
 import threading
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, ConfigDict
 
+from mlsys_core.data.lake import Lake
+from mlsys_core.features.store import feature_set_of
 from mlsys_core.registry import gate as gate_core
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.lifecycle import (
-    CHALLENGER,
     CHAMPION,
     Approval,
+    AuditEvent,
     RegisteredVersion,
     Stage,
+    StaleGate,
 )
-from mlsys_core.training.run import TrainedModel
+from mlsys_core.registry.locking import RegistryLock
+from mlsys_core.training.run import TrainedModel, held_out
 
 # MLflow loads a models-from-code model through a module global (``set_model``), so two
 # threads loading at once can swap models; loading is serialized, predicting is not.
 _LOAD_LOCK = threading.Lock()
-
-# The gate's decision; the old name stays for callers of the walking skeleton.
-PromotionDecision = GateDecision
-
-__all__ = [
-    "CHALLENGER",
-    "CHAMPION",
-    "GateConfig",
-    "PromotionDecision",
-    "RegisteredVersion",
-    "apply_decision",
-    "challenge_champion",
-    "current_champion",
-    "predict_scores",
-    "register_version",
-    "score_auc",
-]
+# How often a move to Production re-runs a gate that a concurrent promotion made stale.
+STALE_RETRIES = 3
 
 
 def register_version(
@@ -59,18 +52,15 @@ def register_version(
     lock: AbstractContextManager | None = None,
     actor: str = "mlsys",
 ) -> RegisteredVersion:
-    """Register the run's model as a Development version with lineage tags and a semver.
-
-    Pass a ``RegistryLock`` when several processes register the same model at once; without
-    one, two concurrent registrations may get the same semantic version.
-    """
+    """Register the run's model as a Development version with lineage tags and a semver,
+    under ``lock`` (default: the model's ``RegistryLock`` in ``client``'s store)."""
     return lifecycle.register(
         client,
         name,
         trained.model_uri,
         trained.run_id,
         actor,
-        lock or nullcontext(),
+        lock or RegistryLock(client, name),
         extra_tags={"mlsys.test_auc": f"{trained.metrics['test_auc']:.6f}"},
     )
 
@@ -98,8 +88,24 @@ def predict_scores(model_uri: str, features: pd.DataFrame) -> np.ndarray:
     return np.asarray(proba, dtype=float).reshape(-1)
 
 
-def score_auc(model_uri: str, features: pd.DataFrame, labels: np.ndarray) -> float:
-    return float(gate_core.auc(labels, predict_scores(model_uri, features))[0])
+def held_out_rows(
+    client: MlflowClient, lake: Lake, candidate: RegisteredVersion
+) -> tuple[pd.DataFrame, np.ndarray, str]:
+    """The test split of the feature set the version was trained on: rows, labels, name."""
+    tags = client.get_model_version(candidate.name, candidate.version).tags
+    feature_set = feature_set_of(tags, lake)
+    features, labels = held_out(feature_set, lake)
+    return features, labels, f"{feature_set.version}/test"
+
+
+def smoke_test(client: MlflowClient, lake: Lake, candidate: RegisteredVersion) -> float:
+    """Load the registered version as serving would and score its own held-out rows:
+    probabilities in [0, 1] for every row. Returns the held-out AUC."""
+    features, labels, _ = held_out_rows(client, lake, candidate)
+    scores = predict_scores(candidate.uri, features)
+    if scores.shape != labels.shape or not np.all((scores >= 0) & (scores <= 1)):
+        raise ValueError(f"{candidate.uri} returned {scores.shape} scores outside [0, 1]")
+    return float(gate_core.auc(labels, scores)[0])
 
 
 def challenge_champion(
@@ -107,12 +113,11 @@ def challenge_champion(
     candidate: RegisteredVersion,
     features: pd.DataFrame,
     labels: np.ndarray,
-    margin: float = 0.0,
     config: GateConfig | None = None,
     held_out: str | None = None,
 ) -> GateDecision:
     """Score candidate and champion on the same held-out rows and run the gate."""
-    config = (config or GateConfig()).model_copy(update={"margin": margin})
+    config = config or GateConfig()
     challenger = predict_scores(candidate.uri, features)
     champion = current_champion(client, candidate.name)
     if champion is None or champion.version == candidate.version:
@@ -137,36 +142,124 @@ def challenge_champion(
     )
 
 
-def apply_decision(
+def run_gate(
     client: MlflowClient,
+    lake: Lake,
     candidate: RegisteredVersion,
-    decision: GateDecision,
-    lock: AbstractContextManager | None = None,
-    actor: str = "mlsys",
-) -> Stage:
-    """Record the gate's decision and, if it passed, walk the version through Testing and
-    Staging to Production with an automatic approval (a trusted pipeline). Returns the stage
-    the version ends in."""
-    lock = lock or nullcontext()
-    name, version = candidate.name, candidate.version
-    lifecycle.record_gate(client, name, version, decision, actor)
-    stage = lifecycle.stage_of(client, name, version)
-    if not decision.promote or stage == Stage.PRODUCTION:
-        return stage
-    approval = Approval(approver=actor, approve=True, reason="auto-approved", auto=True)
-    path = [Stage.DEVELOPMENT, Stage.TESTING, Stage.STAGING, Stage.PRODUCTION]
-    if stage not in path:
-        raise lifecycle.IllegalTransition(f"{name} v{version} is {stage}: it cannot be promoted")
-    for step in path[path.index(stage) + 1 :]:
-        lifecycle.transition(
-            client,
-            name,
-            version,
-            step,
-            actor,
-            decision.reason,
-            lock,
-            gate=decision if step != Stage.TESTING else None,
-            approval=approval if step == Stage.PRODUCTION else None,
-        )
-    return Stage.PRODUCTION
+    config: GateConfig,
+    actor: str,
+) -> GateDecision:
+    """Score candidate and champion on the candidate's held-out rows; record the decision."""
+    features, labels, where = held_out_rows(client, lake, candidate)
+    decision = challenge_champion(client, candidate, features, labels, config, where)
+    lifecycle.record_gate(client, candidate.name, candidate.version, decision, actor)
+    return decision
+
+
+class ProductionMove(BaseModel):
+    """How a move to Production ended: the event if it moved, else the refusing gate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    moved: bool
+    gate: GateDecision | None = None
+    event: AuditEvent | None = None
+
+
+def enter_production(
+    client: MlflowClient,
+    lake: Lake,
+    candidate: RegisteredVersion,
+    approval: Approval,
+    actor: str,
+    reason: str,
+    lock: AbstractContextManager,
+    config: GateConfig,
+) -> ProductionMove:
+    """Move an approved Staging version to Production. When a concurrent promotion made its
+    gate stale, the gate runs again against the new champion: the version moves only if it
+    still wins, else it stays in Staging with the refusal recorded."""
+    gate = None
+    for _ in range(STALE_RETRIES):
+        try:
+            event = lifecycle.transition(
+                client,
+                candidate.name,
+                candidate.version,
+                Stage.PRODUCTION,
+                actor,
+                reason,
+                lock,
+                gate=gate,
+                approval=approval,
+            )
+            return ProductionMove(moved=True, gate=event.gate, event=event)
+        except StaleGate:
+            gate = run_gate(client, lake, candidate, config, actor)
+            if not gate.promote:
+                return ProductionMove(moved=False, gate=gate)
+    raise StaleGate(
+        f"{candidate.name} v{candidate.version}: production changed during each of "
+        f"{STALE_RETRIES} tries; run the promote flow again"
+    )
+
+
+def auto_approval(actor: str) -> Approval:
+    """The approval of a trusted pipeline (CI, the demo): recorded as automatic."""
+    return Approval(approver=actor, approve=True, reason="auto_approve", auto=True)
+
+
+def smoke_reason(auc: float) -> str:
+    return f"smoke test: held-out AUC {auc:.4f}"
+
+
+class WalkResult(BaseModel):
+    """Where a registration ended, and the evidence that put it there."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: RegisteredVersion
+    smoke_auc: float
+    decision: GateDecision
+    stage: Stage
+    approval: Approval | None = None
+
+
+def walk(
+    client: MlflowClient,
+    lake: Lake,
+    trained: TrainedModel,
+    name: str,
+    actor: str,
+    lock: AbstractContextManager | None,
+    config: GateConfig,
+    approval: Approval | None = None,
+) -> WalkResult:
+    """Register ``trained`` and take it as far as the evidence goes: Testing if it loads
+    and scores, Staging if the gate passes, Production if ``approval`` approves (none: it
+    waits in Staging for ``promote``). ``lock``: default the model's ``RegistryLock``."""
+    lock = lock or RegistryLock(client, name)
+    version = register_version(client, name, trained, lock, actor)
+    auc = smoke_test(client, lake, version)
+    lifecycle.transition(
+        client, name, version.version, Stage.TESTING, actor, smoke_reason(auc), lock
+    )
+    decision = run_gate(client, lake, version, config, actor)
+    result = WalkResult(version=version, smoke_auc=auc, decision=decision, stage=Stage.TESTING)
+    if not decision.promote:
+        return result
+    lifecycle.transition(
+        client, name, version.version, Stage.STAGING, actor, decision.reason, lock, gate=decision
+    )
+    result = result.model_copy(update={"stage": Stage.STAGING, "approval": approval})
+    if approval is None:
+        return result
+    lifecycle.record_approval(client, name, version.version, approval)
+    if not approval.approve:
+        return result
+    moved = enter_production(
+        client, lake, version, approval, approval.approver, decision.reason, lock, config
+    )
+    if not moved.moved:
+        return result.model_copy(update={"decision": moved.gate})
+    return result.model_copy(update={"stage": Stage.PRODUCTION, "decision": moved.gate})

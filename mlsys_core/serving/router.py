@@ -11,9 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel
 
+from mlsys_core.registry.lifecycle import CHALLENGER, CHAMPION
 from mlsys_core.serving.config import CanaryConfig, RolloutConfig
-
-CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 def bucket(key: str, salt: str) -> float:

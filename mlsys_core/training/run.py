@@ -18,12 +18,7 @@ from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.preprocess import preprocessor_for
-from mlsys_core.features.store import FeatureSetRef, feature_set_ref, load_feature_set
-from mlsys_core.registry.pyfunc import (
-    MODEL_CODE,
-    pip_requirements,
-    write_model_artifacts,
-)
+from mlsys_core.features.store import FeatureSetRef, feature_set_of, load_feature_set
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import code_version, configure_mlflow
 from mlsys_core.training import plots
@@ -32,6 +27,11 @@ from mlsys_core.training.checkpoint import CheckpointStore
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.metrics import binary_metrics
 from mlsys_core.training.model import ModelConfig
+from mlsys_core.training.pyfunc import (
+    MODEL_CODE,
+    pip_requirements,
+    write_model_artifacts,
+)
 from mlsys_core.training.signals import ends_killed_on_sigterm
 from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
 
@@ -210,14 +210,10 @@ def latest_trained(settings: Settings) -> TrainedModel:
     if not runs:
         raise LookupError("no finished training run in MLflow; run the train flow first")
     run = runs[0]
-    lake = Lake(settings.lake_dir)
-    snapshot = lake.find("features", run.data.tags[TAG_DATASET], run.data.tags[TAG_FEATURE_SET])
-    if snapshot is None:
-        raise LookupError(f"run {run.info.run_id} used a feature set that is not in {lake.root}")
     return TrainedModel(
         run_id=run.info.run_id,
         model_uri=run.data.tags[TAG_MODEL_URI],
-        feature_set=feature_set_ref(snapshot, lake),
+        feature_set=feature_set_of(run.data.tags, Lake(settings.lake_dir)),
         metrics=dict(run.data.metrics),
     )
 

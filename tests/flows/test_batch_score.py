@@ -15,12 +15,9 @@ from flows.batch_score import batch_score
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import load_feature_set
-from mlsys_core.registry import promotion
 from mlsys_core.registry.lineage import lineage
 from mlsys_core.serving.batch import BatchScoreError
-from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.run import model_input_frame, train_and_log
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.run import model_input_frame
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,15 +44,12 @@ def test_batch_score_without_a_champion_fails_clearly(settings: Settings):
 
 
 @pytest.mark.slow
-def test_batch_score_flow_writes_once_and_records_lineage(settings: Settings, make_feature_set):
-    features = make_feature_set(settings)
-    trained = train_and_log(features, TrainConfig(epochs=1), settings)
-    client = configure_mlflow(settings)
-    version = promotion.register_version(client, settings.model_name, trained)
-    client.set_registered_model_alias(settings.model_name, "champion", version.version)
+def test_batch_score_flow_writes_once_and_records_lineage(settings: Settings, make_champion):
+    champion = make_champion(settings)
+    features = champion.feature_set
 
     result = batch_score()
-    assert result.created and result.model_version == version.version
+    assert result.created and result.model_version == champion.version
     assert result.feature_set == features.version
     lake = Lake(settings.lake_dir)
     scores = lake.read(result.snapshot)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +17,8 @@ import pytest
 from mlflow import MlflowClient
 from prefect.artifacts import Artifact
 from prefect.blocks.webhook import Webhook
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL
 
 from flows.drift import drift_check
@@ -24,14 +26,12 @@ from flows.monitoring import monitoring
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.features.store import FeatureSetRef, load_feature_set
+from mlsys_core.features.store import load_feature_set
 from mlsys_core.monitoring.check import DriftWindow
 from mlsys_core.monitoring.system import read_run_metrics
-from mlsys_core.registry.promotion import CHAMPION, predict_scores, register_version
+from mlsys_core.registry.promotion import predict_scores
 from mlsys_core.serving.prediction_log import append_predictions
-from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.run import model_input_frame, train_and_log
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.run import model_input_frame
 
 pytestmark = pytest.mark.slow  # trains and registers a real model
 METRICS_TEXT = """# HELP mlsys_requests_total Requests served.
@@ -74,20 +74,17 @@ def endpoint() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def state(
     tmp_path_factory: pytest.TempPathFactory,
-    make_feature_set: Callable[[Settings], FeatureSetRef],
+    make_champion,
     prefect_api: None,
 ) -> Iterator[Settings]:
     """A champion trained on the small spec and a week of its served predictions."""
     with pytest.MonkeyPatch.context() as patch:
         settings = Settings(state_dir=tmp_path_factory.mktemp("monitoring_state"))
         patch.setenv("MLSYS_STATE_DIR", str(settings.state_dir))
-        feature_set = make_feature_set(settings)
-        trained = train_and_log(feature_set, TrainConfig(epochs=1), settings)
-        client = configure_mlflow(settings)
-        version = register_version(client, settings.model_name, trained).version
-        client.set_registered_model_alias(settings.model_name, CHAMPION, version)
+        champion = make_champion(settings)
+        version = champion.version
         lake = Lake(settings.lake_dir)
-        frame, spec = load_feature_set(feature_set, lake)
+        frame, spec = load_feature_set(champion.feature_set, lake)
         served = frame[frame[SPLIT] == "test"].sample(700, random_state=0)
         proba = predict_scores(
             f"models:/{settings.model_name}/{version}", model_input_frame(served, spec)
@@ -129,8 +126,21 @@ def test_drift_over_the_threshold_emits_the_event_and_calls_the_webhook(
         "mlsys-drift-test", overwrite=True
     )
     window = DriftWindow(start=datetime(2013, 6, 1).date(), end=datetime(2013, 11, 30).date())
-    outcome = drift_check(window=window, alert_share=0.05, notify_block="mlsys-drift-test")
+    run = drift_check(
+        window=window, alert_share=0.05, notify_block="mlsys-drift-test", return_state=True
+    )
+    outcome = run.result()
     assert outcome.summary.share_drifted >= 0.05
+    # Each step of the check is a task of its own in the UI, and each completed.
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.state_details.flow_run_id]))
+        )
+    steps = ["drift-load", "data-drift", "prediction-drift", "target-drift", "drift-publish"]
+    for step in steps:
+        (step_run,) = [r for r in task_runs if r.name.startswith(f"{step}-")]
+        assert step_run.state.is_completed()
+    assert outcome.seconds.keys() == {"load", "data_drift"}
 
     (event,) = _events("mlsys.drift.detected")
     assert event["resource"]["prefect.resource.id"] == f"mlsys.model.{state.model_name}"

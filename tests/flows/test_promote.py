@@ -27,7 +27,11 @@ from flows.promote import promote
 from flows.register import register
 from flows.rollback import rollback
 from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
+from mlsys_core.registry.gate import GateConfig
+from mlsys_core.registry.invariants import check_registry
 from mlsys_core.registry.lifecycle import IllegalTransition, Stage, alias_version, history
+from mlsys_core.registry.promotion import auto_approval, walk
 from mlsys_core.training.run import train_and_log
 from mlsys_core.training.trainer import TrainConfig
 
@@ -140,3 +144,41 @@ def test_promote_flow_refuses_an_illegal_move_before_asking_anyone(
     assert alias_version(client, settings.model_name, "champion") is None
     with pytest.raises(IllegalTransition, match="retired is final"):
         promote(Stage.PRODUCTION, version=result.version.version, auto_approve=True)
+
+
+def test_the_register_flow_and_the_plain_walk_take_the_same_steps(
+    settings: Settings, make_feature_set
+) -> None:
+    """One lifecycle walk: the flow's tasks and ``promotion.walk`` leave the same audit
+    trail, the same stages and the same aliases for the same trained model."""
+    trained = train_and_log(make_feature_set(settings), TrainConfig(epochs=1), settings)
+    client = MlflowClient(settings.mlflow_uri)
+    config = GateConfig(n_bootstrap=200)
+    flowed = register(trained=trained, model_name="by-flow", n_bootstrap=200, actor="ci")
+    walked = walk(
+        client,
+        Lake(settings.lake_dir),
+        trained,
+        "by-walk",
+        "ci",
+        None,
+        config,
+        auto_approval("ci"),
+    )
+    assert flowed.stage == walked.stage == Stage.PRODUCTION
+
+    def trail(name: str) -> list[tuple]:
+        return [(e.action, e.version, e.from_stage, e.to_stage) for e in history(client, name)]
+
+    assert trail("by-flow") == trail("by-walk")
+    assert [e.action for e in history(client, "by-flow")] == [
+        "register",
+        "transition",  # testing, after the smoke test
+        "gate",
+        "transition",  # staging
+        "approval",
+        "transition",  # production
+    ]
+    for name in ("by-flow", "by-walk"):
+        assert check_registry(client, name).violations == []
+        assert alias_version(client, name, "champion") == "1"

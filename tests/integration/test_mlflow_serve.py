@@ -14,25 +14,16 @@ import pytest
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.net import free_port
-from mlsys_core.registry import promotion
-from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.run import held_out, train_and_log
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.run import held_out
 from tests.integration.conftest import BIN, background, wait_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_champion_serves_probabilities(tmp_path: Path, make_feature_set):
+def test_champion_serves_probabilities(tmp_path: Path, make_champion):
     settings = Settings(state_dir=tmp_path / "state")
-    lake = Lake(settings.lake_dir)
-    features = make_feature_set(settings)
-    trained = train_and_log(features, TrainConfig(epochs=1), settings)
-    client = configure_mlflow(settings)
-    version = promotion.register_version(client, settings.model_name, trained)
-    x, y = held_out(features, lake)
-    decision = promotion.challenge_champion(client, version, x, y)
-    promotion.apply_decision(client, version, decision)
+    champion = make_champion(settings)
+    x, _ = held_out(champion.feature_set, Lake(settings.lake_dir))
 
     rows = x.head(20)
     expected = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@champion").predict(rows)

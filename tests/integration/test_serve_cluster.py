@@ -20,10 +20,6 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.store import load_feature_set
 from mlsys_core.net import free_port
-from mlsys_core.registry import promotion
-from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.run import train_and_log
-from mlsys_core.training.trainer import TrainConfig
 from tests.integration.conftest import BIN, background, wait_http
 from tests.mlsys_core.serving.traffic import Traffic, wait_for
 
@@ -41,13 +37,9 @@ def status(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"replicas": []}
 
 
-def test_replica_killed_mid_traffic_costs_no_request(tmp_path: Path, make_feature_set):
+def test_replica_killed_mid_traffic_costs_no_request(tmp_path: Path, make_champion):
     settings = Settings(state_dir=tmp_path / "state")
-    features = make_feature_set(settings)
-    trained = train_and_log(features, TrainConfig(epochs=1), settings)
-    client = configure_mlflow(settings)
-    version = promotion.register_version(client, settings.model_name, trained)
-    client.set_registered_model_alias(settings.model_name, "champion", version.version)
+    features = make_champion(settings).feature_set
     frame, spec = load_feature_set(features, Lake(settings.lake_dir))
     columns = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp, *spec.input_columns]))
     bodies = request_records(frame[frame[SPLIT] == "test"], columns, 50)

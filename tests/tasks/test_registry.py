@@ -1,40 +1,45 @@
-"""The registry lock of flows: a Prefect global concurrency limit of one per model."""
+"""Registry tasks take the same lock as plain callers: the one in the MLflow store."""
 
 from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from prefect.client.orchestration import get_client
+from prefect import flow
 
-from tasks.registry import limit_name, registry_lock
+from mlsys_core.config import Settings
+from mlsys_core.registry.locking import RegistryLock
+from mlsys_core.tracking import configure_mlflow
+from tasks.registry import rollback_model
 
 
-def test_registry_lock_serializes_threads_through_the_prefect_api() -> None:
-    name = f"lock-test-{time.monotonic_ns()}"
-    inside: list[int] = []
-    overlaps: list[int] = []
-    guard = threading.Lock()
+def test_a_task_queues_behind_a_plain_caller_holding_the_lock(settings: Settings) -> None:
+    client = configure_mlflow(settings)
+    name = "lock-shared"
+    lock = RegistryLock(client, name)
+    out: dict = {}
 
-    def critical(i: int) -> None:
-        with registry_lock(name):
-            with guard:
-                inside.append(i)
-                if len(inside) > 1:
-                    overlaps.append(len(inside))
+    @flow
+    def roll_back() -> None:
+        rollback_model(name, "a-flow", "test", settings)
+
+    def run() -> None:
+        try:
+            roll_back()
+        except Exception as exc:  # handed to the test thread
+            out["error"], out["at"] = exc, time.monotonic()
+
+    with lock:
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while len(lock.holders()) < 2:  # the task's ticket, behind ours
+            assert time.monotonic() < deadline, "the task never asked for the lock"
             time.sleep(0.05)
-            with guard:
-                inside.remove(i)
-
-    with ThreadPoolExecutor(6) as pool:
-        list(pool.map(critical, range(6)))
-    assert overlaps == []
-    with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(limit_name(name))
-    assert limit.limit == 1
-    assert limit.active_slots == 0  # every holder released its slot
-
-
-def test_limit_names_are_valid_for_any_model_name() -> None:
-    assert limit_name("team/flight delay") == "mlsys-registry-team-flight-delay"
+        time.sleep(0.5)
+        assert "error" not in out  # still waiting
+        released = time.monotonic()
+    thread.join(120)
+    # Once it held the lock it found no model to roll back.
+    assert isinstance(out["error"], LookupError) and out["at"] > released
+    assert lock.holders() == []

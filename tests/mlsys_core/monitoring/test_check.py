@@ -4,8 +4,6 @@ newest month, logged to MLflow with the HTML report."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.features.store import FeatureSetRef, load_feature_set
+from mlsys_core.features.store import load_feature_set
 from mlsys_core.monitoring.check import (
     CheckConfig,
     DriftOutcome,
@@ -27,40 +25,40 @@ from mlsys_core.monitoring.check import (
     drift_alerts,
     load_latest,
 )
-from mlsys_core.registry.promotion import CHAMPION, predict_scores, register_version
+from mlsys_core.registry.lifecycle import CHAMPION
+from mlsys_core.registry.promotion import predict_scores
 from mlsys_core.serving.prediction_log import append_predictions
 from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.run import model_input_frame, train_and_log
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.run import model_input_frame
+from tests.conftest import Champion
 
 MODEL = "drift-model"
 
 
-@dataclass(frozen=True)
-class Champion:
-    settings: Settings
-    feature_set: FeatureSetRef
-    version: str
-
-
 @pytest.fixture(scope="module")
-def champion(
-    tmp_path_factory: pytest.TempPathFactory,
-    make_feature_set: Callable[[Settings], FeatureSetRef],
-) -> Champion:
-    """One trained model, registered with its lineage and named champion."""
-    settings = Settings(state_dir=tmp_path_factory.mktemp("drift_state"))
-    feature_set = make_feature_set(settings)
-    trained = train_and_log(feature_set, TrainConfig(epochs=1), settings)
+def champion(tmp_path_factory: pytest.TempPathFactory, make_champion) -> Champion:
+    """One trained model, walked through the lifecycle to champion."""
+    return make_champion(Settings(state_dir=tmp_path_factory.mktemp("drift_state")), MODEL)
+
+
+def check(settings: Settings, model: str = MODEL, **options: object) -> DriftOutcome:
+    """The drift check as callers without an orchestrator run it."""
     client = configure_mlflow(settings)
-    version = register_version(client, MODEL, trained)
-    client.set_registered_model_alias(MODEL, CHAMPION, version.version)
-    return Champion(settings, feature_set, version.version)
+    experiment = client.get_experiment_by_name(settings.experiment).experiment_id
+    return check_model_drift(
+        client,
+        experiment,
+        Lake(settings.lake_dir),
+        settings.root / "monitoring",
+        settings.reports_dir,
+        model,
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
 def outcome(champion: Champion) -> DriftOutcome:
-    return check_model_drift(champion.settings, MODEL)
+    return check(champion.settings)
 
 
 @pytest.mark.slow  # its shared fixture trains and logs real models
@@ -123,9 +121,9 @@ def test_drift_check_logs_a_run_with_the_report(
 @pytest.mark.slow  # its shared fixture trains and logs real models
 def test_drift_check_without_the_alias_is_a_lookup_error(champion: Champion) -> None:
     with pytest.raises(LookupError, match="no model version"):
-        check_model_drift(champion.settings, MODEL, alias="no-such-alias")
+        check(champion.settings, alias="no-such-alias")
     with pytest.raises(LookupError, match="no model version"):
-        check_model_drift(champion.settings, "never-registered")
+        check(champion.settings, "never-registered")
 
 
 def _log_rows(
@@ -163,7 +161,7 @@ def test_drift_check_covers_served_predictions_and_delayed_labels(champion: Cham
     shadow = log.iloc[:50].assign(served=False, variant="challenger")
     append_predictions(lake, spec.name, pd.concat([log, future, other, shadow]))
 
-    outcome = check_model_drift(settings, MODEL)
+    outcome = check(settings)
 
     pred = outcome.prediction
     assert pred is not None and pred.status == "ok"
@@ -194,12 +192,12 @@ def test_reference_is_cached_per_model_version_and_results_survive_a_failed_chec
     champion: Champion, outcome: DriftOutcome
 ) -> None:
     settings = champion.settings
-    again = check_model_drift(settings, MODEL)
+    again = check(settings)
     assert again.reference_cached
     assert [c.model_dump() for c in again.summary.columns] == [
         c.model_dump() for c in outcome.summary.columns
     ]
-    latest = load_latest(settings, MODEL)
+    latest = load_latest(settings.root / "monitoring", MODEL)
     assert latest == again
     before = (settings.root / "monitoring" / MODEL / "latest.json").read_bytes()
     history = sorted((settings.root / "monitoring" / MODEL / "history").iterdir())
@@ -210,7 +208,7 @@ def test_reference_is_cached_per_model_version_and_results_survive_a_failed_chec
     reports.write_text("not a folder")
     try:
         with pytest.raises(OSError):
-            check_model_drift(settings, MODEL, config=CheckConfig(months=2))
+            check(settings, config=CheckConfig(months=2))
     finally:
         reports.unlink()
         reports.with_name("reports-away").rename(reports)
@@ -221,7 +219,7 @@ def test_reference_is_cached_per_model_version_and_results_survive_a_failed_chec
 @pytest.mark.slow  # its shared fixture trains and logs real models
 def test_explicit_window_and_alerts(champion: Champion) -> None:
     window = DriftWindow(start=date(2013, 6, 1), end=date(2013, 11, 30))
-    outcome = check_model_drift(champion.settings, MODEL, config=CheckConfig(window=window))
+    outcome = check(champion.settings, config=CheckConfig(window=window))
     assert outcome.summary.current_window.startswith("2013-06-")
     assert outcome.summary.current_window.endswith("2013-11-30")
     share = outcome.summary.share_drifted
@@ -230,7 +228,7 @@ def test_explicit_window_and_alerts(champion: Champion) -> None:
     above = drift_alerts(outcome, min(1.0, share + 0.01))
     assert not any(r.startswith("data drift") for r in above)
     empty = DriftWindow(start=date(2014, 1, 1), end=date(2014, 1, 31))
-    nothing = check_model_drift(champion.settings, MODEL, config=CheckConfig(window=empty))
+    nothing = check(champion.settings, config=CheckConfig(window=empty))
     assert nothing.summary.status == "insufficient_data"
     assert nothing.summary.current_rows == 0
     assert not any(r.startswith("data drift") for r in drift_alerts(nothing, 0.01))

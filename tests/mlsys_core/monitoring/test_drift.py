@@ -10,7 +10,15 @@ import pytest
 
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.monitoring.drift import drift_frames, latest_window, run_drift_report
+from mlsys_core.monitoring.drift import (
+    DriftSummary,
+    drift_frames,
+    feature_columns,
+    latest_window,
+    summarize,
+    write_html_report,
+)
+from mlsys_core.monitoring.stattests import drift_columns, reference_stats
 from mlsys_core.spec import DatasetSpec
 
 NEW_YORK = "America/New_York"
@@ -19,6 +27,18 @@ NEW_YORK = "America/New_York"
 @pytest.fixture(scope="module")
 def spec() -> DatasetSpec:
     return nycflights13_spec()
+
+
+def drift_report(
+    reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, html: Path, window: str = ""
+) -> DriftSummary:
+    """What the data-drift step does once the frames are loaded: the spec's columns'
+    reference statistics, the verdict on every current row, and the HTML report."""
+    numeric, categorical = feature_columns(spec, reference)
+    stats = reference_stats(reference, numeric, categorical)
+    summary = summarize(drift_columns(stats, current), len(reference), len(current), window)
+    write_html_report(reference, current, summary, stats, html)
+    return summary
 
 
 def frames(rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -50,7 +70,7 @@ def test_shifted_column_drifts_and_unchanged_ones_do_not(
     reference, current = frames(rows)
     html = tmp_path / "reports" / "drift.html"
 
-    summary = run_drift_report(reference, current, spec, html, window="w")
+    summary = drift_report(reference, current, spec, html, window="w")
 
     by_column = {c.column: c for c in summary.columns}
     assert set(by_column) == {"distance", "origin_temp", "origin"}
@@ -73,7 +93,7 @@ def test_shifted_column_drifts_and_unchanged_ones_do_not(
 def test_dataset_drifts_when_half_the_columns_do(spec: DatasetSpec, tmp_path: Path) -> None:
     reference, current = frames(400, seed=1)
     current["origin_temp"] += 60.0
-    summary = run_drift_report(reference, current, spec, tmp_path / "d.html")
+    summary = drift_report(reference, current, spec, tmp_path / "d.html")
     assert {c.column for c in summary.columns if c.drifted} == {"distance", "origin_temp"}
     assert summary.share_drifted == pytest.approx(2 / 3)
     assert summary.dataset_drift
@@ -84,7 +104,7 @@ def test_an_empty_window_is_insufficient_data_not_a_crash(
 ) -> None:
     reference, current = frames(50)
     html = tmp_path / "d.html"
-    summary = run_drift_report(reference, current.iloc[:0], spec, html, window="empty")
+    summary = drift_report(reference, current.iloc[:0], spec, html, window="empty")
     assert summary.status == "insufficient_data"
     assert summary.current_rows == 0
     assert not summary.dataset_drift

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from mlsys_core.data.cleaning import clean_snapshot
 from mlsys_core.data.ingest import snapshot_source
@@ -15,6 +16,7 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import build_feature_set
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateConfig, GateDecision
+from mlsys_core.registry.invariants import check_registry
 from mlsys_core.registry.lifecycle import (
     LEGAL,
     Approval,
@@ -29,11 +31,12 @@ from mlsys_core.registry.lifecycle import (
     stage_of,
     transition,
 )
-from mlsys_core.registry.locking import LockTimeout, RegistryLock
+from mlsys_core.registry.locking import RegistryLock
 from mlsys_core.registry.promotion import (
     challenge_champion,
+    enter_production,
+    predict_scores,
     register_version,
-    score_auc,
 )
 from mlsys_core.training.run import held_out, train_and_log
 from mlsys_core.training.trainer import TrainConfig
@@ -71,28 +74,10 @@ def test_transition_table_forbids_shortcuts_and_leaving_retired() -> None:
     assert all(Stage.RETIRED in LEGAL[s] for s in Stage if s != Stage.RETIRED)
 
 
-def test_registry_lock_excludes_threads_and_times_out(tmp_path) -> None:
-    inside, overlaps = [], []
-
-    def critical() -> None:
-        with RegistryLock(tmp_path, "m/odel"):
-            inside.append(1)
-            if len(inside) > 1:
-                overlaps.append(len(inside))
-            threading.Event().wait(0.02)
-            inside.pop()
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda _: critical(), range(16)))
-    assert overlaps == []
-    with RegistryLock(tmp_path, "m/odel"), pytest.raises(LockTimeout, match="not acquired"):
-        RegistryLock(tmp_path, "m/odel", timeout_s=0.2).__enter__()
-
-
 def gate_for(client, version, pair, config: GateConfig | None = None) -> GateDecision:
     config = config or GateConfig()
     features, labels = held_out(pair.feature_set, Lake(pair.settings.lake_dir))
-    return challenge_champion(client, version, features, labels, config.margin, config)
+    return challenge_champion(client, version, features, labels, config)
 
 
 def to_staging(client, name, version, gate, lock) -> None:
@@ -104,7 +89,7 @@ def to_staging(client, name, version, gate, lock) -> None:
 def ranked(pair) -> tuple[int, int]:
     """Indices of the worse and the better trained model on the held-out rows."""
     features, labels = held_out(pair.feature_set, Lake(pair.settings.lake_dir))
-    aucs = [score_auc(m.model_uri, features, labels) for m in pair.models]
+    aucs = [roc_auc_score(labels, predict_scores(m.model_uri, features)) for m in pair.models]
     assert aucs[0] != aucs[1]
     return (0, 1) if aucs[0] < aucs[1] else (1, 0)
 
@@ -113,7 +98,7 @@ def ranked(pair) -> tuple[int, int]:
 def test_registration_sets_development_semver_and_lineage(backend, tmp_path) -> None:
     client = MlflowClient(backend.settings.mlflow_uri)
     name = f"life-reg-{tmp_path.name}"
-    lock = RegistryLock(tmp_path, name)
+    lock = RegistryLock(client, name)
     a, b = backend.models
     v1 = register_version(client, name, a, lock)
     v2 = register_version(client, name, b, lock)
@@ -138,7 +123,7 @@ def test_registration_sets_development_semver_and_lineage(backend, tmp_path) -> 
 def test_illegal_transitions_are_refused_clearly(backend, tmp_path) -> None:
     client = MlflowClient(backend.settings.mlflow_uri)
     name = f"life-illegal-{tmp_path.name}"
-    lock = RegistryLock(tmp_path, name)
+    lock = RegistryLock(client, name)
     v = register_version(client, name, backend.models[0], lock)
     with pytest.raises(IllegalTransition, match="development -> production is not allowed"):
         transition(
@@ -169,7 +154,7 @@ def test_illegal_transitions_are_refused_clearly(backend, tmp_path) -> None:
 def test_promotion_approval_audit_and_rollback(backend, tmp_path) -> None:
     client = MlflowClient(backend.settings.mlflow_uri)
     name = f"life-path-{tmp_path.name}"
-    lock = RegistryLock(tmp_path, name)
+    lock = RegistryLock(client, name)
     worse, better = ranked(backend)
     first = register_version(client, name, backend.models[worse], lock)
     gate = gate_for(client, first, backend)
@@ -234,15 +219,17 @@ def test_promotion_approval_audit_and_rollback(backend, tmp_path) -> None:
     gates = [e for e in events if e.action == "gate"]
     assert [g.gate.promote for g in gates] == [True, True, False]
     assert all(e.at and e.actor for e in events)
+    assert check_registry(client, name).violations == []
 
 
 @pytest.mark.slow
 def test_a_gate_run_against_an_old_champion_is_stale(backend, tmp_path) -> None:
     client = MlflowClient(backend.settings.mlflow_uri)
     name = f"life-stale-{tmp_path.name}"
-    lock = RegistryLock(tmp_path, name)
-    a = register_version(client, name, backend.models[0], lock)
-    b = register_version(client, name, backend.models[1], lock)
+    lock = RegistryLock(client, name)
+    worse, better = ranked(backend)
+    a = register_version(client, name, backend.models[worse], lock)
+    b = register_version(client, name, backend.models[better], lock)
     gate_a, gate_b = gate_for(client, a, backend), gate_for(client, b, backend)
     assert gate_a.champion_version is None and gate_b.champion_version is None
     to_staging(client, name, a, gate_a, lock)
@@ -251,6 +238,21 @@ def test_a_gate_run_against_an_old_champion_is_stale(backend, tmp_path) -> None:
     with pytest.raises(StaleGate, match="run the gate again"):
         transition(client, name, b.version, Stage.PRODUCTION, "alice", "x", lock, approval=APPROVED)
     assert alias_version(client, name, "champion") == a.version
+
+    # enter_production runs the stale gate again, against the champion of now: the better
+    # b still wins (a lax alpha lets a real lead through), so it moves and a steps back.
+    lax = GateConfig(alpha=0.49, n_bootstrap=300)
+    lake = Lake(backend.settings.lake_dir)
+    moved = enter_production(client, lake, b, APPROVED, "alice", "x", lock, lax)
+    assert moved.moved and moved.gate.champion_version == a.version
+    assert moved.gate.challenger_auc > moved.gate.champion_auc
+    assert alias_version(client, name, "champion") == b.version
+    assert stage_of(client, name, a.version) == Stage.STAGING
+    # The worse a, gated against no champion, is stale now too; run again it loses to b.
+    stay = enter_production(client, lake, a, APPROVED, "alice", "y", lock, lax)
+    assert not stay.moved and stay.gate.champion_version == b.version
+    assert alias_version(client, name, "champion") == b.version
+    assert check_registry(client, name).violations == []
 
 
 @pytest.mark.slow
@@ -261,7 +263,7 @@ def test_parallel_registrations_get_distinct_versions_and_one_champion_move(
     registry lock is promoted, the rest compare equal (or stale) and are refused."""
     client = MlflowClient(backend.settings.mlflow_uri)
     name = f"life-par-{tmp_path.name}"
-    lock = RegistryLock(tmp_path, name)
+    lock = RegistryLock(client, name)
     trained = backend.models[0]
     features, labels = held_out(backend.feature_set, Lake(backend.settings.lake_dir))
     start = threading.Barrier(8)
@@ -270,7 +272,7 @@ def test_parallel_registrations_get_distinct_versions_and_one_champion_move(
         start.wait()
         v = register_version(client, name, trained, lock, actor=f"worker-{i}")
         transition(client, name, v.version, Stage.TESTING, f"worker-{i}", "smoke", lock)
-        gate = challenge_champion(client, v, features, labels, 0.0, GateConfig(n_bootstrap=200))
+        gate = challenge_champion(client, v, features, labels, GateConfig(n_bootstrap=200))
         lifecycle.record_gate(client, name, v.version, gate, f"worker-{i}")
         if not gate.promote:
             return "refused"
@@ -296,6 +298,7 @@ def test_parallel_registrations_get_distinct_versions_and_one_champion_move(
     ]
     assert len(moves) == 1
     assert alias_version(client, name, "champion") == moves[0].version
+    assert check_registry(client, name).violations == []
 
 
 @pytest.mark.slow
@@ -312,7 +315,7 @@ def test_a_changed_feature_definition_is_a_major_version(trained_pair, small_spe
     retrained = train_and_log(build_feature_set(clean, spec, lake), TrainConfig(epochs=1), settings)
     client = MlflowClient(settings.mlflow_uri)
     name = f"life-major-{tmp_path.name}"
-    lock = RegistryLock(tmp_path, name)
+    lock = RegistryLock(client, name)
     first = register_version(client, name, trained_pair.models[0], lock)
     changed = register_version(client, name, retrained, lock)
     assert (first.semver, changed.semver) == ("1.0.0", "2.0.0")

@@ -1,4 +1,5 @@
-"""One call, and one CLI command, answer where a registered model came from and went."""
+"""One call, and one CLI command, answer where a registered model came from and went; the
+model is registered and promoted through ``mlsys registry register``."""
 
 from __future__ import annotations
 
@@ -8,13 +9,9 @@ import pytest
 from mlflow import MlflowClient
 
 from mlsys_core.cli import main
-from mlsys_core.data.lake import Lake
-from mlsys_core.registry.gate import GateConfig
 from mlsys_core.registry.lifecycle import Stage
 from mlsys_core.registry.lineage import lineage, parse_model_uri, record_served_by
-from mlsys_core.registry.locking import RegistryLock
-from mlsys_core.registry.promotion import apply_decision, challenge_champion, register_version
-from mlsys_core.training.run import held_out
+from mlsys_core.registry.promotion import WalkResult
 
 
 def test_parse_model_uri() -> None:
@@ -31,17 +28,20 @@ def test_lineage_of_the_champion_and_the_cli(
 ) -> None:
     client = MlflowClient(backend.settings.mlflow_uri)
     name = f"lin-{tmp_path.name}"
-    lock = RegistryLock(tmp_path, name)
     trained, fs = backend.models[0], backend.feature_set
+    monkeypatch.setenv("MLSYS_STATE_DIR", str(backend.settings.state_dir))
+    if backend.settings.tracking_uri:
+        monkeypatch.setenv("MLSYS_TRACKING_URI", backend.settings.tracking_uri)
     # The tuning helper tags the final training run with its study.
     client.set_tag(trained.run_id, "mlsys.tuning.study", "study-x")
     try:
-        version = register_version(client, name, trained, lock)
+        command = ["registry", "register", "--run", trained.run_id, "--model", name]
+        assert main([*command, "--approve", "--actor", "ci", "--json"]) == 0
     finally:
         client.delete_tag(trained.run_id, "mlsys.tuning.study")
-    features, labels = held_out(fs, Lake(backend.settings.lake_dir))
-    decision = challenge_champion(client, version, features, labels, 0.0, GateConfig())
-    apply_decision(client, version, decision, lock, actor="ci")
+    walked = WalkResult.model_validate_json(capsys.readouterr().out.splitlines()[-1])
+    version, decision = walked.version, walked.decision
+    assert walked.stage == Stage.PRODUCTION
     first = record_served_by(client, name, version.version, "serving/canary")
     again = record_served_by(client, name, version.version, "serving/canary")
     assert again.first_seen == first.first_seen <= again.last_seen
@@ -63,18 +63,16 @@ def test_lineage_of_the_champion_and_the_cli(
     assert [s.deployment for s in found.served_by] == ["serving/canary"]
     assert [e.action for e in found.history] == [
         "register",
+        "transition",
         "gate",
         "transition",
-        "transition",
+        "approval",
         "transition",
     ]
     assert lineage(client, f"models:/{name}/{version.version}").model_dump(
         exclude={"uri"}
     ) == found.model_dump(exclude={"uri"})
 
-    monkeypatch.setenv("MLSYS_STATE_DIR", str(backend.settings.state_dir))
-    if backend.settings.tracking_uri:
-        monkeypatch.setenv("MLSYS_TRACKING_URI", backend.settings.tracking_uri)
     assert main(["lineage", f"models:/{name}@champion"]) == 0
     text = capsys.readouterr().out
     for expected in (f"{name} v{version.version}", fs.version, trained.run_id, "study-x"):
@@ -84,7 +82,7 @@ def test_lineage_of_the_champion_and_the_cli(
     assert json.loads(capsys.readouterr().out)["version"] == version.version
     assert main(["history", name]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [json.loads(line)["action"] for line in lines][:2] == ["register", "gate"]
+    assert [json.loads(line)["action"] for line in lines][:3] == ["register", "transition", "gate"]
 
     assert main(["lineage", f"models:/{name}@nope"]) == 2
     assert f"no model version at models:/{name}@nope" in capsys.readouterr().err

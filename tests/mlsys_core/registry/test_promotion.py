@@ -1,4 +1,5 @@
-"""Registration with lineage, and the champion that moves only when the gate says so."""
+"""Registration with lineage, and the lifecycle walk: the champion moves only when the
+smoke test and the gate say so."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from sklearn.metrics import roc_auc_score
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import load_feature_set
 from mlsys_core.registry.gate import GateConfig, GateDecision
-from mlsys_core.registry.lifecycle import Stage, stage_of
+from mlsys_core.registry.invariants import check_registry
+from mlsys_core.registry.lifecycle import CHALLENGER, CHAMPION, Stage, stage_of
 from mlsys_core.registry.promotion import (
-    CHALLENGER,
-    CHAMPION,
-    apply_decision,
+    auto_approval,
     challenge_champion,
     current_champion,
     register_version,
+    walk,
 )
 from mlsys_core.tracking import code_version
 from mlsys_core.training.run import held_out
@@ -91,18 +92,17 @@ def test_current_champion_of_an_unknown_model_is_none(client: MlflowClient) -> N
 
 def test_champion_moves_only_when_the_gate_passes(trained_pair, client: MlflowClient) -> None:
     name = "reg-promotion"
-    features, labels = held_out(trained_pair.feature_set, Lake(trained_pair.settings.lake_dir))
+    lake = Lake(trained_pair.settings.lake_dir)
     aucs = scored_aucs(trained_pair)
     assert aucs[0] != aucs[1]  # the two seeds give two different models
     worse, better = sorted(range(2), key=lambda i: aucs[i])
     models = trained_pair.models
 
     def challenge(index: int):
-        candidate = register_version(client, name, models[index])
-        decision = challenge_champion(client, candidate, features, labels, 0.0, LAX)
-        stage = apply_decision(client, candidate, decision)
-        assert gate_tag(client, name, candidate.version) == decision
-        return candidate, decision, stage
+        walked = walk(client, lake, models[index], name, "ci", None, LAX, auto_approval("ci"))
+        assert walked.smoke_auc == pytest.approx(aucs[index], abs=1e-9)
+        assert gate_tag(client, name, walked.version.version) == walked.decision
+        return walked.version, walked.decision, walked.stage
 
     # The first model promotes, whatever its score.
     v1, decision, stage = challenge(worse)
@@ -120,10 +120,11 @@ def test_champion_moves_only_when_the_gate_passes(trained_pair, client: MlflowCl
     assert decision.p_value < LAX.alpha
     assert alias_version(client, name, CHAMPION) == v2.version
     assert stage_of(client, name, v1.version) == Stage.STAGING
+    assert alias_version(client, name, "staging") == v1.version
 
-    # A worse one does not, and the refusal is recorded on it.
+    # A worse one does not: it stays in testing, with the refusal recorded on it.
     v3, decision, stage = challenge(worse)
-    assert not decision.promote and stage == Stage.DEVELOPMENT
+    assert not decision.promote and stage == Stage.TESTING
     assert decision.champion_version == v2.version
     assert alias_version(client, name, CHAMPION) == v2.version
     assert alias_version(client, name, CHALLENGER) == v3.version
@@ -134,38 +135,47 @@ def test_champion_moves_only_when_the_gate_passes(trained_pair, client: MlflowCl
     assert decision.challenger_auc == pytest.approx(decision.champion_auc, abs=1e-12)
     assert decision.p_value == 1.0
     assert alias_version(client, name, CHAMPION) == v2.version
+    assert check_registry(client, name).violations == []
+
+
+def test_without_an_approval_the_walk_stops_in_staging(trained_pair, client) -> None:
+    name = "reg-unapproved"
+    lake = Lake(trained_pair.settings.lake_dir)
+    walked = walk(client, lake, trained_pair.models[0], name, "ci", None, LAX)
+    assert walked.stage == Stage.STAGING and walked.approval is None
+    assert current_champion(client, name) is None
+    assert alias_version(client, name, "staging") == walked.version.version
 
 
 def test_challenge_respects_the_margin(trained_pair, client: MlflowClient) -> None:
     name = "reg-margin"
-    features, labels = held_out(trained_pair.feature_set, Lake(trained_pair.settings.lake_dir))
+    lake = Lake(trained_pair.settings.lake_dir)
+    features, labels = held_out(trained_pair.feature_set, lake)
     aucs = scored_aucs(trained_pair)
     worse, better = sorted(range(2), key=lambda i: aucs[i])
     gap = aucs[better] - aucs[worse]
-    champion = register_version(client, name, trained_pair.models[worse])
-    apply_decision(client, champion, challenge_champion(client, champion, features, labels))
-    candidate = register_version(client, name, trained_pair.models[better])
+    models = trained_pair.models
+    champion = walk(client, lake, models[worse], name, "ci", None, LAX, auto_approval("ci"))
+    candidate = register_version(client, name, models[better])
 
-    decision = challenge_champion(client, candidate, features, labels, gap + 0.01, LAX)
+    strict = LAX.model_copy(update={"margin": gap + 0.01})
+    decision = challenge_champion(client, candidate, features, labels, strict)
     assert not decision.promote and "margin" in decision.reason
     assert decision.margin == gap + 0.01
-    apply_decision(client, candidate, decision)
-    assert alias_version(client, name, CHAMPION) == champion.version
+    assert decision.champion_version == champion.version.version
 
-    decision = challenge_champion(client, candidate, features, labels, 0.0, LAX)
+    decision = challenge_champion(client, candidate, features, labels, LAX)
     assert decision.promote, decision.reason
-    apply_decision(client, candidate, decision)
-    assert alias_version(client, name, CHAMPION) == candidate.version
 
 
 def test_the_champion_challenged_by_itself_keeps_its_place(
     trained_pair, client: MlflowClient
 ) -> None:
     name = "reg-self"
-    features, labels = held_out(trained_pair.feature_set, Lake(trained_pair.settings.lake_dir))
-    version = register_version(client, name, trained_pair.models[0])
-    apply_decision(client, version, challenge_champion(client, version, features, labels))
-    decision = challenge_champion(client, version, features, labels)
+    lake = Lake(trained_pair.settings.lake_dir)
+    features, labels = held_out(trained_pair.feature_set, lake)
+    walked = walk(client, lake, trained_pair.models[0], name, "ci", None, LAX, auto_approval("ci"))
+    decision = challenge_champion(client, walked.version, features, labels)
     assert decision.champion_auc is None  # nothing else to compare with
-    assert apply_decision(client, version, decision) == Stage.PRODUCTION
-    assert alias_version(client, name, CHAMPION) == version.version
+    assert decision.promote
+    assert alias_version(client, name, CHAMPION) == walked.version.version

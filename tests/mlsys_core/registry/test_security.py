@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 
-from mlsys_core.registry.pyfunc import UnsafeArtifactError, load_weights
 from mlsys_core.tracking import configure_mlflow
+from mlsys_core.training.pyfunc import UnsafeArtifactError, load_weights
 
 
 class Planted:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlflow
@@ -18,12 +17,11 @@ from mlsys_core.registry import promotion
 from mlsys_core.serving import batch
 from mlsys_core.serving.batch import BatchScoreError
 from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.run import model_input_frame, train_and_log
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.run import model_input_frame
 
 
 @dataclass(frozen=True)
-class Champion:
+class Served:
     settings: Settings
     feature_set: FeatureSetRef
     name: str
@@ -32,21 +30,15 @@ class Champion:
 
 
 @pytest.fixture(scope="module")
-def champion(
-    tmp_path_factory: pytest.TempPathFactory,
-    make_feature_set: Callable[[Settings], FeatureSetRef],
-) -> Champion:
+def champion(tmp_path_factory: pytest.TempPathFactory, make_champion) -> Served:
     settings = Settings(state_dir=tmp_path_factory.mktemp("batch_state"))
-    feature_set = make_feature_set(settings)
-    trained = train_and_log(feature_set, TrainConfig(epochs=1), settings)
+    champion = make_champion(settings)
     client = configure_mlflow(settings)
-    first = promotion.register_version(client, settings.model_name, trained)
-    client.set_registered_model_alias(settings.model_name, "champion", first.version)
-    second = promotion.register_version(client, settings.model_name, trained)
-    return Champion(settings, feature_set, settings.model_name, first.version, second.version)
+    second = promotion.register_version(client, champion.name, champion.trained)
+    return Served(settings, champion.feature_set, champion.name, champion.version, second.version)
 
 
-def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Champion) -> None:
+def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Served) -> None:
     configure_mlflow(champion.settings)
     lake = Lake(champion.settings.lake_dir)
     client = MlflowClient(champion.settings.mlflow_uri)
@@ -95,7 +87,7 @@ def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Champion) -> No
     np.testing.assert_allclose(lake.read(other.snapshot)["probability"], expected, rtol=1e-5)
 
 
-def test_missing_alias_version_or_feature_set_fails_clearly(champion: Champion) -> None:
+def test_missing_alias_version_or_feature_set_fails_clearly(champion: Served) -> None:
     client = configure_mlflow(champion.settings)
     lake = Lake(champion.settings.lake_dir)
     with pytest.raises(BatchScoreError, match="holds @nobody"):

@@ -2,6 +2,6 @@
 
 import mlflow.models
 
-from mlsys_core.registry.pyfunc import DelayModel
+from mlsys_core.training.pyfunc import DelayModel
 
 mlflow.models.set_model(DelayModel())
