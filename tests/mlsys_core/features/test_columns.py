@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mlsys_core.features.columns import ColumnPreprocessor, load_preprocessor
+from mlsys_core.features.columns import ColumnPreprocessor, load_preprocessor, preprocessor_for
 from mlsys_core.features.config import (
     CategoricalFeature,
     DatetimeFeature,
@@ -22,7 +22,7 @@ from mlsys_core.features.config import (
     TextFeature,
     VarianceSelection,
 )
-from mlsys_core.features.preprocess import TabularPreprocessor, preprocessor_for
+from mlsys_core.features.preprocess import TabularPreprocessor
 from mlsys_core.spec import nycflights13_spec
 from mlsys_core.training.model import ModelConfig, TabularMLP
 
