@@ -165,6 +165,7 @@ def tune(
 
 def _budget_spent(future: PrefectFuture[TrialOutcome | None]) -> bool:
     """Whether a finished trial task says the run's epoch budget is spent."""
+    future.wait()  # its final state from the thread, not the API's (which may lag behind)
     if not future.state.is_completed():
         return False
     outcome = future.result()

@@ -116,6 +116,28 @@ def test_on_epoch_sees_every_epoch_in_order(learnable: Problem) -> None:
     assert [m.epoch for m in seen] == list(range(1, len(seen) + 1))
 
 
+def test_before_epoch_refusing_stops_before_that_epoch(learnable: Problem) -> None:
+    asked: list[int] = []
+
+    def before_epoch(epoch: int) -> bool:
+        asked.append(epoch)
+        return epoch <= 2
+
+    trainer = Trainer(FAST.model_copy(update={"epochs": 4}), learnable.model_config)
+    trainer.setup(learnable.x_train, learnable.y_train, learnable.x_valid, learnable.y_valid)
+    result = trainer.train(before_epoch=before_epoch)
+    assert asked == [1, 2, 3] and trainer.epoch == 2
+    assert [m.epoch for m in result.history] == [1, 2]
+    assert result.refused and not result.stopped_early
+    # Those two epochs are the ones an uninterrupted run trains first.
+    _, full = fit(learnable, FAST.model_copy(update={"epochs": 4}))
+    assert result.history == full.history[:2] and not full.refused
+    # The model kept is the best of the epochs trained.
+    proba = trainer.predict_proba(learnable.x_valid)
+    best = result.history[result.best_epoch - 1]
+    assert log_loss(learnable.y_valid, proba) == pytest.approx(best.val_loss, rel=1e-5)
+
+
 def test_history_val_metrics_are_the_validation_scores(learnable: Problem) -> None:
     config = FAST.model_copy(update={"epochs": 1})
     trainer, result = fit(learnable, config)

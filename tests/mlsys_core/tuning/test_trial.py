@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,46 @@ def test_a_pruned_trial_stops_training(state):
         run = client.get_run(outcome.mlflow_run_id)
         assert run.info.status == "KILLED" and run.data.tags["mlsys.tuning.state"] == "PRUNED"
         assert len(client.get_metric_history(outcome.mlflow_run_id, "val_auc")) == outcome.epochs
+
+
+def test_an_epoch_budget_is_spent_exactly(state):
+    settings, _ = state
+    job = _job(
+        state,
+        "budget",
+        base=BASE,  # 3 epochs per trial at most: the third trial must stop after one
+        sampler=SamplerConfig(name="random", seed=2),
+        pruner=PrunerConfig(name="none"),
+    ).model_copy(update={"epoch_budget": 7})
+    job = _start(job, settings)
+    outcomes = []
+    while (outcome := run_trial(job, _client(settings))) is not None:
+        outcomes.append(outcome)
+        assert len(outcomes) <= 7, "the budget did not stop the trials"
+    # Patience 3 cannot stop a 3-epoch trial early: 3 + 3, then 1 epoch left for the third.
+    assert [o.epochs for o in outcomes] == [3, 3, 1]
+    assert [o.state for o in outcomes] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert [o.budget_left for o in outcomes] == [4, 1, 0]
+    study = optuna.load_study(study_name="budget", storage=job.storage)
+    # Cut short before its next epoch: pruned, not a complete trial with a partial AUC.
+    assert study.trials[2].user_attrs["stopped_by"] == "budget"
+    assert len(study.trials) == 3  # the refused call started no trial
+    assert run_trial(job, _client(settings)) is None
+
+
+def test_the_epoch_budget_is_shared_by_parallel_trials(state):
+    settings, _ = state
+    job = _job(
+        state,
+        "budget-threads",
+        base=BASE,
+        sampler=SamplerConfig(name="random", seed=3),
+        pruner=PrunerConfig(name="none"),
+    ).model_copy(update={"epoch_budget": 8})
+    job = _start(job, settings)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = [o for o in pool.map(lambda _: run_trial(job, _client(settings)), range(6)) if o]
+    assert sum(o.epochs for o in outcomes) == 8
 
 
 def test_trial_pruned_raised_in_the_epoch_callback_leaves_the_trainer(state):
