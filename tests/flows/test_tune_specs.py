@@ -18,6 +18,7 @@ from mlsys_core.data.sources import parse_source, read_source_bytes
 from mlsys_core.spec import DatasetSpec, SourceSpec
 from mlsys_core.specs import SPECS
 from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.tuning.space import Choice, FloatRange, SearchSpace
 from mlsys_core.tuning.study import storage_url
 
 BASE_ROWS = 3_000  # rows of each spec's base table: every split keeps both label classes
@@ -52,7 +53,11 @@ def test_every_shipped_spec_tunes(name: str, settings: Settings, tmp_path: Path)
         pruner="hyperband",
         n_trials=2,
         parallelism=1,
-        base_config=TrainConfig(epochs=2, patience=1, batch_size=256, device="cpu"),
+        # Learning rates that train in two epochs: this checks the data, not the search.
+        space=SearchSpace(
+            learning_rate=FloatRange(low=3e-3, high=3e-2, log=True), batch_size=Choice(choices=[256])
+        ),
+        base_config=TrainConfig(epochs=2, patience=1, device="cpu"),
         train_final=False,
     )
 
