@@ -55,7 +55,8 @@ def test_every_shipped_spec_tunes(name: str, settings: Settings, tmp_path: Path)
         parallelism=1,
         # Learning rates that train in two epochs: this checks the data, not the search.
         space=SearchSpace(
-            learning_rate=FloatRange(low=3e-3, high=3e-2, log=True), batch_size=Choice(choices=[256])
+            learning_rate=FloatRange(low=3e-3, high=3e-2, log=True),
+            batch_size=Choice(choices=[256]),
         ),
         base_config=TrainConfig(epochs=2, patience=1, device="cpu"),
         train_final=False,
