@@ -59,10 +59,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=9, help="max epochs per trial (9)")
     parser.add_argument("--patience", type=int, default=3, help="trainer early stopping (3)")
     parser.add_argument(
-        "--min-resource", type=int, default=None, help="Hyperband's first rung in epochs"
+        "--min-resource", type=int, default=1, help="Hyperband's first rung, in epochs (1)"
     )
     parser.add_argument(
-        "--reduction-factor", type=int, default=None, help="Hyperband's reduction factor"
+        "--reduction-factor",
+        type=int,
+        default=10,
+        help="Hyperband's reduction factor (10: with 9 epochs, one bracket, so TPE, which "
+        "Optuna runs per bracket, learns from every trial)",
     )
     parser.add_argument("--parallelism", type=int, default=1, help="trials at once (1)")
     parser.add_argument(
@@ -76,9 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.trials < 2 or args.epochs < 2 or args.parallelism < 1:
         parser.error("need --seeds >= 1, --trials >= 2, --epochs >= 2, --parallelism >= 1")
-    if args.min_resource is not None and not 1 <= args.min_resource <= args.epochs:
+    if not 1 <= args.min_resource <= args.epochs:
         parser.error("--min-resource must be in [1, --epochs]")
-    if args.reduction_factor is not None and not 2 <= args.reduction_factor <= 10:
+    if not 2 <= args.reduction_factor <= 10:
         parser.error("--reduction-factor must be in [2, 10]")
     if not 0.0 < args.fraction <= 1.0:
         parser.error("--fraction must be in (0, 1]")
@@ -118,14 +122,6 @@ def run_search(
 
     sampler, pruner = METHODS[method]
     base = TrainConfig(epochs=args.epochs, patience=args.patience, device="cpu")
-    hyperband = {
-        k: v
-        for k, v in (
-            ("min_resource", args.min_resource),
-            ("reduction_factor", args.reduction_factor),
-        )
-        if v is not None
-    }
     start = time.perf_counter()
     result = tune(
         features=features,
@@ -137,8 +133,9 @@ def run_search(
         base_config=base,
         study_name=f"bench-{method}-seed{seed}",
         seed=seed + SEED_OFFSET[method],
+        min_resource=args.min_resource,
+        reduction_factor=args.reduction_factor,
         train_final=False,
-        **hyperband,
     )
     trials = result.trials
     train = sum(t.train_seconds for t in trials)
@@ -192,14 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         pruner = PrunerConfig(
             name="hyperband",
-            **{
-                k: v
-                for k, v in (
-                    ("min_resource", args.min_resource),
-                    ("reduction_factor", args.reduction_factor),
-                )
-                if v is not None
-            },
+            min_resource=args.min_resource,
+            reduction_factor=args.reduction_factor,
         )
 
         spec = load_spec(str(write_sampled_sources(root / "data", args.fraction)))
