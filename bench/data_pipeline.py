@@ -33,7 +33,8 @@ def make_data(folder: Path, scale: int) -> Path:
     import pandas as pd  # noqa: PLC0415
 
     from mlsys_core.data.sources import parse_source, read_source_bytes  # noqa: PLC0415
-    from mlsys_core.spec import SourceSpec, nycflights13_spec  # noqa: PLC0415
+    from mlsys_core.datasets.nycflights13 import nycflights13_spec  # noqa: PLC0415
+    from mlsys_core.spec import SourceSpec  # noqa: PLC0415
 
     base = nycflights13_spec()
     tables = {s.name: parse_source(read_source_bytes(s)) for s in base.sources}

@@ -54,8 +54,8 @@ def run_digits(settings, lake, seed: int) -> tuple[tuple[float, float], tuple[fl
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
     from sklearn.metrics import roc_auc_score  # noqa: PLC0415
 
+    from mlsys_core.datasets.digits import DIGIT_PIXELS, digits_spec  # noqa: PLC0415
     from mlsys_core.features.store import load_feature_set  # noqa: PLC0415
-    from mlsys_core.specs import DIGIT_PIXELS, digits_spec  # noqa: PLC0415
     from mlsys_core.training.run import labeled_splits, train_and_log  # noqa: PLC0415
     from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
@@ -80,14 +80,14 @@ def main(argv: list[str] | None = None) -> None:
         use_isolated_state(root / "state")
         from mlsys_core.config import Settings  # noqa: PLC0415
         from mlsys_core.data.lake import Lake  # noqa: PLC0415
+        from mlsys_core.datasets import resolve_spec  # noqa: PLC0415
         from mlsys_core.spec import DatasetSpec  # noqa: PLC0415
-        from mlsys_core.specs import SPECS  # noqa: PLC0415
         from mlsys_core.training.run import train_and_log  # noqa: PLC0415
         from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
         settings = Settings()
         lake = Lake(settings.lake_dir)
-        plain, text = SPECS["nycflights13"](), SPECS["nycflights13_text"]()
+        plain, text = resolve_spec("nycflights13"), resolve_spec("nycflights13_text")
         if args.fraction < 1.0:
             sampled = DatasetSpec.model_validate_json(
                 write_sampled_sources(root / "data", args.fraction, args.seed).read_text()

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         use_isolated_state(root / "state")
         random.seed(args.seed)
         np.random.seed(args.seed)
-        from mlsys_core.features.flights_repo import history_features  # noqa: PLC0415
+        from mlsys_core.datasets.nycflights13.views import history_features  # noqa: PLC0415
         from mlsys_core.features.store import load_feature_set  # noqa: PLC0415
         from mlsys_core.training.run import labeled_splits  # noqa: PLC0415
 

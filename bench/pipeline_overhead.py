@@ -159,7 +159,7 @@ def _run_plain(args: argparse.Namespace, watch: Stopwatch, m: SimpleNamespace) -
     lake_of, configure_mlflow, promotion = m.Lake, m.configure_mlflow, m.promotion
     with watch.lap("pipeline"):
         settings = m.Settings()
-        name = settings.model_name
+        name = settings.model_name or spec.registered_model
         with watch.lap("ingest"):
             raw = {
                 s.name: m.ingest.snapshot_source(s, lake_of(settings.lake_dir))

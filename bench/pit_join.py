@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def bench_views() -> list:
-    from mlsys_core.features.flights_repo import flight_views  # noqa: PLC0415
+    from mlsys_core.datasets.nycflights13.views import flight_views  # noqa: PLC0415
 
     return [v for v in flight_views() if v.name in VIEWS]
 
@@ -74,7 +74,7 @@ def write_inputs(folder: Path, scale: int) -> dict[str, int]:
     """Typed (contract-cleaned) flights and weather, repeated ``scale`` times, as Parquet."""
     from mlsys_core.data.contract import clean_table  # noqa: PLC0415
     from mlsys_core.data.sources import parse_source, read_source_bytes  # noqa: PLC0415
-    from mlsys_core.spec import nycflights13_spec  # noqa: PLC0415
+    from mlsys_core.datasets.nycflights13 import nycflights13_spec  # noqa: PLC0415
 
     spec = nycflights13_spec()
     columns = {

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -37,6 +36,7 @@ from _common import (  # noqa: E402
 )
 
 from mlsys_core.net import HOST, free_port  # noqa: E402
+from mlsys_core.stack import process  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -90,39 +90,10 @@ def server(
     cmd: list[str], env: dict[str, str], ready_url: str, log: Path, cpus: set[int] | None
 ) -> Iterator[int]:
     """Start a server pinned to ``cpus``; yield its pid once ``ready_url`` answers 200."""
-    import httpx  # noqa: PLC0415
-
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=pin(cpus),  # noqa: PLW1509
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[:4]} exited:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(ready_url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{ready_url} not ready:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with process.background(
+        cmd, env, log, ready_url=ready_url, timeout=300, preexec_fn=pin(cpus)
+    ) as proc:
         yield proc.pid
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def run_wrk(
@@ -270,8 +241,9 @@ def build_champion(args: argparse.Namespace, folder: Path) -> tuple[str, list[di
     features = build_feature_set(clean, spec, lake)
     trained = train_and_log(features, TrainConfig(epochs=args.epochs), settings)
     client = configure_mlflow(settings)
-    version = promotion.register_version(client, settings.model_name, trained)
-    client.set_registered_model_alias(settings.model_name, "champion", version.version)
+    name = settings.model_name or spec.registered_model
+    version = promotion.register_version(client, name, trained)
+    client.set_registered_model_alias(name, "champion", version.version)
     frame, spec = load_feature_set(features, lake)
     test = frame[frame["_split"] == "test"].sample(args.records, random_state=0)
     # Naive UTC times: MLflow's schema takes naive datetimes (ours reads naive as UTC).
@@ -279,7 +251,7 @@ def build_champion(args: argparse.Namespace, folder: Path) -> tuple[str, list[di
     test = test.assign(**{ts: pd.to_datetime(test[ts], utc=True).dt.tz_localize(None)})
     columns = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp, *spec.input_columns]))
     records = json.loads(test[columns].to_json(orient="records", date_format="iso"))
-    return settings.model_name, records, spec.input_columns
+    return name, records, spec.input_columns
 
 
 def ours_body(record: dict) -> str:
@@ -300,7 +272,10 @@ def server_commands(name: str, folder: Path) -> dict[str, tuple[Callable, str, s
     return {
         # The documented command, as a user runs it (no access log: /metrics counts).
         "ours": (
-            lambda p: [str(BIN / "mlsys"), "serve", "--port", str(p)],
+            lambda p: (
+                [str(BIN / "mlsys"), "serve", "--port", str(p), "--model-name", name]
+                + ["--spec", "nycflights13"]
+            ),
             "/health/ready",
             "/predict",
         ),

@@ -6,6 +6,7 @@ from prefect import flow
 from prefect.runtime import deployment
 
 from mlsys_core.config import Settings
+from mlsys_core.datasets import SpecRef, resolve_model_name, spec_or_default
 from mlsys_core.serving.batch import ScoreResult
 from tasks.metrics import metered
 from tasks.registry import record_served_by
@@ -17,14 +18,16 @@ from tasks.scoring import resolve_scoring_inputs, score_feature_set
 def batch_score(
     model_name: str | None = None,
     alias: str = "champion",
-    dataset: str = "nycflights13",
+    spec: SpecRef | None = None,
     feature_set: str | None = None,
 ) -> ScoreResult:
-    """Score ``feature_set`` (default: the newest of ``dataset``) with the version ``alias``
-    points at when the run starts; the same version and snapshot again is a no-op."""
+    """Score ``feature_set`` (default: the newest of ``spec``, a dataset reference, by default
+    the settings' dataset) with the version ``alias`` points at when the run starts; the same
+    version and snapshot again is a no-op."""
     settings = Settings()
-    name = model_name or settings.model_name
-    version, features = resolve_scoring_inputs(name, alias, dataset, feature_set, settings)
+    dataset = spec_or_default(spec, settings.dataset)
+    name = resolve_model_name(model_name or settings.model_name, dataset)
+    version, features = resolve_scoring_inputs(name, alias, dataset.name, feature_set, settings)
     result = score_feature_set(features, name, version, settings)
     # The batch job consumes the model version: its lineage lists this deployment.
     user = (

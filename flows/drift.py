@@ -10,6 +10,7 @@ from prefect.runtime import deployment
 from pydantic import Field
 
 from mlsys_core.config import Settings
+from mlsys_core.datasets import resolve_model_name
 from mlsys_core.monitoring.check import CheckConfig, DriftOutcome, DriftWindow, drift_alerts
 from tasks.metrics import metered
 from tasks.monitoring import check_drift, emit_drift_event, notify_drift, publish_drift
@@ -34,7 +35,7 @@ def drift_check(
     a retrain's drift check must not start the next retrain; the scheduled ``drift-check``
     deployment sets it."""
     settings = Settings()
-    name = model_name or settings.model_name
+    name = resolve_model_name(model_name or settings.model_name, settings.dataset)
     config = config.model_copy(update={"months": months, "window": window})
     outcome = check_drift(name, alias, config, settings)
     publish_drift(outcome)

@@ -6,8 +6,8 @@ from prefect import flow
 
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import CleanRef
+from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.features.store import FeatureSetRef
-from mlsys_core.spec import DatasetSpec, nycflights13_spec
 from tasks.data import latest_clean
 from tasks.features import build_feature_set
 from tasks.metrics import metered
@@ -16,11 +16,11 @@ from tasks.metrics import metered
 @flow(name="build-features", log_prints=True)
 @metered()
 def build_features(
-    clean: dict[str, CleanRef] | None = None, spec: DatasetSpec | None = None
+    clean: dict[str, CleanRef] | None = None, spec: SpecRef | None = None
 ) -> FeatureSetRef:
     """Build features from the given clean snapshots (default: the newest of each)."""
-    spec = spec or nycflights13_spec()
     settings = Settings()
+    spec = spec_or_default(spec, settings.dataset)
     clean = clean or latest_clean(sorted(spec.contracts), settings)
     features = build_feature_set(clean, spec, settings)
     print(f"feature set {features.version}: {features.split_rows}")

@@ -8,7 +8,7 @@ from prefect import flow
 from flows import runners
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import SnapshotRef
-from mlsys_core.spec import DatasetSpec, nycflights13_spec
+from mlsys_core.datasets import SpecRef, spec_or_default
 from tasks.data import snapshot_source
 from tasks.metrics import metered
 
@@ -16,17 +16,18 @@ from tasks.metrics import metered
 @flow(name="ingest", log_prints=True, task_runner=runners.build())
 @metered()
 def ingest(
-    spec: DatasetSpec | None = None, landing: dict[str, str] | None = None
+    spec: SpecRef | None = None, landing: dict[str, str] | None = None
 ) -> dict[str, SnapshotRef]:
-    """Snapshot each source of ``spec`` (default: nycflights13); unchanged sources are no-ops.
+    """Snapshot each source of ``spec`` (a dataset reference or spec; default: the settings'
+    dataset, ``MLSYS_DATASET``); unchanged sources are no-ops.
 
     ``landing`` maps source names to landing folders, read incrementally: each run appends
     only the files that arrived since the last one (the scheduled ``ingest`` deployment).
     """
-    spec = spec or nycflights13_spec()
+    settings = Settings()
+    spec = spec_or_default(spec, settings.dataset)
     if landing:
         spec = spec.with_landing(landing)
-    settings = Settings()
     futures = {source.name: snapshot_source.submit(source, settings) for source in spec.sources}
     refs = {name: future.result() for name, future in futures.items()}
     for name, ref in refs.items():

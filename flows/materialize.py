@@ -7,8 +7,8 @@ from pydantic import AwareDatetime
 
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import CleanRef
+from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.features.online import MaterializeResult
-from mlsys_core.spec import DatasetSpec, nycflights13_spec
 from tasks.data import latest_clean
 from tasks.features import materialize_online
 from tasks.metrics import metered
@@ -18,14 +18,14 @@ from tasks.metrics import metered
 @metered(rows=lambda r: sum(v.source_rows_read for v in r.views.values()))
 def materialize_features(
     clean: dict[str, CleanRef] | None = None,
-    spec: DatasetSpec | None = None,
+    spec: SpecRef | None = None,
     as_of: AwareDatetime | None = None,
     incremental: bool = True,
 ) -> MaterializeResult:
     """Store each entity's feature values as of ``as_of`` (default: just after the newest
     known source row). Incremental runs read only recent rows; the first run is full."""
-    spec = spec or nycflights13_spec()
     settings = Settings()
+    spec = spec_or_default(spec, settings.dataset)
     sources = sorted({v.source for v in spec.feature_views})
     clean = clean or latest_clean(sources, settings)
     result = materialize_online(clean, spec, settings, as_of, incremental)

@@ -9,6 +9,7 @@ from prefect import flow
 from pydantic import Field
 
 from mlsys_core.config import Settings
+from mlsys_core.datasets import resolve_model_name
 from mlsys_core.monitoring.dashboard import Dashboard
 from tasks.metrics import metered
 from tasks.monitoring import build_dashboard, publish_dashboard
@@ -25,7 +26,7 @@ def monitoring(
     """Publish the page (artifact key ``monitoring``). ``metrics_url``: a serving
     ``/metrics`` endpoint to scrape, e.g. ``http://127.0.0.1:8000/metrics``."""
     settings = Settings()
-    name = model_name or settings.model_name
+    name = resolve_model_name(model_name or settings.model_name, settings.dataset)
     dashboard = build_dashboard(name, metrics_url, log_days, period, settings)
     publish_dashboard(dashboard)
     print(

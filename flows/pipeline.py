@@ -15,8 +15,8 @@ from flows.register import RegistrationResult, register
 from flows.train import train
 from flows.validate import validate
 from mlsys_core.config import Settings
+from mlsys_core.datasets import SpecRef, SpecReferenceError, spec_or_default
 from mlsys_core.monitoring.check import DriftOutcome
-from mlsys_core.spec import DatasetSpec, nycflights13_spec
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
 from mlsys_core.training.trainer import TrainConfig
@@ -38,7 +38,7 @@ class PipelineResult(BaseModel):
 @flow(name="ml-pipeline", log_prints=True)
 @metered(rows=lambda r: r.trained.feature_set.snapshot.rows)
 def ml_pipeline(
-    spec: DatasetSpec | None = None,
+    spec: SpecRef | None = None,
     train_config: TrainConfig = TrainConfig(),
     model_name: str | None = None,
     promotion_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0,
@@ -46,17 +46,20 @@ def ml_pipeline(
     auto_approve: bool = True,
     launch: LaunchConfig = LaunchConfig(),
 ) -> PipelineResult:
-    """Run every stage on ``spec`` (default: nycflights13) and report where to look.
+    """Run every stage on ``spec`` (a dataset reference, ``NAME``, ``module:attr`` or
+    ``file.py:attr``, or a spec; default: the settings' dataset) and report where to look.
+    The model registers under ``model_name``, else the settings', else the dataset's.
 
     ``auto_approve`` lets a model that passes the gate into production unattended (the
     demo, CI); set it to false to pause for a person's approval in the Prefect UI.
     """
-    spec = spec or nycflights13_spec()
-    name = model_name or Settings().model_name
+    settings = Settings()
+    spec = spec_or_default(spec, settings.dataset)
+    name = model_name or settings.model_name or spec.registered_model
     raw = ingest(spec)
     clean = validate(raw, spec)
     features = build_features(clean, spec)
-    trained = train(features, train_config, spec.name, launch)
+    trained = train(features, train_config, spec, launch)
     registration = register(trained, name, promotion_margin, auto_approve=auto_approve)
     drift = drift_check(name, "champion", drift_months)
     return PipelineResult(
@@ -111,19 +114,23 @@ def describe(result: PipelineResult, settings: Settings) -> str:
 if __name__ == "__main__":
     import argparse
 
-    from mlsys_core.specs import SPECS
-
-    cli = argparse.ArgumentParser(description="Run ml_pipeline on a named dataset spec.")
-    cli.add_argument("--spec", choices=sorted(SPECS), default="nycflights13")
+    cli = argparse.ArgumentParser(description="Run ml_pipeline on a dataset.")
+    cli.add_argument(
+        "--spec",
+        help="dataset reference: NAME (published under mlsys.datasets), package.module:attr "
+        "or path/to/file.py:attr (default: MLSYS_DATASET)",
+    )
+    cli.add_argument("--model-name", help="registered model (default: the dataset's)")
     cli.add_argument("--train-config", default="{}", help='TrainConfig as JSON: {"epochs": 40}')
     args = cli.parse_args()
-    chosen = args.spec
-    # Each demo spec registers under its own model name, so champions never mix datasets.
-    demo_name = None if chosen == "nycflights13" else chosen.replace("_", "-")
+    try:
+        chosen = spec_or_default(args.spec, Settings().dataset)
+    except SpecReferenceError as err:
+        cli.exit(2, f"ml_pipeline: {err}\n")
     with embedded_run():
         outcome = ml_pipeline(
-            spec=SPECS[chosen](),
+            spec=chosen,
             train_config=TrainConfig.model_validate_json(args.train_config),
-            model_name=demo_name,
+            model_name=args.model_name,
         )
     print(describe(outcome, Settings()))

@@ -16,6 +16,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlsys_core.config import Settings
+from mlsys_core.datasets import resolve_model_name
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, RegisteredVersion, Stage
 from tasks.metrics import metered
@@ -103,7 +104,7 @@ def promote(
     """Move ``version`` (default: the newest in the stage before ``to_stage``) of the model
     to ``to_stage``, if the lifecycle allows it and its check passes."""
     settings = Settings()
-    name = model_name or settings.model_name
+    name = resolve_model_name(model_name or settings.model_name, settings.dataset)
     version = resolve_version(name, version, DEFAULT_SOURCE.get(to_stage, ""), settings)
     gate = approval = None
     if to_stage == Stage.TESTING:

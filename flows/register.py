@@ -46,8 +46,9 @@ def register(
     """Register ``trained`` (default: the newest training run), test it, gate it against
     the champion on the same held-out rows, and promote it if it wins and is approved."""
     settings = Settings()
-    name = model_name or settings.model_name
     trained = trained or latest_trained(settings)
+    # A model trained on a dataset's feature set registers under that dataset's model name.
+    name = model_name or settings.model_name or trained.feature_set.model_name
     version = register_model(trained, name, actor, settings)
     auc = smoke_test(version, settings)
     move_stage(name, version.version, Stage.TESTING, actor, f"smoke test: AUC {auc:.4f}", settings)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.embedded import embedded_run
 from flows.register import RegistrationResult, register
 from mlsys_core.config import Settings
+from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.training.run import TrainedModel
 from mlsys_core.training.trainer import TrainConfig
@@ -83,7 +84,7 @@ def tune(
     train_final: bool = True,
     register_final: bool = True,
     model_name: str | None = None,
-    dataset: str = "nycflights13",
+    spec: SpecRef | None = None,
 ) -> TuningResult:
     """Run up to ``n_trials`` more trials, at most ``parallelism`` at once and at most
     ``epoch_budget`` training epochs in all, then train and register the best config
@@ -97,8 +98,9 @@ def tune(
         ),
         objectives=objectives,
     )
-    features = features or latest_feature_set(dataset, settings)
-    name = study_name or f"{dataset}-{features.version[:12]}" + (
+    if features is None:
+        features = latest_feature_set(spec_or_default(spec, settings.dataset).name, settings)
+    name = study_name or f"{features.snapshot.table}-{features.version[:12]}" + (
         "" if objectives == "auc" else f"-{objectives}"
     )
     prepared = prepare_tuning_data(features, settings)

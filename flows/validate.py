@@ -9,7 +9,8 @@ from flows import runners
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import CleanRef
 from mlsys_core.data.lake import SnapshotRef
-from mlsys_core.spec import DatasetSpec, TableContract, nycflights13_spec
+from mlsys_core.datasets import SpecRef, spec_or_default
+from mlsys_core.spec import TableContract
 from tasks.data import (
     clean_partition,
     cleaned_already,
@@ -25,7 +26,7 @@ from tasks.metrics import metered
 @flow(name="validate", log_prints=True, task_runner=runners.build())
 @metered(rows=lambda r: sum(c.raw.rows for c in r.values()))
 def validate(
-    raw: dict[str, SnapshotRef] | None = None, spec: DatasetSpec | None = None
+    raw: dict[str, SnapshotRef] | None = None, spec: SpecRef | None = None
 ) -> dict[str, CleanRef]:
     """Clean the given raw snapshots (default: the newest of each contracted source).
 
@@ -33,8 +34,8 @@ def validate(
     any of its partitions fails, the partitions this run wrote are removed again, so a
     failed run leaves the lake as it found it.
     """
-    spec = spec or nycflights13_spec()
     settings = Settings()
+    spec = spec_or_default(spec, settings.dataset)
     raw = raw or latest_raw(sorted(spec.contracts), settings)
     results = {}
     for name, ref in raw.items():

@@ -21,7 +21,14 @@ class Settings(BaseSettings):
         default=None, description="MLflow tracking URI; default sqlite:///<state_dir>/mlflow.db."
     )
     experiment: str = "mlsys"
-    model_name: str = "flight-delay"
+    dataset: str | None = Field(
+        default=None,
+        description="Dataset reference (NAME, module:attr or file.py:attr) that flows and "
+        "commands use when none is given.",
+    )
+    model_name: str | None = Field(
+        default=None, description="Registered model; default: the dataset's (its spec says)."
+    )
     task_runner: Literal["threads", "processes", "dask"] = Field(
         default="threads",
         description="Where partition-parallel tasks run: a thread pool, a process pool, or Dask.",

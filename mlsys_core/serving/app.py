@@ -28,11 +28,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Discriminator, Tag
 
 from mlsys_core.config import Settings
+from mlsys_core.datasets import spec_or_default
 from mlsys_core.serving.config import ServeConfig
 from mlsys_core.serving.schema import ErrorResponse, PredictResponse, batch_model, record_model
 from mlsys_core.serving.service import InferenceService, Job, ScoringError
 from mlsys_core.spec import DatasetSpec
-from mlsys_core.specs import SPECS
 
 log = logging.getLogger(__name__)
 CONFIG_ENV = "MLSYS_SERVE_CONFIG"  # JSON text, or the path of a JSON file, for --factory use
@@ -187,7 +187,7 @@ def create_app(
     from ``MLSYS_*`` and the serve config from ``MLSYS_SERVE_CONFIG``."""
     settings = settings or Settings()
     config = config or _config_from_env()
-    spec = spec or SPECS[config.spec]()
+    spec = spec or spec_or_default(config.spec, settings.dataset)
     service = InferenceService(settings, spec, config)
     batcher = MicroBatcher(service, config.micro_batch_records, config.max_queued_records)
     record_type = record_model(spec)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlsys_core.registry.lifecycle import CHALLENGER, CHAMPION
-from mlsys_core.specs import SPECS
 
 RolloutMode = Literal["single", "blue_green", "canary", "ab", "shadow"]
 
@@ -87,9 +86,10 @@ class ServeConfig(_Frozen):
     """Everything ``mlsys serve`` and ``create_app`` take besides the settings."""
 
     model_name: str | None = Field(default=None, description="None: the settings' model name.")
-    spec: str = Field(
-        default="nycflights13",
-        description="Named dataset spec (mlsys_core.specs.SPECS) the request schema comes from.",
+    spec: str | None = Field(
+        default=None,
+        description="Dataset reference (NAME, module:attr or file.py:attr) the request schema "
+        "comes from; None: the settings' dataset (MLSYS_DATASET).",
     )
     deployment: str = Field(
         default="mlsys-serve", description="Name recorded in each served version's lineage."
@@ -122,10 +122,3 @@ class ServeConfig(_Frozen):
         description="Threads per model call: small batches gain nothing from more, and one "
         "process per core (replicas) scales better; None keeps torch's default.",
     )
-
-    @field_validator("spec")
-    @classmethod
-    def _known_spec(cls, name: str) -> str:
-        if name not in SPECS:
-            raise ValueError(f"unknown spec {name!r}; known: {sorted(SPECS)}")
-        return name

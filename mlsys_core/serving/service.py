@@ -64,7 +64,7 @@ class ScoringError(Exception):
 class InferenceService:
     def __init__(self, settings: Settings, spec: DatasetSpec, config: ServeConfig) -> None:
         self.settings, self.spec, self.config = settings, spec, config
-        self.name = config.model_name or settings.model_name
+        self.name = config.model_name or settings.model_name or spec.registered_model
         self.rollout = config.rollout
         self.metrics = ServiceMetrics()
         uri = settings.mlflow_uri

@@ -34,7 +34,11 @@ def test_batch_score_deployment_is_declared() -> None:
     (schedule,) = deployment["schedules"]
     assert schedule["slug"] == "daily-batch-score" and schedule["cron"]
     assert schedule["timezone"] == "America/New_York"
-    assert deployment["parameters"] == {"alias": "champion"}
+    assert deployment["parameters"] == {
+        "spec": "nycflights13",
+        "model_name": "flight-delay",
+        "alias": "champion",
+    }
 
 
 def test_batch_score_without_a_champion_fails_clearly(settings: Settings):

@@ -14,8 +14,8 @@ from mlflow import MlflowClient
 from flows.pipeline import ml_pipeline
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
+from mlsys_core.datasets.digits import digits_spec
 from mlsys_core.features.columns import ColumnPreprocessor
-from mlsys_core.specs import digits_spec
 from mlsys_core.training.run import held_out
 from mlsys_core.training.trainer import TrainConfig
 

@@ -33,7 +33,7 @@ def test_stage_flows_run_alone_in_order(settings: Settings, small_spec: DatasetS
     }
     features = build_features(spec=small_spec)  # no refs: the newest clean snapshots
     assert features.clean_snapshots == {t: c.clean.snapshot_id for t, c in clean.items()}
-    trained = train(config=TrainConfig(epochs=1), dataset=small_spec.name)
+    trained = train(config=TrainConfig(epochs=1), spec=small_spec)
     assert trained.feature_set.version == features.version
     result = register()  # no refs: the newest training run
     assert result.version.run_id == trained.run_id

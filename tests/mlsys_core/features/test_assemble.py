@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.features.assemble import (
     SPLIT,
     assemble_features,
@@ -16,7 +17,7 @@ from mlsys_core.features.assemble import (
     lookup_join,
     make_label,
 )
-from mlsys_core.spec import LabelSpec, nycflights13_spec
+from mlsys_core.spec import LabelSpec
 
 NEW_YORK = ZoneInfo("America/New_York")
 

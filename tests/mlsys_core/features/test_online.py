@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlsys_core.datasets.nycflights13.views import flight_views
 from mlsys_core.features.definitions import DefinitionError
-from mlsys_core.features.flights_repo import flight_views
 from mlsys_core.features.offline import OfflineStore
 from mlsys_core.features.online import OnlineStore, OnlineStoreError
 

@@ -16,9 +16,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.features.columns import preprocessor_for
 from mlsys_core.features.preprocess import TabularPreprocessor, calendar_parts
-from mlsys_core.spec import nycflights13_spec
 
 TZ = "America/New_York"
 PARAMS = {

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.monitoring.drift import drift_frames, latest_window, run_drift_report
-from mlsys_core.spec import DatasetSpec, nycflights13_spec
+from mlsys_core.spec import DatasetSpec
 
 NEW_YORK = "America/New_York"
 

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.monitoring.performance import (
     LABEL,
     join_labels,
     outcome_labels,
     performance_over_time,
 )
-from mlsys_core.spec import nycflights13_spec
 from mlsys_core.training.metrics import expected_calibration_error
 
 SPEC = nycflights13_spec()

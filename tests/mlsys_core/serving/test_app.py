@@ -14,13 +14,13 @@ import pytest
 from pydantic import ValidationError
 
 from mlsys_core.data.lake import Lake
+from mlsys_core.datasets import resolve_spec
 from mlsys_core.features.online import OnlineStore, online_store_path
 from mlsys_core.registry.lineage import lineage
 from mlsys_core.serving.app import create_app
 from mlsys_core.serving.config import ServeConfig
 from mlsys_core.serving.models import load_version
 from mlsys_core.serving.prediction_log import META_COLUMNS, read_prediction_log
-from mlsys_core.specs import SPECS
 from mlsys_core.training.run import model_input_frame
 from tests.mlsys_core.serving.conftest import records, register, serve_config, serving
 
@@ -226,7 +226,7 @@ def test_a_named_spec_sets_the_request_schema(settings):
     with serving(create_app(settings=settings, config=config), ready=False) as url:
         schemas = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]
         fields = set().union(*(s.get("properties", {}) for s in schemas.values()))
-        assert set(SPECS["digits"]().input_columns) <= fields
+        assert set(resolve_spec("digits").input_columns) <= fields
         assert "carrier" not in fields
         assert httpx.get(f"{url}/health/ready").status_code == 503  # no digits model yet
     with pytest.raises(ValidationError, match="unknown spec 'nope'"):

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from scipy.stats import chi2_contingency
 
 from mlsys_core.data.lake import Lake
+from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.serving.abtest import ab_test, labels_from_events, two_proportion_z
 from mlsys_core.serving.app import CONFIG_ENV, create_app
 from mlsys_core.serving.config import ABConfig, CanaryConfig, RolloutConfig
@@ -27,7 +28,6 @@ from mlsys_core.serving.schema import (
     lookup_keys,
     record_model,
 )
-from mlsys_core.spec import nycflights13_spec
 
 SPEC = nycflights13_spec()
 GOOD = {

@@ -10,9 +10,9 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from mlsys_core.datasets.digits import DIGIT_PIXELS, digits_spec
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.columns import preprocessor_for
-from mlsys_core.specs import DIGIT_PIXELS, digits_spec
 from mlsys_core.training.matrices import fit_matrices, labeled_splits, model_config_for
 from mlsys_core.training.model import TabularMLP
 from mlsys_core.training.trainer import TrainConfig

@@ -13,15 +13,19 @@ from mlsys_core.data.cleaning import clean_snapshot
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
 from mlsys_core.data.sources import parse_source, read_source_bytes
+from mlsys_core.datasets import published_datasets, resolve_spec
+from mlsys_core.datasets.digits import DIGIT_PIXELS, digits_spec
+from mlsys_core.datasets.nycflights13 import nycflights13_text_spec
 from mlsys_core.features.assemble import SPLIT, assemble_features
 from mlsys_core.features.store import build_feature_set, load_feature_set
-from mlsys_core.specs import DIGIT_PIXELS, SPECS, digits_spec, nycflights13_text_spec
 from mlsys_core.training.run import held_out, train_and_log
 from mlsys_core.training.trainer import TrainConfig
 
 
-def test_every_named_spec_validates_and_has_a_distinct_fingerprint() -> None:
-    prints = {name: make().fingerprint() for name, make in SPECS.items()}
+def test_every_published_spec_validates_and_has_a_distinct_fingerprint() -> None:
+    names = sorted(published_datasets())
+    assert {"nycflights13", "nycflights13_text", "digits"} <= set(names)
+    prints = {name: resolve_spec(name).fingerprint() for name in names}
     assert len(set(prints.values())) == len(prints)
 
 

@@ -1,0 +1,47 @@
+"""A small nycflights13 for demos, tests and benchmarks: the same spec, pointed at files
+holding a month-stratified sample of the flights and the full dimension tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mlsys_core.data.sources import parse_source, read_source_bytes
+from mlsys_core.datasets.nycflights13.spec import nycflights13_spec
+from mlsys_core.spec import DatasetSpec, SourceSpec
+
+
+def read_tables() -> dict[str, pd.DataFrame]:
+    """The real tables, as read from the installed package."""
+    return {s.name: parse_source(read_source_bytes(s)) for s in nycflights13_spec().sources}
+
+
+def sample_spec(
+    folder: Path,
+    fraction: float,
+    seed: int = 0,
+    tables: dict[str, pd.DataFrame] | None = None,
+) -> DatasetSpec:
+    """Write ``fraction`` of each month's flights (and the whole dimension tables) as gzip
+    CSV files under ``folder``; return the nycflights13 spec reading them (same partitions).
+
+    ``tables`` are the real tables when the caller has them already.
+    """
+    base = nycflights13_spec()
+    tables = tables or read_tables()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = []
+    for source in base.sources:
+        frame = tables[source.name]
+        if source.name == base.base:
+            frame = frame.groupby("month", group_keys=False).sample(
+                frac=fraction, random_state=seed
+            )
+        path = (folder / f"{source.name}.csv.gz").resolve()
+        frame.to_csv(path, index=False, compression="gzip")
+        sources.append(
+            SourceSpec(name=source.name, path=str(path), partition_by=source.partition_by)
+        )
+    return base.model_copy(update={"sources": sources})
