@@ -87,22 +87,13 @@ def build_features(spec: Any) -> Any:
 
 def fit_mlp(splits: dict, spec: Any, epochs: int, seed: int) -> tuple[dict, str]:
     """Test and validation probabilities of the mlsys model, trained as train_and_log does."""
-    from mlsys_core.features.preprocess import preprocessor_for  # noqa: PLC0415
-    from mlsys_core.training.model import ModelConfig  # noqa: PLC0415
+    from mlsys_core.training.matrices import fit_matrices  # noqa: PLC0415
     from mlsys_core.training.trainer import TrainConfig, Trainer  # noqa: PLC0415
 
-    label = spec.label.name
     config = TrainConfig(epochs=epochs, seed=seed, device="cpu")
-    preprocessor = preprocessor_for(spec).fit(splits["train"])
-    x = {name: preprocessor.transform(part) for name, part in splits.items()}
-    y = {name: part[label].to_numpy(np.float32) for name, part in splits.items()}
-    model_config = ModelConfig(
-        cardinalities=preprocessor.cardinalities_,
-        n_numeric=preprocessor.n_numeric_,
-        hidden=config.hidden,
-        dropout=config.dropout,
-        max_embedding_dim=config.max_embedding_dim,
-    )
+    matrices = fit_matrices(splits, spec)
+    x, y = matrices.x, matrices.y
+    model_config = matrices.model_config(config)
     trainer = Trainer(config, model_config)
     trainer.setup(x["train"], y["train"], x["valid"], y["valid"])
     result = trainer.train()

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from _common import (
     format_table,
     load_spec,
@@ -65,9 +64,8 @@ def prepare(fraction: float, root: Path) -> dict[str, Any]:
     from mlsys_core.data.cleaning import clean_snapshot  # noqa: PLC0415
     from mlsys_core.data.ingest import snapshot_source  # noqa: PLC0415
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
-    from mlsys_core.features.preprocess import preprocessor_for  # noqa: PLC0415
     from mlsys_core.features.store import build_feature_set, load_feature_set  # noqa: PLC0415
-    from mlsys_core.training.run import labeled_splits  # noqa: PLC0415
+    from mlsys_core.training.matrices import fit_matrices, labeled_splits  # noqa: PLC0415
 
     spec_path = write_sampled_sources(root / "data", fraction) if fraction < 1.0 else None
     spec = load_spec(str(spec_path) if spec_path else None)
@@ -77,29 +75,18 @@ def prepare(fraction: float, root: Path) -> dict[str, Any]:
     clean = {t: clean_snapshot(r, spec.contracts[t], lake) for t, r in raw.items()}
     feature_set = build_feature_set(clean, spec, lake)
     frame, spec = load_feature_set(feature_set, lake)
-    splits = labeled_splits(frame, spec)
-    preprocessor = preprocessor_for(spec).fit(splits["train"])
-    label = spec.label.name
+    matrices = fit_matrices(labeled_splits(frame, spec), spec)
     return {
         "settings": settings,
         "feature_set": feature_set,
-        "x": {n: preprocessor.transform(p).astype(np.float32) for n, p in splits.items()},
-        "y": {n: p[label].to_numpy(np.float32) for n, p in splits.items()},
-        "preprocessor": preprocessor,
+        "x": matrices.x,
+        "y": matrices.y,
+        "matrices": matrices,
     }
 
 
 def model_config_for(data: dict, config: Any) -> Any:
-    from mlsys_core.training.model import ModelConfig  # noqa: PLC0415
-
-    p = data["preprocessor"]
-    return ModelConfig(
-        cardinalities=p.cardinalities_,
-        n_numeric=p.n_numeric_,
-        hidden=config.hidden,
-        dropout=config.dropout,
-        max_embedding_dim=config.max_embedding_dim,
-    )
+    return data["matrices"].model_config(config)
 
 
 def synchronize(device: Any) -> None:

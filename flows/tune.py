@@ -4,6 +4,9 @@ a normal training run, registered through the register flow.
 Rerunning with the same study name (the default derives it from the feature-set version)
 continues the study. Workers elsewhere join it by running this flow with the same
 ``study_name`` and a shared ``storage`` URL (Postgres, for many machines).
+
+With ``epoch_budget``, the run trains at most that many epochs over all its trials (the
+trial that would pass it stops before that epoch) and starts no trial once it is spent.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import time
 from typing import Annotated
 
 from prefect import flow
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,23 +72,30 @@ def tune(
     pruner: PrunerName = "hyperband",
     n_trials: Annotated[int, Field(ge=1, le=1000)] = 20,
     parallelism: Annotated[int, Field(ge=1, le=MAX_PARALLELISM)] = 2,
+    epoch_budget: Annotated[int | None, Field(ge=1)] = None,
     objectives: Objectives = "auc",
     space: SearchSpace = SearchSpace(),
     base_config: TrainConfig = TrainConfig(),
     study_name: str | None = None,
     storage: str | None = None,
     seed: int | None = 0,
+    min_resource: Annotated[int, Field(ge=1)] = PrunerConfig().min_resource,
+    reduction_factor: Annotated[int, Field(ge=2, le=10)] = PrunerConfig().reduction_factor,
     train_final: bool = True,
     register_final: bool = True,
     model_name: str | None = None,
     spec: SpecRef | None = None,
 ) -> TuningResult:
-    """Run ``n_trials`` more trials, at most ``parallelism`` at once, then train and register
-    the best config (``base_config.epochs`` is also the pruners' maximum resource)."""
+    """Run up to ``n_trials`` more trials, at most ``parallelism`` at once and at most
+    ``epoch_budget`` training epochs in all, then train and register the best config
+    (``base_config.epochs`` is also the pruners' maximum resource; ``min_resource`` and
+    ``reduction_factor`` shape Hyperband and successive halving)."""
     settings = Settings()
     search = SearchConfig(
         sampler=SamplerConfig(name=sampler, seed=seed),
-        pruner=PrunerConfig(name=pruner),
+        pruner=PrunerConfig(
+            name=pruner, min_resource=min_resource, reduction_factor=reduction_factor
+        ),
         objectives=objectives,
     )
     if features is None:
@@ -101,22 +111,34 @@ def tune(
         space=space,
         base=base_config,
         data=prepared,
+        epoch_budget=epoch_budget,
     )
     job = start_tuning_study(job, settings)
 
     start = time.perf_counter()
+    futures: list[PrefectFuture[TrialOutcome | None]] = []
     with ThreadPoolTaskRunner(max_workers=parallelism) as runner:
-        futures = [
-            runner.submit(run_trial, {"job": job, "settings": settings, "slot": slot})
-            for slot in range(n_trials)
-        ]
+        running: list[PrefectFuture[TrialOutcome | None]] = []
+        spent = False
+        for slot in range(n_trials):
+            # A new trial only when a worker is free and the budget is not known spent.
+            while len(running) >= parallelism and not spent:
+                done = next(as_completed(running))
+                running.remove(done)
+                spent = _budget_spent(done)
+            if spent:
+                break
+            future = runner.submit(run_trial, {"job": job, "settings": settings, "slot": slot})
+            futures.append(future)
+            running.append(future)
         wait(futures)
     trials_seconds = time.perf_counter() - start
     # A crashed trial is FAIL in the study; the others stand (failure isolation). When every
     # trial of this run crashed the cause is systematic: fail with the first trial's error.
-    outcomes = [f.result() for f in futures if f.state.is_completed()]
-    failed = n_trials - len(outcomes)
-    if not outcomes:
+    finished = [f.result() for f in futures if f.state.is_completed()]
+    failed = len(futures) - len(finished)
+    outcomes = [o for o in finished if o is not None]  # None: the budget was spent first
+    if failed and failed == len(futures):
         futures[0].result()
     report = finish_tuning_study(job, settings)
     print(
@@ -141,6 +163,15 @@ def tune(
         trained=trained,
         registration=registration,
     )
+
+
+def _budget_spent(future: PrefectFuture[TrialOutcome | None]) -> bool:
+    """Whether a finished trial task says the run's epoch budget is spent."""
+    future.wait()  # its final state from the thread, not the API's (which may lag behind)
+    if not future.state.is_completed():
+        return False
+    outcome = future.result()
+    return outcome is None or outcome.budget_left == 0
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 
+from mlflow import MlflowClient
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import TrainedModel, train_and_log
 from mlsys_core.training.trainer import TrainConfig
 from mlsys_core.tuning import data, report, study, trial
@@ -26,27 +29,30 @@ TRIAL_TAG = "mlsys-tuning-trial"
 @task
 def prepare_tuning_data(features: FeatureSetRef, settings: Settings) -> PreparedRef:
     """Fit preprocessing on the training split once and cache the matrices for every trial."""
-    return data.prepare_data(features, settings)
+    return data.prepare_data(features, Lake(settings.lake_dir), settings.root / "tuning" / "data")
 
 
 @task
 def start_tuning_study(job: StudyJob, settings: Settings) -> StudyJob:
     """Create or resume the Optuna study and its MLflow parent run."""
-    return study.start_study(job, settings)
+    client = configure_mlflow(settings)
+    experiment_id = client.get_experiment_by_name(settings.experiment).experiment_id
+    return study.start_study(job, client, experiment_id)
 
 
 # No cache: every call must run a new trial, though its inputs are the same.
 @task(cache_policy=NO_CACHE, tags=[TRIAL_TAG])
-def run_trial(job: StudyJob, settings: Settings, slot: int) -> TrialOutcome:
-    """One trial against the shared study; ``slot`` only tells the task runs apart."""
-    return trial.run_trial(job, settings)
+def run_trial(job: StudyJob, settings: Settings, slot: int) -> TrialOutcome | None:
+    """One trial against the shared study (None: the run's epoch budget was spent before
+    it could start); ``slot`` only tells the task runs apart."""
+    return trial.run_trial(job, MlflowClient(settings.mlflow_uri))
 
 
 @task
 def finish_tuning_study(job: StudyJob, settings: Settings) -> StudyReport:
     """Pick the best trial, log the plots on the parent run, and summarize the best trials
     as a Prefect table."""
-    result = report.finish_study(job, settings)
+    result = report.finish_study(job, MlflowClient(settings.mlflow_uri))
     key = re.sub(r"[^a-z0-9-]+", "-", f"tuning-{job.name}".lower()).strip("-")[:100]
     rows = [
         {
@@ -89,5 +95,5 @@ def train_best(
 ) -> TrainedModel:
     """Train the best config as a normal training run, tagged with its study's lineage."""
     trained = train_and_log(features, config, settings, run_name=f"tuned-{job.name}")
-    report.tag_final_run(settings, trained.run_id, job, result)
+    report.tag_final_run(MlflowClient(settings.mlflow_uri), trained.run_id, job, result)
     return trained

@@ -6,6 +6,10 @@ served model. The output keeps the network's layout: category codes for embeddin
 (the groups' categories, then categorical extractors in ``embedding`` mode), then the
 numeric block (scaled numbers, one-hot, hashed, TF-IDF, datetime and image vectors),
 which the selectors prune.
+
+``preprocessor_for`` picks the preprocessor a dataset spec calls for (the plain
+``TabularPreprocessor`` or this one) and ``load_preprocessor`` reads either back; this module
+builds on :mod:`mlsys_core.features.preprocess`, never the other way round.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from mlsys_core.features.selection import (
     VarianceSelector,
     selector_from_dict,
 )
+from mlsys_core.spec import DatasetSpec
 
 KIND = "columns"
 _FEATURES = TypeAdapter(list[ColumnFeature])
@@ -243,3 +248,25 @@ def load_preprocessor(data: dict[str, Any]) -> TabularPreprocessor | ColumnPrepr
     if data.get("kind") == KIND:
         return ColumnPreprocessor.from_dict(data)
     return TabularPreprocessor.from_dict(data)
+
+
+def preprocessor_for(spec: DatasetSpec) -> TabularPreprocessor | ColumnPreprocessor:
+    """The unfitted preprocessor a dataset spec's feature groups call for: the plain one, or
+    with per-column extractors or selectors, the column preprocessor that wraps it."""
+    groups = spec.features
+    base = TabularPreprocessor(
+        numeric=list(groups.numeric),
+        categorical=list(groups.categorical),
+        timestamp=spec.event_timestamp if groups.calendar else None,
+        calendar=list(groups.calendar) or None,
+        timezone=groups.timezone,
+        min_frequency=5,
+    )
+    if not (groups.extractors or groups.selectors):
+        return base
+    plain = groups.numeric or groups.categorical or groups.calendar
+    return ColumnPreprocessor(
+        base=base.get_params() if plain else None,
+        extractors=[e.model_dump(mode="json") for e in groups.extractors],
+        selectors=[s.model_dump(mode="json") for s in groups.selectors],
+    )

@@ -1,7 +1,9 @@
 """The fitted preprocessing shared by training and serving, so there is no train/serve skew.
 
 It follows the scikit-learn contract, and its learned state round-trips through plain JSON
-(``to_dict`` / ``from_dict``), so a saved model never needs unpickling.
+(``to_dict`` / ``from_dict``), so a saved model never needs unpickling. Which preprocessor a
+dataset spec gets (this one, or the column preprocessor built on it) is decided in
+:mod:`mlsys_core.features.columns`, the module above this one.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
-
-from mlsys_core.spec import DatasetSpec
 
 CALENDAR_CATEGORICAL = ("hour", "day_of_week")
 # Up to this many rows, category codes come from a dict lookup; above, from pandas' hash
@@ -237,28 +237,3 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         obj.n_features_in_ = len(obj._required())
         obj.feature_names_in_ = np.array(obj._required(), dtype=object)
         return obj
-
-
-def preprocessor_for(spec: DatasetSpec) -> Any:
-    """The preprocessor a dataset spec's feature groups call for: the plain one, or with
-    per-column extractors or selectors, the column preprocessor that wraps it."""
-    groups = spec.features
-    base = TabularPreprocessor(
-        numeric=list(groups.numeric),
-        categorical=list(groups.categorical),
-        timestamp=spec.event_timestamp if groups.calendar else None,
-        calendar=list(groups.calendar) or None,
-        timezone=groups.timezone,
-        min_frequency=5,
-    )
-    if not (groups.extractors or groups.selectors):
-        return base
-    # Imported here: columns.py builds on this module.
-    from mlsys_core.features.columns import ColumnPreprocessor  # noqa: PLC0415
-
-    plain = groups.numeric or groups.categorical or groups.calendar
-    return ColumnPreprocessor(
-        base=base.get_params() if plain else None,
-        extractors=[e.model_dump(mode="json") for e in groups.extractors],
-        selectors=[s.model_dump(mode="json") for s in groups.selectors],
-    )

@@ -16,8 +16,6 @@ from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.assemble import SPLIT
-from mlsys_core.features.preprocess import preprocessor_for
 from mlsys_core.features.store import FeatureSetRef, feature_set_of, load_feature_set
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import code_version, configure_mlflow
@@ -25,6 +23,7 @@ from mlsys_core.training import plots
 from mlsys_core.training.calibration import log_calibration
 from mlsys_core.training.checkpoint import CheckpointStore
 from mlsys_core.training.distributed import LaunchConfig
+from mlsys_core.training.matrices import fit_matrices, labeled_splits
 from mlsys_core.training.metrics import binary_metrics
 from mlsys_core.training.model import ModelConfig
 from mlsys_core.training.pyfunc import (
@@ -58,16 +57,6 @@ class TrainedModel(BaseModel):
     resumed_from_step: int | None = None  # the checkpoint's optimizer step, if one was used
 
 
-def labeled_splits(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
-    """Train/valid/test rows that carry a label (unlabeled rows are never trained on)."""
-    labeled = frame[frame[spec.label.name].notna()]
-    splits = {name: labeled[labeled[SPLIT] == name] for name in ("train", "valid", "test")}
-    for name, part in splits.items():
-        if part[spec.label.name].nunique() < 2:
-            raise ValueError(f"the {name} split needs both label classes, has {len(part)} rows")
-    return splits
-
-
 def held_out(
     feature_set: FeatureSetRef, lake: Lake, split: str = "test"
 ) -> tuple[pd.DataFrame, np.ndarray]:
@@ -95,19 +84,9 @@ def train_and_log(
     frame, spec = load_feature_set(feature_set, Lake(settings.lake_dir))
     splits = labeled_splits(frame, spec)
     label = spec.label.name
-    # Deterministic, so every rank fits the very same preprocessing without talking.
-    # The label is passed for supervised selectors (mutual information, L1); the rest
-    # ignore it.
-    preprocessor = preprocessor_for(spec).fit(splits["train"], splits["train"][label])
-    x = {name: preprocessor.transform(part) for name, part in splits.items()}
-    y = {name: part[label].to_numpy(np.float32) for name, part in splits.items()}
-    model_config = ModelConfig(
-        cardinalities=preprocessor.cardinalities_,
-        n_numeric=preprocessor.n_numeric_,
-        hidden=config.hidden,
-        dropout=config.dropout,
-        max_embedding_dim=config.max_embedding_dim,
-    )
+    matrices = fit_matrices(splits, spec)  # deterministic: every rank fits the same
+    preprocessor, x, y = matrices.preprocessor, matrices.x, matrices.y
+    model_config = matrices.model_config(config)
     store = CheckpointStore(checkpoint_dir, launch.keep_checkpoints) if checkpoint_dir else None
     trainer = Trainer(config, model_config, launch, store)
     trainer.setup(x["train"], y["train"], x["valid"], y["valid"])

@@ -18,7 +18,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import torch
@@ -86,19 +86,8 @@ class EpochMetrics:
 class TrainResult:
     history: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int = 0
-    stopped_early: bool = False
-
-
-class SupportsTraining(Protocol):
-    """The shape every trainer in mlsys has (single-process now, distributed later)."""
-
-    def setup(
-        self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray
-    ) -> None: ...
-
-    def train(self, on_epoch: Callable[[EpochMetrics], None] | None = None) -> TrainResult: ...
-
-    def save_checkpoint(self, path: Path) -> None: ...
+    stopped_early: bool = False  # by patience on the validation loss
+    refused: bool = False  # ``before_epoch`` refused the next epoch (e.g. a spent budget)
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -316,13 +305,22 @@ class Trainer:
             param.data.div_(world)
         average_buffers(self.model)
 
-    def train(self, on_epoch: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
+    def train(
+        self,
+        on_epoch: Callable[[EpochMetrics], None] | None = None,
+        before_epoch: Callable[[int], bool] | None = None,
+    ) -> TrainResult:
+        """Train until ``config.epochs``, early stopping, or ``before_epoch(epoch)`` saying
+        False just before an epoch would start; ``on_epoch`` sees every finished epoch."""
         result = self._result
         for restored in result.history:  # resumed: report the epochs done before the restart
             if on_epoch:
                 on_epoch(restored)
         while self.epoch < self.config.epochs and not result.stopped_early:
             epoch = self.epoch + 1
+            if before_epoch is not None and not before_epoch(epoch):
+                result.refused = True
+                break
             if self.step_in_epoch == 0:
                 self._epoch_rng = self.generator.get_state()
             else:  # replay the interrupted epoch's order

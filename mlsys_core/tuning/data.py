@@ -6,18 +6,19 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.atomic import write_atomically
-from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.preprocess import preprocessor_for
 from mlsys_core.features.store import FeatureSetRef, load_feature_set
-from mlsys_core.training.run import labeled_splits
+from mlsys_core.training.matrices import fit_matrices, labeled_splits
 
-DATA_FORMAT = "1"  # bump when the cached layout changes
+# Bump when the cached layout or the way it is fitted changes: version 1 was fitted without
+# the label, which supervised selectors need.
+DATA_FORMAT = "2"
 
 
 class PreparedRef(BaseModel):
@@ -40,25 +41,26 @@ class PreparedData:
     y_valid: np.ndarray
 
 
-def prepare_data(feature_set: FeatureSetRef, settings: Settings) -> PreparedRef:
-    """Fit preprocessing on the training split and cache train/valid matrices (idempotent:
-    a feature-set version is immutable, so an existing cache file is reused)."""
-    folder = settings.root / "tuning" / "data"
-    path = folder / f"{feature_set.version}-v{DATA_FORMAT}.npz"
+def prepare_data(feature_set: FeatureSetRef, lake: Lake, folder: Path) -> PreparedRef:
+    """Fit preprocessing on the training split and cache the train/valid matrices in
+    ``folder`` (idempotent: a feature-set version is immutable, so an existing cache file is
+    reused)."""
+    path = Path(folder) / f"{feature_set.version}-v{DATA_FORMAT}.npz"
     meta_path = path.with_suffix(".json")
     if not (path.exists() and meta_path.exists()):
-        frame, spec = load_feature_set(feature_set, Lake(settings.lake_dir))
+        frame, spec = load_feature_set(feature_set, lake)
         splits = labeled_splits(frame, spec)
-        preprocessor = preprocessor_for(spec).fit(splits["train"])
+        names = ("train", "valid")
+        matrices = fit_matrices({name: splits[name] for name in names}, spec)
         arrays = {}
-        for name in ("train", "valid"):
-            arrays[f"x_{name}"] = preprocessor.transform(splits[name])
-            arrays[f"y_{name}"] = splits[name][spec.label.name].to_numpy(np.float32)
+        for name in names:
+            arrays[f"x_{name}"] = matrices.x[name]
+            arrays[f"y_{name}"] = matrices.y[name]
         meta = {
             "feature_set": feature_set.version,
-            "cardinalities": preprocessor.cardinalities_,
-            "n_numeric": preprocessor.n_numeric_,
-            "rows": {name: len(arrays[f"y_{name}"]) for name in ("train", "valid")},
+            "cardinalities": matrices.cardinalities,
+            "n_numeric": matrices.n_numeric,
+            "rows": {name: len(matrices.y[name]) for name in names},
         }
         write_atomically(path, lambda handle: np.savez(handle, **arrays))
         write_atomically(meta_path, lambda handle: handle.write(json.dumps(meta).encode()))

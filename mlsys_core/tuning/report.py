@@ -21,8 +21,8 @@ from mlflow.entities import Metric  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from pydantic import BaseModel, ConfigDict  # noqa: E402
 
-from mlsys_core.config import Settings  # noqa: E402
 from mlsys_core.training.trainer import TrainConfig  # noqa: E402
+from mlsys_core.tuning.budget import drop_budget  # noqa: E402
 from mlsys_core.tuning.space import config_from_params  # noqa: E402
 from mlsys_core.tuning.study import (  # noqa: E402
     TAG_PARENT,
@@ -96,16 +96,17 @@ def summarize(study: optuna.Study, top: int = 10) -> list[TrialRow]:
     ]
 
 
-def finish_study(job: StudyJob, settings: Settings, top: int = 10) -> StudyReport:
+def finish_study(job: StudyJob, client: MlflowClient, top: int = 10) -> StudyReport:
     """Pick the best trial, log counts and plots on the parent run, and close it."""
     if job.parent_run_id is None:
         raise TuningError("finish_study needs a started job: call start_study first")
+    if job.run_key is not None:
+        drop_budget(job.run_key)
     study = open_study(job)
     best = best_trial(study)
     counts = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    client = MlflowClient(settings.mlflow_uri)
     stamp = int(time.time() * 1000)
     metrics = {f"trials_{k.lower()}": float(v) for k, v in counts.items()}
     metrics |= {"best_val_auc": best.values[0], "best_trial": float(best.number)}
@@ -170,10 +171,9 @@ def log_plots(
     return logged, skipped
 
 
-def tag_final_run(settings: Settings, run_id: str, job: StudyJob, report: StudyReport) -> None:
+def tag_final_run(client: MlflowClient, run_id: str, job: StudyJob, report: StudyReport) -> None:
     """Lineage from the final training run back to its study, parent run and best trial
     (registration copies ``mlsys.tuning.study`` onto the model version)."""
-    client = MlflowClient(settings.mlflow_uri)
     tags = {
         TAG_STUDY: job.name,
         TAG_STORAGE: redacted(job.storage),

@@ -103,13 +103,16 @@ class SearchSpace(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    learning_rate: FloatRange | None = FloatRange(low=1e-4, high=3e-2, log=True)
-    width: IntRange | Choice | None = Choice(choices=[32, 64, 128, 256, 512])
-    depth: IntRange | None = IntRange(low=1, high=3)
+    # Wide, as a user tuning a new model would start: learning rate and weight decay over
+    # four and seven decades, where much of the space trains badly. A narrow space around
+    # good defaults makes every search look alike (random search finds its best at once).
+    learning_rate: FloatRange | None = FloatRange(low=1e-5, high=1e-1, log=True)
+    width: IntRange | Choice | None = Choice(choices=[16, 32, 64, 128, 256, 512])
+    depth: IntRange | None = IntRange(low=1, high=4)
     dropout: FloatRange | None = FloatRange(low=0.0, high=0.5)
-    batch_size: IntRange | Choice | None = Choice(choices=[256, 512, 1024, 2048])
+    batch_size: IntRange | Choice | None = Choice(choices=[128, 256, 512, 1024, 2048, 4096])
     max_embedding_dim: IntRange | Choice | None = Choice(choices=[2, 4, 8, 16, 32])
-    weight_decay: FloatRange | None = FloatRange(low=1e-7, high=1e-2, log=True)
+    weight_decay: FloatRange | None = FloatRange(low=1e-8, high=1e-1, log=True)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

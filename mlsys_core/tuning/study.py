@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 import warnings
 
 import optuna
@@ -20,7 +21,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from mlsys_core.config import Settings
-from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.trainer import TrainConfig
 from mlsys_core.tuning.data import PreparedRef
 from mlsys_core.tuning.samplers import SearchConfig, make_pruner, make_sampler
@@ -58,12 +58,22 @@ class StudyJob(BaseModel):
     space: SearchSpace = SearchSpace()
     base: TrainConfig = TrainConfig()
     data: PreparedRef
+    epoch_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="Training epochs this run's trials may spend in all (None: no limit); "
+        "the trial that would exceed it stops before that epoch.",
+    )
     experiment_id: str | None = None
     parent_run_id: str | None = None
+    run_key: str | None = Field(
+        default=None, description="This tuning run's key (its epoch budget's), set by start_study."
+    )
 
 
 def storage_url(settings: Settings, storage: str | None = None) -> str:
-    """``storage`` as given, else ``MLSYS_OPTUNA_STORAGE``, else SQLite in the state folder."""
+    """``storage`` as given, else ``MLSYS_OPTUNA_STORAGE``, else SQLite in the state folder
+    (where the settings say; nothing else of them is used)."""
     if storage or settings.optuna_storage:
         return storage or settings.optuna_storage
     settings.root.mkdir(parents=True, exist_ok=True)
@@ -142,18 +152,18 @@ def forget_studies() -> None:
         _studies.clear()
 
 
-def start_study(job: StudyJob, settings: Settings) -> StudyJob:
-    """Open or resume the study and its MLflow parent run; the job returned carries both.
+def start_study(job: StudyJob, client: MlflowClient, experiment_id: str) -> StudyJob:
+    """Open or resume the study and its MLflow parent run in ``experiment_id``; the job
+    returned carries both, and this run's key.
 
     A resumed study keeps its parent run, so every trial of a study, whichever run or worker
     made it, is nested under one parent.
     """
     study = open_study(job)
-    client = configure_mlflow(settings)
-    experiment_id = client.get_experiment_by_name(settings.experiment).experiment_id
     # Keyed by tracking store: workers that log to different MLflow stores keep their own
     # parent run instead of overwriting each other's.
-    attr = f"{PARENT_RUN_ATTR}:{hashlib.sha256(settings.mlflow_uri.encode()).hexdigest()[:12]}"
+    store = hashlib.sha256(client.tracking_uri.encode()).hexdigest()[:12]
+    attr = f"{PARENT_RUN_ATTR}:{store}"
     parent = _existing_parent(client, study.user_attrs.get(attr))
     if parent is None:
         run = client.create_run(
@@ -178,7 +188,13 @@ def start_study(job: StudyJob, settings: Settings) -> StudyJob:
         study.set_user_attr(attr, parent)
     else:
         client.update_run(parent, status="RUNNING")
-    return job.model_copy(update={"experiment_id": experiment_id, "parent_run_id": parent})
+    return job.model_copy(
+        update={
+            "experiment_id": experiment_id,
+            "parent_run_id": parent,
+            "run_key": f"{parent}-{uuid.uuid4().hex[:12]}",
+        }
+    )
 
 
 def _existing_parent(client: MlflowClient, run_id: str | None) -> str | None:

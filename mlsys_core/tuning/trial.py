@@ -1,6 +1,10 @@
 """One trial: draw a config, train it on the study's cached matrices, report every epoch's
 validation AUC to the pruner, and log it all as an MLflow run nested under the study's parent.
 
+With an epoch budget, every epoch is taken from the run's ledger just before it trains: a
+trial that finds the budget spent before its first epoch does not start, and one that finds
+it spent later stops there (PRUNED, ``stopped_by`` = ``budget``).
+
 MLflow's fluent API keeps its active-run stack per thread, and trials run on many threads,
 so everything here goes through ``MlflowClient`` with explicit run ids.
 """
@@ -16,9 +20,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from pydantic import BaseModel, ConfigDict
 
-from mlsys_core.config import Settings
-from mlsys_core.training.model import ModelConfig
+from mlsys_core.training.matrices import model_config_for
 from mlsys_core.training.trainer import EpochMetrics, Trainer
+from mlsys_core.tuning.budget import EpochBudget, budget_for
 from mlsys_core.tuning.data import load_prepared
 from mlsys_core.tuning.space import suggest
 from mlsys_core.tuning.study import (
@@ -50,20 +54,24 @@ class TrialOutcome(BaseModel):
     train_seconds: float
     trial_seconds: float
     mlflow_run_id: str | None
+    budget_left: int | None = None  # epochs the run may still train after this trial
 
 
-def run_trial(job: StudyJob, settings: Settings) -> TrialOutcome:
-    """Run one trial of the job's study (``study.optimize(n_trials=1)``).
+def run_trial(job: StudyJob, client: MlflowClient) -> TrialOutcome | None:
+    """Run one trial of the job's study (``study.optimize(n_trials=1)``), logging to MLflow
+    through ``client``; None, without starting a trial, when the run's epoch budget is spent.
 
     A crash marks the trial FAIL in the study and its MLflow run FAILED, then propagates:
     the caller decides whether the study goes on (the tune flow does). Pruning is not a
     crash: the trial is PRUNED and this returns normally.
     """
-    if job.experiment_id is None or job.parent_run_id is None:
-        raise TuningError("run_trial needs a started job: call start_study(job, settings) first")
+    if job.experiment_id is None or job.parent_run_id is None or job.run_key is None:
+        raise TuningError("run_trial needs a started job: call start_study first")
     started = time.perf_counter()
+    budget = budget_for(job.run_key, job.epoch_budget) if job.epoch_budget else None
+    if budget is not None and not budget.take():  # the first epoch, before any trial exists
+        return None
     study = open_study(job)
-    client = MlflowClient(settings.mlflow_uri)
     seen: dict[str, Any] = {"epochs": 0, "train_seconds": 0.0, "run_id": None}
     curves = _Curves(client)
 
@@ -73,7 +81,7 @@ def run_trial(job: StudyJob, settings: Settings) -> TrialOutcome:
         trial.set_user_attr("mlflow_run_id", run_id)
         status = "FAILED"
         try:
-            values = _train_trial(trial, job, client, run_id, seen, curves)
+            values = _train_trial(trial, job, client, run_id, seen, curves, budget)
             status = "FINISHED"
             return values
         except optuna.TrialPruned:
@@ -102,6 +110,7 @@ def run_trial(job: StudyJob, settings: Settings) -> TrialOutcome:
         train_seconds=seen["train_seconds"],
         trial_seconds=time.perf_counter() - started,
         mlflow_run_id=seen["run_id"],
+        budget_left=None if budget is None else budget.left,
     )
 
 
@@ -112,6 +121,7 @@ def _train_trial(
     run_id: str,
     seen: dict[str, Any],
     curves: _Curves,
+    budget: EpochBudget | None,
 ) -> float | tuple[float, float]:
     config = suggest(trial, job.space, job.base)
     client.log_batch(
@@ -119,13 +129,7 @@ def _train_trial(
         params=[Param(k, str(v)) for k, v in {**config.model_dump(), **trial.params}.items()],
     )
     data = load_prepared(job.data.path)
-    model_config = ModelConfig(
-        cardinalities=job.data.cardinalities,
-        n_numeric=job.data.n_numeric,
-        hidden=config.hidden,
-        dropout=config.dropout,
-        max_embedding_dim=config.max_embedding_dim,
-    )
+    model_config = model_config_for(job.data.cardinalities, job.data.n_numeric, config)
     single = job.search.objectives == "auc"
     outside = 0.0  # seconds spent in the epoch callback: logging and pruning, not training
 
@@ -147,6 +151,10 @@ def _train_trial(
                 raise optuna.TrialPruned(f"pruned at epoch {m.epoch}, val AUC {m.val_auc:.4f}")
         outside += time.perf_counter() - start
 
+    def before_epoch(epoch: int) -> bool:
+        # The first epoch was taken before the trial started.
+        return budget is None or epoch == 1 or budget.take()
+
     trainer = Trainer(config, model_config)
     start = time.perf_counter()
     try:
@@ -155,9 +163,14 @@ def _train_trial(
         # (Dropout masks still come from the shared RNG while trials train side by side.)
         with _SETUP_LOCK:
             trainer.setup(data.x_train, data.y_train, data.x_valid, data.y_valid)
-        result = trainer.train(on_epoch=on_epoch)
+        result = trainer.train(on_epoch=on_epoch, before_epoch=before_epoch)
     finally:
         seen["train_seconds"] = time.perf_counter() - start - outside
+    if result.refused:
+        # Cut short by the budget: its AUC is not that of its full schedule.
+        trial.set_user_attr("stopped_by", "budget")
+        trial.set_user_attr("epochs", len(result.history))
+        raise optuna.TrialPruned(f"epoch budget spent after epoch {len(result.history)}")
     # The trainer keeps the weights of its best epoch (lowest validation loss): that model's
     # AUC is what the final training run would reproduce, so that is the objective.
     auc = result.history[result.best_epoch - 1].val_auc if result.best_epoch else float("nan")

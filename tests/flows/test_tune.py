@@ -173,6 +173,33 @@ def test_a_crashing_trial_is_failed_and_the_study_goes_on(
         )
 
 
+def test_tune_honours_its_epoch_budget_exactly(
+    settings: Settings, make_feature_set: Callable[[Settings], FeatureSetRef]
+):
+    state = tune(
+        features=make_feature_set(settings),
+        sampler="random",
+        pruner="none",
+        n_trials=50,
+        parallelism=2,
+        epoch_budget=5,
+        space=SearchSpace(width=Choice(choices=[16]), depth=None, batch_size=None),
+        base_config=TrainConfig(epochs=2, patience=2, batch_size=2048, device="cpu"),
+        study_name="budgeted",
+        train_final=False,
+        return_state=True,
+    )
+    result = state.result()
+    # Two-epoch trials: two of them, then one that stops after the last epoch of the budget.
+    assert sorted(t.epochs for t in result.trials) == [1, 2, 2]
+    assert sum(t.epochs for t in result.trials) == 5
+    assert result.failed == 0
+    study = optuna.load_study(study_name="budgeted", storage=storage_url(settings))
+    assert len(study.trials) == 3
+    # The flow stopped handing out trials once the budget was spent, long before n_trials.
+    assert len(_trial_task_runs(state.state_details.flow_run_id)) <= 3 + 2
+
+
 def test_tune_rejects_bad_parameters_before_running(settings: Settings):
     with pytest.raises(ParameterTypeError):
         tune(parallelism=0)

@@ -17,11 +17,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
-from mlsys_core.features.preprocess import (
-    TabularPreprocessor,
-    calendar_parts,
-    preprocessor_for,
-)
+from mlsys_core.features.columns import preprocessor_for
+from mlsys_core.features.preprocess import TabularPreprocessor, calendar_parts
 
 TZ = "America/New_York"
 PARAMS = {

@@ -18,7 +18,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.features.preprocess import preprocessor_for
+from mlsys_core.features.columns import preprocessor_for
 from mlsys_core.features.store import FeatureSetRef, load_feature_set
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow

@@ -31,11 +31,12 @@ def test_suggestions_stay_in_bounds_and_build_a_valid_config():
         config = suggest(trial, space, base)
         p = trial.params
         assert set(p) == set(space.dimensions())
-        assert 1e-4 <= config.learning_rate <= 3e-2
-        assert 1e-7 <= config.weight_decay <= 1e-2
+        assert 1e-5 <= config.learning_rate <= 1e-1
+        assert 1e-8 <= config.weight_decay <= 1e-1
         assert 0.0 <= config.dropout <= 0.5
-        assert config.batch_size in (256, 512, 1024, 2048)
+        assert config.batch_size in (128, 256, 512, 1024, 2048, 4096)
         assert config.max_embedding_dim in (2, 4, 8, 16, 32)
+        assert 1 <= p["depth"] <= 4 and p["width"] in (16, 32, 64, 128, 256, 512)
         assert len(config.hidden) == p["depth"] and config.hidden[0] == p["width"]
         assert (config.epochs, config.seed) == (3, 7)  # not searched: kept from the base
         study.tell(trial, 0.5)

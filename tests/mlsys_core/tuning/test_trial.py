@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ import pytest
 from mlflow import MlflowClient
 
 from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.model import ModelConfig
 from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
 from mlsys_core.tuning.data import load_prepared, prepare_data
@@ -54,6 +57,21 @@ def state(
     return settings, make_feature_set(settings)
 
 
+def _prepare(state):  # noqa: ANN001, ANN202
+    settings, features = state
+    return prepare_data(features, Lake(settings.lake_dir), settings.root / "tuning" / "data")
+
+
+def _start(job: StudyJob, settings: Settings) -> StudyJob:
+    client = configure_mlflow(settings)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    return start_study(job, client, experiment.experiment_id)
+
+
+def _client(settings: Settings) -> MlflowClient:
+    return MlflowClient(settings.mlflow_uri)
+
+
 def _job(state, name: str, base: TrainConfig = BASE, **search) -> StudyJob:  # noqa: ANN001
     settings, features = state
     return StudyJob(
@@ -62,15 +80,15 @@ def _job(state, name: str, base: TrainConfig = BASE, **search) -> StudyJob:  # n
         search=SearchConfig(**search),
         space=TINY,
         base=base,
-        data=prepare_data(features, settings),
+        data=_prepare(state),
     )
 
 
 def test_data_is_prepared_once_per_feature_set(state):
     settings, features = state
-    first = prepare_data(features, settings)
+    first = _prepare(state)
     stamp = Path(first.path).stat().st_mtime_ns
-    again = prepare_data(features, settings)
+    again = _prepare(state)
     assert again == first and Path(first.path).stat().st_mtime_ns == stamp
     data = load_prepared(first.path)
     assert data.x_train.shape == (first.rows["train"], data.x_valid.shape[1])
@@ -79,13 +97,13 @@ def test_data_is_prepared_once_per_feature_set(state):
 
 def test_trials_are_nested_mlflow_runs_with_per_epoch_curves(state):
     settings, _ = state
-    job = start_study(
+    job = _start(
         _job(
             state, "nested", pruner=PrunerConfig(name="none"), sampler=SamplerConfig(name="random")
         ),
         settings,
     )
-    outcomes = [run_trial(job, settings) for _ in range(2)]
+    outcomes = [run_trial(job, _client(settings)) for _ in range(2)]
     client = MlflowClient(settings.mlflow_uri)
     children = client.search_runs(
         [job.experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{job.parent_run_id}'"
@@ -104,7 +122,7 @@ def test_trials_are_nested_mlflow_runs_with_per_epoch_curves(state):
         assert outcome.values[0] == pytest.approx(curve[best_epoch - 1].value)
         assert 0 < outcome.train_seconds < outcome.trial_seconds
 
-    report = finish_study(job, settings)
+    report = finish_study(job, _client(settings))
     parent = client.get_run(job.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["mlsys.stage"] == "tune"
     assert parent.data.metrics["trials_complete"] == 2
@@ -116,7 +134,7 @@ def test_trials_are_nested_mlflow_runs_with_per_epoch_curves(state):
 
 def test_a_pruned_trial_stops_training(state):
     settings, _ = state
-    job = start_study(
+    job = _start(
         _job(
             state,
             "pruning",
@@ -125,7 +143,7 @@ def test_a_pruned_trial_stops_training(state):
         ),
         settings,
     )
-    outcomes = [run_trial(job, settings) for _ in range(5)]
+    outcomes = [run_trial(job, _client(settings)) for _ in range(5)]
     pruned = [o for o in outcomes if o.state == "PRUNED"]
     assert pruned, [o.values for o in outcomes]
     client = MlflowClient(settings.mlflow_uri)
@@ -136,9 +154,49 @@ def test_a_pruned_trial_stops_training(state):
         assert len(client.get_metric_history(outcome.mlflow_run_id, "val_auc")) == outcome.epochs
 
 
+def test_an_epoch_budget_is_spent_exactly(state):
+    settings, _ = state
+    job = _job(
+        state,
+        "budget",
+        base=BASE,  # 3 epochs per trial at most: the third trial must stop after one
+        sampler=SamplerConfig(name="random", seed=2),
+        pruner=PrunerConfig(name="none"),
+    ).model_copy(update={"epoch_budget": 7})
+    job = _start(job, settings)
+    outcomes = []
+    while (outcome := run_trial(job, _client(settings))) is not None:
+        outcomes.append(outcome)
+        assert len(outcomes) <= 7, "the budget did not stop the trials"
+    # Patience 3 cannot stop a 3-epoch trial early: 3 + 3, then 1 epoch left for the third.
+    assert [o.epochs for o in outcomes] == [3, 3, 1]
+    assert [o.state for o in outcomes] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert [o.budget_left for o in outcomes] == [4, 1, 0]
+    study = optuna.load_study(study_name="budget", storage=job.storage)
+    # Cut short before its next epoch: pruned, not a complete trial with a partial AUC.
+    assert study.trials[2].user_attrs["stopped_by"] == "budget"
+    assert len(study.trials) == 3  # the refused call started no trial
+    assert run_trial(job, _client(settings)) is None
+
+
+def test_the_epoch_budget_is_shared_by_parallel_trials(state):
+    settings, _ = state
+    job = _job(
+        state,
+        "budget-threads",
+        base=BASE,
+        sampler=SamplerConfig(name="random", seed=3),
+        pruner=PrunerConfig(name="none"),
+    ).model_copy(update={"epoch_budget": 8})
+    job = _start(job, settings)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = [o for o in pool.map(lambda _: run_trial(job, _client(settings)), range(6)) if o]
+    assert sum(o.epochs for o in outcomes) == 8
+
+
 def test_trial_pruned_raised_in_the_epoch_callback_leaves_the_trainer(state):
     settings, features = state
-    ref = prepare_data(features, settings)
+    ref = _prepare(state)
     data = load_prepared(ref.path)
     trainer = Trainer(
         TrainConfig(epochs=5, batch_size=2048, device="cpu"),
@@ -158,11 +216,11 @@ def test_trial_pruned_raised_in_the_epoch_callback_leaves_the_trainer(state):
 def test_rerunning_resumes_the_study_under_the_same_parent_run(state):
     settings, _ = state
     job = _job(state, "resume", base=ONE_EPOCH, pruner=PrunerConfig(name="none"))
-    first = start_study(job, settings)
-    before = [run_trial(first, settings) for _ in range(2)]
+    first = _start(job, settings)
+    before = [run_trial(first, _client(settings)) for _ in range(2)]
     forget_studies()  # as a new process would: a fresh sampler, seeded past the 2 trials
-    second = start_study(job, settings)
-    after = [run_trial(second, settings) for _ in range(2)]
+    second = _start(job, settings)
+    after = [run_trial(second, _client(settings)) for _ in range(2)]
     assert second.parent_run_id == first.parent_run_id
     study = optuna.load_study(study_name="resume", storage=job.storage)
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
@@ -172,7 +230,7 @@ def test_rerunning_resumes_the_study_under_the_same_parent_run(state):
 
 def test_auc_against_model_size_gives_a_pareto_front(state):
     settings, _ = state
-    job = start_study(
+    job = _start(
         _job(
             state,
             "pareto",
@@ -183,7 +241,7 @@ def test_auc_against_model_size_gives_a_pareto_front(state):
         ),
         settings,
     )
-    outcomes = [run_trial(job, settings) for _ in range(3)]
+    outcomes = [run_trial(job, _client(settings)) for _ in range(3)]
     study = optuna.load_study(study_name="pareto", storage=job.storage)
     for outcome, trial in zip(outcomes, study.trials, strict=True):
         assert len(outcome.values) == 2
@@ -191,24 +249,24 @@ def test_auc_against_model_size_gives_a_pareto_front(state):
     best = best_trial(study)
     assert best in study.best_trials
     assert best.values[0] == max(t.values[0] for t in study.best_trials)
-    assert finish_study(job, settings).best_number == best.number
+    assert finish_study(job, _client(settings)).best_number == best.number
 
 
 @pytest.mark.slow
 def test_two_processes_join_one_sqlite_study(state, tmp_path):
     settings, _ = state
     job = _job(state, "joined", base=ONE_EPOCH, pruner=PrunerConfig(name="none"))
-    job = start_study(job, settings)
+    job = _start(job, settings)
     code = (
         "import sys\n"
-        "from mlsys_core.config import Settings\n"
+        "from mlflow import MlflowClient\n"
         "from mlsys_core.tuning.study import StudyJob\n"
         "from mlsys_core.tuning.trial import run_trial\n"
         "job = StudyJob.model_validate_json(sys.argv[1])\n"
-        "settings = Settings(state_dir=sys.argv[2])\n"
-        "print([run_trial(job, settings).number for _ in range(2)])\n"
+        "client = MlflowClient(sys.argv[2])\n"
+        "print([run_trial(job, client).number for _ in range(2)])\n"
     )
-    args = [sys.executable, "-c", code, job.model_dump_json(), str(settings.state_dir)]
+    args = [sys.executable, "-c", code, job.model_dump_json(), settings.mlflow_uri]
     workers = [
         subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -226,14 +284,14 @@ def test_two_processes_join_one_sqlite_study(state, tmp_path):
 def test_unusable_studies_fail_with_a_clear_error(state):
     settings, _ = state
     with pytest.raises(TuningError, match="not a database URL"):
-        start_study(_job(state, "x").model_copy(update={"storage": "not a url"}), settings)
-    start_study(_job(state, "directions", pruner=PrunerConfig(name="none")), settings)
+        _start(_job(state, "x").model_copy(update={"storage": "not a url"}), settings)
+    _start(_job(state, "directions", pruner=PrunerConfig(name="none")), settings)
     forget_studies()
     pareto = _job(state, "directions", pruner=PrunerConfig(name="none"), objectives="auc_vs_size")
     with pytest.raises(TuningError, match="directions"):
-        start_study(pareto, settings)
+        _start(pareto, settings)
     with pytest.raises(TuningError, match="started job"):
-        run_trial(_job(state, "unstarted"), settings)
+        run_trial(_job(state, "unstarted"), _client(settings))
 
 
 def test_storage_urls_are_redacted_for_tags():

@@ -1,0 +1,84 @@
+"""The training matrices: the labeled splits of a feature set, the dataset spec's preprocessor
+fitted on the training split, every split transformed, and the network sized to the result.
+
+One function for the training run, the tuning study and the benchmarks. Copies of it had
+drifted apart: tuning fitted the preprocessor without the label and broke on every spec with
+a supervised selector (mutual information, L1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlsys_core.features.assemble import SPLIT
+from mlsys_core.features.columns import preprocessor_for
+from mlsys_core.spec import DatasetSpec
+from mlsys_core.training.model import ModelConfig
+from mlsys_core.training.trainer import TrainConfig
+
+SPLITS = ("train", "valid", "test")
+
+
+def labeled_splits(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
+    """Train/valid/test rows that carry a label (unlabeled rows are never trained on)."""
+    labeled = frame[frame[spec.label.name].notna()]
+    splits = {name: labeled[labeled[SPLIT] == name] for name in SPLITS}
+    for name, part in splits.items():
+        if part[spec.label.name].nunique() < 2:
+            raise ValueError(f"the {name} split needs both label classes, has {len(part)} rows")
+    return splits
+
+
+@dataclass(frozen=True)
+class TrainingMatrices:
+    """A fitted preprocessor and what it made of each split: float32 inputs and labels."""
+
+    preprocessor: Any
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return list(self.preprocessor.cardinalities_)
+
+    @property
+    def n_numeric(self) -> int:
+        return int(self.preprocessor.n_numeric_)
+
+    def model_config(self, config: TrainConfig) -> ModelConfig:
+        return model_config_for(self.cardinalities, self.n_numeric, config)
+
+
+def fit_matrices(splits: dict[str, pd.DataFrame], spec: DatasetSpec) -> TrainingMatrices:
+    """Fit ``spec``'s preprocessor on ``splits["train"]`` and transform every split given.
+
+    The label goes to ``fit`` for the supervised selectors (mutual information, L1); the
+    rest ignore it. The fit is deterministic, so every rank of a training group fits the
+    very same preprocessing without talking.
+    """
+    if "train" not in splits:
+        raise ValueError(f"fit_matrices needs a 'train' split, got {sorted(splits)}")
+    label = spec.label.name
+    train = splits["train"]
+    preprocessor = preprocessor_for(spec).fit(train, train[label].to_numpy())
+    return TrainingMatrices(
+        preprocessor=preprocessor,
+        x={name: preprocessor.transform(part) for name, part in splits.items()},
+        y={name: part[label].to_numpy(np.float32) for name, part in splits.items()},
+    )
+
+
+def model_config_for(cardinalities: list[int], n_numeric: int, config: TrainConfig) -> ModelConfig:
+    """The network for inputs of this shape, with ``config``'s layers, dropout and
+    embedding cap."""
+    return ModelConfig(
+        cardinalities=cardinalities,
+        n_numeric=n_numeric,
+        hidden=config.hidden,
+        dropout=config.dropout,
+        max_embedding_dim=config.max_embedding_dim,
+    )

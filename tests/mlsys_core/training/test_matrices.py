@@ -1,0 +1,75 @@
+"""The one function that turns a feature set's splits into training matrices: fitted on the
+training split with its label (supervised selectors need it), every split transformed alike,
+and the network sized to the result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from mlsys_core.datasets.digits import DIGIT_PIXELS, digits_spec
+from mlsys_core.features.assemble import SPLIT
+from mlsys_core.features.columns import preprocessor_for
+from mlsys_core.training.matrices import fit_matrices, labeled_splits, model_config_for
+from mlsys_core.training.model import TabularMLP
+from mlsys_core.training.trainer import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def digits_frame() -> pd.DataFrame:
+    """scikit-learn's digits as the digits spec's feature set has them: pixels, the label
+    (the digit is odd), a split; a few unlabeled rows too."""
+    digits = load_digits()
+    frame = pd.DataFrame(digits.data.astype("int64"), columns=DIGIT_PIXELS)
+    frame["is_odd"] = (digits.target % 2).astype("float64")
+    frame[SPLIT] = np.where(np.arange(len(frame)) % 10 < 7, "train", "valid")
+    frame.loc[np.arange(len(frame)) % 10 == 9, SPLIT] = "test"
+    frame.loc[:4, "is_odd"] = np.nan
+    return frame
+
+
+def test_a_spec_with_a_supervised_selector_gets_its_matrices(digits_frame: pd.DataFrame) -> None:
+    spec = digits_spec()  # variance, then L1 selection: L1 needs the label to fit
+    splits = labeled_splits(digits_frame, spec)
+    assert sum(len(p) for p in splits.values()) == len(digits_frame) - 5  # unlabeled left out
+    matrices = fit_matrices(splits, spec)
+
+    # The reference: the spec's preprocessor fitted the plain way, with the label.
+    train = splits["train"]
+    reference = preprocessor_for(spec).fit(train, train["is_odd"].to_numpy())
+    for name, part in splits.items():
+        np.testing.assert_array_equal(matrices.x[name], reference.transform(part))
+        np.testing.assert_array_equal(matrices.y[name], part["is_odd"].to_numpy(np.float32))
+        assert matrices.x[name].dtype == np.float32
+    assert matrices.preprocessor.selection_report()[1]["dropped"] > 0  # L1 did select
+
+    config = TrainConfig(hidden=[16], dropout=0.2, max_embedding_dim=4)
+    model_config = matrices.model_config(config)
+    assert model_config == model_config_for(matrices.cardinalities, matrices.n_numeric, config)
+    assert (model_config.hidden, model_config.dropout, model_config.max_embedding_dim) == (
+        [16],
+        0.2,
+        4,
+    )
+    assert len(model_config.cardinalities) + model_config.n_numeric == matrices.x["train"].shape[1]
+    out = TabularMLP(model_config)(torch.as_tensor(matrices.x["valid"][:3]))
+    assert out.shape == (3,)
+
+
+def test_only_the_splits_given_are_transformed(digits_frame: pd.DataFrame) -> None:
+    spec = digits_spec()
+    splits = labeled_splits(digits_frame, spec)
+    matrices = fit_matrices({"train": splits["train"], "valid": splits["valid"]}, spec)
+    assert set(matrices.x) == set(matrices.y) == {"train", "valid"}
+    with pytest.raises(ValueError, match="'train' split"):
+        fit_matrices({"valid": splits["valid"]}, spec)
+
+
+def test_a_split_with_one_label_class_is_refused(digits_frame: pd.DataFrame) -> None:
+    frame = digits_frame.copy()
+    frame.loc[frame[SPLIT] == "test", "is_odd"] = 1.0
+    with pytest.raises(ValueError, match="test split needs both label classes"):
+        labeled_splits(frame, digits_spec())
