@@ -19,6 +19,7 @@ from mlsys_core.config import Settings
 from mlsys_core.datasets import resolve_model_name
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, RegisteredVersion, Stage
+from tasks.features import prepare_online_store
 from tasks.metrics import metered
 from tasks.registry import (
     check_transition,
@@ -133,6 +134,7 @@ def promote(
             return _not_moved(name, version, to_stage, approval.reason, approval=approval)
         actor = approval.approver
         reason = reason or approval.reason
+    prepare_online_store(name, version, to_stage, settings)  # a champion sees its features
     event = move_stage(
         name, version, to_stage, actor, reason or "manual", settings, gate=gate, approval=approval
     )

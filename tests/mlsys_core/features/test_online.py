@@ -86,7 +86,7 @@ def test_incremental_materialize_equals_a_full_one(
     def stored(path: Path) -> list[tuple]:
         with sqlite3.connect(path) as conn:
             return conn.execute(
-                "SELECT view, entity_key, payload FROM rows ORDER BY 1, 2"
+                "SELECT view, entity_key, payload FROM online_rows ORDER BY 1, 2"
             ).fetchall()
 
     assert stored(tmp_path / "incremental.db") == stored(tmp_path / "full.db")
