@@ -520,7 +520,7 @@ def _column_values(values: pd.Series) -> list[Any]:
     ):
         return [None if pd.isna(v) else pd.Timestamp(v).isoformat() for v in values.tolist()]
     if pd.api.types.is_float_dtype(values.dtype):
-        return [None if v != v else v for v in values.tolist()]  # NaN is the only v != v
+        return [None if math.isnan(v) else v for v in values.tolist()]
     if values.dtype == object:
         return [_plain(v) for v in values.tolist()]
     return values.astype(object).where(values.notna(), None).tolist()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlsys_core.registry.lifecycle import CHALLENGER, CHAMPION
 
@@ -137,6 +137,21 @@ class ServeConfig(_Frozen):
         default=200, ge=1, description="How many recent lookups per source the rate is over."
     )
     log: LogConfig = LogConfig()
+
+    @field_validator("spec")
+    @classmethod
+    def _resolvable(cls, ref: str | None) -> str | None:
+        # Fail when the config is read (every replica, `serve-cluster --serve-config`), not
+        # at the first request.
+        if ref is not None:
+            from mlsys_core.datasets import SpecReferenceError, resolve_spec  # noqa: PLC0415
+
+            try:
+                resolve_spec(ref)
+            except SpecReferenceError as err:
+                raise ValueError(str(err)) from None
+        return ref
+
     torch_threads: int | None = Field(
         default=1,
         ge=1,

@@ -98,16 +98,31 @@ def _whole(value: Any) -> Any:
     return value
 
 
+# The same rules as JSON Schema patterns, published so clients (and the fuzzer) know them;
+# the validators enforce them with a clearer message than a pattern mismatch.
+_BIDI_PATTERN = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+CATEGORY_PATTERN = rf"^[^\x00-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
+FREE_TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
 Text = Annotated[
     str,
-    Field(strict=True, min_length=1, max_length=MAX_TEXT),
+    Field(
+        strict=True,
+        min_length=1,
+        max_length=MAX_TEXT,
+        json_schema_extra={"pattern": CATEGORY_PATTERN},
+    ),
     AfterValidator(_utf8),
     AfterValidator(_category),
 ]
 MAX_FREE_TEXT = 4096  # a review or a name, not a document
 FreeText = Annotated[
     str,
-    Field(strict=True, min_length=1, max_length=MAX_FREE_TEXT),
+    Field(
+        strict=True,
+        min_length=1,
+        max_length=MAX_FREE_TEXT,
+        json_schema_extra={"pattern": FREE_TEXT_PATTERN},
+    ),
     AfterValidator(_utf8),
     AfterValidator(_free_text),
 ]
