@@ -139,7 +139,14 @@ class InferenceService:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Start loading and the background threads; returns at once (ready comes later)."""
-        log.info("serving sources of %s (%s):\n%s", self.name, self.spec.name, self.plan.describe())
+        found = len(self.plan.found)
+        log.info(
+            "serving %s (%s): %d inputs, %d found online (GET /sources for each input's source)",
+            self.name,
+            self.spec.name,
+            len(self.plan.inputs),
+            found,
+        )
         mlflow.set_tracking_uri(self.settings.mlflow_uri)
         mlflow.set_registry_uri(self.settings.mlflow_uri)
         if self.config.torch_threads:
