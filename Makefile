@@ -15,7 +15,7 @@ export PREFECT_LOGGING_LEVEL ?= INFO
 export MPLBACKEND := Agg
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: demo test test-quick lint bench clean nginx wrk
+.PHONY: demo test test-quick lint bench clean nginx wrk postgres stack-up stack-down stack-status
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,11 @@ demo: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m flows.pipeline --spec nycflights13
 
-test: $(VENV)/.installed nginx
+test: $(VENV)/.installed nginx postgres
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m pytest
 
-test-quick: $(VENV)/.installed nginx
+test-quick: $(VENV)/.installed nginx postgres
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m pytest -m "not slow"
 
@@ -54,15 +54,33 @@ bench: $(VENV)/.installed nginx wrk
 drift-scenario: $(VENV)/.installed
 	$(VENV)/bin/mlsys drift-scenario
 
+# The production topology on this machine (Postgres, Prefect server and workers, MLflow
+# server, Dask scheduler and workers, serving behind nginx); see the README's
+# "When one machine is not enough". `up` prints the settings that point the pipeline at it.
+stack-up: $(VENV)/.installed nginx postgres
+	$(VENV)/bin/mlsys stack up
+
+stack-down: $(VENV)/.installed
+	$(VENV)/bin/mlsys stack down
+
+stack-status: $(VENV)/.installed
+	$(VENV)/bin/mlsys stack status
+
 clean:
 	rm -rf $(STATE)
 
 # System packages, through the system package manager when missing: nginx in front of the
-# serving replicas (mlsys serve-cluster and its tests), wrk for bench/serving.py.
+# serving replicas (mlsys serve-cluster and its tests), wrk for bench/serving.py, PostgreSQL
+# for the stack.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 nginx:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx; }
+
+# PostgreSQL for `mlsys stack` (its binaries live in /usr/lib/postgresql/<version>/bin).
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql; }
 
 wrk:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -37,6 +36,7 @@ from _common import (  # noqa: E402
 )
 
 from mlsys_core.net import HOST, free_port  # noqa: E402
+from mlsys_core.stack import process  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -90,39 +90,10 @@ def server(
     cmd: list[str], env: dict[str, str], ready_url: str, log: Path, cpus: set[int] | None
 ) -> Iterator[int]:
     """Start a server pinned to ``cpus``; yield its pid once ``ready_url`` answers 200."""
-    import httpx  # noqa: PLC0415
-
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=pin(cpus),  # noqa: PLW1509
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[:4]} exited:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(ready_url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{ready_url} not ready:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with process.background(
+        cmd, env, log, ready_url=ready_url, timeout=300, preexec_fn=pin(cpus)
+    ) as proc:
         yield proc.pid
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def run_wrk(

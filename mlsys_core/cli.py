@@ -1,6 +1,8 @@
 """The ``mlsys`` command. Each subcommand lives in its own module under
 ``mlsys_core.commands`` and exposes ``register(subparsers)``, so stages add commands without
-touching each other's code."""
+touching each other's code. Packages outside the core (the flows' orchestration commands)
+add theirs through the ``mlsys.commands`` entry-point group, so the core names none of
+them."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from mlsys_core import commands
 
@@ -19,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(subparsers)
+    for entry in sorted(entry_points(group="mlsys.commands"), key=lambda e: e.name):
+        entry.load()(subparsers)
     return parser
 
 

@@ -15,18 +15,24 @@ from mlsys_core.config import Settings
 def configure_mlflow(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store and make sure the experiment exists.
 
-    The experiment gets an explicit artifact location: with a ``sqlite:///`` store MLflow
-    would otherwise write artifacts to ``./mlruns`` in whatever folder the process runs in.
+    With a local store (``sqlite:///``, a folder) the experiment gets an explicit artifact
+    location, or MLflow would write artifacts to ``./mlruns`` in whatever folder the process
+    runs in. A tracking server (``http(s)://``) picks the location itself: with
+    ``--serve-artifacts`` every client uploads through it (``mlflow-artifacts:/``), so a
+    process on another machine reads the same model, never a path local to the writer.
     """
     settings.root.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     mlflow.set_registry_uri(settings.mlflow_uri)
     client = MlflowClient(settings.mlflow_uri)
     if client.get_experiment_by_name(settings.experiment) is None:
-        settings.artifact_dir.mkdir(parents=True, exist_ok=True)
-        client.create_experiment(
-            settings.experiment, artifact_location=settings.artifact_dir.as_uri()
-        )
+        if settings.mlflow_uri.startswith(("http://", "https://")):
+            client.create_experiment(settings.experiment)
+        else:
+            settings.artifact_dir.mkdir(parents=True, exist_ok=True)
+            client.create_experiment(
+                settings.experiment, artifact_location=settings.artifact_dir.as_uri()
+            )
     mlflow.set_experiment(settings.experiment)
     return client
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from mlsys_core.datasets import SPEC_HELP
 
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from mlsys_core.features.store import latest_feature_set  # noqa: PLC0415
     from mlsys_core.training import launch as launch_core  # noqa: PLC0415
     from mlsys_core.training.distributed import LaunchConfig  # noqa: PLC0415
+    from mlsys_core.training.signals import TrainingTerminated, sigterm_raises  # noqa: PLC0415
     from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
     try:
@@ -79,6 +81,15 @@ def run(args: argparse.Namespace) -> int:
         endpoint = launch.rdzv_endpoint or "127.0.0.1:29400"
         print(" ".join(launch_core.torchrun_command(job, job_file, endpoint)))
         return 0
-    trained = launch_core.train(features, config, settings, launch)
+    try:
+        # SIGTERM (a scheduler stopping the job, kill -TERM) stops the whole training group
+        # and ends its MLflow run KILLED; without this the launcher died alone and torchrun
+        # and its workers trained on, to a FINISHED run.
+        with sigterm_raises():
+            trained = launch_core.train(features, config, settings, launch)
+    except TrainingTerminated as stop:
+        print(f"mlsys train: {stop}; the training group is stopped, its run KILLED",
+              file=sys.stderr)  # fmt: skip
+        return 128 + stop.signum
     print(json.dumps(trained.model_dump(mode="json", include={"run_id", "model_uri", "metrics"})))
     return 0

@@ -42,6 +42,12 @@ class LaunchConfig(BaseModel):
         pattern=r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$",
     )
     rdzv_id: str | None = Field(default=None, description="Same on every node; default: job key.")
+    other_nodes: Literal["external", "pool"] = Field(
+        default="external",
+        description="With nnodes > 1, who starts the other nodes' agents: 'external' (you run "
+        "`mlsys train` with the same arguments on each), or 'pool' (the train flow asks the "
+        "work pool for nnodes - 1 runs of the `train-node` deployment, one per worker).",
+    )
     max_restarts: int = Field(default=1, ge=0, le=100)
     collective_timeout_s: float = Field(
         default=60.0,

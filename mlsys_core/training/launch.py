@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -25,9 +26,13 @@ from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.net import free_port
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TAG_JOB, TrainedModel, train_and_log
+from mlsys_core.training.signals import die_with_parent, sigterm_raises
 from mlsys_core.training.trainer import TrainConfig, job_fingerprint
 
 log = logging.getLogger(__name__)
+
+LAUNCH_ID_ENV = "MLSYS_LAUNCH_ID"
+RANK0_LAUNCH = "rank0.launch"  # the launch id of the node where the latest rank 0 runs
 
 
 class TrainingLaunchError(RuntimeError):
@@ -115,18 +120,23 @@ def torchrun_command(job: TrainingJob, job_file: Path, endpoint: str) -> list[st
     ]
 
 
-def torchrun_env() -> dict[str, str]:
+def torchrun_env(launch_id: str = "") -> dict[str, str]:
     """Workers keep their own rendezvous store: on torch 2.13 workers that share the agent's
     store read the previous attempt's gloo addresses after a restart and fail to connect
-    ("Gloo connectFullMesh failed ... Connection refused"), so a restart never recovers."""
-    return {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    ("Gloo connectFullMesh failed ... Connection refused"), so a restart never recovers.
+    ``launch_id`` names this node's launch, so rank 0 can say which node it ran on."""
+    return {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", LAUNCH_ID_ENV: launch_id}
 
 
 def write_job(job: TrainingJob) -> Path:
     folder = job.job_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in [folder / "result.json", *folder.glob("error-*.json"), *folder.glob("*.pid")]:
-        stale.unlink(missing_ok=True)
+    if job.launch.nnodes == 1:
+        # Several nodes share this folder (a shared filesystem), and one may join while the
+        # others train (an elastic restart): only a one-node launch owns it alone.
+        stale = [folder / "result.json", folder / RANK0_LAUNCH, *folder.glob("error-*.json")]
+        for path in [*stale, *folder.glob("*.pid")]:
+            path.unlink(missing_ok=True)
     path = folder / "job.json"
     tmp = path.with_name(f".job.json.{os.getpid()}")
     tmp.write_text(job.model_dump_json(indent=1))
@@ -144,17 +154,23 @@ def launch_torchrun(job: TrainingJob) -> TrainedModel:
     folder = job_file.parent
     endpoint = job.launch.rdzv_endpoint or f"127.0.0.1:{free_port()}"
     command = torchrun_command(job, job_file, endpoint)
-    log_path = folder / "torchrun.log"
+    launch_id = uuid.uuid4().hex
+    # One log per node when several share the folder.
+    log_path = folder / ("torchrun.log" if job.launch.nnodes == 1 else f"torchrun-{launch_id}.log")
     started = time.monotonic()
-    since_ms = int(time.time() * 1000)
-    with open(log_path, "wb") as log:
-        # A session of its own, so a timeout can stop torchrun and every worker it started.
+    since_ms = _first_start_ms(folder, job.launch.nnodes)
+    # SIGTERM to the launcher (a CLI stopped by a scheduler, a flow run cancelled) becomes an
+    # exception here: the group is stopped and the runs end KILLED before the launcher exits.
+    with open(log_path, "wb") as log, sigterm_raises():
+        # A session of its own, so a timeout can stop torchrun and every worker it started;
+        # and torchrun gets SIGTERM if the launcher dies without a chance to stop it.
         process = subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=torchrun_env(),
+            env=torchrun_env(launch_id),
+            preexec_fn=die_with_parent,  # noqa: PLW1509 -- only sets a signal, no locks
         )
         try:
             returncode = process.wait(timeout=job.launch.launch_timeout_s)
@@ -166,12 +182,18 @@ def launch_torchrun(job: TrainingJob) -> TrainedModel:
             ) from None
         except BaseException:
             _stop_group(process)
-            _end_orphan_runs(job, since_ms, keep=None)
+            if _hosts_rank0(folder, job.launch.nnodes, launch_id):
+                _end_orphan_runs(job, since_ms, keep=None)
             raise
     elapsed = time.monotonic() - started
     result = folder / "result.json"
     trained = TrainedModel.model_validate_json(result.read_text()) if result.is_file() else None
-    _end_orphan_runs(job, since_ms, keep=trained.run_id if trained else None)
+    if _hosts_rank0(folder, job.launch.nnodes, launch_id):
+        # Only the node whose workers held rank 0 knows that no rank of the group is alive
+        # to close a run; another node's launcher ending first must not touch it.
+        _end_orphan_runs(job, since_ms, keep=trained.run_id if trained else None)
+        if returncode == 0 and trained is not None:
+            (folder / "first-start-ms").unlink(missing_ok=True)
     if returncode == 0 and trained is not None:
         return trained
     errors = [json.loads(p.read_text()) for p in sorted(folder.glob("error-*.json"))]
@@ -190,6 +212,34 @@ def launch_torchrun(job: TrainingJob) -> TrainedModel:
             f"{summary}"
         )
     raise WorkersLost(f"workers were lost and restarts are exhausted: {summary}\n{_tail(log_path)}")
+
+
+def _first_start_ms(folder: Path, nnodes: int) -> int:
+    """When the launch began, for finding its orphaned runs. Several nodes (and a node that
+    rejoins after a restart) share the time the first of them started, kept until the job
+    completes, so the node that ends up with rank 0 also finds an earlier attempt's run."""
+    now = int(time.time() * 1000)
+    if nnodes == 1:
+        return now
+    marker = folder / "first-start-ms"
+    try:
+        with open(marker, "x") as out:
+            out.write(str(now))
+        return now
+    except FileExistsError:
+        try:
+            return min(now, int(marker.read_text() or now))
+        except ValueError:
+            return now
+
+
+def _hosts_rank0(folder: Path, nnodes: int, launch_id: str) -> bool:
+    if nnodes == 1:
+        return True
+    try:
+        return (folder / RANK0_LAUNCH).read_text().strip() == launch_id
+    except OSError:
+        return False
 
 
 def _end_orphan_runs(job: TrainingJob, since_ms: int, keep: str | None) -> None:

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from mlsys_core.atomic import write_text_atomically
 from mlsys_core.training.distributed import init_distributed, shutdown_distributed
-from mlsys_core.training.launch import TrainingJob
+from mlsys_core.training.launch import LAUNCH_ID_ENV, RANK0_LAUNCH, TrainingJob
 from mlsys_core.training.run import train_and_log
 from mlsys_core.training.signals import TrainingTerminated
 
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     write_text_atomically(folder / f"rank{rank}.pid", str(os.getpid()))
+    if rank == 0:
+        write_text_atomically(folder / RANK0_LAUNCH, os.environ.get(LAUNCH_ID_ENV, ""))
     try:
         if job.launch.strategy != "single":
             init_distributed(job.config.device, job.launch.collective_timeout_s)
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         if trained is not None:
             write_text_atomically(folder / "result.json", trained.model_dump_json())
+        if dist.is_initialized():
+            # The launchers of other nodes read result.json when their workers exit: no rank
+            # leaves before rank 0 has written it.
+            dist.barrier()
     except TrainingTerminated:
         return 143  # the MLflow run is already marked KILLED
     except Exception as exc:

@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlsys_core.net import free_port
-from tests.integration.conftest import BIN, REPO, background, wait_http
-from tests.integration.test_prefect_deploy import _prefect
+from mlsys_core.stack.prefect_server import prefect_server
+from tests.integration.conftest import REPO, prefect
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -38,24 +37,10 @@ print("event", drift_alert())
 
 
 def test_drift_event_starts_a_retrain_run(tmp_path: Path) -> None:
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    home = tmp_path / "prefect_home"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_CLI_PROMPT": "false",
-        "MLSYS_STATE_DIR": str(tmp_path / "state"),
-    }
-    server_cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1"]
-    server_cmd += ["--port", str(port)]
-    with background(server_cmd, env, tmp_path / "server.log") as server:
-        wait_http(f"{api}/health", server, 180, tmp_path / "server.log")
-        _prefect(["work-pool", "create", "mlsys-local", "--type", "process"], env)
-        _prefect(["--no-prompt", "deploy", "--name", "retrain"], env)
+    base = {**os.environ, "MLSYS_STATE_DIR": str(tmp_path / "state")}
+    with prefect_server(tmp_path, base) as server:
+        api, env = server.api, server.env
+        prefect(["--no-prompt", "deploy", "--name", "retrain"], env)
 
         (deployment,) = httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()
         assert deployment["name"] == "retrain"
@@ -86,8 +71,8 @@ def test_drift_event_starts_a_retrain_run(tmp_path: Path) -> None:
         while time.monotonic() < deadline and not runs:
             runs = triggered()
             time.sleep(1)
-        assert len(runs) == 1, (tmp_path / "server.log").read_text()[-4000:]
+        assert len(runs) == 1, server.log.read_text()[-4000:]
         (run,) = runs
-        assert run["parameters"] == {"auto_approve": False}
+        assert run["parameters"] == {"spec": "nycflights13", "auto_approve": False}
         assert run["created_by"]["id"] == automation["id"]
         assert run["state"]["type"] == "SCHEDULED"  # waiting for a worker of mlsys-local

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,54 +14,19 @@ import pytest
 from mlflow import MlflowClient
 
 from mlsys_core.config import Settings
-from mlsys_core.net import free_port
 from mlsys_core.spec import DatasetSpec
-from tests.integration.conftest import BIN, REPO, background, wait_http
+from mlsys_core.stack.prefect_server import POOL, prefect_server, worker_command
+from tests.integration.conftest import background, prefect
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def _prefect(args: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [str(BIN / "prefect"), *args],
-        check=False,
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
 def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec):
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    home = tmp_path / "prefect_home"
-    home.mkdir()
     state = tmp_path / "state"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_CLI_PROMPT": "false",
-        "MLSYS_STATE_DIR": str(state),
-    }
-    server_cmd = [
-        str(BIN / "prefect"),
-        "server",
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with background(server_cmd, env, tmp_path / "server.log") as server:
-        wait_http(f"{api}/health", server, 180, tmp_path / "server.log")
-        _prefect(["work-pool", "create", "mlsys-local", "--type", "process"], env)
-        _prefect(["--no-prompt", "deploy", "--all"], env)
+    base = {**os.environ, "MLSYS_STATE_DIR": str(state)}
+    with prefect_server(tmp_path, base) as server:
+        api, env = server.api, server.env
+        prefect(["--no-prompt", "deploy", "--all"], env)
 
         deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()
         by_name = {d["name"]: d for d in deployments}
@@ -87,12 +51,12 @@ def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec):
         assert {"spec", "train_config", "model_name", "promotion_margin"} <= set(form)
 
         params = {"spec": small_spec.model_dump(mode="json"), "train_config": {"epochs": 1}}
-        out = _prefect(
+        out = prefect(
             ["deployment", "run", "ml-pipeline/ml-pipeline", "--params", json.dumps(params)], env
         )
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
 
-        worker_cmd = [str(BIN / "prefect"), "worker", "start", "--pool", "mlsys-local"]
+        worker_cmd = worker_command(POOL, "test-worker")
         with background(worker_cmd, env, tmp_path / "worker.log"):
             deadline = time.monotonic() + 420
             while time.monotonic() < deadline:

@@ -68,6 +68,8 @@ def test_job_key_follows_the_math_not_the_topology() -> None:
     assert key == job_key(feature_set(), config, ddp2.model_copy(update={"max_restarts": 5}))
     # Another world size computes the same steps (global batch), so it resumes the same job.
     assert key == job_key(feature_set(), config, ddp2.model_copy(update={"nproc_per_node": 4}))
+    # Who starts the other nodes is no part of the math either.
+    assert key == job_key(feature_set(), config, ddp2.model_copy(update={"other_nodes": "pool"}))
     assert key != job_key(feature_set("other"), config, ddp2)
     assert key != job_key(feature_set(), config.model_copy(update={"epochs": 3}), ddp2)
     assert key != job_key(feature_set(), config, ddp2.model_copy(update={"sync": "local_sgd"}))

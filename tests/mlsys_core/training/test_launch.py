@@ -1,25 +1,35 @@
 """Fault tolerance with real torchrun groups (gloo, 2 CPU ranks) on the small feature set:
 a SIGKILLed rank is restarted and training resumes from the last checkpoint; exhausted
-restarts fail fast; SIGTERM leaves the MLflow run KILLED, never RUNNING."""
+restarts fail fast; SIGTERM to any entry point (the ``mlsys train`` launcher, torchrun
+itself) stops every process of the group and leaves the MLflow run KILLED, never RUNNING
+or FINISHED. And two torchrun agents started apart, as on two machines, train one model
+together, and survive the loss of one of them."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow import MlflowClient
 
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.net import free_port
 from mlsys_core.training import launch as launch_core
 from mlsys_core.training.checkpoint import CheckpointStore
 from mlsys_core.training.distributed import LaunchConfig
-from mlsys_core.training.launch import WorkersLost, job_key
+from mlsys_core.training.launch import WorkersLost, job_key, torchrun_command, write_job
 from mlsys_core.training.run import TrainedModel
 from mlsys_core.training.trainer import TrainConfig
 from tests.mlsys_core.training.faults import Killer
@@ -63,6 +73,8 @@ def runs_by_status(settings: Settings) -> dict[str, list[str]]:
     client = MlflowClient(settings.mlflow_uri)
     experiment = client.get_experiment_by_name(settings.experiment)
     out: dict[str, list[str]] = {}
+    if experiment is None:  # no run yet
+        return out
     for run in client.search_runs([experiment.experiment_id]):
         out.setdefault(run.info.status, []).append(run.info.run_id)
     return out
@@ -131,3 +143,204 @@ def test_sigterm_ends_the_mlflow_run_killed(lake: Lake) -> None:
     statuses = runs_by_status(lake.settings)
     assert "RUNNING" not in statuses
     assert len(set(statuses.get("KILLED", [])) - before) == 1
+
+
+# -- SIGTERM on every entry point --------------------------------------------------------
+
+
+def group_pids(job_dir: Path) -> set[int]:
+    """The ranks of the latest attempt and their torchrun agent."""
+    ranks = {int(p.read_text()) for p in job_dir.glob("rank*.pid")}
+    agents = set()
+    for pid in ranks:
+        try:
+            agents.add(psutil.Process(pid).ppid())
+        except psutil.NoSuchProcess:
+            pass
+    return ranks | agents
+
+
+def fresh(store: CheckpointStore) -> CheckpointStore:
+    """No checkpoint of an earlier test of this module (same job key) to resume from."""
+    shutil.rmtree(store.folder, ignore_errors=True)
+    return store
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(pids: set[int], timeout: float) -> set[int]:
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if psutil.pid_exists(p) and _running(p)}
+        time.sleep(0.2)
+    return alive
+
+
+def wait_for(ready: Callable[[], bool], timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"exited early with {proc.returncode}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def cli_train(settings: Settings, *args: str) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "mlsys"), "train", "--config", CONFIG.model_dump_json(),
+        "--strategy", "ddp", *args,
+    ]  # fmt: skip
+
+
+def test_sigterm_to_the_cli_launcher_stops_the_group_and_kills_the_run(lake: Lake) -> None:
+    """``kill -TERM`` to ``mlsys train --strategy ddp --nproc-per-node 2``: once the launcher
+    died alone and torchrun and its workers trained on to a FINISHED run."""
+    launch = DDP.model_copy(update={"checkpoint_every_steps": 2})
+    job_dir, store = dirs(lake, launch)
+    fresh(store)
+    before = runs_by_status(lake.settings)
+    env = {**os.environ, "MLSYS_STATE_DIR": str(lake.settings.root)}
+    cmd = cli_train(lake.settings, "--nproc-per-node", "2", "--checkpoint-every-steps", "2")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: bool(store.steps()) and len(group_pids(job_dir)) == 3, 240, proc)
+        group = group_pids(job_dir)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-3000:]
+    assert "the training group is stopped" in err.decode()
+    assert wait_gone(group, 10) == set()  # torchrun and both ranks
+    statuses = runs_by_status(lake.settings)
+    assert "RUNNING" not in statuses
+    assert set(statuses.get("FINISHED", [])) == set(before.get("FINISHED", []))
+    assert len(set(statuses.get("KILLED", [])) - set(before.get("KILLED", []))) == 1
+
+
+def test_sigterm_to_torchrun_run_directly_stops_the_group_and_kills_the_run(lake: Lake) -> None:
+    """The command ``mlsys train --print-command`` prints, run by hand and stopped."""
+    launch = DDP.model_copy(update={"checkpoint_every_steps": 2, "max_restarts": 0})
+    job_dir, store = dirs(lake, launch)
+    fresh(store)
+    before = runs_by_status(lake.settings)
+    job = launch_core.TrainingJob(
+        key=job_key(lake.feature_set, CONFIG, launch),
+        feature_set=lake.feature_set,
+        config=CONFIG,
+        launch=launch,
+        settings=lake.settings.model_dump(mode="json"),
+    )
+    command = torchrun_command(job, write_job(job), f"127.0.0.1:{free_port()}")
+    proc = subprocess.Popen(command, env=launch_core.torchrun_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: bool(store.steps()) and len(group_pids(job_dir)) == 3, 240, proc)
+        group = group_pids(job_dir)
+        assert proc.pid in group
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert wait_gone(group, 10) == set()
+    statuses = runs_by_status(lake.settings)
+    assert "RUNNING" not in statuses
+    assert set(statuses.get("FINISHED", [])) == set(before.get("FINISHED", []))
+    assert len(set(statuses.get("KILLED", [])) - set(before.get("KILLED", []))) == 1
+
+
+# -- two nodes, simulated on one host -------------------------------------------------------
+
+NODE = DDP.model_copy(update={"nproc_per_node": 1, "checkpoint_every_steps": 2, "max_restarts": 2})
+
+
+def start_node(lake: Lake, endpoint: str, rdzv_id: str, log: Path) -> subprocess.Popen:
+    """One machine's ``mlsys train``: the same command on each, sharing the state folder."""
+    env = {**os.environ, "MLSYS_STATE_DIR": str(lake.settings.root)}
+    cmd = cli_train(
+        lake.settings, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", endpoint,
+        "--rdzv-id", rdzv_id, "--max-restarts", str(NODE.max_restarts),
+        "--checkpoint-every-steps", str(NODE.checkpoint_every_steps),
+    )  # fmt: skip
+    out = open(log, "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+
+
+def node_result(proc: subprocess.Popen, log: Path, timeout: float) -> dict:
+    proc.wait(timeout=timeout)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-4000:]
+    (line,) = [x for x in text.splitlines() if x.startswith('{"run_id"')]
+    return json.loads(line)
+
+
+def kill_machine(proc: subprocess.Popen) -> None:
+    """As if the node's machine died: SIGKILL to its launcher, torchrun and worker."""
+    family = psutil.Process(proc.pid).children(recursive=True)
+    for child in family:
+        child.kill()
+    proc.kill()
+    proc.wait()
+
+
+def test_two_agents_started_apart_train_one_model(
+    lake: Lake, uninterrupted: TrainedModel, tmp_path: Path
+) -> None:
+    fresh(dirs(lake, NODE)[1])
+    endpoint = f"127.0.0.1:{free_port()}"
+    node_a = start_node(lake, endpoint, "two-nodes", tmp_path / "a.log")
+    time.sleep(1.0)  # started apart, as on two machines
+    node_b = start_node(lake, endpoint, "two-nodes", tmp_path / "b.log")
+    a = node_result(node_a, tmp_path / "a.log", 300)
+    b = node_result(node_b, tmp_path / "b.log", 60)
+    assert a["run_id"] == b["run_id"]  # one model, logged once
+    run = MlflowClient(lake.settings.mlflow_uri).get_run(a["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["world_size"] == "2"
+    # The tolerances of the strategy tests (tests/.../test_strategies.py): the same global
+    # batch over two ranks changes float32 rounding only.
+    assert a["metrics"]["test_auc"] == pytest.approx(uninterrupted.metrics["test_auc"], rel=1e-3)
+    assert a["metrics"]["test_log_loss"] == pytest.approx(
+        uninterrupted.metrics["test_log_loss"], rel=2e-3
+    )
+    assert "RUNNING" not in runs_by_status(lake.settings)
+
+
+def test_a_lost_node_rejoins_and_training_resumes_from_the_checkpoint(
+    lake: Lake, uninterrupted: TrainedModel, tmp_path: Path
+) -> None:
+    _, store = dirs(lake, NODE)
+    fresh(store)
+    endpoint = f"127.0.0.1:{free_port()}"
+    node_a = start_node(lake, endpoint, "lost-node", tmp_path / "a.log")
+    time.sleep(1.0)
+    node_b = start_node(lake, endpoint, "lost-node", tmp_path / "b.log")
+    try:
+        wait_for(lambda: bool(store.steps()), 240, node_b)
+        kill_machine(node_b)  # mid-epoch: checkpoints every 2 steps, epochs are longer
+        # The machine comes back (or a replacement joins) with the same command.
+        node_b = start_node(lake, endpoint, "lost-node", tmp_path / "b2.log")
+        a = node_result(node_a, tmp_path / "a.log", 400)
+        b = node_result(node_b, tmp_path / "b2.log", 60)
+    finally:
+        for proc in (node_a, node_b):
+            if proc.poll() is None:
+                kill_machine(proc)
+    assert a["run_id"] == b["run_id"]
+    run = MlflowClient(lake.settings.mlflow_uri).get_run(a["run_id"])
+    assert run.info.status == "FINISHED"
+    resumed = int(run.data.tags["mlsys.resumed_from_step"])
+    assert resumed >= NODE.checkpoint_every_steps
+    for metric in ("test_auc", "test_log_loss"):
+        assert a["metrics"][metric] == pytest.approx(uninterrupted.metrics[metric], rel=0.01)
+    assert "RUNNING" not in runs_by_status(lake.settings)
+    assert store.steps() == []

@@ -1,0 +1,132 @@
+"""Bootstrapping a Prefect server through its command line and HTTP API: the one place that
+knows how to start it, wait for it, create the work pool, deploy and start workers.
+
+Never imports prefect: the server, ``prefect deploy`` and the workers are processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlsys_core.net import HOST, free_port
+from mlsys_core.stack import process
+
+BIN = Path(sys.executable).parent
+POOL = "mlsys-local"
+
+
+def prefect_bin() -> str:
+    return str(BIN / "prefect")
+
+
+def api_url(port: int) -> str:
+    return f"http://{HOST}:{port}/api"
+
+
+def prefect_env(
+    home: Path, api: str, base: dict[str, str] | None = None, database_url: str | None = None
+) -> dict[str, str]:
+    """The environment of a server, a worker or a client of the server at ``api``."""
+    env = {
+        **(os.environ if base is None else base),
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_CLI_PROMPT": "false",
+    }
+    if database_url is not None:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    return env
+
+
+def server_command(port: int) -> list[str]:
+    return [prefect_bin(), "server", "start", "--host", HOST, "--port", str(port)]
+
+
+def worker_command(pool: str, name: str) -> list[str]:
+    return [prefect_bin(), "worker", "start", "--pool", pool, "--type", "process", "--name", name]
+
+
+def call(url: str, body: dict | None = None, method: str | None = None) -> object:
+    """One JSON request to the API."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:  # noqa: S310
+        return json.loads(reply.read() or b"null")
+
+
+def healthy(api: str) -> bool:
+    return process.http_ok(f"{api}/health")
+
+
+def cli(args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 600) -> str:
+    """Run ``prefect <args>``; a failure raises with its output."""
+    done = subprocess.run(  # noqa: S603
+        [prefect_bin(), *args],
+        env=env, cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise process.ServerError(
+            f"prefect {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
+    return done.stdout
+
+
+def ensure_work_pool(api: str, env: dict[str, str], pool: str = POOL) -> bool:
+    """Create the process work pool unless it exists; True when created."""
+    names = [p["name"] for p in call(f"{api}/work_pools/filter", {})]  # type: ignore[union-attr]
+    if pool in names:
+        return False
+    cli(["work-pool", "create", pool, "--type", "process"], env)
+    return True
+
+
+def deploy(env: dict[str, str], project: Path, names: list[str] | None = None) -> str:
+    """``prefect deploy`` of prefect.yaml in ``project``: every deployment, or ``names``."""
+    selection = ["--all"] if names is None else [a for n in names for a in ("--name", n)]
+    return cli(["--no-prompt", "deploy", *selection], env, cwd=project)
+
+
+def online_workers(api: str, pool: str = POOL) -> list[str]:
+    """Names of the pool's workers whose heartbeat the server counts as online."""
+    try:
+        workers = call(f"{api}/work_pools/{pool}/workers/filter", {})
+    except OSError:
+        return []
+    return sorted(w["name"] for w in workers if w.get("status") == "ONLINE")  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    api: str
+    env: dict[str, str]
+    log: Path
+
+
+@contextmanager
+def prefect_server(
+    folder: Path, base_env: dict[str, str] | None = None, timeout: float = 180.0
+) -> Iterator[PrefectServer]:
+    """A throwaway Prefect server (SQLite in ``folder``) on a free port for a ``with``
+    block, with the process work pool created; its env points clients at it."""
+    home = folder / "prefect_home"
+    home.mkdir(parents=True, exist_ok=True)
+    api = api_url(free_port())
+    env = prefect_env(home, api, base_env)
+    log = folder / "prefect-server.log"
+    port = api.rsplit(":", 1)[1].split("/")[0]
+    with process.background(
+        server_command(int(port)), env, log, ready_url=f"{api}/health", timeout=timeout
+    ):
+        ensure_work_pool(api, env)
+        yield PrefectServer(api=api, env=env, log=log)
