@@ -6,7 +6,7 @@ from prefect import flow
 from prefect.runtime import deployment
 
 from mlsys_core.config import Settings
-from mlsys_core.datasets import SpecRef, resolve_model_name, spec_or_default
+from mlsys_core.datasets import SpecRef, resolve_model_name, resolve_spec
 from mlsys_core.serving.batch import ScoreResult
 from tasks.metrics import metered
 from tasks.registry import record_served_by
@@ -21,13 +21,16 @@ def batch_score(
     spec: SpecRef | None = None,
     feature_set: str | None = None,
 ) -> ScoreResult:
-    """Score ``feature_set`` (default: the newest of ``spec``, a dataset reference, by default
-    the settings' dataset) with the version ``alias`` points at when the run starts; the same
-    version and snapshot again is a no-op."""
+    """Score ``feature_set`` (default: the newest of ``spec``'s dataset, a dataset reference;
+    without one, of the dataset in the version's lineage) with the version ``alias`` points
+    at when the run starts; the same version and snapshot again is a no-op."""
     settings = Settings()
-    dataset = spec_or_default(spec, settings.dataset)
-    name = resolve_model_name(model_name or settings.model_name, dataset)
-    version, features = resolve_scoring_inputs(name, alias, dataset.name, feature_set, settings)
+    given = resolve_spec(spec) if spec is not None else None
+    name = model_name or settings.model_name or resolve_model_name(None, given or settings.dataset)
+    default = resolve_spec(settings.dataset).name if settings.dataset and not given else None
+    version, features = resolve_scoring_inputs(
+        name, alias, given.name if given else None, feature_set, settings, default
+    )
     result = score_feature_set(features, name, version, settings)
     # The batch job consumes the model version: its lineage lists this deployment.
     user = (

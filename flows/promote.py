@@ -20,6 +20,7 @@ from mlsys_core.datasets import resolve_model_name
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, RegisteredVersion, Stage
 from mlsys_core.registry.promotion import auto_approval, smoke_reason
+from tasks.features import prepare_online_store
 from tasks.metrics import metered
 from tasks.registry import (
     check_transition,
@@ -146,6 +147,7 @@ def promote(
         if not approval.approve:
             print(f"{name} v{version} not promoted: rejected by {approval.approver}")
             return _not_moved(name, version, to_stage, approval.reason, approval=approval)
+        prepare_online_store(name, version, to_stage, settings)  # a champion sees its features
         move = enter_production(candidate, approval, reason or approval.reason, config, settings)
         if not move.moved:
             assert move.gate is not None

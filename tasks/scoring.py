@@ -15,11 +15,20 @@ from tasks.retry import retry_on_io_errors
 
 @task
 def resolve_scoring_inputs(
-    model_name: str, alias: str, dataset: str, feature_set: str | None, settings: Settings
+    model_name: str,
+    alias: str,
+    dataset: str | None,
+    feature_set: str | None,
+    settings: Settings,
+    default_dataset: str | None = None,
 ) -> tuple[str, FeatureSetRef]:
-    """Pin the version behind ``alias`` and the feature set (default: the newest)."""
-    version = batch.resolve_version(configure_mlflow(settings), model_name, alias)
-    return version, batch.find_feature_set(Lake(settings.lake_dir), dataset, feature_set)
+    """Pin the version behind ``alias`` and the feature set (default: the newest of the
+    dataset given, else of the one in the version's lineage)."""
+    client = configure_mlflow(settings)
+    lake = Lake(settings.lake_dir)
+    version = batch.resolve_version(client, model_name, alias)
+    name = batch.scoring_dataset(client, lake, model_name, version, dataset, default_dataset)
+    return version, batch.find_feature_set(lake, name, feature_set)
 
 
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_io_errors)
@@ -27,7 +36,12 @@ def score_feature_set(
     feature_set: FeatureSetRef, model_name: str, model_version: str, settings: Settings
 ) -> ScoreResult:
     """Write the versioned scores table; an identical one already there is returned as is."""
-    configure_mlflow(settings)
+    client = configure_mlflow(settings)
     return batch.score_feature_set(
-        Lake(settings.lake_dir), feature_set, model_name, model_version, settings.batch_rows
+        Lake(settings.lake_dir),
+        feature_set,
+        model_name,
+        model_version,
+        settings.batch_rows,
+        client,
     )

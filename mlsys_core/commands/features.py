@@ -6,7 +6,7 @@ import argparse
 import json
 
 from mlsys_core.config import Settings
-from mlsys_core.features.online import OnlineStore, online_store_path
+from mlsys_core.features.online import open_online_store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def run_get(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise ValueError(f"expected KEY=VALUE, got {pair!r}")
         entity[key] = value
-    store = OnlineStore(online_store_path(Settings().root))
+    store = open_online_store(Settings().root)
     names = [n for n in args.names.split(",") if n] or store.feature_names()
     print(json.dumps(store.get_features(entity, names), indent=2))
     return 0

@@ -30,7 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--share", type=float, help="challenger share for canary, ab or shadow")
     parser.add_argument("--poll-interval", type=float, help="seconds between alias checks")
     parser.add_argument("--model-name", help="registered model (default: MLSYS_MODEL_NAME)")
-    parser.add_argument("--spec", help=f"the request schema's {SPEC_HELP}")
+    parser.add_argument(
+        "--spec",
+        help=f"{SPEC_HELP}; default: the spec in the champion's lineage (given, it must be that "
+        "one), before any champion the configured dataset",
+    )
+    parser.add_argument(
+        "--report-imputed",
+        action="store_true",
+        help="add each prediction's count of inputs that reached the model missing",
+    )
     parser.add_argument("--deployment", help="name recorded in the served versions' lineage")
     parser.add_argument("--log-level", default="info")
     parser.set_defaults(handler=run)
@@ -58,7 +67,30 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 -- a ServeConfig
         data["spec"] = args.spec
     if args.deployment:
         data["deployment"] = args.deployment
+    if args.report_imputed:
+        data["report_imputed"] = True
     return ServeConfig.model_validate(data)
+
+
+def startup_table(service) -> str:  # noqa: ANN001 -- an InferenceService, imported late
+    """Where every model input comes from, and what the online store holds now."""
+    from mlsys_core.features.online import source_problems  # noqa: PLC0415
+
+    plan = service.plan
+    lines = [f"serving {service.name} (dataset {service.spec.name}): every model input's source"]
+    lines += ["  " + line for line in plan.describe().splitlines()]
+    if service.store is not None and plan.online_names:
+        problems = source_problems(service.store, plan.online_names)
+        states = service.store.states()
+        lines.append(f"  online store {getattr(service.store, 'path', service.store)}:")
+        for name in plan.online_names:
+            state = states.get(name)
+            if name in problems:
+                lines.append(f"    {name}: {problems[name]} (NOT READY: run materialize)")
+            else:
+                when = f", as of {state.watermark:%Y-%m-%d %H:%M:%S}Z" if state.watermark else ""
+                lines.append(f"    {name}: {state.rows} rows{when}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,8 +109,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    app = create_app(config=config)
+    print(startup_table(app.state.service), flush=True)
     uvicorn.run(
-        create_app(config=config),
+        app,
         host=args.host,
         port=args.port,
         workers=1,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
 from mlsys_core.features.offline import OfflineStore
 from mlsys_core.features.pit import point_in_time_join
-from mlsys_core.spec import DatasetSpec, HashSplit, LabelSpec, TimeSplit
+from mlsys_core.spec import AsOfJoin, DatasetSpec, HashSplit, LabelSpec, LookupJoin, TimeSplit
 
 SPLIT = "_split"
 
@@ -66,6 +68,43 @@ def assign_split(timestamps: pd.Series, split: TimeSplit) -> pd.Series:
     return pd.Series(out, index=timestamps.index, dtype=object)
 
 
+def request_keys(spec: DatasetSpec) -> list[str]:
+    """Base columns the lookups, as-of joins and feature views find rows by: what a caller
+    sends along with the entity keys (a feature set keeps them, so its rows can be replayed
+    as requests)."""
+    keys = [c for j in [*spec.lookups, *spec.as_of_joins] for c in j.on]
+    keys += [k for v in spec.feature_views for k in v.entity.join_keys]
+    known = {*spec.entity_keys, *spec.input_columns}
+    return [k for k in dict.fromkeys(keys) if k not in known]
+
+
+RightRows = Callable[[LookupJoin | AsOfJoin], pd.DataFrame]
+
+
+def join_lookups(frame: pd.DataFrame, spec: DatasetSpec, right: RightRows) -> pd.DataFrame:
+    """The spec's lookups, in order. ``right(join)`` gives a join's right rows: the whole
+    table in training, the rows the online store holds for a request's keys in serving."""
+    for lookup in spec.lookups:
+        frame = lookup_join(frame, right(lookup), lookup.on, lookup.columns)
+    return frame
+
+
+def join_as_of(frame: pd.DataFrame, spec: DatasetSpec, right: RightRows) -> pd.DataFrame:
+    """The spec's as-of joins, in order, on its event time (training and serving alike)."""
+    for join in spec.as_of_joins:
+        frame = point_in_time_join(
+            frame,
+            right(join),
+            on=join.on,
+            left_time=spec.event_timestamp,  # type: ignore[arg-type]
+            right_time=join.timestamp,
+            columns=join.columns,
+            tolerance=join.tolerance,
+            availability_lag=join.availability_lag,
+        )
+    return frame
+
+
 def assemble_features(
     tables: dict[str, pd.DataFrame],
     spec: DatasetSpec,
@@ -82,20 +121,11 @@ def assemble_features(
     base = tables[spec.base] if base is None else base
     if missing := sorted(set(spec.base_columns) - set(base.columns)):
         raise ValueError(f"base table {spec.base!r} lacks columns {missing}")
-    frame = base[spec.base_columns].copy()
-    for lookup in spec.lookups:
-        frame = lookup_join(frame, tables[lookup.source], lookup.on, lookup.columns)
-    for join in spec.as_of_joins:
-        frame = point_in_time_join(
-            frame,
-            tables[join.source],
-            on=join.on,
-            left_time=spec.event_timestamp,
-            right_time=join.timestamp,
-            columns=join.columns,
-            tolerance=join.tolerance,
-            availability_lag=join.availability_lag,
-        )
+
+    def whole(join: LookupJoin | AsOfJoin) -> pd.DataFrame:
+        return tables[join.source]
+
+    frame = join_as_of(join_lookups(base[spec.base_columns].copy(), spec, whole), spec, whole)
     if spec.feature_views:
         # The training path of the feature store: the same call serves any entity rows.
         # Batch callers pass one store, so each view's sources are indexed once, not per batch.
@@ -109,5 +139,7 @@ def assemble_features(
         frame[SPLIT] = assign_hash_split(frame, spec.split, list(dict.fromkeys(hashed)))
     else:
         frame[SPLIT] = assign_split(frame[spec.event_timestamp], spec.split)
-    keep = [*spec.entity_keys, *spec.input_columns, spec.label.name, SPLIT]
+    # What a caller knows (keys, event time) rides along, so rows can be replayed as requests.
+    keep = [*spec.entity_keys, *request_keys(spec), *spec.input_columns]
+    keep += [*filter(None, [spec.event_timestamp]), spec.label.name, SPLIT]
     return frame[list(dict.fromkeys(keep))].reset_index(drop=True)

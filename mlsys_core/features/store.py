@@ -14,10 +14,10 @@ from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef, column_types
 from mlsys_core.data.lake import Lake, SnapshotRef
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.batch import assemble_in_batches
-from mlsys_core.features.online import MaterializeResult, OnlineStore, newest_known
+from mlsys_core.features.online import MaterializeResult, OnlineStoreBase, materialize_spec
 from mlsys_core.spec import DatasetSpec
 
-FEATURES_VERSION = "2"  # bump when assembly changes, so versions move with the code
+FEATURES_VERSION = "3"  # bump when assembly changes, so versions move with the code
 # The lineage tags that name a model's feature set: on its training run, and copied from
 # there onto every model version registered from it.
 TAG_DATASET = "mlsys.dataset"
@@ -115,21 +115,27 @@ def load_feature_set(ref: FeatureSetRef, lake: Lake) -> tuple[pd.DataFrame, Data
     return lake.read(ref.snapshot), spec
 
 
+def online_source_tables(spec: DatasetSpec) -> list[str]:
+    """Sources the online store is materialized from for ``spec``: those of its feature
+    views, lookups and as-of joins."""
+    joins = [*spec.feature_views, *spec.lookups, *spec.as_of_joins]
+    return sorted({j.source for j in joins})
+
+
 def materialize_online(
     clean: dict[str, CleanRef],
     spec: DatasetSpec,
     lake: Lake,
-    store: OnlineStore,
+    store: OnlineStoreBase,
     as_of: datetime | None = None,
     incremental: bool = True,
 ) -> MaterializeResult:
-    """Write the spec's feature views, as of ``as_of``, from clean snapshots to the online
-    store (default time: just after the newest known source row)."""
-    if not spec.feature_views:
-        raise ValueError(f"spec {spec.name!r} declares no feature views to materialize")
-    needed = sorted({v.source for v in spec.feature_views})
+    """Write what a model of ``spec`` finds online, from clean snapshots: its feature views
+    and as-of tables as of ``as_of`` (default: each just after its newest known source row),
+    its lookup tables as they are. A spec with nothing to find online writes nothing."""
+    needed = online_source_tables(spec)
     if missing := sorted(set(needed) - set(clean)):
         raise ValueError(f"no clean snapshot for sources {missing}; run validation first")
     tables = {t: lake.read(clean[t].clean) for t in needed}
-    as_of = as_of or newest_known(spec.feature_views, tables)
-    return store.materialize(spec.feature_views, tables, as_of=as_of, incremental=incremental)
+    snapshots = {t: clean[t].clean.snapshot_id for t in needed}
+    return materialize_spec(store, spec, tables, as_of, incremental, snapshots)

@@ -2,10 +2,14 @@
 
 The output is a versioned table ``scores/<dataset>/<id>`` whose id hashes the model version
 and the input snapshot, so scoring the same snapshot with the same version again finds the
-existing table and does nothing (not even load the model). Rows stream through in record
-batches into one part file that is renamed into place only when complete; the snapshot's
-manifest names the feature set it read (``parents``), so ``Lake.lineage`` follows a score
-back to the raw ingests, and the model URI and version it was scored with.
+existing table and does nothing (not even load the model). The model is loaded and applied
+exactly as the inference service does (``serving/models.py``): ``probability`` is the
+calibrated probability ``POST /predict`` answers, ``raw_probability`` the network's.
+
+Rows stream through in record batches into one part file that is renamed into place only
+when complete; the snapshot's manifest names the feature set it read (``parents``), so
+``Lake.lineage`` follows a score back to the raw ingests, and the model URI and version it
+was scored with.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import hashlib
 import time
 from collections.abc import Callable
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -25,12 +28,15 @@ from pydantic import BaseModel, ConfigDict
 from mlsys_core.data.lake import Lake, SnapshotRef
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.store import FeatureSetRef, feature_set_ref, latest_feature_set
+from mlsys_core.serving.lineage import version_feature_set
+from mlsys_core.serving.models import LoadedModel, load_version
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.training.run import model_input_frame
 
 LAYER = "scores"
-SCORES_VERSION = "1"  # bump when the output changes, so ids move with the code
+SCORES_VERSION = "2"  # bump when the output changes, so ids move with the code
 PROBABILITY = "probability"
+RAW_PROBABILITY = "raw_probability"
 PREDICTION = "prediction"
 THRESHOLD = 0.5  # a probability at or above it predicts the positive class
 
@@ -62,6 +68,28 @@ def resolve_version(client: MlflowClient, name: str, alias: str) -> str:
         raise BatchScoreError(f"no version of {name!r} holds @{alias}: {err.message}") from None
 
 
+def scoring_dataset(
+    client: MlflowClient,
+    lake: Lake,
+    name: str,
+    version: str,
+    given: str | None,
+    default: str | None = None,
+) -> str:
+    """The dataset whose feature sets a version scores: the one given, else the one in its
+    lineage (the feature set it was trained on), else ``default``."""
+    if given:
+        return given
+    trained = version_feature_set(client, lake, name, version)
+    if trained is not None:
+        return trained.snapshot.table
+    if default:
+        return default
+    raise BatchScoreError(
+        f"{name} v{version} names no feature set in its lineage and no dataset was given"
+    )
+
+
 def find_feature_set(lake: Lake, dataset: str, version: str | None) -> FeatureSetRef:
     """Feature set ``version`` of ``dataset``, or its newest when ``version`` is None."""
     if version is None:
@@ -77,12 +105,11 @@ def score_id(model_name: str, model_version: str, feature_set: FeatureSetRef) ->
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def _load(uri: str) -> Callable[[pd.DataFrame], np.ndarray]:
+def _load(client: MlflowClient, name: str, version: str) -> LoadedModel:
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        return load_version(client, name, version)
     except MlflowException as err:
-        raise BatchScoreError(f"cannot load {uri}: {err.message}") from None
-    return model.predict
+        raise BatchScoreError(f"cannot load models:/{name}/{version}: {err.message}") from None
 
 
 def score_feature_set(
@@ -91,11 +118,12 @@ def score_feature_set(
     model_name: str,
     model_version: str,
     batch_rows: int,
+    client: MlflowClient | None = None,
 ) -> ScoreResult:
     """Score every row of ``feature_set`` with ``models:/<name>/<version>``.
 
     Output columns: the spec's entity keys and event timestamp (to join back), the split,
-    the probability, the 0/1 prediction, and the model name and version.
+    the calibrated and raw probabilities, the 0/1 prediction, and the model name and version.
     """
     start = time.perf_counter()
     dataset = feature_set.snapshot.table
@@ -106,7 +134,7 @@ def score_feature_set(
     meta = lake.manifest(feature_set.snapshot)
     spec = DatasetSpec.model_validate(meta["spec"])
     uri = f"models:/{model_name}/{model_version}"
-    predict = _load(uri)
+    model = _load(client or MlflowClient(), model_name, model_version)
     # The event time is in a feature set only when the model uses it (calendar features).
     stored = {field["name"] for field in meta["schema"]}
     keys = [
@@ -120,7 +148,9 @@ def score_feature_set(
             batches = lake.iter_batches(lake.parts(feature_set.snapshot), batch_rows, columns)
             for batch in batches:
                 frame = batch.to_pandas()
-                writer.write(_score_batch(frame, spec, keys, predict, model_name, model_version))
+                writer.write(
+                    _score_batch(frame, spec, keys, model.predict, model_name, model_version)
+                )
         manifest = {
             "parents": [f"features/{dataset}/{feature_set.version}"],
             "model_uri": uri,
@@ -137,12 +167,12 @@ def _score_batch(
     frame: pd.DataFrame,
     spec: DatasetSpec,
     keys: list[str],
-    predict: Callable[[pd.DataFrame], np.ndarray],
+    predict: Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]],
     model_name: str,
     model_version: str,
 ) -> pa.Table:
     try:
-        proba = np.asarray(predict(model_input_frame(frame, spec)), dtype=np.float64).ravel()
+        raw, proba = predict(model_input_frame(frame, spec))
     except (MlflowException, KeyError) as err:
         message = getattr(err, "message", str(err))
         raise BatchScoreError(
@@ -150,6 +180,7 @@ def _score_batch(
         ) from None
     out = frame[keys].reset_index(drop=True)
     out[PROBABILITY] = proba
+    out[RAW_PROBABILITY] = raw
     out[PREDICTION] = (proba >= THRESHOLD).astype(np.int8)
     out["model_name"] = model_name
     out["model_version"] = model_version

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlsys_core.registry.lifecycle import CHALLENGER, CHAMPION
 
@@ -88,8 +88,9 @@ class ServeConfig(_Frozen):
     model_name: str | None = Field(default=None, description="None: the settings' model name.")
     spec: str | None = Field(
         default=None,
-        description="Dataset reference (NAME, module:attr or file.py:attr) the request schema "
-        "comes from; None: the settings' dataset (MLSYS_DATASET).",
+        description="Dataset reference (NAME, module:attr or file.py:attr); None: the spec "
+        "the champion was trained with (its lineage), else the settings' dataset "
+        "(MLSYS_DATASET). Given, it must be the champion's.",
     )
     deployment: str = Field(
         default="mlsys-serve", description="Name recorded in each served version's lineage."
@@ -99,6 +100,9 @@ class ServeConfig(_Frozen):
         default=0.5, gt=0, lt=1, description="Calibrated probability at which to predict 1."
     )
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Larger bodies get 413.")
+    max_json_depth: int = Field(
+        default=16, ge=3, le=512, description="JSON nested deeper gets 400 (a batch is 3)."
+    )
     max_batch_records: int = Field(default=1000, ge=1, description="Records per request.")
     micro_batch_records: int = Field(
         default=512,
@@ -113,9 +117,41 @@ class ServeConfig(_Frozen):
         "whose wait grows without bound.",
     )
     online_features: bool = Field(
-        default=True, description="Look up absent feature-store features in the online store."
+        default=True,
+        description="Find the inputs a record omits (lookups, as-of joins, feature views) in "
+        "the online store; off: the caller sends them, else they are imputed.",
+    )
+    report_imputed: bool = Field(
+        default=False,
+        description="Add each prediction's count of inputs that reached the model missing "
+        "(imputed_inputs); the prediction log always records it.",
+    )
+    miss_rate_warning: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Log a warning when more than this share of an online source's recent "
+        "lookups find no row.",
+    )
+    miss_rate_window: int = Field(
+        default=200, ge=1, description="How many recent lookups per source the rate is over."
     )
     log: LogConfig = LogConfig()
+
+    @field_validator("spec")
+    @classmethod
+    def _resolvable(cls, ref: str | None) -> str | None:
+        # Fail when the config is read (every replica, `serve-cluster --serve-config`), not
+        # at the first request.
+        if ref is not None:
+            from mlsys_core.datasets import SpecReferenceError, resolve_spec  # noqa: PLC0415
+
+            try:
+                resolve_spec(ref)
+            except SpecReferenceError as err:
+                raise ValueError(str(err)) from None
+        return ref
+
     torch_threads: int | None = Field(
         default=1,
         ge=1,

@@ -120,6 +120,25 @@ class ServiceMetrics:
         self.log_failures = Counter(
             "mlsys_serving_prediction_log_failures", "Failed prediction-log flushes.", registry=r
         )
+        self.online_lookups = Counter(
+            "mlsys_serving_online_lookups",
+            "Records looked up in the online store, by source (feature view or table).",
+            ["source"],
+            registry=r,
+        )
+        self.online_misses = Counter(
+            "mlsys_serving_online_misses",
+            "Online lookups that found no row for the record's key (or had no key), by "
+            "source: those inputs are imputed, or take a view's empty-history values.",
+            ["source"],
+            registry=r,
+        )
+        self.imputed = Counter(
+            "mlsys_serving_imputed_inputs",
+            "Model inputs that reached the model missing (imputed as in training), by input.",
+            ["input"],
+            registry=r,
+        )
         self.throughput = Throughput()
         r.register(_ThroughputCollector(self.throughput))
 

@@ -2,18 +2,29 @@
 
 Nothing here names a flights column. A record carries the spec's entity keys and event time
 (required: they drive the online lookups and the later join of the prediction log to
-labels), every model input feature (optional: an absent or null feature is imputed as in
-training; an absent feature-store feature is first looked up online, while an explicit
-null is taken as the client's "no value") and the join keys the
-feature views need. Types and ranges come from the table contracts, so a value the training
-data could never hold (a wrong type, NaN, infinity, a distance of -5) is a 422 with its
-field named, not a surprise deep in the model. Categories are not checked against a list:
-an unseen one goes to the model's unseen bucket, as in training.
+labels), the keys the lookups and feature views find rows by (optional; without them those
+features are missing), and every model input feature (optional). Each input has one serving
+source (``serving/sources.py``): one only the caller has is imputed as in training when
+absent; one the service finds (a lookup, an as-of join, a feature view) is looked up online
+when absent, while an explicit null is taken as the client's "no value". The record's
+OpenAPI description lists which is which.
+
+Types and ranges come from the table contracts, so a value the training data could never
+hold (a wrong type, NaN, infinity, a distance of -5) is a 422 with its field named, not a
+surprise deep in the model. Categories are not checked against a list: an unseen one goes
+to the model's unseen bucket, as in training.
+
+Text rule: a key or category refuses every control character (C0, DEL, C1) and every
+bidirectional control (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), which would
+make a logged value display as something it is not; free text (a text extractor's column)
+allows tab, newline and carriage return but refuses the rest. Refused means a 422 naming
+the field; nothing is stripped silently.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -26,7 +37,9 @@ from pydantic import (
     create_model,
 )
 
+from mlsys_core.features.assemble import request_keys
 from mlsys_core.features.definitions import LatestView, WindowView
+from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import ColumnRule, DatasetSpec
 
 MAX_TEXT = 256  # longer than any code or name in a contract; bounds what a log row holds
@@ -39,12 +52,35 @@ INT_LIMIT = 2**53 - 1  # the largest integer every JSON parser reads exactly
 FLOAT_LIMIT = 1e15
 
 
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CATEGORY_REFUSED = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
+_FREE_TEXT_REFUSED = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]")
+
+
 def _utf8(value: str) -> str:
     # JSON allows lone surrogates ("\ud800"); no Parquet file or log can hold them.
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("text must be valid UTF-8 (no lone surrogates)") from None
+    return value
+
+
+def _category(value: str) -> str:
+    if found := _CATEGORY_REFUSED.search(value):
+        raise ValueError(
+            f"a key or category must not hold control or bidirectional characters "
+            f"(found U+{ord(found.group()):04X})"
+        )
+    return value
+
+
+def _free_text(value: str) -> str:
+    if found := _FREE_TEXT_REFUSED.search(value):
+        raise ValueError(
+            f"text must not hold control characters other than tab and newlines, nor "
+            f"bidirectional controls (found U+{ord(found.group()):04X})"
+        )
     return value
 
 
@@ -62,7 +98,34 @@ def _whole(value: Any) -> Any:
     return value
 
 
-Text = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_TEXT), AfterValidator(_utf8)]
+# The same rules as JSON Schema patterns, published so clients (and the fuzzer) know them;
+# the validators enforce them with a clearer message than a pattern mismatch.
+_BIDI_PATTERN = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+CATEGORY_PATTERN = rf"^[^\x00-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
+FREE_TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
+Text = Annotated[
+    str,
+    Field(
+        strict=True,
+        min_length=1,
+        max_length=MAX_TEXT,
+        json_schema_extra={"pattern": CATEGORY_PATTERN},
+    ),
+    AfterValidator(_utf8),
+    AfterValidator(_category),
+]
+MAX_FREE_TEXT = 4096  # a review or a name, not a document
+FreeText = Annotated[
+    str,
+    Field(
+        strict=True,
+        min_length=1,
+        max_length=MAX_FREE_TEXT,
+        json_schema_extra={"pattern": FREE_TEXT_PATTERN},
+    ),
+    AfterValidator(_utf8),
+    AfterValidator(_free_text),
+]
 
 
 def _iso_text(value: Any) -> Any:
@@ -95,13 +158,15 @@ def _number(rule: ColumnRule | None, integer: bool = False) -> Any:
     return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
 
 
-def _typed(kind: ColumnKind, rule: ColumnRule | None) -> Any:
+def _typed(kind: ColumnKind, rule: ColumnRule | None, free: bool = False) -> Any:
     """The pydantic type of one column, from its kind and contract rule."""
     if kind == "number":
         return _number(rule)
     if kind == "integer":
         return _number(rule, integer=True)
-    return Time if kind == "time" else Text
+    if kind == "time":
+        return Time
+    return FreeText if free else Text
 
 
 def column_rules(spec: DatasetSpec) -> dict[str, ColumnRule]:
@@ -155,7 +220,7 @@ def column_kinds(spec: DatasetSpec) -> dict[str, ColumnKind]:
         for c in e.columns
     }
     kinds: dict[str, ColumnKind] = {}
-    for col in [*event_keys(spec), *lookup_keys(spec), *spec.input_columns]:
+    for col in [*event_keys(spec), *request_keys(spec), *spec.input_columns]:
         if col == spec.event_timestamp:
             kinds[col] = "time"
         elif col in spec.features.numeric:
@@ -168,16 +233,25 @@ def column_kinds(spec: DatasetSpec) -> dict[str, ColumnKind]:
 
 
 def lookup_keys(spec: DatasetSpec) -> list[str]:
-    """Join keys the feature views need that are neither entity keys nor features."""
-    known = {*spec.entity_keys, spec.event_timestamp, *spec.input_columns}
-    keys = [k for v in spec.feature_views for k in v.entity.join_keys if k not in known]
-    return list(dict.fromkeys(keys))
+    """Keys the lookups, as-of joins and feature views find rows by that are neither entity
+    keys nor features (the caller sends them so the service can find those features)."""
+    return request_keys(spec)
 
 
-def record_model(spec: DatasetSpec) -> type[BaseModel]:
-    """One prediction record of ``spec``: required keys and time, optional features."""
+def free_text_columns(spec: DatasetSpec) -> set[str]:
+    """Columns a text extractor reads: free text, not categories."""
+    extractors = getattr(spec.features, "extractors", None) or []
+    return {c for e in extractors if e.kind == "text" for c in e.columns}
+
+
+def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[BaseModel]:
+    """One prediction record of ``spec``: required keys and time, optional lookup keys and
+    features, each documented with its serving source (``plan``, default: online lookups on).
+    """
+    plan = plan or ServingPlan(spec)
     rules, kinds = column_rules(spec), column_kinds(spec)
-    view = set(spec.view_features)
+    free = free_text_columns(spec)
+    found = set(plan.found)
     fields: dict[str, Any] = {}
     for key in spec.entity_keys:
         fields[key] = (
@@ -189,26 +263,58 @@ def record_model(spec: DatasetSpec) -> type[BaseModel]:
             Time,
             Field(description="Event time (required); ISO 8601, a time without offset is UTC."),
         )
-    for key in lookup_keys(spec):
+    users: dict[str, list[str]] = {}
+    for column, source in plan.inputs.items():
+        for key in source.keys:
+            users.setdefault(key, []).append(column)
+    for key in plan.request_keys:
+        used = ", ".join(users.get(key, [])) or "feature-store features"
         fields[key] = (
             _typed(kinds[key], rules.get(key)) | None,
-            Field(default=None, description="Join key of a feature-store entity."),
+            Field(default=None, description=f"Key the service finds features by ({used})."),
         )
     for col in spec.input_columns:
         if col in fields:
             continue
-        note = (
-            "Feature-store feature: looked up online by entity when absent; null means "
-            "no value (imputed as in training)."
-            if col in view
-            else "Feature: imputed as in training when absent or null."
+        source = plan.inputs[col]
+        if col in found:
+            note = (
+                f"Found by the service ({source.note}) when absent; a value sent is used as "
+                "is, and null means no value (imputed as in training)."
+            )
+        elif source.found:
+            note = f"Send it: online lookups are off ({source.note}); imputed when absent."
+        else:
+            note = "Only the caller has it: imputed as in training when absent or null."
+        fields[col] = (
+            _typed(kinds[col], rules.get(col), col in free) | None,
+            Field(None, description=note),
         )
-        fields[col] = (_typed(kinds[col], rules.get(col)) | None, Field(None, description=note))
     title = "".join(part.title() for part in spec.name.split("_"))
+    sent = [c for c in plan.request_features if c not in fields or c in spec.input_columns]
+    doc = (
+        f"One {spec.name} event to score. Required: {', '.join(plan.required) or 'nothing'}. "
+        + (f"Send to find features: {', '.join(plan.request_keys)}. " if plan.request_keys else "")
+        + (f"Only the caller has: {', '.join(sent)}. " if sent else "")
+        + (f"Found by the service: {', '.join(plan.found)}." if plan.found else "")
+    )
+    sources = {c: s.model_dump(include={"kind", "online", "keys"}) for c, s in plan.inputs.items()}
     return create_model(
         f"{title}Record",
-        __config__=ConfigDict(extra="forbid", title=f"{title}Record"),
-        __doc__=f"One {spec.name} event to score.",
+        __config__=ConfigDict(
+            extra="forbid",
+            title=f"{title}Record",
+            json_schema_extra={
+                "x-mlsys-serving": {
+                    "required": plan.required,
+                    "request_keys": plan.request_keys,
+                    "caller_only": sent,
+                    "found_by_service": plan.found,
+                    "sources": sources,
+                }
+            },
+        ),
+        __doc__=doc,
         **fields,
     )
 
@@ -236,6 +342,22 @@ class Prediction(BaseModel):
     model_name: str
     model_version: str
     variant: str = Field(description="The alias that served it: champion or challenger.")
+    imputed_inputs: int | None = Field(
+        default=None,
+        description="How many model inputs reached the model missing (imputed as in "
+        "training); present when the service reports it (ServeConfig.report_imputed) or "
+        "with ?explain=true.",
+    )
+    imputed: list[str] | None = Field(
+        default=None, description="With ?explain=true: the inputs that were missing."
+    )
+    online_misses: list[str] | None = Field(
+        default=None,
+        description="With ?explain=true: online sources with no row for this record's key.",
+    )
+    inputs: dict[str, Any] | None = Field(
+        default=None, description="With ?explain=true: every model input as the model saw it."
+    )
 
 
 class PredictResponse(BaseModel):

@@ -1,7 +1,9 @@
 """Records to model inputs and predictions: the per-request pipeline, without HTTP.
 
 1. validated records become columns (plain lists: cheaper than a frame per record);
-2. feature-store features a record does not carry are read from the online store by entity;
+2. inputs the service finds (lookups, as-of joins, feature views) that a record does not
+   carry are read from the online store by key (``ServingPlan.find``), and each record's
+   misses and missing inputs are counted;
 3. the model input frame gets the types training used (``model_input_frame``), and the
    version's pyfunc model applies the fitted preprocessing and the network;
 4. postprocess: Platt calibration, threshold, confidence.
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,58 +20,101 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from mlsys_core.features.online import OnlineStore
+from mlsys_core.features.online import OnlineStoreBase
 from mlsys_core.serving.models import LoadedModel
-from mlsys_core.serving.schema import column_kinds, event_keys, lookup_keys
+from mlsys_core.serving.schema import column_kinds, event_keys
+from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
 
 Columns = dict[str, list[Any]]
+# Per-record bookkeeping carried in the columns next to the fields (never a field name:
+# fields are spec columns, which cannot start with an underscore).
+SENT = "__sent__"  # the fields the record carried, as the client sent them
+MISSES = "__online_misses__"  # online sources with no row for the record's key
+IMPUTED = "__imputed__"  # model inputs that reached the model missing
+EXPLAIN = "__explain__"  # answer with the inputs (?explain=true)
+# The prediction log's audit columns.
+LOG_AUDIT_COLUMNS = ["n_imputed", "imputed_inputs", "online_misses", "sent_fields"]
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if _missing(value):
+        return None
+    if isinstance(value, datetime | pd.Timestamp):
+        return pd.Timestamp(value).isoformat()
+    return value
 
 
 class Scorer:
     """What one dataset spec needs to turn records into a model input and a log row."""
 
     def __init__(
-        self, spec: DatasetSpec, store: OnlineStore | None = None, threshold: float = 0.5
+        self,
+        spec: DatasetSpec,
+        store: OnlineStoreBase | None = None,
+        threshold: float = 0.5,
+        plan: ServingPlan | None = None,
+        report_imputed: bool = False,
     ) -> None:
         self.spec = spec
         self.threshold = threshold
         self.store = store
+        self.plan = plan or ServingPlan(spec, online=store is not None)
+        self.report_imputed = report_imputed
         self.inputs = list(spec.input_columns)
         kinds = column_kinds(spec)
         self.numbers = {c for c, k in kinds.items() if k in ("number", "integer")}
         self.times = {c for c, k in kinds.items() if k == "time"}
         self.keys = event_keys(spec)
-        self.lookup = lookup_keys(spec)
+        self.lookup = self.plan.request_keys
         self.columns = list(dict.fromkeys([*self.keys, *self.lookup, *self.inputs]))
-        self.log_columns = list(dict.fromkeys([*self.keys, *self.inputs]))
-        served = set(store.feature_names()) if store is not None else set()
-        self.online = [f for f in spec.view_features if f in served and f in self.inputs]
-        self.entity_fields = list(
-            dict.fromkeys(k for v in spec.feature_views for k in v.entity.join_keys)
-        )
+        # The request's own fields, all of them: keys, event time, lookup keys, features.
+        self.log_columns = self.columns
+        found = set(self.plan.found) if store is not None else set()
+        self.found = [c for c in self.inputs if c in found]
+        # The base columns a request frame holds for the joins: everything not found.
+        self.request_columns = [c for c in self.columns if c not in found]
 
     def columns_of(self, records: Sequence[BaseModel]) -> Columns:
-        """The records as columns, with absent feature-store features looked up online."""
+        """The records as columns, with absent found inputs looked up online, and each
+        record's sent fields, online misses and missing inputs."""
         dicts = [r.__dict__ for r in records]
         data = {c: [d[c] for d in dicts] for c in self.columns}
-        if self.online and self.store is not None:
-            self._fill_online(data, records)
+        sent = [r.__pydantic_fields_set__ for r in records]
+        data[SENT] = [sorted(s) for s in sent]
+        data[MISSES] = [[] for _ in records]
+        if self.found and self.store is not None:
+            values, misses = self.plan.find(self.store, self.request_frame(data))
+            for name, column in values.items():
+                # Only inputs the record leaves out: an explicit null is the client's
+                # answer ("no value"), imputed like a missing value in training.
+                target = data[name]
+                for i, value in enumerate(column):
+                    if name not in sent[i]:
+                        target[i] = value
+            data[MISSES] = misses
+        data[IMPUTED] = [
+            [c for c in self.inputs if _missing(data[c][i])] for i in range(len(records))
+        ]
+        data[EXPLAIN] = [False] * len(records)
         return data
 
-    def _fill_online(self, data: Columns, records: Sequence[BaseModel]) -> None:
-        # Only features the record leaves out: an explicit null is the client's answer
-        # ("no value"), imputed like a missing value in training.
-        for i, record in enumerate(records):
-            given = record.__pydantic_fields_set__
-            needed = [f for f in self.online if f not in given]
-            if not needed:
-                continue
-            entity = {k: data[k][i] for k in self.entity_fields}
-            for name, value in self.store.get_features(entity, needed).items():  # type: ignore[union-attr]
-                data[name][i] = value
+    def request_frame(self, data: Columns) -> pd.DataFrame:
+        """The request's base columns, typed as the training rows were (numbers as float64,
+        text as objects, times as UTC)."""
+        return pd.DataFrame({c: self._typed(c, data[c], naive=False) for c in self.request_columns})
 
-    def model_frame(self, data: Columns, rows: np.ndarray | None = None) -> pd.DataFrame:
+    def model_frame(
+        self, data: Columns, rows: np.ndarray | list[int] | None = None
+    ) -> pd.DataFrame:
         """The model's input rows, typed as at training: floats with NaN, text or None,
         the event time as naive UTC (what the MLflow signature declares)."""
 
@@ -82,10 +128,13 @@ class Scorer:
     def _typed(self, col: str, values: list[Any], naive: bool) -> Any:
         if col in self.times:
             times = pd.to_datetime(values, utc=True)
+            if not isinstance(times, pd.DatetimeIndex):
+                times = pd.DatetimeIndex(times)
+            times = times.as_unit("ns")
             return times.tz_localize(None) if naive else times
         if col in self.numbers:
-            return np.array([np.nan if v is None else v for v in values], np.float64)
-        return np.array(values, dtype=object)
+            return np.array([np.nan if _missing(v) else v for v in values], np.float64)
+        return np.array([None if _missing(v) else v for v in values], dtype=object)
 
     def predictions(
         self, model: LoadedModel, frame: pd.DataFrame, variant: str, request_ids: list[str]
@@ -121,6 +170,19 @@ class Scorer:
                 )
         return entries, calibrated  # type: ignore[return-value]
 
+    def annotate(self, entries: list[dict[str, Any] | str], data: Columns, rows: list[int]) -> None:
+        """Add the imputed count (when reported) and, for ?explain=true, what the model saw."""
+        for entry, i in zip(entries, rows, strict=True):
+            if isinstance(entry, str):
+                continue
+            explain = data[EXPLAIN][i]
+            if self.report_imputed or explain:
+                entry["imputed_inputs"] = len(data[IMPUTED][i])
+            if explain:
+                entry["imputed"] = list(data[IMPUTED][i])
+                entry["online_misses"] = list(data[MISSES][i])
+                entry["inputs"] = {c: _json_value(data[c][i]) for c in self.inputs}
+
     def log_block(
         self,
         data: Columns,
@@ -149,11 +211,18 @@ class Scorer:
         for col in self.log_columns:
             values = data[col]
             out[col] = [values[i] for i in rows]
+        imputed = [data[IMPUTED][i] for i in rows]
+        out["n_imputed"] = [len(x) for x in imputed]
+        out["imputed_inputs"] = [",".join(x) for x in imputed]
+        out["online_misses"] = [",".join(data[MISSES][i]) for i in rows]
+        out["sent_fields"] = [",".join(data[SENT][i]) for i in rows]
         return out
 
     def log_frame(self, blocks: list[Columns]) -> pd.DataFrame:
         """Blocks of ``log_block`` as one typed frame (the ``prediction_log`` contract: meta
-        columns, entity keys, event time and every model input as the model saw it)."""
+        columns, the request's fields (keys, event time, lookup keys) and every model input
+        as the model saw it, then the audit: how many and which inputs were missing, which
+        online sources missed, which fields the client sent)."""
         merged = {c: [v for b in blocks for v in b[c]] for c in blocks[0]} if blocks else {}
         if not merged:
             return pd.DataFrame()
@@ -169,6 +238,9 @@ class Scorer:
         }
         for col in self.log_columns:
             out[col] = self._typed(col, merged[col], naive=False)
+        out["n_imputed"] = np.array(merged["n_imputed"], np.int64)
+        for col in LOG_AUDIT_COLUMNS[1:]:
+            out[col] = np.array(merged[col], dtype=object)
         return pd.DataFrame(out)
 
     def log_rows(self, *args: Any, **kwargs: Any) -> pd.DataFrame:

@@ -7,6 +7,10 @@ Threads, each with one job:
 - the scorer (one thread, fed micro-batches by the HTTP layer) runs the model;
 - the shadow worker scores copies for the challenger in shadow mode;
 - the prediction-log writer flushes rows to the lake.
+
+The service is ready when the champion is loaded and the online store holds every source
+the serving plan needs (``serving/sources.py``): a model answering from imputed inputs is
+not ready, and says why.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,15 +34,17 @@ from pydantic import BaseModel
 
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.online import OnlineStore, online_store_path
+from mlsys_core.features.online import open_online_store, source_problems
 from mlsys_core.registry.lifecycle import alias_version
 from mlsys_core.registry.lineage import record_served_by
 from mlsys_core.serving.config import ServeConfig
+from mlsys_core.serving.lineage import SpecMismatchError, check_spec, version_spec
 from mlsys_core.serving.log_writer import PredictionLogWriter
 from mlsys_core.serving.metrics import ServiceMetrics
 from mlsys_core.serving.models import TAG_CANARY_ROLLBACK, Deployment, LoadedModel, load_version
 from mlsys_core.serving.router import CHALLENGER, CHAMPION, CanaryGuard, Router
-from mlsys_core.serving.scoring import Columns, Scorer
+from mlsys_core.serving.scoring import EXPLAIN, IMPUTED, MISSES, Columns, Scorer
+from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,33 @@ class Job:
     variants: list[str]
     request_ids: list[str]
     arrived: float = field(default_factory=time.perf_counter)
+    explain: bool = False  # answer with the inputs the model saw
+
+
+class MissRates:
+    """Per online source, the share of the last ``window`` lookups that found no row; a
+    rate over ``threshold`` (once ``window`` lookups were made) logs a warning, at most once
+    a minute per source."""
+
+    def __init__(self, threshold: float, window: int, model: str) -> None:
+        self.threshold, self.window, self.model = threshold, window, model
+        self._seen: dict[str, deque[bool]] = {}
+        self._warned: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, source: str, missed: list[bool]) -> float | None:
+        """Record lookups; the miss rate when it is over the threshold and due a warning."""
+        with self._lock:
+            seen = self._seen.setdefault(source, deque(maxlen=self.window))
+            seen.extend(missed)
+            if len(seen) < self.window:
+                return None
+            rate = sum(seen) / len(seen)
+            now = time.monotonic()
+            if rate <= self.threshold or now - self._warned.get(source, -1e9) < 60:
+                return None
+            self._warned[source] = now
+            return rate
 
 
 class ScoringError(Exception):
@@ -69,15 +103,19 @@ class InferenceService:
         self.metrics = ServiceMetrics()
         uri = settings.mlflow_uri
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        path = online_store_path(settings.root)
-        store = OnlineStore(path) if config.online_features and path.exists() else None
-        self.scorer = Scorer(spec, store, config.threshold)
+        self.lake = Lake(settings.lake_dir)
+        self.plan = ServingPlan(spec, online=config.online_features)
+        self.store = open_online_store(settings.root) if config.online_features else None
+        self.scorer = Scorer(spec, self.store, config.threshold, self.plan, config.report_imputed)
+        self.miss_rates = MissRates(config.miss_rate_warning, config.miss_rate_window, self.name)
         ab_key = self.rollout.ab.key or list(spec.entity_keys)
         self.router = Router(self.rollout, ab_key)
         self.guard = CanaryGuard(self.rollout.canary)
         self.deployment: Deployment | None = None
         self.not_ready_reason = "loading the champion"
         self.rolled_back: set[str] = set()
+        self._checked: dict[str, str | None] = {}  # version -> why it cannot be served here
+        self._online: tuple[float, dict[str, str]] | None = None
         self._rng = random.Random()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -86,7 +124,7 @@ class InferenceService:
         )
         self.writer = (
             PredictionLogWriter(
-                Lake(settings.lake_dir),
+                self.lake,
                 spec.name,
                 config.log.flush_rows,
                 config.log.flush_interval_s,
@@ -101,6 +139,14 @@ class InferenceService:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Start loading and the background threads; returns at once (ready comes later)."""
+        found = len(self.plan.found)
+        log.info(
+            "serving %s (%s): %d inputs, %d found online (GET /sources for each input's source)",
+            self.name,
+            self.spec.name,
+            len(self.plan.inputs),
+            found,
+        )
         mlflow.set_tracking_uri(self.settings.mlflow_uri)
         mlflow.set_registry_uri(self.settings.mlflow_uri)
         if self.config.torch_threads:
@@ -129,8 +175,33 @@ class InferenceService:
             self.writer.close()
 
     @property
-    def ready(self) -> bool:
+    def loaded(self) -> bool:
         return self.deployment is not None
+
+    def online_problems(self) -> dict[str, str]:
+        """Online sources the plan needs that the store cannot serve (re-read each second)."""
+        if self.store is None or not self.plan.online_names:
+            return {}
+        now = time.monotonic()
+        if self._online is None or self._online[0] < now:
+            self._online = (now + 1.0, source_problems(self.store, self.plan.online_names))
+        return self._online[1]
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether to take traffic, and if not, why."""
+        if self.deployment is None:
+            return False, self.not_ready_reason
+        if problems := self.online_problems():
+            listed = ", ".join(f"{name} ({why})" for name, why in sorted(problems.items()))
+            return False, (
+                f"the online store lacks what {self.name} needs: {listed}; run the "
+                "materialize-features flow (it runs before every promotion to champion)"
+            )
+        return True, "ready"
+
+    @property
+    def ready(self) -> bool:
+        return self.readiness()[0]
 
     # -- loading -----------------------------------------------------------------------------
     def _poll(self) -> None:
@@ -139,9 +210,9 @@ class InferenceService:
                 self.refresh()
             except Exception as err:  # noqa: BLE001 -- keep serving what is loaded; retry
                 log.exception("refreshing the served versions failed")
-                if not self.ready:
+                if not self.loaded:
                     self.not_ready_reason = f"loading failed: {err}"
-            if self.rollout.mode == "single" and self.ready:
+            if self.rollout.mode == "single" and self.loaded:
                 return
             self._stop.wait(self.rollout.poll_interval_s)
 
@@ -149,7 +220,7 @@ class InferenceService:
         """Load the versions the aliases point at now; True if the deployment changed."""
         champion = alias_version(self.client, self.name, self.rollout.champion_alias)
         if champion is None:
-            if not self.ready:
+            if not self.loaded:
                 self.not_ready_reason = (
                     f"no version of {self.name!r} holds alias {self.rollout.champion_alias!r}"
                 )
@@ -163,6 +234,13 @@ class InferenceService:
         if current is not None and {v: m.version for v, m in current.variants.items()} == wanted:
             return False
         loaded = {m.version: m for m in current.variants.values()} if current else {}
+        for variant, version in wanted.items():
+            if why := self.unservable(version):
+                if variant == CHAMPION:
+                    raise SpecMismatchError(why)
+                log.error("not serving %s: %s", variant, why)
+                wanted.pop(variant)
+                break
         variants: dict[str, LoadedModel] = {}
         for variant, version in wanted.items():
             variants[variant] = loaded.get(version) or load_version(self.client, self.name, version)
@@ -184,6 +262,22 @@ class InferenceService:
             self.metrics.model_version.remove(variant)
         self._update_canary_gauge()
         return True
+
+    def unservable(self, version: str) -> str | None:
+        """Why ``version`` cannot be served by this app (its request schema and serving
+        sources come from the spec it was started with), or None."""
+        if version not in self._checked:
+            why = None
+            trained = version_spec(self.client, self.lake, self.name, version)
+            if trained is not None and trained.fingerprint() != self.spec.fingerprint():
+                # A retrain on newer data moves the spec's sources, not its inputs: fine.
+                if ServingPlan(trained, self.plan.online).as_json() != self.plan.as_json():
+                    try:
+                        check_spec(self.spec, trained, f"{self.name} v{version}")
+                    except SpecMismatchError as err:
+                        why = f"{err}; restart the service to serve it"
+            self._checked[version] = why
+        return self._checked[version]
 
     def _on_new_version(self, variant: str, model: LoadedModel, old: LoadedModel | None) -> None:
         log.info(
@@ -227,6 +321,9 @@ class InferenceService:
         deployment = self.deployment
         if deployment is None:
             return [ScoringError(503, self.not_ready_reason) for _ in jobs]
+        ready, why = self.readiness()
+        if not ready:
+            return [ScoringError(503, why) for _ in jobs]
         records = [r for job in jobs for r in job.records]
         variants = [v for job in jobs for v in job.variants]
         request_ids = [rid for job in jobs for rid in job.request_ids]
@@ -238,6 +335,8 @@ class InferenceService:
         except Exception as err:  # noqa: BLE001 -- an online-store failure fails this batch
             log.exception("online feature lookup failed")
             return [ScoringError(503, f"online feature lookup failed: {err}") for _ in jobs]
+        data[EXPLAIN] = [job.explain for job in jobs for _ in job.records]
+        self._count_inputs(data)
         entries: list[dict[str, Any] | str | None] = [None] * len(records)
         failed_jobs: dict[int, ScoringError] = {}
         groups = {v: [i for i, x in enumerate(variants) if x == v] for v in dict.fromkeys(variants)}
@@ -286,6 +385,30 @@ class InferenceService:
             start = end
         return out
 
+    def _count_inputs(self, data: Columns) -> None:
+        """Online lookups and misses by source, missing inputs by name; warn on a source
+        that misses more often than the threshold."""
+        if self.scorer.found:
+            for source in self.plan.online_names:
+                missed = [source in m for m in data[MISSES]]
+                self.metrics.online_lookups.labels(source).inc(len(missed))
+                if n := sum(missed):
+                    self.metrics.online_misses.labels(source).inc(n)
+                if (rate := self.miss_rates.observe(source, missed)) is not None:
+                    log.warning(
+                        "%s: %.0f%% of the last %d online lookups in %r found no row (over "
+                        "the %.0f%% threshold): those inputs are imputed; check that the "
+                        "requests send its keys and that the store is materialized and fresh",
+                        self.name,
+                        100 * rate,
+                        self.miss_rates.window,
+                        source,
+                        100 * self.miss_rates.threshold,
+                    )
+        for names in data[IMPUTED]:
+            for name in names:
+                self.metrics.imputed.labels(name).inc()
+
     def _score_rows(
         self,
         data: Columns,
@@ -301,6 +424,7 @@ class InferenceService:
         frame = self.scorer.model_frame(data, None if whole else rows)
         ids = [request_ids[i] for i in rows]
         scored, probability = self.scorer.predictions(model, frame, variant, ids)
+        self.scorer.annotate(scored, data, rows)
         now = time.perf_counter()
         latencies = [now - arrived[i] for i in rows]
         for i, entry in zip(rows, scored, strict=True):

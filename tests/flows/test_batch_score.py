@@ -17,6 +17,8 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import load_feature_set
 from mlsys_core.registry.lineage import lineage
 from mlsys_core.serving.batch import BatchScoreError
+from mlsys_core.serving.models import load_version
+from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import model_input_frame
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,12 +46,15 @@ def test_batch_score_without_a_champion_fails_clearly(settings: Settings):
 
 
 @pytest.mark.slow
-def test_batch_score_flow_writes_once_and_records_lineage(settings: Settings, make_champion):
-    champion = make_champion(settings)
-    features = champion.feature_set
+def test_batch_score_flow_writes_once_and_records_lineage(
+    settings: Settings, make_champion, monkeypatch
+):
+    made = make_champion(settings)
+    features = made.feature_set
+    client = configure_mlflow(settings)
 
     result = batch_score()
-    assert result.created and result.model_version == champion.version
+    assert result.created and result.model_version == made.version
     assert result.feature_set == features.version
     lake = Lake(settings.lake_dir)
     scores = lake.read(result.snapshot)
@@ -59,11 +64,20 @@ def test_batch_score_flow_writes_once_and_records_lineage(settings: Settings, ma
     test_rows = model_input_frame(frame[frame["_split"] == "test"], spec)
     champion = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@champion")
     expected = np.asarray(champion.predict(test_rows), dtype=float)
-    test_scores = scores[scores["_split"] == "test"]["probability"].to_numpy()
-    np.testing.assert_allclose(test_scores, expected, rtol=1e-5, atol=1e-6)
+    test_scores = scores[scores["_split"] == "test"]
+    np.testing.assert_allclose(test_scores["raw_probability"], expected, rtol=1e-5, atol=1e-6)
+    # The probability is calibrated, as POST /predict answers it.
+    calibration = load_version(client, settings.model_name, made.version).calibration
+    np.testing.assert_allclose(
+        test_scores["probability"], calibration.apply(expected), rtol=1e-5, atol=1e-6
+    )
+    assert calibration.method != "identity"
 
     found = lineage(MlflowClient(settings.mlflow_uri), f"models:/{settings.model_name}@champion")
     assert [s.deployment for s in found.served_by] == ["prefect-flow/batch-score"]
 
     again = batch_score()
     assert not again.created and again.snapshot == result.snapshot
+    # No dataset given or configured: the version's lineage names it.
+    monkeypatch.delenv("MLSYS_DATASET")
+    assert batch_score().snapshot == result.snapshot

@@ -16,6 +16,7 @@ from mlsys_core.features.assemble import (
     assign_split,
     lookup_join,
     make_label,
+    request_keys,
 )
 from mlsys_core.spec import LabelSpec
 
@@ -150,7 +151,8 @@ def test_feature_frame_columns_are_keys_inputs_label_and_split(
 ) -> None:
     spec = nycflights13_spec()
     frame = assemble_features(typed_tables, spec)
-    expected = [*spec.entity_keys, *spec.input_columns, spec.label.name, SPLIT]
+    keys = [*spec.entity_keys, *request_keys(spec)]  # what a caller sends
+    expected = [*keys, *spec.input_columns, spec.label.name, SPLIT]
     assert len(frame.columns) == len(set(frame.columns))
     assert set(frame.columns) == set(expected)
     assert list(frame.columns) == list(dict.fromkeys(expected))

@@ -15,9 +15,19 @@ import pandas as pd
 import pytest
 
 from mlsys_core.datasets.nycflights13.views import flight_views
-from mlsys_core.features.definitions import DefinitionError
+from mlsys_core.features.definitions import Aggregation, DefinitionError, Entity, WindowView
 from mlsys_core.features.offline import OfflineStore
-from mlsys_core.features.online import OnlineStore, OnlineStoreError
+from mlsys_core.features.online import (
+    JoinedTable,
+    OnlineRow,
+    OnlineStore,
+    OnlineStoreBase,
+    OnlineStoreError,
+    ViewState,
+    encode_key,
+    materialize_joined,
+    source_problems,
+)
 
 VIEWS = flight_views()
 FEATURES = [f for v in VIEWS for f in v.features]
@@ -86,7 +96,7 @@ def test_incremental_materialize_equals_a_full_one(
     def stored(path: Path) -> list[tuple]:
         with sqlite3.connect(path) as conn:
             return conn.execute(
-                "SELECT view, entity_key, payload FROM rows ORDER BY 1, 2"
+                "SELECT view, entity_key, payload FROM online_rows ORDER BY 1, 2"
             ).fetchall()
 
     assert stored(tmp_path / "incremental.db") == stored(tmp_path / "full.db")
@@ -154,3 +164,176 @@ def test_bad_materializations_and_reads_fail_clearly(
     assert store.watermark("origin_weather") == T2
     value = store.get_features({"origin": "JFK"}, ["origin_temp"])["origin_temp"]
     assert np.isfinite(value)
+
+
+# -- keys, lookups, as-of tables and the interface ---------------------------------------------
+def test_a_key_has_one_encoding_from_its_contract_type() -> None:
+    # An integer column held as float64 by the contract, the request's int, numpy's: one key.
+    number = ["number"]
+    assert {encode_key([v], number) for v in (7, 7.0, np.int64(7), np.float64(7.0), "7")} == {
+        '["7"]'
+    }
+    assert encode_key([7.5], number) == '["7.5"]' and encode_key([None], number) == "[null]"
+    # Text stays text ("007" is not 7); a float that pandas read into a text column is its int.
+    assert encode_key(["007"], ["text"]) == '["007"]'
+    assert encode_key([7.0], ["text"]) == '["7"]'
+    # Times: naive is UTC; any offset is converted.
+    naive = encode_key([pd.Timestamp("2013-01-01 05:00")], ["time"])
+    assert naive == encode_key(["2013-01-01T00:00:00-05:00"], ["time"])
+    assert encode_key(["UA", 7.0], ["text", "number"]) == encode_key(["UA", 7], ["auto", "auto"])
+    assert encode_key([float("nan"), pd.NaT], ["number", "time"]) == "[null, null]"
+
+
+def _events(keys: dict[str, list]) -> pd.DataFrame:
+    n = len(next(iter(keys.values())))
+    at = pd.date_range("2013-01-01", periods=n, freq="h", tz="UTC")
+    return pd.DataFrame({**keys, "at": at, "x": np.arange(n, dtype=float)})
+
+
+def _count_view(name: str, keys: list[str]) -> WindowView:
+    return WindowView(
+        name=name,
+        source="events",
+        entity=Entity(name=name, join_keys=keys),
+        timestamp="at",
+        aggregations=[Aggregation(name=f"{name}_n", function="count", column="x", window="P1D")],
+    )
+
+
+@pytest.mark.parametrize(
+    ("keys", "kinds", "entity"),
+    [
+        # Integer keys as the contract stores them (float64) and as a request sends them.
+        ({"user": [1.0, 1.0, 2.0, 3.0]}, ["number"], {"user": 1}),
+        ({"carrier": ["UA", "UA", "AA", "B6"]}, ["text"], {"carrier": "UA"}),
+        (
+            {"origin": ["EWR", "EWR", "JFK", "EWR"], "gate": [11.0, 11.0, 11.0, 12.0]},
+            ["text", "number"],
+            {"origin": "EWR", "gate": 11},
+        ),
+    ],
+    ids=["integer", "string", "two-column"],
+)
+def test_materialized_keys_are_found_by_a_requests_values(
+    tmp_path: Path, keys: dict, kinds: list, entity: dict
+) -> None:
+    view = _count_view("v", list(keys))
+    store = OnlineStore(tmp_path / "online.db")
+    as_of = pd.Timestamp("2013-01-02T00:00Z").to_pydatetime()
+    store.materialize([view], {"events": _events(keys)}, as_of=as_of, key_kinds={"v": kinds})
+    assert store.get_features(entity, ["v_n"]) == {"v_n": 2}  # found: not the default 0
+    (state,) = store.states().values()
+    assert state.key_kinds == kinds and state.rows == 3
+
+
+def test_lookup_tables_are_stored_by_key_and_rewritten_when_their_snapshot_moves(
+    tmp_path: Path,
+) -> None:
+    planes = pd.DataFrame(
+        {"tailnum": ["N1", "N2", None], "year": [1999.0, np.nan, 2001.0], "maker": ["A", None, "C"]}
+    )
+    table = JoinedTable(kind="lookup", source="planes", keys=["tailnum"], columns=["year", "maker"])
+    store = OnlineStore(tmp_path / "online.db")
+    first = materialize_joined(store, table, planes, ["text"], snapshot="s1")
+    assert (first.mode, first.entities_written) == ("full", 2)  # a null key is never stored
+    rows = store.read(table.name, [encode_key(["N1"], ["text"]), encode_key(["N9"], ["text"])])
+    assert rows[0].values == {"tailnum": "N1", "year": 1999.0, "maker": "A"} and rows[1] is None
+    assert store.states()[table.name].columns == {
+        "tailnum": "object",
+        "year": "float64",
+        "maker": "object",
+    }
+    assert materialize_joined(store, table, planes, ["text"], snapshot="s1").mode == "unchanged"
+    moved = planes.assign(year=[2000.0, 2002.0, 2001.0])
+    assert materialize_joined(store, table, moved, ["text"], snapshot="s2").mode == "full"
+    (row,) = store.read(table.name, [encode_key(["N2"], ["text"])])
+    assert row.values["year"] == 2002.0
+    with pytest.raises(OnlineStoreError, match="repeats keys"):
+        materialize_joined(store, table, pd.concat([planes, planes]), ["text"], snapshot="s3")
+
+
+def test_an_as_of_table_holds_the_newest_row_known_at_its_watermark(tmp_path: Path) -> None:
+    at = pd.to_datetime(["2013-01-01T00:00Z", "2013-01-01T02:00Z", "2013-01-01T04:00Z"])
+    readings = pd.DataFrame({"station": ["A", "A", "A"], "at": at, "temp": [1.0, 2.0, 3.0]})
+    table = JoinedTable(
+        kind="as_of",
+        source="weather",
+        keys=["station"],
+        columns=["temp"],
+        timestamp="at",
+        lag=timedelta(hours=1),
+    )
+    store = OnlineStore(tmp_path / "online.db")
+    # At 03:00 the 02:00 reading is known (lag 1 h: at 03:00, inclusive); 04:00's is not.
+    done = materialize_joined(
+        store, table, readings, ["text"], as_of=pd.Timestamp("2013-01-01T03:00Z")
+    )
+    assert done.entities_written == 1
+    (row,) = store.read(table.name, [encode_key(["A"], ["text"])])
+    assert row.values["temp"] == 2.0 and row.as_of_ns == at[1].value
+    assert store.watermark(table.name) == pd.Timestamp("2013-01-01T03:00Z")
+
+
+class DictStore(OnlineStoreBase):
+    """A second backend in a few lines: the three primitives over a dict."""
+
+    def __init__(self) -> None:
+        super().__init__(cache_ttl_s=0.0)
+        self.views: dict[str, ViewState] = {}
+        self.data: dict[str, dict[str, OnlineRow]] = {}
+
+    def load_states(self) -> dict[str, ViewState]:
+        return dict(self.views)
+
+    def _write(self, state: ViewState, rows, replace: bool) -> int:  # noqa: ANN001
+        stored = {} if replace else dict(self.data.get(state.name, {}))
+        stored |= {row.key: row for row in rows}
+        self.data[state.name] = stored
+        self.views[state.name] = state.model_copy(update={"rows": len(stored)})
+        return len(stored)
+
+    def read_rows(self, view: str, keys) -> list[OnlineRow | None]:  # noqa: ANN001
+        return [self.data.get(view, {}).get(k) for k in keys]
+
+
+def test_another_backend_needs_only_the_three_primitives(
+    tables: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    sqlite, other = OnlineStore(tmp_path / "online.db"), DictStore()
+    for store in (sqlite, other):
+        store.materialize(VIEWS, tables, as_of=T1.to_pydatetime())
+        store.materialize(VIEWS, tables, as_of=T2.to_pydatetime(), incremental=True)
+    entities = _entities(tables, 30)
+    for _, entity in entities.iterrows():
+        assert other.get_features(entity.to_dict(), FEATURES) == sqlite.get_features(
+            entity.to_dict(), FEATURES
+        )
+    assert {n: s.rows for n, s in other.states().items()} == {
+        n: s.rows for n, s in sqlite.states().items()
+    }
+
+
+def test_problems_say_what_is_missing_or_empty(tmp_path: Path) -> None:
+    store = OnlineStore(tmp_path / "online.db")
+    assert source_problems(store, ["v", "w"]) == {
+        "v": "not materialized",
+        "w": "not materialized",
+    }
+    as_of = pd.Timestamp("2013-01-02T00:00Z").to_pydatetime()
+    events = _events({"user": [1.0, 2.0]})
+    store.materialize([_count_view("v", ["user"])], {"events": events}, as_of=as_of)
+    store.materialize([_count_view("w", ["user"])], {"events": events.iloc[:0]}, as_of=as_of)
+    assert source_problems(store, ["v", "w"]) == {"w": "materialized empty"}
+
+
+def test_another_processs_write_is_seen_within_the_state_refresh(tmp_path: Path) -> None:
+    events = _events({"user": [1.0, 1.0, 2.0]})
+    view = _count_view("v", ["user"])
+    reader = OnlineStore(tmp_path / "online.db", cache_ttl_s=60)
+    reader.states_ttl_s = 0.05
+    writer = OnlineStore(tmp_path / "online.db")
+    writer.materialize([view], {"events": events}, as_of=pd.Timestamp("2013-01-01T00:30Z"))
+    assert reader.get_features({"user": 1}, ["v_n"]) == {"v_n": 1}  # now cached for 60 s
+    writer.materialize([view], {"events": events}, as_of=pd.Timestamp("2013-01-01T05:00Z"))
+    time.sleep(0.1)
+    assert reader.get_features({"user": 1}, ["v_n"]) == {"v_n": 2}

@@ -27,7 +27,12 @@ from mlsys_core.data.cleaning import latest_clean
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.online import OnlineStore, online_store_path
-from mlsys_core.features.store import FeatureSetRef, load_feature_set, materialize_online
+from mlsys_core.features.store import (
+    FeatureSetRef,
+    load_feature_set,
+    materialize_online,
+    online_source_tables,
+)
 from mlsys_core.net import free_port
 from mlsys_core.serving.config import LogConfig, RolloutConfig, ServeConfig
 from mlsys_core.spec import DatasetSpec
@@ -53,10 +58,10 @@ def trained(
     feature_set = make_feature_set(settings)
     model = train_and_log(feature_set, TrainConfig(epochs=1, seed=0), settings)
     assert model is not None
-    # The online store the service reads absent feature-store features from.
+    # The online store the service finds the inputs a request omits in (views, lookups).
     lake = Lake(settings.lake_dir)
     _, spec = load_feature_set(feature_set, lake)
-    clean = {t: latest_clean(lake, t) for t in {v.source for v in spec.feature_views}}
+    clean = {t: latest_clean(lake, t) for t in online_source_tables(spec)}
     materialize_online(clean, spec, lake, OnlineStore(online_store_path(settings.root)))
     return Trained(settings, feature_set, model)
 

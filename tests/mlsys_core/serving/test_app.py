@@ -229,5 +229,5 @@ def test_a_named_spec_sets_the_request_schema(settings):
         assert set(resolve_spec("digits").input_columns) <= fields
         assert "carrier" not in fields
         assert httpx.get(f"{url}/health/ready").status_code == 503  # no digits model yet
-    with pytest.raises(ValidationError, match="unknown spec 'nope'"):
+    with pytest.raises(ValidationError, match="no dataset 'nope'"):
         ServeConfig(spec="nope")

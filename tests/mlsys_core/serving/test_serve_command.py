@@ -40,6 +40,11 @@ def test_mlsys_serve_answers_and_flushes_the_log_on_shutdown(
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
         output = log_file.read_text()
         assert "Application shutdown complete" in output
+        # The start-up table: every model input and where it comes from, and the store.
+        assert "every model input's source" in output
+        assert "plane_year" in output and "lookup planes by tailnum" in output
+        assert "send to find features: tailnum" in output
+        assert "lookup:airports:faa: 1458 rows" in output
         assert f"champion now serves {model_name} v{version}" in output  # loads are logged
     log = read_prediction_log(Lake(trained.settings.lake_dir), small_spec.name, since=started)
     log = log[log["model_name"] == model_name]

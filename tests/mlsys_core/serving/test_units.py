@@ -3,6 +3,7 @@ prediction-log writer, throughput."""
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -13,21 +14,25 @@ from pydantic import ValidationError
 from scipy.stats import chi2_contingency
 
 from mlsys_core.data.lake import Lake
+from mlsys_core.datasets import resolve_spec
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.serving.abtest import ab_test, labels_from_events, two_proportion_z
-from mlsys_core.serving.app import CONFIG_ENV, create_app
+from mlsys_core.serving.app import CONFIG_ENV, create_app, json_depth
 from mlsys_core.serving.config import ABConfig, CanaryConfig, RolloutConfig
+from mlsys_core.serving.lineage import SpecMismatchError, check_spec, spec_differences
 from mlsys_core.serving.log_writer import PredictionLogWriter
 from mlsys_core.serving.metrics import Throughput
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.serving.router import CanaryGuard, Router, bucket
 from mlsys_core.serving.schema import (
+    CATEGORY_PATTERN,
     batch_model,
     column_kinds,
     event_keys,
     lookup_keys,
     record_model,
 )
+from mlsys_core.serving.sources import ServingPlan
 
 SPEC = nycflights13_spec()
 GOOD = {
@@ -268,3 +273,96 @@ def test_column_kinds_decide_what_the_model_gets():
     assert kinds["time_hour"] == "time" and kinds["tailnum"] == "text"
     assert all(kinds[c] == "number" for c in SPEC.features.numeric)
     assert event_keys(SPEC) == [*SPEC.entity_keys, SPEC.event_timestamp]
+
+
+# -- serving sources, text rules, body guards, spec checks -------------------------------------
+def test_every_input_has_one_serving_source():
+    plan = ServingPlan(SPEC)
+    kinds = {c: s.kind for c, s in plan.inputs.items()}
+    assert set(kinds) == set(SPEC.input_columns)
+    assert (
+        kinds["time_hour"] == "event_time" and "hour, day_of_week" in plan.inputs["time_hour"].note
+    )
+    assert {kinds[c] for c in ("carrier", "origin", "dest", "distance")} == {"request"}
+    assert plan.inputs["plane_year"].model_dump(include={"kind", "online", "keys"}) == {
+        "kind": "lookup",
+        "online": "lookup:planes:tailnum",
+        "keys": ["tailnum"],
+    }
+    assert plan.inputs["dest_lat"].keys == ["dest"]
+    assert plan.inputs["origin_temp"].online == "origin_weather"
+    assert plan.inputs["route_flights_7d"].keys == ["origin", "dest"]
+    assert {c for c, k in kinds.items() if k == "view"} == set(SPEC.view_features)
+    assert plan.required == ["carrier", "flight", "origin", "dest", "time_hour"]
+    assert plan.request_keys == ["tailnum"] and plan.request_features == ["distance"]
+    assert set(plan.found) == {c for c, k in kinds.items() if k in ("lookup", "view")}
+    # Both lookups and every view must be in the online store; the airports table is one
+    # table whatever the airport column that looks it up.
+    assert set(plan.online_names) == {v.name for v in SPEC.feature_views} | {
+        "lookup:planes:tailnum",
+        "lookup:airports:faa",
+    }
+    table = plan.describe()
+    assert "plane_year" in table and "lookup planes by tailnum" in table
+    assert "send to find features: tailnum" in table
+    off = ServingPlan(SPEC, online=False)
+    assert off.found == [] and off.online_names == [] and "distance" in off.request_features
+    assert "online lookups off" in off.describe()
+
+
+def test_the_record_schema_says_what_to_send_and_what_is_found():
+    schema = record_model(SPEC).model_json_schema()
+    serving = schema["x-mlsys-serving"]
+    assert serving["required"] == ServingPlan(SPEC).required
+    assert serving["caller_only"] == ["distance"] and "plane_year" in serving["found_by_service"]
+    assert "Found by the service" in schema["properties"]["plane_year"]["description"]
+    assert "Only the caller has it" in schema["properties"]["distance"]["anyOf"][0].get(
+        "description", schema["properties"]["distance"].get("description", "")
+    )
+    assert "plane_year" in schema["properties"]["tailnum"]["description"]
+    assert "Found by the service: " in schema["description"]
+
+
+@pytest.mark.parametrize(
+    "value", ["U\x00A", "UA\n", "U\x1bA", "\x85UA", "U\u202eA", "\u2066UA", "UA\u200f"]
+)
+def test_keys_and_categories_refuse_control_and_bidi_characters(value):
+    record = record_model(SPEC)
+    with pytest.raises(ValidationError, match="control or bidirectional"):
+        record.model_validate({**GOOD, "carrier": value})
+    pattern = re.compile(CATEGORY_PATTERN.removesuffix("$") + r"\Z")
+    assert pattern.match(value) is None  # the published pattern says the same
+    assert pattern.match("Ünïcode ✈ ok") is not None
+    assert record.model_validate({**GOOD, "carrier": "Ünïcode ✈ ok"}).carrier == "Ünïcode ✈ ok"
+
+
+def test_free_text_allows_line_breaks_but_not_other_controls():
+    spec = resolve_spec("nycflights13_text")
+    record = record_model(spec)
+    ok = record.model_validate({**GOOD, "airline_name": "United\nAir Lines\tInc."})
+    assert ok.airline_name == "United\nAir Lines\tInc."
+    for bad in ("United\x00", "United\u202e"):
+        with pytest.raises(ValidationError, match="control characters"):
+            record.model_validate({**GOOD, "airline_name": bad})
+    with pytest.raises(ValidationError, match="control or bidirectional"):
+        record.model_validate({**GOOD, "carrier": "U\nA"})  # a category is not free text
+
+
+def test_json_depth_counts_nesting_outside_strings():
+    assert json_depth(b'{"records": [{"carrier": "UA"}]}') == 3
+    assert json_depth(b'{"carrier": "[[[[{{{{"}') == 1  # brackets in a string do not nest
+    assert json_depth(b'{"a": "\\"[[[["}') == 1  # nor after an escaped quote
+    assert json_depth(b"[" * 5000) == 5000
+    assert json_depth(b"7") == 0
+
+
+def test_a_given_spec_must_be_the_trained_one():
+    other = SPEC.model_copy(update={"entity_keys": ["carrier", "flight"]})
+    assert spec_differences(other, SPEC) == ["entity_keys"]
+    check_spec(SPEC, SPEC.model_copy(), "m v1")  # the same spec passes
+    with pytest.raises(SpecMismatchError, match=r"not the spec m v1 was trained with.*entity_keys"):
+        check_spec(other, SPEC, "m v1")
+    features = SPEC.features.model_copy(update={"numeric": SPEC.features.numeric[:3]})
+    assert spec_differences(SPEC.model_copy(update={"features": features}), SPEC) == [
+        "features.numeric"
+    ]
