@@ -15,7 +15,7 @@ export PREFECT_LOGGING_LEVEL ?= INFO
 export MPLBACKEND := Agg
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: demo test test-quick lint bench clean nginx wrk
+.PHONY: demo test test-quick lint bench clean nginx redis wrk
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,11 @@ demo: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m flows.pipeline --spec nycflights13
 
-test: $(VENV)/.installed nginx
+test: $(VENV)/.installed nginx redis
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m pytest
 
-test-quick: $(VENV)/.installed nginx
+test-quick: $(VENV)/.installed nginx redis
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m pytest -m "not slow"
 
@@ -58,11 +58,16 @@ clean:
 	rm -rf $(STATE)
 
 # System packages, through the system package manager when missing: nginx in front of the
-# serving replicas (mlsys serve-cluster and its tests), wrk for bench/serving.py.
+# serving replicas (mlsys serve-cluster and its tests), redis-server for the shared online
+# store (its tests start their own on 127.0.0.1), wrk for bench/serving.py.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 nginx:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx; }
+
+redis:
+	@command -v redis-server >/dev/null || test -x /usr/bin/redis-server || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
 
 wrk:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }

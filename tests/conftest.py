@@ -20,6 +20,7 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.datasets.nycflights13.sample import read_tables, sample_spec
 from mlsys_core.features.store import FeatureSetRef, build_feature_set
 from mlsys_core.spec import DatasetSpec
+from tests.services import redis_server
 
 # Before anything imports prefect: tests never touch the user's or the demo's Prefect home,
 # and the temporary servers they start send no telemetry.
@@ -87,3 +88,11 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of this test's own (see :func:`redis_server`). ``make test`` installs
+    redis-server through the system package manager when it is missing."""
+    with redis_server(tmp_path / "redis") as url:
+        yield url
