@@ -113,80 +113,95 @@ def stretch(real_tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return flights[(local >= start) & (local < start + pd.Timedelta(hours=24))]
 
 
-def test_stream_equals_offline_for_every_entity_at_every_watermark(
+def replay_and_compare(
+    job: FeatureStreamJob, events: pd.DataFrame, delay_min: np.ndarray, folder: Path, rows: int
+) -> dict:
+    """Replay ``events`` with each one reaching the log ``delay_min`` minutes after its event
+    time, micro-batch by micro-batch; after every batch, compare what a store fed by the
+    updates holds, for every entity of every view, with the offline store at the watermark:
+
+    - computed from what the stream had received by then: equal, always;
+    - computed from every event (the truth): equal whenever no late event was missing.
+    """
+    stream, views = job.stream, job.views
+    times = pd.to_datetime(events[stream.time_column], utc=True)
+    arrival = times + pd.to_timedelta(delay_min, unit="min")
+    log_order = np.argsort(arrival.to_numpy(), kind="stable")
+    log_events = events.iloc[log_order].reset_index(drop=True)
+    write_segments(log_events, folder / "log", rows_per_segment=rows)
+    is_late = delay_min > pd.Timedelta(stream.allowed_lateness) / pd.Timedelta(minutes=1)
+    full = _received(events, stream)
+    entities = {v.name: full[v.entity.join_keys].dropna().drop_duplicates() for v in views}
+    truth_store = OfflineStore(views, {stream.source: full})
+    published, lake = Published(job), Lake(folder / "lake")
+    stats = {"arrived": 0, "checked": 0, "skew_cells": 0, "pending": [], "max": {}}
+
+    def check(batch) -> None:
+        published.apply(batch.updates)
+        stats["arrived"] += batch.outcome.events_in
+        received = _received(log_events.iloc[: stats["arrived"]], stream)
+        known_store = OfflineStore(views, {stream.source: received})
+        pending = int(is_late.sum() - is_late[log_order[: stats["arrived"]]].sum())
+        stats["pending"].append(pending)
+        as_of = pd.Timestamp(batch.outcome.watermark)
+        for view in views:
+            ours = published.frame(view, entities[view.name])
+            expected = _offline(known_store, view, entities[view.name], as_of)
+            assert not _mismatch(ours, expected, view).any(), (view.name, as_of)
+            skew = _mismatch(ours, _offline(truth_store, view, entities[view.name], as_of), view)
+            stats["skew_cells"] += int(skew.sum())
+            assert pending or not skew.any(), (view.name, as_of)
+            stats["checked"] += len(ours)
+            for feature in view.features:  # the largest value published, per feature
+                top = np.nanmax(ours[feature].to_numpy(np.float64), initial=0.0)
+                stats["max"][feature] = max(stats["max"].get(feature, 0.0), top)
+
+    outcomes = _drain(job, folder / "log", lake, check)
+    assert sum(o.events_in for o in outcomes) == len(events)
+    assert stats["pending"][-1] == 0
+    # Exactly the delayed events were late, and they are recorded with their lateness.
+    assert sum(o.late for o in outcomes) == int(is_late.sum())
+    snapshot = lake.latest("stream", job.name)
+    late_parts = lake.manifest(snapshot)["late_parts"]
+    if is_late.any():
+        late_rows = pd.concat([lake.read_part(PartRef.model_validate(p)) for p in late_parts])
+        columns = [*stream.key, stream.kind_column]
+        expected_late = sorted(map(tuple, events.loc[is_late, columns].astype(str).to_numpy()))
+        assert sorted(map(tuple, late_rows[columns].astype(str).to_numpy())) == expected_late
+        assert (late_rows["_late_by_s"].astype(float) > 0).all()
+    return {**stats, "outcomes": outcomes, "published": published}
+
+
+@pytest.mark.slow
+def test_real_flights_stream_as_offline_computes_them_late_events_included(
     tmp_path: Path, flights_job: FeatureStreamJob, stretch: pd.DataFrame
 ):
     stream = flights_job.stream
     events = source_events(stream, stretch)
-    times = pd.to_datetime(events[stream.time_column], utc=True)
-    # Late: the departure and arrival of a few daytime flights reach the log 90 minutes late
-    # (past the 10-minute allowed lateness). A few others arrive 4 minutes late: on time.
-    local = times.dt.tz_convert(NY)
-    daytime = (local.dt.hour.between(9, 17)) & (local.dt.day == 8)
-    departed = events[stream.kind_column] == "departed"
-    landed = events.loc[events[stream.kind_column] == "arrived", stream.key]
-    flying = events[departed & daytime].merge(landed, on=stream.key)  # departed and landed
+    # The departure and arrival of ten daytime flights reach the log 90 minutes late (past
+    # the 10-minute allowed lateness); ten other departures 4 minutes late: on time.
+    local = pd.to_datetime(events[stream.time_column], utc=True).dt.tz_convert(NY)
+    daytime = local.dt.hour.between(9, 17) & (local.dt.day == 8)
+    kind = events[stream.kind_column]
+    landed = events.loc[kind == "arrived", stream.key]
+    flying = events[(kind == "departed") & daytime].merge(landed, on=stream.key)
     assert len(flying) > 300
-    late_keys = flying.iloc[::30][stream.key].head(10)
-    slow_keys = flying.iloc[5::30][stream.key].head(10)
-    key_index = pd.MultiIndex.from_frame(events[stream.key])
-    is_late = (
-        key_index.isin(pd.MultiIndex.from_frame(late_keys))
-        & events[stream.kind_column].isin(["departed", "arrived"]).to_numpy()
-    )
-    is_slow = key_index.isin(pd.MultiIndex.from_frame(slow_keys)) & departed.to_numpy()
-    shift = np.where(is_late, 90, np.where(is_slow, 4, 0))
-    arrival = times + pd.to_timedelta(shift, unit="min")
-    log_order = np.argsort(arrival.to_numpy(), kind="stable")
-    log_events = events.iloc[log_order].reset_index(drop=True)
-    write_segments(log_events, tmp_path / "log", rows_per_segment=100)
 
-    views = flights_job.views
-    full = _received(events, stream)
-    entities = {v.name: full[v.entity.join_keys].dropna().drop_duplicates() for v in views}
-    published = Published(flights_job)
-    truth_store = OfflineStore(views, {"flights": full})
-    lake = Lake(tmp_path / "lake")
-    state = {"arrived": 0, "checked": 0, "skew_cells": 0}
-    pending_after: list[int] = []
+    def chosen(keys: pd.DataFrame, kinds: list[str]) -> np.ndarray:
+        on_keys = pd.MultiIndex.from_frame(events[stream.key]).isin(pd.MultiIndex.from_frame(keys))
+        return on_keys & kind.isin(kinds).to_numpy()
 
-    def check(batch) -> None:
-        published.apply(batch.updates)
-        state["arrived"] += batch.outcome.events_in
-        arrived = log_events.iloc[: state["arrived"]]
-        as_of = pd.Timestamp(batch.outcome.watermark)
-        known_store = OfflineStore(views, {"flights": _received(arrived, stream)})
-        pending_after.append(int(is_late.sum() - is_late[log_order[: state["arrived"]]].sum()))
-        for view in views:
-            ours = published.frame(view, entities[view.name])
-            # What the stream received, computed offline: equal everywhere, always.
-            expected = _offline(known_store, view, entities[view.name], as_of)
-            assert not _mismatch(ours, expected, view).any(), (view.name, as_of)
-            # The whole truth, offline: equal except where a late event was still missing.
-            truth = _offline(truth_store, view, entities[view.name], as_of)
-            skew = _mismatch(ours, truth, view)
-            state["skew_cells"] += int(skew.sum())
-            if pending_after[-1] == 0:
-                assert not skew.any(), (view.name, as_of)
-            state["checked"] += len(ours)
-
-    outcomes = _drain(flights_job, tmp_path / "log", lake, check)
-    assert sum(o.events_in for o in outcomes) == len(events)
-    assert state["checked"] > 10_000 and len(outcomes) > 25
-    # The late events mattered while they were missing, and only then.
-    assert is_late.sum() == 2 * len(late_keys) == 20 and max(pending_after) > 0
-    assert state["skew_cells"] > 0
-    assert pending_after[-1] == 0
-    # Exactly the delayed events were late, and they are recorded with their lateness.
-    assert sum(o.late for o in outcomes) == int(is_late.sum())
-    snapshot = lake.latest("stream", flights_job.name)
-    late_rows = pd.concat(
-        [lake.read_part(PartRef.model_validate(p)) for p in lake.manifest(snapshot)["late_parts"]]
-    )
-    expected_late = events.loc[is_late, [*stream.key, stream.kind_column]].astype(str)
-    got_late = late_rows[[*stream.key, stream.kind_column]].astype(str)
-    assert sorted(map(tuple, got_late.to_numpy())) == sorted(map(tuple, expected_late.to_numpy()))
-    assert (late_rows["_late_by_s"].astype(float) > 0).all()
+    late = chosen(flying.iloc[::30][stream.key].head(10), ["departed", "arrived"])
+    slow = chosen(flying.iloc[5::30][stream.key].head(10), ["departed"])
+    delay = np.where(late, 90, np.where(slow, 4, 0))
+    stats = replay_and_compare(flights_job, events, delay, tmp_path, rows=100)
+    assert late.sum() == 20 and max(stats["pending"]) > 0
+    assert stats["checked"] > 10_000 and len(stats["outcomes"]) > 25
+    assert stats["skew_cells"] > 0  # the late events mattered while they were missing
+    # Not a vacuous agreement: flights waited, departed and arrived along the way.
+    top = stats["max"]
+    assert top["origin_waiting_4h"] >= 5 and top["carrier_origin_mean_wait_4h"] > 30
+    assert top["origin_departures_1h"] >= 5 and top["carrier_flights_7d"] >= 50
 
 
 # -- a second dataset: support tickets, open until resolved ------------------------------------
@@ -258,10 +273,10 @@ def _tickets_job(max_segments: int = 1) -> FeatureStreamJob:
     )
 
 
-def _tickets(n: int = 400, seed: int = 0) -> pd.DataFrame:
+def _tickets(n: int = 400, seed: int = 0, hours: float = 48) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     opened = pd.Timestamp("2024-05-01T00:00Z") + pd.to_timedelta(
-        np.sort(rng.uniform(0, 2 * 24 * 60, n)).round(), unit="min"
+        np.sort(rng.uniform(0, hours * 60, n)).round(), unit="min"
     )
     minutes = rng.exponential(50, n).round()
     minutes[rng.random(n) < 0.1] = np.nan  # never resolved
@@ -276,38 +291,34 @@ def _tickets(n: int = 400, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def test_open_and_closed_tickets_stream_as_offline_computes_them(tmp_path: Path):
-    job, table = _tickets_job(), _tickets()
+def test_open_and_resolved_tickets_stream_as_offline_computes_them(tmp_path: Path):
+    job, table = _tickets_job(), _tickets(300, hours=12)
     events = source_events(job.stream, table)
-    write_segments(events, tmp_path / "log", rows_per_segment=25)
-    published, checked = Published(job), []
-    store = OfflineStore(job.views, {"tickets": table})
-
-    def check(batch) -> None:
-        published.apply(batch.updates)
-        as_of = pd.Timestamp(batch.outcome.watermark)
-        for view in job.views:
-            entities = table[["queue"]].drop_duplicates()
-            expected = _offline(store, view, entities, as_of)
-            ours = published.frame(view, entities)
-            assert not _mismatch(ours, expected, view).any(), (view.name, as_of)
-            checked.append(ours)
-
-    outcomes = _drain(job, tmp_path / "log", Lake(tmp_path / "lake"), check)
-    assert len(outcomes) == -(-len(events) // 25) and sum(o.late for o in outcomes) == 0
-    values = pd.concat(checked)
+    # Every 15th resolution reaches the log two hours late (allowed: 5 minutes), every 17th
+    # two minutes late (on time).
+    resolved = (events[job.stream.kind_column] == "resolved").to_numpy()
+    order = np.cumsum(resolved)
+    times = pd.to_datetime(events[job.stream.time_column], utc=True)
+    followed = (times < times.max() - pd.Timedelta(hours=3)).to_numpy()  # not the log's end
+    late = resolved & (order % 15 == 0) & followed
+    delay = np.where(late, 120, np.where(resolved & (order % 17 == 0), 2, 0))
+    stats = replay_and_compare(job, events, delay, tmp_path, rows=20)
+    assert late.sum() >= 8 and stats["skew_cells"] > 0
     # Not a vacuous agreement: tickets were open, waiting, and resolved along the way.
-    assert values["open_n"].max() >= 3 and values["open_wait"].max() > 30
-    assert values["resolved_n"].max() >= 3 and values["slow_share"].dropna().between(0, 1).all()
-    # The state keeps only rows that can still count (8 hours of tickets, not two days).
-    assert outcomes[-1].state_rows < len(table) / 2
+    top = stats["max"]
+    assert top["open_n"] >= 3 and top["open_wait"] > 30 and top["resolved_n"] >= 3
 
 
 def test_a_crash_before_the_commit_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     job, table = _tickets_job(max_segments=2), _tickets(200, seed=3)
     write_segments(source_events(job.stream, table), tmp_path / "log", rows_per_segment=20)
     clean = Published(job)
-    _drain(job, tmp_path / "log", Lake(tmp_path / "clean"), lambda b: clean.apply(b.updates))
+    outcomes = _drain(
+        job, tmp_path / "log", Lake(tmp_path / "clean"), lambda b: clean.apply(b.updates)
+    )
+    # The state keeps only rows that can still count: the last 8 hours of tickets and the
+    # unresolved ones (for the 2-day retention), not all 2 days of them.
+    assert outcomes[-1].state_rows < len(table) / 2
 
     lake, crashy = Lake(tmp_path / "crashy"), Published(job)
     for _ in range(3):
