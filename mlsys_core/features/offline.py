@@ -40,14 +40,21 @@ class EntityRowsError(ValueError):
 
 def to_ns(values: pd.Series | pd.Index) -> np.ndarray:
     """Nanoseconds since the epoch, UTC (naive times are read as UTC); NaT -> int64 min."""
-    index = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, pd.DatetimeTZDtype) or (
+        isinstance(dtype, np.dtype) and dtype.kind == "M"
+    ):  # already times: no parsing (to_datetime would sample the values one by one)
+        index = pd.DatetimeIndex(values)
+        index = index.tz_convert("UTC") if index.tz is not None else index
+    else:
+        index = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
     return index.as_unit("ns").asi8
 
 
 def rule_ns(event: np.ndarray, rule: Availability, source: pd.DataFrame) -> np.ndarray:
     """``event + sum(offset columns) minutes + lag``, not before ``event + at_least``, in ns;
     int64 min where the event time or an offset is null (the time never comes)."""
-    offset = np.zeros(len(source), dtype=np.float64)
+    offset = np.zeros(len(event), dtype=np.float64)
     for col in rule.offset_minutes:
         offset += pd.to_numeric(source[col], errors="coerce").to_numpy(np.float64)
     known = (event != _NAT) & np.isfinite(offset)

@@ -35,6 +35,7 @@ not change: its previous value is exact as of the new ``as_of`` too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -53,6 +54,7 @@ from mlsys_core.stream.engine import StreamError, _content_id, _segment_id, pend
 
 ENGINE_VERSION = "1"
 AS_OF = "as_of"
+_VIEW = "view"
 _ARRIVAL = "__arrival"
 
 
@@ -170,8 +172,14 @@ def run_feature_batch(
     if not events.empty:
         newest = int(events[stream.time_column].max())
         newest_seen = newest if newest_seen is None else max(newest_seen, newest)
-    before = _Rows(state, job) if not state.empty else None
-    merged = _Rows(_merge(state, events, job), job)
+    # The rows this batch touches, as they were: what its events newly reveal is judged on them.
+    hit = (
+        np.isin(state[_ROW].to_numpy(np.uint64), events[_ROW].to_numpy(np.uint64))
+        if not state.empty
+        else np.zeros(0, dtype=bool)
+    )
+    before = _Rows(state[hit], job) if hit.any() else None
+    merged = _Rows(_merge(state, hit, events, job), job)
     late = _late_events(events, before, merged, job, old_mark)
     mark = old_mark
     if newest_seen is not None:
@@ -192,13 +200,13 @@ def run_feature_batch(
         previous.snapshot_id if previous else "", *segment_ids, job.model_dump_json(),
         flush, ENGINE_VERSION,
     )  # fmt: skip
+    # One part for every view's updates (a view column; each view's columns, null elsewhere):
+    # one file to make durable per batch, not one per view.
+    published = [u.rows.assign(**{_VIEW: u.view}) for u in updates if not u.rows.empty]
     parts = []
-    for update in updates:
-        if not update.rows.empty:
-            frame = update.rows.assign(**{AS_OF: update.as_of})
-            parts.append(
-                lake.write_part("stream", job.name, f"view={update.view}", batch_id, frame)
-            )
+    if published:
+        frame = pd.concat(published, ignore_index=True).assign(**{AS_OF: _ts(mark)})
+        parts.append(lake.write_part("stream", job.name, "updates", batch_id, frame))
     late_parts = [PartRef.model_validate(p) for p in meta.get("late_parts", [])]
     rejected = [f for f in (late, invalid) if not f.empty]
     if rejected:
@@ -234,15 +242,16 @@ def read_updates(lake: Lake, snapshot: SnapshotRef) -> list[ViewUpdate]:
     manifest = lake.manifest(snapshot)
     job = FeatureStreamJob.model_validate(manifest["job"])
     mark = _ns(manifest["watermark"])
-    by_view = {p.partition.removeprefix("view="): p for p in lake.parts(snapshot)}
+    frame = lake.read(snapshot)
     out = []
     for view in job.views:
-        part = by_view.get(view.name)
-        rows = (
-            lake.read_part(part).drop(columns=[AS_OF])
-            if part is not None
-            else pd.DataFrame(columns=[*view.entity.join_keys, *view.features])
-        )
+        columns = [*view.entity.join_keys, *view.features]
+        if frame.empty:
+            rows = pd.DataFrame(columns=columns)
+        else:
+            rows = frame.loc[frame[_VIEW] == view.name, columns].reset_index(drop=True)
+            counts = [a.name for a in view.aggregations if a.function == "count"]
+            rows[counts] = rows[counts].astype(np.int64)
         out.append(ViewUpdate(view.name, view.entity.join_keys, view.features, _ts(mark), rows))
     return out
 
@@ -275,22 +284,63 @@ def view_values(view: WindowView, rows: pd.DataFrame, as_of: int) -> pd.DataFram
     """Every entity of ``rows`` with its features as of ``as_of`` (ns), straight from the
     rule: the rows with ``available < as_of <= end`` (end: availability + window, or the
     close if earlier); count 0 and nulls for an entity with nothing counting."""
-    prepared = _ViewRows(view, rows)
+    prepared = _ViewRows(view, _Columns(rows.reset_index(drop=True)))
     return prepared.values_at(as_of, np.ones(prepared.n_entities, dtype=bool))
+
+
+class _Columns:
+    """The stream's rows, with what the views compute from them memoized for one
+    micro-batch: views that share a rule or an entity compute it once. It reads like a
+    frame (``cols[name]``, ``len``), so the offline store's rule functions take it."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._series: dict[str, pd.Series] = {}
+        self._memo: dict[tuple, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, column: str) -> pd.Series:
+        if column not in self._series:
+            self._series[column] = self.frame[column]
+        return self._series[column]
+
+    def _memoized(self, key: tuple, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def numeric(self, column: str) -> np.ndarray:
+        return self._memoized(
+            ("numeric", column),
+            lambda: pd.to_numeric(self[column], errors="coerce").to_numpy(np.float64),
+        )
+
+    def available(self, view: WindowView) -> np.ndarray:
+        key = ("available", view.timestamp, view.availability.model_dump_json())
+        return self._memoized(key, lambda: availability_ns(view, self))  # type: ignore[arg-type]
+
+    def closed(self, view: WindowView) -> np.ndarray:
+        key = ("closed", view.timestamp, view.closes and view.closes.model_dump_json())
+        return self._memoized(key, lambda: closes_ns(view, self))  # type: ignore[arg-type]
+
+    def codes(self, keys: list[str]) -> np.ndarray:
+        return self._memoized(("codes", *keys), lambda: _KeyCodes.fit(self.frame, keys)[1])
 
 
 class _ViewRows:
     """One view's declared times, entity codes and values over the stream's rows, computed
     once per micro-batch."""
 
-    def __init__(self, view: WindowView, frame: pd.DataFrame) -> None:
+    def __init__(self, view: WindowView, cols: _Columns) -> None:
         self.view = view
-        self.frame = frame
-        self.avail = availability_ns(view, frame)
+        self.cols = cols
+        self.frame = cols.frame
+        self.avail = cols.available(view)
         self.known = self.avail != _NAT
-        self.closed = closes_ns(view, frame)
-        keys = view.entity.join_keys
-        _, self.code = _KeyCodes.fit(frame, keys)  # dense entity codes; -1: a null key
+        self.closed = cols.closed(view)
+        self.code = cols.codes(view.entity.join_keys)  # dense entity codes; -1: a null key
         self.n_entities = int(self.code.max(initial=-1)) + 1
         self.end = {
             w: np.minimum(self.closed, np.where(self.known, self.avail, 0) + _ns_of(w))
@@ -328,11 +378,12 @@ class _ViewRows:
         first_row = np.full(self.n_entities, -1, dtype=np.int64)
         valid_code = np.flatnonzero(code >= 0)
         first_row[code[valid_code[::-1]]] = valid_code[::-1]  # the first row of each entity
-        out = self.frame[keys].iloc[first_row[wanted]].reset_index(drop=True)
+        picked = first_row[wanted]
+        out: dict[str, np.ndarray] = {k: self.cols[k].to_numpy()[picked] for k in keys}
         for agg in view.aggregations:
             end = self.end[agg.window]
             counting = (code >= 0) & self.known & (self.avail < as_of) & (as_of <= end)
-            values = pd.to_numeric(self.frame[agg.column], errors="coerce").to_numpy(np.float64)
+            values = self.cols.numeric(agg.column)
             valid = counting & np.isfinite(values)
             at = code[valid]
             n = np.bincount(at, minlength=self.n_entities)[wanted]
@@ -346,9 +397,8 @@ class _ViewRows:
             else:  # mean_age, in minutes
                 weights = (as_of - self.avail[valid]).astype(np.float64) / 60e9
             total = np.bincount(at, weights=weights, minlength=self.n_entities)[wanted]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[agg.name] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-        return out
+            out[agg.name] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        return pd.DataFrame(out)
 
 
 class _Rows:
@@ -358,7 +408,8 @@ class _Rows:
         self.job = job
         self.frame = frame.reset_index(drop=True)
         self.ids = self.frame[_ROW].to_numpy(np.uint64)
-        self.views = {v.name: _ViewRows(v, self.frame) for v in job.views}
+        cols = _Columns(self.frame)
+        self.views = {v.name: _ViewRows(v, cols) for v in job.views}
 
     def pruned(self, mark: int) -> _Rows:
         """Without the rows that can no longer count at any time from ``mark`` on: in every
@@ -375,16 +426,25 @@ class _Rows:
         return _Rows(self.frame[~done], self.job)
 
 
-def _merge(state: pd.DataFrame, events: pd.DataFrame, job: FeatureStreamJob) -> pd.DataFrame:
-    """The state with the batch's versions merged in by key: a column, once known, stays."""
+def _merge(
+    state: pd.DataFrame, hit: np.ndarray, events: pd.DataFrame, job: FeatureStreamJob
+) -> pd.DataFrame:
+    """The state with the batch's versions merged in by key (``hit``: the state rows they
+    touch): a column, once known, stays."""
     columns = [*job.columns, _ROW]
     if events.empty:
         return state[columns] if not state.empty else pd.DataFrame(columns=columns)
     ordered = events.sort_values([job.stream.time_column, _ARRIVAL], kind="stable")[columns]
-    combined = ordered if state.empty else pd.concat([state[columns], ordered], ignore_index=True)
-    if not combined[_ROW].duplicated().any():
-        return combined.reset_index(drop=True)
-    return combined.groupby(_ROW, sort=False).first().reset_index()[columns]
+    if state.empty:
+        untouched, changed = None, ordered
+    else:
+        untouched = state.loc[~hit, columns]
+        changed = pd.concat([state.loc[hit, columns], ordered], ignore_index=True)
+    if changed[_ROW].duplicated().any():
+        changed = changed.groupby(_ROW, sort=False).first().reset_index()[columns]
+    if untouched is None or untouched.empty:
+        return changed.reset_index(drop=True)
+    return pd.concat([untouched, changed], ignore_index=True)
 
 
 def _late_events(
