@@ -274,9 +274,7 @@ def check_streams(streams: list[EventStream], views: list[WindowView | LatestVie
             if view is None:
                 raise DefinitionError(f"stream {stream.name!r} feeds no declared view {name!r}")
             if not isinstance(view, WindowView):
-                raise DefinitionError(
-                    f"stream {stream.name!r}: view {name!r} is not a window view"
-                )
+                raise DefinitionError(f"stream {stream.name!r}: view {name!r} is not a window view")
             if view.source != stream.source:
                 raise DefinitionError(
                     f"stream {stream.name!r} carries {stream.source!r} rows, but view "
@@ -284,6 +282,5 @@ def check_streams(streams: list[EventStream], views: list[WindowView | LatestVie
                 )
             if missing := [c for c in view.source_columns if c not in stream.columns]:
                 raise DefinitionError(
-                    f"stream {stream.name!r}: no event carries {missing}, which view "
-                    f"{name!r} reads"
+                    f"stream {stream.name!r}: no event carries {missing}, which view {name!r} reads"
                 )

@@ -382,3 +382,17 @@ def test_declarations_that_cannot_agree_are_refused():
         )
     with pytest.raises(ValueError, match="name the log's own columns"):
         EventStream.model_validate({**TICKETS.model_dump(), "time_column": "queue"})
+
+
+def test_a_spec_refuses_streams_its_views_cannot_be_fed_by():
+    spec = nycflights13_spec()
+    stream = spec.streams[0]
+    weather = next(v.name for v in spec.feature_views if not isinstance(v, WindowView))
+    for change, message in [
+        ({"views": [*stream.views, weather]}, "is not a window view"),
+        ({"views": ["nope"]}, "feeds no declared view 'nope'"),
+        ({"source": "weather"}, "carries 'weather' rows"),
+    ]:
+        broken = stream.model_copy(update=change)
+        with pytest.raises(ValueError, match=message):
+            type(spec).model_validate({**spec.model_dump(), "streams": [broken.model_dump()]})
