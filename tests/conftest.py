@@ -27,6 +27,7 @@ from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import TrainedModel, train_and_log
 from mlsys_core.training.trainer import TrainConfig
+from tests.services import redis_server
 
 # Before anything imports prefect: tests never touch the user's or the demo's Prefect home,
 # and the temporary servers they start send no telemetry.
@@ -136,3 +137,11 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of this test's own (see :func:`redis_server`). ``make test`` installs
+    redis-server through the system package manager when it is missing."""
+    with redis_server(tmp_path / "redis") as url:
+        yield url

@@ -55,11 +55,13 @@ class Aggregation(_Frozen):
     """One windowed feature over the rows that became available in ``[t - window, t)``.
 
     ``count`` counts rows whose ``column`` is not null; ``mean`` averages it; ``rate`` is the
-    share of those rows with ``column > threshold``. An empty window gives count 0 and nulls.
+    share of those rows with ``column > threshold``; ``mean_age`` is the mean time, in
+    minutes, from each of those rows' availability to ``t`` (how long they have been
+    waiting, for a view of open events). An empty window gives count 0 and nulls.
     """
 
     name: str = Field(pattern=_NAME)
-    function: Literal["count", "mean", "rate"]
+    function: Literal["count", "mean", "rate", "mean_age"]
     column: str
     window: timedelta
     threshold: float | None = None
@@ -78,6 +80,17 @@ class WindowView(_Frozen):
 
     Windows are measured on availability time, not event time, because "the last 7 days"
     at prediction time can only mean "what we learned in the last 7 days".
+
+    With ``closes``, the view aggregates *open* events: a row counts at ``t`` only while it
+    is open, from its availability time until its close time (the same kind of rule, over
+    the same row). A row whose close is null has not closed (and may never), so it counts
+    until it leaves the window; a row whose close is known strictly before ``t`` does not
+    count. Flights scheduled in the last 4 hours that have not departed yet: availability
+    is the scheduled departure, close the actual one.
+
+    A row counts at ``t`` exactly when ``t - window <= available < t`` and not
+    ``closed < t``: everything is as known strictly before ``t``. Both engines compute that
+    same rule: the offline store for any (entity, t) and the stream job as of its watermark.
     """
 
     kind: Literal["window"] = "window"
@@ -86,6 +99,9 @@ class WindowView(_Frozen):
     entity: Entity
     timestamp: str = Field(description="The source's event-time column.")
     availability: Availability = Availability()
+    closes: Availability | None = Field(
+        default=None, description="When a row stops counting (open events); None: never."
+    )
     aggregations: list[Aggregation] = Field(min_length=1)
 
     @property
@@ -98,8 +114,14 @@ class WindowView(_Frozen):
         return max(a.window for a in self.aggregations)
 
     @property
+    def time_dependent(self) -> bool:
+        """Whether a value changes with ``t`` alone, with no row entering or leaving."""
+        return any(a.function == "mean_age" for a in self.aggregations)
+
+    @property
     def source_columns(self) -> list[str]:
         cols = [*self.entity.join_keys, self.timestamp, *self.availability.offset_minutes]
+        cols += self.closes.offset_minutes if self.closes else []
         return list(dict.fromkeys([*cols, *(a.column for a in self.aggregations)]))
 
 
@@ -175,3 +197,90 @@ def definitions_hash(views: list[WindowView | LatestView]) -> str:
     """A content hash of the definitions; the online store keys its rows by it."""
     text = "|".join(v.model_dump_json() for v in sorted(views, key=lambda v: v.name))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class EventKind(_Frozen):
+    """One kind of event a source row produces while it happens: when (a rule over the row,
+    like an availability: ``timestamp + offsets + lag``; a row whose offsets are null never
+    produces it) and the columns it carries (what is known about the row by then)."""
+
+    name: str = Field(pattern=_NAME)
+    at: Availability = Availability()
+    columns: list[str] = Field(min_length=1)
+
+
+class EventStream(_Frozen):
+    """A source whose rows also arrive live, as events, and the window views they keep fresh.
+
+    A row arrives as one or more events (versions of it), identified by ``key``; each
+    carries the columns known about the row at its event time, and a column once known
+    never changes (a later version can only fill columns still null). ``events`` declares
+    what a producer sends, kind by kind: what a replay of the source table writes, and what
+    a live producer must send for the stream to agree with the offline store.
+
+    The stream job keeps each view in ``views`` exactly as the offline store computes it
+    from the same rows, as of its watermark: the newest event time seen minus
+    ``allowed_lateness``. An event whose time is before the watermark when it arrives is
+    late: values already published did not count it. It still counts from then on, and is
+    recorded with its lateness. A row older than ``retention`` (by ``timestamp``) that is
+    no longer in any window is forgotten; an event for it later starts it afresh.
+    """
+
+    name: str = Field(pattern=_NAME)
+    source: str
+    key: list[str] = Field(min_length=1, description="Columns identifying a source row.")
+    timestamp: str = Field(description="The source column the event rules start from.")
+    events: list[EventKind] = Field(min_length=1)
+    views: list[str] = Field(min_length=1, description="Window views of the same source.")
+    allowed_lateness: timedelta = Field(default=timedelta(minutes=10), ge=timedelta(0))
+    retention: timedelta = Field(default=timedelta(days=2), gt=timedelta(0))
+    time_column: str = Field(default="event_time", description="Event time, in the log.")
+    kind_column: str = Field(default="event", description="Event kind, in the log.")
+
+    @model_validator(mode="after")
+    def _check(self) -> EventStream:
+        names = [k.name for k in self.events]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"stream {self.name!r}: event kinds declared twice: {dupes}")
+        if clash := sorted({self.time_column, self.kind_column} & set(self.columns)):
+            raise ValueError(f"stream {self.name!r}: {clash} name the log's own columns")
+        if self.time_column == self.kind_column:
+            raise ValueError(f"stream {self.name!r}: time_column and kind_column must differ")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column some event carries, keys and timestamp first."""
+        carried = [c for kind in self.events for c in kind.columns]
+        return list(dict.fromkeys([*self.key, self.timestamp, *carried]))
+
+
+def check_streams(streams: list[EventStream], views: list[WindowView | LatestView]) -> None:
+    """Each stream feeds window views of its own source, with every column they read."""
+    names = [s.name for s in streams]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise DefinitionError(f"event streams declared twice: {dupes}")
+    by_name = {v.name: v for v in views}
+    for stream in streams:
+        for kind in stream.events:
+            needed = [stream.timestamp, *kind.at.offset_minutes]
+            if missing := [c for c in needed if c not in stream.columns]:
+                raise DefinitionError(
+                    f"stream {stream.name!r}: event {kind.name!r} is timed by columns no "
+                    f"event carries: {missing}"
+                )
+        for name in stream.views:
+            view = by_name.get(name)
+            if view is None:
+                raise DefinitionError(f"stream {stream.name!r} feeds no declared view {name!r}")
+            if not isinstance(view, WindowView):
+                raise DefinitionError(f"stream {stream.name!r}: view {name!r} is not a window view")
+            if view.source != stream.source:
+                raise DefinitionError(
+                    f"stream {stream.name!r} carries {stream.source!r} rows, but view "
+                    f"{name!r} reads {view.source!r}"
+                )
+            if missing := [c for c in view.source_columns if c not in stream.columns]:
+                raise DefinitionError(
+                    f"stream {stream.name!r}: no event carries {missing}, which view {name!r} reads"
+                )

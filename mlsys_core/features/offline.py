@@ -7,7 +7,9 @@ How, in O(n log n) and without a cross join (what makes Feast's join slow and me
 per view, source rows are sorted once by (entity code, availability rank) into one int64
 composite key, with running sums of each aggregated quantity alongside. An entity row's
 window ``[t - w, t)`` is then two binary searches in that sorted array, and its aggregate a
-difference of two running sums. The newest-row views use the same search, one step back.
+difference of two running sums. Open events (a view with ``closes``) subtract the rows that
+ended before ``t`` with a second sorted array, by end time. The newest-row views use the
+same search, one step back.
 Output rows are computed in input order, so there is exactly one per entity row, even when
 (key, timestamp) pairs repeat.
 """
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mlsys_core.features.definitions import (
+    Availability,
     DefinitionError,
     LatestView,
     WindowView,
@@ -37,8 +40,29 @@ class EntityRowsError(ValueError):
 
 def to_ns(values: pd.Series | pd.Index) -> np.ndarray:
     """Nanoseconds since the epoch, UTC (naive times are read as UTC); NaT -> int64 min."""
-    index = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, pd.DatetimeTZDtype) or (
+        isinstance(dtype, np.dtype) and dtype.kind == "M"
+    ):  # already times: no parsing (to_datetime would sample the values one by one)
+        index = pd.DatetimeIndex(values)
+        index = index.tz_convert("UTC") if index.tz is not None else index
+    else:
+        index = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
     return index.as_unit("ns").asi8
+
+
+def rule_ns(event: np.ndarray, rule: Availability, source: pd.DataFrame) -> np.ndarray:
+    """``event + sum(offset columns) minutes + lag``, not before ``event + at_least``, in ns;
+    int64 min where the event time or an offset is null (the time never comes)."""
+    offset = np.zeros(len(event), dtype=np.float64)
+    for col in rule.offset_minutes:
+        offset += pd.to_numeric(source[col], errors="coerce").to_numpy(np.float64)
+    known = (event != _NAT) & np.isfinite(offset)
+    minutes_ns = np.where(known, np.round(offset * 60e9), 0).astype(np.int64)
+    out = event + minutes_ns + pd.Timedelta(rule.lag).value
+    if rule.at_least is not None:
+        out = np.maximum(out, event + pd.Timedelta(rule.at_least).value)
+    return np.where(known, out, _NAT)
 
 
 def availability_ns(view: View, source: pd.DataFrame) -> np.ndarray:
@@ -47,19 +71,20 @@ def availability_ns(view: View, source: pd.DataFrame) -> np.ndarray:
     if isinstance(view, LatestView):
         avail = event + pd.Timedelta(view.lag).value
         return np.where(event == _NAT, _NAT, avail)
-    rule = view.availability
-    offset = np.zeros(len(source), dtype=np.float64)
-    for col in rule.offset_minutes:
-        offset += pd.to_numeric(source[col], errors="coerce").to_numpy(np.float64)
-    known = (event != _NAT) & np.isfinite(offset)
-    minutes_ns = np.where(known, np.round(offset * 60e9), 0).astype(np.int64)
-    avail = event + minutes_ns + pd.Timedelta(rule.lag).value
-    if rule.at_least is not None:
-        avail = np.maximum(avail, event + pd.Timedelta(rule.at_least).value)
-    return np.where(known, avail, _NAT)
+    return rule_ns(event, view.availability, source)
+
+
+def closes_ns(view: WindowView, source: pd.DataFrame) -> np.ndarray:
+    """When each row of an open-events view closed, in ns; int64 max where it has not (or
+    the view has no ``closes``): such a row counts until it leaves the window."""
+    if view.closes is None:
+        return np.full(len(source), _NEVER, dtype=np.int64)
+    closed = rule_ns(to_ns(source[view.timestamp]), view.closes, source)
+    return np.where(closed == _NAT, _NEVER, closed)
 
 
 _NAT = np.iinfo(np.int64).min
+_NEVER = np.iinfo(np.int64).max
 
 
 @dataclass
@@ -105,8 +130,55 @@ class _KeyCodes:
         return np.where(missing, -1, out)
 
 
+def _running(values: np.ndarray) -> np.ndarray:
+    """Running sums with a leading zero: ``out[j]`` is the sum of the first ``j`` values."""
+    out = np.empty(len(values) + 1, dtype=values.dtype)
+    out[0] = 0
+    np.cumsum(values, out=out[1:])
+    return out
+
+
+class _SortedRows:
+    """Rows sorted by (entity code, time) into one int64 composite key, with running sums
+    of per-row quantities in that order.
+
+    Ranks of the times make the composite key, so it cannot overflow int64. A sum over an
+    entity's rows with time strictly before ``t`` is the difference of two running-sum
+    entries: at :meth:`before` and at :meth:`start`.
+    """
+
+    def __init__(self, code: np.ndarray, times: np.ndarray, quantities: dict[str, np.ndarray]):
+        self.times, rank = np.unique(times, return_inverse=True)
+        self.stride = len(self.times) + 1
+        composite = code * self.stride + rank
+        self.order = np.argsort(composite, kind="stable")
+        self.sorted_keys = composite[self.order]
+        self.sums = {name: _running(values[self.order]) for name, values in quantities.items()}
+
+    def before(self, code: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Position just past each entity's rows with time strictly before ``ts``.
+
+        Queries come sorted by (code, ts) (see ``_query_order``): both binary searches then
+        walk forward through memory instead of jumping, which is several times faster on
+        millions of rows than the same searches in random order.
+        """
+        below = np.searchsorted(self.times, ts, side="left")  # times strictly before ts
+        return np.searchsorted(self.sorted_keys, code * self.stride + below, side="left")
+
+    def start(self, code: np.ndarray) -> np.ndarray:
+        """Position of each entity's first row."""
+        return np.searchsorted(self.sorted_keys, code * self.stride, side="left")
+
+
 class _PreparedView:
-    """One view's source rows, sorted by (entity, availability), with running sums."""
+    """One view's source rows, sorted by (entity, availability), with running sums.
+
+    A window view's row counts at ``t`` while ``available < t <= end``, ``end`` being
+    ``available + window``, or the close time if earlier (open events). The rows counting
+    at ``t`` are those available before ``t`` less those that ended before ``t``: two
+    prefix sums. Without ``closes`` the ends are the availabilities shifted by the window,
+    so one sorted array answers both; with it, each window has a second array, by end.
+    """
 
     def __init__(self, view: View, source: pd.DataFrame) -> None:
         if missing := [c for c in view.source_columns if c not in source.columns]:
@@ -116,48 +188,42 @@ class _PreparedView:
         avail = availability_ns(view, source)
         self.keys, code = _KeyCodes.fit(source, keys)  # dense: code * stride fits in int64
         keep = (code >= 0) & (avail != _NAT)
-        code, avail = code[keep], avail[keep]
-        # Ranks of availability times make a composite key that cannot overflow int64.
-        self.times, rank = np.unique(avail, return_inverse=True)
-        self.stride = len(self.times) + 1
-        composite = code * self.stride + rank
-        order = np.argsort(composite, kind="stable")
-        self.sorted_keys = composite[order]
-        self.rows = np.flatnonzero(keep)[order]  # positions in the source frame
+        rows = np.flatnonzero(keep)  # positions in the source frame
         self.source = source
-        self.sums: dict[str, np.ndarray] = {}
         if isinstance(view, WindowView):
-            self._running_sums(view)
+            self._prepare_windows(view, code[keep], avail[keep], rows)
         else:
+            self.index = _SortedRows(code[keep], avail[keep], {})
+            self.rows = rows[self.index.order]
             self.event = to_ns(source[view.timestamp])[self.rows]
 
-    def _running_sums(self, view: WindowView) -> None:
-        def running(values: np.ndarray) -> np.ndarray:
-            out = np.empty(len(values) + 1, dtype=values.dtype)
-            out[0] = 0
-            np.cumsum(values, out=out[1:])
-            return out
-
+    def _prepare_windows(
+        self, view: WindowView, code: np.ndarray, avail: np.ndarray, rows: np.ndarray
+    ) -> None:
+        # Ages are summed in seconds from the earliest availability, to keep float sums exact.
+        self.anchor = int(avail.min()) if len(avail) else 0
+        quantities: dict[str, np.ndarray] = {}
         for agg in view.aggregations:
             values = pd.to_numeric(self.source[agg.column], errors="coerce")
-            values = values.to_numpy(np.float64)[self.rows]
+            values = values.to_numpy(np.float64)[rows]
             known = np.isfinite(values)
-            self.sums.setdefault(f"n:{agg.column}", running(known.astype(np.int64)))
+            quantities.setdefault(f"n:{agg.column}", known.astype(np.int64))
             if agg.function == "mean":
-                self.sums.setdefault(f"sum:{agg.column}", running(np.where(known, values, 0.0)))
-            if agg.function == "rate":
+                quantities.setdefault(f"sum:{agg.column}", np.where(known, values, 0.0))
+            elif agg.function == "rate":
                 hits = (known & (values > agg.threshold)).astype(np.int64)
-                self.sums.setdefault(f"hit:{agg.column}:{agg.threshold}", running(hits))
-
-    def _positions(self, code: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """How many sorted source rows come before each (code, ts), exclusive.
-
-        Queries come sorted by (code, ts) (see ``_query_order``): both binary searches then
-        walk forward through memory instead of jumping, which is several times faster on
-        millions of rows than the same searches in random order.
-        """
-        before = np.searchsorted(self.times, ts, side="left")  # times strictly before ts
-        return np.searchsorted(self.sorted_keys, code * self.stride + before, side="left")
+                quantities.setdefault(f"hit:{agg.column}:{agg.threshold}", hits)
+            elif agg.function == "mean_age":
+                since = (avail - self.anchor) / 1e9
+                quantities.setdefault(f"age:{agg.column}", np.where(known, since, 0.0))
+        self.entered = _SortedRows(code, avail, quantities)
+        self.ended: dict[timedelta, _SortedRows] = {}
+        if view.closes is not None:
+            closed = closes_ns(view, self.source)[rows]
+            for window in {a.window for a in view.aggregations}:
+                end = np.minimum(closed, avail + pd.Timedelta(window).value)
+                # A row closed before it opened never counts: an empty interval.
+                self.ended[window] = _SortedRows(code, np.maximum(end, avail), quantities)
 
     @staticmethod
     def _query_order(code: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -172,24 +238,46 @@ class _PreparedView:
         code, ts = code[order], ts[order]  # computed in query order, put back at the end
         known = code >= 0
         safe = np.where(known, code, 0)
-        hi = self._positions(safe, ts)
-        lows: dict[timedelta, np.ndarray] = {}
+        entered = self.entered
+        hi = entered.before(safe, ts)
+        lows: dict[timedelta, tuple[np.ndarray, ...]] = {}
+
+        def total(quantity: str, window: timedelta) -> np.ndarray:
+            """Sum of a quantity over each query's counting rows."""
+            ended = self.ended.get(window)
+            if ended is None:  # rows that ended before t: those available before t - window
+                return entered.sums[quantity][hi] - entered.sums[quantity][lows[window][0]]
+            first, end, end_first = lows[window]
+            sums, end_sums = entered.sums[quantity], ended.sums[quantity]
+            return (sums[hi] - sums[first]) - (end_sums[end] - end_sums[end_first])
+
         out = {}
         for agg in view.aggregations:
             if agg.name not in names:
                 continue
             if agg.window not in lows:
-                lows[agg.window] = self._positions(safe, ts - pd.Timedelta(agg.window).value)
-            lo = lows[agg.window]
-            count = self.sums[f"n:{agg.column}"]
-            n = np.where(known, count[hi] - count[lo], 0)
+                ended = self.ended.get(agg.window)
+                if ended is None:
+                    lows[agg.window] = (entered.before(safe, ts - pd.Timedelta(agg.window).value),)
+                else:
+                    lows[agg.window] = (
+                        entered.start(safe),
+                        ended.before(safe, ts),
+                        ended.start(safe),
+                    )
+            n = np.where(known, total(f"n:{agg.column}", agg.window), 0)
             if agg.function == "count":
                 value = n
             else:
-                key = f"sum:{agg.column}" if agg.function == "mean" else f"hit:{agg.column}:"
-                total = self.sums[key if agg.function == "mean" else f"{key}{agg.threshold}"]
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    value = np.where(known & (n > 0), (total[hi] - total[lo]) / n, np.nan)
+                    if agg.function == "mean":
+                        mean = total(f"sum:{agg.column}", agg.window) / n
+                    elif agg.function == "rate":
+                        mean = total(f"hit:{agg.column}:{agg.threshold}", agg.window) / n
+                    else:  # mean_age: t minus the mean availability, in minutes
+                        since = (ts - self.anchor) / 1e9
+                        mean = (since - total(f"age:{agg.column}", agg.window) / n) / 60.0
+                    value = np.where(known & (n > 0), mean, np.nan)
             out[agg.name] = np.empty_like(value)
             out[agg.name][order] = value
         return out
@@ -201,13 +289,14 @@ class _PreparedView:
         if len(self.rows) == 0:
             picked, valid = np.zeros(len(code), dtype=np.int64), np.zeros(len(code), dtype=bool)
             return self._take(by_feature, names, picked, valid)
+        index = self.index
         order = self._query_order(code, ts)
         known = code >= 0
         safe = np.where(known, code, 0)
         pos = np.empty(len(code), dtype=np.int64)
-        pos[order] = self._positions(safe[order], ts[order]) - 1
+        pos[order] = index.before(safe[order], ts[order]) - 1
         clipped = np.maximum(pos, 0)
-        same_key = (self.sorted_keys[clipped] // self.stride) == safe
+        same_key = (index.sorted_keys[clipped] // index.stride) == safe
         fresh = self.event[clipped] >= ts - pd.Timedelta(view.ttl).value
         valid = known & (pos >= 0) & same_key & fresh
         return self._take(by_feature, names, self.rows[clipped], valid)

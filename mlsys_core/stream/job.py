@@ -100,31 +100,3 @@ class StreamJob(_Frozen):
     aggregates: list[Aggregate] = Field(min_length=1)
     allowed_lateness: timedelta = Field(default=timedelta(minutes=10), ge=timedelta(0))
     max_segments: int = Field(default=100, ge=1, description="Log files per micro-batch.")
-
-
-def origin_delay_job() -> StreamJob:
-    """Per origin airport: departures and the share delayed over the last 60 minutes,
-    every 15 minutes, with the visibility at departure joined as of event time."""
-    return StreamJob(
-        name="origin_departures_60m",
-        event_time="dep_ts",
-        group_by=["origin"],
-        operators=[
-            FilterOp(column="dep_delay", op="notnull"),
-            DeriveOp(name="delayed", column="dep_delay", op="gt", value=15),
-            JoinOp(
-                table="weather",
-                on={"origin": "origin"},
-                columns={"visib": "visib"},
-                time_column="time_hour",
-                tolerance=timedelta(hours=2),
-            ),
-        ],
-        window=Window(size=timedelta(minutes=60), slide=timedelta(minutes=15)),
-        aggregates=[
-            Aggregate(name="departures", fn="count"),
-            Aggregate(name="delayed_share", fn="mean", column="delayed"),
-            Aggregate(name="mean_dep_delay", fn="mean", column="dep_delay"),
-            Aggregate(name="mean_visib", fn="mean", column="visib"),
-        ],
-    )

@@ -1,5 +1,6 @@
-"""Producing an event log: turn flights into departure events and drop them into a log
-folder as JSON-lines segments, the way a producer must (temporary name, then rename)."""
+"""Producing an event log: turn a source table into the events its stream declares, and drop
+them into a log folder as JSON-lines segments, the way a producer must (temporary name,
+then rename)."""
 
 from __future__ import annotations
 
@@ -10,33 +11,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-EVENT_TIME = "dep_ts"
+from mlsys_core.features.definitions import EventStream
+from mlsys_core.features.offline import _NAT, rule_ns, to_ns
 
 
-def departure_events(flights: pd.DataFrame, timezone: str = "America/New_York") -> pd.DataFrame:
-    """One event per flight that departed: its actual departure time (UTC) and delay."""
-    departed = flights.dropna(subset=["dep_time"])
-    hhmm = departed["dep_time"].astype(int)
-    # dep_time 2400 is midnight at the end of the day; a departure after midnight of a
-    # late flight is on the next day, which dep_delay tells apart (negative wrap).
-    local = pd.to_datetime(departed[["year", "month", "day"]]) + pd.to_timedelta(
-        (hhmm // 100) * 60 + hhmm % 100, unit="min"
-    )
-    sched = pd.to_datetime(departed[["year", "month", "day"]]) + pd.to_timedelta(
-        (departed["sched_dep_time"] // 100) * 60 + departed["sched_dep_time"] % 100, unit="min"
-    )
-    local = local.where(local >= sched - pd.Timedelta(hours=2), local + pd.Timedelta(days=1))
-    ts = local.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-    events = pd.DataFrame(
-        {
-            EVENT_TIME: ts.map(lambda t: t.isoformat() if pd.notna(t) else None),
-            "origin": departed["origin"].to_numpy(),
-            "carrier": departed["carrier"].to_numpy(),
-            "flight": departed["flight"].to_numpy(),
-            "dep_delay": departed["dep_delay"].to_numpy(),
-        }
-    )
-    return events.iloc[np.argsort(ts.to_numpy(), kind="stable")].reset_index(drop=True)
+def source_events(stream: EventStream, table: pd.DataFrame) -> pd.DataFrame:
+    """Every event the rows of ``table`` produce, as ``stream.events`` declares them, in
+    event-time order (kinds in declared order on ties): what a live producer would have
+    sent. A row whose rule for a kind is null (a flight that never departed) sends none of
+    that kind. Times are ISO-8601 text in UTC, as a JSON log carries them."""
+    if missing := [c for c in stream.columns if c not in table.columns]:
+        raise ValueError(f"stream {stream.name!r}: the table lacks columns {missing}")
+    stamp = to_ns(table[stream.timestamp])
+    pieces = []
+    for rank, kind in enumerate(stream.events):
+        at = rule_ns(stamp, kind.at, table)
+        happened = at != _NAT
+        columns = list(dict.fromkeys([*stream.key, stream.timestamp, *kind.columns]))
+        frame = table.loc[happened, columns].copy()
+        frame.insert(0, stream.kind_column, kind.name)
+        frame.insert(0, stream.time_column, at[happened])
+        frame["__rank"] = rank
+        pieces.append(frame)
+    events = pd.concat(pieces, ignore_index=True)
+    events = events.sort_values([stream.time_column, "__rank"], kind="stable")
+    events = events.drop(columns="__rank").reset_index(drop=True)
+    for col in (stream.time_column, stream.timestamp):
+        times = pd.to_datetime(events[col], utc=True)
+        events[col] = np.where(times.notna(), times.map(lambda t: t.isoformat()), None)
+    return events
 
 
 def write_segments(

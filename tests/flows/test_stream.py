@@ -1,18 +1,68 @@
-"""The stream flow on real flight departures, on a real Prefect API."""
+"""The stream flows on real flights, on a real Prefect API: the feature stream keeps the
+dataset's window views as the offline store computes them; the windowed aggregation fills
+its lake table."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from flows.stream import stream_aggregate
+from flows.stream import stream_features
+from flows.stream_windows import stream_windows
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import clean_snapshot
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
+from mlsys_core.datasets.nycflights13.stream import flight_stream, origin_delay_job
+from mlsys_core.features.offline import OfflineStore
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.stream.engine import read_windows
-from mlsys_core.stream.job import origin_delay_job
-from mlsys_core.stream.replay import departure_events, write_segments
+from mlsys_core.stream.features import current_values, event_log_dir, feature_stream_job
+from mlsys_core.stream.replay import source_events, write_segments
+
+
+def _march_events(spec: DatasetSpec, days: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    flights = pd.read_csv(spec.source("flights").path)
+    flights = flights[(flights["month"] == 3) & flights["day"].isin(days)]
+    return flights, source_events(flight_stream(), flights)
+
+
+def test_flight_events_keep_the_views_as_the_offline_store_computes_them(
+    settings: Settings, small_spec: DatasetSpec
+):
+    flights, events = _march_events(small_spec, [4, 5, 6])
+    job = feature_stream_job(small_spec)
+    log = event_log_dir(settings.root, small_spec.name, job.stream.name)  # the default log
+    write_segments(events.iloc[: len(events) // 2], log, rows_per_segment=150)
+    first = stream_features(small_spec, max_segments=2)
+    assert sum(o.events_in for o in first) == len(events) // 2
+    write_segments(events.iloc[len(events) // 2 :], log, rows_per_segment=150, start=100)
+    second = stream_features(small_spec, max_segments=2)
+    assert sum(o.events_in for o in [*first, *second]) == len(events)
+    assert sum(o.late for o in [*first, *second]) == 0  # replayed in event-time order
+
+    lake = Lake(settings.lake_dir)
+    watermark = pd.Timestamp(second[-1].watermark)
+    assert watermark == pd.to_datetime(events[job.stream.time_column]).max() - pd.Timedelta(
+        minutes=10
+    )
+    store = OfflineStore(job.views, {"flights": flights})
+    for update in current_values(lake, job.name):
+        assert update.as_of == watermark
+        view = next(v for v in job.views if v.name == update.view)
+        rows = update.rows.assign(__t=watermark)
+        expected = store.get_historical_features(
+            rows[view.entity.join_keys + ["__t"]], view.features, "__t"
+        )
+        pd.testing.assert_frame_equal(
+            update.rows[view.features],
+            expected[view.features],
+            check_dtype=False,
+            atol=1e-6,
+        )
+    # A rerun over the same log reads nothing again and changes nothing.
+    snapshot = lake.latest("stream", job.name)
+    assert stream_features(small_spec) == []
+    assert Lake(settings.lake_dir).latest("stream", job.name) == snapshot
 
 
 def test_departures_stream_into_per_origin_windows(
@@ -21,22 +71,22 @@ def test_departures_stream_into_per_origin_windows(
     lake = Lake(settings.lake_dir)  # the join reads the newest clean weather
     weather = snapshot_source(small_spec.source("weather"), lake)
     clean_snapshot(weather, small_spec.contracts["weather"], lake)
-    flights = pd.read_csv(small_spec.source("flights").path)
-    events = departure_events(flights[flights["month"] == 3])
+    _, events = _march_events(small_spec, list(range(1, 32)))
+    departures = events[events["event"] == "departed"]
     log = tmp_path / "log"
-    write_segments(events.iloc[: len(events) // 2], log, rows_per_segment=200)
+    write_segments(events.iloc[: len(events) // 2], log, rows_per_segment=300)
     job = origin_delay_job()
-    first = stream_aggregate(job, str(log))
+    first = stream_windows(job, str(log))
     assert sum(o.events_in for o in first) == len(events) // 2
-    write_segments(events.iloc[len(events) // 2 :], log, rows_per_segment=200, start=100)
-    stream_aggregate(job, str(log), flush=True)
+    write_segments(events.iloc[len(events) // 2 :], log, rows_per_segment=300, start=100)
+    stream_windows(job, str(log), flush=True)
     windows = read_windows(Lake(settings.lake_dir), job.name)
     assert set(windows["origin"]) == {"EWR", "JFK", "LGA"}
-    # Each event falls in four 60-minute windows sliding by 15: nothing lost or doubled.
-    assert windows["departures"].sum() == 4 * events["dep_delay"].notna().sum()
+    # Each departure falls in four 60-minute windows sliding by 15: nothing lost or doubled.
+    assert windows["departures"].sum() == 4 * departures["dep_delay"].notna().sum()
     assert windows["delayed_share"].between(0, 1).all()
     assert windows["mean_visib"].notna().mean() > 0.9  # weather joined at event time
     # A rerun over the same log reads nothing again and changes nothing.
     snapshot = Lake(settings.lake_dir).latest("stream", job.name)
-    assert stream_aggregate(job, str(log)) == []
+    assert stream_windows(job, str(log)) == []
     assert Lake(settings.lake_dir).latest("stream", job.name) == snapshot

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from mlsys_core.datasets.nycflights13.stream import flight_stream
 from mlsys_core.datasets.nycflights13.views import flight_views, history_features
 from mlsys_core.features.config import (
     DatetimeFeature,
@@ -151,6 +152,8 @@ def nycflights13_spec() -> DatasetSpec:
         ],
         # Weather and history come from the feature store (point in time, strictly before).
         feature_views=flight_views(),
+        # The flights also arrive live: the stream job keeps every window view fresh.
+        streams=[flight_stream()],
         label=LabelSpec(name="is_delayed", column="arr_delay", threshold=15.0),
         features=FeatureGroups(
             categorical=["carrier", "origin", "dest", "plane_manufacturer", "plane_engine"],

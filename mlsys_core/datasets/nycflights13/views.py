@@ -11,7 +11,13 @@ known then, and what is not:
 - a departure delay is known at the actual departure, but never before the end of the
   flight's scheduled hour (``at_least``), so a prediction made at that hour never sees its
   own flight, or a peer of the same hour that happened to leave early;
-- a weather observation is known at its hour, and is stale after three hours.
+- a weather observation is known at its hour, and is stale after three hours;
+- a flight is *waiting* from its scheduled departure (``time_hour + minute``) until it
+  departs (plus its departure delay); at prediction time, the flights scheduled in the
+  last four hours that have not departed (or never will) are known, and how long they
+  have waited so far. Delay at an airport shows there first.
+
+Every window view here is also kept fresh by the flights event stream (``stream.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ ARRIVAL_KNOWN = Availability(
     at_least=timedelta(hours=1),
 )
 DEPARTURE_KNOWN = Availability(offset_minutes=["minute", "dep_delay"], at_least=timedelta(hours=1))
+SCHEDULED = Availability(offset_minutes=["minute"])  # the scheduled departure
+DEPARTED = Availability(offset_minutes=["minute", "dep_delay"])  # the actual departure
 DELAYED_MINUTES = 15.0
 WEATHER_COLUMNS = [
     "temp",
@@ -124,6 +132,34 @@ def _departure_history(name: str, entity: Entity, prefix: str, windows: list[int
     )
 
 
+def _waiting(name: str, entity: Entity, prefix: str, hours: int) -> WindowView:
+    """Flights of an entity scheduled to depart in the past few hours that have not departed
+    by the prediction time: how many, and their mean wait so far in minutes."""
+    window = timedelta(hours=hours)
+    return WindowView(
+        name=name,
+        source="flights",
+        entity=entity,
+        timestamp="time_hour",
+        availability=SCHEDULED,
+        closes=DEPARTED,
+        aggregations=[
+            Aggregation(
+                name=f"{prefix}_waiting_{hours}h",
+                function="count",
+                column="sched_dep_time",
+                window=window,
+            ),
+            Aggregation(
+                name=f"{prefix}_mean_wait_{hours}h",
+                function="mean_age",
+                column="sched_dep_time",
+                window=window,
+            ),
+        ],
+    )
+
+
 def flight_views() -> list[WindowView | LatestView]:
     """Every view the flights model reads (offline for training, online for serving).
 
@@ -146,6 +182,9 @@ def flight_views() -> list[WindowView | LatestView]:
         _departure_history("carrier_origin_departures", CARRIER_ORIGIN, "carrier_origin", [3]),
         # Delay propagates along a plane's day: its departures in the last 24 hours.
         _departure_history("tail_departures", TAIL, "tail", [24]),
+        # Flights that should have left and have not: at the airport, and the carrier's there.
+        _waiting("origin_waiting", ORIGIN, "origin", 4),
+        _waiting("carrier_origin_waiting", CARRIER_ORIGIN, "carrier_origin", 4),
         weather,
     ]
 

@@ -57,6 +57,32 @@ def _window_view(entity: Entity = SHOP, name: str = "orders") -> WindowView:
     )
 
 
+# Open events: a row opens 5 minutes after ``at`` and closes ``close`` minutes after ``at``
+# (never, when null); mean_age is how long the open rows have waited.
+OPEN = WindowView(
+    name="open",
+    source="events",
+    entity=SHOP,
+    timestamp="at",
+    availability=Availability(lag=timedelta(minutes=5)),
+    closes=Availability(offset_minutes=["close"]),
+    aggregations=[
+        Aggregation(name="open_n_60", function="count", column="value", window=timedelta(hours=1)),
+        Aggregation(
+            name="open_mean_60", function="mean", column="value", window=timedelta(hours=1)
+        ),
+        Aggregation(
+            name="open_rate_120",
+            function="rate",
+            column="value",
+            threshold=10.0,
+            window=timedelta(hours=2),
+        ),
+        Aggregation(
+            name="open_age_120", function="mean_age", column="value", window=timedelta(hours=2)
+        ),
+    ],
+)
 LATEST = LatestView(
     name="reading",
     source="readings",
@@ -66,23 +92,63 @@ LATEST = LatestView(
     ttl=timedelta(minutes=90),
     columns={"temp": "shop_temp", "label": "shop_label"},
 )
-WINDOW = _window_view()
+WINDOW = _window_view().model_copy(
+    update={
+        "aggregations": [
+            *_window_view().aggregations,
+            Aggregation(
+                name="orders_age_240",
+                function="mean_age",
+                column="value",
+                window=timedelta(minutes=240),
+            ),
+        ]
+    }
+)
 PAIRS = _window_view(PAIR, "pairs")
-VIEWS = [WINDOW, PAIRS, LATEST]
+VIEWS = [WINDOW, PAIRS, OPEN, LATEST]
 FEATURES = [f for v in VIEWS for f in v.features]
 
 
 # -- brute-force reference ---------------------------------------------------------------------
-def _reference_availability(view: WindowView | LatestView, source: pd.DataFrame) -> pd.Series:
+def _reference_availability(
+    view: WindowView | LatestView, source: pd.DataFrame, rule: Availability | None = None
+) -> pd.Series:
     if isinstance(view, LatestView):
         return source[view.timestamp] + view.lag
-    rule = view.availability
-    minutes = sum(source[c].astype("float64") for c in rule.offset_minutes)
+    rule = rule or view.availability
+    minutes = sum(
+        (source[c].astype("float64") for c in rule.offset_minutes),
+        pd.Series(0.0, index=source.index),
+    )
     avail = source[view.timestamp] + pd.to_timedelta(minutes, unit="min") + rule.lag
     if rule.at_least is not None:
         floor = source[view.timestamp] + rule.at_least
         avail = avail.where(avail.isna() | (avail >= floor), floor)
     return avail.where(minutes.notna())
+
+
+def _reference_window(
+    view: WindowView, source: pd.DataFrame, avail: pd.Series, mask: pd.Series, t: pd.Timestamp
+) -> dict:
+    values = {}
+    if view.closes is not None:  # open events: not closed strictly before t
+        closed = _reference_availability(view, source, view.closes)
+        mask &= ~(closed < t)
+    for agg in view.aggregations:
+        inside = mask & (avail >= t - agg.window) & source[agg.column].notna()
+        hits = source.loc[inside, agg.column]
+        if agg.function == "count":
+            values[agg.name] = len(hits)
+        elif len(hits) == 0:
+            values[agg.name] = np.nan
+        elif agg.function == "mean":
+            values[agg.name] = hits.mean()
+        elif agg.function == "rate":
+            values[agg.name] = (hits > agg.threshold).mean()
+        else:  # mean_age, in minutes
+            values[agg.name] = ((t - avail[inside]).dt.total_seconds() / 60).mean()
+    return values
 
 
 def reference_features(
@@ -99,16 +165,7 @@ def reference_features(
             for key in view.entity.join_keys:
                 mask &= source[key] == row[key]
             if isinstance(view, WindowView):
-                for agg in view.aggregations:
-                    hits = source.loc[mask & (avail >= t - agg.window), agg.column].dropna()
-                    if agg.function == "count":
-                        values[agg.name] = len(hits)
-                    elif len(hits) == 0:
-                        values[agg.name] = np.nan
-                    elif agg.function == "mean":
-                        values[agg.name] = hits.mean()
-                    else:
-                        values[agg.name] = (hits > agg.threshold).mean()
+                values |= _reference_window(view, source, avail, mask, t)
             else:
                 known = source[mask]
                 newest = known[avail[mask] == avail[mask].max()].tail(1)  # ties: the last row
@@ -125,16 +182,26 @@ def _compare(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
         if col.endswith("_label"):
             assert a.where(a.notna(), None).tolist() == e.where(e.notna(), None).tolist(), col
         else:
+            # Ages are sums of seconds since the first availability: exact to well under 1 ms.
+            atol = 1e-5 if "_age_" in col else 0.0
             np.testing.assert_allclose(
-                a.to_numpy(np.float64), e.to_numpy(np.float64), rtol=1e-9, equal_nan=True
+                a.to_numpy(np.float64),
+                e.to_numpy(np.float64),
+                rtol=1e-9,
+                atol=atol,
+                equal_nan=True,
+                err_msg=col,
             )
 
 
 # -- generated data ----------------------------------------------------------------------------
 _offset = st.one_of(st.none(), st.integers(-45, 120))
 _value = st.one_of(st.none(), st.integers(-20, 60).map(float))
+_close = st.one_of(st.none(), st.integers(-10, 200))
 event_rows = st.lists(
-    st.tuples(st.sampled_from("abc"), st.integers(0, 2), st.integers(0, 600), _offset, _value),
+    st.tuples(
+        st.sampled_from("abc"), st.integers(0, 2), st.integers(0, 600), _offset, _value, _close
+    ),
     max_size=40,
 )
 reading_rows = st.lists(
@@ -149,7 +216,9 @@ entity_rows = st.lists(
 
 
 def _events(rows: list) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=["shop", "lane", "minute", "delay", "value"])
+    """Rows of (shop, lane, minute, delay, value[, close]); no close: never closes."""
+    rows = [(*r, None) if len(r) == 5 else r for r in rows]
+    frame = pd.DataFrame(rows, columns=["shop", "lane", "minute", "delay", "value", "close"])
     return pd.DataFrame(
         {
             "shop": frame["shop"].astype(object),
@@ -157,6 +226,7 @@ def _events(rows: list) -> pd.DataFrame:
             "at": T0 + pd.to_timedelta(frame["minute"].astype("int64"), unit="min"),
             "delay": frame["delay"].astype("float64"),
             "value": frame["value"].astype("float64"),
+            "close": frame["close"].astype("float64"),
         }
     )
 
@@ -231,7 +301,23 @@ def test_no_feature_sees_a_row_known_at_or_after_its_timestamp(
     for name, view in (("events", WINDOW), ("readings", LATEST)):
         table = tables[name]
         late = (_reference_availability(view, table) >= cut_at).fillna(False).to_numpy()
-        keep = table[~late]
+        if name == "events":  # a row of the open view is in the future once it opens then
+            window_avail = _reference_availability(view, table)
+            late = ((window_avail >= cut_at) | window_avail.isna()).to_numpy()
+            late &= (_reference_availability(OPEN, table) >= cut_at).to_numpy()
+        keep = table[~late].copy()
+        if name == "events":  # a close not known before the cut: any other such close
+            closed = _reference_availability(OPEN, keep, OPEN.closes)
+            future_close = (closed.isna() | (closed >= cut_at)).to_numpy()
+            k = int(future_close.sum())
+            waits = future.draw(
+                st.lists(st.one_of(st.none(), st.integers(0, 200)), min_size=k, max_size=k)
+            )
+            floor = ((cut_at - keep["at"]) / pd.Timedelta(minutes=1)).clip(lower=0)
+            floor = np.ceil(floor[future_close].to_numpy())
+            keep.loc[future_close, "close"] = [
+                np.nan if w is None else f + w for w, f in zip(waits, floor, strict=True)
+            ]
         # Late rows are deleted or rewritten with anything that is still known only after
         # the cut; new late rows join them.
         k = int(late.sum())
@@ -247,7 +333,10 @@ def test_no_feature_sees_a_row_known_at_or_after_its_timestamp(
             rewritten["lane"] = future.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
             rewritten["delay"] = future.draw(st.lists(st.integers(0, 90), min_size=n, max_size=n))
             rewritten["value"] = future.draw(st.lists(st.floats(-1e6, 1e6), min_size=n, max_size=n))
-            rewritten = rewritten.astype({"lane": "int64", "delay": "float64"})
+            rewritten["close"] = future.draw(
+                st.lists(st.one_of(st.none(), st.integers(0, 200)), min_size=n, max_size=n)
+            )
+            rewritten = rewritten.astype({"lane": "int64", "delay": "float64", "close": "float64"})
         else:
             rewritten["temp"] = future.draw(st.lists(st.floats(-99, 99), min_size=n, max_size=n))
             rewritten["label"] = "future"

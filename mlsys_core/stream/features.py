@@ -1,0 +1,550 @@
+"""Feature views kept fresh by a stream: the declarations the offline store computes for
+training, computed incrementally from an event log, micro-batch by micro-batch.
+
+**What the stream knows at time t.** The offline store counts, at ``t``, a source row when
+``t - window <= available < t`` (and, for open events, not ``closed < t``): everything as
+known strictly before ``t``. The stream publishes the same rule applied to the rows it has
+received, as of its watermark ``W`` (the newest event time seen minus the stream's allowed
+lateness). A declared time is never before the event that reveals it (a departure delay is
+known no earlier than the departure, a close no earlier than the closing event), so every
+event that can change a value as of ``W`` has an event time before ``W``; once the
+watermark has passed an event time, the event has arrived unless it is *late*. Hence, for
+every entity and every published ``W``, the stream's value equals the offline value at
+``W``: both read the rows available strictly before ``W``, and the stream has them all. A
+value published as of ``W`` is what a model predicting at ``W`` would read offline, and its
+age at a later request time is that time minus ``W`` (the freshness a server can export).
+
+**Late events** (event time before the watermark when they arrive, or revealing a time the
+declarations say was known before the watermark): values already published did not count
+them and are not revised; the event still counts from this batch on, so every later value
+agrees with the offline store again; and it is written to the job's ``late`` table with how
+late it was. An event for a row the stream has forgotten (older than the stream's retention
+and out of every window) starts that row afresh.
+
+**State and exactly-once.** The state is the received source rows that can still count
+(merged by the stream's key: a version only fills columns still null). Each micro-batch
+commits, as one lake snapshot, its per-view updates, late events, the new state, the
+watermark and the consumed segments (see ``engine.py``): a crash before the commit leaves the
+previous snapshot in force and the rerun writes the same content; a consumed segment is
+never read again.
+
+**Output.** Each micro-batch yields one :class:`ViewUpdate` per view: the entities whose
+values changed, with the time ``as_of`` they are exact for. An entity not in an update did
+not change: its previous value is exact as of the new ``as_of`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlsys_core.data.batches import text_frame
+from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
+from mlsys_core.data.sources import iter_jsonl
+from mlsys_core.features.definitions import EventStream, WindowView, check_streams
+from mlsys_core.features.offline import _NAT, _NEVER, _KeyCodes, availability_ns, closes_ns, to_ns
+from mlsys_core.spec import DatasetSpec
+from mlsys_core.stream.engine import StreamError, _content_id, _segment_id, pending_segments
+
+ENGINE_VERSION = "1"
+AS_OF = "as_of"
+_VIEW = "view"
+_ARRIVAL = "__arrival"
+
+
+class FeatureStreamJob(BaseModel):
+    """One event stream of a dataset and the window views it keeps fresh."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Its lake table.")
+    stream: EventStream
+    views: list[WindowView] = Field(min_length=1)
+    max_segments: int = Field(default=100, ge=1, description="Log files per micro-batch.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureStreamJob:
+        if sorted(v.name for v in self.views) != sorted(self.stream.views):
+            raise ValueError(f"the job's views must be exactly {sorted(self.stream.views)}")
+        check_streams([self.stream], list(self.views))
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """The source columns the state keeps: keys, timestamp and what the views read."""
+        read = [c for v in self.views for c in v.source_columns]
+        return list(dict.fromkeys([*self.stream.key, self.stream.timestamp, *read]))
+
+
+def feature_stream_job(
+    spec: DatasetSpec, stream: str | None = None, max_segments: int = 100
+) -> FeatureStreamJob:
+    """The job for one of the spec's event streams (the first when ``stream`` is None)."""
+    if not spec.streams:
+        raise StreamError(f"dataset {spec.name!r} declares no event streams")
+    by_name = {s.name: s for s in spec.streams}
+    chosen = by_name.get(stream or spec.streams[0].name)
+    if chosen is None:
+        raise StreamError(
+            f"dataset {spec.name!r} has no event stream {stream!r} ({sorted(by_name)})"
+        )
+    views = {v.name: v for v in spec.feature_views}
+    return FeatureStreamJob(
+        name=f"{spec.name}__{chosen.name}",
+        stream=chosen,
+        views=[views[n] for n in chosen.views],  # type: ignore[misc]  # checked by the spec
+        max_segments=max_segments,
+    )
+
+
+@dataclass(frozen=True)
+class ViewUpdate:
+    """One view's changed entities after a micro-batch: join keys and features, exact as of
+    ``as_of`` (every event available strictly before it counted, none after)."""
+
+    view: str
+    join_keys: list[str]
+    features: list[str]
+    as_of: pd.Timestamp
+    rows: pd.DataFrame
+
+
+class FeatureBatchOutcome(BaseModel):
+    """What one micro-batch did (small and serialisable: a task's result)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    snapshot: SnapshotRef | None
+    segments: list[str]
+    events_in: int
+    late: int
+    invalid: int
+    state_rows: int
+    watermark: str | None
+    updated: dict[str, int] = Field(description="Entities written, per view.")
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    outcome: FeatureBatchOutcome
+    updates: list[ViewUpdate]
+
+
+def run_feature_batch(
+    job: FeatureStreamJob, log: Path, lake: Lake, flush: bool = False
+) -> FeatureBatch:
+    """Process the next micro-batch of ``log`` (at most ``job.max_segments`` segments) and
+    return each view's updated entities as of the new watermark.
+
+    ``flush`` moves the watermark to the newest event time seen (the log is complete: the
+    end of a bounded replay or a backfill).
+    """
+    stream = job.stream
+    previous = lake.latest("stream", job.name)
+    meta = lake.manifest(previous) if previous else {}
+    consumed: list[str] = meta.get("consumed", [])
+    old_mark = _ns(meta.get("watermark"))
+    newest_seen = _ns(meta.get("newest_event"))
+    segments = pending_segments(log, set(consumed))[: job.max_segments]
+    if not segments and not flush:
+        rows = meta.get("state", {}).get("rows", 0)
+        return FeatureBatch(
+            FeatureBatchOutcome(
+                snapshot=previous, segments=[], events_in=0, late=0, invalid=0,
+                state_rows=rows, watermark=meta.get("watermark"), updated={},
+            ),
+            [],
+        )  # fmt: skip
+    segment_ids = [_segment_id(p) for p in segments]
+    raw = pd.DataFrame([r for p in segments for r in iter_jsonl(p)])
+    state = (
+        lake.read_part(PartRef.model_validate(meta["state"]))
+        if meta.get("state")
+        else pd.DataFrame()
+    )
+    events, invalid = _typed_events(raw, job)
+    if not events.empty:
+        newest = int(events[stream.time_column].max())
+        newest_seen = newest if newest_seen is None else max(newest_seen, newest)
+    # The rows this batch touches, as they were: what its events newly reveal is judged on them.
+    hit = (
+        np.isin(state[_ROW].to_numpy(np.uint64), events[_ROW].to_numpy(np.uint64))
+        if not state.empty
+        else np.zeros(0, dtype=bool)
+    )
+    before = _Rows(state[hit], job) if hit.any() else None
+    merged = _Rows(_merge(state, hit, events, job), job)
+    late = _late_events(events, before, merged, job, old_mark)
+    mark = old_mark
+    if newest_seen is not None:
+        lag = 0 if flush else pd.Timedelta(stream.allowed_lateness).value
+        mark = newest_seen - lag if mark is None else max(mark, newest_seen - lag)
+    updates: list[ViewUpdate] = []
+    if mark is not None and len(merged.frame):
+        in_batch = np.isin(merged.ids, events[_ROW].to_numpy())
+        for view in job.views:
+            rows = merged.views[view.name]
+            values = rows.values_at(mark, rows.touched(in_batch, old_mark, mark))
+            updates.append(
+                ViewUpdate(view.name, view.entity.join_keys, view.features, _ts(mark), values)
+            )
+        merged = merged.pruned(mark)
+
+    batch_id = _content_id(
+        previous.snapshot_id if previous else "", *segment_ids, job.model_dump_json(),
+        flush, ENGINE_VERSION,
+    )  # fmt: skip
+    # One part for every view's updates (a view column; each view's columns, null elsewhere):
+    # one file to make durable per batch, not one per view.
+    published = [u.rows.assign(**{_VIEW: u.view}) for u in updates if not u.rows.empty]
+    parts = []
+    if published:
+        frame = pd.concat(published, ignore_index=True).assign(**{AS_OF: _ts(mark)})
+        parts.append(lake.write_part("stream", job.name, "updates", batch_id, frame))
+    late_parts = [PartRef.model_validate(p) for p in meta.get("late_parts", [])]
+    rejected = [f for f in (late, invalid) if not f.empty]
+    if rejected:
+        frame = text_frame(pd.concat(rejected, ignore_index=True))
+        late_parts.append(lake.write_part("stream", job.name, "late", batch_id, frame))
+    state_part = lake.write_part("stream", job.name, "state", batch_id, merged.frame)
+    manifest = {
+        "parents": [f"stream/{job.name}/{previous.snapshot_id}"] if previous else [],
+        "consumed": [*consumed, *segment_ids],
+        "watermark": _iso(mark),
+        "newest_event": _iso(newest_seen),
+        "state": state_part.model_dump(),
+        "late_parts": [p.model_dump() for p in late_parts],
+        "job": job.model_dump(mode="json"),
+    }
+    # Only this batch's updates are the snapshot's data; the state and late parts ride along.
+    snapshot = lake.write_snapshot("stream", job.name, batch_id, parts, manifest)
+    outcome = FeatureBatchOutcome(
+        snapshot=snapshot,
+        segments=[p.name for p in segments],
+        events_in=len(raw),
+        late=len(late),
+        invalid=len(invalid),
+        state_rows=len(merged.frame),
+        watermark=manifest["watermark"],
+        updated={u.view: len(u.rows) for u in updates},
+    )
+    return FeatureBatch(outcome, updates)
+
+
+def read_updates(lake: Lake, snapshot: SnapshotRef) -> list[ViewUpdate]:
+    """The updates one committed micro-batch published (to deliver them again)."""
+    manifest = lake.manifest(snapshot)
+    job = FeatureStreamJob.model_validate(manifest["job"])
+    mark = _ns(manifest["watermark"])
+    frame = lake.read(snapshot)
+    out = []
+    for view in job.views:
+        columns = [*view.entity.join_keys, *view.features]
+        if frame.empty:
+            rows = pd.DataFrame(columns=columns)
+        else:
+            rows = frame.loc[frame[_VIEW] == view.name, columns].reset_index(drop=True)
+            counts = [a.name for a in view.aggregations if a.function == "count"]
+            rows[counts] = rows[counts].astype(np.int64)
+        out.append(ViewUpdate(view.name, view.entity.join_keys, view.features, _ts(mark), rows))
+    return out
+
+
+def current_values(lake: Lake, job_name: str) -> list[ViewUpdate]:
+    """Every entity the stream holds rows of, per view, as of its watermark: what a store
+    that starts empty (or replaces a view wholesale) needs; any other entity is empty."""
+    snapshot = lake.latest("stream", job_name)
+    if snapshot is None:
+        raise LookupError(f"stream job {job_name!r} has not run in {lake.root}")
+    manifest = lake.manifest(snapshot)
+    job = FeatureStreamJob.model_validate(manifest["job"])
+    mark = _ns(manifest["watermark"])
+    state = lake.read_part(PartRef.model_validate(manifest["state"]))
+    out = []
+    for view in job.views:
+        if mark is None or state.empty:
+            rows = pd.DataFrame(columns=[*view.entity.join_keys, *view.features])
+        else:
+            rows = view_values(view, state, mark)
+        out.append(ViewUpdate(view.name, view.entity.join_keys, view.features, _ts(mark), rows))
+    return out
+
+
+# -- the computation -------------------------------------------------------------------------
+_ROW = "__row"  # a row's identity: a hash of its key values
+
+
+def view_values(view: WindowView, rows: pd.DataFrame, as_of: int) -> pd.DataFrame:
+    """Every entity of ``rows`` with its features as of ``as_of`` (ns), straight from the
+    rule: the rows with ``available < as_of <= end`` (end: availability + window, or the
+    close if earlier); count 0 and nulls for an entity with nothing counting."""
+    prepared = _ViewRows(view, _Columns(rows.reset_index(drop=True)))
+    return prepared.values_at(as_of, np.ones(prepared.n_entities, dtype=bool))
+
+
+class _Columns:
+    """The stream's rows, with what the views compute from them memoized for one
+    micro-batch: views that share a rule or an entity compute it once. It reads like a
+    frame (``cols[name]``, ``len``), so the offline store's rule functions take it."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._series: dict[str, pd.Series] = {}
+        self._memo: dict[tuple, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, column: str) -> pd.Series:
+        if column not in self._series:
+            self._series[column] = self.frame[column]
+        return self._series[column]
+
+    def _memoized(self, key: tuple, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def numeric(self, column: str) -> np.ndarray:
+        return self._memoized(
+            ("numeric", column),
+            lambda: pd.to_numeric(self[column], errors="coerce").to_numpy(np.float64),
+        )
+
+    def available(self, view: WindowView) -> np.ndarray:
+        key = ("available", view.timestamp, view.availability.model_dump_json())
+        return self._memoized(key, lambda: availability_ns(view, self))  # type: ignore[arg-type]
+
+    def closed(self, view: WindowView) -> np.ndarray:
+        key = ("closed", view.timestamp, view.closes and view.closes.model_dump_json())
+        return self._memoized(key, lambda: closes_ns(view, self))  # type: ignore[arg-type]
+
+    def codes(self, keys: list[str]) -> np.ndarray:
+        return self._memoized(("codes", *keys), lambda: _KeyCodes.fit(self.frame, keys)[1])
+
+
+class _ViewRows:
+    """One view's declared times, entity codes and values over the stream's rows, computed
+    once per micro-batch."""
+
+    def __init__(self, view: WindowView, cols: _Columns) -> None:
+        self.view = view
+        self.cols = cols
+        self.frame = cols.frame
+        self.avail = cols.available(view)
+        self.known = self.avail != _NAT
+        self.closed = cols.closed(view)
+        self.code = cols.codes(view.entity.join_keys)  # dense entity codes; -1: a null key
+        self.n_entities = int(self.code.max(initial=-1)) + 1
+        self.end = {
+            w: np.minimum(self.closed, np.where(self.known, self.avail, 0) + _ns_of(w))
+            for w in {a.window for a in view.aggregations}
+        }
+
+    def available(self) -> np.ndarray:
+        return self.avail
+
+    def known_close(self) -> np.ndarray:
+        return np.where(self.closed == _NEVER, _NAT, self.closed)
+
+    def touched(self, in_batch: np.ndarray, old_mark: int | None, mark: int) -> np.ndarray:
+        """Which entities' values may differ as of ``mark`` from ``old_mark``: those of rows
+        the batch changed, of rows whose time to count or to stop counting came in between,
+        and, for time-dependent features (mean_age), of rows counting now."""
+        known = self.known
+        if old_mark is None:
+            hit = known
+        else:
+            hit = known & (in_batch | ((old_mark <= self.avail) & (self.avail < mark)))
+            for end in self.end.values():
+                hit |= known & (old_mark <= end) & (end < mark)
+                if self.view.time_dependent:
+                    hit |= known & (self.avail < mark) & (mark <= end)
+        chosen = np.zeros(self.n_entities, dtype=bool)
+        chosen[self.code[hit & (self.code >= 0)]] = True
+        return chosen
+
+    def values_at(self, as_of: int, entities: np.ndarray) -> pd.DataFrame:
+        """The features of the entities marked in ``entities`` (by code), as of ``as_of``."""
+        view, code = self.view, self.code
+        keys = view.entity.join_keys
+        wanted = np.flatnonzero(entities)
+        first_row = np.full(self.n_entities, -1, dtype=np.int64)
+        valid_code = np.flatnonzero(code >= 0)
+        first_row[code[valid_code[::-1]]] = valid_code[::-1]  # the first row of each entity
+        picked = first_row[wanted]
+        out: dict[str, np.ndarray] = {k: self.cols[k].to_numpy()[picked] for k in keys}
+        for agg in view.aggregations:
+            end = self.end[agg.window]
+            counting = (code >= 0) & self.known & (self.avail < as_of) & (as_of <= end)
+            values = self.cols.numeric(agg.column)
+            valid = counting & np.isfinite(values)
+            at = code[valid]
+            n = np.bincount(at, minlength=self.n_entities)[wanted]
+            if agg.function == "count":
+                out[agg.name] = n.astype(np.int64)
+                continue
+            if agg.function == "mean":
+                weights = values[valid]
+            elif agg.function == "rate":
+                weights = (values[valid] > agg.threshold).astype(np.float64)
+            else:  # mean_age, in minutes
+                weights = (as_of - self.avail[valid]).astype(np.float64) / 60e9
+            total = np.bincount(at, weights=weights, minlength=self.n_entities)[wanted]
+            out[agg.name] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        return pd.DataFrame(out)
+
+
+class _Rows:
+    """The stream's rows (the state) with every view's arrays."""
+
+    def __init__(self, frame: pd.DataFrame, job: FeatureStreamJob) -> None:
+        self.job = job
+        self.frame = frame.reset_index(drop=True)
+        self.ids = self.frame[_ROW].to_numpy(np.uint64)
+        cols = _Columns(self.frame)
+        self.views = {v.name: _ViewRows(v, cols) for v in job.views}
+
+    def pruned(self, mark: int) -> _Rows:
+        """Without the rows that can no longer count at any time from ``mark`` on: in every
+        view, out of every window (or never available and older than the retention)."""
+        stream = self.job.stream
+        stamp = to_ns(self.frame[stream.timestamp])
+        old = stamp < mark - _ns_of(stream.retention)
+        done = np.ones(len(self.frame), dtype=bool)
+        for rows in self.views.values():
+            finished = rows.known & (np.maximum.reduce(list(rows.end.values())) < mark)
+            done &= finished | (~rows.known & old)
+        if not done.any():
+            return self
+        return _Rows(self.frame[~done], self.job)
+
+
+def _merge(
+    state: pd.DataFrame, hit: np.ndarray, events: pd.DataFrame, job: FeatureStreamJob
+) -> pd.DataFrame:
+    """The state with the batch's versions merged in by key (``hit``: the state rows they
+    touch): a column, once known, stays."""
+    columns = [*job.columns, _ROW]
+    if events.empty:
+        return state[columns] if not state.empty else pd.DataFrame(columns=columns)
+    ordered = events.sort_values([job.stream.time_column, _ARRIVAL], kind="stable")[columns]
+    if state.empty:
+        untouched, changed = None, ordered
+    else:
+        untouched = state.loc[~hit, columns]
+        changed = pd.concat([state.loc[hit, columns], ordered], ignore_index=True)
+    if changed[_ROW].duplicated().any():
+        changed = changed.groupby(_ROW, sort=False).first().reset_index()[columns]
+    if untouched is None or untouched.empty:
+        return changed.reset_index(drop=True)
+    return pd.concat([untouched, changed], ignore_index=True)
+
+
+def _late_events(
+    events: pd.DataFrame,
+    before: _Rows | None,
+    after: _Rows,
+    job: FeatureStreamJob,
+    old_mark: int | None,
+) -> pd.DataFrame:
+    """Events that arrived after the watermark passed them: their event time, or a time they
+    revealed (an availability or close their row did not have before), is before the
+    previous watermark."""
+    if old_mark is None or events.empty:
+        return pd.DataFrame()
+    stream = job.stream
+    where = (
+        pd.Index(before.ids).get_indexer(after.ids)
+        if before is not None
+        else np.full(len(after.ids), -1)
+    )
+    revealed = np.full(len(after.ids), np.iinfo(np.int64).max, dtype=np.int64)
+    for name, rows in after.views.items():
+        olds = before.views[name] if before is not None else None
+        for rule in (_ViewRows.available, _ViewRows.known_close):
+            new = rule(rows)
+            old = np.where(where >= 0, rule(olds)[where], _NAT) if olds is not None else _NAT
+            newly = (old == _NAT) & (new != _NAT)
+            revealed = np.where(newly, np.minimum(revealed, new), revealed)
+    per_event = revealed[pd.Index(after.ids).get_indexer(events[_ROW].to_numpy(np.uint64))]
+    first = np.minimum(events[stream.time_column].to_numpy(np.int64), per_event)
+    late = first < old_mark
+    out = events[late].drop(columns=[_ARRIVAL, _ROW])
+    out[stream.time_column] = pd.to_datetime(out[stream.time_column], unit="ns", utc=True)
+    return out.assign(_reason="late", _late_by_s=(old_mark - first[late]) / 1e9)
+
+
+def _typed_events(raw: pd.DataFrame, job: FeatureStreamJob) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Events with an event time (int ns), a typed timestamp and a row id; and those set
+    aside, with the reason."""
+    stream = job.stream
+    if raw.empty:
+        columns = [*job.columns, stream.time_column, _ARRIVAL, _ROW]
+        return pd.DataFrame(columns=columns), pd.DataFrame()
+    if stream.time_column not in raw:
+        raise StreamError(f"events have no event-time column {stream.time_column!r}")
+    if missing := sorted(set(stream.key) - set(raw.columns)):
+        raise StreamError(f"events have no key columns {missing}")
+    events = raw.copy()
+    for col in job.columns:
+        if col not in events:
+            events[col] = None  # an event kind that does not carry it: not known yet
+    times = pd.to_datetime(events[stream.time_column], utc=True, errors="coerce", format="ISO8601")
+    stamp = pd.to_datetime(events[stream.timestamp], utc=True, errors="coerce", format="ISO8601")
+    no_key = events[stream.key].isna().any(axis=1).to_numpy()
+    no_time = times.isna().to_numpy()
+    bad_stamp = (stamp.isna() & events[stream.timestamp].notna()).to_numpy()
+    bad = no_time | no_key | bad_stamp
+    reasons = np.select(
+        [no_time, no_key], ["no valid event time", "a key column is null"], "bad timestamp"
+    )
+    invalid = raw[bad].assign(_reason=reasons[bad])
+    events[stream.timestamp] = stamp
+    events[stream.time_column] = to_ns(times)
+    events = events[~bad].reset_index(drop=True)
+    events[_ARRIVAL] = np.arange(len(events))
+    events[_ROW] = _row_ids(events, stream.key)
+    kind = [stream.kind_column] if stream.kind_column in events else []  # for the late table
+    return events[[*job.columns, *kind, stream.time_column, _ARRIVAL, _ROW]], invalid
+
+
+def _row_ids(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
+    """A 64-bit hash of each row's key values; a whole number hashes alike as int or float
+    (JSON gives 7 or 7.0 depending on the rest of the segment)."""
+    normal = {}
+    for col in key:
+        values = frame[col]
+        if pd.api.types.is_numeric_dtype(values):
+            numbers = values.astype(np.float64)
+            if np.all(np.mod(numbers, 1) == 0):
+                values = numbers.astype(np.int64)
+        normal[col] = values.astype(object) if values.dtype == object else values
+    return pd.util.hash_pandas_object(pd.DataFrame(normal), index=False).to_numpy(np.uint64)
+
+
+def _ns_of(delta: timedelta) -> int:
+    return pd.Timedelta(delta).value
+
+
+def _ns(text: str | None) -> int | None:
+    return None if text is None else pd.Timestamp(text).as_unit("ns").value
+
+
+def _ts(value: int | None) -> pd.Timestamp:
+    return pd.Timestamp(value, unit="ns", tz="UTC") if value is not None else pd.NaT
+
+
+def _iso(value: int | None) -> str | None:
+    return None if value is None else _ts(value).isoformat()
+
+
+def event_log_dir(state_root: Path, dataset: str, stream: str) -> Path:
+    """Where the embedded event log of a dataset's stream lives inside the state folder."""
+    return Path(state_root) / "events" / dataset / stream

@@ -1,0 +1,398 @@
+"""One definition, two engines: the stream job's values equal the offline store's
+point-in-time values for every entity at every time the stream published, on real
+flights replayed as events (late events included) and on a second dataset; and the
+stream commits exactly once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlsys_core.data.lake import Lake, PartRef
+from mlsys_core.datasets.nycflights13.spec import nycflights13_spec
+from mlsys_core.features.definitions import (
+    Aggregation,
+    Availability,
+    Entity,
+    EventKind,
+    EventStream,
+    WindowView,
+)
+from mlsys_core.features.offline import OfflineStore
+from mlsys_core.stream.engine import StreamError
+from mlsys_core.stream.features import (
+    FeatureStreamJob,
+    ViewUpdate,
+    current_values,
+    feature_stream_job,
+    read_updates,
+    run_feature_batch,
+)
+from mlsys_core.stream.replay import source_events, write_segments
+
+NY = "America/New_York"
+
+
+# -- helpers -----------------------------------------------------------------------------------
+class Published:
+    """What a store fed by the stream's updates holds: per view, entity -> feature values."""
+
+    def __init__(self, job: FeatureStreamJob) -> None:
+        self.job = job
+        self.values: dict[str, dict[tuple, dict]] = {v.name: {} for v in job.views}
+
+    def apply(self, updates: list[ViewUpdate]) -> None:
+        for update in updates:
+            table = self.values[update.view]
+            for row in update.rows.to_dict("records"):
+                table[tuple(row[k] for k in update.join_keys)] = row
+
+    def frame(self, view: WindowView, entities: pd.DataFrame) -> pd.DataFrame:
+        """The stored values of ``entities``; one never written is empty (count 0, nulls)."""
+        keys = view.entity.join_keys
+        empty = {a.name: (0 if a.function == "count" else np.nan) for a in view.aggregations}
+        table = self.values[view.name]
+        rows = [
+            {f: table.get(tuple(e), empty)[f] for f in view.features}
+            for e in entities[keys].itertuples(index=False, name=None)
+        ]
+        return pd.DataFrame(rows, columns=view.features, index=entities.index)
+
+
+def _offline(store: OfflineStore, view: WindowView, entities: pd.DataFrame, as_of) -> pd.DataFrame:
+    rows = entities.assign(__t=as_of)
+    return store.get_historical_features(rows, view.features, "__t")[view.features]
+
+
+def _mismatch(stream: pd.DataFrame, offline: pd.DataFrame, view: WindowView) -> np.ndarray:
+    """Rows where any feature differs (beyond float rounding; ages to a millisecond)."""
+    bad = np.zeros(len(stream), dtype=bool)
+    for agg in view.aggregations:
+        a = stream[agg.name].to_numpy(np.float64)
+        b = offline[agg.name].to_numpy(np.float64)
+        atol = 1e-5 if agg.function == "mean_age" else 1e-9
+        same = np.isclose(a, b, rtol=1e-9, atol=atol) | (np.isnan(a) & np.isnan(b))
+        bad |= ~same
+    return bad
+
+
+def _received(events: pd.DataFrame, stream: EventStream) -> pd.DataFrame:
+    """Brute force: each row as the received versions tell it (first known value wins)."""
+    ordered = events.sort_values(stream.time_column, kind="stable")
+    merged = ordered.groupby(stream.key, sort=False, dropna=False).first().reset_index()
+    return merged.drop(columns=[stream.time_column, stream.kind_column])
+
+
+def _drain(job: FeatureStreamJob, log: Path, lake: Lake, on_batch=None) -> list:
+    outcomes = []
+    while True:
+        batch = run_feature_batch(job, log, lake)
+        if not batch.outcome.segments:
+            return outcomes
+        outcomes.append(batch.outcome)
+        if on_batch:
+            on_batch(batch)
+
+
+# -- real flights ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def flights_job() -> FeatureStreamJob:
+    return feature_stream_job(nycflights13_spec(), max_segments=1)
+
+
+@pytest.fixture(scope="module")
+def stretch(real_tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """A day of real flights from all three airports (about 1,000), from the evening before."""
+    flights = real_tables["flights"]
+    local = pd.to_datetime(flights["time_hour"], utc=True).dt.tz_convert(NY)
+    start = pd.Timestamp("2013-03-07 18:00", tz=NY)
+    return flights[(local >= start) & (local < start + pd.Timedelta(hours=24))]
+
+
+def replay_and_compare(
+    job: FeatureStreamJob, events: pd.DataFrame, delay_min: np.ndarray, folder: Path, rows: int
+) -> dict:
+    """Replay ``events`` with each one reaching the log ``delay_min`` minutes after its event
+    time, micro-batch by micro-batch; after every batch, compare what a store fed by the
+    updates holds, for every entity of every view, with the offline store at the watermark:
+
+    - computed from what the stream had received by then: equal, always;
+    - computed from every event (the truth): equal whenever no late event was missing.
+    """
+    stream, views = job.stream, job.views
+    times = pd.to_datetime(events[stream.time_column], utc=True)
+    arrival = times + pd.to_timedelta(delay_min, unit="min")
+    log_order = np.argsort(arrival.to_numpy(), kind="stable")
+    log_events = events.iloc[log_order].reset_index(drop=True)
+    write_segments(log_events, folder / "log", rows_per_segment=rows)
+    is_late = delay_min > pd.Timedelta(stream.allowed_lateness) / pd.Timedelta(minutes=1)
+    full = _received(events, stream)
+    entities = {v.name: full[v.entity.join_keys].dropna().drop_duplicates() for v in views}
+    truth_store = OfflineStore(views, {stream.source: full})
+    published, lake = Published(job), Lake(folder / "lake")
+    stats = {"arrived": 0, "checked": 0, "skew_cells": 0, "pending": [], "max": {}}
+
+    def check(batch) -> None:
+        published.apply(batch.updates)
+        stats["arrived"] += batch.outcome.events_in
+        received = _received(log_events.iloc[: stats["arrived"]], stream)
+        known_store = OfflineStore(views, {stream.source: received})
+        pending = int(is_late.sum() - is_late[log_order[: stats["arrived"]]].sum())
+        stats["pending"].append(pending)
+        as_of = pd.Timestamp(batch.outcome.watermark)
+        for view in views:
+            ours = published.frame(view, entities[view.name])
+            expected = _offline(known_store, view, entities[view.name], as_of)
+            assert not _mismatch(ours, expected, view).any(), (view.name, as_of)
+            skew = _mismatch(ours, _offline(truth_store, view, entities[view.name], as_of), view)
+            stats["skew_cells"] += int(skew.sum())
+            assert pending or not skew.any(), (view.name, as_of)
+            stats["checked"] += len(ours)
+            for feature in view.features:  # the largest value published, per feature
+                top = np.nanmax(ours[feature].to_numpy(np.float64), initial=0.0)
+                stats["max"][feature] = max(stats["max"].get(feature, 0.0), top)
+
+    outcomes = _drain(job, folder / "log", lake, check)
+    assert sum(o.events_in for o in outcomes) == len(events)
+    assert stats["pending"][-1] == 0
+    # Exactly the delayed events were late, and they are recorded with their lateness.
+    assert sum(o.late for o in outcomes) == int(is_late.sum())
+    snapshot = lake.latest("stream", job.name)
+    late_parts = lake.manifest(snapshot)["late_parts"]
+    if is_late.any():
+        late_rows = pd.concat([lake.read_part(PartRef.model_validate(p)) for p in late_parts])
+        columns = [*stream.key, stream.kind_column]
+        expected_late = sorted(map(tuple, events.loc[is_late, columns].astype(str).to_numpy()))
+        assert sorted(map(tuple, late_rows[columns].astype(str).to_numpy())) == expected_late
+        assert (late_rows["_late_by_s"].astype(float) > 0).all()
+    return {**stats, "outcomes": outcomes, "published": published}
+
+
+@pytest.mark.slow
+def test_real_flights_stream_as_offline_computes_them_late_events_included(
+    tmp_path: Path, flights_job: FeatureStreamJob, stretch: pd.DataFrame
+):
+    stream = flights_job.stream
+    events = source_events(stream, stretch)
+    # The departure and arrival of ten daytime flights reach the log 90 minutes late (past
+    # the 10-minute allowed lateness); ten other departures 4 minutes late: on time.
+    local = pd.to_datetime(events[stream.time_column], utc=True).dt.tz_convert(NY)
+    daytime = local.dt.hour.between(9, 17) & (local.dt.day == 8)
+    kind = events[stream.kind_column]
+    landed = events.loc[kind == "arrived", stream.key]
+    flying = events[(kind == "departed") & daytime].merge(landed, on=stream.key)
+    assert len(flying) > 300
+
+    def chosen(keys: pd.DataFrame, kinds: list[str]) -> np.ndarray:
+        on_keys = pd.MultiIndex.from_frame(events[stream.key]).isin(pd.MultiIndex.from_frame(keys))
+        return on_keys & kind.isin(kinds).to_numpy()
+
+    late = chosen(flying.iloc[::30][stream.key].head(10), ["departed", "arrived"])
+    slow = chosen(flying.iloc[5::30][stream.key].head(10), ["departed"])
+    delay = np.where(late, 90, np.where(slow, 4, 0))
+    stats = replay_and_compare(flights_job, events, delay, tmp_path, rows=100)
+    assert late.sum() == 20 and max(stats["pending"]) > 0
+    assert stats["checked"] > 10_000 and len(stats["outcomes"]) > 25
+    assert stats["skew_cells"] > 0  # the late events mattered while they were missing
+    # Not a vacuous agreement: flights waited, departed and arrived along the way.
+    top = stats["max"]
+    assert top["origin_waiting_4h"] >= 5 and top["carrier_origin_mean_wait_4h"] > 30
+    assert top["origin_departures_1h"] >= 5 and top["carrier_flights_7d"] >= 50
+
+
+# -- a second dataset: support tickets, open until resolved ------------------------------------
+QUEUE = Entity(name="queue", join_keys=["queue"])
+RESOLVED_AT = Availability(offset_minutes=["minutes_to_resolve"])
+OPEN_TICKETS = WindowView(
+    name="open_tickets",
+    source="tickets",
+    entity=QUEUE,
+    timestamp="opened_at",
+    closes=RESOLVED_AT,
+    aggregations=[
+        Aggregation(name="open_n", function="count", column="priority", window=timedelta(hours=8)),
+        Aggregation(
+            name="open_wait", function="mean_age", column="priority", window=timedelta(hours=8)
+        ),
+        Aggregation(
+            name="open_priority", function="mean", column="priority", window=timedelta(hours=3)
+        ),
+    ],
+)
+RESOLVED = WindowView(
+    name="resolved_tickets",
+    source="tickets",
+    entity=QUEUE,
+    timestamp="opened_at",
+    availability=RESOLVED_AT,
+    aggregations=[
+        Aggregation(
+            name="resolved_n",
+            function="count",
+            column="minutes_to_resolve",
+            window=timedelta(hours=2),
+        ),
+        Aggregation(
+            name="resolve_minutes",
+            function="mean",
+            column="minutes_to_resolve",
+            window=timedelta(hours=2),
+        ),
+        Aggregation(
+            name="slow_share",
+            function="rate",
+            column="minutes_to_resolve",
+            threshold=60.0,
+            window=timedelta(hours=6),
+        ),
+    ],
+)
+TICKETS = EventStream(
+    name="tickets",
+    source="tickets",
+    key=["ticket"],
+    timestamp="opened_at",
+    events=[
+        EventKind(name="opened", columns=["queue", "priority"]),
+        EventKind(
+            name="resolved", at=RESOLVED_AT, columns=["queue", "priority", "minutes_to_resolve"]
+        ),
+    ],
+    views=["open_tickets", "resolved_tickets"],
+    allowed_lateness=timedelta(minutes=5),
+)
+
+
+def _tickets_job(max_segments: int = 1) -> FeatureStreamJob:
+    return FeatureStreamJob(
+        name="tickets", stream=TICKETS, views=[OPEN_TICKETS, RESOLVED], max_segments=max_segments
+    )
+
+
+def _tickets(n: int = 400, seed: int = 0, hours: float = 48) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    opened = pd.Timestamp("2024-05-01T00:00Z") + pd.to_timedelta(
+        np.sort(rng.uniform(0, hours * 60, n)).round(), unit="min"
+    )
+    minutes = rng.exponential(50, n).round()
+    minutes[rng.random(n) < 0.1] = np.nan  # never resolved
+    return pd.DataFrame(
+        {
+            "ticket": [f"T{i:04d}" for i in range(n)],
+            "queue": rng.choice(["billing", "login", "refund", "shipping"], n),
+            "opened_at": opened,
+            "priority": rng.integers(1, 5, n).astype(float),
+            "minutes_to_resolve": minutes,
+        }
+    )
+
+
+def test_open_and_resolved_tickets_stream_as_offline_computes_them(tmp_path: Path):
+    job, table = _tickets_job(), _tickets(300, hours=12)
+    events = source_events(job.stream, table)
+    # Every 15th resolution reaches the log two hours late (allowed: 5 minutes), every 17th
+    # two minutes late (on time).
+    resolved = (events[job.stream.kind_column] == "resolved").to_numpy()
+    order = np.cumsum(resolved)
+    times = pd.to_datetime(events[job.stream.time_column], utc=True)
+    followed = (times < times.max() - pd.Timedelta(hours=3)).to_numpy()  # not the log's end
+    late = resolved & (order % 15 == 0) & followed
+    delay = np.where(late, 120, np.where(resolved & (order % 17 == 0), 2, 0))
+    stats = replay_and_compare(job, events, delay, tmp_path, rows=20)
+    assert late.sum() >= 8 and stats["skew_cells"] > 0
+    # Not a vacuous agreement: tickets were open, waiting, and resolved along the way.
+    top = stats["max"]
+    assert top["open_n"] >= 3 and top["open_wait"] > 30 and top["resolved_n"] >= 3
+
+
+def test_a_crash_before_the_commit_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    job, table = _tickets_job(max_segments=2), _tickets(200, seed=3)
+    write_segments(source_events(job.stream, table), tmp_path / "log", rows_per_segment=20)
+    clean = Published(job)
+    outcomes = _drain(
+        job, tmp_path / "log", Lake(tmp_path / "clean"), lambda b: clean.apply(b.updates)
+    )
+    # The state keeps only rows that can still count: the last 8 hours of tickets and the
+    # unresolved ones (for the 2-day retention), not all 2 days of them.
+    assert outcomes[-1].state_rows < len(table) / 2
+
+    lake, crashy = Lake(tmp_path / "crashy"), Published(job)
+    for _ in range(3):
+        crashy.apply(run_feature_batch(job, tmp_path / "log", lake).updates)
+
+    def power_cut(*args, **kwargs):
+        raise OSError("power cut before the commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Lake, "write_snapshot", power_cut)
+        with pytest.raises(OSError, match="power cut"):
+            run_feature_batch(job, tmp_path / "log", lake)
+    _drain(job, tmp_path / "log", lake, lambda b: crashy.apply(b.updates))
+    for view in job.views:
+        entities = table[view.entity.join_keys].drop_duplicates()
+        pd.testing.assert_frame_equal(crashy.frame(view, entities), clean.frame(view, entities))
+    # Drained: a rerun reads nothing and commits nothing.
+    snapshot = lake.latest("stream", job.name)
+    again = run_feature_batch(job, tmp_path / "log", lake)
+    assert again.outcome.segments == [] and again.outcome.snapshot == snapshot
+    # A committed batch's updates can be read back (to deliver them again), and the whole
+    # current state equals everything the updates published.
+    last = read_updates(lake, snapshot)
+    assert {u.view for u in last} == {"open_tickets", "resolved_tickets"}
+    for update in current_values(lake, job.name):
+        view = next(v for v in job.views if v.name == update.view)
+        entities = update.rows[view.entity.join_keys]
+        pd.testing.assert_frame_equal(
+            update.rows[view.features].reset_index(drop=True),
+            clean.frame(view, entities).reset_index(drop=True),
+            check_dtype=False,
+        )
+
+
+def test_bad_events_are_set_aside_or_refused(tmp_path: Path):
+    job, table = _tickets_job(), _tickets(30)
+    events = source_events(job.stream, table)
+    events.loc[3, job.stream.time_column] = "not a time"
+    events.loc[4, "ticket"] = None
+    write_segments(events, tmp_path / "log", rows_per_segment=100)
+    outcome = run_feature_batch(job, tmp_path / "log", Lake(tmp_path / "lake")).outcome
+    assert outcome.invalid == 2 and outcome.events_in == len(events)
+    write_segments(events.drop(columns=["ticket"]), tmp_path / "nokey", rows_per_segment=100)
+    with pytest.raises(StreamError, match=r"no key columns \['ticket'\]"):
+        run_feature_batch(job, tmp_path / "nokey", Lake(tmp_path / "lake2"))
+    with pytest.raises(StreamError, match="does not exist"):
+        run_feature_batch(job, tmp_path / "nowhere", Lake(tmp_path / "lake3"))
+
+
+def test_declarations_that_cannot_agree_are_refused():
+    spec = nycflights13_spec()
+    with pytest.raises(StreamError, match="declares no event streams"):
+        feature_stream_job(spec.model_copy(update={"streams": []}))
+    with pytest.raises(StreamError, match="no event stream 'nope'"):
+        feature_stream_job(spec, "nope")
+    with pytest.raises(ValueError, match="no event carries"):
+        FeatureStreamJob(
+            name="t",
+            stream=TICKETS.model_copy(update={"events": TICKETS.events[:1]}),
+            views=[OPEN_TICKETS, RESOLVED],
+        )
+    with pytest.raises(ValueError, match="name the log's own columns"):
+        EventStream.model_validate({**TICKETS.model_dump(), "time_column": "queue"})
+
+
+def test_a_spec_refuses_streams_its_views_cannot_be_fed_by():
+    spec = nycflights13_spec()
+    stream = spec.streams[0]
+    weather = next(v.name for v in spec.feature_views if not isinstance(v, WindowView))
+    for change, message in [
+        ({"views": [*stream.views, weather]}, "is not a window view"),
+        ({"views": ["nope"]}, "feeds no declared view 'nope'"),
+        ({"source": "weather"}, "carries 'weather' rows"),
+    ]:
+        broken = stream.model_copy(update=change)
+        with pytest.raises(ValueError, match=message):
+            type(spec).model_validate({**spec.model_dump(), "streams": [broken.model_dump()]})
