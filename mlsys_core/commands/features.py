@@ -25,7 +25,8 @@ def run_get(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise ValueError(f"expected KEY=VALUE, got {pair!r}")
         entity[key] = value
-    store = open_online_store(Settings().root)
+    settings = Settings()
+    store = open_online_store(settings.root, settings.online_store)
     names = [n for n in args.names.split(",") if n] or store.feature_names()
     print(json.dumps(store.get_features(entity, names), indent=2))
     return 0

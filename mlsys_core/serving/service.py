@@ -105,7 +105,11 @@ class InferenceService:
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         self.lake = Lake(settings.lake_dir)
         self.plan = ServingPlan(spec, online=config.online_features)
-        self.store = open_online_store(settings.root) if config.online_features else None
+        self.store = (
+            open_online_store(settings.root, settings.online_store)
+            if config.online_features
+            else None
+        )
         self.scorer = Scorer(spec, self.store, config.threshold, self.plan, config.report_imputed)
         self.miss_rates = MissRates(config.miss_rate_warning, config.miss_rate_window, self.name)
         ab_key = self.rollout.ab.key or list(spec.entity_keys)
