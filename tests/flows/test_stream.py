@@ -4,8 +4,13 @@ its lake table."""
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import numpy as np
 import pandas as pd
+import pytest
+from prefect.settings import PREFECT_API_URL
 
 from flows.stream import stream_features
 from flows.stream_windows import stream_windows
@@ -20,6 +25,7 @@ from mlsys_core.spec import DatasetSpec
 from mlsys_core.stream.engine import read_windows
 from mlsys_core.stream.features import current_values, event_log_dir, feature_stream_job
 from mlsys_core.stream.replay import source_events, write_segments
+from tasks.stream import LAGGING_EVENT
 
 
 def _march_events(spec: DatasetSpec, days: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -140,3 +146,38 @@ def test_the_stream_flow_writes_the_online_store_as_the_offline_store_computes_i
     for update in current_values(Lake(settings.lake_dir), job.name):
         assert fresh.states()[update.view].watermark == update.as_of
         assert fresh.states()[update.view].rows == len(update.rows)
+
+
+def _events_named(name: str) -> list[dict]:
+    api = PREFECT_API_URL.value()
+    body = {"filter": {"event": {"name": [name]}}, "limit": 50}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the server persists events asynchronously
+        found = httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"]
+        if found:
+            return found
+        time.sleep(1)
+    return []
+
+
+def test_a_stream_run_that_ends_behind_its_log_emits_the_lagging_event(
+    settings: Settings, small_spec: DatasetSpec
+):
+    _, events = _march_events(small_spec, [20])
+    job = feature_stream_job(small_spec)
+    log = event_log_dir(settings.root, small_spec.name, job.stream.name)
+    write_segments(events, log, rows_per_segment=len(events) // 4 + 1)  # 4 segments
+    # One micro-batch of one segment: three segments and most of the day stay unconsumed.
+    done = stream_features(
+        small_spec, max_batches=1, max_segments=1, online=False, max_pending_segments=2
+    )
+    assert len(done) == 1
+    found = _events_named(LAGGING_EVENT)
+    assert len(found) == 1
+    payload = found[0]["payload"]
+    assert found[0]["resource"]["prefect.resource.id"] == f"mlsys.stream.{job.name}"
+    assert payload["pending_segments"] == 3
+    newest = pd.to_datetime(events[job.stream.time_column]).max()
+    expected_lag = (newest - pd.Timestamp(done[0].watermark)).total_seconds()
+    assert payload["lag_s"] == pytest.approx(expected_lag)
+    assert payload["lag_s"] > 3600  # hours of the day's events not consumed yet
