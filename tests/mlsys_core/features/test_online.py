@@ -5,7 +5,11 @@ The reference is the offline store at the same timestamp: an online value must e
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -27,6 +31,7 @@ from mlsys_core.features.online import (
     ViewState,
     encode_key,
     materialize_joined,
+    open_online_store,
     source_problems,
 )
 from mlsys_core.features.online_redis import RedisOnlineStore
@@ -368,3 +373,30 @@ def test_another_processs_write_is_seen_within_the_state_refresh(make_store: Mak
     writer.materialize([view], {"events": events}, as_of=pd.Timestamp("2013-01-01T05:00Z"))
     time.sleep(0.1)
     assert reader.get_features({"user": 1}, ["v_n"]) == {"v_n": 2}
+
+
+def test_processes_configured_with_one_redis_url_read_the_same_values(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Serving replicas on several machines: each reads MLSYS_ONLINE_STORE (Settings) and
+    sees what one writer stored, through ``mlsys features get``, in separate processes."""
+    events = _events({"user": [1.0, 1.0, 2.0]})
+    writer = open_online_store(tmp_path, redis_url)
+    assert isinstance(writer, RedisOnlineStore)
+    as_of = pd.Timestamp("2013-01-01T05:00Z").to_pydatetime()
+    writer.materialize([_count_view("v", ["user"])], {"events": events}, as_of=as_of)
+    env = {**os.environ, "MLSYS_ONLINE_STORE": redis_url, "MLSYS_STATE_DIR": str(tmp_path)}
+    mlsys = Path(sys.executable).with_name("mlsys")
+    replicas = [
+        subprocess.Popen(
+            [str(mlsys), "features", "get", "user=1", "--names", "v_n"],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    answers = [json.loads(p.communicate(timeout=120)[0]) for p in replicas]
+    assert all(p.returncode == 0 for p in replicas)
+    assert answers == [{"v_n": 2}, {"v_n": 2}]
+    assert not (tmp_path / "online").exists()  # nobody fell back to the embedded SQLite
