@@ -187,6 +187,8 @@ class Scorer:
             if explain:
                 entry["imputed"] = list(data[IMPUTED][i])
                 entry["online_misses"] = list(data[MISSES][i])
+                entry["feature_ages"] = dict(data[AGES][i])
+                entry["stale"] = list(data[STALE][i])
                 entry["inputs"] = {c: _json_value(data[c][i]) for c in self.inputs}
 
     def log_block(

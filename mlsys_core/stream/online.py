@@ -93,9 +93,11 @@ def write_updates(
     updates: list[ViewUpdate],
     key_kinds: dict[str, list[KeyKind]],
     snapshot: str | None = None,
+    rewind: bool = False,
 ) -> OnlineWrite:
     """Write one micro-batch's updates online: an upsert where the store holds the previous
-    watermark's values of the view, else the whole view from the stream's state."""
+    watermark's values of the view, else the whole view from the stream's state.
+    ``rewind`` writes over a store that is ahead (a replay of the past, as the demo does)."""
     views = {v.name: v for v in job.views}
     states = store.load_states()
     written: dict[str, int] = {}
@@ -110,7 +112,8 @@ def write_updates(
         as_of_ns = update.as_of.value
         as_of = update.as_of.isoformat()
         state = states.get(view.name)
-        if _fits(state, view, kinds) and state.watermark_ns > as_of_ns:  # type: ignore[union-attr,operator]
+        ahead = _fits(state, view, kinds) and state.watermark_ns > as_of_ns  # type: ignore[union-attr,operator]
+        if ahead and not rewind:
             mode[view.name] = "ahead"
             written[view.name] = 0
         elif (
@@ -125,7 +128,7 @@ def write_updates(
         else:
             rewrite.append(view.name)
     if rewrite:
-        done = sync_online(store, lake, job, key_kinds, views=rewrite, force=True)
+        done = sync_online(store, lake, job, key_kinds, views=rewrite, force=True, rewind=rewind)
         written |= done.written
         mode |= done.mode
     return OnlineWrite(written=written, mode=mode, as_of=as_of)
@@ -138,6 +141,7 @@ def sync_online(
     key_kinds: dict[str, list[KeyKind]],
     views: list[str] | None = None,
     force: bool = False,
+    rewind: bool = False,
 ) -> OnlineWrite:
     """Bring the store's stream views to the stream's committed watermark: each view the
     store does not hold as of exactly that time (unless it is ahead) is rewritten whole from
@@ -159,7 +163,7 @@ def sync_online(
         as_of_ns = update.as_of.value
         as_of = update.as_of.isoformat()
         state = states.get(view.name)
-        if _fits(state, view, kinds):
+        if _fits(state, view, kinds) and not rewind:
             assert state is not None and state.watermark_ns is not None
             if state.watermark_ns > as_of_ns or (state.watermark_ns == as_of_ns and not force):
                 mode[view.name] = "ahead" if state.watermark_ns > as_of_ns else "current"
