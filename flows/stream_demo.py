@@ -110,7 +110,8 @@ def run_stream_demo(  # noqa: PLR0915 - one loop a person reads top to bottom
     store = open_online_store(settings.root, settings.online_store)
     lake = Lake(settings.lake_dir)
     timed = [v for v in job.views if isinstance(v, WindowView) and v.ttl] or list(job.views)
-    shown = timed[0]
+    # Open events (flights that should have left and have not) show a delay building first.
+    shown = next((v for v in timed if isinstance(v, WindowView) and v.closes), timed[0])
     rows = _day_rows(spec, stream.source, stream.timestamp, day)
     if rows.empty:
         raise ValueError(f"no {stream.source} rows on {day}")
@@ -120,7 +121,8 @@ def run_stream_demo(  # noqa: PLR0915 - one loop a person reads top to bottom
     events = source_events(stream, rows)
     times = pd.to_datetime(events[stream.time_column], utc=True)
     clock = pd.Timestamp(day, tz="UTC")
-    end = min(times.max(), when + pd.Timedelta(minutes=30)) if when is not None else times.max()
+    # Up to the departure's own time: later, the store would know what its prediction may not.
+    end = min(times.max(), when) if when is not None else times.max()
     report = DemoReport(request, interval_s=interval_s)
     out(f"replaying {len(events)} events of {day} at {speed:g}x; asking about {request}")
     out(f"showing {shown.name} {shown.features} for {shown.entity.join_keys}")

@@ -110,7 +110,7 @@ def test_the_stream_demo_shows_the_probability_move_and_measures_freshness(
     lines: list[str] = []
     with serving(app) as url:
         report = run_stream_demo(
-            spec, url, "2013-03-08", speed=4 * 3600, interval_s=1.0, max_steps=6, out=lines.append
+            spec, url, "2013-03-08", speed=3 * 3600, interval_s=1.0, max_steps=7, out=lines.append
         )
     print("\n".join(lines))  # what a person watching sees
     # Every micro-batch that published was seen through /predict at its own watermark.
