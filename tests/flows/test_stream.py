@@ -105,6 +105,7 @@ def _offline_at(store: OfflineStore, view, entities: pd.DataFrame, when) -> pd.D
     return store.get_historical_features(rows, view.features, "__t")[view.features]
 
 
+@pytest.mark.slow  # three flow runs and the offline reference: about 25 s when loaded
 def test_the_stream_flow_writes_the_online_store_as_the_offline_store_computes_it(
     settings: Settings, small_spec: DatasetSpec
 ):

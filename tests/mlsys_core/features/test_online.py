@@ -375,6 +375,7 @@ def test_another_processs_write_is_seen_within_the_state_refresh(make_store: Mak
     assert reader.get_features({"user": 1}, ["v_n"]) == {"v_n": 2}
 
 
+@pytest.mark.slow  # two CLI processes start
 def test_processes_configured_with_one_redis_url_read_the_same_values(
     redis_url: str, tmp_path: Path
 ) -> None:
