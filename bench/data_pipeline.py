@@ -80,6 +80,8 @@ def make_data(folder: Path, scale: int) -> Path:
     data["sources"] = [s.model_dump() for s in sources]
     data["feature_views"] = [v.model_dump() for v in base.feature_views if v not in history]
     data["features"]["numeric"] = [f for f in data["features"]["numeric"] if f not in dropped]
+    kept = {v["name"] for v in data["feature_views"]}
+    data["streams"] = [s for s in data.get("streams", []) if set(s["views"]) <= kept]
     spec = type(base).model_validate(data)
     (folder / "spec.json").write_text(spec.model_dump_json())
     return folder / "spec.json"

@@ -13,7 +13,7 @@ import pandas as pd
 from mlsys_core.data.batches import MAIN, run_chain
 from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef
 from mlsys_core.data.lake import Lake, PartRef
-from mlsys_core.features.assemble import assemble_features
+from mlsys_core.features.assemble import PreparedJoins, assemble_features
 from mlsys_core.features.offline import OfflineStore
 from mlsys_core.spec import DatasetSpec
 
@@ -23,9 +23,11 @@ class FeatureStep:
         self.side_tables = side_tables
         self.spec = spec
         self.store = OfflineStore(spec.feature_views, side_tables) if spec.feature_views else None
+        self.joins = PreparedJoins(spec, side_tables)
 
     def __call__(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        return {MAIN: assemble_features(self.side_tables, self.spec, frame, self.store)}
+        features = assemble_features(self.side_tables, self.spec, frame, self.store, self.joins)
+        return {MAIN: features}
 
 
 def assemble_in_batches(

@@ -84,6 +84,7 @@ def closes_ns(view: WindowView, source: pd.DataFrame) -> np.ndarray:
 
 
 _NAT = np.iinfo(np.int64).min
+NAT = _NAT  # the null time, as ``to_ns`` gives it
 _NEVER = np.iinfo(np.int64).max
 
 
