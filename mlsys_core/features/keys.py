@@ -41,6 +41,8 @@ class KeyIndex:
             self.combined = pd.Index(combined)
             self.codes = dense.astype(np.int64)
             self.size = len(combined)
+        for index in [*self.uniques, *filter(None, [self.combined])]:
+            warm(index)
 
     def encode(self, frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
         """Codes of ``frame[keys]`` (named in the order of the indexed keys)."""
@@ -53,6 +55,13 @@ class KeyIndex:
             return sparse
         dense = self.combined.get_indexer(sparse).astype(np.int64)
         return np.where(sparse >= 0, dense, -1)
+
+
+def warm(index: pd.Index) -> pd.Index:
+    """Build ``index``'s hash table now: pandas builds it lazily on the first lookup, which
+    is not safe when that first lookup comes from several threads at once."""
+    index.get_indexer(index[:1])
+    return index
 
 
 def _combine(codes: list[np.ndarray], sizes: list[int], rows: int) -> np.ndarray:

@@ -30,6 +30,7 @@ from mlsys_core.features.definitions import (
     check_views,
     views_for,
 )
+from mlsys_core.features.keys import warm
 
 View = WindowView | LatestView
 
@@ -101,7 +102,7 @@ class _KeyCodes:
         uniques, codes = [], []
         for key in keys:
             code, unique = pd.factorize(frame[key], use_na_sentinel=True)
-            uniques.append(pd.Index(unique))
+            uniques.append(warm(pd.Index(unique)))
             codes.append(code.astype(np.int64))
         sizes = [max(len(u), 1) for u in uniques]
         if float(np.prod(sizes, dtype=np.float64)) >= 2**62:
@@ -110,7 +111,7 @@ class _KeyCodes:
         dense, combined = pd.factorize(sparse[sparse >= 0])
         out = np.full(len(sparse), -1, dtype=np.int64)
         out[sparse >= 0] = dense
-        return cls(uniques, pd.Index(combined)), out
+        return cls(uniques, warm(pd.Index(combined))), out
 
     def encode(self, frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
         codes = [
@@ -330,6 +331,11 @@ class OfflineStore:
         self.views = {v.name: v for v in views}
         self.tables = tables
         self._prepared: dict[str, _PreparedView] = {}
+
+    def prepare(self) -> None:
+        """Index every view's source now (callers sharing one store across threads)."""
+        for name in self.views:
+            self._prepare(name)
 
     def _prepare(self, name: str) -> _PreparedView:
         if name not in self._prepared:

@@ -17,7 +17,7 @@ from mlsys_core.features.batch import assemble_in_batches
 from mlsys_core.features.online import MaterializeResult, OnlineStoreBase, materialize_spec
 from mlsys_core.spec import DatasetSpec
 
-FEATURES_VERSION = "3"  # bump when assembly changes, so versions move with the code
+FEATURES_VERSION = "4"  # bump when assembly changes, so versions move with the code
 # The lineage tags that name a model's feature set: on its training run, and copied from
 # there onto every model version registered from it.
 TAG_DATASET = "mlsys.dataset"
@@ -49,9 +49,9 @@ def build_feature_set(
 ) -> FeatureSetRef:
     """Assemble features from clean snapshots, or return the existing identical version.
 
-    The base rows stream through in record batches (``features/batch.py``); the side tables
-    and the sources of history views are read whole, since a row's history is not in its
-    batch.
+    The base rows stream through partition by partition, in record batches
+    (``features/batch.py``), into one part per partition; the side tables and the sources
+    of history views are read whole, since a row's history is not in its batch.
     """
     needed = set(spec.sources_needed)
     if missing := sorted(needed - set(clean)):
@@ -64,8 +64,13 @@ def build_feature_set(
     if snapshot is None:
         spec.check_base_types(column_types(clean[spec.base].clean, lake))
         with lake.writing():  # a failure takes back the part: nothing half-made stays
-            part = assemble_in_batches(clean, spec, lake, version, batch_rows)
-            splits = lake.read_part(part, columns=[SPLIT])[SPLIT].value_counts().to_dict()
+            parts = assemble_in_batches(clean, spec, lake, version, batch_rows)
+            splits: dict[str, int] = {}
+            for part in parts:
+                for name, rows in (
+                    lake.read_part(part, columns=[SPLIT])[SPLIT].value_counts().items()
+                ):
+                    splits[name] = splits.get(name, 0) + int(rows)
             manifest = {
                 "parents": [f"clean/{t}/{i}" for t, i in clean_ids.items()],
                 "spec": spec.model_dump(mode="json"),
@@ -74,7 +79,7 @@ def build_feature_set(
                 "clean_snapshots": clean_ids,
                 "split_rows": splits,
             }
-            snapshot = lake.write_snapshot("features", spec.name, version, [part], manifest)
+            snapshot = lake.write_snapshot("features", spec.name, version, parts, manifest)
     return feature_set_ref(snapshot, lake)
 
 
