@@ -41,7 +41,7 @@ class KeyIndex:
             self.combined = pd.Index(combined)
             self.codes = dense.astype(np.int64)
             self.size = len(combined)
-        for index in [*self.uniques, *filter(None, [self.combined])]:
+        for index in [*self.uniques, *([self.combined] if self.combined is not None else [])]:
             warm(index)
 
     def encode(self, frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
