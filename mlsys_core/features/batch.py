@@ -12,6 +12,7 @@ validate flow maps cleaning), plain callers run them on a few threads.
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -118,12 +119,13 @@ def assemble_in_batches(  # noqa: PLR0913
     lake: Lake,
     part_id: str,
     batch_rows: int = DEFAULT_BATCH_ROWS,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> list[PartRef]:
     """Write the feature rows of ``clean`` as one features part per base partition, on
     ``workers`` threads (Arrow's reads and writes and NumPy's searches run beside each
-    other); the parts come back in table order."""
+    other; default: the cores, up to 4); the parts come back in table order."""
     partitions = base_partitions(clean, spec, lake)
+    workers = workers or min(4, os.cpu_count() or 1)
     prepared_step(clean, spec, lake)
 
     def one(item: tuple[str, list[PartRef]]) -> PartRef:

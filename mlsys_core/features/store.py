@@ -98,7 +98,7 @@ def build_feature_set(
     spec: DatasetSpec,
     lake: Lake,
     batch_rows: int = DEFAULT_BATCH_ROWS,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> FeatureSetRef:
     """Assemble features from clean snapshots, or return the existing identical version.
 
