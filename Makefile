@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
-	$(PY) -m flows.pipeline --spec nycflights13
+	$(PY) -m flows.demo --spec nycflights13
 
 test: $(VENV)/.installed nginx redis postgres
 	@mkdir -p $(PREFECT_HOME)
