@@ -39,7 +39,7 @@ class FeatureStep:
         self.spec = spec
         self.store = OfflineStore(spec.feature_views, side_tables) if spec.feature_views else None
         if self.store is not None:
-            self.store.prepare()
+            self.store.prepare(spec.view_features)
         self.joins = PreparedJoins(spec, side_tables)
 
     def __call__(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -332,9 +332,10 @@ class OfflineStore:
         self.tables = tables
         self._prepared: dict[str, _PreparedView] = {}
 
-    def prepare(self) -> None:
-        """Index every view's source now (callers sharing one store across threads)."""
-        for name in self.views:
+    def prepare(self, feature_names: list[str]) -> None:
+        """Index now the sources of the views these features come from (callers that
+        share one store across threads)."""
+        for name in views_for(list(self.views.values()), feature_names):
             self._prepare(name)
 
     def _prepare(self, name: str) -> _PreparedView:
