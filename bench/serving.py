@@ -5,8 +5,9 @@ same load: ``wrk`` (closed loop, fixed connections, a Lua script cycling through
 test-split records, one record per request), the server pinned to one CPU and wrk to the
 other. Printed: req/s, p50 and p99 for both and the ratios (goal: >= 3x the throughput,
 <= 1/3 the p99) against MLflow as shipped (its uvicorn logs every request) and against
-MLflow with its access log off (``mlflow-quiet``: ours has no access log), and the share of a bare FastAPI echo endpoint's req/s (same uvicorn, same
-body) that ``/predict`` reaches. Then an open-loop load at 80 % of our measured peak for
+MLflow with its access log off (``mlflow-quiet``: ours has no access log), and the share
+of a bare FastAPI echo endpoint's req/s (same uvicorn, same body) that ``/predict``
+reaches. Then an open-loop load at 80 % of our measured peak for
 60 s (a Python generator that sends on a fixed schedule and measures from the scheduled
 time, so a stall is not hidden by the generator waiting): error count (goal 0) and p99.
 """
