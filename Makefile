@@ -15,7 +15,7 @@ export PREFECT_LOGGING_LEVEL ?= INFO
 export MPLBACKEND := Agg
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: demo test test-quick lint bench clean nginx redis wrk postgres stack-up stack-down stack-status
+.PHONY: demo test test-quick lint bench bench-report clean nginx redis wrk postgres stack-up stack-down stack-status
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
-	$(PY) -m flows.pipeline --spec nycflights13
+	$(PY) -m flows.demo --spec nycflights13
 
 test: $(VENV)/.installed nginx redis postgres
 	@mkdir -p $(PREFECT_HOME)
@@ -48,6 +48,14 @@ bench: $(VENV)/.installed nginx wrk
 	$(PY) bench/sync_strategies.py
 	$(PY) bench/drift.py
 	$(PY) bench/serving.py
+
+# Every benchmark with its published options -> bench/results/<bench>.json (commit, date,
+# cores, load before/after, output), then the result blocks of bench/README.md from them.
+# BENCH_OPTS=--quick for small options; BENCH_OPTS="--only drift serving" for a few.
+bench-report: $(VENV)/.installed nginx wrk
+	@mkdir -p $(PREFECT_HOME)
+	$(PY) bench/report.py run $(BENCH_OPTS)
+	$(PY) bench/report.py render
 
 # Train on winter/spring, detect summer/autumn drift, retrain through the event trigger.
 .PHONY: drift-scenario

@@ -111,8 +111,9 @@ def describe(result: PipelineResult, settings: Settings) -> str:
     )
 
 
-if __name__ == "__main__":
-    import argparse
+def main(argv: list[str] | None = None) -> None:
+    """``python -m flows.pipeline``: run ml_pipeline on a dataset and describe the outcome."""
+    import argparse  # noqa: PLC0415
 
     cli = argparse.ArgumentParser(description="Run ml_pipeline on a dataset.")
     cli.add_argument(
@@ -122,7 +123,7 @@ if __name__ == "__main__":
     )
     cli.add_argument("--model-name", help="registered model (default: the dataset's)")
     cli.add_argument("--train-config", default="{}", help='TrainConfig as JSON: {"epochs": 40}')
-    args = cli.parse_args()
+    args = cli.parse_args(argv)
     try:
         chosen = spec_or_default(args.spec, Settings().dataset)
     except SpecReferenceError as err:
@@ -134,3 +135,7 @@ if __name__ == "__main__":
             model_name=args.model_name,
         )
     print(describe(outcome, Settings()))
+
+
+if __name__ == "__main__":
+    main()

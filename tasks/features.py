@@ -5,25 +5,58 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import CleanRef
-from mlsys_core.data.lake import Lake
-from mlsys_core.features import store
+from mlsys_core.data.lake import Lake, PartRef
+from mlsys_core.features import batch, store
 from mlsys_core.features.online import MaterializeResult, open_online_store
-from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.features.store import FeaturePlan, FeatureSetRef
 from mlsys_core.registry.lifecycle import Stage
 from mlsys_core.serving import lineage
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
+from tasks.retry import retry_on_io_errors
 
 
-@task
-def build_feature_set(
+@task(cache_policy=NO_CACHE)
+def plan_feature_set(
     clean: dict[str, CleanRef], spec: DatasetSpec, settings: Settings
+) -> FeaturePlan:
+    """The feature set's version and the base partitions to assemble (none if it exists)."""
+    return store.plan_feature_set(clean, spec, Lake(settings.lake_dir))
+
+
+# No input cache: the part is named by the feature set's version, so a retry or a rerun
+# finds it in the lake and reuses it.
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_on_io_errors,
+    cache_policy=NO_CACHE,
+)
+def assemble_partition(
+    plan: FeaturePlan, partition: str, spec: DatasetSpec, settings: Settings
+) -> PartRef:
+    """Assemble one base partition's feature rows into its features part."""
+    return batch.assemble_partition(
+        plan.clean,
+        spec,
+        Lake(settings.lake_dir),
+        plan.version,
+        partition,
+        plan.partitions[partition],
+        settings.batch_rows,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def finish_feature_set(
+    plan: FeaturePlan, parts: list[PartRef], spec: DatasetSpec, settings: Settings
 ) -> FeatureSetRef:
-    """Assemble the versioned feature set (point-in-time joins, label, split)."""
-    return store.build_feature_set(clean, spec, Lake(settings.lake_dir), settings.batch_rows)
+    """Commit the partitions' parts as the versioned feature set."""
+    return store.finish_feature_set(plan, parts, spec, Lake(settings.lake_dir))
 
 
 @task

@@ -7,27 +7,39 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from mlsys_core.features.offline import OfflineStore
-from mlsys_core.features.pit import point_in_time_join
+from mlsys_core.features.keys import KeyIndex, take_rows
+from mlsys_core.features.offline import OfflineStore, to_ns
+from mlsys_core.features.pit import AsOfIndex, point_in_time_join
 from mlsys_core.spec import AsOfJoin, DatasetSpec, HashSplit, LabelSpec, LookupJoin, TimeSplit
 
 SPLIT = "_split"
+
+
+class LookupIndex:
+    """A right table prepared for many-to-one lookups on ``on`` (left key -> right key):
+    its keys coded once, so each batch of left rows is a hash lookup and a gather."""
+
+    def __init__(self, right: pd.DataFrame, on: dict[str, str], columns: dict[str, str]) -> None:
+        right_keys = list(on.values())
+        self.on = on
+        self.keys = KeyIndex(right, right_keys)
+        if self.keys.size < len(right):
+            raise ValueError(f"lookup on {right_keys}: the right table repeats keys")
+        self.row_of_code = np.empty(len(right), dtype=np.int64)
+        self.row_of_code[self.keys.codes] = np.arange(len(right))
+        self.values = {out: right[col] for col, out in columns.items()}
+
+    def join(self, left: pd.DataFrame) -> pd.DataFrame:
+        code = self.keys.encode(left, list(self.on))
+        rows = np.where(code >= 0, self.row_of_code[np.maximum(code, 0)], -1)
+        return take_rows(left, self.values, rows)
 
 
 def lookup_join(
     left: pd.DataFrame, right: pd.DataFrame, on: dict[str, str], columns: dict[str, str]
 ) -> pd.DataFrame:
     """Many-to-one left join; a right key seen twice is an error, not a silent fan-out."""
-    right_keys = list(on.values())
-    r = right[[*right_keys, *columns]].rename(columns=columns)
-    if r.duplicated(right_keys).any():
-        raise ValueError(f"lookup on {right_keys}: the right table repeats keys")
-    r = r.rename(columns={rk: f"__key_{lk}" for lk, rk in on.items()})
-    out = left.merge(
-        r, how="left", left_on=list(on), right_on=[f"__key_{k}" for k in on], validate="many_to_one"
-    )
-    out.index = left.index
-    return out.drop(columns=[f"__key_{k}" for k in on])
+    return LookupIndex(right, on, columns).join(left)
 
 
 def make_label(frame: pd.DataFrame, label: LabelSpec) -> pd.Series:
@@ -63,8 +75,10 @@ def assign_hash_split(frame: pd.DataFrame, split: HashSplit, columns: list[str])
 
 def assign_split(timestamps: pd.Series, split: TimeSplit) -> pd.Series:
     """Split by event time, so no validation or test row predates a training row."""
-    ts = pd.to_datetime(timestamps, utc=True)
-    out = np.where(ts < split.train_end, "train", np.where(ts < split.valid_end, "valid", "test"))
+    # In ns since the epoch (already parsed times are not parsed again, as to_datetime would).
+    ts = to_ns(timestamps)
+    train_end, valid_end = to_ns(pd.DatetimeIndex([split.train_end, split.valid_end]))
+    out = np.where(ts < train_end, "train", np.where(ts < valid_end, "valid", "test"))
     return pd.Series(out, index=timestamps.index, dtype=object)
 
 
@@ -81,17 +95,25 @@ def request_keys(spec: DatasetSpec) -> list[str]:
 RightRows = Callable[[LookupJoin | AsOfJoin], pd.DataFrame]
 
 
-def join_lookups(frame: pd.DataFrame, spec: DatasetSpec, right: RightRows) -> pd.DataFrame:
+def join_lookups(
+    frame: pd.DataFrame, spec: DatasetSpec, right: RightRows, prepared: PreparedJoins | None = None
+) -> pd.DataFrame:
     """The spec's lookups, in order. ``right(join)`` gives a join's right rows: the whole
-    table in training, the rows the online store holds for a request's keys in serving."""
-    for lookup in spec.lookups:
-        frame = lookup_join(frame, right(lookup), lookup.on, lookup.columns)
+    table in training, the rows the online store holds for a request's keys in serving.
+    ``prepared``: the right tables already indexed (batch assembly indexes them once)."""
+    for i, lookup in enumerate(spec.lookups):
+        if prepared is not None:
+            frame = prepared.lookups[i].join(frame)
+        else:
+            frame = lookup_join(frame, right(lookup), lookup.on, lookup.columns)
     return frame
 
 
-def join_as_of(frame: pd.DataFrame, spec: DatasetSpec, right: RightRows) -> pd.DataFrame:
+def join_as_of(
+    frame: pd.DataFrame, spec: DatasetSpec, right: RightRows, prepared: PreparedJoins | None = None
+) -> pd.DataFrame:
     """The spec's as-of joins, in order, on its event time (training and serving alike)."""
-    for join in spec.as_of_joins:
+    for i, join in enumerate(spec.as_of_joins):
         frame = point_in_time_join(
             frame,
             right(join),
@@ -101,8 +123,27 @@ def join_as_of(frame: pd.DataFrame, spec: DatasetSpec, right: RightRows) -> pd.D
             columns=join.columns,
             tolerance=join.tolerance,
             availability_lag=join.availability_lag,
+            index=prepared.as_of[i] if prepared is not None else None,
         )
     return frame
+
+
+class PreparedJoins:
+    """The spec's lookups and as-of joins with their right tables indexed once, for
+    assembling many batches of base rows against the same tables."""
+
+    def __init__(self, spec: DatasetSpec, tables: dict[str, pd.DataFrame]) -> None:
+        self.lookups = [LookupIndex(tables[j.source], j.on, j.columns) for j in spec.lookups]
+        self.as_of = [
+            AsOfIndex(
+                tables[j.source],
+                on=j.on,
+                right_time=j.timestamp,
+                columns=j.columns,
+                availability_lag=j.availability_lag,
+            )
+            for j in spec.as_of_joins
+        ]
 
 
 def assemble_features(
@@ -110,13 +151,15 @@ def assemble_features(
     spec: DatasetSpec,
     base: pd.DataFrame | None = None,
     store: OfflineStore | None = None,
+    joins: PreparedJoins | None = None,
 ) -> pd.DataFrame:
     """One row per base event: keys, event time, raw feature inputs, label and split.
 
     ``base`` (default: ``tables[spec.base]``) are the rows to assemble, e.g. one batch of the
     base table; the joins and the feature views read ``tables``, which must then hold the
     whole of every source a view reads, the base table included: a batch's history is not
-    in the batch. Each output row depends only on its base row and ``tables``.
+    in the batch. Each output row depends only on its base row and ``tables``. Batch callers
+    pass ``store`` and ``joins`` built once from ``tables``.
     """
     base = tables[spec.base] if base is None else base
     if missing := sorted(set(spec.base_columns) - set(base.columns)):
@@ -125,7 +168,8 @@ def assemble_features(
     def whole(join: LookupJoin | AsOfJoin) -> pd.DataFrame:
         return tables[join.source]
 
-    frame = join_as_of(join_lookups(base[spec.base_columns].copy(), spec, whole), spec, whole)
+    frame = join_lookups(base[spec.base_columns].copy(), spec, whole, joins)
+    frame = join_as_of(frame, spec, whole, joins)
     if spec.feature_views:
         # The training path of the feature store: the same call serves any entity rows.
         # Batch callers pass one store, so each view's sources are indexed once, not per batch.

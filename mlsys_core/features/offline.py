@@ -30,6 +30,7 @@ from mlsys_core.features.definitions import (
     check_views,
     views_for,
 )
+from mlsys_core.features.keys import warm
 
 View = WindowView | LatestView
 
@@ -84,6 +85,7 @@ def closes_ns(view: WindowView, source: pd.DataFrame) -> np.ndarray:
 
 
 _NAT = np.iinfo(np.int64).min
+NAT = _NAT  # the null time, as ``to_ns`` gives it
 _NEVER = np.iinfo(np.int64).max
 
 
@@ -100,7 +102,7 @@ class _KeyCodes:
         uniques, codes = [], []
         for key in keys:
             code, unique = pd.factorize(frame[key], use_na_sentinel=True)
-            uniques.append(pd.Index(unique))
+            uniques.append(warm(pd.Index(unique)))
             codes.append(code.astype(np.int64))
         sizes = [max(len(u), 1) for u in uniques]
         if float(np.prod(sizes, dtype=np.float64)) >= 2**62:
@@ -109,7 +111,7 @@ class _KeyCodes:
         dense, combined = pd.factorize(sparse[sparse >= 0])
         out = np.full(len(sparse), -1, dtype=np.int64)
         out[sparse >= 0] = dense
-        return cls(uniques, pd.Index(combined)), out
+        return cls(uniques, warm(pd.Index(combined))), out
 
     def encode(self, frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
         codes = [
@@ -329,6 +331,12 @@ class OfflineStore:
         self.views = {v.name: v for v in views}
         self.tables = tables
         self._prepared: dict[str, _PreparedView] = {}
+
+    def prepare(self, feature_names: list[str]) -> None:
+        """Index now the sources of the views these features come from (callers that
+        share one store across threads)."""
+        for name in views_for(list(self.views.values()), feature_names):
+            self._prepare(name)
 
     def _prepare(self, name: str) -> _PreparedView:
         if name not in self._prepared:

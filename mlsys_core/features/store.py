@@ -11,13 +11,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef, column_types
-from mlsys_core.data.lake import Lake, SnapshotRef
+from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.features.batch import assemble_in_batches
+from mlsys_core.features.batch import assemble_in_batches, base_partitions, release_prepared
 from mlsys_core.features.online import MaterializeResult, OnlineStoreBase, materialize_spec
 from mlsys_core.spec import DatasetSpec
 
-FEATURES_VERSION = "3"  # bump when assembly changes, so versions move with the code
+FEATURES_VERSION = "4"  # bump when assembly changes, so versions move with the code
 # The lineage tags that name a model's feature set: on its training run, and copied from
 # there onto every model version registered from it.
 TAG_DATASET = "mlsys.dataset"
@@ -41,41 +41,79 @@ class FeatureSetRef(BaseModel):
         return self.snapshot.snapshot_id
 
 
+class FeaturePlan(BaseModel):
+    """What building a feature set takes: its version, and the base table's partitions to
+    assemble (none when the version exists already: ``existing``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str
+    existing: SnapshotRef | None = None
+    partitions: dict[str, list[PartRef]] = {}
+    clean: dict[str, CleanRef]
+
+
+def plan_feature_set(clean: dict[str, CleanRef], spec: DatasetSpec, lake: Lake) -> FeaturePlan:
+    """The feature set's version (a hash of the spec, the clean snapshots and the assembly
+    code) and the partitions to assemble, or the existing identical version."""
+    needed = set(spec.sources_needed)
+    if missing := sorted(needed - set(clean)):
+        raise ValueError(f"no clean snapshot for sources {missing}; run validation first")
+    clean = {t: clean[t] for t in sorted(needed)}
+    clean_ids = {t: c.clean.snapshot_id for t, c in clean.items()}
+    key = f"{spec.fingerprint()}:{sorted(clean_ids.items())}:{FEATURES_VERSION}"
+    version = hashlib.sha256(key.encode()).hexdigest()[:20]
+    if existing := lake.find("features", spec.name, version):
+        return FeaturePlan(version=version, existing=existing, clean=clean)
+    spec.check_base_types(column_types(clean[spec.base].clean, lake))
+    return FeaturePlan(version=version, partitions=base_partitions(clean, spec, lake), clean=clean)
+
+
+def finish_feature_set(
+    plan: FeaturePlan, parts: list[PartRef], spec: DatasetSpec, lake: Lake
+) -> FeatureSetRef:
+    """Commit the assembled parts (one per partition, in plan order) as the feature set."""
+    release_prepared()  # every partition is assembled: the side tables' memory goes back
+    if plan.existing is not None:
+        return feature_set_ref(plan.existing, lake)
+    splits: dict[str, int] = {}
+    for part in parts:
+        counts = lake.read_part(part, columns=[SPLIT])[SPLIT].value_counts()
+        for name, rows in counts.items():
+            splits[name] = splits.get(name, 0) + int(rows)
+    manifest = {
+        "parents": [f"clean/{t}/{c.clean.snapshot_id}" for t, c in plan.clean.items()],
+        "spec": spec.model_dump(mode="json"),
+        "spec_fingerprint": spec.fingerprint(),
+        "raw_snapshots": {t: c.raw.snapshot_id for t, c in plan.clean.items()},
+        "clean_snapshots": {t: c.clean.snapshot_id for t, c in plan.clean.items()},
+        "split_rows": splits,
+    }
+    snapshot = lake.write_snapshot("features", spec.name, plan.version, parts, manifest)
+    return feature_set_ref(snapshot, lake)
+
+
 def build_feature_set(
     clean: dict[str, CleanRef],
     spec: DatasetSpec,
     lake: Lake,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    workers: int | None = None,
 ) -> FeatureSetRef:
     """Assemble features from clean snapshots, or return the existing identical version.
 
-    The base rows stream through in record batches (``features/batch.py``); the side tables
+    The base rows stream through partition by partition, in record batches
+    (``features/batch.py``), into one part per partition, on ``workers`` threads (the
+    build-features flow maps the same ``assemble_partition`` as tasks); the side tables
     and the sources of history views are read whole, since a row's history is not in its
     batch.
     """
-    needed = set(spec.sources_needed)
-    if missing := sorted(needed - set(clean)):
-        raise ValueError(f"no clean snapshot for sources {missing}; run validation first")
-    clean_ids = {t: clean[t].clean.snapshot_id for t in sorted(needed)}
-    raw_ids = {t: clean[t].raw.snapshot_id for t in sorted(needed)}
-    key = f"{spec.fingerprint()}:{sorted(clean_ids.items())}:{FEATURES_VERSION}"
-    version = hashlib.sha256(key.encode()).hexdigest()[:20]
-    snapshot = lake.find("features", spec.name, version)
-    if snapshot is None:
-        spec.check_base_types(column_types(clean[spec.base].clean, lake))
-        with lake.writing():  # a failure takes back the part: nothing half-made stays
-            part = assemble_in_batches(clean, spec, lake, version, batch_rows)
-            splits = lake.read_part(part, columns=[SPLIT])[SPLIT].value_counts().to_dict()
-            manifest = {
-                "parents": [f"clean/{t}/{i}" for t, i in clean_ids.items()],
-                "spec": spec.model_dump(mode="json"),
-                "spec_fingerprint": spec.fingerprint(),
-                "raw_snapshots": raw_ids,
-                "clean_snapshots": clean_ids,
-                "split_rows": splits,
-            }
-            snapshot = lake.write_snapshot("features", spec.name, version, [part], manifest)
-    return feature_set_ref(snapshot, lake)
+    plan = plan_feature_set(clean, spec, lake)
+    if plan.existing is not None:
+        return finish_feature_set(plan, [], spec, lake)
+    with lake.writing():  # a failure takes back the parts: nothing half-made stays
+        parts = assemble_in_batches(plan.clean, spec, lake, plan.version, batch_rows, workers)
+        return finish_feature_set(plan, parts, spec, lake)
 
 
 def feature_set_ref(snapshot: SnapshotRef, lake: Lake) -> FeatureSetRef:

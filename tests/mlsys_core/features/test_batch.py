@@ -18,12 +18,28 @@ def test_batches_assemble_exactly_like_the_whole_table(tmp_path, small_spec: Dat
         s.name: clean_snapshot(snapshot_source(s, lake), small_spec.contracts[s.name], lake)
         for s in small_spec.sources
     }
-    part = assemble_in_batches(clean, small_spec, lake, "test", batch_rows=777)
-    ours = lake.read_part(part)
+    parts = assemble_in_batches(clean, small_spec, lake, "test", batch_rows=777)
+    base_parts = lake.parts(clean["flights"].clean)
+    # One features part per base partition, in table order, each with its partition's rows.
+    assert [p.partition for p in parts] == list(dict.fromkeys(p.partition for p in base_parts))
+    ours = pd.concat([lake.read_part(p) for p in parts], ignore_index=True)
     whole = assemble_features({t: lake.read(c.clean) for t, c in clean.items()}, small_spec)
-    assert part.rows == len(whole) == clean["flights"].clean.rows
+    assert sum(p.rows for p in parts) == len(whole) == clean["flights"].clean.rows
     pd.testing.assert_frame_equal(_nulls_as_none(ours), _nulls_as_none(whole), check_dtype=False)
 
 
 def _nulls_as_none(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(object).where(frame.notna(), None)
+
+
+def test_one_thread_and_many_write_the_same_parts(tmp_path, small_spec: DatasetSpec):
+    lake = Lake(tmp_path / "lake")
+    clean = {
+        s.name: clean_snapshot(snapshot_source(s, lake), small_spec.contracts[s.name], lake)
+        for s in small_spec.sources
+    }
+    serial = assemble_in_batches(clean, small_spec, lake, "one", batch_rows=500, workers=1)
+    threaded = assemble_in_batches(clean, small_spec, lake, "many", batch_rows=500, workers=3)
+    assert [p.partition for p in serial] == [p.partition for p in threaded]
+    for a, b in zip(serial, threaded, strict=True):
+        pd.testing.assert_frame_equal(lake.read_part(a), lake.read_part(b))

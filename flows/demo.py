@@ -1,0 +1,45 @@
+"""``make demo``: ``ml_pipeline`` on a dataset, with Prefect's temporary server started
+while the pipeline's heavy modules load, not after.
+
+Without a configured API (``PREFECT_API_URL``), the first flow call starts a temporary
+local server and waits for it; ``python -m flows.pipeline`` first imports torch, MLflow and
+pandas (every flow, task and core module), and only then pays that start. Here the server
+starts on a thread right away, its process boots beside the imports, and the flow finds it
+running. The start-up limit is raised from Prefect's 20 s (unless set), since a loaded
+machine misses it while the imports compete for the cores.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from prefect.settings import PREFECT_API_URL  # noqa: PLC0415 - after the default above
+
+    errors: list[BaseException] = []
+    starting = None
+    if not PREFECT_API_URL.value():
+        from prefect.server.api.server import SubprocessASGIServer  # noqa: PLC0415
+
+        def start() -> None:
+            try:
+                SubprocessASGIServer().start()  # the instance the first flow call reuses
+            except BaseException as err:  # noqa: BLE001 - raised on the main thread below
+                errors.append(err)
+
+        starting = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+        starting.start()
+    from flows import pipeline  # noqa: PLC0415 - the heavy imports, beside the server start
+
+    if starting is not None:
+        starting.join()  # a server still starting must not be started again by the flow
+        if errors:
+            raise errors[0]
+    pipeline.main(argv)
+
+
+if __name__ == "__main__":
+    main()

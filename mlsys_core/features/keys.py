@@ -1,0 +1,91 @@
+"""Key tuples as dense integer codes, and gathering right-table rows by position: the
+pieces every join of the feature store is made of (lookups and as-of joins).
+
+A right table's key tuples are coded once; a batch of left rows is then matched by hash
+lookups into the codes (``Index.get_indexer``) and its columns gathered with one ``take``
+per column, instead of a merge that re-hashes both sides and re-orders the result.
+A null key matches a null key, as in a pandas merge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+
+class KeyIndex:
+    """Dense codes ``0..k-1`` for the key tuples of ``frame[keys]`` (``codes``, one per row),
+    and :meth:`encode` for other rows: the same code for the same tuple, -1 for a tuple the
+    frame does not hold."""
+
+    def __init__(self, frame: pd.DataFrame, keys: list[str]) -> None:
+        self.key_columns = keys
+        self.uniques: list[pd.Index] = []
+        codes = []
+        for key in keys:
+            code, unique = pd.factorize(frame[key], use_na_sentinel=False)
+            self.uniques.append(pd.Index(unique))
+            codes.append(code.astype(np.int64))
+        self.sizes = [max(len(u), 1) for u in self.uniques]
+        if float(np.prod(self.sizes, dtype=np.float64)) >= 2**62:
+            raise ValueError(f"keys {keys}: too many combinations to encode")
+        sparse = _combine(codes, self.sizes, len(frame))
+        if len(keys) == 1:
+            self.combined: pd.Index | None = None
+            self.codes = sparse
+            self.size = len(self.uniques[0])
+        else:
+            dense, combined = pd.factorize(sparse)
+            self.combined = pd.Index(combined)
+            self.codes = dense.astype(np.int64)
+            self.size = len(combined)
+        for index in [*self.uniques, *([self.combined] if self.combined is not None else [])]:
+            warm(index)
+
+    def encode(self, frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
+        """Codes of ``frame[keys]`` (named in the order of the indexed keys)."""
+        codes = [
+            u.get_indexer(frame[k]).astype(np.int64)
+            for u, k in zip(self.uniques, keys, strict=True)
+        ]
+        sparse = _combine(codes, self.sizes, len(frame))
+        if self.combined is None:
+            return sparse
+        dense = self.combined.get_indexer(sparse).astype(np.int64)
+        return np.where(sparse >= 0, dense, -1)
+
+
+def warm(index: pd.Index) -> pd.Index:
+    """Build ``index``'s hash table now: pandas builds it lazily on the first lookup, which
+    is not safe when that first lookup comes from several threads at once."""
+    index.get_indexer(index[:1])
+    return index
+
+
+def _combine(codes: list[np.ndarray], sizes: list[int], rows: int) -> np.ndarray:
+    out = np.zeros(rows, dtype=np.int64)
+    missing = np.zeros(rows, dtype=bool)
+    for code, size in zip(codes, sizes, strict=True):
+        out = out * size + code
+        missing |= code < 0
+    return np.where(missing, -1, out)
+
+
+def take_column(values: pd.Series, positions: np.ndarray) -> pd.Series | np.ndarray:
+    """``values`` at ``positions``, missing where a position is -1 (an integer or boolean
+    column then widens to hold the missing values, as a merge would)."""
+    data = values.to_numpy() if isinstance(values.dtype, np.dtype) else values.array
+    return pd.api.extensions.take(data, positions, allow_fill=True)
+
+
+def take_rows(
+    left: pd.DataFrame, values: Mapping[str, pd.Series], positions: np.ndarray
+) -> pd.DataFrame:
+    """``left`` with each of ``values`` (output name -> right column) gathered at
+    ``positions`` (one per left row, -1: no row) as new columns, on ``left``'s index."""
+    taken = {name: take_column(col, positions) for name, col in values.items()}
+    new = pd.DataFrame(taken, index=left.index, copy=False)
+    kept = left.drop(columns=[c for c in new.columns if c in left.columns])
+    return pd.concat([kept, new], axis=1)
