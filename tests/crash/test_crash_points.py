@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash import stages  # noqa: F401 - registers the stages
+from tests.crash import stages, stores  # noqa: F401 - registers the stages
 from tests.crash.harness import STAGES, Baseline, cases_for, prepare, record, run_case
 from tests.crash.inventory import EXEMPT, PENDING, classify, crash_points, write_sites
 
 QUICK = [
     "ingest", "ingest-plain", "ingest-landing", "validate", "features", "predictions-log",
-    "predictions-snapshot", "stream", "part-retype", "lake-identity",
+    "predictions-snapshot", "stream", "part-retype", "lake-identity", "online-materialize",
+    "checkpoints", "registry-walk", "model-files", "launch-files", "drift-reference",
 ]  # fmt: skip
 SLOW = ["batch-scores"]
 EVERY = os.environ.get("MLSYS_CRASH_EVERY") == "1"
