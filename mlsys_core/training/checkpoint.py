@@ -80,8 +80,9 @@ class CheckpointStore:
     def load_latest(self, device: str | torch.device = "cpu") -> LoadedCheckpoint | None:
         """The newest checkpoint whose checksum matches; older ones stand in for bad ones.
 
-        Returns None for an empty or missing folder; raises if checkpoints exist but none is
-        valid, since silently starting over would discard the work they hold.
+        Returns None for an empty or missing folder, or one holding only a save cut short
+        before its checksum (nothing was finished); raises if finished checkpoints exist but
+        none is valid, since silently starting over would discard the work they hold.
         """
         steps = self.steps()
         for step in steps:
@@ -91,7 +92,7 @@ class CheckpointStore:
                 continue
             state = torch.load(path, map_location=device, weights_only=True)
             return LoadedCheckpoint(path, step, state)
-        if steps:
+        if any(self.path_for(s).with_suffix(".sha256").is_file() for s in steps):
             raise CheckpointError(
                 f"{len(steps)} checkpoint(s) in {self.folder} and none passes its checksum"
             )
