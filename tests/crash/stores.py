@@ -250,24 +250,27 @@ class RegistryWalk(Stage):
         artifacts = (work / SHARED).resolve() / "artifacts"
         experiment = mlflow.create_experiment("crash", artifact_location=artifacts.as_uri())
         frame = pd.DataFrame({"x": [1.0, 2.0]})
-        runs = []
-        for _ in range(2):
-            with mlflow.start_run(experiment_id=experiment) as run:
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=_Half(),
-                    signature=infer_signature(frame, np.array([0.5, 0.5])),
-                    pip_requirements=["mlflow"],
-                )
-                runs.append((run.info.run_id, info.model_uri))
+        with mlflow.start_run(experiment_id=experiment) as run:
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=_Half(),
+                signature=infer_signature(frame, np.array([0.5, 0.5])),
+                pip_requirements=["mlflow"],
+            )
+        # Both versions come from one run (a retrained model would be another run): the
+        # harness is about the registry's writes, not the model.
+        runs = [(run.info.run_id, info.model_uri)] * 2
         (work / "runs.json").write_text(json.dumps(runs))
         # v1, champion: walked without the lock, so the walk's first lock makes the lock model.
         run_id, uri = runs[0]
         v1 = lifecycle.register(client, MODEL, uri, run_id, "harness", nullcontext()).version
-        lifecycle.transition(
-            client, MODEL, v1, lifecycle.Stage.STAGING, "harness", "first", nullcontext(),
-            gate=_gate(v1, None),
-        )  # fmt: skip
+        for to, gate in (
+            (lifecycle.Stage.TESTING, None),
+            (lifecycle.Stage.STAGING, _gate(v1, None)),
+        ):
+            lifecycle.transition(
+                client, MODEL, v1, to, "harness", "first", nullcontext(), gate=gate
+            )
         lifecycle.transition(
             client, MODEL, v1, lifecycle.Stage.PRODUCTION, "harness", "first", nullcontext(),
             approval=_approval(),
@@ -296,6 +299,8 @@ class RegistryWalk(Stage):
             client, MODEL, uri, run_id, "harness", lock, request_id=WALK_REQUEST
         ).version
         if lifecycle.stage_of(client, MODEL, v2) == Stage_.DEVELOPMENT:
+            lifecycle.transition(client, MODEL, v2, Stage_.TESTING, "harness", "smoke", lock)
+        if lifecycle.stage_of(client, MODEL, v2) == Stage_.TESTING:
             gate = lifecycle.recorded_gate(client, MODEL, v2)
             if gate is None:
                 gate = _gate(v2, "1")
