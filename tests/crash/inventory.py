@@ -32,16 +32,15 @@ EXEMPT: dict[tuple[str, str], str] = {
     "atomically; no reader of the lake or the registry",
     ("serving/cluster.py", "Cluster.start"): "log files of the cluster's processes",
     ("serving/cluster.py", "Cluster._spawn"): "log files of the cluster's processes",
-    ("commands/scenario.py", "run"): "a log file for the user to read",
     ("datasets/nycflights13/sample.py", "sample_spec"): "a small sample of the dataset as "
     "input files for tests and benches: a source ingest reads, not a store",
     ("registry/locking.py", "RegistryLock._beat"): "the lock's heartbeat, not registry data: "
     "a beat that never lands is the crash the lease is for (a waiter removes the ticket)",
     ("training/launch.py", "launch_torchrun"): "the torchrun log, for a person to read",
-    ("stack/postgres.py", "initialize"): "the password file initdb reads (removed in a "
-    "finally) and initdb's log; an interrupted initdb is redone (no PG_VERSION yet)",
-    ("stack/postgres.py", "ensure_databases"): "CREATE DATABASE, atomic in PostgreSQL; "
-    "the next start creates what is missing",
+    ("stack/postgres.py", "initialize"): "initdb's password file (removed at once) and its "
+    "log; a cluster without PG_VERSION is initialized again",
+    ("stack/postgres.py", "ensure_databases"): "CREATE DATABASE is atomic in PostgreSQL; "
+    "the next `stack up` creates what is missing",
     ("stack/process.py", "start"): "a service's log file",
     ("stack/stack.py", "Stack._start"): "a service's log file",
 }
