@@ -8,6 +8,7 @@ notebooks exclude each other.
 from __future__ import annotations
 
 from prefect import task
+from prefect.runtime import task_run
 
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
@@ -24,9 +25,13 @@ from mlsys_core.training.run import TrainedModel
 def register_model(
     trained: TrainedModel, name: str, actor: str, settings: Settings
 ) -> RegisteredVersion:
-    """Register the run's model as a Development version with lineage tags and a semver."""
+    """Register the run's model as a Development version with lineage tags and a semver.
+    A retry of this task run finishes its first attempt's version, never adds another."""
     client = configure_mlflow(settings)
-    return promotion.register_version(client, name, trained, RegistryLock(client, name), actor)
+    request_id = f"prefect-task-run:{task_run.id}" if task_run.id else None
+    return promotion.register_version(
+        client, name, trained, RegistryLock(client, name), actor, request_id=request_id
+    )
 
 
 @task

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from mlsys_core.crashpoints import crash_point
 from mlsys_core.features.definitions import (
     DefinitionError,
     LatestView,
@@ -417,6 +418,7 @@ class SQLiteOnlineStore(OnlineStoreBase):
         try:
             if not self._ready:
                 conn.execute("PRAGMA journal_mode=WAL")
+                crash_point("online.schema")  # each statement below commits on its own
                 if conn.execute("PRAGMA user_version").fetchone()[0] < self.SCHEMA_VERSION:
                     # An older layout held only feature views: drop it, materialize again.
                     conn.executescript("DROP TABLE IF EXISTS views; DROP TABLE IF EXISTS rows;")
@@ -435,9 +437,12 @@ class SQLiteOnlineStore(OnlineStoreBase):
         return {name: ViewState.model_validate_json(state) for name, state in rows}
 
     def _write(self, state: ViewState, rows: Iterable[OnlineRow], replace: bool) -> int:
-        records = (
-            (state.name, r.key, json.dumps(r.values, allow_nan=False), r.as_of_ns) for r in rows
-        )
+        def records() -> Iterator[tuple[str, str, str, int | None]]:
+            for i, r in enumerate(rows):
+                if i == 1:
+                    crash_point("online.write.rows")  # a row is in, the transaction is open
+                yield state.name, r.key, json.dumps(r.values, allow_nan=False), r.as_of_ns
+
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -447,7 +452,7 @@ class SQLiteOnlineStore(OnlineStoreBase):
                     "INSERT INTO online_rows (view, entity_key, payload, as_of_ns) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT (view, entity_key) DO UPDATE SET "
                     "payload = excluded.payload, as_of_ns = excluded.as_of_ns",
-                    records,
+                    records(),
                 )
                 (count,) = conn.execute(
                     "SELECT COUNT(*) FROM online_rows WHERE view = ?", (state.name,)
@@ -457,10 +462,13 @@ class SQLiteOnlineStore(OnlineStoreBase):
                     "INSERT OR REPLACE INTO online_views (name, state) VALUES (?, ?)",
                     (state.name, state.model_dump_json()),
                 )
+                crash_point("online.write.commit")  # all written, not committed
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
+        crash_point("online.write.committed")  # committed; the caller has not heard yet
         return int(count)
 
     def read_rows(self, view: str, keys: Sequence[str]) -> list[OnlineRow | None]:

@@ -31,6 +31,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlsys_core.crashpoints import crash_point
 from mlsys_core.registry.gate import GateDecision
 
 
@@ -69,6 +70,7 @@ TAG_SPEC = "mlsys.spec_fingerprint"
 TAG_RUN = "mlsys.run_id"
 TAG_GATE = "mlsys.gate"
 TAG_APPROVAL = "mlsys.approval"
+TAG_REQUEST = "mlsys.request_id"  # a registration's idempotency key: a retry finds it
 AUDIT_PREFIX = "mlsys.audit."
 # Run tags that describe the run, not the version: never copied onto a version.
 _RUN_ONLY_TAGS = {"mlsys.stage", "mlsys.model_uri"}
@@ -365,6 +367,7 @@ def append_audit(
     client: MlflowClient, name: str, event: AuditEvent, after: list[AuditEvent] | None = None
 ) -> AuditEvent:
     key = _audit_key(after or [])
+    crash_point("registry.audit")
     client.set_registered_model_tag(name, key, event.model_dump_json(exclude_none=True))
     return event.model_copy(update={"key": key})
 
@@ -375,6 +378,7 @@ def audit_event(actor: str, action: str, version: str, **fields: object) -> Audi
 
 
 def set_stage(client: MlflowClient, name: str, version: str, stage: Stage) -> None:
+    crash_point("registry.stage_tag")
     client.set_model_version_tag(name, version, TAG_LIFECYCLE, stage.value)
 
 
@@ -386,8 +390,10 @@ def sync_aliases(
     wanted = expected_aliases(stages)
     for alias in MANAGED_ALIASES:
         if alias in wanted and held.get(alias) != wanted[alias]:
+            crash_point("registry.alias")  # readers see each alias before or after its move
             client.set_registered_model_alias(name, alias, wanted[alias])
         elif alias not in wanted and alias in held:
+            crash_point("registry.alias")
             client.delete_registered_model_alias(name, alias)
 
 
@@ -399,12 +405,17 @@ def register(
     actor: str,
     lock: AbstractContextManager,
     extra_tags: dict[str, str] | None = None,
+    request_id: str | None = None,
 ) -> RegisteredVersion:
     """Register ``model_uri`` as a new Development version with lineage and a semver.
 
     The run's ``mlsys.*`` tags (data snapshots, feature set, spec, code version, tuning
     study) are copied onto the version. The version is created under ``lock``, so version
     numbers and semantic versions grow in the same order.
+
+    ``request_id`` makes a retry safe: the version carries it (in one call with its
+    creation), and a registration with a ``request_id`` some version already carries
+    finishes that one (its audit event, its aliases) instead of creating another.
     """
     run = client.get_run(run_id)
     tags = {
@@ -417,6 +428,8 @@ def register(
     )
     with lock:
         state = read_state(client, name, missing_ok=True)
+        if request_id is not None and (done := _registered_by(state, request_id)):
+            return _finish_registration(client, state, done, run_id, actor)
         semver, bump = next_semver([v.facts() for v in state.versions.values()], facts)
         tags |= {
             TAG_RUN: run_id,
@@ -425,8 +438,12 @@ def register(
             TAG_SEMVER: semver,
             TAG_SEMVER_BUMP: bump,
             **(extra_tags or {}),
+            **({TAG_REQUEST: request_id} if request_id is not None else {}),
         }
+        crash_point("registry.register")
+        # The version and all its tags are one insert: it exists whole or not at all.
         version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+        crash_point("registry.registered")  # a version the history does not know yet
         event = audit_event(
             actor,
             "register",
@@ -441,6 +458,32 @@ def register(
     return RegisteredVersion(name=name, version=version, run_id=run_id, semver=semver)
 
 
+def _registered_by(state: RegistryState, request_id: str) -> str | None:
+    return newest(v for v, vs in state.versions.items() if vs.tags.get(TAG_REQUEST) == request_id)
+
+
+def _finish_registration(
+    client: MlflowClient, state: RegistryState, version: str, run_id: str, actor: str
+) -> RegisteredVersion:
+    """What a registration cut short after creating ``version`` left undone."""
+    vs = state.get(version)
+    if version not in replay(state.history):
+        event = audit_event(
+            actor,
+            "register",
+            version,
+            to_stage=vs.stage,
+            to_version=version,
+            semver=vs.semver,
+            reason=f"registered from run {run_id} (finished by a retry)",
+        )
+        append_audit(client, state.name, event, state.history)
+    sync_aliases(client, state.name, state.aliases, state.stages())
+    return RegisteredVersion(
+        name=state.name, version=version, run_id=run_id, semver=vs.semver or ""
+    )
+
+
 def recorded_gate(client: MlflowClient, name: str, version: str) -> GateDecision | None:
     tag = client.get_model_version(name, version).tags.get(TAG_GATE)
     return GateDecision.model_validate_json(tag) if tag else None
@@ -450,6 +493,7 @@ def record_gate(
     client: MlflowClient, name: str, version: str, decision: GateDecision, actor: str
 ) -> AuditEvent:
     """Keep the gate's decision on the version and in the history, passed or not."""
+    crash_point("registry.gate")
     client.set_model_version_tag(name, version, TAG_GATE, decision.model_dump_json())
     return append_audit(
         client,
@@ -462,6 +506,7 @@ def record_approval(
     client: MlflowClient, name: str, version: str, approval: Approval
 ) -> AuditEvent:
     """Keep an approver's answer, also a rejection, before anything moves."""
+    crash_point("registry.approval")
     client.set_model_version_tag(name, version, TAG_APPROVAL, approval.model_dump_json())
     verdict = "approved" if approval.approve else "rejected"
     return append_audit(
@@ -602,6 +647,7 @@ def transition(
         }
         for key, value in evidence.items():
             if value is not None and tags.get(key) != (text := value.model_dump_json()):
+                crash_point("registry.evidence")
                 client.set_model_version_tag(name, version, key, text)
         stages = state.stages()
         if to_stage == Stage.PRODUCTION:

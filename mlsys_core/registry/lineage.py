@@ -15,11 +15,13 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
+from mlsys_core.crashpoints import crash_point
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, Stage
 
 SERVED_BY_PREFIX = "mlsys.served_by."
+TAG_CANARY_ROLLBACK = "mlsys.serving.canary_rollback"
 TAG_TUNING_STUDY = "mlsys.tuning.study"
 TAG_TUNING_STORAGE = "mlsys.tuning.storage"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
@@ -96,8 +98,20 @@ def record_served_by(client: MlflowClient, name: str, version: str, deployment: 
     tags = client.get_model_version(name, version).tags
     first = json.loads(tags[key])["first_seen"] if key in tags else now
     served = ServedBy(deployment=deployment, first_seen=first, last_seen=now)
+    crash_point("registry.served_by")  # one tag, set in one call: there or not
     client.set_model_version_tag(name, version, key, served.model_dump_json())
     return served
+
+
+def record_canary_rollback(
+    client: MlflowClient, name: str, version: str, deployment: str, reason: str
+) -> dict[str, str]:
+    """Mark ``version`` as rolled back from canary by ``deployment``: every replica that
+    loads it again sends it no traffic."""
+    record = {"at": datetime.now(UTC).isoformat(), "deployment": deployment, "reason": reason}
+    crash_point("registry.canary_rollback")  # one tag, set in one call: there or not
+    client.set_model_version_tag(name, version, TAG_CANARY_ROLLBACK, json.dumps(record))
+    return record
 
 
 def lineage(client: MlflowClient, uri: str) -> Lineage:

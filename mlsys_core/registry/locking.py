@@ -39,6 +39,8 @@ from types import TracebackType
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from mlsys_core.crashpoints import crash_point
+
 LOCK_PREFIX = "mlsys-lock."
 TAG_BEAT = "mlsys.lock.beat"
 TAG_OWNER = "mlsys.lock.owner"
@@ -122,6 +124,7 @@ class RegistryLock:
         tags = {TAG_BEAT: "0", TAG_OWNER: f"{self.owner}:{threading.get_ident()}"}
         for attempt in range(20):
             try:
+                crash_point("registry.lock.ticket")
                 mv = self.client.create_model_version(self.name, TICKET_SOURCE, tags=tags)
                 return int(mv.version)
             except MlflowException as err:
@@ -137,6 +140,7 @@ class RegistryLock:
 
     def _create_lock_model(self) -> None:
         try:
+            crash_point("registry.lock.model")
             self.client.create_registered_model(
                 self.name,
                 description=(
@@ -199,6 +203,7 @@ class RegistryLock:
     def _delete(self, number: int) -> bool:
         """Remove a ticket; False if it was already gone."""
         try:
+            crash_point("registry.lock.release")  # a ticket left behind costs one lease
             self.client.delete_model_version(self.name, number)
             return True
         except MlflowException as err:

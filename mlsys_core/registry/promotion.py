@@ -51,9 +51,11 @@ def register_version(
     trained: TrainedModel,
     lock: AbstractContextManager | None = None,
     actor: str = "mlsys",
+    request_id: str | None = None,
 ) -> RegisteredVersion:
     """Register the run's model as a Development version with lineage tags and a semver,
-    under ``lock`` (default: the model's ``RegistryLock`` in ``client``'s store)."""
+    under ``lock`` (default: the model's ``RegistryLock`` in ``client``'s store);
+    ``request_id``: a retry with the same one finishes the first attempt's version."""
     return lifecycle.register(
         client,
         name,
@@ -62,6 +64,7 @@ def register_version(
         actor,
         lock or RegistryLock(client, name),
         extra_tags={"mlsys.test_auc": f"{trained.metrics['test_auc']:.6f}"},
+        request_id=request_id,
     )
 
 

@@ -24,7 +24,6 @@ from mlflow.exceptions import MlflowException
 from mlsys_core.training.calibration import CALIBRATION_ARTIFACT, PlattCalibration
 
 log = logging.getLogger(__name__)
-TAG_CANARY_ROLLBACK = "mlsys.serving.canary_rollback"
 
 
 @dataclass(frozen=True, eq=False)

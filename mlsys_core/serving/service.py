@@ -16,7 +16,6 @@ not ready, and says why.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import queue
 import random
@@ -36,12 +35,16 @@ from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.online import open_online_store, source_problems
 from mlsys_core.registry.lifecycle import alias_version
-from mlsys_core.registry.lineage import record_served_by
+from mlsys_core.registry.lineage import (
+    TAG_CANARY_ROLLBACK,
+    record_canary_rollback,
+    record_served_by,
+)
 from mlsys_core.serving.config import ServeConfig
 from mlsys_core.serving.lineage import SpecMismatchError, check_spec, version_spec
 from mlsys_core.serving.log_writer import PredictionLogWriter
 from mlsys_core.serving.metrics import ServiceMetrics
-from mlsys_core.serving.models import TAG_CANARY_ROLLBACK, Deployment, LoadedModel, load_version
+from mlsys_core.serving.models import Deployment, LoadedModel, load_version
 from mlsys_core.serving.router import CHALLENGER, CHAMPION, CanaryGuard, Router
 from mlsys_core.serving.scoring import AGES, EXPLAIN, IMPUTED, MISSES, STALE, Columns, Scorer
 from mlsys_core.serving.sources import ServingPlan
@@ -535,19 +538,12 @@ class InferenceService:
         self.metrics.rollbacks.inc()
         self._update_canary_gauge()
         log.warning("canary rollback of %s v%s: %s", model.name, model.version, reason)
-        record = {
-            "at": datetime.now(UTC).isoformat(),
-            "deployment": self.config.deployment,
-            "reason": reason,
-        }
-        threading.Thread(
-            target=self._tag_rollback, args=(model, json.dumps(record)), daemon=True
-        ).start()
+        threading.Thread(target=self._tag_rollback, args=(model, reason), daemon=True).start()
 
-    def _tag_rollback(self, model: LoadedModel, record: str) -> None:
+    def _tag_rollback(self, model: LoadedModel, reason: str) -> None:
         try:
-            self.client.set_model_version_tag(
-                model.name, model.version, TAG_CANARY_ROLLBACK, record
+            record_canary_rollback(
+                self.client, model.name, model.version, self.config.deployment, reason
             )
         except Exception:  # noqa: BLE001 -- the rollback itself already happened
             log.exception("tagging the canary rollback of v%s failed", model.version)

@@ -9,6 +9,7 @@ corrupt or half-written, and loading falls back to the previous one.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,13 @@ from pathlib import Path
 import torch
 
 from mlsys_core.atomic import write_atomically
+from mlsys_core.crashpoints import crash_point
 from mlsys_core.data.sources import file_sha256
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
+_TEMPORARY = re.compile(r"^\.step-\d{9}\.(pt|sha256)\.tmp-(\d+)-[0-9a-f]+$")
 
 
 class CheckpointError(RuntimeError):
@@ -55,8 +58,10 @@ class CheckpointStore:
 
     def save(self, state: dict, step: int) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.remove_temporary()
         path = self.path_for(step)
         write_atomically(path, lambda handle: torch.save(state, handle), sync_folder=True)
+        crash_point("checkpoint.sidecar")  # in place, not yet valid: loading skips it
         checksum = f"{file_sha256(path)}  {path.name}\n".encode()
         write_atomically(
             path.with_suffix(".sha256"), lambda handle: handle.write(checksum), sync_folder=True
@@ -75,8 +80,9 @@ class CheckpointStore:
     def load_latest(self, device: str | torch.device = "cpu") -> LoadedCheckpoint | None:
         """The newest checkpoint whose checksum matches; older ones stand in for bad ones.
 
-        Returns None for an empty or missing folder; raises if checkpoints exist but none is
-        valid, since silently starting over would discard the work they hold.
+        Returns None for an empty or missing folder, or one holding only a save cut short
+        before its checksum (nothing was finished); raises if finished checkpoints exist but
+        none is valid, since silently starting over would discard the work they hold.
         """
         steps = self.steps()
         for step in steps:
@@ -86,7 +92,7 @@ class CheckpointStore:
                 continue
             state = torch.load(path, map_location=device, weights_only=True)
             return LoadedCheckpoint(path, step, state)
-        if steps:
+        if any(self.path_for(s).with_suffix(".sha256").is_file() for s in steps):
             raise CheckpointError(
                 f"{len(steps)} checkpoint(s) in {self.folder} and none passes its checksum"
             )
@@ -104,6 +110,20 @@ class CheckpointStore:
         except OSError:
             pass  # something else lives there; leave it
 
+    def remove_temporary(self) -> list[Path]:
+        """Remove the temporary files of another process's interrupted save. One process
+        writes a job's checkpoints (rank 0), and a new one starts after the old one is gone,
+        so another process's temporary file is a dead writer's."""
+        if not self.folder.is_dir():
+            return []
+        removed = []
+        for path in self.folder.iterdir():
+            found = _TEMPORARY.match(path.name)
+            if found and int(found.group(2)) != os.getpid():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
+
     def _prune(self) -> None:
         steps = self.steps()
         valid = [s for s in steps if self.verify(s)]
@@ -113,4 +133,5 @@ class CheckpointStore:
         for step in (s for s in steps if s < oldest_kept):
             path = self.path_for(step)
             path.with_suffix(".sha256").unlink(missing_ok=True)
+            crash_point("checkpoint.prune")  # invalid now, still there: the next prune goes on
             path.unlink(missing_ok=True)

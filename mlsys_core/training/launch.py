@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.config import Settings
+from mlsys_core.crashpoints import crash_point
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.net import free_port
 from mlsys_core.training.distributed import LaunchConfig
@@ -135,11 +136,14 @@ def write_job(job: TrainingJob) -> Path:
         # Several nodes share this folder (a shared filesystem), and one may join while the
         # others train (an elastic restart): only a one-node launch owns it alone.
         stale = [folder / "result.json", folder / RANK0_LAUNCH, *folder.glob("error-*.json")]
-        for path in [*stale, *folder.glob("*.pid")]:
+        # ... and what a killed launcher left half written.
+        temporary = [*folder.glob(".job.json.*"), *folder.glob(".first-start-ms.*")]
+        for path in [*stale, *folder.glob("*.pid"), *temporary]:
             path.unlink(missing_ok=True)
     path = folder / "job.json"
     tmp = path.with_name(f".job.json.{os.getpid()}")
     tmp.write_text(job.model_dump_json(indent=1))
+    crash_point("launch.job")  # whole, not in place: workers read the previous job or none
     os.replace(tmp, path)
     return path
 
@@ -222,15 +226,21 @@ def _first_start_ms(folder: Path, nnodes: int) -> int:
     if nnodes == 1:
         return now
     marker = folder / "first-start-ms"
+    # Written whole under a name of its own, then linked to the marker's name: the link is
+    # created only if no other node's marker is there, and no node reads a half-written one.
+    tmp = marker.with_name(f".first-start-ms.{os.getpid()}.{uuid.uuid4().hex[:8]}")
     try:
-        with open(marker, "x") as out:
-            out.write(str(now))
+        tmp.write_text(str(now))
+        crash_point("launch.first_start")
+        os.link(tmp, marker)
         return now
     except FileExistsError:
         try:
             return min(now, int(marker.read_text() or now))
         except ValueError:
             return now
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _hosts_rank0(folder: Path, nnodes: int, launch_id: str) -> bool:

@@ -22,6 +22,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mlsys_core.atomic import write_text_atomically
+from mlsys_core.crashpoints import crash_point
 from mlsys_core.features.columns import ColumnPreprocessor, load_preprocessor
 from mlsys_core.features.preprocess import TabularPreprocessor
 from mlsys_core.training.model import ModelConfig, TabularMLP
@@ -41,6 +43,7 @@ def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+        crash_point("pyfunc.weights")  # whole, not in place
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -92,8 +95,10 @@ def write_model_artifacts(
     paths["preprocessor"] = paths["preprocessor"].with_suffix(".json")
     paths["model_config"] = paths["model_config"].with_suffix(".json")
     paths["weights"] = paths["weights"].with_suffix(".safetensors")
-    paths["preprocessor"].write_text(json.dumps(preprocessor.to_dict(), indent=1))
-    paths["model_config"].write_text(config.model_dump_json())
+    # Each file whole or absent: a reader of a cut-short folder gets a clear error, not a
+    # truncated JSON document.
+    write_text_atomically(paths["preprocessor"], json.dumps(preprocessor.to_dict(), indent=1))
+    write_text_atomically(paths["model_config"], config.model_dump_json())
     save_weights(network.state_dict(), paths["weights"])
     return {name: str(path) for name, path in paths.items()}
 

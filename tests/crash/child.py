@@ -16,7 +16,7 @@ import pandas as pd
 from mlsys_core import crashpoints
 from mlsys_core.data.contract import clean_table
 from mlsys_core.spec import ColumnRule, TableContract
-from tests.crash import stages  # noqa: F401 - registers the stages
+from tests.crash import stages, stores  # noqa: F401 - registers the stages
 from tests.crash.harness import STAGES
 
 # pandera loads its backends on first use (seconds): once, in the fork server.

@@ -17,8 +17,9 @@ stage's starting state, it fails the stage there and checks:
   duplicated); after a kill, ``lake gc`` then removes every leftover without touching
   anything the rerun committed, and ``lake check`` finds nothing.
 
-Adding a store (the online store, the checkpoint store, the registry): put
-``crash_point("...")`` at its write sites, and register a stage::
+Adding a store: put ``crash_point("...")`` at its write sites, and register a stage
+(``stores.py`` has those of the online store, the checkpoint store, the registry, the model
+files, the launcher's files and the drift reference cache)::
 
     @stage("online-materialize", rolls_back=True)
     class OnlineMaterialize(Stage):
@@ -29,7 +30,8 @@ Adding a store (the online store, the checkpoint store, the registry): put
 
 ``state`` must return the same value after a rerun as after the baseline, and be the
 ``before`` or ``after`` value right after a crash; ``check`` raises on a broken
-invariant. The lake's checks run for every stage on top.
+invariant; ``leftovers`` lists a store's temporary files and ``collect`` is its clean-up.
+The lake's checks run for every stage on top.
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ class Stage:
 
     name: str = ""
     rolls_back: bool = True  # an exception leaves no file of the failed run behind
-    atomic: bool = True  # right after a crash, readers see the state before or after
+    # Right after a crash, readers see the state before or after (``per_key``: each entry
+    # of the state, e.g. each view of the online store, is before or after on its own).
+    atomic: bool | Literal["per_key"] = True
     timeout_s: float = 120.0
 
     def prepare(self, work: Path) -> None:
@@ -83,6 +87,16 @@ class Stage:
 
     def check(self, work: Path) -> None:
         """The stage's own invariants after a crash (the lake's run for every stage)."""
+
+    def leftovers(self, work: Path) -> list[str]:
+        """Files of an unfinished write that nothing references (the lake's, by default,
+        as ``lake check`` finds them; a store adds its own temporary files)."""
+        return leftovers(Lake(work / "lake"))
+
+    def collect(self, work: Path) -> None:
+        """After a kill and the rerun: the store's own clean-up of what a dead writer
+        left (the lake's: ``lake gc``), as an operator or the next writer runs it."""
+        collect_garbage(Lake(work / "lake"), grace=timedelta(0))
 
 
 STAGES: dict[str, Stage] = {}
@@ -178,7 +192,7 @@ def prepare(stage_: Stage, root: Path) -> Baseline:
         stage_.run(run_dir)
     after = stage_.state(run_dir)
     assert after != before, f"{stage_.name}: the baseline run changed nothing"
-    problems = leftovers(Lake(run_dir / "lake"))
+    problems = stage_.leftovers(run_dir)
     assert not problems, f"{stage_.name}: an uninterrupted run left {problems}"
     hits = {name: plan.hits[name] for name in plan.order}
     return Baseline(stage_, template, before, after, hits)
@@ -223,21 +237,25 @@ def run_case(baseline: Baseline, point: str, nth: int, mode: Mode, root: Path) -
     crashed = stage_.state(work)
     check_pairs(lake)
     stage_.check(work)
-    if stage_.atomic:
+    if stage_.atomic == "per_key":
+        for key in {*crashed, *baseline.before, *baseline.after}:
+            seen, options = crashed.get(key), (baseline.before.get(key), baseline.after.get(key))
+            assert seen in options, f"{where}: half of {key} is visible"
+    elif stage_.atomic:
         assert crashed in (baseline.before, baseline.after), f"{where}: half a stage is visible"
     if mode == "raise" and stage_.rolls_back:
-        assert not (left := leftovers(lake)), f"{where}: the failed run left {left}"
+        assert not (left := stage_.leftovers(work)), f"{where}: the failed run left {left}"
     stage_.rerun(work, handle)
     assert stage_.state(work) == baseline.after, f"{where}: the rerun differs from the baseline"
     check_pairs(lake)
     stage_.check(work)
-    case.leftovers_after_crash = leftovers(lake)
+    case.leftovers_after_crash = stage_.leftovers(work)
     if mode == "raise":
         assert not case.leftovers_after_crash, f"{where}: left {case.leftovers_after_crash}"
     else:
-        collect_garbage(lake, grace=timedelta(0))
+        stage_.collect(work)
         assert stage_.state(work) == baseline.after, f"{where}: gc changed what readers see"
-    case.leftovers_final = leftovers(lake)
+    case.leftovers_final = stage_.leftovers(work)
     assert not case.leftovers_final, f"{where}: left {case.leftovers_final}"
     shutil.rmtree(work, ignore_errors=True)
     case.seconds = time.perf_counter() - start
@@ -253,7 +271,9 @@ def _forks() -> multiprocessing.context.ForkServerContext:
     if _FORKS is None:
         _FORKS = multiprocessing.get_context("forkserver")
         # The batch-score stage's MLflow and torch too: imported once, not per child.
-        _FORKS.set_forkserver_preload(["tests.crash.child", "mlsys_core.serving.batch"])
+        _FORKS.set_forkserver_preload(
+            ["tests.crash.child", "mlsys_core.serving.batch", "mlsys_core.registry.lifecycle"]
+        )
     return _FORKS
 
 

@@ -47,6 +47,9 @@ def test_sixteen_concurrent_registrations_from_flows_and_the_cli_keep_every_inva
         "MLSYS_STATE_DIR": str(settings.root),
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
         "GATE_ALPHA": str(LAX_ALPHA),  # read by the flow worker
+        # The test server's SQLite answers 503 while busy; on a loaded 2-core machine that
+        # outlasts the client's 5 retries (about a minute of backoff). More retries, same test.
+        "PREFECT_CLIENT_MAX_RETRIES": "8",
     }
     procs: list[tuple[subprocess.Popen, Path]] = []
 

@@ -10,6 +10,7 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
+from mlsys_core.crashpoints import InjectedCrash, armed
 from mlsys_core.data.cleaning import clean_snapshot
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
@@ -117,6 +118,30 @@ def test_registration_sets_development_semver_and_lineage(backend, tmp_path) -> 
     assert [(e.action, e.version, e.semver) for e in events] == [
         ("register", v.version, v.semver) for v in (v1, v2, v3)
     ]
+
+
+def test_a_registration_retried_with_its_request_id_finishes_its_version(
+    trained_pair, tmp_path
+) -> None:
+    """A retry after a crash between the version's creation and its audit event finishes
+    that version (history, aliases): no second version, and every invariant holds."""
+    client = MlflowClient(trained_pair.settings.mlflow_uri)
+    name = f"life-retry-{tmp_path.name}"
+    lock = RegistryLock(client, name)
+    a, _ = trained_pair.models
+    with armed("registry.registered"), pytest.raises(InjectedCrash):
+        register_version(client, name, a, lock, request_id="task-run-1")
+    assert not check_registry(client, name).ok  # a version the history does not know
+    retried = register_version(client, name, a, lock, request_id="task-run-1")
+    again = register_version(client, name, a, lock, request_id="task-run-1")
+    assert retried.version == again.version == "1"
+    assert retried.semver == "1.0.0"
+    report = check_registry(client, name)
+    assert report.ok, report.violations
+    assert report.versions == 1
+    assert [(e.action, e.version) for e in history(client, name)] == [("register", "1")]
+    assert alias_version(client, name, "challenger") == "1"
+    assert register_version(client, name, a, lock, request_id="task-run-2").version == "2"
 
 
 @pytest.mark.slow

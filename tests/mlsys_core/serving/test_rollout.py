@@ -13,10 +13,10 @@ import pytest
 
 from mlsys_core.cli import main
 from mlsys_core.data.lake import Lake
+from mlsys_core.registry.lineage import TAG_CANARY_ROLLBACK
 from mlsys_core.serving.abtest import ab_test, labels_from_events
 from mlsys_core.serving.app import create_app
 from mlsys_core.serving.config import ABConfig, CanaryConfig, ShadowConfig
-from mlsys_core.serving.models import TAG_CANARY_ROLLBACK
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.serving.router import bucket
 from tests.mlsys_core.serving.conftest import records, register, serve_config, serving

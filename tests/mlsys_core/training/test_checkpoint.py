@@ -68,6 +68,16 @@ def test_no_checkpoint_is_none_but_only_bad_ones_is_an_error(tmp_path: Path) -> 
         store.load_latest()
 
 
+def test_a_first_save_cut_short_before_its_checksum_is_no_checkpoint(tmp_path: Path) -> None:
+    """Nothing was finished: training starts over instead of failing to resume."""
+    store = CheckpointStore(tmp_path)
+    store.save(state(1), 1)
+    store.path_for(1).with_suffix(".sha256").unlink()
+    assert store.load_latest() is None
+    store.save(state(2), 1)  # the retry writes the same step again, whole
+    assert store.load_latest().step == 1
+
+
 def test_a_valid_checksum_does_not_make_a_pickle_loadable(tmp_path: Path) -> None:
     """Even a checkpoint with a matching checksum is loaded with weights_only=True."""
     store = CheckpointStore(tmp_path)
