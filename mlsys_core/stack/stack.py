@@ -39,6 +39,7 @@ from mlsys_core.stack import postgres, process
 from mlsys_core.stack import prefect_server as prefect
 
 BIN = Path(sys.executable).parent
+MLFLOW_CLIENT_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 PORT_FIELDS = ("postgres_port", "prefect_port", "mlflow_port", "dask_port", "serve_port")
 
 
@@ -63,6 +64,12 @@ class StackConfig(BaseModel):
     dask_workers: int = Field(default=2, ge=1, le=64)
     dask_threads: int = Field(default=1, ge=1, le=64)
     serve_replicas: int = Field(default=2, ge=1, le=32)
+    dataset: str | None = Field(
+        default=None,
+        description="Dataset reference (NAME, module:attr or file.py:attr) the stack runs: "
+        "MLSYS_DATASET of every part, so the flows' default and the model the serving "
+        "replicas serve (its champion) agree. Needed by `up`.",
+    )
     serve: dict[str, object] = Field(
         default_factory=lambda: {"rollout": {"mode": "blue_green", "poll_interval_s": 2.0}},
         description="ServeConfig of the replicas (blue_green: a new champion is picked up).",
@@ -166,8 +173,10 @@ class Stack:
 
     def settings_env(self, config: StackConfig) -> dict[str, str]:
         """The settings that point the pipeline, the CLI and the workers at this stack."""
+        dataset = {"MLSYS_DATASET": config.dataset} if config.dataset else {}
         return {
             "MLSYS_STATE_DIR": str(self.root),
+            **dataset,
             "MLSYS_TRACKING_URI": f"http://{HOST}:{config.mlflow_port}",
             "MLSYS_OPTUNA_STORAGE": postgres.url(
                 config.password or "", config.postgres_port or 0, "optuna"
@@ -182,7 +191,12 @@ class Stack:
     def parts(self, config: StackConfig) -> list[Part]:
         """Every part in start order: group 0 first, each group started together."""
         settings = self.settings_env(config)
-        base = {**os.environ, **settings, "PYTHONUNBUFFERED": "1"}
+        tracking = settings["MLSYS_TRACKING_URI"]
+        # MLflow's own variables follow the stack's server: ones inherited from the shell that
+        # ran `up` (a process that called mlflow.set_tracking_uri exports them) would point
+        # every default MlflowClient of a worker at another store.
+        mlflow_env = dict.fromkeys(MLFLOW_CLIENT_ENV, tracking)
+        base = {**os.environ, **settings, **mlflow_env, "PYTHONUNBUFFERED": "1"}
         parts = [
             self._postgres(config, base),
             self._prefect_server(config, base),
@@ -266,7 +280,9 @@ class Stack:
         def health() -> str:
             return "" if process.http_ok(f"{url}/health") else "/health does not answer"
 
-        return Part("mlflow", lambda: cmd, env, lambda: not health(), health, group=1)
+        # The server is the store: no client settings that point it at itself.
+        server_env = {k: v for k, v in env.items() if k not in MLFLOW_CLIENT_ENV}
+        return Part("mlflow", lambda: cmd, server_env, lambda: not health(), health, group=1)
 
     def _dask_scheduler(self, config: StackConfig, env: dict[str, str]) -> Part:
         cmd = [str(BIN / "dask"), "scheduler", "--host", HOST]
@@ -333,6 +349,13 @@ class Stack:
     def up(self, wanted: StackConfig | None = None) -> UpReport:
         """Start every part that is not running, group by group; wait until each is ready."""
         started_at = time.monotonic()
+        kept = self.load_config()
+        if (wanted is None or wanted.dataset is None) and (kept is None or kept.dataset is None):
+            # The serving replicas serve one model: without a dataset they could never start.
+            raise StackError(
+                "the stack needs the dataset it runs: `mlsys stack up --dataset NAME` "
+                "(a published NAME, module:attr or file.py:attr), or set MLSYS_DATASET"
+            )
         config = self.configure(wanted)
         postgres.find_bin_dir()  # a clear error before anything starts
         parts = self.parts(config)
