@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,7 +102,7 @@ class Part:
     health: Callable[[], str]
     user: str | None = None
     after: Callable[[], None] | None = None  # runs once the part is ready (e.g. create DBs)
-    group: int = 0  # start order: every part of a group starts together
+    needs: tuple[str, ...] = ()  # parts that must be ready before this one starts
 
     folder: Path = field(default=Path())
 
@@ -189,7 +189,7 @@ class Stack:
 
     # -- the parts -------------------------------------------------------------------------
     def parts(self, config: StackConfig) -> list[Part]:
-        """Every part in start order: group 0 first, each group started together."""
+        """Every part, each listed after the parts it needs."""
         settings = self.settings_env(config)
         tracking = settings["MLSYS_TRACKING_URI"]
         # MLflow's own variables follow the stack's server: ones inherited from the shell that
@@ -226,7 +226,7 @@ class Stack:
 
         return Part(
             "postgres", command, env, lambda: not health(), health, user=user,
-            after=lambda: postgres.ensure_databases(password, port), group=0,
+            after=lambda: postgres.ensure_databases(password, port),
         )  # fmt: skip
 
     def _prefect_env(self, config: StackConfig, env: dict[str, str]) -> dict[str, str]:
@@ -245,7 +245,7 @@ class Stack:
 
         return Part(
             "prefect-server", lambda: prefect.server_command(config.prefect_port or 0),
-            server_env, lambda: not health(), health, group=1,
+            server_env, lambda: not health(), health, needs=("postgres",),
             after=lambda: prefect.ensure_work_pool(api, server_env, config.work_pool),
         )  # fmt: skip
 
@@ -263,7 +263,7 @@ class Stack:
             parts.append(
                 Part(
                     name, lambda n=name: prefect.worker_command(config.work_pool, n), worker_env,
-                    lambda h=health: not h(), health, group=2,
+                    lambda h=health: not h(), health, needs=("prefect-server",),
                 )
             )  # fmt: skip
         return parts
@@ -282,7 +282,9 @@ class Stack:
 
         # The server is the store: no client settings that point it at itself.
         server_env = {k: v for k, v in env.items() if k not in MLFLOW_CLIENT_ENV}
-        return Part("mlflow", lambda: cmd, server_env, lambda: not health(), health, group=1)
+        return Part(
+            "mlflow", lambda: cmd, server_env, lambda: not health(), health, needs=("postgres",)
+        )
 
     def _dask_scheduler(self, config: StackConfig, env: dict[str, str]) -> Part:
         cmd = [str(BIN / "dask"), "scheduler", "--host", HOST]
@@ -291,7 +293,7 @@ class Stack:
         def health() -> str:
             return "" if process.tcp_open(HOST, config.dask_port or 0) else "port closed"
 
-        return Part("dask-scheduler", lambda: cmd, env, lambda: not health(), health, group=1)
+        return Part("dask-scheduler", lambda: cmd, env, lambda: not health(), health)
 
     def _dask_workers(self, config: StackConfig, env: dict[str, str]) -> list[Part]:
         address = env["MLSYS_DASK_ADDRESS"]
@@ -309,8 +311,9 @@ class Stack:
             cmd += ["--nthreads", str(config.dask_threads), "--nworkers", "1", "--no-dashboard"]
             cmd += ["--local-directory", str(self.folder / name / "scratch")]
             parts.append(
+                # A worker keeps trying to reach its scheduler: it starts with it.
                 Part(name, lambda c=cmd: c, env, lambda n=name: not health(n),
-                     lambda n=name: health(n), group=2)
+                     lambda n=name: health(n))
             )  # fmt: skip
         return parts
 
@@ -343,11 +346,14 @@ class Stack:
                 return "replicas do not answer /health/live"
             return "waiting: " + _not_ready_reason(f"http://{HOST}:{replica_ports[0]}")
 
-        return Part("serving", command, env, live, health, group=2)
+        # The replicas read the champion at start: the MLflow server first. Importing torch
+        # and MLflow in them is the slowest start of the stack, so nothing else waits for it.
+        return Part("serving", command, env, live, health, needs=("mlflow",))
 
     # -- up / down / status ---------------------------------------------------------------
     def up(self, wanted: StackConfig | None = None) -> UpReport:
-        """Start every part that is not running, group by group; wait until each is ready."""
+        """Start every part that is not running as soon as the parts it needs are ready;
+        wait until each is ready."""
         started_at = time.monotonic()
         kept = self.load_config()
         if (wanted is None or wanted.dataset is None) and (kept is None or kept.dataset is None):
@@ -359,23 +365,30 @@ class Stack:
         config = self.configure(wanted)
         postgres.find_bin_dir()  # a clear error before anything starts
         parts = self.parts(config)
-        started, running = [], []
-        for group in sorted({p.group for p in parts}):
-            members = [p for p in parts if p.group == group]
-            procs = {}
-            for part in members:
-                if part.pid_file.pid() is not None:
-                    running.append(part.name)
-                    continue
-                procs[part.name] = self._start(part, config.password or "")
+        started: list[str] = []
+        running: list[str] = []
+        password = config.password or ""
+
+        def bring_up(part: Part) -> None:
+            for need in part.needs:
+                if ready[need].exception() is not None:
+                    raise _NeedFailed(f"{part.name} not started: {need} did not come up")
+            proc = None
+            if part.pid_file.pid() is not None:
+                running.append(part.name)
+            else:
+                proc = self._start(part, password)
                 started.append(part.name)
-            with ThreadPoolExecutor(len(members)) as pool:
-                waits = [
-                    pool.submit(self._wait_ready, part, procs.get(part.name), config)
-                    for part in members
-                ]
-                for wait in waits:
-                    wait.result()
+            self._wait_ready(part, proc, config)
+
+        # Every part starts as soon as the parts it needs are ready, all others at once.
+        ready: dict[str, Future] = {}
+        with ThreadPoolExecutor(len(parts)) as pool:
+            for part in parts:  # listed after its needs: their futures exist already
+                ready[part.name] = pool.submit(bring_up, part)
+        errors = [f.exception() for f in ready.values() if f.exception() is not None]
+        if errors:
+            raise next((e for e in errors if not isinstance(e, _NeedFailed)), errors[0])
         return UpReport(
             seconds=time.monotonic() - started_at,
             started=started,
@@ -415,9 +428,10 @@ class Stack:
         outcome: list[tuple[str, str]] = []
         if config is not None:
             parts = self.parts(config)
-            # The last group first (workers before their servers), each group at once.
-            for group in sorted({p.group for p in parts}, reverse=True):
-                members = [p for p in parts if p.group == group]
+            # Level by level from the top (workers before their servers), each level at once.
+            levels = _levels(parts)
+            for level in sorted(set(levels.values()), reverse=True):
+                members = [p for p in parts if levels[p.name] == level]
                 with ThreadPoolExecutor(len(members)) as pool:
                     outcome += pool.map(_stop_part, members)
         if purge:
@@ -440,6 +454,18 @@ class Stack:
             problem = part.health()
             out.append(PartStatus(part.name, pid, not problem, problem or "healthy", part.log))
         return out
+
+
+class _NeedFailed(StackError):
+    """A part was not started because a part it needs did not come up."""
+
+
+def _levels(parts: list[Part]) -> dict[str, int]:
+    """0 for a part that needs none, else one more than the highest part it needs."""
+    levels: dict[str, int] = {}
+    for part in parts:  # listed after its needs
+        levels[part.name] = 1 + max((levels[n] for n in part.needs), default=-1)
+    return levels
 
 
 def _stop_part(part: Part) -> tuple[str, str]:
