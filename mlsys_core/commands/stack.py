@@ -3,7 +3,7 @@
 Postgres, a Prefect server with a process pool and workers, an MLflow server serving its
 artifacts, a Dask scheduler and workers, and the serving replicas behind nginx; every part
 a real server process bound to 127.0.0.1 with its log and pid under ``<state>/stack``. See
-``mlsys_core.stack.stack`` and the README's "When one machine is not enough".
+``mlsys_core.stack.stack`` and docs/stack.md.
 """
 
 from __future__ import annotations
