@@ -282,6 +282,9 @@ class Stack:
 
         # The server is the store: no client settings that point it at itself.
         server_env = {k: v for k, v in env.items() if k not in MLFLOW_CLIENT_ENV}
+        # Its job runner (GenAI scoring, trace archival: nothing mlsys uses) is two more
+        # Python processes to start, and one that outlives SIGTERM by more than `down` waits.
+        server_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         return Part(
             "mlflow", lambda: cmd, server_env, lambda: not health(), health, needs=("postgres",)
         )
