@@ -60,6 +60,7 @@ class StackConfig(BaseModel):
     serve_port: int | None = Field(default=None, ge=1, le=65535)
     replica_ports: list[int] | None = None
     prefect_workers: int = Field(default=2, ge=1, le=16)
+    worker_poll_s: float = Field(default=2.0, gt=0, le=60, description="Prefect workers' poll.")
     work_pool: str = Field(default=prefect.POOL, pattern=r"^[A-Za-z0-9_.\-]+$")
     dask_workers: int = Field(default=2, ge=1, le=64)
     dask_threads: int = Field(default=1, ge=1, le=64)
@@ -252,6 +253,9 @@ class Stack:
     def _prefect_workers(self, config: StackConfig, env: dict[str, str]) -> list[Part]:
         api = env["PREFECT_API_URL"]
         worker_env = self._prefect_env(config, env)
+        # How often a worker asks for runs (Prefect's default: 10 s). Every pick-up waits on
+        # it, and a multi-node training waits for its other nodes' pick-ups at the rendezvous.
+        worker_env["PREFECT_WORKER_QUERY_SECONDS"] = str(config.worker_poll_s)
         parts = []
         for i in range(1, config.prefect_workers + 1):
             name = f"prefect-worker-{i}"

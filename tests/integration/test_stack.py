@@ -159,6 +159,21 @@ def pipeline(stack: Running, small_spec: DatasetSpec) -> dict:
     return run
 
 
+@pytest.fixture(scope="module")
+def after_pipeline(stack: Running, pipeline: dict, small_spec: DatasetSpec) -> dict[str, str]:
+    """Tuning and a drift check, submitted at once (one for each worker): their run ids.
+    The drift test comes first: it cancels the retrain its automation starts at full size."""
+    tune = {
+        "n_trials": 2, "parallelism": 2, "base_config": {"epochs": 1},
+        "train_final": False, "register_final": False, "spec": small_spec.name,
+    }  # fmt: skip
+    drift = {"alert_share": 0.01}  # any drifted column alerts
+    return {
+        "tune": run_deployment("tune/tune", tune, stack.client_env),
+        "drift": run_deployment("drift-check/drift-check", drift, stack.client_env),
+    }
+
+
 def test_up_starts_every_part_once_and_prints_its_settings(stack: Running) -> None:
     printed = dict(re.findall(r"^export (\w+)=(\S+)$", stack.up.stdout, re.MULTILINE))
     assert printed == stack.settings
@@ -232,28 +247,10 @@ def test_serving_through_nginx_answers_with_the_champion(
     assert all(0 < p["probability"] < 1 for p in predictions)
 
 
-def test_tuning_runs_two_trials_at_once_on_postgres(
-    stack: Running, pipeline: dict, small_spec: DatasetSpec
-) -> None:
-    tune_params = {
-        "n_trials": 2, "parallelism": 2, "base_config": {"epochs": 1},
-        "train_final": False, "register_final": False, "spec": small_spec.name,
-    }  # fmt: skip
-    run_id = run_deployment("tune/tune", tune_params, stack.client_env)
-    wait_run(stack.api, run_id, 900, stack.worker_logs)
-    storage = stack.settings["MLSYS_OPTUNA_STORAGE"]
-    assert storage.startswith("postgresql+psycopg://")
-    (summary,) = optuna.get_all_study_summaries(storage)
-    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    assert max(t.datetime_start for t in trials) < min(t.datetime_complete for t in trials)
-
-
 def test_a_drift_event_starts_a_retrain_through_the_automation(
-    stack: Running, pipeline: dict
+    stack: Running, after_pipeline: dict[str, str]
 ) -> None:
-    run_id = run_deployment("drift-check/drift-check", {"alert_share": 0.01}, stack.client_env)
-    wait_run(stack.api, run_id, 600, stack.worker_logs)
+    wait_run(stack.api, after_pipeline["drift"], 900, stack.worker_logs)
     deadline, retrains = time.monotonic() + 120, []
     while time.monotonic() < deadline and not retrains:
         retrains = [
@@ -270,6 +267,18 @@ def test_a_drift_event_starts_a_retrain_through_the_automation(
         json={"state": {"type": "CANCELLING"}, "force": True},
         timeout=30,
     )
+
+
+def test_tuning_runs_two_trials_at_once_on_postgres(
+    stack: Running, after_pipeline: dict[str, str]
+) -> None:
+    wait_run(stack.api, after_pipeline["tune"], 900, stack.worker_logs)
+    storage = stack.settings["MLSYS_OPTUNA_STORAGE"]
+    assert storage.startswith("postgresql+psycopg://")
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert max(t.datetime_start for t in trials) < min(t.datetime_complete for t in trials)
 
 
 def test_down_stops_every_part_and_leaves_nothing(stack: Running) -> None:

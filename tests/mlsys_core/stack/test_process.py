@@ -128,3 +128,4 @@ def test_parts_start_after_what_they_need_and_stop_before_it(tmp_path: Path) -> 
     tracking = stack.settings_env(config)["MLSYS_TRACKING_URI"]
     assert by_name["prefect-worker-1"].env["MLFLOW_REGISTRY_URI"] == tracking
     assert "MLFLOW_TRACKING_URI" not in by_name["mlflow"].env
+    assert by_name["prefect-worker-1"].env["PREFECT_WORKER_QUERY_SECONDS"] == "2.0"
