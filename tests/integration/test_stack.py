@@ -164,7 +164,8 @@ def after_pipeline(stack: Running, pipeline: dict, small_spec: DatasetSpec) -> d
     """Tuning and a drift check, submitted at once (one for each worker): their run ids.
     The drift test comes first: it cancels the retrain its automation starts at full size."""
     tune = {
-        "n_trials": 2, "parallelism": 2, "base_config": {"epochs": 1},
+        # No pruner: both trials run to the end, so their overlap is the parallelism's.
+        "n_trials": 2, "parallelism": 2, "base_config": {"epochs": 1}, "pruner": "none",
         "train_final": False, "register_final": False, "spec": small_spec.name,
     }  # fmt: skip
     drift = {"alert_share": 0.01}  # any drifted column alerts
