@@ -137,7 +137,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             worker_logs=sorted(state.glob("stack/prefect-worker-*/*.log")),
         )
     finally:
-        mlsys(["stack", "down", "--purge"], env, timeout=300)
+        if (state / "stack").exists():  # not taken down by the last test (a failure)
+            mlsys(["stack", "down", "--purge"], env, timeout=300)
 
 
 @pytest.fixture(scope="module")
