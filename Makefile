@@ -64,9 +64,9 @@ drift-scenario: $(VENV)/.installed
 
 # The production topology on this machine (Postgres, Prefect server and workers, MLflow
 # server, Dask scheduler and workers, serving behind nginx); see the README's
-# "When one machine is not enough". `up` prints the settings that point the pipeline at it.
+# docs/stack.md. `up` prints the settings that point the pipeline at it.
 stack-up: $(VENV)/.installed nginx postgres
-	$(VENV)/bin/mlsys stack up
+	$(VENV)/bin/mlsys stack up --dataset $(or $(MLSYS_DATASET),nycflights13)
 
 stack-down: $(VENV)/.installed
 	$(VENV)/bin/mlsys stack down

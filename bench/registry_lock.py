@@ -51,11 +51,10 @@ def prefect_limit(model_name: str) -> Callable[[], AbstractContextManager]:
 
 
 def mlflow_lock(uri: str, model_name: str) -> Callable[[], AbstractContextManager]:
-    from mlflow import MlflowClient  # noqa: PLC0415
-
     from mlsys_core.registry.locking import RegistryLock  # noqa: PLC0415
+    from mlsys_core.tracking import tracking_client  # noqa: PLC0415
 
-    lock = RegistryLock(MlflowClient(uri), model_name)
+    lock = RegistryLock(tracking_client(uri), model_name)
     return lambda: lock
 
 

@@ -105,9 +105,9 @@ def _automation_runs(api: str, deployment_id: str) -> list[dict]:
 
 def _print_versions(settings: Settings, name: str) -> None:
     """Every registered version: stage, semver, and the gate's reason."""
-    from mlflow import MlflowClient  # noqa: PLC0415
+    from mlsys_core.tracking import tracking_client  # noqa: PLC0415
 
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     for mv in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
         gate = json.loads(mv.tags.get(TAG_GATE, "{}")).get("reason", "")
         print(

@@ -12,6 +12,18 @@ from mlsys_core import __version__
 from mlsys_core.config import Settings
 
 
+def tracking_client(uri: str) -> MlflowClient:
+    """A client of the store at ``uri`` for runs *and* the registry.
+
+    ``MlflowClient(uri)`` alone takes its registry from the process: the last
+    ``mlflow.set_registry_uri`` (which ``configure_mlflow`` calls for another store, in a
+    test or a long-lived process) or an inherited ``MLFLOW_REGISTRY_URI``. Its runs would
+    then live in one store and its model versions in another (a champion whose run the
+    tracking server does not have).
+    """
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def configure_mlflow(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store and make sure the experiment exists.
 
@@ -24,7 +36,7 @@ def configure_mlflow(settings: Settings) -> MlflowClient:
     settings.root.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     mlflow.set_registry_uri(settings.mlflow_uri)
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     if client.get_experiment_by_name(settings.experiment) is None:
         if settings.mlflow_uri.startswith(("http://", "https://")):
             client.create_experiment(settings.experiment)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from mlflow import MlflowClient
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -12,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef
-from mlsys_core.tracking import configure_mlflow
+from mlsys_core.tracking import configure_mlflow, tracking_client
 from mlsys_core.training.run import TrainedModel, train_and_log
 from mlsys_core.training.trainer import TrainConfig
 from mlsys_core.tuning import data, report, study, trial
@@ -45,14 +44,14 @@ def start_tuning_study(job: StudyJob, settings: Settings) -> StudyJob:
 def run_trial(job: StudyJob, settings: Settings, slot: int) -> TrialOutcome | None:
     """One trial against the shared study (None: the run's epoch budget was spent before
     it could start); ``slot`` only tells the task runs apart."""
-    return trial.run_trial(job, MlflowClient(settings.mlflow_uri))
+    return trial.run_trial(job, tracking_client(settings.mlflow_uri))
 
 
 @task
 def finish_tuning_study(job: StudyJob, settings: Settings) -> StudyReport:
     """Pick the best trial, log the plots on the parent run, and summarize the best trials
     as a Prefect table."""
-    result = report.finish_study(job, MlflowClient(settings.mlflow_uri))
+    result = report.finish_study(job, tracking_client(settings.mlflow_uri))
     key = re.sub(r"[^a-z0-9-]+", "-", f"tuning-{job.name}".lower()).strip("-")[:100]
     rows = [
         {
@@ -95,5 +94,5 @@ def train_best(
 ) -> TrainedModel:
     """Train the best config as a normal training run, tagged with its study's lineage."""
     trained = train_and_log(features, config, settings, run_name=f"tuned-{job.name}")
-    report.tag_final_run(MlflowClient(settings.mlflow_uri), trained.run_id, job, result)
+    report.tag_final_run(tracking_client(settings.mlflow_uri), trained.run_id, job, result)
     return trained

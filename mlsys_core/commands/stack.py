@@ -3,7 +3,7 @@
 Postgres, a Prefect server with a process pool and workers, an MLflow server serving its
 artifacts, a Dask scheduler and workers, and the serving replicas behind nginx; every part
 a real server process bound to 127.0.0.1 with its log and pid under ``<state>/stack``. See
-``mlsys_core.stack.stack`` and the README's "When one machine is not enough".
+``mlsys_core.stack.stack`` and docs/stack.md.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="{}",
         help="StackConfig fields as JSON on the first up, e.g. '{\"prefect_port\": 4200}'",
     )
+    up.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset reference the stack runs and serves (NAME, module:attr or file.py:attr; "
+        "default: MLSYS_DATASET); kept for later ups",
+    )
     down = sub.add_parser("down", help="stop every part")
     down.add_argument(
         "--purge", action="store_true", help="also delete the stack's databases and artifacts"
@@ -38,11 +44,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _stack(args: argparse.Namespace):  # noqa: ANN202 - Stack, imported late
+def _settings():  # noqa: ANN202 - Settings, imported late
     from mlsys_core.config import Settings  # noqa: PLC0415
+
+    return Settings()
+
+
+def _stack(args: argparse.Namespace):  # noqa: ANN202 - Stack, imported late
     from mlsys_core.stack.stack import Stack  # noqa: PLC0415
 
-    return Stack(args.state or Settings().root, args.project)
+    return Stack(args.state or _settings().root, args.project)
 
 
 def _print_status(parts: list) -> bool:
@@ -77,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
                 wanted = StackConfig.model_validate_json(args.config)
             except ValidationError as exc:
                 raise ValueError(f"bad --config: {exc}") from None
+            dataset = args.dataset or wanted.dataset or _settings().dataset
+            if dataset is not None:
+                from mlsys_core.datasets import resolve_spec  # noqa: PLC0415
+
+                resolve_spec(dataset)  # a bad reference fails here, not in every replica
+                wanted = wanted.model_copy(update={"dataset": dataset})
             report = stack.up(wanted)
             print(
                 f"stack up in {report.seconds:.1f} s (started {len(report.started)}, "

@@ -31,7 +31,6 @@ import numpy as np
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from mlflow import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Discriminator, Tag
 
@@ -43,6 +42,7 @@ from mlsys_core.serving.lineage import serving_spec
 from mlsys_core.serving.schema import ErrorResponse, PredictResponse, batch_model, record_model
 from mlsys_core.serving.service import InferenceService, Job, ScoringError
 from mlsys_core.spec import DatasetSpec
+from mlsys_core.tracking import tracking_client
 
 log = logging.getLogger(__name__)
 CONFIG_ENV = "MLSYS_SERVE_CONFIG"  # JSON text, or the path of a JSON file, for --factory use
@@ -244,7 +244,7 @@ def resolve_serving_spec(
             )
         name = chosen.registered_model
     uri = settings.mlflow_uri
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = tracking_client(uri)
     return serving_spec(
         client, Lake(settings.lake_dir), name, config.rollout.champion_alias, given, default
     )

@@ -118,7 +118,7 @@ def score_feature_set(
     model_name: str,
     model_version: str,
     batch_rows: int,
-    client: MlflowClient | None = None,
+    client: MlflowClient,
 ) -> ScoreResult:
     """Score every row of ``feature_set`` with ``models:/<name>/<version>``.
 
@@ -134,7 +134,7 @@ def score_feature_set(
     meta = lake.manifest(feature_set.snapshot)
     spec = DatasetSpec.model_validate(meta["spec"])
     uri = f"models:/{model_name}/{model_version}"
-    model = _load(client or MlflowClient(), model_name, model_version)
+    model = _load(client, model_name, model_version)
     # The event time is in a feature set only when the model uses it (calendar features).
     stored = {field["name"] for field in meta["schema"]}
     keys = [

@@ -19,7 +19,6 @@ files, so nothing needs root or a system path, and nginx listens on 127.0.0.1 on
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import pwd
@@ -39,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlsys_core.atomic import write_text_atomically
 from mlsys_core.net import HOST, free_port
+from mlsys_core.stack.process import die_with_parent
 
 Strategy = Literal["round_robin", "weighted", "least_conn"]
 DEFAULT_APP = "mlsys_core.serving.app:create_app"
@@ -207,13 +207,6 @@ def _error_log(prefix: Path) -> Path:
     return prefix / "logs" / "error.log"
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the supervisor dies, so no orphan
-    replica or nginx outlives a killed supervisor."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @dataclass
 class Replica:
     index: int
@@ -304,7 +297,7 @@ class Cluster:
                     cmd,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 -- only sets a signal
+                    preexec_fn=die_with_parent,  # noqa: PLW1509 -- only sets a signal
                 )
             self._wait_listening(self.config.port, self.nginx)
         except BaseException:
@@ -365,7 +358,7 @@ class Cluster:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 -- only sets a signal, no locks
+                preexec_fn=die_with_parent,  # noqa: PLW1509 -- only sets a signal, no locks
             )
         replica.good = replica.bad = 0
         replica.note(f"started pid {replica.proc.pid}")

@@ -28,7 +28,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from mlflow import MlflowClient
 from pydantic import BaseModel
 
 from mlsys_core.config import Settings
@@ -49,6 +48,7 @@ from mlsys_core.serving.router import CHALLENGER, CHAMPION, CanaryGuard, Router
 from mlsys_core.serving.scoring import AGES, EXPLAIN, IMPUTED, MISSES, STALE, Columns, Scorer
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
+from mlsys_core.tracking import tracking_client
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class InferenceService:
         self.rollout = config.rollout
         self.metrics = ServiceMetrics()
         uri = settings.mlflow_uri
-        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self.client = tracking_client(uri)
         self.lake = Lake(settings.lake_dir)
         self.plan = ServingPlan(spec, config.online_features, config.feature_age_clock)
         self.store = (

@@ -7,11 +7,13 @@ scenario, the integration tests and the benchmarks.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -58,6 +60,14 @@ def start(
             extra_groups=[] if user else None,
             preexec_fn=preexec_fn,  # noqa: PLW1509 - only sets process attributes
         )
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the process that started it dies (even by
+    SIGKILL), so no training group, replica or nginx outlives a killed launcher or
+    supervisor. Linux only."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _start_ticks(pid: int) -> int | None:

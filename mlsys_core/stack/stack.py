@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from mlsys_core.stack import postgres, process
 from mlsys_core.stack import prefect_server as prefect
 
 BIN = Path(sys.executable).parent
+MLFLOW_CLIENT_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 PORT_FIELDS = ("postgres_port", "prefect_port", "mlflow_port", "dask_port", "serve_port")
 
 
@@ -59,10 +60,17 @@ class StackConfig(BaseModel):
     serve_port: int | None = Field(default=None, ge=1, le=65535)
     replica_ports: list[int] | None = None
     prefect_workers: int = Field(default=2, ge=1, le=16)
+    worker_poll_s: float = Field(default=2.0, gt=0, le=60, description="Prefect workers' poll.")
     work_pool: str = Field(default=prefect.POOL, pattern=r"^[A-Za-z0-9_.\-]+$")
     dask_workers: int = Field(default=2, ge=1, le=64)
     dask_threads: int = Field(default=1, ge=1, le=64)
     serve_replicas: int = Field(default=2, ge=1, le=32)
+    dataset: str | None = Field(
+        default=None,
+        description="Dataset reference (NAME, module:attr or file.py:attr) the stack runs: "
+        "MLSYS_DATASET of every part, so the flows' default and the model the serving "
+        "replicas serve (its champion) agree. Needed by `up`.",
+    )
     serve: dict[str, object] = Field(
         default_factory=lambda: {"rollout": {"mode": "blue_green", "poll_interval_s": 2.0}},
         description="ServeConfig of the replicas (blue_green: a new champion is picked up).",
@@ -95,7 +103,7 @@ class Part:
     health: Callable[[], str]
     user: str | None = None
     after: Callable[[], None] | None = None  # runs once the part is ready (e.g. create DBs)
-    group: int = 0  # start order: every part of a group starts together
+    needs: tuple[str, ...] = ()  # parts that must be ready before this one starts
 
     folder: Path = field(default=Path())
 
@@ -166,8 +174,10 @@ class Stack:
 
     def settings_env(self, config: StackConfig) -> dict[str, str]:
         """The settings that point the pipeline, the CLI and the workers at this stack."""
+        dataset = {"MLSYS_DATASET": config.dataset} if config.dataset else {}
         return {
             "MLSYS_STATE_DIR": str(self.root),
+            **dataset,
             "MLSYS_TRACKING_URI": f"http://{HOST}:{config.mlflow_port}",
             "MLSYS_OPTUNA_STORAGE": postgres.url(
                 config.password or "", config.postgres_port or 0, "optuna"
@@ -180,9 +190,14 @@ class Stack:
 
     # -- the parts -------------------------------------------------------------------------
     def parts(self, config: StackConfig) -> list[Part]:
-        """Every part in start order: group 0 first, each group started together."""
+        """Every part, each listed after the parts it needs."""
         settings = self.settings_env(config)
-        base = {**os.environ, **settings, "PYTHONUNBUFFERED": "1"}
+        tracking = settings["MLSYS_TRACKING_URI"]
+        # MLflow's own variables follow the stack's server: ones inherited from the shell that
+        # ran `up` (a process that called mlflow.set_tracking_uri exports them) would point
+        # every default MlflowClient of a worker at another store.
+        mlflow_env = dict.fromkeys(MLFLOW_CLIENT_ENV, tracking)
+        base = {**os.environ, **settings, **mlflow_env, "PYTHONUNBUFFERED": "1"}
         parts = [
             self._postgres(config, base),
             self._prefect_server(config, base),
@@ -212,7 +227,7 @@ class Stack:
 
         return Part(
             "postgres", command, env, lambda: not health(), health, user=user,
-            after=lambda: postgres.ensure_databases(password, port), group=0,
+            after=lambda: postgres.ensure_databases(password, port),
         )  # fmt: skip
 
     def _prefect_env(self, config: StackConfig, env: dict[str, str]) -> dict[str, str]:
@@ -231,13 +246,16 @@ class Stack:
 
         return Part(
             "prefect-server", lambda: prefect.server_command(config.prefect_port or 0),
-            server_env, lambda: not health(), health, group=1,
+            server_env, lambda: not health(), health, needs=("postgres",),
             after=lambda: prefect.ensure_work_pool(api, server_env, config.work_pool),
         )  # fmt: skip
 
     def _prefect_workers(self, config: StackConfig, env: dict[str, str]) -> list[Part]:
         api = env["PREFECT_API_URL"]
         worker_env = self._prefect_env(config, env)
+        # How often a worker asks for runs (Prefect's default: 10 s). Every pick-up waits on
+        # it, and a multi-node training waits for its other nodes' pick-ups at the rendezvous.
+        worker_env["PREFECT_WORKER_QUERY_SECONDS"] = str(config.worker_poll_s)
         parts = []
         for i in range(1, config.prefect_workers + 1):
             name = f"prefect-worker-{i}"
@@ -249,7 +267,7 @@ class Stack:
             parts.append(
                 Part(
                     name, lambda n=name: prefect.worker_command(config.work_pool, n), worker_env,
-                    lambda h=health: not h(), health, group=2,
+                    lambda h=health: not h(), health, needs=("prefect-server",),
                 )
             )  # fmt: skip
         return parts
@@ -266,7 +284,14 @@ class Stack:
         def health() -> str:
             return "" if process.http_ok(f"{url}/health") else "/health does not answer"
 
-        return Part("mlflow", lambda: cmd, env, lambda: not health(), health, group=1)
+        # The server is the store: no client settings that point it at itself.
+        server_env = {k: v for k, v in env.items() if k not in MLFLOW_CLIENT_ENV}
+        # Its job runner (GenAI scoring, trace archival: nothing mlsys uses) is two more
+        # Python processes to start, and one that outlives SIGTERM by more than `down` waits.
+        server_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        return Part(
+            "mlflow", lambda: cmd, server_env, lambda: not health(), health, needs=("postgres",)
+        )
 
     def _dask_scheduler(self, config: StackConfig, env: dict[str, str]) -> Part:
         cmd = [str(BIN / "dask"), "scheduler", "--host", HOST]
@@ -275,7 +300,7 @@ class Stack:
         def health() -> str:
             return "" if process.tcp_open(HOST, config.dask_port or 0) else "port closed"
 
-        return Part("dask-scheduler", lambda: cmd, env, lambda: not health(), health, group=1)
+        return Part("dask-scheduler", lambda: cmd, env, lambda: not health(), health)
 
     def _dask_workers(self, config: StackConfig, env: dict[str, str]) -> list[Part]:
         address = env["MLSYS_DASK_ADDRESS"]
@@ -293,8 +318,9 @@ class Stack:
             cmd += ["--nthreads", str(config.dask_threads), "--nworkers", "1", "--no-dashboard"]
             cmd += ["--local-directory", str(self.folder / name / "scratch")]
             parts.append(
+                # A worker keeps trying to reach its scheduler: it starts with it.
                 Part(name, lambda c=cmd: c, env, lambda n=name: not health(n),
-                     lambda n=name: health(n), group=2)
+                     lambda n=name: health(n))
             )  # fmt: skip
         return parts
 
@@ -327,32 +353,49 @@ class Stack:
                 return "replicas do not answer /health/live"
             return "waiting: " + _not_ready_reason(f"http://{HOST}:{replica_ports[0]}")
 
-        return Part("serving", command, env, live, health, group=2)
+        # The replicas read the champion at start: the MLflow server first. Importing torch
+        # and MLflow in them is the slowest start of the stack, so nothing else waits for it.
+        return Part("serving", command, env, live, health, needs=("mlflow",))
 
     # -- up / down / status ---------------------------------------------------------------
     def up(self, wanted: StackConfig | None = None) -> UpReport:
-        """Start every part that is not running, group by group; wait until each is ready."""
+        """Start every part that is not running as soon as the parts it needs are ready;
+        wait until each is ready."""
         started_at = time.monotonic()
+        kept = self.load_config()
+        if (wanted is None or wanted.dataset is None) and (kept is None or kept.dataset is None):
+            # The serving replicas serve one model: without a dataset they could never start.
+            raise StackError(
+                "the stack needs the dataset it runs: `mlsys stack up --dataset NAME` "
+                "(a published NAME, module:attr or file.py:attr), or set MLSYS_DATASET"
+            )
         config = self.configure(wanted)
         postgres.find_bin_dir()  # a clear error before anything starts
         parts = self.parts(config)
-        started, running = [], []
-        for group in sorted({p.group for p in parts}):
-            members = [p for p in parts if p.group == group]
-            procs = {}
-            for part in members:
-                if part.pid_file.pid() is not None:
-                    running.append(part.name)
-                    continue
-                procs[part.name] = self._start(part, config.password or "")
+        started: list[str] = []
+        running: list[str] = []
+        password = config.password or ""
+
+        def bring_up(part: Part) -> None:
+            for need in part.needs:
+                if ready[need].exception() is not None:
+                    raise _NeedFailed(f"{part.name} not started: {need} did not come up")
+            proc = None
+            if part.pid_file.pid() is not None:
+                running.append(part.name)
+            else:
+                proc = self._start(part, password)
                 started.append(part.name)
-            with ThreadPoolExecutor(len(members)) as pool:
-                waits = [
-                    pool.submit(self._wait_ready, part, procs.get(part.name), config)
-                    for part in members
-                ]
-                for wait in waits:
-                    wait.result()
+            self._wait_ready(part, proc, config)
+
+        # Every part starts as soon as the parts it needs are ready, all others at once.
+        ready: dict[str, Future] = {}
+        with ThreadPoolExecutor(len(parts)) as pool:
+            for part in parts:  # listed after its needs: their futures exist already
+                ready[part.name] = pool.submit(bring_up, part)
+        errors = [f.exception() for f in ready.values() if f.exception() is not None]
+        if errors:
+            raise next((e for e in errors if not isinstance(e, _NeedFailed)), errors[0])
         return UpReport(
             seconds=time.monotonic() - started_at,
             started=started,
@@ -392,9 +435,10 @@ class Stack:
         outcome: list[tuple[str, str]] = []
         if config is not None:
             parts = self.parts(config)
-            # The last group first (workers before their servers), each group at once.
-            for group in sorted({p.group for p in parts}, reverse=True):
-                members = [p for p in parts if p.group == group]
+            # Level by level from the top (workers before their servers), each level at once.
+            levels = _levels(parts)
+            for level in sorted(set(levels.values()), reverse=True):
+                members = [p for p in parts if levels[p.name] == level]
                 with ThreadPoolExecutor(len(members)) as pool:
                     outcome += pool.map(_stop_part, members)
         if purge:
@@ -417,6 +461,18 @@ class Stack:
             problem = part.health()
             out.append(PartStatus(part.name, pid, not problem, problem or "healthy", part.log))
         return out
+
+
+class _NeedFailed(StackError):
+    """A part was not started because a part it needs did not come up."""
+
+
+def _levels(parts: list[Part]) -> dict[str, int]:
+    """0 for a part that needs none, else one more than the highest part it needs."""
+    levels: dict[str, int] = {}
+    for part in parts:  # listed after its needs
+        levels[part.name] = 1 + max((levels[n] for n in part.needs), default=-1)
+    return levels
 
 
 def _stop_part(part: Part) -> tuple[str, str]:

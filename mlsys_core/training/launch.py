@@ -17,7 +17,6 @@ import time
 import uuid
 from pathlib import Path
 
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
@@ -25,9 +24,11 @@ from mlsys_core.config import Settings
 from mlsys_core.crashpoints import crash_point
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.net import free_port
+from mlsys_core.stack.process import die_with_parent
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TAG_JOB, TrainedModel, train_and_log
-from mlsys_core.training.signals import die_with_parent, sigterm_raises
+from mlsys_core.training.signals import sigterm_raises
 from mlsys_core.training.trainer import TrainConfig, job_fingerprint
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,7 @@ def _end_orphan_runs(job: TrainingJob, since_ms: int, keep: str | None) -> None:
     RUNNING forever; after torchrun exits, no rank of this launch is alive to finish one.
     """
     settings = job.make_settings()
-    client = MlflowClient(tracking_uri=settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     try:
         experiment = client.get_experiment_by_name(settings.experiment)
         if experiment is None:

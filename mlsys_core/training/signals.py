@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,10 +62,3 @@ def sigterm_raises() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def die_with_parent() -> None:
-    """In a child before exec: get SIGTERM when the process that started it dies (even by
-    SIGKILL), so a launcher that is gone leaves no training group behind. Linux only."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -277,11 +277,17 @@ class BatchScores(Stage):
 
     def run(self, work: Path) -> object:
         from mlsys_core.serving.batch import score_feature_set  # noqa: PLC0415
+        from mlsys_core.tracking import tracking_client  # noqa: PLC0415
 
-        self._settings(work)
+        settings = self._settings(work)
         lake = _lake(work)
         return score_feature_set(
-            lake, latest_feature_set(lake, "shipments"), self.model, "1", BATCH_ROWS
+            lake,
+            latest_feature_set(lake, "shipments"),
+            self.model,
+            "1",
+            BATCH_ROWS,
+            tracking_client(settings.mlflow_uri),
         )
 
 

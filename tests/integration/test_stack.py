@@ -4,7 +4,10 @@ and two workers, two serving replicas behind nginx), ``prefect deploy --all``, t
 the deployments: the pipeline with cleaning mapped on the Dask cluster and training on two
 simulated nodes (a ``train-node`` run on the second worker); two parallel tuning trials on
 the Postgres Optuna storage; registration on the MLflow server; predictions through nginx;
-a drift event whose automation starts a retrain. ``mlsys stack down`` leaves nothing."""
+a drift event whose automation starts a retrain. ``mlsys stack down`` leaves nothing.
+
+One stack for the module (starting it is most of the cost): the tests run in file order, each
+a step of the scenario, the last one takes the stack down."""
 
 from __future__ import annotations
 
@@ -13,13 +16,14 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import optuna
 import psutil
 import pytest
-from mlflow import MlflowClient
 
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
@@ -27,10 +31,18 @@ from mlsys_core.features.store import latest_feature_set, load_feature_set
 from mlsys_core.net import free_port
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.stack.stack import Stack
+from mlsys_core.tracking import tracking_client
 from tests.integration.conftest import BIN, REPO, prefect
 from tests.integration.test_serve_cluster import request_records
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.distributed]
+# Each step's own limit; the first also brings the stack up (minutes on a loaded machine).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.integration,
+    pytest.mark.distributed,
+    pytest.mark.timeout(2400),
+]
+DATASET = "nycflights13"  # what the serving replicas serve; the pipeline runs its small slice
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -79,149 +91,203 @@ def leftovers(state: Path) -> list[str]:
     return out
 
 
-# About 6 minutes on an idle 2-core machine; far more on a loaded one.
-@pytest.mark.timeout(3000)
-def test_the_pipeline_runs_through_the_stack(  # noqa: PLR0915 - one scenario
-    tmp_path: Path, small_spec: DatasetSpec
-) -> None:
-    state = tmp_path / "state"
+@dataclass
+class Running:
+    """The module's stack: its folder, the settings `up` printed, and the first `up`."""
+
+    state: Path
+    env: dict[str, str]  # of the `mlsys stack` commands
+    settings: dict[str, str]  # that point the pipeline at the stack
+    client_env: dict[str, str]  # of `prefect` commands against the stack's server
+    up: subprocess.CompletedProcess
+    pids: dict[str, int]
+    worker_logs: list[Path]
+
+    @property
+    def api(self) -> str:
+        return self.settings["PREFECT_API_URL"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """`mlsys stack up`, then `prefect deploy --all` on it; `down --purge` at the end (the
+    last test does it and checks; this one only makes sure after a failure)."""
+    folder = tmp_path_factory.mktemp("stack")
+    state = folder / "state"
     env = {**os.environ, "MLSYS_STATE_DIR": str(state)}
     env.pop("PREFECT_API_URL", None)
     started = time.monotonic()
-    up = mlsys(["stack", "up"], env, timeout=900)
-    up_seconds = time.monotonic() - started
-    stack = Stack(state, REPO)
-    pids: dict[str, int] = {}
+    up = mlsys(["stack", "up", "--dataset", DATASET], env, timeout=900)
+    print(f"stack up {time.monotonic() - started:.0f} s")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        config = stack.load_config()
-        settings = stack.settings_env(config)
-        # `up` prints the settings that point the pipeline at the stack.
-        printed = dict(re.findall(r"^export (\w+)=(\S+)$", up.stdout, re.MULTILINE))
-        assert printed == settings
-        statuses = {p.name: p for p in stack.status()}
-        assert set(statuses) == {
-            "postgres", "prefect-server", "mlflow", "dask-scheduler", "prefect-worker-1",
-            "prefect-worker-2", "dask-worker-1", "dask-worker-2", "serving",
-        }  # fmt: skip
-        pids = {name: part.pid for name, part in statuses.items()}
-        assert all(pids.values())
-        unhealthy = {n: p.detail for n, p in statuses.items() if not p.healthy}
-        # No model exists yet: serving is up and waits for a champion.
-        assert set(unhealthy) <= {"serving"} and all(
-            d.startswith("waiting") for d in unhealthy.values()
-        ), unhealthy
-        # Idempotent: a second `up` starts nothing.
-        again = mlsys(["stack", "up"], env, timeout=300)
-        assert again.returncode == 0 and "started 0, already running 9" in again.stdout
-
-        api = settings["PREFECT_API_URL"]
-        client_env = {**env, **settings, "PREFECT_HOME": str(tmp_path / "client_home")}
-        worker_logs = sorted(state.glob("stack/prefect-worker-*/*.log"))
+        stack = Stack(state, REPO)
+        settings = stack.settings_env(stack.load_config())
+        client_env = {**env, **settings, "PREFECT_HOME": str(folder / "client_home")}
         prefect(["--no-prompt", "deploy", "--all"], client_env)
         # Only what this test runs: no schedule fires a full-size run on the toy stack.
         prefect(["--no-prompt", "deployment", "schedule", "pause", "--all"], client_env)
-
-        # 1. The pipeline: cleaning on Dask, training on two nodes, registration.
-        pipeline_started = time.monotonic()
-        launch = {
-            "strategy": "ddp", "nnodes": 2, "nproc_per_node": 1,
-            "rdzv_endpoint": f"127.0.0.1:{free_port()}", "other_nodes": "pool",
-        }  # fmt: skip
-        params = {
-            "spec": small_spec.model_dump(mode="json"),
-            "train_config": {"epochs": 1},
-            "launch": launch,
-        }
-        run_id = run_deployment("ml-pipeline/ml-pipeline", params, client_env)
-        wait_run(api, run_id, 1200, worker_logs)
-        pipeline_seconds = time.monotonic() - pipeline_started
-        (node_run,) = flow_runs(api, "train-node")
-        assert node_run["state"]["type"] == "COMPLETED"
-        from distributed import Client  # noqa: PLC0415
-
-        with Client(settings["MLSYS_DASK_ADDRESS"], timeout=30) as dask:
-            prefixes = dask.run_on_scheduler(
-                lambda dask_scheduler: {
-                    k: v.state_counts["memory"] for k, v in dask_scheduler.task_prefixes.items()
-                }
-            )
-        assert prefixes.get("clean_partition", 0) >= 12, prefixes  # a partition per month
-
-        tracking = MlflowClient(settings["MLSYS_TRACKING_URI"])
-        champion = tracking.get_model_version_by_alias(small_spec.registered_model, "champion")
-        run = tracking.get_run(champion.run_id)
-        assert run.info.status == "FINISHED"
-        assert run.data.params["world_size"] == "2" and run.data.params["strategy"] == "ddp"
-        assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the server
-        assert any((state / "stack" / "mlflow" / "artifacts").rglob("MLmodel"))
-
-        # 2. Serving through nginx: the replicas picked up the champion from the server.
-        serve = settings["MLSYS_SERVE_URL"]
-        deadline = time.monotonic() + 300
-        ready = {}
-        while time.monotonic() < deadline:
-            reply = httpx.get(f"{serve}/health/ready", timeout=10)
-            if reply.status_code == 200:
-                ready = reply.json()
-                break
-            time.sleep(1)
-        assert ready.get("variants", {}).get("champion") == champion.version, ready
-        lake = Lake(Path(settings["MLSYS_STATE_DIR"]) / "lake")
-        frame, spec = load_feature_set(latest_feature_set(lake, small_spec.name), lake)
-        columns = list(
-            dict.fromkeys([*spec.entity_keys, spec.event_timestamp, *spec.input_columns])
+        yield Running(
+            state=state,
+            env=env,
+            settings=settings,
+            client_env=client_env,
+            up=up,
+            pids={p.name: p.pid for p in stack.status()},
+            worker_logs=sorted(state.glob("stack/prefect-worker-*/*.log")),
         )
-        body = {"records": request_records(frame[frame[SPLIT] == "test"], columns, 3)}
-        reply = httpx.post(f"{serve}/predict", json=body, timeout=60)
-        assert reply.status_code == 200, reply.text
-        predictions = reply.json()["predictions"]
-        assert len(predictions) == 3
-        assert {p["model_version"] for p in predictions} == {champion.version}
-        assert all(0 < p["probability"] < 1 for p in predictions)
-
-        # 3. Tuning: two trials at once on the Postgres storage.
-        tune_params = {
-            "n_trials": 2, "parallelism": 2, "base_config": {"epochs": 1},
-            "train_final": False, "register_final": False, "spec": small_spec.name,
-        }  # fmt: skip
-        wait_run(api, run_deployment("tune/tune", tune_params, client_env), 900, worker_logs)
-        storage = settings["MLSYS_OPTUNA_STORAGE"]
-        assert storage.startswith("postgresql+psycopg://")
-        (summary,) = optuna.get_all_study_summaries(storage)
-        trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
-        assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-        assert max(t.datetime_start for t in trials) < min(t.datetime_complete for t in trials)
-
-        # 4. Drift: any drifted column alerts; the automation starts a retrain run.
-        wait_run(
-            api,
-            run_deployment("drift-check/drift-check", {"alert_share": 0.01}, client_env),
-            600,
-            worker_logs,
-        )
-        deadline, retrains = time.monotonic() + 120, []
-        while time.monotonic() < deadline and not retrains:
-            retrains = [
-                r
-                for r in flow_runs(api, "retrain")
-                if (r.get("created_by") or {}).get("type") == "AUTOMATION"
-            ]
-            time.sleep(1)
-        assert len(retrains) == 1
-        assert retrains[0]["parameters"]["auto_approve"] is False
-        # A full-size retrain is beyond this test: cancel it (the worker stops its process).
-        httpx.post(
-            f"{api}/flow_runs/{retrains[0]['id']}/set_state",
-            json={"state": {"type": "CANCELLING"}, "force": True},
-            timeout=30,
-        )
-        print(f"stack up {up_seconds:.0f} s; pipeline through the stack {pipeline_seconds:.0f} s")
     finally:
-        started = time.monotonic()
-        down = mlsys(["stack", "down", "--purge"], env, timeout=300)
-        print(f"stack down {time.monotonic() - started:.0f} s")
+        if (state / "stack").exists():  # not taken down by the last test (a failure)
+            mlsys(["stack", "down", "--purge"], env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack: Running, small_spec: DatasetSpec) -> dict:
+    """The pipeline deployment run: cleaning on Dask, training on two nodes, registration."""
+    started = time.monotonic()
+    launch = {
+        "strategy": "ddp", "nnodes": 2, "nproc_per_node": 1,
+        "rdzv_endpoint": f"127.0.0.1:{free_port()}", "other_nodes": "pool",
+    }  # fmt: skip
+    params = {
+        "spec": small_spec.model_dump(mode="json"),
+        "train_config": {"epochs": 1},
+        "launch": launch,
+    }
+    run_id = run_deployment("ml-pipeline/ml-pipeline", params, stack.client_env)
+    run = wait_run(stack.api, run_id, 1200, stack.worker_logs)
+    print(f"pipeline through the stack {time.monotonic() - started:.0f} s")
+    return run
+
+
+@pytest.fixture(scope="module")
+def after_pipeline(stack: Running, pipeline: dict, small_spec: DatasetSpec) -> dict[str, str]:
+    """Tuning and a drift check, submitted at once (one for each worker): their run ids.
+    The drift test comes first: it cancels the retrain its automation starts at full size."""
+    tune = {
+        # No pruner: both trials run to the end, so their overlap is the parallelism's.
+        "n_trials": 2, "parallelism": 2, "base_config": {"epochs": 1}, "pruner": "none",
+        "train_final": False, "register_final": False, "spec": small_spec.name,
+    }  # fmt: skip
+    drift = {"alert_share": 0.01}  # any drifted column alerts
+    return {
+        "tune": run_deployment("tune/tune", tune, stack.client_env),
+        "drift": run_deployment("drift-check/drift-check", drift, stack.client_env),
+    }
+
+
+def test_up_starts_every_part_once_and_prints_its_settings(stack: Running) -> None:
+    printed = dict(re.findall(r"^export (\w+)=(\S+)$", stack.up.stdout, re.MULTILINE))
+    assert printed == stack.settings
+    assert printed["MLSYS_DATASET"] == DATASET
+    assert set(stack.pids) == {
+        "postgres", "prefect-server", "mlflow", "dask-scheduler", "prefect-worker-1",
+        "prefect-worker-2", "dask-worker-1", "dask-worker-2", "serving",
+    }  # fmt: skip
+    assert all(stack.pids.values())
+    unhealthy = {p.name: p.detail for p in Stack(stack.state, REPO).status() if not p.healthy}
+    # No model exists yet: serving is up and waits for a champion.
+    assert set(unhealthy) <= {"serving"} and all(
+        d.startswith("waiting") for d in unhealthy.values()
+    ), unhealthy
+    # Idempotent: a second `up` starts nothing.
+    again = mlsys(["stack", "up"], stack.env, timeout=300)
+    assert again.returncode == 0 and "started 0, already running 9" in again.stdout
+
+
+def test_the_pipeline_cleans_on_dask_trains_on_two_nodes_and_registers(
+    stack: Running, pipeline: dict, small_spec: DatasetSpec
+) -> None:
+    (node_run,) = flow_runs(stack.api, "train-node")
+    assert node_run["state"]["type"] == "COMPLETED"
+    from distributed import Client  # noqa: PLC0415
+
+    with Client(stack.settings["MLSYS_DASK_ADDRESS"], timeout=30) as dask:
+        prefixes = dask.run_on_scheduler(
+            lambda dask_scheduler: {
+                k: v.state_counts["memory"] for k, v in dask_scheduler.task_prefixes.items()
+            }
+        )
+    assert prefixes.get("clean_partition", 0) >= 12, prefixes  # a partition per month
+
+    # The champion and its run, both on the stack's MLflow server (one store for both).
+    tracking = tracking_client(stack.settings["MLSYS_TRACKING_URI"])
+    champion = tracking.get_model_version_by_alias(small_spec.registered_model, "champion")
+    run = tracking.get_run(champion.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["world_size"] == "2" and run.data.params["strategy"] == "ddp"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the server
+    assert any((stack.state / "stack" / "mlflow" / "artifacts").rglob("MLmodel"))
+    # Nothing went to a store of its own beside the server.
+    assert not (stack.state / "mlflow.db").exists()
+
+
+def test_serving_through_nginx_answers_with_the_champion(
+    stack: Running, pipeline: dict, small_spec: DatasetSpec
+) -> None:
+    tracking = tracking_client(stack.settings["MLSYS_TRACKING_URI"])
+    champion = tracking.get_model_version_by_alias(small_spec.registered_model, "champion")
+    serve = stack.settings["MLSYS_SERVE_URL"]
+    deadline = time.monotonic() + 300
+    ready = {}
+    while time.monotonic() < deadline:
+        reply = httpx.get(f"{serve}/health/ready", timeout=10)
+        if reply.status_code == 200:
+            ready = reply.json()
+            break
+        time.sleep(1)
+    assert ready.get("variants", {}).get("champion") == champion.version, ready
+    lake = Lake(Path(stack.settings["MLSYS_STATE_DIR"]) / "lake")
+    frame, spec = load_feature_set(latest_feature_set(lake, small_spec.name), lake)
+    columns = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp, *spec.input_columns]))
+    body = {"records": request_records(frame[frame[SPLIT] == "test"], columns, 3)}
+    reply = httpx.post(f"{serve}/predict", json=body, timeout=60)
+    assert reply.status_code == 200, reply.text
+    predictions = reply.json()["predictions"]
+    assert len(predictions) == 3
+    assert {p["model_version"] for p in predictions} == {champion.version}
+    assert all(0 < p["probability"] < 1 for p in predictions)
+
+
+def test_a_drift_event_starts_a_retrain_through_the_automation(
+    stack: Running, after_pipeline: dict[str, str]
+) -> None:
+    wait_run(stack.api, after_pipeline["drift"], 900, stack.worker_logs)
+    deadline, retrains = time.monotonic() + 120, []
+    while time.monotonic() < deadline and not retrains:
+        retrains = [
+            r
+            for r in flow_runs(stack.api, "retrain")
+            if (r.get("created_by") or {}).get("type") == "AUTOMATION"
+        ]
+        time.sleep(1)
+    assert len(retrains) == 1
+    assert retrains[0]["parameters"]["auto_approve"] is False
+    # A full-size retrain is beyond this test: cancel it (the worker stops its process).
+    httpx.post(
+        f"{stack.api}/flow_runs/{retrains[0]['id']}/set_state",
+        json={"state": {"type": "CANCELLING"}, "force": True},
+        timeout=30,
+    )
+
+
+def test_tuning_runs_two_trials_at_once_on_postgres(
+    stack: Running, after_pipeline: dict[str, str]
+) -> None:
+    wait_run(stack.api, after_pipeline["tune"], 900, stack.worker_logs)
+    storage = stack.settings["MLSYS_OPTUNA_STORAGE"]
+    assert storage.startswith("postgresql+psycopg://")
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert max(t.datetime_start for t in trials) < min(t.datetime_complete for t in trials)
+
+
+def test_down_stops_every_part_and_leaves_nothing(stack: Running) -> None:
+    started = time.monotonic()
+    down = mlsys(["stack", "down", "--purge"], stack.env, timeout=300)
+    print(f"stack down {time.monotonic() - started:.0f} s")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert [n for n, p in pids.items() if psutil.pid_exists(p)] == []
-    assert leftovers(state) == []
-    assert not (state / "stack").exists()
+    assert [n for n, p in stack.pids.items() if psutil.pid_exists(p)] == []
+    assert leftovers(stack.state) == []
+    assert not (stack.state / "stack").exists()

@@ -12,7 +12,7 @@ import pytest
 
 import mlsys_core
 from mlsys_core.config import Settings
-from mlsys_core.tracking import code_version, configure_mlflow
+from mlsys_core.tracking import code_version, configure_mlflow, tracking_client
 
 REPO = Path(mlsys_core.__file__).resolve().parents[1]
 
@@ -58,6 +58,28 @@ def test_configure_mlflow_points_tracking_and_registry_at_the_settings(state_dir
     configure_mlflow(settings)
     assert mlflow.get_tracking_uri() == settings.mlflow_uri
     assert mlflow.get_registry_uri() == settings.mlflow_uri
+
+
+def test_a_tracking_client_registers_in_its_own_store(
+    state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ``configure_mlflow`` for one store (and its exported MLFLOW_* variables), a
+    client of another store keeps runs and model versions together in that other store."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # set_*_uri export these; undo at the end
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "")
+    configure_mlflow(Settings(state_dir=state_dir))
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    client = tracking_client(other)
+    assert client._registry_uri == other
+    experiment = client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
+    run = client.create_run(experiment)
+    client.create_registered_model("m")
+    version = client.create_model_version("m", "file:///nowhere", run_id=run.info.run_id)
+    alias = client.get_model_version("m", version.version)
+    assert client.get_run(alias.run_id).info.run_id == run.info.run_id
+    assert not configure_mlflow(Settings(state_dir=state_dir)).search_registered_models(
+        filter_string="name = 'm'"
+    )
 
 
 def test_configure_mlflow_is_idempotent(state_dir: Path) -> None:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import mlflow
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
@@ -17,7 +16,7 @@ from mlsys_core.registry import promotion
 from mlsys_core.serving import batch
 from mlsys_core.serving.batch import BatchScoreError
 from mlsys_core.serving.models import load_version
-from mlsys_core.tracking import configure_mlflow
+from mlsys_core.tracking import configure_mlflow, tracking_client
 from mlsys_core.training.run import model_input_frame
 
 
@@ -42,12 +41,14 @@ def champion(tmp_path_factory: pytest.TempPathFactory, make_champion) -> Served:
 def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Served) -> None:
     configure_mlflow(champion.settings)
     lake = Lake(champion.settings.lake_dir)
-    client = MlflowClient(champion.settings.mlflow_uri)
+    client = tracking_client(champion.settings.mlflow_uri)
     version = batch.resolve_version(client, champion.name, "champion")
     assert version == champion.version
 
     # Small batches: several record batches stream into the one part.
-    result = batch.score_feature_set(lake, champion.feature_set, champion.name, version, 1000)
+    result = batch.score_feature_set(
+        lake, champion.feature_set, champion.name, version, 1000, client
+    )
     assert result.created
     assert result.snapshot.layer == "scores"
     assert result.rows == champion.feature_set.snapshot.rows > 3000
@@ -76,7 +77,9 @@ def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Served) -> None
     # Same version, same snapshot: found, nothing rewritten.
     data = lake.root / lake.parts(result.snapshot)[0].file
     mtime = data.stat().st_mtime_ns
-    again = batch.score_feature_set(lake, champion.feature_set, champion.name, version, 1000)
+    again = batch.score_feature_set(
+        lake, champion.feature_set, champion.name, version, 1000, client
+    )
     assert not again.created
     assert again.snapshot == result.snapshot
     assert data.stat().st_mtime_ns == mtime
@@ -85,7 +88,7 @@ def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Served) -> None
 
     # Another model version is another table.
     other = batch.score_feature_set(
-        lake, champion.feature_set, champion.name, champion.other_version, 65_536
+        lake, champion.feature_set, champion.name, champion.other_version, 65_536, client
     )
     assert other.created and other.snapshot.snapshot_id != result.snapshot.snapshot_id
     np.testing.assert_allclose(lake.read(other.snapshot)["raw_probability"], expected, rtol=1e-5)
@@ -97,7 +100,7 @@ def test_missing_alias_version_or_feature_set_fails_clearly(champion: Served) ->
     with pytest.raises(BatchScoreError, match="holds @nobody"):
         batch.resolve_version(client, champion.name, "nobody")
     with pytest.raises(BatchScoreError, match="cannot load models:/"):
-        batch.score_feature_set(lake, champion.feature_set, champion.name, "99", 1000)
+        batch.score_feature_set(lake, champion.feature_set, champion.name, "99", 1000, client)
     missing = batch.score_id(champion.name, "99", champion.feature_set)
     assert lake.find("scores", "nycflights13", missing) is None  # nothing half-written
     with pytest.raises(LookupError, match="no feature set nycflights13/nope"):

