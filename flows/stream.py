@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from prefect import flow
 from pydantic import Field
 
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.stream.features import FeatureBatchOutcome, event_log_dir, feature_stream_job

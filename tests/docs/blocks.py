@@ -61,7 +61,7 @@ class Page:
     slow: bool = False
 
 
-def parse_page(text: str, path: str) -> Page:
+def parse_page(text: str, path: str) -> Page:  # noqa: PLR0912 -- one pass, one branch per rule
     """Every fenced block of one Markdown page, with the page's docs-test directives."""
     page = Page(path=path)
     lines = text.split("\n")

@@ -71,13 +71,14 @@ def _run(block: Block, work: Path, env: dict[str, str], n: int) -> None:
     else:
         cmd = ["bash", "-euo", "pipefail", "-c", block.code]
     proc = subprocess.run(
-        cmd, cwd=work, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S
+        cmd, cwd=work, env=env, check=False, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S
     )
     if proc.returncode != 0:
         out = (proc.stdout + proc.stderr)[-4000:]
         pytest.fail(
             f"{block.page}:{block.line}: the {block.language} block exited "
-            f"{proc.returncode}\n{textwrap.indent(block.code, '    ')}\n--- output (tail) ---\n{out}",
+            f"{proc.returncode}\n{textwrap.indent(block.code, '    ')}\n"
+            f"--- output (tail) ---\n{out}",
             pytrace=False,
         )
 
