@@ -5,6 +5,7 @@ fails the build, and so the test suite."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow  # ~15-40 s: mkdocstrings imports and renders the code's API
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
+def test_readme_links_point_at_files() -> None:
+    """The README is not part of the site (the strict build does not see it): its relative
+    links are checked here."""
+    links = _LINK.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+    local = [link.split("#")[0] for link in links if not link.startswith(("http", "#"))]
+    assert local, "the README links into the docs"
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, missing
+
+
+@pytest.mark.slow  # ~15-60 s: mkdocstrings imports and renders the code's API
 def test_site_builds_strict_without_warnings(tmp_path: Path) -> None:
     site = tmp_path / "site"
     proc = subprocess.run(
