@@ -54,7 +54,7 @@ def wait_for(url: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=5).status_code < 500:
+            if httpx.get(url, timeout=30).status_code < 500:
                 return
         except httpx.HTTPError:
             pass
@@ -103,12 +103,12 @@ def ids(api: str) -> tuple[str, str]:
     runs = httpx.post(
         f"{api}/flow_runs/filter",
         json={"flows": {"name": {"any_": ["ml-pipeline"]}}, "sort": "START_TIME_DESC", "limit": 1},
-        timeout=30,
+        timeout=180,
     ).json()
     arts = httpx.post(
         f"{api}/artifacts/filter",
         json={"artifacts": {"key": {"any_": ["monitoring"]}}, "sort": "CREATED_DESC", "limit": 1},
-        timeout=30,
+        timeout=180,
     ).json()
     if not runs or not arts:
         raise SystemExit("screenshots: no ml-pipeline run or monitoring artifact on the server")
