@@ -57,6 +57,15 @@ bench-report: $(VENV)/.installed nginx wrk
 	$(PY) bench/report.py run $(BENCH_OPTS)
 	$(PY) bench/report.py render
 
+# The documentation site (docs/, mkdocs.yml) into site/, and its screenshots (docs/img/,
+# headless Chromium from apt, installed by the script when missing).
+.PHONY: docs screenshots
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+screenshots: $(VENV)/.installed
+	$(PY) docs/screenshots.py
+
 # Train on winter/spring, detect summer/autumn drift, retrain through the event trigger.
 .PHONY: drift-scenario
 drift-scenario: $(VENV)/.installed

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prefect import flow
 from prefect.runtime import deployment
 
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.datasets import SpecRef, resolve_model_name, resolve_spec
 from mlsys_core.serving.batch import ScoreResult

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from prefect import flow
 from prefect.runtime import deployment
 from pydantic import Field
 
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.datasets import resolve_model_name
 from mlsys_core.monitoring.check import CheckConfig, DriftOutcome, DriftWindow, drift_alerts

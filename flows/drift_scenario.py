@@ -28,10 +28,10 @@ import time
 from datetime import date, datetime
 from pathlib import Path
 
-from prefect import flow
 from pydantic import BaseModel, ConfigDict
 
 from flows.drift import drift_check
+from flows.embedded import flow
 from flows.features import build_features
 from flows.ingest import ingest
 from flows.register import register

@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect import Flow
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_HOME, temporary_settings
+
+from mlsys_core.config import Settings, ensure_writable_folders
+
+_checked: set[tuple[Path, Path]] = set()
+
+
+def check_state_folders() -> None:
+    """Fail in one line, at once, when the state folder or ``PREFECT_HOME`` cannot be
+    created or written. Without this, Prefect's embedded server cannot create its database
+    and the flow call waits for it to start until it times out (minutes), with the cause
+    only in a warning above. Each pair of folders is checked once per process."""
+    key = (Settings().root, Path(PREFECT_HOME.value()).expanduser().resolve())
+    if key in _checked:
+        return
+    ensure_writable_folders({"MLSYS_STATE_DIR": key[0], "PREFECT_HOME": key[1]})
+    _checked.add(key)
+
+
+class EntryFlow(Flow):
+    """A Prefect flow whose call first checks the state folders (see
+    :func:`check_state_folders`); a worker's run goes through the engine, where the
+    server is already up, and is unchanged."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        check_state_folders()
+        return super().__call__(*args, **kwargs)
+
+
+def flow(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """``prefect.flow`` for this package's flows: the same options, an :class:`EntryFlow`."""
+    if fn is None:
+        return lambda f: EntryFlow(fn=f, **options)
+    return EntryFlow(fn=fn, **options)
 
 
 @contextmanager

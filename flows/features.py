@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
+from prefect import unmapped
 
 from flows import runners
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import CleanRef
 from mlsys_core.datasets import SpecRef, spec_or_default

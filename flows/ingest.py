@@ -3,9 +3,8 @@ folders)."""
 
 from __future__ import annotations
 
-from prefect import flow
-
 from flows import runners
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import SnapshotRef
 from mlsys_core.datasets import SpecRef, spec_or_default

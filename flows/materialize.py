@@ -4,9 +4,9 @@ the promotion to champion runs the same materialization first)."""
 
 from __future__ import annotations
 
-from prefect import flow
 from pydantic import AwareDatetime
 
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import CleanRef
 from mlsys_core.datasets import SpecRef, spec_or_default

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from prefect import flow
 from pydantic import Field
 
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.datasets import resolve_model_name
 from mlsys_core.monitoring.dashboard import Dashboard

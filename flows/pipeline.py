@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.drift import drift_check
-from flows.embedded import embedded_run
+from flows.embedded import embedded_run, flow
 from flows.features import build_features
 from flows.ingest import ingest
 from flows.register import RegistrationResult, register
 from flows.train import train
 from flows.validate import validate
-from mlsys_core.config import Settings
+from mlsys_core.config import Settings, StateFolderError
 from mlsys_core.datasets import SpecRef, SpecReferenceError, spec_or_default
 from mlsys_core.monitoring.check import DriftOutcome
 from mlsys_core.training.distributed import LaunchConfig
@@ -129,11 +128,14 @@ def main(argv: list[str] | None = None) -> None:
     except SpecReferenceError as err:
         cli.exit(2, f"ml_pipeline: {err}\n")
     with embedded_run():
-        outcome = ml_pipeline(
-            spec=chosen,
-            train_config=TrainConfig.model_validate_json(args.train_config),
-            model_name=args.model_name,
-        )
+        try:
+            outcome = ml_pipeline(
+                spec=chosen,
+                train_config=TrainConfig.model_validate_json(args.train_config),
+                model_name=args.model_name,
+            )
+        except StateFolderError as err:
+            cli.exit(2, f"ml_pipeline: {err}\n")
     print(describe(outcome, Settings()))
 
 

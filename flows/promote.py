@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from prefect import flow
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.datasets import resolve_model_name
 from mlsys_core.registry.gate import GateConfig, GateDecision

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.embedded import flow
 from flows.promote import promote
 from mlsys_core.config import Settings
 from mlsys_core.registry.gate import GateConfig, GateDecision

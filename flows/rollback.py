@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import flow
-
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.datasets import resolve_model_name
 from mlsys_core.registry.lifecycle import AuditEvent

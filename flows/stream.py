@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from prefect import flow
 from pydantic import Field
 
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import SpecRef, spec_or_default

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from prefect import flow
 from pydantic import Field
 
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.stream.engine import BatchOutcome
 from mlsys_core.stream.job import StreamJob

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from prefect import flow
 from prefect.deployments import run_deployment
 
 from flows import train_node
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.features.store import FeatureSetRef

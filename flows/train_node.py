@@ -9,8 +9,7 @@ node returns its run id (a shared state folder shows rank 0's result to all of t
 
 from __future__ import annotations
 
-from prefect import flow
-
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.training.distributed import LaunchConfig

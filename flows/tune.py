@@ -14,12 +14,11 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from prefect import flow
 from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.embedded import embedded_run
+from flows.embedded import embedded_run, flow
 from flows.register import RegistrationResult, register
 from mlsys_core.config import Settings
 from mlsys_core.datasets import SpecRef, spec_or_default

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
+from prefect import unmapped
 from prefect.futures import wait
 
 from flows import runners
+from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import CleanRef
 from mlsys_core.data.lake import SnapshotRef

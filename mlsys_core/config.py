@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -74,3 +75,24 @@ class Settings(BaseSettings):
     @property
     def mlflow_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+
+class StateFolderError(OSError):
+    """A folder the platform keeps state in cannot be created or written (one line)."""
+
+
+def ensure_writable_folders(folders: dict[str, Path]) -> None:
+    """Create each folder (with its parents) and write a temporary file in it, so a wrong
+    path fails at once with one line naming the setting, not minutes later deep inside a
+    server that could not start. ``folders`` maps a setting's name to its path."""
+    for setting, folder in folders.items():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            raise StateFolderError(
+                f"{setting}={folder} cannot be created or written ({reason}); "
+                f"point {setting} at a writable folder"
+            ) from None

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from prefect.settings import get_current_settings
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from flows.embedded import embedded_run
+import pytest
+from prefect.settings import PREFECT_HOME, get_current_settings, temporary_settings
+
+from flows.embedded import check_state_folders, embedded_run
 
 
 def test_embedded_run_turns_heartbeats_off_only_inside():
@@ -13,3 +19,55 @@ def test_embedded_run_turns_heartbeats_off_only_inside():
     with embedded_run():
         assert get_current_settings().flows.heartbeat_frequency is None
     assert get_current_settings().flows.heartbeat_frequency == default
+
+
+# A new user's Python route, in a fresh interpreter: the first flow call with a state folder
+# or PREFECT_HOME that cannot be created (a path under a regular file: also fails for root).
+_FIRST_CALL = """
+import sys, time
+from flows.ingest import ingest
+start = time.perf_counter()
+try:
+    ingest(spec="digits")
+except Exception as err:
+    print(f"{time.perf_counter() - start:.3f}", type(err).__name__, str(err), sep="|")
+    sys.exit(0)
+print("no error")
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch, MLflow and Prefect: ~10 s each, loaded
+@pytest.mark.parametrize("broken", ["PREFECT_HOME", "MLSYS_STATE_DIR"])
+def test_first_flow_call_fails_fast_on_an_unwritable_folder(broken: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSYS_", "PREFECT_"))}
+    env.update(
+        MLSYS_STATE_DIR=str(tmp_path / "state"),
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
+    env[broken] = str(blocker / "sub")
+    proc = subprocess.run(
+        [sys.executable, "-c", _FIRST_CALL],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seconds, kind, message = proc.stdout.strip().splitlines()[-1].split("|")
+    assert kind == "StateFolderError"
+    assert float(seconds) < 2.0
+    assert "\n" not in message
+    assert message.startswith(f"{broken}={blocker / 'sub'} cannot be created or written")
+
+
+def test_first_flow_call_creates_missing_folders(tmp_path: Path) -> None:
+    state, home = tmp_path / "new" / "state", tmp_path / "new" / "prefect"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLSYS_STATE_DIR", str(state))
+        with temporary_settings(updates={PREFECT_HOME: str(home)}):
+            check_state_folders()
+    assert state.is_dir() and home.is_dir()

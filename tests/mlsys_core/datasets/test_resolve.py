@@ -95,7 +95,8 @@ def test_a_bad_reference_is_one_clear_line(ref: str, message: str) -> None:
 
 
 def test_the_unknown_name_error_lists_what_is_published() -> None:
-    with pytest.raises(SpecReferenceError, match="digits, nycflights13, nycflights13_text"):
+    published = "digits, nycflights13, nycflights13_sample, nycflights13_text"
+    with pytest.raises(SpecReferenceError, match=published):
         resolve_spec("flights")
 
 
