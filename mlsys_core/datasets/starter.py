@@ -391,7 +391,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         having = [t for t in tables if label in t.columns]
         if not having:
             seen = sorted({c for t in tables for c in t.columns})
-            raise StarterError(f"no column {_py(label)} in {data}; columns: {seen}")
+            raise StarterError(f"no column {label!r} in {data}; columns: {seen}")
         base = having[0]
         label_note = ""
     else:
@@ -401,7 +401,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     base_cols = base.columns
     if time is not None and (time not in base_cols or base_cols[time].dtype != "datetime"):
         raise StarterError(
-            f"--time {_py(time)}: not a column of {_py(base.name)} read as a time; times found: "
+            f"--time {time!r}: not a column of {base.name!r} read as a time; times found: "
             f"{[c for c, col in base_cols.items() if col.dtype == 'datetime'] or 'none'}"
         )
     times = [c for c, col in base_cols.items() if col.dtype == "datetime" and c != label]
@@ -412,7 +412,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             time_note = f"TODO: the event time was guessed among {times}"
     if keys:
         if missing := [k for k in keys if k not in base_cols]:
-            raise StarterError(f"--keys {missing}: not columns of {_py(base.name)}")
+            raise StarterError(f"--keys {missing}: not columns of {base.name!r}")
         keys_note = ""
     else:
         keys = _guess_keys(base, {label, time or ""})
@@ -422,11 +422,11 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             else "TODO: no entity found: name the columns a prediction is about"
         )
     if label in keys or label == time:
-        raise StarterError(f"the label {_py(label)} cannot also be a key or the event time")
+        raise StarterError(f"the label {label!r} cannot also be a key or the event time")
     label_values = base.frame[label]
     rule, rule_note = _label_rule(label_values, base_cols[label].dtype, threshold, positive)
     if base_cols[label].dtype == "string" and "threshold" in rule:
-        raise StarterError(f"--threshold: the label {_py(label)} is text; use --positive")
+        raise StarterError(f"--threshold: the label {label!r} is text; use --positive")
     used = {label, *keys, *([time] if time else [])}
     numeric, categorical, notes = _features(base, used, label_values)
     lookups = _lookups(tables, base, used)
@@ -438,11 +438,11 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             elif kind == "string" and other.frame[out].nunique() <= MAX_CATEGORIES:
                 categorical.append(out)
     if not numeric and not categorical:
-        raise StarterError(f"{_py(base.name)} has no column left to be a feature")
+        raise StarterError(f"{base.name!r} has no column left to be a feature")
     split, split_note = _split(base, time)
     name = name or _table_name(data)
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise StarterError(f"--name {_py(name)}: lower-case letters, digits and _, from a letter")
+        raise StarterError(f"--name {name!r}: lower-case letters, digits and _, from a letter")
 
     out: list[str] = []
     w = out.append
@@ -537,7 +537,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         keys=keys,
         time=time,
         text=text,
-        todos=text.count("TODO"),
+        todos=sum("# TODO" in line for line in text.splitlines()),
     )
 
 

@@ -40,6 +40,7 @@ from flows.tune import tune
 from mlsys_core.cli import main
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import latest_clean
+from mlsys_core.data.contract import REASON
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
 from mlsys_core.features.assemble import SPLIT
@@ -267,7 +268,7 @@ def test_every_stage_runs_from_a_dataset_reference(
         base = lake.read(latest_clean(lake, spec.base).quarantine)
         assert len(base) == QUARANTINED[dataset]
     if dataset == "stores":  # the bad cell's row, with its reason; the undeclared column typed
-        assert base["_reason"].tolist() == ["footfall: not a float"]
+        assert base[REASON].tolist() == ["footfall: not a float"]
         assert frame["footfall"].dtype == "float64" and frame["footfall"].notna().all()
 
     # tune: two trials on the newest feature set of the dataset
