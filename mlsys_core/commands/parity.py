@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sample < 1:
         raise ValueError("--sample must be at least 1")
+    given = resolve_spec(args.spec) if args.spec is not None else None
     url = args.url.rstrip("/")
     try:
         ready = httpx.get(f"{url}/health/ready", timeout=30)
@@ -75,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if trained is None:
         raise ValueError(f"{name} v{version} names no feature set in its lineage")
     frame, spec = load_feature_set(trained, lake)
-    if args.spec is not None:  # given, it must be the one the served model was built with
-        check_spec(resolve_spec(args.spec), spec, f"{name} v{version}")
+    if given is not None:  # it must be the one the served model was built with
+        check_spec(given, spec, f"{name} v{version}")
     model = load_version(client, name, version)
     if args.feature_set is not None:
         if args.feature_set != "latest":
