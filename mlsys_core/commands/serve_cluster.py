@@ -79,6 +79,10 @@ def replica_config(path: Path | None, model_name: str | None, spec: str | None) 
 
     if path is None and model_name is None and spec is None:
         return None
+    if spec:
+        from mlsys_core.datasets import resolve_spec  # noqa: PLC0415
+
+        resolve_spec(spec)  # a bad reference: its one line, not a validation report
     try:
         data = json.loads(path.read_text()) if path is not None else {}
         if model_name:

@@ -63,5 +63,5 @@ def test_serve_config_reaches_the_app_under_its_variable(tmp_path):
     good.write_text('{"max_body_bytes": 1}')
     with pytest.raises(ValueError, match="max_body_bytes"):
         replica_config(good, None, None)
-    with pytest.raises(ValueError, match="no dataset 'nope'"):
+    with pytest.raises(LookupError, match="no dataset 'nope'"):
         replica_config(None, None, "nope")
