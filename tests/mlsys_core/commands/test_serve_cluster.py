@@ -10,9 +10,9 @@ import pytest
 
 from mlsys_core.cli import main
 from mlsys_core.commands.serve_cluster import SERVE_CONFIG_ENV, replica_config
-from mlsys_core.serving.config import ServeConfig
 from mlsys_core.net import free_port
 from mlsys_core.serving.app import CONFIG_ENV
+from mlsys_core.serving.config import ServeConfig
 
 REPO = Path(__file__).resolve().parents[3]
 
