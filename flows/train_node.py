@@ -15,12 +15,14 @@ from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.trainer import TrainConfig
+from tasks.metrics import metered
 from tasks.training import train_model
 
 DEPLOYMENT = "train-node/train-node"
 
 
 @flow(name="train-node", log_prints=True)
+@metered()
 def train_node(features: FeatureSetRef, config: TrainConfig, launch: LaunchConfig) -> str:
     """Run this node's agent of the multi-node job; returns the MLflow run id."""
     if launch.nnodes < 2 or launch.rdzv_endpoint is None:

@@ -30,6 +30,7 @@ def _only_flights(spec: DatasetSpec) -> DatasetSpec:
     data["sources"] = [s for s in data["sources"] if s["name"] == "flights"]
     data["contracts"] = {"flights": data["contracts"]["flights"]}
     data["lookups"], data["as_of_joins"], data["feature_views"] = [], [], []
+    data["streams"] = []  # they feed the views dropped here
     data["features"]["numeric"] = ["distance"]
     data["features"]["categorical"] = ["carrier", "origin", "dest"]
     return DatasetSpec.model_validate(data)

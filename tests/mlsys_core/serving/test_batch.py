@@ -16,6 +16,7 @@ from mlsys_core.features.store import FeatureSetRef, load_feature_set
 from mlsys_core.registry import promotion
 from mlsys_core.serving import batch
 from mlsys_core.serving.batch import BatchScoreError
+from mlsys_core.serving.models import load_version
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import model_input_frame
 
@@ -56,8 +57,11 @@ def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Served) -> None
     model = mlflow.pyfunc.load_model(f"models:/{champion.name}/{version}")
     expected = np.asarray(model.predict(model_input_frame(frame, spec)), dtype=float)
     scores = lake.read(result.snapshot)
-    np.testing.assert_allclose(scores["probability"], expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(scores["prediction"], (expected >= 0.5).astype(int))
+    np.testing.assert_allclose(scores["raw_probability"], expected, rtol=1e-5, atol=1e-6)
+    # The probability is the version's calibration of it, as POST /predict answers.
+    calibrated = load_version(client, champion.name, version).calibration.apply(expected)
+    np.testing.assert_allclose(scores["probability"], calibrated, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(scores["prediction"], (calibrated >= 0.5).astype(int))
     for key in [*spec.entity_keys, SPLIT]:
         assert scores[key].tolist() == frame[key].tolist()
     assert set(scores["model_version"]) == {version}
@@ -84,7 +88,7 @@ def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Served) -> None
         lake, champion.feature_set, champion.name, champion.other_version, 65_536
     )
     assert other.created and other.snapshot.snapshot_id != result.snapshot.snapshot_id
-    np.testing.assert_allclose(lake.read(other.snapshot)["probability"], expected, rtol=1e-5)
+    np.testing.assert_allclose(lake.read(other.snapshot)["raw_probability"], expected, rtol=1e-5)
 
 
 def test_missing_alias_version_or_feature_set_fails_clearly(champion: Served) -> None:
