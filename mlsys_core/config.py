@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     batch_rows: int = Field(
         default=65_536, ge=1, description="Rows per record batch in batch processing."
     )
+    online_store: str | None = Field(
+        default=None,
+        description="The online store serving reads and materialization and the stream job "
+        "write: redis://HOST:PORT/DB (shared by several machines and serving replicas) or "
+        "sqlite:///PATH; default: the embedded SQLite file <state_dir>/online/features.db.",
+    )
     optuna_storage: str | None = Field(
         default=None,
         description="Optuna storage URL for tuning studies (e.g. Postgres, so several machines "

@@ -41,7 +41,7 @@ def materialize_online(
 ) -> MaterializeResult:
     """Write what a model of ``spec`` finds online (views, lookups, as-of tables) to the
     online store."""
-    online = open_online_store(settings.root)
+    online = open_online_store(settings.root, settings.online_store)
     return store.materialize_online(
         clean, spec, Lake(settings.lake_dir), online, as_of, incremental
     )
@@ -68,7 +68,7 @@ def prepare_online_store(
     result = lineage.materialize_for_version(
         configure_mlflow(settings),
         Lake(settings.lake_dir),
-        open_online_store(settings.root),
+        open_online_store(settings.root, settings.online_store),
         name,
         version,
     )

@@ -34,7 +34,8 @@ def run_get(args: argparse.Namespace) -> int:
         known = {*spec.entity_keys, *(k for v in spec.feature_views for k in v.entity.join_keys)}
         if stray := sorted(set(entity) - known):
             raise ValueError(f"{stray}: not join keys of dataset {spec.name!r} ({sorted(known)})")
-    store = open_online_store(Settings().root)
+    settings = Settings()
+    store = open_online_store(settings.root, settings.online_store)
     names = [n for n in args.names.split(",") if n]
     if not names and spec is not None:
         stored = set(store.feature_names())

@@ -103,6 +103,13 @@ class WindowView(_Frozen):
         default=None, description="When a row stops counting (open events); None: never."
     )
     aggregations: list[Aggregation] = Field(min_length=1)
+    ttl: timedelta | None = Field(
+        default=None,
+        gt=timedelta(0),
+        description="Serving treats a stored value older than this at request time (request "
+        "time minus the time the value is exact as of) as missing (imputed, and counted); "
+        "None (the default): a value never expires. Real-time views fed by a stream set it.",
+    )
 
     @property
     def features(self) -> list[str]:
@@ -195,7 +202,12 @@ def views_for(
 
 def definitions_hash(views: list[WindowView | LatestView]) -> str:
     """A content hash of the definitions; the online store keys its rows by it."""
-    text = "|".join(v.model_dump_json() for v in sorted(views, key=lambda v: v.name))
+    # A window view's ttl is a serving policy, not part of its values: left out, so setting
+    # one neither invalidates a stored view nor makes a new feature-set version.
+    text = "|".join(
+        v.model_dump_json(exclude={"ttl"} if isinstance(v, WindowView) else None)
+        for v in sorted(views, key=lambda v: v.name)
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -495,7 +495,13 @@ def open_online_store(state_root: Path, url: str | None = None) -> OnlineStoreBa
         return SQLiteOnlineStore(online_store_path(state_root))
     if url.startswith("sqlite:///"):
         return SQLiteOnlineStore(Path(url.removeprefix("sqlite:///")))
-    raise OnlineStoreError(f"unsupported online store {url!r}: expected sqlite:///PATH")
+    if url.startswith("redis://"):
+        from mlsys_core.features.online_redis import RedisOnlineStore  # noqa: PLC0415
+
+        return RedisOnlineStore.from_url(url)
+    raise OnlineStoreError(
+        f"unsupported online store {url!r}: expected sqlite:///PATH or redis://HOST:PORT/DB"
+    )
 
 
 # -- materialization -------------------------------------------------------------------------

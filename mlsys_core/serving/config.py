@@ -121,6 +121,13 @@ class ServeConfig(_Frozen):
         description="Find the inputs a record omits (lookups, as-of joins, feature views) in "
         "the online store; off: the caller sends them, else they are imputed.",
     )
+    feature_age_clock: Literal["event_time", "wall"] = Field(
+        default="event_time",
+        description="The request time a feature view's age is measured at (exported as "
+        "mlsys_serving_feature_age_seconds; older than the view's ttl: missing): the "
+        "record's event time, the time training reads its features as of (right for live "
+        "callers that send the current time and for replayed history), or the server's clock.",
+    )
     report_imputed: bool = Field(
         default=False,
         description="Add each prediction's count of inputs that reached the model missing "

@@ -59,6 +59,10 @@ class _ThroughputCollector:
         yield family
 
 
+# From a second (a stream's micro-batch) to a week (a daily batch materialization gone stale).
+FEATURE_AGE_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400, 604800)
+
+
 class ServiceMetrics:
     """Request count, latency, errors and throughput by variant, plus rollout events."""
 
@@ -131,6 +135,22 @@ class ServiceMetrics:
             "Online lookups that found no row for the record's key (or had no key), by "
             "source: those inputs are imputed, or take a view's empty-history values.",
             ["source"],
+            registry=r,
+        )
+        self.feature_age = Histogram(
+            "mlsys_serving_feature_age_seconds",
+            "Age of a feature view's online values at request time (request time minus the "
+            "event time they are exact as of; 0 when the store is ahead of the request), by "
+            "view.",
+            ["view"],
+            buckets=FEATURE_AGE_BUCKETS,
+            registry=r,
+        )
+        self.stale = Counter(
+            "mlsys_serving_stale_features",
+            "Records whose feature-view values were older than the view's ttl at request "
+            "time, so treated as missing (imputed), by view.",
+            ["view"],
             registry=r,
         )
         self.imputed = Counter(

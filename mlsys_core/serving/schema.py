@@ -355,6 +355,15 @@ class Prediction(BaseModel):
         default=None,
         description="With ?explain=true: online sources with no row for this record's key.",
     )
+    feature_ages: dict[str, float] | None = Field(
+        default=None,
+        description="With ?explain=true: per feature view read, the age of its values at "
+        "the request time in seconds (request time minus the time they are exact as of).",
+    )
+    stale: list[str] | None = Field(
+        default=None,
+        description="With ?explain=true: feature views older than their ttl (imputed).",
+    )
     inputs: dict[str, Any] | None = Field(
         default=None, description="With ?explain=true: every model input as the model saw it."
     )

@@ -32,6 +32,8 @@ Columns = dict[str, list[Any]]
 SENT = "__sent__"  # the fields the record carried, as the client sent them
 MISSES = "__online_misses__"  # online sources with no row for the record's key
 IMPUTED = "__imputed__"  # model inputs that reached the model missing
+AGES = "__feature_ages__"  # per feature view read: the age of its values at request time, s
+STALE = "__stale__"  # feature views whose values were older than their ttl (so missing)
 EXPLAIN = "__explain__"  # answer with the inputs (?explain=true)
 # The prediction log's audit columns.
 LOG_AUDIT_COLUMNS = ["n_imputed", "imputed_inputs", "online_misses", "sent_fields"]
@@ -91,8 +93,10 @@ class Scorer:
         sent = [r.__pydantic_fields_set__ for r in records]
         data[SENT] = [sorted(s) for s in sent]
         data[MISSES] = [[] for _ in records]
+        data[AGES] = [{} for _ in records]
+        data[STALE] = [[] for _ in records]
         if self.found and self.store is not None:
-            values, misses = self.plan.find(self.store, self.request_frame(data))
+            values, misses, ages, stale = self.plan.find(self.store, self.request_frame(data))
             for name, column in values.items():
                 # Only inputs the record leaves out: an explicit null is the client's
                 # answer ("no value"), imputed like a missing value in training.
@@ -101,6 +105,8 @@ class Scorer:
                     if name not in sent[i]:
                         target[i] = value
             data[MISSES] = misses
+            data[AGES] = ages
+            data[STALE] = stale
         data[IMPUTED] = [
             [c for c in self.inputs if _missing(data[c][i])] for i in range(len(records))
         ]
@@ -181,6 +187,8 @@ class Scorer:
             if explain:
                 entry["imputed"] = list(data[IMPUTED][i])
                 entry["online_misses"] = list(data[MISSES][i])
+                entry["feature_ages"] = dict(data[AGES][i])
+                entry["stale"] = list(data[STALE][i])
                 entry["inputs"] = {c: _json_value(data[c][i]) for c in self.inputs}
 
     def log_block(

@@ -43,7 +43,7 @@ from mlsys_core.serving.log_writer import PredictionLogWriter
 from mlsys_core.serving.metrics import ServiceMetrics
 from mlsys_core.serving.models import TAG_CANARY_ROLLBACK, Deployment, LoadedModel, load_version
 from mlsys_core.serving.router import CHALLENGER, CHAMPION, CanaryGuard, Router
-from mlsys_core.serving.scoring import EXPLAIN, IMPUTED, MISSES, Columns, Scorer
+from mlsys_core.serving.scoring import AGES, EXPLAIN, IMPUTED, MISSES, STALE, Columns, Scorer
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
 
@@ -104,8 +104,15 @@ class InferenceService:
         uri = settings.mlflow_uri
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         self.lake = Lake(settings.lake_dir)
-        self.plan = ServingPlan(spec, online=config.online_features)
-        self.store = open_online_store(settings.root) if config.online_features else None
+        self.plan = ServingPlan(spec, config.online_features, config.feature_age_clock)
+        self.store = (
+            open_online_store(settings.root, settings.online_store)
+            if config.online_features
+            else None
+        )
+        if self.store is not None:
+            # Which views moved is re-read this often: a stream's micro-batch shows within it.
+            self.store.states_ttl_s = min(self.store.states_ttl_s, 0.5)
         self.scorer = Scorer(spec, self.store, config.threshold, self.plan, config.report_imputed)
         self.miss_rates = MissRates(config.miss_rate_warning, config.miss_rate_window, self.name)
         ab_key = self.rollout.ab.key or list(spec.entity_keys)
@@ -405,6 +412,12 @@ class InferenceService:
                         source,
                         100 * self.miss_rates.threshold,
                     )
+        for ages in data[AGES]:
+            for view, age in ages.items():
+                self.metrics.feature_age.labels(view).observe(max(age, 0.0))
+        for views in data[STALE]:
+            for view in views:
+                self.metrics.stale.labels(view).inc()
         for names in data[IMPUTED]:
             for name in names:
                 self.metrics.imputed.labels(name).inc()

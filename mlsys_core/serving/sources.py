@@ -18,7 +18,8 @@ materialization before a version becomes champion all read this one plan.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import time
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,21 @@ from mlsys_core.features.online import (
 from mlsys_core.spec import AsOfJoin, DatasetSpec, LookupJoin
 
 SourceKind = Literal["request", "event_time", "lookup", "as_of", "view"]
+AgeClock = Literal["event_time", "wall"]
+
+
+class Found(NamedTuple):
+    """What the online store gave a batch of request rows.
+
+    ``ages``: per row, per feature view read, the age of its values at request time in
+    seconds (request time minus the time the stored values are exact as of); ``stale``: per
+    row, the views whose values were older than the view's ``ttl`` (their features missing).
+    """
+
+    values: dict[str, list[Any]]
+    misses: list[list[str]]
+    ages: list[dict[str, float]]
+    stale: list[list[str]]
 
 
 class InputSource(BaseModel):
@@ -58,9 +74,12 @@ class InputSource(BaseModel):
 class ServingPlan:
     """The serving source of every model input of one spec, and how to find them."""
 
-    def __init__(self, spec: DatasetSpec, online: bool = True) -> None:
+    def __init__(
+        self, spec: DatasetSpec, online: bool = True, age_clock: AgeClock = "event_time"
+    ) -> None:
         self.spec = spec
         self.online = online
+        self.age_clock = age_clock
         self.required = list(
             dict.fromkeys([*spec.entity_keys, *filter(None, [spec.event_timestamp])])
         )
@@ -157,19 +176,32 @@ class ServingPlan:
         }
 
     # -- finding inputs --------------------------------------------------------------------
-    def find(
-        self, store: OnlineStoreBase, request: pd.DataFrame
-    ) -> tuple[dict[str, list[Any]], list[list[str]]]:
-        """The found inputs of each request row, and per row the online sources that
-        missed (no stored row for its key, or a key the request left null).
+    def request_times_ns(self, request: pd.DataFrame) -> np.ndarray:
+        """Each row's request time, what a feature's age is measured at: its event time
+        (``age_clock="event_time"``: the time training's point-in-time join reads features
+        as of; replayed and live requests alike), else the server's clock."""
+        column = self.spec.event_timestamp
+        now = time.time_ns()
+        if self.age_clock == "wall" or column is None or column not in request:
+            return np.full(len(request), now, dtype=np.int64)
+        stamps = pd.to_datetime(request[column], utc=True)
+        values = stamps.astype("datetime64[ns, UTC]").to_numpy("datetime64[ns]").view(np.int64)
+        return np.where(stamps.isna().to_numpy(), now, values)
+
+    def find(self, store: OnlineStoreBase, request: pd.DataFrame) -> Found:
+        """The found inputs of each request row, per row the online sources that missed
+        (no stored row for its key, or a key the request left null), and the age of each
+        feature view's values (a view older than its ``ttl`` gives missing values).
 
         ``request`` holds the request's base columns as training typed them (numbers as
         float64, text as objects, times as UTC datetimes).
         """
         n = len(request)
         misses: list[list[str]] = [[] for _ in range(n)]
+        ages: list[dict[str, float]] = [{} for _ in range(n)]
+        stale: list[list[str]] = [[] for _ in range(n)]
         if not self.online or not self.sources:
-            return {}, misses
+            return Found({}, misses, ages, stale)
         states = store.states()
         frame = request.reset_index(drop=True)
         fetched: dict[int, pd.DataFrame] = {}
@@ -201,7 +233,37 @@ class ServingPlan:
             defaults = (state.defaults if state is not None else None) or {}
             for f in wanted:
                 values[f] = [r.values.get(f) if r is not None else defaults.get(f) for r in rows]
-        return values, [list(dict.fromkeys(m)) for m in misses]
+        self._age(states, frame, values, ages, stale)
+        return Found(values, [list(dict.fromkeys(m)) for m in misses], ages, stale)
+
+    def _age(
+        self,
+        states: dict[str, Any],
+        frame: pd.DataFrame,
+        values: dict[str, list[Any]],
+        ages: list[dict[str, float]],
+        stale: list[list[str]],
+    ) -> None:
+        """Each row's age of each view read; a view older than its ttl gives None."""
+        now: np.ndarray | None = None
+        for view in self.spec.feature_views:
+            wanted = [f for f in view.features if f in values]
+            state = states.get(view.name)
+            if not wanted or state is None or state.watermark_ns is None:
+                continue
+            # Every stored value of a view (and an absent entity's defaults) is exact as of
+            # the view's watermark: a writer moves it only once all entities are as of it.
+            if now is None:
+                now = self.request_times_ns(frame)
+            age = (now - state.watermark_ns) / 1e9
+            ttl = getattr(view, "ttl", None)
+            limit = ttl.total_seconds() if ttl is not None else np.inf
+            for i, seconds in enumerate(age.tolist()):
+                ages[i][view.name] = seconds
+                if seconds > limit:
+                    stale[i].append(view.name)
+                    for f in wanted:
+                        values[f][i] = None  # too old to trust: missing, imputed
 
     @staticmethod
     def _read(

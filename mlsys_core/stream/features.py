@@ -113,6 +113,9 @@ class ViewUpdate:
     features: list[str]
     as_of: pd.Timestamp
     rows: pd.DataFrame
+    # The watermark the previous micro-batch published (None: the first): the update is
+    # exact on top of values as of it, and only on top of those.
+    since: pd.Timestamp | None = None
 
 
 class FeatureBatchOutcome(BaseModel):
@@ -191,8 +194,11 @@ def run_feature_batch(
         for view in job.views:
             rows = merged.views[view.name]
             values = rows.values_at(mark, rows.touched(in_batch, old_mark, mark))
+            since = None if old_mark is None else _ts(old_mark)
             updates.append(
-                ViewUpdate(view.name, view.entity.join_keys, view.features, _ts(mark), values)
+                ViewUpdate(
+                    view.name, view.entity.join_keys, view.features, _ts(mark), values, since
+                )
             )
         merged = merged.pruned(mark)
 
@@ -548,3 +554,51 @@ def _iso(value: int | None) -> str | None:
 def event_log_dir(state_root: Path, dataset: str, stream: str) -> Path:
     """Where the embedded event log of a dataset's stream lives inside the state folder."""
     return Path(state_root) / "events" / dataset / stream
+
+
+class StreamLag(BaseModel):
+    """How far a feature stream is behind its log: segments not consumed yet, and the newest
+    event time in the log (consumed or not) minus the watermark."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job: str
+    pending_segments: int
+    newest_event: str | None
+    watermark: str | None
+    lag_s: float | None = Field(description="Newest event in the log minus the watermark.")
+
+    def above(self, max_lag_s: float | None, max_pending: int | None) -> bool:
+        """Whether either measure is above its threshold (None: not checked)."""
+        late = max_lag_s is not None and self.lag_s is not None and self.lag_s > max_lag_s
+        behind = max_pending is not None and self.pending_segments > max_pending
+        return late or behind
+
+
+def stream_lag(job: FeatureStreamJob, log: Path, lake: Lake) -> StreamLag:
+    """The stream's lag now. Segments are named in the order they were written, so the
+    newest event not consumed yet is in the last pending segment (read alone)."""
+    previous = lake.latest("stream", job.name)
+    meta = lake.manifest(previous) if previous else {}
+    pending = pending_segments(log, set(meta.get("consumed", [])))
+    newest = _ns(meta.get("newest_event"))
+    if pending:
+        times = pd.to_datetime(
+            pd.Series([r.get(job.stream.time_column) for r in iter_jsonl(pending[-1])]),
+            utc=True,
+            errors="coerce",
+            format="ISO8601",
+        ).dropna()
+        if len(times):
+            last = int(to_ns(times).max())
+            newest = last if newest is None else max(newest, last)
+    mark = _ns(meta.get("watermark"))
+    # Nothing published yet: no lag by event time (the pending segments say how far behind).
+    lag = (newest - mark) / 1e9 if newest is not None and mark is not None else None
+    return StreamLag(
+        job=job.name,
+        pending_segments=len(pending),
+        newest_event=_iso(newest),
+        watermark=meta.get("watermark"),
+        lag_s=lag,
+    )

@@ -4,7 +4,13 @@ its lake table."""
 
 from __future__ import annotations
 
+import time
+
+import httpx
+import numpy as np
 import pandas as pd
+import pytest
+from prefect.settings import PREFECT_API_URL
 
 from flows.stream import stream_features
 from flows.stream_windows import stream_windows
@@ -14,10 +20,12 @@ from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets.nycflights13.stream import flight_stream, origin_delay_job
 from mlsys_core.features.offline import OfflineStore
+from mlsys_core.features.online import open_online_store
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.stream.engine import read_windows
 from mlsys_core.stream.features import current_values, event_log_dir, feature_stream_job
 from mlsys_core.stream.replay import source_events, write_segments
+from tasks.stream import LAGGING_EVENT
 
 
 def _march_events(spec: DatasetSpec, days: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -90,3 +98,87 @@ def test_departures_stream_into_per_origin_windows(
     snapshot = Lake(settings.lake_dir).latest("stream", job.name)
     assert stream_windows(job, str(log)) == []
     assert Lake(settings.lake_dir).latest("stream", job.name) == snapshot
+
+
+def _offline_at(store: OfflineStore, view, entities: pd.DataFrame, when) -> pd.DataFrame:
+    rows = entities.reset_index(drop=True).assign(__t=when)
+    return store.get_historical_features(rows, view.features, "__t")[view.features]
+
+
+@pytest.mark.slow  # three flow runs and the offline reference: about 25 s when loaded
+def test_the_stream_flow_writes_the_online_store_as_the_offline_store_computes_it(
+    settings: Settings, small_spec: DatasetSpec
+):
+    flights, events = _march_events(small_spec, [11, 12])
+    job = feature_stream_job(small_spec)
+    log = event_log_dir(settings.root, small_spec.name, job.stream.name)
+    halves = [0, len(events) // 2, len(events)]
+    online = open_online_store(settings.root, settings.online_store)
+    offline = OfflineStore(job.views, {"flights": flights})
+    rng = np.random.default_rng(7)
+    for i in range(2):  # the first run writes whole views, the second upserts
+        write_segments(events.iloc[halves[i] : halves[i + 1]], log, 120, start=100 * i)
+        outcomes = stream_features(small_spec, max_segments=2)
+        watermark = pd.Timestamp(outcomes[-1].watermark)
+        for view in job.views:
+            state = online.states()[view.name]
+            assert state.watermark == watermark  # the values' event-time freshness
+            keys = view.entity.join_keys
+            seen = flights[keys].dropna().drop_duplicates()
+            sample = seen.iloc[rng.choice(len(seen), min(15, len(seen)), replace=False)]
+            # An entity the stream never saw is what the offline store gives it too.
+            sample = pd.concat([sample, pd.DataFrame([dict.fromkeys(keys, "ZZZ")])])
+            expected = _offline_at(offline, view, sample, watermark)
+            got = pd.DataFrame(
+                [
+                    online.get_features(dict(zip(keys, row, strict=True)), view.features)
+                    for row in sample[keys].itertuples(index=False, name=None)
+                ],
+                columns=view.features,
+            )
+            pd.testing.assert_frame_equal(
+                got.astype(np.float64), expected.astype(np.float64), atol=1e-6, check_names=False
+            )
+    # A store that lost the stream's writes (a new one, or a crash between the lake commit
+    # and the write) is rewritten from the stream's state on the next run, new events or not.
+    online.path.unlink()
+    assert stream_features(small_spec) == []
+    fresh = open_online_store(settings.root, settings.online_store)
+    for update in current_values(Lake(settings.lake_dir), job.name):
+        assert fresh.states()[update.view].watermark == update.as_of
+        assert fresh.states()[update.view].rows == len(update.rows)
+
+
+def _events_named(name: str) -> list[dict]:
+    api = PREFECT_API_URL.value()
+    body = {"filter": {"event": {"name": [name]}}, "limit": 50}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the server persists events asynchronously
+        found = httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"]
+        if found:
+            return found
+        time.sleep(1)
+    return []
+
+
+def test_a_stream_run_that_ends_behind_its_log_emits_the_lagging_event(
+    settings: Settings, small_spec: DatasetSpec
+):
+    _, events = _march_events(small_spec, [20])
+    job = feature_stream_job(small_spec)
+    log = event_log_dir(settings.root, small_spec.name, job.stream.name)
+    write_segments(events, log, rows_per_segment=len(events) // 4 + 1)  # 4 segments
+    # One micro-batch of one segment: three segments and most of the day stay unconsumed.
+    done = stream_features(
+        small_spec, max_batches=1, max_segments=1, online=False, max_pending_segments=2
+    )
+    assert len(done) == 1
+    found = _events_named(LAGGING_EVENT)
+    assert len(found) == 1
+    payload = found[0]["payload"]
+    assert found[0]["resource"]["prefect.resource.id"] == f"mlsys.stream.{job.name}"
+    assert payload["pending_segments"] == 3
+    newest = pd.to_datetime(events[job.stream.time_column]).max()
+    expected_lag = (newest - pd.Timestamp(done[0].watermark)).total_seconds()
+    assert payload["lag_s"] == pytest.approx(expected_lag)
+    assert payload["lag_s"] > 3600  # hours of the day's events not consumed yet

@@ -47,6 +47,9 @@ DEPARTURE_KNOWN = Availability(offset_minutes=["minute", "dep_delay"], at_least=
 SCHEDULED = Availability(offset_minutes=["minute"])  # the scheduled departure
 DEPARTED = Availability(offset_minutes=["minute", "dep_delay"])  # the actual departure
 DELAYED_MINUTES = 15.0
+# The airport's state right now (hour windows, kept fresh by the stream): a value an hour
+# older than the request has lost most of its window, so serving imputes it instead.
+REAL_TIME_TTL = timedelta(hours=1)
 WEATHER_COLUMNS = [
     "temp",
     "dewp",
@@ -96,7 +99,9 @@ def _arrival_history(entity: Entity, prefix: str) -> WindowView:
     )
 
 
-def _departure_history(name: str, entity: Entity, prefix: str, windows: list[int]) -> WindowView:
+def _departure_history(
+    name: str, entity: Entity, prefix: str, windows: list[int], ttl: timedelta | None = None
+) -> WindowView:
     """Departure-delay rate, mean and count of an entity over the past few hours."""
     aggregations = []
     for hours in windows:
@@ -129,6 +134,7 @@ def _departure_history(name: str, entity: Entity, prefix: str, windows: list[int
         timestamp="time_hour",
         availability=DEPARTURE_KNOWN,
         aggregations=aggregations,
+        ttl=ttl,
     )
 
 
@@ -143,6 +149,7 @@ def _waiting(name: str, entity: Entity, prefix: str, hours: int) -> WindowView:
         timestamp="time_hour",
         availability=SCHEDULED,
         closes=DEPARTED,
+        ttl=REAL_TIME_TTL,
         aggregations=[
             Aggregation(
                 name=f"{prefix}_waiting_{hours}h",
@@ -178,8 +185,10 @@ def flight_views() -> list[WindowView | LatestView]:
         _arrival_history(ROUTE, "route"),
         _arrival_history(TAIL, "tail"),
         # The airport's congestion right now, and the carrier's at that airport.
-        _departure_history("origin_departures", ORIGIN, "origin", [1, 3]),
-        _departure_history("carrier_origin_departures", CARRIER_ORIGIN, "carrier_origin", [3]),
+        _departure_history("origin_departures", ORIGIN, "origin", [1, 3], REAL_TIME_TTL),
+        _departure_history(
+            "carrier_origin_departures", CARRIER_ORIGIN, "carrier_origin", [3], REAL_TIME_TTL
+        ),
         # Delay propagates along a plane's day: its departures in the last 24 hours.
         _departure_history("tail_departures", TAIL, "tail", [24]),
         # Flights that should have left and have not: at the airport, and the carrier's there.

@@ -5,8 +5,13 @@ The reference is the offline store at the same timestamp: an online value must e
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,10 +31,47 @@ from mlsys_core.features.online import (
     ViewState,
     encode_key,
     materialize_joined,
+    open_online_store,
     source_problems,
 )
+from mlsys_core.features.online_redis import RedisOnlineStore
+from tests.services import redis_server
 
 VIEWS = flight_views()
+MakeStore = Callable[..., OnlineStoreBase]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server for the module's Redis-backed stores."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
+    """Stores of one backend: the same ``name`` is the same store (another process's view
+    of it), another name an independent one. Every interface test runs on both."""
+
+    def make(name: str = "online.db", **options: float) -> OnlineStoreBase:
+        if request.param == "sqlite":
+            return OnlineStore(tmp_path / name, **options)
+        url = request.getfixturevalue("redis_url")
+        return RedisOnlineStore.from_url(url, prefix=f"{tmp_path.name}:{name}:", **options)
+
+    return make
+
+
+def _stored(store: OnlineStoreBase) -> list[tuple]:
+    """Every stored row as (view, entity key, payload JSON), sorted."""
+    if isinstance(store, RedisOnlineStore):
+        return store.stored_rows()
+    with sqlite3.connect(store.path) as conn:  # type: ignore[attr-defined]
+        return conn.execute(
+            "SELECT view, entity_key, payload FROM online_rows ORDER BY 1, 2"
+        ).fetchall()
+
+
 FEATURES = [f for v in VIEWS for f in v.features]
 ENTITY = ["carrier", "origin", "dest", "tailnum"]
 T1 = pd.Timestamp("2013-06-10T12:00:00Z")
@@ -68,9 +110,9 @@ def _entities(tables: dict[str, pd.DataFrame], n: int) -> pd.DataFrame:
 
 
 def test_online_values_equal_offline_values_at_the_same_time(
-    tables: dict[str, pd.DataFrame], tmp_path: Path
+    tables: dict[str, pd.DataFrame], make_store: MakeStore
 ) -> None:
-    store = OnlineStore(tmp_path / "online.db")
+    store = make_store()
     result = store.materialize(VIEWS, tables, as_of=T1.to_pydatetime())
     assert {v.mode for v in result.views.values()} == {"full"}
     assert result.views["carrier_arrivals"].entities_written == 16
@@ -85,21 +127,15 @@ def test_online_values_equal_offline_values_at_the_same_time(
 
 
 def test_incremental_materialize_equals_a_full_one(
-    tables: dict[str, pd.DataFrame], tmp_path: Path
+    tables: dict[str, pd.DataFrame], tmp_path: Path, make_store: MakeStore
 ) -> None:
-    incremental = OnlineStore(tmp_path / "incremental.db")
+    incremental = make_store("incremental.db")
     first = incremental.materialize(VIEWS, tables, as_of=T1.to_pydatetime())
     second = incremental.materialize(VIEWS, tables, as_of=T2.to_pydatetime(), incremental=True)
-    full = OnlineStore(tmp_path / "full.db")
+    full = make_store("full.db")
     full.materialize(VIEWS, tables, as_of=T2.to_pydatetime())
 
-    def stored(path: Path) -> list[tuple]:
-        with sqlite3.connect(path) as conn:
-            return conn.execute(
-                "SELECT view, entity_key, payload FROM online_rows ORDER BY 1, 2"
-            ).fetchall()
-
-    assert stored(tmp_path / "incremental.db") == stored(tmp_path / "full.db")
+    assert _stored(incremental) == _stored(full)
     for name, done in second.views.items():
         assert done.mode == "incremental"
         # Only rows known after the old watermark minus the view's horizon are read.
@@ -112,9 +148,9 @@ def test_incremental_materialize_equals_a_full_one(
 
 
 def test_reads_are_cached_until_the_next_materialize(
-    tables: dict[str, pd.DataFrame], tmp_path: Path
+    tables: dict[str, pd.DataFrame], make_store: MakeStore
 ) -> None:
-    store = OnlineStore(tmp_path / "online.db", cache_ttl_s=60)
+    store = make_store(cache_ttl_s=60)
     store.materialize(VIEWS, tables, as_of=T1.to_pydatetime())
     entity = {"carrier": "UA", "origin": "EWR", "dest": "ORD", "tailnum": "N14228"}
     names = ["carrier_flights_7d", "route_mean_delay_28d"]
@@ -130,8 +166,8 @@ def test_reads_are_cached_until_the_next_materialize(
     assert moved["carrier_flights_7d"] != first["carrier_flights_7d"]
 
 
-def test_cache_entries_expire(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
-    store = OnlineStore(tmp_path / "online.db", cache_ttl_s=0.05, cache_size=1)
+def test_cache_entries_expire(tables: dict[str, pd.DataFrame], make_store: MakeStore) -> None:
+    store = make_store(cache_ttl_s=0.05, cache_size=1)
     store.materialize(VIEWS[:1], tables, as_of=T1.to_pydatetime())
     store.get_features({"carrier": "UA"}, ["carrier_flights_7d"])
     store.get_features({"carrier": "UA"}, ["carrier_flights_7d"])
@@ -144,9 +180,9 @@ def test_cache_entries_expire(tables: dict[str, pd.DataFrame], tmp_path: Path) -
 
 
 def test_bad_materializations_and_reads_fail_clearly(
-    tables: dict[str, pd.DataFrame], tmp_path: Path
+    tables: dict[str, pd.DataFrame], make_store: MakeStore
 ) -> None:
-    store = OnlineStore(tmp_path / "online.db")
+    store = make_store()
     weather = VIEWS[-1]
     store.materialize([weather], tables, as_of=T2.to_pydatetime())
     with pytest.raises(OnlineStoreError, match="later time"):
@@ -215,10 +251,10 @@ def _count_view(name: str, keys: list[str]) -> WindowView:
     ids=["integer", "string", "two-column"],
 )
 def test_materialized_keys_are_found_by_a_requests_values(
-    tmp_path: Path, keys: dict, kinds: list, entity: dict
+    make_store: MakeStore, keys: dict, kinds: list, entity: dict
 ) -> None:
     view = _count_view("v", list(keys))
-    store = OnlineStore(tmp_path / "online.db")
+    store = make_store()
     as_of = pd.Timestamp("2013-01-02T00:00Z").to_pydatetime()
     store.materialize([view], {"events": _events(keys)}, as_of=as_of, key_kinds={"v": kinds})
     assert store.get_features(entity, ["v_n"]) == {"v_n": 2}  # found: not the default 0
@@ -227,13 +263,13 @@ def test_materialized_keys_are_found_by_a_requests_values(
 
 
 def test_lookup_tables_are_stored_by_key_and_rewritten_when_their_snapshot_moves(
-    tmp_path: Path,
+    make_store: MakeStore,
 ) -> None:
     planes = pd.DataFrame(
         {"tailnum": ["N1", "N2", None], "year": [1999.0, np.nan, 2001.0], "maker": ["A", None, "C"]}
     )
     table = JoinedTable(kind="lookup", source="planes", keys=["tailnum"], columns=["year", "maker"])
-    store = OnlineStore(tmp_path / "online.db")
+    store = make_store()
     first = materialize_joined(store, table, planes, ["text"], snapshot="s1")
     assert (first.mode, first.entities_written) == ("full", 2)  # a null key is never stored
     rows = store.read(table.name, [encode_key(["N1"], ["text"]), encode_key(["N9"], ["text"])])
@@ -252,7 +288,7 @@ def test_lookup_tables_are_stored_by_key_and_rewritten_when_their_snapshot_moves
         materialize_joined(store, table, pd.concat([planes, planes]), ["text"], snapshot="s3")
 
 
-def test_an_as_of_table_holds_the_newest_row_known_at_its_watermark(tmp_path: Path) -> None:
+def test_an_as_of_table_holds_the_newest_row_known_at_its_watermark(make_store: MakeStore) -> None:
     at = pd.to_datetime(["2013-01-01T00:00Z", "2013-01-01T02:00Z", "2013-01-01T04:00Z"])
     readings = pd.DataFrame({"station": ["A", "A", "A"], "at": at, "temp": [1.0, 2.0, 3.0]})
     table = JoinedTable(
@@ -263,7 +299,7 @@ def test_an_as_of_table_holds_the_newest_row_known_at_its_watermark(tmp_path: Pa
         timestamp="at",
         lag=timedelta(hours=1),
     )
-    store = OnlineStore(tmp_path / "online.db")
+    store = make_store()
     # At 03:00 the 02:00 reading is known (lag 1 h: at 03:00, inclusive); 04:00's is not.
     done = materialize_joined(
         store, table, readings, ["text"], as_of=pd.Timestamp("2013-01-01T03:00Z")
@@ -297,9 +333,9 @@ class DictStore(OnlineStoreBase):
 
 
 def test_another_backend_needs_only_the_three_primitives(
-    tables: dict[str, pd.DataFrame], tmp_path: Path
+    tables: dict[str, pd.DataFrame], make_store: MakeStore
 ) -> None:
-    sqlite, other = OnlineStore(tmp_path / "online.db"), DictStore()
+    sqlite, other = make_store(), DictStore()
     for store in (sqlite, other):
         store.materialize(VIEWS, tables, as_of=T1.to_pydatetime())
         store.materialize(VIEWS, tables, as_of=T2.to_pydatetime(), incremental=True)
@@ -313,8 +349,8 @@ def test_another_backend_needs_only_the_three_primitives(
     }
 
 
-def test_problems_say_what_is_missing_or_empty(tmp_path: Path) -> None:
-    store = OnlineStore(tmp_path / "online.db")
+def test_problems_say_what_is_missing_or_empty(make_store: MakeStore) -> None:
+    store = make_store()
     assert source_problems(store, ["v", "w"]) == {
         "v": "not materialized",
         "w": "not materialized",
@@ -326,14 +362,42 @@ def test_problems_say_what_is_missing_or_empty(tmp_path: Path) -> None:
     assert source_problems(store, ["v", "w"]) == {"w": "materialized empty"}
 
 
-def test_another_processs_write_is_seen_within_the_state_refresh(tmp_path: Path) -> None:
+def test_another_processs_write_is_seen_within_the_state_refresh(make_store: MakeStore) -> None:
     events = _events({"user": [1.0, 1.0, 2.0]})
     view = _count_view("v", ["user"])
-    reader = OnlineStore(tmp_path / "online.db", cache_ttl_s=60)
+    reader = make_store(cache_ttl_s=60)
     reader.states_ttl_s = 0.05
-    writer = OnlineStore(tmp_path / "online.db")
+    writer = make_store()
     writer.materialize([view], {"events": events}, as_of=pd.Timestamp("2013-01-01T00:30Z"))
     assert reader.get_features({"user": 1}, ["v_n"]) == {"v_n": 1}  # now cached for 60 s
     writer.materialize([view], {"events": events}, as_of=pd.Timestamp("2013-01-01T05:00Z"))
     time.sleep(0.1)
     assert reader.get_features({"user": 1}, ["v_n"]) == {"v_n": 2}
+
+
+@pytest.mark.slow  # two CLI processes start
+def test_processes_configured_with_one_redis_url_read_the_same_values(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Serving replicas on several machines: each reads MLSYS_ONLINE_STORE (Settings) and
+    sees what one writer stored, through ``mlsys features get``, in separate processes."""
+    events = _events({"user": [1.0, 1.0, 2.0]})
+    writer = open_online_store(tmp_path, redis_url)
+    assert isinstance(writer, RedisOnlineStore)
+    as_of = pd.Timestamp("2013-01-01T05:00Z").to_pydatetime()
+    writer.materialize([_count_view("v", ["user"])], {"events": events}, as_of=as_of)
+    env = {**os.environ, "MLSYS_ONLINE_STORE": redis_url, "MLSYS_STATE_DIR": str(tmp_path)}
+    mlsys = Path(sys.executable).with_name("mlsys")
+    replicas = [
+        subprocess.Popen(
+            [str(mlsys), "features", "get", "user=1", "--names", "v_n"],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    answers = [json.loads(p.communicate(timeout=120)[0]) for p in replicas]
+    assert all(p.returncode == 0 for p in replicas)
+    assert answers == [{"v_n": 2}, {"v_n": 2}]
+    assert not (tmp_path / "online").exists()  # nobody fell back to the embedded SQLite
