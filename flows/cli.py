@@ -1,11 +1,19 @@
 """Commands of the ``mlsys`` CLI that orchestrate flows. They belong with the flows; the core
 CLI finds them through the ``mlsys.commands`` entry-point group (pyproject.toml) and names
-none of them. Registering imports nothing heavy: the flows load when a command runs."""
+none of them. Registering imports nothing heavy: the flows load when a command runs.
+
+Each dataset command takes ``--spec REF`` (a published NAME, ``package.module:attr`` or
+``path/to/file.py:attr``) and resolves it before a flow starts, so a bad reference is one
+line, not a failed flow run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+from mlsys_core.datasets import SPEC_HELP
 
 
 def register_drift_scenario(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +31,165 @@ def _drift_scenario(args: argparse.Namespace) -> int:
     from flows.drift_scenario import run_scenario  # noqa: PLC0415 - prefect loads only here
 
     return run_scenario(args.state, args.epochs, args.timeout)
+
+
+def _checked_spec(ref: str | None) -> str | None:
+    """The reference given, once it resolves (else the settings' dataset, checked too)."""
+    from mlsys_core.config import Settings  # noqa: PLC0415
+    from mlsys_core.datasets import resolve_spec  # noqa: PLC0415
+
+    chosen = ref if ref is not None else Settings().dataset
+    if chosen is not None:
+        resolve_spec(chosen)  # a SpecReferenceError is the CLI's one line
+    return ref
+
+
+def _json(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} is not JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, e.g. '{{\"epochs\": 5}}'")
+    return value
+
+
+def _dataset_parser(subparsers: argparse._SubParsersAction, name: str, help_: str):  # noqa: ANN202
+    parser = subparsers.add_parser(name, help=help_)
+    parser.add_argument("--spec", help=SPEC_HELP)
+    parser.add_argument("--model-name", help="registered model (default: the dataset's)")
+    return parser
+
+
+def register_pipeline(subparsers: argparse._SubParsersAction) -> None:
+    """``mlsys pipeline``: ingest, validate, features, train, register, drift on a dataset."""
+    parser = _dataset_parser(subparsers, "pipeline", "run every stage on a dataset")
+    parser.add_argument("--train-config", default="{}", help='TrainConfig as JSON: {"epochs": 5}')
+    parser.set_defaults(handler=_pipeline)
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    spec = _checked_spec(args.spec)  # before the flows load: a bad one fails fast
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from flows.embedded import embedded_run  # noqa: PLC0415
+    from flows.pipeline import describe, ml_pipeline  # noqa: PLC0415
+    from mlsys_core.config import Settings  # noqa: PLC0415
+    from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
+
+    try:
+        config = TrainConfig.model_validate(_json(args.train_config, "--train-config"))
+    except ValidationError as err:
+        raise ValueError(f"--train-config: {err}") from None
+    with embedded_run():
+        outcome = ml_pipeline(spec=spec, train_config=config, model_name=args.model_name)
+    print(describe(outcome, Settings()))
+    return 0
+
+
+def register_tune(subparsers: argparse._SubParsersAction) -> None:
+    """``mlsys tune``: an Optuna study on the dataset's newest feature set."""
+    parser = _dataset_parser(
+        subparsers, "tune", "tune hyperparameters, train and register the best"
+    )
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--parallelism", type=int, default=2)
+    parser.add_argument("--study", help="study name (default: from the feature set)")
+    parser.add_argument(
+        "--base-config", default="{}", help="TrainConfig as JSON; its epochs cap each trial"
+    )
+    parser.set_defaults(handler=_tune)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    spec = _checked_spec(args.spec)  # before the flows load: a bad one fails fast
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from flows.embedded import embedded_run  # noqa: PLC0415
+    from flows.tune import tune  # noqa: PLC0415
+    from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
+
+    try:
+        config = TrainConfig.model_validate(_json(args.base_config, "--base-config"))
+    except ValidationError as err:
+        raise ValueError(f"--base-config: {err}") from None
+    with embedded_run():
+        result = tune(
+            spec=spec,
+            n_trials=args.trials,
+            parallelism=args.parallelism,
+            base_config=config,
+            study_name=args.study,
+            model_name=args.model_name,
+        )
+    print(json.dumps(result.report.model_dump(mode="json"), indent=2, default=str))
+    return 0
+
+
+def register_batch_score(subparsers: argparse._SubParsersAction) -> None:
+    """``mlsys batch-score``: score the dataset's newest feature set into the lake."""
+    parser = _dataset_parser(subparsers, "batch-score", "score a feature set with a model version")
+    parser.add_argument("--alias", default="champion")
+    parser.add_argument("--feature-set", help="version to score (default: the newest)")
+    parser.set_defaults(handler=_batch_score)
+
+
+def _batch_score(args: argparse.Namespace) -> int:
+    spec = _checked_spec(args.spec)  # before the flows load: a bad one fails fast
+    from flows.batch_score import batch_score  # noqa: PLC0415
+    from flows.embedded import embedded_run  # noqa: PLC0415
+
+    with embedded_run():
+        batch_score(
+            model_name=args.model_name,
+            alias=args.alias,
+            spec=spec,
+            feature_set=args.feature_set,
+        )
+    return 0
+
+
+def register_drift(subparsers: argparse._SubParsersAction) -> None:
+    """``mlsys drift``: the drift check of a dataset's model (as the drift-check flow)."""
+    parser = _dataset_parser(subparsers, "drift", "check the newest data for drift")
+    parser.add_argument("--alias", default="champion")
+    parser.add_argument("--months", type=int, default=1, help="newest months to compare")
+    parser.set_defaults(handler=_drift)
+
+
+def _drift(args: argparse.Namespace) -> int:
+    spec = _checked_spec(args.spec)  # before the flows load: a bad one fails fast
+    from flows.drift import drift_check  # noqa: PLC0415
+    from flows.embedded import embedded_run  # noqa: PLC0415
+
+    with embedded_run():
+        drift_check(model_name=args.model_name, alias=args.alias, months=args.months, spec=spec)
+    return 0
+
+
+def register_materialize(subparsers: argparse._SubParsersAction) -> None:
+    """``mlsys materialize``: the online store's rows for a dataset (or a model's lineage)."""
+    parser = _dataset_parser(
+        subparsers, "materialize", "write the online store from the newest clean tables"
+    )
+    parser.add_argument("--alias", default="champion")
+    parser.add_argument("--full", action="store_true", help="recompute every view in full")
+    parser.set_defaults(handler=_materialize)
+
+
+def _materialize(args: argparse.Namespace) -> int:
+    spec = _checked_spec(args.spec)  # before the flows load: a bad one fails fast
+    from flows.embedded import embedded_run  # noqa: PLC0415
+    from flows.materialize import materialize_features  # noqa: PLC0415
+
+    with embedded_run():
+        materialize_features(
+            spec=spec,
+            model_name=args.model_name,
+            alias=args.alias,
+            incremental=not args.full,
+        )
+    return 0
 
 
 def register_stream_demo(subparsers: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from flows.embedded import flow
 from mlsys_core.config import Settings
-from mlsys_core.datasets import resolve_model_name
+from mlsys_core.datasets import SpecRef, resolve_model_name
 from mlsys_core.monitoring.check import CheckConfig, DriftOutcome, DriftWindow, drift_alerts
 from tasks.metrics import metered
 from tasks.monitoring import (
@@ -35,15 +35,18 @@ def drift_check(
     alert_share: Annotated[float, Field(gt=0.0, le=1.0)] | None = None,
     notify_block: str | None = None,
     config: CheckConfig = CheckConfig(),
+    spec: SpecRef | None = None,
 ) -> DriftOutcome:
     """Compare the latest ``months`` (or the local dates ``window``) with the training
     reference of ``alias``. When the share of drifted columns reaches ``alert_share`` the
     flow emits ``mlsys.drift.detected`` and, given ``notify_block``, calls that Prefect
     ``Webhook`` block. ``None`` (the default, and the pipeline's own check) never alerts:
     a retrain's drift check must not start the next retrain; the scheduled ``drift-check``
-    deployment sets it."""
+    deployment sets it. Without ``model_name``, the model is ``spec``'s dataset's (a dataset
+    reference; default: the settings')."""
     settings = Settings()
-    name = resolve_model_name(model_name or settings.model_name, settings.dataset)
+    dataset = spec if spec is not None else settings.dataset
+    name = resolve_model_name(model_name or settings.model_name, dataset)
     config = config.model_copy(update={"months": months, "window": window})
     inputs = load_check(name, alias, config, settings)
     data = data_drift(inputs, config, settings)

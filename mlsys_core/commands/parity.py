@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from mlsys_core.datasets import SPEC_HELP
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,6 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the service's state (lake, MLflow) through the MLSYS_* settings.",
     )
     parser.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    parser.add_argument(
+        "--spec",
+        help=f"{SPEC_HELP}; default: the spec in the served model's lineage (given, it must "
+        "be that one)",
+    )
     parser.add_argument("--sample", type=int, default=200, help="requests to replay")
     parser.add_argument(
         "--feature-set",
@@ -44,14 +51,16 @@ def run(args: argparse.Namespace) -> int:
     from mlsys_core.config import Settings  # noqa: PLC0415
     from mlsys_core.data.cleaning import latest_clean  # noqa: PLC0415
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
+    from mlsys_core.datasets import resolve_spec  # noqa: PLC0415
     from mlsys_core.features.store import feature_set_ref, load_feature_set  # noqa: PLC0415
     from mlsys_core.serving import parity  # noqa: PLC0415
-    from mlsys_core.serving.lineage import version_feature_set  # noqa: PLC0415
+    from mlsys_core.serving.lineage import check_spec, version_feature_set  # noqa: PLC0415
     from mlsys_core.serving.models import load_version  # noqa: PLC0415
     from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
 
     if args.sample < 1:
         raise ValueError("--sample must be at least 1")
+    given = resolve_spec(args.spec) if args.spec is not None else None
     url = args.url.rstrip("/")
     try:
         ready = httpx.get(f"{url}/health/ready", timeout=30)
@@ -67,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if trained is None:
         raise ValueError(f"{name} v{version} names no feature set in its lineage")
     frame, spec = load_feature_set(trained, lake)
+    if given is not None:  # it must be the one the served model was built with
+        check_spec(given, spec, f"{name} v{version}")
     model = load_version(client, name, version)
     if args.feature_set is not None:
         if args.feature_set != "latest":

@@ -47,7 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):  # noqa: ANN201 -- a ServeConfig
     """The ServeConfig of the file, if any, with the command-line options applied."""
+    from mlsys_core.datasets import resolve_spec  # noqa: PLC0415
     from mlsys_core.serving.config import ServeConfig  # noqa: PLC0415 -- keep `mlsys` fast
+
+    if args.spec:
+        resolve_spec(args.spec)  # a bad reference: its one line, not a validation report
 
     data = json.loads(args.config.read_text()) if args.config else {}
     rollout = data.setdefault("rollout", {})

@@ -13,6 +13,8 @@ import signal
 import threading
 from pathlib import Path
 
+from mlsys_core.datasets import SPEC_HELP
+
 # What the app's factory reads its ServeConfig from (mlsys_core.serving.app.CONFIG_ENV; not
 # imported, so the supervisor does not load torch and MLflow).
 SERVE_CONFIG_ENV = "MLSYS_SERVE_CONFIG"
@@ -34,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--serve-config",
         default=None,
         help="JSON file of the replicas' ServeConfig (as `mlsys serve --config`)",
+    )
+    parser.add_argument("--model-name", help="registered model (default: MLSYS_MODEL_NAME)")
+    parser.add_argument(
+        "--spec",
+        help=f"{SPEC_HELP}; default: the spec in the champion's lineage (given, it must be "
+        "that one)",
     )
     parser.add_argument(
         "--config",
@@ -62,17 +70,29 @@ def cluster_config(args: argparse.Namespace):  # noqa: ANN201 -- ClusterConfig, 
         raise ValueError(str(exc)) from None
 
 
-def check_serve_config(path: Path) -> Path:
-    """Fail here, once, rather than in every replica at start-up."""
+def replica_config(path: Path | None, model_name: str | None, spec: str | None) -> str | None:
+    """The replicas' ServeConfig as JSON (the file's, with --model-name and --spec on top),
+    checked here, once, rather than in every replica at start-up; None: the defaults."""
     from pydantic import ValidationError  # noqa: PLC0415
 
     from mlsys_core.serving.config import ServeConfig  # noqa: PLC0415
 
+    if path is None and model_name is None and spec is None:
+        return None
+    if spec:
+        from mlsys_core.datasets import resolve_spec  # noqa: PLC0415
+
+        resolve_spec(spec)  # a bad reference: its one line, not a validation report
     try:
-        ServeConfig.model_validate_json(path.read_text())
-    except (OSError, ValidationError) as exc:
-        raise ValueError(f"bad --serve-config {path}: {exc}") from None
-    return path.resolve()
+        data = json.loads(path.read_text()) if path is not None else {}
+        if model_name:
+            data["model_name"] = model_name
+        if spec:
+            data["spec"] = spec  # resolved by the validator: a bad reference fails here
+        return ServeConfig.model_validate(data).model_dump_json(exclude_defaults=True)
+    except (OSError, ValidationError, json.JSONDecodeError) as exc:
+        where = f"--serve-config {path}" if path else "serve config"
+        raise ValueError(f"bad {where}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     env = {}
-    if args.serve_config:  # each replica's create_app reads it (uvicorn --factory)
-        env[SERVE_CONFIG_ENV] = str(check_serve_config(Path(args.serve_config)))
+    serve_config = Path(args.serve_config) if args.serve_config else None
+    # Each replica's create_app reads it (uvicorn --factory).
+    if text := replica_config(serve_config, args.model_name, args.spec):
+        env[SERVE_CONFIG_ENV] = text
     try:
         cluster = Cluster(config, folder, env=env)  # finds nginx, or says how to install it
         cluster.start(stop)

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from mlsys_core.config import Settings
+from mlsys_core.datasets import SPEC_HELP, resolve_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("name", nargs="?", help="study name; omit to list the studies")
     parser.add_argument("--storage", help="Optuna storage URL (default: the state folder's)")
     parser.add_argument("--top", type=int, default=5, help="best trials to show (default: 5)")
+    parser.add_argument(
+        "--spec", help=f"{SPEC_HELP}; given, list only the studies of its feature sets"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -26,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
 
     url = storage_url(Settings(), args.storage)
     if args.name is None:
-        print(json.dumps(list_studies(url), indent=2))
+        studies = list_studies(url)
+        if args.spec:  # a tuning flow names a study after the feature set: <dataset>-<version>
+            prefix = f"{resolve_spec(args.spec).name}-"
+            studies = [s for s in studies if s["study"].startswith(prefix)]
+        print(json.dumps(studies, indent=2))
     else:
         print(json.dumps(describe_study(url, args.name, args.top), indent=2))
     return 0

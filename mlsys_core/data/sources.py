@@ -11,6 +11,7 @@ import importlib.resources
 import importlib.util
 import io
 import json
+import math
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,7 +130,8 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
         if kind == "parquet":
             return pq.read_table(buffer).to_pandas()
         if kind == "jsonl":
-            return pd.read_json(buffer, lines=True, compression=compression, dtype=False)
+            frame = pd.read_json(buffer, lines=True, compression=compression, dtype=False)
+            return mixed_as_text(frame)
         names = raw.spec.column_names
         header = 0 if raw.spec.header else None
         return pd.read_csv(
@@ -148,6 +150,35 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
         raise SourceError(
             f"source {raw.spec.name!r} at {raw.uri}: not valid {kind}: {err}"
         ) from err
+
+
+def mixed_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns whose JSON values are of several kinds (``1.5`` next to ``"n/a"``, objects,
+    lists) as text, as a CSV would hold them: the raw table keeps what arrived and stays
+    writable, and the contract then types each cell or quarantines its row."""
+    for name in frame.columns:
+        values = frame[name]
+        if values.dtype != object:
+            continue
+        present = values.dropna()
+        if present.map(lambda v: isinstance(v, str)).all():
+            continue
+        frame[name] = values.map(
+            lambda v: v if v is None or isinstance(v, str) or _is_nan(v) else _as_text(v)
+        )
+    return frame
+
+
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def parse_file(source: SourceSpec, landing: LandingFile) -> pd.DataFrame:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from mlsys_core.cli import main
-from mlsys_core.commands.serve_cluster import SERVE_CONFIG_ENV, check_serve_config
+from mlsys_core.commands.serve_cluster import SERVE_CONFIG_ENV, replica_config
 from mlsys_core.net import free_port
 from mlsys_core.serving.app import CONFIG_ENV
+from mlsys_core.serving.config import ServeConfig
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -52,9 +53,15 @@ def test_replicas_never_ready_is_a_clear_error(capsys, tmp_path, monkeypatch):
 
 def test_serve_config_reaches_the_app_under_its_variable(tmp_path):
     assert SERVE_CONFIG_ENV == CONFIG_ENV
+    assert replica_config(None, None, None) is None  # the replicas' defaults
     good = tmp_path / "serve.json"
     good.write_text('{"max_body_bytes": 4096}')
-    assert check_serve_config(good) == good.resolve()
+    text = replica_config(good, "churn", "digits")
+    assert ServeConfig.model_validate_json(text) == ServeConfig(
+        max_body_bytes=4096, model_name="churn", spec="digits"
+    )
     good.write_text('{"max_body_bytes": 1}')
     with pytest.raises(ValueError, match="max_body_bytes"):
-        check_serve_config(good)
+        replica_config(good, None, None)
+    with pytest.raises(LookupError, match="no dataset 'nope'"):
+        replica_config(None, None, "nope")

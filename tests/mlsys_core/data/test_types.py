@@ -248,3 +248,26 @@ def test_a_parquet_timestamp_column_is_recorded_as_a_datetime(tmp_path: Path) ->
     clean = lake.read(clean_snapshot(raw, CONTRACT, lake).clean)
     assert clean["installed"].iloc[0] == pd.Timestamp("2020-05-01T10:00:00Z")
     assert clean["read_at"].dt.tz is not None
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["one-run-each", "one-run-for-both"])
+def test_json_lines_with_a_text_cell_among_numbers_give_a_readable_clean_table(
+    tmp_path: Path, together: bool
+) -> None:
+    """JSON keeps each value's kind: February's ``"not-a-number"`` sits among floats."""
+    lake, folder = Lake(tmp_path / "lake"), tmp_path / "landing"
+    folder.mkdir()
+    jan = _month(1).assign(extra=["x"] * 40)
+    jan.to_json(folder / "2024-01.jsonl", orient="records", lines=True)
+    if not together:
+        snapshot_source(_landing(folder), lake)
+    feb = _month(2, bad=True).assign(extra=[{"a": 1}, [1, 2], True, 2.5] * 10)
+    feb.to_json(folder / "2024-02.jsonl", orient="records", lines=True)
+    raw = snapshot_source(_landing(folder), lake)
+    assert lake.manifest(raw)["column_types"]["kwh"] == "float"
+    cleaned = clean_snapshot(raw, CONTRACT, lake)
+    clean = lake.read(cleaned.clean)
+    assert clean["kwh"].dtype == "float64" and len(clean) == 79
+    assert cleaned.reasons == {"kwh: not a float": 1}
+    # Values of several kinds arrive as text, as a CSV would hold them.
+    assert set(clean["extra"].dropna()) == {'{"a": 1}', "[1, 2]", "true", "2.5"}

@@ -1,0 +1,557 @@
+"""A starting spec for a user's data, inferred by looking at it (``mlsys spec init``).
+
+The data says what it can: the tables and how they are read, every column's type (numbers,
+text, times with the strptime ``format`` or epoch ``unit`` that reads them all), the
+observed ranges and which columns hold nulls, a key that is unique, a split by time. What
+only the user knows (the label's threshold or positive classes, the entity, which columns
+are features and which would leak the answer) is written as a best guess with a ``TODO``
+comment. The text it returns is a Python file whose function returns the
+:class:`DatasetSpec`, so ``path/to/file.py:NAME`` is a dataset reference like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlsys_core.data.contract import clean_table, infer_column_types, to_utc_datetimes
+from mlsys_core.data.sources import SourceBytes, SourceError, parse_source
+from mlsys_core.spec import ColumnRule, DatasetSpec, SourceSpec
+
+DATA_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+# Non-ISO layouts tried, in order, on text columns that ISO 8601 does not read. Day-first
+# and month-first layouts that both read every value are ambiguous: flagged TODO.
+TIME_FORMATS = (
+    "%b-%Y", "%b %Y", "%B %Y", "%Y-%m", "%Y%m%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y",
+    "%d-%b-%Y", "%d %b %Y", "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M:%S", "%Y/%m/%d", "%Y/%m/%d %H:%M:%S",
+)  # fmt: skip
+_TIME_NAME = re.compile(r"(time|date|_at$|_ts$|^ts$|epoch|timestamp)", re.IGNORECASE)
+_KEY_NAME = re.compile(r"(^id$|_id$|id$|_key$|_code$|_num$)", re.IGNORECASE)
+MAX_CATEGORIES = 50  # text columns with more distinct values look like free text or ids
+SAMPLE_ROWS = 200_000
+
+
+class StarterError(ValueError):
+    """Data that no starting spec can be written for; the message says why."""
+
+
+@dataclass
+class Column:
+    name: str
+    dtype: str  # int, float, string, datetime
+    nullable: bool
+    rule: ColumnRule
+    note: str = ""  # a comment for the user (observed range, TODO ...)
+
+
+@dataclass
+class Table:
+    name: str
+    source: SourceSpec
+    frame: pd.DataFrame
+    columns: dict[str, Column] = field(default_factory=dict)
+
+
+@dataclass
+class Starter:
+    """What ``mlsys spec init`` decided, and the file text that says it."""
+
+    name: str
+    tables: list[Table]
+    base: str
+    label: str
+    keys: list[str]
+    time: str | None
+    text: str
+    todos: int
+
+
+def _table_name(path: Path) -> str:
+    stem = path.name.split(".")[0].lower()
+    name = re.sub(r"[^a-z0-9_]+", "_", stem).strip("_") or "data"
+    return name if name[0].isalpha() else f"t_{name}"
+
+
+def _is_data(path: Path) -> bool:
+    lowered = path.name.lower().removesuffix(".gz").removesuffix(".zip")
+    return path.is_file() and not path.name.startswith(".") and lowered.endswith(DATA_SUFFIXES)
+
+
+def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
+    raw = SourceBytes(spec=source, uri=str(path), data=path.read_bytes())
+    try:
+        frame = parse_source(raw, path.name)
+    except SourceError as err:
+        raise StarterError(str(err)) from None
+    return frame.head(SAMPLE_ROWS)
+
+
+def find_tables(data: Path, spec_dir: Path) -> list[Table]:
+    """The tables of a file or a folder: a folder of files with the same columns is one
+    landing folder (each new file appended on ingest); a folder of different files, one
+    table per file."""
+    data = data.expanduser()
+    if not data.exists():
+        raise StarterError(f"no file or folder {data}")
+    files = sorted(p for p in data.iterdir() if _is_data(p)) if data.is_dir() else [data]
+    if not files:
+        raise StarterError(f"{data} holds no CSV, Parquet or JSON-lines files")
+
+    def where(path: Path) -> str:
+        return os.path.relpath(path.resolve(), spec_dir.resolve())
+
+    def table(name: str, source: SourceSpec, frame: pd.DataFrame) -> Table:
+        if frame.empty:
+            raise StarterError(f"{source.path}: no rows to learn the columns' types from")
+        return Table(name=name, source=source, frame=frame)
+
+    parts = {p: _read(SourceSpec(name="probe", path=str(p)), p) for p in files}
+    column_sets = {tuple(sorted(map(str, f.columns))) for f in parts.values()}
+    if data.is_dir() and len(files) > 1 and len(column_sets) == 1:
+        name = _table_name(data)
+        source = SourceSpec(name=name, path=where(data), incremental=True)
+        return [table(name, source, pd.concat(list(parts.values()), ignore_index=True))]
+    tables, seen = [], set()
+    for path, frame in parts.items():
+        name = _table_name(path)
+        while name in seen:
+            name += "_2"
+        seen.add(name)
+        tables.append(table(name, SourceSpec(name=name, path=where(path)), frame))
+    return tables
+
+
+def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
+    values: pd.Series, name: str, kind: str
+) -> tuple[ColumnRule | None, str]:
+    """A datetime rule that reads every present value, or None; a note when it is a guess."""
+    present = values.dropna()
+    if present.empty:
+        return None, ""
+    if pd.api.types.is_datetime64_any_dtype(present):
+        return ColumnRule(dtype="datetime"), ""
+    if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
+        if not _TIME_NAME.search(name):
+            return None, ""
+        low, high = float(present.min()), float(present.max())
+        for unit, scale in (("s", 1), ("ms", 1e3), ("us", 1e6), ("ns", 1e9)):
+            if 3e8 * scale <= low and high <= 4.1e9 * scale:  # 1979 .. 2099
+                return ColumnRule(dtype="datetime", unit=unit), f"epoch {unit}, from its range"
+        return None, ""
+    if kind != "string":  # numbers written as text are numbers
+        return None, ""
+    text = present.astype(str)
+    if not text.str.contains(r"\d").all():
+        return None, ""
+    if to_utc_datetimes(text, ColumnRule(dtype="datetime")).notna().all():
+        naive = not text.str.contains(r"(Z|[+-]\d\d:?\d\d)$", regex=True).any()
+        note = "TODO: times without an offset are UTC; else set timezone=" if naive else ""
+        return ColumnRule(dtype="datetime"), note
+    fits = [
+        f
+        for f in TIME_FORMATS
+        if to_utc_datetimes(text, ColumnRule(dtype="datetime", format=f)).notna().all()
+    ]
+    if not fits:
+        return None, ""
+    note = (
+        f"TODO: {' and '.join(fits[:2])} both read every value: which is it?"
+        if (len(fits) > 1 and "%d" in fits[0] and "%m" in fits[0])
+        else ""
+    )
+    return ColumnRule(dtype="datetime", format=fits[0]), note
+
+
+def _number(value: float, dtype: str, up: bool = False) -> float | int:
+    """A bound that reads well and still holds ``value`` (rounded outward)."""
+    if dtype == "int":
+        return int(value)
+    short = float(f"{value:.6g}")
+    return short if (short >= value if up else short <= value) else float(value)
+
+
+def type_columns(table: Table) -> None:
+    """Every column of ``table`` typed, with its observed range and nullability."""
+    frame = table.frame
+    types = infer_column_types(frame)
+    for raw_name in frame.columns:
+        name = str(raw_name)
+        values = frame[raw_name]
+        nullable = bool(values.isna().any())
+        kind = types.get(name)
+        if kind is None:  # never a value: text until the data says otherwise
+            table.columns[name] = Column(
+                name, "string", True, ColumnRule(dtype="string", nullable=True),
+                "TODO: empty in the data; typed as text",
+            )  # fmt: skip
+            continue
+        time_rule, note = _time_rule(values, name, kind)
+        if time_rule is not None:
+            rule = time_rule.model_copy(update={"nullable": nullable})
+            table.columns[name] = Column(name, "datetime", nullable, rule, note)
+            continue
+        if kind in ("int", "float"):
+            numbers = pd.to_numeric(values, errors="coerce").dropna()
+            low, high = _number(numbers.min(), kind), _number(numbers.max(), kind, up=True)
+            rule = ColumnRule(dtype=kind, nullable=nullable, ge=low, le=high)
+            note = ""
+            table.columns[name] = Column(name, kind, nullable, rule, note)
+            continue
+        table.columns[name] = Column(
+            name, "string", nullable, ColumnRule(dtype="string", nullable=nullable)
+        )
+
+
+def _label_rule(
+    values: pd.Series, dtype: str, threshold: float | None, positive: list[str] | None
+) -> tuple[dict, str]:
+    present = values.dropna()
+    if threshold is not None:
+        return {"threshold": threshold}, ""
+    if positive is not None:
+        return {"positive": positive}, ""
+    if dtype in ("int", "float"):
+        numbers = pd.to_numeric(present, errors="coerce").dropna()
+        distinct = set(numbers.unique().tolist())
+        if distinct <= {0, 1}:
+            return {"threshold": 0.5}, "1 is the positive class"
+        cut = float(numbers.median())
+        if not (numbers > cut).any():  # many equal values at the top
+            cut = float(numbers[numbers < cut].max())
+        cut = _number(cut, "float")
+        return {"threshold": cut}, "TODO: the positive class is label > this (the median)"
+    counts = present.astype(str).value_counts()
+    minority = str(counts.index[-1])
+    if len(counts) == 2:  # noqa: PLR2004 -- two classes
+        return {"positive": [minority]}, "TODO: which class is positive? (the rarer one now)"
+    return {"positive": [minority]}, (
+        f"TODO: {len(counts)} classes: list the ones that count as positive"
+    )
+
+
+def _guess_label(table: Table) -> str:
+    for column in reversed(list(table.columns.values())):
+        distinct = table.frame[column.name].dropna().nunique()
+        if column.dtype != "datetime" and distinct == 2:  # noqa: PLR2004 -- binary
+            return column.name
+    numeric = [c.name for c in table.columns.values() if c.dtype in ("int", "float")]
+    if not numeric:
+        raise StarterError(f"{table.name}: no column looks like a label; pass --label")
+    return numeric[-1]
+
+
+def _guess_keys(table: Table, exclude: set[str]) -> list[str]:
+    rows = len(table.frame)
+    named = [
+        c.name
+        for c in table.columns.values()
+        if c.name not in exclude
+        and c.dtype in ("int", "string")
+        and _KEY_NAME.search(c.name)
+        and not c.nullable
+    ]
+    repeated = [n for n in named if table.frame[n].nunique() < rows]
+    return (repeated or named)[:1]
+
+
+def _is_unique(frame: pd.DataFrame, columns: list[str]) -> bool:
+    return bool(columns) and not frame.duplicated(subset=columns).any()
+
+
+def _split(table: Table, time: str | None) -> tuple[str, str]:
+    if time is not None:
+        rule = table.columns[time].rule
+        times = to_utc_datetimes(table.frame[time], rule).dropna().sort_values()
+        if times.nunique() >= 3:  # noqa: PLR2004 -- one time for each part of the split
+            train_end, valid_end = times.quantile(0.7), times.quantile(0.85)
+            if times.min() < train_end < valid_end <= times.max():
+                stamps = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in (train_end, valid_end)]
+                return (
+                    f'TimeSplit(train_end="{stamps[0]}", valid_end="{stamps[1]}")',
+                    "the oldest 70% trains, the next 15% validates, the newest tests",
+                )
+    return (
+        "HashSplit(valid_fraction=0.15, test_fraction=0.15)",
+        "no event time to split by: rows are split by a hash of their content",
+    )
+
+
+def _features(
+    table: Table, used: set[str], label_values: pd.Series
+) -> tuple[list[str], list[str], list[str]]:
+    """Numeric and categorical features, and comments on the columns left out."""
+    numeric, categorical, notes = [], [], []
+    frame, rows = table.frame, len(table.frame)
+    target = pd.to_numeric(label_values, errors="coerce")
+    for column in table.columns.values():
+        name = column.name
+        if name in used:
+            continue
+        values = frame[name]
+        distinct = values.nunique()
+        if column.dtype == "datetime":
+            notes.append(f"{name}: a time (add an extractor to use it)")
+        elif distinct <= 1:
+            notes.append(f"{name}: one value only")
+        elif column.dtype == "string" and distinct > max(MAX_CATEGORIES, rows // 2):
+            notes.append(f"{name}: {distinct} distinct texts (free text or an id)")
+        elif column.dtype == "int" and distinct == rows and _KEY_NAME.search(name):
+            notes.append(f"{name}: a different value on every row (an id)")
+        elif column.dtype in ("int", "float"):
+            numeric.append(name)
+            numbers = pd.to_numeric(values, errors="coerce")
+            if target.notna().sum() > 2 and numbers.std() and target.std():  # noqa: PLR2004
+                corr = abs(float(np.corrcoef(*_paired(numbers, target))[0, 1]))
+                if corr > 0.95:  # noqa: PLR2004 -- nearly the answer itself
+                    notes.append(f"{name}: correlates {corr:.2f} with the label: leakage?")
+        else:
+            categorical.append(name)
+    return numeric, categorical, notes
+
+
+def _paired(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    both = a.notna() & b.notna()
+    return a[both].to_numpy(float), b[both].to_numpy(float)
+
+
+def _lookups(tables: list[Table], base: Table, used: set[str]) -> list[tuple[Table, str, dict]]:
+    """Other tables unique on a column the base also has, with the same type: a lookup."""
+    found = []
+    taken = set(base.columns)
+    for other in tables:
+        if other is base:
+            continue
+        for key, column in other.columns.items():
+            mine = base.columns.get(key)
+            if mine is None or mine.dtype != column.dtype or column.dtype == "float":
+                continue
+            if not _is_unique(other.frame, [key]) or column.nullable:
+                continue
+            outs = {c: c for c in other.columns if c != key and c not in taken | used}
+            if outs:
+                taken |= set(outs)
+                found.append((other, key, outs))
+            break
+    return found
+
+
+def _py(value: object) -> str:
+    """``value`` as Python source, in the project's style (double quotes)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_py(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_py(k)}: {_py(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _rule_text(rule: ColumnRule) -> str:
+    fields = rule.model_dump(exclude_defaults=True)
+    fields.setdefault("dtype", rule.dtype)
+    if rule.dtype == "int":  # bounds of whole numbers read as whole numbers
+        fields |= {k: int(fields[k]) for k in ("ge", "le") if k in fields}
+    order = ["dtype", "nullable", "ge", "le", "format", "unit", "timezone"]
+    return "ColumnRule(" + ", ".join(f"{k}={_py(fields[k])}" for k in order if k in fields) + ")"
+
+
+def _line(text: str, note: str, indent: int) -> str:
+    pad = " " * indent
+    if not note:
+        return f"{pad}{text}"
+    if len(pad) + len(text) + len(note) + 4 <= 99:  # noqa: PLR2004 -- a line, as ruff wants
+        return f"{pad}{text}  # {note}"
+    return f"{pad}# {note}\n{pad}{text}"
+
+
+def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; one file
+    data: Path,
+    spec_path: Path,
+    *,
+    label: str | None = None,
+    time: str | None = None,
+    keys: list[str] | None = None,
+    name: str | None = None,
+    threshold: float | None = None,
+    positive: list[str] | None = None,
+) -> Starter:
+    """Inspect ``data`` (a file or a folder) and return the text of a spec file to be
+    written at ``spec_path`` (paths in it are relative to that file)."""
+    tables = find_tables(data, spec_path.parent)
+    for table in tables:
+        type_columns(table)
+    if label is not None:
+        having = [t for t in tables if label in t.columns]
+        if not having:
+            seen = sorted({c for t in tables for c in t.columns})
+            raise StarterError(f"no column {label!r} in {data}; columns: {seen}")
+        base = having[0]
+        label_note = ""
+    else:
+        base = tables[0]
+        label = _guess_label(base)
+        label_note = "TODO: the label column was guessed; pass --label or change it"
+    base_cols = base.columns
+    if time is not None and (time not in base_cols or base_cols[time].dtype != "datetime"):
+        raise StarterError(
+            f"--time {time!r}: not a column of {base.name!r} read as a time; times found: "
+            f"{[c for c, col in base_cols.items() if col.dtype == 'datetime'] or 'none'}"
+        )
+    times = [c for c, col in base_cols.items() if col.dtype == "datetime" and c != label]
+    time_note = ""
+    if time is None and times:
+        time = times[0]
+        if len(times) > 1:
+            time_note = f"TODO: the event time was guessed among {times}"
+    if keys:
+        if missing := [k for k in keys if k not in base_cols]:
+            raise StarterError(f"--keys {missing}: not columns of {base.name!r}")
+        keys_note = ""
+    else:
+        keys = _guess_keys(base, {label, time or ""})
+        keys_note = (
+            "TODO: the entity (whom a prediction is about) was guessed; check it"
+            if keys
+            else "TODO: no entity found: name the columns a prediction is about"
+        )
+    if label in keys or label == time:
+        raise StarterError(f"the label {label!r} cannot also be a key or the event time")
+    label_values = base.frame[label]
+    rule, rule_note = _label_rule(label_values, base_cols[label].dtype, threshold, positive)
+    if base_cols[label].dtype == "string" and "threshold" in rule:
+        raise StarterError(f"--threshold: the label {label!r} is text; use --positive")
+    used = {label, *keys, *([time] if time else [])}
+    numeric, categorical, notes = _features(base, used, label_values)
+    lookups = _lookups(tables, base, used)
+    for other, _, outs in lookups:
+        for out in outs:
+            kind = other.columns[out].dtype
+            if kind in ("int", "float"):
+                numeric.append(out)
+            elif kind == "string" and other.frame[out].nunique() <= MAX_CATEGORIES:
+                categorical.append(out)
+    if not numeric and not categorical:
+        raise StarterError(f"{base.name!r} has no column left to be a feature")
+    split, split_note = _split(base, time)
+    name = name or _table_name(data)
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise StarterError(f"--name {name!r}: lower-case letters, digits and _, from a letter")
+
+    out: list[str] = []
+    w = out.append
+    w(f'"""The dataset spec of {name}: a starting point written by `mlsys spec init` from')
+    w(f"{data}.")
+    w("")
+    w("Types, ranges and nullability come from the data; every line marked TODO is a guess")
+    w("only you can confirm. Use it anywhere a dataset reference goes:")
+    w("")
+    w(f"    mlsys pipeline --spec {spec_path}:{name}")
+    w('"""')
+    w("")
+    w("from pathlib import Path")
+    w("")
+    w("from mlsys_core.spec import (")
+    imports = ["ColumnRule", "DatasetSpec", "FeatureGroups", "LabelSpec", "SourceSpec"]
+    imports += ["TableContract", "TimeSplit" if split.startswith("Time") else "HashSplit"]
+    if lookups:
+        imports.append("LookupJoin")
+    for item in sorted(imports):
+        w(f"    {item},")
+    w(")")
+    w("")
+    w("HERE = Path(__file__).resolve().parent  # data paths are relative to this file")
+    w("")
+    w("")
+    w(f"def {name}() -> DatasetSpec:")
+    w("    return DatasetSpec(")
+    w(f"        name={_py(name)},")
+    w("        sources=[")
+    for table in tables:
+        s = table.source
+        extra = ", incremental=True" if s.incremental else ""
+        note = "a landing folder: each ingest appends its new files" if s.incremental else ""
+        w(
+            _line(
+                f"SourceSpec(name={_py(s.name)}, path=str(HERE / {_py(s.path)}){extra}),", note, 12
+            )
+        )
+    w("        ],")
+    w("        contracts={")
+    for table in tables:
+        w(f"            {_py(table.name)}: TableContract(")
+        w("                # ranges are the ones observed: widen them for the data to come")
+        w("                columns={")
+        for column in table.columns.values():
+            w(_line(f"{_py(column.name)}: {_rule_text(column.rule)},", column.note, 20))
+        w("                },")
+        unique = []
+        if table is base:
+            for candidate in ([*keys, time] if time else [], keys):
+                if candidate and _is_unique(table.frame, candidate):
+                    unique = candidate
+                    break
+        else:
+            unique = next(([k] for o, k, _ in lookups if o is table), [])
+        if unique:
+            w(_line(f"unique={_py(unique)},", "a repeat of this key is quarantined", 16))
+        elif table is base:
+            w("                # TODO: unique=[...] quarantines repeated rows (none found unique)")
+        w("            ),")
+    w("        },")
+    w(f"        base={_py(base.name)},  # its rows are the events a model predicts")
+    w(_line(f"entity_keys={_py(keys)},", keys_note, 8))
+    w(_line(f"event_timestamp={_py(time)},", time_note or ("" if time else "no time found"), 8))
+    if lookups:
+        w("        lookups=[")
+        for other, key, outs in lookups:
+            w(f"            LookupJoin(source={_py(other.name)}, on={{{_py(key)}: {_py(key)}}},")
+            w(f"                       columns={_py(outs)}),")
+        w("        ],")
+    rule_args = ", ".join(f"{k}={_py(v)}" for k, v in rule.items())
+    w(_line(f'label=LabelSpec(name="label", column={_py(label)}, {rule_args}),',
+            label_note or rule_note, 8))  # fmt: skip
+    if label_note and rule_note:
+        w(f"        # {rule_note}")
+    w("        features=FeatureGroups(")
+    w("            # TODO: keep only what is known when a prediction is made (leakage)")
+    w(f"            numeric={_py(numeric)},")
+    w(f"            categorical={_py(categorical)},")
+    for note in notes:
+        w(f"            # left out or to check: {note}")
+    w("        ),")
+    w(_line(f"split={split},", split_note, 8))
+    w("    )")
+    text = "\n".join(out) + "\n"
+    return Starter(
+        name=name,
+        tables=tables,
+        base=base.name,
+        label=label,
+        keys=keys,
+        time=time,
+        text=text,
+        todos=sum("# TODO" in line for line in text.splitlines()),
+    )
+
+
+def check_starter(spec: DatasetSpec, tables: list[Table]) -> dict[str, dict[str, int]]:
+    """Run each table's sample through the spec's contract: the reasons rows would be
+    quarantined, by table (empty when the data passes as it is)."""
+    reasons = {}
+    for table in tables:
+        contract = spec.contracts.get(table.name)
+        if contract is None:
+            continue
+        types = {c: col.dtype for c, col in table.columns.items()}
+        result = clean_table(table.frame, contract, table.name, types=types)
+        reasons[table.name] = dict(result.reasons)
+        if table.name == spec.base:
+            spec.check_base_types({**types, **{c: r.dtype for c, r in contract.columns.items()}})
+    return reasons

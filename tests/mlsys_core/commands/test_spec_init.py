@@ -1,0 +1,209 @@
+"""``mlsys spec init``: a starting spec inferred from a user's CSV, Parquet or JSON-lines file
+(or folder), written as a Python file that resolves as ``path.py:NAME``, validates and
+passes its own data; the choices that are the user's are marked TODO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlsys_core.cli import main
+from mlsys_core.config import Settings
+from mlsys_core.data.cleaning import clean_snapshot
+from mlsys_core.data.ingest import snapshot_source
+from mlsys_core.data.lake import Lake
+from mlsys_core.datasets import resolve_spec
+from mlsys_core.features.store import build_feature_set
+from mlsys_core.spec import HashSplit, LookupJoin, TimeSplit
+from mlsys_core.training.run import train_and_log
+from mlsys_core.training.trainer import TrainConfig
+
+
+def _activity(rows: int = 480) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    months = pd.date_range("2022-01-01", periods=24, freq="MS")
+    tickets = rng.poisson(2, rows).astype(float)
+    frame = pd.DataFrame(
+        {
+            "account_id": rng.integers(1, 40, rows),
+            "month": [months[i].strftime("%b-%Y") for i in rng.integers(0, 24, rows)],
+            "plan": rng.choice(["basic", "pro", "team"], rows),
+            "fee": rng.uniform(5, 50, rows).round(3),
+            "tickets": tickets,
+            "comment": [f"free text {i}" for i in range(rows)],
+            "churned": (rng.uniform(size=rows) < 0.1 + 0.1 * tickets).astype(int),
+        }
+    )
+    frame.loc[::13, "tickets"] = np.nan
+    return frame
+
+
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path)
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def _init(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(["spec", "init", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_a_starter_spec_types_every_column_and_passes_its_own_data(
+    tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture
+) -> None:
+    frame = _activity()
+    data = _write(frame, tmp_path / "data" / f"activity{suffix}")
+    out = tmp_path / "specs" / "activity.py"
+    code, printed, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    spec = resolve_spec(f"{out}:activity")  # the file written is a reference like any other
+    rules = spec.contracts["activity"].columns
+    assert {c: r.dtype for c, r in rules.items()} == {
+        "account_id": "int", "month": "datetime", "plan": "string", "fee": "float",
+        "tickets": "float", "comment": "string", "churned": "int",
+    }  # fmt: skip
+    assert rules["month"].format == "%b-%Y"  # not ISO 8601: the format that reads them all
+    assert rules["tickets"].nullable and not rules["fee"].nullable
+    assert (rules["fee"].ge, rules["fee"].le) == (frame["fee"].min(), frame["fee"].max())
+    assert (rules["account_id"].ge, rules["account_id"].le) == (1, 39)
+    assert spec.event_timestamp == "month" and isinstance(spec.split, TimeSplit)
+    assert spec.entity_keys == ["account_id"]  # guessed from the name: marked TODO
+    assert spec.label.column == "churned" and spec.label.threshold == 0.5
+    assert set(spec.features.numeric) == {"fee", "tickets"}
+    assert spec.features.categorical == ["plan"]  # free text is left out, with the reason
+    text = out.read_text()
+    assert "# TODO: the entity" in text and "comment: 480 distinct texts" in text
+    # The path is relative to the spec file: data and spec can move together.
+    assert f'HERE / "../data/activity{suffix}"' in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_the_unedited_starter_spec_builds_features_and_trains(
+    tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture, settings: Settings
+) -> None:
+    data = _write(_activity(), tmp_path / f"activity{suffix}")
+    out = tmp_path / "activity_spec.py"
+    assert _init(capsys, str(data), "--label", "churned", "--name", "acts", "-o", str(out))[0] == 0
+    spec = resolve_spec(f"{out}:acts")
+    lake = Lake(settings.lake_dir)
+    clean = {
+        s.name: clean_snapshot(snapshot_source(s, lake), spec.contracts[s.name], lake)
+        for s in spec.sources
+    }
+    assert clean["activity"].quarantine.rows == 0
+    features = build_feature_set(clean, spec, lake)
+    assert features.snapshot.rows == 480
+    trained = train_and_log(features, TrainConfig(epochs=1), settings)
+    assert 0.0 <= trained.metrics["test_auc"] <= 1.0
+
+
+def test_a_folder_of_like_files_is_a_landing_folder_and_of_different_files_a_lookup(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    frame = _activity()
+    landing = tmp_path / "landing"
+    _write(frame.iloc[:240], landing / "2022.csv")
+    _write(frame.iloc[240:], landing / "2023.csv")
+    out = tmp_path / "landing_spec.py"
+    assert _init(capsys, str(landing), "--label", "churned", "-o", str(out))[0] == 0
+    spec = resolve_spec(f"{out}:landing")
+    (source,) = spec.sources
+    assert source.incremental and Path(source.path) == landing.resolve()
+
+    tables = tmp_path / "tables"
+    _write(frame, tables / "activity.csv")
+    accounts = pd.DataFrame({"account_id": range(1, 40), "region": ["n", "s", "e"] * 13})
+    _write(accounts, tables / "accounts.csv")
+    out = tmp_path / "tables_spec.py"
+    args = [str(tables), "--label", "churned", "--keys", "account_id", "-o", str(out)]
+    assert _init(capsys, *args)[0] == 0
+    spec = resolve_spec(f"{out}:tables")
+    assert spec.base == "activity"
+    assert spec.lookups == [
+        LookupJoin(source="accounts", on={"account_id": "account_id"}, columns={"region": "region"})
+    ]
+    assert "region" in spec.features.categorical
+    assert spec.contracts["accounts"].unique == ["account_id"]
+    assert "TODO: the entity" not in out.read_text()  # --keys decided it
+
+
+def test_without_a_time_the_split_is_by_hash_and_a_text_label_names_its_positive_class(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    frame = _activity().drop(columns=["month"])
+    frame["churned"] = frame["churned"].map({0: "stayed", 1: "left"})
+    data = _write(frame, tmp_path / "rows.csv")
+    out = tmp_path / "rows_spec.py"
+    assert _init(capsys, str(data), "--label", "churned", "-o", str(out))[0] == 0
+    spec = resolve_spec(f"{out}:rows")
+    assert spec.event_timestamp is None and isinstance(spec.split, HashSplit)
+    assert spec.label.positive == ["left"]  # the rarer class, marked TODO
+    assert "TODO: which class is positive?" in out.read_text()
+    out2 = tmp_path / "rows2_spec.py"
+    args = [str(data), "--label", "churned", "--positive", "stayed", "-o", str(out2)]
+    assert _init(capsys, *args)[0] == 0
+    assert resolve_spec(f"{out2}:rows").label.positive == ["stayed"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ("ok", ["--label", "nope"], "no column 'nope'"),
+        ("ok", ["--label", "churned", "--time", "plan"], "--time 'plan': not a column"),
+        ("ok", ["--label", "churned", "-o", "spec.txt"], "a spec file is Python"),
+        ("empty", ["--label", "churned"], "no rows to learn"),
+        ("missing", ["--label", "churned"], "no file or folder"),
+        ("bad", ["--label", "churned"], "not valid jsonl"),
+    ],
+)
+def test_bad_input_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, setup: str, args: list[str], message: str
+) -> None:
+    data = tmp_path / "data.csv"
+    if setup == "ok":
+        _write(_activity(), data)
+    elif setup == "empty":
+        data.write_text("a,b,churned\n")
+    elif setup == "bad":
+        data = tmp_path / "data.jsonl"
+        data.write_text('{"a": 1}\n{oops\n')
+    if "-o" not in args:
+        args = [*args, "-o", str(tmp_path / "spec.py")]
+    code, _, err = _init(capsys, str(data), *args)
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_an_existing_spec_file_is_kept_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = _write(_activity(), tmp_path / "activity.csv")
+    out = tmp_path / "spec.py"
+    out.write_text("# mine\n")
+    code, _, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 2 and "exists; pass --force" in err and out.read_text() == "# mine\n"
+    assert _init(capsys, str(data), "--label", "churned", "-o", str(out), "--force")[0] == 0
+    assert resolve_spec(f"{out}:activity").name == "activity"
+
+
+def test_spec_check_summarizes_a_reference_and_refuses_a_bad_one(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    assert main(["spec", "check", "digits"]) == 0
+    assert '"event_timestamp": null' in capsys.readouterr().out
+    assert main(["spec", "check", "no_such_dataset"]) == 2
+    err = capsys.readouterr().err
+    assert "no dataset 'no_such_dataset'" in err and err.count("\n") == 1
