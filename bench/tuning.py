@@ -39,6 +39,7 @@ from _common import (
     use_isolated_state,
     write_sampled_sources,
 )
+from model_vs_hgb import build_features
 
 TARGET_RATIO = 1 / 3
 METHODS = {"random": ("random", "none"), "tpe+hyperband": ("tpe", "hyperband")}
@@ -87,19 +88,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0.0 < args.fraction <= 1.0:
         parser.error("--fraction must be in (0, 1]")
     return args
-
-
-def build_features(spec: Any) -> Any:
-    from mlsys_core.config import Settings  # noqa: PLC0415
-    from mlsys_core.data.cleaning import clean_snapshot  # noqa: PLC0415
-    from mlsys_core.data.ingest import snapshot_source  # noqa: PLC0415
-    from mlsys_core.data.lake import Lake  # noqa: PLC0415
-    from mlsys_core.features.store import build_feature_set  # noqa: PLC0415
-
-    lake = Lake(Settings().lake_dir)
-    raw = {s.name: snapshot_source(s, lake) for s in spec.sources}
-    clean = {t: clean_snapshot(r, spec.contracts[t], lake) for t, r in raw.items()}
-    return build_feature_set(clean, spec, lake)
 
 
 def epochs_to_reach(trials: list[Any], target: float) -> int | None:
@@ -194,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
         spec = load_spec(str(write_sampled_sources(root / "data", args.fraction)))
-        features = build_features(spec)
+        features, _ = build_features(spec)  # the same stages as bench/model_vs_hgb.py
         print(
             f"tuning bench: {args.fraction:.0%} of flights per month, feature set "
             f"{features.version}, rows {features.split_rows}; {args.trials} random trials, "
