@@ -37,6 +37,19 @@ from mlsys_core.training.trainer import TrainConfig
 from tests.mlsys_core.serving.conftest import register, serve_config, serving
 from tests.mlsys_core.serving.parity import assert_same_inputs, caller_records, hours_with_most
 
+
+def predict_once_loaded(url: str, body: dict) -> httpx.Response:
+    """POST /predict ?explain=true; the app loads its champion in the background after it
+    starts (it is not ready until its online sources are filled), so a 503 that says it is
+    still loading is retried for up to a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        res = httpx.post(f"{url}/predict", params={"explain": "true"}, json=body, timeout=60)
+        if res.status_code != 503 or "loading" not in res.text or time.monotonic() > deadline:
+            return res
+        time.sleep(0.1)
+
+
 pytestmark = pytest.mark.slow  # trains a model (shared fixture), runs the batch-score flow
 
 N_FLIGHTS = 300
@@ -71,7 +84,7 @@ def test_served_probability_equals_the_batch_score_on_real_flights(
             for hour, group in flights.groupby(spec.event_timestamp, sort=True):
                 materialize_online(clean, spec, lake, store, as_of=hour.to_pydatetime())
                 body = {"records": caller_records(group, spec)}
-                res = httpx.post(f"{url}/predict", params={"explain": "true"}, json=body)
+                res = predict_once_loaded(url, body)
                 assert res.status_code == 200, res.text
                 for p in res.json()["predictions"]:
                     served.append(p["probability"])
@@ -120,9 +133,7 @@ def test_parity_on_a_users_dataset_with_integer_keys_and_history_views(
             materialize_online(clean, spec, lake, store, as_of=when.to_pydatetime())
             records = caller_records(group, spec)
             assert all(isinstance(r["iso_num"], int) for r in records)
-            res = httpx.post(
-                f"{url}/predict", params={"explain": "true"}, json={"records": records}
-            )
+            res = predict_once_loaded(url, {"records": records})
             assert res.status_code == 200, res.text
             for p in res.json()["predictions"]:
                 assert p["online_misses"] == [], p["online_misses"]
@@ -156,7 +167,7 @@ def test_mlsys_parity_replays_logged_requests_and_feature_set_rows(
             materialize_online(clean, spec, lake, store, as_of=when.to_pydatetime())
             started = pd.Timestamp.now(tz="UTC")
             body = {"records": caller_records(hour, spec)}
-            assert httpx.post(f"{url}/predict", json=body).status_code == 200
+            assert predict_once_loaded(url, body).status_code == 200
             deadline = time.monotonic() + 30
             while len(read_prediction_log(lake, spec.name, since=started)) < len(hour):
                 assert time.monotonic() < deadline, "the log was not flushed"
