@@ -31,7 +31,9 @@ class LookupIndex:
 
     def join(self, left: pd.DataFrame) -> pd.DataFrame:
         code = self.keys.encode(left, list(self.on))
-        rows = np.where(code >= 0, self.row_of_code[np.maximum(code, 0)], -1)
+        rows = np.full(len(code), -1, dtype=np.int64)  # -1: no right row (also: none at all)
+        hit = code >= 0
+        rows[hit] = self.row_of_code[code[hit]]
         return take_rows(left, self.values, rows)
 
 
