@@ -61,6 +61,18 @@ def _dataset_parser(subparsers: argparse._SubParsersAction, name: str, help_: st
     return parser
 
 
+def _train_config(text: str, option: str) -> object:
+    """A ``TrainConfig`` from the option's JSON; a bad one is one line naming the option."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
+
+    try:
+        return TrainConfig.model_validate(_json(text, option))
+    except ValidationError as err:
+        raise ValueError(f"{option}: {err}") from None
+
+
 def register_pipeline(subparsers: argparse._SubParsersAction) -> None:
     """``mlsys pipeline``: ingest, validate, features, train, register, drift on a dataset."""
     parser = _dataset_parser(subparsers, "pipeline", "run every stage on a dataset")
@@ -70,17 +82,11 @@ def register_pipeline(subparsers: argparse._SubParsersAction) -> None:
 
 def _pipeline(args: argparse.Namespace) -> int:
     spec = _checked_spec(args.spec)  # before the flows load: a bad one fails fast
-    from pydantic import ValidationError  # noqa: PLC0415
-
     from flows.embedded import embedded_run  # noqa: PLC0415
     from flows.pipeline import describe, ml_pipeline  # noqa: PLC0415
     from mlsys_core.config import Settings  # noqa: PLC0415
-    from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
-    try:
-        config = TrainConfig.model_validate(_json(args.train_config, "--train-config"))
-    except ValidationError as err:
-        raise ValueError(f"--train-config: {err}") from None
+    config = _train_config(args.train_config, "--train-config")
     with embedded_run():
         outcome = ml_pipeline(spec=spec, train_config=config, model_name=args.model_name)
     print(describe(outcome, Settings()))
@@ -103,16 +109,10 @@ def register_tune(subparsers: argparse._SubParsersAction) -> None:
 
 def _tune(args: argparse.Namespace) -> int:
     spec = _checked_spec(args.spec)  # before the flows load: a bad one fails fast
-    from pydantic import ValidationError  # noqa: PLC0415
-
     from flows.embedded import embedded_run  # noqa: PLC0415
     from flows.tune import tune  # noqa: PLC0415
-    from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
-    try:
-        config = TrainConfig.model_validate(_json(args.base_config, "--base-config"))
-    except ValidationError as err:
-        raise ValueError(f"--base-config: {err}") from None
+    config = _train_config(args.base_config, "--base-config")
     with embedded_run():
         result = tune(
             spec=spec,
