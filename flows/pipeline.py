@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.drift import drift_check
-from flows.embedded import embedded_run, flow
+from flows.embedded import flow
 from flows.features import build_features
 from flows.ingest import ingest
 from flows.register import RegistrationResult, register
 from flows.train import train
 from flows.validate import validate
-from mlsys_core.config import Settings, StateFolderError
-from mlsys_core.datasets import SpecRef, SpecReferenceError, spec_or_default
+from mlsys_core.config import Settings
+from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.monitoring.check import DriftOutcome
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
@@ -110,34 +111,12 @@ def describe(result: PipelineResult, settings: Settings) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m flows.pipeline``: run ml_pipeline on a dataset and describe the outcome."""
-    import argparse  # noqa: PLC0415
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.pipeline [options]`` is ``mlsys pipeline [options]``: one parser."""
+    from mlsys_core.cli import main as cli  # noqa: PLC0415
 
-    cli = argparse.ArgumentParser(description="Run ml_pipeline on a dataset.")
-    cli.add_argument(
-        "--spec",
-        help="dataset reference: NAME (published under mlsys.datasets), package.module:attr "
-        "or path/to/file.py:attr (default: MLSYS_DATASET)",
-    )
-    cli.add_argument("--model-name", help="registered model (default: the dataset's)")
-    cli.add_argument("--train-config", default="{}", help='TrainConfig as JSON: {"epochs": 40}')
-    args = cli.parse_args(argv)
-    try:
-        chosen = spec_or_default(args.spec, Settings().dataset)
-    except SpecReferenceError as err:
-        cli.exit(2, f"ml_pipeline: {err}\n")
-    with embedded_run():
-        try:
-            outcome = ml_pipeline(
-                spec=chosen,
-                train_config=TrainConfig.model_validate_json(args.train_config),
-                model_name=args.model_name,
-            )
-        except StateFolderError as err:
-            cli.exit(2, f"ml_pipeline: {err}\n")
-    print(describe(outcome, Settings()))
+    return cli(["pipeline", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

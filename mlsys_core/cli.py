@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from mlsys_core import commands
+from mlsys_core.config import StateFolderError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (LookupError, ValueError) as exc:  # expected user errors: one line, no traceback
+    # Expected user errors (a bad reference or option, an unusable state folder): one line,
+    # no traceback.
+    except (LookupError, ValueError, StateFolderError) as exc:
         print(f"mlsys {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -49,6 +49,40 @@ def configure_mlflow(settings: Settings) -> MlflowClient:
     return client
 
 
+def model_source(client: MlflowClient, model_uri: str) -> str:
+    """Where a model's files are, resolved in ``client``'s own stores.
+
+    ``models:/...`` handed to MLflow's fluent API resolves in the process's registry (see
+    ``tracking_client``): another store's version, or "not found". ``models:/<name>/<n>``,
+    ``models:/<name>@<alias>`` and a logged model's ``models:/m-<id>`` resolve here; any
+    other URI (``runs:/``, a path) is its own source.
+    """
+    ref = model_uri.removeprefix("models:/")
+    if ref == model_uri:
+        return model_uri
+    if ref.startswith("m-") and "/" not in ref:
+        return client.get_logged_model(ref).artifact_location
+    name, alias = ref.split("@", 1) if "@" in ref else (ref.rsplit("/", 1)[0], None)
+    if alias is not None:
+        version = str(client.get_model_version_by_alias(name, alias).version)
+    else:
+        version = ref.rsplit("/", 1)[1]
+    return client.get_model_version_download_uri(name, version)
+
+
+def download_model(
+    client: MlflowClient, model_uri: str, dst: str | None = None, path: str = ""
+) -> str:
+    """A model's files (or one of them, ``path``) from ``client``'s stores into ``dst``
+    (default: a new temporary folder)."""
+    source = model_source(client, model_uri)
+    if path:
+        source = f"{source.rstrip('/')}/{path}"
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri=source, dst_path=dst, tracking_uri=client.tracking_uri
+    )
+
+
 def code_version() -> str:
     """The git commit of the code, marked ``-dirty`` with local changes; else the package."""
     here = Path(__file__).resolve().parent

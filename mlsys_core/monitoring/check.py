@@ -183,12 +183,14 @@ def _as_category(values: pd.Series) -> pd.Series:
     return pd.Series(values).map(lambda v: None if pd.isna(v) else str(int(v)))
 
 
-def build_reference(reference: pd.DataFrame, spec: DatasetSpec, model_uri: str) -> ReferenceStats:
+def build_reference(
+    reference: pd.DataFrame, spec: DatasetSpec, client: MlflowClient, model_uri: str
+) -> ReferenceStats:
     """Statistics of the features, of the model's own predictions on the reference rows and
     of their labels: everything later checks compare with."""
     numeric, categorical = feature_columns(spec, reference)
     stats = reference_stats(reference, numeric, categorical)
-    proba = predict_scores(model_uri, model_input_frame(reference, spec))
+    proba = predict_scores(client, model_uri, model_input_frame(reference, spec))
     extra = {
         PROBABILITY: ("numerical", pd.Series(proba)),
         PREDICTION: ("categorical", _as_category(pd.Series(proba >= DECISION_THRESHOLD))),
@@ -229,7 +231,7 @@ def load_check(
     def build() -> ReferenceStats:
         frame, _ = load_feature_set(reference_set, lake)
         reference = training_reference(frame, config.max_reference_rows)
-        return build_reference(reference, spec, f"models:/{model_name}/{version}")
+        return build_reference(reference, spec, client, f"models:/{model_name}/{version}")
 
     _, cached = cached_reference(folder, build)
     return CheckInputs(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -26,13 +27,15 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from mlflow.models.model import MLMODEL_FILE_NAME
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlsys_core.crashpoints import crash_point
 from mlsys_core.registry.gate import GateDecision
+from mlsys_core.tracking import download_model
 
 
 class Stage(StrEnum):
@@ -167,11 +170,30 @@ def next_semver(earlier: Iterable[VersionFacts], current: VersionFacts) -> tuple
     return f"{major}.{minor + 1}.0", "minor: retrained"
 
 
-def input_schema_hash(model_uri: str) -> str:
+def input_schema_hash(client: MlflowClient, model_uri: str) -> str:
     """A hash of the model signature's inputs (column names, types, required)."""
-    signature = mlflow.models.get_model_info(model_uri).signature
+    with tempfile.TemporaryDirectory() as tmp:
+        signature = Model.load(download_model(client, model_uri, tmp, MLMODEL_FILE_NAME)).signature
     text = signature.inputs.to_json() if signature and signature.inputs else "none"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _create_version(
+    client: MlflowClient, name: str, model_uri: str, run_id: str, tags: Mapping[str, str]
+) -> str:
+    """``mlflow.register_model`` in ``client``'s registry (the fluent call uses the
+    process's, which may be another store's)."""
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    ref = model_uri.removeprefix("models:/")
+    model_id = ref if ref != model_uri and ref.startswith("m-") and "/" not in ref else None
+    mv = client.create_model_version(
+        name, model_uri, run_id=run_id, tags=dict(tags), model_id=model_id
+    )
+    return str(mv.version)
 
 
 def _not_found(err: MlflowException) -> bool:
@@ -423,7 +445,7 @@ def register(
     }
     facts = VersionFacts(
         run_id=run_id,
-        input_schema=input_schema_hash(model_uri),
+        input_schema=input_schema_hash(client, model_uri),
         spec_fingerprint=tags.get(TAG_SPEC, ""),
     )
     with lock:
@@ -442,7 +464,7 @@ def register(
         }
         crash_point("registry.register")
         # The version and all its tags are one insert: it exists whole or not at all.
-        version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+        version = _create_version(client, name, model_uri, run_id, tags)
         crash_point("registry.registered")  # a version the history does not know yet
         event = audit_event(
             actor,

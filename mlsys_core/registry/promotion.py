@@ -6,12 +6,13 @@ Each step is one function here, and every caller walks with them: the ``register
 
     register (Development) -> smoke test -> Testing -> gate -> Staging -> approval -> Production
 
-Loading goes through MLflow's fluent API, so pass the client that
-``tracking.configure_mlflow`` returned: it also points the fluent API at the same store.
+Every model is read through the ``client`` passed in (``tracking.download_model``), never
+through the process's MLflow registry, which may point at another store.
 """
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from contextlib import AbstractContextManager
 
@@ -36,6 +37,7 @@ from mlsys_core.registry.lifecycle import (
     StaleGate,
 )
 from mlsys_core.registry.locking import RegistryLock
+from mlsys_core.tracking import download_model
 from mlsys_core.training.run import TrainedModel, held_out
 
 # MLflow loads a models-from-code model through a module global (``set_model``), so two
@@ -83,10 +85,11 @@ def current_champion(client: MlflowClient, name: str) -> RegisteredVersion | Non
     )
 
 
-def predict_scores(model_uri: str, features: pd.DataFrame) -> np.ndarray:
-    """A registered model's probabilities on held-out rows, through its pyfunc as served."""
-    with _LOAD_LOCK:
-        model = mlflow.pyfunc.load_model(model_uri)
+def predict_scores(client: MlflowClient, model_uri: str, features: pd.DataFrame) -> np.ndarray:
+    """A registered model's probabilities on held-out rows, through its pyfunc as served,
+    loaded from ``client``'s stores."""
+    with _LOAD_LOCK, tempfile.TemporaryDirectory() as tmp:
+        model = mlflow.pyfunc.load_model(download_model(client, model_uri, tmp))
     proba = model.predict(features)
     return np.asarray(proba, dtype=float).reshape(-1)
 
@@ -105,7 +108,7 @@ def smoke_test(client: MlflowClient, lake: Lake, candidate: RegisteredVersion) -
     """Load the registered version as serving would and score its own held-out rows:
     probabilities in [0, 1] for every row. Returns the held-out AUC."""
     features, labels, _ = held_out_rows(client, lake, candidate)
-    scores = predict_scores(candidate.uri, features)
+    scores = predict_scores(client, candidate.uri, features)
     if scores.shape != labels.shape or not np.all((scores >= 0) & (scores <= 1)):
         raise ValueError(f"{candidate.uri} returned {scores.shape} scores outside [0, 1]")
     return float(gate_core.auc(labels, scores)[0])
@@ -121,14 +124,14 @@ def challenge_champion(
 ) -> GateDecision:
     """Score candidate and champion on the same held-out rows and run the gate."""
     config = config or GateConfig()
-    challenger = predict_scores(candidate.uri, features)
+    challenger = predict_scores(client, candidate.uri, features)
     champion = current_champion(client, candidate.name)
     if champion is None or champion.version == candidate.version:
         return gate_core.decide(
             labels, challenger, None, config, candidate.version, held_out=held_out
         )
     try:
-        champion_scores = predict_scores(champion.uri, features)
+        champion_scores = predict_scores(client, champion.uri, features)
     except MlflowException as err:  # e.g. the input schema changed since the champion
         challenger_auc = float(gate_core.auc(labels, challenger)[0])
         return gate_core.incomparable(

@@ -21,6 +21,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from mlsys_core.tracking import download_model
 from mlsys_core.training.calibration import CALIBRATION_ARTIFACT, PlattCalibration
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,7 @@ def load_calibration(client: MlflowClient, run_id: str | None) -> PlattCalibrati
 def load_version(client: MlflowClient, name: str, version: str) -> LoadedModel:
     """Load a registered version's pyfunc once; scoring then never touches MLflow."""
     mv = client.get_model_version(name, version)
-    # Through ``client``'s own stores: ``models:/`` would resolve in the process's registry
-    # (the last ``set_registry_uri`` or an inherited ``MLFLOW_REGISTRY_URI``), another store.
-    source = client.get_model_version_download_uri(name, version)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=source, tracking_uri=client.tracking_uri
-    )
-    pyfunc = mlflow.pyfunc.load_model(local)
+    pyfunc = mlflow.pyfunc.load_model(download_model(client, f"models:/{name}/{version}"))
     calibration = load_calibration(client, mv.run_id)
     if calibration is None:
         log.warning("%s v%s has no calibration artifact: serving raw probabilities", name, version)

@@ -9,7 +9,6 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
-from mlflow import MlflowClient
 
 from flows.batch_score import batch_score
 from mlsys_core.config import Settings
@@ -18,7 +17,7 @@ from mlsys_core.features.store import load_feature_set
 from mlsys_core.registry.lineage import lineage
 from mlsys_core.serving.batch import BatchScoreError
 from mlsys_core.serving.models import load_version
-from mlsys_core.tracking import configure_mlflow
+from mlsys_core.tracking import configure_mlflow, tracking_client
 from mlsys_core.training.run import model_input_frame
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +72,7 @@ def test_batch_score_flow_writes_once_and_records_lineage(
     )
     assert calibration.method != "identity"
 
-    found = lineage(MlflowClient(settings.mlflow_uri), f"models:/{settings.model_name}@champion")
+    found = lineage(tracking_client(settings.mlflow_uri), f"models:/{settings.model_name}@champion")
     assert [s.deployment for s in found.served_by] == ["prefect-flow/batch-score"]
 
     again = batch_score()

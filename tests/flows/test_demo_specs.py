@@ -9,13 +9,13 @@ import json
 import mlflow
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from flows.pipeline import ml_pipeline
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets.digits import digits_spec
 from mlsys_core.features.columns import ColumnPreprocessor
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training.run import held_out
 from mlsys_core.training.trainer import TrainConfig
 
@@ -33,7 +33,7 @@ def test_digits_run_end_to_end_and_record_what_selection_dropped(settings: Setti
     assert result.registration.stage == "production"  # the first model becomes champion
     assert result.drift.summary.current_window == "test split"
 
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     path = mlflow.artifacts.download_artifacts(
         run_id=result.trained.run_id, artifact_path="features/selection.json"
     )

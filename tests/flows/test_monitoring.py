@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 from prefect.artifacts import Artifact
 from prefect.blocks.webhook import Webhook
 from prefect.client.orchestration import get_client
@@ -31,6 +30,7 @@ from mlsys_core.monitoring.check import DriftWindow
 from mlsys_core.monitoring.system import read_run_metrics
 from mlsys_core.registry.promotion import predict_scores
 from mlsys_core.serving.prediction_log import append_predictions
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training.run import model_input_frame
 
 pytestmark = pytest.mark.slow  # trains and registers a real model
@@ -87,7 +87,9 @@ def state(
         frame, spec = load_feature_set(champion.feature_set, lake)
         served = frame[frame[SPLIT] == "test"].sample(700, random_state=0)
         proba = predict_scores(
-            f"models:/{settings.model_name}/{version}", model_input_frame(served, spec)
+            tracking_client(settings.mlflow_uri),
+            f"models:/{settings.model_name}/{version}",
+            model_input_frame(served, spec),
         )
         rows = model_input_frame(served, spec)
         for key in spec.entity_keys:
@@ -171,7 +173,7 @@ def test_monitoring_flow_publishes_one_page(state: Settings, endpoint: str) -> N
         'mlsys_requests_total{variant="champion"}': 42.0,
         "mlsys_latency_seconds": 0.012,
     }
-    client = MlflowClient(state.mlflow_uri)
+    client = tracking_client(state.mlflow_uri)
     names = [Path(a.path).name for a in client.list_artifacts(dashboard.run_id, "monitoring")]
     assert names == [Path(dashboard.plot_path).name]
     assert Path(dashboard.plot_path).read_bytes()[:4] == b"\x89PNG"

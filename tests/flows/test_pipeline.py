@@ -7,7 +7,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -15,6 +14,7 @@ from flows.pipeline import describe, ml_pipeline
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.spec import DatasetSpec
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ def test_rerun_on_same_data_reuses_snapshots(two_runs):
 
 def test_first_model_is_champion_and_second_moves_only_if_better(two_runs, state: Settings):
     first, second = two_runs
-    client = MlflowClient(state.mlflow_uri)
+    client = tracking_client(state.mlflow_uri)
     name = first.registration.version.name
     assert first.registration.decision.promote
     assert first.registration.decision.champion_auc is None
@@ -84,12 +84,12 @@ def test_first_model_is_champion_and_second_moves_only_if_better(two_runs, state
 
 def test_training_run_logged_to_mlflow(two_runs, state: Settings):
     first, _ = two_runs
-    run = MlflowClient(state.mlflow_uri).get_run(first.trained.run_id)
+    run = tracking_client(state.mlflow_uri).get_run(first.trained.run_id)
     for key in ("test_auc", "test_log_loss", "test_ece"):
         assert key in run.data.metrics
     assert 0.5 < run.data.metrics["test_auc"] <= 1.0
     artifacts = {
-        a.path for a in MlflowClient(state.mlflow_uri).list_artifacts(run.info.run_id, "plots")
+        a.path for a in tracking_client(state.mlflow_uri).list_artifacts(run.info.run_id, "plots")
     }
     assert {
         "plots/loss_curves.png",

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from uuid import UUID
 
 import pytest
-from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowFilter,
@@ -32,6 +31,7 @@ from mlsys_core.registry.gate import GateConfig
 from mlsys_core.registry.invariants import check_registry
 from mlsys_core.registry.lifecycle import IllegalTransition, Stage, alias_version, history
 from mlsys_core.registry.promotion import auto_approval, walk
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training.run import train_and_log
 from mlsys_core.training.trainer import TrainConfig
 
@@ -80,7 +80,7 @@ def test_production_waits_for_a_person_who_rejects_then_approves(
     settings: Settings, make_feature_set
 ) -> None:
     trained = train_and_log(make_feature_set(settings), TrainConfig(epochs=1), settings)
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     name = settings.model_name
 
     # The pipeline's register step pauses before production...
@@ -140,7 +140,7 @@ def test_promote_flow_refuses_an_illegal_move_before_asking_anyone(
         promote(Stage.TESTING, version=result.version.version)
     done = promote(Stage.RETIRED, version=result.version.version, reason="end of life")
     assert done.moved and done.event.from_stage == Stage.PRODUCTION
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     assert alias_version(client, settings.model_name, "champion") is None
     with pytest.raises(IllegalTransition, match="retired is final"):
         promote(Stage.PRODUCTION, version=result.version.version, auto_approve=True)
@@ -152,7 +152,7 @@ def test_the_register_flow_and_the_plain_walk_take_the_same_steps(
     """One lifecycle walk: the flow's tasks and ``promotion.walk`` leave the same audit
     trail, the same stages and the same aliases for the same trained model."""
     trained = train_and_log(make_feature_set(settings), TrainConfig(epochs=1), settings)
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     config = GateConfig(n_bootstrap=200)
     flowed = register(trained=trained, model_name="by-flow", n_bootstrap=200, actor="ci")
     walked = walk(

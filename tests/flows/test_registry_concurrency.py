@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 from prefect.settings import PREFECT_API_URL
 
 from mlsys_core.commands.registry import describe
@@ -18,6 +17,7 @@ from mlsys_core.config import Settings
 from mlsys_core.registry.invariants import check_registry
 from mlsys_core.registry.lifecycle import Stage, history
 from mlsys_core.registry.locking import RegistryLock
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training.run import train_and_log
 from mlsys_core.training.trainer import TrainConfig
 from tests.integration.conftest import BIN, REPO
@@ -73,7 +73,7 @@ def test_sixteen_concurrent_registrations_from_flows_and_the_cli_keep_every_inva
     for proc, log in procs:
         assert proc.wait(timeout=2400) == 0, log.read_text()[-6000:]
 
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     reports = [check_registry(client, model) for model in MODELS]
     assert sum(r.versions for r in reports) == 16
     best = max(runs, key=lambda run: client.get_run(run).data.metrics["test_auc"])

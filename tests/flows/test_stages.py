@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 from prefect.exceptions import ParameterTypeError
 
 from flows.drift import drift_check
@@ -20,6 +19,7 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.data.sources import SourceError
 from mlsys_core.registry.lineage import lineage
 from mlsys_core.spec import DatasetSpec, SourceSpec
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training.trainer import TrainConfig
 
 
@@ -38,7 +38,7 @@ def test_stage_flows_run_alone_in_order(settings: Settings, small_spec: DatasetS
     result = register()  # no refs: the newest training run
     assert result.version.run_id == trained.run_id
     assert result.decision.promote  # the first model becomes champion
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     assert (
         client.get_model_version_by_alias(settings.model_name, "champion").run_id == trained.run_id
     )

@@ -113,12 +113,13 @@ def test_the_stream_flow_writes_the_online_store_as_the_offline_store_computes_i
     job = feature_stream_job(small_spec)
     log = event_log_dir(settings.root, small_spec.name, job.stream.name)
     halves = [0, len(events) // 2, len(events)]
-    online = open_online_store(settings.root, settings.online_store)
     offline = OfflineStore(job.views, {"flights": flights})
     rng = np.random.default_rng(7)
     for i in range(2):  # the first run writes whole views, the second upserts
         write_segments(events.iloc[halves[i] : halves[i + 1]], log, 120, start=100 * i)
         outcomes = stream_features(small_spec, max_segments=2)
+        # A new reader: a long-lived one re-reads the states every couple of seconds.
+        online = open_online_store(settings.root, settings.online_store)
         watermark = pd.Timestamp(outcomes[-1].watermark)
         for view in job.views:
             state = online.states()[view.name]

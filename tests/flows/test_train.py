@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.train import train
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training.checkpoint import CheckpointStore
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.launch import TrainingFailed, job_key
@@ -48,7 +48,7 @@ def test_a_retry_of_the_training_task_resumes_from_the_checkpoint(
     trained = state.result()
     assert trained.resumed_from_step is not None and trained.resumed_from_step >= 4
     assert task_run_counts(state.state_details.flow_run_id) == [2]  # one retry
-    run = MlflowClient(settings.mlflow_uri).get_run(trained.run_id)
+    run = tracking_client(settings.mlflow_uri).get_run(trained.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlsys.model_uri"] == trained.model_uri
     assert run.data.tags["mlsys.resumed_from_step"] == str(trained.resumed_from_step)

@@ -10,7 +10,6 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from mlflow import MlflowClient
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
 from prefect.exceptions import ParameterTypeError
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from flows.tune import tune
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training.trainer import TrainConfig
 from mlsys_core.tuning.space import Choice, SearchSpace
 from mlsys_core.tuning.study import PARENT_RUN_TAG, storage_url
@@ -75,7 +75,7 @@ def test_tune_runs_parallel_trials_resumes_and_registers_the_best(
     assert _max_overlap(runs) == 2
 
     # MLflow: every trial nested under the study's parent run, with per-epoch curves.
-    mlflow = MlflowClient(settings.mlflow_uri)
+    mlflow = tracking_client(settings.mlflow_uri)
     parent = result.report.parent_run_id
     children = mlflow.search_runs(
         [mlflow.get_run(parent).info.experiment_id],
@@ -155,7 +155,7 @@ def test_a_crashing_trial_is_failed_and_the_study_goes_on(
     study = optuna.load_study(study_name=result.study, storage=storage_url(settings))
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert failed[0].params == {"batch_size": 4_000_000}
-    run = MlflowClient(settings.mlflow_uri).get_run(failed[0].user_attrs["mlflow_run_id"])
+    run = tracking_client(settings.mlflow_uri).get_run(failed[0].user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED"
     assert "batch_size" in run.data.tags["mlsys.tuning.error"]
 

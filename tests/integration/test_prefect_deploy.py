@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mlflow import MlflowClient
 
 from mlsys_core.config import Settings
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.stack.prefect_server import POOL, prefect_server, worker_command
+from mlsys_core.tracking import tracking_client
 from tests.integration.conftest import background, prefect
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -70,7 +70,7 @@ def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec):
 
     # The deployment ran the real pipeline: a champion exists in the configured store.
     settings = Settings(state_dir=state)
-    version = MlflowClient(settings.mlflow_uri).get_model_version_by_alias(
+    version = tracking_client(settings.mlflow_uri).get_model_version_by_alias(
         small_spec.registered_model, "champion"
     )
     assert version.tags["mlsys.dataset"] == small_spec.name

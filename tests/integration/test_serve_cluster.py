@@ -16,9 +16,11 @@ import pandas as pd
 import pytest
 
 from mlsys_core.config import Settings
+from mlsys_core.data.cleaning import latest_clean
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.features.store import load_feature_set
+from mlsys_core.features.online import OnlineStore, online_store_path
+from mlsys_core.features.store import load_feature_set, materialize_online, online_source_tables
 from mlsys_core.net import free_port
 from tests.integration.conftest import BIN, background, wait_http
 from tests.mlsys_core.serving.traffic import Traffic, wait_for
@@ -40,7 +42,12 @@ def status(folder: Path) -> dict:
 def test_replica_killed_mid_traffic_costs_no_request(tmp_path: Path, make_champion):
     settings = Settings(state_dir=tmp_path / "state")
     features = make_champion(settings).feature_set
-    frame, spec = load_feature_set(features, Lake(settings.lake_dir))
+    lake = Lake(settings.lake_dir)
+    frame, spec = load_feature_set(features, lake)
+    # What the promote flow does before every promotion: the service is ready only with
+    # what it finds online (views, lookups) in the store.
+    clean = {t: latest_clean(lake, t) for t in online_source_tables(spec)}
+    materialize_online(clean, spec, lake, OnlineStore(online_store_path(settings.root)))
     columns = list(dict.fromkeys([*spec.entity_keys, spec.event_timestamp, *spec.input_columns]))
     bodies = request_records(frame[frame[SPLIT] == "test"], columns, 50)
 

@@ -28,7 +28,7 @@ from mlsys_core.monitoring.check import (
 from mlsys_core.registry.lifecycle import CHAMPION
 from mlsys_core.registry.promotion import predict_scores
 from mlsys_core.serving.prediction_log import append_predictions
-from mlsys_core.tracking import configure_mlflow
+from mlsys_core.tracking import configure_mlflow, tracking_client
 from mlsys_core.training.run import model_input_frame
 from tests.conftest import Champion
 
@@ -151,7 +151,9 @@ def test_drift_check_covers_served_predictions_and_delayed_labels(champion: Cham
     settings, lake = champion.settings, Lake(champion.settings.lake_dir)
     frame, spec = load_feature_set(champion.feature_set, lake)
     served = frame[frame[SPLIT] == "test"].sample(1_500, random_state=0)
-    proba = predict_scores(f"models:/{MODEL}/{champion.version}", model_input_frame(served, spec))
+    client = tracking_client(settings.mlflow_uri)
+    uri = f"models:/{MODEL}/{champion.version}"
+    proba = predict_scores(client, uri, model_input_frame(served, spec))
     start = datetime.now(UTC) - timedelta(days=3)
     log = _log_rows(served, spec, champion.version, proba, start)
     # Predictions whose flights the base table does not hold (yet): pending, never scored.

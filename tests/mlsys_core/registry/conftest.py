@@ -73,7 +73,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--workers",
         "2",
     ]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    # No job runner: its consumers (GenAI scoring, trace archival) are processes we never use.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with background(cmd, env, folder / "server.log") as proc:
         wait_http(f"http://127.0.0.1:{port}/health", proc, 180, folder / "server.log")
         yield f"http://127.0.0.1:{port}"

@@ -8,9 +8,8 @@ import argparse
 import os
 import time
 
-from mlflow import MlflowClient
-
 from mlsys_core.registry.locking import RegistryLock
+from mlsys_core.tracking import tracking_client
 
 
 def main() -> None:
@@ -25,7 +24,7 @@ def main() -> None:
     parser.add_argument("--hold-forever", action="store_true")
     args = parser.parse_args()
     lock = RegistryLock(
-        MlflowClient(args.uri), args.model, lease_s=args.lease_s, beat_s=args.beat_s
+        tracking_client(args.uri), args.model, lease_s=args.lease_s, beat_s=args.beat_s
     )
     fd = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     me = os.getpid()

@@ -7,7 +7,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from mlsys_core.crashpoints import InjectedCrash, armed
@@ -39,6 +38,7 @@ from mlsys_core.registry.promotion import (
     predict_scores,
     register_version,
 )
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training.run import held_out, train_and_log
 from mlsys_core.training.trainer import TrainConfig
 
@@ -90,14 +90,16 @@ def to_staging(client, name, version, gate, lock) -> None:
 def ranked(pair) -> tuple[int, int]:
     """Indices of the worse and the better trained model on the held-out rows."""
     features, labels = held_out(pair.feature_set, Lake(pair.settings.lake_dir))
-    aucs = [roc_auc_score(labels, predict_scores(m.model_uri, features)) for m in pair.models]
+    client = tracking_client(pair.settings.mlflow_uri)
+    scores = [predict_scores(client, m.model_uri, features) for m in pair.models]
+    aucs = [roc_auc_score(labels, s) for s in scores]
     assert aucs[0] != aucs[1]
     return (0, 1) if aucs[0] < aucs[1] else (1, 0)
 
 
 @pytest.mark.slow
 def test_registration_sets_development_semver_and_lineage(backend, tmp_path) -> None:
-    client = MlflowClient(backend.settings.mlflow_uri)
+    client = tracking_client(backend.settings.mlflow_uri)
     name = f"life-reg-{tmp_path.name}"
     lock = RegistryLock(client, name)
     a, b = backend.models
@@ -125,7 +127,7 @@ def test_a_registration_retried_with_its_request_id_finishes_its_version(
 ) -> None:
     """A retry after a crash between the version's creation and its audit event finishes
     that version (history, aliases): no second version, and every invariant holds."""
-    client = MlflowClient(trained_pair.settings.mlflow_uri)
+    client = tracking_client(trained_pair.settings.mlflow_uri)
     name = f"life-retry-{tmp_path.name}"
     lock = RegistryLock(client, name)
     a, _ = trained_pair.models
@@ -146,7 +148,7 @@ def test_a_registration_retried_with_its_request_id_finishes_its_version(
 
 @pytest.mark.slow
 def test_illegal_transitions_are_refused_clearly(backend, tmp_path) -> None:
-    client = MlflowClient(backend.settings.mlflow_uri)
+    client = tracking_client(backend.settings.mlflow_uri)
     name = f"life-illegal-{tmp_path.name}"
     lock = RegistryLock(client, name)
     v = register_version(client, name, backend.models[0], lock)
@@ -177,7 +179,7 @@ def test_illegal_transitions_are_refused_clearly(backend, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_promotion_approval_audit_and_rollback(backend, tmp_path) -> None:
-    client = MlflowClient(backend.settings.mlflow_uri)
+    client = tracking_client(backend.settings.mlflow_uri)
     name = f"life-path-{tmp_path.name}"
     lock = RegistryLock(client, name)
     worse, better = ranked(backend)
@@ -249,7 +251,7 @@ def test_promotion_approval_audit_and_rollback(backend, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_a_gate_run_against_an_old_champion_is_stale(backend, tmp_path) -> None:
-    client = MlflowClient(backend.settings.mlflow_uri)
+    client = tracking_client(backend.settings.mlflow_uri)
     name = f"life-stale-{tmp_path.name}"
     lock = RegistryLock(client, name)
     worse, better = ranked(backend)
@@ -286,7 +288,7 @@ def test_parallel_registrations_get_distinct_versions_and_one_champion_move(
 ) -> None:
     """8 registrations of the same model at once: 8 versions; the first to reach the
     registry lock is promoted, the rest compare equal (or stale) and are refused."""
-    client = MlflowClient(backend.settings.mlflow_uri)
+    client = tracking_client(backend.settings.mlflow_uri)
     name = f"life-par-{tmp_path.name}"
     lock = RegistryLock(client, name)
     trained = backend.models[0]
@@ -338,7 +340,7 @@ def test_a_changed_feature_definition_is_a_major_version(trained_pair, small_spe
         for s in spec.sources
     }
     retrained = train_and_log(build_feature_set(clean, spec, lake), TrainConfig(epochs=1), settings)
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     name = f"life-major-{tmp_path.name}"
     lock = RegistryLock(client, name)
     first = register_version(client, name, trained_pair.models[0], lock)

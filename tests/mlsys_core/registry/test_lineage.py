@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from mlflow import MlflowClient
 
 from mlsys_core.cli import main
 from mlsys_core.registry.lifecycle import Stage
 from mlsys_core.registry.lineage import lineage, parse_model_uri, record_served_by
 from mlsys_core.registry.promotion import WalkResult
+from mlsys_core.tracking import tracking_client
 
 
 def test_parse_model_uri() -> None:
@@ -26,7 +26,7 @@ def test_parse_model_uri() -> None:
 def test_lineage_of_the_champion_and_the_cli(
     backend, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    client = MlflowClient(backend.settings.mlflow_uri)
+    client = tracking_client(backend.settings.mlflow_uri)
     name = f"lin-{tmp_path.name}"
     trained, fs = backend.models[0], backend.feature_set
     monkeypatch.setenv("MLSYS_STATE_DIR", str(backend.settings.state_dir))

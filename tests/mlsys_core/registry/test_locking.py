@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from mlsys_core.registry.locking import (
     LockLost,
@@ -22,6 +21,7 @@ from mlsys_core.registry.locking import (
     is_lock_model,
     lock_model_name,
 )
+from mlsys_core.tracking import tracking_client
 from tests.integration.conftest import REPO
 
 WORKER = "tests.mlsys_core.registry.lock_worker"
@@ -32,12 +32,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One SQLite store for the module (creating one costs seconds); tests use their own
     model names, hence their own locks."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('lock_store') / 'mlflow.db'}"
-    MlflowClient(uri).search_registered_models()  # creates the tables once
+    tracking_client(uri).search_registered_models()  # creates the tables once
     return uri
 
 
 def test_threads_take_turns_and_a_waiter_times_out(store: str) -> None:
-    lock = RegistryLock(MlflowClient(store), "team flight-delay")  # any model name
+    lock = RegistryLock(tracking_client(store), "team flight-delay")  # any model name
     inside: list[int] = []
     overlaps: list[int] = []
     guard = threading.Lock()
@@ -56,7 +56,7 @@ def test_threads_take_turns_and_a_waiter_times_out(store: str) -> None:
     assert overlaps == []
     assert lock.holders() == []  # every ticket was deleted on release
 
-    impatient = RegistryLock(MlflowClient(store), "team flight-delay", timeout_s=0.5)
+    impatient = RegistryLock(tracking_client(store), "team flight-delay", timeout_s=0.5)
     with lock:
         with pytest.raises(LockTimeout, match="not acquired in 0.5s"):
             impatient.__enter__()
@@ -67,7 +67,7 @@ def test_threads_take_turns_and_a_waiter_times_out(store: str) -> None:
 
 
 def test_each_model_has_its_own_lock(store: str) -> None:
-    client = MlflowClient(store)
+    client = tracking_client(store)
     with RegistryLock(client, "model-a"), RegistryLock(client, "model-b", timeout_s=5):
         pass  # b is not blocked by a
 
@@ -104,7 +104,7 @@ def test_processes_exclude_each_other_through_a_tracking_server(
     cmd = [sys.executable, "-m", WORKER, mlflow_server, model, str(log), "--rounds", "3"]
     procs = [subprocess.Popen(cmd, cwd=REPO) for _ in range(4)]
     # ...and a client of the same server in this process, between them.
-    lock = RegistryLock(MlflowClient(mlflow_server), model)
+    lock = RegistryLock(tracking_client(mlflow_server), model)
     for _ in range(3):
         with lock:
             fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
@@ -132,11 +132,11 @@ def _holder(uri: str, log: Path, lease_s: float) -> subprocess.Popen:
 def test_a_holder_killed_mid_hold_is_reaped_after_its_lease(store: str, tmp_path: Path) -> None:
     lease = 2.0
     proc = _holder(store, tmp_path / "log", lease)
-    lock = RegistryLock(MlflowClient(store), "killed", lease_s=lease, beat_s=0.4)
+    lock = RegistryLock(tracking_client(store), "killed", lease_s=lease, beat_s=0.4)
     (dead,) = lock.holders()
     # Alive and beating, the holder keeps the lock well past its lease.
     with pytest.raises(LockTimeout):
-        RegistryLock(MlflowClient(store), "killed", timeout_s=3 * lease).__enter__()
+        RegistryLock(tracking_client(store), "killed", timeout_s=3 * lease).__enter__()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     started = time.monotonic()
@@ -147,7 +147,7 @@ def test_a_holder_killed_mid_hold_is_reaped_after_its_lease(store: str, tmp_path
 
 
 def test_a_holder_whose_ticket_was_reaped_learns_it_on_exit(store: str) -> None:
-    client = MlflowClient(store)
+    client = tracking_client(store)
     lock = RegistryLock(client, "reaped")
     with pytest.raises(LockLost, match="removed while held"), lock:
         (ticket,) = lock.holders()

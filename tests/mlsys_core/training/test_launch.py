@@ -21,11 +21,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from mlflow import MlflowClient
 
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.net import free_port
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training import launch as launch_core
 from mlsys_core.training.checkpoint import CheckpointStore
 from mlsys_core.training.distributed import LaunchConfig
@@ -70,7 +70,7 @@ def dirs(lake: Lake, launch: LaunchConfig) -> tuple[Path, CheckpointStore]:
 
 
 def runs_by_status(settings: Settings) -> dict[str, list[str]]:
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     experiment = client.get_experiment_by_name(settings.experiment)
     out: dict[str, list[str]] = {}
     if experiment is None:  # no run yet
@@ -94,7 +94,7 @@ def test_sigkill_of_a_rank_restarts_the_group_and_resumes(
         assert trained.metrics[metric] == pytest.approx(uninterrupted.metrics[metric], rel=0.01), (
             metric
         )
-    run = MlflowClient(lake.settings.mlflow_uri).get_run(trained.run_id)
+    run = tracking_client(lake.settings.mlflow_uri).get_run(trained.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlsys.resumed_from_step"] == str(trained.resumed_from_step)
     assert run.data.params["strategy"] == "ddp" and run.data.params["world_size"] == "2"
@@ -303,7 +303,7 @@ def test_two_agents_started_apart_train_one_model(
     a = node_result(node_a, tmp_path / "a.log", 300)
     b = node_result(node_b, tmp_path / "b.log", 60)
     assert a["run_id"] == b["run_id"]  # one model, logged once
-    run = MlflowClient(lake.settings.mlflow_uri).get_run(a["run_id"])
+    run = tracking_client(lake.settings.mlflow_uri).get_run(a["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["world_size"] == "2"
     # The tolerances of the strategy tests (tests/.../test_strategies.py): the same global
@@ -336,7 +336,7 @@ def test_a_lost_node_rejoins_and_training_resumes_from_the_checkpoint(
             if proc.poll() is None:
                 kill_machine(proc)
     assert a["run_id"] == b["run_id"]
-    run = MlflowClient(lake.settings.mlflow_uri).get_run(a["run_id"])
+    run = tracking_client(lake.settings.mlflow_uri).get_run(a["run_id"])
     assert run.info.status == "FINISHED"
     resumed = int(run.data.tags["mlsys.resumed_from_step"])
     assert resumed >= NODE.checkpoint_every_steps

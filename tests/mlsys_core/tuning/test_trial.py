@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef
-from mlsys_core.tracking import configure_mlflow
+from mlsys_core.tracking import configure_mlflow, tracking_client
 from mlsys_core.training.model import ModelConfig
 from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
 from mlsys_core.tuning.data import load_prepared, prepare_data
@@ -69,7 +69,7 @@ def _start(job: StudyJob, settings: Settings) -> StudyJob:
 
 
 def _client(settings: Settings) -> MlflowClient:
-    return MlflowClient(settings.mlflow_uri)
+    return tracking_client(settings.mlflow_uri)
 
 
 def _job(state, name: str, base: TrainConfig = BASE, **search) -> StudyJob:  # noqa: ANN001
@@ -104,7 +104,7 @@ def test_trials_are_nested_mlflow_runs_with_per_epoch_curves(state):
         settings,
     )
     outcomes = [run_trial(job, _client(settings)) for _ in range(2)]
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     children = client.search_runs(
         [job.experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{job.parent_run_id}'"
     )
@@ -146,7 +146,7 @@ def test_a_pruned_trial_stops_training(state):
     outcomes = [run_trial(job, _client(settings)) for _ in range(5)]
     pruned = [o for o in outcomes if o.state == "PRUNED"]
     assert pruned, [o.values for o in outcomes]
-    client = MlflowClient(settings.mlflow_uri)
+    client = tracking_client(settings.mlflow_uri)
     for outcome in pruned:
         assert outcome.epochs < BASE.epochs
         run = client.get_run(outcome.mlflow_run_id)
