@@ -15,7 +15,7 @@ import os
 import threading
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from prefect.settings import PREFECT_API_URL  # noqa: PLC0415 - after the default above
 
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         starting.join()  # a server still starting must not be started again by the flow
         if errors:
             raise errors[0]
-    pipeline.main(argv)
+    return pipeline.main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

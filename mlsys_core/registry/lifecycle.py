@@ -183,6 +183,7 @@ def _create_version(
 ) -> str:
     """``mlflow.register_model`` in ``client``'s registry (the fluent call uses the
     process's, which may be another store's)."""
+    crash_point("registry.register")
     try:
         client.create_registered_model(name)
     except MlflowException as err:
@@ -190,8 +191,13 @@ def _create_version(
             raise
     ref = model_uri.removeprefix("models:/")
     model_id = ref if ref != model_uri and ref.startswith("m-") and "/" not in ref else None
+    source = model_uri
+    if model_id is not None and not client.tracking_uri.startswith(("http://", "https://")):
+        # A local (SQL) registry resolves ``models:/<id>`` with the process's default client
+        # (MLflow's own TODO in SqlAlchemyStore.create_model_version): resolve it here.
+        source = client.get_logged_model(model_id).artifact_location
     mv = client.create_model_version(
-        name, model_uri, run_id=run_id, tags=dict(tags), model_id=model_id
+        name, source, run_id=run_id, tags=dict(tags), model_id=model_id
     )
     return str(mv.version)
 
@@ -462,7 +468,6 @@ def register(
             **(extra_tags or {}),
             **({TAG_REQUEST: request_id} if request_id is not None else {}),
         }
-        crash_point("registry.register")
         # The version and all its tags are one insert: it exists whole or not at all.
         version = _create_version(client, name, model_uri, run_id, tags)
         crash_point("registry.registered")  # a version the history does not know yet

@@ -152,7 +152,13 @@ def stop_group(pid: int, timeout: float = 20.0, sig: int = signal.SIGTERM) -> bo
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    _reap(pid)
+    # SIGKILL is delivered asynchronously: return once the leader is gone (or a zombie).
+    deadline = time.monotonic() + 10
+    while True:
+        _reap(pid)
+        if not alive(pid) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     return killed
 
 

@@ -4,13 +4,16 @@ folder (see tests/docs/blocks.py for the rules); one test per page or chain of p
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 
+from mlsys_core.stack.prefect_server import prefect_server
 from tests.docs.blocks import ROOT, Block, DocsMarkupError, Page, chains, collect, parse_page
 
 PAGES = collect()
@@ -18,6 +21,10 @@ CHAINS = chains(PAGES)
 BLOCK_TIMEOUT_S = 1200
 # The reader's environment: nothing the test session sets for itself.
 _DROP = ("MLSYS_", "PREFECT_", "PYTEST_", "GAPMINDER_")
+# Blocks that run flows (a chain without any needs no server; one missed only runs slower).
+_RUNS_FLOWS = re.compile(
+    r"\bflows\b|\bprefect\b|mlsys (pipeline|tune|batch-score|drift|materialize)"
+)
 
 
 def _param(chain: list[Page]):
@@ -85,14 +92,22 @@ def _run(block: Block, work: Path, env: dict[str, str], n: int) -> None:
 
 @pytest.mark.parametrize("chain", [_param(c) for c in CHAINS if _runnable(c)])
 def test_code_blocks_run(chain: list[Page], tmp_path: Path) -> None:
+    """The chain's blocks share one Prefect server of their own (``PREFECT_API_URL``), as
+    a reader with a running server would: without it, each block's first flow call starts
+    and stops a temporary server, about 10 s a block, and the flows run the same."""
     work, env = _workdir(tmp_path), _env(tmp_path)
     (tmp_path / "prefect").mkdir()
     n = 0
-    for page in chain:
-        for block in page.blocks:
-            if block.runner or block.title:
-                n += 1
-                _run(block, work, env, n)
+    uses_flows = any(_RUNS_FLOWS.search(b.code) for p in chain for b in p.blocks if b.runner)
+    api = prefect_server(tmp_path / "api", base_env=env, timeout=300)
+    with api if uses_flows else nullcontext() as server:
+        if server is not None:
+            env["PREFECT_API_URL"] = server.api
+        for page in chain:
+            for block in page.blocks:
+                if block.runner or block.title:
+                    n += 1
+                    _run(block, work, env, n)
     assert n > 0
 
 
