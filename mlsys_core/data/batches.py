@@ -62,15 +62,24 @@ class ContractStep:
     """
 
     def __init__(
-        self, contract: TableContract, table: str, types: Mapping[str, str] | None = None
+        self,
+        contract: TableContract,
+        table: str,
+        types: Mapping[str, str] | None = None,
+        columns: list[str] | None = None,
     ) -> None:
         self.contract = contract
         self.table = table
         self.rules = typed_rules(contract, types)
+        # Every column of the input's parts: a file that lacks one (a column added in a
+        # later file of a landing folder) gets it as nulls, so each output keeps one schema.
+        self.columns = columns
         self.seen_keys: set[int] = set()
         self.reasons: Counter[str] = Counter()
 
     def __call__(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        if self.columns is not None and list(frame.columns) != self.columns:
+            frame = frame.reindex(columns=self.columns)
         result = clean_table(
             frame, self.contract, self.table, self.seen_keys, types=self._undeclared()
         )

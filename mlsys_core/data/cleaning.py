@@ -163,7 +163,7 @@ def clean_partition(  # noqa: PLR0913
     stats_path = _stats_path(lake, table, partition, part_id)
     if (done := _adopt(stats_path, lake)) is not None:
         return done
-    step = ContractStep(contract, table, types)
+    step = ContractStep(contract, table, types, lake.part_columns(raw_parts))
     with lake.writing():
         with (
             lake.part_writer("clean", table, partition, part_id) as clean,

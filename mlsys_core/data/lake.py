@@ -471,6 +471,13 @@ class Lake:
             _check_columns(handle.schema_arrow, columns, part)
             yield from handle.iter_batches(batch_size=batch_size, columns=columns)
 
+    def part_columns(self, parts: list[PartRef]) -> list[str]:
+        """The columns of ``parts`` together, in the order they first appear."""
+        names: dict[str, None] = {}
+        for part in parts:
+            names |= dict.fromkeys(pq.read_schema(self._part_file(part)).names)
+        return list(names)
+
     def _part_file(self, part: PartRef) -> Path:
         path = self.root / part.file
         if not path.is_file():

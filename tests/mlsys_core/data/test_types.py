@@ -89,6 +89,28 @@ def test_two_landing_files_that_disagree_give_a_readable_clean_table(
     assert set(lake.read(raw)["kwh"]) >= {"not-a-number", "1.5"}
 
 
+@pytest.mark.parametrize("together", [False, True], ids=["one-run-each", "one-run-for-both"])
+def test_a_column_that_only_a_later_landing_file_has_is_null_before_it(
+    tmp_path: Path, together: bool
+) -> None:
+    """February's file adds a column (and a bad cell, so both outputs see both files)."""
+    lake, folder = Lake(tmp_path / "lake"), tmp_path / "landing"
+    _land(folder, "2024-01.csv", _month(1))
+    if not together:
+        clean_snapshot(snapshot_source(_landing(folder), lake), CONTRACT, lake)
+    _land(folder, "2024-02.csv", _month(2, bad=True).assign(voltage=230.0))
+    raw = snapshot_source(_landing(folder), lake)
+    assert lake.manifest(raw)["column_types"]["voltage"] == "float"
+    cleaned = clean_snapshot(raw, CONTRACT, lake)
+    clean = lake.read(cleaned.clean)
+    assert len(clean) == 79 and clean["voltage"].dtype == "float64"
+    january = clean["read_at"].dt.month == 1
+    assert clean.loc[january, "voltage"].isna().all()
+    assert (clean.loc[~january, "voltage"] == 230.0).all()
+    (bad,) = lake.read(cleaned.quarantine).to_dict("records")
+    assert bad["voltage"] == "230.0" and bad[REASON] == "kwh: not a float"
+
+
 def test_a_cell_of_an_undeclared_column_that_does_not_parse_is_quarantined() -> None:
     frame = pd.concat([_month(m) for m in range(1, 6)], ignore_index=True)
     frame["kwh"] = frame["kwh"].astype(object)
