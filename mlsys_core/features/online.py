@@ -42,6 +42,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -64,6 +65,7 @@ View = WindowView | LatestView
 KeyKind = Literal["number", "text", "time", "auto"]
 StateKind = Literal["window", "latest", "lookup", "as_of"]
 _AS_OF = "__as_of__"
+ONLINE_STORES = "mlsys.online_stores"  # entry-point group: scheme -> store class
 _READ_CHUNK = 500  # keys per SELECT ... IN (...)
 
 
@@ -497,19 +499,23 @@ def online_store_path(state_root: Path) -> Path:
 
 
 def open_online_store(state_root: Path, url: str | None = None) -> OnlineStoreBase:
-    """The online store a deployment uses: ``url`` names one (``sqlite:///path``); None is
-    the embedded SQLite file in the state folder. Another backend registers its scheme here."""
+    """The online store a deployment uses: ``url`` names one; None is the embedded SQLite
+    file in the state folder.
+
+    ``sqlite:///PATH`` is built in. Any other scheme is a backend published under the
+    ``mlsys.online_stores`` entry-point group: its name is the scheme, its value a class
+    with ``from_url(url)`` (``redis`` is published so, by this package's pyproject.toml).
+    """
     if url is None:
         return SQLiteOnlineStore(online_store_path(state_root))
     if url.startswith("sqlite:///"):
         return SQLiteOnlineStore(Path(url.removeprefix("sqlite:///")))
-    if url.startswith("redis://"):
-        from mlsys_core.features.online_redis import RedisOnlineStore  # noqa: PLC0415
-
-        return RedisOnlineStore.from_url(url)
-    raise OnlineStoreError(
-        f"unsupported online store {url!r}: expected sqlite:///PATH or redis://HOST:PORT/DB"
-    )
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    backends = {e.name: e for e in entry_points(group=ONLINE_STORES)}
+    if scheme not in backends:
+        known = "".join(f" or {name}://..." for name in sorted(backends))
+        raise OnlineStoreError(f"unsupported online store {url!r}: expected sqlite:///PATH{known}")
+    return backends[scheme].load().from_url(url)
 
 
 # -- materialization -------------------------------------------------------------------------

@@ -401,3 +401,15 @@ def test_processes_configured_with_one_redis_url_read_the_same_values(
     assert all(p.returncode == 0 for p in replicas)
     assert answers == [{"v_n": 2}, {"v_n": 2}]
     assert not (tmp_path / "online").exists()  # nobody fell back to the embedded SQLite
+
+
+def test_a_store_url_picks_its_backend_by_scheme_and_an_unknown_one_is_one_line(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """``redis://`` resolves through the ``mlsys.online_stores`` entry points, as a third
+    party's backend would; the core names no backend besides SQLite."""
+    assert isinstance(open_online_store(tmp_path, redis_url), RedisOnlineStore)
+    path = tmp_path / "elsewhere.db"
+    assert open_online_store(tmp_path, f"sqlite:///{path}").path == path
+    with pytest.raises(OnlineStoreError, match=r"'memcached://x'.*sqlite:///PATH or redis://"):
+        open_online_store(tmp_path, "memcached://x")
