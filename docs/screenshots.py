@@ -140,7 +140,9 @@ def main() -> None:
         subprocess.Popen(
             [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
              "--port", str(prefect_port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # The UI asks this URL for its data (default: port 4200, another server).
+            env={**env, "PREFECT_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ),
         subprocess.Popen(
             [str(VENV_BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(mlflow_port),
