@@ -132,13 +132,15 @@ def _holder(uri: str, log: Path, lease_s: float) -> subprocess.Popen:
 def test_a_holder_killed_mid_hold_is_reaped_after_its_lease(store: str, tmp_path: Path) -> None:
     lease = 2.0
     proc = _holder(store, tmp_path / "log", lease)
-    lock = RegistryLock(tracking_client(store), "killed", lease_s=lease, beat_s=0.4)
-    (dead,) = lock.holders()
-    # Alive and beating, the holder keeps the lock well past its lease.
-    with pytest.raises(LockTimeout):
-        RegistryLock(tracking_client(store), "killed", timeout_s=3 * lease).__enter__()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        lock = RegistryLock(tracking_client(store), "killed", lease_s=lease, beat_s=0.4)
+        (dead,) = lock.holders()
+        # Alive and beating, the holder keeps the lock well past its lease.
+        with pytest.raises(LockTimeout):
+            RegistryLock(tracking_client(store), "killed", timeout_s=3 * lease).__enter__()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # also when the test failed: it holds forever
+        proc.wait()
     started = time.monotonic()
     with lock:
         waited = time.monotonic() - started
