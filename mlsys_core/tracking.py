@@ -62,11 +62,15 @@ def model_source(client: MlflowClient, model_uri: str) -> str:
         return model_uri
     if ref.startswith("m-") and "/" not in ref:
         return client.get_logged_model(ref).artifact_location
-    name, alias = ref.split("@", 1) if "@" in ref else (ref.rsplit("/", 1)[0], None)
-    if alias is not None:
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
         version = str(client.get_model_version_by_alias(name, alias).version)
+    elif "/" in ref:
+        name, version = ref.rsplit("/", 1)
     else:
-        version = ref.rsplit("/", 1)[1]
+        raise ValueError(
+            f"{model_uri!r} names no version: models:/<name>/<version> or models:/<name>@<alias>"
+        )
     return client.get_model_version_download_uri(name, version)
 
 

@@ -88,9 +88,10 @@ def current_champion(client: MlflowClient, name: str) -> RegisteredVersion | Non
 def predict_scores(client: MlflowClient, model_uri: str, features: pd.DataFrame) -> np.ndarray:
     """A registered model's probabilities on held-out rows, through its pyfunc as served,
     loaded from ``client``'s stores."""
-    with _LOAD_LOCK, tempfile.TemporaryDirectory() as tmp:
-        model = mlflow.pyfunc.load_model(download_model(client, model_uri, tmp))
-    proba = model.predict(features)
+    with tempfile.TemporaryDirectory() as tmp:  # the model's files live while it predicts
+        with _LOAD_LOCK:
+            model = mlflow.pyfunc.load_model(download_model(client, model_uri, tmp))
+        proba = model.predict(features)
     return np.asarray(proba, dtype=float).reshape(-1)
 
 

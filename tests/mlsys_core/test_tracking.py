@@ -12,7 +12,7 @@ import pytest
 
 import mlsys_core
 from mlsys_core.config import Settings
-from mlsys_core.tracking import code_version, configure_mlflow, tracking_client
+from mlsys_core.tracking import code_version, configure_mlflow, download_model, tracking_client
 
 REPO = Path(mlsys_core.__file__).resolve().parents[1]
 
@@ -127,3 +127,33 @@ def test_code_version_falls_back_to_the_package_version_without_git(
 ) -> None:
     monkeypatch.setenv("PATH", "")  # no git executable can be found
     assert code_version() == f"mlsys=={version('mlsys')}"
+
+
+def test_a_model_uri_resolves_in_the_clients_own_store(
+    state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the process pointed at one store, ``download_model`` reads another store's
+    version (by number or alias) and logged model (``models:/m-<id>``) through its client."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "")
+    configure_mlflow(Settings(state_dir=state_dir))
+    client = tracking_client(f"sqlite:///{tmp_path / 'other.db'}")
+    experiment = client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
+    files = tmp_path / "model"
+    files.mkdir()
+    (files / "MLmodel").write_text("flavors: {}\n")
+    client.create_registered_model("m")
+    version = client.create_model_version("m", files.as_uri()).version
+    client.set_registered_model_alias("m", "champion", version)
+    logged = client.create_logged_model(experiment)
+    Path(logged.artifact_location.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    (Path(logged.artifact_location.removeprefix("file://")) / "MLmodel").write_text("x: 1\n")
+    for uri, text in [
+        (f"models:/m/{version}", "flavors: {}\n"),
+        ("models:/m@champion", "flavors: {}\n"),
+        (f"models:/{logged.model_id}", "x: 1\n"),
+    ]:
+        got = download_model(client, uri, str(tmp_path / "dl" / str(len(text))), "MLmodel")
+        assert Path(got).read_text() == text, uri
+    with pytest.raises(ValueError, match="names no version"):
+        download_model(client, "models:/m")
