@@ -19,9 +19,10 @@ from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import latest_clean
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.features.online import OnlineStore, online_store_path
+from mlsys_core.features.online import OnlineStore, online_store_path, open_online_store
 from mlsys_core.features.store import load_feature_set, materialize_online, online_source_tables
 from mlsys_core.net import free_port
+from mlsys_core.serving.sources import ServingPlan
 from tests.integration.conftest import BIN, background, wait_http
 from tests.mlsys_core.serving.traffic import Traffic, wait_for
 
@@ -99,3 +100,50 @@ def test_replica_killed_mid_traffic_costs_no_request(tmp_path: Path, make_champi
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health/ready")
     assert "stopped nginx and the replicas" in log.read_text()
+
+
+def test_replicas_configured_with_one_redis_store_serve_the_same_answers(
+    tmp_path: Path, make_champion, redis_url: str
+):
+    """``MLSYS_ONLINE_STORE=redis://...``: what one writer materialized is what every
+    replica reads. The embedded SQLite store is never created, so readiness (which needs the
+    online tables of the served version) proves the replicas found them in Redis."""
+    settings = Settings(state_dir=tmp_path / "state")
+    features = make_champion(settings).feature_set
+    lake = Lake(settings.lake_dir)
+    frame, spec = load_feature_set(features, lake)
+    clean = {t: latest_clean(lake, t) for t in online_source_tables(spec)}
+    materialize_online(clean, spec, lake, open_online_store(settings.root, redis_url))
+    # What a caller knows: the request's fields; the service finds the rest online.
+    plan = ServingPlan(spec)
+    known = list(dict.fromkeys([*plan.required, *plan.request_keys, *plan.request_features]))
+    bodies = request_records(frame[frame[SPLIT] == "test"], known, 20)
+
+    port, folder = free_port(), tmp_path / "cluster"
+    env = {k: v for k, v in os.environ.items() if k != "MLSYS_TRACKING_URI"}
+    env |= {"MLSYS_STATE_DIR": str(settings.root), "MLSYS_ONLINE_STORE": redis_url}
+    cmd = [str(BIN / "mlsys"), "serve-cluster", "--replicas", "2", "--strategy", "round_robin"]
+    cmd += ["--port", str(port), "--no-restart", "--folder", str(folder)]
+    log = tmp_path / "cluster.log"
+    with background(cmd, env, log) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health/ready", proc, 240, log)
+        wait_for(lambda: all(r["in_rotation"] for r in status(folder)["replicas"]), 120, "2 up")
+        answers: dict[str, list[tuple[float, list[str]]]] = {}
+        with httpx.Client(timeout=60) as client:
+            for body in bodies:
+                for _ in range(2):  # round robin: once on each replica
+                    reply = client.post(f"{url}/predict", params={"explain": "true"}, json=body)
+                    assert reply.status_code == 200, reply.text
+                    (prediction,) = reply.json()["predictions"]
+                    answers.setdefault(reply.headers["x-upstream"], []).append(
+                        (prediction["probability"], sorted(prediction["online_misses"]))
+                    )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    assert len(answers) == 2, answers.keys()
+    first, second = answers.values()
+    assert len(first) == len(second) == len(bodies)
+    for (p, misses), (q, other) in zip(first, second, strict=True):
+        assert p == pytest.approx(q, abs=1e-9) and misses == other
+    assert not (settings.root / "online").exists()  # nobody fell back to the embedded store
