@@ -49,6 +49,12 @@ def configure_mlflow(settings: Settings) -> MlflowClient:
     return client
 
 
+def logged_model_id(model_uri: str) -> str | None:
+    """The id in a logged model's URI, ``models:/m-<id>``; None for any other URI."""
+    ref = model_uri.removeprefix("models:/")
+    return ref if ref != model_uri and ref.startswith("m-") and "/" not in ref else None
+
+
 def model_source(client: MlflowClient, model_uri: str) -> str:
     """Where a model's files are, resolved in ``client``'s own stores.
 
@@ -60,8 +66,8 @@ def model_source(client: MlflowClient, model_uri: str) -> str:
     ref = model_uri.removeprefix("models:/")
     if ref == model_uri:
         return model_uri
-    if ref.startswith("m-") and "/" not in ref:
-        return client.get_logged_model(ref).artifact_location
+    if (model_id := logged_model_id(model_uri)) is not None:
+        return client.get_logged_model(model_id).artifact_location
     if "@" in ref:
         name, alias = ref.split("@", 1)
         version = str(client.get_model_version_by_alias(name, alias).version)

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlsys_core.crashpoints import crash_point
 from mlsys_core.registry.gate import GateDecision
-from mlsys_core.tracking import download_model
+from mlsys_core.tracking import download_model, logged_model_id, model_source
 
 
 class Stage(StrEnum):
@@ -189,13 +189,12 @@ def _create_version(
     except MlflowException as err:
         if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    ref = model_uri.removeprefix("models:/")
-    model_id = ref if ref != model_uri and ref.startswith("m-") and "/" not in ref else None
+    model_id = logged_model_id(model_uri)
     source = model_uri
     if model_id is not None and not client.tracking_uri.startswith(("http://", "https://")):
         # A local (SQL) registry resolves ``models:/<id>`` with the process's default client
         # (MLflow's own TODO in SqlAlchemyStore.create_model_version): resolve it here.
-        source = client.get_logged_model(model_id).artifact_location
+        source = model_source(client, model_uri)
     mv = client.create_model_version(
         name, source, run_id=run_id, tags=dict(tags), model_id=model_id
     )
