@@ -14,6 +14,9 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_LOGGING_LEVEL ?= INFO
 export MPLBACKEND := Agg
 export GIT_PYTHON_REFRESH := quiet
+# Test workers (pytest-xdist); a module's tests stay on one worker, so its fixtures (a
+# stack, a trained pair, an MLflow server) start once. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
 
 .PHONY: demo test test-quick lint bench bench-report clean nginx redis wrk postgres stack-up stack-down stack-status
 
@@ -31,11 +34,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed nginx redis postgres
 	@mkdir -p $(PREFECT_HOME)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 test-quick: $(VENV)/.installed nginx redis postgres
 	@mkdir -p $(PREFECT_HOME)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

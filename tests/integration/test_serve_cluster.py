@@ -40,6 +40,12 @@ def status(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"replicas": []}
 
 
+def in_rotation(folder: Path) -> int:
+    """How many replicas the cluster's status file shows in rotation (0 before it is written:
+    an absent file must not read as "all of them")."""
+    return sum(r["in_rotation"] for r in status(folder)["replicas"])
+
+
 def test_replica_killed_mid_traffic_costs_no_request(tmp_path: Path, make_champion):
     settings = Settings(state_dir=tmp_path / "state")
     features = make_champion(settings).feature_set
@@ -62,7 +68,7 @@ def test_replica_killed_mid_traffic_costs_no_request(tmp_path: Path, make_champi
     with background(cmd, env, log) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health/ready", proc, 240, log)
-        wait_for(lambda: all(r["in_rotation"] for r in status(folder)["replicas"]), 120, "2 up")
+        wait_for(lambda: in_rotation(folder) == 2, 120, "2 up")
         first, second = status(folder)["replicas"]
         addr = {r["index"]: f"127.0.0.1:{r['port']}" for r in (first, second)}
 
@@ -128,7 +134,7 @@ def test_replicas_configured_with_one_redis_store_serve_the_same_answers(
     with background(cmd, env, log) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health/ready", proc, 240, log)
-        wait_for(lambda: all(r["in_rotation"] for r in status(folder)["replicas"]), 120, "2 up")
+        wait_for(lambda: in_rotation(folder) == 2, 120, "2 up")
         answers: dict[str, list[tuple[float, list[str]]]] = {}
         with httpx.Client(timeout=60) as client:
             for body in bodies:
