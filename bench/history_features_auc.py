@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         random.seed(args.seed)
         np.random.seed(args.seed)
         from mlsys_core.datasets.nycflights13.views import history_features  # noqa: PLC0415
-        from mlsys_core.features.definitions import WindowView  # noqa: PLC0415
         from mlsys_core.features.store import load_feature_set  # noqa: PLC0415
         from mlsys_core.spec import DatasetSpec  # noqa: PLC0415
+        from mlsys_core.spec.definitions import WindowView  # noqa: PLC0415
         from mlsys_core.training.run import labeled_splits  # noqa: PLC0415
 
         spec_path = None

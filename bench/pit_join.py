@@ -111,7 +111,7 @@ def _minutes_sql(cols: list[str]) -> str:
 def run_duckdb(tables: dict[str, pd.DataFrame], entity: pd.DataFrame) -> pd.DataFrame:
     import duckdb  # noqa: PLC0415
 
-    from mlsys_core.features.definitions import LatestView  # noqa: PLC0415
+    from mlsys_core.spec.definitions import LatestView  # noqa: PLC0415
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -211,7 +211,7 @@ def _pandas_availability(view, frame: pd.DataFrame) -> pd.Series:  # noqa: ANN00
 
 
 def run_pandas(tables: dict[str, pd.DataFrame], entity: pd.DataFrame) -> pd.DataFrame:
-    from mlsys_core.features.definitions import LatestView  # noqa: PLC0415
+    from mlsys_core.spec.definitions import LatestView  # noqa: PLC0415
 
     left = entity.assign(_row=np.arange(len(entity))).sort_values("time_hour", kind="stable")
     out = pd.DataFrame(index=left.index)

@@ -26,10 +26,10 @@ import pandas as pd
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import SpecRef, spec_or_default
-from mlsys_core.features.definitions import WindowView
 from mlsys_core.features.online import online_sources, open_online_store
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
+from mlsys_core.spec.definitions import WindowView
 from mlsys_core.stream.features import feature_stream_job, run_feature_batch
 from mlsys_core.stream.online import stream_key_kinds, write_updates
 from mlsys_core.stream.replay import source_events, write_segments

@@ -7,7 +7,6 @@ Run it end to end with ``python -m flows.pipeline --spec digits``.
 
 from __future__ import annotations
 
-from mlsys_core.features.config import ImageFeature, L1Selection, VarianceSelection
 from mlsys_core.spec import (
     ColumnRule,
     DatasetSpec,
@@ -17,6 +16,7 @@ from mlsys_core.spec import (
     SourceSpec,
     TableContract,
 )
+from mlsys_core.spec.columns import ImageFeature, L1Selection, VarianceSelection
 
 DIGIT_PIXELS = [f"pixel_{i}" for i in range(64)]
 

@@ -22,15 +22,6 @@ from pydantic import TypeAdapter
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from mlsys_core.features.config import (
-    CategoricalFeature,
-    ColumnFeature,
-    DatetimeFeature,
-    ImageFeature,
-    NumericFeature,
-    Selection,
-    TextFeature,
-)
 from mlsys_core.features.extractors import (
     CategoricalExtractor,
     DatetimeExtractor,
@@ -47,6 +38,15 @@ from mlsys_core.features.selection import (
     selector_from_dict,
 )
 from mlsys_core.spec import DatasetSpec
+from mlsys_core.spec.columns import (
+    CategoricalFeature,
+    ColumnFeature,
+    DatetimeFeature,
+    ImageFeature,
+    NumericFeature,
+    Selection,
+    TextFeature,
+)
 
 KIND = "columns"
 _FEATURES = TypeAdapter(list[ColumnFeature])

@@ -22,7 +22,8 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from mlsys_core.features.definitions import (
+from mlsys_core.features.keys import warm
+from mlsys_core.spec.definitions import (
     Availability,
     DefinitionError,
     LatestView,
@@ -30,7 +31,6 @@ from mlsys_core.features.definitions import (
     check_views,
     views_for,
 )
-from mlsys_core.features.keys import warm
 
 View = WindowView | LatestView
 

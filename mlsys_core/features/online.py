@@ -51,15 +51,15 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.crashpoints import crash_point
-from mlsys_core.features.definitions import (
+from mlsys_core.features.offline import _NAT, OfflineStore, availability_ns, to_ns
+from mlsys_core.spec import AsOfJoin, DatasetSpec, LookupJoin
+from mlsys_core.spec.definitions import (
     DefinitionError,
     LatestView,
     WindowView,
     check_views,
     definitions_hash,
 )
-from mlsys_core.features.offline import _NAT, OfflineStore, availability_ns, to_ns
-from mlsys_core.spec import AsOfJoin, DatasetSpec, LookupJoin
 
 View = WindowView | LatestView
 KeyKind = Literal["number", "text", "time", "auto"]

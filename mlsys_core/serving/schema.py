@@ -38,9 +38,9 @@ from pydantic import (
 )
 
 from mlsys_core.features.assemble import request_keys
-from mlsys_core.features.definitions import LatestView, WindowView
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import ColumnRule, DatasetSpec
+from mlsys_core.spec.definitions import LatestView, WindowView
 
 MAX_TEXT = 256  # longer than any code or name in a contract; bounds what a log row holds
 # pandas holds nanosecond times between 1677 and 2262; beyond them no feature can be made.

@@ -47,9 +47,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mlsys_core.data.batches import text_frame
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.data.sources import iter_jsonl
-from mlsys_core.features.definitions import EventStream, WindowView, check_streams
 from mlsys_core.features.offline import _NAT, _NEVER, _KeyCodes, availability_ns, closes_ns, to_ns
 from mlsys_core.spec import DatasetSpec
+from mlsys_core.spec.definitions import EventStream, WindowView, check_streams
 from mlsys_core.stream.engine import StreamError, _content_id, _segment_id, pending_segments
 
 ENGINE_VERSION = "1"

@@ -20,7 +20,6 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.definitions import WindowView, definitions_hash
 from mlsys_core.features.online import (
     KeyKind,
     OnlineRow,
@@ -30,6 +29,7 @@ from mlsys_core.features.online import (
     _payloads,
     encode_keys,
 )
+from mlsys_core.spec.definitions import WindowView, definitions_hash
 from mlsys_core.stream.features import FeatureStreamJob, ViewUpdate, current_values
 
 

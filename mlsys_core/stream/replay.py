@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlsys_core.features.definitions import EventStream
 from mlsys_core.features.offline import _NAT, rule_ns, to_ns
+from mlsys_core.spec.definitions import EventStream
 
 
 def source_events(stream: EventStream, table: pd.DataFrame) -> pd.DataFrame:

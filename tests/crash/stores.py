@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from mlsys_core.atomic import write_text_atomically
-from mlsys_core.features.definitions import Aggregation, Entity, WindowView
 from mlsys_core.features.online import SQLiteOnlineStore, encode_key
+from mlsys_core.spec.definitions import Aggregation, Entity, WindowView
 from tests.crash.harness import SHARED, Stage, stage
 
 

@@ -56,8 +56,8 @@ def test_features_get_reads_the_online_store(tmp_path, monkeypatch, capsys):
     import pandas as pd  # noqa: PLC0415
 
     from mlsys_core.config import Settings  # noqa: PLC0415
-    from mlsys_core.features.definitions import Aggregation, Entity, WindowView  # noqa: PLC0415
     from mlsys_core.features.online import OnlineStore, online_store_path  # noqa: PLC0415
+    from mlsys_core.spec.definitions import Aggregation, Entity, WindowView  # noqa: PLC0415
 
     monkeypatch.setenv("MLSYS_STATE_DIR", str(tmp_path))
     view = WindowView(

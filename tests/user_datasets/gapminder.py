@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlsys_core.features.definitions import Aggregation, Entity, LatestView, WindowView
 from mlsys_core.spec import (
     ColumnRule,
     DatasetSpec,
@@ -36,6 +35,7 @@ from mlsys_core.spec import (
     TableContract,
     TimeSplit,
 )
+from mlsys_core.spec.definitions import Aggregation, Entity, LatestView, WindowView
 
 YEAR = timedelta(days=365.25)
 COUNTRY = Entity(name="country", join_keys=["iso_num"])

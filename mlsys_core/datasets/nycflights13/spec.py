@@ -12,12 +12,6 @@ from datetime import datetime
 
 from mlsys_core.datasets.nycflights13.stream import flight_stream
 from mlsys_core.datasets.nycflights13.views import flight_views, history_features
-from mlsys_core.features.config import (
-    DatetimeFeature,
-    MutualInfoSelection,
-    TextFeature,
-    VarianceSelection,
-)
 from mlsys_core.spec import (
     ColumnRule,
     DatasetSpec,
@@ -27,6 +21,12 @@ from mlsys_core.spec import (
     SourceSpec,
     TableContract,
     TimeSplit,
+)
+from mlsys_core.spec.columns import (
+    DatetimeFeature,
+    MutualInfoSelection,
+    TextFeature,
+    VarianceSelection,
 )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from mlsys_core.datasets.nycflights13.views import DEPARTED, flight_views
-from mlsys_core.features.definitions import Availability, EventKind, EventStream, WindowView
+from mlsys_core.spec.definitions import Availability, EventKind, EventStream, WindowView
 from mlsys_core.stream.job import Aggregate, DeriveOp, FilterOp, JoinOp, StreamJob, Window
 
 # The flights contract's unique key: one row per scheduled flight.

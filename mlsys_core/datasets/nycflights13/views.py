@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from mlsys_core.features.definitions import (
+from mlsys_core.spec.definitions import (
     Aggregation,
     Availability,
     Entity,

@@ -14,7 +14,8 @@ from PIL import Image
 
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.features.columns import ColumnPreprocessor, load_preprocessor, preprocessor_for
-from mlsys_core.features.config import (
+from mlsys_core.features.preprocess import TabularPreprocessor
+from mlsys_core.spec.columns import (
     CategoricalFeature,
     DatetimeFeature,
     ImageFeature,
@@ -23,7 +24,6 @@ from mlsys_core.features.config import (
     TextFeature,
     VarianceSelection,
 )
-from mlsys_core.features.preprocess import TabularPreprocessor
 from mlsys_core.training.model import ModelConfig, TabularMLP
 
 NAMES = ["United Air Lines", "Delta Air Lines", "JetBlue Airways", "Envoy Air", ""]

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlsys_core.features.definitions import (
+from mlsys_core.features.offline import EntityRowsError, OfflineStore
+from mlsys_core.spec.definitions import (
     Aggregation,
     Availability,
     DefinitionError,
@@ -23,7 +24,6 @@ from mlsys_core.features.definitions import (
     LatestView,
     WindowView,
 )
-from mlsys_core.features.offline import EntityRowsError, OfflineStore
 
 T0 = pd.Timestamp("2013-03-10T00:00:00Z")
 SHOP = Entity(name="shop", join_keys=["shop"])

@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 
 from mlsys_core.datasets.nycflights13.views import flight_views
-from mlsys_core.features.definitions import Aggregation, DefinitionError, Entity, WindowView
 from mlsys_core.features.offline import OfflineStore
 from mlsys_core.features.online import (
     JoinedTable,
@@ -35,6 +34,7 @@ from mlsys_core.features.online import (
     source_problems,
 )
 from mlsys_core.features.online_redis import RedisOnlineStore
+from mlsys_core.spec.definitions import Aggregation, DefinitionError, Entity, WindowView
 from tests.services import redis_server
 
 VIEWS = flight_views()

@@ -14,7 +14,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
 from mlsys_core.config import Settings
-from mlsys_core.features.config import L1Selection, VarianceSelection
+from mlsys_core.spec.columns import L1Selection, VarianceSelection
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.model import ModelConfig, TabularMLP
 from mlsys_core.training.pyfunc import MODEL_CODE, pip_requirements, write_model_artifacts

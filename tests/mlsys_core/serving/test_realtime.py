@@ -13,10 +13,10 @@ import pytest
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import latest_clean
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.definitions import WindowView
 from mlsys_core.features.online import open_online_store
 from mlsys_core.features.store import materialize_online, online_source_tables
 from mlsys_core.serving.app import create_app
+from mlsys_core.spec.definitions import WindowView
 from tests.mlsys_core.serving.conftest import register, serve_config, serving
 
 pytestmark = pytest.mark.slow  # the shared fixture trains a real model

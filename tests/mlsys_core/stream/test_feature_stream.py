@@ -14,7 +14,8 @@ import pytest
 
 from mlsys_core.data.lake import Lake, PartRef
 from mlsys_core.datasets.nycflights13.spec import nycflights13_spec
-from mlsys_core.features.definitions import (
+from mlsys_core.features.offline import OfflineStore
+from mlsys_core.spec.definitions import (
     Aggregation,
     Availability,
     Entity,
@@ -22,7 +23,6 @@ from mlsys_core.features.definitions import (
     EventStream,
     WindowView,
 )
-from mlsys_core.features.offline import OfflineStore
 from mlsys_core.stream.engine import StreamError
 from mlsys_core.stream.features import (
     FeatureStreamJob,

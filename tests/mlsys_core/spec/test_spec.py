@@ -1,9 +1,4 @@
-"""Tests for mlsys_core/spec.py: the dataset spec's validators, derived columns and fingerprint.
-
-This file lives under tests/mlsys_core/data/ rather than tests/mlsys_core/test_spec.py only
-because this batch of tests was scoped to the data/ and features/ folders; move it up to
-mirror the source tree.
-"""
+"""The dataset spec (mlsys_core/spec/): its validators, derived columns and fingerprint."""
 
 from __future__ import annotations
 

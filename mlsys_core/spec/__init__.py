@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from mlsys_core.features.config import ColumnFeature, Selection, extractor_columns
-from mlsys_core.features.definitions import EventStream, FeatureView, check_streams, check_views
+from mlsys_core.spec.columns import ColumnFeature, Selection, extractor_columns
+from mlsys_core.spec.definitions import EventStream, FeatureView, check_streams, check_views
 
 CalendarPart = Literal["hour", "day_of_week", "month_sin", "month_cos"]
 
