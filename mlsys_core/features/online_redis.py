@@ -10,7 +10,9 @@ Layout, under a key prefix (default ``mlsys:online:``):
 A view write (rows, the row count and the state) runs as one ``MULTI``/``EXEC`` transaction
 whose last step is a small Lua script that counts the view's rows and stores the state with
 that count: a reader sees the view's old rows and state or the new ones, never a mix, as
-with SQLite's one transaction per view.
+with SQLite's one transaction per view. redis-py sends the queued transaction in one
+write at ``execute``: a writer that dies before it leaves nothing behind, and a connection
+that drops mid-transaction makes Redis discard it (crash points ``online.redis.*``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import redis
 
+from mlsys_core.crashpoints import crash_point
 from mlsys_core.features.online import (
     OnlineRow,
     OnlineStoreBase,
@@ -93,18 +96,22 @@ class RedisOnlineStore(OnlineStoreBase):
         with self.client.pipeline(transaction=True) as pipe:
             if replace:
                 pipe.delete(key)
-            for chunk in _chunks(rows, _CHUNK):
+            for i, chunk in enumerate(_chunks(rows, _CHUNK)):
                 pipe.hset(
                     key,
                     mapping={
                         r.key: json.dumps([r.as_of_ns, r.values], allow_nan=False) for r in chunk
                     },
                 )
+                if i == 0:
+                    crash_point("online.redis.rows")  # rows queued, nothing sent yet
             placeholder = state.model_copy(update={"rows": -1}).model_dump_json()
             self._set_state(
                 keys=[self._views_key(), key], args=[state.name, placeholder], client=pipe
             )
+            crash_point("online.redis.commit")  # the whole transaction queued, not sent
             *_, count = pipe.execute()
+        crash_point("online.redis.committed")  # executed; the caller has not heard yet
         return int(count)
 
     def read_rows(self, view: str, keys: Sequence[str]) -> list[OnlineRow | None]:

@@ -98,6 +98,11 @@ class Stage:
         left (the lake's: ``lake gc``), as an operator or the next writer runs it."""
         collect_garbage(Lake(work / "lake"), grace=timedelta(0))
 
+    def copy(self, template: Path, target: Path) -> Path:
+        """A case's own copy of the starting state (a store outside the folder copies its
+        part too)."""
+        return fresh_copy(template, target)
+
 
 STAGES: dict[str, Stage] = {}
 
@@ -187,7 +192,7 @@ def prepare(stage_: Stage, root: Path) -> Baseline:
     template.mkdir(parents=True)
     stage_.prepare(template)
     before = stage_.state(template)
-    run_dir = fresh_copy(template, root / f"{stage_.name}-baseline")
+    run_dir = stage_.copy(template, root / f"{stage_.name}-baseline")
     with crashpoints.recording() as plan:
         stage_.run(run_dir)
     after = stage_.state(run_dir)
@@ -219,7 +224,7 @@ def cases_for(baseline: Baseline, every: bool) -> list[tuple[str, int]]:
 def run_case(baseline: Baseline, point: str, nth: int, mode: Mode, root: Path) -> Case:
     stage_ = baseline.stage
     start = time.perf_counter()
-    work = fresh_copy(baseline.template, root / f"{stage_.name}-{mode}-{point}-{nth}")
+    work = stage_.copy(baseline.template, root / f"{stage_.name}-{mode}-{point}-{nth}")
     lake = Lake(work / "lake")
     case = Case(stage_.name, point, nth, mode)
     where = f"{stage_.name} @ {point}#{nth} ({mode})"

@@ -2,7 +2,8 @@
 
 A *write site* is a call that changes durable state: a rename or replace, a file opened
 for writing, a Parquet writer, ``write_text``, a pickle-free save (``torch.save``,
-``np.savez``), a SQL statement that changes rows, a registry alias or tag. A site is
+``np.savez``), a SQL statement that changes rows, a registry alias or tag, a Redis command
+that writes or a Redis pipeline sent (``.execute()``). A site is
 *covered* when the function around it has a ``crash_point("name")`` (or the call is the
 content of ``write_atomically``, which has its own points). Every other site must be in
 ``PENDING`` (a store whose owner adds its crash points and its harness stage next) or in
@@ -57,6 +58,11 @@ _METHODS = {
     "delete_model_version_tag", "set_registered_model_tag", "create_model_version",
     "create_registered_model", "transition_model_version_stage", "update_model_version",
     "delete_model_version", "executescript",
+}  # fmt: skip
+# Redis commands that change data (names no other library in the core uses for a method).
+_REDIS_WRITES = {
+    "hset", "hsetnx", "hdel", "hincrby", "sadd", "srem", "zadd", "zrem", "lpush", "rpush",
+    "xadd", "setex", "psetex", "flushdb",
 }  # fmt: skip
 _SQL_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER", "COMMIT")
 _ATOMIC = {"write_atomically", "write_text_atomically"}
@@ -150,6 +156,10 @@ def _write_call(call: ast.Call) -> str | None:  # noqa: PLR0911 - one answer per
             return f".{func.attr}"
         if func.attr in ("execute", "executemany") and call.args and _writes_sql(call.args[0]):
             return f".{func.attr}(SQL write)"
+        if func.attr in _REDIS_WRITES:
+            return f".{func.attr}(Redis)"
+        if func.attr == "execute" and not call.args and not call.keywords:
+            return ".execute() (a Redis pipeline)"
         if func.attr == "commit" and not call.args:
             return ".commit()"
         if func.attr in ("to_json", "to_csv") and (call.args or _kw(call, "path_or_buf")):

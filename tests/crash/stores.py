@@ -2,6 +2,9 @@
 
 - ``online-materialize``: an incremental materialization of two feature views into the
   SQLite online store (one transaction per view);
+- ``online-materialize-redis``: the same into the Redis online store (one MULTI/EXEC
+  transaction per view), on the real redis-server whose URL the test module writes to
+  ``REDIS_URL_FILE`` beside the cases' folders;
 - ``checkpoints``: a training run writing checkpoints every two steps, resumed after the
   crash from the newest valid one;
 - ``registry-walk``: one version's whole lifecycle in an MLflow registry (register under the
@@ -26,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from mlsys_core.atomic import write_text_atomically
-from mlsys_core.features.online import SQLiteOnlineStore, encode_key
+from mlsys_core.features.online import OnlineStoreBase, SQLiteOnlineStore, encode_key
+from mlsys_core.features.online_redis import RedisOnlineStore
 from mlsys_core.spec.definitions import Aggregation, Entity, WindowView
 from tests.crash.harness import SHARED, Stage, stage
 
@@ -82,7 +86,7 @@ class OnlineMaterialize(Stage):
 
     atomic = "per_key"  # two views, two transactions: each view is before or after
 
-    def _store(self, work: Path) -> SQLiteOnlineStore:
+    def _store(self, work: Path) -> OnlineStoreBase:
         return SQLiteOnlineStore(work / "online" / "features.db", cache_ttl_s=0.0)
 
     def prepare(self, work: Path) -> None:
@@ -115,6 +119,41 @@ class OnlineMaterialize(Stage):
 
     def collect(self, work: Path) -> None:
         """SQLite recovers a killed writer's transaction itself, on the next open."""
+
+
+REDIS_URL_FILE = "redis.url"
+
+
+@stage("online-materialize-redis")
+class OnlineMaterializeRedis(OnlineMaterialize):
+    """As ``online-materialize``, on Redis: each case's store is its own key prefix, named
+    after its folder, in one redis-server."""
+
+    def _store(self, work: Path) -> RedisOnlineStore:
+        url = (work.parent / REDIS_URL_FILE).read_text().strip()
+        return RedisOnlineStore.from_url(url, prefix=f"crash:{work.name}:", cache_ttl_s=0.0)
+
+    def copy(self, template: Path, target: Path) -> Path:
+        super().copy(template, target)
+        source, dest = self._store(template), self._store(target)
+        client = dest.client
+        stale = list(client.scan_iter(match=f"{dest.prefix}*"))
+        if stale:
+            client.delete(*stale)
+        for key in client.scan_iter(match=f"{source.prefix}*"):
+            suffix = key.decode().removeprefix(source.prefix)
+            assert client.copy(key, f"{dest.prefix}{suffix}")
+        return target
+
+    def leftovers(self, work: Path) -> list[str]:
+        """Keys outside the store's layout (a transaction leaves none, whole or not)."""
+        store = self._store(work)
+        known = {store._views_key(), *(store._rows_key(v) for v in store.load_states())}
+        keys = {k.decode() for k in store.client.scan_iter(match=f"{store.prefix}*")}
+        return sorted(f"stray key: {k}" for k in keys - known)
+
+    def collect(self, work: Path) -> None:
+        """Redis discards a transaction whose client died before EXEC: nothing to do."""
 
 
 # -- the checkpoint store ------------------------------------------------------------------

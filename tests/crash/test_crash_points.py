@@ -10,6 +10,7 @@ tests fail when a write site has no crash point, or a crash point no stage reach
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,13 @@ import pytest
 from tests.crash import stages, stores  # noqa: F401 - registers the stages
 from tests.crash.harness import STAGES, Baseline, cases_for, prepare, record, run_case
 from tests.crash.inventory import EXEMPT, PENDING, classify, crash_points, write_sites
+from tests.crash.stores import REDIS_URL_FILE
+from tests.services import redis_server
 
 QUICK = [
     "ingest", "ingest-plain", "ingest-landing", "validate", "features", "predictions-log",
     "predictions-snapshot", "stream", "part-retype", "lake-identity", "online-materialize",
-    "checkpoints", "model-files", "launch-files", "drift-reference",
+    "online-materialize-redis", "checkpoints", "model-files", "launch-files", "drift-reference",
 ]  # fmt: skip
 # Each needs an MLflow store with a logged model (about 30 s to prepare on a loaded machine).
 SLOW = ["batch-scores", "registry-walk"]
@@ -31,8 +34,13 @@ assert set(QUICK + SLOW) == set(STAGES), "a registered stage is in neither list"
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("crash")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The cases' folders, beside the URL of the real redis-server the Redis stage writes
+    to (``make test`` installs it through the system package manager when missing)."""
+    folder = tmp_path_factory.mktemp("crash")
+    with redis_server(folder / "redis-server") as url:
+        (folder / REDIS_URL_FILE).write_text(url)
+        yield folder
 
 
 @pytest.fixture(scope="module")
