@@ -114,8 +114,9 @@ class InferenceService:
             else None
         )
         if self.store is not None:
-            # Which views moved is re-read this often: a stream's micro-batch shows within it.
-            self.store.states_ttl_s = min(self.store.states_ttl_s, 0.5)
+            # Which views moved is re-read this often (one small read of the views' states):
+            # a stream's micro-batch shows within it.
+            self.store.states_ttl_s = min(self.store.states_ttl_s, 0.1)
         self.scorer = Scorer(spec, self.store, config.threshold, self.plan, config.report_imputed)
         self.miss_rates = MissRates(config.miss_rate_warning, config.miss_rate_window, self.name)
         ab_key = self.rollout.ab.key or list(spec.entity_keys)
