@@ -59,8 +59,10 @@ class TrainConfig(BaseModel):
     # Chosen on validation log loss among a few settings; the tuning flow searches properly.
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
     weight_decay: float = Field(default=1e-5, ge=0)
-    hidden: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
+    # Wider and more dropout than the first [128, 64] / 0.1, chosen on the flights' validation
+    # month (AUC 0.7371 -> 0.7419): the smaller net peaked at epoch 2-3 and then overfitted.
+    hidden: list[int] = Field(default_factory=lambda: [256, 128], min_length=1)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
     max_embedding_dim: int = Field(default=16, ge=1, le=512)
     patience: int = Field(default=3, ge=1, description="Epochs without improvement before stop.")
     seed: int = 0

@@ -98,7 +98,7 @@ class SearchSpace(BaseModel):
     the base config's value.
 
     The network is ``depth`` layers of ``width`` units, halving per layer (never below 8): the
-    shape of the default ``[128, 64]``, with two numbers to search instead of a list.
+    shape of the default ``[256, 128]``, with two numbers to search instead of a list.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -17,6 +17,7 @@ For each, by reference only: pipeline (the ``mlsys pipeline`` command), tune (2 
 this is also the test that tunes every shipped spec), batch score, drift check and
 materialize (the flows), then ``POST /predict`` to a real ``mlsys serve`` process.
 """
+
 from __future__ import annotations
 
 import os
@@ -215,6 +216,23 @@ def online_keys(spec) -> list[str]:
     return list(dict.fromkeys(keys + [k for v in spec.feature_views for k in v.entity.join_keys]))
 
 
+def unknown_key(spec, lake: Lake, column: str, example: object) -> object:
+    """A value of ``column`` that its contracts accept and no clean table holds."""
+    held: set = set()
+    rules = []
+    for table, contract in spec.contracts.items():
+        if column in contract.columns:
+            rules.append(contract.columns[column])
+        clean = latest_clean(lake, table).clean
+        if column in lake.part_columns(lake.parts(clean)):
+            held |= set(lake.read(clean)[column].dropna().tolist())
+    if not isinstance(example, int):
+        return "no-such-entity"
+    low = max([r.ge for r in rules if r.ge is not None], default=0)
+    high = min([r.le for r in rules if r.le is not None], default=10**9)
+    return next(v for v in range(int(high), int(low) - 1, -1) if v not in held)
+
+
 def _serve(settings: Settings, model: str, port: int, log: Path) -> subprocess.Popen:
     """``mlsys serve`` in its own process: no --spec, no MLSYS_DATASET."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLSYS_DATASET", "MLSYS_MODEL_NAME")}
@@ -322,7 +340,7 @@ def test_every_stage_runs_from_a_dataset_reference(
         records = caller_records(test.head(20), spec)
         unknown = dict(records[0])
         for key in online_keys(spec):  # keys no table holds: every online source must miss
-            unknown[key] = 987654 if isinstance(unknown.get(key), int) else "no-such-entity"
+            unknown[key] = unknown_key(spec, lake, key, unknown.get(key))
         res = httpx.post(
             f"{url}/predict",
             params={"explain": "true"},
