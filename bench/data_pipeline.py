@@ -33,12 +33,12 @@ def make_data(folder: Path, scale: int) -> Path:
     """Landing folder of monthly flight files x scale, plus dimension CSVs and the spec."""
     import pandas as pd  # noqa: PLC0415
 
-    from mlsys_core.data.sources import parse_source, read_source_bytes  # noqa: PLC0415
+    from mlsys_core.data.sources import read_source  # noqa: PLC0415
     from mlsys_core.datasets.nycflights13 import nycflights13_spec  # noqa: PLC0415
     from mlsys_core.spec import SourceSpec  # noqa: PLC0415
 
     base = nycflights13_spec()
-    tables = {s.name: parse_source(read_source_bytes(s)) for s in base.sources}
+    tables = {s.name: read_source(s) for s in base.sources}
     landing = folder / "landing"
     landing.mkdir(parents=True)
     weather = []

@@ -73,7 +73,7 @@ def feature_names() -> list[str]:
 def write_inputs(folder: Path, scale: int) -> dict[str, int]:
     """Typed (contract-cleaned) flights and weather, repeated ``scale`` times, as Parquet."""
     from mlsys_core.data.contract import clean_table  # noqa: PLC0415
-    from mlsys_core.data.sources import parse_source, read_source_bytes  # noqa: PLC0415
+    from mlsys_core.data.sources import read_source  # noqa: PLC0415
     from mlsys_core.datasets.nycflights13 import nycflights13_spec  # noqa: PLC0415
 
     spec = nycflights13_spec()
@@ -83,7 +83,7 @@ def write_inputs(folder: Path, scale: int) -> dict[str, int]:
     }
     sizes = {}
     for name, cols in columns.items():
-        raw = parse_source(read_source_bytes(spec.source(name)))
+        raw = read_source(spec.source(name))
         clean = clean_table(raw, spec.contracts[name], name).clean[cols].reset_index(drop=True)
         copies = [clean.assign(time_hour=clean["time_hour"] + k * SHIFT) for k in range(scale)]
         frame = pd.concat(copies, ignore_index=True)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
+from mlsys_core.data.sources import read_source
 from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.features.online import online_sources, open_online_store
 from mlsys_core.serving.sources import ServingPlan
@@ -59,7 +60,7 @@ class DemoReport:
 
 
 def _day_rows(spec: DatasetSpec, source: str, timestamp: str, day: str) -> pd.DataFrame:
-    table = pd.read_csv(spec.source(source).path)
+    table = read_source(spec.source(source))
     stamps = pd.to_datetime(table[timestamp], utc=True)
     start = pd.Timestamp(day, tz="UTC")
     return table[(stamps >= start) & (stamps < start + pd.Timedelta(days=1))]

@@ -186,6 +186,15 @@ def parse_file(source: SourceSpec, landing: LandingFile) -> pd.DataFrame:
     return parse_source(raw, landing.path.name)
 
 
+def read_source(source: SourceSpec) -> pd.DataFrame:
+    """A source's rows as read, untyped (the contract types them): its file, package file or
+    query, or every file now in its landing folder, in name order."""
+    if source.incremental:
+        frames = [parse_file(source, landing) for landing in landed(source)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return parse_source(read_source_bytes(source))
+
+
 def _sql_bytes(source: SourceSpec) -> bytes:
     """The query's rows as canonical Parquet bytes: equal rows give equal checksums."""
     import sqlalchemy as sa  # noqa: PLC0415 - only SQL sources need it

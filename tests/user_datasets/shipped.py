@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlsys_core.data.sources import parse_source, read_source_bytes
+from mlsys_core.data.sources import read_source
 from mlsys_core.datasets import published_datasets
 from mlsys_core.spec import DatasetSpec, SourceSpec
 
@@ -23,7 +23,7 @@ def sliced(spec: DatasetSpec, folder: Path) -> DatasetSpec:
     for source in spec.sources:
         path = folder / f"{source.name}.csv.gz"
         if not path.exists():
-            frame = parse_source(read_source_bytes(source))
+            frame = read_source(source)
             if source.name == spec.base and len(frame) > BASE_ROWS:
                 frame = frame.sample(n=BASE_ROWS, random_state=0)
             tmp = path.with_name(f".{path.name}.tmp")

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlsys_core.data.sources import parse_source, read_source_bytes
+from mlsys_core.data.sources import read_source
 from mlsys_core.datasets.nycflights13.spec import nycflights13_spec
 from mlsys_core.spec import DatasetSpec, SourceSpec
 
 
 def read_tables() -> dict[str, pd.DataFrame]:
     """The real tables, as read from the installed package."""
-    return {s.name: parse_source(read_source_bytes(s)) for s in nycflights13_spec().sources}
+    return {s.name: read_source(s) for s in nycflights13_spec().sources}
 
 
 def sample_spec(

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsys_core.data.sources import SourceError, parse_source, read_source_bytes
+from mlsys_core.data.sources import SourceError, parse_source, read_source, read_source_bytes
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.spec import SourceSpec
 
@@ -69,6 +69,30 @@ def test_zipped_package_source_parses_every_row(real_tables: dict[str, pd.DataFr
     assert len(flights) == len(lines) - 1
     carrier = header.index("carrier")
     assert flights["carrier"].head(50).tolist() == [row[carrier] for row in head[1:]]
+
+
+def test_read_source_finds_a_package_source_wherever_the_caller_runs(
+    real_tables: dict[str, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A package source's path is inside the package, not under the working folder: a caller
+    # that opened ``source.path`` itself (the stream demo once did) found no file.
+    monkeypatch.chdir(tmp_path)
+    source = nycflights13_spec().source("weather")
+    assert source.package and not Path(source.path).exists()
+    pd.testing.assert_frame_equal(read_source(source), real_tables["weather"])
+
+
+def test_read_source_of_a_landing_folder_is_every_landed_file_in_name_order(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    (folder / "2024-02.csv").write_text("id,x\n3,c\n")
+    (folder / "2024-01.csv").write_text("id,x\n1,a\n2,b\n")
+    (folder / ".2024-03.csv.tmp").write_text("id,x\n9,z\n")  # still being copied in
+    frame = read_source(SourceSpec(name="t", path=str(folder), incremental=True))
+    assert frame["id"].tolist() == [1, 2, 3] and frame["x"].tolist() == ["a", "b", "c"]
+    assert read_source(SourceSpec(name="t", path=str(tmp_path), incremental=True)).empty
 
 
 def test_every_reference_source_is_readable(real_tables: dict[str, pd.DataFrame]) -> None:
