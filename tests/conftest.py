@@ -42,6 +42,24 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 SLICE_FRACTION = 0.03  # ~10k flights: every month present, trains in seconds
 
 
+_CRASH_CASES: list[dict] = []  # the crash harness's cases, from every test report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for key, cases in report.user_properties:
+        if key == "crash_cases":  # tests/crash/harness.py: CASES_PROPERTY
+            _CRASH_CASES.extend(cases)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _CRASH_CASES:
+        from tests.crash.harness import Case, Summary  # noqa: PLC0415 - only after crash tests
+
+        summary = Summary(points={c["point"] for c in _CRASH_CASES})
+        summary.cases = [Case(**c) for c in _CRASH_CASES]
+        terminalreporter.write_line(summary.line())
+
+
 @pytest.fixture(autouse=True)
 def _seed_rngs() -> None:
     random.seed(0)

@@ -1,7 +1,7 @@
-"""Print the crash harness's counts at the end of the session.
-
-The cases travel in each test's report (``user_properties``), so the counts are right when
-xdist runs the tests in worker processes and only the reports reach this one."""
+"""The crash harness's cases travel in each test's report (``user_properties``): the root
+conftest counts them and prints the harness's line at the end of the session, also when
+xdist runs the tests in worker processes and only the reports reach the controller (which
+loads no conftest below the root)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ from dataclasses import asdict
 
 import pytest
 
-from tests.crash.harness import SUMMARY, Case, Summary
-
-_PROPERTY = "crash_cases"
-REPORTED = Summary()
+from tests.crash.harness import CASES_PROPERTY, SUMMARY
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -21,17 +18,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     outcome = yield
     if call.when == "call" and SUMMARY.cases:
         report = outcome.get_result()
-        report.user_properties.append((_PROPERTY, [asdict(c) for c in SUMMARY.cases]))
+        report.user_properties.append((CASES_PROPERTY, [asdict(c) for c in SUMMARY.cases]))
         SUMMARY.cases.clear()
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    for key, cases in report.user_properties:
-        if key == _PROPERTY:
-            REPORTED.cases += [Case(**c) for c in cases]
-            REPORTED.points |= {c["point"] for c in cases}
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if REPORTED.cases:
-        terminalreporter.write_line(REPORTED.line())

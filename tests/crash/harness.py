@@ -332,7 +332,8 @@ class Summary:
         )
 
 
-SUMMARY = Summary()
+SUMMARY = Summary()  # this process's cases, until its test's report carries them
+CASES_PROPERTY = "crash_cases"  # the report's user property that carries them
 
 
 def record(cases: list[Case], baseline: Baseline) -> None:
