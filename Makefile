@@ -14,8 +14,8 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_LOGGING_LEVEL ?= INFO
 export MPLBACKEND := Agg
 export GIT_PYTHON_REFRESH := quiet
-# Test workers (pytest-xdist); a module's tests stay on one worker, so its fixtures (a
-# stack, a trained pair, an MLflow server) start once. TEST_WORKERS=0 runs in this process.
+# Test workers (pytest-xdist); a module's tests stay on one worker, so a module fixture (the
+# stack) starts once, a session fixture once per worker. TEST_WORKERS=0: in this process.
 TEST_WORKERS ?= auto
 
 .PHONY: demo test test-quick lint bench bench-report clean nginx redis wrk postgres stack-up stack-down stack-status

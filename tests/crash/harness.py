@@ -37,7 +37,6 @@ The lake's checks run for every stage on top.
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import multiprocessing.context
 import os
@@ -339,7 +338,3 @@ CASES_PROPERTY = "crash_cases"  # the report's user property that carries them
 def record(cases: list[Case], baseline: Baseline) -> None:
     SUMMARY.cases += cases
     SUMMARY.points |= {c.point for c in cases}
-
-
-def dump(path: Path) -> None:
-    path.write_text(json.dumps([c.__dict__ for c in SUMMARY.cases], indent=1))
