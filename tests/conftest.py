@@ -27,6 +27,7 @@ from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import TrainedModel, train_and_log
 from mlsys_core.training.trainer import TrainConfig
+from tests.crash.harness import CASES_PROPERTY, Case, Summary
 from tests.services import redis_server
 
 # Before anything imports prefect: tests never touch the user's or the demo's Prefect home,
@@ -42,22 +43,19 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 SLICE_FRACTION = 0.03  # ~10k flights: every month present, trains in seconds
 
 
-_CRASH_CASES: list[dict] = []  # the crash harness's cases, from every test report
+_CRASH = Summary()  # the crash harness's cases, from every test report
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for key, cases in report.user_properties:
-        if key == "crash_cases":  # tests/crash/harness.py: CASES_PROPERTY
-            _CRASH_CASES.extend(cases)
+        if key == CASES_PROPERTY:
+            _CRASH.cases += [Case(**c) for c in cases]
+            _CRASH.points |= {c["point"] for c in cases}
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _CRASH_CASES:
-        from tests.crash.harness import Case, Summary  # noqa: PLC0415 - only after crash tests
-
-        summary = Summary(points={c["point"] for c in _CRASH_CASES})
-        summary.cases = [Case(**c) for c in _CRASH_CASES]
-        terminalreporter.write_line(summary.line())
+    if _CRASH.cases:
+        terminalreporter.write_line(_CRASH.line())
 
 
 @pytest.fixture(autouse=True)

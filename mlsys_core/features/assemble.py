@@ -84,14 +84,19 @@ def assign_split(timestamps: pd.Series, split: TimeSplit) -> pd.Series:
     return pd.Series(out, index=timestamps.index, dtype=object)
 
 
-def request_keys(spec: DatasetSpec) -> list[str]:
-    """Base columns the lookups, as-of joins and feature views find rows by: what a caller
-    sends along with the entity keys (a feature set keeps them, so its rows can be replayed
-    as requests)."""
+def lookup_keys(spec: DatasetSpec) -> list[str]:
+    """Every base column the lookups, as-of joins and feature views find rows by (entity
+    keys and model inputs among them)."""
     keys = [c for j in [*spec.lookups, *spec.as_of_joins] for c in j.on]
     keys += [k for v in spec.feature_views for k in v.entity.join_keys]
+    return list(dict.fromkeys(keys))
+
+
+def request_keys(spec: DatasetSpec) -> list[str]:
+    """The lookup keys a caller sends besides the entity keys and the model's inputs (a
+    feature set keeps them, so its rows can be replayed as requests)."""
     known = {*spec.entity_keys, *spec.input_columns}
-    return [k for k in dict.fromkeys(keys) if k not in known]
+    return [k for k in lookup_keys(spec) if k not in known]
 
 
 RightRows = Callable[[LookupJoin | AsOfJoin], pd.DataFrame]

@@ -45,11 +45,12 @@ from mlsys_core.data.cleaning import latest_clean
 from mlsys_core.data.contract import REASON
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
-from mlsys_core.features.assemble import SPLIT
+from mlsys_core.features.assemble import SPLIT, lookup_keys
 from mlsys_core.features.store import load_feature_set
 from mlsys_core.net import free_port
 from mlsys_core.serving.lineage import version_feature_set
 from mlsys_core.serving.sources import ServingPlan
+from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.trainer import TrainConfig
 from mlsys_core.tuning.space import Choice, FloatRange, SearchSpace
@@ -209,15 +210,10 @@ DATASETS = {
 QUARANTINED = {"stores": 1}  # rows with a bad cell; the others: none expected or checked
 
 
-def online_keys(spec) -> list[str]:
-    """Every request column an online source finds its rows by: the lookups' and as-of
-    joins' keys and the views' entity keys (entity keys of the spec included)."""
-    keys = [c for j in [*spec.lookups, *spec.as_of_joins] for c in j.on]
-    return list(dict.fromkeys(keys + [k for v in spec.feature_views for k in v.entity.join_keys]))
-
-
-def unknown_key(spec, lake: Lake, column: str, example: object) -> object:
+def unknown_key(spec: DatasetSpec, lake: Lake, column: str, example: object) -> object:
     """A value of ``column`` that its contracts accept and no clean table holds."""
+    if not isinstance(example, int):
+        return "no-such-entity"
     held: set = set()
     rules = []
     for table, contract in spec.contracts.items():
@@ -225,9 +221,7 @@ def unknown_key(spec, lake: Lake, column: str, example: object) -> object:
             rules.append(contract.columns[column])
         clean = latest_clean(lake, table).clean
         if column in lake.part_columns(lake.parts(clean)):
-            held |= set(lake.read(clean)[column].dropna().tolist())
-    if not isinstance(example, int):
-        return "no-such-entity"
+            held |= set(lake.read(clean, columns=[column])[column].dropna().tolist())
     low = max([r.ge for r in rules if r.ge is not None], default=0)
     high = min([r.le for r in rules if r.le is not None], default=10**9)
     return next(v for v in range(int(high), int(low) - 1, -1) if v not in held)
@@ -339,7 +333,7 @@ def test_every_stage_runs_from_a_dataset_reference(
             test = test[test[spec.event_timestamp] == test[spec.event_timestamp].max()]
         records = caller_records(test.head(20), spec)
         unknown = dict(records[0])
-        for key in online_keys(spec):  # keys no table holds: every online source must miss
+        for key in lookup_keys(spec):  # keys no table holds: every online source must miss
             unknown[key] = unknown_key(spec, lake, key, unknown.get(key))
         res = httpx.post(
             f"{url}/predict",
