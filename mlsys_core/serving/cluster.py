@@ -79,6 +79,12 @@ class ClusterConfig(BaseModel):
     health_timeout_s: float = Field(default=2.0, gt=0)
     unhealthy_after: int = Field(default=2, ge=1, description="Failed polls in a row to drop.")
     healthy_after: int = Field(default=1, ge=1, description="Good polls in a row to add back.")
+    reload_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="After a reload, wait this long at most for nginx's "
+        "old workers (old upstreams) to finish their requests and exit.",
+    )
     restart: bool = Field(default=True, description="Restart a replica process that exited.")
     restart_backoff_s: float = Field(default=1.0, gt=0, description="Doubles per crash, <= 30 s.")
     startup_timeout_s: float = Field(default=300.0, gt=0)
@@ -412,8 +418,16 @@ class Cluster:
         os.replace(candidate, self.conf_path)
 
     def _reload(self) -> None:
-        if self.nginx is not None and self.nginx.poll() is None:
-            self.nginx.send_signal(signal.SIGHUP)
+        """SIGHUP, then wait (a few seconds at most) until the workers that held the old
+        upstreams have exited: nginx reloads asynchronously, and a status file that says
+        "in rotation" before nginx routes there would mislead whoever reads it."""
+        if self.nginx is None or self.nginx.poll() is not None:
+            return
+        old = _children(self.nginx.pid)
+        self.nginx.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + self.config.reload_wait_s
+        while old & _children(self.nginx.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -467,6 +481,21 @@ def _stop(proc: subprocess.Popen, sig: signal.Signals, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _children(pid: int) -> set[int]:
+    """The pids whose parent is ``pid`` (empty where there is no /proc: the reload then
+    does not wait)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name (field 2) may hold spaces; the parent pid follows its ')'.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if int(fields[1]) == pid:
+            children.add(int(stat.parent.name))
+    return children
 
 
 def _now() -> str:
