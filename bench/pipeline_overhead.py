@@ -128,11 +128,13 @@ def _import_plain() -> SimpleNamespace:
     from mlsys_core.data import cleaning, ingest  # noqa: PLC0415
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
     from mlsys_core.features import store  # noqa: PLC0415
+    from mlsys_core.features.online import open_online_store  # noqa: PLC0415
     from mlsys_core.monitoring.check import CheckConfig, check_model_drift  # noqa: PLC0415
     from mlsys_core.registry import promotion  # noqa: PLC0415
     from mlsys_core.registry.gate import GateConfig  # noqa: PLC0415
     from mlsys_core.registry.lineage import record_served_by  # noqa: PLC0415
     from mlsys_core.registry.locking import RegistryLock  # noqa: PLC0415
+    from mlsys_core.serving.lineage import materialize_for_version  # noqa: PLC0415
     from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
     from mlsys_core.training import run  # noqa: PLC0415
     from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
@@ -149,6 +151,8 @@ def _import_plain() -> SimpleNamespace:
         promotion=promotion,
         record_served_by=record_served_by,
         RegistryLock=RegistryLock,
+        open_online_store=open_online_store,
+        materialize_for_version=materialize_for_version,
         configure_mlflow=configure_mlflow,
         run=run,
         TrainConfig=TrainConfig,
@@ -182,9 +186,11 @@ def _run_plain(args: argparse.Namespace, watch: Stopwatch, m: SimpleNamespace) -
             trained = m.run.train_and_log(features, config, settings)
         with watch.lap("register"):
             # What the register flow's tasks call: register, smoke test, gate, then the
-            # stage moves through to production with an automatic approval.
+            # stage moves through to production with an automatic approval, the online
+            # store filled for the new champion just before (the promote flow's step).
             client = configure_mlflow(settings)
             lake = lake_of(settings.lake_dir)
+            online = m.open_online_store(settings.root, settings.online_store)
             walked = promotion.walk(
                 client,
                 lake,
@@ -194,6 +200,9 @@ def _run_plain(args: argparse.Namespace, watch: Stopwatch, m: SimpleNamespace) -
                 m.RegistryLock(client, name),
                 m.GateConfig(),
                 promotion.auto_approval("ml-pipeline"),
+                before_production=lambda version: m.materialize_for_version(
+                    client, lake, online, name, version
+                ),
             )
             decision = walked.decision
         with watch.lap("drift"):

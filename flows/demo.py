@@ -5,8 +5,9 @@ Without a configured API (``PREFECT_API_URL``), the first flow call starts a tem
 local server and waits for it; ``python -m flows.pipeline`` first imports torch, MLflow and
 pandas (every flow, task and core module), and only then pays that start. Here the server
 starts on a thread right away, its process boots beside the imports, and the flow finds it
-running. The start-up limit is raised from Prefect's 20 s (unless set), since a loaded
-machine misses it while the imports compete for the cores.
+running. When ``mlsys prefect-server up`` keeps a server for this Prefect home, the demo
+uses it and starts none. The start-up limit is raised from Prefect's 20 s (unless set),
+since a loaded machine misses it while the imports compete for the cores.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from __future__ import annotations
 import os
 import threading
 
+from mlsys_core.stack import prefect_server
+
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    api = prefect_server.use_local_server()
+    if api is not None:
+        print(f"Prefect: the running server at {api} (mlsys prefect-server up)", flush=True)
     from prefect.settings import PREFECT_API_URL  # noqa: PLC0415 - after the default above
 
     errors: list[BaseException] = []

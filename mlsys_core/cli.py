@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 
 from mlsys_core import commands
 from mlsys_core.config import StateFolderError
+from mlsys_core.stack import prefect_server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Before any command imports prefect: a flow it runs uses `mlsys prefect-server up`'s
+    # server for this Prefect home, when one runs, instead of starting a temporary one.
+    prefect_server.use_local_server()
     try:
         return int(args.handler(args) or 0)
     # Expected user errors (a bad reference or option, an unusable state folder): one line,

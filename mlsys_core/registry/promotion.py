@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import mlflow
@@ -241,10 +242,14 @@ def walk(
     lock: AbstractContextManager | None,
     config: GateConfig,
     approval: Approval | None = None,
+    before_production: Callable[[str], object] | None = None,
 ) -> WalkResult:
     """Register ``trained`` and take it as far as the evidence goes: Testing if it loads
     and scores, Staging if the gate passes, Production if ``approval`` approves (none: it
-    waits in Staging for ``promote``). ``lock``: default the model's ``RegistryLock``."""
+    waits in Staging for ``promote``). ``lock``: default the model's ``RegistryLock``.
+    ``before_production(version)`` runs just before the move to Production, as the promote
+    flow fills the online store there (``serving.lineage.materialize_for_version``; the
+    registry does not import serving, which reads the registry)."""
     lock = lock or RegistryLock(client, name)
     version = register_version(client, name, trained, lock, actor)
     auc = smoke_test(client, lake, version)
@@ -264,6 +269,8 @@ def walk(
     lifecycle.record_approval(client, name, version.version, approval)
     if not approval.approve:
         return result
+    if before_production is not None:
+        before_production(version.version)
     moved = enter_production(
         client, lake, version, approval, approval.approver, decision.reason, lock, config
     )

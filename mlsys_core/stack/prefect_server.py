@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,3 +130,73 @@ def prefect_server(
     ):
         ensure_work_pool(api, env)
         yield PrefectServer(api=api, env=env, log=log)
+
+
+# -- a long-lived server for one Prefect home (``mlsys server up``) ------------------------
+# Without PREFECT_API_URL every flow call starts Prefect's temporary server (10-20 s) and
+# stops it at exit, and its UI is gone with it. A server started once for the state folder's
+# Prefect home is found by every later run through this record (pid, start time, API URL).
+LOCAL_RECORD = "mlsys-server.json"
+
+
+def prefect_home(env: Mapping[str, str] | None = None) -> Path:
+    """The Prefect home a client in ``env`` uses (Prefect's own default when unset)."""
+    env = os.environ if env is None else env
+    return Path(env.get("PREFECT_HOME") or "~/.prefect").expanduser()
+
+
+def running_local_server(home: Path) -> str | None:
+    """The API URL of the server ``mlsys server up`` started for ``home``, when that very
+    process still runs and answers; else None."""
+    path = home / LOCAL_RECORD
+    if process.PidFile(path).pid() is None:
+        return None
+    try:
+        api = json.loads(path.read_text()).get("api")
+    except (OSError, ValueError):
+        return None
+    return api if isinstance(api, str) and healthy(api) else None
+
+
+def use_local_server(env: MutableMapping[str, str] | None = None) -> str | None:
+    """Point this process's Prefect client at the running server of its Prefect home, unless
+    an API is configured already. Call before prefect is imported (it reads settings once).
+    Returns the API used, or None (the flow call then starts the temporary server)."""
+    env = os.environ if env is None else env
+    if env.get("PREFECT_API_URL"):
+        return None
+    api = running_local_server(prefect_home(env))
+    if api is not None:
+        env["PREFECT_API_URL"] = api
+    return api
+
+
+def start_local_server(home: Path, port: int | None = None, timeout: float = 180.0) -> str:
+    """Start a Prefect server (SQLite in ``home``) that outlives this process, unless one is
+    running for ``home`` already; returns its API URL. Its log is ``home/mlsys-server.log``."""
+    running = running_local_server(home)
+    if running is not None:
+        return running
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    api = api_url(port)
+    log = home / "mlsys-server.log"
+    env = prefect_env(home, api)
+    proc = process.start(server_command(port), log, env=env)
+    try:
+        process.wait_http(f"{api}/health", proc, timeout, log)
+    except BaseException:
+        process.stop_group(proc.pid, timeout=10)
+        raise
+    process.PidFile(home / LOCAL_RECORD).write(proc.pid, api=api)
+    return api
+
+
+def stop_local_server(home: Path) -> bool:
+    """Stop the server ``mlsys server up`` started for ``home``; False when none ran."""
+    record = process.PidFile(home / LOCAL_RECORD)
+    pid = record.pid()
+    if pid is not None:
+        process.stop_group(pid)
+    record.clear()
+    return pid is not None

@@ -88,8 +88,9 @@ class PidFile:
 
     path: Path
 
-    def write(self, pid: int) -> None:
-        record = {"pid": pid, "start": _start_ticks(pid)}
+    def write(self, pid: int, **extra: object) -> None:
+        """Record ``pid`` (and ``extra`` fields, such as the URL it serves) in one write."""
+        record = {**extra, "pid": pid, "start": _start_ticks(pid)}
         write_text_atomically(self.path, json.dumps(record))
 
     def pid(self) -> int | None:

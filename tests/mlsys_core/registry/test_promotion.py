@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import load_feature_set
+from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.invariants import check_registry
 from mlsys_core.registry.lifecycle import CHALLENGER, CHAMPION, Stage, stage_of
@@ -97,9 +98,16 @@ def test_champion_moves_only_when_the_gate_passes(trained_pair, client: MlflowCl
     assert aucs[0] != aucs[1]  # the two seeds give two different models
     worse, better = sorted(range(2), key=lambda i: aucs[i])
     models = trained_pair.models
+    prepared: list[tuple[str, str | None]] = []  # (version, the champion when the hook ran)
+
+    def before_production(version: str) -> None:
+        prepared.append((version, lifecycle.alias_version(client, name, CHAMPION)))
 
     def challenge(index: int):
-        walked = walk(client, lake, models[index], name, "ci", None, LAX, auto_approval("ci"))
+        walked = walk(
+            client, lake, models[index], name, "ci", None, LAX, auto_approval("ci"),
+            before_production=before_production,
+        )  # fmt: skip
         assert walked.smoke_auc == pytest.approx(aucs[index], abs=1e-9)
         assert gate_tag(client, name, walked.version.version) == walked.decision
         return walked.version, walked.decision, walked.stage
@@ -136,13 +144,20 @@ def test_champion_moves_only_when_the_gate_passes(trained_pair, client: MlflowCl
     assert decision.p_value == 1.0
     assert alias_version(client, name, CHAMPION) == v2.version
     assert check_registry(client, name).violations == []
+    # The hook (the online store's fill) ran for the two that became champion, each time
+    # before the alias moved; never for the refused ones.
+    assert prepared == [(v1.version, None), (v2.version, v1.version)]
 
 
 def test_without_an_approval_the_walk_stops_in_staging(trained_pair, client) -> None:
     name = "reg-unapproved"
     lake = Lake(trained_pair.settings.lake_dir)
-    walked = walk(client, lake, trained_pair.models[0], name, "ci", None, LAX)
-    assert walked.stage == Stage.STAGING and walked.approval is None
+    hooked: list[str] = []
+    walked = walk(
+        client, lake, trained_pair.models[0], name, "ci", None, LAX,
+        before_production=hooked.append,
+    )  # fmt: skip
+    assert walked.stage == Stage.STAGING and walked.approval is None and hooked == []
     assert current_champion(client, name) is None
     assert alias_version(client, name, "staging") == walked.version.version
 

@@ -1,0 +1,90 @@
+"""``mlsys prefect-server``: a real Prefect server kept for one Prefect home, found by later
+flow runs of that home instead of a temporary server, and stopped without leftovers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlsys_core.stack import prefect_server, process
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+MLSYS = str(Path(sys.executable).parent / "mlsys")
+FLOW = """
+from mlsys_core.stack.prefect_server import use_local_server
+print("API", use_local_server(), flush=True)
+from prefect import flow
+
+@flow(name="reuse-probe")
+def probe():
+    return 1
+
+probe()
+"""
+
+
+def test_up_is_found_by_later_flow_runs_and_down_stops_it(tmp_path: Path):
+    home = tmp_path / "prefect"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+    def mlsys(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [MLSYS, *args], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+
+    assert mlsys("prefect-server", "status").returncode == 1  # nothing yet
+    up = mlsys("prefect-server", "up")
+    assert up.returncode == 0, up.stderr
+    api = prefect_server.running_local_server(home)
+    assert api is not None and api in up.stdout
+    pid = json.loads((home / prefect_server.LOCAL_RECORD).read_text())["pid"]
+    try:
+        again = mlsys("prefect-server", "up")  # idempotent: the same server
+        assert again.returncode == 0 and api in again.stdout
+        assert json.loads((home / prefect_server.LOCAL_RECORD).read_text())["pid"] == pid
+
+        # A flow run in another process of this Prefect home lands in that server's
+        # database: its run is listed by the server's API after the process has exited.
+        run = subprocess.run(
+            [sys.executable, "-c", FLOW],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f"API {api}" in run.stdout
+        body = {"flows": {"name": {"any_": ["reuse-probe"]}}}
+        runs = prefect_server.call(f"{api}/flow_runs/filter", body)
+        assert [r["state_type"] for r in runs] == ["COMPLETED"]
+
+        # A configured API wins over the kept server.
+        assert prefect_server.use_local_server({**env, "PREFECT_API_URL": "http://x"}) is None
+    finally:
+        down = mlsys("prefect-server", "down")
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert not process.alive(pid)
+    assert prefect_server.running_local_server(home) is None
+    assert mlsys("prefect-server", "status").returncode == 1
+    assert "none was running" in mlsys("prefect-server", "down").stdout
+
+
+def test_a_record_of_a_dead_process_is_not_a_server(tmp_path: Path):
+    """A record left by a server that died (or a reused pid) never points a flow at a
+    dead URL: the flow would fail instead of starting its temporary server."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    process.PidFile(tmp_path / prefect_server.LOCAL_RECORD).write(
+        dead.pid, api="http://127.0.0.1:9/api"
+    )
+    env = {"PREFECT_HOME": str(tmp_path)}
+    assert prefect_server.running_local_server(tmp_path) is None
+    assert prefect_server.use_local_server(env) is None and "PREFECT_API_URL" not in env
