@@ -10,6 +10,7 @@ Every later ``make demo``, ``mlsys pipeline`` or other flow run with the same
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,13 +26,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlsys_core.stack import prefect_server  # noqa: PLC0415
+    from mlsys_core.stack import prefect_server, process  # noqa: PLC0415
 
     home = prefect_server.prefect_home()
     if args.action == "up":
         if args.port is not None and not 0 < args.port < 65536:
             raise ValueError(f"--port must be 1-65535, got {args.port}")
-        api = prefect_server.start_local_server(home, args.port)
+        try:
+            api = prefect_server.start_local_server(home, args.port)
+        except process.ServerError as err:  # e.g. the port is taken: the server's own words
+            print(f"mlsys prefect-server up: {err}", file=sys.stderr)
+            return 1
         print(f"Prefect server for {home}: {api} (UI {api.removesuffix('/api')})")
         print("flow runs with this PREFECT_HOME and no PREFECT_API_URL use it")
         return 0

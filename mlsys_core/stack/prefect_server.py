@@ -6,6 +6,7 @@ Never imports prefect: the server, ``prefect deploy`` and the workers are proces
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -132,7 +133,7 @@ def prefect_server(
         yield PrefectServer(api=api, env=env, log=log)
 
 
-# -- a long-lived server for one Prefect home (``mlsys server up``) ------------------------
+# -- a long-lived server for one Prefect home (``mlsys prefect-server up``) ------------------------
 # Without PREFECT_API_URL every flow call starts Prefect's temporary server (10-20 s) and
 # stops it at exit, and its UI is gone with it. A server started once for the state folder's
 # Prefect home is found by every later run through this record (pid, start time, API URL).
@@ -146,7 +147,7 @@ def prefect_home(env: Mapping[str, str] | None = None) -> Path:
 
 
 def running_local_server(home: Path) -> str | None:
-    """The API URL of the server ``mlsys server up`` started for ``home``, when that very
+    """The API URL of the server ``mlsys prefect-server up`` started for ``home``, when that very
     process still runs and answers; else None."""
     path = home / LOCAL_RECORD
     if process.PidFile(path).pid() is None:
@@ -174,10 +175,17 @@ def use_local_server(env: MutableMapping[str, str] | None = None) -> str | None:
 def start_local_server(home: Path, port: int | None = None, timeout: float = 180.0) -> str:
     """Start a Prefect server (SQLite in ``home``) that outlives this process, unless one is
     running for ``home`` already; returns its API URL. Its log is ``home/mlsys-server.log``."""
-    running = running_local_server(home)
-    if running is not None:
-        return running
     home.mkdir(parents=True, exist_ok=True)
+    with open(home / "mlsys-server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two `up`s at once start one server, not two
+        running = running_local_server(home)
+        return running if running is not None else _start_local_server(home, port, timeout)
+
+
+def _start_local_server(home: Path, port: int | None, timeout: float) -> str:
+    if port is not None and process.tcp_open(HOST, port):
+        # Whatever listens there would answer the health check in our server's stead.
+        raise process.ServerError(f"{HOST}:{port} is in use; choose another --port")
     port = port or free_port()
     api = api_url(port)
     log = home / "mlsys-server.log"
@@ -193,7 +201,7 @@ def start_local_server(home: Path, port: int | None = None, timeout: float = 180
 
 
 def stop_local_server(home: Path) -> bool:
-    """Stop the server ``mlsys server up`` started for ``home``; False when none ran."""
+    """Stop the server ``mlsys prefect-server up`` started for ``home``; False when none ran."""
     record = process.PidFile(home / LOCAL_RECORD)
     pid = record.pid()
     if pid is not None:

@@ -66,6 +66,18 @@ def test_up_is_found_by_later_flow_runs_and_down_stops_it(tmp_path: Path):
         runs = prefect_server.call(f"{api}/flow_runs/filter", body)
         assert [r["state_type"] for r in runs] == ["COMPLETED"]
 
+        # Another home asking for the same port: one clear line, no traceback, no record.
+        port = api.rsplit(":", 1)[1].split("/")[0]
+        other = tmp_path / "other"
+        taken = subprocess.run(
+            [MLSYS, "prefect-server", "up", "--port", port],
+            env={**env, "PREFECT_HOME": str(other)},
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert taken.returncode == 1, taken.stdout
+        assert "mlsys prefect-server up:" in taken.stderr and "Traceback" not in taken.stderr
+        assert prefect_server.running_local_server(other) is None
+
         # A configured API wins over the kept server.
         assert prefect_server.use_local_server({**env, "PREFECT_API_URL": "http://x"}) is None
     finally:
