@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from flows.validate import validate
 from mlsys_core.config import Settings
 from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.monitoring.check import DriftOutcome
+from mlsys_core.stack.prefect_server import prefect_home
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
 from mlsys_core.training.trainer import TrainConfig
@@ -101,14 +103,23 @@ def describe(result: PipelineResult, settings: Settings) -> str:
             f"  MLflow   .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_uri}"
             " --host 127.0.0.1 --port 5000",
             f"           then http://127.0.0.1:5000/#/models/{reg.version.name}",
-            f"  Prefect  PREFECT_HOME={settings.root / 'prefect'} .venv/bin/prefect server start"
-            " --host 127.0.0.1",
-            "           then http://127.0.0.1:4200/runs",
+            *_prefect_ui(),
             f"  Serve    MLSYS_STATE_DIR={settings.root} .venv/bin/mlsys serve"
             f" --model-name {reg.version.name} --port 8000",
             "           then http://127.0.0.1:8000/docs (POST /predict, /metrics)",
         ]
     )
+
+
+def _prefect_ui() -> list[str]:
+    """Where these runs can be seen: the server they went to, or how to keep one (the
+    temporary server and its UI stopped with this process)."""
+    if api := os.environ.get("PREFECT_API_URL"):
+        return [f"  Prefect  {api.removesuffix('/').removesuffix('/api')}/runs"]
+    return [
+        f"  Prefect  PREFECT_HOME={prefect_home()} .venv/bin/mlsys prefect-server up",
+        "           then the URL it prints; later runs with that PREFECT_HOME go there too",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,5 +120,5 @@ def test_describe_points_at_everything(two_runs, state: Settings):
     text = describe(first, state)
     assert first.trained.run_id in text
     assert first.drift.report_path in text
-    assert "mlflow ui" in text and "prefect server start" in text
+    assert "mlflow ui" in text and "mlsys prefect-server up" in text
     assert f"mlsys serve --model-name {first.registration.version.name}" in text
