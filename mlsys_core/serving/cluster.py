@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlsys_core.atomic import write_text_atomically
@@ -484,18 +485,11 @@ def _stop(proc: subprocess.Popen, sig: signal.Signals, timeout: float) -> None:
 
 
 def _children(pid: int) -> set[int]:
-    """The pids whose parent is ``pid`` (empty where there is no /proc: the reload then
-    does not wait)."""
-    children = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # The command name (field 2) may hold spaces; the parent pid follows its ')'.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited meanwhile
-        if int(fields[1]) == pid:
-            children.add(int(stat.parent.name))
-    return children
+    """The pids of ``pid``'s child processes (nginx's workers)."""
+    try:
+        return {child.pid for child in psutil.Process(pid).children()}
+    except psutil.NoSuchProcess:
+        return set()
 
 
 def _now() -> str:

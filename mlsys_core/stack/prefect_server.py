@@ -149,13 +149,8 @@ def prefect_home(env: Mapping[str, str] | None = None) -> Path:
 def running_local_server(home: Path) -> str | None:
     """The API URL of the server ``mlsys prefect-server up`` started for ``home``, when that very
     process still runs and answers; else None."""
-    path = home / LOCAL_RECORD
-    if process.PidFile(path).pid() is None:
-        return None
-    try:
-        api = json.loads(path.read_text()).get("api")
-    except (OSError, ValueError):
-        return None
+    record = process.PidFile(home / LOCAL_RECORD).record()
+    api = None if record is None else record.get("api")
     return api if isinstance(api, str) and healthy(api) else None
 
 

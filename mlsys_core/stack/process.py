@@ -93,19 +93,24 @@ class PidFile:
         record = {**extra, "pid": pid, "start": _start_ticks(pid)}
         write_text_atomically(self.path, json.dumps(record))
 
-    def pid(self) -> int | None:
-        """The recorded pid if that very process still runs, else None."""
+    def record(self) -> dict | None:
+        """The whole record if its pid is that very process, still running; else None."""
         try:
             record = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return None
-        pid = record.get("pid")
+        pid = record.get("pid") if isinstance(record, dict) else None
         if not isinstance(pid, int):
             return None
         started = _start_ticks(pid)
         if started is None or started != record.get("start"):
             return None
-        return pid
+        return record
+
+    def pid(self) -> int | None:
+        """The recorded pid if that very process still runs, else None."""
+        record = self.record()
+        return None if record is None else record["pid"]
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
