@@ -132,7 +132,8 @@ def run_one(bench: Bench, quick: bool, results: Path) -> dict:
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(path)
     print(output if not done.returncode else done.stderr[-3000:], flush=True)
-    print(f"-> {path.relative_to(ROOT)} ({seconds:.0f} s, exit {done.returncode})\n", flush=True)
+    shown_path = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    print(f"-> {shown_path} ({seconds:.0f} s, exit {done.returncode})\n", flush=True)
     return result
 
 

@@ -227,8 +227,10 @@ def build_champion(args: argparse.Namespace, folder: Path) -> tuple[str, list[di
     from mlsys_core.data.cleaning import clean_snapshot  # noqa: PLC0415
     from mlsys_core.data.ingest import snapshot_source  # noqa: PLC0415
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
+    from mlsys_core.features.online import open_online_store  # noqa: PLC0415
     from mlsys_core.features.store import build_feature_set, load_feature_set  # noqa: PLC0415
     from mlsys_core.registry import promotion  # noqa: PLC0415
+    from mlsys_core.serving.lineage import materialize_for_version  # noqa: PLC0415
     from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
     from mlsys_core.training.run import train_and_log  # noqa: PLC0415
     from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
@@ -245,6 +247,11 @@ def build_champion(args: argparse.Namespace, folder: Path) -> tuple[str, list[di
     client = configure_mlflow(settings)
     name = settings.model_name or spec.registered_model
     version = promotion.register_version(client, name, trained)
+    # As the promote flow does before a version serves: fill the online store it reads
+    # (until then the service's readiness says "run materialize").
+    materialize_for_version(
+        client, lake, open_online_store(settings.root, settings.online_store), name, version.version
+    )
     client.set_registered_model_alias(name, "champion", version.version)
     frame, spec = load_feature_set(features, lake)
     test = frame[frame["_split"] == "test"].sample(args.records, random_state=0)
@@ -274,10 +281,9 @@ def server_commands(name: str, folder: Path) -> dict[str, tuple[Callable, str, s
     return {
         # The documented command, as a user runs it (no access log: /metrics counts).
         "ours": (
-            lambda p: (
-                [str(BIN / "mlsys"), "serve", "--port", str(p), "--model-name", name]
-                + ["--spec", "nycflights13"]
-            ),
+            # No --spec: the service reads the champion's spec from its lineage (the
+            # sampled spec it was trained on; naming another is refused as skew).
+            lambda p: [str(BIN / "mlsys"), "serve", "--port", str(p), "--model-name", name],
             "/health/ready",
             "/predict",
         ),
