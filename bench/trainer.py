@@ -78,6 +78,7 @@ def prepare(fraction: float, root: Path) -> dict[str, Any]:
     matrices = fit_matrices(labeled_splits(frame, spec), spec)
     return {
         "settings": settings,
+        "lake": lake,
         "feature_set": feature_set,
         "x": matrices.x,
         "y": matrices.y,
@@ -182,7 +183,7 @@ def mlflow_overhead(data: dict, config: Any, repeats: int) -> tuple[list, list, 
     from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
     from mlsys_core.training.run import train_and_log  # noqa: PLC0415
 
-    configure_mlflow(data["settings"])
+    configure_mlflow(data["settings"].tracking)
 
     in_logging = [0.0]
 
@@ -205,7 +206,13 @@ def mlflow_overhead(data: dict, config: Any, repeats: int) -> tuple[list, list, 
                 without.append(time_trainer(data, config))
     print(f"  time inside mlflow.log_metrics: {in_logging[0] / repeats:.3f} s per training run")
     start = time.perf_counter()
-    trained = train_and_log(data["feature_set"], config, data["settings"], run_name="bench-full")
+    trained = train_and_log(
+        data["feature_set"],
+        config,
+        data["lake"],
+        data["settings"].tracking,
+        run_name="bench-full",
+    )
     full = time.perf_counter() - start
     return with_log, without, full - trained.metrics["train_seconds"]
 

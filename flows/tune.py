@@ -35,7 +35,7 @@ from mlsys_core.tuning.samplers import (
     SearchConfig,
 )
 from mlsys_core.tuning.space import SearchSpace
-from mlsys_core.tuning.study import StudyJob, redacted, storage_url
+from mlsys_core.tuning.study import StudyJob, redacted
 from mlsys_core.tuning.trial import TrialOutcome
 from tasks.features import latest_feature_set
 from tasks.metrics import metered
@@ -105,7 +105,7 @@ def tune(
     prepared = prepare_tuning_data(features, settings)
     job = StudyJob(
         name=name,
-        storage=storage_url(settings, storage),
+        storage=settings.optuna_url(storage),
         search=search,
         space=space,
         base=base_config,

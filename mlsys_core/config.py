@@ -6,8 +6,20 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Tracking(BaseModel):
+    """Where runs and models go: all a core function that logs to MLflow is handed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    experiment: str = "mlsys"
+    artifact_dir: Path | None = Field(
+        default=None, description="Artifacts of a local store (a server picks its own)."
+    )
 
 
 class Settings(BaseSettings):
@@ -75,6 +87,20 @@ class Settings(BaseSettings):
     @property
     def mlflow_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def tracking(self) -> Tracking:
+        return Tracking(
+            uri=self.mlflow_uri, experiment=self.experiment, artifact_dir=self.artifact_dir
+        )
+
+    def optuna_url(self, storage: str | None = None) -> str:
+        """``storage`` as given, else ``MLSYS_OPTUNA_STORAGE``, else SQLite in the state
+        folder (created here: SQLite creates the file, not its folder)."""
+        if storage or self.optuna_storage:
+            return storage or self.optuna_storage  # type: ignore[return-value]
+        self.root.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.root / 'optuna.db'}"
 
 
 class StateFolderError(OSError):

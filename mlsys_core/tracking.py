@@ -9,7 +9,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from mlsys_core import __version__
-from mlsys_core.config import Settings
+from mlsys_core.config import Tracking
 
 
 def tracking_client(uri: str) -> MlflowClient:
@@ -24,8 +24,8 @@ def tracking_client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def configure_mlflow(settings: Settings) -> MlflowClient:
-    """Point MLflow at the configured store and make sure the experiment exists.
+def configure_mlflow(tracking: Tracking) -> MlflowClient:
+    """Point MLflow at ``tracking``'s store and make sure the experiment exists.
 
     With a local store (``sqlite:///``, a folder) the experiment gets an explicit artifact
     location, or MLflow would write artifacts to ``./mlruns`` in whatever folder the process
@@ -33,19 +33,21 @@ def configure_mlflow(settings: Settings) -> MlflowClient:
     ``--serve-artifacts`` every client uploads through it (``mlflow-artifacts:/``), so a
     process on another machine reads the same model, never a path local to the writer.
     """
-    settings.root.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.mlflow_uri)
-    mlflow.set_registry_uri(settings.mlflow_uri)
-    client = tracking_client(settings.mlflow_uri)
-    if client.get_experiment_by_name(settings.experiment) is None:
-        if settings.mlflow_uri.startswith(("http://", "https://")):
-            client.create_experiment(settings.experiment)
+    uri = tracking.uri
+    if uri.startswith("sqlite:///"):  # SQLite creates the file, not its folder
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = tracking_client(uri)
+    if client.get_experiment_by_name(tracking.experiment) is None:
+        if uri.startswith(("http://", "https://")) or tracking.artifact_dir is None:
+            client.create_experiment(tracking.experiment)
         else:
-            settings.artifact_dir.mkdir(parents=True, exist_ok=True)
+            tracking.artifact_dir.mkdir(parents=True, exist_ok=True)
             client.create_experiment(
-                settings.experiment, artifact_location=settings.artifact_dir.as_uri()
+                tracking.experiment, artifact_location=tracking.artifact_dir.as_uri()
             )
-    mlflow.set_experiment(settings.experiment)
+    mlflow.set_experiment(tracking.experiment)
     return client
 
 

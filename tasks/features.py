@@ -85,7 +85,7 @@ def served_spec(model_name: str, alias: str, settings: Settings) -> DatasetSpec 
     """The spec the version behind ``alias`` was trained with (None: no such version, or
     one without lineage)."""
     _, spec = lineage.alias_spec(
-        configure_mlflow(settings), Lake(settings.lake_dir), model_name, alias
+        configure_mlflow(settings.tracking), Lake(settings.lake_dir), model_name, alias
     )
     return spec
 
@@ -99,7 +99,7 @@ def prepare_online_store(
     if to_stage != Stage.PRODUCTION:
         return None
     result = lineage.materialize_for_version(
-        configure_mlflow(settings),
+        configure_mlflow(settings.tracking),
         Lake(settings.lake_dir),
         open_online_store(settings.root, settings.online_store),
         name,

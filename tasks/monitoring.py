@@ -37,7 +37,7 @@ def monitoring_dir(settings: Settings) -> Path:
 @task(name="drift-load")
 def load_check(model_name: str, alias: str, config: CheckConfig, settings: Settings) -> CheckInputs:
     """Which version and feature sets to check; its reference statistics (cached)."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     return check.load_check(
         client, Lake(settings.lake_dir), monitoring_dir(settings), model_name, alias, config
     )
@@ -71,7 +71,7 @@ def publish_drift(
     settings: Settings,
 ) -> DriftOutcome:
     """The MLflow run and ``latest.json``; per-column Prefect tables and the report link."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     experiment_id = client.get_experiment_by_name(settings.experiment).experiment_id
     seconds = {"load": inputs.seconds, "data_drift": data.seconds}
     outcome = check.publish(
@@ -186,7 +186,7 @@ def build_dashboard(
     model_name: str, metrics_url: str | None, log_days: int, period: Period, settings: Settings
 ) -> Dashboard:
     """Latest drift, performance over time (plot to MLflow), serving and system metrics."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     return dashboard_core.build_dashboard(
         client,
         client.get_experiment_by_name(settings.experiment).experiment_id,

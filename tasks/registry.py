@@ -27,7 +27,7 @@ def register_model(
 ) -> RegisteredVersion:
     """Register the run's model as a Development version with lineage tags and a semver.
     A retry of this task run finishes its first attempt's version, never adds another."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     request_id = f"prefect-task-run:{task_run.id}" if task_run.id else None
     return promotion.register_version(
         client, name, trained, RegistryLock(client, name), actor, request_id=request_id
@@ -37,7 +37,7 @@ def register_model(
 @task
 def smoke_test(candidate: RegisteredVersion, settings: Settings) -> float:
     """Load the version as serving would and score its held-out rows; the held-out AUC."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     return promotion.smoke_test(client, Lake(settings.lake_dir), candidate)
 
 
@@ -46,7 +46,7 @@ def run_gate(
     candidate: RegisteredVersion, config: GateConfig, actor: str, settings: Settings
 ) -> GateDecision:
     """Score candidate and champion on the candidate's held-out rows; record the decision."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     return promotion.run_gate(client, Lake(settings.lake_dir), candidate, config, actor)
 
 
@@ -60,7 +60,7 @@ def check_transition(
     allow_stale: bool = False,
 ) -> Stage:
     """Fail fast (before a gate or waiting for a person) if the move is not allowed now."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     return lifecycle.check_transition(
         client, name, version, to_stage, legal_only=legal_only, allow_stale=allow_stale
     )
@@ -77,7 +77,7 @@ def move_stage(
     gate: GateDecision | None = None,
 ) -> AuditEvent:
     """Move a version to a stage under the registry lock, recording who and why."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     lock = RegistryLock(client, name)
     return lifecycle.transition(client, name, version, to_stage, actor, reason, lock, gate=gate)
 
@@ -91,7 +91,7 @@ def enter_production(
     settings: Settings,
 ) -> ProductionMove:
     """Move an approved version to Production (the gate runs again if it went stale)."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     lock = RegistryLock(client, candidate.name)
     return promotion.enter_production(
         client,
@@ -107,20 +107,20 @@ def enter_production(
 
 @task
 def record_approval(name: str, version: str, approval: Approval, settings: Settings) -> None:
-    lifecycle.record_approval(configure_mlflow(settings), name, version, approval)
+    lifecycle.record_approval(configure_mlflow(settings.tracking), name, version, approval)
 
 
 @task
 def rollback_model(name: str, actor: str, reason: str, settings: Settings) -> AuditEvent:
     """Put the previous production version back under the registry lock."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     return lifecycle.rollback(client, name, actor, reason, RegistryLock(client, name))
 
 
 @task
 def record_served_by(name: str, version: str, deployment: str, settings: Settings) -> None:
     """Note on the version that ``deployment`` used it (for its lineage)."""
-    lineage.record_served_by(configure_mlflow(settings), name, version, deployment)
+    lineage.record_served_by(configure_mlflow(settings.tracking), name, version, deployment)
 
 
 @task
@@ -128,7 +128,7 @@ def resolve_version(name: str, version: str | None, from_alias: str, settings: S
     """An explicit version, or the one holding ``from_alias``."""
     if version:
         return version
-    found = lifecycle.alias_version(configure_mlflow(settings), name, from_alias)
+    found = lifecycle.alias_version(configure_mlflow(settings.tracking), name, from_alias)
     if found is None:
         raise LookupError(f"no version of {name} holds @{from_alias}; pass a version")
     return found

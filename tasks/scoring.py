@@ -24,7 +24,7 @@ def resolve_scoring_inputs(
 ) -> tuple[str, FeatureSetRef]:
     """Pin the version behind ``alias`` and the feature set (default: the newest of the
     dataset given, else of the one in the version's lineage)."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     lake = Lake(settings.lake_dir)
     version = batch.resolve_version(client, model_name, alias)
     name = batch.scoring_dataset(client, lake, model_name, version, dataset, default_dataset)
@@ -36,7 +36,7 @@ def score_feature_set(
     feature_set: FeatureSetRef, model_name: str, model_version: str, settings: Settings
 ) -> ScoreResult:
     """Write the versioned scores table; an identical one already there is returned as is."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     return batch.score_feature_set(
         Lake(settings.lake_dir),
         feature_set,

@@ -7,7 +7,9 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
 from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training import launch as launch_core
 from mlsys_core.training import run
 from mlsys_core.training.distributed import LaunchConfig
@@ -42,4 +44,5 @@ def train_model(
 
 @task
 def latest_trained(settings: Settings) -> TrainedModel:
-    return run.latest_trained(settings)
+    client = configure_mlflow(settings.tracking)
+    return run.latest_trained(client, settings.experiment, Lake(settings.lake_dir))

@@ -34,7 +34,7 @@ def prepare_tuning_data(features: FeatureSetRef, settings: Settings) -> Prepared
 @task
 def start_tuning_study(job: StudyJob, settings: Settings) -> StudyJob:
     """Create or resume the Optuna study and its MLflow parent run."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     experiment_id = client.get_experiment_by_name(settings.experiment).experiment_id
     return study.start_study(job, client, experiment_id)
 
@@ -93,6 +93,8 @@ def train_best(
     settings: Settings,
 ) -> TrainedModel:
     """Train the best config as a normal training run, tagged with its study's lineage."""
-    trained = train_and_log(features, config, settings, run_name=f"tuned-{job.name}")
+    trained = train_and_log(
+        features, config, Lake(settings.lake_dir), settings.tracking, run_name=f"tuned-{job.name}"
+    )
     report.tag_final_run(tracking_client(settings.mlflow_uri), trained.run_id, job, result)
     return trained

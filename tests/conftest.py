@@ -126,8 +126,10 @@ def make_champion(
 
     def make(settings: Settings, name: str | None = None) -> Champion:
         feature_set = make_feature_set(settings)
-        trained = train_and_log(feature_set, TrainConfig(epochs=1), settings)
-        client = configure_mlflow(settings)
+        trained = train_and_log(
+            feature_set, TrainConfig(epochs=1), Lake(settings.lake_dir), settings.tracking
+        )
+        client = configure_mlflow(settings.tracking)
         name = name or settings.model_name or feature_set.model_name
         walked = walk(
             client,

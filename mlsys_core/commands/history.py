@@ -21,6 +21,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = Settings()
     name = resolve_model_name(args.model or settings.model_name, settings.dataset)
-    for event in history(configure_mlflow(settings), name):
+    for event in history(configure_mlflow(settings.tracking), name):
         print(event.model_dump_json(exclude_none=True))
     return 0

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    found = lineage(configure_mlflow(Settings()), args.uri)
+    found = lineage(configure_mlflow(Settings().tracking), args.uri)
     print(found.model_dump_json(indent=2) if args.json else describe(found))
     return 0
 

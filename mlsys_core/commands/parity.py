@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{url} is not ready: {ready.json().get('detail')}")
     name, version = ready.json()["model_name"], ready.json()["variants"]["champion"]
     settings = Settings()
-    lake, client = Lake(settings.lake_dir), configure_mlflow(settings)
+    lake, client = Lake(settings.lake_dir), configure_mlflow(settings.tracking)
     trained = version_feature_set(client, lake, name, version)
     if trained is None:
         raise ValueError(f"{name} v{version} names no feature set in its lineage")

@@ -102,8 +102,12 @@ def run_register(args: argparse.Namespace) -> int:
     from mlsys_core.training.run import latest_trained  # noqa: PLC0415
 
     settings = Settings()
-    client, lake = configure_mlflow(settings), Lake(settings.lake_dir)
-    trained = trained_run(client, lake, args.run) if args.run else latest_trained(settings)
+    client, lake = configure_mlflow(settings.tracking), Lake(settings.lake_dir)
+    trained = (
+        trained_run(client, lake, args.run)
+        if args.run
+        else latest_trained(client, settings.experiment, lake)
+    )
     # As the register flow: a model registers under its dataset's model name unless given.
     name = args.model or settings.model_name or trained.feature_set.model_name
     config = GateConfig(margin=args.margin, alpha=args.alpha, n_bootstrap=args.n_bootstrap)
@@ -120,7 +124,7 @@ def run_register(args: argparse.Namespace) -> int:
 
 def run_rollback(args: argparse.Namespace) -> int:
     settings = Settings()
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     name = resolve_model_name(args.model or settings.model_name, settings.dataset)
     event = lifecycle.rollback(client, name, args.actor, args.reason, RegistryLock(client, name))
     print(f"{name}: production rolled back from v{event.from_version} to v{event.to_version}")
@@ -129,7 +133,7 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     settings = Settings()
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     if args.all:
         names = [n for n in registered_models(client) if not is_lock_model(n)]
     else:

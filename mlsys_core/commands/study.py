@@ -26,9 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here: optuna and torch load only when this command runs.
     from mlsys_core.tuning.report import describe_study, list_studies  # noqa: PLC0415
-    from mlsys_core.tuning.study import storage_url  # noqa: PLC0415
 
-    url = storage_url(Settings(), args.storage)
+    url = Settings().optuna_url(args.storage)
     if args.name is None:
         studies = list_studies(url)
         if args.spec:  # a tuning flow names a study after the feature set: <dataset>-<version>

@@ -37,6 +37,7 @@ from pydantic import Discriminator, Tag
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
+from mlsys_core.features.online import open_online_store
 from mlsys_core.serving.config import ServeConfig
 from mlsys_core.serving.lineage import serving_spec
 from mlsys_core.serving.schema import ErrorResponse, PredictResponse, batch_model, record_model
@@ -285,7 +286,18 @@ def create_app(
     config = config or _config_from_env()
     spec, origin = resolve_serving_spec(settings, config, spec)
     log.info("serving %s with spec %r from %s", config.model_name or "", spec.name, origin)
-    service = InferenceService(settings, spec, config)
+    service = InferenceService(
+        spec,
+        config,
+        name=config.model_name or settings.model_name or spec.registered_model,
+        tracking_uri=settings.mlflow_uri,
+        lake=Lake(settings.lake_dir),
+        store=(
+            open_online_store(settings.root, settings.online_store)
+            if config.online_features
+            else None
+        ),
+    )
     batcher = MicroBatcher(service, config.micro_batch_records, config.max_queued_records)
     record_type = record_model(spec, service.plan)
     batch_type = batch_model(record_type, config.max_batch_records)

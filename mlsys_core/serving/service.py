@@ -30,9 +30,8 @@ import mlflow
 import numpy as np
 from pydantic import BaseModel
 
-from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.online import open_online_store, source_problems
+from mlsys_core.features.online import OnlineStoreBase, source_problems
 from mlsys_core.registry.lifecycle import alias_version
 from mlsys_core.registry.lineage import (
     TAG_CANARY_ROLLBACK,
@@ -99,20 +98,27 @@ class ScoringError(Exception):
 
 
 class InferenceService:
-    def __init__(self, settings: Settings, spec: DatasetSpec, config: ServeConfig) -> None:
-        self.settings, self.spec, self.config = settings, spec, config
-        self.name = config.model_name or settings.model_name or spec.registered_model
+    def __init__(  # noqa: PLR0913
+        self,
+        spec: DatasetSpec,
+        config: ServeConfig,
+        *,
+        name: str,
+        tracking_uri: str,
+        lake: Lake,
+        store: OnlineStoreBase | None,
+    ) -> None:
+        """Serve ``name``'s versions from the registry at ``tracking_uri``, reading model
+        inputs a request omits from ``store`` (None: online features off) and logging
+        predictions to ``lake``."""
+        self.spec, self.config, self.name = spec, config, name
         self.rollout = config.rollout
         self.metrics = ServiceMetrics()
-        uri = settings.mlflow_uri
-        self.client = tracking_client(uri)
-        self.lake = Lake(settings.lake_dir)
+        self.tracking_uri = tracking_uri
+        self.client = tracking_client(tracking_uri)
+        self.lake = lake
         self.plan = ServingPlan(spec, config.online_features, config.feature_age_clock)
-        self.store = (
-            open_online_store(settings.root, settings.online_store)
-            if config.online_features
-            else None
-        )
+        self.store = store
         if self.store is not None:
             # Which views moved is re-read this often (one small read of the views' states):
             # a stream's micro-batch shows within it.
@@ -158,8 +164,8 @@ class InferenceService:
             len(self.plan.inputs),
             found,
         )
-        mlflow.set_tracking_uri(self.settings.mlflow_uri)
-        mlflow.set_registry_uri(self.settings.mlflow_uri)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
         if self.config.torch_threads:
             import torch  # noqa: PLC0415 -- only to size its thread pool
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.config import Settings
 from mlsys_core.crashpoints import crash_point
+from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.net import free_port
 from mlsys_core.stack.process import die_with_parent
@@ -97,7 +98,13 @@ def train(
     )
     if launch.in_process:
         return train_and_log(
-            feature_set, config, settings, run_name, launch, checkpoint_dir=job.checkpoint_dir()
+            feature_set,
+            config,
+            Lake(settings.lake_dir),
+            settings.tracking,
+            run_name,
+            launch,
+            checkpoint_dir=job.checkpoint_dir(),
         )
     return launch_torchrun(job)
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 from pydantic import BaseModel, ConfigDict
 
-from mlsys_core.config import Settings
+from mlsys_core.config import Tracking
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef, feature_set_of, load_feature_set
 from mlsys_core.spec import DatasetSpec
@@ -69,7 +70,8 @@ def held_out(
 def train_and_log(
     feature_set: FeatureSetRef,
     config: TrainConfig,
-    settings: Settings,
+    lake: Lake,
+    tracking: Tracking,
     run_name: str | None = None,
     launch: LaunchConfig | None = None,
     checkpoint_dir: Path | None = None,
@@ -81,7 +83,7 @@ def train_and_log(
     rank 0 alone talks to MLflow and returns the result; the other ranks return None.
     """
     launch = launch or LaunchConfig()
-    frame, spec = load_feature_set(feature_set, Lake(settings.lake_dir))
+    frame, spec = load_feature_set(feature_set, lake)
     splits = labeled_splits(frame, spec)
     label = spec.label.name
     matrices = fit_matrices(splits, spec)  # deterministic: every rank fits the same
@@ -94,7 +96,7 @@ def train_and_log(
         trainer.train()
         return None
 
-    configure_mlflow(settings)
+    configure_mlflow(tracking)
     tags = {
         TAG_STAGE: "train",
         TAG_FEATURE_SET: feature_set.version,
@@ -176,12 +178,16 @@ def _launch_params(launch: LaunchConfig, world_size: int) -> dict[str, object]:
     return params
 
 
-def latest_trained(settings: Settings) -> TrainedModel:
+def latest_trained(client: MlflowClient, experiment: str, lake: Lake) -> TrainedModel:
     """The newest finished training run, for running registration on its own."""
-    client = configure_mlflow(settings)
-    experiment = client.get_experiment_by_name(settings.experiment)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise LookupError(
+            f"no finished training run in MLflow (no experiment {experiment!r}); run the "
+            "train flow first"
+        )
     runs = client.search_runs(
-        [experiment.experiment_id],
+        [found.experiment_id],
         filter_string=f"tags.`{TAG_STAGE}` = 'train' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
@@ -192,7 +198,7 @@ def latest_trained(settings: Settings) -> TrainedModel:
     return TrainedModel(
         run_id=run.info.run_id,
         model_uri=run.data.tags[TAG_MODEL_URI],
-        feature_set=feature_set_of(run.data.tags, Lake(settings.lake_dir)),
+        feature_set=feature_set_of(run.data.tags, lake),
         metrics=dict(run.data.metrics),
     )
 

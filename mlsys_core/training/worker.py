@@ -17,6 +17,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from mlsys_core.atomic import write_text_atomically
+from mlsys_core.data.lake import Lake
 from mlsys_core.training.distributed import init_distributed, shutdown_distributed
 from mlsys_core.training.launch import LAUNCH_ID_ENV, RANK0_LAUNCH, TrainingJob
 from mlsys_core.training.run import train_and_log
@@ -46,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if job.launch.strategy != "single":
             init_distributed(job.config.device, job.launch.collective_timeout_s)
+        settings = job.make_settings()
         trained = train_and_log(
             job.feature_set,
             job.config,
-            job.make_settings(),
+            Lake(settings.lake_dir),
+            settings.tracking,
             job.run_name,
             job.launch,
             checkpoint_dir=job.checkpoint_dir(),

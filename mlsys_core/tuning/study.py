@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from mlsys_core.config import Settings
 from mlsys_core.training.trainer import TrainConfig
 from mlsys_core.tuning.data import PreparedRef
 from mlsys_core.tuning.samplers import SearchConfig, make_pruner, make_sampler
@@ -69,15 +68,6 @@ class StudyJob(BaseModel):
     run_key: str | None = Field(
         default=None, description="This tuning run's key (its epoch budget's), set by start_study."
     )
-
-
-def storage_url(settings: Settings, storage: str | None = None) -> str:
-    """``storage`` as given, else ``MLSYS_OPTUNA_STORAGE``, else SQLite in the state folder
-    (where the settings say; nothing else of them is used)."""
-    if storage or settings.optuna_storage:
-        return storage or settings.optuna_storage
-    settings.root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{settings.root / 'optuna.db'}"
 
 
 def redacted(url: str) -> str:

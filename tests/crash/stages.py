@@ -263,7 +263,8 @@ class BatchScores(Stage):
         trained = train_and_log(
             latest_feature_set(_lake(work), "shipments"),
             TrainConfig(epochs=1, batch_size=64, hidden=[8]),
-            settings,
+            Lake(settings.lake_dir),
+            settings.tracking,
         )
         mlflow.register_model(trained.model_uri, self.model)
 

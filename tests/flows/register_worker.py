@@ -16,7 +16,7 @@ from mlsys_core.tracking import configure_mlflow
 
 def main(pairs: list[str]) -> None:
     settings = Settings()
-    client, lake = configure_mlflow(settings), Lake(settings.lake_dir)
+    client, lake = configure_mlflow(settings.tracking), Lake(settings.lake_dir)
     for pair in pairs:
         model, run_id = pair.split(":")
         result = register(

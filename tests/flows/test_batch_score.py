@@ -50,7 +50,7 @@ def test_batch_score_flow_writes_once_and_records_lineage(
 ):
     made = make_champion(settings)
     features = made.feature_set
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
 
     result = batch_score()
     assert result.created and result.model_version == made.version

@@ -86,11 +86,13 @@ def test_a_version_becomes_champion_only_with_its_features_online(
     settings: Settings, make_feature_set: Callable[[Settings], FeatureSetRef]
 ) -> None:
     features = make_feature_set(settings)
-    trained = train_and_log(features, TrainConfig(epochs=1), settings)
+    trained = train_and_log(
+        features, TrainConfig(epochs=1), Lake(settings.lake_dir), settings.tracking
+    )
     store = open_online_store(settings.root)
     assert store.states() == {}
     result = register(trained, auto_approve=True)
-    assert alias_version(configure_mlflow(settings), settings.model_name, "champion") == (
+    assert alias_version(configure_mlflow(settings.tracking), settings.model_name, "champion") == (
         result.version.version
     )
     lake = Lake(settings.lake_dir)

@@ -79,7 +79,12 @@ def paused_promote_run(version: str, timeout: float = 240) -> tuple[UUID, dict]:
 def test_production_waits_for_a_person_who_rejects_then_approves(
     settings: Settings, make_feature_set
 ) -> None:
-    trained = train_and_log(make_feature_set(settings), TrainConfig(epochs=1), settings)
+    trained = train_and_log(
+        make_feature_set(settings),
+        TrainConfig(epochs=1),
+        Lake(settings.lake_dir),
+        settings.tracking,
+    )
     client = tracking_client(settings.mlflow_uri)
     name = settings.model_name
 
@@ -133,7 +138,12 @@ def test_production_waits_for_a_person_who_rejects_then_approves(
 def test_promote_flow_refuses_an_illegal_move_before_asking_anyone(
     settings: Settings, make_feature_set
 ) -> None:
-    trained = train_and_log(make_feature_set(settings), TrainConfig(epochs=1), settings)
+    trained = train_and_log(
+        make_feature_set(settings),
+        TrainConfig(epochs=1),
+        Lake(settings.lake_dir),
+        settings.tracking,
+    )
     result = register(trained=trained)  # auto-approved: straight to production
     assert result.stage == Stage.PRODUCTION
     with pytest.raises(IllegalTransition, match="production -> testing is not allowed"):
@@ -151,7 +161,12 @@ def test_the_register_flow_and_the_plain_walk_take_the_same_steps(
 ) -> None:
     """One lifecycle walk: the flow's tasks and ``promotion.walk`` leave the same audit
     trail, the same stages and the same aliases for the same trained model."""
-    trained = train_and_log(make_feature_set(settings), TrainConfig(epochs=1), settings)
+    trained = train_and_log(
+        make_feature_set(settings),
+        TrainConfig(epochs=1),
+        Lake(settings.lake_dir),
+        settings.tracking,
+    )
     client = tracking_client(settings.mlflow_uri)
     config = GateConfig(n_bootstrap=200)
     flowed = register(trained=trained, model_name="by-flow", n_bootstrap=200, actor="ci")

@@ -14,6 +14,7 @@ from prefect.settings import PREFECT_API_URL
 
 from mlsys_core.commands.registry import describe
 from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
 from mlsys_core.registry.invariants import check_registry
 from mlsys_core.registry.lifecycle import Stage, history
 from mlsys_core.registry.locking import RegistryLock
@@ -37,7 +38,9 @@ def test_sixteen_concurrent_registrations_from_flows_and_the_cli_keep_every_inva
 ) -> None:
     features = make_feature_set(settings)
     runs = [
-        train_and_log(features, TrainConfig(epochs=1, seed=seed), settings).run_id
+        train_and_log(
+            features, TrainConfig(epochs=1, seed=seed), Lake(settings.lake_dir), settings.tracking
+        ).run_id
         for seed in (0, 1)
     ]
     jobs = [(MODELS[i % 3], runs[(i // 3) % 2]) for i in range(16)]

@@ -22,7 +22,7 @@ from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.tracking import tracking_client
 from mlsys_core.training.trainer import TrainConfig
 from mlsys_core.tuning.space import Choice, SearchSpace
-from mlsys_core.tuning.study import PARENT_RUN_TAG, storage_url
+from mlsys_core.tuning.study import PARENT_RUN_TAG
 from tasks.tuning import TRIAL_TAG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def test_tune_runs_parallel_trials_resumes_and_registers_the_best(
     )
     result = state.result()
     assert len(result.trials) == 4 and result.failed == 0
-    study = optuna.load_study(study_name=result.study, storage=storage_url(settings))
+    study = optuna.load_study(study_name=result.study, storage=settings.optuna_url())
     assert len(study.trials) == 4
 
     # Trials ran as Prefect task runs of this flow run, two at a time and never more.
@@ -120,7 +120,7 @@ def test_tune_runs_parallel_trials_resumes_and_registers_the_best(
     again = tune(features=features, n_trials=2, parallelism=2, base_config=BASE, train_final=False)
     assert again.study == result.study and again.report.parent_run_id == parent
     assert (
-        len(optuna.load_study(study_name=result.study, storage=storage_url(settings)).trials) == 6
+        len(optuna.load_study(study_name=result.study, storage=settings.optuna_url()).trials) == 6
     )
     assert sum(again.report.counts.values()) == 6
     assert again.trained is None and again.registration is None
@@ -152,7 +152,7 @@ def test_a_crashing_trial_is_failed_and_the_study_goes_on(
     assert result.failed == 1 and len(result.trials) == 1
     assert result.trials[0].params == {"batch_size": 512}
     assert result.report.counts["FAIL"] == 1 and result.report.counts["COMPLETE"] == 1
-    study = optuna.load_study(study_name=result.study, storage=storage_url(settings))
+    study = optuna.load_study(study_name=result.study, storage=settings.optuna_url())
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert failed[0].params == {"batch_size": 4_000_000}
     run = tracking_client(settings.mlflow_uri).get_run(failed[0].user_attrs["mlflow_run_id"])
@@ -194,7 +194,7 @@ def test_tune_honours_its_epoch_budget_exactly(
     assert sorted(t.epochs for t in result.trials) == [1, 2, 2]
     assert sum(t.epochs for t in result.trials) == 5
     assert result.failed == 0
-    study = optuna.load_study(study_name="budgeted", storage=storage_url(settings))
+    study = optuna.load_study(study_name="budgeted", storage=settings.optuna_url())
     assert len(study.trials) == 3
     # The flow stopped handing out trials once the budget was spent, long before n_trials.
     assert len(_trial_task_runs(state.state_details.flow_run_id)) <= 3 + 2

@@ -54,7 +54,6 @@ from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.trainer import TrainConfig
 from mlsys_core.tuning.space import Choice, FloatRange, SearchSpace
-from mlsys_core.tuning.study import storage_url
 from tests.mlsys_core.serving.parity import caller_records
 from tests.user_datasets.shipped import SHIPPED, slice_reference
 
@@ -264,7 +263,7 @@ def test_every_stage_runs_from_a_dataset_reference(
     model = spec.registered_model
     # Tracking and registry both in this test's state (a client alone keeps the registry
     # URI an earlier test set).
-    lake, client = Lake(settings.lake_dir), configure_mlflow(settings)
+    lake, client = Lake(settings.lake_dir), configure_mlflow(settings.tracking)
 
     # pipeline: the command, by reference
     assert main(["pipeline", "--spec", ref, "--train-config", '{"epochs": 2}']) == 0
@@ -302,7 +301,7 @@ def test_every_stage_runs_from_a_dataset_reference(
     assert {t.state for t in tuned.trials} <= {"COMPLETE", "PRUNED"}
     assert tuned.report.counts["COMPLETE"] >= 1
     assert 0.5 < tuned.report.best_values[0] <= 1.0  # a real, better-than-chance val AUC
-    study = optuna.load_study(study_name=tuned.study, storage=storage_url(settings))
+    study = optuna.load_study(study_name=tuned.study, storage=settings.optuna_url())
     assert len(study.trials) == 2
 
     # batch score, drift check, materialize: the flows, by reference

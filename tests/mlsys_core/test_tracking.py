@@ -35,7 +35,7 @@ def test_configure_mlflow_keeps_store_and_artifacts_in_the_state_dir(
     cwd.mkdir()
     monkeypatch.chdir(cwd)
 
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     with mlflow.start_run() as run:
         mlflow.log_text("hello", "notes/hello.txt")
         mlflow.log_metric("m", 1.0)
@@ -55,7 +55,7 @@ def test_configure_mlflow_keeps_store_and_artifacts_in_the_state_dir(
 
 def test_configure_mlflow_points_tracking_and_registry_at_the_settings(state_dir: Path) -> None:
     settings = Settings(state_dir=state_dir)
-    configure_mlflow(settings)
+    configure_mlflow(settings.tracking)
     assert mlflow.get_tracking_uri() == settings.mlflow_uri
     assert mlflow.get_registry_uri() == settings.mlflow_uri
 
@@ -67,7 +67,7 @@ def test_a_tracking_client_registers_in_its_own_store(
     client of another store keeps runs and model versions together in that other store."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # set_*_uri export these; undo at the end
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", "")
-    configure_mlflow(Settings(state_dir=state_dir))
+    configure_mlflow(Settings(state_dir=state_dir).tracking)
     other = f"sqlite:///{tmp_path / 'other.db'}"
     client = tracking_client(other)
     assert client._registry_uri == other
@@ -77,23 +77,23 @@ def test_a_tracking_client_registers_in_its_own_store(
     version = client.create_model_version("m", "file:///nowhere", run_id=run.info.run_id)
     alias = client.get_model_version("m", version.version)
     assert client.get_run(alias.run_id).info.run_id == run.info.run_id
-    assert not configure_mlflow(Settings(state_dir=state_dir)).search_registered_models(
+    assert not configure_mlflow(Settings(state_dir=state_dir).tracking).search_registered_models(
         filter_string="name = 'm'"
     )
 
 
 def test_configure_mlflow_is_idempotent(state_dir: Path) -> None:
     settings = Settings(state_dir=state_dir, experiment="idempotent")
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     first = client.get_experiment_by_name(settings.experiment).experiment_id
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     experiments = [e for e in client.search_experiments() if e.name == settings.experiment]
     assert [e.experiment_id for e in experiments] == [first]
 
 
 def test_configure_mlflow_uses_the_configured_experiment_name(state_dir: Path) -> None:
     settings = Settings(state_dir=state_dir, experiment="other-exp")
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     with mlflow.start_run() as run:
         pass
     experiment = client.get_experiment(run.info.experiment_id)
@@ -136,7 +136,7 @@ def test_a_model_uri_resolves_in_the_clients_own_store(
     version (by number or alias) and logged model (``models:/m-<id>``) through its client."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", "")
-    configure_mlflow(Settings(state_dir=state_dir))
+    configure_mlflow(Settings(state_dir=state_dir).tracking)
     client = tracking_client(f"sqlite:///{tmp_path / 'other.db'}")
     experiment = client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
     files = tmp_path / "model"

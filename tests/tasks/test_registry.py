@@ -14,7 +14,7 @@ from tasks.registry import rollback_model
 
 
 def test_a_task_queues_behind_a_plain_caller_holding_the_lock(settings: Settings) -> None:
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     name = "lock-shared"
     lock = RegistryLock(client, name)
     out: dict = {}

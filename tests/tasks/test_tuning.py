@@ -12,7 +12,7 @@ from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.training.trainer import TrainConfig
 from mlsys_core.tuning.samplers import PrunerConfig, SearchConfig
 from mlsys_core.tuning.space import Choice, SearchSpace
-from mlsys_core.tuning.study import StudyJob, storage_url
+from mlsys_core.tuning.study import StudyJob
 from tasks.tuning import finish_tuning_study, prepare_tuning_data, run_trial, start_tuning_study
 
 
@@ -22,7 +22,7 @@ def test_study_summary_artifacts_for_any_study_name(
     features = make_feature_set(settings)
     job = StudyJob(
         name="Flights Q4/2026_v2",  # not a valid artifact key as it stands
-        storage=storage_url(settings),
+        storage=settings.optuna_url(),
         search=SearchConfig(pruner=PrunerConfig(name="none")),
         space=SearchSpace(width=Choice(choices=[16]), depth=None, batch_size=None),
         base=TrainConfig(epochs=1, batch_size=2048, device="cpu"),

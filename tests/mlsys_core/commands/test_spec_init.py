@@ -106,7 +106,9 @@ def test_the_unedited_starter_spec_builds_features_and_trains(
     assert clean["activity"].quarantine.rows == 0
     features = build_feature_set(clean, spec, lake)
     assert features.snapshot.rows == 480
-    trained = train_and_log(features, TrainConfig(epochs=1), settings)
+    trained = train_and_log(
+        features, TrainConfig(epochs=1), Lake(settings.lake_dir), settings.tracking
+    )
     assert 0.0 <= trained.metrics["test_auc"] <= 1.0
 
 

@@ -76,7 +76,12 @@ def test_text_spec_trains_and_serves_on_real_names(small_spec, settings: Setting
         s.name: clean_snapshot(snapshot_source(s, lake), spec.contracts[s.name], lake)
         for s in spec.sources
     }
-    trained = train_and_log(build_feature_set(clean, spec, lake), TrainConfig(epochs=1), settings)
+    trained = train_and_log(
+        build_feature_set(clean, spec, lake),
+        TrainConfig(epochs=1),
+        Lake(settings.lake_dir),
+        settings.tracking,
+    )
     assert trained.metrics["test_auc"] > 0.6
     run = trained.run_id
     names = mlflow.artifacts.load_dict(f"runs:/{run}/features/feature_names.json")["features"]

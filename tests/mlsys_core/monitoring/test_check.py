@@ -43,7 +43,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory, make_champion) -> Champio
 
 def check(settings: Settings, model: str = MODEL, **options: object) -> DriftOutcome:
     """The drift check as callers without an orchestrator run it."""
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     experiment = client.get_experiment_by_name(settings.experiment).experiment_id
     return check_model_drift(
         client,
@@ -95,7 +95,7 @@ def test_drift_check_writes_the_html_report_in_the_state_dir(
 def test_drift_check_logs_a_run_with_the_report(
     champion: Champion, outcome: DriftOutcome, tmp_path: Path
 ) -> None:
-    client: MlflowClient = configure_mlflow(champion.settings)
+    client: MlflowClient = configure_mlflow(champion.settings.tracking)
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlsys.stage"] == "drift"

@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlsys_core.config import Settings
+from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.net import free_port
 from mlsys_core.tracking import configure_mlflow
@@ -40,7 +41,13 @@ def trained_pair(
     settings = Settings(state_dir=tmp_path_factory.mktemp("registry_state"))
     feature_set = make_feature_set(settings)
     models = tuple(
-        train_and_log(feature_set, TrainConfig(epochs=2, seed=seed), settings) for seed in (0, 1)
+        train_and_log(
+            feature_set,
+            TrainConfig(epochs=2, seed=seed),
+            Lake(settings.lake_dir),
+            settings.tracking,
+        )
+        for seed in (0, 1)
     )
     return TrainedPair(settings, feature_set, models)
 
@@ -48,7 +55,7 @@ def trained_pair(
 @pytest.fixture
 def client(trained_pair: TrainedPair) -> MlflowClient:
     """MLflow pointed at the shared store (other tests may have pointed it elsewhere)."""
-    return configure_mlflow(trained_pair.settings)
+    return configure_mlflow(trained_pair.settings.tracking)
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +102,13 @@ def server_pair(
     )
     feature_set = make_feature_set(settings)
     models = tuple(
-        train_and_log(feature_set, TrainConfig(epochs=2, seed=seed), settings) for seed in (0, 1)
+        train_and_log(
+            feature_set,
+            TrainConfig(epochs=2, seed=seed),
+            Lake(settings.lake_dir),
+            settings.tracking,
+        )
+        for seed in (0, 1)
     )
     return TrainedPair(settings, feature_set, models)
 
@@ -105,5 +118,5 @@ def backend(request: pytest.FixtureRequest) -> TrainedPair:
     """Both stores the lifecycle must work on: the embedded ``sqlite:///`` store and a real
     tracking server. Points MLflow's fluent API at the chosen one."""
     pair = request.getfixturevalue("trained_pair" if request.param == "sqlite" else "server_pair")
-    configure_mlflow(pair.settings)
+    configure_mlflow(pair.settings.tracking)
     return pair

@@ -339,7 +339,12 @@ def test_a_changed_feature_definition_is_a_major_version(trained_pair, small_spe
         s.name: clean_snapshot(snapshot_source(s, lake), spec.contracts[s.name], lake)
         for s in spec.sources
     }
-    retrained = train_and_log(build_feature_set(clean, spec, lake), TrainConfig(epochs=1), settings)
+    retrained = train_and_log(
+        build_feature_set(clean, spec, lake),
+        TrainConfig(epochs=1),
+        Lake(settings.lake_dir),
+        settings.tracking,
+    )
     client = tracking_client(settings.mlflow_uri)
     name = f"life-major-{tmp_path.name}"
     lock = RegistryLock(client, name)

@@ -48,7 +48,7 @@ INSTALLED = {
 @pytest.fixture(scope="module")
 def model_dir(trained_pair, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first model's logged folder, downloaded as MLflow stores it."""
-    configure_mlflow(trained_pair.settings)
+    configure_mlflow(trained_pair.settings.tracking)
     dst = tmp_path_factory.mktemp("model_download")
     uri = trained_pair.models[0].model_uri
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))

@@ -50,7 +50,7 @@ def test_registered_pyfunc_matches_the_training_path(settings: Settings) -> None
     expected = predict_proba(network, pre.transform(rows), torch.device("cpu"))
     assert expected.std() > 0
 
-    configure_mlflow(settings)
+    configure_mlflow(settings.tracking)
     inferred = infer_signature(_naive(frame), expected.astype(np.float64))
     inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
     with mlflow.start_run(), tempfile.TemporaryDirectory() as tmp:

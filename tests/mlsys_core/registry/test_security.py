@@ -31,7 +31,7 @@ class Planted:
 @pytest.fixture
 def model_copy(trained_pair, tmp_path: Path) -> Path:
     """A private copy of a real logged model folder, free to tamper with."""
-    configure_mlflow(trained_pair.settings)
+    configure_mlflow(trained_pair.settings.tracking)
     src = mlflow.artifacts.download_artifacts(
         artifact_uri=trained_pair.models[0].model_uri, dst_path=str(tmp_path / "download")
     )

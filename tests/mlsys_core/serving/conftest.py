@@ -56,7 +56,9 @@ def trained(
     """One real model (1 epoch) on the small feature set, in its own MLflow store."""
     settings = Settings(state_dir=tmp_path_factory.mktemp("serving_state"))
     feature_set = make_feature_set(settings)
-    model = train_and_log(feature_set, TrainConfig(epochs=1, seed=0), settings)
+    model = train_and_log(
+        feature_set, TrainConfig(epochs=1, seed=0), Lake(settings.lake_dir), settings.tracking
+    )
     assert model is not None
     # The online store the service finds the inputs a request omits in (views, lookups).
     lake = Lake(settings.lake_dir)
@@ -68,7 +70,7 @@ def trained(
 
 @pytest.fixture
 def client(trained: Trained) -> MlflowClient:
-    return configure_mlflow(trained.settings)
+    return configure_mlflow(trained.settings.tracking)
 
 
 @pytest.fixture
@@ -143,7 +145,7 @@ def serving(app: FastAPI, ready: bool = True) -> Iterator[str]:
 
 
 def _log_code_model(trained: Trained, file: str) -> str:
-    configure_mlflow(trained.settings)
+    configure_mlflow(trained.settings.tracking)
     signature = infer_signature(pd.DataFrame({"x": [1.0]}), np.array([0.5]))
     with mlflow.start_run(run_name=file):
         info = mlflow.pyfunc.log_model(

@@ -33,13 +33,13 @@ class Served:
 def champion(tmp_path_factory: pytest.TempPathFactory, make_champion) -> Served:
     settings = Settings(state_dir=tmp_path_factory.mktemp("batch_state"))
     champion = make_champion(settings)
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     second = promotion.register_version(client, champion.name, champion.trained)
     return Served(settings, champion.feature_set, champion.name, champion.version, second.version)
 
 
 def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Served) -> None:
-    configure_mlflow(champion.settings)
+    configure_mlflow(champion.settings.tracking)
     lake = Lake(champion.settings.lake_dir)
     client = tracking_client(champion.settings.mlflow_uri)
     version = batch.resolve_version(client, champion.name, "champion")
@@ -95,7 +95,7 @@ def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Served) -> None
 
 
 def test_missing_alias_version_or_feature_set_fails_clearly(champion: Served) -> None:
-    client = configure_mlflow(champion.settings)
+    client = configure_mlflow(champion.settings.tracking)
     lake = Lake(champion.settings.lake_dir)
     with pytest.raises(BatchScoreError, match="holds @nobody"):
         batch.resolve_version(client, champion.name, "nobody")

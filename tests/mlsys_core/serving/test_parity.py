@@ -111,8 +111,10 @@ def test_parity_on_a_users_dataset_with_integer_keys_and_history_views(
         for s in spec.sources
     }
     features = build_feature_set(clean, spec, lake)
-    trained = train_and_log(features, TrainConfig(epochs=3, seed=0), settings)
-    client = configure_mlflow(settings)
+    trained = train_and_log(
+        features, TrainConfig(epochs=3, seed=0), Lake(settings.lake_dir), settings.tracking
+    )
+    client = configure_mlflow(settings.tracking)
     name = spec.registered_model
     register(client, name, trained.model_uri, "champion")
     monkeypatch.delenv("MLSYS_DATASET")

@@ -46,6 +46,10 @@ class Trained:
     second: TrainedModel
     cwd: Path  # the folder training ran in
 
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.settings.lake_dir)
+
 
 @pytest.fixture(scope="module")
 def trained(
@@ -58,9 +62,15 @@ def trained(
     feature_set = make_feature_set(settings)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(cwd)
-        first = train_and_log(feature_set, CONFIG, settings, run_name="first")
+        first = train_and_log(
+            feature_set, CONFIG, Lake(settings.lake_dir), settings.tracking, run_name="first"
+        )
         second = train_and_log(
-            feature_set, CONFIG.model_copy(update={"seed": 1}), settings, run_name="second"
+            feature_set,
+            CONFIG.model_copy(update={"seed": 1}),
+            Lake(settings.lake_dir),
+            settings.tracking,
+            run_name="second",
         )
     frame, spec = load_feature_set(feature_set, Lake(settings.lake_dir))
     return Trained(settings, feature_set, frame, spec, first, second, cwd)
@@ -69,7 +79,7 @@ def trained(
 @pytest.fixture
 def client(trained: Trained) -> MlflowClient:
     """MLflow pointed at the module's store (other tests may have pointed it elsewhere)."""
-    return configure_mlflow(trained.settings)
+    return configure_mlflow(trained.settings.tracking)
 
 
 def labeled(t: Trained, split: str) -> pd.DataFrame:
@@ -274,15 +284,19 @@ def test_labeled_splits_needs_both_classes_in_every_split(small_spec: DatasetSpe
     assert [len(splits[s]) for s in ("train", "valid", "test")] == [2, 2, 2]  # NaN row dropped
 
 
+def latest(client: MlflowClient, trained: Trained) -> TrainedModel:
+    return latest_trained(client, trained.settings.experiment, trained.lake)
+
+
 @pytest.mark.slow  # its shared fixture trains and logs real models
 def test_latest_trained_is_the_newest_finished_training_run(
     trained: Trained, client: MlflowClient
 ) -> None:
-    latest = latest_trained(trained.settings)
-    assert latest.run_id == trained.second.run_id
-    assert latest.model_uri == trained.second.model_uri
-    assert latest.feature_set == trained.feature_set
-    assert latest.metrics["test_auc"] == pytest.approx(trained.second.metrics["test_auc"])
+    found = latest(client, trained)
+    assert found.run_id == trained.second.run_id
+    assert found.model_uri == trained.second.model_uri
+    assert found.feature_set == trained.feature_set
+    assert found.metrics["test_auc"] == pytest.approx(trained.second.metrics["test_auc"])
 
     # Newer runs that are not finished training runs do not count.
     experiment = client.get_experiment_by_name(trained.settings.experiment).experiment_id
@@ -295,17 +309,20 @@ def test_latest_trained_is_the_newest_finished_training_run(
     }
     running = client.create_run(experiment, tags=tags)
     try:
-        assert latest_trained(trained.settings).run_id == trained.second.run_id
+        assert latest(client, trained).run_id == trained.second.run_id
     finally:
         client.set_terminated(running.info.run_id, "FAILED")
-    assert latest_trained(trained.settings).run_id == trained.second.run_id
+    assert latest(client, trained).run_id == trained.second.run_id
 
 
 @pytest.mark.slow  # its shared fixture trains and logs real models
 def test_latest_trained_without_a_training_run(trained: Trained) -> None:
-    empty = trained.settings.model_copy(update={"experiment": "no-runs-here"})
+    client = configure_mlflow(trained.settings.tracking)
     with pytest.raises(LookupError, match="no finished training run"):
-        latest_trained(empty)
+        latest_trained(client, "no-runs-here", trained.lake)
+    client.create_experiment("no-runs-yet")
+    with pytest.raises(LookupError, match="no finished training run"):
+        latest_trained(client, "no-runs-yet", trained.lake)
 
 
 @pytest.mark.slow  # its shared fixture trains and logs real models
@@ -314,7 +331,7 @@ def test_latest_trained_with_a_feature_set_missing_from_the_lake(
 ) -> None:
     # Same store, an empty lake: the run's feature set cannot be found.
     other = trained.settings.model_copy(update={"experiment": "lost-lake"})
-    client = configure_mlflow(other)
+    client = configure_mlflow(other.tracking)
     experiment = client.get_experiment_by_name("lost-lake").experiment_id
     tags = {
         "mlsys.stage": "train",
@@ -325,4 +342,4 @@ def test_latest_trained_with_a_feature_set_missing_from_the_lake(
     run = client.create_run(experiment, tags=tags)
     client.set_terminated(run.info.run_id, "FINISHED")
     with pytest.raises(LookupError, match="not in"):
-        latest_trained(other)
+        latest_trained(client, "lost-lake", Lake(tmp_path / "empty-lake"))

@@ -32,7 +32,6 @@ from mlsys_core.tuning.study import (
     forget_studies,
     redacted,
     start_study,
-    storage_url,
 )
 from mlsys_core.tuning.trial import run_trial
 
@@ -63,7 +62,7 @@ def _prepare(state):  # noqa: ANN001, ANN202
 
 
 def _start(job: StudyJob, settings: Settings) -> StudyJob:
-    client = configure_mlflow(settings)
+    client = configure_mlflow(settings.tracking)
     experiment = client.get_experiment_by_name(settings.experiment)
     return start_study(job, client, experiment.experiment_id)
 
@@ -76,7 +75,7 @@ def _job(state, name: str, base: TrainConfig = BASE, **search) -> StudyJob:  # n
     settings, features = state
     return StudyJob(
         name=name,
-        storage=storage_url(settings),
+        storage=settings.optuna_url(),
         search=SearchConfig(**search),
         space=TINY,
         base=base,
@@ -302,7 +301,7 @@ def test_storage_urls_are_redacted_for_tags():
 def test_storage_comes_from_the_parameter_then_the_environment_then_sqlite(tmp_path, monkeypatch):
     monkeypatch.delenv("MLSYS_OPTUNA_STORAGE", raising=False)
     settings = Settings(state_dir=tmp_path)
-    assert storage_url(settings) == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
+    assert settings.optuna_url() == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
     monkeypatch.setenv("MLSYS_OPTUNA_STORAGE", "postgresql://db/optuna")
-    assert storage_url(Settings(state_dir=tmp_path)) == "postgresql://db/optuna"
-    assert storage_url(Settings(state_dir=tmp_path), "sqlite:///x.db") == "sqlite:///x.db"
+    assert Settings(state_dir=tmp_path).optuna_url() == "postgresql://db/optuna"
+    assert Settings(state_dir=tmp_path).optuna_url("sqlite:///x.db") == "sqlite:///x.db"
