@@ -31,6 +31,38 @@ def test_core_never_imports_orchestration():
     assert offenders == []
 
 
+# Core modules that may read ``Settings``: the entry points, which own the configuration
+# and hand each core function what it needs (a Lake, a Tracking, a path, a client).
+SETTINGS_OWNERS = {
+    "mlsys_core/commands": "each command is an entry point",
+    "mlsys_core/serving/app.py": "create_app, the factory `uvicorn --factory` calls",
+    "mlsys_core/training/launch.py": "ships the settings to torchrun worker processes",
+    "mlsys_core/datasets/nycflights13/sample.py": "a dataset plug-in (no arguments) that "
+    "keeps its sample files in the state folder",
+}
+
+
+def _settings_readers() -> set[str]:
+    found = set()
+    for path in (REPO / "mlsys_core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "mlsys_core.config"
+                and any(a.name == "Settings" for a in node.names)
+            ):
+                found.add(str(path.relative_to(REPO)))
+    return found
+
+
+def test_core_functions_are_handed_what_they_need_not_the_settings():
+    owners = tuple(SETTINGS_OWNERS)
+    readers = _settings_readers()
+    assert sorted(r for r in readers if not r.startswith(owners)) == []
+    # The list names only modules that still read them, so it cannot hide a new reader.
+    assert {o for o in owners if not any(r.startswith(o) for r in readers)} == set()
+
+
 # A string that names the orchestration packages as something to run: a module path
 # (``python -m flows.x``, ``import_module("tasks.y")``, an entry point ``flows.x:f``), or
 # Python code that imports them (``python -c "from flows.x import f; ..."``, ``exec``).
