@@ -75,7 +75,9 @@ def _git(*args: str) -> str:
 
 def commit() -> str:
     head = _git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+    # The results folder is what a run writes: a run rewriting it is not a change to the code.
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+    return head + ("+dirty" if changed else "")
 
 
 def split_output(text: str) -> tuple[str, dict]:

@@ -78,3 +78,25 @@ def test_every_bench_script_is_in_the_report():
     # stack.py starts the whole production stack (PostgreSQL, MinIO, several servers): it is
     # run by hand, not in the report; report.py is this runner itself.
     assert scripts - names == {"report", "stack"}
+
+
+def test_a_run_is_dirty_for_changed_code_not_for_the_results_it_rewrote(tmp_path, monkeypatch):
+    import subprocess  # noqa: PLC0415
+
+    report = _report()
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "bench" / "results" / "drift.json").write_text("{}\n")
+    (tmp_path / "bench" / "drift.py").write_text("print(1)\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    assert not report.commit().endswith("+dirty")
+    (tmp_path / "bench" / "results" / "drift.json").write_text('{"rewritten": true}\n')
+    assert not report.commit().endswith("+dirty")  # an earlier bench of the same run
+    (tmp_path / "bench" / "drift.py").write_text("print(2)\n")
+    assert report.commit().endswith("+dirty")
