@@ -58,7 +58,6 @@ BENCHES = [
     Bench("sync_strategies", [], ["--fraction", "0.05", "--epochs", "1"], {"OMP_NUM_THREADS": "1"}),
     Bench("tuning", [], ["--fraction", "0.02", "--seeds", "1", "--trials", "4", "--epochs", "3"]),
     Bench("pit_join", [], ["--scale", "1"]),
-    Bench("feast_pit", [], ["--sizes", "3000"]),
     Bench("history_features_auc", [], ["--fraction", "0.05", "--epochs", "1"]),
     Bench("feature_kinds", [], ["--fraction", "0.05", "--epochs", "1"]),
     Bench("drift", [], ["--rows", "100000"]),
