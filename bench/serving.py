@@ -403,7 +403,8 @@ def main() -> None:
         from mlsys_core.config import Settings  # noqa: PLC0415
 
         ours = [ours_body(r) for r in records]
-        bodies = {"ours": ours, "mlflow": [mlflow_body(r, inputs) for r in records], "echo": ours}
+        mlflow = [mlflow_body(r, inputs) for r in records]
+        bodies = {"ours": ours, "mlflow": mlflow, "mlflow-quiet": mlflow, "echo": ours}
         env["MLFLOW_TRACKING_URI"] = Settings().mlflow_uri
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         # One intra-op thread for every server: each gets one CPU (ours sets it itself).
