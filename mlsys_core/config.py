@@ -16,10 +16,8 @@ class Tracking(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     uri: str
-    experiment: str = "mlsys"
-    artifact_dir: Path | None = Field(
-        default=None, description="Artifacts of a local store (a server picks its own)."
-    )
+    experiment: str
+    artifact_dir: Path = Field(description="Artifacts of a local store (a server picks its own).")
 
 
 class Settings(BaseSettings):

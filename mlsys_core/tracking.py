@@ -40,7 +40,7 @@ def configure_mlflow(tracking: Tracking) -> MlflowClient:
     mlflow.set_registry_uri(uri)
     client = tracking_client(uri)
     if client.get_experiment_by_name(tracking.experiment) is None:
-        if uri.startswith(("http://", "https://")) or tracking.artifact_dir is None:
+        if uri.startswith(("http://", "https://")):
             client.create_experiment(tracking.experiment)
         else:
             tracking.artifact_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 import mlsys_core
-from mlsys_core.config import Settings
+from mlsys_core.config import Settings, Tracking
 from mlsys_core.tracking import code_version, configure_mlflow, download_model, tracking_client
 
 REPO = Path(mlsys_core.__file__).resolve().parents[1]
@@ -157,3 +157,20 @@ def test_a_model_uri_resolves_in_the_clients_own_store(
         assert Path(got).read_text() == text, uri
     with pytest.raises(ValueError, match="names no version"):
         download_model(client, "models:/m")
+
+
+def test_configure_mlflow_needs_only_a_tracking_and_makes_its_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No settings: a store and an artifact folder under folders that do not exist yet."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "")
+    store = tmp_path / "not" / "yet" / "mlflow.db"
+    tracking = Tracking(
+        uri=f"sqlite:///{store}", experiment="plain", artifact_dir=tmp_path / "arts"
+    )
+    client = configure_mlflow(tracking)
+    assert store.is_file()
+    experiment = client.get_experiment_by_name("plain")
+    assert experiment.artifact_location == (tmp_path / "arts").as_uri()
+    assert mlflow.get_tracking_uri() == tracking.uri
