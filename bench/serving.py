@@ -243,9 +243,7 @@ def build_champion(args: argparse.Namespace, folder: Path) -> tuple[str, list[di
         for s in spec.sources
     }
     features = build_feature_set(clean, spec, lake)
-    trained = train_and_log(
-        features, TrainConfig(epochs=args.epochs), Lake(settings.lake_dir), settings.tracking
-    )
+    trained = train_and_log(features, TrainConfig(epochs=args.epochs), lake, settings.tracking)
     client = configure_mlflow(settings.tracking)
     name = settings.model_name or spec.registered_model
     version = promotion.register_version(client, name, trained)
