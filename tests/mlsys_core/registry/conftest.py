@@ -28,6 +28,19 @@ class TrainedPair:
     models: tuple[TrainedModel, TrainedModel]
 
 
+def _train_pair(settings: Settings, feature_set: FeatureSetRef) -> TrainedPair:
+    models = tuple(
+        train_and_log(
+            feature_set,
+            TrainConfig(epochs=2, seed=seed),
+            Lake(settings.lake_dir),
+            settings.tracking,
+        )
+        for seed in (0, 1)
+    )
+    return TrainedPair(settings, feature_set, models)
+
+
 @pytest.fixture(scope="session")
 def trained_pair(
     tmp_path_factory: pytest.TempPathFactory,
@@ -39,17 +52,7 @@ def trained_pair(
     versions and aliases.
     """
     settings = Settings(state_dir=tmp_path_factory.mktemp("registry_state"))
-    feature_set = make_feature_set(settings)
-    models = tuple(
-        train_and_log(
-            feature_set,
-            TrainConfig(epochs=2, seed=seed),
-            Lake(settings.lake_dir),
-            settings.tracking,
-        )
-        for seed in (0, 1)
-    )
-    return TrainedPair(settings, feature_set, models)
+    return _train_pair(settings, make_feature_set(settings))
 
 
 @pytest.fixture
@@ -100,17 +103,7 @@ def server_pair(
     settings = Settings(
         state_dir=tmp_path_factory.mktemp("server_state"), tracking_uri=mlflow_server
     )
-    feature_set = make_feature_set(settings)
-    models = tuple(
-        train_and_log(
-            feature_set,
-            TrainConfig(epochs=2, seed=seed),
-            Lake(settings.lake_dir),
-            settings.tracking,
-        )
-        for seed in (0, 1)
-    )
-    return TrainedPair(settings, feature_set, models)
+    return _train_pair(settings, make_feature_set(settings))
 
 
 @pytest.fixture(params=["sqlite", "server"])
