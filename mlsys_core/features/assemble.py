@@ -175,7 +175,7 @@ def assemble_features(
     def whole(join: LookupJoin | AsOfJoin) -> pd.DataFrame:
         return tables[join.source]
 
-    frame = join_lookups(base[spec.base_columns].copy(), spec, whole, joins)
+    frame = join_lookups(base[spec.base_columns].copy(deep=False), spec, whole, joins)
     frame = join_as_of(frame, spec, whole, joins)
     if spec.feature_views:
         # The training path of the feature store: the same call serves any entity rows.
@@ -184,13 +184,16 @@ def assemble_features(
         frame = store.get_historical_features(
             frame, spec.view_features, timestamp=spec.event_timestamp
         )
-    frame[spec.label.name] = make_label(frame, spec.label)
+    label = make_label(frame, spec.label)
     if isinstance(spec.split, HashSplit):
         hashed = spec.split.columns or [*spec.input_columns, spec.label.column]
-        frame[SPLIT] = assign_hash_split(frame, spec.split, list(dict.fromkeys(hashed)))
+        split = assign_hash_split(frame, spec.split, list(dict.fromkeys(hashed)))
     else:
-        frame[SPLIT] = assign_split(frame[spec.event_timestamp], spec.split)
+        split = assign_split(frame[spec.event_timestamp], spec.split)
     # What a caller knows (keys, event time) rides along, so rows can be replayed as requests.
     keep = [*spec.entity_keys, *request_keys(spec), *spec.input_columns]
-    keep += [*filter(None, [spec.event_timestamp]), spec.label.name, SPLIT]
-    return frame[list(dict.fromkeys(keep))].reset_index(drop=True)
+    keep += filter(None, [spec.event_timestamp])
+    columns = {c: frame[c].array for c in dict.fromkeys(keep) if c not in (spec.label.name, SPLIT)}
+    columns |= {spec.label.name: label.array, SPLIT: split.array}
+    # Built from the columns without copying them (the batch is written out next).
+    return pd.DataFrame(columns, copy=False)

@@ -85,7 +85,17 @@ def take_rows(
 ) -> pd.DataFrame:
     """``left`` with each of ``values`` (output name -> right column) gathered at
     ``positions`` (one per left row, -1: no row) as new columns, on ``left``'s index."""
-    taken = {name: take_column(col, positions) for name, col in values.items()}
-    new = pd.DataFrame(taken, index=left.index, copy=False)
-    kept = left.drop(columns=[c for c in new.columns if c in left.columns])
-    return pd.concat([kept, new], axis=1)
+    return with_columns(left, {name: take_column(col, positions) for name, col in values.items()})
+
+
+def with_columns(left: pd.DataFrame, columns: Mapping[str, object]) -> pd.DataFrame:
+    """``left`` with ``columns`` (arrays of its length) added at the end, replacing any of
+    the same name; ``left`` itself is not changed and its columns are not copied (a join
+    per batch would otherwise copy the whole, growing frame each time)."""
+    out = left.copy(deep=False)
+    for name in columns:
+        if name in out.columns:
+            del out[name]
+    for name, values in columns.items():
+        out[name] = values
+    return out

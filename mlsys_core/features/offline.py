@@ -22,7 +22,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from mlsys_core.features.keys import warm
+from mlsys_core.features.keys import take_column, warm, with_columns
 from mlsys_core.spec.definitions import (
     Availability,
     DefinitionError,
@@ -313,12 +313,11 @@ class _PreparedView:
                 missing = None if source.dtype == object else np.nan
                 out[name] = pd.Series([missing] * len(picked), dtype=source.dtype)
                 continue
-            values = source.iloc[picked].reset_index(drop=True)
+            values = take_column(source, np.where(valid, picked, -1))
             if values.dtype == object:  # one missing marker for strings, whatever the source had
-                out[name] = values.where(pd.Series(valid) & values.notna(), None)
-            else:
-                out[name] = values.where(pd.Series(valid))
-        return pd.DataFrame(out, index=range(len(picked)))
+                values[pd.isna(values)] = None
+            out[name] = values
+        return pd.DataFrame(out, index=range(len(picked)), copy=False)
 
 
 class OfflineStore:
@@ -367,8 +366,5 @@ class OfflineStore:
             else:
                 latest = prepared.latest_features(code, ts, names)
                 columns |= {c: latest[c].to_numpy() for c in latest.columns}
-        # One frame built once from the arrays: no block-by-block concatenation and copying.
-        ordered = {f: columns[f] for f in dict.fromkeys(feature_names)}
-        features = pd.DataFrame(ordered, index=entity_rows.index, copy=False)
-        overlap = [c for c in features.columns if c in entity_rows.columns]
-        return pd.concat([entity_rows.drop(columns=overlap), features], axis=1)
+        # The entity rows' columns are not copied: the features are added beside them.
+        return with_columns(entity_rows, {f: columns[f] for f in dict.fromkeys(feature_names)})
