@@ -566,7 +566,7 @@ class PartWriter:
         table = (
             frame
             if isinstance(frame, pa.Table)
-            else pa.Table.from_pandas(frame, preserve_index=False)
+            else pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
         )
         table = table.replace_schema_metadata(None)
         if self._writer is None:

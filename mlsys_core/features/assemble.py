@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from mlsys_core.features.keys import KeyIndex, take_rows
+from mlsys_core.features.keys import KeyIndex, column_values, take_rows
 from mlsys_core.features.offline import OfflineStore, to_ns
 from mlsys_core.features.pit import AsOfIndex, point_in_time_join
 from mlsys_core.spec import AsOfJoin, DatasetSpec, HashSplit, LabelSpec, LookupJoin, TimeSplit
@@ -193,7 +193,9 @@ def assemble_features(
     # What a caller knows (keys, event time) rides along, so rows can be replayed as requests.
     keep = [*spec.entity_keys, *request_keys(spec), *spec.input_columns]
     keep += filter(None, [spec.event_timestamp])
-    columns = {c: frame[c].array for c in dict.fromkeys(keep) if c not in (spec.label.name, SPLIT)}
-    columns |= {spec.label.name: label.array, SPLIT: split.array}
+    columns = {
+        c: column_values(frame[c]) for c in dict.fromkeys(keep) if c not in (spec.label.name, SPLIT)
+    }
+    columns |= {spec.label.name: column_values(label), SPLIT: column_values(split)}
     # Built from the columns without copying them (the batch is written out next).
     return pd.DataFrame(columns, copy=False)

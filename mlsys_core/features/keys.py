@@ -76,8 +76,13 @@ def _combine(codes: list[np.ndarray], sizes: list[int], rows: int) -> np.ndarray
 def take_column(values: pd.Series, positions: np.ndarray) -> pd.Series | np.ndarray:
     """``values`` at ``positions``, missing where a position is -1 (an integer or boolean
     column then widens to hold the missing values, as a merge would)."""
-    data = values.to_numpy() if isinstance(values.dtype, np.dtype) else values.array
-    return pd.api.extensions.take(data, positions, allow_fill=True)
+    return pd.api.extensions.take(column_values(values), positions, allow_fill=True)
+
+
+def column_values(values: pd.Series) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """A column's data, not copied: its NumPy array, or its extension array (``.array``
+    would wrap a NumPy array in a view whose conversion back scans for missing values)."""
+    return values.to_numpy() if isinstance(values.dtype, np.dtype) else values.array
 
 
 def take_rows(
