@@ -563,6 +563,8 @@ class PartWriter:
         self._schema: pa.Schema | None = None
 
     def write(self, frame: pd.DataFrame | pa.Table) -> None:
+        # Converted on the calling thread: parts are written from several threads already,
+        # and pyarrow would start and join a pool of its own for every batch.
         table = (
             frame
             if isinstance(frame, pa.Table)
