@@ -97,10 +97,13 @@ def with_columns(left: pd.DataFrame, columns: Mapping[str, object]) -> pd.DataFr
     """``left`` with ``columns`` (arrays of its length) added at the end, replacing any of
     the same name; ``left`` itself is not changed and its columns are not copied (a join
     per batch would otherwise copy the whole, growing frame each time)."""
-    out = left.copy(deep=False)
-    for name in columns:
-        if name in out.columns:
-            del out[name]
-    for name, values in columns.items():
-        out[name] = values
-    return out
+    if left.columns.has_duplicates:  # no name-to-array mapping: insert one by one
+        out = left.copy(deep=False)
+        for name in columns:
+            if name in out.columns:
+                del out[name]
+        for name, values in columns.items():
+            out[name] = values
+        return out
+    kept = {c: column_values(left[c]) for c in left.columns if c not in columns}
+    return pd.DataFrame(kept | dict(columns), index=left.index, copy=False)
