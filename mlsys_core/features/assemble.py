@@ -175,7 +175,7 @@ def assemble_features(
     def whole(join: LookupJoin | AsOfJoin) -> pd.DataFrame:
         return tables[join.source]
 
-    frame = join_lookups(base[spec.base_columns].copy(deep=False), spec, whole, joins)
+    frame = join_lookups(base[spec.base_columns].copy(), spec, whole, joins)
     frame = join_as_of(frame, spec, whole, joins)
     if spec.feature_views:
         # The training path of the feature store: the same call serves any entity rows.
@@ -197,5 +197,5 @@ def assemble_features(
         c: column_values(frame[c]) for c in dict.fromkeys(keep) if c not in (spec.label.name, SPLIT)
     }
     columns |= {spec.label.name: column_values(label), SPLIT: column_values(split)}
-    # Built from the columns without copying them (the batch is written out next).
+    # Built from the columns without copying them again: ``frame`` is this call's own.
     return pd.DataFrame(columns, copy=False)

@@ -163,6 +163,19 @@ def test_feature_frame_columns_are_keys_inputs_label_and_split(
     assert len(frame) == len(typed_tables["flights"])
 
 
+def test_the_feature_frame_shares_no_data_with_the_tables(
+    typed_tables: dict[str, pd.DataFrame],
+) -> None:
+    spec = nycflights13_spec()
+    flights = typed_tables["flights"]
+    frame = assemble_features(typed_tables, spec)
+    before = flights.copy()
+    for column in [c for c in frame.columns if c in flights.columns]:
+        frame.loc[frame.index[0], column] = frame[column].iloc[1]  # written in place
+    pd.testing.assert_frame_equal(flights, before)
+    assert isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0
+
+
 def test_feature_frame_values_match_lookups_done_by_hand(
     typed_tables: dict[str, pd.DataFrame],
 ) -> None:

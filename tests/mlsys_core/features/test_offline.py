@@ -415,3 +415,16 @@ def test_bad_requests_fail_clearly() -> None:
     broken = OfflineStore(VIEWS, {**tables, "events": tables["events"].drop(columns="delay")})
     with pytest.raises(DefinitionError, match="source lacks columns"):
         broken.get_historical_features(entity, ["orders_n_60"], "ts")
+
+
+def test_the_result_owns_its_columns_so_changing_it_leaves_the_entity_rows_alone() -> None:
+    events = _events([("a", 0, 0, 0, 20.0), ("b", 1, 20, 0, 30.0)])
+    readings = _readings([("a", 0, 1.5, 3)])
+    entity = _entities([("a", 0, 200), ("b", 1, 200)])
+    before = entity.copy()
+    out = OfflineStore(VIEWS, {"events": events, "readings": readings}).get_historical_features(
+        entity, ["orders_n_240", "shop_temp"], "ts"
+    )
+    for column in entity.columns:
+        out.loc[out.index[0], column] = before[column].iloc[1]  # written in place
+    pd.testing.assert_frame_equal(entity, before)
