@@ -366,5 +366,6 @@ class OfflineStore:
             else:
                 latest = prepared.latest_features(code, ts, names)
                 columns |= {c: latest[c].to_numpy() for c in latest.columns}
-        # The entity rows' columns are not copied: the features are added beside them.
+        # One new frame: the entity rows' columns (copied, so the caller's stay untouched)
+        # and the features beside them.
         return with_columns(entity_rows, {f: columns[f] for f in dict.fromkeys(feature_names)})
