@@ -1,0 +1,64 @@
+"""The resource monitor's sampling: the whole process tree, one thread for nested monitors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from mlsys_core.monitoring.system import MB, ResourceMonitor, process_tree_rss
+
+CHILD_MB = 150
+HOLD = (
+    f"import numpy, time; a = numpy.ones({CHILD_MB} * 2**20 // 8); a += 1; "
+    "print(1, flush=True); time.sleep(60)"
+)
+
+
+def _samplers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "resource-monitor"]
+
+
+@pytest.fixture
+def child() -> psutil.Process:
+    """A child process holding CHILD_MB of memory until the test ends."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"1"
+        yield psutil.Process(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_tree_includes_a_child_and_agrees_with_psutil(child: psutil.Process) -> None:
+    me = psutil.Process()
+    expected = me.memory_info().rss + child.memory_info().rss
+    seen = process_tree_rss()
+    assert seen >= me.memory_info().rss + CHILD_MB * MB * 0.9
+    assert abs(seen - expected) < 20 * MB  # this process's heap moves a little meanwhile
+
+
+def test_nested_monitors_share_one_sampler_and_each_sees_its_peak() -> None:
+    assert not _samplers()
+    with ResourceMonitor(interval_s=0.01) as outer:
+        with ResourceMonitor(interval_s=0.01) as inner:
+            assert len(_samplers()) == 1
+            block = np.ones(120 * 1024 * 1024 // 8)
+            block += 1
+            held = process_tree_rss()
+            time.sleep(0.1)
+            del block
+        inner_peak = inner.peak_rss
+        time.sleep(0.05)
+    assert inner_peak >= 0.98 * held
+    assert outer.peak_rss >= inner_peak
+    deadline = time.monotonic() + 5
+    while _samplers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _samplers(), "the sampling thread outlived the last monitor"
