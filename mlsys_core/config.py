@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,14 @@ class Tracking(BaseModel):
     uri: str
     experiment: str
     artifact_dir: Path = Field(description="Artifacts of a local store (a server picks its own).")
+
+
+def default_workers() -> int:
+    """Partitions worked on at once when nobody says: the cores, up to 4, so peak memory
+    stays a few partitions' worth on any machine. More threads than cores only add GIL
+    hand-offs: Prefect's thread pool is unbounded by default and started every mapped
+    partition at once (12 threads on 2 cores, a third slower than one thread per core)."""
+    return min(4, os.cpu_count() or 1)
 
 
 class Settings(BaseSettings):
@@ -44,7 +53,12 @@ class Settings(BaseSettings):
         default="threads",
         description="Where partition-parallel tasks run: a thread pool, a process pool, or Dask.",
     )
-    max_workers: int | None = Field(default=None, ge=1, description="Pool size; None: auto.")
+    max_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Partitions processed at once (threads, processes or Dask workers); "
+        "None: the cores, up to 4 (default_workers).",
+    )
     dask_address: str | None = Field(
         default=None,
         description="Scheduler of an existing Dask cluster (tcp://host:8786); None starts a "
@@ -85,6 +99,11 @@ class Settings(BaseSettings):
     @property
     def mlflow_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def workers(self) -> int:
+        """The pool size partition-parallel stages use."""
+        return self.max_workers or default_workers()
 
     @property
     def tracking(self) -> Tracking:

@@ -12,13 +12,13 @@ validate flow maps cleaning), plain callers run them on a few threads.
 from __future__ import annotations
 
 import contextvars
-import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
+from mlsys_core.config import default_workers
 from mlsys_core.data.batches import MAIN, run_chain
 from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef
 from mlsys_core.data.lake import Lake, PartRef
@@ -123,9 +123,10 @@ def assemble_in_batches(  # noqa: PLR0913
 ) -> list[PartRef]:
     """Write the feature rows of ``clean`` as one features part per base partition, on
     ``workers`` threads (Arrow's reads and writes and NumPy's searches run beside each
-    other; default: the cores, up to 4); the parts come back in table order."""
+    other; default: ``default_workers()``, as the flow's task runner); the parts come back
+    in table order."""
     partitions = base_partitions(clean, spec, lake)
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or default_workers()
     prepared_step(clean, spec, lake)
 
     def one(item: tuple[str, list[PartRef]]) -> PartRef:
