@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import prefect.settings
 from prefect import Flow
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_HOME, temporary_settings
 
 from mlsys_core.config import Settings, ensure_writable_folders
+from mlsys_core.stack.prefect_server import SERVER_SETTINGS
 
 _checked: set[tuple[Path, Path]] = set()
 
@@ -52,6 +55,13 @@ def embedded_run() -> Iterator[None]:
     no worker to lose: its caller sees a crash directly. The heartbeat thread sleeps in 1 s
     steps and is joined when each flow run ends, which costs up to a second per subflow
     (six of them in ``ml_pipeline``), so it is switched off here. Deployments keep it.
+
+    The temporary server a first flow call starts here batches its task-run writes, as the
+    servers ``mlsys`` starts do (``SERVER_SETTINGS``), unless the environment says otherwise.
     """
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    for name, value in SERVER_SETTINGS.items():
+        if name not in os.environ:
+            updates[getattr(prefect.settings, name)] = value
+    with temporary_settings(updates=updates):
         yield

@@ -21,6 +21,57 @@ def test_embedded_run_turns_heartbeats_off_only_inside():
     assert get_current_settings().flows.heartbeat_frequency == default
 
 
+def test_embedded_run_batches_the_task_run_recorder_unless_the_environment_says(monkeypatch):
+    recorder = lambda: get_current_settings().server.services.task_run_recorder  # noqa: E731
+    assert recorder().batch_size == 1  # Prefect's default: one transaction per event
+    with embedded_run():
+        assert (recorder().batch_size, recorder().flush_interval) == (100, 1)
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "7")
+    with embedded_run():
+        assert (recorder().batch_size, recorder().flush_interval) == (7, 1)
+
+
+# The temporary server a first flow call starts inside embedded_run, in a fresh interpreter:
+# it runs with the batched recorder (its own settings, read back over its API).
+_SERVER_SETTINGS = """
+from prefect import flow, get_client
+from flows.embedded import embedded_run
+
+@flow
+def noop():
+    return None
+
+with embedded_run():
+    noop()
+    with get_client(sync_client=True) as client:
+        recorder = client.request("GET", "/admin/settings").json()["server"]["services"][
+            "task_run_recorder"
+        ]
+print(recorder["batch_size"], recorder["flush_interval"])
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter and a temporary server: ~30 s
+def test_the_temporary_server_runs_with_the_batched_recorder(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSYS_", "PREFECT_"))}
+    env.update(
+        MLSYS_STATE_DIR=str(tmp_path / "state"),
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _SERVER_SETTINGS],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-2:] == ["100", "1.0"]
+
+
 # A new user's Python route, in a fresh interpreter: the first flow call with a state folder
 # or PREFECT_HOME that cannot be created (a path under a regular file: also fails for root).
 _FIRST_CALL = """

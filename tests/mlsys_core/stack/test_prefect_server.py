@@ -66,6 +66,10 @@ def test_up_is_found_by_later_flow_runs_and_down_stops_it(tmp_path: Path):
         runs = prefect_server.call(f"{api}/flow_runs/filter", body)
         assert [r["state_type"] for r in runs] == ["COMPLETED"]
 
+        # The server batches its task-run writes (SERVER_SETTINGS), as it says.
+        recorder = prefect_server.call(f"{api}/admin/settings")["server"]["services"]
+        assert recorder["task_run_recorder"]["batch_size"] == 100
+
         # Another home asking for the same port: one clear line, no traceback, no record.
         port = api.rsplit(":", 1)[1].split("/")[0]
         other = tmp_path / "other"
@@ -87,6 +91,13 @@ def test_up_is_found_by_later_flow_runs_and_down_stops_it(tmp_path: Path):
     assert prefect_server.running_local_server(home) is None
     assert mlsys("prefect-server", "status").returncode == 1
     assert "none was running" in mlsys("prefect-server", "down").stdout
+
+
+def test_the_environment_wins_over_the_server_settings(tmp_path: Path):
+    name = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"
+    assert prefect_server.prefect_env(tmp_path, "http://x/api", base={})[name] == "100"
+    chosen = prefect_server.prefect_env(tmp_path, "http://x/api", base={name: "5"})
+    assert chosen[name] == "5"
 
 
 def test_a_record_of_a_dead_process_is_not_a_server(tmp_path: Path):
