@@ -136,7 +136,7 @@ def _import_plain() -> SimpleNamespace:
     from mlsys_core.registry.locking import RegistryLock  # noqa: PLC0415
     from mlsys_core.serving.lineage import materialize_for_version  # noqa: PLC0415
     from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
-    from mlsys_core.training import run  # noqa: PLC0415
+    from mlsys_core.training import launch  # noqa: PLC0415
     from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
     return SimpleNamespace(
@@ -154,7 +154,7 @@ def _import_plain() -> SimpleNamespace:
         open_online_store=open_online_store,
         materialize_for_version=materialize_for_version,
         configure_mlflow=configure_mlflow,
-        run=run,
+        launch=launch,
         TrainConfig=TrainConfig,
     )
 
@@ -183,9 +183,9 @@ def _run_plain(args: argparse.Namespace, watch: Stopwatch, m: SimpleNamespace) -
         with watch.lap("features"):
             features = m.store.build_feature_set(clean, spec, lake_of(settings.lake_dir))
         with watch.lap("train"):
-            trained = m.run.train_and_log(
-                features, config, lake_of(settings.lake_dir), settings.tracking
-            )
+            # What the train task calls: in-process here, with the checkpoint per epoch
+            # that lets a retry resume (train_and_log alone writes none).
+            trained = m.launch.train(features, config, settings)
         with watch.lap("register"):
             # What the register flow's tasks call: register, smoke test, gate, then the
             # stage moves through to production with an automatic approval, the online
