@@ -22,13 +22,37 @@ def test_embedded_run_turns_heartbeats_off_only_inside():
 
 
 def test_embedded_run_batches_the_task_run_recorder_unless_the_environment_says(monkeypatch):
-    recorder = lambda: get_current_settings().server.services.task_run_recorder  # noqa: E731
+    def recorder():
+        return get_current_settings().server.services.task_run_recorder
+
     assert recorder().batch_size == 1  # Prefect's default: one transaction per event
     with embedded_run():
         assert (recorder().batch_size, recorder().flush_interval) == (100, 1)
     monkeypatch.setenv("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "7")
     with embedded_run():
         assert (recorder().batch_size, recorder().flush_interval) == (7, 1)
+
+
+def _fresh_interpreter(
+    code: str, tmp_path: Path, timeout: float, **env_updates: str
+) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new interpreter with its own state folder and Prefect home, and no
+    MLSYS_ or PREFECT_ setting of this shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSYS_", "PREFECT_"))}
+    env.update(
+        MLSYS_STATE_DIR=str(tmp_path / "state"),
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
+    env.update(env_updates)  # may replace the state folder or the Prefect home
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # The temporary server a first flow call starts inside embedded_run, in a fresh interpreter:
@@ -53,20 +77,8 @@ print(recorder["batch_size"], recorder["flush_interval"])
 
 @pytest.mark.slow  # a fresh interpreter and a temporary server: ~30 s
 def test_the_temporary_server_runs_with_the_batched_recorder(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSYS_", "PREFECT_"))}
-    env.update(
-        MLSYS_STATE_DIR=str(tmp_path / "state"),
-        PREFECT_HOME=str(tmp_path / "prefect"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", _SERVER_SETTINGS],
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = _fresh_interpreter(
+        _SERVER_SETTINGS, tmp_path, 600, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-2:] == ["100", "1.0"]
@@ -92,21 +104,7 @@ print("no error")
 def test_first_flow_call_fails_fast_on_an_unwritable_folder(broken: str, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSYS_", "PREFECT_"))}
-    env.update(
-        MLSYS_STATE_DIR=str(tmp_path / "state"),
-        PREFECT_HOME=str(tmp_path / "prefect"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-    )
-    env[broken] = str(blocker / "sub")
-    proc = subprocess.run(
-        [sys.executable, "-c", _FIRST_CALL],
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _fresh_interpreter(_FIRST_CALL, tmp_path, 300, **{broken: str(blocker / "sub")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     seconds, kind, message = proc.stdout.strip().splitlines()[-1].split("|")
     assert kind == "StateFolderError"
