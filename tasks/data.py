@@ -12,7 +12,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
@@ -23,6 +22,7 @@ from mlsys_core.data.cleaning import CleaningPlan, CleanRef, PartitionResult
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.data.sources import file_sha256, landed, read_source_bytes
 from mlsys_core.spec import SourceSpec, TableContract
+from tasks.base import task
 from tasks.retry import retry_on_io_errors
 
 CACHED: dict[str, Any] = {"persist_result": True, "result_serializer": "json"}

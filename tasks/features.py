@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mlsys_core.config import Settings
@@ -17,6 +16,7 @@ from mlsys_core.registry.lifecycle import Stage
 from mlsys_core.serving import lineage
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
+from tasks.base import task
 from tasks.retry import retry_on_io_errors
 
 

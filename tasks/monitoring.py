@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -25,6 +24,7 @@ from mlsys_core.monitoring.dashboard import Dashboard, Period
 from mlsys_core.monitoring.drift import DriftSummary
 from mlsys_core.monitoring.system import read_run_metrics
 from mlsys_core.tracking import configure_mlflow
+from tasks.base import task
 
 DRIFT_EVENT = "mlsys.drift.detected"
 

@@ -7,7 +7,6 @@ notebooks exclude each other.
 
 from __future__ import annotations
 
-from prefect import task
 from prefect.runtime import task_run
 
 from mlsys_core.config import Settings
@@ -19,6 +18,7 @@ from mlsys_core.registry.locking import RegistryLock
 from mlsys_core.registry.promotion import ProductionMove
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.run import TrainedModel
+from tasks.base import task
 
 
 @task

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import task
-
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.serving import batch
 from mlsys_core.serving.batch import ScoreResult
 from mlsys_core.tracking import configure_mlflow
+from tasks.base import task
 from tasks.retry import retry_on_io_errors
 
 

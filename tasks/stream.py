@@ -6,7 +6,6 @@ from functools import cache
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
 from prefect.events import emit_event
 
 from mlsys_core.config import Settings
@@ -22,6 +21,7 @@ from mlsys_core.stream.features import (
 )
 from mlsys_core.stream.job import StreamJob
 from mlsys_core.stream.online import OnlineWrite, sync_online, write_updates
+from tasks.base import task
 from tasks.retry import retry_on_io_errors
 
 LAGGING_EVENT = "mlsys.stream.lagging"

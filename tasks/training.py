@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import Task, task
+from prefect import Task
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
@@ -15,6 +15,7 @@ from mlsys_core.training import run
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
 from mlsys_core.training.trainer import TrainConfig
+from tasks.base import task
 
 
 def retry_on_lost_workers(task: Task, task_run: TaskRun, state: State) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -19,6 +18,7 @@ from mlsys_core.tuning.data import PreparedRef
 from mlsys_core.tuning.report import StudyReport
 from mlsys_core.tuning.study import StudyJob
 from mlsys_core.tuning.trial import TrialOutcome
+from tasks.base import task
 
 # Every trial task carries this tag, so `prefect concurrency-limit create mlsys-tuning-trial N`
 # caps trials across all tuning flow runs and machines at once.
