@@ -12,8 +12,8 @@ typed ``Any``) would reach the task unresolved. Every other argument (lists and 
 futures included) is handled as Prefect does.
 
 Only where the annotation reaches the engine intact: direct calls, and submits and maps on
-Prefect's thread and process pools. Dask serializes a task's parameters itself and hands
-the worker a plain tuple for any tuple subclass, Prefect's annotations included, so on any
+Prefect's thread and process pools. Dask serializes a task's parameters itself, and its
+worker got a plain tuple where the annotation (a tuple subclass) was, so on Dask and any
 other runner the arguments go as they are.
 """
 
