@@ -212,6 +212,42 @@ def test_trial_pruned_raised_in_the_epoch_callback_leaves_the_trainer(state):
     assert trainer.epoch == 2
 
 
+def test_a_seeded_search_repeats_trial_for_trial(state, tmp_path: Path):
+    """What bench/tuning.py's README relies on: a seeded TPE + Hyperband search on one
+    torch thread gives the same configs, AUCs, epochs and pruning decisions every time.
+
+    Same study name in two databases: Hyperband puts a trial in a bracket by a hash of the
+    study name and trial number, so another name prunes other trials.
+    """
+    import torch  # noqa: PLC0415
+
+    settings, _ = state
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = []
+        for db in ("a", "b"):
+            job = _job(
+                state,
+                "repeat",
+                sampler=SamplerConfig(name="tpe", seed=11, n_startup_trials=3),
+                pruner=PrunerConfig(name="hyperband", min_resource=1, reduction_factor=3),
+            ).model_copy(update={"storage": f"sqlite:///{tmp_path / db}.db"})
+            job = _start(job, settings)
+            runs.append(
+                [
+                    (o.params, o.values, o.epochs, o.state)
+                    for o in (run_trial(job, _client(settings)) for _ in range(7))
+                ]
+            )
+            forget_studies()
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[0] == runs[1]
+    assert len({json.dumps(params, sort_keys=True) for params, *_ in runs[0]}) == 7
+    assert any(state == "PRUNED" for *_, state in runs[0]), runs[0]
+
+
 def test_rerunning_resumes_the_study_under_the_same_parent_run(state):
     settings, _ = state
     job = _job(state, "resume", base=ONE_EPOCH, pruner=PrunerConfig(name="none"))
