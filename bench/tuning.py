@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> None:
                         "share_of_budget": need["tpe+hyperband"] / res["random"]["epochs"]
                         if need["tpe+hyperband"]
                         else None,
-                        # A search whose first trial were random's winning config, trained
-                        # the same way, would score this: what the goal asks of TPE, per seed.
+                        # For scale: the ratio of a search whose first and only trial were
+                        # random's winning config, trained the same way (an oracle's).
                         "one_trial_ratio": first_reaching(res["random"]["trials"], target).epochs
                         / need["random"],
                     }
