@@ -10,7 +10,9 @@ config (max epochs, trainer early stopping on validation loss with the same pati
 their own sampler seeds. The question: how many training epochs does each spend, in trial
 order, before one of its finished trials reaches the best validation AUC that random search
 found with its whole budget? Goal: TPE + Hyperband needs at most 1/3 of random's epochs, by
-the mean ratio over the seeds (every seed must reach it).
+the mean ratio over the seeds (every seed must reach it). Also per seed: TPE + Hyperband's
+count as a share of random's whole budget (the goal's other reading), and an oracle's ratio
+for scale: random's winning trial's own epochs over random's epochs to it.
 
 Also reported: the tuning overhead per trial, the share of a trial's time spent outside
 training (Optuna ask/tell on SQLite, the MLflow run and its logging, pruning checks), and the
