@@ -92,23 +92,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def epochs_to_reach(trials: list[Any], target: float) -> int | None:
-    """Training epochs spent, in trial order, until a finished trial reaches ``target``."""
-    spent = 0
-    for trial in sorted(trials, key=lambda t: t.number):
-        spent += trial.epochs
-        if trial.state == "COMPLETE" and trial.values[0] >= target - 1e-12:
-            return spent
-    return None
-
-
-def first_reaching(trials: list[Any], target: float) -> Any:
+def first_reaching(trials: list[Any], target: float) -> Any | None:
     """The first finished trial, in trial order, that reaches ``target``."""
     return next(
-        t
-        for t in sorted(trials, key=lambda t: t.number)
-        if t.state == "COMPLETE" and t.values[0] >= target - 1e-12
+        (
+            t
+            for t in sorted(trials, key=lambda t: t.number)
+            if t.state == "COMPLETE" and t.values[0] >= target - 1e-12
+        ),
+        None,
     )
+
+
+def epochs_to_reach(trials: list[Any], target: float) -> int | None:
+    """Training epochs spent, in trial order, until a finished trial reaches ``target``."""
+    if (hit := first_reaching(trials, target)) is None:
+        return None
+    return sum(t.epochs for t in trials if t.number <= hit.number)
+
+
+def mean_of_every_seed(values: list[float | None]) -> float | None:
+    """The mean, or None when a seed has no value (TPE+HB never reached random's best)."""
+    return None if None in values else sum(values) / len(values)
 
 
 def run_search(
@@ -245,11 +250,10 @@ def main(argv: list[str] | None = None) -> None:
                     }
                 )
         reached = [s["ratio"] for s in seeds if s["ratio"] is not None]
-        ratio_mean = sum(reached) / len(reached) if len(reached) == len(seeds) else None
+        ratio_mean = mean_of_every_seed([s["ratio"] for s in seeds])
         met = ratio_mean is not None and ratio_mean <= TARGET_RATIO
-        shares = [s["share_of_budget"] for s in seeds if s["share_of_budget"] is not None]
-        share_mean = sum(shares) / len(shares) if len(shares) == len(seeds) else None
-        one_trial_mean = sum(s["one_trial_ratio"] for s in seeds) / len(seeds)
+        share_mean = mean_of_every_seed([s["share_of_budget"] for s in seeds])
+        one_trial_mean = mean_of_every_seed([s["one_trial_ratio"] for s in seeds])
         print()
         print(
             format_table(
