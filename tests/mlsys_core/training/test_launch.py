@@ -3,7 +3,8 @@ a SIGKILLed rank is restarted and training resumes from the last checkpoint; exh
 restarts fail fast; SIGTERM to any entry point (the ``mlsys train`` launcher, torchrun
 itself) stops every process of the group and leaves the MLflow run KILLED, never RUNNING
 or FINISHED. And two torchrun agents started apart, as on two machines, train one model
-together, and survive the loss of one of them."""
+together, survive the loss of the one that does not host the rendezvous store, and fail
+with ``WorkersLost`` on the loss of the one that does, to resume when launched again."""
 
 from __future__ import annotations
 
@@ -283,6 +284,38 @@ def node_result(proc: subprocess.Popen, log: Path, timeout: float) -> dict:
     return json.loads(line)
 
 
+def start_host_node(lake: Lake, endpoint: str, rdzv_id: str, log: Path) -> subprocess.Popen:
+    """Node A, the endpoint's machine: its agent hosts the c10d rendezvous store.
+
+    On one host every agent matches 127.0.0.1 and the first to bind the port hosts the store,
+    so node B starts only once node A listens there, as on two machines where only node A
+    has the endpoint's address."""
+    node = start_node(lake, endpoint, rdzv_id, log)
+    port = int(endpoint.rsplit(":", 1)[1])
+    try:
+        wait_for(lambda: port in listening_ports(node), 240, node)
+    except BaseException:
+        kill_machine(node)
+        raise
+    return node
+
+
+def listening_ports(proc: subprocess.Popen) -> set[int]:
+    family = [psutil.Process(proc.pid)]
+    try:
+        family += family[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return set()
+    ports = set()
+    for member in family:
+        try:
+            sockets = member.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        ports |= {s.laddr.port for s in sockets if s.status == psutil.CONN_LISTEN}
+    return ports
+
+
 def kill_machine(proc: subprocess.Popen) -> None:
     """As if the node's machine died: SIGKILL to its launcher, torchrun and worker."""
     family = psutil.Process(proc.pid).children(recursive=True)
@@ -297,8 +330,7 @@ def test_two_agents_started_apart_train_one_model(
 ) -> None:
     fresh(dirs(lake, NODE)[1])
     endpoint = f"127.0.0.1:{free_port()}"
-    node_a = start_node(lake, endpoint, "two-nodes", tmp_path / "a.log")
-    time.sleep(1.0)  # started apart, as on two machines
+    node_a = start_host_node(lake, endpoint, "two-nodes", tmp_path / "a.log")
     node_b = start_node(lake, endpoint, "two-nodes", tmp_path / "b.log")
     a = node_result(node_a, tmp_path / "a.log", 300)
     b = node_result(node_b, tmp_path / "b.log", 60)
@@ -321,12 +353,13 @@ def test_a_lost_node_rejoins_and_training_resumes_from_the_checkpoint(
     _, store = dirs(lake, NODE)
     fresh(store)
     endpoint = f"127.0.0.1:{free_port()}"
-    node_a = start_node(lake, endpoint, "lost-node", tmp_path / "a.log")
-    time.sleep(1.0)
+    node_a = start_host_node(lake, endpoint, "lost-node", tmp_path / "a.log")
     node_b = start_node(lake, endpoint, "lost-node", tmp_path / "b.log")
     try:
         wait_for(lambda: bool(store.steps()), 240, node_b)
-        kill_machine(node_b)  # mid-epoch: checkpoints every 2 steps, epochs are longer
+        # Node B, not the store's host: mid-epoch (checkpoints every 2 steps, epochs are
+        # longer). Losing node A would lose the rendezvous store, and the job with it.
+        kill_machine(node_b)
         # The machine comes back (or a replacement joins) with the same command.
         node_b = start_node(lake, endpoint, "lost-node", tmp_path / "b2.log")
         a = node_result(node_a, tmp_path / "a.log", 400)
@@ -343,4 +376,41 @@ def test_a_lost_node_rejoins_and_training_resumes_from_the_checkpoint(
     for metric in ("test_auc", "test_log_loss"):
         assert a["metrics"][metric] == pytest.approx(uninterrupted.metrics[metric], rel=0.01)
     assert "RUNNING" not in runs_by_status(lake.settings)
+    assert store.steps() == []
+
+
+def test_a_lost_store_host_fails_every_node_and_the_same_commands_resume(
+    lake: Lake, uninterrupted: TrainedModel, tmp_path: Path
+) -> None:
+    """torchrun's c10d rendezvous keeps its store in node A's agent, with no fail-over: when
+    node A dies, node B fails with ``WorkersLost`` rather than wait forever, and the same two
+    commands run again resume from the checkpoint the lost job wrote."""
+    _, store = dirs(lake, NODE)
+    fresh(store)
+    endpoint = f"127.0.0.1:{free_port()}"
+    node_a = start_host_node(lake, endpoint, "lost-host", tmp_path / "a.log")
+    node_b = start_node(lake, endpoint, "lost-host", tmp_path / "b.log")
+    try:
+        wait_for(lambda: bool(store.steps()), 240, node_b)
+        kill_machine(node_a)
+        node_b.wait(timeout=180)
+        lost = (tmp_path / "b.log").read_text()
+        assert node_b.returncode != 0
+        assert "WorkersLost: workers were lost and restarts are exhausted" in lost, lost[-4000:]
+        assert store.steps(), "the lost job's checkpoints are kept for the next launch"
+        node_a = start_host_node(lake, endpoint, "lost-host", tmp_path / "a2.log")
+        node_b = start_node(lake, endpoint, "lost-host", tmp_path / "b2.log")
+        a = node_result(node_a, tmp_path / "a2.log", 400)
+        b = node_result(node_b, tmp_path / "b2.log", 60)
+    finally:
+        for proc in (node_a, node_b):
+            if proc.poll() is None:
+                kill_machine(proc)
+    assert a["run_id"] == b["run_id"]
+    run = tracking_client(lake.settings.mlflow_uri).get_run(a["run_id"])
+    assert run.info.status == "FINISHED"
+    assert int(run.data.tags["mlsys.resumed_from_step"]) >= NODE.checkpoint_every_steps
+    for metric in ("test_auc", "test_log_loss"):
+        assert a["metrics"][metric] == pytest.approx(uninterrupted.metrics[metric], rel=0.01)
+    assert "RUNNING" not in runs_by_status(lake.settings)  # the lost job's run too
     assert store.steps() == []
