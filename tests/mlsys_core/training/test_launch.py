@@ -316,6 +316,22 @@ def listening_ports(proc: subprocess.Popen) -> set[int]:
     return ports
 
 
+def assert_one_resumed_model(
+    lake: Lake, a: dict, b: dict, uninterrupted: TrainedModel, store: CheckpointStore
+) -> None:
+    """Both nodes report one FINISHED run, resumed from a checkpoint, within 1% of the
+    uninterrupted metrics; no run of an earlier, lost attempt is left RUNNING, and the
+    finished job cleared its checkpoints."""
+    assert a["run_id"] == b["run_id"]
+    run = tracking_client(lake.settings.mlflow_uri).get_run(a["run_id"])
+    assert run.info.status == "FINISHED"
+    assert int(run.data.tags["mlsys.resumed_from_step"]) >= NODE.checkpoint_every_steps
+    for metric in ("test_auc", "test_log_loss"):
+        assert a["metrics"][metric] == pytest.approx(uninterrupted.metrics[metric], rel=0.01)
+    assert "RUNNING" not in runs_by_status(lake.settings)
+    assert store.steps() == []
+
+
 def kill_machine(proc: subprocess.Popen) -> None:
     """As if the node's machine died: SIGKILL to its launcher, torchrun and worker."""
     family = psutil.Process(proc.pid).children(recursive=True)
@@ -368,15 +384,7 @@ def test_a_lost_node_rejoins_and_training_resumes_from_the_checkpoint(
         for proc in (node_a, node_b):
             if proc.poll() is None:
                 kill_machine(proc)
-    assert a["run_id"] == b["run_id"]
-    run = tracking_client(lake.settings.mlflow_uri).get_run(a["run_id"])
-    assert run.info.status == "FINISHED"
-    resumed = int(run.data.tags["mlsys.resumed_from_step"])
-    assert resumed >= NODE.checkpoint_every_steps
-    for metric in ("test_auc", "test_log_loss"):
-        assert a["metrics"][metric] == pytest.approx(uninterrupted.metrics[metric], rel=0.01)
-    assert "RUNNING" not in runs_by_status(lake.settings)
-    assert store.steps() == []
+    assert_one_resumed_model(lake, a, b, uninterrupted, store)
 
 
 def test_a_lost_store_host_fails_every_node_and_the_same_commands_resume(
@@ -406,11 +414,4 @@ def test_a_lost_store_host_fails_every_node_and_the_same_commands_resume(
         for proc in (node_a, node_b):
             if proc.poll() is None:
                 kill_machine(proc)
-    assert a["run_id"] == b["run_id"]
-    run = tracking_client(lake.settings.mlflow_uri).get_run(a["run_id"])
-    assert run.info.status == "FINISHED"
-    assert int(run.data.tags["mlsys.resumed_from_step"]) >= NODE.checkpoint_every_steps
-    for metric in ("test_auc", "test_log_loss"):
-        assert a["metrics"][metric] == pytest.approx(uninterrupted.metrics[metric], rel=0.01)
-    assert "RUNNING" not in runs_by_status(lake.settings)  # the lost job's run too
-    assert store.steps() == []
+    assert_one_resumed_model(lake, a, b, uninterrupted, store)
