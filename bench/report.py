@@ -18,8 +18,10 @@ always the output of a recorded run of the code at the stated commit.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -118,6 +120,7 @@ def run_one(bench: Bench, quick: bool, results: Path) -> dict:
         "commit": commit(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cores": os.cpu_count(),
+        **machine(),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "seconds": round(seconds, 1),
@@ -138,11 +141,32 @@ def run_one(bench: Bench, quick: bool, results: Path) -> dict:
     return result
 
 
+def machine() -> dict[str, str]:
+    """The processor and torch build: results that depend on the code (AUCs, epochs) repeat
+    exactly only on the same ones, since float kernels differ between them."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        torch = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch = "not installed"
+    return {"cpu": cpu, "torch": torch}
+
+
 def block(result: dict) -> str:
     """The README text of one result: where it was measured, then what the bench printed."""
     load = "/".join(f"{x:.1f}" for x in result["load_before"][:1] + result["load_after"][:1])
+    where = f"{result['cores']} cores"
+    if "cpu" in result:  # results written before the processor was recorded lack it
+        where += f" ({result['cpu']}, torch {result['torch']})"
     head = (
-        f"Measured {result['date']} at commit `{result['commit']}` on {result['cores']} cores, "
+        f"Measured {result['date']} at commit `{result['commit']}` on {where}, "
         f"load average {load} (1 min, before/after), {result['seconds']:.0f} s, "
         f"{result['options']} options:"
     )

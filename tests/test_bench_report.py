@@ -56,6 +56,15 @@ def test_render_replaces_a_block_with_its_result_and_keeps_the_others(tmp_path: 
     assert again == text
 
 
+def test_the_processor_and_torch_build_are_recorded_and_shown():
+    report = _report()
+    here = report.machine()
+    assert here["cpu"] and here["torch"] != "not installed"  # the test venv has torch
+    result = {**json.loads(FIXTURE.read_text()), **here}
+    text, _ = report.render(README, {"drift": result})
+    assert f"on 2 cores ({here['cpu']}, torch {here['torch']}), load average" in text
+
+
 def test_a_failed_run_is_shown_as_failed_not_as_a_table(tmp_path: Path):
     report = _report()
     failed = {**json.loads(FIXTURE.read_text()), "returncode": 1}
