@@ -142,8 +142,8 @@ def run_one(bench: Bench, quick: bool, results: Path) -> dict:
 
 
 def machine() -> dict[str, str]:
-    """The processor and torch build: results that depend on the code (AUCs, epochs) repeat
-    exactly only on the same ones, since float kernels differ between them."""
+    """The processor and torch build: results that depend on the code (AUCs, epochs) are
+    seen to repeat exactly only on the same ones (an AUC's last digits can differ)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -56,7 +56,7 @@ def test_render_replaces_a_block_with_its_result_and_keeps_the_others(tmp_path: 
     assert again == text
 
 
-def test_the_processor_and_torch_build_are_recorded_and_shown():
+def test_the_processor_and_torch_build_are_read_and_shown():
     report = _report()
     here = report.machine()
     assert here["cpu"] and here["torch"] != "not installed"  # the test venv has torch
