@@ -28,11 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[BaseException] = []
     starting = None
     if not PREFECT_API_URL.value():
-        from prefect.server.api.server import SubprocessASGIServer  # noqa: PLC0415
+        from flows.embedded import use_temporary_server  # noqa: PLC0415
 
         def start() -> None:
             try:
-                SubprocessASGIServer().start()  # the instance the first flow call reuses
+                use_temporary_server().start()  # the instance the first flow call reuses
             except BaseException as err:  # noqa: BLE001 - raised on the main thread below
                 errors.append(err)
 

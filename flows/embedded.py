@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import prefect
 import prefect.settings
 from prefect import Flow
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_HOME, temporary_settings
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import (
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    PREFECT_HOME,
+    get_current_settings,
+    temporary_settings,
+)
 
 from mlsys_core.config import Settings, ensure_writable_folders
 from mlsys_core.stack.prefect_server import SERVER_SETTINGS
@@ -30,13 +39,96 @@ def check_state_folders() -> None:
     _checked.add(key)
 
 
+def begin_writes_immediately() -> None:
+    """Make this process's Prefect server begin every SQLite write transaction IMMEDIATE,
+    taking the database's write lock when it begins.
+
+    Prefect begins them DEFERRED. One that reads before it writes (``create_task_run`` reads
+    the flow run's labels, then inserts: each subflow call does this) fails at once with
+    "database is locked" when another writer (the task-run recorder, the event persister)
+    commits in between, since no busy timeout can refresh a stale read snapshot. The API
+    answers 503 and Prefect's client retries 2 s later (PrefectHQ/prefect#18934): a 2 s
+    stall at a subflow start in about every second ``ml_pipeline`` run here. Begun
+    IMMEDIATE, writers queue on the lock (SQLite's busy timeout: 60 s) and none fails.
+    """
+    from prefect.server.database.configurations import (  # noqa: PLC0415 - server only
+        AioSqliteConfiguration,
+    )
+
+    deferred = AioSqliteConfiguration.begin_transaction
+    if getattr(deferred, "immediate", False):
+        return
+
+    @asynccontextmanager
+    async def begin_immediate(
+        self: AioSqliteConfiguration, session: Any, with_for_update: bool = False
+    ) -> AsyncIterator[Any]:
+        async with deferred(self, session, with_for_update=True) as transaction:
+            yield transaction
+
+    begin_immediate.immediate = True  # type: ignore[attr-defined]
+    AioSqliteConfiguration.begin_transaction = begin_immediate  # type: ignore[method-assign]
+
+
+def create_app() -> Any:
+    """The temporary server's ASGI app: Prefect's, writes begun IMMEDIATE (see
+    :func:`begin_writes_immediately`)."""
+    from prefect.server.api.server import create_app as prefect_app  # noqa: PLC0415
+
+    begin_writes_immediately()
+    return prefect_app()
+
+
+class TemporaryServer(SubprocessASGIServer):
+    """Prefect's temporary local server, serving :func:`create_app`. Registered as the
+    instance Prefect's own ``SubprocessASGIServer()`` calls return (see
+    :func:`use_temporary_server`), so the first flow call starts this one."""
+
+    def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+        # Prefect's own command (prefect/server/api/server.py), with the app factory above.
+        return subprocess.Popen(
+            args=[
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(prefect.__module_path__.parent),
+                "--factory",
+                f"{__name__}:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env={
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+                **get_current_settings().to_environment_variables(exclude_unset=True),
+            },
+        )
+
+
+def use_temporary_server() -> SubprocessASGIServer:
+    """The temporary server this process's flows will use: a :class:`TemporaryServer`
+    unless Prefect already made its own (started before any mlsys flow was called)."""
+    return TemporaryServer()  # a registered instance (either class) is returned as it is
+
+
 class EntryFlow(Flow):
     """A Prefect flow whose call first checks the state folders (see
-    :func:`check_state_folders`); a worker's run goes through the engine, where the
+    :func:`check_state_folders`) and registers the temporary server (see
+    :func:`use_temporary_server`); a worker's run goes through the engine, where the
     server is already up, and is unchanged."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         check_state_folders()
+        use_temporary_server()
         return super().__call__(*args, **kwargs)
 
 
@@ -56,9 +148,11 @@ def embedded_run() -> Iterator[None]:
     steps and is joined when each flow run ends, which costs up to a second per subflow
     (six of them in ``ml_pipeline``), so it is switched off here. Deployments keep it.
 
-    The temporary server a first flow call starts here batches its task-run writes, as the
-    servers ``mlsys`` starts do (``SERVER_SETTINGS``), unless the environment says otherwise.
+    The temporary server a first flow call starts here is a :class:`TemporaryServer`, and
+    batches its task-run writes, as the servers ``mlsys`` starts do (``SERVER_SETTINGS``),
+    unless the environment says otherwise.
     """
+    use_temporary_server()  # for a first flow call that is not one of ours
     updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     for name, value in SERVER_SETTINGS.items():
         if name not in os.environ:

@@ -59,6 +59,7 @@ def _fresh_interpreter(
 # it runs with the batched recorder (its own settings, read back over its API).
 _SERVER_SETTINGS = """
 from prefect import flow, get_client
+from prefect.server.api.server import SubprocessASGIServer
 from flows.embedded import embedded_run
 
 @flow
@@ -71,6 +72,8 @@ with embedded_run():
         recorder = client.request("GET", "/admin/settings").json()["server"]["services"][
             "task_run_recorder"
         ]
+    server = SubprocessASGIServer()
+print(type(server).__name__, server.server_process.args[6])
 print(recorder["batch_size"], recorder["flush_interval"])
 """
 
@@ -81,7 +84,69 @@ def test_the_temporary_server_runs_with_the_batched_recorder(tmp_path: Path) -> 
         _SERVER_SETTINGS, tmp_path, 600, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split()[-2:] == ["100", "1.0"]
+    server, recorder = proc.stdout.strip().splitlines()[-2:]
+    assert server == "TemporaryServer flows.embedded:create_app"  # writes begun IMMEDIATE
+    assert recorder.split() == ["100", "1.0"]
+
+
+# Prefect's own database layer, in a fresh interpreter: a write transaction that reads
+# before it writes (as create_task_run does on each subflow call) while another writer
+# (as the task-run recorder does) commits in between.
+_READ_THEN_WRITE = """
+import asyncio, os
+import sqlalchemy as sa
+from prefect.server.database import provide_database_interface
+from flows.embedded import begin_writes_immediately
+
+if os.environ["BEGIN"] == "immediate":
+    begin_writes_immediately()
+db = provide_database_interface()
+done = []
+
+async def write(key, read_first=False, pause=0.0):
+    try:
+        async with db.session_context(begin_transaction=True) as session:
+            if read_first:
+                await session.execute(sa.select(db.Configuration))
+            await asyncio.sleep(pause)
+            await session.execute(db.queries.insert(db.Configuration).values(key=key, value={}))
+        done.append(key)
+    except Exception as err:
+        done.append(f"{key} failed: {type(err).__name__}: {err}".splitlines()[0])
+
+async def main():
+    await db.create_db()
+    first = asyncio.create_task(write("reader", read_first=True, pause=1.0))
+    await asyncio.sleep(0.3)  # the reader is between its read and its write
+    await asyncio.gather(write("other"), first)
+    print("|".join(done))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter imports Prefect's server and migrates: ~10 s each
+@pytest.mark.parametrize(
+    ("begin", "outcome"),
+    [
+        # Prefect's default: the other writer commits, then the reader's write fails.
+        (
+            "deferred",
+            [
+                "other",
+                "reader failed: OperationalError: (sqlite3.OperationalError) database is locked",
+            ],
+        ),
+        # Ours: the other writer waits for the lock; both commit, the reader first.
+        ("immediate", ["reader", "other"]),
+    ],
+)
+def test_sqlite_writes_begun_immediate_wait_instead_of_failing(
+    begin: str, outcome: list[str], tmp_path: Path
+) -> None:
+    proc = _fresh_interpreter(_READ_THEN_WRITE, tmp_path, 300, BEGIN=begin)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].split("|") == outcome
 
 
 # A new user's Python route, in a fresh interpreter: the first flow call with a state folder
