@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -13,8 +14,8 @@ from typing import Any
 import prefect
 import prefect.settings
 from prefect import Flow
-from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import (
+    PREFECT_API_URL,
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
     PREFECT_HOME,
     get_current_settings,
@@ -71,7 +72,7 @@ def begin_writes_immediately() -> None:
 
 
 def create_app() -> Any:
-    """The temporary server's ASGI app: Prefect's, writes begun IMMEDIATE (see
+    """The ``TemporaryServer``'s ASGI app: Prefect's, writes begun IMMEDIATE (see
     :func:`begin_writes_immediately`)."""
     from prefect.server.api.server import create_app as prefect_app  # noqa: PLC0415
 
@@ -79,45 +80,56 @@ def create_app() -> Any:
     return prefect_app()
 
 
-class TemporaryServer(SubprocessASGIServer):
-    """Prefect's temporary local server, serving :func:`create_app`. Registered as the
-    instance Prefect's own ``SubprocessASGIServer()`` calls return (see
-    :func:`use_temporary_server`), so the first flow call starts this one."""
+@functools.cache
+def temporary_server_class() -> type:
+    """``TemporaryServer``: Prefect's temporary local server, serving :func:`create_app`.
 
-    def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-        # Prefect's own command (prefect/server/api/server.py), with the app factory above.
-        return subprocess.Popen(
-            args=[
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--app-dir",
-                str(prefect.__module_path__.parent),
-                "--factory",
-                f"{__name__}:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "error",
-                "--lifespan",
-                "on",
-            ],
-            env={
-                **os.environ,
-                "PREFECT_UI_ENABLED": "0",
-                "PREFECT__SERVER_EPHEMERAL": "1",
-                "PREFECT__SERVER_FINAL": "1",
-                **get_current_settings().to_environment_variables(exclude_unset=True),
-            },
-        )
+    Built on first use: Prefect's server module takes a second or more to import, which a
+    process talking to a configured API (a worker's flow run, a CLI command) never needs.
+    """
+    from prefect.server.api.server import SubprocessASGIServer  # noqa: PLC0415
+
+    class TemporaryServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            # Prefect's own command (prefect/server/api/server.py), serving create_app.
+            return subprocess.Popen(
+                args=[
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    str(prefect.__module_path__.parent),
+                    "--factory",
+                    f"{__name__}:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "error",
+                    "--lifespan",
+                    "on",
+                ],
+                env={
+                    **os.environ,
+                    "PREFECT_UI_ENABLED": "0",
+                    "PREFECT__SERVER_EPHEMERAL": "1",
+                    "PREFECT__SERVER_FINAL": "1",
+                    **get_current_settings().to_environment_variables(exclude_unset=True),
+                },
+            )
+
+    return TemporaryServer
 
 
-def use_temporary_server() -> SubprocessASGIServer:
-    """The temporary server this process's flows will use: a :class:`TemporaryServer`
-    unless Prefect already made its own (started before any mlsys flow was called)."""
-    return TemporaryServer()  # a registered instance (either class) is returned as it is
+def use_temporary_server() -> Any:
+    """The temporary server this process's flows will use, registered as the instance
+    Prefect's own ``SubprocessASGIServer()`` calls return, so the first flow call starts it:
+    a ``TemporaryServer`` unless Prefect already made its own (started before any mlsys
+    flow was called). None when an API is configured (``PREFECT_API_URL``)."""
+    if PREFECT_API_URL.value():
+        return None
+    return temporary_server_class()()  # a registered instance (either class) is returned
 
 
 class EntryFlow(Flow):
@@ -148,7 +160,7 @@ def embedded_run() -> Iterator[None]:
     steps and is joined when each flow run ends, which costs up to a second per subflow
     (six of them in ``ml_pipeline``), so it is switched off here. Deployments keep it.
 
-    The temporary server a first flow call starts here is a :class:`TemporaryServer`, and
+    The temporary server a first flow call starts here is a ``TemporaryServer``, and
     batches its task-run writes, as the servers ``mlsys`` starts do (``SERVER_SETTINGS``),
     unless the environment says otherwise.
     """
