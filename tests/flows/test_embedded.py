@@ -102,22 +102,29 @@ if os.environ["BEGIN"] == "immediate":
     begin_writes_immediately()
 db = provide_database_interface()
 done = []
+reader_has_read, other_committed = asyncio.Event(), asyncio.Event()
 
-async def write(key, read_first=False, pause=0.0):
+async def write(key, read_first=False):
     try:
         async with db.session_context(begin_transaction=True) as session:
             if read_first:
                 await session.execute(sa.select(db.Configuration))
-            await asyncio.sleep(pause)
+                reader_has_read.set()
+                try:  # the other writer commits now if it can (it cannot while we hold the lock)
+                    await asyncio.wait_for(other_committed.wait(), 3.0)
+                except TimeoutError:
+                    pass
             await session.execute(db.queries.insert(db.Configuration).values(key=key, value={}))
         done.append(key)
     except Exception as err:
         done.append(f"{key} failed: {type(err).__name__}: {err}".splitlines()[0])
+    if key == "other":
+        other_committed.set()
 
 async def main():
     await db.create_db()
-    first = asyncio.create_task(write("reader", read_first=True, pause=1.0))
-    await asyncio.sleep(0.3)  # the reader is between its read and its write
+    first = asyncio.create_task(write("reader", read_first=True))
+    await reader_has_read.wait()  # the reader is between its read and its write
     await asyncio.gather(write("other"), first)
     print("|".join(done))
 
