@@ -38,7 +38,7 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlsys_core.atomic import write_text_atomically
-from mlsys_core.net import HOST, free_port
+from mlsys_core.net import HOST, free_ports
 from mlsys_core.stack.process import die_with_parent
 
 Strategy = Literal["round_robin", "weighted", "least_conn"]
@@ -253,7 +253,7 @@ class Cluster:
         self.env = {**os.environ, **(env or {})}
         self.nginx_bin = nginx or find_nginx()
         self.nginx: subprocess.Popen | None = None
-        ports = config.replica_ports or [free_port() for _ in range(config.replicas)]
+        ports = config.replica_ports or free_ports(config.replicas, exclude=[config.port])
         self.replicas = [
             Replica(i, port, config.weight(i), self.prefix / "logs" / f"replica-{i}.log")
             for i, port in enumerate(ports)
@@ -294,6 +294,7 @@ class Cluster:
                 if not self.config.restart and all(r.proc is None for r in self.replicas):
                     raise ClusterError(f"every replica exited:\n{self._tail(self.replicas[0].log)}")
                 self._heal()
+                self._write_status()  # a replica that keeps exiting shows before the start
                 time.sleep(self.config.health_interval_s)
             self._write_conf()
             (self.prefix / "nginx.pid").unlink(missing_ok=True)  # a stale one from a crash
@@ -443,6 +444,7 @@ class Cluster:
                     "pid": r.proc.pid if r.alive else None,
                     "in_rotation": r.in_rotation,
                     "restarts": r.restarts,
+                    "crashes": r.crashes,
                     "history": r.history[-20:],
                 }
                 for r in self.replicas

@@ -219,9 +219,11 @@ def wait_until(
     log: Path | None = None,
     running: Callable[[], bool] | None = None,
     interval: float = 0.5,
+    failing: Callable[[], str] | None = None,
 ) -> float:
-    """Poll ``ready`` until it holds; fail at once when ``running`` says the server exited.
-    Returns the seconds waited."""
+    """Poll ``ready`` until it holds; fail at once when ``running`` says the server exited
+    or ``failing`` names why it will not get ready though it runs. Returns the seconds
+    waited."""
     started = time.monotonic()
     deadline = started + timeout
     while True:
@@ -231,6 +233,9 @@ def wait_until(
             raise ServerError(
                 f"{what} exited while starting; log {log}:\n{tail(log) if log else ''}"
             )
+        reason = failing() if failing is not None else ""
+        if reason:
+            raise ServerError(f"{what} cannot start: {reason}")
         if time.monotonic() > deadline:
             raise ServerError(
                 f"{what} not ready after {timeout:.0f} s; log {log}:\n{tail(log) if log else ''}"

@@ -17,6 +17,7 @@ stack stay the same across restarts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -34,13 +35,15 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlsys_core.atomic import write_text_atomically
-from mlsys_core.net import HOST, free_port
+from mlsys_core.net import HOST, free_ports
 from mlsys_core.stack import postgres, process
 from mlsys_core.stack import prefect_server as prefect
 
 BIN = Path(sys.executable).parent
 MLFLOW_CLIENT_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 PORT_FIELDS = ("postgres_port", "prefect_port", "mlflow_port", "dask_port", "serve_port")
+# A serving replica that exits this often in a row at `up`, never ready, fails the `up`.
+STARTS_BEFORE_FAILING = 3
 
 
 class StackError(RuntimeError):
@@ -82,11 +85,14 @@ class StackConfig(BaseModel):
 
     def resolved(self) -> StackConfig:
         """Every port and the password fixed (free ports, a random password)."""
-        update: dict[str, object] = {
-            f: free_port() for f in PORT_FIELDS if getattr(self, f) is None
-        }
+        missing = [f for f in PORT_FIELDS if getattr(self, f) is None]
+        fixed = [getattr(self, f) for f in PORT_FIELDS if f not in missing]
+        fixed += self.replica_ports or []
+        replicas = self.serve_replicas if self.replica_ports is None else 0
+        ports = free_ports(len(missing) + replicas, exclude=fixed)
+        update: dict[str, object] = dict(zip(missing, ports, strict=False))
         if self.replica_ports is None:
-            update["replica_ports"] = [free_port() for _ in range(self.serve_replicas)]
+            update["replica_ports"] = ports[len(missing) :]
         if self.password is None:
             update["password"] = secrets.token_urlsafe(18)
         return self.model_copy(update=update)
@@ -104,6 +110,8 @@ class Part:
     user: str | None = None
     after: Callable[[], None] | None = None  # runs once the part is ready (e.g. create DBs)
     needs: tuple[str, ...] = ()  # parts that must be ready before this one starts
+    # Why it will never get ready though its process runs ("" while there is hope).
+    failing: Callable[[], str] | None = None
 
     folder: Path = field(default=Path())
 
@@ -341,6 +349,8 @@ class Stack:
         def command() -> list[str]:
             folder.mkdir(parents=True, exist_ok=True)
             write_text_atomically(serve_config, json.dumps(config.serve))
+            # An earlier cluster's status (its replicas' exits) is not this one's.
+            (folder / "cluster" / "status.json").unlink(missing_ok=True)
             return cmd
 
         def live() -> bool:
@@ -353,9 +363,12 @@ class Stack:
                 return "replicas do not answer /health/live"
             return "waiting: " + _not_ready_reason(f"http://{HOST}:{replica_ports[0]}")
 
+        def failing() -> str:
+            return _crash_loop(folder / "cluster", STARTS_BEFORE_FAILING)
+
         # The replicas read the champion at start: the MLflow server first. Importing torch
         # and MLflow in them is the slowest start of the stack, so nothing else waits for it.
-        return Part("serving", command, env, live, health, needs=("mlflow",))
+        return Part("serving", command, env, live, health, needs=("mlflow",), failing=failing)
 
     # -- up / down / status ---------------------------------------------------------------
     def up(self, wanted: StackConfig | None = None) -> UpReport:
@@ -421,8 +434,9 @@ class Stack:
 
         try:
             process.wait_until(
-                part.ready, part.name, config.start_timeout_s, part.log, running, interval=0.3
-            )
+                part.ready, part.name, config.start_timeout_s, part.log, running,
+                interval=0.3, failing=part.failing,
+            )  # fmt: skip
         except process.ServerError as exc:
             raise StackError(str(exc)) from None
         if part.after is not None:
@@ -487,13 +501,38 @@ def _stop_part(part: Part) -> tuple[str, str]:
     return part.name, what
 
 
-def _dask_worker_names(address: str) -> set[str] | None:
-    """Names of the workers the scheduler knows, None when it does not answer."""
-    from distributed import Client  # noqa: PLC0415 - heavy, only for status
+def _crash_loop(cluster: Path, exits: int) -> str:
+    """Why serving will not get ready: a replica that exited ``exits`` times in a row without
+    ever being ready (a taken port, a broken environment), from the cluster's status; the
+    cluster would restart it forever."""
+    try:
+        status = json.loads((cluster / "status.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    for replica in status.get("replicas", []):
+        if replica.get("crashes", 0) >= exits:
+            log = cluster / "logs" / f"replica-{replica['index']}.log"
+            return (
+                f"replica {replica['index']} (port {replica['port']}) exited "
+                f"{replica['crashes']} times in a row; log {log}:\n{process.tail(log)}"
+            )
+    return ""
+
+
+def _dask_worker_names(address: str, timeout: float = 5.0) -> set[str] | None:
+    """Names of the workers the scheduler knows, None when it does not answer in time.
+
+    One RPC on a loop of its own, bounded as a whole: a ``Client`` per poll starts a loop
+    thread and several connections, and its ``scheduler_info()`` waits without a limit.
+    """
+    from distributed.core import rpc  # noqa: PLC0415 - heavy, only for status
+
+    async def identity() -> dict:
+        async with rpc(address, timeout=timeout) as scheduler:
+            return await scheduler.identity(n_workers=-1)
 
     try:
-        with Client(address, timeout=5) as client:
-            info = client.scheduler_info()
+        info = asyncio.run(asyncio.wait_for(identity(), timeout))
     except (OSError, TimeoutError):
         return None
     return {str(w.get("name")) for w in info.get("workers", {}).values()}

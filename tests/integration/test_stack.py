@@ -92,6 +92,12 @@ def leftovers(state: Path) -> list[str]:
     return out
 
 
+def part_logs(state: Path) -> str:
+    """The end of every part's log (and of each serving replica's)."""
+    logs = sorted(state.glob("stack/*/*.log")) + sorted(state.glob("stack/serving/cluster/logs/*"))
+    return "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-1500:]}" for p in logs)
+
+
 @dataclass
 class Running:
     """The module's stack: its folder, the settings `up` printed, and the first `up`."""
@@ -118,10 +124,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     env = {**os.environ, "MLSYS_STATE_DIR": str(state)}
     env.pop("PREFECT_API_URL", None)
     started = time.monotonic()
-    up = mlsys(["stack", "up", "--dataset", DATASET], env, timeout=900)
+    # A part that does not get ready fails `up` with its name and log before this test's
+    # own limit would kill `up` and say nothing.
+    config = json.dumps({"start_timeout_s": 600})
+    try:
+        up = mlsys(["stack", "up", "--dataset", DATASET, "--config", config], env, timeout=900)
+    except subprocess.TimeoutExpired as exc:
+        mlsys(["stack", "down", "--purge"], env, timeout=300)
+        said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        pytest.fail(f"`stack up` hung: {said[-2000:]}\n{part_logs(state)}")
     print(f"stack up {time.monotonic() - started:.0f} s")
     try:
-        assert up.returncode == 0, up.stdout + up.stderr
+        assert up.returncode == 0, up.stdout + up.stderr + part_logs(state)
         stack = Stack(state, REPO)
         settings = stack.settings_env(stack.load_config())
         client_env = {**env, **settings, "PREFECT_HOME": str(folder / "client_home")}

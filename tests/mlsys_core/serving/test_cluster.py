@@ -18,6 +18,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from mlsys_core.net import free_port
 from mlsys_core.serving.cluster import (
     Cluster,
     ClusterConfig,
@@ -25,7 +26,6 @@ from mlsys_core.serving.cluster import (
     Upstream,
     check_nginx_conf,
     find_nginx,
-    free_port,
     render_nginx_conf,
 )
 from tests.mlsys_core.serving.traffic import Traffic, wait_for

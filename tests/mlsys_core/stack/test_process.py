@@ -129,3 +129,19 @@ def test_parts_start_after_what_they_need_and_stop_before_it(tmp_path: Path) -> 
     assert by_name["prefect-worker-1"].env["MLFLOW_REGISTRY_URI"] == tracking
     assert "MLFLOW_TRACKING_URI" not in by_name["mlflow"].env
     assert by_name["prefect-worker-1"].env["PREFECT_WORKER_QUERY_SECONDS"] == "2.0"
+
+
+def test_wait_until_stops_at_the_first_reason_to_give_up(tmp_path: Path) -> None:
+    """A server that runs but will never get ready (a supervisor restarting a broken child)
+    fails the wait with the reason, not after the whole timeout."""
+    polls = []
+
+    def failing() -> str:
+        polls.append(1)
+        return "child exited 3 times" if len(polls) >= 3 else ""
+
+    started = time.monotonic()
+    with pytest.raises(process.ServerError, match="serving cannot start: child exited 3 times"):
+        process.wait_until(lambda: False, "serving", 600, running=lambda: True,
+                           interval=0.01, failing=failing)  # fmt: skip
+    assert len(polls) == 3 and time.monotonic() - started < 60
