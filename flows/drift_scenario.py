@@ -31,7 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from flows.drift import drift_check
-from flows.embedded import flow
+from flows.embedded import flow, kept_server_command
 from flows.features import build_features
 from flows.ingest import ingest
 from flows.register import register
@@ -136,7 +136,7 @@ def run_scenario(state: Path | None = None, epochs: int = 4, timeout: float = 18
     state = (state or Settings().root / "scenario").resolve()
     state.mkdir(parents=True, exist_ok=True)
     base = {**os.environ, "MLSYS_STATE_DIR": str(state)}
-    with prefect_server.prefect_server(state, base) as server:
+    with prefect_server.prefect_server(state, base, command=kept_server_command) as server:
         api, env = server.api, server.env
         print(f"state {state}; Prefect server {api}")
         prefect_server.deploy(env, Path.cwd(), ["retrain"])

@@ -80,6 +80,18 @@ def create_app() -> Any:
     return prefect_app()
 
 
+def kept_server_command(port: int) -> list[str]:
+    """``mlsys prefect-server up``'s server: :func:`create_app` (Prefect's app, UI and
+    services included, writes begun IMMEDIATE) run by uvicorn as Prefect runs its temporary
+    server. ``prefect server start`` would serve Prefect's app unchanged: the same 2 s
+    stalls for every flow run that uses the kept server."""
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_app",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--lifespan", "on",
+    ]  # fmt: skip
+
+
 @functools.cache
 def temporary_server_class() -> type:
     """``TemporaryServer``: Prefect's temporary local server, serving :func:`create_app`.

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,10 +127,14 @@ class PrefectServer:
 
 @contextmanager
 def prefect_server(
-    folder: Path, base_env: dict[str, str] | None = None, timeout: float = 180.0
+    folder: Path,
+    base_env: dict[str, str] | None = None,
+    timeout: float = 180.0,
+    command: Callable[[int], list[str]] | None = None,
 ) -> Iterator[PrefectServer]:
     """A throwaway Prefect server (SQLite in ``folder``) on a free port for a ``with``
-    block, with the process work pool created; its env points clients at it."""
+    block, with the process work pool created; its env points clients at it. ``command``:
+    as for :func:`start_local_server`."""
     home = folder / "prefect_home"
     home.mkdir(parents=True, exist_ok=True)
     api = api_url(free_port())
@@ -138,8 +142,9 @@ def prefect_server(
     log = folder / "prefect-server.log"
     port = api.rsplit(":", 1)[1].split("/")[0]
     with process.background(
-        server_command(int(port)), env, log, ready_url=f"{api}/health", timeout=timeout
-    ):
+        (command or server_command)(int(port)), env, log, ready_url=f"{api}/health",
+        timeout=timeout,
+    ):  # fmt: skip
         ensure_work_pool(api, env)
         yield PrefectServer(api=api, env=env, log=log)
 
@@ -178,17 +183,28 @@ def use_local_server(env: MutableMapping[str, str] | None = None) -> str | None:
     return api
 
 
-def start_local_server(home: Path, port: int | None = None, timeout: float = 180.0) -> str:
+def start_local_server(
+    home: Path,
+    port: int | None = None,
+    timeout: float = 180.0,
+    command: Callable[[int], list[str]] = server_command,
+) -> str:
     """Start a Prefect server (SQLite in ``home``) that outlives this process, unless one is
-    running for ``home`` already; returns its API URL. Its log is ``home/mlsys-server.log``."""
+    running for ``home`` already; returns its API URL. Its log is ``home/mlsys-server.log``.
+    ``command`` gives the server's command line for a port (``mlsys prefect-server up``
+    passes one serving Prefect's app with SQLite writes begun IMMEDIATE)."""
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "mlsys-server.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two `up`s at once start one server, not two
         running = running_local_server(home)
-        return running if running is not None else _start_local_server(home, port, timeout)
+        if running is not None:
+            return running
+        return _start_local_server(home, port, timeout, command)
 
 
-def _start_local_server(home: Path, port: int | None, timeout: float) -> str:
+def _start_local_server(
+    home: Path, port: int | None, timeout: float, command: Callable[[int], list[str]]
+) -> str:
     if port is not None and process.tcp_open(HOST, port):
         # Whatever listens there would answer the health check in our server's stead.
         raise process.ServerError(f"{HOST}:{port} is in use; choose another --port")
@@ -196,7 +212,7 @@ def _start_local_server(home: Path, port: int | None, timeout: float) -> str:
     api = api_url(port)
     log = home / "mlsys-server.log"
     env = prefect_env(home, api)
-    proc = process.start(server_command(port), log, env=env)
+    proc = process.start(command(port), log, env=env)
     try:
         process.wait_http(f"{api}/health", proc, timeout, log)
     except BaseException:

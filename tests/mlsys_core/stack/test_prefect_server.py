@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 
 from mlsys_core.stack import prefect_server, process
@@ -46,6 +48,13 @@ def test_up_is_found_by_later_flow_runs_and_down_stops_it(tmp_path: Path):
     assert api is not None and api in up.stdout
     pid = json.loads((home / prefect_server.LOCAL_RECORD).read_text())["pid"]
     try:
+        # Prefect's app with SQLite writes begun IMMEDIATE (no 503 "database is locked"
+        # stalls, tests/flows/test_embedded.py), and the UI, pointed at this API.
+        assert "flows.embedded:create_app" in psutil.Process(pid).cmdline()
+        base = api.removesuffix("/api")
+        assert "<!DOCTYPE html>" in httpx.get(f"{base}/", timeout=30).text
+        assert httpx.get(f"{base}/ui-settings", timeout=30).json()["api_url"] == api
+
         again = mlsys("prefect-server", "up")  # idempotent: the same server
         assert again.returncode == 0 and api in again.stdout
         assert json.loads((home / prefect_server.LOCAL_RECORD).read_text())["pid"] == pid
