@@ -80,15 +80,16 @@ def create_app() -> Any:
     return prefect_app()
 
 
-def kept_server_command(port: int) -> list[str]:
-    """``mlsys prefect-server up``'s server: :func:`create_app` (Prefect's app, UI and
-    services included, writes begun IMMEDIATE) run by uvicorn as Prefect runs its temporary
-    server. ``prefect server start`` would serve Prefect's app unchanged: the same 2 s
-    stalls for every flow run that uses the kept server."""
+def kept_server_command(port: int, log_level: str = "warning") -> list[str]:
+    """A server of :func:`create_app` (Prefect's app, writes begun IMMEDIATE) on ``port``:
+    Prefect's own command for its temporary server (prefect/server/api/server.py) with our
+    factory. ``mlsys prefect-server up`` keeps one (UI and services included), and the
+    ``TemporaryServer`` runs it too; ``prefect server start`` would serve Prefect's app
+    unchanged, with the 2 s stalls for every flow run that uses it."""
     return [
-        sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_app",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        "--lifespan", "on",
+        sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+        "--factory", f"{__name__}:create_app", "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", log_level, "--lifespan", "on",
     ]  # fmt: skip
 
 
@@ -103,25 +104,8 @@ def temporary_server_class() -> type:
 
     class TemporaryServer(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            # Prefect's own command (prefect/server/api/server.py), serving create_app.
             return subprocess.Popen(
-                args=[
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--app-dir",
-                    str(prefect.__module_path__.parent),
-                    "--factory",
-                    f"{__name__}:create_app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "error",
-                    "--lifespan",
-                    "on",
-                ],
+                args=kept_server_command(self.port, log_level="error"),
                 env={
                     **os.environ,
                     "PREFECT_UI_ENABLED": "0",
