@@ -130,7 +130,7 @@ def prefect_server(
     folder: Path,
     base_env: dict[str, str] | None = None,
     timeout: float = 180.0,
-    command: Callable[[int], list[str]] | None = None,
+    command: Callable[[int], list[str]] = server_command,
 ) -> Iterator[PrefectServer]:
     """A throwaway Prefect server (SQLite in ``folder``) on a free port for a ``with``
     block, with the process work pool created; its env points clients at it. ``command``:
@@ -142,9 +142,8 @@ def prefect_server(
     log = folder / "prefect-server.log"
     port = api.rsplit(":", 1)[1].split("/")[0]
     with process.background(
-        (command or server_command)(int(port)), env, log, ready_url=f"{api}/health",
-        timeout=timeout,
-    ):  # fmt: skip
+        command(int(port)), env, log, ready_url=f"{api}/health", timeout=timeout
+    ):
         ensure_work_pool(api, env)
         yield PrefectServer(api=api, env=env, log=log)
 
