@@ -50,6 +50,7 @@ class Bench:
 
 BENCHES = [
     Bench("pipeline_overhead", ["--repeats", "3"], ["--fraction", "0.03", "--epochs", "1"]),
+    Bench("first_task", [], ["--repeats", "1", "--no-warmup", "--spec", "nycflights13_sample"]),
     Bench("model_vs_hgb", [], ["--fraction", "0.05"]),
     Bench("gate_bootstrap", [], ["--rows", "5000", "--n-bootstrap", "50"]),
     Bench("registry_lock", [], ["--rounds", "2", "--threads", "2"]),
