@@ -109,15 +109,19 @@ def _mlsys(env: dict[str, str], *args: str) -> None:
         raise SystemExit(f"mlsys {' '.join(args)} failed: {done.stderr[-2000:]}")
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """Interrupt the command as Ctrl-C would (Prefect stops its temporary server at exit),
     then make sure nothing of its process group is left."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            pass
+            print(" (did not stop on SIGINT: killed)", end="")
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -146,6 +150,9 @@ def run_once(mode: str, label: str, root: Path, args: argparse.Namespace) -> dic
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: nothing outlives the run
+                # Ctrl-C's KeyboardInterrupt, even when this bench was started in the
+                # background (a shell starts those with SIGINT ignored, and Python keeps that).
+                preexec_fn=_interruptible,  # noqa: PLW1509 - one thread here
             )
             try:
                 flow_start = task_start = None
