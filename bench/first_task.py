@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from _common import format_table, isolated_env, mean_or_none, scratch_folder
@@ -73,9 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _epoch(stamp: str | None) -> float | None:
+    """Epoch seconds of a stored timestamp: Prefect's SQLite columns hold UTC, unmarked."""
     if stamp is None:
         return None
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def recorded_starts(database: Path) -> tuple[float | None, float | None]:
@@ -155,15 +157,17 @@ def run_once(mode: str, label: str, root: Path, args: argparse.Namespace) -> dic
                 preexec_fn=_interruptible,  # noqa: PLW1509 - one thread here
             )
             try:
-                flow_start = task_start = None
-                while task_start is None:
-                    if proc.poll() is not None:
+                while True:
+                    exited = proc.poll() is not None  # before the read: a run that ends
+                    flow_start, task_start = recorded_starts(database)  # after it counts
+                    if task_start is not None:
+                        break
+                    if exited:
                         tail = "\n".join(log.read_text().splitlines()[-30:])
                         raise SystemExit(f"{label} exited {proc.returncode} first:\n{tail}")
                     if time.time() - launched > args.timeout:
                         raise SystemExit(f"{label}: no task started in {args.timeout:.0f} s")
                     time.sleep(0.2)
-                    flow_start, task_start = recorded_starts(database)
             finally:
                 _stop(proc)
     finally:
