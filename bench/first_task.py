@@ -99,7 +99,7 @@ def recorded_starts(database: Path) -> tuple[float | None, float | None]:
 
 def _mlsys(env: dict[str, str], *args: str) -> None:
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("mlsys")), *args],
+        [sys.executable, "-m", "mlsys_core.cli", *args],  # the `mlsys` command
         cwd=ROOT,
         env=env,
         capture_output=True,
