@@ -211,7 +211,14 @@ def summarize(results: list[dict], args: argparse.Namespace) -> tuple[str, dict]
         )
         numbers[mode] = {"first_task_s": round(first, 2), "ratio": round(first / base, 3)}
     means = format_table(
-        ["way (mean s)", "flow run starts", "first task starts", "best", "/ pipeline", "best /"],
+        [
+            "way (mean s)",
+            "flow run starts",
+            "first task starts",
+            "best",
+            "/ pipeline",
+            "best / best",
+        ],
         rows,
     )
     text = "\n".join(
