@@ -36,6 +36,8 @@ from pathlib import Path
 
 from _common import format_table, isolated_env, mean_or_none, scratch_folder
 
+from mlsys_core.stack import process
+
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {
     "pipeline": ["-m", "flows.pipeline"],
@@ -116,18 +118,16 @@ def _interruptible() -> None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Interrupt the command as Ctrl-C would (Prefect stops its temporary server at exit),
-    then make sure nothing of its process group is left."""
+    """Interrupt the command alone, so Prefect stops its temporary server at exit; then
+    nothing of its session is left. (``process.stop`` signals the whole group at once: the
+    server dies first, and the command can then wait 30 s on calls to it.)"""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             print(" (did not stop on SIGINT: killed)", end="")
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    process.stop_group(proc.pid, 0, signal.SIGKILL)
     proc.wait()
 
 
@@ -143,33 +143,31 @@ def run_once(mode: str, label: str, root: Path, args: argparse.Namespace) -> dic
     load = os.getloadavg()[0]
     print(f"  {label:<12} ...", end="", flush=True)
     try:
-        with open(log, "w") as out:
-            launched = time.time()
-            proc = subprocess.Popen(
-                [sys.executable, *MODES[mode], "--spec", args.spec],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: nothing outlives the run
-                # Ctrl-C's KeyboardInterrupt, even when this bench was started in the
-                # background (a shell starts those with SIGINT ignored, and Python keeps that).
-                preexec_fn=_interruptible,  # noqa: PLW1509 - one thread here
-            )
-            try:
-                while True:
-                    exited = proc.poll() is not None  # before the read: a run that ends
-                    flow_start, task_start = recorded_starts(database)  # after it counts
-                    if task_start is not None:
-                        break
-                    if exited:
-                        tail = "\n".join(log.read_text().splitlines()[-30:])
-                        raise SystemExit(f"{label} exited {proc.returncode} first:\n{tail}")
-                    if time.time() - launched > args.timeout:
-                        raise SystemExit(f"{label}: no task started in {args.timeout:.0f} s")
-                    time.sleep(0.2)
-            finally:
-                _stop(proc)
+        launched = time.time()
+        proc = process.start(
+            [sys.executable, *MODES[mode], "--spec", args.spec],
+            log,
+            env=env,
+            cwd=ROOT,
+            # Ctrl-C's KeyboardInterrupt, even when this bench was started in the
+            # background (a shell starts those with SIGINT ignored, and Python keeps that).
+            preexec_fn=_interruptible,
+        )
+        try:
+            while True:
+                exited = proc.poll() is not None  # before the read: a run that ends
+                flow_start, task_start = recorded_starts(database)  # after it counts
+                if task_start is not None:
+                    break
+                if exited:
+                    raise SystemExit(
+                        f"{label} exited {proc.returncode} first:\n{process.tail(log)}"
+                    )
+                if time.time() - launched > args.timeout:
+                    raise SystemExit(f"{label}: no task started in {args.timeout:.0f} s")
+                time.sleep(0.2)
+        finally:
+            _stop(proc)
     finally:
         if mode == "kept":
             _mlsys(env, "prefect-server", "down")
