@@ -60,6 +60,12 @@ BENCHES = [
     ),
     Bench("sync_strategies", [], ["--fraction", "0.05", "--epochs", "1"], {"OMP_NUM_THREADS": "1"}),
     Bench("tuning", [], ["--fraction", "0.02", "--seeds", "1", "--trials", "4", "--epochs", "3"]),
+    Bench(
+        "tuning_replay",
+        [],
+        ["--fraction", "0.02", "--pool", "20", "--trials", "4", "--simulations", "20"]
+        + ["--epochs", "3"],
+    ),
     Bench("pit_join", [], ["--scale", "1"]),
     Bench("history_features_auc", [], ["--fraction", "0.05", "--epochs", "1"]),
     Bench("feature_kinds", [], ["--fraction", "0.05", "--epochs", "1"]),

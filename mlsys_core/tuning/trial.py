@@ -21,7 +21,7 @@ from mlflow.entities import Metric, Param
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.training.matrices import model_config_for
-from mlsys_core.training.trainer import EpochMetrics, Trainer
+from mlsys_core.training.trainer import EpochMetrics, Trainer, TrainResult
 from mlsys_core.tuning.budget import EpochBudget, budget_for
 from mlsys_core.tuning.data import load_prepared
 from mlsys_core.tuning.space import suggest
@@ -171,9 +171,7 @@ def _train_trial(
         trial.set_user_attr("stopped_by", "budget")
         trial.set_user_attr("epochs", len(result.history))
         raise optuna.TrialPruned(f"epoch budget spent after epoch {len(result.history)}")
-    # The trainer keeps the weights of its best epoch (lowest validation loss): that model's
-    # AUC is what the final training run would reproduce, so that is the objective.
-    auc = result.history[result.best_epoch - 1].val_auc if result.best_epoch else float("nan")
+    auc = objective_auc(result)
     n_params = sum(p.numel() for p in trainer.model.parameters())
     trial.set_user_attr("n_params", n_params)
     trial.set_user_attr("epochs", len(result.history))
@@ -184,6 +182,12 @@ def _train_trial(
         Metric("best_epoch", float(result.best_epoch), stamp, 0),
     ]
     return auc if single else (auc, float(n_params))
+
+
+def objective_auc(result: TrainResult) -> float:
+    """A finished trial's objective. The trainer keeps the weights of its best epoch (lowest
+    validation loss): that model's AUC is what the final training run would reproduce."""
+    return result.history[result.best_epoch - 1].val_auc if result.best_epoch else float("nan")
 
 
 class _Curves:
