@@ -13,7 +13,8 @@ one unpruned (the baseline: a second random search) and one with Optuna's
 ``HyperbandPruner`` as the tune flow builds it, deciding on the same reports a trial makes.
 
 Printed: how well the AUC at Hyperband's first rungs ranks the pool's configs (overall and
-among its top 30%, where the search is decided), then per search how often it reaches random
+among its top 30%, where the search is decided) and how many of its best 5% a rung keeping
+one in ``--reduction-factor`` would let through, then per search how often it reaches random
 search's best within random's budget, its epochs to it (as ``tuning.py`` counts them), and
 how often a group of five seeds meets ``tuning.py``'s goal. TPE needs new configs trained,
 so it is not replayed; ``tuning.py`` runs it.
@@ -44,6 +45,7 @@ from model_vs_hgb import build_features
 from tuning import TARGET_RATIO, epochs_to_reach
 
 TOP_SHARE = 0.3  # "the top of the pool": where a search is decided
+BEST_SHARE = 0.05  # "the best configs": where random search's best of 16 usually lies
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,19 @@ def rank_correlation(pool: list[Candidate], epoch: int, top: bool) -> float | No
     return float(frame["rung"].corr(frame["objective"], method="spearman"))
 
 
+def best_kept(pool: list[Candidate], epoch: int, keep: float) -> float | None:
+    """The share of the pool's best ``BEST_SHARE`` configs (by objective) whose AUC at
+    ``epoch`` ranks in the top ``keep`` of the pool there: what a rung keeping that share
+    would let through of the configs a search is after."""
+    reached = [c for c in pool if len(c.curve) >= epoch]
+    if not reached:
+        return None
+    bar = sorted(c.curve[epoch - 1] for c in reached)[int(len(reached) * (1 - keep))]
+    ranked = sorted(pool, key=lambda c: c.objective, reverse=True)
+    best = ranked[: max(1, round(len(pool) * BEST_SHARE))]
+    return sum(len(c.curve) >= epoch and c.curve[epoch - 1] >= bar for c in best) / len(best)
+
+
 def simulate(pool: list[Candidate], args: argparse.Namespace) -> dict[str, Any]:
     from mlsys_core.tuning.samplers import PrunerConfig, make_pruner  # noqa: PLC0415
 
@@ -250,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
             epoch: (rank_correlation(pool, epoch, False), rank_correlation(pool, epoch, True))
             for epoch in rungs
         }
+        keep = 1 / args.reduction_factor
+        kept = {epoch: best_kept(pool, epoch, keep) for epoch in rungs}
 
         def shown(x: float | None) -> str:
             return "-" if x is None else f"{x:.2f}"
@@ -257,8 +274,13 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print(
             format_table(
-                ["AUC at epoch", "rank corr. with objective, pool", f"top {TOP_SHARE:.0%}"],
-                [[e, shown(a), shown(b)] for e, (a, b) in correlations.items()],
+                [
+                    "AUC at epoch",
+                    "rank corr. with objective, pool",
+                    f"top {TOP_SHARE:.0%}",
+                    f"best {BEST_SHARE:.0%} ranking in its top 1/{args.reduction_factor}",
+                ],
+                [[e, shown(a), shown(b), shown(kept[e])] for e, (a, b) in correlations.items()],
             )
         )
         sim = simulate(pool, args)
@@ -303,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         numbers = {
             "correlations": {str(e): list(v) for e, v in correlations.items()},
+            "best_kept": {str(e): v for e, v in kept.items()},
             "searches": summary,
             "oracle_ratio_mean": oracle,
             "reached_ratio": ratio,
