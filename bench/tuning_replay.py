@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import time
@@ -85,7 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train_pool(args: argparse.Namespace, data: Any, ref: Any) -> list[Candidate]:
-    """Each config as a trial draws and trains it (``suggest``, the trial's trainer)."""
+    """Each config as a trial draws and trains it (``suggest``, the trial's trainer); a
+    config whose objective is not finite (a diverged run) stays in: it fails as a trial."""
     import optuna  # noqa: PLC0415
 
     from mlsys_core.training.matrices import model_config_for  # noqa: PLC0415
@@ -133,7 +135,10 @@ def replay(
             if trial.should_prune():
                 state = "PRUNED"
                 break
-        if state == "COMPLETE":
+        if state == "COMPLETE" and not math.isfinite(candidate.objective):
+            state = "FAIL"  # as Optuna marks a trial whose objective is NaN
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif state == "COMPLETE":
             study.tell(trial, candidate.objective)
         else:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -150,6 +155,7 @@ def rank_correlation(pool: list[Candidate], epoch: int, top: bool) -> float | No
     trained that long (``top``: only those in the pool's top ``TOP_SHARE`` by objective)."""
     import pandas as pd  # noqa: PLC0415
 
+    pool = [c for c in pool if math.isfinite(c.objective)]
     cut = sorted(c.objective for c in pool)[int(len(pool) * (1 - TOP_SHARE))] if top else -1.0
     rows = [(c.curve[epoch - 1], c.objective) for c in pool if len(c.curve) >= epoch]
     rows = [r for r in rows if r[1] >= cut]
@@ -167,7 +173,9 @@ def best_kept(pool: list[Candidate], epoch: int, keep: float) -> float | None:
     if not reached:
         return None
     bar = sorted(c.curve[epoch - 1] for c in reached)[int(len(reached) * (1 - keep))]
-    ranked = sorted(pool, key=lambda c: c.objective, reverse=True)
+    ranked = sorted(
+        (c for c in pool if math.isfinite(c.objective)), key=lambda c: c.objective, reverse=True
+    )
     best = ranked[: max(1, round(len(pool) * BEST_SHARE))]
     return sum(len(c.curve) >= epoch and c.curve[epoch - 1] >= bar for c in best) / len(best)
 
@@ -188,13 +196,20 @@ def simulate(pool: list[Candidate], args: argparse.Namespace) -> dict[str, Any]:
     for seed in range(args.simulations):
         order = random.Random(seed).sample(pool, len(pool))
         first = [
-            SimpleNamespace(number=i, state="COMPLETE", values=[c.objective], epochs=len(c.curve))
+            SimpleNamespace(
+                number=i,
+                state="COMPLETE" if math.isfinite(c.objective) else "FAIL",
+                values=[c.objective],
+                epochs=len(c.curve),
+            )
             for i, c in enumerate(order[: args.trials])
         ]
-        target = max(t.values[0] for t in first)
+        if not (finished := [t.values[0] for t in first if t.state == "COMPLETE"]):
+            continue  # random search found nothing to reach (every trial diverged)
+        target = max(finished)
         budget = sum(t.epochs for t in first)
         to_best = epochs_to_reach(first, target)
-        winner = next(t for t in first if t.values[0] >= target)
+        winner = next(t for t in first if t.state == "COMPLETE" and t.values[0] >= target)
         row: dict[str, Any] = {"oracle": winner.epochs / to_best}
         for name, config in pruners.items():
             pruner = make_pruner(config, args.epochs)
@@ -251,14 +266,17 @@ def main(argv: list[str] | None = None) -> None:
         ref = prepare_data(features, lake, root / "prepared")
         pool = train_pool(args, load_prepared(ref.path), ref)
         trained = time.perf_counter() - started
-        objectives = sorted(c.objective for c in pool)
+        objectives = sorted(c.objective for c in pool if math.isfinite(c.objective))
+        if len(objectives) < args.trials:
+            raise SystemExit(f"only {len(objectives)} of {len(pool)} configs trained to an AUC")
         print(
             f"tuning replay: {args.fraction:.0%} of flights per month, rows {ref.rows}; pool "
             f"of {len(pool)} configs from the default search space, trained once (max "
             f"{args.epochs} epochs, patience {args.patience}) in {trained:.0f} s: mean "
             f"{statistics.mean(len(c.curve) for c in pool):.1f} epochs; objective (validation "
             f"AUC) median {statistics.median(objectives):.4f}, 90th percentile "
-            f"{objectives[int(0.9 * (len(pool) - 1))]:.4f}, best {objectives[-1]:.4f}"
+            f"{objectives[int(0.9 * (len(objectives) - 1))]:.4f}, best {objectives[-1]:.4f}"
+            + (f"; {len(pool) - len(objectives)} diverged" if len(objectives) < len(pool) else "")
         )
         rungs = sorted({1, 2, 3, args.min_resource, args.epochs} & set(range(1, args.epochs + 1)))
         correlations = {
@@ -284,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
         sim = simulate(pool, args)
+        if not sim["seeds"]:
+            raise SystemExit("no simulated seed had a finished random search trial")
         summary = summarize(sim, args.group)
         oracle = statistics.mean(s["oracle"] for s in sim["seeds"])
         print()
