@@ -6,6 +6,7 @@ predictions). Everything runs on ``torch.distributed``; there is no home-made pa
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -152,7 +153,15 @@ def init_distributed(device_choice: str, timeout_s: float) -> tuple[DistContext,
 
 
 def shutdown_distributed() -> None:
+    """Destroy the process group once nothing uses it any more.
+
+    Modules wrapped by DDP or FSDP sit in reference cycles that hold the group, so only the
+    garbage collector frees them, at any later moment or during interpreter exit. Freed after
+    the group is gone, they can abort a rank whose work is done ("terminate called without
+    an active exception" in a torchrun test). So collect them first.
+    """
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

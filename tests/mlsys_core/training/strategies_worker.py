@@ -6,6 +6,7 @@ and write both histories and weights. Not a test module (no ``test_`` prefix).""
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import sys
 from pathlib import Path
@@ -15,17 +16,33 @@ import torch
 import torch.distributed as dist
 
 from mlsys_core.training.checkpoint import CheckpointStore
-from mlsys_core.training.distributed import LaunchConfig, init_distributed, shutdown_distributed
+from mlsys_core.training.distributed import (
+    DistContext,
+    LaunchConfig,
+    init_distributed,
+    shutdown_distributed,
+)
 from mlsys_core.training.model import ModelConfig
 from mlsys_core.training.trainer import TrainConfig, Trainer
 
 
 def main(folder: Path) -> None:
+    faulthandler.enable()  # a native abort still shows each rank's Python stack
+    ctx, _ = init_distributed("cpu", timeout_s=60)
+    # The trainers (and their wrapped modules, which hold the group) go out of scope here,
+    # before the group is destroyed.
+    train_each(folder, ctx)
+    # Both ranks leave together: a rank tearing gloo down while its peer is still writing
+    # results once aborted ("terminate called without an active exception") in CI.
+    dist.barrier()
+    shutdown_distributed()
+
+
+def train_each(folder: Path, ctx: DistContext) -> None:
     spec = json.loads((folder / "spec.json").read_text())
     data = np.load(folder / "problem.npz")
     config = TrainConfig.model_validate(spec["config"])
     model_config = ModelConfig.model_validate(spec["model_config"])
-    ctx, _ = init_distributed("cpu", timeout_s=60)
     for name, launch in spec["launches"].items():
         trainer = Trainer(config, model_config, LaunchConfig.model_validate(launch))
         trainer.setup(data["x_train"], data["y_train"], data["x_valid"], data["y_valid"])
@@ -65,10 +82,6 @@ def main(folder: Path) -> None:
                 ),
             }
             (folder / f"resume-{name}.json").write_text(json.dumps(out))
-    # Both ranks leave together: a rank tearing gloo down while its peer is still writing
-    # results once aborted ("terminate called without an active exception") in CI.
-    dist.barrier()
-    shutdown_distributed()
 
 
 if __name__ == "__main__":
