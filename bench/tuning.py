@@ -51,13 +51,10 @@ SEED_OFFSET = {"random": 0, "tpe+hyperband": 1000}
 MAX_TRIALS = 1000  # the flow's cap; the epoch budget ends TPE+Hyperband's run long before
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Epochs TPE+Hyperband vs random search (no pruning) need to reach random's "
-        "best validation AUC, per seed, and the tuning overhead per trial."
-    )
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """The data, trials and pruner options this bench and ``tuning_replay.py`` share, so both
+    measure the same search by default."""
     parser.add_argument("--fraction", type=float, default=0.05, help="share of flights (0.05)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds, 0..N-1 (default: 5)")
     parser.add_argument("--trials", type=int, default=16, help="random search trials (16)")
     parser.add_argument("--epochs", type=int, default=9, help="max epochs per trial (9)")
     parser.add_argument("--patience", type=int, default=3, help="trainer early stopping (3)")
@@ -71,6 +68,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Hyperband's reduction factor (10: with 9 epochs, one bracket, so TPE, which "
         "Optuna runs per bracket, learns from every trial)",
     )
+
+
+def check_search_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not 1 <= args.min_resource <= args.epochs:
+        parser.error("--min-resource must be in [1, --epochs]")
+    if not 2 <= args.reduction_factor <= 10:
+        parser.error("--reduction-factor must be in [2, 10]")
+    if not 0.0 < args.fraction <= 1.0:
+        parser.error("--fraction must be in (0, 1]")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Epochs TPE+Hyperband vs random search (no pruning) need to reach random's "
+        "best validation AUC, per seed, and the tuning overhead per trial."
+    )
+    add_search_options(parser)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds, 0..N-1 (default: 5)")
     parser.add_argument("--parallelism", type=int, default=1, help="trials at once (1)")
     parser.add_argument(
         "--threads",
@@ -83,12 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.trials < 2 or args.epochs < 2 or args.parallelism < 1:
         parser.error("need --seeds >= 1, --trials >= 2, --epochs >= 2, --parallelism >= 1")
-    if not 1 <= args.min_resource <= args.epochs:
-        parser.error("--min-resource must be in [1, --epochs]")
-    if not 2 <= args.reduction_factor <= 10:
-        parser.error("--reduction-factor must be in [2, 10]")
-    if not 0.0 < args.fraction <= 1.0:
-        parser.error("--fraction must be in (0, 1]")
+    check_search_options(parser, args)
     return args
 
 

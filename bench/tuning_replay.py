@@ -43,7 +43,7 @@ from _common import (
     write_sampled_sources,
 )
 from model_vs_hgb import build_features
-from tuning import TARGET_RATIO, epochs_to_reach
+from tuning import TARGET_RATIO, add_search_options, check_search_options, epochs_to_reach
 
 TOP_SHARE = 0.3  # "the top of the pool": where a search is decided
 BEST_SHARE = 0.05  # "the best configs": where random search's best of 16 usually lies
@@ -59,16 +59,9 @@ class Candidate:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fraction", type=float, default=0.05, help="share of flights (0.05)")
+    add_search_options(parser)  # the same defaults as tuning.py
     parser.add_argument("--pool", type=int, default=240, help="configs trained once (240)")
     parser.add_argument("--simulations", type=int, default=500, help="simulated seeds (500)")
-    parser.add_argument("--trials", type=int, default=16, help="random search trials (16)")
-    parser.add_argument("--epochs", type=int, default=9, help="max epochs per trial (9)")
-    parser.add_argument("--patience", type=int, default=3, help="trainer early stopping (3)")
-    parser.add_argument("--min-resource", type=int, default=1, help="Hyperband's first rung (1)")
-    parser.add_argument(
-        "--reduction-factor", type=int, default=10, help="Hyperband's reduction factor (10)"
-    )
     parser.add_argument("--group", type=int, default=5, help="seeds per goal check (5)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     args = parser.parse_args(argv)
@@ -76,12 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--pool must hold at least two searches' worth of --trials")
     if args.simulations < args.group or args.group < 1:
         parser.error("need --simulations >= --group >= 1")
-    if not 1 <= args.min_resource <= args.epochs:
-        parser.error("--min-resource must be in [1, --epochs]")
-    if not 2 <= args.reduction_factor <= 10:
-        parser.error("--reduction-factor must be in [2, 10]")
-    if not 0.0 < args.fraction <= 1.0:
-        parser.error("--fraction must be in (0, 1]")
+    check_search_options(parser, args)
     return args
 
 
