@@ -47,12 +47,16 @@ class Traffic:
         """One request; retried once, as HTTP clients do, when the kept-alive connection was
         closed before any byte of a response came back: an nginx reload closes its idle
         connections, and a request sent at that instant meets a closed socket (RFC 9112
-        9.3.1). Those are counted; any other error, or a second one, is a failure."""
+        9.3.1). The socket answers with a FIN (httpx: "server disconnected") or, when the
+        request's bytes were already in its buffer as the worker closed it, with a reset.
+        Both are counted; any other error, or a second one, is a failure."""
         self._sent += 1  # racy across threads; only picks a body
         body = self.bodies[self._sent % len(self.bodies)]
         try:
             return client.post(self.url, json=body)
-        except httpx.RemoteProtocolError:
+        except (httpx.RemoteProtocolError, httpx.ReadError) as err:
+            if isinstance(err, httpx.ReadError) and not _reset(err):
+                raise
             self.stale += 1
             return client.post(self.url, json=body)
 
@@ -77,3 +81,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _reset(err: BaseException) -> bool:
+    """Whether a connection reset by the peer lies under the error httpx raised."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ConnectionResetError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
