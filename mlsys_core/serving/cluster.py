@@ -10,8 +10,10 @@ Health checking has two layers, because open-source nginx only has *passive* che
 - **active (this supervisor)**: it polls every replica's ``/health/ready``; one that exits,
   or fails ``unhealthy_after`` polls in a row, is marked ``down`` in the upstream and nginx
   is reloaded (SIGHUP, what ``nginx -s reload`` sends: new workers take the new config, old
-  ones finish their requests). A replica that is ready again is put back the same way. A
-  replica that exited is restarted on its port, with exponential backoff.
+  ones finish their requests but close their idle kept-alive connections, so a client must
+  retry a request that meets one closing: RFC 9112 9.3.1). A replica that is ready again is
+  put back the same way. A replica that exited is restarted on its port, with exponential
+  backoff.
 
 Everything lives in one folder (the nginx prefix): config, pid, logs and nginx's temporary
 files, so nothing needs root or a system path, and nginx listens on 127.0.0.1 only.
