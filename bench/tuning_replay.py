@@ -43,7 +43,14 @@ from _common import (
     write_sampled_sources,
 )
 from model_vs_hgb import build_features
-from tuning import TARGET_RATIO, add_search_options, check_search_options, epochs_to_reach
+from tuning import (
+    TARGET_RATIO,
+    add_search_options,
+    check_search_options,
+    epochs_to_reach,
+    first_reaching,
+    mean_of_every_seed,
+)
 
 TOP_SHARE = 0.3  # "the top of the pool": where a search is decided
 BEST_SHARE = 0.05  # "the best configs": where random search's best of 16 usually lies
@@ -197,8 +204,7 @@ def simulate(pool: list[Candidate], args: argparse.Namespace) -> dict[str, Any]:
         target = max(finished)
         budget = sum(t.epochs for t in first)
         to_best = epochs_to_reach(first, target)
-        winner = next(t for t in first if t.state == "COMPLETE" and t.values[0] >= target)
-        row: dict[str, Any] = {"oracle": winner.epochs / to_best}
+        row: dict[str, Any] = {"oracle": first_reaching(first, target).epochs / to_best}
         for name, config in pruners.items():
             pruner = make_pruner(config, args.epochs)
             trials = replay(order[half:], budget, pruner, f"replay-{seed}")
@@ -214,8 +220,8 @@ def simulate(pool: list[Candidate], args: argparse.Namespace) -> dict[str, Any]:
 
 def goal_met(rows: list[dict[str, Any]], key: str) -> bool:
     """``tuning.py``'s goal for one group of seeds: every seed reached, mean <= 1/3."""
-    values = [r[key] for r in rows]
-    return None not in values and statistics.mean(values) <= TARGET_RATIO
+    mean = mean_of_every_seed([r[key] for r in rows])
+    return mean is not None and mean <= TARGET_RATIO
 
 
 def summarize(sim: dict[str, Any], group: int) -> dict[str, dict[str, float]]:
