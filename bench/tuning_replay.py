@@ -109,27 +109,29 @@ def replay(
     candidates: list[Candidate], budget: int, pruner: Any, study_name: str
 ) -> list[SimpleNamespace]:
     """The trials a search makes walking ``candidates`` in order on ``budget`` epochs, each
-    reporting its curve epoch by epoch to ``pruner`` as ``run_trial`` does."""
+    going through its curve behind the trial's own ``EpochGate``, as ``run_trial`` does."""
     import optuna  # noqa: PLC0415
 
     from mlsys_core.tuning.budget import EpochBudget  # noqa: PLC0415
+    from mlsys_core.tuning.trial import EpochGate  # noqa: PLC0415
 
     study = optuna.create_study(direction="maximize", pruner=pruner, study_name=study_name)
     ledger = EpochBudget(budget)
     trials = []
     for candidate in candidates:
-        if not ledger.take():  # the first epoch, before the trial starts
+        if not ledger.take():  # the first epoch, before the trial starts (as run_trial)
             break
         trial, state, epochs = study.ask(), "COMPLETE", 0
-        for epoch, auc in enumerate(candidate.curve, start=1):
-            if epoch > 1 and not ledger.take():
-                state = "PRUNED"  # cut by the budget: its objective is not its schedule's
-                break
-            epochs = epoch
-            trial.report(auc, epoch)
-            if trial.should_prune():
-                state = "PRUNED"
-                break
+        gate = EpochGate(trial, ledger, prune=True)
+        try:
+            for epoch, auc in enumerate(candidate.curve, start=1):  # the trainer's loop
+                if not gate.before(epoch):
+                    state = "PRUNED"  # cut by the budget: its objective is not its schedule's
+                    break
+                epochs = epoch
+                gate.after(epoch, auc)
+        except optuna.TrialPruned:
+            state = "PRUNED"
         if state == "COMPLETE" and not math.isfinite(candidate.objective):
             state = "FAIL"  # as Optuna marks a trial whose objective is NaN
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

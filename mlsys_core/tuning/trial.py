@@ -131,6 +131,8 @@ def _train_trial(
     data = load_prepared(job.data.path)
     model_config = model_config_for(job.data.cardinalities, job.data.n_numeric, config)
     single = job.search.objectives == "auc"
+    # Optuna prunes single-objective studies only; a Pareto search trains every trial.
+    gate = EpochGate(trial, budget, prune=single)
     outside = 0.0  # seconds spent in the epoch callback: logging and pruning, not training
 
     def on_epoch(m: EpochMetrics) -> None:
@@ -143,17 +145,10 @@ def _train_trial(
             Metric("val_loss", m.val_loss, stamp, m.epoch),
             Metric("val_auc", m.val_auc, stamp, m.epoch),
         )
-        # Optuna prunes single-objective studies only; a Pareto search trains every trial.
-        if single:
-            trial.report(m.val_auc, m.epoch)
-            if trial.should_prune():
-                outside += time.perf_counter() - start
-                raise optuna.TrialPruned(f"pruned at epoch {m.epoch}, val AUC {m.val_auc:.4f}")
-        outside += time.perf_counter() - start
-
-    def before_epoch(epoch: int) -> bool:
-        # The first epoch was taken before the trial started.
-        return budget is None or epoch == 1 or budget.take()
+        try:
+            gate.after(m.epoch, m.val_auc)
+        finally:
+            outside += time.perf_counter() - start
 
     trainer = Trainer(config, model_config)
     start = time.perf_counter()
@@ -163,7 +158,7 @@ def _train_trial(
         # (Dropout masks still come from the shared RNG while trials train side by side.)
         with _SETUP_LOCK:
             trainer.setup(data.x_train, data.y_train, data.x_valid, data.y_valid)
-        result = trainer.train(on_epoch=on_epoch, before_epoch=before_epoch)
+        result = trainer.train(on_epoch=on_epoch, before_epoch=gate.before)
     finally:
         seen["train_seconds"] = time.perf_counter() - start - outside
     if result.refused:
@@ -182,6 +177,31 @@ def _train_trial(
         Metric("best_epoch", float(result.best_epoch), stamp, 0),
     ]
     return auc if single else (auc, float(n_params))
+
+
+class EpochGate:
+    """What a trial does around each epoch, in one place so that ``bench/tuning_replay.py``
+    budgets and prunes a replayed trial exactly as a trained one.
+
+    ``run_trial`` takes the first epoch from the budget before the trial exists (a spent
+    budget starts no trial); every later epoch is taken just before it trains. After each
+    epoch a pruned study hears its validation AUC and may stop the trial there.
+    """
+
+    def __init__(self, trial: optuna.Trial, budget: EpochBudget | None, prune: bool) -> None:
+        self.trial, self.budget, self.prune = trial, budget, prune
+
+    def before(self, epoch: int) -> bool:
+        """May ``epoch`` train? False when the budget is spent (the trainer stops there)."""
+        return self.budget is None or epoch == 1 or self.budget.take()
+
+    def after(self, epoch: int, val_auc: float) -> None:
+        """Report the finished epoch; raise ``optuna.TrialPruned`` when the pruner stops it."""
+        if not self.prune:
+            return
+        self.trial.report(val_auc, epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}, val AUC {val_auc:.4f}")
 
 
 def objective_auc(result: TrainResult) -> float:

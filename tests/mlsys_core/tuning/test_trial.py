@@ -21,6 +21,7 @@ from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.tracking import configure_mlflow, tracking_client
 from mlsys_core.training.model import ModelConfig
 from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
+from mlsys_core.tuning.budget import EpochBudget
 from mlsys_core.tuning.data import load_prepared, prepare_data
 from mlsys_core.tuning.report import best_trial, finish_study
 from mlsys_core.tuning.samplers import PrunerConfig, SamplerConfig, SearchConfig
@@ -33,7 +34,7 @@ from mlsys_core.tuning.study import (
     redacted,
     start_study,
 )
-from mlsys_core.tuning.trial import run_trial
+from mlsys_core.tuning.trial import EpochGate, run_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 REPO = Path(__file__).resolve().parents[3]
@@ -191,6 +192,34 @@ def test_the_epoch_budget_is_shared_by_parallel_trials(state):
     with ThreadPoolExecutor(max_workers=3) as pool:
         outcomes = [o for o in pool.map(lambda _: run_trial(job, _client(settings)), range(6)) if o]
     assert sum(o.epochs for o in outcomes) == 8
+
+
+def test_the_epoch_gate_takes_every_epoch_but_the_first_from_the_budget():
+    study = optuna.create_study(direction="maximize")
+    budget = EpochBudget(3)
+    assert budget.take()  # what run_trial takes before the trial exists
+    gate = EpochGate(study.ask(), budget, prune=False)
+    assert [gate.before(epoch) for epoch in (1, 2, 3, 4)] == [True, True, True, False]
+    assert budget.left == 0
+    assert gate.before(1)  # the first epoch was paid for already
+    unbudgeted = EpochGate(study.ask(), None, prune=False)
+    assert all(unbudgeted.before(epoch) for epoch in range(1, 50))
+
+
+def test_the_epoch_gate_reports_each_epoch_and_raises_when_the_pruner_stops():
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.6)
+    )
+    trial = study.ask()
+    gate = EpochGate(trial, None, prune=True)
+    gate.after(1, 0.7)
+    with pytest.raises(optuna.TrialPruned, match="epoch 2, val AUC 0.5500"):
+        gate.after(2, 0.55)
+    assert study.trials[0].intermediate_values == {1: 0.7, 2: 0.55}
+    # A Pareto search is not pruned by Optuna: nothing is reported, nothing stops it.
+    silent = study.ask()
+    EpochGate(silent, None, prune=False).after(1, 0.1)
+    assert study.trials[1].intermediate_values == {}
 
 
 def test_trial_pruned_raised_in_the_epoch_callback_leaves_the_trainer(state):
