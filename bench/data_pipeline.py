@@ -1,8 +1,8 @@
 """Ingest, clean and feature extraction on flights x N: our batch pipeline against the same
 logic written as DuckDB SQL, each in its own process, with time, rows/s and peak RSS.
 
-    .venv/bin/python bench/data_pipeline.py              # x1 and x10, ~5 min here
-    .venv/bin/python bench/data_pipeline.py --scales 1 3 --batch-rows 32768
+    .venv/bin/python bench/data_pipeline.py              # x1 and x10, 3 repeats, ~6 min here
+    .venv/bin/python bench/data_pipeline.py --scales 1 3 --repeats 1 --batch-rows 32768
 
 Flights x N repeats the real year N times, copy k shifted by k years (weather too, so the
 as-of join still finds readings); the flights land as one CSV file per month in a landing
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -265,63 +266,103 @@ def _spawn(kind: str, spec: Path, state: Path, batch_rows: int) -> dict:
     return json.loads(line.removeprefix("RESULT "))
 
 
+SIDES = ("ours", "duckdb", "duckdb1")
+TIMES = ("seconds", "ingest_s", "clean_s", "features_s")
+CHECKS = ("rows_in", "clean", "quarantined", "feature_rows", "labeled", "positives", "temp_present")
+
+
+def run_scale(spec: Path, folder: Path, batch_rows: int, repeats: int) -> dict[str, list[dict]]:
+    """Each side's runs at one scale, every repeat in fresh state folders. The order turns
+    each repeat, so no side always runs first (or last) in the machine's drift."""
+    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
+    for r in range(repeats):
+        for side in SIDES[r % 3 :] + SIDES[: r % 3]:
+            runs[side].append(_spawn(side, spec, folder / f"r{r}" / side, batch_rows))
+    return runs
+
+
+def summary(runs: list[dict]) -> dict:
+    """One side's median times over its repeats, its peak memory's maximum, its checks."""
+    first = runs[0]
+    if any(r[k] != first[k] for r in runs for k in CHECKS):
+        raise RuntimeError(
+            f"results differ between repeats: {[{k: r[k] for k in CHECKS} for r in runs]}"
+        )
+    return {
+        **{k: first[k] for k in CHECKS},
+        **{k: statistics.median(r[k] for r in runs) for k in TIMES},
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side and scale")
     parser.add_argument("--batch-rows", type=int, default=65_536)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--child", choices=["ours", "duckdb", "duckdb1"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     rows = []
     with scratch_folder("mlsys-bench-data-", keep=args.keep) as root:
         for scale in args.scales:
             spec = make_data(root / f"x{scale}", scale)
-            ours = _spawn("ours", spec, root / f"x{scale}" / "ours", args.batch_rows)
-            duck = _spawn("duckdb", spec, root / f"x{scale}" / "duckdb", args.batch_rows)
-            duck1 = _spawn("duckdb1", spec, root / f"x{scale}" / "duckdb1", args.batch_rows)
-            rows.append((scale, ours, duck, duck1))
+            runs = run_scale(spec, root / f"x{scale}", args.batch_rows, args.repeats)
+            rows.append((scale, runs, {side: summary(runs[side]) for side in SIDES}))
     print(f"\nbatch rows {args.batch_rows}; ours runs in one process; duckdb uses every core,")
     print("duckdb1 is DuckDB limited to one thread (the same compute as ours)")
+    print(f"times: the median of {args.repeats} runs per side, the order turning each repeat")
     head = f"{'scale':>5} {'side':>7} {'rows':>9} {'total s':>8} {'ingest':>7} {'clean':>7}"
     print(head + f" {'feat':>7} {'rows/s':>9} {'peak MB':>8}")
     numbers: dict[str, dict] = {}
-    for scale, ours, duck, duck1 in rows:
-        for name, r in (("ours", ours), ("duckdb", duck), ("duckdb1", duck1)):
+    for scale, runs, med in rows:
+        ours, duck, duck1 = (med[side] for side in SIDES)
+        for name, r in med.items():
             print(
                 f"{scale:>5} {name:>7} {r['rows_in']:>9} {r['seconds']:>8.1f} {r['ingest_s']:>7.1f}"
                 f" {r['clean_s']:>7.1f} {r['features_s']:>7.1f}"
                 f" {r['rows_in'] / r['seconds']:>9.0f} {r['peak_rss_mb']:>8.0f}"
             )
-        same = {k: (ours[k], duck[k]) for k in
-                ("rows_in", "clean", "quarantined", "feature_rows", "labeled", "positives",
-                 "temp_present")}  # fmt: skip
+        same = {k: (ours[k], duck[k]) for k in CHECKS}
         agree = all(a == b for a, b in same.values())
         print(f"      same results: {agree}  {same if not agree else ''}")
+        per_run = [
+            o["features_s"] / d["features_s"]
+            for o, d in zip(runs["ours"], runs["duckdb"], strict=True)
+        ]
         print(
             f"      time ratio ours/duckdb: {ours['seconds'] / duck['seconds']:.2f}x, "
             f"ours/duckdb1: {ours['seconds'] / duck1['seconds']:.2f}x; feature assembly "
             f"ours/duckdb: {ours['features_s'] / duck['features_s']:.2f}x (goal <= 1.2x)"
         )
+        if len(per_run) > 1:
+            print(
+                "      feature assembly ours/duckdb per repeat: "
+                + ", ".join(f"{x:.2f}x" for x in per_run)
+            )
         numbers[f"x{scale}"] = {
             "same_results": agree,
             "total_ratio": round(ours["seconds"] / duck["seconds"], 3),
             "total_ratio_duckdb1": round(ours["seconds"] / duck1["seconds"], 3),
             "features_ratio": round(ours["features_s"] / duck["features_s"], 3),
+            "features_ratio_per_repeat": [round(x, 3) for x in per_run],
             **{f"{n}_{k}": round(r[k], 2) for n, r in (("ours", ours), ("duckdb", duck))
                for k in ("seconds", "features_s", "peak_rss_mb")},
         }  # fmt: skip
     if len(rows) > 1:
-        first, last = rows[0], rows[-1]
+        (first, _, m0), (last, _, m1) = rows[0], rows[-1]
         print(
-            f"\npeak RSS ours x{first[0]}: {first[1]['peak_rss_mb']:.0f} MB, "
-            f"x{last[0]}: {last[1]['peak_rss_mb']:.0f} MB "
-            f"(ratio {last[1]['peak_rss_mb'] / first[1]['peak_rss_mb']:.2f} for "
-            f"{last[0] / first[0]:.0f}x the rows)"
+            f"\npeak RSS ours x{first}: {m0['ours']['peak_rss_mb']:.0f} MB, "
+            f"x{last}: {m1['ours']['peak_rss_mb']:.0f} MB "
+            f"(ratio {m1['ours']['peak_rss_mb'] / m0['ours']['peak_rss_mb']:.2f} for "
+            f"{last / first:.0f}x the rows)"
         )
     print("BENCH_JSON " + json.dumps(numbers))
 

@@ -54,7 +54,7 @@ BENCHES = [
     Bench("model_vs_hgb", [], ["--fraction", "0.05"]),
     Bench("gate_bootstrap", [], ["--rows", "5000", "--n-bootstrap", "50"]),
     Bench("registry_lock", [], ["--rounds", "2", "--threads", "2"]),
-    Bench("data_pipeline", [], ["--scales", "1"]),
+    Bench("data_pipeline", [], ["--scales", "1", "--repeats", "2"]),
     Bench(
         "trainer", ["--threads", "1"], ["--threads", "1", "--fraction", "0.05", "--repeats", "1"]
     ),
