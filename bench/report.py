@@ -66,7 +66,7 @@ BENCHES = [
         ["--fraction", "0.02", "--pool", "20", "--trials", "4", "--simulations", "20"]
         + ["--epochs", "3"],
     ),
-    Bench("pit_join", [], ["--scale", "1"]),
+    Bench("pit_join", ["--repeats", "3"], ["--scale", "1"]),
     Bench("history_features_auc", [], ["--fraction", "0.05", "--epochs", "1"]),
     Bench("feature_kinds", [], ["--fraction", "0.05", "--epochs", "1"]),
     Bench("drift", [], ["--rows", "100000"]),

@@ -29,19 +29,25 @@ class LookupIndex:
         self.row_of_code[self.keys.codes] = np.arange(len(right))
         self.values = {out: right[col] for col, out in columns.items()}
 
-    def join(self, left: pd.DataFrame) -> pd.DataFrame:
+    def join(self, left: pd.DataFrame, copy: bool = True) -> pd.DataFrame:
+        """``copy=False``: the result takes ``left``'s arrays (see ``with_columns``)."""
         code = self.keys.encode(left, list(self.on))
         rows = np.full(len(code), -1, dtype=np.int64)  # -1: no right row (also: none at all)
         hit = code >= 0
         rows[hit] = self.row_of_code[code[hit]]
-        return take_rows(left, self.values, rows)
+        return take_rows(left, self.values, rows, copy=copy)
 
 
 def lookup_join(
-    left: pd.DataFrame, right: pd.DataFrame, on: dict[str, str], columns: dict[str, str]
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    on: dict[str, str],
+    columns: dict[str, str],
+    copy: bool = True,
 ) -> pd.DataFrame:
-    """Many-to-one left join; a right key seen twice is an error, not a silent fan-out."""
-    return LookupIndex(right, on, columns).join(left)
+    """Many-to-one left join; a right key seen twice is an error, not a silent fan-out.
+    ``copy=False``: the result takes ``left``'s arrays (see ``with_columns``)."""
+    return LookupIndex(right, on, columns).join(left, copy=copy)
 
 
 def make_label(frame: pd.DataFrame, label: LabelSpec) -> pd.Series:
@@ -71,8 +77,17 @@ def assign_hash_split(frame: pd.DataFrame, split: HashSplit, columns: list[str])
     share = hashes.astype(np.float64) / 2.0**64
     test_from = 1.0 - split.test_fraction
     valid_from = test_from - split.valid_fraction
-    out = np.where(share < valid_from, "train", np.where(share < test_from, "valid", "test"))
-    return pd.Series(out, index=frame.index, dtype=object)
+    return _split_names(share >= valid_from, share >= test_from, frame.index)
+
+
+_SPLITS = np.array(["train", "valid", "test"], dtype=object)
+
+
+def _split_names(past_train: np.ndarray, past_valid: np.ndarray, index: pd.Index) -> pd.Series:
+    """The split per row, each taken from three shared strings: a string array made by
+    ``np.where`` and turned into objects cost more than the comparisons."""
+    codes = past_train.astype(np.intp) + past_valid
+    return pd.Series(_SPLITS[codes], index=index, dtype=object)
 
 
 def assign_split(timestamps: pd.Series, split: TimeSplit) -> pd.Series:
@@ -80,8 +95,7 @@ def assign_split(timestamps: pd.Series, split: TimeSplit) -> pd.Series:
     # In ns since the epoch (already parsed times are not parsed again, as to_datetime would).
     ts = to_ns(timestamps)
     train_end, valid_end = to_ns(pd.DatetimeIndex([split.train_end, split.valid_end]))
-    out = np.where(ts < train_end, "train", np.where(ts < valid_end, "valid", "test"))
-    return pd.Series(out, index=timestamps.index, dtype=object)
+    return _split_names(ts >= train_end, ts >= valid_end, timestamps.index)
 
 
 def lookup_keys(spec: DatasetSpec) -> list[str]:
@@ -103,23 +117,34 @@ RightRows = Callable[[LookupJoin | AsOfJoin], pd.DataFrame]
 
 
 def join_lookups(
-    frame: pd.DataFrame, spec: DatasetSpec, right: RightRows, prepared: PreparedJoins | None = None
+    frame: pd.DataFrame,
+    spec: DatasetSpec,
+    right: RightRows,
+    prepared: PreparedJoins | None = None,
+    copy: bool = True,
 ) -> pd.DataFrame:
     """The spec's lookups, in order. ``right(join)`` gives a join's right rows: the whole
     table in training, the rows the online store holds for a request's keys in serving.
-    ``prepared``: the right tables already indexed (batch assembly indexes them once)."""
+    ``prepared``: the right tables already indexed (batch assembly indexes them once).
+    ``copy=False``: ``frame`` is the caller's to drop, the result takes its arrays."""
     for i, lookup in enumerate(spec.lookups):
         if prepared is not None:
-            frame = prepared.lookups[i].join(frame)
+            frame = prepared.lookups[i].join(frame, copy=copy)
         else:
-            frame = lookup_join(frame, right(lookup), lookup.on, lookup.columns)
+            frame = lookup_join(frame, right(lookup), lookup.on, lookup.columns, copy=copy)
+        copy = False  # a frame made here is this call's own
     return frame
 
 
 def join_as_of(
-    frame: pd.DataFrame, spec: DatasetSpec, right: RightRows, prepared: PreparedJoins | None = None
+    frame: pd.DataFrame,
+    spec: DatasetSpec,
+    right: RightRows,
+    prepared: PreparedJoins | None = None,
+    copy: bool = True,
 ) -> pd.DataFrame:
-    """The spec's as-of joins, in order, on its event time (training and serving alike)."""
+    """The spec's as-of joins, in order, on its event time (training and serving alike);
+    ``copy`` as in :func:`join_lookups`."""
     for i, join in enumerate(spec.as_of_joins):
         frame = point_in_time_join(
             frame,
@@ -131,7 +156,9 @@ def join_as_of(
             tolerance=join.tolerance,
             availability_lag=join.availability_lag,
             index=prepared.as_of[i] if prepared is not None else None,
+            copy=copy,
         )
+        copy = False
     return frame
 
 
@@ -175,14 +202,15 @@ def assemble_features(
     def whole(join: LookupJoin | AsOfJoin) -> pd.DataFrame:
         return tables[join.source]
 
-    frame = join_lookups(base[spec.base_columns].copy(), spec, whole, joins)
-    frame = join_as_of(frame, spec, whole, joins)
+    # One copy of the base columns; every join after it takes the frame before it as is.
+    frame = join_lookups(base[spec.base_columns].copy(), spec, whole, joins, copy=False)
+    frame = join_as_of(frame, spec, whole, joins, copy=False)
     if spec.feature_views:
         # The training path of the feature store: the same call serves any entity rows.
         # Batch callers pass one store, so each view's sources are indexed once, not per batch.
         store = store or OfflineStore(spec.feature_views, tables)
         frame = store.get_historical_features(
-            frame, spec.view_features, timestamp=spec.event_timestamp
+            frame, spec.view_features, timestamp=spec.event_timestamp, copy=False
         )
     label = make_label(frame, spec.label)
     if isinstance(spec.split, HashSplit):

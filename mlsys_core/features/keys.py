@@ -4,7 +4,8 @@ pieces every join of the feature store is made of (lookups and as-of joins).
 A right table's key tuples are coded once; a batch of left rows is then matched by hash
 lookups into the codes (``Index.get_indexer``) and its columns gathered with one ``take``
 per column, instead of a merge that re-hashes both sides and re-orders the result.
-A null key matches a null key, as in a pandas merge.
+A key with a null part matches nothing (a pandas merge would match null to null): the online
+store never holds such a key, so training rows and served rows agree.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ class KeyIndex:
     def __init__(self, frame: pd.DataFrame, keys: list[str]) -> None:
         self.key_columns = keys
         self.uniques: list[pd.Index] = []
+        self.null_codes: list[int] = []  # per key, the code of its null value (-1: none)
         codes = []
         for key in keys:
             code, unique = pd.factorize(frame[key], use_na_sentinel=False)
             self.uniques.append(pd.Index(unique))
+            nulls = np.flatnonzero(pd.isna(unique))
+            self.null_codes.append(int(nulls[0]) if len(nulls) else -1)
             codes.append(code.astype(np.int64))
         self.sizes = [max(len(u), 1) for u in self.uniques]
         if float(np.prod(self.sizes, dtype=np.float64)) >= 2**62:
@@ -45,11 +49,14 @@ class KeyIndex:
             warm(index)
 
     def encode(self, frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
-        """Codes of ``frame[keys]`` (named in the order of the indexed keys)."""
-        codes = [
-            u.get_indexer(frame[k]).astype(np.int64)
-            for u, k in zip(self.uniques, keys, strict=True)
-        ]
+        """Codes of ``frame[keys]`` (named in the order of the indexed keys); -1 for a row
+        with a null key part, even where the indexed frame holds a null key."""
+        codes = []
+        for u, k, null in zip(self.uniques, keys, self.null_codes, strict=True):
+            code = u.get_indexer(frame[k]).astype(np.int64)
+            if null >= 0:  # NaN and NaT find the indexed null; None never does
+                code[code == null] = -1
+            codes.append(code)
         sparse = _combine(codes, self.sizes, len(frame))
         if self.combined is None:
             return sparse
@@ -86,18 +93,27 @@ def column_values(values: pd.Series) -> np.ndarray | pd.api.extensions.Extension
 
 
 def take_rows(
-    left: pd.DataFrame, values: Mapping[str, pd.Series], positions: np.ndarray
+    left: pd.DataFrame, values: Mapping[str, pd.Series], positions: np.ndarray, copy: bool = True
 ) -> pd.DataFrame:
     """``left`` with each of ``values`` (output name -> right column) gathered at
-    ``positions`` (one per left row, -1: no row) as new columns, on ``left``'s index."""
-    return with_columns(left, {name: take_column(col, positions) for name, col in values.items()})
+    ``positions`` (one per left row, -1: no row) as new columns, on ``left``'s index;
+    ``copy`` as in :func:`with_columns`."""
+    columns = {name: take_column(col, positions) for name, col in values.items()}
+    return with_columns(left, columns, copy=copy)
 
 
-def with_columns(left: pd.DataFrame, columns: Mapping[str, object]) -> pd.DataFrame:
+def with_columns(
+    left: pd.DataFrame, columns: Mapping[str, object], copy: bool = True
+) -> pd.DataFrame:
     """``left`` with ``columns`` (arrays of its length, owned by the result) added at the
     end, replacing any of the same name, in one new frame: no block-by-block concatenation
     or insertion, which cost a join per batch more than the join itself. ``left``'s arrays
-    are copied (a plain copy each), so changing the result never changes ``left``."""
+    are copied (a plain copy each), so changing the result never changes ``left``.
+
+    ``copy=False`` is for a ``left`` that its caller drops once joined (the intermediate
+    frames of a chain of joins): the result takes ``left``'s arrays as they are. Copying
+    them at every join of a batch cost about a tenth of feature assembly, most of it
+    holding the GIL (an object column's copy touches every object)."""
     if left.columns.has_duplicates:  # no name-to-array mapping: insert one by one
         out = left.copy()
         for name in columns:
@@ -106,5 +122,7 @@ def with_columns(left: pd.DataFrame, columns: Mapping[str, object]) -> pd.DataFr
         for name, values in columns.items():
             out[name] = values
         return out
-    kept = {c: column_values(left[c]).copy() for c in left.columns if c not in columns}
+    kept = {c: column_values(left[c]) for c in left.columns if c not in columns}
+    if copy:
+        kept = {c: values.copy() for c, values in kept.items()}
     return pd.DataFrame(kept | dict(columns), index=left.index, copy=False)

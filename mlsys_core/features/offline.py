@@ -344,10 +344,16 @@ class OfflineStore:
         return self._prepared[name]
 
     def get_historical_features(
-        self, entity_rows: pd.DataFrame, feature_names: list[str], timestamp: str
+        self,
+        entity_rows: pd.DataFrame,
+        feature_names: list[str],
+        timestamp: str,
+        copy: bool = True,
     ) -> pd.DataFrame:
         """One row per entity row, in order and on its index: the row's columns plus the
-        requested features as known strictly before ``entity_rows[timestamp]``."""
+        requested features as known strictly before ``entity_rows[timestamp]``.
+        ``copy=False``: the result takes the entity rows' arrays (see
+        :func:`~mlsys_core.features.keys.with_columns`)."""
         wanted = views_for(list(self.views.values()), feature_names)
         if timestamp not in entity_rows.columns:
             raise EntityRowsError(f"entity rows lack the timestamp column {timestamp!r}")
@@ -366,6 +372,7 @@ class OfflineStore:
             else:
                 latest = prepared.latest_features(code, ts, names)
                 columns |= {c: latest[c].to_numpy() for c in latest.columns}
-        # One new frame: the entity rows' columns (copied, so the caller's stay untouched)
-        # and the features beside them.
-        return with_columns(entity_rows, {f: columns[f] for f in dict.fromkeys(feature_names)})
+        # One new frame: the entity rows' columns (copied unless told, so the caller's stay
+        # untouched) and the features beside them.
+        features = {f: columns[f] for f in dict.fromkeys(feature_names)}
+        return with_columns(entity_rows, features, copy=copy)

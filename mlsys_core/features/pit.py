@@ -70,10 +70,14 @@ class AsOfIndex:
         return np.where(found, self.rows[clipped] if len(self.rows) else 0, -1)
 
     def join(
-        self, left: pd.DataFrame, left_time: str, tolerance: timedelta | None = None
+        self,
+        left: pd.DataFrame,
+        left_time: str,
+        tolerance: timedelta | None = None,
+        copy: bool = True,
     ) -> pd.DataFrame:
         pos = self.positions(left, left_time, tolerance)
-        return take_rows(left, self.values, pos)
+        return take_rows(left, self.values, pos, copy=copy)
 
 
 def point_in_time_join(
@@ -87,13 +91,15 @@ def point_in_time_join(
     tolerance: timedelta | None = None,
     availability_lag: timedelta = timedelta(0),
     index: AsOfIndex | None = None,
+    copy: bool = True,
 ) -> pd.DataFrame:
     """Attach, per left row, the newest right row with ``right_time + lag <= left_time``.
 
     Rows with no such right row, or only one observed more than ``tolerance`` before the
     left time (measured from ``right_time``, not from when it became available), get nulls.
     Left row order and count are preserved. ``index``: ``right`` already prepared (a caller
-    joining many left batches to one right table prepares it once).
+    joining many left batches to one right table prepares it once). ``copy=False``: the
+    result takes ``left``'s arrays (see :func:`~mlsys_core.features.keys.with_columns`).
     """
     if tolerance is not None and tolerance < availability_lag:
         raise ValueError("tolerance must be at least the availability lag, or nothing matches")
@@ -101,4 +107,4 @@ def point_in_time_join(
         index = AsOfIndex(
             right, on=on, right_time=right_time, columns=columns, availability_lag=availability_lag
         )
-    return index.join(left, left_time, tolerance)
+    return index.join(left, left_time, tolerance, copy=copy)

