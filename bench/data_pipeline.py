@@ -276,7 +276,8 @@ def run_scale(spec: Path, folder: Path, batch_rows: int, repeats: int) -> dict[s
     each repeat, so no side always runs first (or last) in the machine's drift."""
     runs: dict[str, list[dict]] = {side: [] for side in SIDES}
     for r in range(repeats):
-        for side in SIDES[r % 3 :] + SIDES[: r % 3]:
+        turn = r % len(SIDES)
+        for side in SIDES[turn:] + SIDES[:turn]:
             runs[side].append(_spawn(side, spec, folder / f"r{r}" / side, batch_rows))
     return runs
 
