@@ -17,16 +17,18 @@ SPLIT = "_split"
 
 class LookupIndex:
     """A right table prepared for many-to-one lookups on ``on`` (left key -> right key):
-    its keys coded once, so each batch of left rows is a hash lookup and a gather."""
+    its keys coded once, so each batch of left rows is a hash lookup and a gather. Its rows
+    with a null key part are left out, as the online store leaves them out."""
 
     def __init__(self, right: pd.DataFrame, on: dict[str, str], columns: dict[str, str]) -> None:
         right_keys = list(on.values())
         self.on = on
         self.keys = KeyIndex(right, right_keys)
-        if self.keys.size < len(right):
+        held = np.flatnonzero(self.keys.codes >= 0)  # a row with a null key is never found
+        if self.keys.size < len(held):
             raise ValueError(f"lookup on {right_keys}: the right table repeats keys")
-        self.row_of_code = np.empty(len(right), dtype=np.int64)
-        self.row_of_code[self.keys.codes] = np.arange(len(right))
+        self.row_of_code = np.empty(self.keys.size, dtype=np.int64)
+        self.row_of_code[self.keys.codes[held]] = held
         self.values = {out: right[col] for col, out in columns.items()}
 
     def join(self, left: pd.DataFrame, copy: bool = True) -> pd.DataFrame:

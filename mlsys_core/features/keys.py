@@ -15,48 +15,48 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from mlsys_core.spec.definitions import DefinitionError
+
 
 class KeyIndex:
-    """Dense codes ``0..k-1`` for the key tuples of ``frame[keys]`` (``codes``, one per row),
-    and :meth:`encode` for other rows: the same code for the same tuple, -1 for a tuple the
-    frame does not hold."""
+    """Dense codes ``0..k-1`` for the key tuples of ``frame[keys]`` (``codes``, one per row;
+    -1 for a row with a null key part), and :meth:`encode` for other rows: the same code for
+    the same tuple, -1 for a tuple the frame does not hold or one with a null part.
+
+    The one key coder of the feature store: lookups, as-of joins, the offline store's views
+    and the stream's views all code keys here, so they agree on what matches."""
 
     def __init__(self, frame: pd.DataFrame, keys: list[str]) -> None:
         self.key_columns = keys
-        self.uniques: list[pd.Index] = []
-        self.null_codes: list[int] = []  # per key, the code of its null value (-1: none)
+        self.uniques: list[pd.Index] = []  # per key, its non-null values in code order
         codes = []
         for key in keys:
-            code, unique = pd.factorize(frame[key], use_na_sentinel=False)
-            self.uniques.append(pd.Index(unique))
-            nulls = np.flatnonzero(pd.isna(unique))
-            self.null_codes.append(int(nulls[0]) if len(nulls) else -1)
+            code, unique = pd.factorize(frame[key], use_na_sentinel=True)
+            self.uniques.append(warm(pd.Index(unique)))
             codes.append(code.astype(np.int64))
         self.sizes = [max(len(u), 1) for u in self.uniques]
         if float(np.prod(self.sizes, dtype=np.float64)) >= 2**62:
-            raise ValueError(f"keys {keys}: too many combinations to encode")
+            raise DefinitionError(f"keys {keys}: too many combinations to encode")
         sparse = _combine(codes, self.sizes, len(frame))
-        if len(keys) == 1:
+        if len(keys) == 1:  # a key's codes are already dense
             self.combined: pd.Index | None = None
             self.codes = sparse
             self.size = len(self.uniques[0])
-        else:
-            dense, combined = pd.factorize(sparse)
-            self.combined = pd.Index(combined)
-            self.codes = dense.astype(np.int64)
+        else:  # the product codes of the tuples seen, in dense-code order
+            known = sparse >= 0
+            dense, combined = pd.factorize(sparse[known])
+            self.combined = warm(pd.Index(combined))
+            self.codes = np.full(len(sparse), -1, dtype=np.int64)
+            self.codes[known] = dense
             self.size = len(combined)
-        for index in [*self.uniques, *([self.combined] if self.combined is not None else [])]:
-            warm(index)
 
     def encode(self, frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
         """Codes of ``frame[keys]`` (named in the order of the indexed keys); -1 for a row
-        with a null key part, even where the indexed frame holds a null key."""
-        codes = []
-        for u, k, null in zip(self.uniques, keys, self.null_codes, strict=True):
-            code = u.get_indexer(frame[k]).astype(np.int64)
-            if null >= 0:  # NaN and NaT find the indexed null; None never does
-                code[code == null] = -1
-            codes.append(code)
+        with a null key part (no null is indexed) or a tuple the indexed frame lacks."""
+        codes = [
+            u.get_indexer(frame[k]).astype(np.int64)
+            for u, k in zip(self.uniques, keys, strict=True)
+        ]
         sparse = _combine(codes, self.sizes, len(frame))
         if self.combined is None:
             return sparse

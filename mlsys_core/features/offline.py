@@ -16,13 +16,12 @@ Output rows are computed in input order, so there is exactly one per entity row,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 
-from mlsys_core.features.keys import take_column, warm, with_columns
+from mlsys_core.features.keys import KeyIndex, take_column, with_columns
 from mlsys_core.spec.definitions import (
     Availability,
     DefinitionError,
@@ -89,49 +88,6 @@ NAT = _NAT  # the null time, as ``to_ns`` gives it
 _NEVER = np.iinfo(np.int64).max
 
 
-@dataclass
-class _KeyCodes:
-    """Dense integer codes 0..k-1 for the key tuples seen in a source, and -1 for any other
-    (or partly null) tuple, shared by source and entity rows."""
-
-    uniques: list[pd.Index]
-    combined: pd.Index  # the sparse product codes of the tuples seen, in dense-code order
-
-    @classmethod
-    def fit(cls, frame: pd.DataFrame, keys: list[str]) -> tuple[_KeyCodes, np.ndarray]:
-        uniques, codes = [], []
-        for key in keys:
-            code, unique = pd.factorize(frame[key], use_na_sentinel=True)
-            uniques.append(warm(pd.Index(unique)))
-            codes.append(code.astype(np.int64))
-        sizes = [max(len(u), 1) for u in uniques]
-        if float(np.prod(sizes, dtype=np.float64)) >= 2**62:
-            raise DefinitionError(f"entity keys {keys}: too many combinations to encode")
-        sparse = cls._combine(codes, sizes)
-        dense, combined = pd.factorize(sparse[sparse >= 0])
-        out = np.full(len(sparse), -1, dtype=np.int64)
-        out[sparse >= 0] = dense
-        return cls(uniques, warm(pd.Index(combined))), out
-
-    def encode(self, frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
-        codes = [
-            u.get_indexer(frame[k]).astype(np.int64)
-            for u, k in zip(self.uniques, keys, strict=True)
-        ]
-        sparse = self._combine(codes, [max(len(u), 1) for u in self.uniques])
-        dense = self.combined.get_indexer(sparse).astype(np.int64)
-        return np.where(sparse >= 0, dense, -1)
-
-    @staticmethod
-    def _combine(codes: list[np.ndarray], sizes: list[int]) -> np.ndarray:
-        out = np.zeros(len(codes[0]), dtype=np.int64)
-        missing = np.zeros(len(codes[0]), dtype=bool)
-        for code, size in zip(codes, sizes, strict=True):
-            out = out * size + code
-            missing |= code < 0
-        return np.where(missing, -1, out)
-
-
 def _running(values: np.ndarray) -> np.ndarray:
     """Running sums with a leading zero: ``out[j]`` is the sum of the first ``j`` values."""
     out = np.empty(len(values) + 1, dtype=values.dtype)
@@ -188,7 +144,8 @@ class _PreparedView:
         self.view = view
         keys = view.entity.join_keys
         avail = availability_ns(view, source)
-        self.keys, code = _KeyCodes.fit(source, keys)  # dense: code * stride fits in int64
+        self.keys = KeyIndex(source, keys)
+        code = self.keys.codes  # dense: code * stride fits in int64
         keep = (code >= 0) & (avail != _NAT)
         rows = np.flatnonzero(keep)  # positions in the source frame
         self.source = source

@@ -33,9 +33,10 @@ class AsOfIndex:
         self.columns = columns
         self.lag_ns = pd.Timedelta(availability_lag).value
         observed = to_ns(right[right_time])
-        keep = np.flatnonzero(observed != NAT)  # a row without a time is never available
-        self.keys = KeyIndex(right.iloc[keep], list(on.values()))
-        code = self.keys.codes
+        self.keys = KeyIndex(right, list(on.values()))
+        # A row without a time is never available, and one with a null key never found.
+        keep = np.flatnonzero((observed != NAT) & (self.keys.codes >= 0))
+        code = self.keys.codes[keep]
         self.times, rank = np.unique(observed[keep], return_inverse=True)
         self.stride = len(self.times) + 1
         composite = code * self.stride + rank

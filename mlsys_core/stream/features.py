@@ -47,7 +47,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mlsys_core.data.batches import text_frame
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.data.sources import iter_jsonl
-from mlsys_core.features.offline import _NAT, _NEVER, _KeyCodes, availability_ns, closes_ns, to_ns
+from mlsys_core.features.keys import KeyIndex
+from mlsys_core.features.offline import _NAT, _NEVER, availability_ns, closes_ns, to_ns
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.spec.definitions import EventStream, WindowView, check_streams
 from mlsys_core.stream.engine import StreamError, _content_id, _segment_id, pending_segments
@@ -332,7 +333,7 @@ class _Columns:
         return self._memoized(key, lambda: closes_ns(view, self))  # type: ignore[arg-type]
 
     def codes(self, keys: list[str]) -> np.ndarray:
-        return self._memoized(("codes", *keys), lambda: _KeyCodes.fit(self.frame, keys)[1])
+        return self._memoized(("codes", *keys), lambda: KeyIndex(self.frame, keys).codes)
 
 
 class _ViewRows:

@@ -67,6 +67,14 @@ def test_lookup_join_rejects_repeated_right_keys() -> None:
         lookup_join(left, right, on={"tailnum": "tailnum"}, columns={"seats": "seats"})
 
 
+def test_lookup_join_leaves_out_right_rows_with_a_null_key_even_repeated() -> None:
+    """As the online store does: such a row can never be found, so it repeats nothing."""
+    left = pd.DataFrame({"tailnum": ["N1", None, "N2"]})
+    right = pd.DataFrame({"tailnum": [None, "N1", np.nan, "N2"], "seats": [1, 100, 2, 200]})
+    out = lookup_join(left, right, on={"tailnum": "tailnum"}, columns={"seats": "seats"})
+    assert out["seats"].iloc[[0, 2]].tolist() == [100.0, 200.0] and np.isnan(out["seats"][1])
+
+
 # -- make_label -------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from mlsys_core.features.keys import KeyIndex, take_rows, with_columns
+from mlsys_core.spec.definitions import DefinitionError
 
 
 def _left() -> pd.DataFrame:
@@ -45,6 +46,23 @@ def test_a_null_key_matches_nothing_even_a_stored_null(values: object, null: obj
         left["j"] = 1
         codes = index.encode(left, keys)
         assert codes.tolist() == [index.codes[2], -1, index.codes[0]]
+
+
+@pytest.mark.parametrize("keys", [["k"], ["k", "j"]])
+def test_indexed_rows_with_a_null_part_get_no_code_and_the_codes_stay_dense(
+    keys: list[str],
+) -> None:
+    right = pd.DataFrame({"k": ["b", None, "a", "b", np.nan], "j": [1, 1, 1, 1, None]})
+    index = KeyIndex(right, keys)
+    assert index.codes.tolist() == [0, -1, 1, 0, -1]
+    assert index.size == 2  # the null tuples are not among them
+
+
+def test_a_key_space_too_large_to_code_is_refused_clearly() -> None:
+    rows = 2**16
+    frame = pd.DataFrame({name: np.arange(rows) for name in "abcd"})  # 2**64 combinations
+    with pytest.raises(DefinitionError, match="too many combinations"):
+        KeyIndex(frame, list("abcd"))
 
 
 def test_take_rows_gathers_by_position_and_widens_for_missing_rows() -> None:

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from mlsys_core.datasets.nycflights13.views import flight_views
+from mlsys_core.features.assemble import lookup_join
 from mlsys_core.features.offline import OfflineStore
 from mlsys_core.features.online import (
     JoinedTable,
@@ -286,6 +287,21 @@ def test_lookup_tables_are_stored_by_key_and_rewritten_when_their_snapshot_moves
     assert row.values["year"] == 2002.0
     with pytest.raises(OnlineStoreError, match="repeats keys"):
         materialize_joined(store, table, pd.concat([planes, planes]), ["text"], snapshot="s3")
+
+
+def test_a_lookup_table_with_repeated_null_keys_reads_the_same_online_and_offline(
+    make_store: MakeStore,
+) -> None:
+    """Both stores leave out rows with a null key, so neither refuses them as repeats."""
+    planes = pd.DataFrame({"tailnum": ["N1", None, "N2", np.nan], "seats": [100, 7, 200, 8]})
+    table = JoinedTable(kind="lookup", source="planes", keys=["tailnum"], columns=["seats"])
+    store = make_store()
+    assert materialize_joined(store, table, planes, ["text"], snapshot="s1").entities_written == 2
+    asked = pd.DataFrame({"tailnum": ["N2", "N1", "N9"]})
+    offline = lookup_join(asked, planes, on={"tailnum": "tailnum"}, columns={"seats": "seats"})
+    rows = store.read(table.name, [encode_key([k], ["text"]) for k in asked["tailnum"]])
+    online = [np.nan if row is None else float(row.values["seats"]) for row in rows]
+    np.testing.assert_array_equal(offline["seats"].to_numpy(), online)
 
 
 def test_an_as_of_table_holds_the_newest_row_known_at_its_watermark(make_store: MakeStore) -> None:

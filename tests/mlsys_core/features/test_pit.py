@@ -214,6 +214,17 @@ def test_right_rows_without_a_time_are_ignored() -> None:
     assert joined["v"].tolist() == [1.0]
 
 
+def test_right_rows_with_a_null_key_are_ignored() -> None:
+    at = pd.to_datetime(["2013-01-01T12:00Z", "2013-01-01T12:00Z"])
+    left = pd.DataFrame({"k": ["a", None], "at": at})
+    ts = pd.to_datetime(["2013-01-01T10:00Z", "2013-01-01T11:00Z", "2013-01-01T09:00Z"])
+    right = pd.DataFrame({"k": ["a", None, None], "ts": ts, "v": [1.0, 8.0, 9.0]})
+    joined = point_in_time_join(
+        left, right, on={"k": "k"}, left_time="at", right_time="ts", columns={"v": "v"}
+    )
+    assert joined["v"].iloc[0] == 1.0 and np.isnan(joined["v"].iloc[1])
+
+
 def test_null_left_time_is_an_error() -> None:
     left = pd.DataFrame({"k": ["a"], "at": pd.to_datetime([None], utc=True)})
     right = pd.DataFrame({"k": ["a"], "ts": pd.to_datetime(["2013-01-01"], utc=True), "v": [1]})
