@@ -57,12 +57,12 @@ def rule_ns(event: np.ndarray, rule: Availability, source: pd.DataFrame) -> np.n
     offset = np.zeros(len(event), dtype=np.float64)
     for col in rule.offset_minutes:
         offset += pd.to_numeric(source[col], errors="coerce").to_numpy(np.float64)
-    known = (event != _NAT) & np.isfinite(offset)
+    known = (event != NAT) & np.isfinite(offset)
     minutes_ns = np.where(known, np.round(offset * 60e9), 0).astype(np.int64)
     out = event + minutes_ns + pd.Timedelta(rule.lag).value
     if rule.at_least is not None:
         out = np.maximum(out, event + pd.Timedelta(rule.at_least).value)
-    return np.where(known, out, _NAT)
+    return np.where(known, out, NAT)
 
 
 def availability_ns(view: View, source: pd.DataFrame) -> np.ndarray:
@@ -70,7 +70,7 @@ def availability_ns(view: View, source: pd.DataFrame) -> np.ndarray:
     event = to_ns(source[view.timestamp])
     if isinstance(view, LatestView):
         avail = event + pd.Timedelta(view.lag).value
-        return np.where(event == _NAT, _NAT, avail)
+        return np.where(event == NAT, NAT, avail)
     return rule_ns(event, view.availability, source)
 
 
@@ -78,14 +78,13 @@ def closes_ns(view: WindowView, source: pd.DataFrame) -> np.ndarray:
     """When each row of an open-events view closed, in ns; int64 max where it has not (or
     the view has no ``closes``): such a row counts until it leaves the window."""
     if view.closes is None:
-        return np.full(len(source), _NEVER, dtype=np.int64)
+        return np.full(len(source), NEVER, dtype=np.int64)
     closed = rule_ns(to_ns(source[view.timestamp]), view.closes, source)
-    return np.where(closed == _NAT, _NEVER, closed)
+    return np.where(closed == NAT, NEVER, closed)
 
 
-_NAT = np.iinfo(np.int64).min
-NAT = _NAT  # the null time, as ``to_ns`` gives it
-_NEVER = np.iinfo(np.int64).max
+NAT = np.iinfo(np.int64).min  # the null time, as ``to_ns`` gives it
+NEVER = np.iinfo(np.int64).max  # the end time of a row that has not closed
 
 
 def _running(values: np.ndarray) -> np.ndarray:
@@ -146,7 +145,7 @@ class _PreparedView:
         avail = availability_ns(view, source)
         self.keys = KeyIndex(source, keys)
         code = self.keys.codes  # dense: code * stride fits in int64
-        keep = (code >= 0) & (avail != _NAT)
+        keep = (code >= 0) & (avail != NAT)
         rows = np.flatnonzero(keep)  # positions in the source frame
         self.source = source
         if isinstance(view, WindowView):
@@ -318,7 +317,7 @@ class OfflineStore:
         if missing := sorted(needed - set(entity_rows.columns)):
             raise EntityRowsError(f"entity rows lack the join keys {missing}")
         ts = to_ns(entity_rows[timestamp])
-        if (ts == _NAT).any():
+        if (ts == NAT).any():
             raise EntityRowsError(f"entity rows have null timestamps in {timestamp!r}")
         columns: dict[str, np.ndarray | pd.Series] = {}
         for name, names in wanted.items():

@@ -51,7 +51,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.crashpoints import crash_point
-from mlsys_core.features.offline import _NAT, OfflineStore, availability_ns, to_ns
+from mlsys_core.features.offline import NAT, OfflineStore, availability_ns, to_ns
 from mlsys_core.spec import AsOfJoin, DatasetSpec, LookupJoin
 from mlsys_core.spec.definitions import (
     DefinitionError,
@@ -594,7 +594,7 @@ def materialize_view(
     stored = store.states().get(view.name)
     mode: Literal["full", "incremental"] = "full"
     avail = availability_ns(view, source)
-    known = (avail != _NAT) & (avail < as_of_ns)
+    known = (avail != NAT) & (avail < as_of_ns)
     if incremental and stored is not None:
         problem = None
         if stored.definition != definition or stored.key_kinds != kinds:
@@ -707,7 +707,7 @@ def materialize_joined(
         if as_of_ns is None:
             raise OnlineStoreError(f"{table.name}: an as-of join is materialized as of a time")
         event = to_ns(rows[table.timestamp])
-        known = (event != _NAT) & (event + pd.Timedelta(table.lag).value <= as_of_ns)
+        known = (event != NAT) & (event + pd.Timedelta(table.lag).value <= as_of_ns)
         rows = rows[known].assign(**{_AS_OF: event[known]})
         rows = rows.sort_values(_AS_OF, kind="stable").drop_duplicates(table.keys, keep="last")
     elif rows.duplicated(table.keys).any():
@@ -746,16 +746,16 @@ def materialize_joined(
 
 def newest_known(views: list[View], tables: dict[str, pd.DataFrame]) -> datetime:
     """Just after the last time any source row became known: "now" for historical data."""
-    newest = max(int(availability_ns(v, tables[v.source]).max(initial=_NAT)) for v in views)
-    if newest == _NAT:
+    newest = max(int(availability_ns(v, tables[v.source]).max(initial=NAT)) for v in views)
+    if newest == NAT:
         raise OnlineStoreError("no source row is ever known; nothing to materialize")
     return (pd.Timestamp(newest, unit="ns", tz="UTC") + pd.Timedelta(seconds=1)).to_pydatetime()
 
 
 def newest_row(frame: pd.DataFrame, timestamp: str, lag: timedelta) -> datetime:
     """Just after the newest row of a time-varying side table became available."""
-    newest = int(to_ns(frame[timestamp]).max(initial=_NAT))
-    if newest == _NAT:
+    newest = int(to_ns(frame[timestamp]).max(initial=NAT))
+    if newest == NAT:
         raise OnlineStoreError(f"no row has a {timestamp!r}; nothing to materialize")
     return _when(newest + pd.Timedelta(lag).value + 10**9)
 

@@ -51,7 +51,8 @@ class BatchOutcome(BaseModel):
     watermark: str | None
 
 
-def _segment_id(path: Path) -> str:
+def segment_id(path: Path) -> str:
+    """A segment's name and content hash: a segment rewritten under its name is new."""
     return f"{path.name}:{file_sha256(path)[:16]}"
 
 
@@ -62,7 +63,7 @@ def pending_segments(folder: Path, consumed: set[str]) -> list[Path]:
     files = [
         p for p in sorted(folder.glob("*.jsonl")) if p.is_file() and not p.name.startswith(".")
     ]
-    return [p for p in files if _segment_id(p) not in consumed]
+    return [p for p in files if segment_id(p) not in consumed]
 
 
 def apply_operators(events: pd.DataFrame, job: StreamJob, read_table: TableReader) -> pd.DataFrame:
@@ -173,7 +174,8 @@ def finish(partials: pd.DataFrame, job: StreamJob) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _content_id(*parts: object) -> str:
+def content_id(*parts: object) -> str:
+    """A batch's id from what it consumed, so a rerun of the same batch writes the same parts."""
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:20]
 
 
@@ -195,7 +197,7 @@ def run_micro_batch(
             snapshot=previous, segments=[], events_in=0, late=0, invalid=0,
             windows_emitted=0, watermark=meta.get("watermark"),
         )  # fmt: skip
-    segment_ids = [_segment_id(p) for p in segments]
+    segment_ids = [segment_id(p) for p in segments]
     events = pd.DataFrame([r for p in segments for r in iter_jsonl(p)])
     events_in = len(events)
     state = lake.read_part(PartRef.model_validate(meta["state"])) if meta.get("state") else None
@@ -226,7 +228,7 @@ def run_micro_batch(
         emitted, open_windows = partials[done], partials[~done]
     results = finish(emitted, job) if not emitted.empty else pd.DataFrame()
 
-    batch_id = _content_id(
+    batch_id = content_id(
         previous.snapshot_id if previous else "", *segment_ids, job.model_dump_json(),
         flush, ENGINE_VERSION,
     )  # fmt: skip

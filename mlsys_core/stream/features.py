@@ -48,10 +48,10 @@ from mlsys_core.data.batches import text_frame
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.data.sources import iter_jsonl
 from mlsys_core.features.keys import KeyIndex
-from mlsys_core.features.offline import _NAT, _NEVER, availability_ns, closes_ns, to_ns
+from mlsys_core.features.offline import NAT, NEVER, availability_ns, closes_ns, to_ns
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.spec.definitions import EventStream, WindowView, check_streams
-from mlsys_core.stream.engine import StreamError, _content_id, _segment_id, pending_segments
+from mlsys_core.stream.engine import StreamError, content_id, pending_segments, segment_id
 
 ENGINE_VERSION = "1"
 AS_OF = "as_of"
@@ -165,7 +165,7 @@ def run_feature_batch(
             ),
             [],
         )  # fmt: skip
-    segment_ids = [_segment_id(p) for p in segments]
+    segment_ids = [segment_id(p) for p in segments]
     raw = pd.DataFrame([r for p in segments for r in iter_jsonl(p)])
     state = (
         lake.read_part(PartRef.model_validate(meta["state"]))
@@ -203,7 +203,7 @@ def run_feature_batch(
             )
         merged = merged.pruned(mark)
 
-    batch_id = _content_id(
+    batch_id = content_id(
         previous.snapshot_id if previous else "", *segment_ids, job.model_dump_json(),
         flush, ENGINE_VERSION,
     )  # fmt: skip
@@ -345,7 +345,7 @@ class _ViewRows:
         self.cols = cols
         self.frame = cols.frame
         self.avail = cols.available(view)
-        self.known = self.avail != _NAT
+        self.known = self.avail != NAT
         self.closed = cols.closed(view)
         self.code = cols.codes(view.entity.join_keys)  # dense entity codes; -1: a null key
         self.n_entities = int(self.code.max(initial=-1)) + 1
@@ -358,7 +358,7 @@ class _ViewRows:
         return self.avail
 
     def known_close(self) -> np.ndarray:
-        return np.where(self.closed == _NEVER, _NAT, self.closed)
+        return np.where(self.closed == NEVER, NAT, self.closed)
 
     def touched(self, in_batch: np.ndarray, old_mark: int | None, mark: int) -> np.ndarray:
         """Which entities' values may differ as of ``mark`` from ``old_mark``: those of rows
@@ -477,8 +477,8 @@ def _late_events(
         olds = before.views[name] if before is not None else None
         for rule in (_ViewRows.available, _ViewRows.known_close):
             new = rule(rows)
-            old = np.where(where >= 0, rule(olds)[where], _NAT) if olds is not None else _NAT
-            newly = (old == _NAT) & (new != _NAT)
+            old = np.where(where >= 0, rule(olds)[where], NAT) if olds is not None else NAT
+            newly = (old == NAT) & (new != NAT)
             revealed = np.where(newly, np.minimum(revealed, new), revealed)
     per_event = revealed[pd.Index(after.ids).get_indexer(events[_ROW].to_numpy(np.uint64))]
     first = np.minimum(events[stream.time_column].to_numpy(np.int64), per_event)

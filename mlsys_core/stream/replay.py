@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlsys_core.features.offline import _NAT, rule_ns, to_ns
+from mlsys_core.features.offline import NAT, rule_ns, to_ns
 from mlsys_core.spec.definitions import EventStream
 
 
@@ -26,7 +26,7 @@ def source_events(stream: EventStream, table: pd.DataFrame) -> pd.DataFrame:
     pieces = []
     for rank, kind in enumerate(stream.events):
         at = rule_ns(stamp, kind.at, table)
-        happened = at != _NAT
+        happened = at != NAT
         columns = list(dict.fromkeys([*stream.key, stream.timestamp, *kind.columns]))
         frame = table.loc[happened, columns].copy()
         frame.insert(0, stream.kind_column, kind.name)
