@@ -446,12 +446,39 @@ def _merge(
         untouched, changed = None, ordered
     else:
         untouched = state.loc[~hit, columns]
-        changed = pd.concat([state.loc[hit, columns], ordered], ignore_index=True)
+        changed = _concat_rows([state.loc[hit, columns], ordered])
     if changed[_ROW].duplicated().any():
         changed = changed.groupby(_ROW, sort=False).first().reset_index()[columns]
     if untouched is None or untouched.empty:
         return changed.reset_index(drop=True)
-    return pd.concat([untouched, changed], ignore_index=True)
+    return _concat_rows([untouched, changed])
+
+
+def _concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames' rows one after another. A column without a value in one frame (a batch
+    whose events do not tell it yet) takes the type another frame gives it: pandas leaves
+    such columns out when it picks a column's type, and is to stop doing so, which would
+    turn the state's numbers and times into objects. Integer columns, which cannot hold a
+    missing value, are left as pandas joins them."""
+    typed: dict[str, np.dtype | pd.api.extensions.ExtensionDtype] = {}
+    for frame in frames:
+        for column in frame.columns:
+            if column not in typed and frame[column].notna().any():
+                typed[column] = frame[column].dtype
+    cast = [
+        frame.astype(
+            {
+                c: typed[c]
+                for c in frame.columns
+                if c in typed
+                and frame[c].dtype != typed[c]
+                and typed[c].kind not in "iub"
+                and frame[c].isna().all()
+            }
+        )
+        for frame in frames
+    ]
+    return pd.concat(cast, ignore_index=True)
 
 
 def _late_events(

@@ -5,6 +5,7 @@ stream commits exactly once."""
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -351,6 +352,34 @@ def test_a_crash_before_the_commit_changes_nothing(tmp_path: Path, monkeypatch: 
             clean.frame(view, entities).reset_index(drop=True),
             check_dtype=False,
         )
+
+
+def test_a_batch_whose_events_lack_a_column_keeps_the_state_typed(tmp_path: Path):
+    """Opened tickets do not tell their resolution yet: a batch of only those must leave
+    the state's resolution minutes numbers, not turn them into objects (as pandas is to do
+    when it joins a column with no value to one with numbers)."""
+    job, table = _tickets_job(), _tickets(40, hours=12)
+    events = source_events(job.stream, table)
+    cut = table["opened_at"].iloc[25].isoformat()
+    first = events[events[job.stream.time_column] < cut]
+    opened = events[job.stream.kind_column] == "opened"
+    later = events[(events[job.stream.time_column] >= cut) & opened]
+    assert first["minutes_to_resolve"].notna().any() and len(later) > 0
+    write_segments(first, tmp_path / "log", rows_per_segment=len(first))
+    write_segments(later, tmp_path / "log", rows_per_segment=len(later), start=1)
+    lake = Lake(tmp_path / "lake")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        outcomes = _drain(job, tmp_path / "log", lake)
+    assert len(outcomes) == 2 and outcomes[1].events_in == len(later)
+    meta = lake.manifest(lake.latest("stream", job.name))
+    state = lake.read_part(PartRef.model_validate(meta["state"]))
+    assert state["minutes_to_resolve"].dtype == np.float64
+    resolved = first[first[job.stream.kind_column] == "resolved"]
+    told = state["ticket"].map(resolved.set_index("ticket")["minutes_to_resolve"])
+    assert told.notna().any()  # the state still holds resolved tickets, with their minutes
+    np.testing.assert_array_equal(state["minutes_to_resolve"].to_numpy(), told.to_numpy())
+    assert set(later["ticket"]) <= set(state["ticket"])
 
 
 def test_bad_events_are_set_aside_or_refused(tmp_path: Path):
