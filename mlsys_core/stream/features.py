@@ -465,19 +465,17 @@ def _concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
         for column in frame.columns:
             if column not in typed and frame[column].notna().any():
                 typed[column] = frame[column].dtype
-    cast = [
-        frame.astype(
-            {
-                c: typed[c]
-                for c in frame.columns
-                if c in typed
-                and frame[c].dtype != typed[c]
-                and typed[c].kind not in "iub"
-                and frame[c].isna().all()
-            }
-        )
-        for frame in frames
-    ]
+    cast = []
+    for frame in frames:
+        retype = {
+            c: typed[c]
+            for c in frame.columns
+            if c in typed
+            and frame[c].dtype != typed[c]
+            and typed[c].kind not in "iub"
+            and frame[c].isna().all()
+        }
+        cast.append(frame.astype(retype) if retype else frame)  # astype({}) would copy
     return pd.concat(cast, ignore_index=True)
 
 
