@@ -355,9 +355,9 @@ def test_a_crash_before_the_commit_changes_nothing(tmp_path: Path, monkeypatch: 
 
 
 def test_a_batch_whose_events_lack_a_column_keeps_the_state_typed(tmp_path: Path):
-    """Opened tickets do not tell their resolution yet: a batch of only those must leave
-    the state's resolution minutes numbers, not turn them into objects (as pandas is to do
-    when it joins a column with no value to one with numbers)."""
+    """Opened tickets do not tell their resolution yet: after a batch of only those, the
+    state's resolution minutes must still be numbers, not objects (what pandas is to make
+    of a column with no value joined to one with numbers)."""
     job, table = _tickets_job(), _tickets(40, hours=12)
     events = source_events(job.stream, table)
     cut = table["opened_at"].iloc[25].isoformat()
