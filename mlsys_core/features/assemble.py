@@ -23,12 +23,12 @@ class LookupIndex:
     def __init__(self, right: pd.DataFrame, on: dict[str, str], columns: dict[str, str]) -> None:
         right_keys = list(on.values())
         self.on = on
-        self.keys = KeyIndex(right, right_keys)
-        held = np.flatnonzero(self.keys.codes >= 0)  # a row with a null key is never found
+        self.keys, codes = KeyIndex.fit(right, right_keys)
+        held = np.flatnonzero(codes >= 0)  # a row with a null key is never found
         if self.keys.size < len(held):
             raise ValueError(f"lookup on {right_keys}: the right table repeats keys")
         self.row_of_code = np.empty(self.keys.size, dtype=np.int64)
-        self.row_of_code[self.keys.codes[held]] = held
+        self.row_of_code[codes[held]] = held
         self.values = {out: right[col] for col, out in columns.items()}
 
     def join(self, left: pd.DataFrame, copy: bool = True) -> pd.DataFrame:

@@ -19,36 +19,39 @@ from mlsys_core.spec.definitions import DefinitionError
 
 
 class KeyIndex:
-    """Dense codes ``0..k-1`` for the key tuples of ``frame[keys]`` (``codes``, one per row;
-    -1 for a row with a null key part), and :meth:`encode` for other rows: the same code for
-    the same tuple, -1 for a tuple the frame does not hold or one with a null part.
+    """Dense codes ``0..k-1`` for key tuples: :meth:`fit` codes the rows of a frame (-1 for a
+    row with a null key part), and :meth:`encode` other rows, the same code for the same
+    tuple, -1 for a tuple the fitted frame does not hold or one with a null part.
 
     The one key coder of the feature store: lookups, as-of joins, the offline store's views
-    and the stream's views all code keys here, so they agree on what matches."""
+    and the stream's views all code keys here, so they agree on what matches. The index
+    holds the distinct keys only, not a code per fitted row: a store keeps one per view."""
 
-    def __init__(self, frame: pd.DataFrame, keys: list[str]) -> None:
-        self.key_columns = keys
-        self.uniques: list[pd.Index] = []  # per key, its non-null values in code order
-        codes = []
+    def __init__(self, uniques: list[pd.Index], combined: pd.Index | None) -> None:
+        self.uniques = uniques  # per key, its non-null values in code order
+        self.combined = combined  # several keys: the tuples' product codes, in code order
+        self.sizes = [max(len(u), 1) for u in uniques]
+        self.size = len(uniques[0]) if combined is None else len(combined)
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, keys: list[str]) -> tuple[KeyIndex, np.ndarray]:
+        """The index of ``frame[keys]``, and the code of each of its rows."""
+        uniques, codes = [], []
         for key in keys:
             code, unique = pd.factorize(frame[key], use_na_sentinel=True)
-            self.uniques.append(warm(pd.Index(unique)))
+            uniques.append(warm(pd.Index(unique)))
             codes.append(code.astype(np.int64))
-        self.sizes = [max(len(u), 1) for u in self.uniques]
-        if float(np.prod(self.sizes, dtype=np.float64)) >= 2**62:
+        sizes = [max(len(u), 1) for u in uniques]
+        if float(np.prod(sizes, dtype=np.float64)) >= 2**62:
             raise DefinitionError(f"keys {keys}: too many combinations to encode")
-        sparse = _combine(codes, self.sizes, len(frame))
+        sparse = _combine(codes, sizes, len(frame))
         if len(keys) == 1:  # a key's codes are already dense
-            self.combined: pd.Index | None = None
-            self.codes = sparse
-            self.size = len(self.uniques[0])
-        else:  # the product codes of the tuples seen, in dense-code order
-            known = sparse >= 0
-            dense, combined = pd.factorize(sparse[known])
-            self.combined = warm(pd.Index(combined))
-            self.codes = np.full(len(sparse), -1, dtype=np.int64)
-            self.codes[known] = dense
-            self.size = len(combined)
+            return cls(uniques, None), sparse
+        known = sparse >= 0
+        dense, combined = pd.factorize(sparse[known])
+        out = np.full(len(sparse), -1, dtype=np.int64)
+        out[known] = dense
+        return cls(uniques, warm(pd.Index(combined))), out
 
     def encode(self, frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
         """Codes of ``frame[keys]`` (named in the order of the indexed keys); -1 for a row

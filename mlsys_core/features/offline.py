@@ -143,8 +143,7 @@ class _PreparedView:
         self.view = view
         keys = view.entity.join_keys
         avail = availability_ns(view, source)
-        self.keys = KeyIndex(source, keys)
-        code = self.keys.codes  # dense: code * stride fits in int64
+        self.keys, code = KeyIndex.fit(source, keys)  # dense: code * stride fits in int64
         keep = (code >= 0) & (avail != NAT)
         rows = np.flatnonzero(keep)  # positions in the source frame
         self.source = source

@@ -33,10 +33,10 @@ class AsOfIndex:
         self.columns = columns
         self.lag_ns = pd.Timedelta(availability_lag).value
         observed = to_ns(right[right_time])
-        self.keys = KeyIndex(right, list(on.values()))
+        self.keys, codes = KeyIndex.fit(right, list(on.values()))
         # A row without a time is never available, and one with a null key never found.
-        keep = np.flatnonzero((observed != NAT) & (self.keys.codes >= 0))
-        code = self.keys.codes[keep]
+        keep = np.flatnonzero((observed != NAT) & (codes >= 0))
+        code = codes[keep]
         self.times, rank = np.unique(observed[keep], return_inverse=True)
         self.stride = len(self.times) + 1
         composite = code * self.stride + rank

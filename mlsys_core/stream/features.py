@@ -333,7 +333,7 @@ class _Columns:
         return self._memoized(key, lambda: closes_ns(view, self))  # type: ignore[arg-type]
 
     def codes(self, keys: list[str]) -> np.ndarray:
-        return self._memoized(("codes", *keys), lambda: KeyIndex(self.frame, keys).codes)
+        return self._memoized(("codes", *keys), lambda: KeyIndex.fit(self.frame, keys)[1])
 
 
 class _ViewRows:

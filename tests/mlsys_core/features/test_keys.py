@@ -20,10 +20,10 @@ def _left() -> pd.DataFrame:
 
 def test_codes_match_equal_tuples_and_minus_one_for_unknown() -> None:
     right = pd.DataFrame({"k": ["b", "c", "a"], "j": [1, 1, 2]})
-    index = KeyIndex(right, ["k", "j"])
+    index, fitted = KeyIndex.fit(right, ["k", "j"])
     left = pd.DataFrame({"k": ["a", "b", "c", "a", "q"], "j": [2, 1, 1, 1, 1]})
     codes = index.encode(left, ["k", "j"])
-    assert codes[:3].tolist() == [index.codes[2], index.codes[0], index.codes[1]]
+    assert codes[:3].tolist() == [fitted[2], fitted[0], fitted[1]]
     assert codes[3] == -1 and codes[4] == -1  # a known value in an unknown tuple; unknown
 
 
@@ -41,11 +41,11 @@ def test_a_null_key_matches_nothing_even_a_stored_null(values: object, null: obj
     match one either: training rows would see features a served request cannot."""
     right = pd.DataFrame({"k": values, "j": [1, 1, 1]})
     for keys in (["k"], ["k", "j"]):
-        index = KeyIndex(right, keys)
+        index, fitted = KeyIndex.fit(right, keys)
         left = pd.DataFrame({"k": pd.Series([values[2], null, values[0]], dtype=right["k"].dtype)})
         left["j"] = 1
         codes = index.encode(left, keys)
-        assert codes.tolist() == [index.codes[2], -1, index.codes[0]]
+        assert codes.tolist() == [fitted[2], -1, fitted[0]]
 
 
 @pytest.mark.parametrize("keys", [["k"], ["k", "j"]])
@@ -53,8 +53,8 @@ def test_indexed_rows_with_a_null_part_get_no_code_and_the_codes_stay_dense(
     keys: list[str],
 ) -> None:
     right = pd.DataFrame({"k": ["b", None, "a", "b", np.nan], "j": [1, 1, 1, 1, None]})
-    index = KeyIndex(right, keys)
-    assert index.codes.tolist() == [0, -1, 1, 0, -1]
+    index, fitted = KeyIndex.fit(right, keys)
+    assert fitted.tolist() == [0, -1, 1, 0, -1]
     assert index.size == 2  # the null tuples are not among them
 
 
@@ -62,7 +62,7 @@ def test_a_key_space_too_large_to_code_is_refused_clearly() -> None:
     rows = 2**16
     frame = pd.DataFrame({name: np.arange(rows) for name in "abcd"})  # 2**64 combinations
     with pytest.raises(DefinitionError, match="too many combinations"):
-        KeyIndex(frame, list("abcd"))
+        KeyIndex.fit(frame, list("abcd"))
 
 
 def test_take_rows_gathers_by_position_and_widens_for_missing_rows() -> None:
