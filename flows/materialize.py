@@ -42,6 +42,9 @@ def materialize_features(
     clean = clean or latest_clean(online_source_tables(chosen), settings)
     result = materialize_online(clean, chosen, settings, as_of, incremental)
     for name, done in result.views.items():
+        if done.mode == "unchanged":
+            print(f"{name}: unchanged since it was last stored, nothing written")
+            continue
         when = f", as of {done.as_of.isoformat()}" if done.as_of else ""
         print(
             f"{name}: {done.mode}, {done.entities_written} rows from "

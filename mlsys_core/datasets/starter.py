@@ -151,7 +151,7 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
     if not text.str.contains(r"\d").all():
         return None, ""
     if to_utc_datetimes(text, ColumnRule(dtype="datetime")).notna().all():
-        naive = not text.str.contains(r"(Z|[+-]\d\d:?\d\d)$", regex=True).any()
+        naive = not text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).any()
         note = "TODO: times without an offset are UTC; else set timezone=" if naive else ""
         return ColumnRule(dtype="datetime"), note
     fits = [

@@ -74,7 +74,14 @@ class DelayModel(mlflow.pyfunc.PythonModel):
         self.network.load_state_dict(load_weights(Path(paths["weights"])))
         self.network.eval()
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:  # noqa: ANN001
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict | None = None,
+    ) -> np.ndarray:
+        # The hints are MLflow's "no schema from hints" kind (the logged signature validates):
+        # without any, MLflow warns on every import of this module.
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         # The signature marks every feature optional: an absent one is missing, so imputed.
         absent = [c for c in self.preprocessor.feature_names_in_ if c not in frame.columns]

@@ -239,6 +239,7 @@ def _log_model(
             python_model=str(MODEL_CODE),
             artifacts=artifacts,
             signature=signature,
+            input_example=example.head(3),
             pip_requirements=pip_requirements(getattr(preprocessor, "requirements", list)()),
         )
     return info.model_uri

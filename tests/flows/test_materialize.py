@@ -35,6 +35,7 @@ def test_materialize_full_then_incremental_serves_offline_values(
     settings: Settings,
     small_spec: DatasetSpec,
     make_feature_set: Callable[[Settings], FeatureSetRef],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     make_feature_set(settings)  # ingest and clean the small data into this lake
     first = materialize_features(spec=small_spec, as_of="2013-07-01T00:00:00Z")
@@ -46,6 +47,8 @@ def test_materialize_full_then_incremental_serves_offline_values(
     # The lookup tables are stored once and left alone while their snapshot stays.
     assert first.views["lookup:planes:tailnum"].mode == "full"
     assert second.views["lookup:planes:tailnum"].mode == "unchanged"
+    said = "lookup:planes:tailnum: unchanged since it was last stored, nothing written"
+    assert said in caplog.text  # the flow prints it, and Prefect logs what a flow prints
 
     lake = Lake(settings.lake_dir)
     tables = {t: lake.read(latest_clean(lake, t).clean) for t in ("flights", "weather")}

@@ -160,6 +160,28 @@ def test_without_a_time_the_split_is_by_hash_and_a_text_label_names_its_positive
     assert resolve_spec(f"{out2}:rows").label.positive == ["stayed"]
 
 
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize(
+    ("stamp", "naive"),
+    [("%Y-%m-%dT%H:%M:%S%z", False), ("%Y-%m-%dT%H:%M:%SZ", False), ("%Y-%m-%d %H:%M", True)],
+)
+def test_iso_times_are_read_and_only_those_without_an_offset_ask_for_a_timezone(
+    tmp_path: Path, capsys: pytest.CaptureFixture, stamp: str, naive: bool
+) -> None:
+    frame = _activity().drop(columns=["month"])
+    berlin = pd.date_range("2024-01-01", periods=len(frame), freq="6h", tz="Europe/Berlin")
+    times = berlin if "%z" in stamp else berlin.tz_convert("UTC")
+    frame["taken_at"] = times.strftime(stamp)
+    data = _write(frame, tmp_path / "readings.csv")
+    out = tmp_path / "readings_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:readings")
+    rule = spec.contracts["readings"].columns["taken_at"]
+    assert (rule.dtype, rule.format) == ("datetime", None) and spec.event_timestamp == "taken_at"
+    assert ("TODO: times without an offset are UTC" in out.read_text()) is naive
+
+
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [

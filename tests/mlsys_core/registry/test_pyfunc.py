@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -152,3 +154,13 @@ def test_models_logged_before_the_move_still_find_their_class() -> None:
 
     assert old_home.DelayModel is DelayModel
     assert MODEL_CODE.read_text().count("from mlsys_core.training.pyfunc import DelayModel") == 1
+
+
+def test_defining_the_model_class_raises_no_mlflow_warning() -> None:
+    """MLflow checks a ``PythonModel``'s ``predict`` hints when the class is defined, so an
+    unhinted one printed a warning on every command that imports the model."""
+    code = "import mlsys_core.training.model_code"
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "predict" not in done.stderr, done.stderr  # MLflow's warnings name the method

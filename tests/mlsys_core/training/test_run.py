@@ -3,6 +3,7 @@ pyfunc model that carries its own preprocessing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,21 @@ def test_model_signature_takes_the_spec_input_columns(
     assert [c.name for c in columns] == trained.spec.input_columns
     # Nulls are imputed, so only the event time is required.
     assert {c.name for c in columns if c.required} == {trained.spec.event_timestamp}
+
+
+@pytest.mark.slow  # its shared fixture trains and logs real models
+def test_logged_model_carries_an_input_example_it_serves(
+    trained: Trained, client: MlflowClient, tmp_path: Path
+) -> None:
+    """What the MLflow UI shows as the request to send; MLflow predicts it at logging."""
+    local = mlflow.artifacts.download_artifacts(trained.first.model_uri, dst_path=str(tmp_path))
+    logged = mlflow.models.Model.load(local)
+    example = logged.load_input_example(local)
+    assert list(example.columns) == trained.spec.input_columns and len(example) == 3
+    serving = json.loads(logged.get_serving_input(local))
+    assert serving["dataframe_split"]["columns"] == trained.spec.input_columns
+    proba = np.asarray(mlflow.pyfunc.load_model(local).predict(example))
+    assert proba.shape == (3,) and np.all((proba > 0) & (proba < 1))
 
 
 @pytest.mark.slow  # its shared fixture trains and logs real models
