@@ -38,6 +38,7 @@ def stream_features(
     online: bool = True,
     max_lag_s: Annotated[float | None, Field(ge=0)] = None,
     max_pending_segments: Annotated[int | None, Field(ge=0)] = None,
+    from_history: bool = True,
 ) -> list[FeatureBatchOutcome]:
     """Run micro-batches of one of the dataset's event streams (default: its first) until
     the log holds nothing new; the log defaults to ``<state>/events/<dataset>/<stream>``.
@@ -46,7 +47,9 @@ def stream_features(
     ``online`` writes each micro-batch's changed entities to the online store (the
     ``MLSYS_ONLINE_STORE`` setting). At the end, a lag (newest event in the log minus the
     watermark, seconds) above ``max_lag_s`` or more unconsumed segments than
-    ``max_pending_segments`` emits ``mlsys.stream.lagging``.
+    ``max_pending_segments`` emits ``mlsys.stream.lagging``. ``from_history``: a job that
+    has committed nothing starts from the source's newest clean snapshot (the rows from
+    before the log's first event), so its windows hold what the offline store's do.
     """
     settings = Settings()
     dataset = spec_or_default(spec, settings.dataset)
@@ -57,10 +60,14 @@ def stream_features(
         sync_stream_online(job, settings, kinds)
     outcomes = []
     for _ in range(max_batches):
-        outcome, wrote = feature_micro_batch(job, log, settings, key_kinds=kinds)
+        outcome, wrote = feature_micro_batch(
+            job, log, settings, key_kinds=kinds, from_history=from_history
+        )
         if not outcome.segments:
             break
         outcomes.append(outcome)
+        if outcome.seeded:
+            print(f"started from {outcome.seeded} rows of {job.stream.source} before the log")
         print(
             f"{len(outcome.segments)} segments, {outcome.events_in} events "
             f"({outcome.late} late, {outcome.invalid} invalid) -> entities updated "

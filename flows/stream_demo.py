@@ -5,9 +5,10 @@ and ``write_updates`` into the configured online store), and ask ``/predict`` ab
 departure after each, printing its probability as the day's events arrive, and how long
 each micro-batch took from its commit to the log to being visible through ``/predict``.
 
-The stream runs under its own job name (a fresh lake table per run), and its writes go
-over the store's views even when they are materialized as of a later time (the demo
-replays the past).
+The stream runs under its own job name (a fresh lake table per run), starting from the
+lake's clean rows from before the day (as the ``stream-features`` flow starts from them), so
+its windows hold what the offline store's do. Its writes go over the store's views even when
+they are materialized as of a later time (the demo replays the past).
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ from mlsys_core.features.online import online_sources, open_online_store
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.spec.definitions import WindowView
-from mlsys_core.stream.features import feature_stream_job, run_feature_batch
+from mlsys_core.stream.features import (
+    StreamSeed,
+    clean_seed,
+    feature_stream_job,
+    run_feature_batch,
+)
 from mlsys_core.stream.online import stream_key_kinds, write_updates
 from mlsys_core.stream.replay import source_events, write_segments
 
@@ -128,6 +134,10 @@ def run_stream_demo(  # noqa: PLR0915 - one loop a person reads top to bottom
     out(f"replaying {len(events)} events of {day} at {speed:g}x; asking about {request}")
     out(f"showing {shown.name} {shown.features} for {shown.entity.join_keys}")
     step_clock = pd.Timedelta(seconds=interval_s * speed)
+
+    def seed() -> StreamSeed | None:
+        return clean_seed(lake, stream.source)
+
     sent = 0
     with tempfile.TemporaryDirectory() as folder, httpx.Client(base_url=url, timeout=30) as http:
         log = Path(folder)
@@ -140,7 +150,9 @@ def run_stream_demo(  # noqa: PLR0915 - one loop a person reads top to bottom
             if due > sent:
                 write_segments(events.iloc[sent:due], log, due - sent, start=step)
                 committed = time.monotonic()
-                batch = run_feature_batch(job, log, lake)
+                batch = run_feature_batch(job, log, lake, seed=seed)
+                if batch.outcome.seeded:
+                    out(f"started from {batch.outcome.seeded} {stream.source} rows before {day}")
                 write_updates(store, lake, job, batch.updates, kinds, rewind=True)
                 sent = due
                 mark = pd.Timestamp(batch.outcome.watermark)

@@ -17,6 +17,7 @@ from mlsys_core.stream.features import (
     FeatureBatchOutcome,
     FeatureStreamJob,
     StreamLag,
+    clean_seed,
     run_feature_batch,
 )
 from mlsys_core.stream.job import StreamJob
@@ -34,11 +35,14 @@ def feature_micro_batch(
     settings: Settings,
     flush: bool = False,
     key_kinds: dict[str, list[KeyKind]] | None = None,
+    from_history: bool = True,
 ) -> tuple[FeatureBatchOutcome, OnlineWrite | None]:
     """Consume the next segments of the log, commit the views' updated entities, and (with
-    ``key_kinds``) write them to the online store."""
+    ``key_kinds``) write them to the online store. ``from_history``: a job's first batch
+    starts from the source's newest clean snapshot, the rows from before the log."""
     lake = Lake(settings.lake_dir)
-    batch = run_feature_batch(job, Path(log_dir), lake, flush=flush)
+    seed = (lambda: clean_seed(lake, job.stream.source)) if from_history else None
+    batch = run_feature_batch(job, Path(log_dir), lake, flush=flush, seed=seed)
     if key_kinds is None or not batch.updates:
         return batch.outcome, None
     store = open_online_store(settings.root, settings.online_store)

@@ -21,6 +21,13 @@ agrees with the offline store again; and it is written to the job's ``late`` tab
 late it was. An event for a row the stream has forgotten (older than the stream's retention
 and out of every window) starts that row afresh.
 
+**History.** A log usually starts long after the data the models trained on: its first
+events would find windows empty that the offline store fills from the lake. So a job with
+no committed state can start from a :class:`StreamSeed`, the source's rows from before the
+log (a clean lake snapshot): those whose timestamp is before the first event's time, and
+that can still count. From then on the log tells every row from that time, and the seeded
+rows give what happened before it, so the rule above holds from the first watermark.
+
 **State and exactly-once.** The state is the received source rows that can still count
 (merged by the stream's key: a version only fills columns still null). Each micro-batch
 commits, as one lake snapshot, its per-view updates, late events, the new state, the
@@ -132,6 +139,7 @@ class FeatureBatchOutcome(BaseModel):
     state_rows: int
     watermark: str | None
     updated: dict[str, int] = Field(description="Entities written, per view.")
+    seeded: int = Field(default=0, description="History rows the job started from.")
 
 
 @dataclass(frozen=True)
@@ -140,14 +148,59 @@ class FeatureBatch:
     updates: list[ViewUpdate]
 
 
+@dataclass(frozen=True)
+class StreamSeed:
+    """Source rows known before the log starts, as a clean lake snapshot holds them; ``token``
+    names them (a snapshot id), so a rerun of the first batch from other rows is another
+    batch."""
+
+    rows: pd.DataFrame
+    token: str
+
+
+def clean_seed(lake: Lake, source: str) -> StreamSeed | None:
+    """The newest clean snapshot of ``source`` as a seed (None: the lake has none)."""
+    snapshot = lake.latest("clean", source)
+    if snapshot is None:
+        return None
+    return StreamSeed(lake.read(snapshot), f"clean/{source}/{snapshot.snapshot_id}")
+
+
+def seed_rows(job: FeatureStreamJob, source: pd.DataFrame, until: int) -> pd.DataFrame:
+    """The state a job starts from: the rows of ``source`` with a timestamp before ``until``
+    (ns; the log tells every row from then on) that can still count once the watermark can
+    be reached (``until`` minus the allowed lateness), typed as events are."""
+    stream = job.stream
+    if missing := sorted(set(job.columns) - set(source.columns)):
+        raise StreamError(f"the history of stream {stream.name!r} has no columns {missing}")
+    frame = source[job.columns].copy()
+    stamp = pd.to_datetime(frame[stream.timestamp], utc=True, errors="coerce")
+    frame[stream.timestamp] = stamp
+    keep = stamp.notna().to_numpy() & (to_ns(stamp) < until)
+    keep &= frame[stream.key].notna().all(axis=1).to_numpy()
+    frame = frame[keep].reset_index(drop=True)
+    for column in frame.columns:  # text as events hold it (objects), so keys hash alike
+        if isinstance(frame[column].dtype, pd.StringDtype):
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    frame[_ROW] = _row_ids(frame, stream.key)
+    frame = frame.drop_duplicates(_ROW, ignore_index=True)
+    reachable = until - _ns_of(stream.allowed_lateness)
+    return _Rows(frame, job).pruned(reachable).frame
+
+
 def run_feature_batch(
-    job: FeatureStreamJob, log: Path, lake: Lake, flush: bool = False
+    job: FeatureStreamJob,
+    log: Path,
+    lake: Lake,
+    flush: bool = False,
+    seed: Callable[[], StreamSeed | None] | None = None,
 ) -> FeatureBatch:
     """Process the next micro-batch of ``log`` (at most ``job.max_segments`` segments) and
     return each view's updated entities as of the new watermark.
 
     ``flush`` moves the watermark to the newest event time seen (the log is complete: the
-    end of a bounded replay or a backfill).
+    end of a bounded replay or a backfill). ``seed`` is called only when the job has no
+    committed state yet: the history it starts from (see :func:`seed_rows`).
     """
     stream = job.stream
     previous = lake.latest("stream", job.name)
@@ -167,12 +220,8 @@ def run_feature_batch(
         )  # fmt: skip
     segment_ids = [segment_id(p) for p in segments]
     raw = pd.DataFrame([r for p in segments for r in iter_jsonl(p)])
-    state = (
-        lake.read_part(PartRef.model_validate(meta["state"]))
-        if meta.get("state")
-        else pd.DataFrame()
-    )
     events, invalid = _typed_events(raw, job)
+    state, history = _starting_state(job, lake, meta, events, seed)
     if not events.empty:
         newest = int(events[stream.time_column].max())
         newest_seen = newest if newest_seen is None else max(newest_seen, newest)
@@ -205,7 +254,7 @@ def run_feature_batch(
 
     batch_id = content_id(
         previous.snapshot_id if previous else "", *segment_ids, job.model_dump_json(),
-        flush, ENGINE_VERSION,
+        flush, ENGINE_VERSION, history.token if history is not None else "",
     )  # fmt: skip
     # One part for every view's updates (a view column; each view's columns, null elsewhere):
     # one file to make durable per batch, not one per view.
@@ -229,6 +278,8 @@ def run_feature_batch(
         "late_parts": [p.model_dump() for p in late_parts],
         "job": job.model_dump(mode="json"),
     }
+    if history is not None:
+        manifest["seeded_from"] = {"rows": len(state), "source": history.token}
     # Only this batch's updates are the snapshot's data; the state and late parts ride along.
     snapshot = lake.write_snapshot("stream", job.name, batch_id, parts, manifest)
     outcome = FeatureBatchOutcome(
@@ -240,8 +291,29 @@ def run_feature_batch(
         state_rows=len(merged.frame),
         watermark=manifest["watermark"],
         updated={u.view: len(u.rows) for u in updates},
+        seeded=len(state) if history is not None else 0,
     )
     return FeatureBatch(outcome, updates)
+
+
+def _starting_state(
+    job: FeatureStreamJob,
+    lake: Lake,
+    meta: dict,
+    events: pd.DataFrame,
+    seed: Callable[[], StreamSeed | None] | None,
+) -> tuple[pd.DataFrame, StreamSeed | None]:
+    """The committed state; for a job that has published nothing and holds nothing, the
+    seed's rows from before this batch's first event (and the seed)."""
+    state = (
+        lake.read_part(PartRef.model_validate(meta["state"]))
+        if meta.get("state")
+        else pd.DataFrame()
+    )
+    fresh = meta.get("watermark") is None and state.empty
+    if seed is None or not fresh or events.empty or (history := seed()) is None:
+        return state, None
+    return seed_rows(job, history.rows, int(events[job.stream.time_column].min())), history
 
 
 def read_updates(lake: Lake, snapshot: SnapshotRef) -> list[ViewUpdate]:

@@ -150,6 +150,45 @@ def test_the_stream_flow_writes_the_online_store_as_the_offline_store_computes_i
         assert fresh.states()[update.view].rows == len(update.rows)
 
 
+@pytest.mark.slow  # a flow run and the offline reference
+def test_a_stream_whose_log_starts_after_the_lake_starts_from_its_history(
+    settings: Settings, small_spec: DatasetSpec
+):
+    """The lake holds the clean flights; the log starts on March 11. The flow's first batch
+    starts from the lake's flights before it, so the online store holds what the offline
+    store computes from the lake at the watermark, 28-day windows included."""
+    lake = Lake(settings.lake_dir)
+    clean = clean_snapshot(
+        snapshot_source(small_spec.source("flights"), lake), small_spec.contracts["flights"], lake
+    )
+    flights = lake.read(clean.clean)
+    _, events = _march_events(small_spec, [11])
+    job = feature_stream_job(small_spec)
+    log = event_log_dir(settings.root, small_spec.name, job.stream.name)
+    write_segments(events, log, 200)
+    outcomes = stream_features(small_spec, max_segments=2)
+    assert outcomes[0].seeded > 0 and all(o.seeded == 0 for o in outcomes[1:])
+    watermark = pd.Timestamp(outcomes[-1].watermark)
+    online = open_online_store(settings.root, settings.online_store)
+    offline = OfflineStore(job.views, {"flights": flights})
+    day = flights[(flights["month"] == 3) & (flights["day"] == 11)]
+    for view in job.views:
+        keys = view.entity.join_keys
+        sample = day[keys].dropna().drop_duplicates().head(20)
+        expected = _offline_at(offline, view, sample, watermark)
+        got = pd.DataFrame(
+            [
+                online.get_features(dict(zip(keys, row, strict=True)), view.features)
+                for row in sample[keys].itertuples(index=False, name=None)
+            ],
+            columns=view.features,
+        )
+        assert got.notna().any().any(), view.name
+        pd.testing.assert_frame_equal(
+            got.astype(np.float64), expected.astype(np.float64), atol=1e-6, check_names=False
+        )
+
+
 def _events_named(name: str) -> list[dict]:
     api = PREFECT_API_URL.value()
     body = {"filter": {"event": {"name": [name]}}, "limit": 50}

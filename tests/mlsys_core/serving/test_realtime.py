@@ -13,6 +13,7 @@ import pytest
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import latest_clean
 from mlsys_core.data.lake import Lake
+from mlsys_core.features.offline import OfflineStore
 from mlsys_core.features.online import open_online_store
 from mlsys_core.features.store import materialize_online, online_source_tables
 from mlsys_core.serving.app import create_app
@@ -124,3 +125,27 @@ def test_the_stream_demo_shows_the_probability_move_and_measures_freshness(
     for view in spec.feature_views:
         if isinstance(view, WindowView):  # the stream wrote every view as of its watermark
             assert store.states()[view.name].watermark == pd.Timestamp(report.watermarks[-1])
+    # It started from the lake's flights before the day, so what it wrote is what the offline
+    # store computes from them at its watermark, 28-day windows included.
+    assert sum(line.startswith("started from ") for line in lines) == 1
+    lake = Lake(root / "lake")
+    flights = lake.read(latest_clean(lake, "flights").clean)
+    windows = [v for v in spec.feature_views if isinstance(v, WindowView)]
+    offline = OfflineStore(windows, {"flights": flights})
+    day = flights[pd.to_datetime(flights["time_hour"], utc=True).dt.strftime("%F") == "2013-03-08"]
+    mark = pd.Timestamp(report.watermarks[-1])
+    for view in windows:
+        keys = view.entity.join_keys
+        entities = day[keys].dropna().drop_duplicates().head(25).reset_index(drop=True)
+        expected = offline.get_historical_features(entities.assign(__t=mark), view.features, "__t")[
+            view.features
+        ]
+        got = pd.DataFrame(
+            [store.get_features(dict(zip(keys, row, strict=True)), view.features)
+             for row in entities.itertuples(index=False, name=None)],
+            columns=view.features,
+        )  # fmt: skip
+        assert got[view.features].notna().any().any(), view.name  # not a vacuous agreement
+        pd.testing.assert_frame_equal(
+            got.astype("float64"), expected.astype("float64"), atol=1e-6, check_names=False
+        )

@@ -27,6 +27,7 @@ from mlsys_core.spec.definitions import (
 from mlsys_core.stream.engine import StreamError
 from mlsys_core.stream.features import (
     FeatureStreamJob,
+    StreamSeed,
     ViewUpdate,
     current_values,
     feature_stream_job,
@@ -380,6 +381,68 @@ def test_a_batch_whose_events_lack_a_column_keeps_the_state_typed(tmp_path: Path
     assert told.notna().any()  # the state still holds resolved tickets, with their minutes
     np.testing.assert_array_equal(state["minutes_to_resolve"].to_numpy(), told.to_numpy())
     assert set(later["ticket"]) <= set(state["ticket"])
+
+
+def _published_against_offline(
+    job: FeatureStreamJob, log: Path, lake: Lake, table: pd.DataFrame, seed=None
+) -> tuple[int, list]:
+    """Drain ``log``; after each batch, the cells where a store fed by the updates differs
+    from the offline store over the whole ``table`` at the watermark."""
+    published, offline = Published(job), OfflineStore(job.views, {job.stream.source: table})
+    wrong, outcomes = 0, []
+    while (batch := run_feature_batch(job, log, lake, seed=seed)).outcome.segments:
+        outcomes.append(batch.outcome)
+        published.apply(batch.updates)
+        as_of = pd.Timestamp(batch.outcome.watermark)
+        for view in job.views:
+            entities = table[view.entity.join_keys].drop_duplicates()
+            ours = published.frame(view, entities)
+            wrong += int(_mismatch(ours, _offline(offline, view, entities, as_of), view).sum())
+    return wrong, outcomes
+
+
+def test_a_log_that_starts_after_the_history_is_seeded_from_it(tmp_path: Path):
+    """The lake holds two days of tickets; the log starts on the second day. Seeded with the
+    lake's rows from before the log, the stream publishes the offline values from its first
+    watermark on; without them, its windows miss what happened before the log."""
+    job, table = _tickets_job(max_segments=2), _tickets(400, seed=5, hours=48)
+    events = source_events(job.stream, table)
+    start = pd.Timestamp("2024-05-02T00:00Z")
+    times = pd.to_datetime(events[job.stream.time_column], utc=True)
+    log_events = events[(times >= start).to_numpy()]
+    before = table[table["opened_at"] < start]
+    # Tickets opened before the log and resolved in it: the seed and the log both tell them.
+    assert (
+        (before["opened_at"] + pd.to_timedelta(before["minutes_to_resolve"], "min")).ge(start).any()
+    )
+    write_segments(log_events, tmp_path / "log", rows_per_segment=30)
+    seed = StreamSeed(table, "clean/tickets/test")
+
+    wrong, outcomes = _published_against_offline(
+        job, tmp_path / "log", Lake(tmp_path / "seeded"), table, seed=lambda: seed
+    )
+    assert wrong == 0 and len(outcomes) > 3
+    assert sum(o.events_in for o in outcomes) == len(log_events)
+    assert sum(o.late for o in outcomes) == 0  # the log's own order: nothing late
+    # The first batch started from the rows that can still count; the rest were not kept.
+    assert 0 < outcomes[0].seeded < len(before) and all(o.seeded == 0 for o in outcomes[1:])
+    lake = Lake(tmp_path / "seeded")
+    first = lake.find("stream", job.name, outcomes[0].snapshot.snapshot_id)
+    assert lake.manifest(first)["seeded_from"]["source"] == "clean/tickets/test"
+
+    unseeded, _ = _published_against_offline(job, tmp_path / "log", Lake(tmp_path / "u"), table)
+    assert unseeded > 0
+    # A job that has committed state is not seeded again.
+    write_segments(log_events.head(5), tmp_path / "log", rows_per_segment=5, start=1000)
+    assert run_feature_batch(job, tmp_path / "log", lake, seed=lambda: seed).outcome.seeded == 0
+
+
+def test_a_seed_without_the_columns_the_views_read_is_refused(tmp_path: Path):
+    job, table = _tickets_job(), _tickets(30)
+    write_segments(source_events(job.stream, table), tmp_path / "log", rows_per_segment=100)
+    history = StreamSeed(table.drop(columns=["priority"]), "clean/tickets/x")
+    with pytest.raises(StreamError, match=r"history of stream 'tickets' has no columns"):
+        run_feature_batch(job, tmp_path / "log", Lake(tmp_path / "lake"), seed=lambda: history)
 
 
 def test_bad_events_are_set_aside_or_refused(tmp_path: Path):
