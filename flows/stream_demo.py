@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,6 @@ from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.spec.definitions import WindowView
 from mlsys_core.stream.features import (
-    StreamSeed,
     clean_seed,
     feature_stream_job,
     run_feature_batch,
@@ -134,9 +134,7 @@ def run_stream_demo(  # noqa: PLR0915 - one loop a person reads top to bottom
     out(f"replaying {len(events)} events of {day} at {speed:g}x; asking about {request}")
     out(f"showing {shown.name} {shown.features} for {shown.entity.join_keys}")
     step_clock = pd.Timedelta(seconds=interval_s * speed)
-
-    def seed() -> StreamSeed | None:
-        return clean_seed(lake, stream.source)
+    seed = partial(clean_seed, lake, job)  # the lake's rows before the day: whole windows
 
     sent = 0
     with tempfile.TemporaryDirectory() as folder, httpx.Client(base_url=url, timeout=30) as http:

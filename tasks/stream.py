@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import pandas as pd
@@ -41,7 +41,7 @@ def feature_micro_batch(
     ``key_kinds``) write them to the online store. ``from_history``: a job's first batch
     starts from the source's newest clean snapshot, the rows from before the log."""
     lake = Lake(settings.lake_dir)
-    seed = (lambda: clean_seed(lake, job.stream.source)) if from_history else None
+    seed = partial(clean_seed, lake, job) if from_history else None
     batch = run_feature_batch(job, Path(log_dir), lake, flush=flush, seed=seed)
     if key_kinds is None or not batch.updates:
         return batch.outcome, None

@@ -158,12 +158,15 @@ class StreamSeed:
     token: str
 
 
-def clean_seed(lake: Lake, source: str) -> StreamSeed | None:
-    """The newest clean snapshot of ``source`` as a seed (None: the lake has none)."""
+def clean_seed(lake: Lake, job: FeatureStreamJob) -> StreamSeed | None:
+    """The newest clean snapshot of the stream's source as a seed, only the columns the job
+    keeps (None: the lake has none)."""
+    source = job.stream.source
     snapshot = lake.latest("clean", source)
     if snapshot is None:
         return None
-    return StreamSeed(lake.read(snapshot), f"clean/{source}/{snapshot.snapshot_id}")
+    rows = lake.read(snapshot, columns=job.columns)
+    return StreamSeed(rows, f"clean/{source}/{snapshot.snapshot_id}")
 
 
 def seed_rows(job: FeatureStreamJob, source: pd.DataFrame, until: int) -> pd.DataFrame:

@@ -413,7 +413,7 @@ class _Half:
         import mlflow.pyfunc  # noqa: PLC0415
 
         class Half(mlflow.pyfunc.PythonModel):
-            def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201, ARG002
+            def predict(self, context, model_input: pd.DataFrame, params=None):  # noqa: ANN001, ANN201, ARG002
                 return np.full(len(model_input), 0.5)
 
         return Half()
