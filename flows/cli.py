@@ -193,6 +193,58 @@ def _materialize(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_stream(subparsers: argparse._SubParsersAction) -> None:
+    """``mlsys stream``: the stream-features flow, once over the log (as its deployment)."""
+    parser = subparsers.add_parser(
+        "stream", help="keep the real-time feature views fresh from the dataset's event log"
+    )
+    parser.add_argument("--spec", help=SPEC_HELP)
+    parser.add_argument("--stream", default=None, help="event stream (default: the first)")
+    parser.add_argument(
+        "--log", type=Path, default=None, help="the log (default: <state>/events/DATASET/STREAM)"
+    )
+    parser.add_argument("--max-batches", type=int, default=1000, help="micro-batches at most")
+    parser.add_argument(
+        "--flush", action="store_true", help="the log is complete: publish up to its last event"
+    )
+    parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="a job's first batch starts empty, not from the lake's clean rows before the log",
+    )
+    parser.set_defaults(handler=_stream)
+
+
+def _stream(args: argparse.Namespace) -> int:
+    spec = _checked_spec(args.spec)  # before the flows load: a bad one fails fast
+    from mlsys_core.config import Settings  # noqa: PLC0415
+    from mlsys_core.datasets import spec_or_default  # noqa: PLC0415
+    from mlsys_core.stream.features import event_log_dir, feature_stream_job  # noqa: PLC0415
+
+    settings = Settings()
+    dataset = spec_or_default(spec, settings.dataset)
+    job = feature_stream_job(dataset, args.stream)  # an unknown stream: one line, no flow run
+    log = args.log or event_log_dir(settings.root, dataset.name, job.stream.name)
+    if not log.is_dir():
+        raise ValueError(f"no event log at {log}: producers write its segments there")
+    from flows.embedded import embedded_run  # noqa: PLC0415
+    from flows.stream import stream_features  # noqa: PLC0415
+
+    with embedded_run():
+        outcomes = stream_features(
+            spec=spec,
+            stream=job.stream.name,
+            log_dir=str(log),
+            max_batches=args.max_batches,
+            flush=args.flush,
+            from_history=not args.no_history,
+        )
+    events = sum(o.events_in for o in outcomes)
+    mark = outcomes[-1].watermark if outcomes else "unchanged"
+    print(f"stream {job.name}: {len(outcomes)} micro-batches, {events} events; watermark {mark}")
+    return 0
+
+
 def register_stream_demo(subparsers: argparse._SubParsersAction) -> None:
     """``mlsys stream-demo``: see flows/stream_demo.py."""
     parser = subparsers.add_parser(

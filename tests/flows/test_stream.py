@@ -14,6 +14,7 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.stream import stream_features
 from flows.stream_windows import stream_windows
+from mlsys_core.cli import main
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import clean_snapshot
 from mlsys_core.data.ingest import snapshot_source
@@ -152,11 +153,12 @@ def test_the_stream_flow_writes_the_online_store_as_the_offline_store_computes_i
 
 @pytest.mark.slow  # a flow run and the offline reference
 def test_a_stream_whose_log_starts_after_the_lake_starts_from_its_history(
-    settings: Settings, small_spec: DatasetSpec
+    settings: Settings, small_spec: DatasetSpec, tmp_path, capsys: pytest.CaptureFixture
 ):
-    """The lake holds the clean flights; the log starts on March 11. The flow's first batch
-    starts from the lake's flights before it, so the online store holds what the offline
-    store computes from the lake at the watermark, 28-day windows included."""
+    """The lake holds the clean flights; the log starts on March 11. ``mlsys stream`` runs
+    the flow, whose first batch starts from the lake's flights before it, so the online store
+    holds what the offline store computes from the lake at the watermark, 28-day windows
+    included."""
     lake = Lake(settings.lake_dir)
     clean = clean_snapshot(
         snapshot_source(small_spec.source("flights"), lake), small_spec.contracts["flights"], lake
@@ -164,11 +166,21 @@ def test_a_stream_whose_log_starts_after_the_lake_starts_from_its_history(
     flights = lake.read(clean.clean)
     _, events = _march_events(small_spec, [11])
     job = feature_stream_job(small_spec)
-    log = event_log_dir(settings.root, small_spec.name, job.stream.name)
-    write_segments(events, log, 200)
-    outcomes = stream_features(small_spec, max_segments=2)
-    assert outcomes[0].seeded > 0 and all(o.seeded == 0 for o in outcomes[1:])
-    watermark = pd.Timestamp(outcomes[-1].watermark)
+    spec_file = tmp_path / "flights_spec.py"  # the command takes a reference, as a user's
+    spec_file.write_text(
+        "from mlsys_core.spec import DatasetSpec\n"
+        f"SPEC = DatasetSpec.model_validate_json({small_spec.model_dump_json()!r})\n"
+    )
+    command = ["stream", "--spec", f"{spec_file}:SPEC"]
+    assert main(command) == 2  # no log yet: one line, no flow run
+    assert capsys.readouterr().err.startswith("mlsys stream: no event log at ")
+    write_segments(events, event_log_dir(settings.root, small_spec.name, job.stream.name), 200)
+    assert main(command) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert printed.startswith(f"stream {job.name}: ") and f"{len(events)} events" in printed
+    first = lake.snapshots("stream", job.name)[0]
+    assert lake.manifest(first)["seeded_from"]["rows"] > 0
+    watermark = pd.Timestamp(printed.rsplit("watermark ", 1)[1])
     online = open_online_store(settings.root, settings.online_store)
     offline = OfflineStore(job.views, {"flights": flights})
     day = flights[(flights["month"] == 3) & (flights["day"] == 11)]

@@ -13,6 +13,7 @@ COMMANDS = [
     ["batch-score"],
     ["drift"],
     ["materialize"],
+    ["stream"],
     ["train"],
     ["serve"],
     ["ab-test"],
