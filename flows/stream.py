@@ -75,7 +75,10 @@ def stream_features(
             + (f"; online {wrote.written}" if wrote else "")
         )
     if flush:
-        outcomes.append(feature_micro_batch(job, log, settings, flush=True, key_kinds=kinds)[0])
+        flushed, _ = feature_micro_batch(
+            job, log, settings, flush=True, key_kinds=kinds, from_history=from_history
+        )
+        outcomes.append(flushed)
     if max_lag_s is not None or max_pending_segments is not None:
         lag = stream_lag(job, Path(log), Lake(settings.lake_dir))
         if lag.above(max_lag_s, max_pending_segments):

@@ -33,11 +33,7 @@ from mlsys_core.features.online import online_sources, open_online_store
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.spec.definitions import WindowView
-from mlsys_core.stream.features import (
-    clean_seed,
-    feature_stream_job,
-    run_feature_batch,
-)
+from mlsys_core.stream.features import clean_seed, feature_stream_job, run_feature_batch
 from mlsys_core.stream.online import stream_key_kinds, write_updates
 from mlsys_core.stream.replay import source_events, write_segments
 
@@ -135,7 +131,6 @@ def run_stream_demo(  # noqa: PLR0915 - one loop a person reads top to bottom
     out(f"showing {shown.name} {shown.features} for {shown.entity.join_keys}")
     step_clock = pd.Timedelta(seconds=interval_s * speed)
     seed = partial(clean_seed, lake, job)  # the lake's rows before the day: whole windows
-
     sent = 0
     with tempfile.TemporaryDirectory() as folder, httpx.Client(base_url=url, timeout=30) as http:
         log = Path(folder)
