@@ -177,13 +177,14 @@ def seed_rows(job: FeatureStreamJob, source: pd.DataFrame, until: int) -> pd.Dat
     if missing := sorted(set(job.columns) - set(source.columns)):
         raise StreamError(f"the history of stream {stream.name!r} has no columns {missing}")
     frame = source[job.columns].copy()
-    stamp = pd.to_datetime(frame[stream.timestamp], utc=True, errors="coerce")
+    # In nanoseconds, as events' times are parsed: a key holding the time hashes alike.
+    stamp = pd.to_datetime(frame[stream.timestamp], utc=True, errors="coerce").dt.as_unit("ns")
     frame[stream.timestamp] = stamp
     keep = stamp.notna().to_numpy() & (to_ns(stamp) < until)
     keep &= frame[stream.key].notna().all(axis=1).to_numpy()
     frame = frame[keep].reset_index(drop=True)
     for column in frame.columns:  # text as events hold it (objects), so keys hash alike
-        if isinstance(frame[column].dtype, pd.StringDtype):
+        if isinstance(frame[column].dtype, pd.StringDtype | pd.CategoricalDtype):
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     frame[_ROW] = _row_ids(frame, stream.key)
     frame = frame.drop_duplicates(_ROW, ignore_index=True)

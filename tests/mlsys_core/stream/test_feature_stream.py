@@ -437,6 +437,30 @@ def test_a_log_that_starts_after_the_history_is_seeded_from_it(tmp_path: Path):
     assert run_feature_batch(job, tmp_path / "log", lake, seed=lambda: seed).outcome.seeded == 0
 
 
+def test_a_seed_from_the_lake_merges_with_the_events_of_its_rows(tmp_path: Path):
+    """The lake's times are microseconds, events' nanoseconds: with the time in the stream's
+    key, a seeded ticket and its resolution in the log must still be one row, counted once."""
+    stream = TICKETS.model_copy(update={"key": ["queue", "opened_at"]})
+    job = FeatureStreamJob(
+        name="tickets", stream=stream, views=[OPEN_TICKETS, RESOLVED], max_segments=1
+    )
+    table = _tickets(200, seed=9, hours=24).drop_duplicates(["queue", "opened_at"])
+    start = pd.Timestamp("2024-05-01T12:00Z")
+    events = source_events(job.stream, table)
+    times = pd.to_datetime(events[job.stream.time_column], utc=True)
+    write_segments(events[(times >= start).to_numpy()], tmp_path / "log", rows_per_segment=10)
+    lake_typed = table.assign(opened_at=table["opened_at"].dt.as_unit("us"))
+    seed = StreamSeed(lake_typed, "clean/tickets/us")
+    wrong, outcomes = _published_against_offline(
+        job, tmp_path / "log", Lake(tmp_path / "lake"), table, seed=lambda: seed
+    )
+    assert wrong == 0 and outcomes[0].seeded > 0 and len(outcomes) > 5
+    lake = Lake(tmp_path / "lake")
+    for snapshot in lake.snapshots("stream", job.name):  # one row per ticket, every batch
+        state = lake.read_part(PartRef.model_validate(lake.manifest(snapshot)["state"]))
+        assert not state.duplicated(["queue", "opened_at"]).any()
+
+
 def test_a_seed_without_the_columns_the_views_read_is_refused(tmp_path: Path):
     job, table = _tickets_job(), _tickets(30)
     write_segments(source_events(job.stream, table), tmp_path / "log", rows_per_segment=100)
