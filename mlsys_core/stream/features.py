@@ -177,13 +177,12 @@ def seed_rows(job: FeatureStreamJob, source: pd.DataFrame, until: int) -> pd.Dat
     if missing := sorted(set(job.columns) - set(source.columns)):
         raise StreamError(f"the history of stream {stream.name!r} has no columns {missing}")
     frame = source[job.columns].copy()
-    # In nanoseconds, as events' times are parsed: a key holding the time hashes alike.
-    stamp = pd.to_datetime(frame[stream.timestamp], utc=True, errors="coerce").dt.as_unit("ns")
+    stamp = pd.to_datetime(frame[stream.timestamp], utc=True, errors="coerce")
     frame[stream.timestamp] = stamp
     keep = stamp.notna().to_numpy() & (to_ns(stamp) < until)
     keep &= frame[stream.key].notna().all(axis=1).to_numpy()
     frame = frame[keep].reset_index(drop=True)
-    for column in frame.columns:  # text as events hold it (objects), so keys hash alike
+    for column in frame.columns:  # text as events hold it: objects, one type per column
         if isinstance(frame[column].dtype, pd.StringDtype | pd.CategoricalDtype):
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     frame[_ROW] = _row_ids(frame, stream.key)
@@ -625,11 +624,14 @@ def _typed_events(raw: pd.DataFrame, job: FeatureStreamJob) -> tuple[pd.DataFram
 
 def _row_ids(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
     """A 64-bit hash of each row's key values; a whole number hashes alike as int or float
-    (JSON gives 7 or 7.0 depending on the rest of the segment)."""
+    (JSON gives 7 or 7.0 depending on the rest of the segment), and a time alike at any
+    resolution (events' are parsed to nanoseconds, a lake's are often microseconds)."""
     normal = {}
     for col in key:
         values = frame[col]
-        if pd.api.types.is_numeric_dtype(values):
+        if pd.api.types.is_datetime64_any_dtype(values):
+            values = values.dt.as_unit("ns")
+        elif pd.api.types.is_numeric_dtype(values):
             numbers = values.astype(np.float64)
             if np.all(np.mod(numbers, 1) == 0):
                 values = numbers.astype(np.int64)
