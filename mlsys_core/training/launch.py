@@ -193,9 +193,10 @@ def launch_torchrun(job: TrainingJob) -> TrainedModel:
                 f" s; stopped it. torchrun log: {log_path}\n{_tail(log_path)}"
             ) from None
         except BaseException:
+            stopped_ms = int(time.time() * 1000)
             _stop_group(process)
             if _hosts_rank0(folder, job.launch.nnodes, launch_id):
-                _end_orphan_runs(job, since_ms, keep=None)
+                _end_orphan_runs(job.make_settings(), job.key, since_ms, None, stopped_ms)
             raise
     elapsed = time.monotonic() - started
     result = folder / "result.json"
@@ -203,7 +204,9 @@ def launch_torchrun(job: TrainingJob) -> TrainedModel:
     if _hosts_rank0(folder, job.launch.nnodes, launch_id):
         # Only the node whose workers held rank 0 knows that no rank of the group is alive
         # to close a run; another node's launcher ending first must not touch it.
-        _end_orphan_runs(job, since_ms, keep=trained.run_id if trained else None)
+        _end_orphan_runs(
+            job.make_settings(), job.key, since_ms, trained.run_id if trained else None
+        )
         if returncode == 0 and trained is not None:
             (folder / "first-start-ms").unlink(missing_ok=True)
     if returncode == 0 and trained is not None:
@@ -260,14 +263,20 @@ def _hosts_rank0(folder: Path, nnodes: int, launch_id: str) -> bool:
         return False
 
 
-def _end_orphan_runs(job: TrainingJob, since_ms: int, keep: str | None) -> None:
-    """Mark KILLED the runs this launch started that no rank closed.
+def _end_orphan_runs(
+    settings: Settings, key: str, since_ms: int, keep: str | None, stopped_ms: int | None = None
+) -> None:
+    """Mark KILLED the runs this launch started that no rank closed, or that ended as
+    casualties of the launcher stopping the group.
 
     A rank ends its run KILLED on SIGTERM, but one killed outright (SIGKILL, the OOM killer,
     or torchrun's escalation when the SIGTERM grace runs out on a loaded machine) leaves it
     RUNNING forever; after torchrun exits, no rank of this launch is alive to finish one.
+    And when the launcher stopped the group (``stopped_ms``), rank 0 may end its run FAILED
+    first: a peer that got the signal while rank 0 was inside a collective closes its
+    connection, and the collective's error reaches rank 0 before its own signal handler
+    runs. A run that failed after the stop began was killed, and says so.
     """
-    settings = job.make_settings()
     client = tracking_client(settings.mlflow_uri)
     try:
         experiment = client.get_experiment_by_name(settings.experiment)
@@ -275,17 +284,23 @@ def _end_orphan_runs(job: TrainingJob, since_ms: int, keep: str | None) -> None:
             return
         runs = client.search_runs(
             [experiment.experiment_id],
-            filter_string=(
-                f"tags.`{TAG_JOB}` = '{job.key}' and attributes.status = 'RUNNING'"
-                f" and attributes.start_time >= {since_ms}"
-            ),
+            filter_string=f"tags.`{TAG_JOB}` = '{key}' and attributes.start_time >= {since_ms}",
         )
         for run in runs:
-            if run.info.run_id != keep:
-                client.set_terminated(run.info.run_id, status="KILLED")
+            info = run.info
+            if info.run_id == keep:
+                continue
+            if info.status == "RUNNING":
+                client.set_terminated(info.run_id, status="KILLED")
+            elif (
+                info.status == "FAILED"
+                and stopped_ms is not None
+                and (info.end_time or 0) >= stopped_ms
+            ):
+                client.set_terminated(info.run_id, status="KILLED", end_time=info.end_time)
     except MlflowException as err:
         # Housekeeping: the launch's own outcome (or exception) is what the caller needs.
-        log.warning("could not end orphaned runs of job %s: %s", job.key, err)
+        log.warning("could not end orphaned runs of job %s: %s", key, err)
 
 
 def _stop_group(process: subprocess.Popen) -> None:

@@ -32,7 +32,7 @@ from mlsys_core.training.pyfunc import (
     pip_requirements,
     write_model_artifacts,
 )
-from mlsys_core.training.signals import ends_killed_on_sigterm
+from mlsys_core.training.signals import run_killed_on_sigterm
 from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
 
 # Run tags that carry lineage from the data to the model version.
@@ -110,7 +110,7 @@ def train_and_log(
         tags[TAG_RESUMED_FROM] = str(trainer.resumed_from)
     if job_key is not None:
         tags[TAG_JOB] = job_key
-    with mlflow.start_run(run_name=run_name, tags=tags) as run, ends_killed_on_sigterm():
+    with run_killed_on_sigterm(run_name=run_name, tags=tags) as run:
         mlflow.log_params(
             {
                 **config.model_dump(),
