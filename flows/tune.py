@@ -45,6 +45,7 @@ from tasks.tuning import (
     run_trial,
     start_tuning_study,
     train_best,
+    trials_stop_on_exit,
 )
 
 MAX_PARALLELISM = 32
@@ -116,7 +117,11 @@ def tune(
 
     start = time.perf_counter()
     futures: list[PrefectFuture[TrialOutcome | None]] = []
-    with ThreadPoolTaskRunner(max_workers=parallelism) as runner:
+    # Leaving by a signal stops the trials first; the runner's exit then waits for them.
+    with (
+        ThreadPoolTaskRunner(max_workers=parallelism) as runner,
+        trials_stop_on_exit(job, settings),
+    ):
         running: list[PrefectFuture[TrialOutcome | None]] = []
         spent = False
         for slot in range(n_trials):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from contextlib import AbstractContextManager
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Cancelled, State
 
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
@@ -41,10 +43,20 @@ def start_tuning_study(job: StudyJob, settings: Settings) -> StudyJob:
 
 # No cache: every call must run a new trial, though its inputs are the same.
 @task(cache_policy=NO_CACHE, tags=[TRIAL_TAG])
-def run_trial(job: StudyJob, settings: Settings, slot: int) -> TrialOutcome | None:
+def run_trial(job: StudyJob, settings: Settings, slot: int) -> TrialOutcome | State | None:
     """One trial against the shared study (None: the run's epoch budget was spent before
-    it could start); ``slot`` only tells the task runs apart."""
-    return trial.run_trial(job, tracking_client(settings.mlflow_uri))
+    it could start; Cancelled: the flow run was stopped); ``slot`` only tells the task runs
+    apart."""
+    try:
+        return trial.run_trial(job, tracking_client(settings.mlflow_uri))
+    except trial.TrialStopped as stop:
+        return Cancelled(message=str(stop))
+
+
+def trials_stop_on_exit(job: StudyJob, settings: Settings) -> AbstractContextManager[None]:
+    """Not a task: the flow's ``with`` around waiting for its trials. A stopped flow run
+    (SIGTERM, cancellation) stops them at their next epoch, their runs KILLED."""
+    return trial.trials_stop_on_exit(job, tracking_client(settings.mlflow_uri))
 
 
 @task

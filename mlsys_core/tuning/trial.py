@@ -5,24 +5,32 @@ With an epoch budget, every epoch is taken from the run's ledger just before it 
 trial that finds the budget spent before its first epoch does not start, and one that finds
 it spent later stops there (PRUNED, ``stopped_by`` = ``budget``).
 
+A run that is stopped (a SIGTERM to the flow, a cancelled flow run) stops its trials at their
+next epoch: each ends ``FAIL`` in the study and ``KILLED`` in MLflow, instead of training on
+to the end while the stopped flow waits for it.
+
 MLflow's fluent API keeps its active-run stack per thread, and trials run on many threads,
 so everything here goes through ``MlflowClient`` with explicit run ids.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import optuna
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.training.matrices import model_config_for
 from mlsys_core.training.trainer import EpochMetrics, Trainer, TrainResult
-from mlsys_core.tuning.budget import EpochBudget, budget_for
+from mlsys_core.tuning.budget import EpochBudget, budget_for, drop_budget
 from mlsys_core.tuning.data import load_prepared
 from mlsys_core.tuning.space import suggest
 from mlsys_core.tuning.study import (
@@ -36,9 +44,44 @@ from mlsys_core.tuning.study import (
     open_study,
 )
 
+log = logging.getLogger(__name__)
+
 TAG_STATE = "mlsys.tuning.state"
 FLUSH_SECONDS = 10.0
 _SETUP_LOCK = threading.Lock()
+# Run keys of the stopped runs of this process: a few short strings, kept, so that a trial
+# thread that starts after its run was stopped is refused too.
+_stopped: set[str] = set()
+
+
+class TrialStopped(Exception):
+    """The run this trial belongs to was stopped."""
+
+
+def stop_trials(job: StudyJob, client: MlflowClient, status: str = "KILLED") -> None:
+    """Stop this run's trials at their next epoch and end the study's parent run with
+    ``status`` (a resumed or parallel run sets it running again)."""
+    if job.run_key is None:  # not started: no trial of it can run
+        return
+    _stopped.add(job.run_key)
+    drop_budget(job.run_key)  # its trials keep the ledger they hold
+    try:
+        client.set_terminated(str(job.parent_run_id), status)
+    except MlflowException as err:
+        # The stop itself must not fail: the caller is leaving on an exception of its own.
+        log.warning("could not end the parent run of tuning run %s: %s", job.run_key, err)
+
+
+@contextmanager
+def trials_stop_on_exit(job: StudyJob, client: MlflowClient) -> Iterator[None]:
+    """Around the wait for a run's trials, inside the executor's ``with``: leaving it by an
+    exception stops the trials before the executor waits for them. A signal (Prefect turns
+    SIGTERM into ``TerminationSignal``) ends the parent run KILLED, an error FAILED."""
+    try:
+        yield
+    except BaseException as exc:
+        stop_trials(job, client, "FAILED" if isinstance(exc, Exception) else "KILLED")
+        raise
 
 
 class TrialOutcome(BaseModel):
@@ -67,6 +110,8 @@ def run_trial(job: StudyJob, client: MlflowClient) -> TrialOutcome | None:
     """
     if job.experiment_id is None or job.parent_run_id is None or job.run_key is None:
         raise TuningError("run_trial needs a started job: call start_study first")
+    if job.run_key in _stopped:
+        raise TrialStopped(f"tuning run {job.run_key} was stopped; no trial starts")
     started = time.perf_counter()
     budget = budget_for(job.run_key, job.epoch_budget) if job.epoch_budget else None
     if budget is not None and not budget.take():  # the first epoch, before any trial exists
@@ -87,6 +132,10 @@ def run_trial(job: StudyJob, client: MlflowClient) -> TrialOutcome | None:
         except optuna.TrialPruned:
             status = "KILLED"
             client.set_tag(run_id, TAG_STATE, "PRUNED")
+            raise
+        except TrialStopped:
+            status = "KILLED"
+            client.set_tag(run_id, TAG_STATE, "STOPPED")
             raise
         except Exception as exc:
             client.set_tag(run_id, TAG_STATE, "FAIL")
@@ -132,7 +181,7 @@ def _train_trial(
     model_config = model_config_for(job.data.cardinalities, job.data.n_numeric, config)
     single = job.search.objectives == "auc"
     # Optuna prunes single-objective studies only; a Pareto search trains every trial.
-    gate = EpochGate(trial, budget, prune=single)
+    gate = EpochGate(trial, budget, prune=single, run_key=job.run_key)
     outside = 0.0  # seconds spent in the epoch callback: logging and pruning, not training
 
     def on_epoch(m: EpochMetrics) -> None:
@@ -188,11 +237,20 @@ class EpochGate:
     epoch a pruned study hears its validation AUC and may stop the trial there.
     """
 
-    def __init__(self, trial: optuna.Trial, budget: EpochBudget | None, prune: bool) -> None:
-        self.trial, self.budget, self.prune = trial, budget, prune
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        budget: EpochBudget | None,
+        prune: bool,
+        run_key: str | None = None,
+    ) -> None:
+        self.trial, self.budget, self.prune, self.run_key = trial, budget, prune, run_key
 
     def before(self, epoch: int) -> bool:
-        """May ``epoch`` train? False when the budget is spent (the trainer stops there)."""
+        """May ``epoch`` train? False when the budget is spent (the trainer stops there);
+        :class:`TrialStopped` when the run was stopped."""
+        if self.run_key is not None and self.run_key in _stopped:
+            raise TrialStopped(f"tuning run {self.run_key} was stopped before epoch {epoch}")
         return self.budget is None or epoch == 1 or self.budget.take()
 
     def after(self, epoch: int, val_auc: float) -> None:

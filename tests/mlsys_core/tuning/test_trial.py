@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +35,13 @@ from mlsys_core.tuning.study import (
     redacted,
     start_study,
 )
-from mlsys_core.tuning.trial import EpochGate, run_trial
+from mlsys_core.tuning.trial import (
+    EpochGate,
+    TrialStopped,
+    run_trial,
+    stop_trials,
+    trials_stop_on_exit,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 REPO = Path(__file__).resolve().parents[3]
@@ -220,6 +227,58 @@ def test_the_epoch_gate_reports_each_epoch_and_raises_when_the_pruner_stops():
     silent = study.ask()
     EpochGate(silent, None, prune=False).after(1, 0.1)
     assert study.trials[1].intermediate_values == {}
+
+
+def test_a_stopped_run_stops_its_trial_at_the_next_epoch_and_starts_no_other(state):
+    settings, _ = state
+    long = TrainConfig(epochs=1000, patience=1000, device="cpu")
+    job = _start(_job(state, "stopped", long, pruner=PrunerConfig(name="none")), settings)
+    study = optuna.load_study(study_name=job.name, storage=job.storage)
+    client = _client(settings)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run_trial, job, client)
+        deadline = time.monotonic() + 120
+        while not study.trials and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop_trials(job, client)
+        with pytest.raises(TrialStopped, match="was stopped before epoch"):
+            running.result(timeout=120)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    run = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["mlsys.tuning.state"] == "STOPPED"
+    assert len(client.get_metric_history(run.info.run_id, "val_auc")) < long.epochs
+    assert client.get_run(job.parent_run_id).info.status == "KILLED"
+    with pytest.raises(TrialStopped, match="no trial starts"):
+        run_trial(job, client)
+    assert len(study.trials) == 1
+    # Another run of the same study is not stopped: it runs its trials.
+    other = _start(_job(state, "stopped", ONE_EPOCH, pruner=PrunerConfig(name="none")), settings)
+    assert run_trial(other, client).state == "COMPLETE"
+
+
+@pytest.mark.parametrize(
+    ("raised", "status"), [(KeyboardInterrupt, "KILLED"), (ValueError, "FAILED")]
+)
+def test_leaving_the_trials_wait_by_an_exception_stops_them(state, raised, status):
+    settings, _ = state
+    client = _client(settings)
+    job = _start(_job(state, f"left-by-{raised.__name__}", ONE_EPOCH), settings)
+    with pytest.raises(raised), trials_stop_on_exit(job, client):
+        raise raised()
+    assert client.get_run(job.parent_run_id).info.status == status
+    with pytest.raises(TrialStopped):
+        run_trial(job, client)
+
+
+def test_leaving_the_trials_wait_normally_stops_nothing(state):
+    settings, _ = state
+    client = _client(settings)
+    job = _start(_job(state, "left-normally", ONE_EPOCH), settings)
+    with trials_stop_on_exit(job, client):
+        pass
+    assert client.get_run(job.parent_run_id).info.status == "RUNNING"
+    assert run_trial(job, client).state == "COMPLETE"
 
 
 def test_trial_pruned_raised_in_the_epoch_callback_leaves_the_trainer(state):
