@@ -148,7 +148,10 @@ def run_trial(job: StudyJob, client: MlflowClient) -> TrialOutcome | None:
             curves.flush()
             client.set_terminated(run_id, status)
 
-    study.optimize(objective, n_trials=1)
+    try:
+        study.optimize(objective, n_trials=1)  # first fails the trials of dead workers
+    finally:
+        _end_lost_trial_runs(study, job, client)
     trial = _this_trial(study, seen["run_id"])
     return TrialOutcome(
         number=trial.number,
@@ -305,6 +308,36 @@ def _start_trial_run(client: MlflowClient, job: StudyJob, number: int) -> str:
         },
     )
     return run.info.run_id
+
+
+def _end_lost_trial_runs(study: optuna.Study, job: StudyJob, client: MlflowClient) -> None:
+    """End KILLED (state ``LOST``) the MLflow runs of trials whose worker died outright.
+
+    Optuna's heartbeat marks such a trial FAIL once its grace period is over, when the next
+    trial starts; its MLflow run had no process left to end it and stayed RUNNING. Only the
+    runs under this tracking store's parent: each store's runs are ended by its workers.
+    """
+    try:
+        runs = client.search_runs(
+            [str(job.experiment_id)],
+            filter_string=(
+                f"tags.`{PARENT_RUN_TAG}` = '{job.parent_run_id}'"
+                f" and tags.`{TAG_STAGE}` = 'tune-trial' and attributes.status = 'RUNNING'"
+            ),
+        )
+        if not runs:
+            return
+        failed = {
+            t.number
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        }
+        for run in runs:
+            if int(run.data.tags.get(TAG_TRIAL, -1)) in failed:
+                client.set_tag(run.info.run_id, TAG_STATE, "LOST")
+                client.set_terminated(run.info.run_id, "KILLED")
+    except MlflowException as err:
+        # Housekeeping: the trial this worker ran is what its caller needs.
+        log.warning("could not end the runs of lost trials of %s: %s", job.name, err)
 
 
 def _this_trial(study: optuna.Study, run_id: str | None) -> optuna.trial.FrozenTrial:

@@ -4,6 +4,7 @@ processes joining one SQLite study, and clear errors for unusable studies."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.tracking import configure_mlflow, tracking_client
 from mlsys_core.training.model import ModelConfig
 from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
+from mlsys_core.tuning import study as study_module
 from mlsys_core.tuning.budget import EpochBudget
 from mlsys_core.tuning.data import load_prepared, prepare_data
 from mlsys_core.tuning.report import best_trial, finish_study
@@ -402,6 +404,62 @@ def test_two_processes_join_one_sqlite_study(state, tmp_path):
     assert sorted(numbers) == [0, 1, 2, 3]  # each trial number given out once
     study = optuna.load_study(study_name="joined", storage=job.storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+
+
+def test_a_trial_whose_worker_died_is_failed_and_its_run_ended(state, monkeypatch):
+    """A worker killed outright (SIGKILL, a lost machine) leaves its trial RUNNING in the
+    study and in MLflow; the next worker's trial fails it by its stale heartbeat and ends its
+    run, instead of leaving it RUNNING for good."""
+    settings, _ = state
+    long = TrainConfig(epochs=1000, patience=1000, device="cpu")
+    dead = _start(_job(state, "lost", long, pruner=PrunerConfig(name="none")), settings)
+    code = (
+        "import sys\n"
+        "from mlflow import MlflowClient\n"
+        "from mlsys_core.tuning.study import StudyJob\n"
+        "from mlsys_core.tuning.trial import run_trial\n"
+        "run_trial(StudyJob.model_validate_json(sys.argv[1]), MlflowClient(sys.argv[2]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    worker = subprocess.Popen(
+        [sys.executable, "-c", code, dead.model_dump_json(), settings.mlflow_uri], cwd=REPO,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    client = _client(settings)
+
+    def trial_runs(status: str) -> list:
+        return client.search_runs(
+            [dead.experiment_id],
+            filter_string=(
+                f"tags.`{PARENT_RUN_TAG}` = '{dead.parent_run_id}'"
+                f" and attributes.status = '{status}'"
+            ),
+        )
+
+    try:
+        deadline = time.monotonic() + 120
+        while not trial_runs("RUNNING") and worker.poll() is None:
+            assert time.monotonic() < deadline, "the worker's trial never started"
+            time.sleep(0.2)
+    finally:
+        worker.kill()
+    assert worker.wait() == -9, worker.stderr.read()[-3000:]
+    (lost,) = trial_runs("RUNNING")
+
+    # The next worker, in this process, with a grace period short enough for a test.
+    monkeypatch.setattr(study_module, "GRACE_SECONDS", 1)
+    forget_studies()
+    time.sleep(2)  # the dead worker's last heartbeat is now older than the grace
+    try:
+        job = _start(_job(state, "lost", ONE_EPOCH, pruner=PrunerConfig(name="none")), settings)
+        assert run_trial(job, client).state == "COMPLETE"
+    finally:
+        forget_studies()  # no study handle with the short grace outlives this test
+    study = optuna.load_study(study_name="lost", storage=job.storage)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    run = client.get_run(lost.info.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["mlsys.tuning.state"] == "LOST"
+    assert trial_runs("RUNNING") == []
 
 
 def test_unusable_studies_fail_with_a_clear_error(state):
