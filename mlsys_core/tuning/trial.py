@@ -252,7 +252,7 @@ class EpochGate:
     def before(self, epoch: int) -> bool:
         """May ``epoch`` train? False when the budget is spent (the trainer stops there);
         :class:`TrialStopped` when the run was stopped."""
-        if self.run_key is not None and self.run_key in _stopped:
+        if self.run_key in _stopped:
             raise TrialStopped(f"tuning run {self.run_key} was stopped before epoch {epoch}")
         return self.budget is None or epoch == 1 or self.budget.take()
 

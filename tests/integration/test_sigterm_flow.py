@@ -57,10 +57,8 @@ def flow_process(
 ) -> Iterator[subprocess.Popen]:
     """``python -c script *args`` on the embedded Prefect server, as `make demo` runs flows,
     killed at the end if still running."""
-    # MLflow exports the experiment a process last set; a worker of this suite may have one.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLSYS_STATE_DIR"] = str(settings.root)
-    env.pop("PREFECT_API_URL", None)
+    env = {**os.environ, "MLSYS_STATE_DIR": str(settings.root)}
+    env.pop("PREFECT_API_URL", None)  # the embedded server, as `make demo` runs flows
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # as the Makefile
     with open(log, "wb") as out:
         proc = subprocess.Popen(

@@ -4,7 +4,6 @@ processes joining one SQLite study, and clear errors for unusable studies."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -420,10 +419,9 @@ def test_a_trial_whose_worker_died_is_failed_and_its_run_ended(state, monkeypatc
         "from mlsys_core.tuning.trial import run_trial\n"
         "run_trial(StudyJob.model_validate_json(sys.argv[1]), MlflowClient(sys.argv[2]))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     worker = subprocess.Popen(
         [sys.executable, "-c", code, dead.model_dump_json(), settings.mlflow_uri], cwd=REPO,
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     client = _client(settings)
 
