@@ -18,7 +18,8 @@ Text rule: a key or category refuses every control character (C0, DEL, C1) and e
 bidirectional control (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), which would
 make a logged value display as something it is not; free text (a text extractor's column)
 allows tab, newline and carriage return but refuses the rest. Refused means a 422 naming
-the field; nothing is stripped silently.
+the field; nothing is stripped silently. An empty category or text is a value (a JSON source
+keeps ``""``, and the model learned it as one); an empty key names no entity and is refused.
 """
 
 from __future__ import annotations
@@ -103,7 +104,15 @@ def _whole(value: Any) -> Any:
 _BIDI_PATTERN = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 CATEGORY_PATTERN = rf"^[^\x00-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
 FREE_TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
+# A category may be empty: a JSON source keeps "" as a value of its own, and the model
+# learned it as one. A key may not: an empty key names no entity.
 Text = Annotated[
+    str,
+    Field(strict=True, max_length=MAX_TEXT, json_schema_extra={"pattern": CATEGORY_PATTERN}),
+    AfterValidator(_utf8),
+    AfterValidator(_category),
+]
+KeyText = Annotated[
     str,
     Field(
         strict=True,
@@ -119,7 +128,6 @@ FreeText = Annotated[
     str,
     Field(
         strict=True,
-        min_length=1,
         max_length=MAX_FREE_TEXT,
         json_schema_extra={"pattern": FREE_TEXT_PATTERN},
     ),
@@ -158,7 +166,7 @@ def _number(rule: ColumnRule | None, integer: bool = False) -> Any:
     return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
 
 
-def _typed(kind: ColumnKind, rule: ColumnRule | None, free: bool = False) -> Any:
+def _typed(kind: ColumnKind, rule: ColumnRule | None, free: bool = False, key: bool = False) -> Any:
     """The pydantic type of one column, from its kind and contract rule."""
     if kind == "number":
         return _number(rule)
@@ -166,7 +174,7 @@ def _typed(kind: ColumnKind, rule: ColumnRule | None, free: bool = False) -> Any
         return _number(rule, integer=True)
     if kind == "time":
         return Time
-    return FreeText if free else Text
+    return KeyText if key else FreeText if free else Text
 
 
 def column_rules(spec: DatasetSpec) -> dict[str, ColumnRule]:
@@ -255,7 +263,7 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
     fields: dict[str, Any] = {}
     for key in spec.entity_keys:
         fields[key] = (
-            _typed(kinds[key], rules.get(key)),
+            _typed(kinds[key], rules.get(key), key=True),
             Field(description="Entity key (required)."),
         )
     if spec.event_timestamp:
@@ -270,7 +278,7 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
     for key in plan.request_keys:
         used = ", ".join(users.get(key, [])) or "feature-store features"
         fields[key] = (
-            _typed(kinds[key], rules.get(key)) | None,
+            _typed(kinds[key], rules.get(key), key=True) | None,
             Field(default=None, description=f"Key the service finds features by ({used})."),
         )
     for col in spec.input_columns:

@@ -10,8 +10,8 @@ keys no table holds.
   entity and lookup keys, a window and a latest view over the country's past);
 - ``stores``: JSON lines the test writes: months like ``Mar-2018`` read through the
   contract's ``format``, integer store ids, nullable columns, an undeclared column used as
-  a feature (one cell of it ``not-a-number``: that row is quarantined), a store lookup
-  and a history view.
+  a feature (one cell of it ``not-a-number``: that row is quarantined), a category whose
+  values include the empty text, a store lookup and a history view.
 
 For each, by reference only: pipeline (the ``mlsys pipeline`` command), tune (2 trials;
 this is also the test that tunes every shipped spec), batch score, drift check and
@@ -95,6 +95,7 @@ def stores():
                     "competitor_km": ColumnRule(dtype="float", nullable=True, ge=0),
                     "staff": ColumnRule(dtype="float", nullable=True, ge=0),
                     "sales": ColumnRule(dtype="float", ge=0),
+                    "channel": ColumnRule(dtype="string"),
                 },
                 unique=["store_id", "month"],
             ),
@@ -143,7 +144,7 @@ def stores():
         features=FeatureGroups(
             numeric=["promo", "competitor_km", "staff", "footfall", "size_m2",
                      "sales_mean_6m", "months_12m", "prev_sales"],
-            categorical=["region"],
+            categorical=["region", "channel"],
         ),
         split=TimeSplit(train_end="2020-01-01T00:00:00Z", valid_end="2020-07-01T00:00:00Z"),
     )
@@ -180,6 +181,8 @@ def write_stores(folder: Path) -> None:
                     "staff": float(rng.integers(3, 12)) if rng.uniform() > 0.1 else None,
                     "footfall": round(footfall, 1),
                     "sales": round(max(sales, 0.0), 2),
+                    # "" is a value of its own in JSON (a CSV would read it as null)
+                    "channel": ["", "web", "phone"][(shop.store_id + month.month) % 3],
                 }
             )
     sales = pd.DataFrame(rows)
@@ -347,6 +350,9 @@ def test_every_stage_runs_from_a_dataset_reference(
         for prediction in known:
             assert prediction["online_misses"] == [], prediction["online_misses"]
             assert 0 <= prediction["probability"] <= 1
+        if dataset == "stores":  # an empty category is sent, accepted and used as sent
+            sent = [r["channel"] for r in records]
+            assert "" in sent and [p["inputs"]["channel"] for p in known] == sent
         if read:  # each online source the model reads misses for made-up keys, and says so
             missed = predictions[-1]["online_misses"]
             assert set(missed) >= read, (missed, read)

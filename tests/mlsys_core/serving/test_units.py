@@ -336,6 +336,21 @@ def test_keys_and_categories_refuse_control_and_bidi_characters(value):
     assert record.model_validate({**GOOD, "carrier": "Ünïcode ✈ ok"}).carrier == "Ünïcode ✈ ok"
 
 
+def test_an_empty_category_or_text_is_a_value_and_an_empty_key_is_refused():
+    """A JSON source keeps "" as a category of its own and the model learns it: a request
+    may send it. An empty key names no entity."""
+    record = record_model(SPEC)
+    assert "carrier" in SPEC.entity_keys and "tailnum" in lookup_keys(SPEC)
+    assert "airline_name" not in SPEC.entity_keys
+    for key in ("carrier", "tailnum"):
+        with pytest.raises(ValidationError, match=rf"{key}\n.*at least 1 character"):
+            record.model_validate({**GOOD, key: ""})
+    text_spec = resolve_spec("nycflights13_text")
+    categorical = [c for c in text_spec.features.categorical if c not in text_spec.entity_keys]
+    ok = record_model(text_spec).model_validate({**GOOD, categorical[0]: "", "airline_name": ""})
+    assert getattr(ok, categorical[0]) == "" and ok.airline_name == ""
+
+
 def test_free_text_allows_line_breaks_but_not_other_controls():
     spec = resolve_spec("nycflights13_text")
     record = record_model(spec)
