@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,21 +95,32 @@ def describe(result: PipelineResult, settings: Settings) -> str:
             f"  model version        models:/{reg.version.name}/{reg.version.version}"
             f"  -> @{alias} ({reg.decision.reason})",
             f"  lifecycle            {reg.version.semver}, {reg.stage};"
-            f" .venv/bin/mlsys lineage models:/{reg.version.name}@champion",
+            f" {_command('mlsys')} lineage models:/{reg.version.name}@champion",
             f"  drift report         {drift.report_path}",
             f"                       {drift.summary.drifted_columns}/{len(drift.summary.columns)}"
             f" columns drifted in {drift.summary.current_window}",
             "",
-            "Open the UIs (from this folder):",
-            f"  MLflow   .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_uri}"
+            "Open the UIs:",
+            f"  MLflow   {_command('mlflow')} ui --backend-store-uri {settings.mlflow_uri}"
             " --host 127.0.0.1 --port 5000",
             f"           then http://127.0.0.1:5000/#/models/{reg.version.name}",
             *_prefect_ui(),
-            f"  Serve    MLSYS_STATE_DIR={settings.root} .venv/bin/mlsys serve"
+            f"  Serve    MLSYS_STATE_DIR={settings.root} {_command('mlsys')} serve"
             f" --model-name {reg.version.name} --port 8000",
             "           then http://127.0.0.1:8000/docs (POST /predict, /metrics)",
         ]
     )
+
+
+def _command(name: str) -> str:
+    """This environment's own executable, as the folder the run was started from reaches
+    it: ``.venv/bin/mlsys`` in the checkout, an absolute path from a project of the user's
+    (where a relative ``.venv`` would name nothing)."""
+    path = Path(sys.executable).parent / name  # not resolved: the venv, not its base Python
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _prefect_ui() -> list[str]:
@@ -117,7 +129,7 @@ def _prefect_ui() -> list[str]:
     if api := os.environ.get("PREFECT_API_URL"):
         return [f"  Prefect  {api.removesuffix('/').removesuffix('/api')}/runs"]
     return [
-        f"  Prefect  PREFECT_HOME={prefect_home()} .venv/bin/mlsys prefect-server up",
+        f"  Prefect  PREFECT_HOME={prefect_home()} {_command('mlsys')} prefect-server up",
         "           then the URL it prints; later runs with that PREFECT_HOME go there too",
     ]
 

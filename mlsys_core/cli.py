@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before any command imports prefect: a flow it runs uses `mlsys prefect-server up`'s
     # server for this Prefect home, when one runs, instead of starting a temporary one.
     prefect_server.use_local_server()
+    # A command's output is read as a log: no MLflow download bars between its lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return int(args.handler(args) or 0)
     # Expected user errors (a bad reference or option, an unusable state folder): one line,

@@ -108,7 +108,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValidationError, json.JSONDecodeError) as err:
         raise ValueError(f"bad serve config: {err}") from None
     os.environ[CONFIG_ENV] = config.model_dump_json()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs
     # Reloads, rollbacks and log flushes are reported through `logging`.
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

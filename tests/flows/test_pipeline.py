@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,10 +117,15 @@ def test_drift_report_and_prefect_artifacts(two_runs):
     assert keys <= {a.key for a in found}
 
 
-def test_describe_points_at_everything(two_runs, state: Settings):
+def test_describe_points_at_everything(two_runs, state: Settings, tmp_path, monkeypatch):
     first, _ = two_runs
     text = describe(first, state)
     assert first.trained.run_id in text
     assert first.drift.report_path in text
     assert "mlflow ui" in text and "mlsys prefect-server up" in text
     assert f"mlsys serve --model-name {first.registration.version.name}" in text
+    # Run from a project folder of the user's, the commands it prints still run there.
+    monkeypatch.chdir(tmp_path)
+    commands = re.findall(r"(\S+/(?:mlsys|mlflow)) ", describe(first, state))
+    assert {Path(c).name for c in commands} == {"mlsys", "mlflow"}, commands
+    assert all(Path(c).is_file() and os.access(c, os.X_OK) for c in commands), commands
