@@ -48,6 +48,7 @@ def assemble_partition(
         partition,
         plan.partitions[partition],
         settings.batch_rows,
+        plan.split,
     )
 
 

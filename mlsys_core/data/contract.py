@@ -129,16 +129,20 @@ def _one_time(value: str | None, fmt: str, timezone: str) -> pd.Timestamp:
     return pd.NaT if stamp is pd.NaT else stamp.tz_convert("UTC")
 
 
-def infer_column_types(frame: pd.DataFrame) -> dict[str, ColumnType]:
-    """The type of every column that holds a value (an all-null column waits for data)."""
+def infer_column_types(
+    frame: pd.DataFrame, tolerance: float = INFER_TOLERANCE
+) -> dict[str, ColumnType]:
+    """The type of every column that holds a value (an all-null column waits for data).
+    ``tolerance`` is the share of a text column's values that may fail to parse as numbers
+    for it to be numbers still."""
     types: dict[str, ColumnType] = {}
     for name in frame.columns:
-        if (kind := _infer(frame[name])) is not None:
+        if (kind := _infer(frame[name], tolerance)) is not None:
             types[str(name)] = kind
     return types
 
 
-def _infer(values: pd.Series) -> ColumnType | None:  # noqa: PLR0911 - one answer per kind
+def _infer(values: pd.Series, tolerance: float) -> ColumnType | None:  # noqa: PLR0911 - one answer per kind
     present = values.dropna()
     if present.empty:
         return None
@@ -155,7 +159,7 @@ def _infer(values: pd.Series) -> ColumnType | None:  # noqa: PLR0911 - one answe
     # text unless declared: whether it is local time, and where, is the user's to say.
     if pd.api.types.infer_dtype(present, skipna=True) != "string":
         present = present.map(str)
-    allowed = INFER_TOLERANCE * len(present)  # cells that may fail to parse
+    allowed = tolerance * len(present)  # cells that may fail to parse
     failed, parsed = 0, []
     for start in range(0, len(present), _CHUNK):
         chunk = present.iloc[start : start + _CHUNK]

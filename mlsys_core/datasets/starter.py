@@ -36,6 +36,10 @@ _TIME_NAME = re.compile(r"(time|date|_at$|_ts$|^ts$|epoch|timestamp)", re.IGNORE
 _KEY_NAME = re.compile(r"(^id$|_id$|id$|_key$|_code$|_num$)", re.IGNORECASE)
 MAX_CATEGORIES = 50  # text columns with more distinct values look like free text or ids
 SAMPLE_ROWS = 200_000
+# A text column is proposed as numbers when at most this share of its values do not parse
+# (``"n/a"`` among amounts): a guess for the user to review, so looser than the lake's own
+# typing of undeclared columns (INFER_TOLERANCE), and its stray values are named.
+NUMBERS_TOLERANCE = 0.1
 
 
 class StarterError(ValueError):
@@ -93,38 +97,54 @@ def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
     return frame.head(SAMPLE_ROWS)
 
 
+def _data_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if _is_data(p))
+
+
 def find_tables(data: Path, spec_dir: Path) -> list[Table]:
-    """The tables of a file or a folder: a folder of files with the same columns is one
-    landing folder (each new file appended on ingest); a folder of different files, one
-    table per file."""
+    """The tables of a file or a folder. In a folder, and in each of its subfolders (one
+    level down, as exports are often laid out: a lookup file beside a folder of daily
+    files), several files with the same columns are one landing folder (each new file
+    appended on ingest); otherwise each file is a table of its own."""
     data = data.expanduser()
     if not data.exists():
         raise StarterError(f"no file or folder {data}")
-    files = sorted(p for p in data.iterdir() if _is_data(p)) if data.is_dir() else [data]
-    if not files:
+    if data.is_dir():
+        subfolders = [
+            d for d in sorted(data.iterdir()) if d.is_dir() and not d.name.startswith(".")
+        ]
+        groups = [(f, _data_files(f)) for f in [data, *subfolders]]
+        groups = [(f, files) for f, files in groups if files]
+    else:
+        groups = [(data.parent, [data])]
+    if not groups:
         raise StarterError(f"{data} holds no CSV, Parquet or JSON-lines files")
 
     def where(path: Path) -> str:
         return os.path.relpath(path.resolve(), spec_dir.resolve())
 
-    def table(name: str, source: SourceSpec, frame: pd.DataFrame) -> Table:
+    tables: list[Table] = []
+
+    def add(name: str, source: SourceSpec, frame: pd.DataFrame) -> None:
         if frame.empty:
             raise StarterError(f"{source.path}: no rows to learn the columns' types from")
-        return Table(name=name, source=source, frame=frame)
-
-    parts = {p: _read(SourceSpec(name="probe", path=str(p)), p) for p in files}
-    column_sets = {tuple(sorted(map(str, f.columns))) for f in parts.values()}
-    if data.is_dir() and len(files) > 1 and len(column_sets) == 1:
-        name = _table_name(data)
-        source = SourceSpec(name=name, path=where(data), incremental=True)
-        return [table(name, source, pd.concat(list(parts.values()), ignore_index=True))]
-    tables, seen = [], set()
-    for path, frame in parts.items():
-        name = _table_name(path)
-        while name in seen:
+        while name in {t.name for t in tables}:
             name += "_2"
-        seen.add(name)
-        tables.append(table(name, SourceSpec(name=name, path=where(path)), frame))
+        tables.append(
+            Table(name=name, source=source.model_copy(update={"name": name}), frame=frame)
+        )
+
+    for folder, files in groups:
+        parts = {p: _read(SourceSpec(name="probe", path=str(p)), p) for p in files}
+        column_sets = {tuple(sorted(map(str, f.columns))) for f in parts.values()}
+        if data.is_dir() and len(files) > 1 and len(column_sets) == 1:
+            name = _table_name(folder)
+            source = SourceSpec(name=name, path=where(folder), incremental=True)
+            add(name, source, pd.concat(list(parts.values()), ignore_index=True))
+            continue
+        for path, frame in parts.items():
+            name = _table_name(path)
+            add(name, SourceSpec(name=name, path=where(path)), frame)
     return tables
 
 
@@ -180,7 +200,7 @@ def _number(value: float, dtype: str, up: bool = False) -> float | int:
 def type_columns(table: Table) -> None:
     """Every column of ``table`` typed, with its observed range and nullability."""
     frame = table.frame
-    types = infer_column_types(frame)
+    types = infer_column_types(frame, tolerance=NUMBERS_TOLERANCE)
     for raw_name in frame.columns:
         name = str(raw_name)
         values = frame[raw_name]
@@ -201,7 +221,15 @@ def type_columns(table: Table) -> None:
             numbers = pd.to_numeric(values, errors="coerce").dropna()
             low, high = _number(numbers.min(), kind), _number(numbers.max(), kind, up=True)
             rule = ColumnRule(dtype=kind, nullable=nullable, ge=low, le=high)
+            present = values.dropna()
+            stray = present[pd.to_numeric(present, errors="coerce").isna()]
             note = ""
+            if len(stray):
+                seen = ", ".join(repr(v) for v in list(dict.fromkeys(map(str, stray)))[:3])
+                note = (
+                    f"TODO: {len(stray)} values are not numbers ({seen}): their rows are "
+                    "quarantined; make them null at the source or clean them"
+                )
             table.columns[name] = Column(name, kind, nullable, rule, note)
             continue
         table.columns[name] = Column(
@@ -265,17 +293,25 @@ def _is_unique(frame: pd.DataFrame, columns: list[str]) -> bool:
     return bool(columns) and not frame.duplicated(subset=columns).any()
 
 
+def _duration(span: pd.Timedelta) -> str:
+    """A window length as readable Python, rounded to the largest unit it has two of."""
+    for unit, size in (("days", 86_400), ("hours", 3_600), ("minutes", 60)):
+        if span.total_seconds() >= 2 * size:
+            return f"timedelta({unit}={round(span.total_seconds() / size)})"
+    return f"timedelta(seconds={max(1, round(span.total_seconds()))})"
+
+
 def _split(table: Table, time: str | None) -> tuple[str, str]:
     if time is not None:
         rule = table.columns[time].rule
         times = to_utc_datetimes(table.frame[time], rule).dropna().sort_values()
         if times.nunique() >= 3:  # noqa: PLR2004 -- one time for each part of the split
             train_end, valid_end = times.quantile(0.7), times.quantile(0.85)
-            if times.min() < train_end < valid_end <= times.max():
-                stamps = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in (train_end, valid_end)]
+            if times.min() < train_end < valid_end < times.max():
+                valid, test = _duration(valid_end - train_end), _duration(times.max() - valid_end)
                 return (
-                    f'TimeSplit(train_end="{stamps[0]}", valid_end="{stamps[1]}")',
-                    "the oldest 70% trains, the next 15% validates, the newest tests",
+                    f"RecentSplit(valid={valid}, test={test})",
+                    "the newest 15% tests, the 15% before validates; the windows slide on new data",
                 )
     return (
         "HashSplit(valid_fraction=0.15, test_fraction=0.15)",
@@ -455,11 +491,13 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     w(f"    mlsys pipeline --spec {spec_path}:{name}")
     w('"""')
     w("")
+    if split.startswith("Recent"):
+        w("from datetime import timedelta")
     w("from pathlib import Path")
     w("")
     w("from mlsys_core.spec import (")
     imports = ["ColumnRule", "DatasetSpec", "FeatureGroups", "LabelSpec", "SourceSpec"]
-    imports += ["TableContract", "TimeSplit" if split.startswith("Time") else "HashSplit"]
+    imports += ["TableContract", split.split("(")[0]]
     if lookups:
         imports.append("LookupJoin")
     for item in sorted(imports):

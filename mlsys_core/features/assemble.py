@@ -8,9 +8,17 @@ import numpy as np
 import pandas as pd
 
 from mlsys_core.features.keys import KeyIndex, column_values, take_rows
-from mlsys_core.features.offline import OfflineStore, to_ns
+from mlsys_core.features.offline import NAT, OfflineStore, to_ns
 from mlsys_core.features.pit import AsOfIndex, point_in_time_join
-from mlsys_core.spec import AsOfJoin, DatasetSpec, HashSplit, LabelSpec, LookupJoin, TimeSplit
+from mlsys_core.spec import (
+    AsOfJoin,
+    DatasetSpec,
+    HashSplit,
+    LabelSpec,
+    LookupJoin,
+    RecentSplit,
+    TimeSplit,
+)
 
 SPLIT = "_split"
 
@@ -98,6 +106,20 @@ def assign_split(timestamps: pd.Series, split: TimeSplit) -> pd.Series:
     ts = to_ns(timestamps)
     train_end, valid_end = to_ns(pd.DatetimeIndex([split.train_end, split.valid_end]))
     return _split_names(ts >= train_end, ts >= valid_end, timestamps.index)
+
+
+def dated_split(
+    split: TimeSplit | RecentSplit | HashSplit, timestamps: pd.Series
+) -> TimeSplit | HashSplit:
+    """The split rows are assigned by: a ``RecentSplit`` dated back from the newest of
+    ``timestamps`` (every base row's, not one batch's), any other split as it is."""
+    if not isinstance(split, RecentSplit):
+        return split
+    ns = to_ns(timestamps)
+    ns = ns[ns != NAT]
+    if not len(ns):
+        raise ValueError("no event times to date the split from: the base table has no rows")
+    return split.at(pd.Timestamp(int(ns.max()), tz="UTC").to_pydatetime())
 
 
 def lookup_keys(spec: DatasetSpec) -> list[str]:
@@ -188,6 +210,7 @@ def assemble_features(
     base: pd.DataFrame | None = None,
     store: OfflineStore | None = None,
     joins: PreparedJoins | None = None,
+    split: TimeSplit | HashSplit | None = None,
 ) -> pd.DataFrame:
     """One row per base event: keys, event time, raw feature inputs, label and split.
 
@@ -195,7 +218,9 @@ def assemble_features(
     base table; the joins and the feature views read ``tables``, which must then hold the
     whole of every source a view reads, the base table included: a batch's history is not
     in the batch. Each output row depends only on its base row and ``tables``. Batch callers
-    pass ``store`` and ``joins`` built once from ``tables``.
+    pass ``store`` and ``joins`` built once from ``tables``, and ``split`` dated once for the
+    whole base table (``dated_split``); without it, a ``RecentSplit`` is dated from
+    ``tables[spec.base]``, or from ``base`` when the tables do not hold it.
     """
     base = tables[spec.base] if base is None else base
     if missing := sorted(set(spec.base_columns) - set(base.columns)):
@@ -215,17 +240,21 @@ def assemble_features(
             frame, spec.view_features, timestamp=spec.event_timestamp, copy=False
         )
     label = make_label(frame, spec.label)
-    if isinstance(spec.split, HashSplit):
-        hashed = spec.split.columns or [*spec.input_columns, spec.label.column]
-        split = assign_hash_split(frame, spec.split, list(dict.fromkeys(hashed)))
+    if split is None and isinstance(spec.split, RecentSplit):
+        whole = tables.get(spec.base, base)
+        split = dated_split(spec.split, whole[spec.event_timestamp])  # type: ignore[arg-type]
+    rule = split or spec.split
+    if isinstance(rule, HashSplit):
+        hashed = rule.columns or [*spec.input_columns, spec.label.column]
+        split_of = assign_hash_split(frame, rule, list(dict.fromkeys(hashed)))
     else:
-        split = assign_split(frame[spec.event_timestamp], spec.split)
+        split_of = assign_split(frame[spec.event_timestamp], rule)  # type: ignore[arg-type]
     # What a caller knows (keys, event time) rides along, so rows can be replayed as requests.
     keep = [*spec.entity_keys, *request_keys(spec), *spec.input_columns]
     keep += filter(None, [spec.event_timestamp])
     columns = {
         c: column_values(frame[c]) for c in dict.fromkeys(keep) if c not in (spec.label.name, SPLIT)
     }
-    columns |= {spec.label.name: column_values(label), SPLIT: column_values(split)}
+    columns |= {spec.label.name: column_values(label), SPLIT: column_values(split_of)}
     # Built from the columns without copying them again: ``frame`` is this call's own.
     return pd.DataFrame(columns, copy=False)

@@ -15,6 +15,7 @@ import contextvars
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pandas as pd
 
@@ -22,9 +23,9 @@ from mlsys_core.config import default_workers
 from mlsys_core.data.batches import MAIN, run_chain
 from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef
 from mlsys_core.data.lake import Lake, PartRef
-from mlsys_core.features.assemble import PreparedJoins, assemble_features
+from mlsys_core.features.assemble import PreparedJoins, assemble_features, dated_split
 from mlsys_core.features.offline import OfflineStore
-from mlsys_core.spec import DatasetSpec
+from mlsys_core.spec import DatasetSpec, HashSplit, RecentSplit, TimeSplit
 
 LAYER = "features"
 WHOLE = "all"  # the partition name of a base table that has no partitions
@@ -42,8 +43,12 @@ class FeatureStep:
             self.store.prepare(spec.view_features)
         self.joins = PreparedJoins(spec, side_tables)
 
-    def __call__(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        features = assemble_features(self.side_tables, self.spec, frame, self.store, self.joins)
+    def __call__(
+        self, frame: pd.DataFrame, split: TimeSplit | HashSplit | None = None
+    ) -> dict[str, pd.DataFrame]:
+        features = assemble_features(
+            self.side_tables, self.spec, frame, self.store, self.joins, split
+        )
         return {MAIN: features}
 
 
@@ -82,6 +87,17 @@ def release_prepared() -> None:
         _STEP.clear()
 
 
+def base_split(
+    clean: Mapping[str, CleanRef], spec: DatasetSpec, lake: Lake
+) -> TimeSplit | HashSplit:
+    """The split of the feature set built from ``clean``: a ``RecentSplit`` dated back from
+    the base table's newest event (one column read), any other as the spec has it."""
+    if not isinstance(spec.split, RecentSplit):
+        return spec.split
+    ts = spec.event_timestamp
+    return dated_split(spec.split, lake.read(clean[spec.base].clean, columns=[ts])[ts])
+
+
 def base_partitions(clean: Mapping[str, CleanRef], spec: DatasetSpec, lake: Lake) -> dict:
     """The base table's parts by partition, in table order."""
     out: dict[str, list[PartRef]] = {}
@@ -98,16 +114,19 @@ def assemble_partition(  # noqa: PLR0913
     partition: str,
     parts: list[PartRef],
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    split: TimeSplit | HashSplit | None = None,
 ) -> PartRef:
     """Write the feature rows of one base partition as one features part, batch by batch.
-    The part is named by ``version`` (content-addressed): one already there is reused."""
+    The part is named by ``version`` (content-addressed): one already there is reused.
+    ``split`` is the feature set's, dated for the whole base table (``base_split``)."""
     if existing := lake.adopt_part(LAYER, spec.name, partition, version):
         return existing
     step = prepared_step(clean, spec, lake)
+    split = split or base_split(clean, spec, lake)
     with lake.part_writer(LAYER, spec.name, partition, version) as writer:
         run_chain(
             lake.iter_batches(parts, batch_rows, columns=spec.base_columns),
-            [step],
+            [partial(step, split=split)],
             {MAIN: writer.write},
         )
     return writer.ref
@@ -120,6 +139,7 @@ def assemble_in_batches(  # noqa: PLR0913
     part_id: str,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     workers: int | None = None,
+    split: TimeSplit | HashSplit | None = None,
 ) -> list[PartRef]:
     """Write the feature rows of ``clean`` as one features part per base partition, on
     ``workers`` threads (Arrow's reads and writes and NumPy's searches run beside each
@@ -128,9 +148,10 @@ def assemble_in_batches(  # noqa: PLR0913
     partitions = base_partitions(clean, spec, lake)
     workers = workers or default_workers()
     prepared_step(clean, spec, lake)
+    split = split or base_split(clean, spec, lake)
 
     def one(item: tuple[str, list[PartRef]]) -> PartRef:
-        return assemble_partition(clean, spec, lake, part_id, item[0], item[1], batch_rows)
+        return assemble_partition(clean, spec, lake, part_id, item[0], item[1], batch_rows, split)
 
     try:
         if workers <= 1 or len(partitions) <= 1:

@@ -13,9 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef, column_types
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.features.batch import assemble_in_batches, base_partitions, release_prepared
+from mlsys_core.features.batch import (
+    assemble_in_batches,
+    base_partitions,
+    base_split,
+    release_prepared,
+)
 from mlsys_core.features.online import MaterializeResult, OnlineStoreBase, materialize_spec
-from mlsys_core.spec import DatasetSpec
+from mlsys_core.spec import DatasetSpec, HashSplit, TimeSplit
 
 FEATURES_VERSION = "4"  # bump when assembly changes, so versions move with the code
 # The lineage tags that name a model's feature set: on its training run, and copied from
@@ -51,6 +56,9 @@ class FeaturePlan(BaseModel):
     existing: SnapshotRef | None = None
     partitions: dict[str, list[PartRef]] = {}
     clean: dict[str, CleanRef]
+    split: TimeSplit | HashSplit | None = Field(
+        default=None, description="The split rows get, dated for the whole base table."
+    )
 
 
 def plan_feature_set(clean: dict[str, CleanRef], spec: DatasetSpec, lake: Lake) -> FeaturePlan:
@@ -66,7 +74,12 @@ def plan_feature_set(clean: dict[str, CleanRef], spec: DatasetSpec, lake: Lake) 
     if existing := lake.find("features", spec.name, version):
         return FeaturePlan(version=version, existing=existing, clean=clean)
     spec.check_base_types(column_types(clean[spec.base].clean, lake))
-    return FeaturePlan(version=version, partitions=base_partitions(clean, spec, lake), clean=clean)
+    return FeaturePlan(
+        version=version,
+        partitions=base_partitions(clean, spec, lake),
+        clean=clean,
+        split=base_split(clean, spec, lake),
+    )
 
 
 def finish_feature_set(
@@ -89,6 +102,8 @@ def finish_feature_set(
         "clean_snapshots": {t: c.clean.snapshot_id for t, c in plan.clean.items()},
         "split_rows": splits,
     }
+    if plan.split is not None:  # what each split held, dated when the spec dates it late
+        manifest["split"] = plan.split.model_dump(mode="json")
     snapshot = lake.write_snapshot("features", spec.name, plan.version, parts, manifest)
     return feature_set_ref(snapshot, lake)
 
@@ -112,7 +127,9 @@ def build_feature_set(
     if plan.existing is not None:
         return finish_feature_set(plan, [], spec, lake)
     with lake.writing():  # a failure takes back the parts: nothing half-made stays
-        parts = assemble_in_batches(plan.clean, spec, lake, plan.version, batch_rows, workers)
+        parts = assemble_in_batches(
+            plan.clean, spec, lake, plan.version, batch_rows, workers, plan.split
+        )
         return finish_feature_set(plan, parts, spec, lake)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -189,6 +189,22 @@ class TimeSplit(_Frozen):
         return self
 
 
+class RecentSplit(_Frozen):
+    """Test on the newest ``test`` of event time, validate on the ``valid`` before it, train
+    on everything older. Each feature build measures back from its own newest event, so a
+    retrain on new data trains on more of it; a ``TimeSplit``'s fixed dates would train
+    every retrain on the same rows and put all new data in its test split."""
+
+    valid: timedelta = Field(gt=timedelta(0), description="Length of the validation window.")
+    test: timedelta = Field(gt=timedelta(0), description="Length of the newest, test window.")
+
+    def at(self, newest: datetime) -> TimeSplit:
+        """The dated split for data whose newest event is ``newest`` (a row at
+        ``newest - test`` or later tests)."""
+        valid_end = newest - self.test
+        return TimeSplit(train_end=valid_end - self.valid, valid_end=valid_end)
+
+
 class HashSplit(_Frozen):
     """Split by a stable hash of each row's content, for data without an event time.
 
@@ -250,7 +266,7 @@ class DatasetSpec(_Frozen):
     )
     label: LabelSpec
     features: FeatureGroups
-    split: TimeSplit | HashSplit
+    split: TimeSplit | RecentSplit | HashSplit
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -287,7 +303,7 @@ class DatasetSpec(_Frozen):
             }
             if used := [k for k, v in timed.items() if v]:
                 raise ValueError(f"{used} need an event_timestamp")
-            if isinstance(self.split, TimeSplit):
+            if isinstance(self.split, TimeSplit | RecentSplit):
                 raise ValueError("a split by time needs an event_timestamp; use a HashSplit")
         if isinstance(self.split, HashSplit) and self.split.columns:
             known = {*self.input_columns, *self.entity_keys, self.label.column}

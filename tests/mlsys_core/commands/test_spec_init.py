@@ -17,7 +17,7 @@ from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
 from mlsys_core.features.store import build_feature_set
-from mlsys_core.spec import HashSplit, LookupJoin, TimeSplit
+from mlsys_core.spec import HashSplit, LookupJoin, RecentSplit
 from mlsys_core.training.run import train_and_log
 from mlsys_core.training.trainer import TrainConfig
 
@@ -78,7 +78,13 @@ def test_a_starter_spec_types_every_column_and_passes_its_own_data(
     assert rules["tickets"].nullable and not rules["fee"].nullable
     assert (rules["fee"].ge, rules["fee"].le) == (frame["fee"].min(), frame["fee"].max())
     assert (rules["account_id"].ge, rules["account_id"].le) == (1, 39)
-    assert spec.event_timestamp == "month" and isinstance(spec.split, TimeSplit)
+    assert spec.event_timestamp == "month" and isinstance(spec.split, RecentSplit)
+    # Its windows are lengths of time: on this data, the newest 15% of rows test and the
+    # 15% before them validate (whole days, so a little either way).
+    months = pd.to_datetime(frame["month"], format="%b-%Y", utc=True)
+    dated = spec.split.at(months.max().to_pydatetime())
+    assert 0.1 < (months >= dated.valid_end).mean() < 0.2
+    assert 0.1 < ((months >= dated.train_end) & (months < dated.valid_end)).mean() < 0.2
     assert spec.entity_keys == ["account_id"]  # guessed from the name: marked TODO
     assert spec.label.column == "churned" and spec.label.threshold == 0.5
     assert set(spec.features.numeric) == {"fee", "tickets"}
@@ -140,6 +146,36 @@ def test_a_folder_of_like_files_is_a_landing_folder_and_of_different_files_a_loo
     assert "region" in spec.features.categorical
     assert spec.contracts["accounts"].unique == ["account_id"]
     assert "TODO: the entity" not in out.read_text()  # --keys decided it
+
+
+def test_a_subfolder_of_like_files_is_a_landing_folder_and_stray_texts_keep_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The layout exports often have, a lookup file beside a folder of monthly JSON lines,
+    where an amount is sometimes "n/a": the folder is one landing table, the amount is
+    numbers, and the rows with "n/a" are counted as the ones it would quarantine."""
+    frame = _activity()
+    frame["fee"] = frame["fee"].astype(object)
+    frame.loc[[5, 50, 150], "fee"] = "n/a"
+    data = tmp_path / "export"
+    _write(frame.iloc[:240], data / "activity" / "2022.jsonl")
+    _write(frame.iloc[240:], data / "activity" / "2023.jsonl")
+    accounts = pd.DataFrame({"account_id": range(1, 40), "region": ["n", "s", "e"] * 13})
+    _write(accounts, data / "accounts.parquet")
+    out = tmp_path / "export_spec.py"
+    args = [str(data), "--label", "churned", "--keys", "account_id", "-o", str(out)]
+    code, printed, err = _init(capsys, *args)
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:export")
+    sources = {s.name: s for s in spec.sources}
+    assert set(sources) == {"activity", "accounts"} and spec.base == "activity"
+    assert sources["activity"].incremental
+    assert Path(sources["activity"].path) == (data / "activity").resolve()
+    assert not sources["accounts"].incremental
+    assert spec.contracts["activity"].columns["fee"].dtype == "float"
+    assert "fee" in spec.features.numeric
+    assert "3 would be quarantined {'fee: not a float': 3}" in printed
+    assert "# TODO: 3 values are not numbers ('n/a')" in out.read_text()
 
 
 def test_without_a_time_the_split_is_by_hash_and_a_text_label_names_its_positive_class(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from mlsys_core.features.store import (
     latest_feature_set,
     load_feature_set,
 )
-from mlsys_core.spec import DatasetSpec, SourceSpec
+from mlsys_core.spec import DatasetSpec, RecentSplit, SourceSpec, TimeSplit
 
 
 def _ingest_and_clean(spec: DatasetSpec, lake: Lake) -> dict[str, CleanRef]:
@@ -160,3 +161,38 @@ def test_missing_clean_table_is_an_error(
 def test_latest_feature_set_without_any_is_a_lookup_error(tmp_path: Path) -> None:
     with pytest.raises(LookupError, match="nycflights13"):
         latest_feature_set(Lake(tmp_path), "nycflights13")
+
+
+def test_a_recent_split_slides_with_new_data_so_a_retrain_trains_on_it(
+    cleaned: tuple[Lake, dict[str, CleanRef]], small_spec: DatasetSpec, tmp_path: Path
+) -> None:
+    """The same spec built before and after two more months of flights arrive: the second
+    feature set tests on the newest month, trains on what the first one tested on, and
+    says in its manifest where its windows began."""
+    lake, clean = cleaned
+    month = timedelta(days=30)
+    spec = small_spec.model_copy(update={"split": RecentSplit(valid=month, test=month)})
+    (source,) = [s for s in spec.sources if s.name == spec.base]
+    flights = pd.read_csv(source.path)
+    path = tmp_path / "flights_to_october.csv.gz"
+    flights[flights["month"] <= 10].to_csv(path, index=False, compression="gzip")
+    older = source.model_copy(update={"path": str(path)})
+    raw = snapshot_source(older, lake)
+    early = {**clean, spec.base: clean_snapshot(raw, spec.contracts[spec.base], lake)}
+
+    before = build_feature_set(early, spec, lake)
+    after = build_feature_set(clean, spec, lake)
+    assert after.spec_fingerprint == before.spec_fingerprint  # one spec: the data moved it
+    assert after.split_rows["train"] > before.split_rows["train"] + before.split_rows["test"]
+    dates = [TimeSplit.model_validate(lake.manifest(f.snapshot)["split"]) for f in (before, after)]
+    frames = [load_feature_set(f, lake)[0] for f in (before, after)]
+    for frame, split in zip(frames, dates, strict=True):
+        newest = frame[spec.event_timestamp].max()
+        assert split.valid_end == newest - month and split.train_end == newest - 2 * month
+        assert frame.loc[frame[SPLIT] == "test", spec.event_timestamp].min() >= split.valid_end
+    assert dates[1].train_end - dates[0].train_end > timedelta(days=55)
+    # What the first one tested on, the second one trains on.
+    key = [*spec.entity_keys, spec.event_timestamp]
+    tested = frames[0].loc[frames[0][SPLIT] == "test", key]
+    again = tested.merge(frames[1][[*key, SPLIT]], on=key)
+    assert len(again) == len(tested) and (again[SPLIT] == "train").all()
