@@ -91,7 +91,7 @@ def describe(result: PipelineResult, settings: Settings) -> str:
             f"  feature set          {result.feature_set}",
             f"  MLflow run           {trained.run_id}  (experiment '{settings.experiment}')",
             f"  test metrics         AUC {m['test_auc']:.4f}  log loss {m['test_log_loss']:.4f}"
-            f"  ECE {m['test_ece']:.4f}",
+            f"  ECE {m['test_ece']:.4f}{_calibrated(m)}",
             f"  model version        models:/{reg.version.name}/{reg.version.version}"
             f"  -> @{alias} ({reg.decision.reason})",
             f"  lifecycle            {reg.version.semver}, {reg.stage};"
@@ -110,6 +110,13 @@ def describe(result: PipelineResult, settings: Settings) -> str:
             "           then http://127.0.0.1:8000/docs (POST /predict, /metrics)",
         ]
     )
+
+
+def _calibrated(metrics: dict[str, float]) -> str:
+    """The served model is calibrated on the validation split: its ECE is the one a user of
+    the probabilities meets, beside the network's own."""
+    ece = metrics.get("test_ece_calibrated")
+    return "" if ece is None else f" ({ece:.4f} calibrated, as served)"
 
 
 def _command(name: str) -> str:

@@ -54,6 +54,12 @@ _CHUNK = 4096
 _OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})\s*$"  # an ISO 8601 value that says its UTC offset
 
 
+def bool_text(value: bool) -> str:
+    """The text a boolean cell becomes in a ``string`` column ("True", "False"), as
+    ``_coerce`` writes it: a caller that sends the boolean itself means that text."""
+    return str(bool(value))
+
+
 def _coerce(values: pd.Series, rule: ColumnRule) -> pd.Series:
     if rule.dtype in ("int", "float"):
         if pd.api.types.is_bool_dtype(values):

@@ -20,6 +20,7 @@ make a logged value display as something it is not; free text (a text extractor'
 allows tab, newline and carriage return but refuses the rest. Refused means a 422 naming
 the field; nothing is stripped silently. An empty category or text is a value (a JSON source
 keeps ``""``, and the model learned it as one); an empty key names no entity and is refused.
+A JSON boolean sent for a category or key is the text the lake holds for a boolean cell ("True").
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pydantic import (
     create_model,
 )
 
+from mlsys_core.data.contract import bool_text
 from mlsys_core.features.assemble import request_keys
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import ColumnRule, DatasetSpec
@@ -104,11 +106,19 @@ def _whole(value: Any) -> Any:
 _BIDI_PATTERN = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 CATEGORY_PATTERN = rf"^[^\x00-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
 FREE_TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
+
+
+def _bool_as_text(value: Any) -> Any:
+    # A column of JSON or Parquet booleans is text in the lake: the boolean means that text.
+    return bool_text(value) if isinstance(value, bool) else value
+
+
 # A category may be empty: a JSON source keeps "" as a value of its own, and the model
 # learned it as one. A key may not: an empty key names no entity.
 Text = Annotated[
     str,
     Field(strict=True, max_length=MAX_TEXT, json_schema_extra={"pattern": CATEGORY_PATTERN}),
+    BeforeValidator(_bool_as_text),
     AfterValidator(_utf8),
     AfterValidator(_category),
 ]
@@ -120,6 +130,7 @@ KeyText = Annotated[
         max_length=MAX_TEXT,
         json_schema_extra={"pattern": CATEGORY_PATTERN},
     ),
+    BeforeValidator(_bool_as_text),
     AfterValidator(_utf8),
     AfterValidator(_category),
 ]

@@ -122,6 +122,8 @@ def test_describe_points_at_everything(two_runs, state: Settings, tmp_path, monk
     text = describe(first, state)
     assert first.trained.run_id in text
     assert first.drift.report_path in text
+    ece = first.trained.metrics["test_ece_calibrated"]
+    assert f"({ece:.4f} calibrated, as served)" in text
     assert "mlflow ui" in text and "mlsys prefect-server up" in text
     assert f"mlsys serve --model-name {first.registration.version.name}" in text
     # Run from a project folder of the user's, the commands it prints still run there.

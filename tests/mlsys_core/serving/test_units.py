@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 from scipy.stats import chi2_contingency
 
+from mlsys_core.data.contract import clean_table
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
@@ -33,6 +34,7 @@ from mlsys_core.serving.schema import (
     record_model,
 )
 from mlsys_core.serving.sources import ServingPlan
+from mlsys_core.spec import ColumnRule, TableContract
 
 SPEC = nycflights13_spec()
 GOOD = {
@@ -349,6 +351,19 @@ def test_an_empty_category_or_text_is_a_value_and_an_empty_key_is_refused():
     categorical = [c for c in text_spec.features.categorical if c not in text_spec.entity_keys]
     ok = record_model(text_spec).model_validate({**GOOD, categorical[0]: "", "airline_name": ""})
     assert getattr(ok, categorical[0]) == "" and ok.airline_name == ""
+
+
+def test_a_boolean_sent_for_a_category_is_the_text_the_lake_holds_for_it():
+    """A JSON or Parquet column of booleans is text in the lake; a caller sends the
+    boolean itself and means that text, not an unseen "true"."""
+    contract = TableContract(columns={"origin": ColumnRule(dtype="string")})
+    raw = pd.DataFrame({"origin": pd.Series([True, False, None], dtype=object)})
+    lake_text = clean_table(raw, contract).clean["origin"].tolist()
+    record = record_model(SPEC)
+    sent = [record.model_validate({**GOOD, "origin": v}).origin for v in (True, False)]
+    assert sent == lake_text[:2] == ["True", "False"]
+    with pytest.raises(ValidationError, match="valid string"):
+        record.model_validate({**GOOD, "origin": 1})  # a number is still not a category
 
 
 def test_free_text_allows_line_breaks_but_not_other_controls():
