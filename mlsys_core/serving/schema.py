@@ -36,6 +36,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     create_model,
 )
 
@@ -109,31 +110,29 @@ FREE_TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
 
 
 def _bool_as_text(value: Any) -> Any:
-    # A column of JSON or Parquet booleans is text in the lake: the boolean means that text.
     return bool_text(value) if isinstance(value, bool) else value
+
+
+def _text_or_bool(min_length: int) -> Any:
+    """A category or key: text, or a boolean, which means the text the lake holds for a
+    boolean cell (a column of JSON or Parquet booleans is text there). Validated as text,
+    so an error names the field alone; published as either, so a client (and the fuzzer)
+    knows a boolean is accepted."""
+    text = {"maxLength": MAX_TEXT, "pattern": CATEGORY_PATTERN, "type": "string"}
+    return Annotated[
+        str,
+        Field(strict=True, min_length=min_length, max_length=MAX_TEXT),
+        BeforeValidator(_bool_as_text),
+        AfterValidator(_utf8),
+        AfterValidator(_category),
+        WithJsonSchema({"anyOf": [text | {"minLength": min_length}, {"type": "boolean"}]}),
+    ]
 
 
 # A category may be empty: a JSON source keeps "" as a value of its own, and the model
 # learned it as one. A key may not: an empty key names no entity.
-Text = Annotated[
-    str,
-    Field(strict=True, max_length=MAX_TEXT, json_schema_extra={"pattern": CATEGORY_PATTERN}),
-    BeforeValidator(_bool_as_text),
-    AfterValidator(_utf8),
-    AfterValidator(_category),
-]
-KeyText = Annotated[
-    str,
-    Field(
-        strict=True,
-        min_length=1,
-        max_length=MAX_TEXT,
-        json_schema_extra={"pattern": CATEGORY_PATTERN},
-    ),
-    BeforeValidator(_bool_as_text),
-    AfterValidator(_utf8),
-    AfterValidator(_category),
-]
+Text = _text_or_bool(min_length=0)
+KeyText = _text_or_bool(min_length=1)
 MAX_FREE_TEXT = 4096  # a review or a name, not a document
 FreeText = Annotated[
     str,

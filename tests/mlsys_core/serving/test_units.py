@@ -364,6 +364,8 @@ def test_a_boolean_sent_for_a_category_is_the_text_the_lake_holds_for_it():
     assert sent == lake_text[:2] == ["True", "False"]
     with pytest.raises(ValidationError, match="valid string"):
         record.model_validate({**GOOD, "origin": 1})  # a number is still not a category
+    # The published schema says so: a client, or the fuzzer, may send a boolean.
+    assert {"type": "boolean"} in record.model_json_schema()["properties"]["origin"]["anyOf"]
 
 
 def test_free_text_allows_line_breaks_but_not_other_controls():
