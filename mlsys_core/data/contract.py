@@ -148,7 +148,9 @@ def infer_column_types(
     return types
 
 
-def _infer(values: pd.Series, tolerance: float) -> ColumnType | None:  # noqa: PLR0911 - one answer per kind
+def _infer(  # noqa: PLR0911 - one answer per kind
+    values: pd.Series, tolerance: float
+) -> ColumnType | None:
     present = values.dropna()
     if present.empty:
         return None

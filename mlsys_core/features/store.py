@@ -102,7 +102,7 @@ def finish_feature_set(
         "clean_snapshots": {t: c.clean.snapshot_id for t, c in plan.clean.items()},
         "split_rows": splits,
     }
-    if plan.split is not None:  # what each split held, dated when the spec dates it late
+    if plan.split is not None:  # the dates a RecentSplit got for this build, or the split
         manifest["split"] = plan.split.model_dump(mode="json")
     snapshot = lake.write_snapshot("features", spec.name, plan.version, parts, manifest)
     return feature_set_ref(snapshot, lake)
