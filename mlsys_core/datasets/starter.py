@@ -218,11 +218,11 @@ def type_columns(table: Table) -> None:
             table.columns[name] = Column(name, "datetime", nullable, rule, note)
             continue
         if kind in ("int", "float"):
-            numbers = pd.to_numeric(values, errors="coerce").dropna()
+            parsed = pd.to_numeric(values, errors="coerce")
+            numbers = parsed.dropna()
             low, high = _number(numbers.min(), kind), _number(numbers.max(), kind, up=True)
             rule = ColumnRule(dtype=kind, nullable=nullable, ge=low, le=high)
-            present = values.dropna()
-            stray = present[pd.to_numeric(present, errors="coerce").isna()]
+            stray = values[values.notna() & parsed.isna()]  # present, but not a number
             note = ""
             if len(stray):
                 seen = ", ".join(repr(v) for v in list(dict.fromkeys(map(str, stray)))[:3])
