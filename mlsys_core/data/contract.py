@@ -51,6 +51,7 @@ ColumnType = Literal["int", "float", "string", "datetime"]
 INFER_TOLERANCE = 0.01
 _INTEGER = r"^\s*[+-]?\d+\s*$"
 _CHUNK = 4096
+_NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 _OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})\s*$"  # an ISO 8601 value that says its UTC offset
 
 
@@ -76,7 +77,10 @@ def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa:
     ``unit``); naive values are local time in ``rule.timezone``. Unparsable cells (and
     local times a clock change skips or repeats) become NaT; the result is UTC."""
     if rule.unit is not None:
-        numbers = pd.to_numeric(values, errors="coerce")
+        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+        # pandas raises (not coerces) past its nanosecond range, near the year 2262.
+        reach = 0.99 * pd.Timestamp.max.value / _NS_PER[rule.unit]
+        numbers = numbers.where(numbers.abs() < reach)
         return pd.to_datetime(numbers, unit=rule.unit, utc=True, errors="coerce")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC")
@@ -111,6 +115,49 @@ def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa:
         index=values.index,
         dtype="datetime64[ns, UTC]",
     )
+
+
+def read_times(values: pd.Series, rule: ColumnRule) -> pd.Series:
+    """Times sent live (a request, an event) for a column the lake reads with ``rule``:
+    in the data's own notation, or ISO 8601, either way local to ``rule.timezone`` when
+    they carry no offset. A caller holding the data's rows sends what they hold; one that
+    formats its own times sends ISO 8601. NaT where neither reads the value."""
+    parsed = to_utc_datetimes(values, rule)
+    if rule.format is None and rule.unit is None:
+        return parsed
+    missed = parsed.isna() & values.notna()
+    if missed.any():
+        iso = rule.model_copy(update={"format": None, "unit": None})
+        parsed = parsed.copy()
+        parsed[missed] = to_utc_datetimes(values[missed].astype(object), iso)
+    return parsed
+
+
+def unread_time(value: object, rule: ColumnRule) -> str:
+    """Why ``read_times`` gives NaT for ``value``: what the column accepts, or the clock
+    change that makes a local time skipped or repeated."""
+    series = pd.Series([value], dtype=object)
+    if (
+        rule.timezone != "UTC"
+        and read_times(series, rule.model_copy(update={"timezone": "UTC"})).notna().all()
+    ):
+        return (
+            f"{value!r} is a local time that a clock change skips or repeats in "
+            f"{rule.timezone}: send it with its UTC offset"
+        )
+    return f"time must be {time_notation(rule)}"
+
+
+def time_notation(rule: ColumnRule) -> str:
+    """The notations ``read_times`` reads, in words."""
+    own = (
+        f"epoch {rule.unit} (a number), or ISO 8601 text"
+        if rule.unit
+        else f"{rule.format!r} (as in the data) or ISO 8601"
+        if rule.format
+        else "ISO 8601"
+    )
+    return f"{own}; a time without an offset is {rule.timezone}"
 
 
 def _localize(values: pd.Series, timezone: str) -> pd.Series:

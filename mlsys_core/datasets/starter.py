@@ -32,6 +32,7 @@ TIME_FORMATS = (
     "%d-%b-%Y", "%d %b %Y", "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
     "%m/%d/%Y %H:%M:%S", "%Y/%m/%d", "%Y/%m/%d %H:%M:%S",
 )  # fmt: skip
+_ZONE_TODO = "TODO: times without an offset are UTC; else set timezone="
 _TIME_NAME = re.compile(r"(time|date|_at$|_ts$|^ts$|epoch|timestamp)", re.IGNORECASE)
 _KEY_NAME = re.compile(r"(^id$|_id$|id$|_key$|_code$|_num$)", re.IGNORECASE)
 MAX_CATEGORIES = 50  # text columns with more distinct values look like free text or ids
@@ -172,8 +173,7 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
         return None, ""
     if to_utc_datetimes(text, ColumnRule(dtype="datetime")).notna().all():
         naive = not text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).any()
-        note = "TODO: times without an offset are UTC; else set timezone=" if naive else ""
-        return ColumnRule(dtype="datetime"), note
+        return ColumnRule(dtype="datetime"), _ZONE_TODO if naive else ""
     fits = [
         f
         for f in TIME_FORMATS
@@ -181,12 +181,13 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
     ]
     if not fits:
         return None, ""
-    note = (
+    notes = [
         f"TODO: {' and '.join(fits[:2])} both read every value: which is it?"
         if (len(fits) > 1 and "%d" in fits[0] and "%m" in fits[0])
-        else ""
-    )
-    return ColumnRule(dtype="datetime", format=fits[0]), note
+        else "",
+        _ZONE_TODO if "%H" in fits[0] else "",  # a time of day, without an offset
+    ]
+    return ColumnRule(dtype="datetime", format=fits[0]), "; ".join(n for n in notes if n)
 
 
 def _number(value: float, dtype: str, up: bool = False) -> float | int:

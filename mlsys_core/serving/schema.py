@@ -30,6 +30,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import pandas as pd
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -40,7 +41,7 @@ from pydantic import (
     create_model,
 )
 
-from mlsys_core.data.contract import bool_text
+from mlsys_core.data.contract import bool_text, read_times, time_notation, unread_time
 from mlsys_core.features.assemble import request_keys
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import ColumnRule, DatasetSpec
@@ -153,13 +154,45 @@ def _iso_text(value: Any) -> Any:
     return value
 
 
+_ISO_SCHEMA = {"type": "string", "format": "date-time", "pattern": "^(19|20|21)[0-9]{2}-"}
 Time = Annotated[
     datetime,
     # Published, so clients (and the fuzzer) know the range: years 1900 to 2199.
-    Field(json_schema_extra={"pattern": "^(19|20|21)[0-9]{2}-"}),
+    Field(json_schema_extra={"pattern": _ISO_SCHEMA["pattern"]}),
     BeforeValidator(_iso_text),
     AfterValidator(_in_range),
 ]
+
+
+def _time(rule: ColumnRule | None) -> Any:
+    """A time read as the lake reads its column (``read_times``), so a served row holds the
+    instant its training row did: a local time without an offset is in the column's zone,
+    not UTC, and the data's own notation is accepted beside ISO 8601. A column read as
+    plain UTC ISO 8601 keeps pydantic's parse (the hot path of most datasets)."""
+    if rule is None or (rule.timezone == "UTC" and rule.format is None and rule.unit is None):
+        return Time
+
+    def read(value: Any) -> datetime:
+        epoch = rule.unit is not None and isinstance(value, int | float)
+        if isinstance(value, bool) or not (isinstance(value, str | datetime) or epoch):
+            raise ValueError(f"time must be {time_notation(rule)}")
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        stamp = read_times(pd.Series([value], dtype=object), rule).iloc[0]
+        if pd.isna(stamp):
+            raise ValueError(unread_time(value, rule))
+        return stamp.to_pydatetime(warn=False)
+
+    schema: dict[str, Any] = (
+        {"anyOf": [_ISO_SCHEMA, {"type": "number"}]}
+        if rule.unit
+        else {"type": "string"}
+        if rule.format
+        else _ISO_SCHEMA
+    )
+    return Annotated[
+        datetime, BeforeValidator(read), AfterValidator(_in_range), WithJsonSchema(schema)
+    ]
 
 
 def _number(rule: ColumnRule | None, integer: bool = False) -> Any:
@@ -183,7 +216,7 @@ def _typed(kind: ColumnKind, rule: ColumnRule | None, free: bool = False, key: b
     if kind == "integer":
         return _number(rule, integer=True)
     if kind == "time":
-        return Time
+        return _time(rule)
     return KeyText if key else FreeText if free else Text
 
 
@@ -277,9 +310,13 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
             Field(description="Entity key (required)."),
         )
     if spec.event_timestamp:
+        rule = rules.get(spec.event_timestamp)
         fields[spec.event_timestamp] = (
-            Time,
-            Field(description="Event time (required); ISO 8601, a time without offset is UTC."),
+            _time(rule),
+            Field(
+                description="Event time (required): "
+                f"{time_notation(rule or ColumnRule(dtype='datetime'))}."
+            ),
         )
     users: dict[str, list[str]] = {}
     for column, source in plan.inputs.items():

@@ -52,11 +52,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlsys_core.data.batches import text_frame
+from mlsys_core.data.contract import read_times
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.data.sources import iter_jsonl
 from mlsys_core.features.keys import KeyIndex
 from mlsys_core.features.offline import NAT, NEVER, availability_ns, closes_ns, to_ns
-from mlsys_core.spec import DatasetSpec
+from mlsys_core.spec import ColumnRule, DatasetSpec
 from mlsys_core.spec.definitions import EventStream, WindowView, check_streams
 from mlsys_core.stream.engine import StreamError, content_id, pending_segments, segment_id
 
@@ -75,6 +76,11 @@ class FeatureStreamJob(BaseModel):
     stream: EventStream
     views: list[WindowView] = Field(min_length=1)
     max_segments: int = Field(default=100, ge=1, description="Log files per micro-batch.")
+    timestamp_rule: ColumnRule = Field(
+        default=ColumnRule(dtype="datetime"),
+        description="How the source's contract reads its timestamp: an event may carry it "
+        "as the data does (a format, epoch numbers, local time) or as ISO 8601.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureStreamJob:
@@ -108,7 +114,14 @@ def feature_stream_job(
         stream=chosen,
         views=[views[n] for n in chosen.views],  # type: ignore[misc]  # checked by the spec
         max_segments=max_segments,
+        timestamp_rule=_timestamp_rule(spec, chosen),
     )
+
+
+def _timestamp_rule(spec: DatasetSpec, stream: EventStream) -> ColumnRule:
+    contract = spec.contracts.get(stream.source)
+    rule = contract.columns.get(stream.timestamp) if contract else None
+    return rule if rule is not None and rule.dtype == "datetime" else ColumnRule(dtype="datetime")
 
 
 @dataclass(frozen=True)
@@ -604,7 +617,7 @@ def _typed_events(raw: pd.DataFrame, job: FeatureStreamJob) -> tuple[pd.DataFram
         if col not in events:
             events[col] = None  # an event kind that does not carry it: not known yet
     times = pd.to_datetime(events[stream.time_column], utc=True, errors="coerce", format="ISO8601")
-    stamp = pd.to_datetime(events[stream.timestamp], utc=True, errors="coerce", format="ISO8601")
+    stamp = read_times(events[stream.timestamp], job.timestamp_rule)
     no_key = events[stream.key].isna().any(axis=1).to_numpy()
     no_time = times.isna().to_numpy()
     bad_stamp = (stamp.isna() & events[stream.timestamp].notna()).to_numpy()

@@ -353,6 +353,13 @@ def test_every_stage_runs_from_a_dataset_reference(
         if dataset == "stores":  # an empty category is sent, accepted and used as sent
             sent = [r["channel"] for r in records]
             assert "" in sent and [p["inputs"]["channel"] for p in known] == sent
+            # The month as the data writes it ("Jun-2020") is the instant it is in the lake.
+            as_data = [{**r, "month": f"{pd.Timestamp(r['month']):%b-%Y}"} for r in records]
+            again = httpx.post(f"{url}/predict", json={"records": as_data}, timeout=60)
+            assert again.status_code == 200, again.text
+            assert [p["probability"] for p in again.json()["predictions"]] == [
+                p["probability"] for p in known
+            ]
         if read:  # each online source the model reads misses for made-up keys, and says so
             missed = predictions[-1]["online_misses"]
             assert set(missed) >= read, (missed, read)

@@ -198,11 +198,18 @@ def test_without_a_time_the_split_is_by_hash_and_a_text_label_names_its_positive
 
 @pytest.mark.filterwarnings("error")
 @pytest.mark.parametrize(
-    ("stamp", "naive"),
-    [("%Y-%m-%dT%H:%M:%S%z", False), ("%Y-%m-%dT%H:%M:%SZ", False), ("%Y-%m-%d %H:%M", True)],
+    ("stamp", "naive", "read_with"),
+    [
+        ("%Y-%m-%dT%H:%M:%S%z", False, None),
+        ("%Y-%m-%dT%H:%M:%SZ", False, None),
+        ("%Y-%m-%d %H:%M", True, None),
+        # an export's notation: a time of day without an offset asks too; a date alone not
+        ("%m/%d/%Y %H:%M", True, "%m/%d/%Y %H:%M"),
+        ("%d.%m.%Y", False, "%d.%m.%Y"),
+    ],
 )
-def test_iso_times_are_read_and_only_those_without_an_offset_ask_for_a_timezone(
-    tmp_path: Path, capsys: pytest.CaptureFixture, stamp: str, naive: bool
+def test_times_are_read_and_only_those_of_a_day_without_an_offset_ask_for_a_timezone(
+    tmp_path: Path, capsys: pytest.CaptureFixture, stamp: str, naive: bool, read_with: str | None
 ) -> None:
     frame = _activity().drop(columns=["month"])
     berlin = pd.date_range("2024-01-01", periods=len(frame), freq="6h", tz="Europe/Berlin")
@@ -214,7 +221,8 @@ def test_iso_times_are_read_and_only_those_without_an_offset_ask_for_a_timezone(
     assert code == 0, err
     spec = resolve_spec(f"{out}:readings")
     rule = spec.contracts["readings"].columns["taken_at"]
-    assert (rule.dtype, rule.format) == ("datetime", None) and spec.event_timestamp == "taken_at"
+    assert (rule.dtype, rule.format) == ("datetime", read_with)
+    assert spec.event_timestamp == "taken_at"
     assert ("TODO: times without an offset are UTC" in out.read_text()) is naive
 
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from mlsys_core.data.cleaning import clean_snapshot, column_types
-from mlsys_core.data.contract import REASON, clean_table, infer_column_types
+from mlsys_core.data.contract import REASON, clean_table, infer_column_types, read_times
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
 from mlsys_core.data.sources import EmptySourceError
@@ -151,13 +151,14 @@ def test_a_date_that_is_not_iso_8601_reads_with_its_format() -> None:
 
 def test_epoch_numbers_read_with_their_unit() -> None:
     contract = TableContract(columns={"at": ColumnRule(dtype="datetime", unit="ms")})
-    frame = pd.DataFrame({"at": [1_700_000_000_000, "1700000060000", "soon"]})
+    # 1e30 ms is past pandas' range (the year 2262): quarantined, not an OverflowError.
+    frame = pd.DataFrame({"at": [1_700_000_000_000, "1700000060000", "soon", 1e30, -1e30]})
     result = clean_table(frame, contract)
     assert result.clean["at"].tolist() == [
         pd.Timestamp(datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
         pd.Timestamp(datetime(2023, 11, 14, 22, 14, 20, tzinfo=UTC)),
     ]
-    assert result.reasons == {"at: not a datetime (epoch ms)": 1}
+    assert result.reasons == {"at: not a datetime (epoch ms)": 3}
 
 
 def test_naive_times_are_local_to_the_time_zone_and_a_skipped_hour_is_quarantined() -> None:
@@ -179,6 +180,32 @@ def test_values_with_offsets_keep_their_instant_whatever_the_zone() -> None:
         pd.Timestamp("2024-01-01T11:00:00Z"),
         pd.Timestamp("2024-01-01T17:00:00Z"),  # naive: New York time
     ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "sent", "instant"),
+    [
+        # the data's own notation and ISO 8601 both read, local to the column's zone
+        (ColumnRule(dtype="datetime", format="%m/%d/%Y %H:%M", timezone="America/Chicago"),
+         ["06/20/2024 10:00", "2024-06-20T10:00:00", "2024-06-20T10:00:00-05:00", "20/06/2024"],
+         ["2024-06-20T15:00Z", "2024-06-20T15:00Z", "2024-06-20T15:00Z", None]),
+        (ColumnRule(dtype="datetime", unit="s"),
+         [1718877600, "1718877600", "2024-06-20T10:00:00", "2024-06-20T10:00:00+02:00", "x"],
+         ["2024-06-20T10:00Z", "2024-06-20T10:00Z", "2024-06-20T10:00Z", "2024-06-20T08:00Z",
+          None]),
+        (ColumnRule(dtype="datetime", timezone="Europe/Paris"),
+         ["2024-07-01T12:00:00", "2024-07-01T12:00:00Z", "2024-03-31T02:30:00"],
+         ["2024-07-01T10:00Z", "2024-07-01T12:00Z", None]),  # 02:30 was skipped that night
+    ],
+)  # fmt: skip
+def test_times_sent_live_read_as_the_lake_reads_the_column(
+    rule: ColumnRule, sent: list, instant: list
+) -> None:
+    read = read_times(pd.Series(sent, dtype=object), rule)
+    assert read.tolist() == [pd.NaT if i is None else pd.Timestamp(i) for i in instant]
+    # what the lake makes of the data's own notation is what a live reader makes of it
+    lake = clean_table(pd.DataFrame({"t": sent[:1]}), TableContract(columns={"t": rule}))
+    assert lake.clean["t"].tolist() == read.tolist()[:1]
 
 
 @pytest.mark.parametrize(

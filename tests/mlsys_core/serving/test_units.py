@@ -368,6 +368,37 @@ def test_a_boolean_sent_for_a_category_is_the_text_the_lake_holds_for_it():
     assert {"type": "boolean"} in record.model_json_schema()["properties"]["origin"]["anyOf"]
 
 
+def test_a_request_time_is_read_as_the_lake_reads_its_column():
+    """Local times in the data's own notation: a caller may send what the data holds, or
+    ISO 8601, and either without an offset is the column's zone, as in training, not UTC
+    (else the served row would hold another instant than its training row)."""
+    rule = ColumnRule(dtype="datetime", format="%m/%d/%Y %H:%M", timezone="America/New_York")
+    flights = SPEC.contracts[SPEC.base]
+    local = flights.model_copy(update={"columns": {**flights.columns, "time_hour": rule}})
+    spec = SPEC.model_copy(update={"contracts": {**SPEC.contracts, SPEC.base: local}})
+    contract = TableContract(columns={"time_hour": rule})
+    trained = clean_table(pd.DataFrame({"time_hour": ["07/04/2013 10:00"]}), contract)
+    record = record_model(spec)
+    for sent in ("07/04/2013 10:00", "2013-07-04T10:00:00", "2013-07-04T14:00:00Z"):
+        served = record.model_validate({**GOOD, "time_hour": sent}).time_hour
+        assert served == trained.clean["time_hour"].iloc[0] == datetime(2013, 7, 4, 14, tzinfo=UTC)
+    with pytest.raises(ValidationError, match="clock change skips or repeats in America/New_Y"):
+        record.model_validate({**GOOD, "time_hour": "2013-03-10T02:30:00"})
+    with pytest.raises(ValidationError, match=r"time_hour\n.*'%m/%d/%Y %H:%M' \(as in the data"):
+        record.model_validate({**GOOD, "time_hour": "13/04/2013 10:00"})
+    published = record.model_json_schema()["properties"]["time_hour"]
+    assert published["type"] == "string" and "America/New_York" in published["description"]
+    # Epoch numbers, when the data holds them, and ISO 8601 beside them.
+    epoch = ColumnRule(dtype="datetime", unit="s")
+    local = flights.model_copy(update={"columns": {**flights.columns, "time_hour": epoch}})
+    record = record_model(SPEC.model_copy(update={"contracts": {SPEC.base: local}}))
+    for sent in (1373032800, "2013-07-05T14:00:00Z"):
+        served = record.model_validate({**GOOD, "time_hour": sent}).time_hour
+        assert served == datetime(2013, 7, 5, 14, tzinfo=UTC)
+    with pytest.raises(ValidationError, match="epoch s"):
+        record.model_validate({**GOOD, "time_hour": True})
+
+
 def test_free_text_allows_line_breaks_but_not_other_controls():
     spec = resolve_spec("nycflights13_text")
     record = record_model(spec)

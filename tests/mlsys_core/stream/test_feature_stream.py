@@ -16,6 +16,7 @@ import pytest
 from mlsys_core.data.lake import Lake, PartRef
 from mlsys_core.datasets.nycflights13.spec import nycflights13_spec
 from mlsys_core.features.offline import OfflineStore
+from mlsys_core.spec import ColumnRule
 from mlsys_core.spec.definitions import (
     Aggregation,
     Availability,
@@ -459,6 +460,38 @@ def test_a_seed_from_the_lake_merges_with_the_events_of_its_rows(tmp_path: Path)
     for snapshot in lake.snapshots("stream", job.name):  # one row per ticket, every batch
         state = lake.read_part(PartRef.model_validate(lake.manifest(snapshot)["state"]))
         assert not state.duplicated(["queue", "opened_at"]).any()
+
+
+def test_events_carry_the_timestamp_as_the_data_holds_it(tmp_path: Path):
+    """A producer sends a source row as it holds it: ``opened_at`` written as the data
+    writes it (day first, Paris local time), read by the source contract's rule, not as
+    UTC ISO 8601. The stream publishes what the offline store computes from the lake's
+    UTC times; read as ISO, every event would be set aside as a bad timestamp."""
+    rule = ColumnRule(dtype="datetime", format="%d/%m/%Y %H:%M", timezone="Europe/Paris")
+    job = _tickets_job(max_segments=2).model_copy(update={"timestamp_rule": rule})
+    table = _tickets(200, seed=11, hours=24)
+    events = source_events(job.stream, table)
+    opened = pd.to_datetime(events["opened_at"], utc=True).dt.tz_convert("Europe/Paris")
+    events = events.assign(opened_at=opened.dt.strftime("%d/%m/%Y %H:%M"))
+    write_segments(events, tmp_path / "log", rows_per_segment=25)
+    wrong, outcomes = _published_against_offline(
+        job, tmp_path / "log", Lake(tmp_path / "lake"), table
+    )
+    assert wrong == 0 and len(outcomes) > 3
+    assert sum(o.invalid for o in outcomes) == 0
+    assert sum(o.events_in for o in outcomes) == len(events)
+    # The job takes the rule from the spec's contract of the stream's source.
+    spec = nycflights13_spec()
+    stream = spec.streams[0]
+    contract = spec.contracts[stream.source]
+    local = ColumnRule(dtype="datetime", timezone="America/New_York")
+    columns = {**contract.columns, stream.timestamp: local}
+    changed = spec.model_copy(
+        update={"contracts": {**spec.contracts, stream.source: contract.model_copy(
+            update={"columns": columns})}}
+    )  # fmt: skip
+    assert feature_stream_job(changed, stream.name).timestamp_rule == local
+    assert feature_stream_job(spec, stream.name).timestamp_rule.timezone == "UTC"
 
 
 def test_a_seed_without_the_columns_the_views_read_is_refused(tmp_path: Path):
