@@ -16,7 +16,7 @@ import pandas as pd
 
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.columns import preprocessor_for
-from mlsys_core.spec import DatasetSpec
+from mlsys_core.spec import DatasetSpec, RecentSplit
 from mlsys_core.training.model import ModelConfig
 from mlsys_core.training.trainer import TrainConfig
 
@@ -29,8 +29,32 @@ def labeled_splits(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, pd.DataF
     splits = {name: labeled[labeled[SPLIT] == name] for name in SPLITS}
     for name, part in splits.items():
         if part[spec.label.name].nunique() < 2:
-            raise ValueError(f"the {name} split needs both label classes, has {len(part)} rows")
+            raise ValueError(
+                f"the {name} split needs both label classes, has {len(part)} rows"
+                + _split_spans(frame, splits, spec)
+            )
     return splits
+
+
+def _split_spans(frame: pd.DataFrame, splits: dict[str, pd.DataFrame], spec: DatasetSpec) -> str:
+    """What each split holds by event time, so an empty one can be traced to its cause (a
+    ``RecentSplit`` dated back from one time far past the rest, dates past the data)."""
+    time = spec.event_timestamp
+    if time is None or time not in frame:
+        return ""
+    spans = []
+    for name, part in splits.items():
+        times = pd.to_datetime(part[time], utc=True).dropna()
+        span = f" {times.min():%Y-%m-%d} .. {times.max():%Y-%m-%d}" if len(times) else ""
+        spans.append(f"{name} {len(part)} row{'' if len(part) == 1 else 's'}{span}")
+    out = f"; labeled rows by {time}: " + ", ".join(spans)
+    newest = pd.to_datetime(frame[time], utc=True).max()
+    if isinstance(spec.split, RecentSplit) and pd.notna(newest):
+        out += (
+            f". A RecentSplit measures its windows back from the newest event, "
+            f"{newest:%Y-%m-%d %H:%M} UTC: is that time right?"
+        )
+    return out
 
 
 @dataclass(frozen=True)

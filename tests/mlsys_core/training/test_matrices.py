@@ -4,6 +4,8 @@ and the network sized to the result."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,8 +13,10 @@ import torch
 from sklearn.datasets import load_digits
 
 from mlsys_core.datasets.digits import DIGIT_PIXELS, digits_spec
-from mlsys_core.features.assemble import SPLIT
+from mlsys_core.datasets.nycflights13 import nycflights13_spec
+from mlsys_core.features.assemble import SPLIT, assign_split, dated_split
 from mlsys_core.features.columns import preprocessor_for
+from mlsys_core.spec import RecentSplit
 from mlsys_core.training.matrices import fit_matrices, labeled_splits, model_config_for
 from mlsys_core.training.model import TabularMLP
 from mlsys_core.training.trainer import TrainConfig
@@ -73,3 +77,23 @@ def test_a_split_with_one_label_class_is_refused(digits_frame: pd.DataFrame) -> 
     frame.loc[frame[SPLIT] == "test", "is_odd"] = 1.0
     with pytest.raises(ValueError, match="test split needs both label classes"):
         labeled_splits(frame, digits_spec())
+
+
+def test_an_empty_split_says_what_each_split_holds_by_event_time() -> None:
+    """One time far past the rest (a typo for 2019) dates a RecentSplit's windows after all
+    the other data: the refusal says what each split holds, and from which time."""
+    split = RecentSplit(valid=timedelta(days=30), test=timedelta(days=30))
+    spec = nycflights13_spec().model_copy(update={"split": split})
+    time = spec.event_timestamp
+    days = pd.date_range("2013-01-01", periods=200, freq="D", tz="UTC")
+    times = pd.Series(days.append(pd.DatetimeIndex([pd.Timestamp("2099-01-15T10:00Z")])))
+    frame = pd.DataFrame({time: times, spec.label.name: np.arange(201) % 2.0})
+    frame[SPLIT] = assign_split(frame[time], dated_split(split, frame[time]))
+    with pytest.raises(ValueError) as refused:
+        labeled_splits(frame, spec)
+    assert str(refused.value) == (
+        f"the valid split needs both label classes, has 0 rows; labeled rows by {time}: "
+        "train 200 rows 2013-01-01 .. 2013-07-19, valid 0 rows, test 1 row 2099-01-15 .. "
+        "2099-01-15. A RecentSplit measures its windows back from the newest event, "
+        "2099-01-15 10:00 UTC: is that time right?"
+    )
