@@ -165,7 +165,7 @@ class _PreparedView:
             values = values.to_numpy(np.float64)[rows]
             known = np.isfinite(values)
             quantities.setdefault(f"n:{agg.column}", known.astype(np.int64))
-            if agg.function == "mean":
+            if agg.function in ("sum", "mean"):
                 quantities.setdefault(f"sum:{agg.column}", np.where(known, values, 0.0))
             elif agg.function == "rate":
                 hits = (known & (values > agg.threshold)).astype(np.int64)
@@ -225,6 +225,8 @@ class _PreparedView:
             n = np.where(known, total(f"n:{agg.column}", agg.window), 0)
             if agg.function == "count":
                 value = n
+            elif agg.function == "sum":  # an empty window (or entity) sums to 0, as it counts
+                value = np.where(known, total(f"sum:{agg.column}", agg.window), 0.0)
             else:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     if agg.function == "mean":

@@ -567,7 +567,8 @@ def _infer_kinds(frame: pd.DataFrame, keys: list[str]) -> list[KeyKind]:
 def _defaults(view: View) -> dict[str, Any]:
     """Values of an entity with nothing known: what the offline store gives it too."""
     if isinstance(view, WindowView):
-        return {a.name: (0 if a.function == "count" else None) for a in view.aggregations}
+        empty = {"count": 0, "sum": 0.0}
+        return {a.name: empty.get(a.function) for a in view.aggregations}
     return dict.fromkeys(view.features)
 
 

@@ -54,14 +54,15 @@ class Availability(_Frozen):
 class Aggregation(_Frozen):
     """One windowed feature over the rows that became available in ``[t - window, t)``.
 
-    ``count`` counts rows whose ``column`` is not null; ``mean`` averages it; ``rate`` is the
-    share of those rows with ``column > threshold``; ``mean_age`` is the mean time, in
-    minutes, from each of those rows' availability to ``t`` (how long they have been
-    waiting, for a view of open events). An empty window gives count 0 and nulls.
+    ``count`` counts rows whose ``column`` is not null; ``sum`` adds it; ``mean`` averages
+    it; ``rate`` is the share of those rows with ``column > threshold``; ``mean_age`` is the
+    mean time, in minutes, from each of those rows' availability to ``t`` (how long they
+    have been waiting, for a view of open events). An empty window gives count 0, sum 0
+    (nothing was spent) and nulls.
     """
 
     name: str = Field(pattern=_NAME)
-    function: Literal["count", "mean", "rate", "mean_age"]
+    function: Literal["count", "sum", "mean", "rate", "mean_age"]
     column: str
     window: timedelta
     threshold: float | None = None

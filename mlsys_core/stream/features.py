@@ -485,13 +485,16 @@ class _ViewRows:
             if agg.function == "count":
                 out[agg.name] = n.astype(np.int64)
                 continue
-            if agg.function == "mean":
+            if agg.function in ("sum", "mean"):
                 weights = values[valid]
             elif agg.function == "rate":
                 weights = (values[valid] > agg.threshold).astype(np.float64)
             else:  # mean_age, in minutes
                 weights = (as_of - self.avail[valid]).astype(np.float64) / 60e9
             total = np.bincount(at, weights=weights, minlength=self.n_entities)[wanted]
+            if agg.function == "sum":
+                out[agg.name] = total  # 0 for an empty window, as offline
+                continue
             out[agg.name] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
         return pd.DataFrame(out)
 

@@ -37,6 +37,7 @@ def _window_view(entity: Entity = SHOP, name: str = "orders") -> WindowView:
         aggs += [
             Aggregation(name=f"{name}_n_{minutes}", function="count", column="value", window=w),
             Aggregation(name=f"{name}_mean_{minutes}", function="mean", column="value", window=w),
+            Aggregation(name=f"{name}_sum_{minutes}", function="sum", column="value", window=w),
             Aggregation(
                 name=f"{name}_rate_{minutes}",
                 function="rate",
@@ -71,6 +72,7 @@ OPEN = WindowView(
         Aggregation(
             name="open_mean_60", function="mean", column="value", window=timedelta(hours=1)
         ),
+        Aggregation(name="open_sum_120", function="sum", column="value", window=timedelta(hours=2)),
         Aggregation(
             name="open_rate_120",
             function="rate",
@@ -140,6 +142,8 @@ def _reference_window(
         hits = source.loc[inside, agg.column]
         if agg.function == "count":
             values[agg.name] = len(hits)
+        elif agg.function == "sum":  # an empty window spent nothing
+            values[agg.name] = hits.sum()
         elif len(hits) == 0:
             values[agg.name] = np.nan
         elif agg.function == "mean":

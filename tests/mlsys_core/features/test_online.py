@@ -38,7 +38,18 @@ from mlsys_core.features.online_redis import RedisOnlineStore
 from mlsys_core.spec.definitions import Aggregation, DefinitionError, Entity, WindowView
 from tests.services import redis_server
 
-VIEWS = flight_views()
+
+def _with_a_sum(views: list) -> list:
+    """The flights' views, the first window view with a sum beside its first aggregation (an
+    entity with nothing known sums to 0 online as offline, not to a null)."""
+    first = next(v for v in views if isinstance(v, WindowView))
+    agg = first.aggregations[0]
+    total = Aggregation(name="test_sum", function="sum", column=agg.column, window=agg.window)
+    summed = first.model_copy(update={"aggregations": [*first.aggregations, total]})
+    return [summed if v is first else v for v in views]
+
+
+VIEWS = _with_a_sum(flight_views())
 MakeStore = Callable[..., OnlineStoreBase]
 
 
@@ -125,6 +136,7 @@ def test_online_values_equal_offline_values_at_the_same_time(
     # The weather and the history are real values, not all nulls.
     assert offline["origin_temp"].notna().sum() > 100
     assert (offline["tail_flights_28d"] > 0).sum() > 100
+    assert offline["test_sum"].iloc[-1] == 0 and (offline["test_sum"] != 0).sum() > 100
 
 
 def test_incremental_materialize_equals_a_full_one(

@@ -224,6 +224,9 @@ OPEN_TICKETS = WindowView(
         Aggregation(
             name="open_priority", function="mean", column="priority", window=timedelta(hours=3)
         ),
+        Aggregation(
+            name="open_priority_sum", function="sum", column="priority", window=timedelta(hours=3)
+        ),
     ],
 )
 RESOLVED = WindowView(
