@@ -1,15 +1,16 @@
 """``mlsys spec``: write a starting spec for your own data (``init``), or check one (``check``).
 
 ``mlsys spec init data/ --label churned`` looks at a CSV, Parquet or JSON-lines file (or a
-folder of them) and writes ``dataset.py``, whose function returns the spec; every flow and
-command then takes ``--spec dataset.py:NAME``. ``mlsys spec check REF`` resolves a reference
-and says what it names.
+folder of them, or the tables of a database) and writes ``dataset.py``, whose function
+returns the spec; every flow and command then takes ``--spec dataset.py:NAME``.
+``mlsys spec check REF`` resolves a reference and says what it names.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from mlsys_core.datasets import SPEC_HELP
@@ -27,7 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Types, ranges and nullability come from the data; the choices only you "
         "can make (label rule, entity, features, leakage) are best guesses marked TODO.",
     )
-    init.add_argument("data", type=Path, help="a data file, or a folder of data files")
+    init.add_argument(
+        "data",
+        help="a data file, a folder of data files, a SQLite database file, or a SQLAlchemy "
+        "URL (postgresql+psycopg://...): each table is read by a query",
+    )
     init.add_argument("--label", help="the column to predict (default: a guess, marked TODO)")
     init.add_argument("--time", help="the event-time column (default: the first time found)")
     init.add_argument("--keys", help="comma-separated entity key columns (default: a guess)")
@@ -69,16 +74,18 @@ def run_init(args: argparse.Namespace) -> int:
         positive=_names(args.positive),
     )
     write_text_atomically(out, starter.text)
+    envs = sorted({t.url_env for t in starter.tables if t.url_env})
+    for env in envs:  # the spec reads the URL from there; this check runs with the given one
+        os.environ.setdefault(env, args.data)
     ref = f"{out}:{starter.name}"
     spec = resolve_spec(ref)  # the file written is a reference like any other
     reasons = check_starter(spec, starter.tables)
     rows = {t.name: len(t.frame) for t in starter.tables}
     print(f"wrote {out} ({starter.todos} TODO lines to review)")
     for table in starter.tables:
-        where = "landing folder" if table.source.incremental else "file"
         bad = sum(reasons.get(table.name, {}).values())
         print(
-            f"  {table.name}: {where} {table.source.path}, {len(table.columns)} columns typed, "
+            f"  {table.name}: {table.where}, {len(table.columns)} columns typed, "
             f"{rows[table.name]} rows read, {bad} would be quarantined"
             + (f" {reasons[table.name]}" if bad else "")
         )
@@ -86,6 +93,8 @@ def run_init(args: argparse.Namespace) -> int:
         f"  label {starter.label!r} of {starter.base!r}, entity {starter.keys}, "
         f"event time {starter.time!r}"
     )
+    for env in envs:
+        print(f"  the URL holds a password: the spec reads it from {env}; export it to run")
     print(f"next: edit the TODO lines, then run  mlsys pipeline --spec {ref}")
     return 0
 

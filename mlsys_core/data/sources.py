@@ -69,7 +69,7 @@ def _package_resource(package: str, path: str) -> importlib.resources.abc.Traver
 def read_source_bytes(source: SourceSpec) -> SourceBytes:
     """Read a file source's bytes, so its checksum is known before it is parsed."""
     if source.format == "sql":
-        return SourceBytes(spec=source, uri=_redacted(source.url or ""), data=_sql_bytes(source))
+        return SourceBytes(spec=source, uri=redacted_url(source.url or ""), data=_sql_bytes(source))
     if source.incremental:
         raise SourceError(f"source {source.name!r} is a landing folder; list it with landed()")
     if source.package:
@@ -206,7 +206,7 @@ def _sql_bytes(source: SourceSpec) -> bytes:
     except ImportError as err:
         raise SourceError(
             f"source {source.name!r}: the database driver for "
-            f"{_redacted(source.url or '')} is not installed ({err.name})"
+            f"{redacted_url(source.url or '')} is not installed ({err.name})"
         ) from err
     try:
         with engine.connect() as conn:
@@ -214,7 +214,7 @@ def _sql_bytes(source: SourceSpec) -> bytes:
     except sa.exc.SQLAlchemyError as err:
         detail = str(err.orig if getattr(err, "orig", None) else err).splitlines()[0]
         raise SourceError(
-            f"source {source.name!r}: query failed on {_redacted(source.url or '')}: {detail}"
+            f"source {source.name!r}: query failed on {redacted_url(source.url or '')}: {detail}"
         ) from err
     finally:
         engine.dispose()
@@ -224,7 +224,7 @@ def _sql_bytes(source: SourceSpec) -> bytes:
     return sink.getvalue()
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
     """The URL without its password, for messages and manifests."""
     try:
         import sqlalchemy as sa  # noqa: PLC0415

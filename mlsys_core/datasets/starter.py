@@ -21,7 +21,13 @@ import numpy as np
 import pandas as pd
 
 from mlsys_core.data.contract import clean_table, infer_column_types, to_utc_datetimes
-from mlsys_core.data.sources import SourceBytes, SourceError, parse_source
+from mlsys_core.data.sources import (
+    SourceBytes,
+    SourceError,
+    parse_source,
+    read_source_bytes,
+    redacted_url,
+)
 from mlsys_core.spec import ColumnRule, DatasetSpec, SourceSpec
 
 DATA_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
@@ -62,6 +68,16 @@ class Table:
     source: SourceSpec
     frame: pd.DataFrame
     columns: dict[str, Column] = field(default_factory=dict)
+    url_code: str = ""  # a database table: the Python expression of its URL in the spec
+    url_env: str = ""  # ... and the variable it reads, when the URL holds a password
+
+    @property
+    def where(self) -> str:
+        """Where the table is read from, for messages (no password)."""
+        if self.source.format == "sql":
+            return f"table {self.source.query!r} of {redacted_url(self.source.url or '')}"
+        kind = "landing folder" if self.source.incremental else "file"
+        return f"{kind} {self.source.path}"
 
 
 @dataclass
@@ -102,12 +118,107 @@ def _data_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _is_data(p))
 
 
-def find_tables(data: Path, spec_dir: Path) -> list[Table]:
-    """The tables of a file or a folder. In a folder, and in each of its subfolders (one
-    level down, as exports are often laid out: a lookup file beside a folder of daily
-    files), several files with the same columns are one landing folder (each new file
-    appended on ingest); otherwise each file is a table of its own."""
-    data = data.expanduser()
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def database_url(data: str | Path) -> tuple[str, Path | None] | None:
+    """The SQLAlchemy URL ``data`` names, and the SQLite file when it is one: a URL
+    (``postgresql+psycopg://...``) or a SQLite database file. None for data files."""
+    text = str(data)
+    if text.startswith("sqlite:///") and text != "sqlite:///:memory:":
+        text = text.removeprefix("sqlite:///")  # a file after all: named relative to the spec
+    elif "://" in text:
+        return text, None
+    path = Path(text).expanduser()
+    if path.is_file():
+        with open(path, "rb") as handle:
+            if handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
+                return f"sqlite:///{path.resolve()}", path
+    return None
+
+
+def url_code(url: str, sqlite_file: Path | None, spec_dir: Path) -> tuple[str, str]:
+    """How the spec file names a database: a SQLite file relative to the spec file, a URL
+    as given, or, when it holds a password, an environment variable (a password is never
+    written into a file); the variable's name, or ""."""
+    import sqlalchemy as sa  # noqa: PLC0415 - only databases need it
+
+    if sqlite_file is not None:
+        relative = os.path.relpath(sqlite_file.resolve(), spec_dir.resolve())
+        return f'f"sqlite:///{{HERE / {relative!r}}}"', ""
+    parsed = sa.engine.make_url(url)
+    if parsed.password is None:
+        return _py(url), ""
+    env = f"{_table_name(Path(parsed.database or 'db')).upper()}_DB_URL"
+    return f"os.environ[{env!r}]", env
+
+
+def _one_line(query: object) -> str:
+    return re.sub(r"\s*\n\s*", " ", str(query)).strip()
+
+
+def _database_tables(url: str, sqlite_file: Path | None, spec_dir: Path) -> list[Table]:
+    """Every table and view of a database, each read as its ingest will read it (the
+    query's rows), the first ``SAMPLE_ROWS`` of them."""
+    import sqlalchemy as sa  # noqa: PLC0415 - only databases need it
+
+    shown = redacted_url(url)
+    try:
+        engine = sa.create_engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError):
+        raise StarterError(f"{shown}: not a SQLAlchemy URL (dialect+driver://...)") from None
+    except ImportError as err:
+        raise StarterError(f"{shown}: its database driver is not installed ({err.name})") from None
+    try:
+        inspector = sa.inspect(engine)
+        names = [*inspector.get_table_names(), *inspector.get_view_names()]
+        # Compiled for the database's dialect: its quoting, its LIMIT or TOP.
+        rows = {name: sa.select(sa.text("*")).select_from(sa.table(name)) for name in names}
+        queries = {
+            name: (
+                _one_line(select.compile(engine)),
+                _one_line(
+                    select.limit(SAMPLE_ROWS).compile(
+                        engine, compile_kwargs={"literal_binds": True}
+                    )
+                ),
+            )
+            for name, select in rows.items()
+        }
+    except sa.exc.SQLAlchemyError as err:
+        detail = str(getattr(err, "orig", None) or err).splitlines()[0]
+        raise StarterError(f"{shown}: cannot read its tables: {detail}") from None
+    finally:
+        engine.dispose()
+    if not names:
+        raise StarterError(f"{shown} holds no tables")
+    code, env = url_code(url, sqlite_file, spec_dir)
+    tables = []
+    for name, (query, sample) in queries.items():
+        probe = SourceSpec(name="probe", format="sql", url=url, query=sample)
+        try:
+            frame = parse_source(read_source_bytes(probe))
+        except SourceError as err:
+            raise StarterError(str(err)) from None
+        table = _table_name(Path(name))
+        while table in {t.name for t in tables}:
+            table += "_2"
+        if frame.empty:
+            raise StarterError(f"table {name!r} of {shown}: no rows to learn the types from")
+        source = SourceSpec(name=table, format="sql", url=url, query=query)
+        tables.append(Table(table, source, frame, url_code=code, url_env=env))
+    return tables
+
+
+def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
+    """The tables of a file, a folder or a database. In a folder, and in each of its
+    subfolders (one level down, as exports are often laid out: a lookup file beside a
+    folder of daily files), several files with the same columns are one landing folder
+    (each new file appended on ingest); otherwise each file is a table of its own. Each
+    table of a database is read by a query of its rows."""
+    if (database := database_url(data)) is not None:
+        return _database_tables(*database, spec_dir)
+    data = Path(data).expanduser()
     if not data.exists():
         raise StarterError(f"no file or folder {data}")
     if data.is_dir():
@@ -409,7 +520,7 @@ def _line(text: str, note: str, indent: int) -> str:
 
 
 def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; one file
-    data: Path,
+    data: Path | str,
     spec_path: Path,
     *,
     label: str | None = None,
@@ -419,8 +530,11 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     threshold: float | None = None,
     positive: list[str] | None = None,
 ) -> Starter:
-    """Inspect ``data`` (a file or a folder) and return the text of a spec file to be
-    written at ``spec_path`` (paths in it are relative to that file)."""
+    """Inspect ``data`` (a file, a folder, a SQLite file or a database URL) and return the
+    text of a spec file to be written at ``spec_path`` (paths in it are relative to that
+    file)."""
+    database = database_url(data)
+    shown = redacted_url(database[0]) if database and not database[1] else data
     tables = find_tables(data, spec_path.parent)
     for table in tables:
         type_columns(table)
@@ -428,7 +542,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         having = [t for t in tables if label in t.columns]
         if not having:
             seen = sorted({c for t in tables for c in t.columns})
-            raise StarterError(f"no column {label!r} in {data}; columns: {seen}")
+            raise StarterError(f"no column {label!r} in {shown}; columns: {seen}")
         base = having[0]
         label_note = ""
     else:
@@ -477,14 +591,14 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     if not numeric and not categorical:
         raise StarterError(f"{base.name!r} has no column left to be a feature")
     split, split_note = _split(base, time)
-    name = name or _table_name(data)
+    name = name or _table_name(Path(str(data)))
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise StarterError(f"--name {name!r}: lower-case letters, digits and _, from a letter")
 
     out: list[str] = []
     w = out.append
     w(f'"""The dataset spec of {name}: a starting point written by `mlsys spec init` from')
-    w(f"{data}.")
+    w(f"{shown}.")
     w("")
     w("Types, ranges and nullability come from the data; every line marked TODO is a guess")
     w("only you can confirm. Use it anywhere a dataset reference goes:")
@@ -492,6 +606,9 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     w(f"    mlsys pipeline --spec {spec_path}:{name}")
     w('"""')
     w("")
+    envs = sorted({t.url_env for t in tables if t.url_env})
+    if envs:
+        w("import os")
     if split.startswith("Recent"):
         w("from datetime import timedelta")
     w("from pathlib import Path")
@@ -514,6 +631,11 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     w("        sources=[")
     for table in tables:
         s = table.source
+        if s.format == "sql":
+            note = f"set {table.url_env}: the URL holds a password" if table.url_env else ""
+            w(_line(f'SourceSpec(name={_py(s.name)}, format="sql",', note, 12))
+            w(f"                       url={table.url_code}, query={_py(s.query)}),")
+            continue
         extra = ", incremental=True" if s.incremental else ""
         note = "a landing folder: each ingest appends its new files" if s.incremental else ""
         w(

@@ -4,6 +4,8 @@ passes its own data; the choices that are the user's are marked TODO."""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from mlsys_core.data.cleaning import clean_snapshot
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
+from mlsys_core.datasets.starter import database_url, url_code
 from mlsys_core.features.store import build_feature_set
 from mlsys_core.spec import HashSplit, LookupJoin, RecentSplit
 from mlsys_core.training.run import train_and_log
@@ -93,6 +96,55 @@ def test_a_starter_spec_types_every_column_and_passes_its_own_data(
     assert "# TODO: the entity" in text and "comment: 480 distinct texts" in text
     # The path is relative to the spec file: data and spec can move together.
     assert f'HERE / "../data/activity{suffix}"' in text
+
+
+def test_a_database_is_read_table_by_table_and_ingested_by_the_specs_queries(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A SQLite file: each table (names quoted as the database needs) is a source read by a
+    query, typed as the files are, and the lookup found across tables. The URL is relative
+    to the spec file, so the two move together."""
+    frame = _activity()
+    folder = tmp_path / "crm"
+    folder.mkdir()
+    with sqlite3.connect(folder / "crm.sqlite") as db:
+        frame.to_sql("Activity", db, index=False)
+        plans = pd.DataFrame({"plan": ["basic", "pro", "team"], "seats": [1, 5, 20]})
+        plans.to_sql("plans", db, index=False)
+    out = folder / "crm_spec.py"
+    # Given as a URL, a SQLite file is still a file, named relative to the spec file.
+    assert database_url(f"sqlite:///{folder / 'crm.sqlite'}") == database_url(folder / "crm.sqlite")
+    code, printed, err = _init(
+        capsys, str(folder / "crm.sqlite"), "--label", "churned", "-o", str(out)
+    )
+    assert code == 0, err
+    assert "activity: table 'SELECT * FROM \"Activity\"' of sqlite:///" in printed
+    assert "480 rows read, 0 would be quarantined" in printed
+    moved = shutil.move(folder, tmp_path / "elsewhere")
+    spec = resolve_spec(f"{Path(moved) / 'crm_spec.py'}:crm")
+    sources = {s.name: s for s in spec.sources}
+    assert {n: (s.format, s.query) for n, s in sources.items()} == {
+        "activity": ("sql", 'SELECT * FROM "Activity"'),
+        "plans": ("sql", "SELECT * FROM plans"),
+    }
+    assert spec.contracts["activity"].columns["month"].format == "%b-%Y"
+    assert spec.lookups == [
+        LookupJoin(source="plans", on={"plan": "plan"}, columns={"seats": "seats"})
+    ]
+    lake = Lake(tmp_path / "lake")
+    ingested = lake.read(snapshot_source(sources["activity"], lake))
+    pd.testing.assert_frame_equal(ingested, frame, check_dtype=False)
+
+
+def test_a_database_url_with_a_password_is_read_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    url = "postgresql+psycopg://me:hunter2@127.0.0.1:1/crm"
+    assert url_code(url, None, tmp_path) == ("os.environ['CRM_DB_URL']", "CRM_DB_URL")
+    assert url_code("postgresql+psycopg://me@db/crm", None, tmp_path)[1] == ""
+    code, printed, err = _init(capsys, url, "-o", str(tmp_path / "crm.py"))
+    assert code != 0 and "127.0.0.1:1/crm: cannot read its tables" in err
+    assert "hunter2" not in printed + err and not (tmp_path / "crm.py").exists()
 
 
 @pytest.mark.slow
