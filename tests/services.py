@@ -58,3 +58,33 @@ def redis_server(folder: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+
+
+@contextmanager
+def postgres_server(folder: Path, password: str) -> Iterator[tuple[int, str]]:
+    """A real PostgreSQL on 127.0.0.1 and a free port, initialized and run as the stack runs
+    it (``mlsys_core/stack/postgres.py``: as the ``postgres`` user under root); yields the
+    port and a SQLAlchemy URL of its ``postgres`` database, then stops it."""
+    from mlsys_core.stack import postgres, process  # noqa: PLC0415
+
+    try:
+        bin_dir = postgres.find_bin_dir()
+    except postgres.PostgresError as err:
+        pytest.fail(f"{err}: run `make postgres`")
+    user = postgres.run_as()
+    data = postgres.data_dir(folder, user)
+    log = folder / "postgres.log"
+    postgres.initialize(bin_dir, data, password, user, log)
+    port = free_port()
+    server = process.start(postgres.server_command(bin_dir, data, port), log, user=user)
+    try:
+        deadline = time.monotonic() + 60
+        while not postgres.ready(password, port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"postgres did not start on {HOST}:{port}: {process.tail(log)}")
+            time.sleep(0.1)
+        yield port, postgres.url(password, port, "postgres")
+    finally:
+        process.stop(server)
+        if data.is_symlink():  # the cluster lives outside pytest's folders: not left behind
+            shutil.rmtree(data.resolve(), ignore_errors=True)

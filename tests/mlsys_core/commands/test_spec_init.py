@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from mlsys_core.cli import main
 from mlsys_core.config import Settings
@@ -21,8 +22,10 @@ from mlsys_core.datasets import resolve_spec
 from mlsys_core.datasets.starter import database_url, url_code
 from mlsys_core.features.store import build_feature_set
 from mlsys_core.spec import HashSplit, LookupJoin, RecentSplit
+from mlsys_core.stack import postgres
 from mlsys_core.training.run import train_and_log
 from mlsys_core.training.trainer import TrainConfig
+from tests.services import postgres_server
 
 
 def _activity(rows: int = 480) -> pd.DataFrame:
@@ -136,15 +139,40 @@ def test_a_database_is_read_table_by_table_and_ingested_by_the_specs_queries(
     pd.testing.assert_frame_equal(ingested, frame, check_dtype=False)
 
 
+@pytest.mark.slow
 def test_a_database_url_with_a_password_is_read_from_the_environment(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = "postgresql+psycopg://me:hunter2@127.0.0.1:1/crm"
+    """A real PostgreSQL whose URL holds a password: the spec reads the URL from an
+    environment variable, the password is written and printed nowhere, and with the
+    variable set the spec ingests the table."""
+    frame = _activity()
+    out = tmp_path / "crm.py"
+    monkeypatch.setenv("CRM_DB_URL", "unset")
+    monkeypatch.delenv("CRM_DB_URL")  # restored to unset after the test, whatever init sets
+    with postgres_server(tmp_path / "pg", "hunter2") as (port, _):
+        postgres.ensure_databases("hunter2", port, ("crm",))
+        url = postgres.url("hunter2", port, "crm")
+        frame.to_sql("activity", sa.create_engine(url), index=False)
+        code, printed, err = _init(capsys, url, "--label", "churned", "-o", str(out))
+        assert code == 0, err
+        text = out.read_text()
+        assert "hunter2" not in text + printed
+        assert "url=os.environ['CRM_DB_URL'], query='SELECT * FROM activity'" in text.replace(
+            '"', "'"
+        )
+        assert "the spec reads it from CRM_DB_URL" in printed
+        monkeypatch.setenv("CRM_DB_URL", url)
+        spec = resolve_spec(f"{out}:crm")
+        lake = Lake(tmp_path / "lake")
+        ingested = lake.read(snapshot_source(spec.sources[0], lake))
+        pd.testing.assert_frame_equal(ingested, frame, check_dtype=False)
     assert url_code(url, None, tmp_path) == ("os.environ['CRM_DB_URL']", "CRM_DB_URL")
-    assert url_code("postgresql+psycopg://me@db/crm", None, tmp_path)[1] == ""
-    code, printed, err = _init(capsys, url, "-o", str(tmp_path / "crm.py"))
-    assert code != 0 and "127.0.0.1:1/crm: cannot read its tables" in err
-    assert "hunter2" not in printed + err and not (tmp_path / "crm.py").exists()
+    assert url_code(f"postgresql+psycopg://me@127.0.0.1:{port}/crm", None, tmp_path)[1] == ""
+    # The server gone: a clear one-line error, still without the password.
+    code, printed, err = _init(capsys, url, "-o", str(tmp_path / "again.py"))
+    assert code != 0 and f"127.0.0.1:{port}/crm: cannot read its tables" in err
+    assert "hunter2" not in printed + err and not (tmp_path / "again.py").exists()
 
 
 @pytest.mark.slow
