@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 import numpy as np
@@ -250,13 +251,18 @@ def _checks(rule: ColumnRule) -> list[pa.Check]:
         checks.append(
             pa.Check(lambda s: s.isna() | (s % 1 == 0), element_wise=False, name="integer")
         )
+    # A time bound compares as a UTC timestamp with the typed (UTC) column.
     if rule.ge is not None:
-        checks.append(pa.Check.ge(rule.ge))
+        checks.append(pa.Check.ge(_bound(rule.ge)))
     if rule.le is not None:
-        checks.append(pa.Check.le(rule.le))
+        checks.append(pa.Check.le(_bound(rule.le)))
     if rule.allowed is not None:
         checks.append(pa.Check.isin(rule.allowed))
     return checks
+
+
+def _bound(value: float | datetime) -> float | pd.Timestamp:
+    return pd.Timestamp(value).tz_convert("UTC") if isinstance(value, datetime) else value
 
 
 def to_pandera(rules: Mapping[str, ColumnRule]) -> pa.DataFrameSchema:

@@ -169,8 +169,10 @@ def _time(rule: ColumnRule | None) -> Any:
     instant its training row did: a local time without an offset is in the column's zone,
     not UTC, and the data's own notation is accepted beside ISO 8601. A column read as
     plain UTC ISO 8601 keeps pydantic's parse (the hot path of most datasets)."""
-    if rule is None or (rule.timezone == "UTC" and rule.format is None and rule.unit is None):
+    if rule is None:
         return Time
+    if rule.timezone == "UTC" and rule.format is None and rule.unit is None:
+        return _bounded(Time, rule)
 
     def read(value: Any) -> datetime:
         epoch = rule.unit is not None and isinstance(value, int | float)
@@ -190,9 +192,27 @@ def _time(rule: ColumnRule | None) -> Any:
         if rule.format
         else _ISO_SCHEMA
     )
-    return Annotated[
-        datetime, BeforeValidator(read), AfterValidator(_in_range), WithJsonSchema(schema)
-    ]
+    return _bounded(
+        Annotated[
+            datetime, BeforeValidator(read), AfterValidator(_in_range), WithJsonSchema(schema)
+        ],
+        rule,
+    )
+
+
+def _bounded(time: Any, rule: ColumnRule) -> Any:
+    """``time`` held to the contract's bounds, as the lake holds the column's rows."""
+    if rule.ge is None and rule.le is None:
+        return time
+
+    def within(value: datetime) -> datetime:
+        if isinstance(rule.ge, datetime) and value < rule.ge:
+            raise ValueError(f"time must be at or after {rule.ge.isoformat()}")
+        if isinstance(rule.le, datetime) and value > rule.le:
+            raise ValueError(f"time must be at or before {rule.le.isoformat()}")
+        return value
+
+    return Annotated[time, AfterValidator(within)]
 
 
 def _number(rule: ColumnRule | None, integer: bool = False) -> Any:

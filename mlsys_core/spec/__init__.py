@@ -91,12 +91,18 @@ class ColumnRule(_Frozen):
     with a strptime pattern (``"%b-%Y"`` for ``Mar-2018``), ``unit`` reads epoch numbers
     (``"s"``, ``"ms"``, ``"us"``, ``"ns"``), and ``timezone`` says where values without an
     offset were recorded (local times a clock change skips or repeats are quarantined).
+    A datetime column's bounds are times (``le=datetime(2031, 1, 1, tzinfo=UTC)``): a typo
+    such as 2099 is quarantined instead of dating a ``RecentSplit``'s windows.
     """
 
     dtype: Literal["int", "float", "string", "datetime"]
     nullable: bool = False
-    ge: float | None = None
-    le: float | None = None
+    ge: float | AwareDatetime | None = Field(
+        default=None, description="Smallest valid value (a time, for a datetime column)."
+    )
+    le: float | AwareDatetime | None = Field(
+        default=None, description="Largest valid value (a time, for a datetime column)."
+    )
     allowed: list[str] | None = None
     format: str | None = Field(default=None, description="strptime pattern of a datetime.")
     unit: Literal["s", "ms", "us", "ns"] | None = Field(
@@ -111,6 +117,12 @@ class ColumnRule(_Frozen):
             used.append("timezone")
         if used and self.dtype != "datetime":
             raise ValueError(f"{used} apply to datetime columns only, not {self.dtype}")
+        for bound in (self.ge, self.le):
+            if bound is not None and isinstance(bound, datetime) != (self.dtype == "datetime"):
+                raise ValueError(
+                    "a datetime column's bounds are times with a zone "
+                    "(datetime(2031, 1, 1, tzinfo=UTC)), any other column's are numbers"
+                )
         if self.format is not None and self.unit is not None:
             raise ValueError("a datetime has a format or a unit, not both")
         if self.format is not None and "%" not in self.format:

@@ -182,6 +182,22 @@ def test_values_with_offsets_keep_their_instant_whatever_the_zone() -> None:
     ]
 
 
+def test_a_time_outside_the_columns_bounds_is_quarantined() -> None:
+    """A typo (2099 for 2019) among local times: held to bounds in UTC, it is quarantined
+    with the bound it broke, and so is a time before the first."""
+    rule = ColumnRule(
+        dtype="datetime", format="%d/%m/%Y %H:%M", timezone="Europe/Paris",
+        ge=datetime(2019, 1, 1, tzinfo=UTC), le=datetime(2031, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    frame = pd.DataFrame({"t": ["20/06/2019 10:00", "20/06/2099 10:00", "01/01/2019 00:30"]})
+    result = clean_table(frame, TableContract(columns={"t": rule}))
+    assert result.clean["t"].tolist() == [pd.Timestamp("2019-06-20T08:00Z")]
+    assert result.reasons == {  # 00:30 in Paris is 23:30 UTC the day before the bound
+        "t: less_than_or_equal_to(2031-01-01 00:00:00+00:00)": 1,
+        "t: greater_than_or_equal_to(2019-01-01 00:00:00+00:00)": 1,
+    }
+
+
 @pytest.mark.parametrize(
     ("rule", "sent", "instant"),
     [
@@ -215,6 +231,9 @@ def test_times_sent_live_read_as_the_lake_reads_the_column(
         ({"dtype": "datetime", "format": "%Y", "unit": "s"}, "a format or a unit, not both"),
         ({"dtype": "datetime", "format": "YYYY-MM"}, "not a strptime pattern"),
         ({"dtype": "datetime", "timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"dtype": "datetime", "le": 2031}, "bounds are times with a zone"),
+        ({"dtype": "float", "ge": datetime(2020, 1, 1, tzinfo=UTC)}, "other column's are numbers"),
+        ({"dtype": "datetime", "le": datetime(2031, 1, 1)}, "timezone info"),
     ],
 )
 def test_time_options_are_checked(options: dict, message: str) -> None:

@@ -397,6 +397,13 @@ def test_a_request_time_is_read_as_the_lake_reads_its_column():
         assert served == datetime(2013, 7, 5, 14, tzinfo=UTC)
     with pytest.raises(ValidationError, match="epoch s"):
         record.model_validate({**GOOD, "time_hour": True})
+    # A time outside the contract's bounds is refused, as the lake quarantines its row.
+    bounded = ColumnRule(dtype="datetime", le=datetime(2014, 1, 1, tzinfo=UTC))
+    local = flights.model_copy(update={"columns": {**flights.columns, "time_hour": bounded}})
+    record = record_model(SPEC.model_copy(update={"contracts": {SPEC.base: local}}))
+    assert record.model_validate(GOOD).time_hour == datetime(2013, 1, 1, 10, tzinfo=UTC)
+    with pytest.raises(ValidationError, match="at or before 2014-01-01T00:00:00"):
+        record.model_validate({**GOOD, "time_hour": "2099-01-01T10:00:00Z"})
 
 
 def test_free_text_allows_line_breaks_but_not_other_controls():
