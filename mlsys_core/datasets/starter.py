@@ -15,6 +15,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ SAMPLE_ROWS = 200_000
 # (``"n/a"`` among amounts): a guess for the user to review, so looser than the lake's own
 # typing of undeclared columns (INFER_TOLERANCE), and its stray values are named.
 NUMBERS_TOLERANCE = 0.1
+TIME_MARGIN_YEARS = 10  # a time column's upper bound: this many years past the last seen
 
 
 class StarterError(ValueError):
@@ -301,6 +303,18 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
     return ColumnRule(dtype="datetime", format=fits[0]), "; ".join(n for n in notes if n)
 
 
+def _time_bounds(times: pd.Series) -> dict[str, datetime]:
+    """Bounds that hold the data seen and the years to come, but not a typo such as 2099:
+    from the first year seen to ``TIME_MARGIN_YEARS`` past the last."""
+    if times.empty:
+        return {}
+    last = min(times.max().year + TIME_MARGIN_YEARS, 2200)  # the service's latest time
+    return {
+        "ge": datetime(times.min().year, 1, 1, tzinfo=UTC),
+        "le": datetime(last, 1, 1, tzinfo=UTC),
+    }
+
+
 def _number(value: float, dtype: str, up: bool = False) -> float | int:
     """A bound that reads well and still holds ``value`` (rounded outward)."""
     if dtype == "int":
@@ -326,7 +340,8 @@ def type_columns(table: Table) -> None:
             continue
         time_rule, note = _time_rule(values, name, kind)
         if time_rule is not None:
-            rule = time_rule.model_copy(update={"nullable": nullable})
+            times = to_utc_datetimes(values, time_rule).dropna()
+            rule = time_rule.model_copy(update={"nullable": nullable, **_time_bounds(times)})
             table.columns[name] = Column(name, "datetime", nullable, rule, note)
             continue
         if kind in ("int", "float"):
@@ -498,6 +513,10 @@ def _py(value: object) -> str:
         return "[" + ", ".join(_py(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_py(k)}: {_py(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, datetime):
+        if value.utcoffset() == timedelta(0) and value.time() == time(0):
+            return f"datetime({value.year}, {value.month}, {value.day}, tzinfo=UTC)"
+        return f"datetime.fromisoformat({_py(value.isoformat())})"
     return repr(value)
 
 
@@ -609,8 +628,15 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     envs = sorted({t.url_env for t in tables if t.url_env})
     if envs:
         w("import os")
-    if split.startswith("Recent"):
-        w("from datetime import timedelta")
+    timed = any(
+        c.dtype == "datetime" and c.rule.le is not None for t in tables for c in t.columns.values()
+    )
+    names = [
+        *(["UTC", "datetime"] if timed else []),
+        *(["timedelta"] if split.startswith("Recent") else []),
+    ]
+    if names:
+        w(f"from datetime import {', '.join(names)}")
     w("from pathlib import Path")
     w("")
     w("from mlsys_core.spec import (")
@@ -648,6 +674,9 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     for table in tables:
         w(f"            {_py(table.name)}: TableContract(")
         w("                # ranges are the ones observed: widen them for the data to come")
+        if any(c.dtype == "datetime" for c in table.columns.values()):
+            margin = f"{TIME_MARGIN_YEARS} years past the last"
+            w(f"                # (times: from the first year seen to {margin})")
         w("                columns={")
         for column in table.columns.values():
             w(_line(f"{_py(column.name)}: {_rule_text(column.rule)},", column.note, 20))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from mlsys_core.cli import main
 from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import clean_snapshot
+from mlsys_core.data.contract import clean_table
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
@@ -81,6 +83,15 @@ def test_a_starter_spec_types_every_column_and_passes_its_own_data(
         "tickets": "float", "comment": "string", "churned": "int",
     }  # fmt: skip
     assert rules["month"].format == "%b-%Y"  # not ISO 8601: the format that reads them all
+    # Times are bounded from the first year seen to ten years past the last (2022-2023
+    # here): new months pass, a typo such as 2099 is quarantined.
+    assert (rules["month"].ge, rules["month"].le) == (
+        datetime(2022, 1, 1, tzinfo=UTC), datetime(2033, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    later = frame.head(2).assign(month=["Jan-2030", "Jan-2099"], account_id=[1, 2])
+    assert clean_table(later, spec.contracts["activity"]).reasons == {
+        "month: less_than_or_equal_to(2033-01-01 00:00:00+00:00)": 1
+    }
     assert rules["tickets"].nullable and not rules["fee"].nullable
     assert (rules["fee"].ge, rules["fee"].le) == (frame["fee"].min(), frame["fee"].max())
     assert (rules["account_id"].ge, rules["account_id"].le) == (1, 39)
