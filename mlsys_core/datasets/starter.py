@@ -303,16 +303,31 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
     return ColumnRule(dtype="datetime", format=fits[0]), "; ".join(n for n in notes if n)
 
 
-def _time_bounds(times: pd.Series) -> dict[str, datetime]:
+def _time_bounds(times: pd.Series) -> tuple[dict[str, datetime], str]:
     """Bounds that hold the data seen and the years to come, but not a typo such as 2099:
-    from the first year seen to ``TIME_MARGIN_YEARS`` past the last."""
+    from the first year seen to ``TIME_MARGIN_YEARS`` past the last. Times further from
+    the rest than the span of its middle 98% are left out (their rows are quarantined)
+    and named in a note."""
     if times.empty:
-        return {}
-    last = min(times.max().year + TIME_MARGIN_YEARS, 2200)  # the service's latest time
-    return {
-        "ge": datetime(times.min().year, 1, 1, tzinfo=UTC),
+        return {}, ""
+    note, kept = "", times
+    if len(times) >= 100:  # noqa: PLR2004 -- enough rows for the 1% and 99% points
+        low, high = times.quantile(0.01), times.quantile(0.99)
+        span = high - low
+        far = times[(times > high + span) | (times < low - span)]
+        if span > pd.Timedelta(0) and len(far):
+            kept = times.drop(far.index)
+            seen = ", ".join(f"{t:%Y-%m-%d}" for t in sorted(set(far))[:3])
+            note = (
+                f"TODO: {len(far)} times lie far from the rest ({seen}): typos? the bounds "
+                "leave them out, so their rows are quarantined"
+            )
+    last = min(kept.max().year + TIME_MARGIN_YEARS, 2200)  # the service's latest time
+    bounds = {
+        "ge": datetime(kept.min().year, 1, 1, tzinfo=UTC),
         "le": datetime(last, 1, 1, tzinfo=UTC),
     }
+    return bounds, note
 
 
 def _number(value: float, dtype: str, up: bool = False) -> float | int:
@@ -340,8 +355,9 @@ def type_columns(table: Table) -> None:
             continue
         time_rule, note = _time_rule(values, name, kind)
         if time_rule is not None:
-            times = to_utc_datetimes(values, time_rule).dropna()
-            rule = time_rule.model_copy(update={"nullable": nullable, **_time_bounds(times)})
+            bounds, far = _time_bounds(to_utc_datetimes(values, time_rule).dropna())
+            rule = time_rule.model_copy(update={"nullable": nullable, **bounds})
+            note = "; ".join(n for n in (note, far) if n)
             table.columns[name] = Column(name, "datetime", nullable, rule, note)
             continue
         if kind in ("int", "float"):
@@ -432,6 +448,8 @@ def _split(table: Table, time: str | None) -> tuple[str, str]:
     if time is not None:
         rule = table.columns[time].rule
         times = to_utc_datetimes(table.frame[time], rule).dropna().sort_values()
+        if rule.ge is not None and rule.le is not None:  # the rows the contract keeps
+            times = times[(times >= rule.ge) & (times <= rule.le)]
         if times.nunique() >= 3:  # noqa: PLR2004 -- one time for each part of the split
             train_end, valid_end = times.quantile(0.7), times.quantile(0.85)
             if times.min() < train_end < valid_end < times.max():

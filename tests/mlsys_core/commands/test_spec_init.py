@@ -112,6 +112,30 @@ def test_a_starter_spec_types_every_column_and_passes_its_own_data(
     assert f'HERE / "../data/activity{suffix}"' in text
 
 
+def test_a_time_far_from_the_rest_is_left_out_of_the_bounds_and_the_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """One month typed as 2099 among 2022-23: the bounds and the split's windows come from
+    the rest, the typo's row would be quarantined, and a TODO names it."""
+    clean = _activity()
+    frame = clean.copy()
+    frame.loc[7, "month"] = "Jan-2099"
+    out = {}
+    for name, data in (("clean", clean), ("typo", frame)):
+        path = _write(data, tmp_path / name / "activity.csv")
+        out[name] = tmp_path / f"{name}.py"
+        code, printed, err = _init(capsys, str(path), "--label", "churned", "-o", str(out[name]))
+        assert code == 0, err
+    assert "1 would be quarantined {'month: less_than_or_equal_to(2033-01-01" in printed
+    assert "TODO: 1 times lie far from the rest (2099-01-01): typos?" in out["typo"].read_text()
+    typo, reference = (resolve_spec(f"{out[n]}:activity") for n in ("typo", "clean"))
+    assert (
+        typo.contracts["activity"].columns["month"]
+        == (reference.contracts["activity"].columns["month"])
+    )
+    assert typo.split == reference.split
+
+
 def test_a_database_is_read_table_by_table_and_ingested_by_the_specs_queries(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
