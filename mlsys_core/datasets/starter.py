@@ -319,8 +319,9 @@ def _time_bounds(times: pd.Series) -> tuple[dict[str, datetime], str]:
             kept = times.drop(far.index)
             seen = ", ".join(f"{t:%Y-%m-%d}" for t in sorted(set(far))[:3])
             note = (
-                f"TODO: {len(far)} times lie far from the rest ({seen}): typos? the bounds "
-                "leave them out, so their rows are quarantined"
+                f"TODO: {len(far)} {'time lies' if len(far) == 1 else 'times lie'} far from "
+                f"the rest ({seen}): typos? the bounds leave them out, so their rows are "
+                "quarantined"
             )
     last = min(kept.max().year + TIME_MARGIN_YEARS, 2200)  # the service's latest time
     bounds = {

@@ -127,7 +127,7 @@ def test_a_time_far_from_the_rest_is_left_out_of_the_bounds_and_the_split(
         code, printed, err = _init(capsys, str(path), "--label", "churned", "-o", str(out[name]))
         assert code == 0, err
     assert "1 would be quarantined {'month: less_than_or_equal_to(2033-01-01" in printed
-    assert "TODO: 1 times lie far from the rest (2099-01-01): typos?" in out["typo"].read_text()
+    assert "TODO: 1 time lies far from the rest (2099-01-01): typos?" in out["typo"].read_text()
     typo, reference = (resolve_spec(f"{out[n]}:activity") for n in ("typo", "clean"))
     assert (
         typo.contracts["activity"].columns["month"]
