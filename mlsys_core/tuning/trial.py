@@ -316,8 +316,19 @@ def _end_lost_trial_runs(study: optuna.Study, job: StudyJob, client: MlflowClien
     Optuna's heartbeat marks such a trial FAIL once its grace period is over, when the next
     trial starts; its MLflow run had no process left to end it and stayed RUNNING. Only the
     runs under this tracking store's parent: each store's runs are ended by its workers.
+
+    The failed trials are read before the running runs: a live worker ends its run before
+    Optuna fails its trial, so a run still RUNNING after its trial was already FAIL has no
+    worker. Read the other way round, a trial stopped in another thread between the two
+    reads would be taken for lost and its STOPPED state overwritten.
     """
     try:
+        failed = {
+            t.number
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        }
+        if not failed:
+            return
         runs = client.search_runs(
             [str(job.experiment_id)],
             filter_string=(
@@ -325,12 +336,6 @@ def _end_lost_trial_runs(study: optuna.Study, job: StudyJob, client: MlflowClien
                 f" and tags.`{TAG_STAGE}` = 'tune-trial' and attributes.status = 'RUNNING'"
             ),
         )
-        if not runs:
-            return
-        failed = {
-            t.number
-            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-        }
         for run in runs:
             if int(run.data.tags.get(TAG_TRIAL, -1)) in failed:
                 client.set_tag(run.info.run_id, TAG_STATE, "LOST")

@@ -33,12 +33,16 @@ from mlsys_core.tuning.study import (
     StudyJob,
     TuningError,
     forget_studies,
+    open_study,
     redacted,
     start_study,
 )
 from mlsys_core.tuning.trial import (
+    TAG_STATE,
     EpochGate,
     TrialStopped,
+    _end_lost_trial_runs,
+    _start_trial_run,
     run_trial,
     stop_trials,
     trials_stop_on_exit,
@@ -458,6 +462,46 @@ def test_a_trial_whose_worker_died_is_failed_and_its_run_ended(state, monkeypatc
     run = client.get_run(lost.info.run_id)
     assert run.info.status == "KILLED" and run.data.tags["mlsys.tuning.state"] == "LOST"
     assert trial_runs("RUNNING") == []
+
+
+def test_a_trial_stopped_beside_the_lost_run_check_keeps_its_state(state):
+    """Two trials of one run in two threads, both stopped by SIGTERM: trial 0's worker,
+    its trial ended, looks for runs of lost workers while trial 1's worker stops its own.
+    Trial 1 is not lost: its run keeps the STOPPED state its worker gave it, not LOST.
+
+    The client runs the other worker's steps, in their order (tag, end the run, then the
+    study fails the trial), right after the search for RUNNING runs: the interleaving that
+    made a CI run see one STOPPED trial of two.
+    """
+    settings, _ = state
+    job = _start(_job(state, "beside", ONE_EPOCH, pruner=PrunerConfig(name="none")), settings)
+    study = open_study(job)
+    client = _client(settings)
+
+    def stop(trial: optuna.Trial, run_id: str, client: MlflowClient) -> None:
+        client.set_tag(run_id, TAG_STATE, "STOPPED")
+        client.set_terminated(run_id, "KILLED")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    checking = study.ask()  # trial 0, whose worker checks
+    stop(checking, _start_trial_run(client, job, checking.number), client)
+    live = study.ask()  # trial 1, its worker still training
+    run_id = _start_trial_run(client, job, live.number)
+
+    class StoppedMeanwhile(MlflowClient):
+        def search_runs(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            found = super().search_runs(*args, **kwargs)
+            if study.trials[live.number].state == optuna.trial.TrialState.RUNNING:
+                stop(live, run_id, self)
+            return found
+
+    try:
+        _end_lost_trial_runs(study, job, StoppedMeanwhile(settings.mlflow_uri))
+        _end_lost_trial_runs(study, job, client)  # and a later check
+    finally:
+        forget_studies()
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags[TAG_STATE] == "STOPPED"
 
 
 def test_unusable_studies_fail_with_a_clear_error(state):
