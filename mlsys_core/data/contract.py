@@ -313,8 +313,12 @@ def clean_table(
     table: str = "table",
     seen_keys: set[int] | None = None,
     types: Mapping[str, str] | None = None,
+    live: bool = False,
 ) -> CleanResult:
     """Split raw rows into clean rows and quarantined rows, each with a reason.
+
+    ``live`` rows were sent live (a stream's events): a time may come in the data's own
+    notation or in ISO 8601, as ``read_times`` reads it.
 
     ``types`` are the recorded types of undeclared columns: a cell that does not parse as
     its column's type quarantines its row whether or not the column is declared, and an
@@ -336,11 +340,13 @@ def clean_table(
 
     unparsable: dict[str, set[int]] = {}
     for name, rule in rules.items():
-        typed = _coerce(frame[name], rule)
+        live_time = live and rule.dtype == "datetime"
+        typed = read_times(frame[name], rule) if live_time else _coerce(frame[name], rule)
         rows = np.flatnonzero((frame[name].notna() & typed.isna()).to_numpy())
         unparsable[name] = {int(i) for i in rows}
         for i in rows:
-            flag(int(i), f"{name}: not a {rule.dtype}{_how(rule)}")
+            article = "an" if rule.dtype == "int" else "a"
+            flag(int(i), f"{name}: not {article} {rule.dtype}{_how(rule)}")
         frame[name] = typed
     for row, reason in _check_failures(frame, rules, table, unparsable):
         flag(row, reason)

@@ -52,12 +52,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlsys_core.data.batches import text_frame
-from mlsys_core.data.contract import read_times
+from mlsys_core.data.contract import REASON, clean_table, record_types
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.data.sources import iter_jsonl
 from mlsys_core.features.keys import KeyIndex
 from mlsys_core.features.offline import NAT, NEVER, availability_ns, closes_ns, to_ns
-from mlsys_core.spec import ColumnRule, DatasetSpec
+from mlsys_core.spec import ColumnRule, DatasetSpec, TableContract
 from mlsys_core.spec.definitions import EventStream, WindowView, check_streams
 from mlsys_core.stream.engine import StreamError, content_id, pending_segments, segment_id
 
@@ -65,6 +65,8 @@ ENGINE_VERSION = "1"
 AS_OF = "as_of"
 _VIEW = "view"
 _ARRIVAL = "__arrival"
+_SENT = "__sent"  # an event's row in its micro-batch as sent
+_ARITHMETIC = ("sum", "mean", "rate")  # a view's functions that read their column as numbers
 
 
 class FeatureStreamJob(BaseModel):
@@ -76,10 +78,12 @@ class FeatureStreamJob(BaseModel):
     stream: EventStream
     views: list[WindowView] = Field(min_length=1)
     max_segments: int = Field(default=100, ge=1, description="Log files per micro-batch.")
-    timestamp_rule: ColumnRule = Field(
-        default=ColumnRule(dtype="datetime"),
-        description="How the source's contract reads its timestamp: an event may carry it "
-        "as the data does (a format, epoch numbers, local time) or as ISO 8601.",
+    rules: dict[str, ColumnRule] = Field(
+        default_factory=dict,
+        description="The source contract's rules for the columns the state keeps. An event "
+        "is checked as the lake checks a row (type, bounds, allowed values) and set aside "
+        "with the lake's reason if it fails; it may leave a column out (an event is part "
+        "of its row), and may carry a time as the data does or as ISO 8601.",
     )
 
     @model_validator(mode="after")
@@ -87,13 +91,39 @@ class FeatureStreamJob(BaseModel):
         if sorted(v.name for v in self.views) != sorted(self.stream.views):
             raise ValueError(f"the job's views must be exactly {sorted(self.stream.views)}")
         check_streams([self.stream], list(self.views))
+        if stray := sorted(set(self.rules) - set(self.columns)):
+            raise ValueError(f"rules for columns the job does not keep: {stray}")
         return self
 
     @property
     def columns(self) -> list[str]:
         """The source columns the state keeps: keys, timestamp and what the views read."""
-        read = [c for v in self.views for c in v.source_columns]
-        return list(dict.fromkeys([*self.stream.key, self.stream.timestamp, *read]))
+        return _kept_columns(self.stream, self.views)
+
+    @property
+    def event_contract(self) -> TableContract:
+        """What an event must meet: the rules, every column optional. Where the contract is
+        silent, the timestamp is ISO 8601 UTC, and a column a view sums, averages or rates
+        (or offsets a time by) is a number, as both engines read it: text there is set
+        aside, not counted as missing."""
+        numbers = {c: ColumnRule(dtype="float") for c in _numeric_columns(self.views)}
+        rules = {self.stream.timestamp: ColumnRule(dtype="datetime"), **numbers, **self.rules}
+        return TableContract(
+            columns={c: r.model_copy(update={"nullable": True}) for c, r in rules.items()}
+        )
+
+
+def _numeric_columns(views: list[WindowView]) -> list[str]:
+    keys = {c for v in views for c in [*v.entity.join_keys, v.timestamp]}
+    read = [a.column for v in views for a in v.aggregations if a.function in _ARITHMETIC]
+    offsets = [c for v in views for c in v.availability.offset_minutes]
+    offsets += [c for v in views if v.closes for c in v.closes.offset_minutes]
+    return [c for c in dict.fromkeys([*offsets, *read]) if c not in keys]
+
+
+def _kept_columns(stream: EventStream, views: list[WindowView]) -> list[str]:
+    read = [c for v in views for c in v.source_columns]
+    return list(dict.fromkeys([*stream.key, stream.timestamp, *read]))
 
 
 def feature_stream_job(
@@ -108,20 +138,17 @@ def feature_stream_job(
         raise StreamError(
             f"dataset {spec.name!r} has no event stream {stream!r} ({sorted(by_name)})"
         )
-    views = {v.name: v for v in spec.feature_views}
+    by_view = {v.name: v for v in spec.feature_views}
+    views: list[WindowView] = [by_view[n] for n in chosen.views]  # type: ignore[misc]
+    contract = spec.contracts.get(chosen.source)
+    declared = contract.columns if contract else {}
     return FeatureStreamJob(
         name=f"{spec.name}__{chosen.name}",
         stream=chosen,
-        views=[views[n] for n in chosen.views],  # type: ignore[misc]  # checked by the spec
+        views=views,
         max_segments=max_segments,
-        timestamp_rule=_timestamp_rule(spec, chosen),
+        rules={c: declared[c] for c in _kept_columns(chosen, views) if c in declared},
     )
-
-
-def _timestamp_rule(spec: DatasetSpec, stream: EventStream) -> ColumnRule:
-    contract = spec.contracts.get(stream.source)
-    rule = contract.columns.get(stream.timestamp) if contract else None
-    return rule if rule is not None and rule.dtype == "datetime" else ColumnRule(dtype="datetime")
 
 
 @dataclass(frozen=True)
@@ -226,17 +253,11 @@ def run_feature_batch(
     newest_seen = _ns(meta.get("newest_event"))
     segments = pending_segments(log, set(consumed))[: job.max_segments]
     if not segments and not flush:
-        rows = meta.get("state", {}).get("rows", 0)
-        return FeatureBatch(
-            FeatureBatchOutcome(
-                snapshot=previous, segments=[], events_in=0, late=0, invalid=0,
-                state_rows=rows, watermark=meta.get("watermark"), updated={},
-            ),
-            [],
-        )  # fmt: skip
+        return _nothing_new(previous, meta)
     segment_ids = [segment_id(p) for p in segments]
     raw = pd.DataFrame([r for p in segments for r in iter_jsonl(p)])
-    events, invalid = _typed_events(raw, job)
+    types = _column_types(job, lake, meta, raw)
+    events, invalid, sent = _typed_events(raw, job, types)
     state, history = _starting_state(job, lake, meta, events, seed)
     if not events.empty:
         newest = int(events[stream.time_column].max())
@@ -249,7 +270,7 @@ def run_feature_batch(
     )
     before = _Rows(state[hit], job) if hit.any() else None
     merged = _Rows(_merge(state, hit, events, job), job)
-    late = _late_events(events, before, merged, job, old_mark)
+    late = _late_events(events, sent, before, merged, job, old_mark)
     mark = old_mark
     if newest_seen is not None:
         lag = 0 if flush else pd.Timedelta(stream.allowed_lateness).value
@@ -293,6 +314,7 @@ def run_feature_batch(
         "state": state_part.model_dump(),
         "late_parts": [p.model_dump() for p in late_parts],
         "job": job.model_dump(mode="json"),
+        "column_types": types,
     }
     if history is not None:
         manifest["seeded_from"] = {"rows": len(state), "source": history.token}
@@ -572,6 +594,7 @@ def _concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def _late_events(
     events: pd.DataFrame,
+    sent: pd.DataFrame,
     before: _Rows | None,
     after: _Rows,
     job: FeatureStreamJob,
@@ -579,7 +602,7 @@ def _late_events(
 ) -> pd.DataFrame:
     """Events that arrived after the watermark passed them: their event time, or a time they
     revealed (an availability or close their row did not have before), is before the
-    previous watermark."""
+    previous watermark. As they were sent (``sent``, row for row with ``events``)."""
     if old_mark is None or events.empty:
         return pd.DataFrame()
     stream = job.stream
@@ -599,14 +622,42 @@ def _late_events(
     per_event = revealed[pd.Index(after.ids).get_indexer(events[_ROW].to_numpy(np.uint64))]
     first = np.minimum(events[stream.time_column].to_numpy(np.int64), per_event)
     late = first < old_mark
-    out = events[late].drop(columns=[_ARRIVAL, _ROW])
-    out[stream.time_column] = pd.to_datetime(out[stream.time_column], unit="ns", utc=True)
-    return out.assign(_reason="late", _late_by_s=(old_mark - first[late]) / 1e9)
+    return sent[late].assign(_reason="late", _late_by_s=(old_mark - first[late]) / 1e9)
 
 
-def _typed_events(raw: pd.DataFrame, job: FeatureStreamJob) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Events with an event time (int ns), a typed timestamp and a row id; and those set
-    aside, with the reason."""
+def _nothing_new(previous: SnapshotRef | None, meta: dict) -> FeatureBatch:
+    rows = meta.get("state", {}).get("rows", 0)
+    return FeatureBatch(
+        FeatureBatchOutcome(
+            snapshot=previous, segments=[], events_in=0, late=0, invalid=0,
+            state_rows=rows, watermark=meta.get("watermark"), updated={},
+        ),
+        [],
+    )  # fmt: skip
+
+
+def _column_types(
+    job: FeatureStreamJob, lake: Lake, meta: dict, raw: pd.DataFrame
+) -> dict[str, str]:
+    """The types of the kept columns the event contract leaves open (keys, text), recorded
+    once as ingest records them: the source's types in the lake when it has them, else
+    those of the first events with values. A JSON producer may send a key as 7 in one
+    event and "T7" in another; typed once, each is read (or set aside) as the lake would."""
+    open_columns = [c for c in job.columns if c not in job.event_contract.columns]
+    known = meta.get("column_types")
+    if known is None:
+        ref = lake.latest("raw", job.stream.source)
+        recorded = lake.manifest(ref).get("column_types", {}) if ref else {}
+        known = {c: t for c, t in recorded.items() if c in open_columns}
+    return record_types(known, raw[[c for c in open_columns if c in raw.columns]])
+
+
+def _typed_events(
+    raw: pd.DataFrame, job: FeatureStreamJob, types: dict[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Events with an event time (int ns), values typed and checked as the lake types and
+    checks its rows (``types``: those of the columns the contract leaves open), and a row
+    id; those set aside, with the reason; and the events kept, as they were sent."""
     stream = job.stream
     if raw.empty:
         columns = [*job.columns, stream.time_column, _ARRIVAL, _ROW]
@@ -620,22 +671,26 @@ def _typed_events(raw: pd.DataFrame, job: FeatureStreamJob) -> tuple[pd.DataFram
         if col not in events:
             events[col] = None  # an event kind that does not carry it: not known yet
     times = pd.to_datetime(events[stream.time_column], utc=True, errors="coerce", format="ISO8601")
-    stamp = read_times(events[stream.timestamp], job.timestamp_rule)
     no_key = events[stream.key].isna().any(axis=1).to_numpy()
     no_time = times.isna().to_numpy()
-    bad_stamp = (stamp.isna() & events[stream.timestamp].notna()).to_numpy()
-    bad = no_time | no_key | bad_stamp
-    reasons = np.select(
-        [no_time, no_key], ["no valid event time", "a key column is null"], "bad timestamp"
-    )
+    bad = no_time | no_key
+    reasons = np.where(no_time, "no valid event time", "a key column is null")
     invalid = raw[bad].assign(_reason=reasons[bad])
-    events[stream.timestamp] = stamp
     events[stream.time_column] = to_ns(times)
-    events = events[~bad].reset_index(drop=True)
+    events[_SENT] = np.arange(len(raw))
+    # The values as the lake reads and checks them: what it would quarantine, no view counts.
+    checked = clean_table(
+        events[~bad], job.event_contract, f"stream {job.name}", types=types, live=True
+    )
+    if len(checked.quarantined):
+        refused = raw.iloc[checked.quarantined[_SENT].to_numpy()]
+        refused = refused.assign(_reason=checked.quarantined[REASON].to_numpy())
+        invalid = pd.concat([invalid, refused], ignore_index=True)
+    events = checked.clean
+    sent = raw.iloc[events[_SENT].to_numpy()].reset_index(drop=True)
     events[_ARRIVAL] = np.arange(len(events))
     events[_ROW] = _row_ids(events, stream.key)
-    kind = [stream.kind_column] if stream.kind_column in events else []  # for the late table
-    return events[[*job.columns, *kind, stream.time_column, _ARRIVAL, _ROW]], invalid
+    return events[[*job.columns, stream.time_column, _ARRIVAL, _ROW]], invalid, sent
 
 
 def _row_ids(frame: pd.DataFrame, key: list[str]) -> np.ndarray:

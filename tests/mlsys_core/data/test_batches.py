@@ -75,10 +75,10 @@ def test_nan_wrong_dtype_and_empty_values_are_quarantined_with_reasons(tmp_path:
     assert ref.reasons == {
         "size: null": 1,
         "code: null": 1,
-        "size: not a int": 1,
+        "size: not an int": 1,
         "weight: not a float": 1,
     }
-    assert quarantine.loc["D", REASON] == "size: not a int"
+    assert quarantine.loc["D", REASON] == "size: not an int"
     assert quarantine.loc["E", "weight"] == "heavy"  # the raw text is kept
 
 

@@ -48,7 +48,7 @@ def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
 
 # Each case: one bad row, the column it names, and a word its reason must hold.
 CASES = [
-    (_row(count="abc"), "count", "not a int"),
+    (_row(count="abc"), "count", "not an int"),
     (_row(count="2.5"), "count", "integer"),
     (_row(count=None), "count", "null"),
     (_row(count="11"), "count", "less_than_or_equal_to"),
@@ -94,7 +94,7 @@ def test_boundaries_and_allowed_nulls_pass() -> None:
 
 def test_unparsable_value_is_not_also_reported_as_null() -> None:
     result = clean_table(_frame([_row(count="seven")]), CONTRACT)
-    assert result.quarantined[REASON].tolist() == ["count: not a int"]
+    assert result.quarantined[REASON].tolist() == ["count: not an int"]
 
 
 def test_every_reason_of_a_row_is_listed() -> None:

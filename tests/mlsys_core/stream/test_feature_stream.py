@@ -471,7 +471,7 @@ def test_events_carry_the_timestamp_as_the_data_holds_it(tmp_path: Path):
     UTC ISO 8601. The stream publishes what the offline store computes from the lake's
     UTC times; read as ISO, every event would be set aside as a bad timestamp."""
     rule = ColumnRule(dtype="datetime", format="%d/%m/%Y %H:%M", timezone="Europe/Paris")
-    job = _tickets_job(max_segments=2).model_copy(update={"timestamp_rule": rule})
+    job = _tickets_job(max_segments=2).model_copy(update={"rules": {"opened_at": rule}})
     table = _tickets(200, seed=11, hours=24)
     events = source_events(job.stream, table)
     opened = pd.to_datetime(events["opened_at"], utc=True).dt.tz_convert("Europe/Paris")
@@ -493,8 +493,81 @@ def test_events_carry_the_timestamp_as_the_data_holds_it(tmp_path: Path):
         update={"contracts": {**spec.contracts, stream.source: contract.model_copy(
             update={"columns": columns})}}
     )  # fmt: skip
-    assert feature_stream_job(changed, stream.name).timestamp_rule == local
-    assert feature_stream_job(spec, stream.name).timestamp_rule.timezone == "UTC"
+    assert feature_stream_job(changed, stream.name).rules[stream.timestamp] == local
+    assert (
+        feature_stream_job(spec, stream.name).event_contract.columns[stream.timestamp].timezone
+        == "UTC"
+    )
+
+
+def test_events_the_lake_would_refuse_are_set_aside_with_its_reason(tmp_path: Path):
+    """A producer sends some tickets with values the source's contract refuses: a priority
+    out of its range, a queue not among the allowed ones, text where a number belongs. The
+    lake quarantines those rows; the stream sets their events aside, with the reason the
+    lake gives, and publishes what the offline store computes from the lake's clean rows.
+    Counted as they came, the priority 99 would move every mean and sum of its queue."""
+    queues = ["billing", "login", "refund", "shipping"]
+    rules = {
+        "queue": ColumnRule(dtype="string", allowed=queues),
+        "priority": ColumnRule(dtype="float", ge=1, le=4),
+        "minutes_to_resolve": ColumnRule(dtype="float", ge=0),
+    }
+    job = _tickets_job(max_segments=2).model_copy(update={"rules": rules})
+    table = _tickets(200, seed=13, hours=24)
+    events = source_events(job.stream, table).astype({"priority": object, "queue": object})
+    resolved_one = table.loc[table["minutes_to_resolve"].notna(), "ticket"].iloc[60]
+    bad = {"T0010": "high", "T0050": "queue", "T0090": 99.0, resolved_one: "soon", "T0190": 0.0}
+    for ticket, value in bad.items():
+        rows = (events["ticket"] == ticket).to_numpy()
+        resolved = rows & (events[job.stream.kind_column] == "resolved").to_numpy()
+        if value == "queue":
+            events.loc[rows, "queue"] = "Billing "  # every event of the row: as the row holds it
+        elif value == "soon":
+            events.loc[rows, "priority"] = "high"
+            events.loc[resolved, "minutes_to_resolve"] = value
+        else:
+            events.loc[rows, "priority"] = value
+    write_segments(events, tmp_path / "log", rows_per_segment=25)
+    clean = table[~table["ticket"].isin(bad)]
+    lake = Lake(tmp_path / "lake")
+    wrong, outcomes = _published_against_offline(job, tmp_path / "log", lake, clean)
+    assert wrong == 0 and len(outcomes) > 3
+    refused = events["ticket"].isin(bad)
+    assert sum(o.invalid for o in outcomes) == refused.sum()
+    snapshot = lake.latest("stream", job.name)
+    set_aside = pd.concat(
+        [lake.read_part(PartRef.model_validate(p)) for p in lake.manifest(snapshot)["late_parts"]]
+    )
+    reasons = set_aside.groupby("ticket")["_reason"].agg(lambda r: set("; ".join(r).split("; ")))
+    assert reasons["T0010"] == {"priority: not a float"}
+    assert reasons["T0050"] == {"queue: not an allowed value"}
+    assert reasons["T0090"] == {"priority: less_than_or_equal_to(4.0)"}
+    assert reasons["T0190"] == {"priority: greater_than_or_equal_to(1.0)"}
+    assert reasons[resolved_one] == {"priority: not a float", "minutes_to_resolve: not a float"}
+
+
+def test_a_key_sent_as_a_number_and_as_text_is_one_row_as_in_the_lake(tmp_path: Path):
+    """Ticket ids are numbers; one producer sends them as JSON numbers, another (the
+    resolutions) as strings. The contract does not declare the key: typed once from the
+    first events, as ingest types a column, ``"1005"`` and ``1005`` are one ticket, as in
+    the lake. A later event whose key is not a number is set aside with the lake's reason.
+    The stream used to stop on such a log, its state unwritable (mixed types)."""
+    job = _tickets_job(max_segments=2)
+    table = _tickets(200, seed=17, hours=24)
+    table["ticket"] = np.arange(1000, 1000 + len(table))
+    events = source_events(job.stream, table).astype({"ticket": object})
+    resolved = (events[job.stream.kind_column] == "resolved").to_numpy()
+    events.loc[resolved, "ticket"] = events.loc[resolved, "ticket"].map(str)
+    stray = events.iloc[[-1]].assign(ticket="T-1")
+    write_segments(pd.concat([events, stray]), tmp_path / "log", rows_per_segment=25)
+    lake = Lake(tmp_path / "lake")
+    wrong, outcomes = _published_against_offline(job, tmp_path / "log", lake, table)
+    assert wrong == 0 and len(outcomes) > 3
+    assert sum(o.invalid for o in outcomes) == 1
+    manifest = lake.manifest(lake.latest("stream", job.name))
+    assert manifest["column_types"]["ticket"] == "int"
+    (late,) = manifest["late_parts"]
+    assert lake.read_part(PartRef.model_validate(late))["_reason"].tolist() == ["ticket: not an int"]
 
 
 def test_a_seed_without_the_columns_the_views_read_is_refused(tmp_path: Path):
