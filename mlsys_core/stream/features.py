@@ -661,7 +661,7 @@ def _typed_events(
     stream = job.stream
     if raw.empty:
         columns = [*job.columns, stream.time_column, _ARRIVAL, _ROW]
-        return pd.DataFrame(columns=columns), pd.DataFrame()
+        return pd.DataFrame(columns=columns), pd.DataFrame(), pd.DataFrame()
     if stream.time_column not in raw:
         raise StreamError(f"events have no event-time column {stream.time_column!r}")
     if missing := sorted(set(stream.key) - set(raw.columns)):

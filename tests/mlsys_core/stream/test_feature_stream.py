@@ -567,7 +567,32 @@ def test_a_key_sent_as_a_number_and_as_text_is_one_row_as_in_the_lake(tmp_path: 
     manifest = lake.manifest(lake.latest("stream", job.name))
     assert manifest["column_types"]["ticket"] == "int"
     (late,) = manifest["late_parts"]
-    assert lake.read_part(PartRef.model_validate(late))["_reason"].tolist() == ["ticket: not an int"]
+    assert lake.read_part(PartRef.model_validate(late))["_reason"].tolist() == [
+        "ticket: not an int"
+    ]
+
+
+def test_a_flush_after_the_log_is_drained_publishes_up_to_the_newest_event(tmp_path: Path):
+    """A bounded replay ends with a flush: no new segment, the watermark moves to the newest
+    event seen, and the values published then are the offline store's at that time."""
+    job, table = _tickets_job(max_segments=4), _tickets(120, seed=19, hours=12)
+    events = source_events(job.stream, table)
+    write_segments(events, tmp_path / "log", rows_per_segment=30)
+    lake = Lake(tmp_path / "lake")
+    published = Published(job)
+    while (batch := run_feature_batch(job, tmp_path / "log", lake)).outcome.segments:
+        published.apply(batch.updates)
+    drained = pd.Timestamp(batch.outcome.watermark)
+    flushed = run_feature_batch(job, tmp_path / "log", lake, flush=True)
+    published.apply(flushed.updates)
+    newest = pd.to_datetime(events[job.stream.time_column], utc=True).max()
+    assert flushed.outcome.segments == [] and flushed.outcome.events_in == 0
+    assert pd.Timestamp(flushed.outcome.watermark) == newest > drained
+    offline = OfflineStore(job.views, {job.stream.source: table})
+    for view in job.views:
+        entities = table[view.entity.join_keys].drop_duplicates()
+        expected = _offline(offline, view, entities, newest)
+        assert not _mismatch(published.frame(view, entities), expected, view).any()
 
 
 def test_a_seed_without_the_columns_the_views_read_is_refused(tmp_path: Path):
