@@ -89,17 +89,21 @@ def sigterm_raises() -> Iterator[None]:
     """Turn SIGTERM (and SIGHUP: a closed terminal) into :class:`TrainingTerminated` in the
     main thread, so a launcher can stop its process group and close its runs before it
     exits, instead of dying at once and leaving torchrun and its workers training. Off the
-    main thread it does nothing."""
+    main thread it does nothing.
+
+    It raises once: a second signal (a scheduler that repeats SIGTERM, a terminal closing
+    while the job is stopped) must not interrupt the stopping of the group. A signal whose
+    exception was lost in a finalizer still stops the block when its body ends.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum: int, frame: object) -> None:
-        raise TrainingTerminated(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    stop = _Stop()
+    previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
+        if stop.signum is not None:
+            raise TrainingTerminated(stop.signum)
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

@@ -93,6 +93,59 @@ def test_a_lost_signal_in_a_body_that_completes_still_stops_the_process(tmp_path
     assert (status, outcome) == ("KILLED", "TrainingTerminated")
 
 
+LAUNCHER = """
+import os, signal, sys
+from mlsys_core.training.signals import TrainingTerminated, sigterm_raises
+
+steps = []
+try:
+    with sigterm_raises():
+{body}
+    steps.append("no exception")
+except TrainingTerminated as exc:
+    steps.append("stopped by " + signal.Signals(exc.signum).name)
+print(", ".join(steps))
+ours = [signal.getsignal(s) is not signal.SIG_DFL for s in (signal.SIGTERM, signal.SIGHUP)]
+print("still ours" if any(ours) else "restored")
+"""
+
+# The launcher's stop: a signal during the wait, then more while it stops the group.
+SIGNALS_WHILE_STOPPING = """
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    raise AssertionError("the signal did not stop the wait")
+except TrainingTerminated:
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGHUP)
+    steps.append("group stopped")
+    raise
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (SIGNALS_WHILE_STOPPING, "group stopped, stopped by SIGTERM"),
+        (SIGNAL_IN_A_FINALIZER, "stopped by SIGTERM"),
+        ("pass", "no exception"),
+    ],
+    ids=["signals-while-stopping", "lost-in-a-finalizer", "no-signal"],
+)
+def test_a_launcher_stops_once_whatever_signals_follow(
+    tmp_path: Path, body: str, expected: str
+) -> None:
+    """``sigterm_raises`` raises once: a second SIGTERM, or a SIGHUP, while the launcher
+    stops the group must not cut the stop short (the group left training, runs left open).
+    A signal whose exception a finalizer swallowed still stops the block."""
+    script = LAUNCHER.format(body=textwrap.indent(textwrap.dedent(body), " " * 8))
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines() == [expected, "restored"], done.stderr[-3000:]
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
