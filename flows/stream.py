@@ -74,6 +74,9 @@ def stream_features(
             f"{outcome.updated}; watermark {outcome.watermark}"
             + (f"; online {wrote.written}" if wrote else "")
         )
+        if outcome.invalid_reasons:
+            reasons = "; ".join(f"{r} ({n})" for r, n in outcome.invalid_reasons.items())
+            print(f"  set aside in the late table of {job.name}: {reasons}")
     if flush:
         flushed, _ = feature_micro_batch(
             job, log, settings, flush=True, key_kinds=kinds, from_history=from_history

@@ -180,6 +180,9 @@ class FeatureBatchOutcome(BaseModel):
     watermark: str | None
     updated: dict[str, int] = Field(description="Entities written, per view.")
     seeded: int = Field(default=0, description="History rows the job started from.")
+    invalid_reasons: dict[str, int] = Field(
+        default_factory=dict, description="Why events were set aside: reason -> events."
+    )
 
 
 @dataclass(frozen=True)
@@ -330,8 +333,17 @@ def run_feature_batch(
         watermark=manifest["watermark"],
         updated={u.view: len(u.rows) for u in updates},
         seeded=len(state) if history is not None else 0,
+        invalid_reasons=_reason_counts(invalid),
     )
     return FeatureBatch(outcome, updates)
+
+
+def _reason_counts(invalid: pd.DataFrame) -> dict[str, int]:
+    """Events per reason; an event with several reasons counts under each."""
+    if invalid.empty:
+        return {}
+    reasons = invalid["_reason"].astype(str).str.split("; ").explode().value_counts()
+    return {str(k): int(v) for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
 def _starting_state(

@@ -74,6 +74,33 @@ def test_flight_events_keep_the_views_as_the_offline_store_computes_them(
     assert Lake(settings.lake_dir).latest("stream", job.name) == snapshot
 
 
+def test_flight_events_the_contract_refuses_are_set_aside_and_the_run_says_why(
+    settings: Settings, small_spec: DatasetSpec, caplog: pytest.LogCaptureFixture
+):
+    """Two arrivals a producer got wrong: a delay sent as text, a carrier the flights
+    contract does not allow. The run sets both aside with the lake's reasons and prints
+    them; the other events stream as before."""
+    _, events = _march_events(small_spec, [4])
+    job = feature_stream_job(small_spec)
+    events = events.astype({"arr_delay": object, "carrier": object}).reset_index(drop=True)
+    arrived = np.flatnonzero((events[job.stream.kind_column] == "arrived").to_numpy())
+    events.loc[arrived[3], "arr_delay"] = "late"
+    events.loc[arrived[7], "carrier"] = "ZZ"
+    log = event_log_dir(settings.root, small_spec.name, job.stream.name)
+    write_segments(events, log, rows_per_segment=150)
+    outcomes = stream_features(small_spec)
+    reasons: dict[str, int] = {}
+    for outcome in outcomes:
+        for reason, n in outcome.invalid_reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    assert reasons == {"arr_delay: not a float": 1, "carrier: not an allowed value": 1}
+    assert sum(o.invalid for o in outcomes) == 2
+    assert sum(o.events_in for o in outcomes) == len(events)
+    # The flow prints it, and Prefect logs what a flow prints.
+    said = f"set aside in the late table of {job.name}: arr_delay: not a float (1)"
+    assert said in caplog.text and "carrier: not an allowed value (1)" in caplog.text
+
+
 def test_departures_stream_into_per_origin_windows(
     settings: Settings, small_spec: DatasetSpec, tmp_path
 ):
