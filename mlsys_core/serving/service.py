@@ -39,7 +39,7 @@ from mlsys_core.registry.lineage import (
     record_served_by,
 )
 from mlsys_core.serving.config import ServeConfig
-from mlsys_core.serving.lineage import SpecMismatchError, check_spec, version_spec
+from mlsys_core.serving.lineage import SpecMismatchError, spec_differences, version_spec
 from mlsys_core.serving.log_writer import PredictionLogWriter
 from mlsys_core.serving.metrics import ServiceMetrics
 from mlsys_core.serving.models import Deployment, LoadedModel, load_version
@@ -289,10 +289,14 @@ class InferenceService:
             if trained is not None and trained.fingerprint() != self.spec.fingerprint():
                 # A retrain on newer data moves the spec's sources, not its inputs: fine.
                 if ServingPlan(trained, self.plan.online).as_json() != self.plan.as_json():
-                    try:
-                        check_spec(self.spec, trained, f"{self.name} v{version}")
-                    except SpecMismatchError as err:
-                        why = f"{err}; restart the service to serve it"
+                    fields = ", ".join(spec_differences(self.spec, trained)) or "content"
+                    why = (
+                        f"{self.name} v{version} was trained with another spec than the one "
+                        f"this service takes requests for (they differ in {fields}); a service "
+                        "takes one spec's requests, fixed when it starts. A service started "
+                        f"once v{version} is the champion serves it; versions compared here "
+                        "must be trained with one spec"
+                    )
             self._checked[version] = why
         return self._checked[version]
 

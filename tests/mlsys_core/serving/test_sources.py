@@ -17,11 +17,17 @@ from mlsys_core.data.cleaning import latest_clean
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
 from mlsys_core.features.online import materialize_joined, online_sources, open_online_store
-from mlsys_core.features.store import materialize_online, online_source_tables
+from mlsys_core.features.store import (
+    build_feature_set,
+    load_feature_set,
+    materialize_online,
+    online_source_tables,
+)
 from mlsys_core.serving.app import create_app
 from mlsys_core.serving.lineage import SpecMismatchError
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.serving.sources import ServingPlan
+from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET
 from tests.mlsys_core.serving.conftest import register, serve_config, serving
 
 pytestmark = pytest.mark.slow  # the shared fixture trains a real model
@@ -110,6 +116,34 @@ def test_serving_needs_no_spec_and_refuses_a_different_one(trained, client, mode
         create_app(trained.settings, resolve_spec("nycflights13"), config)
     with pytest.raises(SpecMismatchError, match=model_name):
         create_app(trained.settings, None, config.model_copy(update={"spec": "nycflights13"}))
+
+
+def test_a_challenger_trained_with_other_inputs_is_refused_with_what_to_do(
+    trained, client, model_name
+):
+    """A retrain that adds or drops a feature is a version with another spec. The service
+    takes one spec's requests, fixed when it starts (here: the champion's, from its
+    lineage), so it does not serve that challenger, and says why and what serves it; it
+    does not tell a caller who gave no spec to leave the spec out."""
+    lake = Lake(trained.settings.lake_dir)
+    _, spec = load_feature_set(trained.feature_set, lake)
+    narrower = spec.model_copy(
+        update={"features": spec.features.model_copy(update={"numeric": spec.features.numeric[1:]})}
+    )
+    clean = {s.name: latest_clean(lake, s.name) for s in spec.sources}
+    other = build_feature_set(clean, narrower, lake)
+    champion = register(client, model_name, trained.model.model_uri, "champion")
+    challenger = register(client, model_name, trained.model.model_uri, "challenger")
+    client.set_model_version_tag(model_name, challenger, TAG_FEATURE_SET, other.version)
+    client.set_model_version_tag(model_name, challenger, TAG_DATASET, narrower.name)
+    config = serve_config("single").model_copy(update={"model_name": model_name})
+    service = create_app(trained.settings, None, config).state.service
+    assert service.spec.fingerprint() == spec.fingerprint()
+    assert service.unservable(champion) is None
+    why = service.unservable(challenger)
+    assert why is not None and "differ in features.numeric" in why, why
+    assert f"once v{challenger} is the champion serves it" in why
+    assert "leave the spec out" not in why
 
 
 def test_lookups_are_used_misses_counted_and_the_request_logged(
