@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from mlsys_core.datasets import SPEC_HELP
@@ -119,4 +120,10 @@ def run_check(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    for view, features in spec.idle_views.items():
+        print(
+            f"note: feature view {view!r} gives the model no input; list its features "
+            f"({', '.join(features)}) in features (numeric; categorical for text) to use them",
+            file=sys.stderr,
+        )
     return 0

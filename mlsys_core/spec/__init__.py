@@ -372,6 +372,14 @@ class DatasetSpec(_Frozen):
         return list(dict.fromkeys([*cols, *extractor_columns(self.features.extractors)]))
 
     @property
+    def idle_views(self) -> dict[str, list[str]]:
+        """Feature views none of whose features the model takes: computed, stored and kept
+        fresh for nothing, most often because their features were left out of
+        ``features``."""
+        used = set(self.input_columns)
+        return {v.name: v.features for v in self.feature_views if not used & set(v.features)}
+
+    @property
     def view_features(self) -> list[str]:
         """Features the feature store computes, in declaration order."""
         return [f for v in self.feature_views for f in v.features]

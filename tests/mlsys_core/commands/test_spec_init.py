@@ -389,6 +389,30 @@ def test_spec_check_summarizes_a_reference_and_refuses_a_bad_one(
 ) -> None:
     assert main(["spec", "check", "digits"]) == 0
     assert '"event_timestamp": null' in capsys.readouterr().out
+    assert main(["spec", "check", "nycflights13"]) == 0
+    assert "note:" not in capsys.readouterr().err  # every view feeds the model
     assert main(["spec", "check", "no_such_dataset"]) == 2
     err = capsys.readouterr().err
     assert "no dataset 'no_such_dataset'" in err and err.count("\n") == 1
+
+
+def test_spec_check_notes_a_view_whose_features_the_model_does_not_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A view declared, its features forgotten in ``features``: it is built, stored and
+    streamed, and the model never sees it. ``spec check`` says so, on stderr."""
+    (tmp_path / "idle.py").write_text(
+        "from mlsys_core.datasets.nycflights13.spec import nycflights13_spec\n\n\n"
+        "def idle():\n"
+        "    spec = nycflights13_spec()\n"
+        "    view = spec.feature_views[0]\n"
+        "    numeric = [c for c in spec.features.numeric if c not in view.features]\n"
+        "    features = spec.features.model_copy(update={'numeric': numeric})\n"
+        "    return spec.model_copy(update={'features': features})\n"
+    )
+    assert main(["spec", "check", f"{tmp_path / 'idle.py'}:idle"]) == 0
+    err = capsys.readouterr().err
+    view = resolve_spec("nycflights13").feature_views[0]
+    assert err.count("note:") == 1, err
+    assert f"feature view {view.name!r} gives the model no input" in err
+    assert ", ".join(view.features) in err
