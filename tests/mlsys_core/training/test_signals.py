@@ -97,6 +97,8 @@ LAUNCHER = """
 import os, signal, sys
 from mlsys_core.training.signals import TrainingTerminated, sigterm_raises
 
+SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+before = [signal.getsignal(s) for s in SIGNALS]  # SIGHUP is ignored under nohup
 steps = []
 try:
     with sigterm_raises():
@@ -105,8 +107,7 @@ try:
 except TrainingTerminated as exc:
     steps.append("stopped by " + signal.Signals(exc.signum).name)
 print(", ".join(steps))
-ours = [signal.getsignal(s) is not signal.SIG_DFL for s in (signal.SIGTERM, signal.SIGHUP)]
-print("still ours" if any(ours) else "restored")
+print("restored" if [signal.getsignal(s) for s in SIGNALS] == before else "still ours")
 """
 
 # The launcher's stop: a signal during the wait, then more while it stops the group.
