@@ -27,6 +27,7 @@ from mlsys_core.serving.app import create_app
 from mlsys_core.serving.lineage import SpecMismatchError
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.serving.sources import ServingPlan
+from mlsys_core.tracking import tracking_client
 from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET
 from tests.mlsys_core.serving.conftest import register, serve_config, serving
 
@@ -119,25 +120,27 @@ def test_serving_needs_no_spec_and_refuses_a_different_one(trained, client, mode
 
 
 def test_a_challenger_trained_with_other_inputs_is_refused_with_what_to_do(
-    trained, client, model_name
+    trained, client, model_name, tmp_path
 ):
     """A retrain that adds or drops a feature is a version with another spec. The service
     takes one spec's requests, fixed when it starts (here: the champion's, from its
     lineage), so it does not serve that challenger, and says why and what serves it; it
     does not tell a caller who gave no spec to leave the spec out."""
-    lake = Lake(trained.settings.lake_dir)
+    champion = register(client, model_name, trained.model.model_uri, "champion")
+    challenger = register(client, model_name, trained.model.model_uri, "challenger")
+    settings = _own_state(trained, tmp_path)  # the other feature set stays out of the shared lake
+    lake = Lake(settings.lake_dir)
     _, spec = load_feature_set(trained.feature_set, lake)
     narrower = spec.model_copy(
         update={"features": spec.features.model_copy(update={"numeric": spec.features.numeric[1:]})}
     )
     clean = {s.name: latest_clean(lake, s.name) for s in spec.sources}
     other = build_feature_set(clean, narrower, lake)
-    champion = register(client, model_name, trained.model.model_uri, "champion")
-    challenger = register(client, model_name, trained.model.model_uri, "challenger")
-    client.set_model_version_tag(model_name, challenger, TAG_FEATURE_SET, other.version)
-    client.set_model_version_tag(model_name, challenger, TAG_DATASET, narrower.name)
+    copied = tracking_client(settings.mlflow_uri)
+    copied.set_model_version_tag(model_name, challenger, TAG_FEATURE_SET, other.version)
+    copied.set_model_version_tag(model_name, challenger, TAG_DATASET, narrower.name)
     config = serve_config("single").model_copy(update={"model_name": model_name})
-    service = create_app(trained.settings, None, config).state.service
+    service = create_app(settings, None, config).state.service
     assert service.spec.fingerprint() == spec.fingerprint()
     assert service.unservable(champion) is None
     why = service.unservable(challenger)
