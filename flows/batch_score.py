@@ -22,15 +22,18 @@ def batch_score(
     feature_set: str | None = None,
 ) -> ScoreResult:
     """Score ``feature_set`` (default: the newest of ``spec``'s dataset, a dataset reference;
-    without one, of the dataset in the version's lineage) with the version ``alias`` points
-    at when the run starts; the same version and snapshot again is a no-op."""
+    without one, of the dataset in the version's lineage, that gives the version every input
+    as it was trained) with the version ``alias`` points at when the run starts; the same
+    version and snapshot again is a no-op."""
     settings = Settings()
     given = resolve_spec(spec) if spec is not None else None
     name = model_name or settings.model_name or resolve_model_name(None, given or settings.dataset)
     default = resolve_spec(settings.dataset).name if settings.dataset and not given else None
-    version, features = resolve_scoring_inputs(
+    version, (features, passed_over) = resolve_scoring_inputs(
         name, alias, given.name if given else None, feature_set, settings, default
     )
+    for why in passed_over:
+        print(f"passed over: {why}")
     result = score_feature_set(features, name, version, settings)
     # The batch job consumes the model version: its lineage lists this deployment.
     user = (

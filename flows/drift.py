@@ -49,6 +49,8 @@ def drift_check(
     name = resolve_model_name(model_name or settings.model_name, dataset)
     config = config.model_copy(update={"months": months, "window": window})
     inputs = load_check(name, alias, config, settings)
+    for why in inputs.passed_over:
+        print(f"passed over: {why}")
     data = data_drift(inputs, config, settings)
     prediction = prediction_drift(inputs, config, settings)
     target = target_drift(inputs, config, settings)

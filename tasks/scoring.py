@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.features.store import FeatureSetRef, ScoringSet, scoring_feature_set
+from mlsys_core.registry.lineage import version_spec
 from mlsys_core.serving import batch
 from mlsys_core.serving.batch import ScoreResult
 from mlsys_core.tracking import configure_mlflow
@@ -20,14 +21,15 @@ def resolve_scoring_inputs(
     feature_set: str | None,
     settings: Settings,
     default_dataset: str | None = None,
-) -> tuple[str, FeatureSetRef]:
-    """Pin the version behind ``alias`` and the feature set (default: the newest of the
-    dataset given, else of the one in the version's lineage)."""
+) -> tuple[str, ScoringSet]:
+    """Pin the version behind ``alias`` and the feature set (default: the newest the version
+    can take of the dataset given, else of the one in its lineage)."""
     client = configure_mlflow(settings.tracking)
     lake = Lake(settings.lake_dir)
     version = batch.resolve_version(client, model_name, alias)
     name = batch.scoring_dataset(client, lake, model_name, version, dataset, default_dataset)
-    return version, batch.find_feature_set(lake, name, feature_set)
+    trained = version_spec(client, lake, model_name, version)
+    return version, scoring_feature_set(lake, name, feature_set, trained)
 
 
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_io_errors)

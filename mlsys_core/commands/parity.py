@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from mlsys_core.data.cleaning import latest_clean  # noqa: PLC0415
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
     from mlsys_core.datasets import resolve_spec  # noqa: PLC0415
-    from mlsys_core.features.store import feature_set_ref, load_feature_set  # noqa: PLC0415
+    from mlsys_core.features.store import load_feature_set, scoring_feature_set  # noqa: PLC0415
+    from mlsys_core.registry.lineage import version_feature_set  # noqa: PLC0415
     from mlsys_core.serving import parity  # noqa: PLC0415
-    from mlsys_core.serving.lineage import check_spec, version_feature_set  # noqa: PLC0415
+    from mlsys_core.serving.lineage import check_spec  # noqa: PLC0415
     from mlsys_core.serving.models import load_version  # noqa: PLC0415
     from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
 
@@ -81,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
     model = load_version(client, name, version)
     if args.feature_set is not None:
         if args.feature_set != "latest":
-            snapshot = lake.find("features", spec.name, args.feature_set)
-            if snapshot is None:
-                raise ValueError(f"no feature set {spec.name}/{args.feature_set} in {lake.root}")
-            frame, spec = load_feature_set(feature_set_ref(snapshot, lake), lake)
+            # Another set of the dataset: refused unless it holds the model's inputs as
+            # trained; the requests are still the served model's (its spec's).
+            chosen = scoring_feature_set(lake, spec.name, args.feature_set, spec).feature_set
+            frame = lake.read(chosen.snapshot)
         requests, offline = parity.feature_set_requests(frame, spec, args.sample, args.seed)
     else:
         since = pd.Timestamp(args.since) if args.since else None

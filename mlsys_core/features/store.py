@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime
+from typing import NamedTuple
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +22,7 @@ from mlsys_core.features.batch import (
 )
 from mlsys_core.features.online import MaterializeResult, OnlineStoreBase, materialize_spec
 from mlsys_core.spec import DatasetSpec, HashSplit, TimeSplit
+from mlsys_core.spec.inputs import input_differences
 
 FEATURES_VERSION = "4"  # bump when assembly changes, so versions move with the code
 # The lineage tags that name a model's feature set: on its training run, and copied from
@@ -164,10 +166,77 @@ def latest_feature_set(lake: Lake, dataset: str) -> FeatureSetRef:
     return feature_set_ref(snapshot, lake)
 
 
+def spec_of(feature_set: FeatureSetRef, lake: Lake) -> DatasetSpec:
+    """The exact spec a feature set was built with (from its manifest, no data read)."""
+    return DatasetSpec.model_validate(lake.manifest(feature_set.snapshot)["spec"])
+
+
+class UnscorableFeatureSetError(ValueError):
+    """Rows a model cannot be given: built with a spec that lacks or computes otherwise some
+    input it was trained on."""
+
+
+class ScoringSet(NamedTuple):
+    """The feature set to score, and the newer ones passed over (each with why)."""
+
+    feature_set: FeatureSetRef
+    passed_over: list[str]
+
+
+def scoring_feature_set(
+    lake: Lake, dataset: str, version: str | None, model: DatasetSpec | None
+) -> ScoringSet:
+    """Feature set ``version`` of ``dataset``, else the newest one whose rows give a model
+    trained with ``model`` (its lineage spec) every input as it was trained.
+
+    A newer set built with another spec (a retrain that dropped a feature or changed a
+    window) would hand the model imputed or other values without a word: it is passed over,
+    and a set named by ``version`` that the model cannot take is refused with what differs.
+    Without ``model`` (a version logged outside the pipeline) the newest set is taken.
+    """
+    if version is not None:
+        snapshot = lake.find("features", dataset, version)
+        if snapshot is None:
+            raise LookupError(f"no feature set {dataset}/{version} in {lake.root}")
+        ref = feature_set_ref(snapshot, lake)
+        if model is not None:
+            check_scorable(model, ref, spec_of(ref, lake), "the model")
+        return ScoringSet(ref, [])
+    if model is None:
+        return ScoringSet(latest_feature_set(lake, dataset), [])
+    passed_over = []
+    for snapshot in reversed(lake.snapshots("features", dataset)):
+        ref = feature_set_ref(snapshot, lake)
+        why = input_differences(model, spec_of(ref, lake))
+        if not why:
+            return ScoringSet(ref, passed_over)
+        passed_over.append(_unscorable(ref, why))
+    if not passed_over:
+        latest_feature_set(lake, dataset)  # raises: none was built yet
+    raise UnscorableFeatureSetError(
+        f"no feature set of {dataset!r} gives the model every input as it was trained "
+        f"(newest first: {passed_over[0]}); build features with the spec it was trained with"
+    )
+
+
+def check_scorable(model: DatasetSpec, ref: FeatureSetRef, rows: DatasetSpec, who: str) -> None:
+    """Raise :class:`UnscorableFeatureSetError` unless ``ref``'s rows (built with ``rows``)
+    give a model trained with ``model`` every input as it was trained."""
+    if why := input_differences(model, rows):
+        raise UnscorableFeatureSetError(f"{who} cannot score it: {_unscorable(ref, why)}")
+
+
+def _unscorable(ref: FeatureSetRef, why: list[str]) -> str:
+    shown = "; ".join(why[:5]) + (f"; and {len(why) - 5} more" if len(why) > 5 else "")
+    return (
+        f"feature set {ref.version} was built with another spec, whose rows lack inputs the "
+        f"model was trained on or compute them otherwise ({shown})"
+    )
+
+
 def load_feature_set(ref: FeatureSetRef, lake: Lake) -> tuple[pd.DataFrame, DatasetSpec]:
     """The frame and the exact spec it was built with."""
-    spec = DatasetSpec.model_validate(lake.manifest(ref.snapshot)["spec"])
-    return lake.read(ref.snapshot), spec
+    return lake.read(ref.snapshot), spec_of(ref, lake)
 
 
 def online_source_tables(spec: DatasetSpec) -> list[str]:

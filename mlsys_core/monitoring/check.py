@@ -36,8 +36,9 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import (
     FeatureSetRef,
     feature_set_of,
-    latest_feature_set,
     load_feature_set,
+    scoring_feature_set,
+    spec_of,
 )
 from mlsys_core.monitoring.drift import (
     DriftSummary,
@@ -114,6 +115,7 @@ class CheckInputs(BaseModel):
     model_version: str
     reference_set: FeatureSetRef
     current_set: FeatureSetRef
+    passed_over: list[str] = []  # newer feature sets that lack the model's inputs, and why
     reference_dir: str  # the cached reference statistics
     reference_cached: bool
     log_since: datetime  # prediction and target drift read the log from here
@@ -158,11 +160,6 @@ class DriftOutcome(BaseModel):
 
 
 # -- 1. load ------------------------------------------------------------------------------------
-
-
-def spec_of(feature_set: FeatureSetRef, lake: Lake) -> DatasetSpec:
-    """The exact spec a feature set was built with (from its manifest, no data read)."""
-    return DatasetSpec.model_validate(lake.manifest(feature_set.snapshot)["spec"])
 
 
 def model_feature_set(
@@ -213,9 +210,9 @@ def load_check(
     alias: str,
     config: CheckConfig,
 ) -> CheckInputs:
-    """Resolve ``model_name@alias``, its training feature set and the newest one, and make
-    sure its reference statistics are cached (the training rows are read only to build
-    them)."""
+    """Resolve ``model_name@alias``, its training feature set and the newest one that holds
+    its inputs as trained, and make sure its reference statistics are cached (the training
+    rows are read only to build them)."""
     started = time.perf_counter()
     version, reference_set = model_feature_set(client, lake, model_name, alias)
     spec = spec_of(reference_set, lake)
@@ -234,12 +231,16 @@ def load_check(
         return build_reference(reference, spec, client, f"models:/{model_name}/{version}")
 
     _, cached = cached_reference(folder, build)
+    # The newest rows that hold the model's inputs as trained: a set built since with
+    # another spec would show drift in a feature that was only redefined, or dropped.
+    current = scoring_feature_set(lake, spec.name, None, spec)
     return CheckInputs(
         model_name=model_name,
         alias=alias,
         model_version=version,
         reference_set=reference_set,
-        current_set=latest_feature_set(lake, spec.name),
+        current_set=current.feature_set,
+        passed_over=current.passed_over,
         reference_dir=str(folder),
         reference_cached=cached,
         log_since=datetime.now(UTC) - timedelta(days=config.log_days),

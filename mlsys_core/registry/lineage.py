@@ -2,7 +2,9 @@
 
 Everything is read from tags written along the way: the training run's lineage tags (copied
 onto the version at registration), the gate and approval tags, the audit history, and one
-``mlsys.served_by.<deployment>`` tag per deployment that used the version.
+``mlsys.served_by.<deployment>`` tag per deployment that used the version. A version's
+dataset and feature-set tags (or else its run's) name the feature set it was trained on,
+whose manifest holds the exact spec (``version_spec``).
 """
 
 from __future__ import annotations
@@ -16,15 +18,56 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.crashpoints import crash_point
+from mlsys_core.data.lake import Lake
+from mlsys_core.features.store import FeatureSetRef, feature_set_ref, spec_of
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, Stage
+from mlsys_core.spec import DatasetSpec
+from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET
 
 SERVED_BY_PREFIX = "mlsys.served_by."
 TAG_CANARY_ROLLBACK = "mlsys.serving.canary_rollback"
 TAG_TUNING_STUDY = "mlsys.tuning.study"
 TAG_TUNING_STORAGE = "mlsys.tuning.storage"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+
+
+def version_tags(client: MlflowClient, name: str, version: str) -> dict[str, str]:
+    """The version's lineage tags, falling back to its training run's tags."""
+    mv = client.get_model_version(name, version)
+    tags = dict(mv.tags)
+    if not {TAG_FEATURE_SET, TAG_DATASET} <= tags.keys() and mv.run_id:
+        try:
+            tags = dict(client.get_run(mv.run_id).data.tags) | tags
+        except MlflowException:
+            pass  # a deleted run: nothing more to learn
+    return tags
+
+
+def version_feature_set(
+    client: MlflowClient, lake: Lake, name: str, version: str
+) -> FeatureSetRef | None:
+    """The feature set ``name`` v``version`` was trained on; None when its lineage names none
+    (a model logged outside the pipeline)."""
+    tags = version_tags(client, name, version)
+    if TAG_FEATURE_SET not in tags or TAG_DATASET not in tags:
+        return None
+    snapshot = lake.find("features", tags[TAG_DATASET], tags[TAG_FEATURE_SET])
+    if snapshot is None:
+        raise LookupError(
+            f"{name} v{version} was trained on feature set {tags[TAG_DATASET]}/"
+            f"{tags[TAG_FEATURE_SET]}, which is not in {lake.root}"
+        )
+    return feature_set_ref(snapshot, lake)
+
+
+def version_spec(client: MlflowClient, lake: Lake, name: str, version: str) -> DatasetSpec | None:
+    """The exact spec ``name`` v``version`` was trained with (None: no lineage)."""
+    ref = version_feature_set(client, lake, name, version)
+    if ref is None:
+        return None
+    return spec_of(ref, lake)
 
 
 class ServedBy(BaseModel):

@@ -16,6 +16,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 import mlflow
 import numpy as np
@@ -25,7 +26,12 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.store import feature_set_of
+from mlsys_core.features.store import (
+    FeatureSetRef,
+    UnscorableFeatureSetError,
+    check_scorable,
+    feature_set_of,
+)
 from mlsys_core.registry import gate as gate_core
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateConfig, GateDecision
@@ -37,9 +43,11 @@ from mlsys_core.registry.lifecycle import (
     Stage,
     StaleGate,
 )
+from mlsys_core.registry.lineage import version_spec
 from mlsys_core.registry.locking import RegistryLock
+from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import download_model
-from mlsys_core.training.run import TrainedModel, held_out
+from mlsys_core.training.run import TrainedModel, model_input_frame, split_rows
 
 # MLflow loads a models-from-code model through a module global (``set_model``), so two
 # threads loading at once can swap models; loading is serialized, predicting is not.
@@ -96,21 +104,44 @@ def predict_scores(client: MlflowClient, model_uri: str, features: pd.DataFrame)
     return np.asarray(proba, dtype=float).reshape(-1)
 
 
-def held_out_rows(
-    client: MlflowClient, lake: Lake, candidate: RegisteredVersion
-) -> tuple[pd.DataFrame, np.ndarray, str]:
-    """The test split of the feature set the version was trained on: rows, labels, name."""
+@dataclass(frozen=True)
+class HeldOut:
+    """The test split of the feature set a version was trained on."""
+
+    rows: pd.DataFrame
+    spec: DatasetSpec  # the spec the rows were built with
+    feature_set: FeatureSetRef
+
+    @property
+    def where(self) -> str:
+        return f"{self.feature_set.version}/test"
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.rows[self.spec.label.name].to_numpy(np.float64)
+
+    def inputs(self, model: DatasetSpec | None = None, who: str = "the model") -> pd.DataFrame:
+        """The rows as a model trained with ``model`` takes them (default: the rows' own
+        spec); refused when the rows lack an input of it or compute one otherwise."""
+        if model is None:
+            return model_input_frame(self.rows, self.spec)
+        check_scorable(model, self.feature_set, self.spec, who)
+        return model_input_frame(self.rows, model)
+
+
+def held_out_rows(client: MlflowClient, lake: Lake, candidate: RegisteredVersion) -> HeldOut:
+    """The test split of the feature set the version was trained on."""
     tags = client.get_model_version(candidate.name, candidate.version).tags
     feature_set = feature_set_of(tags, lake)
-    features, labels = held_out(feature_set, lake)
-    return features, labels, f"{feature_set.version}/test"
+    rows, spec = split_rows(feature_set, lake)
+    return HeldOut(rows, spec, feature_set)
 
 
 def smoke_test(client: MlflowClient, lake: Lake, candidate: RegisteredVersion) -> float:
     """Load the registered version as serving would and score its own held-out rows:
     probabilities in [0, 1] for every row. Returns the held-out AUC."""
-    features, labels, _ = held_out_rows(client, lake, candidate)
-    scores = predict_scores(client, candidate.uri, features)
+    held = held_out_rows(client, lake, candidate)
+    scores, labels = predict_scores(client, candidate.uri, held.inputs()), held.labels
     if scores.shape != labels.shape or not np.all((scores >= 0) & (scores <= 1)):
         raise ValueError(f"{candidate.uri} returned {scores.shape} scores outside [0, 1]")
     return float(gate_core.auc(labels, scores)[0])
@@ -123,8 +154,10 @@ def challenge_champion(
     labels: np.ndarray,
     config: GateConfig | None = None,
     held_out: str | None = None,
+    champion_inputs: Callable[[str], pd.DataFrame] | None = None,
 ) -> GateDecision:
-    """Score candidate and champion on the same held-out rows and run the gate."""
+    """Score candidate and champion on the same held-out rows and run the gate; each takes
+    them as its own inputs when ``champion_inputs`` gives the champion version's."""
     config = config or GateConfig()
     challenger = predict_scores(client, candidate.uri, features)
     champion = current_champion(client, candidate.name)
@@ -133,11 +166,15 @@ def challenge_champion(
             labels, challenger, None, config, candidate.version, held_out=held_out
         )
     try:
-        champion_scores = predict_scores(client, champion.uri, features)
-    except MlflowException as err:  # e.g. the input schema changed since the champion
+        rows = features if champion_inputs is None else champion_inputs(champion.version)
+        champion_scores = predict_scores(client, champion.uri, rows)
+    except (MlflowException, UnscorableFeatureSetError) as err:
+        # The input schema changed since the champion, or these rows lack an input it was
+        # trained on (its scores would be of imputed values): no fair comparison.
         challenger_auc = float(gate_core.auc(labels, challenger)[0])
+        why = err.message if isinstance(err, MlflowException) else str(err)
         return gate_core.incomparable(
-            challenger_auc, champion.version, str(err), config, candidate.version
+            challenger_auc, champion.version, why, config, candidate.version
         )
     return gate_core.decide(
         labels,
@@ -158,8 +195,18 @@ def run_gate(
     actor: str,
 ) -> GateDecision:
     """Score candidate and champion on the candidate's held-out rows; record the decision."""
-    features, labels, where = held_out_rows(client, lake, candidate)
-    decision = challenge_champion(client, candidate, features, labels, config, where)
+    held = held_out_rows(client, lake, candidate)
+
+    def champion_inputs(version: str) -> pd.DataFrame:
+        try:
+            trained = version_spec(client, lake, candidate.name, version)
+        except LookupError:  # its feature set left the lake: the rows' own inputs, as before
+            trained = None
+        return held.inputs(trained, f"champion v{version}")
+
+    decision = challenge_champion(
+        client, candidate, held.inputs(), held.labels, config, held.where, champion_inputs
+    )
     lifecycle.record_gate(client, candidate.name, candidate.version, decision, actor)
     return decision
 

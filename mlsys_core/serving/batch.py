@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.data.lake import Lake, SnapshotRef
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.features.store import FeatureSetRef, feature_set_ref, latest_feature_set
-from mlsys_core.serving.lineage import version_feature_set
+from mlsys_core.features.store import FeatureSetRef, check_scorable
+from mlsys_core.registry.lineage import version_feature_set, version_spec
 from mlsys_core.serving.models import LoadedModel, load_version
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.training.run import model_input_frame
@@ -90,16 +90,6 @@ def scoring_dataset(
     )
 
 
-def find_feature_set(lake: Lake, dataset: str, version: str | None) -> FeatureSetRef:
-    """Feature set ``version`` of ``dataset``, or its newest when ``version`` is None."""
-    if version is None:
-        return latest_feature_set(lake, dataset)
-    snapshot = lake.find("features", dataset, version)
-    if snapshot is None:
-        raise LookupError(f"no feature set {dataset}/{version} in {lake.root}")
-    return feature_set_ref(snapshot, lake)
-
-
 def score_id(model_name: str, model_version: str, feature_set: FeatureSetRef) -> str:
     key = f"{model_name}:{model_version}:{feature_set.version}:{SCORES_VERSION}"
     return hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -135,12 +125,15 @@ def score_feature_set(
     spec = DatasetSpec.model_validate(meta["spec"])
     uri = f"models:/{model_name}/{model_version}"
     model = _load(client, model_name, model_version)
+    # The model takes its own inputs, typed as in training: the spec it was trained with.
+    trained = version_spec(client, lake, model_name, model_version) or spec
+    check_scorable(trained, feature_set, spec, f"{model_name} v{model_version}")
     # The event time is in a feature set only when the model uses it (calendar features).
     stored = {field["name"] for field in meta["schema"]}
     keys = [
         k for k in dict.fromkeys([*spec.entity_keys, spec.event_timestamp, SPLIT]) if k in stored
     ]
-    columns = list(dict.fromkeys([*keys, *spec.input_columns]))
+    columns = list(dict.fromkeys([*keys, *trained.input_columns]))
     # One part per snapshot, named after it: a failure before the manifest takes it back; a
     # killed run leaves a part that a rerun overwrites whole (or `mlsys lake gc` removes).
     with lake.writing():  # a failure takes back the part: nothing half-made stays
@@ -149,7 +142,7 @@ def score_feature_set(
             for batch in batches:
                 frame = batch.to_pandas()
                 writer.write(
-                    _score_batch(frame, spec, keys, model.predict, model_name, model_version)
+                    _score_batch(frame, trained, keys, model.predict, model_name, model_version)
                 )
         manifest = {
             "parents": [f"features/{dataset}/{feature_set.version}"],

@@ -1,69 +1,28 @@
-"""Which spec a registered version was trained with, read from its lineage.
+"""Serving with the spec a registered version was trained with.
 
-A version's tags (copied from its training run at registration, or else the run's own tags)
-name its dataset and feature-set version; the feature set's manifest holds the exact spec it
-was built with. So serving, batch scoring and materialization need no spec from the user:
-the version says which. A spec the user gives anyway must be that one.
+``registry.lineage.version_spec`` reads it from the version's lineage, so serving, batch
+scoring and materialization need no spec from the user: the version says which. A spec the
+user gives anyway must be that one.
 """
 
 from __future__ import annotations
 
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from mlsys_core.data.cleaning import latest_clean
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.online import MaterializeResult, OnlineStoreBase
 from mlsys_core.features.store import (
-    FeatureSetRef,
-    feature_set_ref,
     materialize_online,
     online_source_tables,
 )
 from mlsys_core.registry.lifecycle import alias_version
+from mlsys_core.registry.lineage import version_spec
 from mlsys_core.spec import DatasetSpec
-from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET
 
 
 class SpecMismatchError(ValueError):
     """A spec given for a model version that was trained with another one."""
-
-
-def version_tags(client: MlflowClient, name: str, version: str) -> dict[str, str]:
-    """The version's lineage tags, falling back to its training run's tags."""
-    mv = client.get_model_version(name, version)
-    tags = dict(mv.tags)
-    if TAG_FEATURE_SET not in tags and mv.run_id:
-        try:
-            tags = dict(client.get_run(mv.run_id).data.tags) | tags
-        except MlflowException:
-            pass  # a deleted run: nothing more to learn
-    return tags
-
-
-def version_feature_set(
-    client: MlflowClient, lake: Lake, name: str, version: str
-) -> FeatureSetRef | None:
-    """The feature set ``name`` v``version`` was trained on; None when its lineage names none
-    (a model logged outside the pipeline)."""
-    tags = version_tags(client, name, version)
-    if TAG_FEATURE_SET not in tags or TAG_DATASET not in tags:
-        return None
-    snapshot = lake.find("features", tags[TAG_DATASET], tags[TAG_FEATURE_SET])
-    if snapshot is None:
-        raise LookupError(
-            f"{name} v{version} was trained on feature set {tags[TAG_DATASET]}/"
-            f"{tags[TAG_FEATURE_SET]}, which is not in {lake.root}"
-        )
-    return feature_set_ref(snapshot, lake)
-
-
-def version_spec(client: MlflowClient, lake: Lake, name: str, version: str) -> DatasetSpec | None:
-    """The exact spec ``name`` v``version`` was trained with (None: no lineage)."""
-    ref = version_feature_set(client, lake, name, version)
-    if ref is None:
-        return None
-    return DatasetSpec.model_validate(lake.manifest(ref.snapshot)["spec"])
 
 
 def alias_spec(

@@ -37,9 +37,10 @@ from mlsys_core.registry.lineage import (
     TAG_CANARY_ROLLBACK,
     record_canary_rollback,
     record_served_by,
+    version_spec,
 )
 from mlsys_core.serving.config import ServeConfig
-from mlsys_core.serving.lineage import SpecMismatchError, spec_differences, version_spec
+from mlsys_core.serving.lineage import SpecMismatchError, spec_differences
 from mlsys_core.serving.log_writer import PredictionLogWriter
 from mlsys_core.serving.metrics import ServiceMetrics
 from mlsys_core.serving.models import Deployment, LoadedModel, load_version
@@ -47,6 +48,7 @@ from mlsys_core.serving.router import CHALLENGER, CHAMPION, CanaryGuard, Router
 from mlsys_core.serving.scoring import AGES, EXPLAIN, IMPUTED, MISSES, STALE, Columns, Scorer
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
+from mlsys_core.spec.inputs import input_differences
 from mlsys_core.tracking import tracking_client
 
 log = logging.getLogger(__name__)
@@ -287,8 +289,11 @@ class InferenceService:
             why = None
             trained = version_spec(self.client, self.lake, self.name, version)
             if trained is not None and trained.fingerprint() != self.spec.fingerprint():
-                # A retrain on newer data moves the spec's sources, not its inputs: fine.
-                if ServingPlan(trained, self.plan.online).as_json() != self.plan.as_json():
+                # A retrain on newer data moves the spec's sources, not its inputs: fine. The
+                # version must take the requests this app takes, and find each input online
+                # computed as it was trained (a view's window changed under its name: not).
+                plan = ServingPlan(trained, self.plan.online).as_json()
+                if plan != self.plan.as_json() or input_differences(trained, self.spec):
                     fields = ", ".join(spec_differences(self.spec, trained)) or "content"
                     why = (
                         f"{self.name} v{version} was trained with another spec than the one "

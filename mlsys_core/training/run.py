@@ -58,12 +58,19 @@ class TrainedModel(BaseModel):
     resumed_from_step: int | None = None  # the checkpoint's optimizer step, if one was used
 
 
+def split_rows(
+    feature_set: FeatureSetRef, lake: Lake, split: str = "test"
+) -> tuple[pd.DataFrame, DatasetSpec]:
+    """The labeled feature rows of one split, and the spec they were built with."""
+    frame, spec = load_feature_set(feature_set, lake)
+    return labeled_splits(frame, spec)[split], spec
+
+
 def held_out(
     feature_set: FeatureSetRef, lake: Lake, split: str = "test"
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Model-input rows and labels of one split, for scoring registered models alike."""
-    frame, spec = load_feature_set(feature_set, lake)
-    part = labeled_splits(frame, spec)[split]
+    part, spec = split_rows(feature_set, lake, split)
     return model_input_frame(part, spec), part[spec.label.name].to_numpy(np.float64)
 
 

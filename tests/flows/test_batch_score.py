@@ -13,12 +13,13 @@ import yaml
 from flows.batch_score import batch_score
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.store import load_feature_set
+from mlsys_core.features.store import UnscorableFeatureSetError, load_feature_set
 from mlsys_core.registry.lineage import lineage
 from mlsys_core.serving.batch import BatchScoreError
 from mlsys_core.serving.models import load_version
 from mlsys_core.tracking import configure_mlflow, tracking_client
 from mlsys_core.training.run import model_input_frame
+from tests.state import build_without_a_feature
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,3 +81,28 @@ def test_batch_score_flow_writes_once_and_records_lineage(
     # No dataset given or configured: the version's lineage names it.
     monkeypatch.delenv("MLSYS_DATASET")
     assert batch_score().snapshot == result.snapshot
+
+
+@pytest.mark.slow
+def test_batch_score_scores_the_newest_feature_set_that_holds_the_champions_inputs(
+    settings: Settings, make_champion, caplog
+):
+    """A retrain that dropped a feature built a newer feature set without it; until that
+    retrain is the champion, the batch job scores the newest set that gives the champion
+    every input as it was trained, and says which newer set it passed over and why."""
+    made = make_champion(settings)
+    lake = Lake(settings.lake_dir)
+    other, dropped = build_without_a_feature(lake, made.feature_set)
+
+    result = batch_score()
+    assert result.feature_set == made.feature_set.version != other.version
+    assert f"passed over: feature set {other.version}" in caplog.text
+    frame, spec = load_feature_set(made.feature_set, lake)
+    assert dropped in spec.input_columns
+    champion = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@champion")
+    expected = np.asarray(champion.predict(model_input_frame(frame, spec)), dtype=float)
+    scores = lake.read(result.snapshot)
+    np.testing.assert_allclose(scores["raw_probability"], expected, rtol=1e-5, atol=1e-6)
+    # Named outright, the set without the feature is refused with its name.
+    with pytest.raises(UnscorableFeatureSetError, match=f"{dropped}: not built"):
+        batch_score(feature_set=other.version)

@@ -48,7 +48,7 @@ from mlsys_core.datasets import resolve_spec
 from mlsys_core.features.assemble import SPLIT, lookup_keys
 from mlsys_core.features.store import load_feature_set
 from mlsys_core.net import free_port
-from mlsys_core.serving.lineage import version_feature_set
+from mlsys_core.registry.lineage import version_feature_set
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow

@@ -23,6 +23,7 @@ from mlsys_core.monitoring.check import (
     DriftWindow,
     check_model_drift,
     drift_alerts,
+    load_check,
     load_latest,
 )
 from mlsys_core.registry.lifecycle import CHAMPION
@@ -31,6 +32,7 @@ from mlsys_core.serving.prediction_log import append_predictions
 from mlsys_core.tracking import configure_mlflow, tracking_client
 from mlsys_core.training.run import model_input_frame
 from tests.conftest import Champion
+from tests.state import build_without_a_feature, copy_state
 
 MODEL = "drift-model"
 
@@ -234,3 +236,20 @@ def test_explicit_window_and_alerts(champion: Champion) -> None:
     assert nothing.summary.status == "insufficient_data"
     assert nothing.summary.current_rows == 0
     assert not any(r.startswith("data drift") for r in drift_alerts(nothing, 0.01))
+
+
+@pytest.mark.slow  # its shared fixture trains and logs real models
+def test_a_newer_feature_set_without_the_champions_inputs_is_passed_over(
+    champion: Champion, tmp_path: Path
+) -> None:
+    """A retrain that dropped a feature built a newer set without it: its data would show
+    that feature as missing (or a redefined one as drifted). The check reads the newest set
+    that holds the champion's inputs as trained, and says which it passed over and why."""
+    settings = copy_state(champion.settings, tmp_path / "state")  # a newer set, kept apart
+    lake = Lake(settings.lake_dir)
+    other, dropped = build_without_a_feature(lake, champion.feature_set)
+    client = configure_mlflow(settings.tracking)
+    inputs = load_check(client, lake, tmp_path / "monitoring", MODEL, CHAMPION, CheckConfig())
+    assert inputs.current_set.version == champion.feature_set.version != other.version
+    (why,) = inputs.passed_over
+    assert other.version in why and f"{dropped}: not built" in why

@@ -14,16 +14,23 @@ from mlsys_core.features.store import load_feature_set
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.invariants import check_registry
-from mlsys_core.registry.lifecycle import CHALLENGER, CHAMPION, Stage, stage_of
+from mlsys_core.registry.lifecycle import (
+    CHALLENGER,
+    CHAMPION,
+    Stage,
+    stage_of,
+)
 from mlsys_core.registry.promotion import (
     auto_approval,
     challenge_champion,
     current_champion,
     register_version,
+    run_gate,
     walk,
 )
-from mlsys_core.tracking import code_version
-from mlsys_core.training.run import held_out
+from mlsys_core.tracking import code_version, configure_mlflow
+from mlsys_core.training.run import TAG_FEATURE_SET, held_out, model_input_frame, split_rows
+from tests.state import build_without_a_feature, copy_state
 
 pytestmark = pytest.mark.slow  # the shared fixture trains and logs real models
 
@@ -194,3 +201,42 @@ def test_the_champion_challenged_by_itself_keeps_its_place(
     assert decision.champion_auc is None  # nothing else to compare with
     assert decision.promote
     assert alias_version(client, name, CHAMPION) == walked.version.version
+
+
+def test_the_gate_gives_each_model_its_own_inputs_or_says_it_cannot_compare(
+    trained_pair, tmp_path
+) -> None:
+    """The gate scores champion and candidate on the candidate's held-out rows. Rows built
+    with a spec that lacks an input of the champion would have it imputed: that is no
+    comparison, and the decision says so, naming the input. Rows that hold every input of
+    the champion are given to it as its own inputs, not the candidate's."""
+    settings = copy_state(trained_pair.settings, tmp_path / "state")  # a newer set, apart
+    client = configure_mlflow(settings.tracking)
+    lake = Lake(settings.lake_dir)
+    narrower, dropped = build_without_a_feature(lake, trained_pair.feature_set)
+    first, second = trained_pair.models
+
+    # The champion was trained with every input; the candidate's rows lack one.
+    name = "reg-inputs-lacking"
+    champion = walk(client, lake, first, name, "ci", None, LAX, auto_approval("ci")).version
+    candidate = register_version(client, name, second)
+    client.set_model_version_tag(name, candidate.version, TAG_FEATURE_SET, narrower.version)
+    decision = run_gate(client, lake, candidate, LAX, "ci")
+    assert decision.promote and decision.champion_auc is None
+    assert f"champion v{champion.version} cannot score this data" in decision.reason
+    assert f"{dropped}: not built" in decision.reason
+
+    # The champion was trained without that input; the candidate's rows hold every other.
+    name = "reg-inputs-subset"
+    client.set_tag(first.run_id, TAG_FEATURE_SET, narrower.version)  # in the copied registry
+    champion = walk(client, lake, first, name, "ci", None, LAX, auto_approval("ci")).version
+    assert champion.version == current_champion(client, name).version
+    candidate = register_version(client, name, second)
+    decision = run_gate(client, lake, candidate, LAX, "ci")
+    rows, spec = split_rows(trained_pair.feature_set, lake)
+    _, without = load_feature_set(narrower, lake)
+    own = model_input_frame(rows, without)
+    assert dropped not in own and dropped in model_input_frame(rows, spec)
+    scores = np.asarray(mlflow.pyfunc.load_model(first.model_uri).predict(own), dtype=float)
+    labels = rows[spec.label.name].to_numpy(np.float64)
+    assert decision.champion_auc == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)

@@ -11,13 +11,21 @@ import pytest
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.assemble import SPLIT
-from mlsys_core.features.store import FeatureSetRef, load_feature_set
+from mlsys_core.features.store import (
+    FeatureSetRef,
+    UnscorableFeatureSetError,
+    latest_feature_set,
+    load_feature_set,
+    scoring_feature_set,
+)
 from mlsys_core.registry import promotion
+from mlsys_core.registry.lineage import version_spec
 from mlsys_core.serving import batch
 from mlsys_core.serving.batch import BatchScoreError
 from mlsys_core.serving.models import load_version
 from mlsys_core.tracking import configure_mlflow, tracking_client
 from mlsys_core.training.run import model_input_frame
+from tests.state import build_without_a_feature, copy_state
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,43 @@ def test_missing_alias_version_or_feature_set_fails_clearly(champion: Served) ->
     missing = batch.score_id(champion.name, "99", champion.feature_set)
     assert lake.find("scores", "nycflights13", missing) is None  # nothing half-written
     with pytest.raises(LookupError, match="no feature set nycflights13/nope"):
-        batch.find_feature_set(lake, "nycflights13", "nope")
-    found = batch.find_feature_set(lake, "nycflights13", None)
-    assert found.version == champion.feature_set.version
+        scoring_feature_set(lake, "nycflights13", "nope", None)
+    found = scoring_feature_set(lake, "nycflights13", None, None)
+    assert found.feature_set.version == champion.feature_set.version
+    assert found.passed_over == []
+
+
+def test_a_newer_feature_set_without_the_models_inputs_is_passed_over_or_refused(
+    champion: Served, tmp_path
+) -> None:
+    """A retrain that dropped a feature builds a newer feature set without it. Scored by
+    the champion, its rows would have that input imputed without a word: the newest set
+    that holds every input as trained is scored instead, and a set named outright that
+    lacks one is refused with the feature's name."""
+    settings = copy_state(champion.settings, tmp_path / "state")  # a newer set, kept apart
+    lake = Lake(settings.lake_dir)
+    client = configure_mlflow(settings.tracking)
+    other, dropped = build_without_a_feature(lake, champion.feature_set)
+    assert latest_feature_set(lake, other.snapshot.table) == other  # the newest
+    trained = version_spec(client, lake, champion.name, champion.version)
+    assert trained is not None and dropped in trained.input_columns
+
+    found = scoring_feature_set(lake, other.snapshot.table, None, trained)
+    assert found.feature_set.version == champion.feature_set.version
+    (why,) = found.passed_over
+    assert other.version in why and f"{dropped}: not built" in why
+    with pytest.raises(UnscorableFeatureSetError, match=f"{dropped}: not built"):
+        scoring_feature_set(lake, other.snapshot.table, other.version, trained)
+    with pytest.raises(UnscorableFeatureSetError, match=f"v{champion.version} cannot score"):
+        batch.score_feature_set(lake, other, champion.name, champion.version, 1000, client)
+    refused = batch.score_id(champion.name, champion.version, other)
+    assert lake.find("scores", other.snapshot.table, refused) is None
+    # A set the model can take is scored with the model's own inputs, as served.
+    result = batch.score_feature_set(
+        lake, found.feature_set, champion.name, champion.version, 1000, client
+    )
+    frame, spec = load_feature_set(found.feature_set, lake)
+    expected = load_version(client, champion.name, champion.version).predict(
+        model_input_frame(frame, spec)
+    )[1]
+    np.testing.assert_allclose(lake.read(result.snapshot)["probability"], expected, atol=1e-6)

@@ -5,14 +5,12 @@ counted and warned about, and the prediction log recording the request and the a
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 
 import httpx
 import pandas as pd
 import pytest
 
-from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import latest_clean
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
@@ -27,9 +25,11 @@ from mlsys_core.serving.app import create_app
 from mlsys_core.serving.lineage import SpecMismatchError
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.serving.sources import ServingPlan
+from mlsys_core.spec.definitions import WindowView
 from mlsys_core.tracking import tracking_client
 from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET
 from tests.mlsys_core.serving.conftest import register, serve_config, serving
+from tests.state import build_without_a_feature, copy_state
 
 pytestmark = pytest.mark.slow  # the shared fixture trains a real model
 
@@ -44,20 +44,11 @@ ISSUE_REQUEST = {
 }
 
 
-def _own_state(trained, tmp_path) -> Settings:
-    """A copy of the shared state (lake and registry) with no online store yet."""
-    root = tmp_path / "state"
-    root.mkdir()
-    shutil.copytree(trained.settings.lake_dir, root / "lake")
-    shutil.copy(trained.settings.root / "mlflow.db", root / "mlflow.db")
-    return Settings(state_dir=root)
-
-
 def test_not_ready_while_an_online_source_is_missing_or_empty(
     trained, client, model_name, tmp_path
 ):
     register(client, model_name, trained.model.model_uri, "champion")
-    settings = _own_state(trained, tmp_path)
+    settings = copy_state(trained.settings, tmp_path / "state")  # no online store yet
     config = serve_config("single").model_copy(update={"model_name": model_name})
     app = create_app(settings, None, config)  # the spec from the champion's lineage
     spec = app.state.service.spec
@@ -128,17 +119,14 @@ def test_a_challenger_trained_with_other_inputs_is_refused_with_what_to_do(
     does not tell a caller who gave no spec to leave the spec out."""
     champion = register(client, model_name, trained.model.model_uri, "champion")
     challenger = register(client, model_name, trained.model.model_uri, "challenger")
-    settings = _own_state(trained, tmp_path)  # the other feature set stays out of the shared lake
+    # The other feature set stays out of the shared lake.
+    settings = copy_state(trained.settings, tmp_path / "state")
     lake = Lake(settings.lake_dir)
     _, spec = load_feature_set(trained.feature_set, lake)
-    narrower = spec.model_copy(
-        update={"features": spec.features.model_copy(update={"numeric": spec.features.numeric[1:]})}
-    )
-    clean = {s.name: latest_clean(lake, s.name) for s in spec.sources}
-    other = build_feature_set(clean, narrower, lake)
+    other, _ = build_without_a_feature(lake, trained.feature_set)
     copied = tracking_client(settings.mlflow_uri)
     copied.set_model_version_tag(model_name, challenger, TAG_FEATURE_SET, other.version)
-    copied.set_model_version_tag(model_name, challenger, TAG_DATASET, narrower.name)
+    copied.set_model_version_tag(model_name, challenger, TAG_DATASET, spec.name)
     config = serve_config("single").model_copy(update={"model_name": model_name})
     service = create_app(settings, None, config).state.service
     assert service.spec.fingerprint() == spec.fingerprint()
@@ -147,6 +135,39 @@ def test_a_challenger_trained_with_other_inputs_is_refused_with_what_to_do(
     assert why is not None and "differ in features.numeric" in why, why
     assert f"once v{challenger} is the champion serves it" in why
     assert "leave the spec out" not in why
+
+
+def test_a_challenger_whose_view_window_changed_under_its_name_is_refused(
+    trained, client, model_name, tmp_path
+):
+    """A retrain that lengthens a window keeps the view's name, keys and the request: the
+    service would find the champion's values online and hand them to the challenger as its
+    own. Its inputs are computed otherwise, so it is not served, and the reason says so."""
+    champion = register(client, model_name, trained.model.model_uri, "champion")
+    challenger = register(client, model_name, trained.model.model_uri, "challenger")
+    settings = copy_state(trained.settings, tmp_path / "state")
+    lake = Lake(settings.lake_dir)
+    _, spec = load_feature_set(trained.feature_set, lake)
+    views = list(spec.feature_views)
+    taken = set(spec.input_columns)
+    at, view = next(
+        (i, v) for i, v in enumerate(views) if isinstance(v, WindowView) and taken & {*v.features}
+    )
+    agg = next(a for a in view.aggregations if a.name in taken)
+    longer = agg.model_copy(update={"window": agg.window * 2})
+    aggregations = [longer if a is agg else a for a in view.aggregations]
+    views[at] = view.model_copy(update={"aggregations": aggregations})
+    redefined = spec.model_copy(update={"feature_views": views})
+    assert ServingPlan(redefined).as_json() == ServingPlan(spec).as_json()
+    clean = {s.name: latest_clean(lake, s.name) for s in spec.sources}
+    other = build_feature_set(clean, redefined, lake)
+    copied = tracking_client(settings.mlflow_uri)
+    copied.set_model_version_tag(model_name, challenger, TAG_FEATURE_SET, other.version)
+    config = serve_config("single").model_copy(update={"model_name": model_name})
+    service = create_app(settings, None, config).state.service
+    assert service.unservable(champion) is None
+    why = service.unservable(challenger)
+    assert why is not None and "differ in feature_views" in why, why
 
 
 def test_lookups_are_used_misses_counted_and_the_request_logged(
