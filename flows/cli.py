@@ -128,10 +128,14 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def register_batch_score(subparsers: argparse._SubParsersAction) -> None:
-    """``mlsys batch-score``: score the dataset's newest feature set into the lake."""
+    """``mlsys batch-score``: score the dataset's newest feature set the model takes into the
+    lake."""
     parser = _dataset_parser(subparsers, "batch-score", "score a feature set with a model version")
     parser.add_argument("--alias", default="champion")
-    parser.add_argument("--feature-set", help="version to score (default: the newest)")
+    parser.add_argument(
+        "--feature-set",
+        help="version to score (default: the newest that holds the model's inputs as trained)",
+    )
     parser.set_defaults(handler=_batch_score)
 
 

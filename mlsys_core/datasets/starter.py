@@ -38,6 +38,9 @@ TIME_FORMATS = (
     "%b-%Y", "%b %Y", "%B %Y", "%Y-%m", "%Y%m%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y",
     "%d-%b-%Y", "%d %b %Y", "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
     "%m/%d/%Y %H:%M:%S", "%Y/%m/%d", "%Y/%m/%d %H:%M:%S",
+    # a 12-hour clock, as spreadsheets and US exports write it (01/05/2024 06:46 PM)
+    "%m/%d/%Y %I:%M %p", "%d/%m/%Y %I:%M %p", "%m/%d/%Y %I:%M:%S %p", "%d/%m/%Y %I:%M:%S %p",
+    "%Y-%m-%d %I:%M %p", "%Y-%m-%d %I:%M:%S %p",
 )  # fmt: skip
 _ZONE_TODO = "TODO: times without an offset are UTC; else set timezone="
 _TIME_NAME = re.compile(r"(time|date|_at$|_ts$|^ts$|epoch|timestamp)", re.IGNORECASE)
@@ -298,7 +301,7 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
         f"TODO: {' and '.join(fits[:2])} both read every value: which is it?"
         if (len(fits) > 1 and "%d" in fits[0] and "%m" in fits[0])
         else "",
-        _ZONE_TODO if "%H" in fits[0] else "",  # a time of day, without an offset
+        _ZONE_TODO if "%H" in fits[0] or "%I" in fits[0] else "",  # a time of day, no offset
     ]
     return ColumnRule(dtype="datetime", format=fits[0]), "; ".join(n for n in notes if n)
 
@@ -430,7 +433,24 @@ def _guess_keys(table: Table, exclude: set[str]) -> list[str]:
         and not c.nullable
     ]
     repeated = [n for n in named if table.frame[n].nunique() < rows]
+    if not named:  # no name says key: a row id the data numbers in order is one
+        named = [
+            c.name for c in table.columns.values() if c.name not in exclude and _row_id(table, c)
+        ]
     return (repeated or named)[:1]
+
+
+def _row_id(table: Table, column: Column) -> bool:
+    """Whole numbers, a different one on every row, rising down the file: rows numbered as
+    they were written (``Parcel`` 500001, 500002, ...), an id rather than a measure."""
+    values = table.frame[column.name]
+    return (
+        column.dtype == "int"
+        and not column.nullable
+        and values.is_unique
+        and values.is_monotonic_increasing
+        and len(values) > 2  # noqa: PLR2004 -- two rows rise by chance
+    )
 
 
 def _unbound(table: Table, keys: list[str]) -> None:
@@ -497,6 +517,8 @@ def _features(
             notes.append(f"{name}: {distinct} distinct texts (free text or an id)")
         elif column.dtype == "int" and distinct == rows and _KEY_NAME.search(name):
             notes.append(f"{name}: a different value on every row (an id)")
+        elif _row_id(table, column):
+            notes.append(f"{name}: a different value on every row, rising (an id)")
         elif column.dtype in ("int", "float"):
             numeric.append(name)
             numbers = pd.to_numeric(values, errors="coerce")

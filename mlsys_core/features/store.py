@@ -173,7 +173,14 @@ def spec_of(feature_set: FeatureSetRef, lake: Lake) -> DatasetSpec:
 
 class UnscorableFeatureSetError(ValueError):
     """Rows a model cannot be given: built with a spec that lacks or computes otherwise some
-    input it was trained on."""
+    input it was trained on. ``reason`` says which, without who could not score them."""
+
+    def __init__(self, who: str, reason: str) -> None:
+        super().__init__(f"{who} cannot score it: {reason}")
+        self.who, self.reason = who, reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # pickled into a task's state
+        return type(self), (self.who, self.reason)
 
 
 class ScoringSet(NamedTuple):
@@ -214,8 +221,9 @@ def scoring_feature_set(
     if not passed_over:
         latest_feature_set(lake, dataset)  # raises: none was built yet
     raise UnscorableFeatureSetError(
-        f"no feature set of {dataset!r} gives the model every input as it was trained "
-        f"(newest first: {passed_over[0]}); build features with the spec it was trained with"
+        "the model",
+        f"no feature set of {dataset!r} gives it every input as it was trained (newest "
+        f"first: {passed_over[0]}); build features with the spec it was trained with",
     )
 
 
@@ -223,7 +231,7 @@ def check_scorable(model: DatasetSpec, ref: FeatureSetRef, rows: DatasetSpec, wh
     """Raise :class:`UnscorableFeatureSetError` unless ``ref``'s rows (built with ``rows``)
     give a model trained with ``model`` every input as it was trained."""
     if why := input_differences(model, rows):
-        raise UnscorableFeatureSetError(f"{who} cannot score it: {_unscorable(ref, why)}")
+        raise UnscorableFeatureSetError(who, _unscorable(ref, why))
 
 
 def _unscorable(ref: FeatureSetRef, why: list[str]) -> str:

@@ -172,7 +172,7 @@ def challenge_champion(
         # The input schema changed since the champion, or these rows lack an input it was
         # trained on (its scores would be of imputed values): no fair comparison.
         challenger_auc = float(gate_core.auc(labels, challenger)[0])
-        why = err.message if isinstance(err, MlflowException) else str(err)
+        why = err.message if isinstance(err, MlflowException) else err.reason
         return gate_core.incomparable(
             challenger_auc, champion.version, why, config, candidate.version
         )

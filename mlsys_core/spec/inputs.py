@@ -71,7 +71,8 @@ def input_recipes(spec: DatasetSpec) -> dict[str, dict[str, Any]]:
 
 def input_differences(model: DatasetSpec, rows: DatasetSpec) -> list[str]:
     """Inputs of ``model``'s model that rows built with ``rows`` lack or compute otherwise,
-    each with what differs (``rides_7d: view.aggregation``); empty when they can be scored."""
+    each with what differs (``rides_7d: view.aggregation.window (trained P7D, here P30D)``);
+    empty when they can be scored."""
     have, want = input_recipes(rows), input_recipes(model)
     out = []
     for column, recipe in want.items():
@@ -83,15 +84,21 @@ def input_differences(model: DatasetSpec, rows: DatasetSpec) -> list[str]:
     return out
 
 
-def _changed(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = sorted(set(a) | set(b))
+def _changed(trained: dict[str, Any], here: dict[str, Any], prefix: str = "") -> list[str]:
+    """Where two recipes differ, down to the field, with both values when they are short."""
     out = []
-    for key in keys:
-        left, right = a.get(key), b.get(key)
+    for key in sorted(set(trained) | set(here)):
+        left, right = trained.get(key), here.get(key)
         if left == right:
             continue
-        if isinstance(left, dict) and isinstance(right, dict) and prefix.count(".") < 1:
+        if isinstance(left, dict) and isinstance(right, dict):
             out += _changed(left, right, f"{prefix}{key}.")
+        elif _short(left) and _short(right):
+            out.append(f"{prefix}{key} (trained {left}, here {right})")
         else:
             out.append(f"{prefix}{key}")
     return out
+
+
+def _short(value: object) -> bool:
+    return value is None or (isinstance(value, str | int | float) and len(str(value)) <= 40)

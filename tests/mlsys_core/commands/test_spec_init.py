@@ -323,6 +323,9 @@ def test_without_a_time_the_split_is_by_hash_and_a_text_label_names_its_positive
         # an export's notation: a time of day without an offset asks too; a date alone not
         ("%m/%d/%Y %H:%M", True, "%m/%d/%Y %H:%M"),
         ("%d.%m.%Y", False, "%d.%m.%Y"),
+        # a 12-hour clock, as spreadsheets and US exports write it
+        ("%m/%d/%Y %I:%M %p", True, "%m/%d/%Y %I:%M %p"),
+        ("%Y-%m-%d %I:%M:%S %p", True, "%Y-%m-%d %I:%M:%S %p"),
     ],
 )
 def test_times_are_read_and_only_those_of_a_day_without_an_offset_ask_for_a_timezone(
@@ -341,6 +344,37 @@ def test_times_are_read_and_only_those_of_a_day_without_an_offset_ask_for_a_time
     assert (rule.dtype, rule.format) == ("datetime", read_with)
     assert spec.event_timestamp == "taken_at"
     assert ("TODO: times without an offset are UTC" in out.read_text()) is naive
+
+
+def test_rows_numbered_in_order_are_the_key_and_a_12_hour_clock_reads_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An export whose id column no name marks (``Parcel``) and whose times have AM/PM: the
+    numbers rising down the file are the key, not a feature, and every time is read."""
+    frame = _activity().drop(columns=["month", "account_id"])
+    frame.insert(0, "Parcel", np.arange(500001, 500001 + len(frame)))
+    times = pd.date_range("2024-01-01 05:30", periods=len(frame), freq="7h", tz="UTC")
+    frame["Created At"] = times.strftime("%m/%d/%Y %I:%M %p")
+    data = _write(frame, tmp_path / "parcels.csv")
+    out = tmp_path / "parcels_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:parcels")
+    contract = spec.contracts["parcels"]
+    assert spec.entity_keys == ["Parcel"] and spec.event_timestamp == "Created At"
+    assert "Parcel" not in spec.input_columns
+    assert (contract.columns["Parcel"].ge, contract.columns["Parcel"].le) == (None, None)
+    assert contract.columns["Created At"].format == "%m/%d/%Y %I:%M %p"
+    cleaned = clean_table(pd.read_csv(data), contract)
+    assert cleaned.reasons == {}
+    assert cleaned.clean["Created At"].tolist() == times.tolist()  # 05:30 PM is 17:30
+    # Unique numbers that do not rise down the file measure something: still a feature.
+    shuffled = frame.sample(frac=1, random_state=0)
+    data = _write(shuffled, tmp_path / "shuffled" / "parcels.csv")
+    out = tmp_path / "shuffled_spec.py"
+    assert _init(capsys, str(data), "--label", "churned", "-o", str(out))[0] == 0
+    spec = resolve_spec(f"{out}:parcels")
+    assert spec.entity_keys != ["Parcel"] and "Parcel" in spec.features.numeric
 
 
 @pytest.mark.parametrize(

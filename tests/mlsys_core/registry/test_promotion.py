@@ -224,6 +224,7 @@ def test_the_gate_gives_each_model_its_own_inputs_or_says_it_cannot_compare(
     decision = run_gate(client, lake, candidate, LAX, "ci")
     assert decision.promote and decision.champion_auc is None
     assert f"champion v{champion.version} cannot score this data" in decision.reason
+    assert decision.reason.count("cannot score") == 1  # said once, then why
     assert f"{dropped}: not built" in decision.reason
 
     # The champion was trained without that input; the candidate's rows hold every other.

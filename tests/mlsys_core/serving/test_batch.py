@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 
 import mlflow
@@ -137,8 +138,10 @@ def test_a_newer_feature_set_without_the_models_inputs_is_passed_over_or_refused
     assert found.feature_set.version == champion.feature_set.version
     (why,) = found.passed_over
     assert other.version in why and f"{dropped}: not built" in why
-    with pytest.raises(UnscorableFeatureSetError, match=f"{dropped}: not built"):
+    with pytest.raises(UnscorableFeatureSetError, match=f"{dropped}: not built") as caught:
         scoring_feature_set(lake, other.snapshot.table, other.version, trained)
+    # A task's failure is pickled into its state: the reason survives the round trip.
+    assert str(pickle.loads(pickle.dumps(caught.value))) == str(caught.value)
     with pytest.raises(UnscorableFeatureSetError, match=f"v{champion.version} cannot score"):
         batch.score_feature_set(lake, other, champion.name, champion.version, 1000, client)
     refused = batch.score_id(champion.name, champion.version, other)

@@ -11,6 +11,8 @@ import pytest
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.spec.inputs import input_differences
 
+LONDON = "timezone (trained Europe/London, here UTC)"
+
 
 def _rentals() -> dict[str, Any]:
     """A bike-rental dataset no shipped spec resembles: a lookup, a window view, a latest
@@ -150,17 +152,20 @@ def test_a_new_aggregation_beside_the_models_is_not_a_difference() -> None:
                     "threshold": 30.0,
                 }
             },
-            ["long_7d: view.aggregation"],
+            ["long_7d: view.aggregation.window (trained P7D, here P30D)"],
         ),
         # another timestamp rule for the whole view moves both of its features
         (
             {"feature_views__0__timestamp": "booked"},
-            ["rides_7d: view.timestamp", "long_7d: view.timestamp"],
+            [
+                "rides_7d: view.timestamp (trained started, here booked)",
+                "long_7d: view.timestamp (trained started, here booked)",
+            ],
         ),
         # a check on a joined table decides which rows are counted
         (
             {"contracts__docks__columns__free": {"dtype": "float", "nullable": True, "le": 50.0}},
-            ["free_docks: contract.columns"],
+            ["free_docks: contract.columns.free.le (trained 100.0, here 50.0)"],
         ),
         (
             {
@@ -170,18 +175,25 @@ def test_a_new_aggregation_beside_the_models_is_not_a_difference() -> None:
                     "columns": {"docks": "cap"},
                 }
             },
-            ["cap: lookup.column"],
+            ["cap: lookup.column (trained capacity, here docks)"],
         ),
         # local times read in another zone are other hours, and other windows of the view
         # over the same table
         (
             {"contracts__rides__columns__started": {"dtype": "datetime"}},
-            ["rides_7d: contract.columns", "long_7d: contract.columns", "started: base.rule"],
+            [
+                f"rides_7d: contract.columns.started.{LONDON}",
+                f"long_7d: contract.columns.started.{LONDON}",
+                f"started: base.rule.{LONDON}",
+            ],
         ),
         # a tightened check on the base table: the view over it counts fewer rides
         (
             {"contracts__rides__columns__member": {"dtype": "string", "allowed": ["yes"]}},
-            ["rides_7d: contract.columns", "long_7d: contract.columns"],
+            [
+                "rides_7d: contract.columns.member.allowed",
+                "long_7d: contract.columns.member.allowed",
+            ],
         ),
     ],
     ids=[
