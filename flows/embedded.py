@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -71,13 +74,36 @@ def begin_writes_immediately() -> None:
     AioSqliteConfiguration.begin_transaction = begin_immediate  # type: ignore[method-assign]
 
 
+# Set by the process that starts a temporary server, to its own pid: the server stops when
+# that process is gone (see :func:`exit_with_parent`).
+PARENT_ENV = "MLSYS_SERVER_PARENT"
+
+
 def create_app() -> Any:
     """The ``TemporaryServer``'s ASGI app: Prefect's, writes begun IMMEDIATE (see
     :func:`begin_writes_immediately`)."""
     from prefect.server.api.server import create_app as prefect_app  # noqa: PLC0415
 
     begin_writes_immediately()
+    if parent := os.environ.get(PARENT_ENV):
+        exit_with_parent(int(parent))
     return prefect_app()
+
+
+def exit_with_parent(parent: int, interval: float = 0.5) -> threading.Thread:
+    """Stop this server (SIGTERM to itself: uvicorn's graceful shutdown) once ``parent`` is
+    no longer its parent. The process that started a temporary server stops it at exit, but
+    a SIGTERM it does not handle or a SIGKILL skips that; the server would stay, orphaned,
+    holding the state folder's database, until someone finds it."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
 
 
 def kept_server_command(port: int, log_level: str = "warning") -> list[str]:
@@ -112,6 +138,7 @@ def temporary_server_class() -> type:
                     "PREFECT__SERVER_EPHEMERAL": "1",
                     "PREFECT__SERVER_FINAL": "1",
                     **get_current_settings().to_environment_variables(exclude_unset=True),
+                    PARENT_ENV: str(os.getpid()),
                 },
             )
 

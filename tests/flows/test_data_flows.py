@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -207,7 +208,7 @@ _COLLECTOR = """
 import os, sys, time
 from pathlib import Path
 from mlsys_core.cli import main
-lake, stop = Path(sys.argv[1]), Path(sys.argv[2])
+lake, stop, ready = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 rounds = 0
 while not stop.exists():
     rounds += 1
@@ -217,6 +218,7 @@ while not stop.exists():
     os.utime(junk, (time.time() - 7200, time.time() - 7200))
     main(["lake", "check", "--lake", str(lake), "--grace", "5m"])
     assert main(["lake", "gc", "--lake", str(lake), "--grace", "5m"]) == 0
+    ready.touch()  # imported and one round done: the next rounds overlap the flows
     time.sleep(0.2)
 print("rounds", rounds)
 """
@@ -229,13 +231,19 @@ def test_check_and_gc_run_safely_while_the_data_flows_run(
     """`mlsys lake check` and `mlsys lake gc` loop in another process while landings are
     ingested and validated by the flows: no flow fails, every table reads whole, and what
     the collector was given to remove (old leftovers of killed writers) is removed."""
-    landing, stop = tmp_path / "landing", tmp_path / "stop"
+    landing, stop, ready = tmp_path / "landing", tmp_path / "stop", tmp_path / "ready"
     lake = Lake(settings.lake_dir)
     collector = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-c", _COLLECTOR, str(lake.root), str(stop)],
+        [sys.executable, "-c", _COLLECTOR, str(lake.root), str(stop), str(ready)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
+        # On a loaded machine the collector's imports can outlast the flows: start them
+        # once it collects, so its next round runs while they write.
+        deadline = time.monotonic() + 120
+        while not ready.exists() and collector.poll() is None:
+            assert time.monotonic() < deadline, "the collector never finished a round"
+            time.sleep(0.1)
         for month in (1, 2, 3):
             _land(landing, month, months[month])
             raw = ingest(flights_spec, {"flights": str(landing)})["flights"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from prefect.settings import PREFECT_HOME, get_current_settings, temporary_settings
 
@@ -192,3 +194,50 @@ def test_first_flow_call_creates_missing_folders(tmp_path: Path) -> None:
         with temporary_settings(updates={PREFECT_HOME: str(home)}):
             check_state_folders()
     assert state.is_dir() and home.is_dir()
+
+
+# A flow called from Python, blocked inside its run, with the temporary server it started.
+_BLOCKED = """
+import time
+from flows.embedded import flow
+
+@flow(name="blocked")
+def blocked() -> None:
+    print("running", flush=True)
+    time.sleep(600)
+
+blocked()
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter and a temporary server: ~20 s
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_the_temporary_server_stops_when_its_flow_process_is_killed(
+    sig: signal.Signals, tmp_path: Path
+) -> None:
+    """A scheduler's SIGTERM or a SIGKILL skips the exit hook that stops the temporary
+    server: without a watch on its parent it stayed, orphaned, holding the state's
+    database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSYS_", "PREFECT_"))}
+    env.update(
+        MLSYS_STATE_DIR=str(tmp_path / "state"),
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300",
+    )
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", _BLOCKED], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "running"
+        (server,) = [
+            child
+            for child in psutil.Process(proc.pid).children()
+            if "flows.embedded:create_app" in " ".join(child.cmdline())
+        ]
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        server.wait(timeout=30)  # psutil.TimeoutExpired: it outlived its flow process
+    finally:
+        proc.kill()
+    assert not server.is_running()
