@@ -19,6 +19,7 @@ from mlsys_core.features.store import materialize_online, online_source_tables
 from mlsys_core.serving.app import create_app
 from mlsys_core.spec.definitions import WindowView
 from tests.mlsys_core.serving.conftest import register, serve_config, serving
+from tests.state import copy_state
 
 pytestmark = pytest.mark.slow  # the shared fixture trains a real model
 
@@ -41,11 +42,7 @@ def test_feature_age_is_exported_and_values_older_than_the_ttl_are_imputed(
     trained, client, model_name, tmp_path
 ):
     register(client, model_name, trained.model.model_uri, "champion")
-    root = tmp_path / "state"
-    root.mkdir()
-    shutil.copytree(trained.settings.lake_dir, root / "lake")
-    shutil.copy(trained.settings.root / "mlflow.db", root / "mlflow.db")
-    settings = Settings(state_dir=root)
+    settings = copy_state(trained.settings, tmp_path / "state")
     config = serve_config("single").model_copy(update={"model_name": model_name})
     app = create_app(settings, None, config)
     spec = app.state.service.spec
@@ -99,10 +96,7 @@ def test_the_stream_demo_shows_the_probability_move_and_measures_freshness(
     from flows.stream_demo import run_stream_demo  # noqa: PLC0415 - the flows' side
 
     register(client, model_name, trained.model.model_uri, "champion")
-    root = tmp_path / "state"
-    root.mkdir()
-    shutil.copytree(trained.settings.lake_dir, root / "lake")
-    shutil.copy(trained.settings.root / "mlflow.db", root / "mlflow.db")
+    root = copy_state(trained.settings, tmp_path / "state").root
     shutil.copytree(trained.settings.root / "online", root / "online")
     monkeypatch.setenv("MLSYS_STATE_DIR", str(root))
     config = serve_config("single").model_copy(update={"model_name": model_name})
