@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
     from mlsys_core.datasets import resolve_spec  # noqa: PLC0415
     from mlsys_core.features.store import load_feature_set, scoring_feature_set  # noqa: PLC0415
-    from mlsys_core.registry.lineage import version_feature_set  # noqa: PLC0415
+    from mlsys_core.registry.lineage import trained_feature_set  # noqa: PLC0415
     from mlsys_core.serving import parity  # noqa: PLC0415
     from mlsys_core.serving.lineage import check_spec  # noqa: PLC0415
     from mlsys_core.serving.models import load_version  # noqa: PLC0415
@@ -73,9 +73,7 @@ def run(args: argparse.Namespace) -> int:
     name, version = ready.json()["model_name"], ready.json()["variants"]["champion"]
     settings = Settings()
     lake, client = Lake(settings.lake_dir), configure_mlflow(settings.tracking)
-    trained = version_feature_set(client, lake, name, version)
-    if trained is None:
-        raise ValueError(f"{name} v{version} names no feature set in its lineage")
+    trained = trained_feature_set(client, lake, name, version)
     frame, spec = load_feature_set(trained, lake)
     if given is not None:  # it must be the one the served model was built with
         check_spec(given, spec, f"{name} v{version}")

@@ -136,15 +136,22 @@ def build_feature_set(
 
 
 def feature_set_ref(snapshot: SnapshotRef, lake: Lake) -> FeatureSetRef:
+    return _ref_and_spec(snapshot, lake)[0]
+
+
+def _ref_and_spec(snapshot: SnapshotRef, lake: Lake) -> tuple[FeatureSetRef, DatasetSpec]:
+    """A feature set and the spec it was built with, from one read of its manifest."""
     meta = lake.manifest(snapshot)
-    return FeatureSetRef(
+    spec = DatasetSpec.model_validate(meta["spec"])
+    ref = FeatureSetRef(
         snapshot=snapshot,
-        model_name=DatasetSpec.model_validate(meta["spec"]).registered_model,
+        model_name=spec.registered_model,
         spec_fingerprint=meta["spec_fingerprint"],
         raw_snapshots=meta["raw_snapshots"],
         clean_snapshots=meta["clean_snapshots"],
         split_rows=meta["split_rows"],
     )
+    return ref, spec
 
 
 def feature_set_of(tags: Mapping[str, str], lake: Lake) -> FeatureSetRef:
@@ -205,16 +212,16 @@ def scoring_feature_set(
         snapshot = lake.find("features", dataset, version)
         if snapshot is None:
             raise LookupError(f"no feature set {dataset}/{version} in {lake.root}")
-        ref = feature_set_ref(snapshot, lake)
+        ref, rows = _ref_and_spec(snapshot, lake)
         if model is not None:
-            check_scorable(model, ref, spec_of(ref, lake), "the model")
+            check_scorable(model, ref, rows, "the model")
         return ScoringSet(ref, [])
     if model is None:
         return ScoringSet(latest_feature_set(lake, dataset), [])
     passed_over = []
     for snapshot in reversed(lake.snapshots("features", dataset)):
-        ref = feature_set_ref(snapshot, lake)
-        why = input_differences(model, spec_of(ref, lake))
+        ref, rows = _ref_and_spec(snapshot, lake)
+        why = input_differences(model, rows)
         if not why:
             return ScoringSet(ref, passed_over)
         passed_over.append(_unscorable(ref, why))

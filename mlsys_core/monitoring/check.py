@@ -35,7 +35,6 @@ from mlsys_core.atomic import write_text_atomically
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import (
     FeatureSetRef,
-    feature_set_of,
     load_feature_set,
     scoring_feature_set,
     spec_of,
@@ -63,6 +62,7 @@ from mlsys_core.monitoring.stattests import (
     reference_column,
     reference_stats,
 )
+from mlsys_core.registry.lineage import trained_feature_set
 from mlsys_core.registry.promotion import predict_scores
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.spec import DatasetSpec
@@ -172,7 +172,7 @@ def model_feature_set(
         raise LookupError(
             f"no model version {model_name}@{alias}: run the ml-pipeline flow first"
         ) from err
-    return str(mv.version), feature_set_of(mv.tags, lake)
+    return str(mv.version), trained_feature_set(client, lake, model_name, str(mv.version))
 
 
 def _as_category(values: pd.Series) -> pd.Series:

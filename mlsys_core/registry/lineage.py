@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.crashpoints import crash_point
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.store import FeatureSetRef, feature_set_ref, spec_of
+from mlsys_core.features.store import FeatureSetRef, feature_set_of, spec_of
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, Stage
@@ -53,13 +53,18 @@ def version_feature_set(
     tags = version_tags(client, name, version)
     if TAG_FEATURE_SET not in tags or TAG_DATASET not in tags:
         return None
-    snapshot = lake.find("features", tags[TAG_DATASET], tags[TAG_FEATURE_SET])
-    if snapshot is None:
-        raise LookupError(
-            f"{name} v{version} was trained on feature set {tags[TAG_DATASET]}/"
-            f"{tags[TAG_FEATURE_SET]}, which is not in {lake.root}"
-        )
-    return feature_set_ref(snapshot, lake)
+    try:
+        return feature_set_of(tags, lake)
+    except LookupError as err:
+        raise LookupError(f"{name} v{version} was trained on {err}") from None
+
+
+def trained_feature_set(client: MlflowClient, lake: Lake, name: str, version: str) -> FeatureSetRef:
+    """The feature set ``name`` v``version`` was trained on, for a caller that needs one."""
+    ref = version_feature_set(client, lake, name, version)
+    if ref is None:
+        raise LookupError(f"{name} v{version} names no feature set in its lineage")
+    return ref
 
 
 def version_spec(client: MlflowClient, lake: Lake, name: str, version: str) -> DatasetSpec | None:

@@ -16,7 +16,6 @@ import tempfile
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 
 import mlflow
 import numpy as np
@@ -26,12 +25,7 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.store import (
-    FeatureSetRef,
-    UnscorableFeatureSetError,
-    check_scorable,
-    feature_set_of,
-)
+from mlsys_core.features.store import UnscorableFeatureSetError
 from mlsys_core.registry import gate as gate_core
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateConfig, GateDecision
@@ -43,11 +37,10 @@ from mlsys_core.registry.lifecycle import (
     Stage,
     StaleGate,
 )
-from mlsys_core.registry.lineage import version_spec
+from mlsys_core.registry.lineage import trained_feature_set, version_spec
 from mlsys_core.registry.locking import RegistryLock
-from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import download_model
-from mlsys_core.training.run import TrainedModel, model_input_frame, split_rows
+from mlsys_core.training.run import HeldOut, TrainedModel, held_out
 
 # MLflow loads a models-from-code model through a module global (``set_model``), so two
 # threads loading at once can swap models; loading is serialized, predicting is not.
@@ -104,37 +97,9 @@ def predict_scores(client: MlflowClient, model_uri: str, features: pd.DataFrame)
     return np.asarray(proba, dtype=float).reshape(-1)
 
 
-@dataclass(frozen=True)
-class HeldOut:
-    """The test split of the feature set a version was trained on."""
-
-    rows: pd.DataFrame
-    spec: DatasetSpec  # the spec the rows were built with
-    feature_set: FeatureSetRef
-
-    @property
-    def where(self) -> str:
-        return f"{self.feature_set.version}/test"
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.rows[self.spec.label.name].to_numpy(np.float64)
-
-    def inputs(self, model: DatasetSpec | None = None, who: str = "the model") -> pd.DataFrame:
-        """The rows as a model trained with ``model`` takes them (default: the rows' own
-        spec); refused when the rows lack an input of it or compute one otherwise."""
-        if model is None:
-            return model_input_frame(self.rows, self.spec)
-        check_scorable(model, self.feature_set, self.spec, who)
-        return model_input_frame(self.rows, model)
-
-
 def held_out_rows(client: MlflowClient, lake: Lake, candidate: RegisteredVersion) -> HeldOut:
     """The test split of the feature set the version was trained on."""
-    tags = client.get_model_version(candidate.name, candidate.version).tags
-    feature_set = feature_set_of(tags, lake)
-    rows, spec = split_rows(feature_set, lake)
-    return HeldOut(rows, spec, feature_set)
+    return held_out(trained_feature_set(client, lake, candidate.name, candidate.version), lake)
 
 
 def smoke_test(client: MlflowClient, lake: Lake, candidate: RegisteredVersion) -> float:

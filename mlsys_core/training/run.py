@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -17,7 +18,12 @@ from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.config import Tracking
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.store import FeatureSetRef, feature_set_of, load_feature_set
+from mlsys_core.features.store import (
+    FeatureSetRef,
+    check_scorable,
+    feature_set_of,
+    load_feature_set,
+)
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import code_version, configure_mlflow
 from mlsys_core.training import plots
@@ -66,12 +72,37 @@ def split_rows(
     return labeled_splits(frame, spec)[split], spec
 
 
-def held_out(
-    feature_set: FeatureSetRef, lake: Lake, split: str = "test"
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Model-input rows and labels of one split, for scoring registered models alike."""
-    part, spec = split_rows(feature_set, lake, split)
-    return model_input_frame(part, spec), part[spec.label.name].to_numpy(np.float64)
+@dataclass(frozen=True)
+class HeldOut:
+    """One split of a feature set: the rows a model is scored on, in whichever spec's terms
+    the model was trained with."""
+
+    rows: pd.DataFrame
+    spec: DatasetSpec  # the spec the rows were built with
+    feature_set: FeatureSetRef
+    split: str = "test"
+
+    @property
+    def where(self) -> str:
+        return f"{self.feature_set.version}/{self.split}"
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.rows[self.spec.label.name].to_numpy(np.float64)
+
+    def inputs(self, model: DatasetSpec | None = None, who: str = "the model") -> pd.DataFrame:
+        """The rows as a model trained with ``model`` takes them (default: the rows' own
+        spec); refused when the rows lack an input of it or compute one otherwise."""
+        if model is None:
+            return model_input_frame(self.rows, self.spec)
+        check_scorable(model, self.feature_set, self.spec, who)
+        return model_input_frame(self.rows, model)
+
+
+def held_out(feature_set: FeatureSetRef, lake: Lake, split: str = "test") -> HeldOut:
+    """The labeled rows of one split, for scoring registered models alike."""
+    rows, spec = split_rows(feature_set, lake, split)
+    return HeldOut(rows, spec, feature_set, split)
 
 
 def train_and_log(

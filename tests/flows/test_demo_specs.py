@@ -43,7 +43,8 @@ def test_digits_run_end_to_end_and_record_what_selection_dropped(settings: Setti
     assert dropped["image_px0"] == "variance 0 <= threshold 0.0001"
     assert l1["features_in"] == variance["features_in"] - variance["dropped"]
 
-    features, labels = held_out(result.trained.feature_set, Lake(settings.lake_dir))
+    held = held_out(result.trained.feature_set, Lake(settings.lake_dir))
+    features, labels = held.inputs(), held.labels
     model = mlflow.pyfunc.load_model("models:/digits@champion")
     assert isinstance(model.unwrap_python_model().preprocessor, ColumnPreprocessor)
     proba = np.asarray(model.predict(features))

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def test_champion_serves_probabilities(tmp_path: Path, make_champion):
     settings = Settings(state_dir=tmp_path / "state")
     champion = make_champion(settings)
-    x, _ = held_out(champion.feature_set, Lake(settings.lake_dir))
+    x = held_out(champion.feature_set, Lake(settings.lake_dir)).inputs()
 
     rows = x.head(20)
     expected = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@champion").predict(rows)

@@ -91,6 +91,6 @@ def test_text_spec_trains_and_serves_on_real_names(small_spec, settings: Setting
     judged = set(names) | {c for c in json.dumps(report).split('"') if c.startswith("time_hour")}
     assert {"time_hour_holiday", "time_hour_days_to_holiday"} & judged
     assert [r["selector"]["kind"] for r in report] == ["variance", "mutual_info"]
-    features, _ = held_out(trained.feature_set, lake)
+    features = held_out(trained.feature_set, lake).inputs()
     proba = mlflow.pyfunc.load_model(trained.model_uri).predict(features.head(20))
     assert np.all((np.asarray(proba) > 0) & (np.asarray(proba) < 1))

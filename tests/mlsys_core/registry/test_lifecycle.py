@@ -77,7 +77,8 @@ def test_transition_table_forbids_shortcuts_and_leaving_retired() -> None:
 
 def gate_for(client, version, pair, config: GateConfig | None = None) -> GateDecision:
     config = config or GateConfig()
-    features, labels = held_out(pair.feature_set, Lake(pair.settings.lake_dir))
+    held = held_out(pair.feature_set, Lake(pair.settings.lake_dir))
+    features, labels = held.inputs(), held.labels
     return challenge_champion(client, version, features, labels, config)
 
 
@@ -89,7 +90,8 @@ def to_staging(client, name, version, gate, lock) -> None:
 
 def ranked(pair) -> tuple[int, int]:
     """Indices of the worse and the better trained model on the held-out rows."""
-    features, labels = held_out(pair.feature_set, Lake(pair.settings.lake_dir))
+    held = held_out(pair.feature_set, Lake(pair.settings.lake_dir))
+    features, labels = held.inputs(), held.labels
     client = tracking_client(pair.settings.mlflow_uri)
     scores = [predict_scores(client, m.model_uri, features) for m in pair.models]
     aucs = [roc_auc_score(labels, s) for s in scores]
@@ -292,7 +294,8 @@ def test_parallel_registrations_get_distinct_versions_and_one_champion_move(
     name = f"life-par-{tmp_path.name}"
     lock = RegistryLock(client, name)
     trained = backend.models[0]
-    features, labels = held_out(backend.feature_set, Lake(backend.settings.lake_dir))
+    held = held_out(backend.feature_set, Lake(backend.settings.lake_dir))
+    features, labels = held.inputs(), held.labels
     start = threading.Barrier(8)
 
     def pipeline(i: int) -> str:

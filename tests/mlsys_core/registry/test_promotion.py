@@ -41,7 +41,8 @@ LAX = GateConfig(alpha=0.49, n_bootstrap=300)
 
 def scored_aucs(pair) -> list[float]:
     """Test AUC of each trained model, scored here through its pyfunc and scikit-learn."""
-    features, labels = held_out(pair.feature_set, Lake(pair.settings.lake_dir))
+    held = held_out(pair.feature_set, Lake(pair.settings.lake_dir))
+    features, labels = held.inputs(), held.labels
     return [
         roc_auc_score(labels, np.asarray(mlflow.pyfunc.load_model(m.model_uri).predict(features)))
         for m in pair.models
@@ -172,7 +173,8 @@ def test_without_an_approval_the_walk_stops_in_staging(trained_pair, client) -> 
 def test_challenge_respects_the_margin(trained_pair, client: MlflowClient) -> None:
     name = "reg-margin"
     lake = Lake(trained_pair.settings.lake_dir)
-    features, labels = held_out(trained_pair.feature_set, lake)
+    held = held_out(trained_pair.feature_set, lake)
+    features, labels = held.inputs(), held.labels
     aucs = scored_aucs(trained_pair)
     worse, better = sorted(range(2), key=lambda i: aucs[i])
     gap = aucs[better] - aucs[worse]
@@ -195,7 +197,8 @@ def test_the_champion_challenged_by_itself_keeps_its_place(
 ) -> None:
     name = "reg-self"
     lake = Lake(trained_pair.settings.lake_dir)
-    features, labels = held_out(trained_pair.feature_set, lake)
+    held = held_out(trained_pair.feature_set, lake)
+    features, labels = held.inputs(), held.labels
     walked = walk(client, lake, trained_pair.models[0], name, "ci", None, LAX, auto_approval("ci"))
     decision = challenge_champion(client, walked.version, features, labels)
     assert decision.champion_auc is None  # nothing else to compare with

@@ -99,7 +99,7 @@ def test_pip_requirements_pin_every_package() -> None:
 
 @pytest.mark.slow  # its shared fixture trains and logs real models
 def test_logged_model_loads_and_predicts_probabilities(trained_pair, client: MlflowClient) -> None:
-    features, _ = held_out(trained_pair.feature_set, Lake(trained_pair.settings.lake_dir))
+    features = held_out(trained_pair.feature_set, Lake(trained_pair.settings.lake_dir)).inputs()
     model = mlflow.pyfunc.load_model(trained_pair.models[0].model_uri)
     proba = np.asarray(model.predict(features.head(50)))
     assert proba.dtype == np.float64

@@ -160,7 +160,8 @@ def test_test_metrics_recompute_from_the_logged_model(
     logged = client.get_run(trained.first.run_id).data.metrics
     assert {k: logged[k] for k in trained.first.metrics} == pytest.approx(trained.first.metrics)
 
-    features, labels = held_out(trained.feature_set, Lake(trained.settings.lake_dir))
+    held = held_out(trained.feature_set, Lake(trained.settings.lake_dir))
+    features, labels = held.inputs(), held.labels
     proba = np.asarray(mlflow.pyfunc.load_model(trained.first.model_uri).predict(features))
     assert logged["test_rows"] == len(labels)
     assert logged["test_auc"] == pytest.approx(roc_auc_score(labels, proba), abs=1e-6)
@@ -244,7 +245,7 @@ def test_served_model_equals_the_trainer_on_held_out_rows(
     trainer.train()
     expected = trainer.predict_proba(preprocessor.transform(splits["test"]))
 
-    features, _ = held_out(trained.feature_set, Lake(trained.settings.lake_dir))
+    features = held_out(trained.feature_set, Lake(trained.settings.lake_dir)).inputs()
     served = np.asarray(mlflow.pyfunc.load_model(trained.first.model_uri).predict(features))
     assert served.shape == (len(splits["test"]),)
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
@@ -254,7 +255,7 @@ def test_served_model_equals_the_trainer_on_held_out_rows(
 def test_served_model_treats_unseen_categories_as_missing(
     trained: Trained, client: MlflowClient
 ) -> None:
-    features, _ = held_out(trained.feature_set, Lake(trained.settings.lake_dir), "valid")
+    features = held_out(trained.feature_set, Lake(trained.settings.lake_dir), "valid").inputs()
     rows = features.head(20).reset_index(drop=True)
     model = mlflow.pyfunc.load_model(trained.first.model_uri)
     unseen = rows.assign(carrier="ZZ", dest="NOWHERE")
@@ -273,7 +274,8 @@ def test_held_out_returns_model_inputs_and_labels(trained: Trained) -> None:
     label = trained.spec.label.name
     ts = trained.spec.event_timestamp
     for split in ("test", "valid"):
-        features, labels = held_out(trained.feature_set, lake, split)
+        held = held_out(trained.feature_set, lake, split)
+        features, labels = held.inputs(), held.labels
         expected = labeled(trained, split)
         assert list(features.columns) == trained.spec.input_columns
         assert len(features) == len(expected)
