@@ -7,7 +7,6 @@ import json
 
 from mlsys_core.config import Settings
 from mlsys_core.datasets import SPEC_HELP, resolve_spec
-from mlsys_core.features.online import open_online_store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_get(args: argparse.Namespace) -> int:
+    # Imported here: every mlsys command loads this module to build its parser.
+    from mlsys_core.features.online import open_online_store  # noqa: PLC0415
+
     entity = {}
     for pair in args.keys:
         key, sep, value = pair.partition("=")

@@ -6,8 +6,6 @@ import argparse
 
 from mlsys_core.config import Settings
 from mlsys_core.datasets import resolve_model_name
-from mlsys_core.registry.lifecycle import history
-from mlsys_core.tracking import configure_mlflow
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,6 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: every mlsys command loads this module to build its parser.
+    from mlsys_core.registry.lifecycle import history  # noqa: PLC0415
+    from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
+
     settings = Settings()
     name = resolve_model_name(args.model or settings.model_name, settings.dataset)
     for event in history(configure_mlflow(settings.tracking), name):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mlsys_core.config import Settings
-from mlsys_core.registry.lineage import Lineage, lineage
-from mlsys_core.tracking import configure_mlflow
+
+if TYPE_CHECKING:
+    from mlsys_core.registry.lineage import Lineage
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: every mlsys command loads this module to build its parser.
+    from mlsys_core.registry.lineage import lineage  # noqa: PLC0415
+    from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
+
     found = lineage(configure_mlflow(Settings().tracking), args.uri)
     print(found.model_dump_json(indent=2) if args.json else describe(found))
     return 0

@@ -12,15 +12,12 @@ from typing import TYPE_CHECKING
 
 from mlsys_core.config import Settings
 from mlsys_core.datasets import resolve_model_name
-from mlsys_core.registry import invariants, lifecycle
-from mlsys_core.registry.invariants import RegistryReport
-from mlsys_core.registry.locking import RegistryLock, is_lock_model
-from mlsys_core.tracking import configure_mlflow
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from mlsys_core.data.lake import Lake
+    from mlsys_core.registry.invariants import RegistryReport
     from mlsys_core.training.run import TrainedModel
 
 
@@ -95,10 +92,13 @@ def registered_models(client: MlflowClient) -> list[str]:
 
 
 def run_register(args: argparse.Namespace) -> int:
-    # Imported here: the other commands should not pay for torch and the model code.
+    # Imported here: every mlsys command loads this module to build its parser, and should
+    # not pay for MLflow, torch and the model code.
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
     from mlsys_core.registry import promotion  # noqa: PLC0415
     from mlsys_core.registry.gate import GateConfig  # noqa: PLC0415
+    from mlsys_core.registry.locking import RegistryLock  # noqa: PLC0415
+    from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
     from mlsys_core.training.run import latest_trained  # noqa: PLC0415
 
     settings = Settings()
@@ -123,6 +123,10 @@ def run_register(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
+    from mlsys_core.registry import lifecycle  # noqa: PLC0415
+    from mlsys_core.registry.locking import RegistryLock  # noqa: PLC0415
+    from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
+
     settings = Settings()
     client = configure_mlflow(settings.tracking)
     name = resolve_model_name(args.model or settings.model_name, settings.dataset)
@@ -132,6 +136,10 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from mlsys_core.registry import invariants  # noqa: PLC0415
+    from mlsys_core.registry.locking import RegistryLock, is_lock_model  # noqa: PLC0415
+    from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
+
     settings = Settings()
     client = configure_mlflow(settings.tracking)
     if args.all:

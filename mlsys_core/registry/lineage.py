@@ -19,12 +19,17 @@ from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.crashpoints import crash_point
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.store import FeatureSetRef, feature_set_of, spec_of
+from mlsys_core.features.store import (
+    TAG_DATASET,
+    TAG_FEATURE_SET,
+    FeatureSetRef,
+    feature_set_of,
+    spec_of,
+)
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateDecision
 from mlsys_core.registry.lifecycle import Approval, AuditEvent, Stage
 from mlsys_core.spec import DatasetSpec
-from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET
 
 SERVED_BY_PREFIX = "mlsys.served_by."
 TAG_CANARY_ROLLBACK = "mlsys.serving.canary_rollback"

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict
 from mlsys_core.config import Tracking
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import (
+    TAG_DATASET,
+    TAG_FEATURE_SET,
     FeatureSetRef,
     check_scorable,
     feature_set_of,
@@ -41,9 +43,8 @@ from mlsys_core.training.pyfunc import (
 from mlsys_core.training.signals import run_killed_on_sigterm
 from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
 
-# Run tags that carry lineage from the data to the model version.
-TAG_FEATURE_SET = "mlsys.feature_set"
-TAG_DATASET = "mlsys.dataset"
+# Run tags that carry lineage from the data to the model version (the feature set's two,
+# TAG_DATASET and TAG_FEATURE_SET, are the feature store's).
 TAG_SPEC = "mlsys.spec_fingerprint"
 TAG_CODE = "mlsys.code_version"
 TAG_STAGE = "mlsys.stage"

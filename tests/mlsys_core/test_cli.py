@@ -81,3 +81,22 @@ def test_features_get_reads_the_online_store(tmp_path, monkeypatch, capsys):
     assert "no materialized view holds ['nope']" in capsys.readouterr().err
     assert main(["features", "get", "UA"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_building_the_command_line_loads_no_heavy_library():
+    """Every ``mlsys`` call builds the whole parser first: a command module that imports
+    torch or MLflow at its top makes every command, ``--help`` included, pay for it."""
+    heavy = ["torch", "mlflow", "prefect", "scipy", "matplotlib", "sklearn", "optuna"]
+    code = (
+        "import json, sys\nfrom mlsys_core.cli import build_parser\n"
+        "parser = build_parser()\n"
+        f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))\n"
+        "print(json.dumps(sorted(parser._subparsers._group_actions[0].choices)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert json.loads(out[0]) == []
+    # Every command was registered, the flows' ones (entry points) included.
+    commands = set(json.loads(out[1]))
+    assert {"lineage", "history", "registry", "features", "pipeline", "tune"} <= commands
