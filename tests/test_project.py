@@ -157,6 +157,21 @@ def test_importing_all_of_core_loads_no_prefect():
     assert out.stdout.strip() == "[]"
 
 
+def test_importing_every_flow_loads_no_evidently():
+    """Every flow process (``python -m flows.<name>``, a pipeline run) imports the flows;
+    Evidently takes seconds to load and only the drift report uses it."""
+    modules = [f"flows.{p.stem}" for p in (REPO / "flows").glob("*.py") if p.stem != "__init__"]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print('evidently' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+
+
 def test_ruff_is_clean():
     ruff = Path(sys.executable).parent / "ruff"
     out = subprocess.run(

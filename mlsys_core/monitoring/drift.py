@@ -13,12 +13,10 @@ import html
 import warnings
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from evidently import DataDefinition, Dataset, Report
-from evidently.presets import DataDriftPreset
 from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.atomic import write_text_atomically
@@ -28,6 +26,9 @@ from mlsys_core.monitoring.stattests import (
     ReferenceStats,
 )
 from mlsys_core.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    from evidently import Dataset
 
 __all__ = ["ColumnDrift", "DriftSummary"]
 
@@ -149,6 +150,8 @@ def feature_columns(spec: DatasetSpec, frame: pd.DataFrame) -> tuple[list[str], 
 
 
 def _evidently_dataset(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> Dataset:
+    from evidently import DataDefinition, Dataset  # noqa: PLC0415
+
     data = frame[[*numeric, *categorical]].copy()
     for col in categorical:
         data[col] = data[col].astype(object).where(data[col].notna(), None)
@@ -163,7 +166,13 @@ def evidently_drift(
     categorical: list[str],
 ) -> tuple[list[ColumnDrift], object]:
     """A plain, full Evidently ``DataDriftPreset`` run: its per-column results and snapshot
-    (the baseline the fast path must agree with, and the HTML report's source)."""
+    (the baseline the fast path must agree with, and the HTML report's source).
+
+    Evidently is imported here, not above: it takes seconds to load, and every process that
+    imports the flows (a pipeline run, `python -m flows.<name>`) loads this module."""
+    from evidently import Report  # noqa: PLC0415
+    from evidently.presets import DataDriftPreset  # noqa: PLC0415
+
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         snapshot = Report([DataDriftPreset()]).run(
