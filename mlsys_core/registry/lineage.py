@@ -61,7 +61,7 @@ def version_feature_set(
     try:
         return feature_set_of(tags, lake)
     except LookupError as err:
-        raise LookupError(f"{name} v{version} was trained on {err}") from None
+        raise LookupError(f"{name} v{version}: {err}") from None
 
 
 def trained_feature_set(client: MlflowClient, lake: Lake, name: str, version: str) -> FeatureSetRef:
