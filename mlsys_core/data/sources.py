@@ -6,12 +6,14 @@ Package files are located without importing the package, because importing
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.resources
 import importlib.util
 import io
 import json
 import math
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -132,10 +134,16 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
         if kind == "jsonl":
             frame = pd.read_json(buffer, lines=True, compression=compression, dtype=False)
             return mixed_as_text(frame)
-        names = raw.spec.column_names
-        header = 0 if raw.spec.header else None
+        spec = raw.spec
         return pd.read_csv(
-            buffer, compression=compression, low_memory=False, header=header, names=names
+            buffer,
+            compression=compression,
+            low_memory=False,
+            header=0 if spec.header else None,
+            names=spec.column_names,
+            sep=spec.delimiter,
+            decimal=spec.decimal,
+            thousands="." if spec.decimal == "," else None,
         )
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
@@ -150,6 +158,32 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
         raise SourceError(
             f"source {raw.spec.name!r} at {raw.uri}: not valid {kind}: {err}"
         ) from err
+
+
+_DELIMITERS = (",", ";", "\t", "|")
+_COMMA_DECIMAL = re.compile(r"^[-+]?(\d{1,3}(\.\d{3})+|\d+),\d+$")  # 1.234,56 or 28,04
+_DOT_DECIMAL = re.compile(r"^[-+]?\d+\.\d+$")  # 28.04
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(\.\d{3})+$")  # 1.234: either mark could write it
+
+
+def sniff_csv(text: str, lines: int = 50) -> tuple[str, str]:
+    """The field separator and decimal mark of a CSV's first ``lines``: the first separator
+    that splits every line into the same number of fields (more than one), and ',' as the
+    decimal mark when another separator is used and more values write decimals as
+    ``28,04`` or ``1.234,56`` (a spreadsheet where ',' marks decimals) than as ``28.04``."""
+    rows = [line for line in text.splitlines()[: lines + 1] if line.strip()][:lines]
+    delimiter = ","
+    for candidate in _DELIMITERS:
+        widths = {len(row) for row in csv.reader(rows, delimiter=candidate)}
+        if len(widths) == 1 and widths.pop() > 1:
+            delimiter = candidate
+            break
+    if delimiter == ",":
+        return delimiter, "."
+    cells = [c.strip() for row in list(csv.reader(rows, delimiter=delimiter))[1:] for c in row]
+    comma = sum(bool(_COMMA_DECIMAL.match(c)) for c in cells)
+    dot = sum(bool(_DOT_DECIMAL.match(c)) and not _THOUSANDS.match(c) for c in cells)
+    return delimiter, "," if comma > dot else "."
 
 
 def mixed_as_text(frame: pd.DataFrame) -> pd.DataFrame:

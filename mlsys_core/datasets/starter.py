@@ -28,6 +28,7 @@ from mlsys_core.data.sources import (
     parse_source,
     read_source_bytes,
     redacted_url,
+    sniff_csv,
 )
 from mlsys_core.spec import ColumnRule, DatasetSpec, SourceSpec
 
@@ -41,6 +42,8 @@ TIME_FORMATS = (
     # a 12-hour clock, as spreadsheets and US exports write it (01/05/2024 06:46 PM)
     "%m/%d/%Y %I:%M %p", "%d/%m/%Y %I:%M %p", "%m/%d/%Y %I:%M:%S %p", "%d/%m/%Y %I:%M:%S %p",
     "%Y-%m-%d %I:%M %p", "%Y-%m-%d %I:%M:%S %p",
+    # day-first with dots and a clock, as German spreadsheets write it (05.01.2024 14:30)
+    "%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S",
 )  # fmt: skip
 _ZONE_TODO = "TODO: times without an offset are UTC; else set timezone="
 _TIME_NAME = re.compile(r"(time|date|_at$|_ts$|^ts$|epoch|timestamp)", re.IGNORECASE)
@@ -117,6 +120,17 @@ def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
     except SourceError as err:
         raise StarterError(str(err)) from None
     return frame.head(SAMPLE_ROWS)
+
+
+def _dialect(path: Path) -> dict[str, str]:
+    """How a plain CSV file writes its fields and decimals, where not as the defaults
+    (',' and '.'): a spreadsheet's export where ',' marks decimals uses ';' between fields."""
+    if not path.name.lower().endswith(".csv"):
+        return {}
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        delimiter, decimal = sniff_csv(handle.read(65536))
+    found = {"delimiter": delimiter, "decimal": decimal}
+    return {k: v for k, v in found.items() if v != SourceSpec.model_fields[k].default}
 
 
 def _data_files(folder: Path) -> list[Path]:
@@ -252,16 +266,19 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
         )
 
     for folder, files in groups:
-        parts = {p: _read(SourceSpec(name="probe", path=str(p)), p) for p in files}
+        dialects = {p: _dialect(p) for p in files}
+        parts = {p: _read(SourceSpec(name="probe", path=str(p), **dialects[p]), p) for p in files}
         column_sets = {tuple(sorted(map(str, f.columns))) for f in parts.values()}
         if data.is_dir() and len(files) > 1 and len(column_sets) == 1:
             name = _table_name(folder)
-            source = SourceSpec(name=name, path=where(folder), incremental=True)
+            source = SourceSpec(
+                name=name, path=where(folder), incremental=True, **dialects[files[0]]
+            )
             add(name, source, pd.concat(list(parts.values()), ignore_index=True))
             continue
         for path, frame in parts.items():
             name = _table_name(path)
-            add(name, SourceSpec(name=name, path=where(path)), frame)
+            add(name, SourceSpec(name=name, path=where(path), **dialects[path]), frame)
     return tables
 
 
@@ -719,6 +736,11 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             w(f"                       url={table.url_code}, query={_py(s.query)}),")
             continue
         extra = ", incremental=True" if s.incremental else ""
+        extra += "".join(
+            f", {k}={_py(getattr(s, k))}"
+            for k in ("delimiter", "decimal")
+            if getattr(s, k) != SourceSpec.model_fields[k].default
+        )
         note = "a landing folder: each ingest appends its new files" if s.incremental else ""
         w(
             _line(

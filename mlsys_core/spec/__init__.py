@@ -64,6 +64,18 @@ class SourceSpec(_Frozen):
         description="An input with no rows: fail the ingest, or skip it with a warning "
         "(nothing is written either way).",
     )
+    delimiter: str = Field(
+        default=",",
+        min_length=1,
+        max_length=1,
+        description="CSV: the field separator; ';' where a spreadsheet writes ',' as the "
+        "decimal mark.",
+    )
+    decimal: Literal[".", ","] = Field(
+        default=".",
+        description="CSV: the decimal mark. With ',' a '.' between digits groups "
+        "thousands: 1.234,56 is 1234.56.",
+    )
 
     @model_validator(mode="after")
     def _readable(self) -> SourceSpec:
@@ -81,6 +93,11 @@ class SourceSpec(_Frozen):
             raise ValueError(f"source {self.name!r}: a landing folder cannot be in a package")
         if not self.header and not self.column_names:
             raise ValueError(f"source {self.name!r}: a CSV without a header needs column_names")
+        if self.delimiter == self.decimal:
+            raise ValueError(
+                f"source {self.name!r}: {self.delimiter!r} cannot both separate fields and "
+                "mark decimals"
+            )
         return self
 
 

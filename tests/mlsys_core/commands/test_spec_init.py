@@ -377,6 +377,50 @@ def test_rows_numbered_in_order_are_the_key_and_a_12_hour_clock_reads_as_written
     assert spec.entity_keys != ["Parcel"] and "Parcel" in spec.features.numeric
 
 
+def test_a_spreadsheet_export_with_semicolons_and_decimal_commas_is_read_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Where ',' marks decimals a spreadsheet writes ';' between fields, 12.345,67 for an
+    amount and 05.01.2024 14:30 for a time: the spec says how the file is written, and the
+    lake reads every number and time of it, none quarantined."""
+    frame = _activity().drop(columns=["month"])
+    frame["amount"] = np.random.default_rng(5).uniform(10, 25_000, len(frame)).round(2)
+    times = pd.date_range("2024-01-05 14:30", periods=len(frame), freq="5h", tz="UTC")
+    frame["booked"] = times.strftime("%d.%m.%Y %H:%M")
+
+    def cell(value: object) -> str:  # 12.345,67 as the export writes it; nan as empty
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:,}".translate(str.maketrans(",.", ".,"))
+        return str(value)
+
+    lines = [";".join(frame.columns)]
+    lines += [";".join(map(cell, row)) for row in frame.itertuples(index=False)]
+    data = tmp_path / "export.csv"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "export_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:export")
+    source, contract = spec.sources[0], spec.contracts["export"]
+    assert (source.delimiter, source.decimal) == (";", ",")
+    assert contract.columns["booked"].format == "%d.%m.%Y %H:%M"
+    assert spec.event_timestamp == "booked"
+    for column in ("fee", "amount"):
+        rule = contract.columns[column]
+        assert rule.dtype == "float"
+        low, high = frame[column].min(), frame[column].max()  # bounds hold them, rounded out
+        assert rule.ge <= low and rule.ge == pytest.approx(low, rel=1e-4)
+        assert rule.le >= high and rule.le == pytest.approx(high, rel=1e-4)
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(source, lake), contract, lake)
+    assert clean.quarantine.rows == 0
+    read = lake.read(clean.clean).sort_values("booked").reset_index(drop=True)
+    assert read["amount"].max() > 1000  # grouped thousands (12.345,67) read whole
+    np.testing.assert_allclose(read["amount"], frame["amount"])
+    np.testing.assert_allclose(read["fee"], frame["fee"])
+    assert read["booked"].tolist() == times.tolist()
+
+
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [

@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsys_core.data.sources import SourceError, parse_source, read_source, read_source_bytes
+from mlsys_core.data.sources import (
+    SourceError,
+    parse_source,
+    read_source,
+    read_source_bytes,
+    sniff_csv,
+)
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.spec import SourceSpec
 
@@ -197,3 +203,31 @@ def test_unparsable_source_is_a_source_error(tmp_path: Path, filename: str, data
     raw = read_source_bytes(SourceSpec(name="broken", path=str(path)))
     with pytest.raises(SourceError, match="'broken'"):
         parse_source(raw)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a,b,c\n1,2.5,x\n3,4.5,y\n", (",", ".")),
+        ("a;b;c\n1;2.5;x\n3;1.234;y\n", (";", ".")),  # 1.234 could be either: not counted
+        ("a;b;c;d\n1;2;12.345,5;x\n3;4;7,25;y\n", (";", ",")),
+        ("a\tb\n1\t2,5\n", ("\t", ",")),
+        ('a|b\n"x|y"|1\nz|2\n', ("|", ".")),  # a quoted separator is a value
+        ("name\nx\ny\n", (",", ".")),  # one column: nothing to separate
+    ],
+)
+def test_a_csvs_separator_and_decimal_mark_are_read_from_its_first_lines(
+    text: str, expected: tuple[str, str]
+) -> None:
+    assert sniff_csv(text) == expected
+
+
+def test_a_csv_with_semicolons_and_decimal_commas_parses_to_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("id;amount;note\n1;12.345,67;a, b\n2;0,5;c\n", encoding="utf-8")
+    source = SourceSpec(name="export", path=str(path), delimiter=";", decimal=",")
+    frame = parse_source(read_source_bytes(source))
+    assert frame["amount"].tolist() == [12345.67, 0.5]
+    assert frame["note"].tolist() == ["a, b", "c"]
+    with pytest.raises(ValueError, match="cannot both separate fields and mark decimals"):
+        SourceSpec(name="export", path=str(path), decimal=",")
