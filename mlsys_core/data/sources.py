@@ -162,9 +162,9 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
 
 
 _DELIMITERS = (",", ";", "\t", "|")
-_COMMA_DECIMAL = re.compile(r"^[-+]?(\d{1,3}(\.\d{3})+|\d+),\d+$")  # 1.234,56 or 28,04
-_DOT_DECIMAL = re.compile(r"^[-+]?\d+\.\d+$")  # 28.04
-_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(\.\d{3})+$")  # 1.234: either mark could write it
+_COMMA_DECIMAL = re.compile(r"[-+]?(\d{1,3}(\.\d{3})+|\d+),\d+")  # 1.234,56 or 28,04
+_DOT_DECIMAL = re.compile(r"[-+]?\d+\.\d+")  # 28.04
+_THOUSANDS = re.compile(r"[-+]?\d{1,3}(\.\d{3})+")  # 1.234: either mark could write it
 
 
 def sniff_csv(text: str, lines: int = 50) -> tuple[str, str]:
@@ -182,8 +182,8 @@ def sniff_csv(text: str, lines: int = 50) -> tuple[str, str]:
     if delimiter == ",":
         return delimiter, "."
     cells = [c.strip() for row in list(csv.reader(rows, delimiter=delimiter))[1:] for c in row]
-    comma = sum(bool(_COMMA_DECIMAL.match(c)) for c in cells)
-    dot = sum(bool(_DOT_DECIMAL.match(c)) and not _THOUSANDS.match(c) for c in cells)
+    comma = sum(bool(_COMMA_DECIMAL.fullmatch(c)) for c in cells)
+    dot = sum(bool(_DOT_DECIMAL.fullmatch(c)) and not _THOUSANDS.fullmatch(c) for c in cells)
     return delimiter, "," if comma > dot else "."
 
 
@@ -195,8 +195,8 @@ def decimal_points(frame: pd.DataFrame) -> pd.DataFrame:
         if frame[name].dtype != object:
             continue
         text = frame[name].astype("string")
-        written = text.str.fullmatch(_COMMA_DECIMAL.pattern[1:-1]) | text.str.fullmatch(
-            _THOUSANDS.pattern[1:-1]
+        written = text.str.fullmatch(_COMMA_DECIMAL.pattern) | text.str.fullmatch(
+            _THOUSANDS.pattern
         )
         written = written.fillna(False).to_numpy(bool)
         if written.any():
