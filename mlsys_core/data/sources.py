@@ -143,7 +143,6 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
             names=spec.column_names,
             sep=spec.delimiter,
             decimal=spec.decimal,
-            thousands="." if spec.decimal == "," else None,
         )
         return decimal_points(frame) if spec.decimal == "," else frame
     except pd.errors.EmptyDataError:
@@ -188,9 +187,11 @@ def sniff_csv(text: str, lines: int = 50) -> tuple[str, str]:
 
 
 def decimal_points(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numbers written with a decimal comma in columns the reader left as text (a stray
-    ``"n/a"`` among them) rewritten with a point (``1.234,56`` -> ``1234.56``), so the
-    contract reads them as it reads any number, and ``1.234`` is not taken for 1.234."""
+    """Numbers written with a decimal comma that the reader left as text (thousands grouped
+    by '.', or a stray text in the column) rewritten with a point (``1.234,56`` ->
+    ``1234.56``, ``1.234`` -> ``1234``), so the contract reads them as any number. Only
+    whole groups of three digits are thousands: pandas' own ``thousands`` option would
+    read ``3.5`` as 35."""
     for name in frame.columns:
         if frame[name].dtype != object:
             continue

@@ -231,14 +231,21 @@ def test_a_csv_with_semicolons_and_decimal_commas_parses_to_numbers(tmp_path: Pa
     )
     source = SourceSpec(name="export", path=str(path), delimiter=";", decimal=",")
     frame = parse_source(read_source_bytes(source))
-    assert frame["amount"].tolist() == [12345.67, 0.5, 7.0]
     assert frame["note"].tolist() == ["a, b", "c", "d"]
-    # A stray text leaves a column as text: its numbers are still read with the file's marks
-    # (1.234 is a thousand and more, not one), and the contract quarantines only the text.
-    assert frame["price"].tolist() == ["1234", "unknown", "0.25"]
-    contract = TableContract(columns={"price": ColumnRule(dtype="float")})
-    cleaned = clean_table(frame[["price"]], contract)
+    # Numbers are read with the file's marks (1.234 is a thousand and more, not one); a
+    # stray text is quarantined by the contract, alone.
+    number = ColumnRule(dtype="float")
+    contract = TableContract(columns={"amount": number, "price": number})
+    cleaned = clean_table(frame[["amount", "price"]], contract)
+    assert cleaned.clean["amount"].tolist() == [12345.67, 7.0]
     assert cleaned.clean["price"].tolist() == [1234.0, 0.25]
     assert len(cleaned.quarantined) == 1
+    # A '.' that does not group three digits is no thousands separator: 3.5 is not 35.
+    path.write_text("id;size\n1;3.5\n2;4,5\n", encoding="utf-8")
+    frame = parse_source(read_source_bytes(source))
+    assert clean_table(frame, TableContract(columns={"size": number})).clean["size"].tolist() == [
+        3.5,
+        4.5,
+    ]
     with pytest.raises(ValueError, match="cannot both separate fields and mark decimals"):
         SourceSpec(name="export", path=str(path), decimal=",")
