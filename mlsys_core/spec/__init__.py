@@ -73,8 +73,8 @@ class SourceSpec(_Frozen):
     )
     decimal: Literal[".", ","] = Field(
         default=".",
-        description="CSV: the decimal mark. With ',' a '.' between digits groups "
-        "thousands: 1.234,56 is 1234.56.",
+        description="CSV: the decimal mark. With ',' a '.' before each group of three "
+        "digits groups thousands: 1.234,56 is 1234.56, and 3.5 stays 3.5.",
     )
 
     @model_validator(mode="after")
