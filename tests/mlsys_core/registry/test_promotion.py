@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.store import load_feature_set
+from mlsys_core.features.store import TAG_FEATURE_SET, load_feature_set
 from mlsys_core.registry import lifecycle
 from mlsys_core.registry.gate import GateConfig, GateDecision
 from mlsys_core.registry.invariants import check_registry
@@ -29,7 +29,7 @@ from mlsys_core.registry.promotion import (
     walk,
 )
 from mlsys_core.tracking import code_version, configure_mlflow
-from mlsys_core.training.run import TAG_FEATURE_SET, held_out, model_input_frame, split_rows
+from mlsys_core.training.run import held_out, model_input_frame, split_rows
 from tests.state import build_without_a_feature, copy_state
 
 pytestmark = pytest.mark.slow  # the shared fixture trains and logs real models

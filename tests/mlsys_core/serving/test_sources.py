@@ -16,6 +16,8 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
 from mlsys_core.features.online import materialize_joined, online_sources, open_online_store
 from mlsys_core.features.store import (
+    TAG_DATASET,
+    TAG_FEATURE_SET,
     build_feature_set,
     load_feature_set,
     materialize_online,
@@ -27,7 +29,6 @@ from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec.definitions import WindowView
 from mlsys_core.tracking import tracking_client
-from mlsys_core.training.run import TAG_DATASET, TAG_FEATURE_SET
 from tests.mlsys_core.serving.conftest import register, serve_config, serving
 from tests.state import build_without_a_feature, copy_state
 
