@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -170,6 +173,29 @@ def test_importing_every_flow_loads_no_evidently():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("module", "unused"),
+    [
+        # A replica's cold start: serving never gates, never draws, never writes a report.
+        ("mlsys_core.serving.app", ["scipy.stats", "matplotlib", "evidently", "optuna"]),
+        # Every rank of a torchrun group: only the logging rank draws, and only at the end.
+        ("mlsys_core.training.worker", ["matplotlib", "evidently", "optuna"]),
+    ],
+)
+def test_a_process_entry_point_loads_no_library_it_does_not_use(module, unused):
+    code = (
+        "import importlib, json, sys\n"
+        f"importlib.import_module({module!r})\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(out.stdout))
+    assert module in loaded
+    assert [m for m in unused if m in loaded] == []
 
 
 def test_ruff_is_clean():

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.stats import rankdata
 
 
 class GateConfig(BaseModel):
@@ -54,6 +53,10 @@ class GateDecision(BaseModel):
 def auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """ROC AUC of each row of ``scores`` (Mann-Whitney, ties averaged); NaN for a row whose
     labels have one class. ``labels`` has the same shape as ``scores``."""
+    # Here, not at the top: scipy.stats takes about a second to import, and serving reads
+    # the registry's aliases through this module's importers without ever gating.
+    from scipy.stats import rankdata  # noqa: PLC0415
+
     labels = np.atleast_2d(labels).astype(bool)
     ranks = rankdata(np.atleast_2d(scores), axis=1)
     n_pos = labels.sum(axis=1)

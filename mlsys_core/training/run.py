@@ -28,7 +28,6 @@ from mlsys_core.features.store import (
 )
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import code_version, configure_mlflow
-from mlsys_core.training import plots
 from mlsys_core.training.calibration import log_calibration
 from mlsys_core.training.checkpoint import CheckpointStore
 from mlsys_core.training.distributed import LaunchConfig
@@ -181,16 +180,7 @@ def train_and_log(
         calibrated = log_calibration(y["valid"], proba["valid"]).apply(proba["test"])
         metrics["test_ece_calibrated"] = binary_metrics(y["test"], calibrated)["ece"]
         mlflow.log_metrics(metrics)
-        figures = {
-            "plots/loss_curves.png": plots.loss_curves(result.history),
-            "plots/roc_test.png": plots.roc(y["test"], proba["test"], metrics["test_auc"]),
-            "plots/calibration_test.png": plots.calibration(
-                y["test"], proba["test"], metrics["test_ece"]
-            ),
-        }
-        for path, figure in figures.items():
-            mlflow.log_figure(figure, path)
-            plots.close(figure)  # pyplot keeps every figure alive until closed
+        _log_figures(result.history, y["test"], proba["test"], metrics)
         _log_feature_artifacts(preprocessor)
         model_uri = _log_model(trainer, preprocessor, model_config, splits["train"], spec)
         mlflow.set_tag(TAG_MODEL_URI, model_uri)
@@ -240,6 +230,23 @@ def latest_trained(client: MlflowClient, experiment: str, lake: Lake) -> Trained
         feature_set=feature_set_of(run.data.tags, lake),
         metrics=dict(run.data.metrics),
     )
+
+
+def _log_figures(
+    history: list[EpochMetrics], y_test: np.ndarray, proba_test: np.ndarray, metrics: dict
+) -> None:
+    # Imported here: matplotlib and sklearn.calibration cost every process that imports this
+    # module (each rank, every flow) about a second, and only the logging rank draws.
+    from mlsys_core.training import plots  # noqa: PLC0415
+
+    figures = {
+        "plots/loss_curves.png": plots.loss_curves(history),
+        "plots/roc_test.png": plots.roc(y_test, proba_test, metrics["test_auc"]),
+        "plots/calibration_test.png": plots.calibration(y_test, proba_test, metrics["test_ece"]),
+    }
+    for path, figure in figures.items():
+        mlflow.log_figure(figure, path)
+        plots.close(figure)  # pyplot keeps every figure alive until closed
 
 
 def _log_feature_artifacts(preprocessor) -> None:  # noqa: ANN001
