@@ -89,6 +89,29 @@ def test_record_schema_rejects(field, value):
     assert field in str(err.value)
 
 
+def test_an_int_column_the_model_takes_as_a_number_refuses_a_fraction():
+    """The lake quarantines 1400.5 in an int column, so the model never saw one: a request
+    sending it is refused, naming the field, and the schema publishes ``multipleOf: 1``."""
+    rule = ColumnRule(dtype="int", ge=1, le=6000)
+    cleaned = clean_table(
+        pd.DataFrame({"distance": [1400, 1400.5]}), TableContract(columns={"distance": rule})
+    )
+    assert cleaned.clean["distance"].tolist() == [1400] and len(cleaned.quarantined) == 1
+    flights = SPEC.contracts[SPEC.base]
+    local = flights.model_copy(update={"columns": {**flights.columns, "distance": rule}})
+    spec = SPEC.model_copy(update={"contracts": {**SPEC.contracts, SPEC.base: local}})
+    assert "distance" in spec.features.numeric
+    record = record_model(spec)
+    assert record.model_validate({**GOOD, "distance": 1400.0}).distance == 1400.0
+    assert record.model_validate({**GOOD, "distance": 1400}).distance == 1400.0
+    with pytest.raises(ValidationError, match=r"distance\n.*whole number"):
+        record.model_validate({**GOOD, "distance": 1400.5})
+    published = record.model_json_schema()["properties"]["distance"]["anyOf"][0]
+    assert published == {"maximum": 6000.0, "minimum": 1.0, "multipleOf": 1, "type": "number"}
+    # A float column keeps its fractions.
+    assert record_model(SPEC).model_validate({**GOOD, "distance": 1400.5}).distance == 1400.5
+
+
 def test_batch_bounds():
     batch = batch_model(record_model(SPEC), max_records=2)
     assert len(batch.model_validate({"records": [GOOD, GOOD]}).records) == 2
