@@ -11,6 +11,7 @@ comment. The text it returns is a Python file whose function returns the
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 import re
@@ -355,8 +356,15 @@ def _number(value: float, dtype: str, up: bool = False) -> float | int:
     """A bound that reads well and still holds ``value`` (rounded outward)."""
     if dtype == "int":
         return int(value)
+    value = float(value)  # a float32 minimum too: its exact value, widened
     short = float(f"{value:.6g}")
-    return short if (short >= value if up else short <= value) else float(value)
+    if short >= value if up else short <= value:
+        return short
+    # The nearest short number lies inside (70.0276 for a float32 70.02755737...): take the
+    # one a unit of its last digit further out (70.0275).
+    rounding = decimal.ROUND_CEILING if up else decimal.ROUND_FLOOR
+    outward = float(decimal.Context(prec=6, rounding=rounding).create_decimal(value))
+    return outward if (outward >= value if up else outward <= value) else value
 
 
 def type_columns(table: Table) -> None:

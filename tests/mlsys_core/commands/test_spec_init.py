@@ -421,6 +421,52 @@ def test_a_spreadsheet_export_with_semicolons_and_decimal_commas_is_read_as_writ
     assert read["booked"].tolist() == times.tolist()
 
 
+def test_a_typed_parquet_file_keeps_its_values_and_gets_short_bounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Parquet carries its own types: float32 amounts, whole numbers with nulls (Int64), a
+    pandas category, times with a zone, a boolean label. Every row passes the spec written
+    from them, and a float32 bound reads as a short number (70.0275, not the float32's
+    70.02755737304688) that still holds the value."""
+    rng = np.random.default_rng(8)
+    rows = 400
+    frame = pd.DataFrame(
+        {
+            "policy_id": [f"P{i:03d}" for i in rng.integers(1, 60, rows)],
+            "claim_ts": pd.date_range("2024-01-01", periods=rows, freq="7h", tz="Europe/Paris"),
+            "region": pd.Categorical(rng.choice(["Nord", "Sud", "Est"], rows)),
+            "vehicle_age": pd.array(rng.integers(0, 25, rows), dtype="Int64"),
+            "premium": rng.uniform(70, 4000, rows).astype("float32"),
+            "fraud": rng.uniform(size=rows) < 0.2,
+        }
+    )
+    frame.loc[::17, "vehicle_age"] = pd.NA
+    frame.loc[0, "premium"] = np.float32(70.02756)  # no short float64 text of its own
+    data = _write(frame, tmp_path / "claims.parquet")
+    out = tmp_path / "claims_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "fraud", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:claims")
+    contract = spec.contracts["claims"]
+    premium = contract.columns["premium"]
+    assert premium.ge == 70.0275
+    high = float(frame["premium"].max())
+    assert high <= premium.le == float(f"{premium.le:.6g}") and premium.le - high < 0.01
+    assert contract.columns["vehicle_age"].dtype == "int"
+    assert contract.columns["vehicle_age"].nullable
+    assert spec.event_timestamp == "claim_ts" and spec.entity_keys == ["policy_id"]
+    assert "region" in spec.features.categorical
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(spec.sources[0], lake), contract, lake)
+    assert clean.quarantine.rows == 0
+    read = lake.read(clean.clean).sort_values("claim_ts").reset_index(drop=True)
+    np.testing.assert_allclose(read["premium"], frame["premium"].astype(float))
+    assert read["claim_ts"].tolist() == frame["claim_ts"].dt.tz_convert("UTC").tolist()
+    assert read["vehicle_age"].isna().sum() == frame["vehicle_age"].isna().sum()
+    labels = spec.label.positive
+    assert sorted(read["fraud"].unique()) == ["False", "True"] and labels == ["True"]
+
+
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [
