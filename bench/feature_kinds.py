@@ -56,8 +56,8 @@ def run_digits(settings, lake, seed: int) -> tuple[tuple[float, float], tuple[fl
 
     from mlsys_core.datasets.digits import DIGIT_PIXELS, digits_spec  # noqa: PLC0415
     from mlsys_core.features.store import load_feature_set  # noqa: PLC0415
+    from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
     from mlsys_core.training.run import labeled_splits, train_and_log  # noqa: PLC0415
-    from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
     spec = digits_spec()
     t0 = time.perf_counter()
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         from mlsys_core.data.lake import Lake  # noqa: PLC0415
         from mlsys_core.datasets import resolve_spec  # noqa: PLC0415
         from mlsys_core.spec import DatasetSpec  # noqa: PLC0415
+        from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
         from mlsys_core.training.run import train_and_log  # noqa: PLC0415
-        from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
         settings = Settings()
         lake = Lake(settings.lake_dir)

@@ -87,8 +87,9 @@ def build_features(spec: Any) -> Any:
 
 def fit_mlp(splits: dict, spec: Any, epochs: int, seed: int) -> tuple[dict, str]:
     """Test and validation probabilities of the mlsys model, trained as train_and_log does."""
+    from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
     from mlsys_core.training.matrices import fit_matrices  # noqa: PLC0415
-    from mlsys_core.training.trainer import TrainConfig, Trainer  # noqa: PLC0415
+    from mlsys_core.training.trainer import Trainer  # noqa: PLC0415
 
     config = TrainConfig(epochs=epochs, seed=seed, device="cpu")
     matrices = fit_matrices(splits, spec)

@@ -113,7 +113,7 @@ def run_worker(args: argparse.Namespace) -> None:
 
             from flows.embedded import embedded_run  # noqa: PLC0415
             from flows.pipeline import ml_pipeline  # noqa: PLC0415
-            from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
+            from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
         # As `make demo` runs it: in-process, on the embedded API (flows/embedded.py).
         with embedded_run():
             summary = _run_flow(args, watch, flow, ml_pipeline, TrainConfig)
@@ -138,7 +138,7 @@ def _import_plain() -> SimpleNamespace:
     from mlsys_core.serving.lineage import materialize_for_version  # noqa: PLC0415
     from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
     from mlsys_core.training import launch  # noqa: PLC0415
-    from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
+    from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
 
     return SimpleNamespace(
         Settings=Settings,

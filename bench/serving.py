@@ -232,8 +232,8 @@ def build_champion(args: argparse.Namespace, folder: Path) -> tuple[str, list[di
     from mlsys_core.registry import promotion  # noqa: PLC0415
     from mlsys_core.serving.lineage import materialize_for_version  # noqa: PLC0415
     from mlsys_core.tracking import configure_mlflow  # noqa: PLC0415
+    from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
     from mlsys_core.training.run import train_and_log  # noqa: PLC0415
-    from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
     spec = load_spec(str(write_sampled_sources(folder / "data", args.fraction)))
     settings = Settings()

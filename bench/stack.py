@@ -45,7 +45,7 @@ from pathlib import Path
 from flows.embedded import embedded_run
 from flows.pipeline import ml_pipeline
 from mlsys_core.spec import DatasetSpec
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 
 spec = DatasetSpec.model_validate_json(Path(sys.argv[1]).read_text())
 with embedded_run():

@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         from mlsys_core.data.ingest import snapshot_source  # noqa: PLC0415
         from mlsys_core.data.lake import Lake  # noqa: PLC0415
         from mlsys_core.features.store import build_feature_set  # noqa: PLC0415
+        from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
         from mlsys_core.training.distributed import LaunchConfig  # noqa: PLC0415
         from mlsys_core.training.launch import train  # noqa: PLC0415
-        from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
         sampled = args.fraction < 1
         spec_path = write_sampled_sources(root / "data", args.fraction) if sampled else None

@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
         use_isolated_state(root / "state")
         import torch  # noqa: PLC0415
 
-        from mlsys_core.training.trainer import TrainConfig, resolve_device  # noqa: PLC0415
+        from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
+        from mlsys_core.training.trainer import resolve_device  # noqa: PLC0415
 
         if args.threads:
             torch.set_num_threads(args.threads)

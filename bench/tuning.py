@@ -132,7 +132,7 @@ def run_search(
     """One search: random search runs ``--trials`` trials; with ``epoch_budget`` the search
     runs trials until it has trained exactly that many epochs."""
     from flows.tune import tune  # noqa: PLC0415
-    from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
+    from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
 
     sampler, pruner = METHODS[method]
     base = TrainConfig(epochs=args.epochs, patience=args.patience, device="cpu")

@@ -85,8 +85,9 @@ def train_pool(args: argparse.Namespace, data: Any, ref: Any) -> list[Candidate]
     config whose objective is not finite (a diverged run) stays in: it fails as a trial."""
     import optuna  # noqa: PLC0415
 
+    from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
     from mlsys_core.training.matrices import model_config_for  # noqa: PLC0415
-    from mlsys_core.training.trainer import TrainConfig, Trainer  # noqa: PLC0415
+    from mlsys_core.training.trainer import Trainer  # noqa: PLC0415
     from mlsys_core.tuning.samplers import SamplerConfig, make_sampler  # noqa: PLC0415
     from mlsys_core.tuning.space import SearchSpace, suggest  # noqa: PLC0415
     from mlsys_core.tuning.trial import objective_auc  # noqa: PLC0415

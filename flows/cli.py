@@ -66,7 +66,7 @@ def _train_config(text: str, option: str) -> object:
     """A ``TrainConfig`` from the option's JSON; a bad one is one line naming the option."""
     from pydantic import ValidationError  # noqa: PLC0415
 
-    from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
+    from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
 
     try:
         return TrainConfig.model_validate(_json(text, option))

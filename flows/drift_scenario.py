@@ -43,7 +43,7 @@ from mlsys_core.monitoring.check import DriftOutcome, DriftWindow
 from mlsys_core.registry.lifecycle import TAG_GATE, TAG_LIFECYCLE, TAG_SEMVER
 from mlsys_core.spec import DatasetSpec, TimeSplit
 from mlsys_core.stack import prefect_server, process
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 from tasks.metrics import metered
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED", "PAUSED"}

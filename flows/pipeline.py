@@ -20,9 +20,9 @@ from mlsys_core.config import Settings
 from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.monitoring.check import DriftOutcome
 from mlsys_core.stack.prefect_server import prefect_home
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
-from mlsys_core.training.trainer import TrainConfig
 from tasks.metrics import metered
 
 

@@ -9,9 +9,9 @@ from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
-from mlsys_core.training.trainer import TrainConfig
 from tasks.features import latest_feature_set
 from tasks.metrics import metered
 from tasks.training import train_model

@@ -12,8 +12,8 @@ from __future__ import annotations
 from flows.embedded import flow
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
-from mlsys_core.training.trainer import TrainConfig
 from tasks.metrics import metered
 from tasks.training import train_model
 

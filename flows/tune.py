@@ -23,8 +23,8 @@ from flows.register import RegistrationResult, register
 from mlsys_core.config import Settings
 from mlsys_core.datasets import SpecRef, spec_or_default
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import TrainedModel
-from mlsys_core.training.trainer import TrainConfig
 from mlsys_core.tuning.report import StudyReport
 from mlsys_core.tuning.samplers import (
     Objectives,

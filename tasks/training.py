@@ -12,9 +12,9 @@ from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training import launch as launch_core
 from mlsys_core.training import run
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TrainedModel
-from mlsys_core.training.trainer import TrainConfig
 from tasks.base import task
 
 

@@ -13,8 +13,8 @@ from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.tracking import configure_mlflow, tracking_client
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import TrainedModel, train_and_log
-from mlsys_core.training.trainer import TrainConfig
 from mlsys_core.tuning import data, report, study, trial
 from mlsys_core.tuning.data import PreparedRef
 from mlsys_core.tuning.report import StudyReport

@@ -25,8 +25,8 @@ from mlsys_core.registry.lifecycle import Stage
 from mlsys_core.registry.promotion import auto_approval, walk
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import TrainedModel, train_and_log
-from mlsys_core.training.trainer import TrainConfig
 from tests.crash.harness import CASES_PROPERTY, Case, Summary
 from tests.services import redis_server
 

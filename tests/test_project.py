@@ -182,6 +182,9 @@ def test_importing_every_flow_loads_no_evidently():
         ("mlsys_core.serving.app", ["scipy.stats", "matplotlib", "evidently", "optuna"]),
         # Every rank of a torchrun group: only the logging rank draws, and only at the end.
         ("mlsys_core.training.worker", ["matplotlib", "evidently", "optuna"]),
+        # `mlsys study` and a flow's parameters read training configs, never a network.
+        ("mlsys_core.tuning.report", ["torch", "evidently"]),
+        ("mlsys_core.training.config", ["torch", "mlflow", "pandas"]),
     ],
 )
 def test_a_process_entry_point_loads_no_library_it_does_not_use(module, unused):

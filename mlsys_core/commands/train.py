@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from mlsys_core.datasets import spec_or_default  # noqa: PLC0415
     from mlsys_core.features.store import latest_feature_set  # noqa: PLC0415
     from mlsys_core.training import launch as launch_core  # noqa: PLC0415
+    from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
     from mlsys_core.training.distributed import LaunchConfig  # noqa: PLC0415
     from mlsys_core.training.signals import TrainingTerminated, sigterm_raises  # noqa: PLC0415
-    from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
     try:
         config = TrainConfig.model_validate_json(args.config)

@@ -27,10 +27,11 @@ from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.net import free_port
 from mlsys_core.stack.process import die_with_parent
 from mlsys_core.tracking import tracking_client
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.run import TAG_JOB, TrainedModel, train_and_log
 from mlsys_core.training.signals import sigterm_raises
-from mlsys_core.training.trainer import TrainConfig, job_fingerprint
+from mlsys_core.training.trainer import job_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ import pandas as pd
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.columns import preprocessor_for
 from mlsys_core.spec import DatasetSpec, RecentSplit
-from mlsys_core.training.model import ModelConfig
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import ModelConfig, TrainConfig
 
 SPLITS = ("train", "valid", "test")
 

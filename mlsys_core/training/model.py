@@ -8,24 +8,9 @@ feature-store and tuning work will extend (embedding sizes are a tuning dimensio
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-
-class ModelConfig(BaseModel):
-    """Everything needed to rebuild the network before loading its weights."""
-
-    model_config = ConfigDict(frozen=True)
-
-    cardinalities: list[int]
-    n_numeric: int = Field(ge=0)
-    hidden: list[int] = Field(default_factory=lambda: [128, 64])
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    max_embedding_dim: int = Field(default=16, ge=1)
-
-    def embedding_dims(self) -> list[int]:
-        # fast.ai's rule of thumb, capped: enough capacity for the category count.
-        return [min(self.max_embedding_dim, round(1.6 * k**0.56)) for k in self.cardinalities]
+from mlsys_core.training.config import ModelConfig
 
 
 class TabularMLP(nn.Module):

@@ -26,7 +26,8 @@ from mlsys_core.atomic import write_text_atomically
 from mlsys_core.crashpoints import crash_point
 from mlsys_core.features.columns import ColumnPreprocessor, load_preprocessor
 from mlsys_core.features.preprocess import TabularPreprocessor
-from mlsys_core.training.model import ModelConfig, TabularMLP
+from mlsys_core.training.config import ModelConfig
+from mlsys_core.training.model import TabularMLP
 from mlsys_core.training.trainer import predict_proba
 
 MODEL_CODE = Path(__file__).with_name("model_code.py")

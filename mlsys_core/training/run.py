@@ -30,17 +30,17 @@ from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import code_version, configure_mlflow
 from mlsys_core.training.calibration import log_calibration
 from mlsys_core.training.checkpoint import CheckpointStore
+from mlsys_core.training.config import ModelConfig, TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.matrices import fit_matrices, labeled_splits
 from mlsys_core.training.metrics import binary_metrics
-from mlsys_core.training.model import ModelConfig
 from mlsys_core.training.pyfunc import (
     MODEL_CODE,
     pip_requirements,
     write_model_artifacts,
 )
 from mlsys_core.training.signals import run_killed_on_sigterm
-from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
+from mlsys_core.training.trainer import EpochMetrics, Trainer
 
 # Run tags that carry lineage from the data to the model version (the feature set's two,
 # TAG_DATASET and TAG_FEATURE_SET, are the feature store's).

@@ -18,12 +18,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -34,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from mlsys_core.atomic import write_atomically
 from mlsys_core.training.checkpoint import CheckpointStore
+from mlsys_core.training.config import ModelConfig, TrainConfig
 from mlsys_core.training.distributed import (
     DistContext,
     LaunchConfig,
@@ -44,36 +43,9 @@ from mlsys_core.training.distributed import (
     gather_rows,
 )
 from mlsys_core.training.metrics import binary_metrics
-from mlsys_core.training.model import ModelConfig, TabularMLP
+from mlsys_core.training.model import TabularMLP
 
 CHECKPOINT_FORMAT = 1
-
-
-class TrainConfig(BaseModel):
-    """Training hyperparameters; a flow parameter, so the Prefect UI shows it as a form."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    epochs: int = Field(default=12, ge=1, le=1000)
-    batch_size: int = Field(default=1024, ge=8, le=1 << 20)
-    # Chosen on validation log loss among a few settings; the tuning flow searches properly.
-    learning_rate: float = Field(default=1e-3, gt=0, le=1)
-    weight_decay: float = Field(default=1e-5, ge=0)
-    # Wider and more dropout than the first [128, 64] / 0.1, chosen on the flights' validation
-    # month (AUC 0.7371 -> 0.7419): the smaller net peaked at epoch 2-3 and then overfitted.
-    hidden: list[int] = Field(default_factory=lambda: [256, 128], min_length=1)
-    dropout: float = Field(default=0.2, ge=0, lt=1)
-    max_embedding_dim: int = Field(default=16, ge=1, le=512)
-    patience: int = Field(default=3, ge=1, description="Epochs without improvement before stop.")
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    lr_schedule: Literal["constant", "cosine"] = Field(
-        default="constant", description="cosine: decay to 0 over all epochs' steps."
-    )
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="auto: bf16 autocast on CUDA, fp32 on CPU."
-    )
-    compile: bool = Field(default=False, description="torch.compile the network (CUDA).")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from mlflow.entities import Metric  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from pydantic import BaseModel, ConfigDict  # noqa: E402
 
-from mlsys_core.training.trainer import TrainConfig  # noqa: E402
+from mlsys_core.training.config import TrainConfig  # noqa: E402
 from mlsys_core.tuning.budget import drop_budget  # noqa: E402
 from mlsys_core.tuning.space import config_from_params  # noqa: E402
 from mlsys_core.tuning.study import (  # noqa: E402

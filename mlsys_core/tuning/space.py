@@ -9,7 +9,7 @@ from typing import Any, Self
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 
 MIN_LAYER_WIDTH = 8
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.tuning.data import PreparedRef
 from mlsys_core.tuning.samplers import SearchConfig, make_pruner, make_sampler
 from mlsys_core.tuning.space import SearchSpace

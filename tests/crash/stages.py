@@ -253,8 +253,8 @@ class BatchScores(Stage):
         # the other stages' kill cases need neither.
         import mlflow  # noqa: PLC0415
 
+        from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
         from mlsys_core.training.run import train_and_log  # noqa: PLC0415
-        from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
         write_inputs(_data(work))
         _ingest_and_clean(work)

@@ -182,9 +182,9 @@ class Checkpoints(Stage):
     def run(self, work: Path) -> object:
         import torch  # noqa: PLC0415
 
+        from mlsys_core.training.config import ModelConfig, TrainConfig  # noqa: PLC0415
         from mlsys_core.training.distributed import LaunchConfig  # noqa: PLC0415
-        from mlsys_core.training.model import ModelConfig  # noqa: PLC0415
-        from mlsys_core.training.trainer import TrainConfig, Trainer  # noqa: PLC0415
+        from mlsys_core.training.trainer import Trainer  # noqa: PLC0415
 
         torch.set_num_threads(1)
         config = TrainConfig(epochs=3, batch_size=16, hidden=[8], dropout=0.0, device="cpu")
@@ -432,7 +432,8 @@ class ModelFiles(Stage):
         import torch  # noqa: PLC0415
 
         from mlsys_core.features.preprocess import TabularPreprocessor  # noqa: PLC0415
-        from mlsys_core.training.model import ModelConfig, TabularMLP  # noqa: PLC0415
+        from mlsys_core.training.config import ModelConfig  # noqa: PLC0415
+        from mlsys_core.training.model import TabularMLP  # noqa: PLC0415
 
         frame = pd.DataFrame({"a": [1.0, 2.0, None, 4.0], "c": ["x", "y", "x", None]})
         pre = TabularPreprocessor(numeric=["a"], categorical=["c"]).fit(frame)
@@ -486,9 +487,9 @@ class LaunchFiles(Stage):
     def _job(self, work: Path, epochs: int):  # noqa: ANN202
         from mlsys_core.data.lake import SnapshotRef  # noqa: PLC0415
         from mlsys_core.features.store import FeatureSetRef  # noqa: PLC0415
+        from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
         from mlsys_core.training.distributed import LaunchConfig  # noqa: PLC0415
         from mlsys_core.training.launch import TrainingJob  # noqa: PLC0415
-        from mlsys_core.training.trainer import TrainConfig  # noqa: PLC0415
 
         snapshot = SnapshotRef(layer="features", table="t", snapshot_id="s", rows=1, path="p")
         features = FeatureSetRef(

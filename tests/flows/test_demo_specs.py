@@ -16,8 +16,8 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.datasets.digits import digits_spec
 from mlsys_core.features.columns import ColumnPreprocessor
 from mlsys_core.tracking import tracking_client
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import held_out
-from mlsys_core.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.slow
 

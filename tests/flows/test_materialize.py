@@ -25,8 +25,8 @@ from mlsys_core.registry.lifecycle import alias_version
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import train_and_log
-from mlsys_core.training.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 

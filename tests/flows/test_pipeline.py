@@ -17,7 +17,7 @@ from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import tracking_client
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 

@@ -32,8 +32,8 @@ from mlsys_core.registry.invariants import check_registry
 from mlsys_core.registry.lifecycle import IllegalTransition, Stage, alias_version, history
 from mlsys_core.registry.promotion import auto_approval, walk
 from mlsys_core.tracking import tracking_client
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import train_and_log
-from mlsys_core.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ from mlsys_core.registry.invariants import check_registry
 from mlsys_core.registry.lifecycle import Stage, history
 from mlsys_core.registry.locking import RegistryLock
 from mlsys_core.tracking import tracking_client
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import train_and_log
-from mlsys_core.training.trainer import TrainConfig
 from tests.integration.conftest import BIN, REPO
 
 pytestmark = pytest.mark.slow

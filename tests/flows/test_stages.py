@@ -20,7 +20,7 @@ from mlsys_core.data.sources import SourceError
 from mlsys_core.registry.lineage import lineage
 from mlsys_core.spec import DatasetSpec, SourceSpec
 from mlsys_core.tracking import tracking_client
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 
 
 @pytest.mark.slow

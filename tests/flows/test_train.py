@@ -14,9 +14,9 @@ from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.tracking import tracking_client
 from mlsys_core.training.checkpoint import CheckpointStore
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.launch import TrainingFailed, job_key
-from mlsys_core.training.trainer import TrainConfig
 from tests.mlsys_core.training.faults import Killer
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]

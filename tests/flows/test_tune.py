@@ -20,7 +20,7 @@ from flows.tune import tune
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.tracking import tracking_client
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.tuning.space import Choice, SearchSpace
 from mlsys_core.tuning.study import PARENT_RUN_TAG
 from tasks.tuning import TRIAL_TAG

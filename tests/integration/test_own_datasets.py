@@ -52,7 +52,7 @@ from mlsys_core.registry.lineage import version_feature_set
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.tuning.space import Choice, FloatRange, SearchSpace
 from tests.mlsys_core.serving.parity import caller_records
 from tests.user_datasets.shipped import SHIPPED, slice_reference

@@ -41,7 +41,7 @@ FLOW = """
 import sys
 from flows.train import train
 from mlsys_core.training.distributed import LaunchConfig
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 
 train(
     config=TrainConfig.model_validate_json(sys.argv[1]),
@@ -98,7 +98,7 @@ TUNE = """
 import sys
 from flows.tune import tune
 from mlsys_core.features.store import FeatureSetRef
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 
 tune(
     features=FeatureSetRef.model_validate_json(sys.argv[1]),

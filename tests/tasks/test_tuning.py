@@ -9,7 +9,7 @@ from prefect.client.schemas.filters import ArtifactFilter
 
 from mlsys_core.config import Settings
 from mlsys_core.features.store import FeatureSetRef
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.tuning.samplers import PrunerConfig, SearchConfig
 from mlsys_core.tuning.space import Choice, SearchSpace
 from mlsys_core.tuning.study import StudyJob

@@ -25,8 +25,8 @@ from mlsys_core.datasets.starter import database_url, url_code
 from mlsys_core.features.store import build_feature_set
 from mlsys_core.spec import HashSplit, LookupJoin, RecentSplit
 from mlsys_core.stack import postgres
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import train_and_log
-from mlsys_core.training.trainer import TrainConfig
 from tests.services import postgres_server
 
 

@@ -20,8 +20,8 @@ from mlsys_core.datasets.digits import DIGIT_PIXELS, digits_spec
 from mlsys_core.datasets.nycflights13 import nycflights13_text_spec
 from mlsys_core.features.assemble import SPLIT, assemble_features
 from mlsys_core.features.store import build_feature_set, load_feature_set
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import held_out, train_and_log
-from mlsys_core.training.trainer import TrainConfig
 
 
 def test_every_published_spec_validates_and_has_a_distinct_fingerprint() -> None:

@@ -24,7 +24,8 @@ from mlsys_core.spec.columns import (
     TextFeature,
     VarianceSelection,
 )
-from mlsys_core.training.model import ModelConfig, TabularMLP
+from mlsys_core.training.config import ModelConfig
+from mlsys_core.training.model import TabularMLP
 
 NAMES = ["United Air Lines", "Delta Air Lines", "JetBlue Airways", "Envoy Air", ""]
 

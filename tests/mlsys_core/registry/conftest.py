@@ -16,8 +16,8 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.net import free_port
 from mlsys_core.tracking import configure_mlflow
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import TrainedModel, train_and_log
-from mlsys_core.training.trainer import TrainConfig
 from tests.integration.conftest import BIN, background, wait_http
 
 

@@ -39,8 +39,8 @@ from mlsys_core.registry.promotion import (
     register_version,
 )
 from mlsys_core.tracking import tracking_client
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import held_out, train_and_log
-from mlsys_core.training.trainer import TrainConfig
 
 APPROVED = Approval(approver="alice", approve=True, reason="numbers look right")
 

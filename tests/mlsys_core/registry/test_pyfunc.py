@@ -24,7 +24,8 @@ from mlflow.pyfunc import PythonModelContext
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.preprocess import TabularPreprocessor
 from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.model import ModelConfig, TabularMLP
+from mlsys_core.training.config import ModelConfig
+from mlsys_core.training.model import TabularMLP
 from mlsys_core.training.pyfunc import (
     MODEL_CODE,
     DelayModel,

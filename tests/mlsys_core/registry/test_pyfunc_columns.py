@@ -16,7 +16,8 @@ from mlflow.types import ColSpec, Schema
 from mlsys_core.config import Settings
 from mlsys_core.spec.columns import L1Selection, VarianceSelection
 from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.model import ModelConfig, TabularMLP
+from mlsys_core.training.config import ModelConfig
+from mlsys_core.training.model import TabularMLP
 from mlsys_core.training.pyfunc import MODEL_CODE, pip_requirements, write_model_artifacts
 from mlsys_core.training.trainer import predict_proba
 from tests.mlsys_core.features.test_columns import make, raw_rows

@@ -37,8 +37,8 @@ from mlsys_core.net import free_port
 from mlsys_core.serving.config import LogConfig, RolloutConfig, ServeConfig
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import TrainedModel, train_and_log
-from mlsys_core.training.trainer import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ from mlsys_core.features.store import (
 from mlsys_core.serving.app import create_app
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.tracking import configure_mlflow
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import train_and_log
-from mlsys_core.training.trainer import TrainConfig
 from tests.mlsys_core.serving.conftest import register, serve_config, serving
 from tests.mlsys_core.serving.parity import assert_same_inputs, caller_records, hours_with_most
 

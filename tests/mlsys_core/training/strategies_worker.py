@@ -16,14 +16,14 @@ import torch
 import torch.distributed as dist
 
 from mlsys_core.training.checkpoint import CheckpointStore
+from mlsys_core.training.config import ModelConfig, TrainConfig
 from mlsys_core.training.distributed import (
     DistContext,
     LaunchConfig,
     init_distributed,
     shutdown_distributed,
 )
-from mlsys_core.training.model import ModelConfig
-from mlsys_core.training.trainer import TrainConfig, Trainer
+from mlsys_core.training.trainer import Trainer
 
 
 def main(folder: Path) -> None:

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 from mlsys_core.config import Settings
 from mlsys_core.data.lake import SnapshotRef
 from mlsys_core.features.store import FeatureSetRef
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.launch import TrainingJob, job_key, torchrun_command
-from mlsys_core.training.trainer import TrainConfig
 
 TIMEOUT_WORKER = Path(__file__).with_name("timeout_worker.py")
 

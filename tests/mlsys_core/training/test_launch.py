@@ -29,10 +29,10 @@ from mlsys_core.net import free_port
 from mlsys_core.tracking import tracking_client
 from mlsys_core.training import launch as launch_core
 from mlsys_core.training.checkpoint import CheckpointStore
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.launch import WorkersLost, job_key, torchrun_command, write_job
 from mlsys_core.training.run import TrainedModel
-from mlsys_core.training.trainer import TrainConfig
 from tests.mlsys_core.training.faults import Killer
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]

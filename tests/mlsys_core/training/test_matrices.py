@@ -17,9 +17,9 @@ from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.features.assemble import SPLIT, assign_split, dated_split
 from mlsys_core.features.columns import preprocessor_for
 from mlsys_core.spec import RecentSplit
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.matrices import fit_matrices, labeled_splits, model_config_for
 from mlsys_core.training.model import TabularMLP
-from mlsys_core.training.trainer import TrainConfig
 
 
 @pytest.fixture(scope="module")

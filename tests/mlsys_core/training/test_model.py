@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlsys_core.training.model import ModelConfig, TabularMLP
+from mlsys_core.training.config import ModelConfig
+from mlsys_core.training.model import TabularMLP
 
 
 def batch(cardinalities: list[int], n_numeric: int, rows: int) -> torch.Tensor:

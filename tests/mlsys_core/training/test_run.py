@@ -23,7 +23,7 @@ from mlsys_core.features.columns import preprocessor_for
 from mlsys_core.features.store import FeatureSetRef, load_feature_set
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import configure_mlflow
-from mlsys_core.training.model import ModelConfig
+from mlsys_core.training.config import ModelConfig, TrainConfig
 from mlsys_core.training.run import (
     TrainedModel,
     held_out,
@@ -31,7 +31,7 @@ from mlsys_core.training.run import (
     latest_trained,
     train_and_log,
 )
-from mlsys_core.training.trainer import TrainConfig, Trainer
+from mlsys_core.training.trainer import Trainer
 
 CONFIG = TrainConfig(epochs=2)
 PLOTS = {"loss_curves.png", "roc_test.png", "calibration_test.png"}

@@ -25,9 +25,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from mlsys_core.training.config import ModelConfig, TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
-from mlsys_core.training.model import ModelConfig, TabularMLP
-from mlsys_core.training.trainer import TrainConfig, Trainer
+from mlsys_core.training.model import TabularMLP
+from mlsys_core.training.trainer import Trainer
 
 WORKER = Path(__file__).with_name("strategies_worker.py")
 CONFIG = TrainConfig(

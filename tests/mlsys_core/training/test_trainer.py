@@ -15,11 +15,11 @@ from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
 from mlsys_core.training.checkpoint import CheckpointStore
+from mlsys_core.training.config import ModelConfig, TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
-from mlsys_core.training.model import ModelConfig, TabularMLP
+from mlsys_core.training.model import TabularMLP
 from mlsys_core.training.trainer import (
     EpochMetrics,
-    TrainConfig,
     Trainer,
     load_tensors,
     resolve_device,

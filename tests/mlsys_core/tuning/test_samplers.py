@@ -9,7 +9,7 @@ import optuna
 import pytest
 from pydantic import ValidationError
 
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.tuning.samplers import (
     PrunerConfig,
     SamplerConfig,

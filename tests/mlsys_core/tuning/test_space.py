@@ -8,7 +8,7 @@ import optuna
 import pytest
 from pydantic import ValidationError
 
-from mlsys_core.training.trainer import TrainConfig
+from mlsys_core.training.config import TrainConfig
 from mlsys_core.tuning.space import (
     Choice,
     FloatRange,

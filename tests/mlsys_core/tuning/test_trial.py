@@ -20,8 +20,8 @@ from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.features.store import FeatureSetRef
 from mlsys_core.tracking import configure_mlflow, tracking_client
-from mlsys_core.training.model import ModelConfig
-from mlsys_core.training.trainer import EpochMetrics, TrainConfig, Trainer
+from mlsys_core.training.config import ModelConfig, TrainConfig
+from mlsys_core.training.trainer import EpochMetrics, Trainer
 from mlsys_core.tuning import study as study_module
 from mlsys_core.tuning.budget import EpochBudget
 from mlsys_core.tuning.data import load_prepared, prepare_data
