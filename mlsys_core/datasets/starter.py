@@ -12,9 +12,11 @@ comment. The text it returns is a Python file whose function returns the
 from __future__ import annotations
 
 import decimal
+import gzip
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -124,14 +126,33 @@ def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
 
 
 def _dialect(path: Path) -> dict[str, str]:
-    """How a plain CSV file writes its fields and decimals, where not as the defaults
-    (',' and '.'): a spreadsheet's export where ',' marks decimals uses ';' between fields."""
-    if not path.name.lower().endswith(".csv"):
+    """How a CSV file (gzipped or zipped too) writes its fields and decimals, where not as
+    the defaults (',' and '.'): a spreadsheet's export where ',' marks decimals uses ';'
+    between fields."""
+    name = path.name.lower().removesuffix(".gz").removesuffix(".zip")
+    if not name.endswith(".csv"):
         return {}
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        delimiter, decimal = sniff_csv(handle.read(65536))
+    try:
+        head = _head(path, 65536)
+    except (OSError, EOFError, IndexError, zipfile.BadZipFile):
+        return {}  # reading it whole says what is wrong with it, in the source's words
+    delimiter, decimal = sniff_csv(head.decode("utf-8", errors="replace"))
     found = {"delimiter": delimiter, "decimal": decimal}
     return {k: v for k, v in found.items() if v != SourceSpec.model_fields[k].default}
+
+
+def _head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of a file's text, unpacked as the ingest unpacks it (a
+    ``.gz`` file, or a ``.zip`` archive's first member)."""
+    lowered = path.name.lower()
+    if lowered.endswith(".gz"):
+        with gzip.open(path, "rb") as handle:
+            return handle.read(size)
+    if lowered.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive, archive.open(archive.namelist()[0]) as handle:
+            return handle.read(size)
+    with open(path, "rb") as handle:
+        return handle.read(size)
 
 
 def _data_files(folder: Path) -> list[Path]:

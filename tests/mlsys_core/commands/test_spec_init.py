@@ -4,8 +4,10 @@ passes its own data; the choices that are the user's are marked TODO."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import sqlite3
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -377,12 +379,13 @@ def test_rows_numbered_in_order_are_the_key_and_a_12_hour_clock_reads_as_written
     assert spec.entity_keys != ["Parcel"] and "Parcel" in spec.features.numeric
 
 
+@pytest.mark.parametrize("packed", ["", ".gz", ".zip"])
 def test_a_spreadsheet_export_with_semicolons_and_decimal_commas_is_read_as_written(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture, packed: str
 ) -> None:
     """Where ',' marks decimals a spreadsheet writes ';' between fields, 12.345,67 for an
     amount and 05.01.2024 14:30 for a time: the spec says how the file is written, and the
-    lake reads every number and time of it, none quarantined."""
+    lake reads every number and time of it, none quarantined; gzipped or zipped alike."""
     frame = _activity().drop(columns=["month"])
     frame["amount"] = np.random.default_rng(5).uniform(10, 25_000, len(frame)).round(2)
     times = pd.date_range("2024-01-05 14:30", periods=len(frame), freq="5h", tz="UTC")
@@ -395,8 +398,15 @@ def test_a_spreadsheet_export_with_semicolons_and_decimal_commas_is_read_as_writ
 
     lines = [";".join(frame.columns)]
     lines += [";".join(map(cell, row)) for row in frame.itertuples(index=False)]
-    data = tmp_path / "export.csv"
-    data.write_text("\n".join(lines) + "\n")
+    text = ("\n".join(lines) + "\n").encode()
+    data = tmp_path / f"export.csv{packed}"
+    if packed == ".gz":
+        data.write_bytes(gzip.compress(text))
+    elif packed == ".zip":
+        with zipfile.ZipFile(data, "w") as archive:
+            archive.writestr("export.csv", text)
+    else:
+        data.write_bytes(text)
     out = tmp_path / "export_spec.py"
     code, _, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
     assert code == 0, err
