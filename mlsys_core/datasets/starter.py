@@ -136,8 +136,8 @@ def _dialect(path: Path) -> dict[str, str]:
         head = _head(path, 65536)
     except (OSError, EOFError, IndexError, zipfile.BadZipFile):
         return {}  # reading it whole says what is wrong with it, in the source's words
-    delimiter, decimal = sniff_csv(head.decode("utf-8", errors="replace"))
-    found = {"delimiter": delimiter, "decimal": decimal}
+    delimiter, mark = sniff_csv(head.decode("utf-8", errors="replace"))
+    found = {"delimiter": delimiter, "decimal": mark}  # not `decimal`: the module's name
     return {k: v for k, v in found.items() if v != SourceSpec.model_fields[k].default}
 
 
