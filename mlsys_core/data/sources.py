@@ -120,11 +120,18 @@ def detect_format(source: SourceSpec, name: str) -> str:
     return "csv"
 
 
+def compression_of(name: str) -> str | None:
+    """How a file named ``name`` is packed, in pandas' words: a ``.zip`` archive's one member,
+    a ``.gz`` stream, or nothing."""
+    lowered = name.lower()
+    return "zip" if lowered.endswith(".zip") else "gzip" if lowered.endswith(".gz") else None
+
+
 def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
     """Parse bytes as declared. Values stay as read; the contract types them."""
     name = (name or raw.spec.path or "query.parquet").lower()
     kind = "parquet" if raw.spec.format == "sql" else detect_format(raw.spec, name)
-    compression = "zip" if name.endswith(".zip") else "gzip" if name.endswith(".gz") else None
+    compression = compression_of(name)
     buffer = io.BytesIO(raw.data)
     if not raw.data.strip():
         return pd.DataFrame()  # no rows: the caller refuses or skips it, as the spec says

@@ -28,6 +28,8 @@ from mlsys_core.data.contract import clean_table, infer_column_types, to_utc_dat
 from mlsys_core.data.sources import (
     SourceBytes,
     SourceError,
+    compression_of,
+    detect_format,
     parse_source,
     read_source_bytes,
     redacted_url,
@@ -129,8 +131,7 @@ def _dialect(path: Path) -> dict[str, str]:
     """How a CSV file (gzipped or zipped too) writes its fields and decimals, where not as
     the defaults (',' and '.'): a spreadsheet's export where ',' marks decimals uses ';'
     between fields."""
-    name = path.name.lower().removesuffix(".gz").removesuffix(".zip")
-    if not name.endswith(".csv"):
+    if detect_format(SourceSpec(name="probe", path=str(path)), path.name) != "csv":
         return {}
     try:
         head = _head(path, 65536)
@@ -144,11 +145,11 @@ def _dialect(path: Path) -> dict[str, str]:
 def _head(path: Path, size: int) -> bytes:
     """The first ``size`` bytes of a file's text, unpacked as the ingest unpacks it (a
     ``.gz`` file, or a ``.zip`` archive's first member)."""
-    lowered = path.name.lower()
-    if lowered.endswith(".gz"):
+    packed = compression_of(path.name)
+    if packed == "gzip":
         with gzip.open(path, "rb") as handle:
             return handle.read(size)
-    if lowered.endswith(".zip"):
+    if packed == "zip":
         with zipfile.ZipFile(path) as archive, archive.open(archive.namelist()[0]) as handle:
             return handle.read(size)
     with open(path, "rb") as handle:
