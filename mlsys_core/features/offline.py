@@ -65,6 +65,14 @@ def rule_ns(event: np.ndarray, rule: Availability, source: pd.DataFrame) -> np.n
     return np.where(known, out, NAT)
 
 
+def counted(column: pd.Series) -> np.ndarray:
+    """The rows a window aggregation counts: a finite number in a number column, any value
+    in another (a count of ticket ids counts tickets), as both engines read it."""
+    if pd.api.types.is_numeric_dtype(column):
+        return np.isfinite(pd.to_numeric(column, errors="coerce").to_numpy(np.float64))
+    return column.notna().to_numpy()
+
+
 def availability_ns(view: View, source: pd.DataFrame) -> np.ndarray:
     """When each source row became known, in ns; rows never known get int64 min."""
     event = to_ns(source[view.timestamp])
@@ -161,9 +169,9 @@ class _PreparedView:
         self.anchor = int(avail.min()) if len(avail) else 0
         quantities: dict[str, np.ndarray] = {}
         for agg in view.aggregations:
-            values = pd.to_numeric(self.source[agg.column], errors="coerce")
-            values = values.to_numpy(np.float64)[rows]
-            known = np.isfinite(values)
+            column = self.source[agg.column]
+            values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)[rows]
+            known = counted(column)[rows]
             quantities.setdefault(f"n:{agg.column}", known.astype(np.int64))
             if agg.function in ("sum", "mean"):
                 quantities.setdefault(f"sum:{agg.column}", np.where(known, values, 0.0))

@@ -24,7 +24,7 @@ from mlsys_core.features.online import MaterializeResult, OnlineStoreBase, mater
 from mlsys_core.spec import DatasetSpec, HashSplit, TimeSplit
 from mlsys_core.spec.inputs import input_differences
 
-FEATURES_VERSION = "4"  # bump when assembly changes, so versions move with the code
+FEATURES_VERSION = "5"  # bump when assembly changes, so versions move with the code
 # The lineage tags that name a model's feature set: on its training run, and copied from
 # there onto every model version registered from it.
 TAG_DATASET = "mlsys.dataset"

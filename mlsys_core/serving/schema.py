@@ -21,6 +21,8 @@ allows tab, newline and carriage return but refuses the rest. Refused means a 42
 the field; nothing is stripped silently. An empty category or text is a value (a JSON source
 keeps ``""``, and the model learned it as one); an empty key names no entity and is refused.
 A JSON boolean sent for a category or key is the text the lake holds for a boolean cell ("True").
+A record may nest fields as its JSON source does: ``{"customer": {"id": 7}}`` is the field
+``customer.id``, the column the lake made of it.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ from pydantic import (
     Field,
     WithJsonSchema,
     create_model,
+    model_validator,
 )
 
 from mlsys_core.data.contract import bool_text, read_times, time_notation, unread_time
+from mlsys_core.data.sources import flat_objects
 from mlsys_core.features.assemble import request_keys
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import ColumnRule, DatasetSpec
@@ -385,6 +389,11 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
         + (f"Send to find features: {', '.join(plan.request_keys)}. " if plan.request_keys else "")
         + (f"Only the caller has: {', '.join(sent)}. " if sent else "")
         + (f"Found by the service: {', '.join(plan.found)}." if plan.found else "")
+        + (
+            ' A field named "parent.field" may be sent nested: {"parent": {"field": ...}}.'
+            if any("." in name for name in fields)
+            else ""
+        )
     )
     sources = {c: s.model_dump(include={"kind", "online", "keys"}) for c, s in plan.inputs.items()}
     return create_model(
@@ -403,8 +412,26 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
             },
         ),
         __doc__=doc,
+        __validators__={"as_the_source_holds": model_validator(mode="before")(classmethod(_flat))},
         **fields,
     )
+
+
+def _flat(cls: type[BaseModel], data: Any) -> Any:
+    """A record that nests fields as its JSON source does (``{"customer": {"id": 7}}``),
+    with the columns the lake made of them (``customer.id``). Only an object under a name
+    that is no field is read so; an object or list sent for a field stays a 422, and a
+    flat record is left as sent (the common case pays nothing)."""
+    if not isinstance(data, dict):
+        return data
+    nested = {k: v for k, v in data.items() if isinstance(v, dict) and k not in cls.model_fields}
+    if not nested:
+        return data
+    (fields,) = flat_objects(pd.DataFrame([nested])).to_dict("records")
+    rest = {k: v for k, v in data.items() if k not in nested}
+    if set(fields) & set(rest):  # sent both ways: which is meant is not ours to guess
+        return data
+    return {**rest, **fields}
 
 
 def batch_model(record: type[BaseModel], max_records: int) -> type[BaseModel]:

@@ -16,7 +16,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from mlsys_core.spec.columns import ColumnFeature, Selection, extractor_columns
-from mlsys_core.spec.definitions import EventStream, FeatureView, check_streams, check_views
+from mlsys_core.spec.definitions import (
+    EventStream,
+    FeatureView,
+    check_aggregated_types,
+    check_streams,
+    check_views,
+)
 
 CalendarPart = Literal["hour", "day_of_week", "month_sin", "month_cos"]
 
@@ -25,15 +31,16 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-SourceFormat = Literal["auto", "csv", "parquet", "jsonl", "sql"]
+SourceFormat = Literal["auto", "csv", "parquet", "json", "jsonl", "sql"]
 
 
 class SourceSpec(_Frozen):
     """One input table, declared where it lives and how it is read.
 
     - a file inside an installed package (read with importlib.resources) or on disk: CSV
-      (plain, ``.gz`` or ``.zip``), Parquet or JSON lines; the format follows the name
-      unless ``format`` says otherwise;
+      (plain, ``.gz`` or ``.zip``), Parquet, JSON lines or a JSON document (an array of
+      records, or an object holding one); the format follows the name unless ``format``
+      says otherwise, and a record's nested objects become ``parent.field`` columns;
     - ``incremental``: ``path`` is a landing folder; each ingest takes only files whose
       content it has not seen, and appends them to the table as new partitions;
     - ``format="sql"``: the rows of ``query`` on the SQLAlchemy ``url``.
@@ -304,6 +311,8 @@ class DatasetSpec(_Frozen):
         referenced |= {v.source for v in self.feature_views}
         referenced |= {s.source for s in self.streams}
         check_views(self.feature_views)
+        types = {n: {c: r.dtype for c, r in t.columns.items()} for n, t in self.contracts.items()}
+        check_aggregated_types(self.feature_views, types)
         check_streams(self.streams, self.feature_views)
         if missing := sorted(referenced - names):
             raise ValueError(f"spec references undeclared sources: {missing}")

@@ -51,6 +51,9 @@ class Availability(_Frozen):
     )
 
 
+ARITHMETIC = ("sum", "mean", "rate")  # the functions that read their column as numbers
+
+
 class Aggregation(_Frozen):
     """One windowed feature over the rows that became available in ``[t - window, t)``.
 
@@ -188,6 +191,21 @@ def check_views(views: list[WindowView | LatestView]) -> None:
         raise DefinitionError(f"features produced by more than one view: {dupes}")
 
 
+def check_aggregated_types(
+    views: list[WindowView | LatestView], types: dict[str, dict[str, str]]
+) -> None:
+    """A sum, mean or rate reads numbers: over a column its source's contract types as
+    text or time, it would be null on every row. ``types``: source -> column -> dtype."""
+    for view in views:
+        for agg in getattr(view, "aggregations", []):
+            dtype = types.get(view.source, {}).get(agg.column)
+            if agg.function in ARITHMETIC and dtype not in (None, "int", "float"):
+                raise DefinitionError(
+                    f"view {view.name!r}: {agg.name} takes the {agg.function} of "
+                    f"{agg.column!r}, a {dtype} column; only count and mean_age take any column"
+                )
+
+
 def views_for(
     views: list[WindowView | LatestView], feature_names: list[str]
 ) -> dict[str, list[str]]:
@@ -201,6 +219,11 @@ def views_for(
     return out
 
 
+# Bump when the engines compute a view's values otherwise (2: a count counts text values),
+# so an online store holding values of the old code is rewritten, not served.
+VALUES_VERSION = "2"
+
+
 def definitions_hash(views: list[WindowView | LatestView]) -> str:
     """A content hash of the definitions; the online store keys its rows by it."""
     # A window view's ttl is a serving policy, not part of its values: left out, so setting
@@ -209,6 +232,7 @@ def definitions_hash(views: list[WindowView | LatestView]) -> str:
         v.model_dump_json(exclude={"ttl"} if isinstance(v, WindowView) else None)
         for v in sorted(views, key=lambda v: v.name)
     )
+    text += f"|values {VALUES_VERSION}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mlsys_core.data.batches import text_frame
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
-from mlsys_core.data.sources import file_sha256, iter_jsonl
+from mlsys_core.data.sources import file_sha256, iter_jsonl, records_frame
 from mlsys_core.stream.job import DeriveOp, FilterOp, JoinOp, StreamJob
 
 ENGINE_VERSION = "1"
@@ -198,7 +198,7 @@ def run_micro_batch(
             windows_emitted=0, watermark=meta.get("watermark"),
         )  # fmt: skip
     segment_ids = [segment_id(p) for p in segments]
-    events = pd.DataFrame([r for p in segments for r in iter_jsonl(p)])
+    events = records_frame([r for p in segments for r in iter_jsonl(p)])
     events_in = len(events)
     state = lake.read_part(PartRef.model_validate(meta["state"])) if meta.get("state") else None
 

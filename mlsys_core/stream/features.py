@@ -54,19 +54,25 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mlsys_core.data.batches import text_frame
 from mlsys_core.data.contract import REASON, clean_table, record_types
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
-from mlsys_core.data.sources import iter_jsonl
+from mlsys_core.data.sources import iter_jsonl, records_frame
 from mlsys_core.features.keys import KeyIndex
-from mlsys_core.features.offline import NAT, NEVER, availability_ns, closes_ns, to_ns
+from mlsys_core.features.offline import (
+    NAT,
+    NEVER,
+    availability_ns,
+    closes_ns,
+    counted,
+    to_ns,
+)
 from mlsys_core.spec import ColumnRule, DatasetSpec, TableContract
-from mlsys_core.spec.definitions import EventStream, WindowView, check_streams
+from mlsys_core.spec.definitions import ARITHMETIC, EventStream, WindowView, check_streams
 from mlsys_core.stream.engine import StreamError, content_id, pending_segments, segment_id
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # bump when the values change, so a rerun batch is not taken for an old one
 AS_OF = "as_of"
 _VIEW = "view"
 _ARRIVAL = "__arrival"
 _SENT = "__sent"  # an event's row in its micro-batch as sent
-_ARITHMETIC = ("sum", "mean", "rate")  # a view's functions that read their column as numbers
 
 
 class FeatureStreamJob(BaseModel):
@@ -115,7 +121,7 @@ class FeatureStreamJob(BaseModel):
 
 def _numeric_columns(views: list[WindowView]) -> list[str]:
     keys = {c for v in views for c in [*v.entity.join_keys, v.timestamp]}
-    read = [a.column for v in views for a in v.aggregations if a.function in _ARITHMETIC]
+    read = [a.column for v in views for a in v.aggregations if a.function in ARITHMETIC]
     offsets = [c for v in views for c in v.availability.offset_minutes]
     offsets += [c for v in views if v.closes for c in v.closes.offset_minutes]
     return [c for c in dict.fromkeys([*offsets, *read]) if c not in keys]
@@ -258,7 +264,7 @@ def run_feature_batch(
     if not segments and not flush:
         return _nothing_new(previous, meta)
     segment_ids = [segment_id(p) for p in segments]
-    raw = pd.DataFrame([r for p in segments for r in iter_jsonl(p)])
+    raw = records_frame([r for p in segments for r in iter_jsonl(p)])
     types = _column_types(job, lake, meta, raw)
     events, invalid, sent = _typed_events(raw, job, types)
     state, history = _starting_state(job, lake, meta, events, seed)
@@ -446,6 +452,9 @@ class _Columns:
             lambda: pd.to_numeric(self[column], errors="coerce").to_numpy(np.float64),
         )
 
+    def counted(self, column: str) -> np.ndarray:
+        return self._memoized(("counted", column), lambda: counted(self[column]))
+
     def available(self, view: WindowView) -> np.ndarray:
         key = ("available", view.timestamp, view.availability.model_dump_json())
         return self._memoized(key, lambda: availability_ns(view, self))  # type: ignore[arg-type]
@@ -513,7 +522,7 @@ class _ViewRows:
             end = self.end[agg.window]
             counting = (code >= 0) & self.known & (self.avail < as_of) & (as_of <= end)
             values = self.cols.numeric(agg.column)
-            valid = counting & np.isfinite(values)
+            valid = counting & self.cols.counted(agg.column)
             at = code[valid]
             n = np.bincount(at, minlength=self.n_entities)[wanted]
             if agg.function == "count":

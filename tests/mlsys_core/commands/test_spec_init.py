@@ -1,10 +1,11 @@
-"""``mlsys spec init``: a starting spec inferred from a user's CSV, Parquet or JSON-lines file
+"""``mlsys spec init``: a starting spec inferred from a user's CSV, Parquet or JSON file
 (or folder), written as a Python file that resolves as ``path.py:NAME``, validates and
 passes its own data; the choices that are the user's are marked TODO."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import sqlite3
 import zipfile
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from mlsys_core.cli import main
 from mlsys_core.config import Settings
@@ -25,6 +27,7 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
 from mlsys_core.datasets.starter import database_url, url_code
 from mlsys_core.features.store import build_feature_set
+from mlsys_core.serving.schema import record_model
 from mlsys_core.spec import HashSplit, LookupJoin, RecentSplit
 from mlsys_core.stack import postgres
 from mlsys_core.training.config import TrainConfig
@@ -475,6 +478,66 @@ def test_a_typed_parquet_file_keeps_its_values_and_gets_short_bounds(
     assert read["vehicle_age"].isna().sum() == frame["vehicle_age"].isna().sum()
     labels = spec.label.positive
     assert sorted(read["fraud"].unique()) == ["False", "True"] and labels == ["True"]
+
+
+def test_a_json_export_with_nested_objects_is_typed_and_served_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An API's export: a JSON array (not JSON lines) whose records nest the customer's
+    fields and list their tags. Each nested field is a column (``customer.id``), typed and
+    checked like any other; the entity is found among them, and a request may nest them as
+    the export does: the service reads them as the lake reads the file."""
+    rng = np.random.default_rng(4)
+    records = [
+        {
+            "ticket": f"T-{i:05d}",
+            "opened_at": f"2025-03-{1 + i // 20:02d}T{i % 20:02d}:15:00Z",
+            "customer": {"id": int(rng.integers(1, 40)), "tier": str(rng.choice(["free", "pro"]))},
+            "words": int(rng.integers(5, 400)),
+            "tags": list(rng.choice(["api", "bug", "ui"], int(rng.integers(0, 3)), replace=False)),
+            "escalated": bool(rng.uniform() < 0.3),
+        }
+        for i in range(400)
+    ]
+    data = tmp_path / "tickets.json"
+    data.write_text(json.dumps({"results": records, "next": None}, indent=1))
+    out = tmp_path / "tickets_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "escalated", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    spec = resolve_spec(f"{out}:tickets")
+    rules = spec.contracts["tickets"].columns
+    assert (rules["customer.id"].dtype, rules["customer.tier"].dtype) == ("int", "string")
+    assert spec.entity_keys == ["customer.id"] and spec.event_timestamp == "opened_at"
+    assert {"customer.tier", "tags"} <= set(spec.features.categorical)
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(spec.sources[0], lake), spec.contracts["tickets"], lake)
+    assert clean.quarantine.rows == 0
+    held = lake.read(clean.clean).sort_values("ticket").iloc[0]
+    assert held["customer.id"] == records[0]["customer"]["id"]
+
+    record = record_model(spec)
+    assert "may be sent nested" in (record.__doc__ or "")
+    as_written = {k: records[0][k] for k in ("opened_at", "customer", "words")}
+    flat = {
+        "opened_at": held["opened_at"].isoformat(),
+        "customer.id": int(held["customer.id"]),
+        "customer.tier": held["customer.tier"],
+        "words": int(held["words"]),
+    }
+    assert record.model_validate(as_written) == record.model_validate(flat)
+    # A list is sent as the text the lake holds for it, as the schema says: a list itself
+    # stays a 422 (a type the field does not take), as an object sent for a field does.
+    assert held["tags"] == json.dumps(records[0]["tags"])
+    assert record.model_validate({**flat, "tags": held["tags"]}).tags == held["tags"]
+    for refused, message in [
+        ({**flat, "tags": records[0]["tags"]}, r"tags\n  Input should be a valid string"),
+        ({**flat, "words": {"n": 3}}, r"words\n  Input should be a valid number"),
+        (as_written | {"customer": {"id": 3, "seats": 2}}, r"`customer\.seats`\n  Extra inputs"),
+        (as_written | {"customer.id": 3}, r"customer\n  Extra inputs"),  # sent both ways
+    ]:
+        with pytest.raises(ValidationError, match=message):
+            record.model_validate(refused)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import sqlite3
 from pathlib import Path
 
@@ -35,9 +37,30 @@ def _jsonl_gz(path: Path) -> None:
     FRAME.to_json(path, orient="records", lines=True, compression="gzip")
 
 
+def _json_array(path: Path) -> None:
+    path.write_text(json.dumps(_records(FRAME), indent=1))
+
+
+def _json_array_gz(path: Path) -> None:
+    path.write_bytes(gzip.compress(json.dumps(_records(FRAME)).encode()))
+
+
+def _json_wrapped(path: Path) -> None:  # an API's page: the records and what else it says
+    path.write_text(json.dumps({"count": 3, "next": None, "results": _records(FRAME)}))
+
+
 @pytest.mark.parametrize(
     ("filename", "writer"),
-    [("t.parquet", _parquet), ("t.jsonl", _jsonl), ("t.ndjson", _jsonl), ("t.jsonl.gz", _jsonl_gz)],
+    [
+        ("t.parquet", _parquet),
+        ("t.jsonl", _jsonl),
+        ("t.ndjson", _jsonl),
+        ("t.jsonl.gz", _jsonl_gz),
+        ("t.json", _jsonl),  # JSON lines named .json, as many exports are
+        ("t.json", _json_array),
+        ("t.json.gz", _json_array_gz),
+        ("t.json", _json_wrapped),
+    ],
 )
 def test_file_formats_follow_the_name(tmp_path: Path, filename: str, writer) -> None:
     path = tmp_path / filename
@@ -57,6 +80,59 @@ def test_bad_jsonl_is_a_source_error(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_text('{"a": 1}\n{"a": \n')
     with pytest.raises(SourceError, match="not valid jsonl"):
+        parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+
+
+NESTED = [
+    {"id": 1, "customer": {"id": 7, "tier": "pro", "plan": {"seats": 5}}, "tags": ["a", "b"]},
+    {"id": 2, "customer": None, "tags": []},
+    {"id": 3, "customer": {"id": 8}, "tags": None},
+]
+
+
+@pytest.mark.parametrize("filename", ["t.json", "t.jsonl"])
+def test_nested_objects_become_dotted_columns_and_lists_text(tmp_path: Path, filename) -> None:
+    path = tmp_path / filename
+    if filename.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(r) + "\n" for r in NESTED))
+    else:
+        path.write_text(json.dumps(NESTED))
+    frame = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+    # In place of the object, in order; a null parent or a missing field gives nulls.
+    assert frame.columns.tolist() == [
+        "id", "customer.id", "customer.tier", "customer.plan.seats", "tags"
+    ]  # fmt: skip
+    assert _records(frame) == [
+        {"id": 1, "customer.id": 7, "customer.tier": "pro", "customer.plan.seats": 5,
+         "tags": '["a", "b"]'},
+        {"id": 2, "customer.id": None, "customer.tier": None, "customer.plan.seats": None,
+         "tags": "[]"},
+        {"id": 3, "customer.id": 8, "customer.tier": None, "customer.plan.seats": None,
+         "tags": None},
+    ]  # fmt: skip
+
+
+def test_a_field_that_would_take_an_existing_name_leaves_its_object_whole(tmp_path: Path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps([{"a": {"b": 1}, "a.b": 2}]))
+    frame = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+    assert _records(frame) == [{"a": '{"b": 1}', "a.b": 2}]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2, 3]", "neither an array of objects nor an object"),
+        ('{"a": [{"x": 1}], "b": [{"x": 2}]}', r"several arrays of records: \['a', 'b'\]"),
+        ('[{"a": 1},', "Expecting"),
+    ],
+)
+def test_a_json_document_that_holds_no_records_is_a_source_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(text)
+    with pytest.raises(SourceError, match=f"not valid json: .*{message}"):
         parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
 
 

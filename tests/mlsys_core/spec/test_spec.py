@@ -63,6 +63,11 @@ def _categorical_not_produced(d: dict[str, Any]) -> None:
     d["features"]["categorical"].append("gate")
 
 
+def _mean_of_text(d: dict[str, Any]) -> None:
+    view = next(v for v in d["feature_views"] if v["kind"] == "window")
+    view["aggregations"][0] |= {"function": "mean", "column": "tailnum", "threshold": None}
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -72,6 +77,7 @@ def _categorical_not_produced(d: dict[str, Any]) -> None:
         (_view_feature_twice, "features produced by more than one view"),
         (_base_undeclared, "undeclared sources: ['trips']"),
         (_contract_undeclared, "contracts for undeclared sources: ['airlines']"),
+        (_mean_of_text, "the mean of 'tailnum', a string column; only count and mean_age"),
     ],
 )
 def test_inconsistent_spec_is_rejected(edit: Edit, message: str) -> None:

@@ -5,6 +5,7 @@ stream commits exactly once."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -646,3 +647,63 @@ def test_a_spec_refuses_streams_its_views_cannot_be_fed_by():
         broken = stream.model_copy(update=change)
         with pytest.raises(ValueError, match=message):
             type(spec).model_validate({**spec.model_dump(), "streams": [broken.model_dump()]})
+
+
+def test_events_nested_as_the_source_writes_them_count_an_id_column(tmp_path: Path):
+    """A JSON source's row ``{"ticket": "T1", "customer": {"id": 7}, ...}`` is held as
+    columns ``customer.id``; its producer sends events nested the same way, and the stream
+    reads them as the lake reads the file. A count of the ticket ids (text) counts tickets,
+    in both engines: before, both read the ids as numbers and counted 0."""
+    customer, two_hours = Entity(name="customer", join_keys=["customer.id"]), timedelta(hours=2)
+    view = WindowView(
+        name="customer_recent",
+        source="tickets",
+        entity=customer,
+        timestamp="opened_at",
+        aggregations=[
+            Aggregation(name="tickets_2h", function="count", column="ticket", window=two_hours),
+            Aggregation(name="words_2h", function="mean", column="words", window=two_hours),
+        ],
+    )
+    stream = EventStream(
+        name="tickets",
+        source="tickets",
+        key=["ticket"],
+        timestamp="opened_at",
+        events=[EventKind(name="opened", columns=["customer.id", "words"])],
+        views=["customer_recent"],
+    )
+    job = FeatureStreamJob(name="tickets", stream=stream, views=[view], max_segments=2)
+    rng = np.random.default_rng(5)
+    n = 240
+    table = pd.DataFrame(
+        {
+            "ticket": [f"T{i:04d}" for i in range(n)],
+            "opened_at": pd.Timestamp("2024-05-01T00:00Z")
+            + pd.to_timedelta(np.sort(rng.uniform(0, 12 * 60, n)).round(), unit="min"),
+            "customer.id": rng.integers(1, 6, n),
+            "words": rng.integers(5, 400, n).astype(float),
+        }
+    )
+    log = tmp_path / "log"
+    log.mkdir()
+    events = source_events(stream, table).to_dict("records")
+    for i in range(0, n, 30):
+        lines = [
+            json.dumps({**{k: v for k, v in e.items() if k != "customer.id"},
+                        "customer": {"id": e["customer.id"]}})
+            for e in events[i : i + 30]
+        ]  # fmt: skip
+        (log / f"segment-{i:06d}.jsonl").write_text("\n".join(lines) + "\n")
+
+    wrong, outcomes = _published_against_offline(job, log, Lake(tmp_path / "lake"), table)
+    assert wrong == 0 and sum(o.invalid for o in outcomes) == 0
+    assert sum(o.events_in for o in outcomes) == n
+    # What both publish is the count itself: each customer's tickets in the 2 hours before.
+    as_of = pd.Timestamp(outcomes[-1].watermark)
+    customers = table[["customer.id"]].drop_duplicates()
+    offline = _offline(OfflineStore([view], {"tickets": table}), view, customers, as_of)
+    since = table["opened_at"] >= as_of - pd.Timedelta(hours=2)
+    truth = table[since & (table["opened_at"] < as_of)].groupby("customer.id").size()
+    assert truth.min() > 0
+    assert offline["tickets_2h"].tolist() == truth.reindex(customers["customer.id"]).tolist()
