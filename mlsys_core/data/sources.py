@@ -124,6 +124,11 @@ def detect_format(source: SourceSpec, name: str) -> str:
     return "csv"
 
 
+# Spreadsheet workbooks: binary, read as CSV they would fail deep in the parser or look empty.
+WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+SAVE_AS_CSV = "save the sheet as CSV (or Parquet) and read that file"
+
+
 def compression_of(name: str) -> str | None:
     """How a file named ``name`` is packed, in pandas' words: a ``.zip`` archive's one member,
     a ``.gz`` stream, or nothing."""
@@ -154,6 +159,10 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
     kind = "parquet" if raw.spec.format == "sql" else detect_format(raw.spec, name)
     compression = compression_of(name)
     buffer = io.BytesIO(raw.data)
+    if raw.spec.format == "auto" and name.endswith(WORKBOOKS):
+        raise SourceError(
+            f"source {raw.spec.name!r} at {raw.uri}: a spreadsheet workbook; {SAVE_AS_CSV}"
+        )
     if not raw.data.strip():
         return pd.DataFrame()  # no rows: the caller refuses or skips it, as the spec says
     try:

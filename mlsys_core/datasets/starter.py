@@ -25,6 +25,8 @@ import pandas as pd
 
 from mlsys_core.data.contract import clean_table, infer_column_types, to_utc_datetimes
 from mlsys_core.data.sources import (
+    SAVE_AS_CSV,
+    WORKBOOKS,
     SourceBytes,
     SourceError,
     compression_of,
@@ -265,7 +267,9 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
     else:
         groups = [(data.parent, [data])]
     if not groups:
-        raise StarterError(f"{data} holds no CSV, Parquet or JSON-lines files")
+        books = [p.name for p in sorted(data.iterdir()) if p.name.lower().endswith(WORKBOOKS)]
+        hint = f" ({', '.join(books)}: spreadsheet workbooks; {SAVE_AS_CSV})" if books else ""
+        raise StarterError(f"{data} holds no CSV, Parquet or JSON files{hint}")
 
     def where(path: Path) -> str:
         return os.path.relpath(path.resolve(), spec_dir.resolve())
@@ -283,7 +287,9 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
 
     for folder, files in groups:
         dialects = {p: _dialect(p) for p in files}
-        parts = {p: _read(SourceSpec(name="probe", path=str(p), **dialects[p]), p) for p in files}
+        parts = {
+            p: _read(SourceSpec(name=_table_name(p), path=str(p), **dialects[p]), p) for p in files
+        }
         column_sets = {tuple(sorted(map(str, f.columns))) for f in parts.values()}
         if data.is_dir() and len(files) > 1 and len(column_sets) == 1:
             name = _table_name(folder)

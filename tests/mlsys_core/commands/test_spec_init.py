@@ -549,6 +549,8 @@ def test_a_json_export_with_nested_objects_is_typed_and_served_as_written(
         ("empty", ["--label", "churned"], "no rows to learn"),
         ("missing", ["--label", "churned"], "no file or folder"),
         ("bad", ["--label", "churned"], "not valid jsonl"),
+        ("workbook", ["--label", "churned"], "data.xlsx: a spreadsheet workbook; save the sheet"),
+        ("workbooks", ["--label", "churned"], "(data.xlsx: spreadsheet workbooks; save the sheet"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -562,6 +564,12 @@ def test_bad_input_is_one_line(
     elif setup == "bad":
         data = tmp_path / "data.jsonl"
         data.write_text('{"a": 1}\n{oops\n')
+    elif setup.startswith("workbook"):  # an Excel file: a zip of XML parts
+        data = tmp_path / "books" / "data.xlsx"
+        data.parent.mkdir()
+        with zipfile.ZipFile(data, "w") as book:
+            book.writestr("xl/workbook.xml", "<workbook/>")
+        data = data.parent if setup == "workbooks" else data
     if "-o" not in args:
         args = [*args, "-o", str(tmp_path / "spec.py")]
     code, _, err = _init(capsys, str(data), *args)
