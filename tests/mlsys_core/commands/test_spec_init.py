@@ -540,6 +540,39 @@ def test_a_json_export_with_nested_objects_is_typed_and_served_as_written(
             record.model_validate(refused)
 
 
+def test_json_epoch_times_are_read_alike_by_the_lake_and_the_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An app's export writes ``created_at`` in epoch milliseconds. spec init says so
+    (``unit="ms"``), the lake reads those instants, and a request sending the time as the
+    data writes it is the same record as one sending ISO 8601: before, pandas read the
+    column as times by its name, the spec said nothing of a unit, and the service refused
+    the data's own notation (``time must be ISO 8601 text``)."""
+    start = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+    rng = np.random.default_rng(6)
+    rows = [
+        {"user_id": int(rng.integers(1, 30)), "created_at": start + i * 3_600_000,
+         "amount": round(float(rng.uniform(1, 500)), 2), "refunded": int(rng.uniform() < 0.2)}
+        for i in range(300)
+    ]  # fmt: skip
+    data = tmp_path / "orders.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "orders_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "refunded", "-o", str(out))
+    assert code == 0 and "0 would be quarantined" in printed, err
+    spec = resolve_spec(f"{out}:orders")
+    assert spec.contracts["orders"].columns["created_at"].unit == "ms"
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(spec.sources[0], lake), spec.contracts["orders"], lake)
+    held = lake.read(clean.clean)["created_at"].sort_values()
+    assert held.iloc[0] == pd.Timestamp("2025-01-01", tz="UTC")
+    assert held.iloc[-1] == pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(hours=299)
+    record = record_model(spec)
+    sent = record.model_validate({"user_id": 3, "created_at": start + 7_200_000})
+    iso = record.model_validate({"user_id": 3, "created_at": "2025-01-01T02:00:00Z"})
+    assert sent == iso
+
+
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [

@@ -112,6 +112,19 @@ def test_nested_objects_become_dotted_columns_and_lists_text(tmp_path: Path, fil
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("filename", ["t.json", "t.jsonl"])
+def test_json_values_stay_as_sent_whatever_the_column_is_named(tmp_path: Path, filename):
+    """pandas would read a column named like a time (``created_at``, ``date``) as times,
+    guessing epoch units; the stream and the service could not follow. The contract reads
+    times by its rule, so the raw table keeps what arrived."""
+    rows = [{"created_at": 1735689600000, "date": "2025-01-01", "modified": 20250101}]
+    path = tmp_path / filename
+    text = json.dumps(rows) if filename.endswith(".json") else json.dumps(rows[0]) + "\n"
+    path.write_text(text)
+    frame = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+    assert _records(frame) == rows
+
+
 def test_a_field_that_would_take_an_existing_name_leaves_its_object_whole(tmp_path: Path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps([{"a": {"b": 1}, "a.b": 2}]))
