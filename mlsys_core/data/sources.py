@@ -330,9 +330,7 @@ def _is_nan(value: object) -> bool:
 def _as_text(value: object) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True, default=str)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    return str(value)  # a boolean as contract.bool_text writes one: "True", as a request means it
 
 
 def parse_file(source: SourceSpec, landing: LandingFile) -> pd.DataFrame:

@@ -4,6 +4,7 @@ take a format, an epoch unit and a time zone, and an empty input writes nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,10 +14,16 @@ import pytest
 from pydantic import ValidationError
 
 from mlsys_core.data.cleaning import clean_snapshot, column_types
-from mlsys_core.data.contract import REASON, clean_table, infer_column_types, read_times
+from mlsys_core.data.contract import (
+    REASON,
+    bool_text,
+    clean_table,
+    infer_column_types,
+    read_times,
+)
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
-from mlsys_core.data.sources import EmptySourceError
+from mlsys_core.data.sources import EmptySourceError, parse_source, read_source_bytes
 from mlsys_core.features.store import build_feature_set
 from mlsys_core.spec import (
     ColumnRule,
@@ -338,4 +345,27 @@ def test_json_lines_with_a_text_cell_among_numbers_give_a_readable_clean_table(
     assert clean["kwh"].dtype == "float64" and len(clean) == 79
     assert cleaned.reasons == {"kwh: not a float": 1}
     # Values of several kinds arrive as text, as a CSV would hold them.
-    assert set(clean["extra"].dropna()) == {"x", '{"a": 1}', "[1, 2]", "true", "2.5"}
+    assert set(clean["extra"].dropna()) == {"x", '{"a": 1}', "[1, 2]", "True", "2.5"}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_json_boolean_is_one_text_with_or_without_nulls_beside_it(tmp_path: Path, suffix):
+    """A column of JSON booleans with a null among them arrived as "true", one without as
+    "True": the same answer, two categories, and a request's boolean meant only the second."""
+    contract = TableContract(
+        columns={c: ColumnRule(dtype="string", nullable=True) for c in ("full", "gaps", "mixed")}
+    )
+    rows = [
+        {"full": True, "gaps": True, "mixed": True},
+        {"full": False, "gaps": None, "mixed": "maybe"},
+        {"full": True, "gaps": False, "mixed": False},
+    ]
+    path = tmp_path / f"t{suffix}"
+    path.write_text(
+        json.dumps(rows) if suffix == ".json" else "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    raw = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+    clean = clean_table(raw, contract).clean
+    assert clean["full"].tolist() == [bool_text(True), bool_text(False), bool_text(True)]
+    assert clean["gaps"].tolist() == ["True", None, "False"]
+    assert clean["mixed"].tolist() == ["True", "maybe", "False"]
