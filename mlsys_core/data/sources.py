@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -167,7 +168,7 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
         return pd.DataFrame()  # no rows: the caller refuses or skips it, as the spec says
     try:
         if kind == "parquet":
-            return pq.read_table(buffer).to_pandas()
+            return _parquet_frame(pq.read_table(buffer))
         if kind == "jsonl":
             frame = _json_frame(buffer, lines=True, compression=compression)
             return mixed_as_text(flat_objects(frame))
@@ -279,13 +280,36 @@ def _is_records(value: object) -> bool:
     return isinstance(value, list) and all(isinstance(v, dict) for v in value)
 
 
-def flat_objects(frame: pd.DataFrame) -> pd.DataFrame:
+def _parquet_frame(table: pa.Table) -> pd.DataFrame:
+    """A Parquet table, its nested columns held as the JSON reader holds records: a struct
+    (a Spark export's ``customer: struct<id, tier>``) as ``parent.field`` columns, a list
+    or a map as its JSON text. Flat tables are taken as they are, at no cost."""
+    frame = table.to_pandas()
+    nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
+    if not nested:
+        return frame
+    flat = set(frame.columns) - set(nested)
+    for name in nested:
+        frame[name] = frame[name].map(lambda v: _present(v) if isinstance(v, dict) else v)
+    frame = flat_objects(frame, nested)
+    return mixed_as_text(frame, [c for c in frame.columns if c not in flat])
+
+
+def _present(value: dict) -> dict:
+    """A struct's value without its null fields, at any depth: Arrow writes a field a
+    record lacks as null, so a null nested struct would otherwise be a column of its own
+    beside its fields' (``customer.plan`` beside ``customer.plan.seats``)."""
+    return {k: _present(v) if isinstance(v, dict) else v for k, v in value.items() if v is not None}
+
+
+def flat_objects(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
     """A column of JSON objects as a column per field, named ``parent.field`` at any
     depth, as pandas' ``json_normalize`` and Spark name them: an export that nests a
     customer's fields under ``customer`` gets columns the contract can type. A null
     parent, or one that lacks a field, gives a null. A column that also holds other
-    values is left whole (as text); so is one whose fields would take an existing name."""
-    for name in list(frame.columns):
+    values is left whole (as text); so is one whose fields would take an existing name.
+    ``columns``: only these (default: all)."""
+    for name in list(frame.columns if columns is None else columns):
         values = frame[name]
         present = values.dropna() if values.dtype == object else ()
         if not len(present) or not present.map(lambda v: isinstance(v, dict)).all():
@@ -306,11 +330,12 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     return mixed_as_text(flat_objects(pd.DataFrame(records)))
 
 
-def mixed_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+def mixed_as_text(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
     """Columns whose JSON values are of several kinds (``1.5`` next to ``"n/a"``, objects,
     lists) as text, as a CSV would hold them: the raw table keeps what arrived and stays
-    writable, and the contract then types each cell or quarantines its row."""
-    for name in frame.columns:
+    writable, and the contract then types each cell or quarantines its row. ``columns``:
+    only these (default: all)."""
+    for name in frame.columns if columns is None else columns:
         values = frame[name]
         if values.dtype != object:
             continue
@@ -328,9 +353,19 @@ def _is_nan(value: object) -> bool:
 
 
 def _as_text(value: object) -> str:
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, dict | list | np.ndarray):  # an Arrow list arrives as an array
+        return json.dumps(value, sort_keys=True, default=_plain)
     return str(value)  # a boolean as contract.bool_text writes one: "True", as a request means it
+
+
+def _plain(value: object) -> object:
+    """What ``json`` cannot write, as it would be written from JSON: numpy arrays and
+    scalars inside Arrow lists and structs as lists and numbers, anything else as text."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
 
 
 def parse_file(source: SourceSpec, landing: LandingFile) -> pd.DataFrame:

@@ -125,6 +125,29 @@ def test_json_values_stay_as_sent_whatever_the_column_is_named(tmp_path: Path, f
     assert _records(frame) == rows
 
 
+def test_a_parquet_file_of_nested_records_reads_as_the_json_file_of_them(tmp_path: Path):
+    """A Spark export's ``struct`` and ``array`` columns: before, the struct's dicts made
+    spec init fail deep in pandas (``unhashable type: 'dict'``). Now they are the JSON
+    reader's columns, value for value: one raw table, whichever way the records came."""
+    table = pa.Table.from_pylist(NESTED)
+    assert pa.types.is_struct(table.schema.field("customer").type)
+    assert pa.types.is_list(table.schema.field("tags").type)
+    pq.write_table(table, tmp_path / "t.parquet")
+    (tmp_path / "t.json").write_text(json.dumps(NESTED))
+    frames = [
+        parse_source(read_source_bytes(SourceSpec(name="t", path=str(tmp_path / name))))
+        for name in ("t.parquet", "t.json")
+    ]
+    assert frames[0].columns.tolist() == frames[1].columns.tolist()
+    assert _records(frames[0]) == _records(frames[1])
+    # A flat Parquet file is read as it is, typed columns and all.
+    _parquet(tmp_path / "flat.parquet")
+    flat = parse_source(
+        read_source_bytes(SourceSpec(name="t", path=str(tmp_path / "flat.parquet")))
+    )
+    pd.testing.assert_frame_equal(flat, FRAME)
+
+
 def test_a_field_that_would_take_an_existing_name_leaves_its_object_whole(tmp_path: Path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps([{"a": {"b": 1}, "a.b": 2}]))
