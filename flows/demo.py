@@ -19,7 +19,8 @@ from mlsys_core.stack import prefect_server
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    timeout = prefect_server.STARTUP_TIMEOUT
+    os.environ.setdefault(timeout, prefect_server.SERVER_SETTINGS[timeout])
     api = prefect_server.use_local_server()
     if api is not None:
         print(f"Prefect: the running server at {api} (mlsys prefect-server up)", flush=True)

@@ -183,9 +183,9 @@ def embedded_run() -> Iterator[None]:
     steps and is joined when each flow run ends, which costs up to a second per subflow
     (six of them in ``ml_pipeline``), so it is switched off here. Deployments keep it.
 
-    The temporary server a first flow call starts here is a ``TemporaryServer``, and
-    batches its task-run writes, as the servers ``mlsys`` starts do (``SERVER_SETTINGS``),
-    unless the environment says otherwise.
+    The temporary server a first flow call starts here is a ``TemporaryServer``, batches
+    its task-run writes, as the servers ``mlsys`` starts do, and has 120 s to start, as in
+    ``make demo`` (``SERVER_SETTINGS``), unless the environment says otherwise.
     """
     use_temporary_server()  # for a first flow call that is not one of ours
     updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}

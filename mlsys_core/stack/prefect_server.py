@@ -35,10 +35,14 @@ def api_url(port: int) -> str:
 # Prefect's task-run recorder writes each task-run event in its own transaction by default
 # (batch size 1): about 50 ms of the server's CPU per task run here, on the cores the flow's
 # own work runs on. Batched, it is about 20 ms, and the UI shows a task's state at most a
-# second later. A value in the environment wins.
+# second later. A temporary server gets 120 s to start, not Prefect's 20: on a loaded
+# machine its start competes with the flow's imports for the cores, and missing the limit
+# fails the run. A value in the environment wins.
+STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 SERVER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    STARTUP_TIMEOUT: "120",
 }
 
 

@@ -23,16 +23,24 @@ def test_embedded_run_turns_heartbeats_off_only_inside():
     assert get_current_settings().flows.heartbeat_frequency == default
 
 
-def test_embedded_run_batches_the_task_run_recorder_unless_the_environment_says(monkeypatch):
+def test_embedded_run_batches_the_recorder_and_waits_for_the_server_unless_env_says(monkeypatch):
     def recorder():
         return get_current_settings().server.services.task_run_recorder
 
+    def startup() -> float:
+        return get_current_settings().server.ephemeral.startup_timeout_seconds
+
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
     assert recorder().batch_size == 1  # Prefect's default: one transaction per event
+    assert startup() == 20  # Prefect's default, which a loaded machine misses
     with embedded_run():
         assert (recorder().batch_size, recorder().flush_interval) == (100, 1)
+        assert startup() == 120  # `mlsys pipeline` as `make demo`
     monkeypatch.setenv("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "7")
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "45")
     with embedded_run():
         assert (recorder().batch_size, recorder().flush_interval) == (7, 1)
+        assert startup() == 45
 
 
 def _fresh_interpreter(
