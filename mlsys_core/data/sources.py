@@ -145,8 +145,11 @@ def unpacked(file: Path | io.BytesIO, compression: str | None) -> Iterator[io.Bu
         with gzip.open(file, "rb") as handle:
             yield handle
     elif compression == "zip":
-        with zipfile.ZipFile(file) as archive, archive.open(archive.namelist()[0]) as handle:
-            yield handle
+        with zipfile.ZipFile(file) as archive:
+            if not archive.namelist():
+                raise zipfile.BadZipFile("the archive holds no file")
+            with archive.open(archive.namelist()[0]) as handle:
+                yield handle
     elif isinstance(file, Path):
         with open(file, "rb") as handle:
             yield handle

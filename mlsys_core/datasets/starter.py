@@ -137,7 +137,7 @@ def _dialect(path: Path) -> dict[str, str]:
         return {}
     try:
         head = _head(path, 65536)
-    except (OSError, EOFError, IndexError, zipfile.BadZipFile):
+    except (OSError, EOFError, zipfile.BadZipFile):
         return {}  # reading it whole says what is wrong with it, in the source's words
     delimiter, mark = sniff_csv(head.decode("utf-8", errors="replace"))
     found = {"delimiter": delimiter, "decimal": mark}  # not `decimal`: the module's name

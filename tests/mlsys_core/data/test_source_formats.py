@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -169,6 +170,13 @@ def test_a_json_document_that_holds_no_records_is_a_source_error(
     path = tmp_path / "t.json"
     path.write_text(text)
     with pytest.raises(SourceError, match=f"not valid json: .*{message}"):
+        parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+
+
+def test_an_empty_zip_archive_is_a_source_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.json.zip"
+    zipfile.ZipFile(path, "w").close()
+    with pytest.raises(SourceError, match="not valid json: the archive holds no file"):
         parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
 
 
