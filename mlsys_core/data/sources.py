@@ -173,12 +173,10 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
         if kind == "parquet":
             return _parquet_frame(pq.read_table(buffer))
         if kind == "jsonl":
-            frame = _json_frame(buffer, lines=True, compression=compression)
-            return mixed_as_text(flat_objects(frame))
+            return held_as_json(_json_frame(buffer, lines=True, compression=compression))
         if kind == "json":
             with unpacked(buffer, compression) as handle:
-                frame = _json_document(handle.read())
-            return mixed_as_text(flat_objects(frame))
+                return held_as_json(_json_document(handle.read()))
         spec = raw.spec
         frame = pd.read_csv(
             buffer,
@@ -291,11 +289,9 @@ def _parquet_frame(table: pa.Table) -> pd.DataFrame:
     nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
     if not nested:
         return frame
-    flat = set(frame.columns) - set(nested)
     for name in nested:
         frame[name] = frame[name].map(lambda v: _present(v) if isinstance(v, dict) else v)
-    frame = flat_objects(frame, nested)
-    return mixed_as_text(frame, [c for c in frame.columns if c not in flat])
+    return held_as_json(frame, nested)
 
 
 def _present(value: dict) -> dict:
@@ -330,7 +326,17 @@ def flat_objects(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.Da
 def records_frame(records: list[dict]) -> pd.DataFrame:
     """Records that arrive as JSON (a stream's events, a request's record) held as the
     JSON reader holds a file's rows, so the contract judges them alike."""
-    return mixed_as_text(flat_objects(pd.DataFrame(records)))
+    return held_as_json(pd.DataFrame(records))
+
+
+def held_as_json(frame: pd.DataFrame, nested: list[str] | None = None) -> pd.DataFrame:
+    """Records held as every JSON-shaped input holds them (a file, a Parquet struct, a
+    stream's event, a request's record): nested objects as ``parent.field`` columns, and
+    columns of mixed values as text. ``nested``: only these columns may hold objects and
+    mixed values (default: any)."""
+    untouched = set(frame.columns) - set(nested) if nested is not None else set()
+    frame = flat_objects(frame, nested)
+    return mixed_as_text(frame, [c for c in frame.columns if c not in untouched])
 
 
 def mixed_as_text(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
