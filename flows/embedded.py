@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import os
 import signal
 import subprocess
@@ -79,12 +81,34 @@ def begin_writes_immediately() -> None:
 PARENT_ENV = "MLSYS_SERVER_PARENT"
 
 
+class RetriedAtStop(logging.Filter):
+    """Drop the task-run recorder's error for a batch its own shutdown cancelled mid-write.
+
+    At a server's stop, Prefect cancels the recorder's periodic flush; a flush under way puts
+    its batch back ("N to retry, 0 dropped") and logs an ERROR with a traceback, then its
+    final flush writes the batch. With writes batched (``SERVER_SETTINGS``) a flow process
+    that stops its temporary server as its last tasks are recorded prints that traceback
+    after a run that succeeded. A batch dropped, or any other error, is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        retried = record.getMessage().endswith("to retry, 0 dropped)")
+        return not (isinstance(error, asyncio.CancelledError) and retried)
+
+
+RECORDER_LOGGER = "prefect.server.services.task_run_recorder"
+
+
 def create_app() -> Any:
     """The ``TemporaryServer``'s ASGI app: Prefect's, writes begun IMMEDIATE (see
-    :func:`begin_writes_immediately`)."""
+    :func:`begin_writes_immediately`), without the recorder's noise at its stop (see
+    :class:`RetriedAtStop`)."""
     from prefect.server.api.server import create_app as prefect_app  # noqa: PLC0415
 
     begin_writes_immediately()
+    recorder = logging.getLogger(RECORDER_LOGGER)
+    if not any(isinstance(f, RetriedAtStop) for f in recorder.filters):
+        recorder.addFilter(RetriedAtStop())
     if parent := os.environ.get(PARENT_ENV):
         exit_with_parent(int(parent))
     return prefect_app()

@@ -7,6 +7,7 @@ them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from mlsys_core import commands
-from mlsys_core.config import StateFolderError
+from mlsys_core.config import Settings, StateFolderError
 from mlsys_core.stack import prefect_server
 
 
@@ -32,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Before any command imports prefect: a flow it runs uses `mlsys prefect-server up`'s
-    # server for this Prefect home, when one runs, instead of starting a temporary one.
+    # Before any command imports prefect: Prefect's home is in the state folder unless set,
+    # and a flow uses `mlsys prefect-server up`'s server for that home, when one runs,
+    # instead of starting a temporary one.
+    with contextlib.suppress(ValueError):  # a bad MLSYS_ setting: the command says so
+        prefect_server.state_folder_prefect(Settings().root)
     prefect_server.use_local_server()
     # A command's output is read as a log: no MLflow download bars between its lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -12,6 +12,7 @@ comment. The text it returns is a Python file whose function returns the
 from __future__ import annotations
 
 import decimal
+import itertools
 import json
 import os
 import re
@@ -39,7 +40,9 @@ from mlsys_core.data.sources import (
 )
 from mlsys_core.spec import ColumnRule, DatasetSpec, SourceSpec
 
-DATA_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+# Read by name; a file named otherwise is left out of a folder (and named when that loses a
+# column asked for). Tab-separated files are CSVs whose separator is sniffed.
+DATA_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
 # Non-ISO layouts tried, in order, on text columns that ISO 8601 does not read. Day-first
 # and month-first layouts that both read every value are ambiguous: flagged TODO.
 TIME_FORMATS = (
@@ -53,8 +56,12 @@ TIME_FORMATS = (
     "%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S",
 )  # fmt: skip
 _ZONE_TODO = "TODO: times without an offset are UTC; else set timezone="
-_TIME_NAME = re.compile(r"(time|date|_at$|_ts$|^ts$|epoch|timestamp)", re.IGNORECASE)
+# A time by its name, snake_case, spaced or camelCase: created_at, "Created At", BookedAt.
+_TIME_NAME = re.compile(
+    r"(time|date|[ _.]at$|[ _.]ts$|^ts$|epoch|timestamp|(?-i:[a-z0-9](At|Ts)$))", re.IGNORECASE
+)
 _KEY_NAME = re.compile(r"(^id$|_id$|id$|_key$|_code$|_num$)", re.IGNORECASE)
+MAX_LOOKUP_KEYS = 3  # a lookup's key: at most this many columns together
 MAX_CATEGORIES = 50  # text columns with more distinct values look like free text or ids
 SAMPLE_ROWS = 200_000
 # A text column is proposed as numbers when at most this share of its values do not parse
@@ -153,6 +160,14 @@ def _head(path: Path, size: int) -> bytes:
 
 def _data_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _is_data(p))
+
+
+def _left_out(data: Path) -> list[str]:
+    """Files of a folder (and its subfolders) that are not read as data, for their names."""
+    if not data.is_dir():
+        return []
+    files = [p for p in sorted(data.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    return [str(p.relative_to(data)) for p in files if not _is_data(p)]
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -499,6 +514,15 @@ def _row_id(table: Table, column: Column) -> bool:
     )
 
 
+def _is_id(table: Table, column: Column) -> bool:
+    """A column that names each row: a key by its name (``BookingID``) or rows numbered in
+    order, with no nulls and a different value on every row."""
+    if column.nullable or column.dtype not in ("int", "string"):
+        return False
+    named = _KEY_NAME.search(column.name) and table.frame[column.name].is_unique
+    return bool(named) or _row_id(table, column)
+
+
 def _unbound(table: Table, keys: list[str]) -> None:
     """No observed range on a numeric key: it names a row rather than measures it, and new
     rows bring ids past the ones seen (the next rental is 109001), which a range would
@@ -582,24 +606,33 @@ def _paired(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return a[both].to_numpy(float), b[both].to_numpy(float)
 
 
-def _lookups(tables: list[Table], base: Table, used: set[str]) -> list[tuple[Table, str, dict]]:
-    """Other tables unique on a column the base also has, with the same type: a lookup."""
+def _lookups(
+    tables: list[Table], base: Table, used: set[str]
+) -> list[tuple[Table, list[str], dict]]:
+    """Other tables unique on columns the base also has, with the same types: a lookup. One
+    column when one is unique, else the fewest that are together (a rate per hotel and
+    room type)."""
     found = []
     taken = set(base.columns)
     for other in tables:
         if other is base:
             continue
-        for key, column in other.columns.items():
-            mine = base.columns.get(key)
-            if mine is None or mine.dtype != column.dtype or column.dtype == "float":
-                continue
-            if not _is_unique(other.frame, [key]) or column.nullable:
-                continue
-            outs = {c: c for c in other.columns if c != key and c not in taken | used}
-            if outs:
-                taken |= set(outs)
-                found.append((other, key, outs))
-            break
+        shared = [
+            key
+            for key, column in other.columns.items()
+            if (mine := base.columns.get(key)) is not None
+            and mine.dtype == column.dtype != "float"
+            and not column.nullable
+        ]
+        sizes = range(1, min(len(shared), MAX_LOOKUP_KEYS) + 1)
+        candidates = (list(c) for n in sizes for c in itertools.combinations(shared, n))
+        key = next((c for c in candidates if _is_unique(other.frame, c)), None)
+        if key is None:
+            continue
+        outs = {c: c for c in other.columns if c not in key and c not in taken | used}
+        if outs:
+            taken |= set(outs)
+            found.append((other, key, outs))
     return found
 
 
@@ -659,7 +692,9 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         having = [t for t in tables if label in t.columns]
         if not having:
             seen = sorted({c for t in tables for c in t.columns})
-            raise StarterError(f"no column {label!r} in {shown}; columns: {seen}")
+            left = _left_out(Path(data)) if database is None else []
+            hint = f" (files not read, by their names: {', '.join(left)})" if left else ""
+            raise StarterError(f"no column {label!r} in {shown}; columns: {seen}{hint}")
         base = having[0]
         label_note = ""
     else:
@@ -700,8 +735,8 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     lookups = _lookups(tables, base, used)
     _unbound(base, keys)
     for other, key, _ in lookups:
-        _unbound(base, [key])
-        _unbound(other, [key])
+        _unbound(base, key)
+        _unbound(other, key)
     for other, _, outs in lookups:
         for out in outs:
             kind = other.columns[out].dtype
@@ -790,12 +825,13 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         w("                },")
         unique = []
         if table is base:
-            for candidate in ([*keys, time] if time else [], keys):
+            ids = [[c.name] for c in table.columns.values() if _is_id(table, c)]
+            for candidate in ([*keys, time] if time else [], keys, *ids):
                 if candidate and _is_unique(table.frame, candidate):
                     unique = candidate
                     break
         else:
-            unique = next(([k] for o, k, _ in lookups if o is table), [])
+            unique = next((k for o, k, _ in lookups if o is table), [])
         if unique:
             w(_line(f"unique={_py(unique)},", "a repeat of this key is quarantined", 16))
         elif table is base:
@@ -808,7 +844,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     if lookups:
         w("        lookups=[")
         for other, key, outs in lookups:
-            w(f"            LookupJoin(source={_py(other.name)}, on={{{_py(key)}: {_py(key)}}},")
+            w(f"            LookupJoin(source={_py(other.name)}, on={_py({k: k for k in key})},")
             w(f"                       columns={_py(outs)}),")
         w("        ],")
     rule_args = ", ".join(f"{k}={_py(v)}" for k, v in rule.items())

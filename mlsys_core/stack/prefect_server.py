@@ -173,6 +173,21 @@ def running_local_server(home: Path) -> str | None:
     return api if isinstance(api, str) and healthy(api) else None
 
 
+def state_folder_prefect(state: Path, env: MutableMapping[str, str] | None = None) -> None:
+    """Give a command's Prefect the embedded defaults ``make demo`` gives it, where the
+    environment says nothing: its home (the temporary server's database) in the state
+    folder, beside MLflow's, instead of ``~/.prefect``, and no telemetry (a machine without
+    the internet logged an ERROR for it). A user's profiles stay theirs: with
+    ``~/.prefect/profiles.toml`` present, Prefect still reads it."""
+    env = os.environ if env is None else env
+    if not env.get("PREFECT_HOME"):
+        profiles = Path("~/.prefect/profiles.toml").expanduser()
+        if not env.get("PREFECT_PROFILES_PATH") and profiles.is_file():
+            env["PREFECT_PROFILES_PATH"] = str(profiles)
+        env["PREFECT_HOME"] = str(state / "prefect")
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def use_local_server(env: MutableMapping[str, str] | None = None) -> str | None:
     """Point this process's Prefect client at the running server of its Prefect home, unless
     an API is configured already. Call before prefect is imported (it reads settings once).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import logging
 import os
 import signal
 import subprocess
@@ -17,7 +20,7 @@ from prefect.settings import (
 )
 from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as STARTUP
 
-from flows.embedded import check_state_folders, embedded_run
+from flows.embedded import RECORDER_LOGGER, check_state_folders, create_app, embedded_run
 
 
 def test_embedded_run_turns_heartbeats_off_only_inside():
@@ -51,6 +54,40 @@ def test_embedded_run_batches_the_recorder_and_waits_for_the_server_unless_env_s
     monkeypatch.setenv(STARTUP.name, "45")
     with temporary_settings(updates={STARTUP: 45}), embedded_run():
         assert startup() == 45
+
+
+def test_the_server_keeps_quiet_about_a_batch_its_own_stop_cancelled_and_retried():
+    """A run that succeeded printed the recorder's ERROR and a CancelledError traceback
+    when its temporary server stopped during a batched write that Prefect then retried;
+    a batch dropped, or a write that failed otherwise, is still an error."""
+    from prefect.server.services import task_run_recorder  # noqa: PLC0415
+
+    # The message is Prefect's own (its consumer's flush), not one made up here.
+    assert "({to_retry} to retry, {dropped} dropped)" in inspect.getsource(
+        task_run_recorder.consumer
+    )
+    create_app()
+    recorder = logging.getLogger(RECORDER_LOGGER)
+    seen: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    recorder.addHandler(handler)
+    try:
+        for message, error in [
+            ("Error flushing 13 events (13 to retry, 0 dropped)", asyncio.CancelledError()),
+            ("Error flushing 13 events (12 to retry, 1 dropped)", asyncio.CancelledError()),
+            ("Error flushing 2 events (2 to retry, 0 dropped)", OSError("disk I/O error")),
+        ]:
+            try:
+                raise error
+            except BaseException:
+                recorder.error(message, exc_info=True)
+    finally:
+        recorder.removeHandler(handler)
+    assert seen == [
+        "Error flushing 13 events (12 to retry, 1 dropped)",
+        "Error flushing 2 events (2 to retry, 0 dropped)",
+    ]
 
 
 def _fresh_interpreter(

@@ -573,6 +573,75 @@ def test_json_epoch_times_are_read_alike_by_the_lake_and_the_service(
     assert sent == iso
 
 
+def test_a_tab_separated_export_with_a_rate_per_pair_of_columns_is_read_and_joined(
+    tmp_path: Path, capsys: pytest.CaptureFixture, settings: Settings
+) -> None:
+    """A hotel's booking export: a ``.tsv`` file (left out of the folder before, so the
+    label was "not found"), booked times in camelCase epoch seconds (``BookedAt``, typed a
+    plain int before), a rate per hotel *and* room type (no lookup proposed before: no one
+    column is unique there), and a booking id that names each row when the entity and the
+    time do not (no unique key proposed before)."""
+    rng = np.random.default_rng(8)
+    rows = 400
+    day = 1_704_067_200  # 2024-01-01T00:00:00Z; bookings are dated to the day
+    bookings = pd.DataFrame(
+        {
+            "BookingID": [f"BK{i:06d}" for i in range(rows)],
+            "GuestID": [f"G-{g:03d}" for g in rng.integers(1, 20, rows)],
+            "BookedAt": day + 86_400 * np.sort(rng.integers(0, 60, rows)),
+            "Hotel": rng.choice(["City Hotel", "Resort Hotel"], rows),
+            "RoomType": rng.choice(["A", "B", "C"], rows),
+            "LeadTime": rng.integers(0, 300, rows),
+            "IsCanceled": rng.choice(["yes", "no"], rows, p=[0.3, 0.7]),
+        }
+    )
+    rates = pd.DataFrame(
+        [(h, r, 80.0 + 15 * i + 10 * j) for i, h in enumerate(["City Hotel", "Resort Hotel"])
+         for j, r in enumerate("ABC")],
+        columns=["Hotel", "RoomType", "RackRate"],
+    )  # fmt: skip
+    data = tmp_path / "export"
+    data.mkdir()
+    bookings.to_csv(data / "bookings.tsv", sep="\t", index=False)
+    _write(rates, data / "room_rates.csv")
+    (data / "notes.txt").write_text("exported by the front desk\n")
+    out = tmp_path / "bookings_spec.py"
+    args = [str(data), "--label", "IsCanceled", "--keys", "GuestID", "-o", str(out)]
+    code, printed, err = _init(capsys, *args)
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:export")
+    sources = {s.name: s for s in spec.sources}
+    assert set(sources) == {"bookings", "room_rates"} and sources["bookings"].delimiter == "\t"
+    booked = spec.contracts["bookings"].columns["BookedAt"]
+    assert (booked.dtype, booked.unit, spec.event_timestamp) == ("datetime", "s", "BookedAt")
+    assert spec.lookups == [
+        LookupJoin(
+            source="room_rates",
+            on={"Hotel": "Hotel", "RoomType": "RoomType"},
+            columns={"RackRate": "RackRate"},
+        )
+    ]
+    assert spec.contracts["room_rates"].unique == ["Hotel", "RoomType"]
+    assert bookings.duplicated(["GuestID", "BookedAt"]).any()  # so the id is the key
+    assert spec.contracts["bookings"].unique == ["BookingID"]
+
+    lake = Lake(settings.lake_dir)
+    clean = {
+        s.name: clean_snapshot(snapshot_source(s, lake), spec.contracts[s.name], lake)
+        for s in spec.sources
+    }
+    assert clean["bookings"].quarantine.rows == 0
+    features = lake.read(build_feature_set(clean, spec, lake).snapshot)
+    expected = bookings.merge(rates, on=["Hotel", "RoomType"])
+    assert len(features) == rows
+    assert sorted(features["RackRate"]) == sorted(expected["RackRate"])
+
+    # The label asked for is in no file read: the files left out by their names are named.
+    (data / "bookings.tsv").rename(data / "bookings.export")
+    code, _, err = _init(capsys, *args, "--force")
+    assert code == 2 and "(files not read, by their names: bookings.export, notes.txt)" in err
+
+
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [

@@ -120,3 +120,38 @@ def test_a_record_of_a_dead_process_is_not_a_server(tmp_path: Path):
     env = {"PREFECT_HOME": str(tmp_path)}
     assert prefect_server.running_local_server(tmp_path) is None
     assert prefect_server.use_local_server(env) is None and "PREFECT_API_URL" not in env
+
+
+def test_a_command_keeps_prefect_in_the_state_folder_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``mlsys pipeline`` run as the own-dataset guide runs it, with no Prefect setting,
+    kept Prefect's database in ``~/.prefect`` and sent telemetry (an ERROR on a machine
+    without the internet): ``make demo``'s defaults now hold for every command."""
+    state, home = tmp_path / "state", tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLSYS_"))}
+    env |= {"MLSYS_STATE_DIR": str(state), "HOME": str(home)}
+    status = subprocess.run(
+        [MLSYS, "prefect-server", "status"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert status.returncode == 1 and status.stdout.strip() == f"not running for {state}/prefect"
+
+    fresh: dict[str, str] = {"HOME": str(home)}
+    prefect_server.state_folder_prefect(state, fresh)
+    assert fresh == {
+        "HOME": str(home),
+        "PREFECT_HOME": str(state / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    # A user's Prefect profiles (a server or Prefect Cloud they chose) still apply.
+    (home / ".prefect").mkdir(parents=True)
+    (home / ".prefect" / "profiles.toml").write_text('active = "default"\n')
+    monkeypatch.setenv("HOME", str(home))
+    with_profiles: dict[str, str] = {}
+    prefect_server.state_folder_prefect(state, with_profiles)
+    assert with_profiles["PREFECT_PROFILES_PATH"] == str(home / ".prefect" / "profiles.toml")
+    # What the environment says wins.
+    told = {"PREFECT_HOME": "/elsewhere", "PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
+    prefect_server.state_folder_prefect(state, told)
+    assert told == {"PREFECT_HOME": "/elsewhere", "PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
