@@ -55,17 +55,22 @@ class ParityReport(BaseModel):
     watermarks: dict[str, str | None]
 
     def describe(self, top: int = 15) -> str:
+        ranked = sorted(self.inputs, key=lambda d: (d.mismatched, d.largest or 0.0), reverse=True)
+        # Columns as wide as what they hold: a source is named whole (a lookup by two keys).
+        name_width = max([28, *(len(d.name) for d in ranked[:top])])
+        source_width = max([26, *(len(d.source) for d in ranked[:top])])
         lines = [
             f"parity of {self.model_name} v{self.model_version} on {self.requests} requests: "
             f"largest |online - offline| probability {self.largest_probability_difference:.3g}"
             f" (mean {self.mean_probability_difference:.3g})",
-            f"{'input':<28} {'source':<26} {'mismatched':>10} {'largest diff':>13}",
+            f"{'input':<{name_width}} {'source':<{source_width}} {'mismatched':>10} "
+            f"{'largest diff':>13}",
         ]
-        ranked = sorted(self.inputs, key=lambda d: (d.mismatched, d.largest or 0.0), reverse=True)
         for d in ranked[:top]:
             largest = "" if d.largest is None else f"{d.largest:.3g}"
             lines.append(
-                f"{d.name:<28} {d.source[:26]:<26} {d.mismatched:>4}/{d.compared:<5} {largest:>13}"
+                f"{d.name:<{name_width}} {d.source:<{source_width}} "
+                f"{d.mismatched:>4}/{d.compared:<5} {largest:>13}"
             )
         if len(ranked) > top:
             rest = sum(1 for d in ranked[top:] if d.mismatched)

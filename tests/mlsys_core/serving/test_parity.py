@@ -30,6 +30,7 @@ from mlsys_core.features.store import (
     online_source_tables,
 )
 from mlsys_core.serving.app import create_app
+from mlsys_core.serving.parity import InputDifference, ParityReport
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.config import TrainConfig
@@ -192,3 +193,24 @@ def test_mlsys_parity_replays_logged_requests_and_feature_set_rows(
     assert int(table["carrier_flights_7d"].split()[-2].split("/")[0]) > 0  # mismatched rows
     assert "plane_year" not in table or " 0/" in table["plane_year"]  # lookups do not move
     assert "online store as of" in sampled
+
+
+def test_the_report_names_each_input_and_its_source_whole():
+    """A lookup by two keys was cut to its first (``lookup room_rates by Hotel``), as was a
+    long dotted input's name."""
+    inputs = [
+        InputDifference(name="customer.billing.address.country", source="request",
+                        compared=3, mismatched=1, largest=None),
+        InputDifference(name="RackRate", source="lookup room_rates by Hotel, RoomType",
+                        compared=3, mismatched=0, largest=0.0),
+    ]  # fmt: skip
+    report = ParityReport(
+        model_name="bookings", model_version="1", requests=3, inputs=inputs,
+        largest_probability_difference=0.0, mean_probability_difference=0.0, watermarks={},
+    )  # fmt: skip
+    rows = report.describe().splitlines()[2:]
+    assert rows[0].split() == ["customer.billing.address.country", "request", "1/3"]
+    assert rows[1].split() == ["RackRate", "lookup", "room_rates", "by", "Hotel,", "RoomType",
+                               "0/3", "0"]  # fmt: skip
+    header = report.describe().splitlines()[1]
+    assert header.index("source") == rows[1].index("lookup")  # the columns line up
