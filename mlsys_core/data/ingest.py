@@ -1,14 +1,15 @@
 """Ingestion: a source becomes an immutable raw snapshot whose id is its content hash.
 
-Whole sources (a file, a query) are snapshotted as they are; identical bytes give the same
-id and write nothing. Landing folders are ingested incrementally: a file whose content
-hash an earlier snapshot already holds is skipped, new files are appended as partitions,
-and the new snapshot names the previous one as its parent.
+Whole sources (a file, a query) are snapshotted as they are; identical bytes read the same
+way give the same id and write nothing. Landing folders are ingested incrementally: a file
+whose content hash an earlier snapshot already holds is skipped, new files are appended as
+partitions, and the new snapshot names the previous one as its parent.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import re
@@ -21,6 +22,7 @@ from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
 from mlsys_core.data.sources import (
     EmptySourceError,
     LandingFile,
+    SourceBytes,
     landed,
     parse_file,
     parse_source,
@@ -42,7 +44,7 @@ def snapshot_source(source: SourceSpec, lake: Lake) -> SnapshotRef:
     if source.incremental:
         return ingest_landing(source, lake)
     raw = read_source_bytes(source)
-    snapshot_id = raw.sha256[:20]
+    snapshot_id = read_key(raw)[:20]
     if existing := lake.find("raw", source.name, snapshot_id):
         return existing
     frame = parse_source(raw)
@@ -65,6 +67,29 @@ def snapshot_source(source: SourceSpec, lake: Lake) -> SnapshotRef:
             return lake.write("raw", source.name, snapshot_id, frame, manifest)
         parts = _write_partitions(frame, source, lake, raw.sha256)
         return lake.write_snapshot("raw", source.name, snapshot_id, parts, manifest)
+
+
+# How a file is read, besides its bytes: the same bytes read with another separator or
+# encoding are another table.
+READ_OPTIONS = ("format", "header", "column_names", "delimiter", "decimal", "encoding")
+
+
+def read_key(raw: SourceBytes) -> str:
+    """A raw snapshot's key: its bytes' hash, and the read options that differ from the
+    defaults, so a spec that fixes how its file is read (``encoding="cp1252"``, a
+    separator) reads it again instead of finding the table read the old way. Options
+    left at their defaults keep the bytes' hash alone, as before."""
+    if raw.spec.format == "sql":
+        return raw.sha256  # a query's rows, already read: no option changes them
+    options = {
+        k: getattr(raw.spec, k)
+        for k in READ_OPTIONS
+        if getattr(raw.spec, k) != SourceSpec.model_fields[k].get_default(call_default_factory=True)
+    }
+    if not options:
+        return raw.sha256
+    told = json.dumps(options, sort_keys=True)
+    return hashlib.sha256(f"{raw.sha256}\n{told}".encode()).hexdigest()
 
 
 def ingest_landing(source: SourceSpec, lake: Lake) -> SnapshotRef:

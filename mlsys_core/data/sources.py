@@ -186,13 +186,23 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
             names=spec.column_names,
             sep=spec.delimiter,
             decimal=spec.decimal,
+            encoding=spec.encoding,
         )
         return decimal_points(frame) if spec.decimal == "," else frame
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
+    except UnicodeDecodeError as err:
+        hint = (
+            "; set the source's encoding (a file Excel saved on Windows is often encoding='cp1252')"
+            if kind == "csv" and raw.spec.encoding == "utf-8"
+            else ""
+        )
+        raise SourceError(
+            f"source {raw.spec.name!r} at {raw.uri}: not {raw.spec.encoding} text "
+            f"({err.reason} at byte {err.start}){hint}"
+        ) from err
     except (
         ValueError,  # pandas ParserError and JSON errors
-        UnicodeDecodeError,
         OSError,  # a corrupt .gz (BadGzipFile)
         EOFError,
         zipfile.BadZipFile,

@@ -148,7 +148,22 @@ def _dialect(path: Path) -> dict[str, str]:
         return {}  # reading it whole says what is wrong with it, in the source's words
     delimiter, mark = sniff_csv(head.decode("utf-8", errors="replace"))
     found = {"delimiter": delimiter, "decimal": mark}  # not `decimal`: the module's name
+    found["encoding"] = _encoding(path)
     return {k: v for k, v in found.items() if v != SourceSpec.model_fields[k].default}
+
+
+def _encoding(path: Path) -> str:
+    """UTF-8 when the whole text is; else Windows-1252, as Excel on Windows saves a CSV
+    (accents as single bytes), or Latin-1 for bytes that code page leaves undefined."""
+    with unpacked(path, compression_of(path.name)) as handle:
+        data = handle.read()
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return encoding
+    return "latin-1"
 
 
 def _head(path: Path, size: int) -> bytes:
@@ -802,10 +817,14 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         extra = ", incremental=True" if s.incremental else ""
         extra += "".join(
             f", {k}={_py(getattr(s, k))}"
-            for k in ("delimiter", "decimal")
+            for k in ("delimiter", "decimal", "encoding")
             if getattr(s, k) != SourceSpec.model_fields[k].default
         )
         note = "a landing folder: each ingest appends its new files" if s.incremental else ""
+        if s.encoding != "utf-8":
+            note = "; ".join(
+                n for n in (note, f"TODO: not UTF-8; read as {s.encoding}: check accents") if n
+            )
         w(
             _line(
                 f"SourceSpec(name={_py(s.name)}, path=str(HERE / {_py(s.path)}){extra}),", note, 12

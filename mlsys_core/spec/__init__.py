@@ -7,6 +7,7 @@ user's).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -78,6 +79,11 @@ class SourceSpec(_Frozen):
         description="CSV: the field separator; ';' where a spreadsheet writes ',' as the "
         "decimal mark.",
     )
+    encoding: str = Field(
+        default="utf-8",
+        description="CSV: the text encoding; 'cp1252' for a file Excel saved on Windows "
+        "(accents as single bytes). JSON is UTF-8 by definition.",
+    )
     decimal: Literal[".", ","] = Field(
         default=".",
         description="CSV: the decimal mark. With ',' a '.' before each group of three "
@@ -100,6 +106,12 @@ class SourceSpec(_Frozen):
             raise ValueError(f"source {self.name!r}: a landing folder cannot be in a package")
         if not self.header and not self.column_names:
             raise ValueError(f"source {self.name!r}: a CSV without a header needs column_names")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"source {self.name!r}: unknown encoding {self.encoding!r}") from None
+        if self.format in ("parquet", "json", "jsonl", "sql") and self.encoding != "utf-8":
+            raise ValueError(f"source {self.name!r}: encoding applies to CSV files only")
         if self.delimiter == self.decimal:
             raise ValueError(
                 f"source {self.name!r}: {self.delimiter!r} cannot both separate fields and "

@@ -71,6 +71,22 @@ def test_same_bytes_give_the_same_snapshot_and_write_nothing(tmp_path: Path) -> 
     assert _stamps(Path(first.path)) == stamps
 
 
+def test_the_same_bytes_read_another_way_are_another_snapshot(tmp_path: Path) -> None:
+    """A spec that fixes how its file is read (here the separator) reads the file again:
+    the key is the bytes' hash and the read options that differ from the defaults, so a
+    lake of sources read the default way keeps its snapshots' ids."""
+    lake = Lake(tmp_path / "lake")
+    path = tmp_path / "codes.csv"
+    path.write_text("code;size\nA;1\nB;2\n")
+    wrong = snapshot_source(SourceSpec(name="codes", path=str(path)), lake)
+    assert list(lake.read(wrong).columns) == ["code;size"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest().startswith(wrong.snapshot_id)
+    right = snapshot_source(SourceSpec(name="codes", path=str(path), delimiter=";"), lake)
+    assert right.snapshot_id != wrong.snapshot_id
+    assert lake.read(right)["size"].tolist() == [1, 2]
+    assert snapshot_source(SourceSpec(name="codes", path=str(path), delimiter=";"), lake) == right
+
+
 def test_changed_bytes_give_a_new_snapshot_and_keep_the_old(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake")
     path = tmp_path / "codes.csv"

