@@ -38,6 +38,7 @@ def test_core_never_imports_orchestration():
 # and hand each core function what it needs (a Lake, a Tracking, a path, a client).
 SETTINGS_OWNERS = {
     "mlsys_core/commands": "each command is an entry point",
+    "mlsys_core/cli.py": "the `mlsys` entry point: Prefect's home in its state folder",
     "mlsys_core/serving/app.py": "create_app, the factory `uvicorn --factory` calls",
     "mlsys_core/training/launch.py": "ships the settings to torchrun worker processes",
     "mlsys_core/datasets/nycflights13/sample.py": "a dataset plug-in (no arguments) that "
