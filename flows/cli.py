@@ -66,12 +66,13 @@ def _train_config(text: str, option: str) -> object:
     """A ``TrainConfig`` from the option's JSON; a bad one is one line naming the option."""
     from pydantic import ValidationError  # noqa: PLC0415
 
+    from mlsys_core.messages import invalid  # noqa: PLC0415
     from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
 
     try:
         return TrainConfig.model_validate(_json(text, option))
     except ValidationError as err:
-        raise ValueError(f"{option}: {err}") from None
+        raise ValueError(f"{option}: {invalid(err)}") from None
 
 
 def register_pipeline(subparsers: argparse._SubParsersAction) -> None:

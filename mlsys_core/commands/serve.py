@@ -101,12 +101,14 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 -- keep `mlsys` fast for the other commands
     from pydantic import ValidationError  # noqa: PLC0415
 
+    from mlsys_core.messages import invalid  # noqa: PLC0415
     from mlsys_core.serving.app import CONFIG_ENV, create_app  # noqa: PLC0415
 
     try:
         config = build_config(args)
     except (ValidationError, json.JSONDecodeError) as err:
-        raise ValueError(f"bad serve config: {err}") from None
+        said = invalid(err) if isinstance(err, ValidationError) else err
+        raise ValueError(f"bad serve config: {said}") from None
     os.environ[CONFIG_ENV] = config.model_dump_json()
     # Reloads, rollbacks and log flushes are reported through `logging`.
     logging.basicConfig(

@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cluster_config(args: argparse.Namespace):  # noqa: ANN201 -- ClusterConfig, imported late
     from pydantic import ValidationError  # noqa: PLC0415
 
+    from mlsys_core.messages import invalid  # noqa: PLC0415
     from mlsys_core.serving.cluster import ClusterConfig  # noqa: PLC0415
 
     fields = {"replicas": args.replicas, "strategy": args.strategy, "port": args.port}
@@ -66,7 +67,9 @@ def cluster_config(args: argparse.Namespace):  # noqa: ANN201 -- ClusterConfig, 
         fields["restart"] = False
     try:
         return ClusterConfig.model_validate({**json.loads(args.config), **fields})
-    except (ValidationError, json.JSONDecodeError) as exc:
+    except ValidationError as exc:
+        raise ValueError(invalid(exc)) from None
+    except json.JSONDecodeError as exc:
         raise ValueError(str(exc)) from None
 
 
@@ -75,6 +78,7 @@ def replica_config(path: Path | None, model_name: str | None, spec: str | None) 
     checked here, once, rather than in every replica at start-up; None: the defaults."""
     from pydantic import ValidationError  # noqa: PLC0415
 
+    from mlsys_core.messages import invalid  # noqa: PLC0415
     from mlsys_core.serving.config import ServeConfig  # noqa: PLC0415
 
     if path is None and model_name is None and spec is None:
@@ -92,7 +96,8 @@ def replica_config(path: Path | None, model_name: str | None, spec: str | None) 
         return ServeConfig.model_validate(data).model_dump_json(exclude_defaults=True)
     except (OSError, ValidationError, json.JSONDecodeError) as exc:
         where = f"--serve-config {path}" if path else "serve config"
-        raise ValueError(f"bad {where}: {exc}") from None
+        said = invalid(exc) if isinstance(exc, ValidationError) else exc
+        raise ValueError(f"bad {where}: {said}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -78,6 +78,7 @@ def _print_env(env: dict[str, str]) -> None:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError  # noqa: PLC0415
 
+    from mlsys_core.messages import invalid  # noqa: PLC0415
     from mlsys_core.stack.postgres import PostgresError  # noqa: PLC0415
     from mlsys_core.stack.stack import StackConfig, StackError  # noqa: PLC0415
 
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 wanted = StackConfig.model_validate_json(args.config)
             except ValidationError as exc:
-                raise ValueError(f"bad --config: {exc}") from None
+                raise ValueError(f"bad --config: {invalid(exc)}") from None
             dataset = args.dataset or wanted.dataset or _settings().dataset
             if dataset is not None:
                 from mlsys_core.datasets import resolve_spec  # noqa: PLC0415

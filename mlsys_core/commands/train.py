@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
     from mlsys_core.datasets import spec_or_default  # noqa: PLC0415
     from mlsys_core.features.store import latest_feature_set  # noqa: PLC0415
+    from mlsys_core.messages import invalid  # noqa: PLC0415
     from mlsys_core.training import launch as launch_core  # noqa: PLC0415
     from mlsys_core.training.config import TrainConfig  # noqa: PLC0415
     from mlsys_core.training.distributed import LaunchConfig  # noqa: PLC0415
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             launcher="torchrun" if args.print_command else "auto",
         )
     except ValidationError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(invalid(exc)) from None
     settings = Settings()
     dataset = spec_or_default(args.spec, settings.dataset).name
     features = latest_feature_set(Lake(settings.lake_dir), dataset)

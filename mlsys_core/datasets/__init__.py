@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mlsys_core.messages import invalid
 from mlsys_core.spec import DatasetSpec
 
 GROUP = "mlsys.datasets"
@@ -98,7 +99,8 @@ def _load_module(ref: str, where: str) -> ModuleType:
             loader_spec.loader.exec_module(module)
         except Exception as err:
             del sys.modules[name]
-            raise SpecReferenceError(f"dataset reference {ref!r}: {path} failed: {err}") from err
+            said = f"invalid spec: {invalid(err)}" if isinstance(err, ValidationError) else err
+            raise SpecReferenceError(f"dataset reference {ref!r}: {path} failed: {said}") from err
         return module
     try:
         return importlib.import_module(where)
@@ -116,7 +118,9 @@ def _as_spec(ref: str, target: Any) -> DatasetSpec:
         try:
             made = target()
         except ValidationError as err:
-            raise SpecReferenceError(f"dataset reference {ref!r}: invalid spec: {err}") from err
+            raise SpecReferenceError(
+                f"dataset reference {ref!r}: invalid spec: {invalid(err)}"
+            ) from err
         if isinstance(made, DatasetSpec):
             return made
         raise SpecReferenceError(

@@ -122,3 +122,43 @@ def test_defaults_come_from_the_settings_or_fail_clearly() -> None:
     assert resolve_model_name(None, "nycflights13") == "flight-delay"
     with pytest.raises(SpecReferenceError, match="MLSYS_MODEL_NAME"):
         resolve_model_name(None, None)
+
+
+INVALID = {
+    # a field's problem, where it is
+    "recent": """
+from mlsys_core.datasets.digits import digits_spec
+
+def recent():
+    data = digits_spec().model_dump()
+    return digits_spec().model_validate({**data, "split": {"valid": "P1D", "test": "-P1D"}})
+""",
+    # a model check's words, as they were written, from a spec built when the file runs
+    "BUILT": """
+from mlsys_core.datasets.digits import digits_spec
+
+BUILT = digits_spec().model_validate({**digits_spec().model_dump(), "base": "nowhere"})
+""",
+}
+
+
+@pytest.mark.parametrize(
+    ("attr", "message"),
+    [
+        ("recent", "invalid spec: split.RecentSplit.test: Input should be greater than 0 seconds"),
+        ("BUILT", "failed: invalid spec: spec references undeclared sources: ['nowhere']"),
+    ],
+)
+def test_an_invalid_spec_is_one_line_of_what_is_wrong(
+    tmp_path: Path, attr: str, message: str
+) -> None:
+    """Pydantic's own text ran over several lines and dumped the whole spec as its input;
+    a user of `mlsys spec check` reads where each problem is and what it is."""
+    path = tmp_path / "invalid.py"
+    path.write_text(INVALID[attr])
+    with pytest.raises(SpecReferenceError) as err:
+        resolve_spec(f"{path}:{attr}")
+    said = str(err.value)
+    assert message in said, said
+    assert "\n" not in said and "errors.pydantic.dev" not in said and "input_value" not in said
+    assert "TimeSplit" not in said and "HashSplit" not in said  # not the members meant
