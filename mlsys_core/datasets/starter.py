@@ -61,7 +61,8 @@ _TIME_NAME = re.compile(
     r"(time|date|[ _.]at$|[ _.]ts$|^ts$|epoch|timestamp|(?-i:[a-z0-9](At|Ts)$))", re.IGNORECASE
 )
 _KEY_NAME = re.compile(r"(^id$|_id$|id$|_key$|_code$|_num$)", re.IGNORECASE)
-MAX_LOOKUP_KEYS = 3  # a lookup's key: at most this many columns together
+MAX_LOOKUP_KEYS = 3  # a lookup's key: at most this many columns together,
+MAX_SHARED_FOR_PAIRS = 6  # tried only among this few shared columns (41 checks at most)
 MAX_CATEGORIES = 50  # text columns with more distinct values look like free text or ids
 SAMPLE_ROWS = 200_000
 # A text column is proposed as numbers when at most this share of its values do not parse
@@ -639,7 +640,8 @@ def _lookups(
             and mine.dtype == column.dtype != "float"
             and not column.nullable
         ]
-        sizes = range(1, min(len(shared), MAX_LOOKUP_KEYS) + 1)
+        widest = MAX_LOOKUP_KEYS if len(shared) <= MAX_SHARED_FOR_PAIRS else 1
+        sizes = range(1, min(len(shared), widest) + 1)
         candidates = (list(c) for n in sizes for c in itertools.combinations(shared, n))
         key = next((c for c in candidates if _is_unique(other.frame, c)), None)
         if key is None:
