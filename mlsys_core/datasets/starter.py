@@ -138,40 +138,32 @@ def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
 
 
 def _dialect(path: Path) -> dict[str, str]:
-    """How a CSV file (gzipped or zipped too) writes its fields and decimals, where not as
-    the defaults (',' and '.'): a spreadsheet's export where ',' marks decimals uses ';'
-    between fields."""
+    """How a CSV file (gzipped or zipped too) writes its fields and decimals, and its text,
+    where not as the defaults (',', '.' and UTF-8): a spreadsheet's export where ',' marks
+    decimals uses ';' between fields, and Excel on Windows saves in its code page."""
     if detect_format(SourceSpec(name="probe", path=str(path)), path.name) != "csv":
         return {}
-    try:
-        head = _head(path, 65536)
+    try:  # unpacked once, as the ingest unpacks it (a .gz, a .zip archive's first member)
+        with unpacked(path, compression_of(path.name)) as handle:
+            text = handle.read()
     except (OSError, EOFError, zipfile.BadZipFile):
         return {}  # reading it whole says what is wrong with it, in the source's words
-    delimiter, mark = sniff_csv(head.decode("utf-8", errors="replace"))
+    delimiter, mark = sniff_csv(text[:65536].decode("utf-8", errors="replace"))
     found = {"delimiter": delimiter, "decimal": mark}  # not `decimal`: the module's name
-    found["encoding"] = _encoding(path)
+    found["encoding"] = _encoding(text)
     return {k: v for k, v in found.items() if v != SourceSpec.model_fields[k].default}
 
 
-def _encoding(path: Path) -> str:
+def _encoding(text: bytes) -> str:
     """UTF-8 when the whole text is; else Windows-1252, as Excel on Windows saves a CSV
     (accents as single bytes), or Latin-1 for bytes that code page leaves undefined."""
-    with unpacked(path, compression_of(path.name)) as handle:
-        data = handle.read()
     for encoding in ("utf-8", "cp1252"):
         try:
-            data.decode(encoding)
+            text.decode(encoding)
         except UnicodeDecodeError:
             continue
         return encoding
     return "latin-1"
-
-
-def _head(path: Path, size: int) -> bytes:
-    """The first ``size`` bytes of a file's text, unpacked as the ingest unpacks it (a
-    ``.gz`` file, or a ``.zip`` archive's first member)."""
-    with unpacked(path, compression_of(path.name)) as handle:
-        return handle.read(size)
 
 
 def _data_files(folder: Path) -> list[Path]:

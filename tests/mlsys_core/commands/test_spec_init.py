@@ -607,7 +607,7 @@ def test_a_tab_separated_export_with_a_rate_per_pair_of_columns_is_read_and_join
     (data / "notes.txt").write_text("exported by the front desk\n")
     out = tmp_path / "bookings_spec.py"
     args = [str(data), "--label", "IsCanceled", "--keys", "GuestID", "-o", str(out)]
-    code, printed, err = _init(capsys, *args)
+    code, _, err = _init(capsys, *args)
     assert code == 0, err
     spec = resolve_spec(f"{out}:export")
     sources = {s.name: s for s in spec.sources}
@@ -678,6 +678,8 @@ def test_a_csv_excel_saved_on_windows_is_read_in_its_code_page(
         ("bad", ["--label", "churned"], "not valid jsonl"),
         ("workbook", ["--label", "churned"], "data.xlsx: a spreadsheet workbook; save the sheet"),
         ("workbooks", ["--label", "churned"], "(data.xlsx: spreadsheet workbooks; save the sheet"),
+        # cut past the first 64 KB: the separator is sniffed, the whole text is not there
+        ("truncated", ["--label", "churned"], "not valid csv: Compressed file ended before"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -697,6 +699,10 @@ def test_bad_input_is_one_line(
         with zipfile.ZipFile(data, "w") as book:
             book.writestr("xl/workbook.xml", "<workbook/>")
         data = data.parent if setup == "workbooks" else data
+    elif setup == "truncated":
+        data = tmp_path / "data.csv.gz"
+        packed = gzip.compress(_activity(6000).to_csv(index=False).encode())
+        data.write_bytes(packed[: len(packed) * 3 // 4])
     if "-o" not in args:
         args = [*args, "-o", str(tmp_path / "spec.py")]
     code, _, err = _init(capsys, str(data), *args)
