@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mlsys_core.features.keys import KeyIndex, column_values, take_rows
-from mlsys_core.features.offline import NAT, OfflineStore, to_ns
+from mlsys_core.features.offline import NAT, OfflineStore, hits, to_ns
 from mlsys_core.features.pit import AsOfIndex, point_in_time_join
 from mlsys_core.spec import (
     AsOfJoin,
@@ -63,22 +63,8 @@ def lookup_join(
 def make_label(frame: pd.DataFrame, label: LabelSpec) -> pd.Series:
     """1.0 / 0.0, or NaN where the label column is null (no outcome to learn from)."""
     values = frame[label.column]
-    if label.positive is None:
-        hit = values > label.threshold
-    elif pd.api.types.is_numeric_dtype(values):
-        numbers = [float(p) for p in label.positive if _is_number(p)]
-        hit = values.isin(numbers)
-    else:
-        hit = values.astype(str).isin([str(p) for p in label.positive])
+    hit = pd.Series(hits(values, label.threshold, label.positive), index=frame.index)
     return hit.astype("float64").where(values.notna(), np.nan)
-
-
-def _is_number(value: object) -> bool:
-    try:
-        float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def assign_hash_split(frame: pd.DataFrame, split: HashSplit, columns: list[str]) -> pd.Series:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from mlsys_core.features.keys import KeyIndex, take_column, with_columns
 from mlsys_core.spec.definitions import (
+    Aggregation,
     Availability,
     DefinitionError,
     LatestView,
@@ -52,14 +53,18 @@ def to_ns(values: pd.Series | pd.Index) -> np.ndarray:
 
 
 def rule_ns(event: np.ndarray, rule: Availability, source: pd.DataFrame) -> np.ndarray:
-    """``event + sum(offset columns) minutes + lag``, not before ``event + at_least``, in ns;
-    int64 min where the event time or an offset is null (the time never comes)."""
+    """``start + sum(offset columns) minutes + lag``, not before ``event + at_least``, in ns,
+    where ``start`` is the event, or the rule's ``from_column`` (then never before the
+    event); int64 min where a time or an offset is null (the time never comes)."""
     offset = np.zeros(len(event), dtype=np.float64)
     for col in rule.offset_minutes:
         offset += pd.to_numeric(source[col], errors="coerce").to_numpy(np.float64)
-    known = (event != NAT) & np.isfinite(offset)
+    start = event if rule.from_column is None else to_ns(source[rule.from_column])
+    known = (event != NAT) & (start != NAT) & np.isfinite(offset)
     minutes_ns = np.where(known, np.round(offset * 60e9), 0).astype(np.int64)
-    out = event + minutes_ns + pd.Timedelta(rule.lag).value
+    out = np.where(known, start, 0) + minutes_ns + pd.Timedelta(rule.lag).value
+    if rule.from_column is not None:
+        out = np.maximum(out, event)
     if rule.at_least is not None:
         out = np.maximum(out, event + pd.Timedelta(rule.at_least).value)
     return np.where(known, out, NAT)
@@ -71,6 +76,35 @@ def counted(column: pd.Series) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(column):
         return np.isfinite(pd.to_numeric(column, errors="coerce").to_numpy(np.float64))
     return column.notna().to_numpy()
+
+
+def hits(
+    column: pd.Series, threshold: float | None, positive: list[str | float] | None
+) -> np.ndarray:
+    """Which values count as 1 for a rate or a label: ``column > threshold``, or ``column``
+    in the ``positive`` classes (numbers compared as numbers, anything else as text). A null
+    is never a hit."""
+    if positive is None:
+        values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+        with np.errstate(invalid="ignore"):
+            return values > threshold
+    if pd.api.types.is_numeric_dtype(column):
+        numbers = [float(p) for p in positive if _is_number(p)]
+        return column.isin(numbers).to_numpy(bool)
+    present = column.notna().to_numpy()
+    return present & column.astype(str).isin([str(p) for p in positive]).to_numpy(bool)
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _hit_name(agg: Aggregation) -> str:
+    return f"hit:{agg.column}:{agg.threshold}:{agg.positive}"
 
 
 def availability_ns(view: View, source: pd.DataFrame) -> np.ndarray:
@@ -176,8 +210,8 @@ class _PreparedView:
             if agg.function in ("sum", "mean"):
                 quantities.setdefault(f"sum:{agg.column}", np.where(known, values, 0.0))
             elif agg.function == "rate":
-                hits = (known & (values > agg.threshold)).astype(np.int64)
-                quantities.setdefault(f"hit:{agg.column}:{agg.threshold}", hits)
+                hit = known & hits(column, agg.threshold, agg.positive)[rows]
+                quantities.setdefault(_hit_name(agg), hit.astype(np.int64))
             elif agg.function == "mean_age":
                 since = (avail - self.anchor) / 1e9
                 quantities.setdefault(f"age:{agg.column}", np.where(known, since, 0.0))
@@ -240,7 +274,7 @@ class _PreparedView:
                     if agg.function == "mean":
                         mean = total(f"sum:{agg.column}", agg.window) / n
                     elif agg.function == "rate":
-                        mean = total(f"hit:{agg.column}:{agg.threshold}", agg.window) / n
+                        mean = total(_hit_name(agg), agg.window) / n
                     else:  # mean_age: t minus the mean availability, in minutes
                         since = (ts - self.anchor) / 1e9
                         mean = (since - total(f"age:{agg.column}", agg.window) / n) / 60.0

@@ -36,10 +36,20 @@ class Availability(_Frozen):
     """When a source row became known: ``timestamp + sum(offset_minutes columns) + lag``,
     and not before ``timestamp + at_least``.
 
-    A row whose offset columns are null never becomes available (a cancelled flight has no
-    arrival to learn from).
+    With ``from_column``, the rule starts from that time column instead of the timestamp:
+    a booking's outcome is learned on its arrival day, not when it was booked, so a
+    guest's past cancellations count only once their stays have come. The row is still
+    never known before its own timestamp.
+
+    A row whose offset columns (or ``from_column``) are null never becomes available (a
+    cancelled flight has no arrival to learn from).
     """
 
+    from_column: str | None = Field(
+        default=None,
+        description="A time column the rule starts from in place of the timestamp (when "
+        "the outcome is learned); None: the timestamp.",
+    )
     offset_minutes: list[str] = Field(
         default_factory=list, description="Columns holding minutes to add (delays, air time)."
     )
@@ -50,6 +60,11 @@ class Availability(_Frozen):
         "and its peers' in the same scheduled hour, away from a prediction made at that hour.",
     )
 
+    @property
+    def columns(self) -> list[str]:
+        """The source columns the rule reads, besides the timestamp."""
+        return [*([self.from_column] if self.from_column else []), *self.offset_minutes]
+
 
 ARITHMETIC = ("sum", "mean", "rate")  # the functions that read their column as numbers
 
@@ -58,7 +73,9 @@ class Aggregation(_Frozen):
     """One windowed feature over the rows that became available in ``[t - window, t)``.
 
     ``count`` counts rows whose ``column`` is not null; ``sum`` adds it; ``mean`` averages
-    it; ``rate`` is the share of those rows with ``column > threshold``; ``mean_age`` is the
+    it; ``rate`` is the share of those rows with ``column > threshold``, or with ``column``
+    in the ``positive`` classes (as a label rule reads them: a guest's share of cancelled
+    bookings, of a text column ``yes``/``no``); ``mean_age`` is the
     mean time, in minutes, from each of those rows' availability to ``t`` (how long they
     have been waiting, for a view of open events). An empty window gives count 0, sum 0
     (nothing was spent) and nulls.
@@ -69,14 +86,27 @@ class Aggregation(_Frozen):
     column: str
     window: timedelta
     threshold: float | None = None
+    positive: list[str | float] | None = Field(
+        default=None, description="For a rate: the classes that count as hits."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Aggregation:
         if self.window <= timedelta(0):
             raise ValueError(f"{self.name}: the window must be positive")
-        if (self.function == "rate") != (self.threshold is not None):
-            raise ValueError(f"{self.name}: a threshold is needed by 'rate' and only by it")
+        rules = (self.threshold is not None) + (self.positive is not None)
+        if self.function == "rate" and rules != 1:
+            raise ValueError(f"{self.name}: a rate needs exactly one of threshold and positive")
+        if self.function != "rate" and rules:
+            raise ValueError(f"{self.name}: threshold and positive are for a rate only")
+        if self.positive is not None and not self.positive:
+            raise ValueError(f"{self.name}: positive must name at least one class")
         return self
+
+    @property
+    def numeric(self) -> bool:
+        """Whether it reads its column as numbers (a rate of classes reads any column)."""
+        return self.function in ARITHMETIC and self.positive is None
 
 
 class WindowView(_Frozen):
@@ -131,8 +161,8 @@ class WindowView(_Frozen):
 
     @property
     def source_columns(self) -> list[str]:
-        cols = [*self.entity.join_keys, self.timestamp, *self.availability.offset_minutes]
-        cols += self.closes.offset_minutes if self.closes else []
+        cols = [*self.entity.join_keys, self.timestamp, *self.availability.columns]
+        cols += self.closes.columns if self.closes else []
         return list(dict.fromkeys([*cols, *(a.column for a in self.aggregations)]))
 
 
@@ -194,15 +224,26 @@ def check_views(views: list[WindowView | LatestView]) -> None:
 def check_aggregated_types(
     views: list[WindowView | LatestView], types: dict[str, dict[str, str]]
 ) -> None:
-    """A sum, mean or rate reads numbers: over a column its source's contract types as
-    text or time, it would be null on every row. ``types``: source -> column -> dtype."""
+    """A sum, mean or rate over a threshold reads numbers: over a column its source's
+    contract types as text or time, it would be null on every row. An availability starts
+    from a time. ``types``: source -> column -> dtype."""
     for view in views:
+        typed = types.get(view.source, {})
         for agg in getattr(view, "aggregations", []):
-            dtype = types.get(view.source, {}).get(agg.column)
-            if agg.function in ARITHMETIC and dtype not in (None, "int", "float"):
+            dtype = typed.get(agg.column)
+            if agg.numeric and dtype not in (None, "int", "float"):
                 raise DefinitionError(
                     f"view {view.name!r}: {agg.name} takes the {agg.function} of "
-                    f"{agg.column!r}, a {dtype} column; only count and mean_age take any column"
+                    f"{agg.column!r}, a {dtype} column; only count, mean_age and a rate of "
+                    "classes (positive=[...]) take any column"
+                )
+        rules = [getattr(view, "availability", None), getattr(view, "closes", None)]
+        for rule in filter(None, rules):
+            dtype = typed.get(rule.from_column) if rule.from_column else None
+            if dtype not in (None, "datetime"):
+                raise DefinitionError(
+                    f"view {view.name!r}: availability starts from {rule.from_column!r}, a "
+                    f"{dtype} column; from_column names a time"
                 )
 
 
@@ -224,13 +265,28 @@ def views_for(
 VALUES_VERSION = "2"
 
 
+def _unhashed(view: WindowView | LatestView) -> dict | None:
+    """The fields left out of a view's hash: its ttl, and options added since hashes were
+    first kept while they are unset, so a view that does not use them keeps its hash."""
+    if not isinstance(view, WindowView):
+        return None
+    out: dict = {"ttl": True}
+    for name in ("availability", "closes"):
+        rule = getattr(view, name)
+        if rule is not None and rule.from_column is None:
+            out[name] = {"from_column": True}
+    unset = [i for i, a in enumerate(view.aggregations) if a.positive is None]
+    if unset:
+        out["aggregations"] = {i: {"positive": True} for i in unset}
+    return out
+
+
 def definitions_hash(views: list[WindowView | LatestView]) -> str:
     """A content hash of the definitions; the online store keys its rows by it."""
     # A window view's ttl is a serving policy, not part of its values: left out, so setting
     # one neither invalidates a stored view nor makes a new feature-set version.
     text = "|".join(
-        v.model_dump_json(exclude={"ttl"} if isinstance(v, WindowView) else None)
-        for v in sorted(views, key=lambda v: v.name)
+        v.model_dump_json(exclude=_unhashed(v)) for v in sorted(views, key=lambda v: v.name)
     )
     text += f"|values {VALUES_VERSION}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -300,7 +356,7 @@ def check_streams(streams: list[EventStream], views: list[WindowView | LatestVie
     by_name = {v.name: v for v in views}
     for stream in streams:
         for kind in stream.events:
-            needed = [stream.timestamp, *kind.at.offset_minutes]
+            needed = [stream.timestamp, *kind.at.columns]
             if missing := [c for c in needed if c not in stream.columns]:
                 raise DefinitionError(
                     f"stream {stream.name!r}: event {kind.name!r} is timed by columns no "

@@ -62,10 +62,11 @@ from mlsys_core.features.offline import (
     availability_ns,
     closes_ns,
     counted,
+    hits,
     to_ns,
 )
 from mlsys_core.spec import ColumnRule, DatasetSpec, TableContract
-from mlsys_core.spec.definitions import ARITHMETIC, EventStream, WindowView, check_streams
+from mlsys_core.spec.definitions import Aggregation, EventStream, WindowView, check_streams
 from mlsys_core.stream.engine import StreamError, content_id, pending_segments, segment_id
 
 ENGINE_VERSION = "2"  # bump when the values change, so a rerun batch is not taken for an old one
@@ -109,11 +110,14 @@ class FeatureStreamJob(BaseModel):
     @property
     def event_contract(self) -> TableContract:
         """What an event must meet: the rules, every column optional. Where the contract is
-        silent, the timestamp is ISO 8601 UTC, and a column a view sums, averages or rates
-        (or offsets a time by) is a number, as both engines read it: text there is set
-        aside, not counted as missing."""
+        silent, the timestamp is ISO 8601 UTC, a column a view sums, averages or rates
+        over a threshold (or offsets a time by) is a number, and a column an availability
+        starts from is a time, as both engines read them: text there is set aside, not
+        counted as missing."""
         numbers = {c: ColumnRule(dtype="float") for c in _numeric_columns(self.views)}
-        rules = {self.stream.timestamp: ColumnRule(dtype="datetime"), **numbers, **self.rules}
+        times = {c: ColumnRule(dtype="datetime") for c in _time_columns(self.views)}
+        rules = {self.stream.timestamp: ColumnRule(dtype="datetime"), **times, **numbers}
+        rules |= self.rules
         return TableContract(
             columns={c: r.model_copy(update={"nullable": True}) for c, r in rules.items()}
         )
@@ -121,10 +125,15 @@ class FeatureStreamJob(BaseModel):
 
 def _numeric_columns(views: list[WindowView]) -> list[str]:
     keys = {c for v in views for c in [*v.entity.join_keys, v.timestamp]}
-    read = [a.column for v in views for a in v.aggregations if a.function in ARITHMETIC]
+    read = [a.column for v in views for a in v.aggregations if a.numeric]
     offsets = [c for v in views for c in v.availability.offset_minutes]
     offsets += [c for v in views if v.closes for c in v.closes.offset_minutes]
     return [c for c in dict.fromkeys([*offsets, *read]) if c not in keys]
+
+
+def _time_columns(views: list[WindowView]) -> list[str]:
+    rules = [r for v in views for r in (v.availability, v.closes) if r is not None]
+    return list(dict.fromkeys(r.from_column for r in rules if r.from_column))
 
 
 def _kept_columns(stream: EventStream, views: list[WindowView]) -> list[str]:
@@ -455,6 +464,10 @@ class _Columns:
     def counted(self, column: str) -> np.ndarray:
         return self._memoized(("counted", column), lambda: counted(self[column]))
 
+    def hits(self, agg: Aggregation) -> np.ndarray:
+        key = ("hits", agg.column, agg.threshold, str(agg.positive))
+        return self._memoized(key, lambda: hits(self[agg.column], agg.threshold, agg.positive))
+
     def available(self, view: WindowView) -> np.ndarray:
         key = ("available", view.timestamp, view.availability.model_dump_json())
         return self._memoized(key, lambda: availability_ns(view, self))  # type: ignore[arg-type]
@@ -531,7 +544,7 @@ class _ViewRows:
             if agg.function in ("sum", "mean"):
                 weights = values[valid]
             elif agg.function == "rate":
-                weights = (values[valid] > agg.threshold).astype(np.float64)
+                weights = self.cols.hits(agg)[valid].astype(np.float64)
             else:  # mean_age, in minutes
                 weights = (as_of - self.avail[valid]).astype(np.float64) / 60e9
             total = np.bincount(at, weights=weights, minlength=self.n_entities)[wanted]

@@ -27,6 +27,7 @@ from mlsys_core.spec.definitions import (
 
 T0 = pd.Timestamp("2013-03-10T00:00:00Z")
 SHOP = Entity(name="shop", join_keys=["shop"])
+HOUR = timedelta(hours=1)
 PAIR = Entity(name="pair", join_keys=["shop", "lane"])
 
 
@@ -110,6 +111,32 @@ WINDOW = _window_view().model_copy(
 PAIRS = _window_view(PAIR, "pairs")
 VIEWS = [WINDOW, PAIRS, OPEN, LATEST]
 FEATURES = [f for v in VIEWS for f in v.features]
+# Outcomes learned later, at another time column (``settled``; before ``at`` in some rows,
+# null in others), as shares of text classes and of whole numbers: a guest's cancellations.
+SETTLED = WindowView(
+    name="settled",
+    source="events",
+    entity=SHOP,
+    timestamp="at",
+    availability=Availability(from_column="settled", lag=timedelta(minutes=5)),
+    aggregations=[
+        Aggregation(name="settled_n_60", function="count", column="outcome", window=HOUR),
+        Aggregation(
+            name="settled_yes_60",
+            function="rate",
+            column="outcome",
+            positive=["yes", "maybe"],
+            window=HOUR,
+        ),
+        Aggregation(
+            name="settled_lane_240",
+            function="rate",
+            column="lane",
+            positive=[1, "2"],
+            window=4 * HOUR,
+        ),
+    ],
+)
 
 
 # -- brute-force reference ---------------------------------------------------------------------
@@ -123,11 +150,14 @@ def _reference_availability(
         (source[c].astype("float64") for c in rule.offset_minutes),
         pd.Series(0.0, index=source.index),
     )
-    avail = source[view.timestamp] + pd.to_timedelta(minutes, unit="min") + rule.lag
-    if rule.at_least is not None:
-        floor = source[view.timestamp] + rule.at_least
+    event = source[view.timestamp]
+    start = event if rule.from_column is None else source[rule.from_column]
+    avail = start + pd.to_timedelta(minutes, unit="min") + rule.lag
+    floors = [event] if rule.from_column else []  # never known before it happened
+    floors += [event + rule.at_least] if rule.at_least is not None else []
+    for floor in floors:
         avail = avail.where(avail.isna() | (avail >= floor), floor)
-    return avail.where(minutes.notna())
+    return avail.where(minutes.notna() & start.notna())
 
 
 def _reference_window(
@@ -148,8 +178,13 @@ def _reference_window(
             values[agg.name] = np.nan
         elif agg.function == "mean":
             values[agg.name] = hits.mean()
-        elif agg.function == "rate":
+        elif agg.function == "rate" and agg.positive is None:
             values[agg.name] = (hits > agg.threshold).mean()
+        elif agg.function == "rate":  # classes: text to text, numbers to numbers
+            classes = [str(p) for p in agg.positive]
+            if pd.api.types.is_numeric_dtype(hits):
+                classes = [float(p) for p in agg.positive]
+            values[agg.name] = hits.isin(classes).mean()
         else:  # mean_age, in minutes
             values[agg.name] = ((t - avail[inside]).dt.total_seconds() / 60).mean()
     return values
@@ -231,6 +266,12 @@ def _events(rows: list) -> pd.DataFrame:
             "delay": frame["delay"].astype("float64"),
             "value": frame["value"].astype("float64"),
             "close": frame["close"].astype("float64"),
+            # Settled ``close`` minutes after ``at``, with an outcome read off the value.
+            "settled": T0
+            + pd.to_timedelta(frame["minute"] + frame["close"].astype("float64"), unit="min"),
+            "outcome": frame["value"].map(
+                lambda v: None if pd.isna(v) else ("yes", "no", "maybe")[int(v) % 3]
+            ),
         }
     )
 
@@ -277,6 +318,17 @@ def test_features_equal_a_brute_force_scan(events: list, readings: list, rows: l
     assert list(actual.index) == list(entity.index)
     pd.testing.assert_frame_equal(actual[entity.columns], entity)
     _compare(actual, reference_features(VIEWS, tables, entity, "ts"))
+
+
+@HYPOTHESIS
+@given(events=event_rows, rows=entity_rows)
+def test_outcomes_learned_at_another_time_equal_a_brute_force_scan(
+    events: list, rows: list
+) -> None:
+    tables = {"events": _events(events)}
+    entity = _entities(rows)
+    actual = OfflineStore([SETTLED], tables).get_historical_features(entity, SETTLED.features, "ts")
+    _compare(actual, reference_features([SETTLED], tables, entity, "ts"))
 
 
 @HYPOTHESIS
@@ -383,6 +435,44 @@ def test_availability_is_strict_and_never_before_the_floor() -> None:
         _entities([("a", 0, 91)]), ["shop_temp"], "ts"
     )
     assert late["shop_temp"].isna().all()
+
+
+def test_an_outcome_counts_from_the_time_it_is_learned_never_before_its_event() -> None:
+    """A guest's cancellations, learned on each booking's arrival day: a booking counts from
+    its arrival, one without an arrival never counts, and one whose arrival is written
+    before its booking counts from the booking (it cannot be known before it happened)."""
+    day = pd.Timedelta(days=1)
+    bookings = pd.DataFrame(
+        {
+            "guest": ["g", "g", "g", "g"],
+            "booked_at": [T0, T0 + day, T0 + 2 * day, T0 + 20 * day],
+            "arrival": [T0 + 10 * day, T0 + 3 * day, pd.NaT, T0 + 5 * day],
+            "canceled": ["yes", "no", "yes", "yes"],
+        }
+    )
+    view = WindowView(
+        name="guest_history",
+        source="bookings",
+        entity=Entity(name="guest", join_keys=["guest"]),
+        timestamp="booked_at",
+        availability=Availability(from_column="arrival"),
+        aggregations=[
+            Aggregation(name="canceled_n", function="count", column="canceled", window=365 * day),
+            Aggregation(
+                name="canceled_share",
+                function="rate",
+                column="canceled",
+                positive=["yes"],
+                window=365 * day,
+            ),
+        ],
+    )
+    rows = pd.DataFrame({"guest": "g", "t": [T0 + d * day for d in (2, 4, 11, 19, 21)]})
+    out = OfflineStore([view], {"bookings": bookings}).get_historical_features(
+        rows, view.features, "t"
+    )
+    assert out["canceled_n"].tolist() == [0, 1, 2, 2, 3]
+    assert out["canceled_share"].fillna(-1).tolist() == [-1, 0.0, 0.5, 0.5, pytest.approx(2 / 3)]
 
 
 def test_naive_timestamps_are_utc_and_unknown_keys_get_empty_windows() -> None:

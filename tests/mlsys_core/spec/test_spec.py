@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.spec import DatasetSpec, SourceSpec, TimeSplit
+from mlsys_core.spec.definitions import definitions_hash
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -68,6 +69,31 @@ def _mean_of_text(d: dict[str, Any]) -> None:
     view["aggregations"][0] |= {"function": "mean", "column": "tailnum", "threshold": None}
 
 
+def _rate_of_text(d: dict[str, Any]) -> None:
+    view = next(v for v in d["feature_views"] if v["kind"] == "window")
+    view["aggregations"][0] |= {"function": "rate", "column": "tailnum", "threshold": 0.5}
+
+
+def _learned_at_text(d: dict[str, Any]) -> None:
+    view = next(v for v in d["feature_views"] if v["kind"] == "window")
+    view["availability"]["from_column"] = "tailnum"
+
+
+def _rate_two_rules(d: dict[str, Any]) -> None:
+    view = next(v for v in d["feature_views"] if v["kind"] == "window")
+    view["aggregations"][0] |= {"function": "rate", "threshold": 0.5, "positive": ["x"]}
+
+
+def _count_of_classes(d: dict[str, Any]) -> None:
+    view = next(v for v in d["feature_views"] if v["kind"] == "window")
+    view["aggregations"][0] |= {"function": "count", "threshold": None, "positive": ["x"]}
+
+
+def _rate_of_no_class(d: dict[str, Any]) -> None:
+    view = next(v for v in d["feature_views"] if v["kind"] == "window")
+    view["aggregations"][0] |= {"function": "rate", "threshold": None, "positive": []}
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -77,12 +103,47 @@ def _mean_of_text(d: dict[str, Any]) -> None:
         (_view_feature_twice, "features produced by more than one view"),
         (_base_undeclared, "undeclared sources: ['trips']"),
         (_contract_undeclared, "contracts for undeclared sources: ['airlines']"),
-        (_mean_of_text, "the mean of 'tailnum', a string column; only count and mean_age"),
+        (_mean_of_text, "the mean of 'tailnum', a string column; only count, mean_age"),
+        (_rate_of_text, "a rate of classes (positive=[...]) take any column"),
+        (_learned_at_text, "availability starts from 'tailnum', a string column"),
+        (_rate_two_rules, "a rate needs exactly one of threshold and positive"),
+        (_count_of_classes, "threshold and positive are for a rate only"),
+        (_rate_of_no_class, "positive must name at least one class"),
     ],
 )
 def test_inconsistent_spec_is_rejected(edit: Edit, message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
         _edited(edit)
+
+
+def test_a_rate_of_text_classes_learned_at_another_time_is_a_valid_view() -> None:
+    """A share of text classes, over rows known from another time column: the spec takes
+    it, and the definitions hash moves with each option."""
+
+    def history(d: dict[str, Any]) -> None:
+        view = next(v for v in d["feature_views"] if v["kind"] == "window")
+        view["availability"]["from_column"] = "time_hour"
+        view["aggregations"][0] |= {
+            "function": "rate",
+            "column": "tailnum",
+            "threshold": None,
+            "positive": ["N14228", "N24211"],
+        }
+
+    spec, reference = _edited(history), nycflights13_spec()
+    view = next(v for v in spec.feature_views if v.kind == "window")
+    assert view.availability.from_column == "time_hour"
+    assert view.aggregations[0].positive == ["N14228", "N24211"]
+    assert "time_hour" in view.source_columns
+    assert definitions_hash(spec.feature_views) != definitions_hash(reference.feature_views)
+
+
+def test_views_that_use_no_new_option_keep_their_hash() -> None:
+    """The online store keys its rows by the definitions hash: options added later (a
+    rate's classes, an availability's time column) leave it alone while unset, so an
+    upgrade does not rewrite a store, nor call its values another definition's. Pinned:
+    change it only with VALUES_VERSION, on purpose."""
+    assert definitions_hash(nycflights13_spec().feature_views) == "c7340fd1fc87db86"
 
 
 def test_reference_spec_round_trips_through_json() -> None:

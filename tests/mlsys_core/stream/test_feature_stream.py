@@ -707,3 +707,86 @@ def test_events_nested_as_the_source_writes_them_count_an_id_column(tmp_path: Pa
     truth = table[since & (table["opened_at"] < as_of)].groupby("customer.id").size()
     assert truth.min() > 0
     assert offline["tickets_2h"].tolist() == truth.reindex(customers["customer.id"]).tolist()
+
+
+# -- a third dataset: bookings, whose outcome is learned on the arrival day --------------------
+GUEST_HISTORY = WindowView(
+    name="guest_history",
+    source="bookings",
+    entity=Entity(name="guest", join_keys=["guest"]),
+    timestamp="booked_at",
+    availability=Availability(from_column="arrival", lag=timedelta(hours=12)),
+    aggregations=[
+        Aggregation(name="stays_30d", function="count", column="canceled", window=timedelta(30)),
+        Aggregation(
+            name="canceled_30d",
+            function="rate",
+            column="canceled",
+            positive=["yes"],
+            window=timedelta(30),
+        ),
+    ],
+)
+BOOKINGS = EventStream(
+    name="bookings",
+    source="bookings",
+    key=["booking"],
+    timestamp="booked_at",
+    events=[
+        EventKind(name="booked", columns=["guest", "arrival"]),
+        EventKind(
+            name="settled",
+            at=Availability(from_column="arrival", lag=timedelta(hours=12)),
+            columns=["guest", "arrival", "canceled"],
+        ),
+    ],
+    views=["guest_history"],
+    retention=timedelta(days=60),
+)
+
+
+def test_a_rate_of_outcomes_learned_on_arrival_streams_as_offline_computes_it(tmp_path: Path):
+    """A guest's share of cancelled stays, of a text column ``yes``/``no``, each known from
+    its arrival day: bookings arrive as events when booked and again when settled, weeks
+    later, and the stream's values equal the offline store's at every watermark. A settled
+    booking is never counted before its arrival, though its booking came long before."""
+    rng = np.random.default_rng(11)
+    n = 240
+    booked = pd.Timestamp("2024-03-01T00:00Z") + pd.to_timedelta(
+        np.sort(rng.uniform(0, 90 * 24 * 60, n)).round(), unit="min"
+    )
+    arrival = (booked + pd.to_timedelta(rng.integers(1, 40, n), unit="D")).normalize()
+    table = pd.DataFrame(
+        {
+            "booking": [f"B{i:04d}" for i in range(n)],
+            "guest": rng.choice([f"G{i}" for i in range(12)], n),
+            "booked_at": booked,
+            "arrival": arrival,
+            "canceled": rng.choice(["yes", "no"], n, p=[0.3, 0.7]),
+        }
+    )
+    job = FeatureStreamJob(name="bookings", stream=BOOKINGS, views=[GUEST_HISTORY])
+    events = source_events(BOOKINGS, table)
+    settled = events[events[BOOKINGS.kind_column] == "settled"]
+    assert (  # each outcome's event is timed by the arrival, not the booking
+        pd.to_datetime(settled[BOOKINGS.time_column], utc=True).to_numpy()
+        == (
+            table.set_index("booking").loc[settled["booking"], "arrival"] + pd.Timedelta(hours=12)
+        ).to_numpy()
+    ).all()
+    stats = replay_and_compare(job, events, np.zeros(len(events)), tmp_path, rows=25)
+    assert stats["checked"] > 0 and stats["skew_cells"] == 0
+    # Not a vacuous agreement: guests had settled stays, some cancelled, along the way.
+    assert stats["max"]["stays_30d"] >= 3 and stats["max"]["canceled_30d"] > 0
+    # And the rows a store holds at the end are the guests' shares over arrivals alone.
+    as_of = pd.Timestamp(stats["outcomes"][-1].watermark)
+    known = table["arrival"] + pd.Timedelta(hours=12)
+    recent = table[(known < as_of) & (known >= as_of - pd.Timedelta(days=30))]
+    share = recent.groupby("guest")["canceled"].agg(lambda c: (c == "yes").mean())
+    guests = table[["guest"]].drop_duplicates()
+    ours = stats["published"].frame(GUEST_HISTORY, guests).set_index(guests["guest"])
+    np.testing.assert_allclose(
+        ours["canceled_30d"].to_numpy(np.float64),
+        share.reindex(guests["guest"]).to_numpy(np.float64),
+        equal_nan=True,
+    )
