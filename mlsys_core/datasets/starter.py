@@ -60,7 +60,12 @@ _ZONE_TODO = "TODO: times without an offset are UTC; else set timezone="
 _TIME_NAME = re.compile(
     r"(time|date|[ _.]at$|[ _.]ts$|^ts$|epoch|timestamp|(?-i:[a-z0-9](At|Ts)$))", re.IGNORECASE
 )
-_KEY_NAME = re.compile(r"(^id$|_id$|id$|_key$|_code$|_num$)", re.IGNORECASE)
+# A key by its name: customer_id, BookingID, zip_code, "Order No.", PhoneNumber, and the
+# compounds of other languages' spreadsheets (Kundennummer, Bestellnr, numero_cliente).
+_KEY_NAME = re.compile(
+    r"(id$|_key$|_code$|_num$|(^|[ _.])(no|nr)\.?$|nr\.?$|number$|nummer$|^n[uú]mero)",
+    re.IGNORECASE,
+)
 MAX_LOOKUP_KEYS = 3  # a lookup's key: at most this many columns together,
 MAX_SHARED_FOR_PAIRS = 6  # tried only among this few shared columns (41 checks at most)
 MAX_CATEGORIES = 50  # text columns with more distinct values look like free text or ids
@@ -500,6 +505,7 @@ def _guess_keys(table: Table, exclude: set[str]) -> list[str]:
         and c.dtype in ("int", "string")
         and _KEY_NAME.search(c.name)
         and not c.nullable
+        and table.frame[c.name].nunique() > 2  # noqa: PLR2004 -- a yes/no ("Paid") names no one
     ]
     repeated = [n for n in named if table.frame[n].nunique() < rows]
     if not named:  # no name says key: a row id the data numbers in order is one
@@ -647,8 +653,8 @@ def _lookups(
 
 def _py(value: object) -> str:
     """``value`` as Python source, in the project's style (double quotes)."""
-    if isinstance(value, str):
-        return json.dumps(value)
+    if isinstance(value, str):  # accents as written: "Gekündigt", not "Gek\u00fcndigt"
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_py(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -743,6 +749,8 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     numeric, categorical, notes = _features(base, used, label_values)
     lookups = _lookups(tables, base, used)
     _unbound(base, keys)
+    for table in tables:  # an order number: the next order's is past every one seen
+        _unbound(table, [c.name for c in table.columns.values() if _is_id(table, c)])
     for other, key, _ in lookups:
         _unbound(base, key)
         _unbound(other, key)

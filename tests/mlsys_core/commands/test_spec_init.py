@@ -382,6 +382,33 @@ def test_rows_numbered_in_order_are_the_key_and_a_12_hour_clock_reads_as_written
     assert spec.entity_keys != ["Parcel"] and "Parcel" in spec.features.numeric
 
 
+def test_a_german_export_names_its_customer_and_order_numbers_in_its_own_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``Bestellnr`` (the order number, one per row, rising) and ``Kundennummer`` (the
+    customer, repeated) were named like no key: the rising order numbers were the entity,
+    with a range that quarantined the next order. A yes/no column whose name ends in "id"
+    (``Paid``) is no one. Names keep their accents in the spec file."""
+    frame = _activity().drop(columns=["account_id"])
+    frame.insert(0, "Bestellnr", np.arange(100000, 100000 + len(frame)))
+    frame.insert(1, "Paid", np.where(np.arange(len(frame)) % 3 == 0, "yes", "no"))
+    frame.insert(2, "Kundennummer", [f"K{i % 60:04d}" for i in range(len(frame))])
+    frame = frame.rename(columns={"churned": "Gekündigt"})
+    data = _write(frame, tmp_path / "abos.csv")
+    out = tmp_path / "abos_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "Gekündigt", "-o", str(out))
+    assert code == 0, err
+    text = out.read_text(encoding="utf-8")
+    assert '"Gekündigt": ColumnRule(' in text and "\\u00fc" not in text
+    spec = resolve_spec(f"{out}:abos")
+    assert spec.entity_keys == ["Kundennummer"] and spec.label.column == "Gekündigt"
+    assert "Bestellnr" not in spec.input_columns and "Paid" in spec.features.categorical
+    contract = spec.contracts["abos"]
+    assert (contract.columns["Bestellnr"].ge, contract.columns["Bestellnr"].le) == (None, None)
+    later = frame.tail(3).assign(Bestellnr=[200000, 200001, 200002])  # the next orders
+    assert clean_table(later.reset_index(drop=True), contract).reasons == {}
+
+
 @pytest.mark.parametrize("packed", ["", ".gz", ".zip"])
 def test_a_spreadsheet_export_with_semicolons_and_decimal_commas_is_read_as_written(
     tmp_path: Path, capsys: pytest.CaptureFixture, packed: str
