@@ -64,13 +64,39 @@ def bool_text(value: bool) -> str:
 
 def _coerce(values: pd.Series, rule: ColumnRule) -> pd.Series:
     if rule.dtype in ("int", "float"):
-        if pd.api.types.is_bool_dtype(values):
-            values = values.astype(object)  # True is not a number in a data file
-        numbers = pd.to_numeric(values, errors="coerce")
-        return numbers.astype("float64")
+        return read_numbers(values, rule)
     if rule.dtype == "datetime":
         return to_utc_datetimes(values, rule)
     return values.astype("string").astype(object).where(values.notna(), None)
+
+
+def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:
+    """Numbers as float64, NaN where a value is none: a number as it is, and text with the
+    rule's ``strip`` texts removed and its ``decimal`` mark read (``$1,234.50``)."""
+    if pd.api.types.is_bool_dtype(values):
+        values = values.astype(object)  # True is not a number in a data file
+    written = rule.strip is not None or rule.decimal != "."
+    if written and not pd.api.types.is_numeric_dtype(values):
+        values = values.astype(object)
+        text = values.map(lambda v: isinstance(v, str)).astype(bool)
+        if text.any():
+            plain = values[text].astype(str)
+            for mark in rule.strip or []:
+                plain = plain.str.replace(mark, "", regex=False)
+            if rule.decimal != ".":
+                plain = plain.str.replace(rule.decimal, ".", regex=False)
+            values = values.copy()
+            values[text] = plain.str.strip()
+    return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
+def number_notation(rule: ColumnRule) -> str:
+    """The texts ``read_numbers`` reads, in words."""
+    if rule.strip is None and rule.decimal == ".":
+        return "a number"
+    parts = [f"without {', '.join(map(repr, rule.strip))}"] if rule.strip else []
+    parts += [f"with {rule.decimal!r} for decimals"] if rule.decimal != "." else []
+    return f"a number, or text as the data writes it ({'; '.join(parts)})"
 
 
 def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa: PLR0911

@@ -24,7 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlsys_core.data.contract import clean_table, infer_column_types, to_utc_datetimes
+from mlsys_core.data.contract import (
+    clean_table,
+    infer_column_types,
+    read_numbers,
+    to_utc_datetimes,
+)
 from mlsys_core.data.sources import (
     SAVE_AS_CSV,
     WORKBOOKS,
@@ -438,13 +443,22 @@ def type_columns(table: Table) -> None:
             note = "; ".join(n for n in (note, far) if n)
             table.columns[name] = Column(name, "datetime", nullable, rule, note)
             continue
+        written = _written_numbers(values) if kind == "string" else None
+        if written is not None:
+            kind = written.dtype
         if kind in ("int", "float"):
-            parsed = pd.to_numeric(values, errors="coerce")
+            written = written or ColumnRule(dtype=kind)
+            parsed = read_numbers(values, written)
             numbers = parsed.dropna()
             low, high = _number(numbers.min(), kind), _number(numbers.max(), kind, up=True)
-            rule = ColumnRule(dtype=kind, nullable=nullable, ge=low, le=high)
+            bounds = {"nullable": nullable, "ge": low, "le": high}
+            rule = ColumnRule.model_validate(written.model_dump() | bounds)
             stray = values[values.notna() & parsed.isna()]  # present, but not a number
             note = ""
+            if written.strip:
+                read = values[parsed.notna()].astype(str)
+                longest = read.str.len().idxmax()  # the one most marks are in
+                note = f"written as {read[longest]!r}: read as {parsed[longest]:g}"
             if len(stray):
                 seen = ", ".join(repr(v) for v in list(dict.fromkeys(map(str, stray)))[:3])
                 note = (
@@ -456,6 +470,40 @@ def type_columns(table: Table) -> None:
         table.columns[name] = Column(
             name, "string", nullable, ColumnRule(dtype="string", nullable=nullable)
         )
+
+
+# What a spreadsheet writes numbers with: a unit or a currency (26.6%, $1,234.50, 1.234,56 €),
+# and spaces that group thousands (1 234,56).
+_NUMBER_MARKS = ("%", "$", "€", "£", "¥", "₹", "CHF", "EUR", "USD", "GBP")
+_GROUP_SPACES = (" ", "\xa0", "\u202f")
+
+
+def _written_numbers(values: pd.Series) -> ColumnRule | None:
+    """How a text column writes numbers, when nearly all of it reads as numbers without its
+    unit or currency and its thousands separators: a rule with ``strip`` and ``decimal``
+    (its dtype an int when no value has decimals). None for text."""
+    text = values.dropna().astype(str).str.strip()
+    marks = [m for m in _NUMBER_MARKS if text.str.contains(m, regex=False).any()]
+    spaced = any(text.str.contains(g, regex=False).any() for g in _GROUP_SPACES)
+    if text.empty or not (marks or spaced):  # else text, or numbers the reader read
+        return None
+    bare = text
+    for mark in marks:
+        bare = bare.str.replace(mark, "", regex=False)
+    bare = bare.str.strip()
+    best: tuple[pd.Series, str, str] | None = None
+    for point, group in ((".", ","), (",", ".")):  # a tie reads as English does
+        groups = re.escape(group) + "".join(_GROUP_SPACES)
+        whole = rf"[+-]?(\d{{1,3}}([{groups}]\d{{3}})+|\d+)"
+        read = bare[bare.str.fullmatch(rf"{whole}({re.escape(point)}\d+)?")]
+        if best is None or len(read) > len(best[0]):
+            best = (read, point, group)
+    read, point, group = best  # type: ignore[misc]
+    if len(read) < (1 - NUMBERS_TOLERANCE) * len(text):
+        return None
+    grouped = [g for g in (group, *_GROUP_SPACES) if read.str.contains(g, regex=False).any()]
+    integral = not read.str.contains(point, regex=False).any()
+    return ColumnRule(dtype="int" if integral else "float", strip=marks + grouped, decimal=point)
 
 
 def _label_rule(
@@ -605,8 +653,8 @@ def _features(
             notes.append(f"{name}: a different value on every row, rising (an id)")
         elif column.dtype in ("int", "float"):
             numeric.append(name)
-            numbers = pd.to_numeric(values, errors="coerce")
-            if target.notna().sum() > 2 and numbers.std() and target.std():  # noqa: PLR2004
+            numbers = read_numbers(values, column.rule)
+            if target.notna().sum() > 2 and numbers.std() > 0 and target.std() > 0:  # noqa: PLR2004
                 corr = abs(float(np.corrcoef(*_paired(numbers, target))[0, 1]))
                 if corr > 0.95:  # noqa: PLR2004 -- nearly the answer itself
                     notes.append(f"{name}: correlates {corr:.2f} with the label: leakage?")
@@ -671,7 +719,7 @@ def _rule_text(rule: ColumnRule) -> str:
     fields.setdefault("dtype", rule.dtype)
     if rule.dtype == "int":  # bounds of whole numbers read as whole numbers
         fields |= {k: int(fields[k]) for k in ("ge", "le") if k in fields}
-    order = ["dtype", "nullable", "ge", "le", "format", "unit", "timezone"]
+    order = ["dtype", "nullable", "ge", "le", "format", "unit", "timezone", "strip", "decimal"]
     return "ColumnRule(" + ", ".join(f"{k}={_py(fields[k])}" for k in order if k in fields) + ")"
 
 
@@ -742,6 +790,8 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     if label in keys or label == time:
         raise StarterError(f"the label {label!r} cannot also be a key or the event time")
     label_values = base.frame[label]
+    if base_cols[label].dtype in ("int", "float"):  # as the lake reads it: "12%" is 12
+        label_values = read_numbers(label_values, base_cols[label].rule)
     rule, rule_note = _label_rule(label_values, base_cols[label].dtype, threshold, positive)
     if base_cols[label].dtype == "string" and "threshold" in rule:
         raise StarterError(f"--threshold: the label {label!r} is text; use --positive")

@@ -39,12 +39,20 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     WithJsonSchema,
     create_model,
     model_validator,
 )
 
-from mlsys_core.data.contract import bool_text, read_times, time_notation, unread_time
+from mlsys_core.data.contract import (
+    bool_text,
+    number_notation,
+    read_numbers,
+    read_times,
+    time_notation,
+    unread_time,
+)
 from mlsys_core.data.sources import flat_objects
 from mlsys_core.features.assemble import request_keys
 from mlsys_core.serving.sources import ServingPlan
@@ -220,6 +228,28 @@ def _bounded(time: Any, rule: ColumnRule) -> Any:
 
 
 def _number(rule: ColumnRule | None, integer: bool = False) -> Any:
+    number = _plain_number(rule, integer)
+    if rule is None or (rule.strip is None and rule.decimal == "."):
+        return number
+
+    def read(value: Any) -> Any:
+        """Text as the data writes it (``$1,234.50``), read as the lake reads the column."""
+        if not isinstance(value, str):
+            return value
+        parsed = float(read_numbers(pd.Series([value], dtype=object), rule).iloc[0])
+        if not math.isfinite(parsed):
+            raise ValueError(f"must be {number_notation(rule)}")
+        return _whole(parsed) if integer else parsed
+
+    schema = TypeAdapter(number).json_schema()
+    return Annotated[
+        number,
+        BeforeValidator(read),
+        WithJsonSchema({"anyOf": [schema, {"type": "string", "maxLength": MAX_TEXT}]}),
+    ]
+
+
+def _plain_number(rule: ColumnRule | None, integer: bool = False) -> Any:
     bounds = {"ge": rule.ge, "le": rule.le} if rule else {}
     bounds = {k: v for k, v in bounds.items() if v is not None}
     if integer:

@@ -129,6 +129,11 @@ class ColumnRule(_Frozen):
     offset were recorded (local times a clock change skips or repeats are quarantined).
     A datetime column's bounds are times (``le=datetime(2031, 1, 1, tzinfo=UTC)``): a typo
     such as 2099 is quarantined instead of dating a ``RecentSplit``'s windows.
+
+    Numbers a spreadsheet wrote as text are read with ``strip``, the texts removed first,
+    and ``decimal``, their decimal mark: ``strip=["%"]`` reads ``26.6%`` as 26.6 (the value
+    as written, in its unit), ``strip=["$", ","]`` reads ``$1,234.50`` as 1234.5, and
+    ``strip=["€", "."], decimal=","`` reads ``1.234,56 €`` as 1234.56.
     """
 
     dtype: Literal["int", "float", "string", "datetime"]
@@ -145,6 +150,24 @@ class ColumnRule(_Frozen):
         default=None, description="A datetime given as epoch numbers in this unit."
     )
     timezone: str = Field(default="UTC", description="Zone of datetimes without an offset.")
+    strip: list[str] | None = Field(
+        default=None, description="Texts removed from a number written as text ('%', '$', ',')."
+    )
+    decimal: Literal[".", ","] = Field(
+        default=".", description="The decimal mark of a number written as text."
+    )
+
+    @model_validator(mode="after")
+    def _number_options(self) -> ColumnRule:
+        if (self.strip is not None or self.decimal != ".") and self.dtype not in ("int", "float"):
+            raise ValueError(f"strip and decimal apply to number columns only, not {self.dtype}")
+        for text in self.strip or []:
+            if not text or any(c.isdigit() for c in text) or self.decimal in text:
+                raise ValueError(
+                    f"strip {text!r}: a text to remove holds no digit and no decimal mark "
+                    f"({self.decimal!r})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _time_options(self) -> ColumnRule:

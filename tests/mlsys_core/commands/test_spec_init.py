@@ -409,6 +409,53 @@ def test_a_german_export_names_its_customer_and_order_numbers_in_its_own_words(
     assert clean_table(later.reset_index(drop=True), contract).reasons == {}
 
 
+def test_numbers_a_spreadsheet_formatted_are_numbers_read_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An export of formatted cells: a discount ``26.6%``, a price ``$1,234.50``, a fee
+    ``1.234,56 €`` and a count ``1 200`` were text, a category of hundreds of values or
+    left out. Each is a number with the rule that reads it, the lake holds the numbers, and
+    text that only mentions a percent stays text."""
+    frame = _activity()
+    rng = np.random.default_rng(8)
+    n = len(frame)
+    discount = rng.uniform(0, 40, n).round(1)
+    price = rng.uniform(5, 2500, n).round(2)
+    fee = rng.uniform(100, 9000, n).round(2)
+    seats = rng.integers(900, 5000, n)
+    frame["discount"] = [f"{d}%" for d in discount]
+    frame["price"] = [f"${p:,.2f}" for p in price]
+    frame.loc[5, "price"] = "ask us"  # a stray text: named, and its row quarantined
+    frame["fee"] = [
+        f"{f:,.2f} €".replace(",", "_").replace(".", ",").replace("_", ".") for f in fee
+    ]
+    frame["seats"] = [f"{s:,}".replace(",", " ") for s in seats]
+    frame["remark"] = [f"up to {i % 7}% off, ask" for i in range(n)]
+    data = _write(frame, tmp_path / "offers.csv")
+    out = tmp_path / "offers_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    text = out.read_text(encoding="utf-8")
+    assert "# written as '" in text and "1 values are not numbers ('ask us')" in text
+    spec = resolve_spec(f"{out}:offers")
+    columns = spec.contracts["offers"].columns
+    assert (columns["discount"].dtype, columns["discount"].strip) == ("float", ["%"])
+    assert (columns["price"].strip, columns["price"].decimal) == (["$", ","], ".")
+    assert (columns["fee"].strip, columns["fee"].decimal) == (["€", "."], ",")
+    assert (columns["seats"].dtype, columns["seats"].strip) == ("int", [" "])
+    assert columns["remark"].dtype == "string"
+    assert {"discount", "price", "fee", "seats"} <= set(spec.features.numeric)
+    cleaned = clean_table(pd.read_csv(data), spec.contracts["offers"])
+    assert cleaned.reasons == {"price: not a float": 1}
+    kept = cleaned.clean
+    rows = kept["comment"].str.split().str[-1].astype(int).to_numpy()  # "free text 17"
+    assert 5 not in rows and len(rows) == n - 1
+    np.testing.assert_allclose(kept["discount"], discount[rows])
+    np.testing.assert_allclose(kept["price"], price[rows])
+    np.testing.assert_allclose(kept["fee"], fee[rows])
+    np.testing.assert_array_equal(kept["seats"], seats[rows])
+
+
 @pytest.mark.parametrize("packed", ["", ".gz", ".zip"])
 def test_a_spreadsheet_export_with_semicolons_and_decimal_commas_is_read_as_written(
     tmp_path: Path, capsys: pytest.CaptureFixture, packed: str

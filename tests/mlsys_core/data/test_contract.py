@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import Counter
 
 import numpy as np
@@ -90,6 +91,52 @@ def test_boundaries_and_allowed_nulls_pass() -> None:
     assert len(result.quarantined) == 0
     assert result.clean["count"].tolist() == [0.0, 10.0, 7.0, 3.0]
     assert np.isnan(result.clean["ratio"].iloc[2])
+
+
+@pytest.mark.parametrize(
+    ("rule", "written", "read"),
+    [
+        (
+            ColumnRule(dtype="float", strip=["%"]),
+            ["26.6%", " 3 % ", "-1.5%", 4.0],
+            [26.6, 3, -1.5, 4],
+        ),
+        (
+            ColumnRule(dtype="float", strip=["$", ","]),
+            ["$1,234.50", "$7", "-$12", "1,000,000"],
+            [1234.5, 7, -12, 1e6],
+        ),
+        (
+            ColumnRule(dtype="float", strip=["€", ".", " "], decimal=","),
+            ["1.234,56 €", "12,5", "1 000,00 €", "3"],
+            [1234.56, 12.5, 1000, 3],
+        ),
+    ],
+)
+def test_numbers_written_as_text_read_as_their_rule_says(rule, written, read) -> None:
+    contract = TableContract(columns={"amount": rule})
+    result = clean_table(pd.DataFrame({"amount": pd.Series(written, dtype=object)}), contract)
+    assert result.reasons == {}
+    np.testing.assert_allclose(result.clean["amount"].to_numpy(np.float64), read)
+    # Anything else is quarantined as any text in a number column is.
+    bad = clean_table(pd.DataFrame({"amount": ["about 5", "$"]}), contract)
+    assert bad.quarantined[REASON].tolist() == ["amount: not a float"] * 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"dtype": "string", "strip": ["%"]}, "apply to number columns only"),
+        ({"dtype": "datetime", "decimal": ","}, "apply to number columns only"),
+        ({"dtype": "float", "strip": ["1"]}, "holds no digit"),
+        ({"dtype": "float", "strip": ["."]}, "no decimal mark ('.')"),
+        ({"dtype": "float", "strip": [","], "decimal": ","}, "no decimal mark (',')"),
+        ({"dtype": "float", "strip": [""]}, "holds no digit"),
+    ],
+)
+def test_a_number_notation_that_cannot_read_is_refused(fields, message) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ColumnRule(**fields)
 
 
 def test_unparsable_value_is_not_also_reported_as_null() -> None:

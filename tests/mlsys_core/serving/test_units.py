@@ -112,6 +112,38 @@ def test_an_int_column_the_model_takes_as_a_number_refuses_a_fraction():
     assert record_model(SPEC).model_validate({**GOOD, "distance": 1400.5}).distance == 1400.5
 
 
+def test_a_number_written_as_the_data_writes_it_is_read_as_the_lake_reads_it():
+    """A price the export writes ``$1,234.50``: a caller may send that text or the number,
+    and gets the value the lake holds for it (the model's training row); any other text is
+    refused with the notation, and the bounds hold either way."""
+    rule = ColumnRule(dtype="float", ge=0, le=5000, strip=["$", ","])
+    trained = clean_table(
+        pd.DataFrame({"distance": ["$1,234.50", "$7"]}), TableContract(columns={"distance": rule})
+    )
+    assert trained.clean["distance"].tolist() == [1234.5, 7.0]
+    flights = SPEC.contracts[SPEC.base]
+    local = flights.model_copy(update={"columns": {**flights.columns, "distance": rule}})
+    record = record_model(SPEC.model_copy(update={"contracts": {SPEC.base: local}}))
+    for sent in ("$1,234.50", " $1,234.50 ", 1234.5, "1234.5"):
+        assert record.model_validate({**GOOD, "distance": sent}).distance == 1234.5
+    with pytest.raises(
+        ValidationError, match=r"distance\n.*text as the data writes it \(without '\$', ','\)"
+    ):
+        record.model_validate({**GOOD, "distance": "far"})
+    with pytest.raises(ValidationError, match="less than or equal to 5000"):
+        record.model_validate({**GOOD, "distance": "$9,999.00"})
+    published = record.model_json_schema()["properties"]["distance"]["anyOf"]
+    assert {"maximum": 5000.0, "minimum": 0.0, "type": "number"} in published
+    assert {"maxLength": 256, "type": "string"} in published
+    # A whole-number column: "26%" is 26, "26.5%" is refused as the lake quarantines it.
+    percent = ColumnRule(dtype="int", strip=["%"])
+    local = flights.model_copy(update={"columns": {**flights.columns, "distance": percent}})
+    record = record_model(SPEC.model_copy(update={"contracts": {SPEC.base: local}}))
+    assert record.model_validate({**GOOD, "distance": "26%"}).distance == 26.0
+    with pytest.raises(ValidationError, match="whole number"):
+        record.model_validate({**GOOD, "distance": "26.5%"})
+
+
 def test_batch_bounds():
     batch = batch_model(record_model(SPEC), max_records=2)
     assert len(batch.model_validate({"records": [GOOD, GOOD]}).records) == 2

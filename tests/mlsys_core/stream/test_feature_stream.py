@@ -547,6 +547,27 @@ def test_events_the_lake_would_refuse_are_set_aside_with_its_reason(tmp_path: Pa
     assert reasons[resolved_one] == {"priority: not a float", "minutes_to_resolve: not a float"}
 
 
+def test_events_with_numbers_written_as_the_source_writes_them_count_as_numbers(tmp_path: Path):
+    """A source whose minutes are written ``1,234 min`` (``strip=[" min", ","]``): the
+    producer sends them so, and the stream reads them as the lake does, so its values equal
+    the offline store's over the numbers."""
+    rule = ColumnRule(dtype="float", ge=0, strip=[" min", ","])
+    job = _tickets_job(max_segments=2).model_copy(update={"rules": {"minutes_to_resolve": rule}})
+    table = _tickets(200, seed=17, hours=24)
+    table.loc[table.index[::9], "minutes_to_resolve"] *= 40  # some past a thousand
+    events = source_events(job.stream, table).astype({"minutes_to_resolve": object})
+    minutes = events["minutes_to_resolve"]
+    events["minutes_to_resolve"] = minutes.map(lambda m: m if pd.isna(m) else f"{m:,.0f} min")
+    assert events["minutes_to_resolve"].str.contains(",", na=False).any()
+    write_segments(events, tmp_path / "log", rows_per_segment=25)
+    wrong, outcomes = _published_against_offline(job, tmp_path / "log", Lake(tmp_path / "l"), table)
+    assert wrong == 0 and len(outcomes) > 3 and sum(o.invalid for o in outcomes) == 0
+    # Read as plain numbers, the same events are refused, every resolution of them.
+    plain = job.model_copy(update={"rules": {"minutes_to_resolve": ColumnRule(dtype="float")}})
+    _, refused = _published_against_offline(plain, tmp_path / "log", Lake(tmp_path / "p"), table)
+    assert sum(o.invalid for o in refused) == int(table["minutes_to_resolve"].notna().sum())
+
+
 def test_a_key_sent_as_a_number_and_as_text_is_one_row_as_in_the_lake(tmp_path: Path):
     """Ticket ids are numbers; one producer sends them as JSON numbers, another (the
     resolutions) as strings. The contract does not declare the key: typed once from the
