@@ -6,6 +6,7 @@ Never imports prefect: the server, ``prefect deploy`` and the workers are proces
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -178,13 +179,17 @@ def state_folder_prefect(state: Path, env: MutableMapping[str, str] | None = Non
     environment says nothing: its home (the temporary server's database) in the state
     folder, beside MLflow's, instead of ``~/.prefect``, and no telemetry (a machine without
     the internet logged an ERROR for it). A user's profiles stay theirs: with
-    ``~/.prefect/profiles.toml`` present, Prefect still reads it."""
+    ``~/.prefect/profiles.toml`` present, Prefect still reads it. The home is made here:
+    Prefect makes only its last folder, and warned on a first run in a new state folder."""
     env = os.environ if env is None else env
     if not env.get("PREFECT_HOME"):
         profiles = Path("~/.prefect/profiles.toml").expanduser()
         if not env.get("PREFECT_PROFILES_PATH") and profiles.is_file():
             env["PREFECT_PROFILES_PATH"] = str(profiles)
-        env["PREFECT_HOME"] = str(state / "prefect")
+        home = state / "prefect"
+        with contextlib.suppress(OSError):  # unwritable: Prefect says so when it needs it
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env["PREFECT_HOME"] = str(home)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 

@@ -144,6 +144,21 @@ def test_a_command_keeps_prefect_in_the_state_folder_unless_told_otherwise(
         "PREFECT_HOME": str(state / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
+    # Prefect, imported in a state folder not made yet, finds its home there: it makes only
+    # the last folder, and warned "Failed to create the Prefect home directory".
+    new_state = tmp_path / "new" / "state"
+    script = (
+        "import sys; from pathlib import Path; from mlsys_core.stack import prefect_server; "
+        "prefect_server.state_folder_prefect(Path(sys.argv[1])); "
+        "import prefect.context, prefect.settings; print(prefect.settings.PREFECT_HOME.value())"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", script, str(new_state)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == str(new_state / "prefect")
+    assert (new_state / "prefect").is_dir()
     # A user's Prefect profiles (a server or Prefect Cloud they chose) still apply.
     (home / ".prefect").mkdir(parents=True)
     (home / ".prefect" / "profiles.toml").write_text('active = "default"\n')
