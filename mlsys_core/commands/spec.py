@@ -81,13 +81,14 @@ def run_init(args: argparse.Namespace) -> int:
     ref = f"{out}:{starter.name}"
     spec = resolve_spec(ref)  # the file written is a reference like any other
     reasons = check_starter(spec, starter.tables)
-    rows = {t.name: len(t.frame) for t in starter.tables}
     print(f"wrote {out} ({starter.todos} TODO lines to review)")
     for table in starter.tables:
         bad = sum(reasons.get(table.name, {}).values())
+        rows, checked = len(table.frame), len(table.sample)
+        of = f" of {checked} checked" if checked < rows else ""
         print(
             f"  {table.name}: {table.where}, {len(table.columns)} columns typed, "
-            f"{rows[table.name]} rows read, {bad} would be quarantined"
+            f"{rows} rows read, {bad}{of} would be quarantined"
             + (f" {reasons[table.name]}" if bad else "")
         )
     print(

@@ -19,6 +19,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -97,12 +98,23 @@ class Column:
 
 @dataclass
 class Table:
+    """A table as read: ``frame`` holds every row (ranges, nulls, keys and the split come
+    from all of them), ``sample`` up to ``SAMPLE_ROWS`` spread over the file (types and
+    notations are found there: a time-sorted log's first rows are its first weeks)."""
+
     name: str
     source: SourceSpec
     frame: pd.DataFrame
     columns: dict[str, Column] = field(default_factory=dict)
     url_code: str = ""  # a database table: the Python expression of its URL in the spec
     url_env: str = ""  # ... and the variable it reads, when the URL holds a password
+
+    @cached_property
+    def sample(self) -> pd.DataFrame:
+        rows = len(self.frame)
+        if rows <= SAMPLE_ROWS:
+            return self.frame
+        return self.frame.iloc[np.linspace(0, rows - 1, SAMPLE_ROWS).round().astype(np.int64)]
 
     @property
     def where(self) -> str:
@@ -144,7 +156,7 @@ def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
         frame = parse_source(raw, path.name)
     except SourceError as err:
         raise StarterError(str(err)) from None
-    return frame.head(SAMPLE_ROWS)
+    return frame
 
 
 def _dialect(path: Path) -> dict[str, str]:
@@ -422,9 +434,10 @@ def _number(value: float, dtype: str, up: bool = False) -> float | int:
 
 
 def type_columns(table: Table) -> None:
-    """Every column of ``table`` typed, with its observed range and nullability."""
-    frame = table.frame
-    types = infer_column_types(frame, tolerance=NUMBERS_TOLERANCE)
+    """Every column of ``table`` typed (from its sample), with the range and nullability
+    of all its rows."""
+    frame, sample = table.frame, table.sample
+    types = infer_column_types(sample, tolerance=NUMBERS_TOLERANCE)
     for raw_name in frame.columns:
         name = str(raw_name)
         values = frame[raw_name]
@@ -436,20 +449,23 @@ def type_columns(table: Table) -> None:
                 "TODO: empty in the data; typed as text",
             )  # fmt: skip
             continue
-        time_rule, note = _time_rule(values, name, kind)
+        time_rule, note = _time_rule(sample[raw_name], name, kind)
         if time_rule is not None:
             bounds, far = _time_bounds(to_utc_datetimes(values, time_rule).dropna())
             rule = time_rule.model_copy(update={"nullable": nullable, **bounds})
             note = "; ".join(n for n in (note, far) if n)
             table.columns[name] = Column(name, "datetime", nullable, rule, note)
             continue
-        written = _written_numbers(values) if kind == "string" else None
+        written = _written_numbers(sample[raw_name]) if kind == "string" else None
         if written is not None:
             kind = written.dtype
         if kind in ("int", "float"):
             written = written or ColumnRule(dtype=kind)
             parsed = read_numbers(values, written)
             numbers = parsed.dropna()
+            if kind == "int" and not np.equal(np.mod(numbers, 1), 0).all():
+                kind = "float"  # a fraction past the sample
+                written = written.model_copy(update={"dtype": "float"})
             low, high = _number(numbers.min(), kind), _number(numbers.max(), kind, up=True)
             bounds = {"nullable": nullable, "ge": low, "le": high}
             rule = ColumnRule.model_validate(written.model_dump() | bounds)
@@ -947,14 +963,15 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
 
 def check_starter(spec: DatasetSpec, tables: list[Table]) -> dict[str, dict[str, int]]:
     """Run each table's sample through the spec's contract: the reasons rows would be
-    quarantined, by table (empty when the data passes as it is)."""
+    quarantined, by table (empty when the data passes as it is). The ranges are those of
+    every row, so what a sample finds is a value that does not read."""
     reasons = {}
     for table in tables:
         contract = spec.contracts.get(table.name)
         if contract is None:
             continue
         types = {c: col.dtype for c, col in table.columns.items()}
-        result = clean_table(table.frame, contract, table.name, types=types)
+        result = clean_table(table.sample, contract, table.name, types=types)
         reasons[table.name] = dict(result.reasons)
         if table.name == spec.base:
             spec.check_base_types({**types, **{c: r.dtype for c, r in contract.columns.items()}})

@@ -24,7 +24,7 @@ from mlsys_core.data.cleaning import clean_snapshot
 from mlsys_core.data.contract import clean_table
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
-from mlsys_core.datasets import resolve_spec
+from mlsys_core.datasets import resolve_spec, starter
 from mlsys_core.datasets.starter import database_url, url_code
 from mlsys_core.features.store import build_feature_set
 from mlsys_core.serving.schema import record_model
@@ -141,6 +141,43 @@ def test_a_time_far_from_the_rest_is_left_out_of_the_bounds_and_the_split(
         == (reference.contracts["activity"].columns["month"])
     )
     assert typo.split == reference.split
+
+
+def test_a_long_time_sorted_log_gets_the_ranges_and_split_of_all_its_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log written in time order, longer than what spec init types from: its bounds, the
+    split's windows and the nulls came from its first rows (its first weeks), so amounts
+    later in the year were quarantined and the test window was a few days of a year. Types
+    come from a sample spread over the file; ranges, nulls and the split from every row."""
+    monkeypatch.setattr(starter, "SAMPLE_ROWS", 100)
+    rng = np.random.default_rng(4)
+    n = 2000
+    frame = pd.DataFrame(
+        {
+            "card_id": rng.integers(1, 50, n),
+            "ts": pd.date_range("2024-01-01", "2024-12-31", periods=n).strftime("%Y-%m-%d %H:%M"),
+            "amount": rng.lognormal(3, 1, n).round(2),
+            "items": rng.integers(1, 9, n).astype(float),
+            "fraud": (rng.uniform(size=n) < 0.2).astype(int),
+        }
+    )
+    frame.loc[n - 7, "amount"] = 99_999.5  # a big one late in the year
+    frame.loc[n - 5, "items"] = np.nan  # the only gap
+    frame.loc[n - 3, "items"] = 2.5  # the only fraction
+    data = _write(frame, tmp_path / "log.csv")
+    out = tmp_path / "log_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "fraud", "-o", str(out))
+    assert code == 0, err
+    assert "2000 rows read, 0 of 100 checked would be quarantined" in printed
+    spec = resolve_spec(f"{out}:log")
+    columns = spec.contracts["log"].columns
+    assert columns["amount"].le == 99_999.5 and columns["amount"].ge == frame["amount"].min()
+    assert columns["items"].dtype == "float" and columns["items"].nullable
+    assert clean_table(pd.read_csv(data), spec.contracts["log"]).reasons == {}
+    # The newest 15% of the year tests, the 15% before validates.
+    assert isinstance(spec.split, RecentSplit)
+    assert spec.split.test == spec.split.valid == pd.Timedelta(days=55)
 
 
 def test_a_database_is_read_table_by_table_and_ingested_by_the_specs_queries(
