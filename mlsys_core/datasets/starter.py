@@ -667,6 +667,13 @@ def _features(
             notes.append(f"{name}: a different value on every row (an id)")
         elif _row_id(table, column):
             notes.append(f"{name}: a different value on every row, rising (an id)")
+        elif column.dtype == "int" and _KEY_NAME.search(name) and distinct > MAX_CATEGORIES:
+            notes.append(  # merchant 2041 is not twice merchant 1020
+                f"{name}: an id of {distinct} values, not a measure "
+                "(a lookup or a feature view keyed by it can use it)"
+            )
+        elif column.dtype == "int" and _KEY_NAME.search(name):
+            categorical.append(name)  # a code: a store number, a zip code
         elif column.dtype in ("int", "float"):
             numeric.append(name)
             numbers = read_numbers(values, column.rule)

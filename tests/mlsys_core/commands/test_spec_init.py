@@ -180,6 +180,29 @@ def test_a_long_time_sorted_log_gets_the_ranges_and_split_of_all_its_rows(
     assert spec.split.test == spec.split.valid == pd.Timedelta(days=55)
 
 
+def test_whole_numbers_named_as_ids_or_codes_are_not_measures(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A card's transactions name their merchant (``merchant_id``, 3000 of them) and a
+    store (``store_code``, 5): both were numeric features, as if merchant 2041 were twice
+    merchant 1020. An id of many values is left out with a note, a code of few is a
+    category; a count (``items``) stays a number."""
+    frame = _activity().rename(columns={"account_id": "card_id"})
+    rng = np.random.default_rng(6)
+    frame["merchant_id"] = rng.integers(1000, 4000, len(frame))
+    frame["store_code"] = rng.choice([11, 12, 31, 40, 52], len(frame))
+    frame["items"] = rng.integers(1, 9, len(frame))
+    data = _write(frame, tmp_path / "cards.csv")
+    out = tmp_path / "cards_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:cards")
+    assert spec.entity_keys == ["card_id"]
+    assert "merchant_id" not in spec.input_columns and "store_code" in spec.features.categorical
+    assert "items" in spec.features.numeric
+    assert "merchant_id: an id of " in out.read_text()
+
+
 def test_a_database_is_read_table_by_table_and_ingested_by_the_specs_queries(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
