@@ -649,7 +649,7 @@ def _features(
 ) -> tuple[list[str], list[str], list[str]]:
     """Numeric and categorical features, and comments on the columns left out."""
     numeric, categorical, notes = [], [], []
-    frame, rows = table.frame, len(table.frame)
+    frame = table.frame
     target = pd.to_numeric(label_values, errors="coerce")
     for column in table.columns.values():
         name = column.name
@@ -657,23 +657,10 @@ def _features(
             continue
         values = frame[name]
         distinct = values.nunique()
-        if column.dtype == "datetime":
-            notes.append(f"{name}: a time (add an extractor to use it)")
-        elif distinct <= 1:
-            notes.append(f"{name}: one value only")
-        elif column.dtype == "string" and distinct > max(MAX_CATEGORIES, rows // 2):
-            notes.append(f"{name}: {distinct} distinct texts (free text or an id)")
-        elif column.dtype == "int" and distinct == rows and _KEY_NAME.search(name):
-            notes.append(f"{name}: a different value on every row (an id)")
-        elif _row_id(table, column):
-            notes.append(f"{name}: a different value on every row, rising (an id)")
-        elif column.dtype == "int" and _KEY_NAME.search(name) and distinct > MAX_CATEGORIES:
-            notes.append(  # merchant 2041 is not twice merchant 1020
-                f"{name}: an id of {distinct} values, not a measure "
-                "(a lookup or a feature view keyed by it can use it)"
-            )
+        if reason := _not_a_feature(table, column, distinct):
+            notes.append(f"{name}: {reason}")
         elif column.dtype == "int" and _KEY_NAME.search(name):
-            categorical.append(name)  # a code: a store number, a zip code
+            categorical.append(name)  # a code of a few values: a store number, a zip code
         elif column.dtype in ("int", "float"):
             numeric.append(name)
             numbers = read_numbers(values, column.rule)
@@ -684,6 +671,28 @@ def _features(
         else:
             categorical.append(name)
     return numeric, categorical, notes
+
+
+def _not_a_feature(table: Table, column: Column, distinct: int) -> str | None:  # noqa: PLR0911
+    """Why a column is no feature, or None."""
+    rows, keyed = len(table.frame), bool(_KEY_NAME.search(column.name))
+    if column.dtype == "datetime":
+        return "a time (add an extractor to use it)"
+    if distinct <= 1:
+        return "one value only"
+    if column.dtype == "string" and distinct > max(MAX_CATEGORIES, rows // 2):
+        return f"{distinct} distinct texts (free text or an id)"
+    if column.dtype == "int" and distinct == rows and keyed:
+        return "a different value on every row (an id)"
+    if _row_id(table, column):
+        return "a different value on every row, rising (an id)"
+    if column.dtype == "int" and keyed and distinct > MAX_CATEGORIES:
+        # merchant 2041 is not twice merchant 1020
+        return (
+            f"an id of {distinct} values, not a measure "
+            "(a lookup or a feature view keyed by it can use it)"
+        )
+    return None
 
 
 def _paired(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
