@@ -240,8 +240,9 @@ def _one_line(query: object) -> str:
 
 
 def _database_tables(url: str, sqlite_file: Path | None, spec_dir: Path) -> list[Table]:
-    """Every table and view of a database, each read as its ingest will read it (the
-    query's rows), the first ``SAMPLE_ROWS`` of them."""
+    """Every table and view of a database, each read whole, as its ingest will read it
+    (the query's rows): typed from a sample spread over them, ranged by all (a table's
+    first rows are often its oldest)."""
     import sqlalchemy as sa  # noqa: PLC0415 - only databases need it
 
     shown = redacted_url(url)
@@ -254,19 +255,9 @@ def _database_tables(url: str, sqlite_file: Path | None, spec_dir: Path) -> list
     try:
         inspector = sa.inspect(engine)
         names = [*inspector.get_table_names(), *inspector.get_view_names()]
-        # Compiled for the database's dialect: its quoting, its LIMIT or TOP.
+        # Compiled for the database's dialect: its quoting.
         rows = {name: sa.select(sa.text("*")).select_from(sa.table(name)) for name in names}
-        queries = {
-            name: (
-                _one_line(select.compile(engine)),
-                _one_line(
-                    select.limit(SAMPLE_ROWS).compile(
-                        engine, compile_kwargs={"literal_binds": True}
-                    )
-                ),
-            )
-            for name, select in rows.items()
-        }
+        queries = {name: _one_line(select.compile(engine)) for name, select in rows.items()}
     except sa.exc.SQLAlchemyError as err:
         detail = str(getattr(err, "orig", None) or err).splitlines()[0]
         raise StarterError(f"{shown}: cannot read its tables: {detail}") from None
@@ -276,8 +267,8 @@ def _database_tables(url: str, sqlite_file: Path | None, spec_dir: Path) -> list
         raise StarterError(f"{shown} holds no tables")
     code, env = url_code(url, sqlite_file, spec_dir)
     tables = []
-    for name, (query, sample) in queries.items():
-        probe = SourceSpec(name="probe", format="sql", url=url, query=sample)
+    for name, query in queries.items():
+        probe = SourceSpec(name="probe", format="sql", url=url, query=query)
         try:
             frame = parse_source(read_source_bytes(probe))
         except SourceError as err:

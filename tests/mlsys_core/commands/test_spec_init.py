@@ -143,13 +143,15 @@ def test_a_time_far_from_the_rest_is_left_out_of_the_bounds_and_the_split(
     assert typo.split == reference.split
 
 
+@pytest.mark.parametrize("stored", ["csv", "sqlite"])
 def test_a_long_time_sorted_log_gets_the_ranges_and_split_of_all_its_rows(
-    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, stored: str
 ) -> None:
     """A log written in time order, longer than what spec init types from: its bounds, the
     split's windows and the nulls came from its first rows (its first weeks), so amounts
     later in the year were quarantined and the test window was a few days of a year. Types
-    come from a sample spread over the file; ranges, nulls and the split from every row."""
+    come from a sample spread over the file (or a database table); ranges, nulls and the
+    split from every row."""
     monkeypatch.setattr(starter, "SAMPLE_ROWS", 100)
     rng = np.random.default_rng(4)
     n = 2000
@@ -166,6 +168,10 @@ def test_a_long_time_sorted_log_gets_the_ranges_and_split_of_all_its_rows(
     frame.loc[n - 5, "items"] = np.nan  # the only gap
     frame.loc[n - 3, "items"] = 2.5  # the only fraction
     data = _write(frame, tmp_path / "log.csv")
+    if stored == "sqlite":
+        data = tmp_path / "log.sqlite"
+        with sqlite3.connect(data) as db:
+            frame.to_sql("log", db, index=False)
     out = tmp_path / "log_spec.py"
     code, printed, err = _init(capsys, str(data), "--label", "fraud", "-o", str(out))
     assert code == 0, err
@@ -174,7 +180,7 @@ def test_a_long_time_sorted_log_gets_the_ranges_and_split_of_all_its_rows(
     columns = spec.contracts["log"].columns
     assert columns["amount"].le == 99_999.5 and columns["amount"].ge == frame["amount"].min()
     assert columns["items"].dtype == "float" and columns["items"].nullable
-    assert clean_table(pd.read_csv(data), spec.contracts["log"]).reasons == {}
+    assert clean_table(frame, spec.contracts["log"]).reasons == {}
     # The newest 15% of the year tests, the 15% before validates.
     assert isinstance(spec.split, RecentSplit)
     assert spec.split.test == spec.split.valid == pd.Timedelta(days=55)
