@@ -209,9 +209,11 @@ class _PreparedView:
             quantities.setdefault(f"n:{agg.column}", known.astype(np.int64))
             if agg.function in ("sum", "mean"):
                 quantities.setdefault(f"sum:{agg.column}", np.where(known, values, 0.0))
-            elif agg.function == "rate":
+            elif agg.function == "rate" and _hit_name(agg) not in quantities:
+                # once per column and rule, however many windows read it (text classes
+                # are compared as text: a pass over the column each time)
                 hit = known & hits(column, agg.threshold, agg.positive)[rows]
-                quantities.setdefault(_hit_name(agg), hit.astype(np.int64))
+                quantities[_hit_name(agg)] = hit.astype(np.int64)
             elif agg.function == "mean_age":
                 since = (avail - self.anchor) / 1e9
                 quantities.setdefault(f"age:{agg.column}", np.where(known, since, 0.0))
