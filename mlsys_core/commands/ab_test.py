@@ -29,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from mlsys_core.config import Settings  # noqa: PLC0415
     from mlsys_core.data.lake import Lake  # noqa: PLC0415
     from mlsys_core.datasets import spec_or_default  # noqa: PLC0415
-    from mlsys_core.serving.abtest import ab_test, labels_from_events  # noqa: PLC0415
+    from mlsys_core.serving.abtest import ab_test  # noqa: PLC0415
+    from mlsys_core.serving.outcomes import join_outcomes  # noqa: PLC0415
     from mlsys_core.serving.prediction_log import read_prediction_log  # noqa: PLC0415
-    from mlsys_core.serving.schema import event_keys  # noqa: PLC0415
 
     settings = Settings()
     spec = spec_or_default(args.spec, settings.dataset)
@@ -41,11 +41,8 @@ def run(args: argparse.Namespace) -> int:
         log = log[log["model_name"] == args.model_name]
     if log.empty:
         raise LookupError(f"no prediction-log rows for {spec.name} in {lake.root}")
-    clean = lake.latest("clean", spec.base)
-    if clean is None:
+    if lake.latest("clean", spec.base) is None:
         raise LookupError(f"no clean {spec.base!r} table in {lake.root}: no labels yet")
-    columns = list(dict.fromkeys([*event_keys(spec), spec.label.column]))
-    labels = labels_from_events(lake.read(clean, columns=columns), spec)
-    result = ab_test(log, labels, spec, args.alpha, args.min_outcomes)
+    result = ab_test(join_outcomes(lake, spec, log), args.alpha, args.min_outcomes)
     print(result.model_dump_json(indent=2))
     return 0

@@ -47,12 +47,7 @@ from mlsys_core.monitoring.drift import (
     training_reference,
     write_html_report,
 )
-from mlsys_core.monitoring.performance import (
-    LABEL,
-    PeriodPerformance,
-    join_outcomes,
-    performance_over_time,
-)
+from mlsys_core.monitoring.performance import PeriodPerformance, performance_over_time
 from mlsys_core.monitoring.reference import cached_reference, load_reference, reference_key
 from mlsys_core.monitoring.stattests import (
     ColumnDrift,
@@ -64,6 +59,7 @@ from mlsys_core.monitoring.stattests import (
 )
 from mlsys_core.registry.lineage import trained_feature_set
 from mlsys_core.registry.promotion import predict_scores
+from mlsys_core.serving.outcomes import LABEL, join_outcomes
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.training.run import TAG_STAGE, model_input_frame

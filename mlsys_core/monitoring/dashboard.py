@@ -25,10 +25,10 @@ from mlsys_core.monitoring.check import model_feature_set, results_dir, spec_of 
 from mlsys_core.monitoring.performance import (  # noqa: E402
     Period,
     PeriodPerformance,
-    join_outcomes,
     performance_over_time,
 )
 from mlsys_core.monitoring.system import RunMetrics  # noqa: E402
+from mlsys_core.serving.outcomes import join_outcomes  # noqa: E402
 from mlsys_core.serving.prediction_log import read_prediction_log  # noqa: E402
 from mlsys_core.spec import DatasetSpec  # noqa: E402
 

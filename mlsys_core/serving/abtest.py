@@ -15,8 +15,7 @@ import math
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from mlsys_core.serving.schema import event_keys
-from mlsys_core.spec import DatasetSpec
+from mlsys_core.serving.outcomes import LABEL
 
 
 class VariantOutcomes(BaseModel):
@@ -56,62 +55,22 @@ def two_proportion_z(successes_a: int, n_a: int, successes_b: int, n_b: int) -> 
     return z, math.erfc(abs(z) / math.sqrt(2))
 
 
-def _key_columns(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """Keys in one canonical form on both sides (the log holds ints, the lake floats)."""
-    contract = spec.contracts.get(spec.base)
-    rules = contract.columns if contract else {}
-    out = pd.DataFrame(index=frame.index)
-    for key in event_keys(spec):
-        dtype = rules[key].dtype if key in rules else "string"
-        if key == spec.event_timestamp or dtype == "datetime":
-            out[key] = pd.to_datetime(frame[key], utc=True)
-        elif dtype in ("int", "float"):
-            out[key] = pd.to_numeric(frame[key], errors="coerce").astype("float64")
-        else:
-            out[key] = frame[key].astype("string")
-    return out
-
-
-def labels_from_events(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """The spec's label per event (keys + event time), from base-table rows; rows without
-    the label's column (cancelled flights) carry no label and are dropped."""
-    raw = events[spec.label.column]
-    keyed = _key_columns(events, spec)
-    positive = getattr(spec.label, "positive", None)  # a class label, where specs allow one
-    if positive is not None:
-        keyed[spec.label.name] = raw.isin(positive).astype("float64")
-        known = raw.notna()
-    else:
-        value = pd.to_numeric(raw, errors="coerce")
-        keyed[spec.label.name] = (value > spec.label.threshold).astype("float64")
-        known = value.notna()
-    return keyed[known].drop_duplicates(subset=event_keys(spec))
-
-
-def join_outcomes(log: pd.DataFrame, labels: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """Served log rows that have a label, with the label as a column."""
-    served = log[log["served"].astype(bool)]
-    keyed = _key_columns(served, spec)
-    keyed[["variant", "model_version", "prediction", "probability"]] = served[
-        ["variant", "model_version", "prediction", "probability"]
-    ]
-    return keyed.merge(labels, on=event_keys(spec), how="inner")
-
-
 def ab_test(
-    log: pd.DataFrame,
-    labels: pd.DataFrame,
-    spec: DatasetSpec,
+    joined: pd.DataFrame,
     alpha: float = 0.05,
     min_outcomes: int = 30,
     variants: tuple[str, str] = ("champion", "challenger"),
 ) -> ABResult:
-    """Compare the variants' accuracy on labelled, served predictions."""
-    joined = join_outcomes(log, labels, spec)
-    label = spec.label.name
+    """Compare the variants' accuracy on the served predictions whose outcome is known.
+
+    ``joined`` is the prediction log with its ``label`` (``serving.outcomes``): the one
+    join the drift check scores with, so both agree on which prediction was right.
+    """
+    served = joined["served"].astype(bool).to_numpy()
+    outcomes = joined[served & joined[LABEL].notna().to_numpy()]
     summary: dict[str, VariantOutcomes] = {}
-    for variant, rows in joined.groupby("variant", sort=True):
-        correct = int((rows["prediction"].astype(float) == rows[label]).sum())
+    for variant, rows in outcomes.groupby("variant", sort=True):
+        correct = int((rows["prediction"].astype(float) == rows[LABEL]).sum())
         summary[str(variant)] = VariantOutcomes(
             variant=str(variant),
             model_versions=sorted(rows["model_version"].astype(str).unique()),
@@ -119,7 +78,7 @@ def ab_test(
             correct=correct,
             accuracy=correct / len(rows),
             mean_probability=float(rows["probability"].mean()),
-            positive_rate=float(rows[label].mean()),
+            positive_rate=float(rows[LABEL].mean()),
         )
     a, b = variants
     missing = [v for v in variants if summary.get(v) is None or summary[v].outcomes < min_outcomes]

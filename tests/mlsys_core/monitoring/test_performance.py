@@ -1,4 +1,4 @@
-"""Delayed labels: the join of served predictions to outcomes, pending rows, and AUC and
+"""Served predictions scored once their outcomes arrived: pending rows, and AUC and
 calibration per period against scikit-learn."""
 
 from __future__ import annotations
@@ -9,12 +9,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
-from mlsys_core.monitoring.performance import (
-    LABEL,
-    join_labels,
-    outcome_labels,
-    performance_over_time,
-)
+from mlsys_core.monitoring.performance import performance_over_time
+from mlsys_core.serving.outcomes import LABEL, join_labels, outcome_labels
 from mlsys_core.training.metrics import expected_calibration_error
 
 SPEC = nycflights13_spec()
@@ -85,8 +81,3 @@ def test_a_period_with_one_class_or_no_labels_has_no_auc() -> None:
     assert (first.labeled, first.auc, first.positive_rate) == (2, None, 1.0)
     assert (second.labeled, second.pending, second.auc, second.ece) == (0, 1, None, None)
     assert performance_over_time(joined.iloc[:0]) == []
-
-
-def test_log_without_the_key_columns_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="lacks the spec's key columns"):
-        join_labels(pd.DataFrame({"probability": [0.1]}), pd.DataFrame(), SPEC)

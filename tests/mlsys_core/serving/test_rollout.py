@@ -14,9 +14,10 @@ import pytest
 from mlsys_core.cli import main
 from mlsys_core.data.lake import Lake
 from mlsys_core.registry.lineage import TAG_CANARY_ROLLBACK
-from mlsys_core.serving.abtest import ab_test, labels_from_events
+from mlsys_core.serving.abtest import ab_test
 from mlsys_core.serving.app import create_app
 from mlsys_core.serving.config import ABConfig, CanaryConfig, ShadowConfig
+from mlsys_core.serving.outcomes import join_outcomes
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.serving.router import bucket
 from tests.mlsys_core.serving.conftest import records, register, serve_config, serving
@@ -168,9 +169,7 @@ def test_ab_is_sticky_and_reports_a_winner_once_labels_arrive(
     log = read_prediction_log(lake, small_spec.name, since=started)
     log = log[log["model_name"] == model_name]
     assert len(log) == 180 and log["served"].all()
-    clean = lake.latest("clean", small_spec.base)
-    labels = labels_from_events(lake.read(clean), small_spec)
-    result = ab_test(log, labels, small_spec, min_outcomes=20)
+    result = ab_test(join_outcomes(lake, small_spec, log), min_outcomes=20)
     assert set(result.variants) == {"champion", "challenger"}
     labelled = int(sample_rows[small_spec.label.name].head(90).notna().sum())
     assert labelled >= 80  # cancelled flights carry no label, so no outcome

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -17,12 +18,13 @@ from mlsys_core.data.contract import clean_table
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
-from mlsys_core.serving.abtest import ab_test, labels_from_events, two_proportion_z
+from mlsys_core.serving.abtest import ab_test, two_proportion_z
 from mlsys_core.serving.app import CONFIG_ENV, create_app, json_depth
 from mlsys_core.serving.config import ABConfig, CanaryConfig, RolloutConfig
 from mlsys_core.serving.lineage import SpecMismatchError, check_spec, spec_differences
 from mlsys_core.serving.log_writer import PredictionLogWriter
 from mlsys_core.serving.metrics import Throughput
+from mlsys_core.serving.outcomes import join_labels, outcome_labels
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.serving.router import CanaryGuard, Router, bucket
 from mlsys_core.serving.schema import (
@@ -194,7 +196,7 @@ def test_two_proportion_z_matches_the_chi_square_test():
     assert two_proportion_z(10, 10, 5, 5) == (0.0, 1.0)
 
 
-def _log_and_labels(n: int, acc_a: float, acc_b: float, seed: int = 0):
+def _served_log(n: int, acc_a: float, acc_b: float, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     t0 = pd.Timestamp("2013-06-01", tz="UTC")
     labels = rng.integers(0, 2, 2 * n)
@@ -218,23 +220,22 @@ def _log_and_labels(n: int, acc_a: float, acc_b: float, seed: int = 0):
         prediction=np.where(right, labels, 1 - labels),
         probability=0.5,
     )
-    return log, labels_from_events(events, SPEC)
+    return join_labels(log, outcome_labels(events, SPEC), SPEC)
 
 
 def test_ab_test_names_the_better_variant_once_there_is_evidence():
-    log, labels = _log_and_labels(2000, acc_a=0.60, acc_b=0.70)
-    result = ab_test(log, labels, SPEC)
+    log = _served_log(2000, acc_a=0.60, acc_b=0.70)
+    result = ab_test(log)
     assert result.winner == "challenger" and result.p_value < 1e-6
     assert result.variants["challenger"].model_versions == ["2"]
     assert result.variants["challenger"].accuracy == pytest.approx(0.70, abs=0.03)
-    small = ab_test(log.iloc[list(range(10)) + list(range(2000, 2010))], labels, SPEC)
+    small = ab_test(log.iloc[list(range(10)) + list(range(2000, 2010))])
     assert small.winner is None and "not enough" in small.verdict
-    even_log, even_labels = _log_and_labels(2000, acc_a=0.65, acc_b=0.65, seed=3)
-    even = ab_test(even_log, even_labels, SPEC)
+    even = ab_test(_served_log(2000, acc_a=0.65, acc_b=0.65, seed=3))
     assert even.winner is None and even.p_value > 0.05
     # Shadow rows are not outcomes: only what was served counts.
     shadow = log.assign(served=False)
-    assert ab_test(shadow, labels, SPEC).variants == {}
+    assert ab_test(shadow).variants == {}
 
 
 def test_log_writer_flushes_by_size_by_time_and_on_close(tmp_path):
@@ -276,6 +277,7 @@ def test_log_writer_flushes_by_size_by_time_and_on_close(tmp_path):
     deadline = datetime.now(UTC) + timedelta(seconds=10)
     while len(read_prediction_log(lake, "timed")) < 2:
         assert datetime.now(UTC) < deadline
+        time.sleep(0.05)  # a poll that never sleeps starves the writer thread of the GIL
     timed.close()
 
 

@@ -1,0 +1,80 @@
+"""One join of served predictions to their outcomes, read by the drift check's performance
+and by the A/B test alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlsys_core.datasets.nycflights13 import nycflights13_spec
+from mlsys_core.monitoring.performance import performance_over_time
+from mlsys_core.serving.abtest import ab_test
+from mlsys_core.serving.outcomes import LABEL, join_labels, outcome_labels
+from mlsys_core.spec import LabelSpec
+
+SPEC = nycflights13_spec()
+
+
+def _flights(n: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "carrier": "UA",
+            "flight": np.arange(n) + 1,
+            "origin": "EWR",
+            "dest": "IAH",
+            "time_hour": pd.date_range("2013-07-01", periods=n, freq="h", tz="UTC"),
+            "arr_delay": np.where(np.arange(n) % 3 == 0, 40.0, -5.0),
+        }
+    )
+
+
+def _served(base: pd.DataFrame) -> pd.DataFrame:
+    """Every event served once, alternately by each variant, every one predicted late."""
+    log = base.drop(columns="arr_delay").drop_duplicates().reset_index(drop=True)
+    log["time_hour"] = log["time_hour"].dt.tz_localize(None)  # served requests: naive UTC
+    n = len(log)
+    return log.assign(
+        served=True,
+        variant=np.where(np.arange(n) % 2 == 0, "champion", "challenger"),
+        model_version="1",
+        prediction=1,
+        probability=0.9,
+        logged_at=pd.Timestamp("2026-11-20", tz="UTC"),
+    )
+
+
+def test_an_event_two_base_rows_share_is_no_outcome_for_the_ab_test_or_the_check() -> None:
+    base = _flights(200)
+    # Flight 4 (index 3, late) is reported again as early: which one was served is unknown.
+    twice = pd.concat([base, base.iloc[[3]].assign(arr_delay=-30.0)], ignore_index=True)
+    joined = join_labels(_served(twice), outcome_labels(twice, SPEC), SPEC)
+
+    assert joined[LABEL].isna().sum() == 1
+    result = ab_test(joined, min_outcomes=1)
+    assert sum(v.outcomes for v in result.variants.values()) == 199
+    periods = performance_over_time(joined, "D")
+    assert sum(p.labeled for p in periods) == 199
+    # Every prediction says "late": a variant's accuracy is its share of late flights.
+    late = (base["arr_delay"] > 15).drop(index=3).to_numpy()
+    variant = np.where(np.arange(200) % 2 == 0, "champion", "challenger")[base.index != 3]
+    for name in ("champion", "challenger"):
+        assert result.variants[name].correct == int(late[variant == name].sum())
+
+
+def test_a_class_label_is_read_as_training_reads_it() -> None:
+    """``positive=["1"]`` on a column the lake holds as numbers: training compares numbers
+    (``make_label``); the A/B test once compared the text "1" and found no positive."""
+    base = _flights(120).assign(diverted=lambda f: (np.arange(len(f)) % 4 == 0).astype(int))
+    spec = SPEC.model_copy(update={"label": LabelSpec(column="diverted", positive=["1"])})
+    log = _served(base.drop(columns="diverted"))
+    joined = join_labels(log, outcome_labels(base, spec), spec)
+    assert joined[LABEL].sum() == 30
+    result = ab_test(joined, min_outcomes=1)
+    assert result.variants["champion"].positive_rate == pytest.approx(0.5)
+    assert result.variants["challenger"].correct == 0
+
+
+def test_log_without_the_key_columns_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="lacks the spec's key columns"):
+        join_labels(pd.DataFrame({"probability": [0.1]}), pd.DataFrame(), SPEC)
