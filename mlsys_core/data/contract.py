@@ -70,13 +70,17 @@ def _coerce(values: pd.Series, rule: ColumnRule) -> pd.Series:
     return values.astype("string").astype(object).where(values.notna(), None)
 
 
+# A negative as accounts write it, ``(1234.50)``, or as SAP does, ``1234.50-``.
+_NEGATIVE = {"(5)": r"^\(\s*(.*?)\s*\)$", "5-": r"^(.*?)\s*-$"}
+
+
 def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:
     """Numbers as float64, NaN where a value is none: a number as it is, and text with the
-    rule's ``strip`` texts removed and its ``decimal`` mark read (``$1,234.50``)."""
+    rule's ``strip`` texts removed, its ``decimal`` mark and its ``negative`` read
+    (``$1,234.50``, ``(1,234.50)``, ``1.234,56-``)."""
     if pd.api.types.is_bool_dtype(values):
         values = values.astype(object)  # True is not a number in a data file
-    written = rule.strip is not None or rule.decimal != "."
-    if written and not pd.api.types.is_numeric_dtype(values):
+    if rule.formatted and not pd.api.types.is_numeric_dtype(values):
         values = values.astype(object)
         text = values.map(lambda v: isinstance(v, str)).astype(bool)
         if text.any():
@@ -85,17 +89,28 @@ def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:
                 plain = plain.str.replace(mark, "", regex=False)
             if rule.decimal != ".":
                 plain = plain.str.replace(rule.decimal, ".", regex=False)
+            plain = plain.str.strip()
+            plain = minus_first(plain, rule.negative)
             values = values.copy()
-            values[text] = plain.str.strip()
+            values[text] = plain
     return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
+def minus_first(text: pd.Series, negative: str) -> pd.Series:
+    """Text whose negatives are written as ``negative`` says (``(5)``, ``5-``), with them
+    written ``-5``; anything else as it is."""
+    if negative not in _NEGATIVE:
+        return text
+    return text.str.replace(_NEGATIVE[negative], r"-\1", regex=True)
 
 
 def number_notation(rule: ColumnRule) -> str:
     """The texts ``read_numbers`` reads, in words."""
-    if rule.strip is None and rule.decimal == ".":
+    if not rule.formatted:
         return "a number"
     parts = [f"without {', '.join(map(repr, rule.strip))}"] if rule.strip else []
     parts += [f"with {rule.decimal!r} for decimals"] if rule.decimal != "." else []
+    parts += [f"{rule.negative!r} for -5"] if rule.negative != "-5" else []
     return f"a number, or text as the data writes it ({'; '.join(parts)})"
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 from mlsys_core.data.contract import (
     clean_table,
     infer_column_types,
+    minus_first,
     read_numbers,
     to_utc_datetimes,
 )
@@ -462,7 +463,7 @@ def type_columns(table: Table) -> None:
             rule = ColumnRule.model_validate(written.model_dump() | bounds)
             stray = values[values.notna() & parsed.isna()]  # present, but not a number
             note = ""
-            if written.strip:
+            if written.formatted:
                 read = values[parsed.notna()].astype(str)
                 longest = read.str.len().idxmax()  # the one most marks are in
                 note = f"written as {read[longest]!r}: read as {parsed[longest]:g}"
@@ -487,20 +488,27 @@ _GROUP_SPACES = (" ", "\xa0", "\u202f")
 
 def _written_numbers(values: pd.Series) -> ColumnRule | None:
     """How a text column writes numbers, when nearly all of it reads as numbers without its
-    unit or currency and its thousands separators: a rule with ``strip`` and ``decimal``
-    (its dtype an int when no value has decimals). None for text."""
+    unit or currency and its thousands separators: a rule with ``strip``, ``decimal`` and
+    ``negative`` (its dtype an int when no value has decimals). None for text."""
     text = values.dropna().astype(str).str.strip()
     marks = [m for m in _NUMBER_MARKS if text.str.contains(m, regex=False).any()]
     spaced = any(text.str.contains(g, regex=False).any() for g in _GROUP_SPACES)
-    if text.empty or not (marks or spaced):  # else text, or numbers the reader read
-        return None
+    grouped = text.str.contains(r"\d[,.'’]\d{3}(?!\d)", regex=True).any()
     bare = text
     for mark in marks:
         bare = bare.str.replace(mark, "", regex=False)
     bare = bare.str.strip()
+    signs = {sign: minus_first(bare, sign) for sign in ("(5)", "5-")}  # (1,234.50), 1234,5-
+    negative = max(signs, key=lambda sign: int((signs[sign] != bare).sum()))
+    if (signs[negative] != bare).any():
+        bare = signs[negative]
+    else:
+        negative = "-5"
+    if text.empty or not (marks or spaced or grouped or negative != "-5"):
+        return None  # text, or numbers the reader read
     best: tuple[pd.Series, str, str] | None = None
     for point, group in ((".", ","), (",", ".")):  # a tie reads as English does
-        groups = re.escape(group) + "".join(_GROUP_SPACES)
+        groups = re.escape(group) + "".join(_GROUP_SPACES) + "'’"
         whole = rf"[+-]?(\d{{1,3}}([{groups}]\d{{3}})+|\d+)"
         read = bare[bare.str.fullmatch(rf"{whole}({re.escape(point)}\d+)?")]
         if best is None or len(read) > len(best[0]):
@@ -508,9 +516,15 @@ def _written_numbers(values: pd.Series) -> ColumnRule | None:
     read, point, group = best  # type: ignore[misc]
     if len(read) < (1 - NUMBERS_TOLERANCE) * len(text):
         return None
-    grouped = [g for g in (group, *_GROUP_SPACES) if read.str.contains(g, regex=False).any()]
+    separators = (group, *_GROUP_SPACES, "'", "’")
+    grouped_by = [g for g in separators if read.str.contains(g, regex=False).any()]
     integral = not read.str.contains(point, regex=False).any()
-    return ColumnRule(dtype="int" if integral else "float", strip=marks + grouped, decimal=point)
+    return ColumnRule(
+        dtype="int" if integral else "float",
+        strip=(marks + grouped_by) or None,
+        decimal=point,
+        negative=negative,
+    )
 
 
 def _label_rule(
@@ -743,6 +757,7 @@ def _rule_text(rule: ColumnRule) -> str:
     if rule.dtype == "int":  # bounds of whole numbers read as whole numbers
         fields |= {k: int(fields[k]) for k in ("ge", "le") if k in fields}
     order = ["dtype", "nullable", "ge", "le", "format", "unit", "timezone", "strip", "decimal"]
+    order += [k for k in fields if k not in order]  # every option the rule holds, written
     return "ColumnRule(" + ", ".join(f"{k}={_py(fields[k])}" for k in order if k in fields) + ")"
 
 

@@ -229,7 +229,7 @@ def _bounded(time: Any, rule: ColumnRule) -> Any:
 
 def _number(rule: ColumnRule | None, integer: bool = False) -> Any:
     number = _plain_number(rule, integer)
-    if rule is None or (rule.strip is None and rule.decimal == "."):
+    if rule is None or not rule.formatted:
         return number
 
     def read(value: Any) -> Any:

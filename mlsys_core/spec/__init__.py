@@ -133,7 +133,9 @@ class ColumnRule(_Frozen):
     Numbers a spreadsheet wrote as text are read with ``strip``, the texts removed first,
     and ``decimal``, their decimal mark: ``strip=["%"]`` reads ``26.6%`` as 26.6 (the value
     as written, in its unit), ``strip=["$", ","]`` reads ``$1,234.50`` as 1234.5, and
-    ``strip=["€", "."], decimal=","`` reads ``1.234,56 €`` as 1234.56.
+    ``strip=["€", "."], decimal=","`` reads ``1.234,56 €`` as 1234.56. ``negative`` says how
+    such text marks a negative: ``"(5)"`` as accounts write ``(1,234.50)``, ``"5-"`` as SAP
+    exports write ``1.234,56-``; a leading minus reads with either.
     """
 
     dtype: Literal["int", "float", "string", "datetime"]
@@ -156,16 +158,29 @@ class ColumnRule(_Frozen):
     decimal: Literal[".", ","] = Field(
         default=".", description="The decimal mark of a number written as text."
     )
+    negative: Literal["-5", "(5)", "5-"] = Field(
+        default="-5",
+        description="How a number written as text marks a negative: a leading minus, "
+        "parentheses (accounting) or a trailing minus (SAP).",
+    )
+
+    @property
+    def formatted(self) -> bool:
+        """Whether numbers of this column may come as formatted text (``$1,234.50``)."""
+        return self.strip is not None or self.decimal != "." or self.negative != "-5"
 
     @model_validator(mode="after")
     def _number_options(self) -> ColumnRule:
-        if (self.strip is not None or self.decimal != ".") and self.dtype not in ("int", "float"):
-            raise ValueError(f"strip and decimal apply to number columns only, not {self.dtype}")
+        if self.formatted and self.dtype not in ("int", "float"):
+            raise ValueError(
+                f"strip, decimal and negative apply to number columns only, not {self.dtype}"
+            )
+        marks = {self.decimal, "-", *(("(", ")") if self.negative == "(5)" else ())}
         for text in self.strip or []:
-            if not text or any(c.isdigit() for c in text) or self.decimal in text:
+            if not text or any(c.isdigit() or c in marks for c in text):
                 raise ValueError(
-                    f"strip {text!r}: a text to remove holds no digit and no decimal mark "
-                    f"({self.decimal!r})"
+                    f"strip {text!r}: a text to remove holds no digit, no minus and no "
+                    f"decimal mark ({self.decimal!r})"
                 )
         return self
 
@@ -473,5 +488,7 @@ class DatasetSpec(_Frozen):
         return DatasetSpec.model_validate({**self.model_dump(), "sources": sources})
 
     def fingerprint(self) -> str:
-        """A content hash of the spec: equal specs share it, any change moves it."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """A content hash of the spec: equal specs share it, any change moves it. Options
+        left at their defaults are not hashed, so a release that adds one moves no existing
+        spec's fingerprint (no rebuilt feature sets, no major version on the next retrain)."""
+        return hashlib.sha256(self.model_dump_json(exclude_defaults=True).encode()).hexdigest()[:16]

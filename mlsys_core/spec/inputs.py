@@ -25,7 +25,7 @@ from mlsys_core.spec.definitions import WindowView
 if TYPE_CHECKING:
     from mlsys_core.spec import DatasetSpec
 
-_VALUE_RULE = {"dtype", "format", "unit", "timezone", "strip", "decimal"}
+_VALUE_RULE = {"dtype", "format", "unit", "timezone", "strip", "decimal", "negative"}
 
 
 def _contract(spec: DatasetSpec, source: str) -> dict[str, Any] | None:

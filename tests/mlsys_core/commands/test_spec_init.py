@@ -522,6 +522,50 @@ def test_numbers_a_spreadsheet_formatted_are_numbers_read_as_written(
     np.testing.assert_array_equal(kept["seats"], seats[rows])
 
 
+def test_a_ledgers_negatives_and_thousands_are_numbers_read_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A ledger export writes amounts without a currency: ``1,373.60`` and ``(282.10)`` as
+    accounts do, ``1'373.60`` as Swiss software does, ``282,10-`` as SAP does. Each was
+    text and left out ("distinct texts"); each is a number now, read by the rule the lake
+    reads it with, negatives included."""
+    frame = _activity()
+    n = len(frame)
+    amount = np.random.default_rng(13).normal(200, 1500, n).round(2)
+
+    def accounts(v: float) -> str:
+        return f"({abs(v):,.2f})" if v < 0 else f"{v:,.2f}"
+
+    def sap(v: float) -> str:
+        german = f"{abs(v):,.2f}".replace(",", "_").replace(".", ",").replace("_", ".")
+        return f"{german}-" if v < 0 else german
+
+    frame["net"] = [accounts(v) for v in amount]
+    frame["chf"] = [f"{v:,.2f}".replace(",", "'") for v in amount]
+    frame["betrag"] = [sap(v) for v in amount]
+    frame["plain"] = [f"{v:,.2f}" for v in amount]
+    frame["note"] = [f"see ({i})" if i % 3 else f"row {i}-" for i in range(n)]  # text
+    data = _write(frame, tmp_path / "ledger.csv")
+    out = tmp_path / "ledger_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:ledger")
+    columns = spec.contracts["ledger"].columns
+    assert (columns["net"].strip, columns["net"].negative) == ([","], "(5)")
+    assert (columns["chf"].strip, columns["chf"].negative) == (["'"], "-5")
+    assert (columns["betrag"].strip, columns["betrag"].decimal) == (["."], ",")
+    assert columns["betrag"].negative == "5-"
+    assert (columns["plain"].dtype, columns["plain"].strip) == ("float", [","])
+    assert columns["note"].dtype == "string"
+    assert {"net", "chf", "betrag", "plain"} <= set(spec.features.numeric)
+    cleaned = clean_table(pd.read_csv(data), spec.contracts["ledger"])
+    assert cleaned.reasons == {}
+    kept = cleaned.clean
+    for column in ("net", "chf", "betrag", "plain"):
+        np.testing.assert_allclose(kept[column], amount, err_msg=column)
+    assert (amount < 0).sum() > n // 10
+
+
 @pytest.mark.parametrize("packed", ["", ".gz", ".zip"])
 def test_a_spreadsheet_export_with_semicolons_and_decimal_commas_is_read_as_written(
     tmp_path: Path, capsys: pytest.CaptureFixture, packed: str

@@ -111,6 +111,16 @@ def test_boundaries_and_allowed_nulls_pass() -> None:
             ["1.234,56 €", "12,5", "1 000,00 €", "3"],
             [1234.56, 12.5, 1000, 3],
         ),
+        (
+            ColumnRule(dtype="float", strip=["$", ","], negative="(5)"),
+            ["(1,234.50)", "$(7)", "( 12 )", "-3", "1,000", 4.0],
+            [-1234.5, -7, -12, -3, 1000, 4],
+        ),
+        (
+            ColumnRule(dtype="float", strip=["."], decimal=",", negative="5-"),
+            ["1.234,56-", "12,5 -", "-3", "1.000,00", 4.0],
+            [-1234.56, -12.5, -3, 1000, 4],
+        ),
     ],
 )
 def test_numbers_written_as_text_read_as_their_rule_says(rule, written, read) -> None:
@@ -132,6 +142,9 @@ def test_numbers_written_as_text_read_as_their_rule_says(rule, written, read) ->
         ({"dtype": "float", "strip": ["."]}, "no decimal mark ('.')"),
         ({"dtype": "float", "strip": [","], "decimal": ","}, "no decimal mark (',')"),
         ({"dtype": "float", "strip": [""]}, "holds no digit"),
+        ({"dtype": "string", "negative": "(5)"}, "apply to number columns only"),
+        ({"dtype": "float", "strip": ["(", ")"], "negative": "(5)"}, "no minus"),
+        ({"dtype": "float", "strip": [" -"]}, "no minus"),
     ],
 )
 def test_a_number_notation_that_cannot_read_is_refused(fields, message) -> None:

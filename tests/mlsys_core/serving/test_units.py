@@ -144,6 +144,13 @@ def test_a_number_written_as_the_data_writes_it_is_read_as_the_lake_reads_it():
     assert record.model_validate({**GOOD, "distance": "26%"}).distance == 26.0
     with pytest.raises(ValidationError, match="whole number"):
         record.model_validate({**GOOD, "distance": "26.5%"})
+    # A negative as accounts write it, with nothing to strip: still text the service reads.
+    owed = ColumnRule(dtype="float", ge=-5000, le=5000, negative="(5)")
+    local = flights.model_copy(update={"columns": {**flights.columns, "distance": owed}})
+    record = record_model(SPEC.model_copy(update={"contracts": {SPEC.base: local}}))
+    assert record.model_validate({**GOOD, "distance": "(1234.5)"}).distance == -1234.5
+    with pytest.raises(ValidationError, match=r"'\(5\)' for -5"):
+        record.model_validate({**GOOD, "distance": "1234.5-"})
 
 
 def test_batch_bounds():

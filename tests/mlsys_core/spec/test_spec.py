@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
-from mlsys_core.spec import DatasetSpec, SourceSpec, TimeSplit
+from mlsys_core.spec import ColumnRule, DatasetSpec, SourceSpec, TimeSplit
 from mlsys_core.spec.definitions import definitions_hash
 
 Edit = Callable[[dict[str, Any]], None]
@@ -269,6 +269,32 @@ def test_fingerprint_is_stable_for_equal_specs() -> None:
     assert again.fingerprint() == first.fingerprint()
     assert len(first.fingerprint()) == 16
     int(first.fingerprint(), 16)  # hex
+
+
+def test_an_option_left_at_its_default_moves_no_fingerprint() -> None:
+    """A release that adds an option (a rule's ``negative``, say) must not move the
+    fingerprint of specs that never use it: a moved one rebuilds every feature set and
+    calls the next retrain a major version. Pinned: change it only with the spec itself."""
+    spec = nycflights13_spec()
+    assert spec.fingerprint() == "8bdb039745119a35"
+    weather = spec.contracts["weather"]
+    spelled = {
+        name: ColumnRule.model_validate(
+            {**rule.model_dump(), "decimal": ".", "negative": "-5", "timezone": "UTC"}
+            if rule.dtype in ("int", "float")
+            else rule.model_dump()
+        )
+        for name, rule in weather.columns.items()
+    }
+    written_out = spec.model_copy(
+        update={
+            "contracts": {
+                **spec.contracts,
+                "weather": weather.model_copy(update={"columns": spelled}),
+            }
+        }
+    )
+    assert written_out.fingerprint() == spec.fingerprint()
 
 
 def test_fingerprint_is_stable_across_processes() -> None:
