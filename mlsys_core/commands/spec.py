@@ -34,12 +34,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a data file, a folder of data files, a SQLite database file, or a SQLAlchemy "
         "URL (postgresql+psycopg://...): each table is read by a query",
     )
-    init.add_argument("--label", help="the column to predict (default: a guess, marked TODO)")
+    init.add_argument(
+        "--label",
+        help="the column to predict, or a table of outcomes that names the events "
+        "(chargebacks: 1 when one names the event); default: a guess, marked TODO",
+    )
     init.add_argument("--time", help="the event-time column (default: the first time found)")
     init.add_argument("--keys", help="comma-separated entity key columns (default: a guess)")
     init.add_argument("--name", help="dataset name, the spec function's name (default: OUT's)")
     init.add_argument("--threshold", type=float, help="a numeric label is positive above it")
-    init.add_argument("--positive", help="comma-separated classes of a text label that are 1")
+    init.add_argument(
+        "--positive",
+        help="comma-separated classes of a text label (or of an outcome table's column) that are 1",
+    )
     init.add_argument(
         "-o", "--out", type=Path, default=Path("dataset.py"), help="spec file to write"
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import decimal
 import itertools
 import json
+import math
 import os
 import re
 import zipfile
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,7 +47,8 @@ from mlsys_core.data.sources import (
     sniff_csv,
     unpacked,
 )
-from mlsys_core.spec import ColumnRule, DatasetSpec, SourceSpec
+from mlsys_core.features.assemble import EventLabels, newest_event
+from mlsys_core.spec import ColumnRule, DatasetSpec, LabelSpec, SourceSpec
 
 # Read by name; a file named otherwise is left out of a folder (and named when that loses a
 # column asked for). Tab-separated files are CSVs whose separator is sniffed.
@@ -705,6 +708,74 @@ def _paired(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return a[both].to_numpy(float), b[both].to_numpy(float)
 
 
+def _outcome_table(tables: list[Table], label: str | None) -> Table | None:
+    """The table ``--label`` names, when it names a table and no column: its rows are
+    outcomes of the base events (chargebacks, cancellations, returns)."""
+    if label is None or any(label in t.columns for t in tables):
+        return None
+    return next((t for t in tables if t.name == label), None)
+
+
+def _shared(one: Table, other: Table) -> list[str]:
+    """Columns both tables have, with one type that can name a row (not a float)."""
+    return [
+        name
+        for name, column in other.columns.items()
+        if (mine := one.columns.get(name)) is not None and mine.dtype == column.dtype != "float"
+    ]
+
+
+def _outcome_base(tables: list[Table], outcomes: Table) -> Table:
+    """The events an outcome table names: the largest other table it shares a column with."""
+    named = [t for t in tables if t is not outcomes and _shared(t, outcomes)]
+    if not named:
+        raise StarterError(
+            f"--label {outcomes.name!r} names a table of outcomes, but no other table shares a "
+            f"column with it to name its events; its columns: {list(outcomes.columns)}"
+        )
+    return max(named, key=lambda t: len(t.frame))
+
+
+def _outcome_label(
+    base: Table, outcomes: Table, time: str | None, positive: list[str] | None
+) -> tuple[dict, str, pd.Series]:
+    """The label read from an outcome table: matched ``on`` the fewest shared columns that
+    name one event (else all of them), the column holding ``positive`` when given, and how
+    late outcomes came (``known_after``) when both tables have times; with the labels."""
+    shared = _shared(base, outcomes)
+    naming = next((c for c in shared if _is_unique(base.frame, [c])), None)
+    on = {c: c for c in ([naming] if naming else shared)}
+    rule: dict[str, Any] = {"source": outcomes.name, "on": on}
+    if positive:
+        held = [
+            c
+            for c, column in outcomes.columns.items()
+            if column.dtype == "string" and set(positive) <= set(outcomes.frame[c].astype(str))
+        ]
+        if not held:
+            raise StarterError(f"--positive {positive}: no column of {outcomes.name!r} holds them")
+        rule |= {"column": held[0], "positive": positive}
+    note = f"1 when a row of {outcomes.name!r} names the event, else 0"
+    event = to_utc_datetimes(base.frame[time], base.columns[time].rule) if time else None
+    times = [c for c, col in outcomes.columns.items() if col.dtype == "datetime"]
+    if event is not None and times:
+        came = to_utc_datetimes(outcomes.frame[times[0]], outcomes.columns[times[0]].rule)
+        pairs = base.frame[list(on)].assign(_event=event.to_numpy())
+        pairs = pairs.merge(outcomes.frame[list(on)].assign(_came=came.to_numpy()), on=list(on))
+        late = (pairs["_came"] - pairs["_event"]).dropna()
+        if len(late):
+            days = max(1, math.ceil(late.max() / pd.Timedelta(days=1)))
+            rule["known_after"] = timedelta(days=days)
+            note = f"{times[0]!r} came up to {days} days after its event: newer events wait"
+    if "known_after" not in rule:
+        note += "; TODO: if outcomes come late, set known_after (how late)"
+    frame = base.frame if event is None else base.frame.assign(**{time: event})
+    newest = newest_event(event) if event is not None else None
+    named = {outcomes.name: outcomes.frame}
+    values = EventLabels(LabelSpec(**rule), time, named, newest)(frame)
+    return rule, note, values
+
+
 def _lookups(
     tables: list[Table], base: Table, used: set[str]
 ) -> list[tuple[Table, list[str], dict]]:
@@ -744,11 +815,18 @@ def _py(value: object) -> str:
         return "[" + ", ".join(_py(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_py(k)}: {_py(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, datetime):
-        if value.utcoffset() == timedelta(0) and value.time() == time(0):
-            return f"datetime({value.year}, {value.month}, {value.day}, tzinfo=UTC)"
-        return f"datetime.fromisoformat({_py(value.isoformat())})"
+    if isinstance(value, datetime | timedelta):
+        return _time_py(value)
     return repr(value)
+
+
+def _time_py(value: datetime | timedelta) -> str:
+    if isinstance(value, timedelta):
+        days, rest = divmod(value, timedelta(days=1))
+        return f"timedelta(days={days})" if not rest else f"timedelta(seconds={value.seconds})"
+    if value.utcoffset() == timedelta(0) and value.time() == time(0):
+        return f"datetime({value.year}, {value.month}, {value.day}, tzinfo=UTC)"
+    return f"datetime.fromisoformat({_py(value.isoformat())})"
 
 
 def _rule_text(rule: ColumnRule) -> str:
@@ -789,7 +867,11 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     tables = find_tables(data, spec_path.parent)
     for table in tables:
         type_columns(table)
-    if label is not None:
+    outcomes = _outcome_table(tables, label)
+    if outcomes is not None:
+        base = _outcome_base(tables, outcomes)
+        label_note = ""
+    elif label is not None:
         having = [t for t in tables if label in t.columns]
         if not having:
             seen = sorted({c for t in tables for c in t.columns})
@@ -827,15 +909,21 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         )
     if label in keys or label == time:
         raise StarterError(f"the label {label!r} cannot also be a key or the event time")
-    label_values = base.frame[label]
-    if base_cols[label].dtype in ("int", "float"):  # as the lake reads it: "12%" is 12
-        label_values = read_numbers(label_values, base_cols[label].rule)
-    rule, rule_note = _label_rule(label_values, base_cols[label].dtype, threshold, positive)
-    if base_cols[label].dtype == "string" and "threshold" in rule:
-        raise StarterError(f"--threshold: the label {label!r} is text; use --positive")
-    used = {label, *keys, *([time] if time else [])}
+    if outcomes is not None:
+        rule, rule_note, label_values = _outcome_label(base, outcomes, time, positive)
+        used = {*rule["on"], *keys, *([time] if time else [])}
+    else:
+        label_values = base.frame[label]
+        if base_cols[label].dtype in ("int", "float"):  # as the lake reads it: "12%" is 12
+            label_values = read_numbers(label_values, base_cols[label].rule)
+        rule, rule_note = _label_rule(label_values, base_cols[label].dtype, threshold, positive)
+        if base_cols[label].dtype == "string" and "threshold" in rule:
+            raise StarterError(f"--threshold: the label {label!r} is text; use --positive")
+        rule = {"column": label, **rule}
+        used = {label, *keys, *([time] if time else [])}
     numeric, categorical, notes = _features(base, used, label_values)
-    lookups = _lookups(tables, base, used)
+    # An outcome table is what the model predicts: never a lookup (leakage).
+    lookups = _lookups([t for t in tables if t is not outcomes], base, used)
     _unbound(base, keys)
     for table in tables:  # an order number: the next order's is past every one seen
         _unbound(table, [c.name for c in table.columns.values() if _is_id(table, c)])
@@ -875,7 +963,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     )
     names = [
         *(["UTC", "datetime"] if timed else []),
-        *(["timedelta"] if split.startswith("Recent") else []),
+        *(["timedelta"] if split.startswith("Recent") or "known_after" in rule else []),
     ]
     if names:
         w(f"from datetime import {', '.join(names)}")
@@ -957,8 +1045,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             w(f"                       columns={_py(outs)}),")
         w("        ],")
     rule_args = ", ".join(f"{k}={_py(v)}" for k, v in rule.items())
-    w(_line(f'label=LabelSpec(name="label", column={_py(label)}, {rule_args}),',
-            label_note or rule_note, 8))  # fmt: skip
+    w(_line(f'label=LabelSpec(name="label", {rule_args}),', label_note or rule_note, 8))
     if label_note and rule_note:
         w(f"        # {rule_note}")
     w("        features=FeatureGroups(")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,67 @@ def make_label(frame: pd.DataFrame, label: LabelSpec) -> pd.Series:
     return hit.astype("float64").where(values.notna(), np.nan)
 
 
+class EventLabels:
+    """The label of base events, prepared once for any number of batches of them: read
+    from the base row's column, or looked up in the outcome table (1 when a row of it that
+    counts names the event); NaN where the event names none (a null key part) or is newer
+    than ``labelled_until`` (its outcome may still come)."""
+
+    def __init__(
+        self,
+        label: LabelSpec,
+        time: str | None,
+        tables: Mapping[str, pd.DataFrame],
+        newest: pd.Timestamp | None,
+    ) -> None:
+        """``time``: the event-time column; ``tables`` hold the outcome table, if any;
+        ``newest``: the whole base table's newest event."""
+        self.label, self.time = label, time
+        self.labelled_until = labelled_until(label, newest)
+        self.named: KeyIndex | None = None
+        if (source := self.label.source) is not None:
+            outcomes, on = tables[source], self.label.on or {}
+            wanted = [*on.values(), *filter(None, [self.label.column])]
+            if missing := [c for c in wanted if c not in outcomes.columns]:
+                raise ValueError(f"the label's outcome table {source!r} has no columns {missing}")
+            if self.label.column is not None:
+                counted = hits(
+                    outcomes[self.label.column], self.label.threshold, self.label.positive
+                )
+                outcomes = outcomes[counted]
+            self.named, _ = KeyIndex.fit(outcomes, list(on.values()))
+
+    def __call__(self, frame: pd.DataFrame) -> pd.Series:
+        if self.named is None:
+            label = make_label(frame, self.label)
+        else:
+            on = list(self.label.on or {})
+            found = (self.named.encode(frame, on) >= 0).astype("float64")
+            named = frame[on].notna().all(axis=1).to_numpy()
+            label = pd.Series(np.where(named, found, np.nan), index=frame.index)
+        if self.labelled_until is not None:
+            late = to_ns(frame[self.time]) > self.labelled_until.value  # type: ignore[index]
+            label = label.where(~late, np.nan)
+        return label
+
+
+def labelled_until(label: LabelSpec, newest: pd.Timestamp | None) -> pd.Timestamp | None:
+    """The newest event time whose outcome is final, when outcomes come late
+    (``known_after``); None when every event's label is final."""
+    if label.known_after is None:
+        return None
+    if newest is None:
+        raise ValueError("no event times to date the label from: the base table has no rows")
+    return newest - label.known_after
+
+
+def newest_event(timestamps: pd.Series) -> pd.Timestamp | None:
+    """The newest of ``timestamps`` (UTC), None when there is none."""
+    ns = to_ns(timestamps)
+    ns = ns[ns != NAT]
+    return pd.Timestamp(int(ns.max()), tz="UTC") if len(ns) else None
+
+
 def assign_hash_split(frame: pd.DataFrame, split: HashSplit, columns: list[str]) -> pd.Series:
     """Split by a stable hash of each row's values: row-local, so batches agree."""
     hashes = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy(np.uint64)
@@ -94,18 +155,15 @@ def assign_split(timestamps: pd.Series, split: TimeSplit) -> pd.Series:
     return _split_names(ts >= train_end, ts >= valid_end, timestamps.index)
 
 
-def dated_split(
-    split: TimeSplit | RecentSplit | HashSplit, timestamps: pd.Series
-) -> TimeSplit | HashSplit:
-    """The split rows are assigned by: a ``RecentSplit`` dated back from the newest of
-    ``timestamps`` (every base row's, not one batch's), any other split as it is."""
-    if not isinstance(split, RecentSplit):
-        return split
-    ns = to_ns(timestamps)
-    ns = ns[ns != NAT]
-    if not len(ns):
+def dated_split(spec: DatasetSpec, newest: pd.Timestamp | None) -> TimeSplit | HashSplit:
+    """The split rows are assigned by: a ``RecentSplit`` dated back from the newest event
+    whose label is final (``newest``: of every base row, not one batch's), any other split
+    as it is."""
+    if not isinstance(spec.split, RecentSplit):
+        return spec.split
+    if newest is None:
         raise ValueError("no event times to date the split from: the base table has no rows")
-    return split.at(pd.Timestamp(int(ns.max()), tz="UTC").to_pydatetime())
+    return spec.split.at((labelled_until(spec.label, newest) or newest).to_pydatetime())
 
 
 def lookup_keys(spec: DatasetSpec) -> list[str]:
@@ -197,6 +255,7 @@ def assemble_features(
     store: OfflineStore | None = None,
     joins: PreparedJoins | None = None,
     split: TimeSplit | HashSplit | None = None,
+    labels: EventLabels | None = None,
 ) -> pd.DataFrame:
     """One row per base event: keys, event time, raw feature inputs, label and split.
 
@@ -205,8 +264,9 @@ def assemble_features(
     whole of every source a view reads, the base table included: a batch's history is not
     in the batch. Each output row depends only on its base row and ``tables``. Batch callers
     pass ``store`` and ``joins`` built once from ``tables``, and ``split`` dated once for the
-    whole base table (``dated_split``); without it, a ``RecentSplit`` is dated from
-    ``tables[spec.base]``, or from ``base`` when the tables do not hold it.
+    whole base table (``dated_split``), and ``labels`` prepared once for it; without them,
+    a ``RecentSplit`` and a label's ``known_after`` are dated from ``tables[spec.base]``,
+    or from ``base`` when the tables do not hold it.
     """
     base = tables[spec.base] if base is None else base
     if missing := sorted(set(spec.base_columns) - set(base.columns)):
@@ -225,13 +285,18 @@ def assemble_features(
         frame = store.get_historical_features(
             frame, spec.view_features, timestamp=spec.event_timestamp, copy=False
         )
-    label = make_label(frame, spec.label)
-    if split is None and isinstance(spec.split, RecentSplit):
-        whole = tables.get(spec.base, base)
-        split = dated_split(spec.split, whole[spec.event_timestamp])  # type: ignore[arg-type]
+    dated = split is None and isinstance(spec.split, RecentSplit)
+    newest = None
+    if dated or (labels is None and spec.label.known_after is not None):
+        every = tables.get(spec.base, base)  # the whole base table, where the caller has it
+        newest = newest_event(every[spec.event_timestamp])  # type: ignore[index]
+    labels = labels or EventLabels(spec.label, spec.event_timestamp, tables, newest)
+    label = labels(frame)
+    if dated:
+        split = dated_split(spec, newest)
     rule = split or spec.split
     if isinstance(rule, HashSplit):
-        hashed = rule.columns or [*spec.input_columns, spec.label.column]
+        hashed = rule.columns or [*spec.input_columns, *spec.label_columns]
         split_of = assign_hash_split(frame, rule, list(dict.fromkeys(hashed)))
     else:
         split_of = assign_split(frame[spec.event_timestamp], rule)  # type: ignore[arg-type]

@@ -23,7 +23,13 @@ from mlsys_core.config import default_workers
 from mlsys_core.data.batches import MAIN, run_chain
 from mlsys_core.data.cleaning import DEFAULT_BATCH_ROWS, CleanRef
 from mlsys_core.data.lake import Lake, PartRef
-from mlsys_core.features.assemble import PreparedJoins, assemble_features, dated_split
+from mlsys_core.features.assemble import (
+    EventLabels,
+    PreparedJoins,
+    assemble_features,
+    dated_split,
+    newest_event,
+)
 from mlsys_core.features.offline import OfflineStore
 from mlsys_core.spec import DatasetSpec, HashSplit, RecentSplit, TimeSplit
 
@@ -35,27 +41,47 @@ class FeatureStep:
     """The side tables, their join indexes and the offline store, prepared once for any
     number of batches of base rows."""
 
-    def __init__(self, side_tables: dict[str, pd.DataFrame], spec: DatasetSpec) -> None:
+    def __init__(
+        self,
+        side_tables: dict[str, pd.DataFrame],
+        spec: DatasetSpec,
+        newest: pd.Timestamp | None = None,
+    ) -> None:
+        """``newest``: the whole base table's newest event, which a label's
+        ``known_after`` is dated from."""
         self.side_tables = side_tables
         self.spec = spec
         self.store = OfflineStore(spec.feature_views, side_tables) if spec.feature_views else None
         if self.store is not None:
             self.store.prepare(spec.view_features)
         self.joins = PreparedJoins(spec, side_tables)
+        self.labels = EventLabels(spec.label, spec.event_timestamp, side_tables, newest)
 
     def __call__(
         self, frame: pd.DataFrame, split: TimeSplit | HashSplit | None = None
     ) -> dict[str, pd.DataFrame]:
         features = assemble_features(
-            self.side_tables, self.spec, frame, self.store, self.joins, split
+            self.side_tables, self.spec, frame, self.store, self.joins, split, self.labels
         )
         return {MAIN: features}
 
 
 def side_sources(spec: DatasetSpec) -> list[str]:
     """Tables read whole: those of lookups, as-of joins and history views (a history view
-    needs every earlier row of its source, which may be the base table itself)."""
-    return sorted({j.source for j in [*spec.lookups, *spec.as_of_joins, *spec.feature_views]})
+    needs every earlier row of its source, which may be the base table itself), and the
+    label's outcome table."""
+    joins = [*spec.lookups, *spec.as_of_joins, *spec.feature_views]
+    return sorted({j.source for j in joins} | ({spec.label.source} - {None}))  # type: ignore[arg-type]
+
+
+def newest_base_event(
+    clean: Mapping[str, CleanRef], spec: DatasetSpec, lake: Lake
+) -> pd.Timestamp | None:
+    """The base table's newest event (one column read); None without event times."""
+    if spec.event_timestamp is None:
+        return None
+    ts = spec.event_timestamp
+    return newest_event(lake.read(clean[spec.base].clean, columns=[ts])[ts])
 
 
 # One prepared step per process, keyed by what it was built from (immutable snapshots), so
@@ -67,16 +93,18 @@ _STEP: list[tuple[tuple, FeatureStep]] = []
 
 def prepared_step(clean: Mapping[str, CleanRef], spec: DatasetSpec, lake: Lake) -> FeatureStep:
     sides = side_sources(spec)
+    dated = [spec.base] if spec.label.known_after is not None else []  # its newest event
     key = (
         str(lake.root.absolute()),
         spec.fingerprint(),
-        tuple((t, clean[t].clean.snapshot_id) for t in sides),
+        tuple((t, clean[t].clean.snapshot_id) for t in [*sides, *dated]),
     )
     with _STEP_LOCK:
         if _STEP and _STEP[0][0] == key:
             return _STEP[0][1]
         _STEP.clear()  # the previous one's tables go before the new ones are read
-        step = FeatureStep({t: lake.read(clean[t].clean) for t in sides}, spec)
+        newest = newest_base_event(clean, spec, lake) if dated else None
+        step = FeatureStep({t: lake.read(clean[t].clean) for t in sides}, spec, newest)
         _STEP.append((key, step))
         return step
 
@@ -94,8 +122,7 @@ def base_split(
     the base table's newest event (one column read), any other as the spec has it."""
     if not isinstance(spec.split, RecentSplit):
         return spec.split
-    ts = spec.event_timestamp
-    return dated_split(spec.split, lake.read(clean[spec.base].clean, columns=[ts])[ts])
+    return dated_split(spec, newest_base_event(clean, spec, lake))
 
 
 def base_partitions(clean: Mapping[str, CleanRef], spec: DatasetSpec, lake: Lake) -> dict:

@@ -1,7 +1,7 @@
 """Delayed labels: served predictions joined to the outcomes that arrive later.
 
 A logged prediction is matched to the base table's row with the same entity keys and event
-time; its label is ``spec.label``, read by the rule training reads it with (``make_label``).
+time; its label is ``spec.label``, read as a feature set reads it (``EventLabels``).
 A prediction with no matching row yet, or whose row has no value (a cancelled flight), is
 *pending*. One join for every reader of outcomes (the drift check's performance, the
 dashboard, the A/B test), so they never disagree on which prediction was right.
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mlsys_core.data.lake import Lake
-from mlsys_core.features.assemble import make_label
+from mlsys_core.features.assemble import EventLabels, newest_event
 from mlsys_core.serving.schema import event_keys
 from mlsys_core.spec import DatasetSpec
 
@@ -28,19 +28,26 @@ def _utc_naive(values: pd.Series) -> pd.Series:
     return stamps.astype("datetime64[ns]")
 
 
-def outcome_labels(base: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """Entity keys, event time and the binary label of every base row that has one.
+def outcome_labels(
+    base: pd.DataFrame, spec: DatasetSpec, outcomes: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Entity keys, event time and the binary label of every base row that has one, read
+    as a feature set reads it (``outcomes``: the label's outcome table, when it has one).
 
     Two rows with the same keys and time cannot be told apart, so neither labels a
     prediction (dropped, not guessed).
     """
-    keys = event_keys(spec)
-    rows = base[[*keys, spec.label.column]].dropna(subset=[spec.label.column])
-    if spec.event_timestamp:
-        rows = rows.assign(**{spec.event_timestamp: _utc_naive(rows[spec.event_timestamp])})
+    keys, time = event_keys(spec), spec.event_timestamp
+    rows = base[list(dict.fromkeys([*keys, *spec.label_columns]))]
+    tables = {spec.base: base, **({spec.label.source: outcomes} if spec.label.source else {})}
+    newest = newest_event(base[time]) if time else None
+    labels = EventLabels(spec.label, time, tables, newest)(rows)  # type: ignore[arg-type]
+    rows = rows.assign(**{LABEL: labels})
+    rows = rows.dropna(subset=[LABEL])
+    if time:
+        rows = rows.assign(**{time: _utc_naive(rows[time])})
     rows = rows.drop_duplicates(subset=keys, keep=False)
-    labels = make_label(rows, spec.label).astype(np.int8)
-    return rows[keys].assign(**{LABEL: labels.to_numpy()})
+    return rows[keys].assign(**{LABEL: rows[LABEL].astype(np.int8).to_numpy()})
 
 
 def join_labels(log: pd.DataFrame, labels: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
@@ -62,9 +69,12 @@ def join_outcomes(lake: Lake, spec: DatasetSpec, log: pd.DataFrame) -> pd.DataFr
     """``log`` with its ``label`` from the newest clean base table (NaN: pending); every
     row pending when there is no base table yet."""
     base = lake.latest("clean", spec.base)
+    source = spec.label.source
+    outcomes = lake.latest("clean", source) if source else None
     if log.empty:
         return log.assign(**{LABEL: pd.Series(dtype="float64")})
-    if base is None:
+    if base is None or (source and outcomes is None):
         return log.assign(**{LABEL: np.nan})
-    keys = list(dict.fromkeys([*event_keys(spec), spec.label.column]))
-    return join_labels(log, outcome_labels(lake.read(base, columns=keys), spec), spec)
+    keys = list(dict.fromkeys([*event_keys(spec), *spec.label_columns]))
+    found = lake.read(outcomes) if outcomes is not None else None
+    return join_labels(log, outcome_labels(lake.read(base, columns=keys), spec, found), spec)

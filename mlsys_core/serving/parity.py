@@ -157,7 +157,8 @@ def offline_rows(
         base[spec.event_timestamp] = pd.to_datetime(base[spec.event_timestamp], utc=True)
     kinds = column_kinds(spec)
     for column in spec.base_columns:
-        if kinds.get(column) in ("number", "integer") or column == spec.label.column:
+        label = spec.label.source is None and column == spec.label.column  # never sent
+        if kinds.get(column) in ("number", "integer") or label:
             base[column] = pd.to_numeric(base[column], errors="coerce").astype("float64")
     rows = assemble_features(tables, spec, base=base[spec.base_columns])
     for i, request in enumerate(requests):  # a value the client sent wins, as in serving

@@ -241,10 +241,20 @@ class AsOfJoin(_Frozen):
 
 class LabelSpec(_Frozen):
     """A binary label: ``column > threshold``, or ``column`` in the ``positive`` classes.
-    Rows whose column is null carry no label."""
+    Rows whose column is null carry no label.
+
+    Outcomes kept in a table of their own (chargebacks, cancellations, returns) label the
+    base events they name: ``source``, and ``on`` (base column -> its column). An event is
+    1 when a row of it names the event (any row; with ``column``, one the rule counts),
+    else 0. ``known_after``: an outcome may come this long after its event, so an event
+    that recent, at the base table's newest event, carries no label yet (not a false 0),
+    and a ``RecentSplit`` is dated back from the newest labelled event.
+    """
 
     name: str = "label"
-    column: str
+    column: str | None = Field(
+        default=None, description="The column read: the base's, or the outcome table's."
+    )
     threshold: float | None = None
     positive: list[str | float] | None = Field(
         default=None, description="Classes that count as 1 (the rest are 0)."
@@ -252,13 +262,35 @@ class LabelSpec(_Frozen):
     unlabeled: Literal["drop"] = Field(
         default="drop", description="Rows with no value are kept as data but never trained on."
     )
+    source: str | None = Field(
+        default=None, description="A table of outcomes, one row or more per event it names."
+    )
+    on: dict[str, str] | None = Field(
+        default=None, description="base column -> outcome table column, naming the event."
+    )
+    known_after: timedelta | None = Field(
+        default=None, description="How long after its event an outcome may still come."
+    )
 
     @model_validator(mode="after")
     def _one_rule(self) -> LabelSpec:
-        if (self.threshold is None) == (self.positive is None):
+        if self.source is None and self.column is None:
+            raise ValueError("a label reads a column, or names the outcome table (source)")
+        if self.source is None and self.on is not None:
+            raise ValueError("on names the columns an outcome table (source) is matched by")
+        if self.source is not None and not self.on:
+            raise ValueError(
+                f"the outcome table {self.source!r} needs on (base column -> its column)"
+            )
+        ruled = self.threshold is not None or self.positive is not None
+        if self.column is None and ruled:
+            raise ValueError("threshold and positive read a column: name it")
+        if self.column is not None and (self.threshold is None) == (self.positive is None):
             raise ValueError("a label needs exactly one of threshold and positive")
         if self.positive is not None and not self.positive:
             raise ValueError("positive must name at least one class")
+        if self.known_after is not None and self.known_after <= timedelta(0):
+            raise ValueError("known_after must be longer than zero")
         return self
 
 
@@ -360,6 +392,7 @@ class DatasetSpec(_Frozen):
         referenced = {self.base} | {j.source for j in [*self.lookups, *self.as_of_joins]}
         referenced |= {v.source for v in self.feature_views}
         referenced |= {s.source for s in self.streams}
+        referenced |= {self.label.source} - {None}  # type: ignore[arg-type]
         check_views(self.feature_views)
         types = {n: {c: r.dtype for c, r in t.columns.items()} for n, t in self.contracts.items()}
         check_aggregated_types(self.feature_views, types)
@@ -368,6 +401,7 @@ class DatasetSpec(_Frozen):
             raise ValueError(f"spec references undeclared sources: {missing}")
         if missing := sorted(set(self.contracts) - names):
             raise ValueError(f"contracts for undeclared sources: {missing}")
+        self._check_label()
         # A feature no join or view produces comes from the base table, declared in its
         # contract or not: an undeclared column has the type recorded from its first
         # snapshot, and ``check_base_types`` holds the data to that when features are built.
@@ -394,10 +428,16 @@ class DatasetSpec(_Frozen):
             if isinstance(self.split, TimeSplit | RecentSplit):
                 raise ValueError("a split by time needs an event_timestamp; use a HashSplit")
         if isinstance(self.split, HashSplit) and self.split.columns:
-            known = {*self.input_columns, *self.entity_keys, self.label.column}
+            known = {*self.input_columns, *self.entity_keys, *self.label_columns}
             if stray := sorted(set(self.split.columns) - known):
                 raise ValueError(f"the split hashes columns the feature rows lack: {stray}")
         return self
+
+    def _check_label(self) -> None:
+        if self.label.source == self.base:
+            raise ValueError("the label's outcome table is another table than the base")
+        if self.label.known_after is not None and self.event_timestamp is None:
+            raise ValueError("a label's known_after needs an event_timestamp")
 
     @property
     def registered_model(self) -> str:
@@ -411,13 +451,21 @@ class DatasetSpec(_Frozen):
         return list(dict.fromkeys([*outs, *self.view_features]))
 
     @property
+    def label_columns(self) -> list[str]:
+        """Base columns the label is read from: its column, or those that name an event in
+        the outcome table."""
+        if self.label.source is None:
+            return [self.label.column]  # type: ignore[list-item]
+        return list(self.label.on or {})
+
+    @property
     def base_columns(self) -> list[str]:
         """Columns the base table must provide to the feature frame: keys, time, join keys,
         the label's column and every feature that no join or view produces."""
         joined = {c for j in [*self.lookups, *self.as_of_joins] for c in j.on}
         joined |= {k for v in self.feature_views for k in v.entity.join_keys}
         ts = [self.event_timestamp] if self.event_timestamp else []
-        cols = [*self.entity_keys, *ts, *sorted(joined), self.label.column]
+        cols = [*self.entity_keys, *ts, *sorted(joined), *self.label_columns]
         features = [*self.features.numeric, *self.features.categorical]
         features += extractor_columns(self.features.extractors)
         produced = set(self.joined_features)
@@ -464,7 +512,8 @@ class DatasetSpec(_Frozen):
     def sources_needed(self) -> list[str]:
         """Sources a feature set is built from."""
         joins = [*self.lookups, *self.as_of_joins, *self.feature_views]
-        return sorted({self.base} | {j.source for j in joins})
+        outcomes = {self.label.source} - {None}
+        return sorted({self.base} | {j.source for j in joins} | outcomes)  # type: ignore[arg-type]
 
     def source(self, name: str) -> SourceSpec:
         return next(s for s in self.sources if s.name == name)

@@ -49,9 +49,12 @@ def _split_spans(frame: pd.DataFrame, splits: dict[str, pd.DataFrame], spec: Dat
     out = f"; labeled rows by {time}: " + ", ".join(spans)
     newest = pd.to_datetime(frame[time], utc=True).max()
     if isinstance(spec.split, RecentSplit) and pd.notna(newest):
+        late = spec.label.known_after
         out += (
             f". A RecentSplit measures its windows back from the newest event, "
-            f"{newest:%Y-%m-%d %H:%M} UTC: is that time right?"
+            f"{newest:%Y-%m-%d %H:%M} UTC"
+            + (f", less the label's known_after ({late})" if late else "")
+            + ": is that time right?"
         )
     return out
 

@@ -26,6 +26,7 @@ from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec, starter
 from mlsys_core.datasets.starter import database_url, url_code
+from mlsys_core.features.assemble import assemble_features
 from mlsys_core.features.store import build_feature_set
 from mlsys_core.serving.schema import record_model
 from mlsys_core.spec import HashSplit, LookupJoin, RecentSplit
@@ -938,3 +939,77 @@ def test_spec_check_notes_a_view_whose_features_the_model_does_not_take(
     assert err.count("note:") == 1, err
     assert f"feature view {view.name!r} gives the model no input" in err
     assert ", ".join(view.features) in err
+
+
+def _payments(rows: int = 3000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Payments, and the chargebacks that name some of them, filed 2 to 60 days later."""
+    rng = np.random.default_rng(21)
+    at = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(
+        np.sort(rng.uniform(0, 300, rows)), "D"
+    )
+    payments = pd.DataFrame(
+        {
+            "payment_id": [f"P{i:06d}" for i in range(rows)],
+            "customer_id": [f"C{c:04d}" for c in rng.integers(0, 300, rows)],
+            "paid_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "amount": rng.lognormal(3, 1, rows).round(2),
+            "channel": rng.choice(["web", "app", "shop"], rows),
+        }
+    )
+    named = rng.random(rows) < 0.08
+    chargebacks = pd.DataFrame(
+        {
+            "payment_id": payments["payment_id"][named],
+            "filed_at": (
+                at[named] + pd.to_timedelta(rng.uniform(2, 60, named.sum()), "D")
+            ).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "reason": rng.choice(["fraud", "not received"], named.sum(), p=[0.6, 0.4]),
+        }
+    )
+    return payments, chargebacks
+
+
+def test_a_label_kept_in_a_table_of_outcomes_is_read_from_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Chargebacks in a file of their own name the payments they dispute: ``--label
+    chargebacks`` makes them the label (1 when a chargeback names the payment), never a
+    lookup (that would hand the model its answer), matched on the payment id, with
+    ``known_after`` from how late they were filed. Before, no column could be the label."""
+    payments, chargebacks = _payments()
+    _write(payments, tmp_path / "data" / "payments.csv")
+    _write(chargebacks, tmp_path / "data" / "chargebacks.csv")
+    out = tmp_path / "pay.py"
+    code, printed, err = _init(capsys, str(tmp_path / "data"), "--label", "chargebacks",
+                               "-o", str(out), "--name", "pay")  # fmt: skip
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:pay")
+    paid = pd.to_datetime(payments.set_index("payment_id")["paid_at"])
+    filed = pd.to_datetime(chargebacks.set_index("payment_id")["filed_at"])
+    late = filed - paid[filed.index]
+    assert spec.base == "payments" and not spec.lookups
+    assert (spec.label.source, spec.label.on) == ("chargebacks", {"payment_id": "payment_id"})
+    assert spec.label.column is None
+    assert spec.label.known_after.days == int(np.ceil(late.max() / pd.Timedelta(days=1)))
+    assert "'filed_at' came up to" in out.read_text(encoding="utf-8")
+    assert not {"filed_at", "reason", "payment_id"} & {
+        *spec.features.numeric,
+        *spec.features.categorical,
+    }
+    tables = {"payments": payments, "chargebacks": chargebacks}
+    rows = assemble_features(
+        {t: clean_table(f, spec.contracts[t]).clean for t, f in tables.items()}, spec
+    )
+    until = pd.to_datetime(payments["paid_at"]).max() - spec.label.known_after
+    known = pd.to_datetime(payments["paid_at"]) <= until
+    disputed = payments["payment_id"].isin(chargebacks["payment_id"])
+    np.testing.assert_array_equal(rows[spec.label.name].notna(), known)
+    np.testing.assert_array_equal(rows[spec.label.name][known], disputed[known].astype(float))
+
+    # Only frauds count: the column that holds the class is found.
+    code, _, err = _init(capsys, str(tmp_path / "data"), "--label", "chargebacks",
+                         "--positive", "fraud", "-o", str(tmp_path / "fraud.py"),
+                         "--name", "pay")  # fmt: skip
+    assert code == 0, err
+    spec = resolve_spec(f"{tmp_path / 'fraud.py'}:pay")
+    assert (spec.label.column, spec.label.positive) == ("reason", ["fraud"])

@@ -11,7 +11,7 @@ from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.monitoring.performance import performance_over_time
 from mlsys_core.serving.abtest import ab_test
 from mlsys_core.serving.outcomes import LABEL, join_labels, outcome_labels
-from mlsys_core.spec import LabelSpec
+from mlsys_core.spec import DatasetSpec, LabelSpec
 
 SPEC = nycflights13_spec()
 
@@ -78,3 +78,34 @@ def test_a_class_label_is_read_as_training_reads_it() -> None:
 def test_log_without_the_key_columns_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="lacks the spec's key columns"):
         join_labels(pd.DataFrame({"probability": [0.1]}), pd.DataFrame(), SPEC)
+
+
+def test_outcomes_from_their_own_table_label_predictions_as_training_does() -> None:
+    """Claims kept in a table of their own: a served flight a "delay" claim names is right
+    when predicted late; one that no claim names is 0; one within ``known_after`` of the
+    newest flight is pending, as its feature row has no label."""
+    base = _flights(100).assign(ticket=lambda f: [f"T{i}" for i in range(len(f))])
+    claims = pd.DataFrame({"ticket": ["T3", "T3", "T10", "T90", "T99"]}).assign(
+        kind=["lost bag", "delay", "delay", "delay", "lost bag"]
+    )
+    label = LabelSpec(
+        source="claims",
+        on={"ticket": "ticket"},
+        column="kind",
+        positive=["delay"],
+        known_after=pd.Timedelta(hours=20).to_pytimedelta(),
+    )
+    spec = DatasetSpec.model_validate(
+        {
+            **SPEC.model_dump(),
+            "sources": [*SPEC.model_dump()["sources"], {"name": "claims", "path": "claims.csv"}],
+            "label": label,
+        }
+    )
+    labels = outcome_labels(base, spec, claims)
+    joined = join_labels(_served(base.drop(columns="ticket")), labels, spec)
+    got = dict(zip(joined["flight"], joined[LABEL], strict=True))
+    assert (got[4], got[11], got[1]) == (1.0, 1.0, 0.0)  # flights 4 and 11: T3 and T10
+    assert np.isnan(got[91]) and np.isnan(got[100])  # the newest 20 hours: pending
+    assert joined[LABEL].isna().sum() == 20
+    assert joined[LABEL].sum() == 2

@@ -31,6 +31,50 @@ def _edited(edit: Edit) -> DatasetSpec:
 # -- validators -------------------------------------------------------------------------------
 
 
+_CLAIMS = {"name": "claims", "path": "claims.csv"}
+
+
+@pytest.mark.parametrize(
+    ("label", "sources", "message"),
+    [
+        ({"source": "claims"}, [_CLAIMS], "needs on (base column -> its column)"),
+        ({"column": "arr_delay", "on": {"flight": "flight"}, "threshold": 15}, [], "on names"),
+        ({"source": "claims", "on": {"flight": "f"}, "threshold": 1}, [_CLAIMS], "name it"),
+        ({"source": "claims", "on": {"flight": "f"}}, [], "undeclared sources: ['claims']"),
+        ({"source": "flights", "on": {"flight": "flight"}}, [], "another table than the base"),
+        ({}, [], "reads a column, or names the outcome table"),
+        ({"column": "arr_delay", "threshold": 15, "known_after": "P0D"}, [], "longer than zero"),
+    ],
+)
+def test_a_label_that_cannot_be_read_is_refused(label, sources, message) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["label"] = label
+        data["sources"] += sources
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _edited(edit)
+
+
+def test_a_label_from_an_outcome_table_reads_its_key_from_the_base() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["label"] = {"source": "claims", "on": {"tailnum": "plane"}, "known_after": "P30D"}
+        data["sources"].append(_CLAIMS)
+
+    spec = _edited(edit)
+    assert spec.label_columns == ["tailnum"] and "tailnum" in spec.base_columns
+    assert "arr_delay" not in spec.base_columns and "claims" in spec.sources_needed
+
+    def untimed(data: dict[str, Any]) -> None:
+        edit(data)
+        data["event_timestamp"] = None
+        data["split"] = {"valid_fraction": 0.15}
+        data["feature_views"] = data["as_of_joins"] = data["streams"] = []
+        data["features"]["calendar"] = []
+
+    with pytest.raises(ValueError, match="known_after needs an event_timestamp"):
+        _edited(untimed)
+
+
 def _lookup_undeclared(d: dict[str, Any]) -> None:
     d["lookups"][0]["source"] = "airlines"
 

@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 
 from mlsys_core.datasets.digits import DIGIT_PIXELS, digits_spec
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
-from mlsys_core.features.assemble import SPLIT, assign_split, dated_split
+from mlsys_core.features.assemble import SPLIT, assign_split, dated_split, newest_event
 from mlsys_core.features.columns import preprocessor_for
 from mlsys_core.spec import RecentSplit
 from mlsys_core.training.config import TrainConfig
@@ -88,7 +88,7 @@ def test_an_empty_split_says_what_each_split_holds_by_event_time() -> None:
     days = pd.date_range("2013-01-01", periods=200, freq="D", tz="UTC")
     times = pd.Series(days.append(pd.DatetimeIndex([pd.Timestamp("2099-01-15T10:00Z")])))
     frame = pd.DataFrame({time: times, spec.label.name: np.arange(201) % 2.0})
-    frame[SPLIT] = assign_split(frame[time], dated_split(split, frame[time]))
+    frame[SPLIT] = assign_split(frame[time], dated_split(spec, newest_event(frame[time])))
     with pytest.raises(ValueError) as refused:
         labeled_splits(frame, spec)
     assert str(refused.value) == (
