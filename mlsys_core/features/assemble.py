@@ -96,12 +96,20 @@ class EventLabels:
                 )
                 outcomes = outcomes[counted]
             self.named, _ = KeyIndex.fit(outcomes, list(on.values()))
+            self.numeric = {b: _numeric(outcomes[o]) for b, o in on.items()}
 
     def __call__(self, frame: pd.DataFrame) -> pd.Series:
         if self.named is None:
             label = make_label(frame, self.label)
         else:
             on = list(self.label.on or {})
+            kinds = {c: (self.numeric[c], _numeric(frame[c])) for c in on}
+            if unlike := [c for c, (o, b) in kinds.items() if None not in (o, b) and o != b]:
+                raise ValueError(
+                    f"the label's outcome table {self.label.source!r} writes {unlike} as "
+                    "numbers where the events write text, or the other way round: no row "
+                    "could name an event; type them alike in the contracts"
+                )
             found = (self.named.encode(frame, on) >= 0).astype("float64")
             named = frame[on].notna().all(axis=1).to_numpy()
             label = pd.Series(np.where(named, found, np.nan), index=frame.index)
@@ -109,6 +117,11 @@ class EventLabels:
             late = to_ns(frame[self.time]) > self.labelled_until.value  # type: ignore[index]
             label = label.where(~late, np.nan)
         return label
+
+
+def _numeric(values: pd.Series) -> bool | None:
+    """Whether a key column holds numbers; None when it holds nothing to compare."""
+    return None if values.isna().all() else bool(pd.api.types.is_numeric_dtype(values))
 
 
 def labelled_until(label: LabelSpec, newest: pd.Timestamp | None) -> pd.Timestamp | None:

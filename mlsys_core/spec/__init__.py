@@ -438,6 +438,22 @@ class DatasetSpec(_Frozen):
             raise ValueError("the label's outcome table is another table than the base")
         if self.label.known_after is not None and self.event_timestamp is None:
             raise ValueError("a label's known_after needs an event_timestamp")
+        number = {"int": "number", "float": "number"}
+        for mine, theirs in (self.label.on or {}).items():
+            kinds = [
+                number.get(rule.dtype, rule.dtype)
+                for table, column in ((self.base, mine), (self.label.source, theirs))
+                if (rule := self._rule(table, column)) is not None
+            ]
+            if len(set(kinds)) > 1:
+                raise ValueError(
+                    f"the label's on {mine!r} -> {theirs!r}: the contracts type them "
+                    f"{kinds[0]} and {kinds[1]}; no outcome could name an event"
+                )
+
+    def _rule(self, table: str | None, column: str) -> ColumnRule | None:
+        contract = self.contracts.get(table or "")
+        return contract.columns.get(column) if contract else None
 
     @property
     def registered_model(self) -> str:

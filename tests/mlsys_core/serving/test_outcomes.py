@@ -109,3 +109,22 @@ def test_outcomes_from_their_own_table_label_predictions_as_training_does() -> N
     assert np.isnan(got[91]) and np.isnan(got[100])  # the newest 20 hours: pending
     assert joined[LABEL].isna().sum() == 20
     assert joined[LABEL].sum() == 2
+
+
+def test_outcomes_that_write_their_key_otherwise_than_the_events_are_refused() -> None:
+    """Ticket numbers written as text in the claims and as numbers in the flights could
+    name no event: every label would be 0. Refused, naming the column."""
+    base = _flights(10).assign(ticket=np.arange(10))
+    claims = pd.DataFrame({"ticket": ["3", "7"]})
+    label = LabelSpec(source="claims", on={"ticket": "ticket"})
+    spec = DatasetSpec.model_validate(
+        {
+            **SPEC.model_dump(),
+            "sources": [*SPEC.model_dump()["sources"], {"name": "claims", "path": "claims.csv"}],
+            "label": label,
+        }
+    )
+    with pytest.raises(ValueError, match=r"writes \['ticket'\] as numbers where the events"):
+        outcome_labels(base, spec, claims)
+    labels = outcome_labels(base, spec, claims.astype({"ticket": int}))
+    assert labels[LABEL].tolist() == [0, 0, 0, 1, 0, 0, 0, 1, 0, 0]

@@ -74,6 +74,13 @@ def test_a_label_from_an_outcome_table_reads_its_key_from_the_base() -> None:
     with pytest.raises(ValueError, match="known_after needs an event_timestamp"):
         _edited(untimed)
 
+    def unlike(data: dict[str, Any]) -> None:
+        edit(data)
+        data["contracts"]["claims"] = {"columns": {"plane": {"dtype": "int"}}}
+
+    with pytest.raises(ValueError, match="type them string and number"):
+        _edited(unlike)
+
 
 def _lookup_undeclared(d: dict[str, Any]) -> None:
     d["lookups"][0]["source"] = "airlines"
