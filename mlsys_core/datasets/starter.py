@@ -743,7 +743,8 @@ def _outcome_label(
     name one event (else all of them), the column holding ``positive`` when given, and how
     late outcomes came (``known_after``) when both tables have times; with the labels."""
     shared = _shared(base, outcomes)
-    naming = next((c for c in shared if _is_unique(base.frame, [c])), None)
+    ids = [c for c in shared if base.columns[c].dtype != "datetime"]  # a time names no event
+    naming = next((c for c in ids if _is_unique(base.frame, [c])), None)
     on = {c: c for c in ([naming] if naming else shared)}
     rule: dict[str, Any] = {"source": outcomes.name, "on": on}
     if positive:
@@ -757,7 +758,11 @@ def _outcome_label(
         rule |= {"column": held[0], "positive": positive}
     note = f"1 when a row of {outcomes.name!r} names the event, else 0"
     event = to_utc_datetimes(base.frame[time], base.columns[time].rule) if time else None
-    times = [c for c, col in outcomes.columns.items() if col.dtype == "datetime"]
+    times = [  # when an outcome came: not a time it repeats from its event
+        c
+        for c, col in outcomes.columns.items()
+        if col.dtype == "datetime" and c not in base.columns
+    ]
     if event is not None and times:
         came = to_utc_datetimes(outcomes.frame[times[0]], outcomes.columns[times[0]].rule)
         pairs = base.frame[list(on)].assign(_event=event.to_numpy())

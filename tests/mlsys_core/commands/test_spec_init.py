@@ -959,6 +959,8 @@ def _payments(rows: int = 3000) -> tuple[pd.DataFrame, pd.DataFrame]:
     named = rng.random(rows) < 0.08
     chargebacks = pd.DataFrame(
         {
+            "paid_at": payments["paid_at"][named],  # the event's time: names no payment
+            "customer_id": payments["customer_id"][named],  # repeated: names no payment
             "payment_id": payments["payment_id"][named],
             "filed_at": (
                 at[named] + pd.to_timedelta(rng.uniform(2, 60, named.sum()), "D")
