@@ -366,7 +366,11 @@ class DatasetSpec(_Frozen):
         description="Registered model its pipeline trains; None: the name, dashed.",
     )
     sources: list[SourceSpec]
-    contracts: dict[str, TableContract]
+    contracts: dict[str, TableContract] = Field(
+        default_factory=dict,
+        description="Each source's contract; a source without one gets an empty contract "
+        "(its columns pass as the data types them).",
+    )
     base: str = Field(description="The source whose rows are the prediction events.")
     entity_keys: list[str]
     event_timestamp: str | None = Field(
@@ -385,6 +389,20 @@ class DatasetSpec(_Frozen):
     label: LabelSpec
     features: FeatureGroups
     split: TimeSplit | RecentSplit | HashSplit
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_source_contracted(cls, data: object) -> object:
+        """A source without a contract gets an empty one, so validation cleans it like the
+        others (a feature set reads clean snapshots only; without one it could not be built)."""
+        if not isinstance(data, dict) or not isinstance(data.get("sources"), list):
+            return data
+        contracts = dict(data.get("contracts") or {})
+        for source in data["sources"]:
+            name = source.name if isinstance(source, SourceSpec) else dict(source).get("name")
+            if isinstance(name, str):
+                contracts.setdefault(name, TableContract(columns={}))
+        return {**data, "contracts": contracts}
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:

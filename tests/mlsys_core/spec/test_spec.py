@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from mlsys_core.data.contract import clean_table
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
-from mlsys_core.spec import ColumnRule, DatasetSpec, SourceSpec, TimeSplit
+from mlsys_core.spec import ColumnRule, DatasetSpec, SourceSpec, TableContract, TimeSplit
 from mlsys_core.spec.definitions import definitions_hash
 
 Edit = Callable[[dict[str, Any]], None]
@@ -320,6 +321,18 @@ def test_fingerprint_is_stable_for_equal_specs() -> None:
     assert again.fingerprint() == first.fingerprint()
     assert len(first.fingerprint()) == 16
     int(first.fingerprint(), 16)  # hex
+
+
+def test_a_source_without_a_contract_gets_an_empty_one() -> None:
+    """A lookup's table written without a contract was never validated (validation cleans
+    the contracted sources), so no feature set could be built: "no clean snapshot for
+    sources ['planes']; run validation first", which validation could not fix."""
+    spec = _edited(lambda data: data["contracts"].pop("planes"))
+    assert spec.contracts["planes"] == TableContract(columns={})
+    assert set(spec.contracts) == {s.name for s in spec.sources}
+    result = clean_table(pd.DataFrame({"tailnum": ["N1", None], "seats": ["2", "x"]}),
+                         spec.contracts["planes"])  # fmt: skip
+    assert len(result.clean) == 2 and result.reasons == {}
 
 
 def test_an_option_left_at_its_default_moves_no_fingerprint() -> None:
