@@ -1028,7 +1028,11 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         unique = []
         if table is base:
             ids = [[c.name] for c in table.columns.values() if _is_id(table, c)]
-            for candidate in ([*keys, time] if time else [], keys, *ids):
+            # An id named as one (``transaction_id``) names each row for good; the entity and
+            # the time may meet twice in data to come (two payments of one card in a second),
+            # and a row number may restart in the next file.
+            named = [i for i in ids if _KEY_NAME.search(i[0]) and i[0] not in keys]
+            for candidate in (*named, [*keys, time] if time else [], keys, *ids):
                 if candidate and _is_unique(table.frame, candidate):
                     unique = candidate
                     break

@@ -990,6 +990,8 @@ def test_a_label_kept_in_a_table_of_outcomes_is_read_from_it(
     filed = pd.to_datetime(chargebacks.set_index("payment_id")["filed_at"])
     late = filed - paid[filed.index]
     assert spec.base == "payments" and not spec.lookups
+    # The payment id names each payment for good; a customer and a second may meet twice.
+    assert spec.contracts["payments"].unique == ["payment_id"]
     assert (spec.label.source, spec.label.on) == ("chargebacks", {"payment_id": "payment_id"})
     assert spec.label.column is None
     assert spec.label.known_after.days == int(np.ceil(late.max() / pd.Timedelta(days=1)))
