@@ -828,7 +828,11 @@ def _py(value: object) -> str:
 def _time_py(value: datetime | timedelta) -> str:
     if isinstance(value, timedelta):
         days, rest = divmod(value, timedelta(days=1))
-        return f"timedelta(days={days})" if not rest else f"timedelta(seconds={value.seconds})"
+        return (
+            f"timedelta(days={days})"
+            if not rest
+            else f"timedelta(seconds={value.total_seconds():g})"
+        )
     if value.utcoffset() == timedelta(0) and value.time() == time(0):
         return f"datetime({value.year}, {value.month}, {value.day}, tzinfo=UTC)"
     return f"datetime.fromisoformat({_py(value.isoformat())})"
