@@ -112,6 +112,14 @@ class Table:
     columns: dict[str, Column] = field(default_factory=dict)
     url_code: str = ""  # a database table: the Python expression of its URL in the spec
     url_env: str = ""  # ... and the variable it reads, when the URL holds a password
+    parsed: dict[str, pd.Series] = field(default_factory=dict, repr=False)
+
+    def times(self, name: str) -> pd.Series:
+        """A time column as the lake reads it (UTC), parsed once: its range, the split and
+        an outcome table's delay all read it."""
+        if name not in self.parsed:
+            self.parsed[name] = to_utc_datetimes(self.frame[name], self.columns[name].rule)
+        return self.parsed[name]
 
     @cached_property
     def sample(self) -> pd.DataFrame:
@@ -446,7 +454,8 @@ def type_columns(table: Table) -> None:
             continue
         time_rule, note = _time_rule(sample[raw_name], name, kind)
         if time_rule is not None:
-            bounds, far = _time_bounds(to_utc_datetimes(values, time_rule).dropna())
+            table.parsed[name] = to_utc_datetimes(values, time_rule)
+            bounds, far = _time_bounds(table.parsed[name].dropna())
             rule = time_rule.model_copy(update={"nullable": nullable, **bounds})
             note = "; ".join(n for n in (note, far) if n)
             table.columns[name] = Column(name, "datetime", nullable, rule, note)
@@ -635,7 +644,7 @@ def _duration(span: pd.Timedelta) -> str:
 def _split(table: Table, time: str | None) -> tuple[str, str]:
     if time is not None:
         rule = table.columns[time].rule
-        times = to_utc_datetimes(table.frame[time], rule).dropna().sort_values()
+        times = table.times(time).dropna().sort_values()
         if rule.ge is not None and rule.le is not None:  # the rows the contract keeps
             times = times[(times >= rule.ge) & (times <= rule.le)]
         if times.nunique() >= 3:  # noqa: PLR2004 -- one time for each part of the split
@@ -757,14 +766,14 @@ def _outcome_label(
             raise StarterError(f"--positive {positive}: no column of {outcomes.name!r} holds them")
         rule |= {"column": held[0], "positive": positive}
     note = f"1 when a row of {outcomes.name!r} names the event, else 0"
-    event = to_utc_datetimes(base.frame[time], base.columns[time].rule) if time else None
+    event = base.times(time) if time else None
     times = [  # when an outcome came: not a time it repeats from its event
         c
         for c, col in outcomes.columns.items()
         if col.dtype == "datetime" and c not in base.columns
     ]
     if event is not None and times:
-        came = to_utc_datetimes(outcomes.frame[times[0]], outcomes.columns[times[0]].rule)
+        came = outcomes.times(times[0])
         pairs = base.frame[list(on)].assign(_event=event.to_numpy())
         pairs = pairs.merge(outcomes.frame[list(on)].assign(_came=came.to_numpy()), on=list(on))
         late = (pairs["_came"] - pairs["_event"]).dropna()
@@ -792,13 +801,7 @@ def _lookups(
     for other in tables:
         if other is base:
             continue
-        shared = [
-            key
-            for key, column in other.columns.items()
-            if (mine := base.columns.get(key)) is not None
-            and mine.dtype == column.dtype != "float"
-            and not column.nullable
-        ]
+        shared = [key for key in _shared(base, other) if not other.columns[key].nullable]
         widest = MAX_LOOKUP_KEYS if len(shared) <= MAX_SHARED_FOR_PAIRS else 1
         sizes = range(1, min(len(shared), widest) + 1)
         candidates = (list(c) for n in sizes for c in itertools.combinations(shared, n))
