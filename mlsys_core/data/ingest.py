@@ -70,8 +70,11 @@ def snapshot_source(source: SourceSpec, lake: Lake) -> SnapshotRef:
 
 
 # How a file is read, besides its bytes: the same bytes read with another separator or
-# encoding are another table.
-READ_OPTIONS = ("format", "header", "column_names", "delimiter", "decimal", "encoding")
+# encoding are another table. Every field but those that say where the bytes are and how
+# the table is kept, so a read option added to SourceSpec is keyed without naming it here.
+_NOT_READ = ("name", "package", "path", "url", "query", "incremental", "pattern")
+_NOT_READ += ("partition_by", "on_empty")
+READ_OPTIONS = tuple(k for k in SourceSpec.model_fields if k not in _NOT_READ)
 
 
 def read_key(raw: SourceBytes) -> str:

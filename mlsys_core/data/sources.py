@@ -184,10 +184,13 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
             low_memory=False,
             header=0 if spec.header else None,
             names=spec.column_names,
+            skiprows=spec.skip_rows,
             sep=spec.delimiter,
             decimal=spec.decimal,
             encoding=spec.encoding,
         )
+        if spec.skip_footer:
+            frame = frame.iloc[: max(len(frame) - spec.skip_footer, 0)]
         return decimal_points(frame) if spec.decimal == "," else frame
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
@@ -209,8 +212,23 @@ def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
         pa.ArrowException,
     ) as err:
         raise SourceError(
-            f"source {raw.spec.name!r} at {raw.uri}: not valid {kind}: {err}"
+            f"source {raw.spec.name!r} at {raw.uri}: not valid {kind}: {err}{_csv_hint(err)}"
         ) from err
+
+
+_WIDER_ROW = re.compile(r"Expected (\d+) fields? in line (\d+), saw (\d+)")
+
+
+def _csv_hint(err: Exception) -> str:
+    """What a row wider than the header usually means: a title line above the table was
+    taken for the header."""
+    found = _WIDER_ROW.search(str(err))
+    if not found or found.group(1) != "1":
+        return ""
+    return (
+        "; if lines above the table (a title, an export date) come before the header, "
+        "set the source's skip_rows to their number"
+    )
 
 
 _DELIMITERS = (",", ";", "\t", "|")
@@ -219,24 +237,74 @@ _DOT_DECIMAL = re.compile(r"[-+]?\d+\.\d+")  # 28.04
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(\.\d{3})+")  # 1.234: either mark could write it
 
 
-def sniff_csv(text: str, lines: int = 50) -> tuple[str, str]:
-    """The field separator and decimal mark of a CSV's first ``lines``: the first separator
-    that splits every line into the same number of fields (more than one), and ',' as the
-    decimal mark when another separator is used and more values write decimals as
-    ``28,04`` or ``1.234,56`` (a spreadsheet where ',' marks decimals) than as ``28.04``."""
-    rows = [line for line in text.splitlines()[: lines + 1] if line.strip()][:lines]
-    delimiter = ","
-    for candidate in _DELIMITERS:
-        widths = {len(row) for row in csv.reader(rows, delimiter=candidate)}
-        if len(widths) == 1 and widths.pop() > 1:
-            delimiter = candidate
+PREAMBLE_LINES = 20  # the most lines above a table's header that are looked for
+
+
+def sniff_csv(text: str, lines: int = 50) -> tuple[str, str, int]:
+    """The field separator, decimal mark and lines above the header of a CSV's first
+    ``lines``: the first separator that splits every line into the same number of fields
+    (more than one), from the first line it can (a bank's export writes its title and
+    date above the table); ',' as the decimal mark when another separator is used and
+    more values write decimals as ``28,04`` or ``1.234,56`` (a spreadsheet where ','
+    marks decimals) than as ``28.04``."""
+    raw = text.splitlines()[: lines + PREAMBLE_LINES + 1]
+    delimiter, skip, rows = ",", 0, [line for line in raw if line.strip()][:lines]
+    for start in range(min(PREAMBLE_LINES, len(raw))):
+        if not raw[start].strip():
+            continue  # the header is the first line of the table, never a blank one
+        table = [line for line in raw[start:] if line.strip()][:lines]
+        found = next((c for c in _DELIMITERS if _one_width(table, c)), None)
+        above = [line for line in raw[:start] if line.strip()]
+        if found and not above:
+            delimiter, rows = found, table
+            break
+        # lines above a table are a title and a date: narrower than its header, and more
+        # than one row below them (else a quoted line break split a row: not a title)
+        width = len(next(csv.reader(table[:1], delimiter=found))) if found else 0
+        if found and len(table) > 1 and _narrower(above, found, width):
+            delimiter, skip, rows = found, start, table
             break
     if delimiter == ",":
-        return delimiter, "."
+        return delimiter, ".", skip
     cells = [c.strip() for row in list(csv.reader(rows, delimiter=delimiter))[1:] for c in row]
     comma = sum(bool(_COMMA_DECIMAL.fullmatch(c)) for c in cells)
     dot = sum(bool(_DOT_DECIMAL.fullmatch(c)) and not _THOUSANDS.fullmatch(c) for c in cells)
-    return delimiter, "," if comma > dot else "."
+    return delimiter, "," if comma > dot else ".", skip
+
+
+# What a report writes first on the line below its table that sums it up.
+_SUMMARY = re.compile(
+    r"(grand\s+)?(total|totals|sub-?total|sum|summe|gesamt|gesamtsumme|totaal|totale|somme"
+    r"|suma|summa|yhteensä)\s*:?",
+    re.IGNORECASE,
+)
+
+
+def footer_rows(text: str, delimiter: str = ",") -> int:
+    """How many rows at the end of a CSV's ``text`` sum its table up rather than belong to
+    it: a report export's last lines that start with ``Total`` (or Sum, Summe, ...) and
+    leave cells empty. Blank lines between are not rows (the reader skips them)."""
+    rows = list(
+        csv.reader([line for line in text.splitlines()[-20:] if line.strip()], delimiter=delimiter)
+    )
+    count = 0
+    for row in reversed(rows):
+        cells = [c.strip() for c in row]
+        first = next((c for c in cells if c), "")
+        if not (_SUMMARY.fullmatch(first) and "" in cells):
+            break
+        count += 1
+    return count if count < len(rows) else 0
+
+
+def _narrower(lines: list[str], delimiter: str, width: int) -> bool:
+    return all(len(row) < width for row in csv.reader(lines, delimiter=delimiter))
+
+
+def _one_width(rows: list[str], delimiter: str) -> bool:
+    """Whether ``delimiter`` splits every one of ``rows`` into the same fields (two or more)."""
+    widths = {len(row) for row in csv.reader(rows, delimiter=delimiter)}
+    return len(widths) == 1 and widths.pop() > 1
 
 
 def decimal_points(frame: pd.DataFrame) -> pd.DataFrame:

@@ -41,6 +41,7 @@ from mlsys_core.data.sources import (
     SourceError,
     compression_of,
     detect_format,
+    footer_rows,
     parse_source,
     read_source_bytes,
     redacted_url,
@@ -171,10 +172,11 @@ def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
     return frame
 
 
-def _dialect(path: Path) -> dict[str, str]:
-    """How a CSV file (gzipped or zipped too) writes its fields and decimals, and its text,
-    where not as the defaults (',', '.' and UTF-8): a spreadsheet's export where ',' marks
-    decimals uses ';' between fields, and Excel on Windows saves in its code page."""
+def _dialect(path: Path) -> dict[str, str | int]:
+    """How a CSV file (gzipped or zipped too) writes its fields and decimals, its text, and
+    what stands above its header, where not as the defaults (',', '.', UTF-8, nothing): a
+    spreadsheet's export where ',' marks decimals uses ';' between fields, Excel on Windows
+    saves in its code page, and a bank's export writes a title above the table."""
     if detect_format(SourceSpec(name="probe", path=str(path)), path.name) != "csv":
         return {}
     try:  # unpacked once, as the ingest unpacks it (a .gz, a .zip archive's first member)
@@ -182,8 +184,10 @@ def _dialect(path: Path) -> dict[str, str]:
             text = handle.read()
     except (OSError, EOFError, zipfile.BadZipFile):
         return {}  # reading it whole says what is wrong with it, in the source's words
-    delimiter, mark = sniff_csv(text[:65536].decode("utf-8", errors="replace"))
-    found = {"delimiter": delimiter, "decimal": mark}  # not `decimal`: the module's name
+    delimiter, mark, skip = sniff_csv(text[:65536].decode("utf-8", errors="replace"))
+    footer = footer_rows(text[-65536:].decode("utf-8", errors="replace"), delimiter)
+    found: dict[str, str | int] = {"delimiter": delimiter, "decimal": mark, "skip_rows": skip}
+    found["skip_footer"] = footer
     found["encoding"] = _encoding(text)
     return {k: v for k, v in found.items() if v != SourceSpec.model_fields[k].default}
 
@@ -1007,14 +1011,19 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         extra = ", incremental=True" if s.incremental else ""
         extra += "".join(
             f", {k}={_py(getattr(s, k))}"
-            for k in ("delimiter", "decimal", "encoding")
+            for k in ("delimiter", "decimal", "encoding", "skip_rows", "skip_footer")
             if getattr(s, k) != SourceSpec.model_fields[k].default
         )
-        note = "a landing folder: each ingest appends its new files" if s.incremental else ""
+        how = ["a landing folder: each ingest appends its new files"] if s.incremental else []
+        if s.skip_rows:
+            lines = "line" if s.skip_rows == 1 else f"{s.skip_rows} lines"
+            how.append(f"the header follows a title: {lines} above it")
+        if s.skip_footer:
+            below = "a row" if s.skip_footer == 1 else f"{s.skip_footer} rows"
+            how.append(f"{below} below the table: its total, left out")
         if s.encoding != "utf-8":
-            note = "; ".join(
-                n for n in (note, f"TODO: not UTF-8; read as {s.encoding}: check accents") if n
-            )
+            how.append(f"TODO: not UTF-8; read as {s.encoding}: check accents")
+        note = "; ".join(how)
         w(
             _line(
                 f"SourceSpec(name={_py(s.name)}, path=str(HERE / {_py(s.path)}){extra}),", note, 12

@@ -89,6 +89,18 @@ class SourceSpec(_Frozen):
         description="CSV: the decimal mark. With ',' a '.' before each group of three "
         "digits groups thousands: 1.234,56 is 1234.56, and 3.5 stays 3.5.",
     )
+    skip_rows: int = Field(
+        default=0,
+        ge=0,
+        description="CSV: the lines above the header (a report's title and export date, "
+        "as a bank or an accounting export writes them); blank ones count.",
+    )
+    skip_footer: int = Field(
+        default=0,
+        ge=0,
+        description="CSV: the rows below the table in each file (a Total line a report "
+        "export ends with).",
+    )
 
     @model_validator(mode="after")
     def _readable(self) -> SourceSpec:
@@ -112,6 +124,9 @@ class SourceSpec(_Frozen):
             raise ValueError(f"source {self.name!r}: unknown encoding {self.encoding!r}") from None
         if self.format in ("parquet", "json", "jsonl", "sql") and self.encoding != "utf-8":
             raise ValueError(f"source {self.name!r}: encoding applies to CSV files only")
+        for option in ("skip_rows", "skip_footer"):
+            if self.format in ("parquet", "json", "jsonl", "sql") and getattr(self, option):
+                raise ValueError(f"source {self.name!r}: {option} applies to CSV files only")
         if self.delimiter == self.decimal:
             raise ValueError(
                 f"source {self.name!r}: {self.delimiter!r} cannot both separate fields and "

@@ -367,6 +367,50 @@ def test_a_subfolder_of_like_files_is_a_landing_folder_and_stray_texts_keep_numb
     assert "# TODO: 3 values are not numbers ('n/a')" in out.read_text()
 
 
+def test_a_banks_monthly_statements_are_read_without_their_titles_and_totals(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A bank's export writes its title, the period and a blank line above the table and a
+    Total row below it, in each monthly file: spec init failed in pandas' tokenizer
+    ("Expected 1 fields in line 4, saw 6"). It now says how many lines to skip at each
+    end, and the lake reads every file's rows as the table holds them: none quarantined,
+    no total among the amounts or in their bounds, the booking date read as a time."""
+    frame = _activity().drop(columns=["month", "comment"])
+    frame["booked"] = pd.date_range("2024-01-01", periods=len(frame), freq="9h").strftime(
+        "%d/%m/%Y %H:%M"
+    )
+    landing = tmp_path / "statements"
+    landing.mkdir()
+    for month, part in ((1, frame.iloc[:240]), (2, frame.iloc[240:])):
+        table = part.to_csv(index=False, sep=";")
+        total = ";" * list(part.columns).index("fee") + f"{part['fee'].sum():.2f}"
+        total += ";" * (len(part.columns) - 1 - list(part.columns).index("fee"))
+        (landing / f"2024-{month:02d}.csv").write_text(
+            f"Example Bank statement\nPeriod: 2024-{month:02d}\n\n{table}Total{total}\n"
+        )
+    out = tmp_path / "statements_spec.py"
+    code, printed, err = _init(capsys, str(landing), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    assert "the header follows a title: 3 lines above it; a row below the table" in (
+        out.read_text()
+    )
+    spec = resolve_spec(f"{out}:statements")
+    (source,) = spec.sources
+    assert source.incremental
+    assert (source.delimiter, source.skip_rows, source.skip_footer) == (";", 3, 1)
+    contract = spec.contracts["statements"]
+    assert contract.columns["booked"].dtype == "datetime"
+    assert spec.event_timestamp == "booked"
+    assert contract.columns["fee"].le == pytest.approx(frame["fee"].max(), rel=1e-4)
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(source, lake), contract, lake)
+    assert clean.quarantine.rows == 0
+    read = lake.read(clean.clean).sort_values("booked").reset_index(drop=True)
+    assert len(read) == len(frame)
+    np.testing.assert_allclose(read["fee"], frame["fee"])
+
+
 def test_without_a_time_the_split_is_by_hash_and_a_text_label_names_its_positive_class(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

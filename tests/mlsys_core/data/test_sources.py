@@ -17,8 +17,11 @@ import pandas as pd
 import pytest
 
 from mlsys_core.data.contract import clean_table
+from mlsys_core.data.ingest import snapshot_source
+from mlsys_core.data.lake import Lake
 from mlsys_core.data.sources import (
     SourceError,
+    footer_rows,
     parse_source,
     read_source,
     read_source_bytes,
@@ -209,18 +212,65 @@ def test_unparsable_source_is_a_source_error(tmp_path: Path, filename: str, data
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("a,b,c\n1,2.5,x\n3,4.5,y\n", (",", ".")),
-        ("a;b;c\n1;2.5;x\n3;1.234;y\n", (";", ".")),  # 1.234 could be either: not counted
-        ("a;b;c;d\n1;2;12.345,5;x\n3;4;7,25;y\n", (";", ",")),
-        ("a\tb\n1\t2,5\n", ("\t", ",")),
-        ('a|b\n"x|y"|1\nz|2\n', ("|", ".")),  # a quoted separator is a value
-        ("name\nx\ny\n", (",", ".")),  # one column: nothing to separate
+        ("a,b,c\n1,2.5,x\n3,4.5,y\n", (",", ".", 0)),
+        ("a;b;c\n1;2.5;x\n3;1.234;y\n", (";", ".", 0)),  # 1.234 could be either: not counted
+        ("a;b;c;d\n1;2;12.345,5;x\n3;4;7,25;y\n", (";", ",", 0)),
+        ("a\tb\n1\t2,5\n", ("\t", ",", 0)),
+        ('a|b\n"x|y"|1\nz|2\n', ("|", ".", 0)),  # a quoted separator is a value
+        ("name\nx\ny\n", (",", ".", 0)),  # one column: nothing to separate
+        # a bank's export: its title, the date and a blank line above the table
+        ("Bank export\nGenerated: 2024-07-20\n\na;b;c\n1;2,5;x\n3;4,5;y\n", (";", ",", 3)),
+        ("\n\na,b\n1,2\n", (",", ".", 0)),  # blank lines alone: the reader skips them
+        ("Period,2024-01,2024-06\nid,a,b,c\n1,2,3,4\n5,6,7,8\n", (",", ".", 1)),
+        # a quoted line break splits a row's text over two lines: no title above the table
+        ('id,note,n\n1,"two\nlines",3\n2,x,4\n3,y,5\n', (",", ".", 0)),
     ],
 )
-def test_a_csvs_separator_and_decimal_mark_are_read_from_its_first_lines(
-    text: str, expected: tuple[str, str]
+def test_a_csvs_separator_decimal_mark_and_title_lines_are_read_from_its_first_lines(
+    text: str, expected: tuple[str, str, int]
 ) -> None:
     assert sniff_csv(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a,b,c\n1,2,x\nTotal,,3\n", 1),
+        ("a,b,c\n1,2,x\nSubtotal:,,3\n\nGrand total,,3\n\n", 2),
+        ("a;b;c\n1;2;x\nSumme;;3\n", 1),
+        ("a,b,c\n1,2,x\nTotal,5,3\n", 0),  # every cell holds a value: a row of the table
+        ("kind,b,c\n" + "total,,1\n" * 25, 0),  # every row: a column of the table
+        ("a,b,c\n1,2,x\n3,,y\n", 0),
+    ],
+)
+def test_rows_that_sum_a_table_up_below_it_are_counted(text: str, expected: int) -> None:
+    assert footer_rows(text, text[1]) == expected
+
+
+def test_title_lines_and_a_total_row_are_left_out_of_the_table(tmp_path: Path) -> None:
+    """A report export's lines above its header and its Total row below: without
+    ``skip_rows`` the reader fails and says which option reads the file; with them, each
+    file's table is read whole, and nothing else."""
+    path = tmp_path / "statement.csv"
+    path.write_text(
+        "Statement of account 1234\nFrom 2024-01-01 to 2024-01-31\n\n"
+        "date,account,amount\n2024-01-02,A1,10.5\n2024-01-03,A2,-3\nTotal,,7.5\n"
+    )
+    with pytest.raises(SourceError, match="set the source's skip_rows to their number"):
+        parse_source(read_source_bytes(SourceSpec(name="statement", path=str(path))))
+    source = SourceSpec(name="statement", path=str(path), skip_rows=3, skip_footer=1)
+    frame = parse_source(read_source_bytes(source))
+    assert frame.columns.tolist() == ["date", "account", "amount"]
+    assert frame["amount"].tolist() == [10.5, -3.0]
+    # The same bytes read with the total left out are another raw snapshot, not the one
+    # read with it: a spec that adds the option reads its files again.
+    lake = Lake(tmp_path / "lake")
+    with_total = snapshot_source(source.model_copy(update={"skip_footer": 0}), lake)
+    without = snapshot_source(source, lake)
+    assert with_total.snapshot_id != without.snapshot_id
+    assert (len(lake.read(with_total)), len(lake.read(without))) == (3, 2)
+    with pytest.raises(ValueError, match="skip_footer applies to CSV files only"):
+        SourceSpec(name="statement", path="s.parquet", format="parquet", skip_footer=1)
 
 
 def test_a_csv_with_semicolons_and_decimal_commas_parses_to_numbers(tmp_path: Path) -> None:
