@@ -645,6 +645,21 @@ def _duration(span: pd.Timedelta) -> str:
     return f"timedelta(seconds={max(1, round(span.total_seconds()))})"
 
 
+def _calendar(table: Table, time: str | None) -> list[str]:
+    """The calendar parts of the event time a model may learn from: the hour where the
+    times hold one (not dates alone), the day of the week over two weeks or more, and the
+    month over a year or more."""
+    if time is None:
+        return []
+    times = pd.DatetimeIndex(table.times(time).dropna())
+    if times.empty:
+        return []
+    span = times.max() - times.min()
+    parts = ["hour"] if (times.hour != 0).any() else []
+    parts += ["day_of_week"] if span >= pd.Timedelta(days=14) else []
+    return parts + (["month_sin", "month_cos"] if span >= pd.Timedelta(days=365) else [])
+
+
 def _split(table: Table, time: str | None) -> tuple[str, str]:
     if time is not None:
         rule = table.columns[time].rule
@@ -956,6 +971,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     if not numeric and not categorical:
         raise StarterError(f"{base.name!r} has no column left to be a feature")
     split, split_note = _split(base, time)
+    calendar = _calendar(base, time)
     name = name or _table_name(Path(str(data)))
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise StarterError(f"--name {name!r}: lower-case letters, digits and _, from a letter")
@@ -1077,6 +1093,9 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     w("            # TODO: keep only what is known when a prediction is made (leakage)")
     w(f"            numeric={_py(numeric)},")
     w(f"            categorical={_py(categorical)},")
+    if calendar:
+        told = f"of {time!r}, in UTC unless timezone= says: keep the parts that matter"
+        w(_line(f"calendar={_py(calendar)},", told, 12))
     for note in notes:
         w(f"            # left out or to check: {note}")
     w("        ),")

@@ -307,6 +307,35 @@ def test_the_unedited_starter_spec_builds_features_and_trains(
     assert 0.0 <= trained.metrics["test_auc"] <= 1.0
 
 
+@pytest.mark.parametrize(
+    ("times", "parts"),
+    [
+        # a session log over six weeks: the hour and the weekday
+        (pd.date_range("2024-03-01 06:15", periods=480, freq="2h"), ["hour", "day_of_week"]),
+        # dates alone over ten days: no hour to learn, too few weeks
+        (pd.date_range("2024-03-01", periods=480, freq="D")[np.arange(480) % 10], []),
+        # monthly rows over two years: the weekday and the month, no hour
+        (pd.date_range("2022-01-01", periods=24, freq="MS")[np.arange(480) % 24], None),
+    ],
+)
+def test_the_calendar_parts_proposed_are_those_the_event_time_can_tell(
+    tmp_path: Path, capsys: pytest.CaptureFixture, times: pd.DatetimeIndex, parts: list | None
+) -> None:
+    """Hour-of-day and weekday effects (night-time fraud, weekend traffic) are learnt from
+    the event time's calendar parts, which no starter spec proposed: each part is proposed
+    where the times can tell it, with a comment, and none where they cannot."""
+    parts = ["day_of_week", "month_sin", "month_cos"] if parts is None else parts
+    frame = _activity().drop(columns=["month"])
+    frame["at"] = times.strftime("%Y-%m-%dT%H:%M:%SZ")
+    data = _write(frame, tmp_path / "activity.csv")
+    out = tmp_path / "activity_spec.py"
+    assert _init(capsys, str(data), "--label", "churned", "-o", str(out))[0] == 0
+    spec = resolve_spec(f"{out}:activity")
+    assert spec.event_timestamp == "at"
+    assert spec.features.calendar == parts
+    assert ("# of 'at', in UTC unless timezone= says" in out.read_text()) == bool(parts)
+
+
 def test_a_folder_of_like_files_is_a_landing_folder_and_of_different_files_a_lookup(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
