@@ -82,11 +82,11 @@ def read_key(raw: SourceBytes) -> str:
     defaults, so a spec that fixes how its file is read (``encoding="cp1252"``, a
     separator) reads it again instead of finding the table read the old way. Options
     left at their defaults keep the bytes' hash alone, as before."""
-    if raw.spec.format == "sql":
-        return raw.sha256  # a query's rows, already read: no option changes them
+    # A query's rows are already read: only the columns joined from them change the table.
+    read = ("joined",) if raw.spec.format == "sql" else READ_OPTIONS
     options = {
         k: getattr(raw.spec, k)
-        for k in READ_OPTIONS
+        for k in read
         if getattr(raw.spec, k) != SourceSpec.model_fields[k].get_default(call_default_factory=True)
     }
     if not options:

@@ -159,6 +159,40 @@ def unpacked(file: Path | io.BytesIO, compression: str | None) -> Iterator[io.Bu
 
 def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
     """Parse bytes as declared. Values stay as read; the contract types them."""
+    frame = _parsed(raw, name)
+    if raw.spec.joined and len(frame.columns):
+        return joined_columns(frame, raw.spec.joined, f"source {raw.spec.name!r} at {raw.uri}")
+    return frame
+
+
+def joined_columns(frame: pd.DataFrame, joined: dict[str, list[str]], what: str) -> pd.DataFrame:
+    """The columns a source writes across others (``SourceSpec.joined``), each its parts'
+    text joined with a space: a date and a time of day in two columns make one time the
+    contract reads, in the lake and in a request that sends the parts. A null part gives
+    a null."""
+    for name, parts in joined.items():
+        if missing := [p for p in parts if p not in frame.columns]:
+            raise SourceError(f"{what}: {name!r} joins {missing}, which it does not have")
+        texts = [_text(frame[p]) for p in parts]
+        joined = texts[0]
+        for text in texts[1:]:
+            joined = joined + " " + text
+        frame[name] = joined.astype(object).where(joined.notna(), None)
+    return frame
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """A part as the file writes it: a date as ``2024-07-18``, a whole number as ``7``."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        present = values.dropna()
+        dated = bool((present == present.dt.normalize()).all())
+        return values.dt.strftime("%Y-%m-%d" if dated else "%Y-%m-%dT%H:%M:%S").astype("string")
+    if pd.api.types.is_float_dtype(values) and np.equal(np.mod(values.dropna(), 1), 0).all():
+        return values.astype("Int64").astype("string")
+    return values.astype("string").str.strip()
+
+
+def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:
     name = (name or raw.spec.path or "query.parquet").lower()
     kind = "parquet" if raw.spec.format == "sql" else detect_format(raw.spec, name)
     compression = compression_of(name)

@@ -42,6 +42,7 @@ from mlsys_core.data.sources import (
     compression_of,
     detect_format,
     footer_rows,
+    joined_columns,
     parse_source,
     read_source_bytes,
     redacted_url,
@@ -440,6 +441,92 @@ def _number(value: float, dtype: str, up: bool = False) -> float | int:
     return outward if (outward >= value if up else outward <= value) else value
 
 
+def _time_column(table: Table, name: str, time_rule: ColumnRule, note: str) -> None:
+    """``name`` typed as a time read by ``time_rule``, bounded by the times of all rows."""
+    values = table.frame[name]
+    nullable = bool(values.isna().any())
+    table.parsed[name] = to_utc_datetimes(values, time_rule)
+    bounds, far = _time_bounds(table.parsed[name].dropna())
+    rule = time_rule.model_copy(update={"nullable": nullable, **bounds})
+    note = "; ".join(n for n in (note, far) if n)
+    table.columns[name] = Column(name, "datetime", nullable, rule, note)
+
+
+# A time of day written alone: 23:51, 23:51:44, 23:51:44.120, 11:51 PM.
+_CLOCK = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?(\s?[AaPp]\.?[Mm]\.?)?")
+_CLOCKS = ("%H:%M:%S", "%H:%M", "%H:%M:%S.%f", "%I:%M:%S %p", "%I:%M %p")
+
+
+def join_dates_and_times(table: Table) -> None:
+    """A date and a time of day written in two columns (a bank's "Booking Date" and
+    "Booking Time") joined into one time, the source's ``joined`` column: dates alone make
+    every event of a day simultaneous, and the hour is never learnt. Each time of day
+    goes with the nearest date column before it (else after); a pair whose joined text
+    reads as no time is left apart."""
+    order = [str(c) for c in table.frame.columns]
+    dates = [
+        c.name
+        for c in table.columns.values()
+        if c.dtype == "datetime"
+        and not c.rule.unit
+        and (table.times(c.name).dropna().dt.normalize() == table.times(c.name).dropna()).all()
+    ]
+    clocks = [
+        c.name
+        for c in table.columns.values()
+        if c.dtype == "string" and _is_clock(table.sample[c.name])
+    ]
+    joined: dict[str, list[str]] = {}
+    for clock in clocks:
+        free = [d for d in dates if all(d not in p for p in joined.values())]
+        if not free:
+            break
+        at = order.index(clock)
+        date = min(free, key=lambda d: (order.index(d) > at, abs(order.index(d) - at)))
+        name = _joined_name(date, clock, {*order, *joined})
+        text = joined_columns(table.frame[[date, clock]].copy(), {name: [date, clock]}, "")[name]
+        rule = _joined_rule(text, table.columns[date].rule)
+        if rule is None:
+            continue
+        joined[name] = [date, clock]
+        table.frame[name] = text
+        _time_column(table, name, rule, f"{date} and {clock} joined; {_ZONE_TODO}")
+    if joined:
+        table.source = table.source.model_copy(update={"joined": joined})
+        table.__dict__.pop("sample", None)  # drawn again, with the joined columns
+
+
+def _is_clock(values: pd.Series) -> bool:
+    present = values.dropna().astype(str).str.strip()
+    return not present.empty and bool(present.str.fullmatch(_CLOCK.pattern).all())
+
+
+def _joined_rule(text: pd.Series, date: ColumnRule) -> ColumnRule | None:
+    """How a date and a time of day joined read: the date's format, then a clock."""
+    formats = [f"{date.format} {c}" for c in _CLOCKS] if date.format else [None]
+    formats += [] if date.format else [f"%Y-%m-%d {c}" for c in _CLOCKS]
+    present = text.notna()
+    for format in formats:
+        rule = ColumnRule(dtype="datetime", format=format)
+        if (to_utc_datetimes(text, rule).notna() == present).all():
+            return rule
+    return None
+
+
+def _joined_name(date: str, clock: str, taken: set[str]) -> str:
+    """``Booking Datetime`` of ``Booking Date``; ``day time`` of ``day``, ``time``."""
+    found = re.search("date", date, re.IGNORECASE)
+    if found:
+        word = found.group(0)
+        time = "time" if word.islower() else "TIME" if word.isupper() else "time"
+        name = date[: found.end()] + time + date[found.end() :]
+    else:
+        name = f"{date} {clock}"
+    while name in taken:
+        name += "_joined"
+    return name
+
+
 def type_columns(table: Table) -> None:
     """Every column of ``table`` typed (from its sample), with the range and nullability
     of all its rows."""
@@ -458,11 +545,7 @@ def type_columns(table: Table) -> None:
             continue
         time_rule, note = _time_rule(sample[raw_name], name, kind)
         if time_rule is not None:
-            table.parsed[name] = to_utc_datetimes(values, time_rule)
-            bounds, far = _time_bounds(table.parsed[name].dropna())
-            rule = time_rule.model_copy(update={"nullable": nullable, **bounds})
-            note = "; ".join(n for n in (note, far) if n)
-            table.columns[name] = Column(name, "datetime", nullable, rule, note)
+            _time_column(table, name, time_rule, note)
             continue
         written = _written_numbers(sample[raw_name]) if kind == "string" else None
         if written is not None:
@@ -898,6 +981,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     tables = find_tables(data, spec_path.parent)
     for table in tables:
         type_columns(table)
+        join_dates_and_times(table)
     outcomes = _outcome_table(tables, label)
     if outcomes is not None:
         base = _outcome_base(tables, outcomes)
@@ -922,6 +1006,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             f"{[c for c, col in base_cols.items() if col.dtype == 'datetime'] or 'none'}"
         )
     times = [c for c, col in base_cols.items() if col.dtype == "datetime" and c != label]
+    times.sort(key=lambda c: c not in base.source.joined)  # a date and its time of day first
     time_note = ""
     if time is None and times:
         time = times[0]
@@ -952,7 +1037,8 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             raise StarterError(f"--threshold: the label {label!r} is text; use --positive")
         rule = {"column": label, **rule}
         used = {label, *keys, *([time] if time else [])}
-    numeric, categorical, notes = _features(base, used, label_values)
+    parts = {p for name, joined in base.source.joined.items() if name == time for p in joined}
+    numeric, categorical, notes = _features(base, used | parts, label_values)
     # An outcome table is what the model predicts: never a lookup (leakage).
     lookups = _lookups([t for t in tables if t is not outcomes], base, used)
     _unbound(base, keys)
@@ -1027,7 +1113,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         extra = ", incremental=True" if s.incremental else ""
         extra += "".join(
             f", {k}={_py(getattr(s, k))}"
-            for k in ("delimiter", "decimal", "encoding", "skip_rows", "skip_footer")
+            for k in ("delimiter", "decimal", "encoding", "skip_rows", "skip_footer", "joined")
             if getattr(s, k) != SourceSpec.model_fields[k].default
         )
         how = ["a landing folder: each ingest appends its new files"] if s.incremental else []

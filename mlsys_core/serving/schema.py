@@ -53,7 +53,7 @@ from mlsys_core.data.contract import (
     time_notation,
     unread_time,
 )
-from mlsys_core.data.sources import flat_objects
+from mlsys_core.data.sources import flat_objects, joined_columns
 from mlsys_core.features.assemble import request_keys
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import ColumnRule, DatasetSpec
@@ -413,6 +413,8 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
             Field(None, description=note),
         )
     title = "".join(part.title() for part in spec.name.split("_"))
+    base = next((s for s in spec.sources if s.name == spec.base), None)
+    joined = {n: p for n, p in (base.joined if base else {}).items() if n in fields}
     sent = [c for c in plan.request_features if c not in fields or c in spec.input_columns]
     doc = (
         f"One {spec.name} event to score. Required: {', '.join(plan.required) or 'nothing'}. "
@@ -424,6 +426,7 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
             if any("." in name for name in fields)
             else ""
         )
+        + "".join(f" {n!r} may be sent as its parts {p}." for n, p in joined.items())
     )
     sources = {c: s.model_dump(include={"kind", "online", "keys"}) for c, s in plan.inputs.items()}
     return create_model(
@@ -442,7 +445,10 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
             },
         ),
         __doc__=doc,
-        __validators__={"as_the_source_holds": model_validator(mode="before")(classmethod(_flat))},
+        __validators__={
+            "as_the_source_holds": model_validator(mode="before")(classmethod(_flat)),
+            "as_the_file_writes_it": model_validator(mode="before")(_from_parts(joined)),
+        },
         **fields,
     )
 
@@ -462,6 +468,26 @@ def _flat(cls: type[BaseModel], data: Any) -> Any:
     if set(fields) & set(rest):  # sent both ways: which is meant is not ours to guess
         return data
     return {**rest, **fields}
+
+
+def _from_parts(joined: dict[str, list[str]]) -> classmethod:
+    """A record that sends a joined column as the file writes it, in its parts (``"Booking
+    Date"`` and ``"Booking Time"``), given the column the lake joined of them, by the
+    lake's function. Sent both ways, or with a part missing, it is left as sent."""
+
+    def join(cls: type[BaseModel], data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        todo = {n: p for n, p in joined.items() if n not in data and all(x in data for x in p)}
+        if not todo:
+            return data
+        parts = {x for p in todo.values() for x in p}
+        frame = pd.DataFrame([{x: data[x] for x in parts}], dtype=object)
+        made = joined_columns(frame, todo, "the record").iloc[0]
+        rest = {k: v for k, v in data.items() if k not in parts or k in cls.model_fields}
+        return rest | {n: made[n] for n in todo}
+
+    return classmethod(join)
 
 
 def batch_model(record: type[BaseModel], max_records: int) -> type[BaseModel]:

@@ -101,6 +101,13 @@ class SourceSpec(_Frozen):
         description="CSV: the rows below the table in each file (a Total line a report "
         "export ends with).",
     )
+    joined: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Columns the source writes across others, made by joining their text "
+        "with a space: {'booked_at': ['Booking Date', 'Booking Time']} makes one time of a "
+        "date and a time of day, for the contract to read. The parts stay; a null part "
+        "gives a null.",
+    )
 
     @model_validator(mode="after")
     def _readable(self) -> SourceSpec:
@@ -132,6 +139,17 @@ class SourceSpec(_Frozen):
                 f"source {self.name!r}: {self.delimiter!r} cannot both separate fields and "
                 "mark decimals"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _joins_others(self) -> SourceSpec:
+        for name, parts in self.joined.items():
+            if len(parts) < 2 or len(set(parts)) < len(parts) or name in parts:  # noqa: PLR2004
+                raise ValueError(
+                    f"source {self.name!r}: joined {name!r} needs two or more other columns"
+                )
+            if chained := sorted(set(parts) & set(self.joined)):
+                raise ValueError(f"source {self.name!r}: joined {name!r} joins joined {chained}")
         return self
 
 

@@ -440,6 +440,49 @@ def test_a_banks_monthly_statements_are_read_without_their_titles_and_totals(
     np.testing.assert_allclose(read["fee"], frame["fee"])
 
 
+@pytest.mark.parametrize(
+    ("day", "clock"),
+    [("%d/%m/%Y", "%H:%M:%S"), ("%Y-%m-%d", "%I:%M %p")],
+)
+def test_a_date_and_a_time_of_day_in_two_columns_are_one_event_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture, day: str, clock: str
+) -> None:
+    """A bank writes "Booking Date" and "Booking Time" apart: the date alone was the event
+    time (every payment of a day at midnight, no hour to learn) and the time of day a text
+    left out. They are joined into one time now, in the lake and in a request that sends
+    them as the file does: the event time, with its hour proposed as a feature."""
+    frame = _activity().drop(columns=["month"])
+    times = pd.date_range("2024-01-01 06:10", periods=len(frame), freq="157min")
+    frame.insert(0, "Booking Date", times.strftime(day))
+    frame.insert(1, "Booking Time", times.strftime(clock))
+    data = _write(frame, tmp_path / "bookings.csv")
+    out = tmp_path / "bookings_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    spec = resolve_spec(f"{out}:bookings")
+    (source,) = spec.sources
+    assert source.joined == {"Booking Datetime": ["Booking Date", "Booking Time"]}
+    assert spec.event_timestamp == "Booking Datetime"
+    assert spec.features.calendar[0] == "hour"
+    assert "Booking Time" not in spec.features.categorical
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(source, lake), spec.contracts["bookings"], lake)
+    assert clean.quarantine.rows == 0
+    read = lake.read(clean.clean)["Booking Datetime"].sort_values()
+    assert read.tolist() == times.tz_localize("UTC").tolist()
+    record = record_model(spec)
+    assert "'Booking Datetime' may be sent as its parts" in (record.__doc__ or "")
+    row = frame.iloc[7]
+    parts = {"Booking Date": row["Booking Date"], "Booking Time": row["Booking Time"]}
+    sent = record.model_validate({"account_id": 3, **parts})
+    assert getattr(sent, "Booking Datetime") == times[7].tz_localize("UTC")
+    whole = f"{row['Booking Date']} {row['Booking Time']}"
+    assert sent == record.model_validate({"account_id": 3, "Booking Datetime": whole})
+    with pytest.raises(ValidationError, match="Booking Datetime"):
+        record.model_validate({"account_id": 3, **parts, "Booking Time": "25:61:00"})
+
+
 def test_without_a_time_the_split_is_by_hash_and_a_text_label_names_its_positive_class(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import importlib.util
 import io
+import sqlite3
 import sys
 import zipfile
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.data.sources import (
     SourceError,
     footer_rows,
+    joined_columns,
     parse_source,
     read_source,
     read_source_bytes,
@@ -299,3 +301,45 @@ def test_a_csv_with_semicolons_and_decimal_commas_parses_to_numbers(tmp_path: Pa
     ]
     with pytest.raises(ValueError, match="cannot both separate fields and mark decimals"):
         SourceSpec(name="export", path=str(path), decimal=",")
+
+
+def test_a_column_written_across_others_is_joined_as_the_file_writes_them(
+    tmp_path: Path,
+) -> None:
+    """A date and a time of day in two columns make one text the contract reads as a
+    time; a null part makes a null, a Parquet date writes as a date and a whole number
+    without its ``.0``; a part the file lacks is one line that names it."""
+    joined = {"at": ["day", "clock"]}
+    path = tmp_path / "bookings.csv"
+    path.write_text("day,clock,n\n18/07/2024,23:51:44,1\n,01:00,2\n19/07/2024,,3\n")
+    source = SourceSpec(name="bookings", path=str(path), joined=joined)
+    frame = parse_source(read_source_bytes(source))
+    assert frame["at"].tolist() == ["18/07/2024 23:51:44", None, None]
+    assert frame.columns.tolist() == ["day", "clock", "n", "at"]  # the parts stay
+    typed = pd.DataFrame(
+        {"day": pd.to_datetime(["2024-07-18", None]), "clock": [9.0, 7.0], "n": [1, 2]}
+    )
+    assert joined_columns(typed, joined, "t")["at"].tolist() == ["2024-07-18 9", None]
+    path.write_text("day,n\n18/07/2024,1\n")
+    with pytest.raises(SourceError, match=r"'at' joins \['clock'\], which it does not have"):
+        parse_source(read_source_bytes(source))
+    for bad in ({"at": ["day"]}, {"at": ["at", "day"]}, {"at": ["day", "day"]}):
+        with pytest.raises(ValueError, match="needs two or more other columns"):
+            SourceSpec(name="bookings", path=str(path), joined=bad)
+    with pytest.raises(ValueError, match=r"joins joined \['at'\]"):
+        SourceSpec(name="bookings", path=str(path), joined={**joined, "x": ["at", "n"]})
+
+
+def test_a_query_whose_columns_are_joined_is_another_snapshot(tmp_path: Path) -> None:
+    """A query's rows are keyed by their bytes alone, but joining two of their columns
+    makes another table: a spec that adds ``joined`` reads the query again."""
+    db = tmp_path / "db.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE b (day TEXT, clock TEXT)")
+        conn.execute("INSERT INTO b VALUES ('2024-07-18', '23:51')")
+    query = {"format": "sql", "url": f"sqlite:///{db}", "query": "SELECT * FROM b"}
+    lake = Lake(tmp_path / "lake")
+    plain = snapshot_source(SourceSpec(name="b", **query), lake)
+    joined = snapshot_source(SourceSpec(name="b", joined={"at": ["day", "clock"]}, **query), lake)
+    assert plain.snapshot_id != joined.snapshot_id
+    assert lake.read(joined)["at"].tolist() == ["2024-07-18 23:51"]
