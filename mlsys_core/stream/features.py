@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mlsys_core.data.batches import text_frame
 from mlsys_core.data.contract import REASON, clean_table, record_types
 from mlsys_core.data.lake import Lake, PartRef, SnapshotRef
-from mlsys_core.data.sources import iter_jsonl, records_frame
+from mlsys_core.data.sources import iter_jsonl, joined_columns, records_frame
 from mlsys_core.features.keys import KeyIndex
 from mlsys_core.features.offline import (
     NAT,
@@ -91,6 +91,11 @@ class FeatureStreamJob(BaseModel):
         "is checked as the lake checks a row (type, bounds, allowed values) and set aside "
         "with the lake's reason if it fails; it may leave a column out (an event is part "
         "of its row), and may carry a time as the data does or as ISO 8601.",
+    )
+    joined: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="The kept columns the source writes across others (SourceSpec.joined): "
+        "an event may send the parts, as the file does, joined as the lake joins them.",
     )
 
     @model_validator(mode="after")
@@ -157,12 +162,15 @@ def feature_stream_job(
     views: list[WindowView] = [by_view[n] for n in chosen.views]  # type: ignore[misc]
     contract = spec.contracts.get(chosen.source)
     declared = contract.columns if contract else {}
+    source = next((s for s in spec.sources if s.name == chosen.source), None)
+    kept = _kept_columns(chosen, views)
     return FeatureStreamJob(
         name=f"{spec.name}__{chosen.name}",
         stream=chosen,
         views=views,
         max_segments=max_segments,
-        rules={c: declared[c] for c in _kept_columns(chosen, views) if c in declared},
+        rules={c: declared[c] for c in kept if c in declared},
+        joined={n: p for n, p in source.joined.items() if n in kept} if source else {},
     )
 
 
@@ -686,6 +694,22 @@ def _column_types(
     return record_types(known, raw[[c for c in open_columns if c in raw.columns]])
 
 
+def _joined(raw: pd.DataFrame, job: FeatureStreamJob) -> pd.DataFrame:
+    """Events that send a joined column's parts (a date and a time of day), given the
+    column, by the lake's function; an event that sends the column itself keeps it."""
+    todo = {n: p for n, p in job.joined.items() if set(p) <= set(raw.columns)}
+    if not todo or raw.empty:
+        return raw
+    parts = list(dict.fromkeys(x for p in todo.values() for x in p))
+    made = joined_columns(raw[parts].copy(), todo, f"stream {job.name}")
+    raw = raw.copy()
+    for name in todo:
+        raw[name] = (
+            made[name] if name not in raw else raw[name].where(raw[name].notna(), made[name])
+        )
+    return raw
+
+
 def _typed_events(
     raw: pd.DataFrame, job: FeatureStreamJob, types: dict[str, str]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -693,6 +717,7 @@ def _typed_events(
     checks its rows (``types``: those of the columns the contract leaves open), and a row
     id; those set aside, with the reason; and the events kept, as they were sent."""
     stream = job.stream
+    raw = _joined(raw, job)
     if raw.empty:
         columns = [*job.columns, stream.time_column, _ARRIVAL, _ROW]
         return pd.DataFrame(columns=columns), pd.DataFrame(), pd.DataFrame()

@@ -501,6 +501,44 @@ def test_events_carry_the_timestamp_as_the_data_holds_it(tmp_path: Path):
     )
 
 
+def test_events_may_send_a_time_in_the_parts_the_file_writes_it_in(tmp_path: Path):
+    """A source that writes its time as a date and a time of day (``SourceSpec.joined``):
+    a producer sends the parts as the file holds them, or the joined time, event by
+    event; the stream joins the parts as the lake does and publishes what the offline
+    store computes. Without the join every event that sent parts was set aside."""
+    rule = ColumnRule(dtype="datetime", format="%d/%m/%Y %H:%M")
+    parts = {"opened_at": ["opened_day", "opened_clock"]}
+    job = _tickets_job(max_segments=2).model_copy(
+        update={"rules": {"opened_at": rule}, "joined": parts}
+    )
+    table = _tickets(200, seed=12, hours=24)
+    events = source_events(job.stream, table)
+    opened = pd.to_datetime(events["opened_at"], utc=True)
+    split = (np.arange(len(events)) % 2).astype(bool)  # every other event sends the parts
+    events = events.assign(
+        opened_at=opened.dt.strftime("%d/%m/%Y %H:%M").where(~split, None),
+        opened_day=opened.dt.strftime("%d/%m/%Y").where(split, None),
+        opened_clock=opened.dt.strftime("%H:%M").where(split, None),
+    )
+    write_segments(events, tmp_path / "log", rows_per_segment=25)
+    wrong, outcomes = _published_against_offline(
+        job, tmp_path / "log", Lake(tmp_path / "lake"), table
+    )
+    assert wrong == 0 and len(outcomes) > 3
+    assert sum(o.invalid for o in outcomes) == 0
+    assert sum(o.events_in for o in outcomes) == len(events)
+    # The job takes the parts from the spec's source, for the columns the state keeps.
+    spec = nycflights13_spec()
+    stream = spec.streams[0]
+    joined = {stream.timestamp: ["day", "clock"], "unkept": ["a", "b"]}
+    sources = [
+        s.model_copy(update={"joined": joined}) if s.name == stream.source else s
+        for s in spec.sources
+    ]
+    changed = spec.model_copy(update={"sources": sources})
+    assert feature_stream_job(changed, stream.name).joined == {stream.timestamp: ["day", "clock"]}
+
+
 def test_events_the_lake_would_refuse_are_set_aside_with_its_reason(tmp_path: Path):
     """A producer sends some tickets with values the source's contract refuses: a priority
     out of its range, a queue not among the allowed ones, text where a number belongs. The
