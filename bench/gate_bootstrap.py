@@ -38,7 +38,7 @@ def main() -> None:
     # The same resamples, drawn the same way, scored one by one.
     start = time.perf_counter()
     base_c, base_p = [], []
-    for idx in resample_indices(args.rows, config):
+    for idx in resample_indices(args.rows, config.n_bootstrap, config.seed):
         for row in idx:
             base_c.append(roc_auc_score(labels[row], challenger[row]))
             base_p.append(roc_auc_score(labels[row], champion[row]))

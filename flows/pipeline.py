@@ -22,6 +22,7 @@ from mlsys_core.monitoring.check import DriftOutcome
 from mlsys_core.stack.prefect_server import prefect_home
 from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
+from mlsys_core.training.metrics import interval_caveat
 from mlsys_core.training.run import TrainedModel
 from tasks.metrics import metered
 
@@ -92,6 +93,7 @@ def describe(result: PipelineResult, settings: Settings) -> str:
             f"  MLflow run           {trained.run_id}  (experiment '{settings.experiment}')",
             f"  test metrics         AUC {m['test_auc']:.4f}  log loss {m['test_log_loss']:.4f}"
             f"  ECE {m['test_ece']:.4f}{_calibrated(m)}",
+            *_interval(m),
             f"  model version        models:/{reg.version.name}/{reg.version.version}"
             f"  -> @{alias} ({reg.decision.reason})",
             f"  lifecycle            {reg.version.semver}, {reg.stage};"
@@ -110,6 +112,20 @@ def describe(result: PipelineResult, settings: Settings) -> str:
             "           then http://127.0.0.1:8000/docs (POST /predict, /metrics)",
         ]
     )
+
+
+def _interval(metrics: dict[str, float]) -> list[str]:
+    """How far the test AUC can be trusted: its 95% interval, from the window's size."""
+    if "test_auc_low" not in metrics:
+        return []
+    rows = int(metrics["test_rows"])
+    positives = round(metrics["test_positive_rate"] * rows)
+    line = (
+        f"                       AUC 95% interval {metrics['test_auc_low']:.2f} .. "
+        f"{metrics['test_auc_high']:.2f}, from {rows} test rows ({positives} positive)"
+    )
+    caveat = interval_caveat(metrics["test_auc_low"], positives, rows - positives)
+    return [f"{line}: {caveat}" if caveat else line]
 
 
 def _calibrated(metrics: dict[str, float]) -> str:

@@ -8,11 +8,14 @@ recompute both AUCs, and count how often the challenger's lead is not above the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from mlsys_core.training.auc import auc, resample_counts, resample_indices, weighted_auc
+
+__all__ = ["auc", "decide", "paired_bootstrap", "resample_indices"]
 
 
 class GateConfig(BaseModel):
@@ -50,62 +53,16 @@ class GateDecision(BaseModel):
     decided_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """ROC AUC of each row of ``scores`` (Mann-Whitney, ties averaged); NaN for a row whose
-    labels have one class. ``labels`` has the same shape as ``scores``."""
-    # Here, not at the top: scipy.stats takes about a second to import, and serving reads
-    # the registry's aliases through this module's importers without ever gating.
-    from scipy.stats import rankdata  # noqa: PLC0415
-
-    labels = np.atleast_2d(labels).astype(bool)
-    ranks = rankdata(np.atleast_2d(scores), axis=1)
-    n_pos = labels.sum(axis=1)
-    n_neg = labels.shape[1] - n_pos
-    rank_sum = np.where(labels, ranks, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def resample_indices(n: int, config: GateConfig) -> Iterator[np.ndarray]:
-    """The bootstrap's row indices, in chunks of shape (b, n): seeded, so reproducible."""
-    rng = np.random.default_rng(config.seed)
-    chunk = max(1, min(200, 4_000_000 // max(n, 1)))  # bounds memory at ~4M cells a chunk
-    for start in range(0, config.n_bootstrap, chunk):
-        yield rng.integers(0, n, size=(min(chunk, config.n_bootstrap - start), n))
-
-
-def _counts(idx: np.ndarray, n: int) -> np.ndarray:
-    """How often each row was drawn, per resample: (b, n)."""
-    offsets = (np.arange(idx.shape[0]) * n)[:, None]
-    return np.bincount((idx + offsets).ravel(), minlength=idx.shape[0] * n).reshape(-1, n)
-
-
-def _weighted_auc(counts: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """AUC of each resample given as row counts, without sorting per resample: the scores
-    are sorted once, ties grouped, and each positive counts the negatives below it plus
-    half of those tied with it."""
-    order = np.argsort(scores, kind="stable")
-    ordered = scores[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    weights = counts[:, order].astype(float)
-    positive = labels[order].astype(bool)
-    pos = np.add.reduceat(np.where(positive, weights, 0.0), starts, axis=1)
-    neg = np.add.reduceat(np.where(positive, 0.0, weights), starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
-
-
 def paired_bootstrap(
     labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray, config: GateConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap AUCs of both models on the same resampled rows (seeded)."""
     n = len(labels)
     out_c, out_p = [], []
-    for idx in resample_indices(n, config):
-        counts = _counts(idx, n)
-        out_c.append(_weighted_auc(counts, labels, challenger))
-        out_p.append(_weighted_auc(counts, labels, champion))
+    for idx in resample_indices(n, config.n_bootstrap, config.seed):
+        counts = resample_counts(idx, n)
+        out_c.append(weighted_auc(counts, labels, challenger))
+        out_p.append(weighted_auc(counts, labels, champion))
     return np.concatenate(out_c), np.concatenate(out_p)
 
 

@@ -33,7 +33,11 @@ from mlsys_core.training.checkpoint import CheckpointStore
 from mlsys_core.training.config import ModelConfig, TrainConfig
 from mlsys_core.training.distributed import LaunchConfig
 from mlsys_core.training.matrices import fit_matrices, labeled_splits
-from mlsys_core.training.metrics import binary_metrics
+from mlsys_core.training.metrics import (
+    auc_interval,
+    binary_metrics,
+    expected_calibration_error,
+)
 from mlsys_core.training.pyfunc import (
     MODEL_CODE,
     pip_requirements,
@@ -177,8 +181,10 @@ def train_and_log(
         for name in ("valid", "test"):
             proba[name] = trainer.predict_proba(x[name])
             metrics |= {f"{name}_{k}": v for k, v in binary_metrics(y[name], proba[name]).items()}
+        low, high = auc_interval(y["test"], proba["test"], metrics["test_auc"])
+        metrics |= {"test_auc_low": low, "test_auc_high": high}
         calibrated = log_calibration(y["valid"], proba["valid"]).apply(proba["test"])
-        metrics["test_ece_calibrated"] = binary_metrics(y["test"], calibrated)["ece"]
+        metrics["test_ece_calibrated"] = expected_calibration_error(y["test"], calibrated)
         mlflow.log_metrics(metrics)
         _log_figures(result.history, y["test"], proba["test"], metrics)
         _log_feature_artifacts(preprocessor)

@@ -124,6 +124,11 @@ def test_describe_points_at_everything(two_runs, state: Settings, tmp_path, monk
     assert first.drift.report_path in text
     ece = first.trained.metrics["test_ece_calibrated"]
     assert f"({ece:.4f} calibrated, as served)" in text
+    m = first.trained.metrics
+    assert m["test_auc_low"] < m["test_auc"] < m["test_auc_high"]
+    rows = int(m["test_rows"])
+    assert f"AUC 95% interval {m['test_auc_low']:.2f} .. {m['test_auc_high']:.2f}" in text
+    assert f"from {rows} test rows ({round(m['test_positive_rate'] * rows)} positive)" in text
     assert "mlflow ui" in text and "mlsys prefect-server up" in text
     assert f"mlsys serve --model-name {first.registration.version.name}" in text
     # Run from a project folder of the user's, the commands it prints still run there.

@@ -52,7 +52,7 @@ def test_bootstrap_aucs_equal_scikit_learn_on_the_same_resamples() -> None:
     _, b = scored(300, 0.5, 4)
     config = GateConfig(n_bootstrap=120, seed=5)
     got_a, got_b = paired_bootstrap(labels, a, b, config)
-    rows = np.concatenate(list(resample_indices(300, config)))
+    rows = np.concatenate(list(resample_indices(300, config.n_bootstrap, config.seed)))
     assert rows.shape == (120, 300)
     want_a = [roc_auc_score(labels[r], a[r]) for r in rows]
     want_b = [roc_auc_score(labels[r], b[r]) for r in rows]

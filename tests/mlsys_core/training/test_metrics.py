@@ -7,7 +7,14 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
-from mlsys_core.training.metrics import binary_metrics, expected_calibration_error
+from mlsys_core.registry.gate import GateConfig, paired_bootstrap
+from mlsys_core.training.metrics import (
+    BOOTSTRAP_ROWS,
+    auc_interval,
+    binary_metrics,
+    expected_calibration_error,
+    interval_caveat,
+)
 
 
 def reference_ece(y: np.ndarray, proba: np.ndarray, n_bins: int) -> float:
@@ -82,3 +89,47 @@ def test_binary_metrics_log_loss_is_finite_for_certain_forecasts() -> None:
 def test_binary_metrics_reject_a_single_class(label: float) -> None:
     with pytest.raises(ValueError, match="both classes"):
         binary_metrics(np.full(10, label), np.linspace(0, 1, 10))
+
+
+@pytest.mark.parametrize(("rows", "rate", "signal"), [(400, 0.2, 0.8), (20_000, 0.1, 0.5)])
+def test_the_auc_interval_is_as_wide_as_the_gates_bootstrap_finds(
+    rows: int, rate: float, signal: float
+) -> None:
+    """The interval against the gate's bootstrap of the same rows, drawn otherwise: within
+    0.01 at both ends, below BOOTSTRAP_ROWS (a bootstrap too) and above it (closed form)."""
+    rng = np.random.default_rng(rows)
+    y = (rng.uniform(size=rows) < rate).astype(float)
+    proba = 1 / (1 + np.exp(-(signal * (2 * y - 1) + rng.normal(size=rows))))
+    low, high = auc_interval(y, proba, roc_auc_score(y, proba))
+    boot, _ = paired_bootstrap(y, proba, proba, GateConfig(n_bootstrap=2000, seed=1))
+    expected = np.quantile(boot, [0.025, 0.975])
+    assert (low, high) == pytest.approx(tuple(expected), abs=0.01)
+    assert (rows > BOOTSTRAP_ROWS) == (rows == 20_000)
+
+
+def test_a_small_test_window_cannot_tell_a_model_from_chance() -> None:
+    """19 rows with 2 positives: an AUC of 0.71 whose interval holds 0.5; 3,040 rows
+    ranked alike tell it from chance."""
+    y = np.array([1, 1] + [0] * 17, dtype=float)
+    proba = np.r_[0.9, 0.5, np.linspace(0.1, 0.95, 17)]
+    area = roc_auc_score(y, proba)
+    low, high = auc_interval(y, proba, area)
+    assert low < 0.5 < area < high
+    many, scores = np.tile(y, 160), np.tile(proba, 160)
+    low, high = auc_interval(many, scores, roc_auc_score(many, scores))
+    assert 0.5 < low < area < high < 1.0
+
+
+@pytest.mark.parametrize(
+    ("low", "positives", "negatives", "caveat"),
+    [
+        (0.73, 2, 17, "2 positive rows are too few to trust it"),
+        (0.80, 500, 1, "1 negative row is too few to trust it"),
+        (0.48, 40, 300, "too few to tell the model from chance"),
+        (0.70, 40, 300, ""),
+    ],
+)
+def test_an_auc_that_cannot_be_trusted_says_why(
+    low: float, positives: int, negatives: int, caveat: str
+) -> None:
+    assert interval_caveat(low, positives, negatives) == caveat
