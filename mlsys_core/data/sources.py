@@ -174,10 +174,10 @@ def joined_columns(frame: pd.DataFrame, joined: dict[str, list[str]], what: str)
         if missing := [p for p in parts if p not in frame.columns]:
             raise SourceError(f"{what}: {name!r} joins {missing}, which it does not have")
         texts = [_text(frame[p]) for p in parts]
-        joined = texts[0]
+        whole = texts[0]
         for text in texts[1:]:
-            joined = joined + " " + text
-        frame[name] = joined.astype(object).where(joined.notna(), None)
+            whole = whole + " " + text
+        frame[name] = whole.astype(object).where(whole.notna(), None)
     return frame
 
 
@@ -250,14 +250,13 @@ def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:
         ) from err
 
 
-_WIDER_ROW = re.compile(r"Expected (\d+) fields? in line (\d+), saw (\d+)")
+_WIDER_ROW = re.compile(r"Expected \d+ fields? in line \d+, saw \d+")
 
 
 def _csv_hint(err: Exception) -> str:
-    """What a row wider than the header usually means: a title line above the table was
+    """What a row wider than the header often means: a title line above the table was
     taken for the header."""
-    found = _WIDER_ROW.search(str(err))
-    if not found or found.group(1) != "1":
+    if not _WIDER_ROW.search(str(err)):
         return ""
     return (
         "; if lines above the table (a title, an export date) come before the header, "

@@ -517,8 +517,7 @@ def _joined_name(date: str, clock: str, taken: set[str]) -> str:
     """``Booking Datetime`` of ``Booking Date``; ``day time`` of ``day``, ``time``."""
     found = re.search("date", date, re.IGNORECASE)
     if found:
-        word = found.group(0)
-        time = "time" if word.islower() else "TIME" if word.isupper() else "time"
+        time = "TIME" if found.group(0).isupper() else "time"
         name = date[: found.end()] + time + date[found.end() :]
     else:
         name = f"{date} {clock}"
