@@ -121,8 +121,8 @@ def _interval(metrics: dict[str, float]) -> list[str]:
     rows = int(metrics["test_rows"])
     positives = round(metrics["test_positive_rate"] * rows)
     line = (
-        f"                       AUC 95% interval {metrics['test_auc_low']:.2f} .. "
-        f"{metrics['test_auc_high']:.2f}, from {rows} test rows ({positives} positive)"
+        f"                       AUC 95% interval {metrics['test_auc_low']:.3f} .. "
+        f"{metrics['test_auc_high']:.3f}, from {rows} test rows ({positives} positive)"
     )
     caveat = interval_caveat(metrics["test_auc_low"], positives, rows - positives)
     return [f"{line}: {caveat}" if caveat else line]

@@ -127,7 +127,7 @@ def test_describe_points_at_everything(two_runs, state: Settings, tmp_path, monk
     m = first.trained.metrics
     assert m["test_auc_low"] < m["test_auc"] < m["test_auc_high"]
     rows = int(m["test_rows"])
-    assert f"AUC 95% interval {m['test_auc_low']:.2f} .. {m['test_auc_high']:.2f}" in text
+    assert f"AUC 95% interval {m['test_auc_low']:.3f} .. {m['test_auc_high']:.3f}" in text
     assert f"from {rows} test rows ({round(m['test_positive_rate'] * rows)} positive)" in text
     assert "mlflow ui" in text and "mlsys prefect-server up" in text
     assert f"mlsys serve --model-name {first.registration.version.name}" in text
