@@ -184,12 +184,17 @@ def joined_columns(frame: pd.DataFrame, joined: dict[str, list[str]], what: str)
 def _text(values: pd.Series) -> pd.Series:
     """A part as the file writes it: a date as ``2024-07-18``, a whole number as ``7``."""
     if pd.api.types.is_datetime64_any_dtype(values):
-        present = values.dropna()
-        dated = bool((present == present.dt.normalize()).all())
-        return values.dt.strftime("%Y-%m-%d" if dated else "%Y-%m-%dT%H:%M:%S").astype("string")
+        written = "%Y-%m-%d" if dates_alone(values) else "%Y-%m-%dT%H:%M:%S"
+        return values.dt.strftime(written).astype("string")
     if pd.api.types.is_float_dtype(values) and np.equal(np.mod(values.dropna(), 1), 0).all():
         return values.astype("Int64").astype("string")
     return values.astype("string").str.strip()
+
+
+def dates_alone(times: pd.Series) -> bool:
+    """Whether every present time is a midnight: dates, without a time of day."""
+    present = times.dropna()
+    return bool((present == present.dt.normalize()).all())
 
 
 def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:

@@ -40,6 +40,7 @@ from mlsys_core.data.sources import (
     SourceBytes,
     SourceError,
     compression_of,
+    dates_alone,
     detect_format,
     footer_rows,
     joined_columns,
@@ -467,9 +468,7 @@ def join_dates_and_times(table: Table) -> None:
     dates = [
         c.name
         for c in table.columns.values()
-        if c.dtype == "datetime"
-        and not c.rule.unit
-        and (table.times(c.name).dropna().dt.normalize() == table.times(c.name).dropna()).all()
+        if c.dtype == "datetime" and not c.rule.unit and dates_alone(table.times(c.name))
     ]
     clocks = [
         c.name

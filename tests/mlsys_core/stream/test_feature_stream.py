@@ -406,6 +406,20 @@ def _published_against_offline(
     return wrong, outcomes
 
 
+def _every_event_published_as_offline(
+    job: FeatureStreamJob, events: pd.DataFrame, table: pd.DataFrame, tmp_path: Path
+) -> None:
+    """``events`` logged and drained: every one taken, none set aside, and what the stream
+    publishes equal to the offline store over ``table`` at each of several watermarks."""
+    write_segments(events, tmp_path / "log", rows_per_segment=25)
+    wrong, outcomes = _published_against_offline(
+        job, tmp_path / "log", Lake(tmp_path / "lake"), table
+    )
+    assert wrong == 0 and len(outcomes) > 3
+    assert sum(o.invalid for o in outcomes) == 0
+    assert sum(o.events_in for o in outcomes) == len(events)
+
+
 def test_a_log_that_starts_after_the_history_is_seeded_from_it(tmp_path: Path):
     """The lake holds two days of tickets; the log starts on the second day. Seeded with the
     lake's rows from before the log, the stream publishes the offline values from its first
@@ -477,13 +491,7 @@ def test_events_carry_the_timestamp_as_the_data_holds_it(tmp_path: Path):
     events = source_events(job.stream, table)
     opened = pd.to_datetime(events["opened_at"], utc=True).dt.tz_convert("Europe/Paris")
     events = events.assign(opened_at=opened.dt.strftime("%d/%m/%Y %H:%M"))
-    write_segments(events, tmp_path / "log", rows_per_segment=25)
-    wrong, outcomes = _published_against_offline(
-        job, tmp_path / "log", Lake(tmp_path / "lake"), table
-    )
-    assert wrong == 0 and len(outcomes) > 3
-    assert sum(o.invalid for o in outcomes) == 0
-    assert sum(o.events_in for o in outcomes) == len(events)
+    _every_event_published_as_offline(job, events, table, tmp_path)
     # The job takes the rule from the spec's contract of the stream's source.
     spec = nycflights13_spec()
     stream = spec.streams[0]
@@ -520,13 +528,7 @@ def test_events_may_send_a_time_in_the_parts_the_file_writes_it_in(tmp_path: Pat
         opened_day=opened.dt.strftime("%d/%m/%Y").where(split, None),
         opened_clock=opened.dt.strftime("%H:%M").where(split, None),
     )
-    write_segments(events, tmp_path / "log", rows_per_segment=25)
-    wrong, outcomes = _published_against_offline(
-        job, tmp_path / "log", Lake(tmp_path / "lake"), table
-    )
-    assert wrong == 0 and len(outcomes) > 3
-    assert sum(o.invalid for o in outcomes) == 0
-    assert sum(o.events_in for o in outcomes) == len(events)
+    _every_event_published_as_offline(job, events, table, tmp_path)
     # The job takes the parts from the spec's source, for the columns the state keeps.
     spec = nycflights13_spec()
     stream = spec.streams[0]
