@@ -415,6 +415,12 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
     title = "".join(part.title() for part in spec.name.split("_"))
     base = next((s for s in spec.sources if s.name == spec.base), None)
     joined = {n: p for n, p in (base.joined if base else {}).items() if n in fields}
+    # The event's other columns, as the file writes them (the label, a column left out of the
+    # features): a caller that sends its rows whole is not refused for them. Only a name the
+    # data never had is an unknown field.
+    contract = spec.contracts.get(spec.base)
+    known = {*fields, *(x for p in joined.values() for x in p)}
+    unused = [c for c in (contract.columns if contract else {}) if c not in known]
     sent = [c for c in plan.request_features if c not in fields or c in spec.input_columns]
     doc = (
         f"One {spec.name} event to score. Required: {', '.join(plan.required) or 'nothing'}. "
@@ -427,6 +433,7 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
             else ""
         )
         + "".join(f" {n!r} may be sent as its parts {p}." for n, p in joined.items())
+        + (f" Accepted and not used: {_some(unused)}." if unused else "")
     )
     sources = {c: s.model_dump(include={"kind", "online", "keys"}) for c, s in plan.inputs.items()}
     return create_model(
@@ -440,14 +447,17 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
                     "request_keys": plan.request_keys,
                     "caller_only": sent,
                     "found_by_service": plan.found,
+                    "not_used": unused,
                     "sources": sources,
                 }
             },
         ),
         __doc__=doc,
+        # Before-validators run last to first: a nested record is flattened, then read as
+        # the file writes it.
         __validators__={
+            "as_the_file_writes_it": model_validator(mode="before")(_as_written(joined, unused)),
             "as_the_source_holds": model_validator(mode="before")(classmethod(_flat)),
-            "as_the_file_writes_it": model_validator(mode="before")(_from_parts(joined)),
         },
         **fields,
     )
@@ -470,14 +480,23 @@ def _flat(cls: type[BaseModel], data: Any) -> Any:
     return {**rest, **fields}
 
 
-def _from_parts(joined: dict[str, list[str]]) -> classmethod:
-    """A record that sends a joined column as the file writes it, in its parts (``"Booking
-    Date"`` and ``"Booking Time"``), given the column the lake joined of them, by the
-    lake's function. Sent both ways, or with a part missing, it is left as sent."""
+def _some(names: list[str], shown: int = 10) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
-    def join(cls: type[BaseModel], data: Any) -> Any:
+
+def _as_written(joined: dict[str, list[str]], unused: list[str]) -> classmethod:
+    """A record sent as the file writes it: a joined column in its parts (``"Booking
+    Date"`` and ``"Booking Time"``) is given the column the lake joined of them, by the
+    lake's function (sent both ways, or with a part missing, it is left as sent), and the
+    event's columns the model does not use are dropped."""
+    drop = set(unused)
+
+    def read(cls: type[BaseModel], data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        if drop.intersection(data):
+            data = {k: v for k, v in data.items() if k not in drop}
         todo = {n: p for n, p in joined.items() if n not in data and all(x in data for x in p)}
         if not todo:
             return data
@@ -487,7 +506,7 @@ def _from_parts(joined: dict[str, list[str]]) -> classmethod:
         rest = {k: v for k, v in data.items() if k not in parts or k in cls.model_fields}
         return rest | {n: made[n] for n in todo}
 
-    return classmethod(join)
+    return classmethod(read)
 
 
 def batch_model(record: type[BaseModel], max_records: int) -> type[BaseModel]:

@@ -144,6 +144,13 @@ def test_bad_input_gets_a_4xx_with_a_reason(trained, client, model_name, small_s
         unseen = {**good, "carrier": "ZZ", "dest": "NOWHERE"}
         res = httpx.post(f"{url}/predict", json=unseen)
         assert res.status_code == 200, res.text
+        # The event's other columns, sent as the file writes them (the label's among them),
+        # are accepted and change nothing; a name the data never had stays a 422 (above).
+        whole = {**good, "arr_delay": 45.0, "dep_time": 517, "year": 2013, "month": "Jan"}
+        as_file, alone = (httpx.post(f"{url}/predict", json=r) for r in (whole, good))
+        assert as_file.status_code == 200, as_file.text
+        (scored,), (expected,) = as_file.json()["predictions"], alone.json()["predictions"]
+        assert scored["probability"] == expected["probability"]
         metrics = httpx.get(f"{url}/metrics").text
     assert 'mlsys_serving_http_responses_total{status="422"} ' in metrics
     assert 'mlsys_serving_http_responses_total{status="413"} 2.0' in metrics

@@ -91,6 +91,29 @@ def test_record_schema_rejects(field, value):
     assert field in str(err.value)
 
 
+def test_an_events_columns_the_model_does_not_use_are_accepted_and_left_out():
+    """A caller that sends its rows whole (the label, a column left out of the features)
+    is not refused for the columns the data has; they never reach the model. A name the
+    data never had is still an unknown field."""
+    record = record_model(SPEC)
+    unused = record.model_json_schema()["x-mlsys-serving"]["not_used"]
+    assert {"arr_delay", "dep_time", "year"} <= set(unused)
+    assert not set(unused) & {*SPEC.input_columns, *event_keys(SPEC), *lookup_keys(SPEC)}
+    assert "Accepted and not used: year, month" in record.__doc__
+    sent = record.model_validate({**GOOD, "arr_delay": "late", "dep_time": 517, "year": 2013})
+    assert sent.model_dump(exclude_none=True) == record.model_validate(GOOD).model_dump(
+        exclude_none=True
+    )
+    with pytest.raises(ValidationError, match="arr_dealy"):
+        record.model_validate({**GOOD, "arr_dealy": 45})
+    # Sent nested as a JSON source holds it, an unused column is flattened, then left out.
+    flights = SPEC.contracts[SPEC.base]
+    nested = {**flights.columns, "gate.terminal": ColumnRule(dtype="string")}
+    local = flights.model_copy(update={"columns": nested})
+    record = record_model(SPEC.model_copy(update={"contracts": {SPEC.base: local}}))
+    assert record.model_validate({**GOOD, "gate": {"terminal": "C"}}).carrier == "UA"
+
+
 def test_an_int_column_the_model_takes_as_a_number_refuses_a_fraction():
     """The lake quarantines 1400.5 in an int column, so the model never saw one: a request
     sending it is refused, naming the field, and the schema publishes ``multipleOf: 1``."""
