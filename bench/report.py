@@ -70,6 +70,7 @@ BENCHES = [
     Bench("history_features_auc", [], ["--fraction", "0.05", "--epochs", "1"]),
     Bench("feature_kinds", [], ["--fraction", "0.05", "--epochs", "1"]),
     Bench("drift", [], ["--rows", "100000"]),
+    Bench("drift_report", [], ["--columns", "60"]),
     Bench("serving", [], ["--targets", "ours,echo", "--seconds", "5", "--sustain", "0"]),
     Bench("stream_throughput", [], ["--days", "1", "--rows-per-segment", "300"]),
     Bench("online_store", [], ["--entities", "2000", "--batches", "2", "--lookups", "200"]),

@@ -40,6 +40,8 @@ from mlsys_core.features.store import (
     spec_of,
 )
 from mlsys_core.monitoring.drift import (
+    REPORT_COLUMNS,
+    REPORT_ROWS,
     DriftSummary,
     drift_frames,
     feature_columns,
@@ -96,7 +98,12 @@ class CheckConfig(BaseModel):
         default=50_000, ge=100, description="Training rows sampled (seeded) as the reference."
     )
     report_rows: int = Field(
-        default=20_000, ge=100, description="Current rows sampled for the HTML report only."
+        default=REPORT_ROWS, ge=100, description="Current rows sampled for the HTML report only."
+    )
+    report_columns: int = Field(
+        default=REPORT_COLUMNS,
+        ge=1,
+        description="Columns the HTML report shows: those that drifted most.",
     )
     drift_share: float = Field(default=0.5, gt=0, le=1, description="Dataset drift at this share.")
 
@@ -287,7 +294,15 @@ def data_drift(
     stamp = datetime.now(UTC)
     name = f"drift-{inputs.model_name}-v{inputs.model_version}-{stamp:%Y%m%dT%H%M%S%f}.html"
     html = reports_dir / name
-    write_html_report(reference, current, summary, stats, html, config.report_rows)
+    write_html_report(
+        reference,
+        current,
+        summary,
+        stats,
+        html,
+        config.report_rows,
+        report_columns=config.report_columns,
+    )
     return DataDrift(summary=summary, report_path=str(html), seconds=time.perf_counter() - started)
 
 

@@ -89,6 +89,15 @@ class ColumnDrift(BaseModel):
     )
     detail: str = ""
 
+    def strength(self) -> float:
+        """How far the evidence is past the threshold (above 1: drifted), so tests and
+        distances rank together: threshold / p for a test, distance / threshold else."""
+        if self.score is None or not self.threshold:
+            return 0.0
+        if "p_value" in self.method:
+            return self.threshold / max(self.score, 1e-300)
+        return self.score / self.threshold
+
 
 def clean_numeric(values: pd.Series | np.ndarray) -> np.ndarray:
     """Finite float values, as Evidently keeps them (infinities count as missing)."""
