@@ -633,15 +633,7 @@ def _label_rule(
     if positive is not None:
         return {"positive": positive}, ""
     if dtype in ("int", "float"):
-        numbers = pd.to_numeric(present, errors="coerce").dropna()
-        distinct = set(numbers.unique().tolist())
-        if distinct <= {0, 1}:
-            return {"threshold": 0.5}, "1 is the positive class"
-        cut = float(numbers.median())
-        if not (numbers > cut).any():  # many equal values at the top
-            cut = float(numbers[numbers < cut].max())
-        cut = _number(cut, "float")
-        return {"threshold": cut}, "TODO: the positive class is label > this (the median)"
+        return _number_label_rule(pd.to_numeric(present, errors="coerce").dropna(), dtype)
     counts = present.astype(str).value_counts()
     minority = str(counts.index[-1])
     if len(counts) == 2:  # noqa: PLR2004 -- two classes
@@ -649,6 +641,24 @@ def _label_rule(
     return {"positive": [minority]}, (
         f"TODO: {len(counts)} classes: list the ones that count as positive"
     )
+
+
+def _number_label_rule(numbers: pd.Series, dtype: str) -> tuple[dict, str]:
+    distinct = set(numbers.unique().tolist())
+    if distinct <= {0, 1}:
+        return {"threshold": 0.5}, "1 is the positive class"
+    if len(distinct) == 2:  # noqa: PLR2004 -- two classes coded as numbers (-1/1, 1/2)
+        low, high = sorted(distinct)
+        share = float((numbers == high).mean())
+        return {"threshold": _number(low, "float")}, (
+            f"TODO: two values: {_number(high, dtype)} is positive ({share:.0%} of rows),"
+            f" {_number(low, dtype)} negative"
+        )
+    cut = float(numbers.median())
+    if not (numbers > cut).any():  # many equal values at the top
+        cut = float(numbers[numbers < cut].max())
+    cut = _number(cut, "float")
+    return {"threshold": cut}, "TODO: the positive class is label > this (the median)"
 
 
 def _guess_label(table: Table) -> str:

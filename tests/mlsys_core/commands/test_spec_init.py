@@ -501,6 +501,25 @@ def test_without_a_time_the_split_is_by_hash_and_a_text_label_names_its_positive
     assert resolve_spec(f"{out2}:rows").label.positive == ["stayed"]
 
 
+@pytest.mark.parametrize(("negative", "positive"), [(-1, 1), (1, 2), (0.0, 5.0)])
+def test_a_label_of_two_numbers_is_split_between_them_not_at_the_median(
+    tmp_path: Path, capsys: pytest.CaptureFixture, negative: float, positive: float
+) -> None:
+    """A process line's pass/fail written -1 and 1, and 92% of it -1: the median is -1, so
+    "label > the median" happened to hold; the comment now says which value is positive."""
+    frame = _activity()
+    frame["churned"] = np.where(frame["churned"] == 1, positive, negative)
+    data = _write(frame, tmp_path / "rows.csv")
+    out = tmp_path / "rows_spec.py"
+    assert _init(capsys, str(data), "--label", "churned", "-o", str(out))[0] == 0
+    spec = resolve_spec(f"{out}:rows")
+    assert spec.label.threshold == negative
+    labels = (frame["churned"] > spec.label.threshold).astype(int)
+    assert labels.tolist() == (frame["churned"] == positive).astype(int).tolist()
+    share = (frame["churned"] == positive).mean()
+    assert f"TODO: two values: {positive} is positive ({share:.0%} of rows)" in out.read_text()
+
+
 @pytest.mark.filterwarnings("error")
 @pytest.mark.parametrize(
     ("stamp", "naive", "read_with"),
