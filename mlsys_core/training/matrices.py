@@ -8,6 +8,7 @@ a supervised selector (mutual information, L1).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +31,41 @@ def labeled_splits(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, pd.DataF
         if part[spec.label.name].nunique() < 2:
             raise ValueError(
                 f"the {name} split needs both label classes, has {len(part)} rows"
+                + _one_class(labeled, part, spec)
                 + _split_spans(frame, splits, spec)
             )
     return splits
+
+
+# Positives (or negatives) a window should expect before it can score a model at all.
+EXPECTED_IN_WINDOW = 10
+
+
+def _one_class(labeled: pd.DataFrame, part: pd.DataFrame, spec: DatasetSpec) -> str:
+    """Why a split that has rows holds one class: a rare class and a short window, said
+    with the window length that would expect a few of it."""
+    if part.empty:
+        return ""
+    has = float(part[spec.label.name].iloc[0])
+    rate = float((labeled[spec.label.name] != has).mean())
+    lacks = "positive" if has == 0 else "negative"
+    out = (
+        f", all {'negative' if has == 0 else 'positive'}: {rate:.2%} of the {len(labeled):,}"
+        f" labeled rows are {lacks}, about {rate * len(part):.0f} in a split this size"
+    )
+    time = spec.event_timestamp
+    if not (isinstance(spec.split, RecentSplit) and time and time in labeled) or rate == 0:
+        return out
+    times = pd.to_datetime(labeled[time], utc=True).dropna()
+    days = (times.max() - times.min()) / pd.Timedelta(days=1)
+    if days <= 0:
+        return out
+    per_day = rate * len(times) / days
+    wide = math.ceil(EXPECTED_IN_WINDOW / per_day)
+    return out + (
+        f"; windows of {wide} days would expect {EXPECTED_IN_WINDOW}"
+        f" (RecentSplit(valid=timedelta(days={wide}), test=timedelta(days={wide})))"
+    )
 
 
 def _split_spans(frame: pd.DataFrame, splits: dict[str, pd.DataFrame], spec: DatasetSpec) -> str:
@@ -48,7 +81,8 @@ def _split_spans(frame: pd.DataFrame, splits: dict[str, pd.DataFrame], spec: Dat
         spans.append(f"{name} {len(part)} row{'' if len(part) == 1 else 's'}{span}")
     out = f"; labeled rows by {time}: " + ", ".join(spans)
     newest = pd.to_datetime(frame[time], utc=True).max()
-    if isinstance(spec.split, RecentSplit) and pd.notna(newest):
+    empty = any(part.empty for part in splits.values())
+    if isinstance(spec.split, RecentSplit) and pd.notna(newest) and empty:
         late = spec.label.known_after
         out += (
             f". A RecentSplit measures its windows back from the newest event, "

@@ -97,3 +97,33 @@ def test_an_empty_split_says_what_each_split_holds_by_event_time() -> None:
         "2099-01-15. A RecentSplit measures its windows back from the newest event, "
         "2099-01-15 10:00 UTC: is that time right?"
     )
+
+
+def test_a_rare_class_missing_from_a_window_is_told_how_wide_a_window_would_hold_some() -> None:
+    """Fraud in 2% of 10 card payments a day, and windows of 3 days: the newest window holds
+    no fraud. The refusal says so, with the rate, and names windows long enough to expect
+    ten frauds; the split it names then holds both classes in every window."""
+    short = RecentSplit(valid=timedelta(days=3), test=timedelta(days=3))
+    spec = nycflights13_spec().model_copy(update={"split": short})
+    time, label = spec.event_timestamp, spec.label.name
+    times = pd.Series(pd.date_range("2013-01-01", periods=2_000, freq="144min", tz="UTC"))
+    fraud = np.zeros(2_000)
+    fraud[np.arange(7, 2_000, 50)] = 1.0  # every 5 days: none in the last three
+    frame = pd.DataFrame({time: times, label: fraud})
+
+    def split(rule: RecentSplit) -> pd.DataFrame:
+        dated = dated_split(spec.model_copy(update={"split": rule}), newest_event(frame[time]))
+        return frame.assign(**{SPLIT: assign_split(frame[time], dated)})
+
+    with pytest.raises(ValueError) as refused:
+        labeled_splits(split(short), spec)
+    said = str(refused.value)
+    assert said.startswith(
+        "the test split needs both label classes, has 31 rows, all negative: 2.00% of the"
+        " 2,000 labeled rows are positive, about 1 in a split this size; windows of 50 days"
+        " would expect 10 (RecentSplit(valid=timedelta(days=50), test=timedelta(days=50)))"
+    ), said
+    assert "is that time right?" not in said  # no window is empty: the time is not the cause
+    wide = RecentSplit(valid=timedelta(days=50), test=timedelta(days=50))
+    splits = labeled_splits(split(wide), spec.model_copy(update={"split": wide}))
+    assert all(part[label].sum() >= 9 for part in splits.values())
