@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import textwrap
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -51,7 +52,8 @@ from mlsys_core.data.sources import (
     unpacked,
 )
 from mlsys_core.features.assemble import EventLabels, newest_event
-from mlsys_core.spec import ColumnRule, DatasetSpec, LabelSpec, SourceSpec
+from mlsys_core.features.offline import hits
+from mlsys_core.spec import RARER_PER_WINDOW, ColumnRule, DatasetSpec, LabelSpec, SourceSpec
 
 # Read by name; a file named otherwise is left out of a folder (and named when that loses a
 # column asked for). Tab-separated files are CSVs whose separator is sniffed.
@@ -80,6 +82,9 @@ _KEY_NAME = re.compile(
     re.IGNORECASE,
 )
 MAX_LOOKUP_KEYS = 3  # a lookup's key: at most this many columns together,
+# The valid and test windows' share of rows, tried in turn until each window holds this many
+# of the rarer class, RARER_PER_WINDOW (the training split keeps half the rows or more).
+WINDOW_SHARES = (0.15, 0.175, 0.2, 0.225, 0.25)
 MAX_SHARED_FOR_PAIRS = 6  # tried only among this few shared columns (41 checks at most)
 MAX_CATEGORIES = 50  # text columns with more distinct values look like free text or ids
 SAMPLE_ROWS = 200_000
@@ -661,6 +666,12 @@ def _number_label_rule(numbers: pd.Series, dtype: str) -> tuple[dict, str]:
     return {"threshold": cut}, "TODO: the positive class is label > this (the median)"
 
 
+def _labels(values: pd.Series, rule: dict) -> pd.Series:
+    """1/0 as the feature set will label the rows (NaN where there is no value)."""
+    hit = pd.Series(hits(values, rule.get("threshold"), rule.get("positive")), index=values.index)
+    return hit.astype("float64").where(values.notna())
+
+
 def _guess_label(table: Table) -> str:
     for column in reversed(list(table.columns.values())):
         distinct = table.frame[column.name].dropna().nunique()
@@ -751,19 +762,50 @@ def _calendar(table: Table, time: str | None) -> list[str]:
     return parts + (["month_sin", "month_cos"] if span >= pd.Timedelta(days=365) else [])
 
 
-def _split(table: Table, time: str | None) -> tuple[str, str]:
+def _window_share(labels: pd.Series) -> tuple[float, str]:
+    """The share of rows each of the valid and test windows takes: 15%, or wider (up to
+    25%) until each holds ``RARER_PER_WINDOW`` of the rarer class, so that early stopping
+    and the promotion gate compare models on more than a handful of frauds. ``labels``:
+    1/0/NaN in time order."""
+    known = labels.dropna()
+    if known.empty or known.nunique() < 2:  # noqa: PLR2004 -- two classes
+        return WINDOW_SHARES[0], ""
+    rarer = float(known.mean() <= 0.5)  # noqa: PLR2004 -- the minority class
+    is_rare = (labels == rarer).to_numpy()
+    n, name = len(labels), "positive" if rarer == 1 else "negative"
+    for share in WINDOW_SHARES:
+        k = round(share * n)
+        held = int(is_rare[n - k :].sum()), int(is_rare[n - 2 * k : n - k].sum())
+        if min(held) >= RARER_PER_WINDOW:
+            break
+    if share == WINDOW_SHARES[0]:
+        return share, ""
+    rate = f"{(known == rarer).mean():.2%} of the labeled rows are {name}"
+    if min(held) >= RARER_PER_WINDOW:
+        return share, f" (wider than 15%: {rate}, and each window holds {RARER_PER_WINDOW})"
+    return share, (
+        f" (the widest proposed: {rate}, {held[1]} and {held[0]} in these windows, too few to"
+        " tell models apart)"
+    )
+
+
+def _split(table: Table, time: str | None, labels: pd.Series | None = None) -> tuple[str, str]:
     if time is not None:
         rule = table.columns[time].rule
         times = table.times(time).dropna().sort_values()
         if rule.ge is not None and rule.le is not None:  # the rows the contract keeps
             times = times[(times >= rule.ge) & (times <= rule.le)]
         if times.nunique() >= 3:  # noqa: PLR2004 -- one time for each part of the split
-            train_end, valid_end = times.quantile(0.7), times.quantile(0.85)
+            share, why = _window_share(
+                labels.reindex(times.index) if labels is not None else pd.Series(dtype=float)
+            )
+            train_end, valid_end = times.quantile(1 - 2 * share), times.quantile(1 - share)
             if times.min() < train_end < valid_end < times.max():
                 valid, test = _duration(valid_end - train_end), _duration(times.max() - valid_end)
                 return (
                     f"RecentSplit(valid={valid}, test={test})",
-                    "the newest 15% tests, the 15% before validates; the windows slide on new data",
+                    f"the newest {share:.0%} tests, the {share:.0%} before validates{why};"
+                    " the windows slide on new data",
                 )
     return (
         "HashSplit(valid_fraction=0.15, test_fraction=0.15)",
@@ -967,7 +1009,8 @@ def _line(text: str, note: str, indent: int) -> str:
         return f"{pad}{text}"
     if len(pad) + len(text) + len(note) + 4 <= 99:  # noqa: PLR2004 -- a line, as ruff wants
         return f"{pad}{text}  # {note}"
-    return f"{pad}# {note}\n{pad}{text}"
+    lines = textwrap.wrap(note, 99 - len(pad) - 2, break_long_words=False)
+    return "".join(f"{pad}# {line}\n" for line in lines) + f"{pad}{text}"
 
 
 def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; one file
@@ -1064,7 +1107,8 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
                 categorical.append(out)
     if not numeric and not categorical:
         raise StarterError(f"{base.name!r} has no column left to be a feature")
-    split, split_note = _split(base, time)
+    labels = label_values if outcomes is not None else _labels(label_values, rule)
+    split, split_note = _split(base, time, labels)
     calendar = _calendar(base, time)
     name = name or _table_name(Path(str(data)))
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):

@@ -340,6 +340,11 @@ class TimeSplit(_Frozen):
         return self
 
 
+# Of the rarer label class, what a valid or test window should hold to compare models on:
+# `spec init` widens its windows to it, and a window short of it is explained by it.
+RARER_PER_WINDOW = 10
+
+
 class RecentSplit(_Frozen):
     """Test on the newest ``test`` of event time, validate on the ``valid`` before it, train
     on everything older. Each feature build measures back from its own newest event, so a

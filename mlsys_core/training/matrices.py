@@ -17,7 +17,7 @@ import pandas as pd
 
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.features.columns import preprocessor_for
-from mlsys_core.spec import DatasetSpec, RecentSplit
+from mlsys_core.spec import RARER_PER_WINDOW, DatasetSpec, RecentSplit
 from mlsys_core.training.config import ModelConfig, TrainConfig
 
 SPLITS = ("train", "valid", "test")
@@ -35,10 +35,6 @@ def labeled_splits(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, pd.DataF
                 + _split_spans(frame, splits, spec)
             )
     return splits
-
-
-# Positives (or negatives) a window should expect before it can score a model at all.
-EXPECTED_IN_WINDOW = 10
 
 
 def _one_class(labeled: pd.DataFrame, part: pd.DataFrame, spec: DatasetSpec) -> str:
@@ -61,9 +57,9 @@ def _one_class(labeled: pd.DataFrame, part: pd.DataFrame, spec: DatasetSpec) -> 
     if days <= 0:
         return out
     per_day = rate * len(times) / days
-    wide = math.ceil(EXPECTED_IN_WINDOW / per_day)
+    wide = math.ceil(RARER_PER_WINDOW / per_day)
     return out + (
-        f"; windows of {wide} days would expect {EXPECTED_IN_WINDOW}"
+        f"; windows of {wide} days would expect {RARER_PER_WINDOW}"
         f" (RecentSplit(valid=timedelta(days={wide}), test=timedelta(days={wide})))"
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 import sqlite3
 import zipfile
@@ -64,6 +65,11 @@ def _write(frame: pd.DataFrame, path: Path) -> Path:
     else:
         frame.to_csv(path, index=False)
     return path
+
+
+def _said(spec_file: Path) -> str:
+    """The spec's text, a comment wrapped over lines read as one line."""
+    return re.sub(r"\n *# ", " ", spec_file.read_text())
 
 
 def _init(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
@@ -421,9 +427,7 @@ def test_a_banks_monthly_statements_are_read_without_their_titles_and_totals(
     code, printed, err = _init(capsys, str(landing), "--label", "churned", "-o", str(out))
     assert code == 0, err
     assert "0 would be quarantined" in printed
-    assert "the header follows a title: 3 lines above it; a row below the table" in (
-        out.read_text()
-    )
+    assert "the header follows a title: 3 lines above it; a row below the table" in _said(out)
     spec = resolve_spec(f"{out}:statements")
     (source,) = spec.sources
     assert source.incremental
@@ -499,6 +503,41 @@ def test_without_a_time_the_split_is_by_hash_and_a_text_label_names_its_positive
     args = [str(data), "--label", "churned", "--positive", "stayed", "-o", str(out2)]
     assert _init(capsys, *args)[0] == 0
     assert resolve_spec(f"{out2}:rows").label.positive == ["stayed"]
+
+
+@pytest.mark.parametrize(
+    ("every", "share", "said"),
+    [
+        (20, 0.15, ""),  # 5%: 30 in each 15% window
+        (80, 0.2, " (wider than 15%: 1.25% of the labeled rows are positive, and each window"),
+        (200, 0.25, " (the widest proposed: 0.50% of the labeled rows are positive, 5 and 5 in"),
+    ],
+)
+def test_a_rare_labels_windows_are_widened_until_each_holds_ten_of_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture, every: int, share: float, said: str
+) -> None:
+    """Card payments, one in ``every`` a fraud: 15% windows held 3 and 5 frauds in a walk,
+    so early stopping and the gate compared models on a handful of rows. The windows
+    proposed widen (up to 25%) until each holds ten frauds, and say why."""
+    times = pd.date_range("2024-01-01", periods=4_000, freq="72min", tz="UTC")
+    frame = pd.DataFrame(
+        {
+            "ts": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "amount": np.linspace(1, 500, 4_000).round(2),
+            "fraud": (np.arange(4_000) % every == every - 1).astype(int),
+        }
+    )
+    data = _write(frame, tmp_path / "payments.csv")
+    out = tmp_path / "payments_spec.py"
+    assert _init(capsys, str(data), "--label", "fraud", "-o", str(out))[0] == 0
+    spec = resolve_spec(f"{out}:payments")
+    dated = spec.split.at(times.max().to_pydatetime())
+    test = frame["fraud"][times >= dated.valid_end]
+    valid = frame["fraud"][(times >= dated.train_end) & (times < dated.valid_end)]
+    assert len(test) == pytest.approx(share * 4_000, abs=25)
+    assert len(valid) == pytest.approx(share * 4_000, abs=25)
+    assert min(test.sum(), valid.sum()) >= (10 if every < 200 else 4)
+    assert f"the newest {share:.0%} tests, the {share:.0%} before validates{said}" in _said(out)
 
 
 @pytest.mark.parametrize(("negative", "positive"), [(-1, 1), (1, 2), (0.0, 5.0)])
