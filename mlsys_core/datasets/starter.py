@@ -81,11 +81,12 @@ _KEY_NAME = re.compile(
     r"(id$|_key$|_code$|_num$|(^|[ _.])(no|nr)\.?$|nr\.?$|number$|nummer$|^n[uú]mero)",
     re.IGNORECASE,
 )
+_UNNAMED = re.compile(r"Unnamed: \d+")  # pandas' name for a column whose header is empty
 MAX_LOOKUP_KEYS = 3  # a lookup's key: at most this many columns together,
+MAX_SHARED_FOR_PAIRS = 6  # tried only among this few shared columns (41 checks at most)
 # The valid and test windows' share of rows, tried in turn until each window holds this many
 # of the rarer class, RARER_PER_WINDOW (the training split keeps half the rows or more).
 WINDOW_SHARES = (0.15, 0.175, 0.2, 0.225, 0.25)
-MAX_SHARED_FOR_PAIRS = 6  # tried only among this few shared columns (41 checks at most)
 MAX_CATEGORIES = 50  # text columns with more distinct values look like free text or ids
 SAMPLE_ROWS = 200_000
 # A text column is proposed as numbers when at most this share of its values do not parse
@@ -697,9 +698,22 @@ def _guess_keys(table: Table, exclude: set[str]) -> list[str]:
     repeated = [n for n in named if table.frame[n].nunique() < rows]
     if not named:  # no name says key: a row id the data numbers in order is one
         named = [
-            c.name for c in table.columns.values() if c.name not in exclude and _row_id(table, c)
+            c.name
+            for c in table.columns.values()
+            if c.name not in exclude and _row_id(table, c) and not _row_numbers(table, c)
         ]
     return (repeated or named)[:1]
+
+
+def _row_numbers(table: Table, column: Column) -> bool:
+    """The export's row numbers, not the data's: a column with no header name (pandas reads
+    it as ``Unnamed: 0``) holding 0, 1, 2, ... or 1, 2, 3, ..., restarting in each file, as
+    ``DataFrame.to_csv`` writes its index unless told not to."""
+    if not _UNNAMED.fullmatch(column.name) or column.dtype != "int" or column.nullable:
+        return False
+    values = table.frame[column.name].to_numpy()
+    steps = (np.diff(values) == 1) | np.isin(values[1:], (0, 1))
+    return len(values) > 2 and values[0] in (0, 1) and bool(steps.all())  # noqa: PLR2004
 
 
 def _row_id(table: Table, column: Column) -> bool:
@@ -845,6 +859,8 @@ def _features(
 def _not_a_feature(table: Table, column: Column, distinct: int) -> str | None:  # noqa: PLR0911
     """Why a column is no feature, or None."""
     rows, keyed = len(table.frame), bool(_KEY_NAME.search(column.name))
+    if _row_numbers(table, column):
+        return "the file's row numbers (its header is empty), not data"
     if column.dtype == "datetime":
         return "a time (add an extractor to use it)"
     if distinct <= 1:

@@ -623,6 +623,39 @@ def test_rows_numbered_in_order_are_the_key_and_a_12_hour_clock_reads_as_written
     assert spec.entity_keys != ["Parcel"] and "Parcel" in spec.features.numeric
 
 
+@pytest.mark.parametrize("start", [0, 1])
+def test_the_row_numbers_pandas_writes_are_neither_the_key_nor_a_feature(
+    tmp_path: Path, capsys: pytest.CaptureFixture, start: int
+) -> None:
+    """``DataFrame.to_csv`` writes its index in a column with an empty header unless told
+    not to: 0, 1, 2, ... (restarting in each file of a landing folder). Taken as the key, every
+    request had to send a row number; it is the export's, so it is left out, with the reason,
+    and the key named in the data is found."""
+    frame = _activity()
+    frame.index += start
+    landing = tmp_path / "landing"
+    for half, rows in enumerate((frame.iloc[:240], frame.iloc[240:].reset_index(drop=True))):
+        _write(
+            rows.rename_axis(None).reset_index().rename(columns={"index": ""}),
+            landing / f"{half}.csv",
+        )
+    out = tmp_path / "activity_spec.py"
+    code, printed, err = _init(capsys, str(landing), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    spec = resolve_spec(f"{out}:landing")
+    assert spec.entity_keys == ["account_id"]
+    assert "Unnamed: 0" in spec.contracts["landing"].columns  # read, so a row passes whole
+    assert "Unnamed: 0" not in spec.input_columns
+    assert "Unnamed: 0: the file's row numbers (its header is empty), not data" in _said(out)
+    # One file and no key named in the data: still not the key (no entity, marked TODO).
+    alone = _write(frame.drop(columns=["account_id"]), tmp_path / "alone" / "rows.csv")
+    out = tmp_path / "rows_spec.py"
+    assert _init(capsys, str(alone), "--label", "churned", "-o", str(out))[0] == 0
+    spec = resolve_spec(f"{out}:rows")
+    assert spec.entity_keys == [] and "Unnamed: 0" not in spec.input_columns
+
+
 def test_a_german_export_names_its_customer_and_order_numbers_in_its_own_words(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
