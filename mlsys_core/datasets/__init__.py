@@ -86,8 +86,10 @@ def _load_module(ref: str, where: str) -> ModuleType:
         if not path.is_file():
             raise SpecReferenceError(f"dataset reference {ref!r}: no file {path}")
         path = path.resolve()
-        # One module per file path: resolving the same file twice reuses the module.
-        name = "mlsys_user_dataset_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        # One module per file path and content: resolving the same file twice reuses the
+        # module, and a file edited since (in a notebook, by `spec init --force`) is read anew.
+        key = hashlib.sha256(str(path).encode() + b"\0" + path.read_bytes())
+        name = "mlsys_user_dataset_" + key.hexdigest()[:16]
         if name in sys.modules:
             return sys.modules[name]
         loader_spec = importlib.util.spec_from_file_location(name, path)

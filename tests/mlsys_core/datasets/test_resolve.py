@@ -64,6 +64,20 @@ def test_a_file_outside_the_package_by_path(user_file: Path) -> None:
     assert by_function.registered_model == "churn"
 
 
+def test_a_spec_file_edited_in_the_same_process_is_read_anew(user_file: Path) -> None:
+    """A notebook that edits its spec file, or ``spec init --force`` over one, resolves the
+    edit, not the module the first read left behind; an unchanged file is not run again."""
+    first = sys.modules.copy()
+    assert resolve_spec(f"{user_file}:churn").name == "churn"
+    loaded = set(sys.modules) - set(first)
+    assert resolve_spec(f"{user_file}:churn").name == "churn"
+    assert set(sys.modules) - set(first) == loaded  # the same module, reused
+    user_file.write_text(
+        textwrap.dedent(USER_FILE).replace('"name": "churn"', '"name": "churn_v2"')
+    )
+    assert resolve_spec(f"{user_file}:churn").name == "churn_v2"
+
+
 def test_a_relative_file_path_resolves_from_the_working_folder(
     user_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
