@@ -776,11 +776,12 @@ def _calendar(table: Table, time: str | None) -> list[str]:
     return parts + (["month_sin", "month_cos"] if span >= pd.Timedelta(days=365) else [])
 
 
-def _window_share(labels: pd.Series) -> tuple[float, str]:
+def _window_share(labels: pd.Series, hashed: bool = False) -> tuple[float, str]:
     """The share of rows each of the valid and test windows takes: 15%, or wider (up to
     25%) until each holds ``RARER_PER_WINDOW`` of the rarer class, so that early stopping
     and the promotion gate compare models on more than a handful of frauds. ``labels``:
-    1/0/NaN in time order."""
+    1/0/NaN in time order, or in any order when ``hashed`` (a hash deals rows out at random,
+    so a window expects its share)."""
     known = labels.dropna()
     if known.empty or known.nunique() < 2:  # noqa: PLR2004 -- two classes
         return WINDOW_SHARES[0], ""
@@ -789,17 +790,20 @@ def _window_share(labels: pd.Series) -> tuple[float, str]:
     n, name = len(labels), "positive" if rarer == 1 else "negative"
     for share in WINDOW_SHARES:
         k = round(share * n)
-        held = int(is_rare[n - k :].sum()), int(is_rare[n - 2 * k : n - k].sum())
+        if hashed:
+            held = (round(share * is_rare.sum()),) * 2
+        else:
+            held = int(is_rare[n - k :].sum()), int(is_rare[n - 2 * k : n - k].sum())
         if min(held) >= RARER_PER_WINDOW:
             break
     if share == WINDOW_SHARES[0]:
         return share, ""
     rate = f"{(known == rarer).mean():.2%} of the labeled rows are {name}"
     if min(held) >= RARER_PER_WINDOW:
-        return share, f" (wider than 15%: {rate}, and each window holds {RARER_PER_WINDOW})"
+        return share, f" (wider than 15%: {rate}, {RARER_PER_WINDOW} or more in each)"
     return share, (
-        f" (the widest proposed: {rate}, {held[1]} and {held[0]} in these windows, too few to"
-        " tell models apart)"
+        f" (the widest proposed: {rate}, {held[1]} and {held[0]} in these, too few to tell"
+        " models apart)"
     )
 
 
@@ -821,9 +825,10 @@ def _split(table: Table, time: str | None, labels: pd.Series | None = None) -> t
                     f"the newest {share:.0%} tests, the {share:.0%} before validates{why};"
                     " the windows slide on new data",
                 )
+    share, why = _window_share(labels, hashed=True) if labels is not None else (0.15, "")
     return (
-        "HashSplit(valid_fraction=0.15, test_fraction=0.15)",
-        "no event time to split by: rows are split by a hash of their content",
+        f"HashSplit(valid_fraction={share}, test_fraction={share})",
+        f"no event time to split by: rows are split by a hash of their content{why}",
     )
 
 

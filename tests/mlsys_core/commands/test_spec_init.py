@@ -509,7 +509,7 @@ def test_without_a_time_the_split_is_by_hash_and_a_text_label_names_its_positive
     ("every", "share", "said"),
     [
         (20, 0.15, ""),  # 5%: 30 in each 15% window
-        (80, 0.2, " (wider than 15%: 1.25% of the labeled rows are positive, and each window"),
+        (80, 0.2, " (wider than 15%: 1.25% of the labeled rows are positive, 10 or more in each)"),
         (200, 0.25, " (the widest proposed: 0.50% of the labeled rows are positive, 5 and 5 in"),
     ],
 )
@@ -538,6 +538,15 @@ def test_a_rare_labels_windows_are_widened_until_each_holds_ten_of_it(
     assert len(valid) == pytest.approx(share * 4_000, abs=25)
     assert min(test.sum(), valid.sum()) >= (10 if every < 200 else 4)
     assert f"the newest {share:.0%} tests, the {share:.0%} before validates{said}" in _said(out)
+    # Without an event time, a hash deals the rows out: its fractions widen alike.
+    data = _write(frame.drop(columns=["ts"]), tmp_path / "hashed" / "payments.csv")
+    code, _, err = _init(capsys, str(data), "--label", "fraud", "-o", str(out), "--force")
+    assert code == 0, err
+    split = resolve_spec(f"{out}:payments").split
+    assert isinstance(split, HashSplit)
+    assert split.valid_fraction == split.test_fraction == share
+    if said:
+        assert said.replace(" 5 and 5 in", " 5 and 5 in these") in _said(out)
 
 
 @pytest.mark.parametrize(("negative", "positive"), [(-1, 1), (1, 2), (0.0, 5.0)])
