@@ -269,7 +269,8 @@ def _csv_hint(err: Exception) -> str:
     )
 
 
-_DELIMITERS = (",", ";", "\t", "|")
+# A space last: the UCI repository's .data files separate values by one space.
+_DELIMITERS = (",", ";", "\t", "|", " ")
 _COMMA_DECIMAL = re.compile(r"[-+]?(\d{1,3}(\.\d{3})+|\d+),\d+")  # 1.234,56 or 28,04
 _DOT_DECIMAL = re.compile(r"[-+]?\d+\.\d+")  # 28.04
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(\.\d{3})+")  # 1.234: either mark could write it
@@ -333,6 +334,55 @@ def footer_rows(text: str, delimiter: str = ",") -> int:
             break
         count += 1
     return count if count < len(rows) else 0
+
+
+_EMPTY = {"", "na", "nan", "n/a", "null", "none", "?"}
+_DATE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?")
+_NAME_LIKE = re.compile(r"\d+")  # 0, 1952: numbers a header may use as names
+
+
+def _kind(cell: str) -> str:
+    if cell.lower() in _EMPTY:
+        return "empty"
+    try:
+        float(cell)
+    except ValueError:
+        return "time" if _DATE.fullmatch(cell) else "text"
+    return "number"
+
+
+def has_header(text: str, delimiter: str = ",", skip: int = 0, lines: int = 50) -> bool:
+    """Whether a CSV's first line (after ``skip``) names its columns, or is already data, as
+    in the UCI repository's files. Data when some cell reads as a value of the column below
+    it (``1219.1186`` or ``-1`` atop numbers, a time atop times, ``State-gov`` atop a column
+    that holds it) and no cell reads as a name (``Pass/Fail`` atop numbers); whole numbers
+    such as years say neither. When nothing tells, it is a header."""
+    rows = [
+        [c.strip() for c in row]
+        for row in csv.reader(
+            [line for line in text.splitlines()[skip:] if line.strip()][:lines],
+            delimiter=delimiter,
+        )
+    ]
+    if len(rows) < 3:  # noqa: PLR2004 -- a line and at least two below it to compare
+        return True
+    values = header = 0
+    for i, cell in enumerate(rows[0]):
+        below = [row[i] for row in rows[1:] if i < len(row)]
+        kinds = [k for k in map(_kind, below) if k != "empty"]
+        if not kinds:
+            continue
+        kind = max(set(kinds), key=kinds.count)
+        if kinds.count(kind) < 0.9 * len(kinds):  # noqa: PLR2004 -- a column of one kind
+            continue
+        own = _kind(cell)
+        if kind in ("number", "time") and own not in ("empty", kind):
+            header += 1
+        elif kind in ("number", "time") and own == kind and not _NAME_LIKE.fullmatch(cell):
+            values += 1
+        elif kind == "text" and own == "text" and cell in below:
+            values += 1
+    return not (values and not header)
 
 
 def _narrower(lines: list[str], delimiter: str, width: int) -> bool:

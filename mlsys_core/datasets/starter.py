@@ -11,6 +11,7 @@ comment. The text it returns is a Python file whose function returns the
 
 from __future__ import annotations
 
+import csv
 import decimal
 import itertools
 import json
@@ -44,6 +45,7 @@ from mlsys_core.data.sources import (
     dates_alone,
     detect_format,
     footer_rows,
+    has_header,
     joined_columns,
     parse_source,
     read_source_bytes,
@@ -180,7 +182,7 @@ def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
     return frame
 
 
-def _dialect(path: Path) -> dict[str, str | int]:
+def _dialect(path: Path) -> dict[str, Any]:
     """How a CSV file (gzipped or zipped too) writes its fields and decimals, its text, and
     what stands above its header, where not as the defaults (',', '.', UTF-8, nothing): a
     spreadsheet's export where ',' marks decimals uses ';' between fields, Excel on Windows
@@ -194,8 +196,13 @@ def _dialect(path: Path) -> dict[str, str | int]:
         return {}  # reading it whole says what is wrong with it, in the source's words
     delimiter, mark, skip = sniff_csv(text[:65536].decode("utf-8", errors="replace"))
     footer = footer_rows(text[-65536:].decode("utf-8", errors="replace"), delimiter)
-    found: dict[str, str | int] = {"delimiter": delimiter, "decimal": mark, "skip_rows": skip}
+    found: dict[str, Any] = {"delimiter": delimiter, "decimal": mark, "skip_rows": skip}
     found["skip_footer"] = footer
+    head = text[:65536].decode("utf-8", errors="replace")
+    if not has_header(head, delimiter, skip):
+        width = len(next(csv.reader(head.splitlines()[skip:][:1], delimiter=delimiter)))
+        found["header"] = False
+        found["column_names"] = [f"column_{i}" for i in range(1, width + 1)]
     found["encoding"] = _encoding(text)
     return {k: v for k, v in found.items() if v != SourceSpec.model_fields[k].default}
 
@@ -1186,7 +1193,16 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         extra = ", incremental=True" if s.incremental else ""
         extra += "".join(
             f", {k}={_py(getattr(s, k))}"
-            for k in ("delimiter", "decimal", "encoding", "skip_rows", "skip_footer", "joined")
+            for k in (
+                "delimiter",
+                "decimal",
+                "encoding",
+                "skip_rows",
+                "skip_footer",
+                "header",
+                "column_names",
+                "joined",
+            )
             if getattr(s, k) != SourceSpec.model_fields[k].default
         )
         how = ["a landing folder: each ingest appends its new files"] if s.incremental else []
@@ -1198,6 +1214,8 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             how.append(f"{below} below the table: its total, left out")
         if s.encoding != "utf-8":
             how.append(f"TODO: not UTF-8; read as {s.encoding}: check accents")
+        if not s.header:
+            how.append("TODO: the file names no columns: these names are ours, rename them")
         note = "; ".join(how)
         w(
             _line(

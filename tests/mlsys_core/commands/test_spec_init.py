@@ -444,6 +444,36 @@ def test_a_banks_monthly_statements_are_read_without_their_titles_and_totals(
     np.testing.assert_allclose(read["fee"], frame["fee"])
 
 
+@pytest.mark.parametrize("delimiter", [",", " "])
+def test_a_file_without_a_header_line_is_read_from_its_first_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture, delimiter: str
+) -> None:
+    """The UCI repository's files name no columns (``adult.data``; SECOM's values one space
+    apart): the first row was taken for the header, its values for names. The spec now reads
+    every row as data under names of ours, marked TODO, and the lake reads it so."""
+    frame = _activity().drop(columns=["month", "comment"])
+    frame["plan"] = frame["plan"].str.title()
+    frame["fee"] = frame["fee"] - 20.0  # a signed decimal in the first row
+    data = tmp_path / "activity.data"
+    frame.to_csv(data, sep=delimiter, header=False, index=False)
+    out = tmp_path / "activity_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "column_5", "-o", str(out))
+    assert code == 0, err
+    assert f"{len(frame)} rows read, 0 would be quarantined" in printed
+    assert "TODO: the file names no columns: these names are ours, rename them" in _said(out)
+    spec = resolve_spec(f"{out}:activity")
+    (source,) = spec.sources
+    names = [f"column_{i}" for i in range(1, 6)]
+    assert (source.header, source.column_names, source.delimiter) == (False, names, delimiter)
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(source, lake), spec.contracts["activity"], lake)
+    assert clean.quarantine.rows == 0
+    read = lake.read(clean.clean)
+    assert len(read) == len(frame)  # the first row too
+    np.testing.assert_allclose(read["column_3"], frame["fee"])  # the first row's -x.yz too
+    assert spec.label.column == "column_5" and "column_2" in spec.features.categorical
+
+
 @pytest.mark.parametrize(
     ("day", "clock"),
     [("%d/%m/%Y", "%H:%M:%S"), ("%Y-%m-%d", "%I:%M %p")],

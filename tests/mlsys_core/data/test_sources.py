@@ -23,6 +23,7 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.data.sources import (
     SourceError,
     footer_rows,
+    has_header,
     joined_columns,
     parse_source,
     read_source,
@@ -226,12 +227,59 @@ def test_unparsable_source_is_a_source_error(tmp_path: Path, filename: str, data
         ("Period,2024-01,2024-06\nid,a,b,c\n1,2,3,4\n5,6,7,8\n", (",", ".", 1)),
         # a quoted line break splits a row's text over two lines: no title above the table
         ('id,note,n\n1,"two\nlines",3\n2,x,4\n3,y,5\n', (",", ".", 0)),
+        # the UCI repository's .data files: one space between values, a quoted time
+        (
+            '-1 "19/07/2008 11:55:00"\n1 "19/07/2008 12:32:00"\n-1 "19/07/2008 13:17:00"\n',
+            (" ", ".", 0),
+        ),
     ],
 )
 def test_a_csvs_separator_decimal_mark_and_title_lines_are_read_from_its_first_lines(
     text: str, expected: tuple[str, str, int]
 ) -> None:
     assert sniff_csv(text) == expected
+
+
+UCI_ADULT = (
+    "39, State-gov, 77516, Bachelors, 13, <=50K\n"
+    "50, Self-emp-not-inc, 83311, Bachelors, 13, <=50K\n"
+    "38, Private, 215646, HS-grad, 9, <=50K\n53, Private, 234721, 11th, 7, >50K\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "delimiter", "named"),
+    [
+        ("id,amount,region\n1,2.5,x\n2,4.5,y\n3,1.0,x\n", ",", True),
+        # no header: values of the columns below (decimals, a sign, a time, a text seen below)
+        ("NaN 1219.1186 8096.4173\n3030.93 2564.0 NaN\n3095.78 2465.14 2230.42\n", " ", False),
+        (
+            '-1 "19/07/2008 11:55:00"\n1 "19/07/2008 12:32:00"\n-1 "19/07/2008 13:17:00"\n',
+            " ",
+            False,
+        ),
+        (UCI_ADULT, ",", False),
+        # names that are numbers: Kaggle's SECOM names its sensors 0, 1, ...; years name columns
+        (
+            "Time,0,1,Pass/Fail\n2008-07-19 11:55:00,3030.93,2564.0,-1\n"
+            "2008-07-19 12:32:00,3095.78,2465.14,-1\n2008-07-19 13:17:00,2932.61,2559.94,1\n",
+            ",",
+            True,
+        ),
+        (
+            "country,1952,1957\nAfghanistan,28.8,30.3\nAlbania,55.2,59.3\nAlgeria,43.1,45.7\n",
+            ",",
+            True,
+        ),
+        (",customer,spend\n0,17,2.5\n1,3,7.25\n2,17,1.0\n", ",", True),  # pandas' index column
+        ("a\nx\ny\n", ",", True),  # nothing tells: a header
+        ("2019,2020\n1,2\n3,4\n", ",", True),  # whole numbers tell neither way: a header
+    ],
+)
+def test_a_first_line_that_is_already_data_is_no_header(
+    text: str, delimiter: str, named: bool
+) -> None:
+    assert has_header(text, delimiter) is named
 
 
 @pytest.mark.parametrize(
