@@ -225,6 +225,7 @@ def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:
             names=spec.column_names,
             skiprows=spec.skip_rows,
             sep=spec.delimiter,
+            skipinitialspace=spec.skip_initial_space,
             decimal=spec.decimal,
             encoding=spec.encoding,
         )
@@ -349,6 +350,14 @@ def _kind(cell: str) -> str:
     except ValueError:
         return "time" if _DATE.fullmatch(cell) else "text"
     return "number"
+
+
+def spaced_after_separator(text: str, delimiter: str = ",", lines: int = 50) -> bool:
+    """Whether every value after the first of each of a CSV's first ``lines`` starts with a
+    space (``39, State-gov, 77516``): the writer's layout, not part of the values."""
+    rows = [row for row in csv.reader(text.splitlines()[:lines], delimiter=delimiter) if row]
+    after = [cell for row in rows for cell in row[1:] if cell]
+    return delimiter != " " and bool(after) and all(cell.startswith(" ") for cell in after)
 
 
 def has_header(text: str, delimiter: str = ",", skip: int = 0, lines: int = 50) -> bool:

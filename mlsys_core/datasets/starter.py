@@ -51,6 +51,7 @@ from mlsys_core.data.sources import (
     read_source_bytes,
     redacted_url,
     sniff_csv,
+    spaced_after_separator,
     unpacked,
 )
 from mlsys_core.features.assemble import EventLabels, newest_event
@@ -199,6 +200,9 @@ def _dialect(path: Path) -> dict[str, Any]:
     found: dict[str, Any] = {"delimiter": delimiter, "decimal": mark, "skip_rows": skip}
     found["skip_footer"] = footer
     head = text[:65536].decode("utf-8", errors="replace")
+    found["skip_initial_space"] = spaced_after_separator(
+        "\n".join(head.splitlines()[skip:]), delimiter
+    )
     if not has_header(head, delimiter, skip):
         width = len(next(csv.reader(head.splitlines()[skip:][:1], delimiter=delimiter)))
         found["header"] = False
@@ -1199,6 +1203,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
                 "encoding",
                 "skip_rows",
                 "skip_footer",
+                "skip_initial_space",
                 "header",
                 "column_names",
                 "joined",

@@ -79,6 +79,11 @@ class SourceSpec(_Frozen):
         description="CSV: the field separator; ';' where a spreadsheet writes ',' as the "
         "decimal mark.",
     )
+    skip_initial_space: bool = Field(
+        default=False,
+        description="CSV: drop the spaces after each separator (the UCI repository writes "
+        "'39, State-gov, 77516'), so a category reads 'State-gov', as a request sends it.",
+    )
     encoding: str = Field(
         default="utf-8",
         description="CSV: the text encoding; 'cp1252' for a file Excel saved on Windows "

@@ -29,6 +29,7 @@ from mlsys_core.data.sources import (
     read_source,
     read_source_bytes,
     sniff_csv,
+    spaced_after_separator,
 )
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.spec import ColumnRule, SourceSpec, TableContract
@@ -245,6 +246,12 @@ UCI_ADULT = (
     "50, Self-emp-not-inc, 83311, Bachelors, 13, <=50K\n"
     "38, Private, 215646, HS-grad, 9, <=50K\n53, Private, 234721, 11th, 7, >50K\n"
 )
+
+
+def test_spaces_after_every_separator_are_the_writers_layout() -> None:
+    assert spaced_after_separator(UCI_ADULT)
+    assert not spaced_after_separator("a,b\n1, x\n2,y\n")  # one value that starts so
+    assert not spaced_after_separator("a b\n1 2\n", " ")
 
 
 @pytest.mark.parametrize(
