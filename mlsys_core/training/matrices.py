@@ -39,7 +39,7 @@ def labeled_splits(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, pd.DataF
 
 def _one_class(labeled: pd.DataFrame, part: pd.DataFrame, spec: DatasetSpec) -> str:
     """Why a split that has rows holds one class: a rare class and a short window, said
-    with the window length that would expect a few of it."""
+    with the window length that would expect ``RARER_PER_WINDOW`` of it."""
     if part.empty:
         return ""
     has = float(part[spec.label.name].iloc[0])
