@@ -35,8 +35,9 @@ __all__ = ["ColumnDrift", "DriftSummary"]
 DRIFT_SHARE = 0.5  # Evidently's DataDriftPreset default: the dataset drifts at half the columns
 REPORT_ROWS = 20_000
 # Evidently renders each column in about 0.1 s and 80 kB here: 408 columns took 47 s and made
-# a 33 MB page. The report shows the columns that drifted most; the verdict covers them all.
-REPORT_COLUMNS = 50
+# a 33 MB page. A wide table's report shows the columns that drifted most (most tables, the
+# flights' 55 features among them, are shown whole); the verdict covers them all.
+REPORT_COLUMNS = 100
 
 
 class DriftSummary(BaseModel):
