@@ -360,8 +360,8 @@ def spaced_after_separator(text: str, delimiter: str = ",", lines: int = 50) -> 
     return delimiter != " " and bool(after) and all(cell.startswith(" ") for cell in after)
 
 
-def has_header(text: str, delimiter: str = ",", skip: int = 0, lines: int = 50) -> bool:
-    """Whether a CSV's first line (after ``skip``) names its columns, or is already data, as
+def has_header(text: str, delimiter: str = ",", lines: int = 50) -> bool:
+    """Whether a CSV's first line names its columns, or is already data, as
     in the UCI repository's files. Data when some cell reads as a value of the column below
     it (``1219.1186`` or ``-1`` atop numbers, a time atop times, ``State-gov`` atop a column
     that holds it) and no cell reads as a name (``Pass/Fail`` atop numbers); whole numbers
@@ -369,7 +369,7 @@ def has_header(text: str, delimiter: str = ",", skip: int = 0, lines: int = 50) 
     rows = [
         [c.strip() for c in row]
         for row in csv.reader(
-            [line for line in text.splitlines()[skip:] if line.strip()][:lines],
+            [line for line in text.splitlines() if line.strip()][:lines],
             delimiter=delimiter,
         )
     ]

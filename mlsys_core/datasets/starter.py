@@ -54,8 +54,7 @@ from mlsys_core.data.sources import (
     spaced_after_separator,
     unpacked,
 )
-from mlsys_core.features.assemble import EventLabels, newest_event
-from mlsys_core.features.offline import hits
+from mlsys_core.features.assemble import EventLabels, make_label, newest_event
 from mlsys_core.spec import RARER_PER_WINDOW, ColumnRule, DatasetSpec, LabelSpec, SourceSpec
 
 # Read by name; a file named otherwise is left out of a folder (and named when that loses a
@@ -195,16 +194,15 @@ def _dialect(path: Path) -> dict[str, Any]:
             text = handle.read()
     except (OSError, EOFError, zipfile.BadZipFile):
         return {}  # reading it whole says what is wrong with it, in the source's words
-    delimiter, mark, skip = sniff_csv(text[:65536].decode("utf-8", errors="replace"))
+    head = text[:65536].decode("utf-8", errors="replace")
+    delimiter, mark, skip = sniff_csv(head)
     footer = footer_rows(text[-65536:].decode("utf-8", errors="replace"), delimiter)
     found: dict[str, Any] = {"delimiter": delimiter, "decimal": mark, "skip_rows": skip}
     found["skip_footer"] = footer
-    head = text[:65536].decode("utf-8", errors="replace")
-    found["skip_initial_space"] = spaced_after_separator(
-        "\n".join(head.splitlines()[skip:]), delimiter
-    )
-    if not has_header(head, delimiter, skip):
-        width = len(next(csv.reader(head.splitlines()[skip:][:1], delimiter=delimiter)))
+    table = head.splitlines()[skip:]  # from the header line, or the first row of data
+    found["skip_initial_space"] = spaced_after_separator("\n".join(table), delimiter)
+    if not has_header("\n".join(table), delimiter):
+        width = len(next(csv.reader(table[:1], delimiter=delimiter)))
         found["header"] = False
         found["column_names"] = [f"column_{i}" for i in range(1, width + 1)]
     found["encoding"] = _encoding(text)
@@ -678,12 +676,6 @@ def _number_label_rule(numbers: pd.Series, dtype: str) -> tuple[dict, str]:
     return {"threshold": cut}, "TODO: the positive class is label > this (the median)"
 
 
-def _labels(values: pd.Series, rule: dict) -> pd.Series:
-    """1/0 as the feature set will label the rows (NaN where there is no value)."""
-    hit = pd.Series(hits(values, rule.get("threshold"), rule.get("positive")), index=values.index)
-    return hit.astype("float64").where(values.notna())
-
-
 def _guess_label(table: Table) -> str:
     for column in reversed(list(table.columns.values())):
         distinct = table.frame[column.name].dropna().nunique()
@@ -800,10 +792,10 @@ def _window_share(labels: pd.Series, hashed: bool = False) -> tuple[float, str]:
     is_rare = (labels == rarer).to_numpy()
     n, name = len(labels), "positive" if rarer == 1 else "negative"
     for share in WINDOW_SHARES:
-        k = round(share * n)
         if hashed:
             held = (round(share * is_rare.sum()),) * 2
         else:
+            k = round(share * n)
             held = int(is_rare[n - k :].sum()), int(is_rare[n - 2 * k : n - k].sum())
         if min(held) >= RARER_PER_WINDOW:
             break
@@ -1139,7 +1131,12 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
                 categorical.append(out)
     if not numeric and not categorical:
         raise StarterError(f"{base.name!r} has no column left to be a feature")
-    labels = label_values if outcomes is not None else _labels(label_values, rule)
+    # 1/0/NaN as the feature set will label the rows, by its own function.
+    labels = (
+        label_values
+        if outcomes is not None
+        else make_label(label_values.to_frame(label), LabelSpec(**rule))
+    )
     split, split_note = _split(base, time, labels)
     calendar = _calendar(base, time)
     name = name or _table_name(Path(str(data)))
