@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -140,12 +141,18 @@ def ingest_landing(source: SourceSpec, lake: Lake) -> SnapshotRef:
             "source": {"uri": str(source.path), "pattern": source.pattern},
             "files": files,
             "new_files": [
-                {"name": f.path.name, "sha256": f.sha256, "bytes": f.size} for f in taken
+                {"name": _landed_name(f, source), "sha256": f.sha256, "bytes": f.size}
+                for f in taken
             ],
             "parents": parents,
             "column_types": types,
         }
         return lake.write_snapshot("raw", source.name, snapshot_id, parts, manifest)
+
+
+def _landed_name(file: LandingFile, source: SourceSpec) -> str:
+    """A landed file's path in its folder (``year=2024/part-0.parquet``)."""
+    return file.path.relative_to(Path(source.path).expanduser()).as_posix()
 
 
 def _recorded(previous: SnapshotRef | None, lake: Lake) -> dict[str, str]:

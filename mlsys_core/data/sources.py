@@ -15,6 +15,7 @@ import io
 import json
 import math
 import re
+import urllib.parse
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,11 +53,38 @@ class SourceBytes:
 
 @dataclass(frozen=True)
 class LandingFile:
-    """One file in a landing folder, known by its content hash."""
+    """One file in a landing folder, known by its content hash and the partition values
+    its folders name (``year=2024/month=3/``): the same bytes under another partition are
+    other rows."""
 
     path: Path
     sha256: str
     size: int
+    partitions: tuple[tuple[str, str | None], ...] = ()
+
+
+# A partition folder that holds the rows whose value is null, as Hive and Spark name it.
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def hive_partitions(relative: Path) -> tuple[tuple[str, str | None], ...]:
+    """The ``name=value`` folders above a file, outermost first, as Hive, Spark, pyarrow and
+    Dask write a partitioned dataset: the partition columns are in the path, not the file.
+    Values are the folder's text (percent escapes undone); the contract types them."""
+    out = []
+    for part in relative.parts[:-1]:
+        name, eq, value = part.partition("=")
+        if eq and name:
+            text = urllib.parse.unquote(value)
+            out.append((name, None if text == HIVE_NULL else text))
+    return tuple(out)
+
+
+def is_skipped(relative: Path) -> bool:
+    """Files no writer means as data: hidden ones and ``*.tmp`` (a copy still landing), and
+    what Spark and Hive keep beside a dataset's files (``_SUCCESS``, ``_temporary/``):
+    a name starting with '.' or '_' anywhere on the path, as pyarrow's discovery skips."""
+    return relative.suffix == ".tmp" or any(p.startswith((".", "_")) for p in relative.parts)
 
 
 def _package_resource(package: str, path: str) -> importlib.resources.abc.Traversable:
@@ -84,6 +112,12 @@ def read_source_bytes(source: SourceSpec) -> SourceBytes:
         resource = Path(source.path).expanduser()
         uri = str(Path(resource).resolve())
     if not resource.is_file():
+        if resource.is_dir():
+            raise SourceError(
+                f"source {source.name!r}: {uri} is a folder; its files are read with "
+                "incremental=True (a landing folder; pattern='**/*.parquet' reads a "
+                "partitioned dataset's year=2024/ folders)"
+            )
         raise SourceError(f"source {source.name!r}: no file at {uri}")
     return SourceBytes(spec=source, uri=uri, data=resource.read_bytes())
 
@@ -91,16 +125,31 @@ def read_source_bytes(source: SourceSpec) -> SourceBytes:
 def landed(source: SourceSpec) -> list[LandingFile]:
     """The files now in a landing folder, in name order, each with its content hash.
 
-    Hidden files and ``*.tmp`` are skipped: writers drop a file in under a temporary name
-    and rename it when complete, so a half-copied file is never taken.
+    Writers drop a file in under a temporary name and rename it when complete, so a
+    half-copied file is never taken (see :func:`is_skipped`). A ``pattern`` such as
+    ``**/*.parquet`` reads a partitioned dataset's folders, and each file's rows get the
+    partition values its folders name (:func:`hive_partitions`).
     """
     folder = Path(source.path).expanduser()
     if not folder.is_dir():
         raise SourceError(f"source {source.name!r}: landing folder {folder} does not exist")
+    if (folder / "_delta_log").is_dir():
+        # Its folders keep the files of earlier versions too: read as files, rows repeat.
+        raise SourceError(
+            f"source {source.name!r}: {folder} is a Delta table, whose files include "
+            "those of its earlier versions; export its current version (to Parquet or CSV) "
+            "and read that"
+        )
     files = []
     for path in sorted(folder.glob(source.pattern)):
-        if path.is_file() and not path.name.startswith(".") and path.suffix != ".tmp":
-            files.append(LandingFile(path, file_sha256(path), path.stat().st_size))
+        relative = path.relative_to(folder)
+        if not path.is_file() or is_skipped(relative):
+            continue
+        content = file_sha256(path)
+        if partitions := hive_partitions(relative):
+            named = json.dumps(partitions)
+            content = hashlib.sha256(f"{content}\n{named}".encode()).hexdigest()
+        files.append(LandingFile(path, content, path.stat().st_size, partitions))
     return files
 
 
@@ -157,9 +206,18 @@ def unpacked(file: Path | io.BytesIO, compression: str | None) -> Iterator[io.Bu
         yield file
 
 
-def parse_source(raw: SourceBytes, name: str | None = None) -> pd.DataFrame:
-    """Parse bytes as declared. Values stay as read; the contract types them."""
+def parse_source(
+    raw: SourceBytes,
+    name: str | None = None,
+    partitions: tuple[tuple[str, str | None], ...] = (),
+) -> pd.DataFrame:
+    """Parse bytes as declared. Values stay as read; the contract types them. The
+    ``partitions`` a landing file's folders name become columns of its rows (a column the
+    file holds itself is kept as written)."""
     frame = _parsed(raw, name)
+    for column, value in partitions:
+        if column not in frame.columns and len(frame.columns):
+            frame[column] = pd.Series([value] * len(frame), index=frame.index, dtype=object)
     if raw.spec.joined and len(frame.columns):
         return joined_columns(frame, raw.spec.joined, f"source {raw.spec.name!r} at {raw.uri}")
     return frame
@@ -554,7 +612,7 @@ def _plain(value: object) -> object:
 
 def parse_file(source: SourceSpec, landing: LandingFile) -> pd.DataFrame:
     raw = SourceBytes(spec=source, uri=str(landing.path), data=landing.path.read_bytes())
-    return parse_source(raw, landing.path.name)
+    return parse_source(raw, landing.path.name, landing.partitions)
 
 
 def read_source(source: SourceSpec) -> pd.DataFrame:

@@ -46,7 +46,10 @@ from mlsys_core.data.sources import (
     detect_format,
     footer_rows,
     has_header,
+    is_skipped,
     joined_columns,
+    landed,
+    parse_file,
     parse_source,
     read_source_bytes,
     redacted_url,
@@ -123,6 +126,7 @@ class Table:
     columns: dict[str, Column] = field(default_factory=dict)
     url_code: str = ""  # a database table: the Python expression of its URL in the spec
     url_env: str = ""  # ... and the variable it reads, when the URL holds a password
+    partitions: list[str] = field(default_factory=list)  # columns its folders name
     parsed: dict[str, pd.Series] = field(default_factory=dict, repr=False)
 
     def times(self, name: str) -> pd.Series:
@@ -229,8 +233,43 @@ def _left_out(data: Path) -> list[str]:
     """Files of a folder (and its subfolders) that are not read as data, for their names."""
     if not data.is_dir():
         return []
-    files = [p for p in sorted(data.rglob("*")) if p.is_file() and not p.name.startswith(".")]
-    return [str(p.relative_to(data)) for p in files if not _is_data(p)]
+    files = [p for p in sorted(data.rglob("*")) if not is_skipped(p.relative_to(data))]
+    return [str(p.relative_to(data)) for p in files if p.is_file() and not _is_data(p)]
+
+
+def _partitioned(folder: Path) -> bool:
+    """A partitioned dataset's top folder: it holds ``name=value`` folders (``year=2024``),
+    as Spark, Hive, pyarrow and Dask write one."""
+    return any(
+        d.is_dir() and "=" in d.name.strip("=") and not is_skipped(Path(d.name))
+        for d in folder.iterdir()
+    )
+
+
+def _partitioned_table(folder: Path) -> tuple[SourceSpec, pd.DataFrame, list[str]]:
+    """A partitioned dataset as one landing folder: every data file below it, each file's
+    rows with the values its folders name. Read as the ingest reads it."""
+    files = [p for p in sorted(folder.rglob("*")) if _is_data(p)]
+    files = [p for p in files if not is_skipped(p.relative_to(folder))]
+    endings = {_ending(p) for p in files}
+    pattern = f"**/*{endings.pop()}" if len(endings) == 1 else "**/*"
+    name = _table_name(folder)
+    dialect = _dialect(files[0]) if files else {}
+    source = SourceSpec(name=name, path=str(folder), incremental=True, pattern=pattern, **dialect)
+    try:
+        files = landed(source)
+        frames = [parse_file(source, landing) for landing in files]
+    except SourceError as err:
+        raise StarterError(str(err)) from None
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    partitions = list(dict.fromkeys(name for f in files for name, _ in f.partitions))
+    return source, frame, partitions
+
+
+def _ending(path: Path) -> str:
+    """A data file's name ending, its packing with it (``.csv.gz``)."""
+    packed = path.suffix.lower() in {".gz", ".zip"}
+    return "".join(path.suffixes[-2:]) if packed else path.suffix
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -329,10 +368,11 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
         raise StarterError(f"no file or folder {data}")
     if data.is_dir():
         subfolders = [
-            d for d in sorted(data.iterdir()) if d.is_dir() and not d.name.startswith(".")
+            d for d in sorted(data.iterdir()) if d.is_dir() and not is_skipped(Path(d.name))
         ]
-        groups = [(f, _data_files(f)) for f in [data, *subfolders]]
-        groups = [(f, files) for f, files in groups if files]
+        folders = [data] if _partitioned(data) else [data, *subfolders]
+        groups = [(f, [] if _partitioned(f) else _data_files(f)) for f in folders]
+        groups = [(f, files) for f, files in groups if files or _partitioned(f)]
     else:
         groups = [(data.parent, [data])]
     if not groups:
@@ -345,16 +385,19 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
 
     tables: list[Table] = []
 
-    def add(name: str, source: SourceSpec, frame: pd.DataFrame) -> None:
+    def add(name: str, source: SourceSpec, frame: pd.DataFrame, partitions=()) -> None:
         if frame.empty:
             raise StarterError(f"{source.path}: no rows to learn the columns' types from")
         while name in {t.name for t in tables}:
             name += "_2"
-        tables.append(
-            Table(name=name, source=source.model_copy(update={"name": name}), frame=frame)
-        )
+        source = source.model_copy(update={"name": name})
+        tables.append(Table(name, source, frame, partitions=list(partitions)))
 
     for folder, files in groups:
+        if data.is_dir() and _partitioned(folder):  # one table, in a landing folder
+            source, frame, partitions = _partitioned_table(folder)
+            add(source.name, source.model_copy(update={"path": where(folder)}), frame, partitions)
+            continue
         dialects = {p: _dialect(p) for p in files}
         parts = {
             p: _read(SourceSpec(name=_table_name(p), path=str(p), **dialects[p]), p) for p in files
@@ -741,15 +784,16 @@ def _is_id(table: Table, column: Column) -> bool:
     return bool(named) or _row_id(table, column)
 
 
-def _unbound(table: Table, keys: list[str]) -> None:
+def _unbound(table: Table, keys: list[str], what: str = "a key") -> None:
     """No observed range on a numeric key: it names a row rather than measures it, and new
     rows bring ids past the ones seen (the next rental is 109001), which a range would
-    quarantine, at ingest and in a stream, one by one."""
+    quarantine, at ingest and in a stream, one by one. Nor on a partition folder's value:
+    next year's ``year=`` folder is past every one seen."""
     for key in keys:
         column = table.columns[key]
         if column.dtype in ("int", "float") and (column.rule.ge, column.rule.le) != (None, None):
             column.rule = column.rule.model_copy(update={"ge": None, "le": None})
-            column.note = "; ".join(n for n in (column.note, "a key: no range") if n)
+            column.note = "; ".join(n for n in (column.note, f"{what}: no range") if n)
 
 
 def _is_unique(frame: pd.DataFrame, columns: list[str]) -> bool:
@@ -1119,6 +1163,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     _unbound(base, keys)
     for table in tables:  # an order number: the next order's is past every one seen
         _unbound(table, [c.name for c in table.columns.values() if _is_id(table, c)])
+        _unbound(table, [p for p in table.partitions if p in table.columns], "a partition")
     for other, key, _ in lookups:
         _unbound(base, key)
         _unbound(other, key)
@@ -1205,9 +1250,14 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
                 "column_names",
                 "joined",
             )
-            if getattr(s, k) != SourceSpec.model_fields[k].default
+            if getattr(s, k) != SourceSpec.model_fields[k].get_default(call_default_factory=True)
         )
+        if s.pattern != SourceSpec.model_fields["pattern"].default:
+            extra += f", pattern={_py(s.pattern)}"
         how = ["a landing folder: each ingest appends its new files"] if s.incremental else []
+        if table.partitions:
+            named = ", ".join(f"{p}=" for p in table.partitions)
+            how.append(f"its folders name {named}: columns of their files' rows")
         if s.skip_rows:
             lines = "line" if s.skip_rows == 1 else f"{s.skip_rows} lines"
             how.append(f"the header follows a title: {lines} above it")

@@ -44,6 +44,8 @@ class SourceSpec(_Frozen):
       says otherwise, and a record's nested objects become ``parent.field`` columns;
     - ``incremental``: ``path`` is a landing folder; each ingest takes only files whose
       content it has not seen, and appends them to the table as new partitions;
+      ``pattern="**/*.parquet"`` reads a partitioned dataset's ``year=2024/`` folders,
+      whose values become columns of their files' rows;
     - ``format="sql"``: the rows of ``query`` on the SQLAlchemy ``url``.
     """
 

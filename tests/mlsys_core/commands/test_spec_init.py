@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -124,6 +126,7 @@ def test_a_starter_spec_types_every_column_and_passes_its_own_data(
     assert '"account_id": ColumnRule(dtype="int"),  # a key: no range' in text
     # The path is relative to the spec file: data and spec can move together.
     assert f'HERE / "../data/activity{suffix}"' in text
+    assert "joined=" not in text  # options at their defaults are not written
 
 
 def test_a_time_far_from_the_rest_is_left_out_of_the_bounds_and_the_split(
@@ -370,6 +373,50 @@ def test_a_folder_of_like_files_is_a_landing_folder_and_of_different_files_a_loo
     assert "region" in spec.features.categorical
     assert spec.contracts["accounts"].unique == ["account_id"]
     assert "TODO: the entity" not in out.read_text()  # --keys decided it
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_partitioned_dataset_is_one_landing_table_with_its_folders_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture, nested: bool
+) -> None:
+    """A dataset as Spark or pyarrow writes it (``year=2022/plan=pro/part-0.parquet``, a
+    ``_SUCCESS`` marker): spec init said the folder "holds no CSV, Parquet or JSON files".
+    It is now one landing table whose files are found below it and whose folders' values
+    are columns; a year folder gets no range (next year's is past every one seen); the lake
+    reads every row. ``nested``: the dataset is a folder beside a lookup file."""
+    frame = _activity()
+    frame["year"] = pd.to_datetime(frame["month"], format="%b-%Y").dt.year
+    data = tmp_path / "export"
+    dataset = data / "activity" if nested else data
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_to_dataset(table, dataset, partition_cols=["year", "plan"])
+    (dataset / "_SUCCESS").write_bytes(b"")
+    assert not list(dataset.glob("*.parquet"))  # only the partitions' folders hold files
+    if nested:
+        accounts = pd.DataFrame({"account_id": range(1, 40), "region": ["n", "s", "e"] * 13})
+        _write(accounts, data / "accounts.parquet")
+    out = tmp_path / "activity_spec.py"
+    args = [str(data), "--label", "churned", "--keys", "account_id", "-o", str(out)]
+    code, printed, err = _init(capsys, *args)
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    assert "its folders name year=, plan=: columns of their files' rows" in _said(out)
+    spec = resolve_spec(f"{out}:export")
+    source = next(s for s in spec.sources if s.name == spec.base)
+    assert source.incremental and source.pattern == "**/*.parquet"
+    assert Path(source.path) == dataset.resolve()
+    if nested:
+        assert spec.lookups[0].source == "accounts" and "region" in spec.features.categorical
+    rules = spec.contracts[spec.base].columns
+    assert rules["year"].dtype == "int" and (rules["year"].ge, rules["year"].le) == (None, None)
+    assert rules["plan"].dtype == "string" and "plan" in spec.features.categorical
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(source, lake), spec.contracts[spec.base], lake)
+    assert clean.quarantine.rows == 0
+    read = lake.read(clean.clean).sort_values(["account_id", "fee"], ignore_index=True)
+    want = frame.sort_values(["account_id", "fee"], ignore_index=True)
+    assert read["plan"].tolist() == want["plan"].tolist()
+    assert read["year"].tolist() == want["year"].tolist()
 
 
 def test_a_subfolder_of_like_files_is_a_landing_folder_and_stray_texts_keep_numbers(

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import importlib.util
 import io
+import shutil
 import sqlite3
 import sys
 import zipfile
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from mlsys_core.data.contract import clean_table
@@ -25,6 +28,7 @@ from mlsys_core.data.sources import (
     footer_rows,
     has_header,
     joined_columns,
+    landed,
     parse_source,
     read_source,
     read_source_bytes,
@@ -181,8 +185,77 @@ def test_missing_path_is_a_source_error(tmp_path: Path) -> None:
 
 
 def test_a_folder_is_not_a_source_file(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="no file"):
+    with pytest.raises(SourceError, match="is a folder; its files are read with incremental=True"):
         read_source_bytes(SourceSpec(name="folder", path=str(tmp_path)))
+
+
+def _partitioned(folder: Path, table: pd.DataFrame, by: list[str]) -> None:
+    """A dataset as Spark, pyarrow and Dask write one: a name=value folder per partition
+    value (the value not in the files), a ``_SUCCESS`` marker, hidden checksum files and a
+    ``_temporary`` folder a failed job left behind."""
+    pq.write_to_dataset(pa.Table.from_pandas(table, preserve_index=False), folder, by)
+    (folder / "_SUCCESS").write_bytes(b"")
+    (folder / "_temporary" / "0").mkdir(parents=True)
+    (folder / "_temporary" / "0" / "part-9.parquet").write_bytes(b"half a file")
+    for part in list(folder.rglob("*.parquet")):
+        (part.parent / f".{part.name}.crc").write_bytes(b"crc")
+
+
+def test_a_partitioned_datasets_folders_are_columns_of_its_rows(tmp_path: Path) -> None:
+    """A partitioned dataset keeps its partition columns in folder names (``region=north/``):
+    read as files, those columns were missing, and the whole folder was no source at all.
+    Its rows are now the table written, partition values as text for the contract to type
+    (null for Hive's default partition, escapes undone), markers and leftovers skipped."""
+    table = pd.DataFrame(
+        {
+            "id": range(8),
+            "amount": [1.5, 2.0, 3.25, 4.0, 5.5, 6.0, 7.75, 8.0],
+            "region": ["north", "south", None, "north", "south", None, "north", "south"],
+            "day": ["2024-01-01 08:00"] * 4 + ["2024-01-02 09:30"] * 4,  # ':' escaped
+        }
+    )
+    folder = tmp_path / "orders"
+    _partitioned(folder, table, ["day", "region"])
+    assert any("%3A" in p.name for p in folder.iterdir())  # as pyarrow writes ' ' and ':'
+    source = SourceSpec(name="orders", path=str(folder), incremental=True, pattern="**/*.parquet")
+    files = landed(source)
+    assert len(files) == 6
+    assert {f.partitions for f in files} >= {(("day", "2024-01-01 08:00"), ("region", None))}
+    read = read_source(source).sort_values("id", ignore_index=True)
+    pd.testing.assert_frame_equal(read[table.columns], table, check_dtype=False)
+    assert read["day"].map(type).eq(str).all()  # text, as a CSV's column is read
+
+    contract = TableContract(
+        columns={
+            "day": ColumnRule(dtype="datetime"),
+            "region": ColumnRule(dtype="string", nullable=True),
+        }
+    )
+    lake = Lake(tmp_path / "lake")
+    snapshot = snapshot_source(source, lake)
+    assert sorted(f["name"] for f in lake.manifest(snapshot)["new_files"])[0] == (
+        "day=2024-01-01%2008%3A00/region=__HIVE_DEFAULT_PARTITION__/"
+        + files[0].path.name
+    )
+    cleaned = clean_table(lake.read(snapshot), contract)
+    assert cleaned.quarantined.empty and len(cleaned.clean) == len(table)
+
+    # The same bytes under another partition's folder are other rows, not a copy.
+    twin = folder / "day=2024-01-03" / "region=east"
+    twin.mkdir(parents=True)
+    shutil.copy(files[0].path, twin / files[0].path.name)
+    again = snapshot_source(source, lake)
+    assert again.rows == len(table) + 1
+    assert lake.read(again).query("region == 'east'")["day"].tolist() == ["2024-01-03"]
+
+
+def test_a_delta_tables_folder_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    folder = tmp_path / "events"
+    _partitioned(folder, pd.DataFrame({"id": [1, 2], "day": ["a", "b"]}), ["day"])
+    (folder / "_delta_log").mkdir()
+    source = SourceSpec(name="events", path=str(folder), incremental=True, pattern="**/*")
+    with pytest.raises(SourceError, match="a Delta table.*export its current version"):
+        read_source(source)
 
 
 def test_missing_file_inside_an_installed_package_is_a_source_error() -> None:
