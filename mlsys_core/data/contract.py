@@ -190,6 +190,16 @@ def unread_time(value: object, rule: ColumnRule) -> str:
     return f"time must be {time_notation(rule)}"
 
 
+def _clock_changed(values: pd.Series, rule: ColumnRule, live: bool) -> set[int]:
+    """The rows of unread times that read in UTC: local times that do not exist (the hour
+    a clock skips) or exist twice (the hour it repeats) in ``rule.timezone``."""
+    if rule.dtype != "datetime" or rule.timezone == "UTC":
+        return set()
+    utc = rule.model_copy(update={"timezone": "UTC"})
+    read = read_times(values, utc) if live else to_utc_datetimes(values, utc)
+    return {int(i) for i in read.index[read.notna()]}
+
+
 def time_notation(rule: ColumnRule) -> str:
     """The notations ``read_times`` reads, in words."""
     own = (
@@ -373,9 +383,15 @@ def clean_table(
         typed = read_times(frame[name], rule) if live_time else _coerce(frame[name], rule)
         rows = np.flatnonzero((frame[name].notna() & typed.isna()).to_numpy())
         unparsable[name] = {int(i) for i in rows}
+        clock = _clock_changed(frame[name].iloc[rows], rule, live_time) if len(rows) else ()
+        article = "an" if rule.dtype == "int" else "a"
         for i in rows:
-            article = "an" if rule.dtype == "int" else "a"
-            flag(int(i), f"{name}: not {article} {rule.dtype}{_how(rule)}")
+            flag(
+                int(i),
+                f"{name}: a local time a clock change skips or repeats in {rule.timezone}"
+                if int(i) in clock
+                else f"{name}: not {article} {rule.dtype}{_how(rule)}",
+            )
         frame[name] = typed
     for row, reason in _check_failures(frame, rules, table, unparsable):
         flag(row, reason)

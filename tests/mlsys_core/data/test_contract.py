@@ -221,6 +221,36 @@ def test_timestamps_in_different_iso_forms_all_parse() -> None:
     assert result.clean["at"].tolist() == [pd.Timestamp(s) for s in stamps]
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_a_local_time_a_clock_change_skips_or_repeats_is_quarantined_for_that(
+    live: bool,
+) -> None:
+    """A till writing local time: 02:30 on the spring morning does not exist in Berlin and
+    on the autumn one exists twice. Their rows were quarantined as "not a datetime", as if
+    the text were no time; the reason now says which hour it is, as the service's 422 does."""
+    contract = TableContract(columns={"at": ColumnRule(dtype="datetime", timezone="Europe/Berlin")})
+    frame = pd.DataFrame(
+        {
+            "at": [
+                "2024-03-30 10:00",
+                "2024-03-31 02:30",
+                "2024-10-27 02:30",
+                "2024-10-27 01:59",
+                "soon",
+            ]
+        }
+    )
+    result = clean_table(frame, contract, live=live)
+    assert result.reasons == {
+        "at: a local time a clock change skips or repeats in Europe/Berlin": 2,
+        "at: not a datetime": 1,
+    }
+    assert result.clean["at"].tolist() == [
+        pd.Timestamp("2024-03-30 09:00", tz="UTC"),
+        pd.Timestamp("2024-10-26 23:59", tz="UTC"),
+    ]
+
+
 # -- randomized: compare with a row-by-row reference ------------------------------------------
 
 
