@@ -234,8 +234,7 @@ def test_a_partitioned_datasets_folders_are_columns_of_its_rows(tmp_path: Path) 
     lake = Lake(tmp_path / "lake")
     snapshot = snapshot_source(source, lake)
     assert sorted(f["name"] for f in lake.manifest(snapshot)["new_files"])[0] == (
-        "day=2024-01-01%2008%3A00/region=__HIVE_DEFAULT_PARTITION__/"
-        + files[0].path.name
+        "day=2024-01-01%2008%3A00/region=__HIVE_DEFAULT_PARTITION__/" + files[0].path.name
     )
     cleaned = clean_table(lake.read(snapshot), contract)
     assert cleaned.quarantined.empty and len(cleaned.clean) == len(table)
