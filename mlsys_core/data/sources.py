@@ -286,10 +286,11 @@ def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:
             skipinitialspace=spec.skip_initial_space,
             decimal=spec.decimal,
             encoding=spec.encoding,
+            dtype=dict.fromkeys(spec.text_columns, str) or None,
         )
         if spec.skip_footer:
             frame = frame.iloc[: max(len(frame) - spec.skip_footer, 0)]
-        return decimal_points(frame) if spec.decimal == "," else frame
+        return decimal_points(frame, spec.text_columns) if spec.decimal == "," else frame
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except UnicodeDecodeError as err:
@@ -462,14 +463,14 @@ def _one_width(rows: list[str], delimiter: str) -> bool:
     return len(widths) == 1 and widths.pop() > 1
 
 
-def decimal_points(frame: pd.DataFrame) -> pd.DataFrame:
+def decimal_points(frame: pd.DataFrame, as_written: list[str] | None = None) -> pd.DataFrame:
     """Numbers written with a decimal comma that the reader left as text (thousands grouped
     by '.', or a stray text in the column) rewritten with a point (``1.234,56`` ->
     ``1234.56``, ``1.234`` -> ``1234``), so the contract reads them as any number. Only
     whole groups of three digits are thousands: pandas' own ``thousands`` option would
-    read ``3.5`` as 35."""
+    read ``3.5`` as 35. The ``as_written`` columns (codes) are left as they are."""
     for name in frame.columns:
-        if frame[name].dtype != object:
+        if frame[name].dtype != object or name in (as_written or ()):
             continue
         text = frame[name].astype("string")
         written = text.str.fullmatch(_COMMA_DECIMAL.pattern) | text.str.fullmatch(
@@ -480,6 +481,32 @@ def decimal_points(frame: pd.DataFrame) -> pd.DataFrame:
             pointed = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
             frame[name] = frame[name].where(~written, pointed.astype(object))
     return frame
+
+
+# Codes are this wide or wider (postal codes, article and account numbers); narrower
+# zero-padded digits are mostly times and calendar parts (0830, 07), read as numbers.
+CODE_WIDTH = 5
+
+
+def leading_zero_codes(frame: pd.DataFrame) -> list[str]:
+    """Text columns written as codes: digits only, all of one width of at least
+    ``CODE_WIDTH``, some with a leading zero (a zip code 02134, an article 000123). Read as
+    numbers they lose the zeros, and a caller's ``"02134"`` would be a category the model
+    never saw."""
+    codes = []
+    for name in frame.columns:
+        values = frame[name].dropna()
+        if values.empty or values.dtype != object:
+            continue
+        text = values.astype(str)
+        widths = text.str.len()
+        if (
+            widths.min() == widths.max() >= CODE_WIDTH
+            and text.str.fullmatch(r"\d+").all()
+            and text.str.startswith("0").any()
+        ):
+            codes.append(str(name))
+    return codes
 
 
 def _json_document(data: bytes) -> pd.DataFrame:

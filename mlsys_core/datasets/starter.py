@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import decimal
+import io
 import itertools
 import json
 import math
@@ -49,6 +50,7 @@ from mlsys_core.data.sources import (
     is_skipped,
     joined_columns,
     landed,
+    leading_zero_codes,
     parse_file,
     parse_source,
     read_source_bytes,
@@ -209,8 +211,30 @@ def _dialect(path: Path) -> dict[str, Any]:
         width = len(next(csv.reader(table[:1], delimiter=delimiter)))
         found["header"] = False
         found["column_names"] = [f"column_{i}" for i in range(1, width + 1)]
+    whole = len(text) <= len(head.encode())  # else the head's last line may be cut
+    found["text_columns"] = _codes("\n".join(table if whole else table[:-1]), found)
     found["encoding"] = _encoding(text)
-    return {k: v for k, v in found.items() if v != SourceSpec.model_fields[k].default}
+    return {
+        k: v
+        for k, v in found.items()
+        if v != SourceSpec.model_fields[k].get_default(call_default_factory=True)
+    }
+
+
+def _codes(head: str, found: dict[str, Any]) -> list[str]:
+    """The columns of a CSV's first rows written as codes with leading zeros (02134)."""
+    try:
+        rows = pd.read_csv(
+            io.StringIO(head),
+            dtype=str,
+            sep=found["delimiter"],
+            header=None if found.get("column_names") else 0,
+            names=found.get("column_names"),
+            skipinitialspace=found["skip_initial_space"],
+        )
+    except (ValueError, csv.Error):  # a layout the whole read will name
+        return []
+    return leading_zero_codes(rows)
 
 
 def _encoding(text: bytes) -> str:
@@ -599,6 +623,12 @@ def type_columns(table: Table) -> None:
                 "TODO: empty in the data; typed as text",
             )  # fmt: skip
             continue
+        if name in table.source.text_columns or leading_zero_codes(sample[[raw_name]]):
+            table.columns[name] = Column(
+                name, "string", nullable, ColumnRule(dtype="string", nullable=nullable),
+                f"codes: read as written, the leading zeros kept ({_code(values)!r})",
+            )  # fmt: skip
+            continue
         time_rule, note = _time_rule(sample[raw_name], name, kind)
         if time_rule is not None:
             _time_column(table, name, time_rule, note)
@@ -633,6 +663,12 @@ def type_columns(table: Table) -> None:
         table.columns[name] = Column(
             name, "string", nullable, ColumnRule(dtype="string", nullable=nullable)
         )
+
+
+def _code(values: pd.Series) -> str:
+    """A code of the column that shows its leading zero."""
+    text = values.dropna().astype(str)
+    return str(next(iter(text[text.str.startswith("0")]), text.iloc[0]))
 
 
 # What a spreadsheet writes numbers with: a unit or a currency (26.6%, $1,234.50, 1.234,56 €),
@@ -1248,6 +1284,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
                 "skip_initial_space",
                 "header",
                 "column_names",
+                "text_columns",
                 "joined",
             )
             if getattr(s, k) != SourceSpec.model_fields[k].get_default(call_default_factory=True)

@@ -108,6 +108,12 @@ class SourceSpec(_Frozen):
         description="CSV: the rows below the table in each file (a Total line a report "
         "export ends with).",
     )
+    text_columns: list[str] = Field(
+        default_factory=list,
+        description="CSV: columns read as written, never as numbers: codes whose leading "
+        "zeros a number would drop (a zip code 02134, an article 000123), so the lake "
+        "holds the text a caller sends.",
+    )
     joined: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Columns the source writes across others, made by joining their text "
@@ -138,7 +144,7 @@ class SourceSpec(_Frozen):
             raise ValueError(f"source {self.name!r}: unknown encoding {self.encoding!r}") from None
         if self.format in ("parquet", "json", "jsonl", "sql") and self.encoding != "utf-8":
             raise ValueError(f"source {self.name!r}: encoding applies to CSV files only")
-        for option in ("skip_rows", "skip_footer"):
+        for option in ("skip_rows", "skip_footer", "text_columns"):
             if self.format in ("parquet", "json", "jsonl", "sql") and getattr(self, option):
                 raise ValueError(f"source {self.name!r}: {option} applies to CSV files only")
         if self.delimiter == self.decimal:

@@ -629,6 +629,50 @@ def test_a_rare_labels_windows_are_widened_until_each_holds_ten_of_it(
         assert said.replace(" 5 and 5 in", " 5 and 5 in these") in _said(out)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_codes_with_leading_zeros_are_categories_held_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str
+) -> None:
+    """Zip codes (02134) and article numbers (000048) in a CSV were typed int: 02134 was
+    2134 in the lake, a numeric feature, and a caller's "02134" was refused (or, typed as
+    text by hand, an unseen category). They are codes now: read as written
+    (``text_columns`` for a CSV; a JSON file keeps its text), categories, and the value a
+    caller sends is the one the lake holds. A zero-padded time of day stays a number."""
+    frame = _activity().drop(columns=["comment"])
+    rng = np.random.default_rng(4)
+    frame["zip"] = rng.choice(["02134", "00501", "10001", "94103"], len(frame))
+    frame["sku"] = [f"{i:06d}" for i in rng.integers(0, 60, len(frame))]
+    frame["opens"] = rng.choice(["0830", "0900", "1000"], len(frame))
+    data = tmp_path / f"activity{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(data, index=False)
+    else:
+        frame.to_json(data, orient="records", lines=True)
+    out = tmp_path / "activity_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    spec = resolve_spec(f"{out}:activity")
+    (source,) = spec.sources
+    rules = spec.contracts["activity"].columns
+    assert (rules["zip"].dtype, rules["sku"].dtype) == ("string", "string")
+    assert {"zip", "sku"} <= set(spec.features.categorical)
+    assert "codes: read as written, the leading zeros kept ('02134')" in _said(out)
+    if suffix == ".csv":
+        assert source.text_columns == ["zip", "sku"]
+        assert rules["opens"].dtype == "int" and "opens" in spec.features.numeric
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(source, lake), spec.contracts["activity"], lake)
+    assert clean.quarantine.rows == 0
+    held = lake.read(clean.clean)
+    assert set(held["zip"]) == set(frame["zip"]) and set(held["sku"]) == set(frame["sku"])
+    record = record_model(spec)
+    sent = record.model_validate({"month": "Jan-2022", "account_id": 3, "zip": "02134"})
+    assert sent.zip == "02134" and "02134" in set(held["zip"])
+    with pytest.raises(ValidationError, match="zip"):
+        record.model_validate({"month": "Jan-2022", "account_id": 3, "zip": 2134})
+
+
 @pytest.mark.parametrize(("negative", "positive"), [(-1, 1), (1, 2), (0.0, 5.0)])
 def test_a_label_of_two_numbers_is_split_between_them_not_at_the_median(
     tmp_path: Path, capsys: pytest.CaptureFixture, negative: float, positive: float

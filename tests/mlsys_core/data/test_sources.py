@@ -29,6 +29,7 @@ from mlsys_core.data.sources import (
     has_header,
     joined_columns,
     landed,
+    leading_zero_codes,
     parse_source,
     read_source,
     read_source_bytes,
@@ -187,6 +188,46 @@ def test_missing_path_is_a_source_error(tmp_path: Path) -> None:
 def test_a_folder_is_not_a_source_file(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="is a folder; its files are read with incremental=True"):
         read_source_bytes(SourceSpec(name="folder", path=str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    ("values", "code"),
+    [
+        (["02134", "10001", None], True),  # zip codes
+        (["000123", "004711"], True),  # article numbers
+        (["07", "12"], False),  # months, days: narrow zero-padded numbers
+        (["0830", "1745"], False),  # hhmm times
+        (["00150", "1500"], False),  # widths differ: no code's layout
+        (["12345", "67890"], False),  # no leading zero: nothing is lost as a number
+        (["02134", "n/a"], False),
+    ],
+)
+def test_codes_with_leading_zeros_are_told_from_numbers(values: list, code: bool) -> None:
+    frame = pd.DataFrame({"c": pd.Series(values, dtype=object)})
+    assert leading_zero_codes(frame) == (["c"] if code else [])
+    assert leading_zero_codes(pd.DataFrame({"c": [2134, 10001]})) == []  # numbers already
+
+
+@pytest.mark.parametrize(("sep", "decimal"), [(",", "."), (";", ",")])
+def test_text_columns_keep_the_leading_zeros_a_number_drops(
+    tmp_path: Path, sep: str, decimal: str
+) -> None:
+    """A zip code 02134 read as a number is 2134: the lake held it so, and a caller sending
+    "02134" sent a category the model never saw. ``text_columns`` reads it as written."""
+    path = tmp_path / "orders.csv"
+    path.write_text(f"zip{sep}qty{sep}price\n02134{sep}5{sep}1{decimal}5\n10001{sep}7{sep}2\n")
+    plain = SourceSpec(name="orders", path=str(path), delimiter=sep, decimal=decimal)
+    assert read_source(plain)["zip"].tolist() == [2134, 10001]
+    coded = plain.model_copy(update={"text_columns": ["zip"]})
+    read = read_source(coded)
+    assert read["zip"].tolist() == ["02134", "10001"]
+    assert read["qty"].tolist() == [5, 7] and read["price"].tolist() == [1.5, 2.0]
+    lake = Lake(tmp_path / "lake")
+    assert snapshot_source(coded, lake) != snapshot_source(plain, lake)  # read anew
+    contract = TableContract(columns={"zip": ColumnRule(dtype="string")})
+    assert clean_table(read, contract).clean["zip"].tolist() == ["02134", "10001"]
+    with pytest.raises(ValueError, match="text_columns applies to CSV files only"):
+        SourceSpec(name="orders", path="o.parquet", format="parquet", text_columns=["zip"])
 
 
 def _partitioned(folder: Path, table: pd.DataFrame, by: list[str]) -> None:
