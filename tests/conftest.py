@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from tests.services import redis_server
 # Before anything imports prefect: tests never touch the user's or the demo's Prefect home,
 # and the temporary servers they start send no telemetry.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="mlsys-test-prefect-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 # Flows and commands called without a dataset run on the reference one, under its model name
 # (tests of the defaults themselves clear these).
