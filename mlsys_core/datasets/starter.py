@@ -84,8 +84,12 @@ _TIME_NAME = re.compile(
 )
 # A key by its name: customer_id, BookingID, zip_code, "Order No.", PhoneNumber, and the
 # compounds of other languages' spreadsheets (Kundennummer, Bestellnr, numero_cliente).
+# A column named by the noun alone (customer, Kunde) holds whom a row is about, as an
+# id does: a key, never a measure (customer 2041 is not twice customer 1020).
 _KEY_NAME = re.compile(
-    r"(id$|_key$|_code$|_num$|(^|[ _.])(no|nr)\.?$|nr\.?$|number$|nummer$|^n[uú]mero)",
+    r"(id$|_key$|_code$|_num$|(^|[ _.])(no|nr)\.?$|nr\.?$|number$|nummer$|^n[uú]mero"
+    r"|^(customer|user|client|account|member|patient|subscriber|player|student|employee"
+    r"|driver|merchant|seller|vendor|supplier|store|shop|household|tenant|kunde|cliente)$)",
     re.IGNORECASE,
 )
 _UNNAMED = re.compile(r"Unnamed: \d+")  # pandas' name for a column whose header is empty

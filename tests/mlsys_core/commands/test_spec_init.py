@@ -219,6 +219,39 @@ def test_whole_numbers_named_as_ids_or_codes_are_not_measures(
     assert "merchant_id: an id of " in out.read_text()
 
 
+def test_a_column_named_by_the_entitys_noun_is_its_key_not_a_measure(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Orders name their ``customer`` (300 whole numbers) beside an ``order_id`` unique on
+    every row: the row's id was proposed as the entity (no history to learn from) and the
+    customer as a numeric feature, as if customer 200 were twice customer 100. The noun
+    names the entity now: the key, with no range; a ``store`` of a few values is a
+    category; a measure with a noun in its name (``customer_age``) stays a number."""
+    rng = np.random.default_rng(8)
+    rows = 600
+    frame = pd.DataFrame(
+        {
+            "order_id": np.arange(10_000, 10_000 + rows),
+            "Customer": rng.integers(1, 300, rows),
+            "store": rng.choice([3, 7, 12, 21], rows),
+            "customer_age": rng.integers(18, 80, rows),
+            "ordered_at": pd.date_range("2024-01-01", periods=rows, freq="7h").astype(str),
+            "bought": rng.integers(0, 2, rows),
+        }
+    )
+    data = _write(frame, tmp_path / "orders.csv")
+    out = tmp_path / "orders_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "bought", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:orders")
+    assert spec.entity_keys == ["Customer"]
+    rules = spec.contracts["orders"].columns
+    assert (rules["Customer"].ge, rules["Customer"].le) == (None, None)
+    assert "store" in spec.features.categorical and "customer_age" in spec.features.numeric
+    assert "Customer" not in spec.features.numeric + spec.features.categorical
+    assert "order_id" not in spec.input_columns
+
+
 def test_a_database_is_read_table_by_table_and_ingested_by_the_specs_queries(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
