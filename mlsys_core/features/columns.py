@@ -172,6 +172,12 @@ class ColumnPreprocessor(TransformerMixin, BaseEstimator):
         numeric = np.hstack(numbers) if numbers else np.zeros((len(X), 0))
         return np.hstack([code_block, numeric[:, self.kept_numeric_]]).astype(np.float32)
 
+    def unseen(self, X: pd.DataFrame) -> list[list[str]]:
+        """Per row, the plain categorical inputs scored as the unknown category (see
+        ``TabularPreprocessor.unseen``); an extractor's inputs are its own."""
+        check_is_fitted(self, "extractors_")
+        return self.base_.unseen(X) if self.base_ is not None else [[] for _ in range(len(X))]
+
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "extractors_")
         kept = [self.numeric_names_[i] for i in self.kept_numeric_]

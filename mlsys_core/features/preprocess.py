@@ -165,6 +165,23 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         out[:, len(cats) + len(nums) :] = missing[:, indicators]
         return out
 
+    def unseen(self, X: pd.DataFrame) -> list[list[str]]:
+        """Per row, the categorical inputs whose value the fit did not keep (never in the
+        training rows, or rarer there than ``min_frequency``): scored as the unknown
+        category. A caller's ``"2134"`` for a zip code trained as ``"02134"`` is one."""
+        check_is_fitted(self, "categories_")
+        out: list[list[str]] = [[] for _ in range(len(X))]
+        for col in self.categorical_columns_:
+            if col in (self.calendar or ()) or col not in X.columns:  # calendar parts: ours
+                continue
+            values = X[col]
+            unknown = self._codes(values, col) == 0
+            if not unknown.any():
+                continue
+            for i in np.flatnonzero(unknown & ~pd.isna(values.to_numpy(dtype=object))):
+                out[i].append(col)
+        return out
+
     def _check_input(self, X: pd.DataFrame) -> None:
         if not isinstance(X, pd.DataFrame):
             raise TypeError("TabularPreprocessor takes a pandas DataFrame of raw feature rows")

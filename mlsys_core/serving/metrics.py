@@ -159,6 +159,14 @@ class ServiceMetrics:
             ["input"],
             registry=r,
         )
+        self.unseen = Counter(
+            "mlsys_serving_unseen_categories",
+            "Categorical inputs whose value the serving version never saw in training (scored "
+            "as an unknown category), by input: a caller writing a value otherwise than the "
+            "data does shows here.",
+            ["input"],
+            registry=r,
+        )
         self.throughput = Throughput()
         r.register(_ThroughputCollector(self.throughput))
 

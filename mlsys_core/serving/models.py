@@ -46,6 +46,12 @@ class LoadedModel:
             raise RuntimeError(f"model v{self.version} returned {len(raw)} rows for {len(frame)}")
         return raw, self.calibration.apply(raw)
 
+    def unseen(self, frame: pd.DataFrame) -> list[list[str]]:
+        """Per row, the categorical inputs this version scores as an unknown category; none
+        for a model whose code cannot tell (a version logged before it could)."""
+        told = getattr(self.python_model, "unseen", None)
+        return told(frame) if told is not None else [[] for _ in range(len(frame))]
+
 
 @dataclass(frozen=True, eq=False)
 class Deployment:

@@ -554,6 +554,12 @@ class Prediction(BaseModel):
         default=None,
         description="With ?explain=true: feature views older than their ttl (imputed).",
     )
+    unseen: list[str] | None = Field(
+        default=None,
+        description="With ?explain=true: categorical inputs whose value the model never saw "
+        "in training (or too rarely to learn), so scored as an unknown category: a value "
+        'written otherwise than the data writes it ("2134" for "02134", "ny" for "NY").',
+    )
     inputs: dict[str, Any] | None = Field(
         default=None, description="With ?explain=true: every model input as the model saw it."
     )

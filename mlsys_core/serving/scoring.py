@@ -176,9 +176,15 @@ class Scorer:
                 )
         return entries, calibrated  # type: ignore[return-value]
 
-    def annotate(self, entries: list[dict[str, Any] | str], data: Columns, rows: list[int]) -> None:
+    def annotate(
+        self,
+        entries: list[dict[str, Any] | str],
+        data: Columns,
+        rows: list[int],
+        unseen: list[list[str]],
+    ) -> None:
         """Add the imputed count (when reported) and, for ?explain=true, what the model saw."""
-        for entry, i in zip(entries, rows, strict=True):
+        for entry, i, new in zip(entries, rows, unseen, strict=True):
             if isinstance(entry, str):
                 continue
             explain = data[EXPLAIN][i]
@@ -189,6 +195,7 @@ class Scorer:
                 entry["online_misses"] = list(data[MISSES][i])
                 entry["feature_ages"] = dict(data[AGES][i])
                 entry["stale"] = list(data[STALE][i])
+                entry["unseen"] = list(new)
                 entry["inputs"] = {c: _json_value(data[c][i]) for c in self.inputs}
 
     def log_block(

@@ -456,7 +456,11 @@ class InferenceService:
         frame = self.scorer.model_frame(data, None if whole else rows)
         ids = [request_ids[i] for i in rows]
         scored, probability = self.scorer.predictions(model, frame, variant, ids)
-        self.scorer.annotate(scored, data, rows)
+        unseen = model.unseen(frame)
+        self.scorer.annotate(scored, data, rows, unseen)
+        for names in unseen:
+            for name in names:
+                self.metrics.unseen.labels(name).inc()
         now = time.perf_counter()
         latencies = [now - arrived[i] for i in rows]
         for i, entry in zip(rows, scored, strict=True):

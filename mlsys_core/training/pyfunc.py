@@ -83,12 +83,19 @@ class DelayModel(mlflow.pyfunc.PythonModel):
     ) -> np.ndarray:
         # The hints are MLflow's "no schema from hints" kind (the logged signature validates):
         # without any, MLflow warns on every import of this module.
+        features = self.preprocessor.transform(self._complete(model_input))
+        return predict_proba(self.network, features, torch.device("cpu")).astype(np.float64)
+
+    def unseen(self, model_input: pd.DataFrame) -> list[list[str]]:
+        """Per row, the categorical inputs whose value training never kept: the network
+        scores them as an unknown category."""
+        return self.preprocessor.unseen(self._complete(model_input))
+
+    def _complete(self, model_input: pd.DataFrame) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         # The signature marks every feature optional: an absent one is missing, so imputed.
         absent = [c for c in self.preprocessor.feature_names_in_ if c not in frame.columns]
-        frame = frame.assign(**dict.fromkeys(absent, np.nan))
-        features = self.preprocessor.transform(frame)
-        return predict_proba(self.network, features, torch.device("cpu")).astype(np.float64)
+        return frame.assign(**dict.fromkeys(absent, np.nan))
 
 
 def write_model_artifacts(

@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
-from mlsys_core.features.columns import preprocessor_for
+from mlsys_core.features.columns import ColumnPreprocessor, preprocessor_for
 from mlsys_core.features.preprocess import TabularPreprocessor, calendar_parts
 
 TZ = "America/New_York"
@@ -144,6 +144,26 @@ def test_rare_categories_fall_back_to_zero() -> None:
     assert out[1] == 0
     assert out[0] != 0 and out[2] != 0 and out[0] != out[2]
     assert est.cardinalities_ == [3]
+
+
+@pytest.mark.parametrize("repeat", [1, 100])  # a request's few rows, and a batch's many
+def test_unseen_names_the_inputs_coded_as_the_unknown_category(repeat: int) -> None:
+    """``unseen`` names the inputs ``transform`` codes 0 while a value is present: never
+    seen in training, or rarer there than ``min_frequency``; a null is missing, not unseen."""
+    train = pd.DataFrame(
+        {"zip": ["02134"] * 5 + ["10001"] * 5 + ["94103"], "size": ["S", "M"] * 5 + ["L"]}
+    )
+    params = {"numeric": [], "categorical": ["zip", "size"], "min_frequency": 2}
+    est = TabularPreprocessor(**params).fit(train)
+    sent = pd.DataFrame(
+        {"zip": ["02134", "2134", None, "94103"] * repeat, "size": ["S", "XL", "M", "L"] * repeat}
+    )
+    unseen = est.unseen(sent)
+    assert unseen == [[], ["zip", "size"], [], ["zip", "size"]] * repeat
+    codes = est.transform(sent)
+    assert [bool(names) for names in unseen] == list((codes == 0).any(axis=1) & sent["zip"].notna())
+    wrapped = ColumnPreprocessor(base=params, extractors=[], selectors=[]).fit(train)
+    assert wrapped.unseen(sent) == unseen
 
 
 # -- numbers ----------------------------------------------------------------------------------

@@ -209,6 +209,31 @@ def test_metrics_and_prediction_log(trained, client, model_name, small_spec, sam
                 assert row[name] == pytest.approx(value), name
 
 
+def test_a_category_the_model_never_saw_is_named_and_counted(
+    trained, client, model_name, small_spec, sample_rows
+):
+    """A caller writing a value otherwise than the data does (``ua`` for ``UA``, a zip code
+    without its leading zero) is scored as an unknown category, as training scored rare
+    ones: legitimate, but silent before. ``?explain=true`` names the input, and
+    ``/metrics`` counts it by input, so a caller's systematic mistake shows."""
+    register(client, model_name, trained.model.model_uri, "champion")
+    (record,) = records(sample_rows, small_spec, 1)
+    assert isinstance(record["carrier"], str) and record["carrier"].isupper()
+    wrong = {**record, "carrier": record["carrier"].lower(), "origin": "XXX"}
+    with serving(_app(trained, small_spec, model_name)) as url:
+        right = httpx.post(f"{url}/predict", json=record, params={"explain": "true"})
+        told = httpx.post(f"{url}/predict", json=wrong, params={"explain": "true"})
+        plain = httpx.post(f"{url}/predict", json=wrong)
+        metrics = httpx.get(f"{url}/metrics").text
+    assert right.json()["predictions"][0]["unseen"] == []
+    (answer,) = told.json()["predictions"]
+    assert answer["unseen"] == ["carrier", "origin"]
+    assert answer["inputs"]["carrier"] == record["carrier"].lower()  # scored, not refused
+    assert "unseen" not in plain.json()["predictions"][0]  # only when asked to explain
+    assert 'mlsys_serving_unseen_categories_total{input="carrier"} 2.0' in metrics
+    assert 'mlsys_serving_unseen_categories_total{input="origin"} 2.0' in metrics
+
+
 def test_overload_is_refused_fast_not_queued(
     trained, client, model_name, small_spec, sample_rows, slow_model_uri
 ):
