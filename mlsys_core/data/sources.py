@@ -171,12 +171,17 @@ def detect_format(source: SourceSpec, name: str) -> str:
         return "jsonl"
     if lowered.endswith(".json"):
         return "json"
+    if lowered.endswith(SHEETS):
+        return "xlsx"
     return "csv"
 
 
-# Spreadsheet workbooks: binary, read as CSV they would fail deep in the parser or look empty.
-WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
-SAVE_AS_CSV = "save the sheet as CSV (or Parquet) and read that file"
+# Workbooks read as sheets: Excel's own format since 2007.
+SHEETS = (".xlsx", ".xlsm")
+# Other spreadsheet workbooks: binary, read as CSV they would fail deep in the parser or
+# look empty; refused with what to do.
+WORKBOOKS = (".xls", ".ods", ".numbers")
+SAVE_AS_CSV = "save it as .xlsx, or the sheet as CSV, and read that file"
 
 
 def compression_of(name: str) -> str | None:
@@ -255,7 +260,7 @@ def dates_alone(times: pd.Series) -> bool:
     return bool((present == present.dt.normalize()).all())
 
 
-def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:
+def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:  # noqa: PLR0911 - per format
     name = (name or raw.spec.path or "query.parquet").lower()
     kind = "parquet" if raw.spec.format == "sql" else detect_format(raw.spec, name)
     compression = compression_of(name)
@@ -274,6 +279,8 @@ def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:
         if kind == "json":
             with unpacked(buffer, compression) as handle:
                 return held_as_json(_json_document(handle.read()))
+        if kind == "xlsx":
+            return _sheet(raw, buffer)
         spec = raw.spec
         frame = pd.read_csv(
             buffer,
@@ -313,6 +320,69 @@ def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:
         raise SourceError(
             f"source {raw.spec.name!r} at {raw.uri}: not valid {kind}: {err}{_csv_hint(err)}"
         ) from err
+
+
+def sheet_cells(path: Path, sheet: str) -> pd.DataFrame:
+    """Every cell of a sheet, no row taken as a header: what ``sheet_layout`` reads."""
+    return pd.read_excel(path, sheet_name=sheet, header=None, dtype=object, engine="openpyxl")
+
+
+def sheet_layout(cells: pd.DataFrame) -> tuple[int, int, bool]:
+    """How a sheet's table lies, as ``SourceSpec`` says it: the rows above its header, the
+    rows below that sum it up, and whether it has a header. A report's title and period
+    fill a cell or two of the rows above; the header is the first row that fills at least
+    two cells and half as many as the widest row. The rest is read as a CSV's would be."""
+    filled = cells.notna().sum(axis=1).to_numpy()
+    widest = int(filled.max()) if len(filled) else 0
+    skip = next(
+        (i for i, n in enumerate(filled[: PREAMBLE_LINES + 1]) if n >= max(2, widest / 2)), 0
+    )
+    text = cells.iloc[skip:].to_csv(header=False, index=False)
+    return skip, footer_rows(text[-65536:]), has_header(text[:65536])
+
+
+def sheet_names(data: bytes | Path) -> list[str]:
+    """A workbook's sheets, in its order."""
+    import openpyxl  # noqa: PLC0415 - only workbooks need it
+
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    book = openpyxl.load_workbook(source, read_only=True)
+    try:
+        return list(book.sheetnames)
+    finally:
+        book.close()
+
+
+def _sheet(raw: SourceBytes, buffer: io.BytesIO) -> pd.DataFrame:
+    """One sheet of a workbook, each cell as it holds it (a number, text, a date), the
+    header, title lines and rows below the table as for a CSV."""
+    from openpyxl.utils.exceptions import InvalidFileException  # noqa: PLC0415
+
+    spec = raw.spec
+    try:
+        names = sheet_names(raw.data)
+    except (KeyError, InvalidFileException) as err:  # a zip, but no workbook's parts
+        raise SourceError(
+            f"source {spec.name!r} at {raw.uri}: not an .xlsx workbook ({err})"
+        ) from None
+    sheet = names[0] if spec.sheet is None else spec.sheet
+    if sheet not in names:
+        raise SourceError(
+            f"source {spec.name!r} at {raw.uri}: no sheet {sheet!r} (its sheets: "
+            f"{', '.join(map(repr, names))})"
+        )
+    frame = pd.read_excel(
+        buffer,
+        sheet_name=sheet,
+        engine="openpyxl",
+        header=0 if spec.header else None,
+        names=spec.column_names,
+        skiprows=spec.skip_rows,
+        skipfooter=spec.skip_footer,
+        dtype=object,  # a cell's text stays text: pandas would read "02134" as 2134
+    )
+    frame.columns = [str(c) for c in frame.columns]
+    return frame.infer_objects()  # columns of numbers, dates: typed as their cells are
 
 
 _WIDER_ROW = re.compile(r"Expected \d+ fields? in line \d+, saw \d+")

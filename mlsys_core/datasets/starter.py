@@ -39,6 +39,7 @@ from mlsys_core.data.contract import (
 )
 from mlsys_core.data.sources import (
     SAVE_AS_CSV,
+    SHEETS,
     WORKBOOKS,
     SourceBytes,
     SourceError,
@@ -55,6 +56,9 @@ from mlsys_core.data.sources import (
     parse_source,
     read_source_bytes,
     redacted_url,
+    sheet_cells,
+    sheet_layout,
+    sheet_names,
     sniff_csv,
     spaced_after_separator,
     unpacked,
@@ -64,7 +68,10 @@ from mlsys_core.spec import RARER_PER_WINDOW, ColumnRule, DatasetSpec, LabelSpec
 
 # Read by name; a file named otherwise is left out of a folder (and named when that loses a
 # column asked for). Tab-separated files are CSVs whose separator is sniffed.
-DATA_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+DATA_SUFFIXES = (
+    *(".csv", ".tsv", ".tab", ".parquet", ".pq", ".jsonl", ".ndjson", ".json"),
+    *SHEETS,
+)
 # Non-ISO layouts tried, in order, on text columns that ISO 8601 does not read. Day-first
 # and month-first layouts that both read every value are ambiguous: flagged TODO.
 TIME_FORMATS = (
@@ -197,7 +204,10 @@ def _dialect(path: Path) -> dict[str, Any]:
     what stands above its header, where not as the defaults (',', '.', UTF-8, nothing): a
     spreadsheet's export where ',' marks decimals uses ';' between fields, Excel on Windows
     saves in its code page, and a bank's export writes a title above the table."""
-    if detect_format(SourceSpec(name="probe", path=str(path)), path.name) != "csv":
+    kind = detect_format(SourceSpec(name="probe", path=str(path)), path.name)
+    if kind == "xlsx":
+        return _sheet_dialect(path, None)
+    if kind != "csv":
         return {}
     try:  # unpacked once, as the ingest unpacks it (a .gz, a .zip archive's first member)
         with unpacked(path, compression_of(path.name)) as handle:
@@ -223,6 +233,31 @@ def _dialect(path: Path) -> dict[str, Any]:
         for k, v in found.items()
         if v != SourceSpec.model_fields[k].get_default(call_default_factory=True)
     }
+
+
+def _sheet_dialect(path: Path, sheet: str | None) -> dict[str, Any]:
+    """What stands above a sheet's table and below it, and its header, where not as the
+    defaults; ``sheet`` None: the workbook's first (its only one with data)."""
+    try:
+        name = sheet if sheet is not None else sheet_names(path)[0]
+        cells = sheet_cells(path, name)
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile):
+        return {}  # reading it says what is wrong with it, in the source's words
+    skip, footer, header = sheet_layout(cells)
+    found: dict[str, Any] = {"sheet": sheet, "skip_rows": skip, "skip_footer": footer}
+    if not header:
+        found["header"] = False
+        found["column_names"] = [f"column_{i}" for i in range(1, cells.shape[1] + 1)]
+    return {k: v for k, v in found.items() if v != SourceSpec.model_fields[k].default}
+
+
+def _filled_sheets(path: Path) -> list[str]:
+    """A workbook's sheets that hold a cell, in its order (an empty Sheet2 is left out)."""
+    try:
+        heads = pd.read_excel(path, sheet_name=None, header=None, nrows=5, engine="openpyxl")
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile):
+        return []  # one table, whose read says what is wrong with the file
+    return [name for name, cells in heads.items() if cells.notna().any().any()]
 
 
 def _codes(head: str, found: dict[str, Any]) -> list[str]:
@@ -406,7 +441,7 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
     if not groups:
         books = [p.name for p in sorted(data.iterdir()) if p.name.lower().endswith(WORKBOOKS)]
         hint = f" ({', '.join(books)}: spreadsheet workbooks; {SAVE_AS_CSV})" if books else ""
-        raise StarterError(f"{data} holds no CSV, Parquet or JSON files{hint}")
+        raise StarterError(f"{data} holds no CSV, Parquet, JSON or Excel files{hint}")
 
     def where(path: Path) -> str:
         return os.path.relpath(path.resolve(), spec_dir.resolve())
@@ -426,6 +461,15 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
             source, frame, partitions = _partitioned_table(folder)
             add(source.name, source.model_copy(update={"path": where(folder)}), frame, partitions)
             continue
+        books = {p: _filled_sheets(p) for p in files if p.name.lower().endswith(SHEETS)}
+        for book, sheets in books.items():
+            if len(sheets) > 1:  # a table per sheet
+                for sheet in sheets:
+                    name = _table_name(Path(sheet.replace(".", "_")))
+                    source = SourceSpec(name=name, path=str(book), **_sheet_dialect(book, sheet))
+                    frame = _read(source, book)
+                    add(name, source.model_copy(update={"path": where(book)}), frame)
+        files = [p for p in files if len(books.get(p, ())) <= 1]  # noqa: PLW2901 - the rest
         dialects = {p: _dialect(p) for p in files}
         parts = {
             p: _read(SourceSpec(name=_table_name(p), path=str(p), **dialects[p]), p) for p in files
@@ -452,7 +496,9 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
     if present.empty:
         return None, ""
     if pd.api.types.is_datetime64_any_dtype(present):
-        return ColumnRule(dtype="datetime"), ""
+        # A spreadsheet's or a Parquet file's times without a zone, with a time of day
+        clock = present.dt.tz is None and bool((present != present.dt.normalize()).any())
+        return ColumnRule(dtype="datetime"), _ZONE_TODO if clock else ""
     if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
         if not _TIME_NAME.search(name):
             return None, ""
@@ -1280,6 +1326,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         extra += "".join(
             f", {k}={_py(getattr(s, k))}"
             for k in (
+                "sheet",
                 "delimiter",
                 "decimal",
                 "encoding",

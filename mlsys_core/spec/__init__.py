@@ -32,16 +32,17 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-SourceFormat = Literal["auto", "csv", "parquet", "json", "jsonl", "sql"]
+SourceFormat = Literal["auto", "csv", "parquet", "json", "jsonl", "xlsx", "sql"]
 
 
 class SourceSpec(_Frozen):
     """One input table, declared where it lives and how it is read.
 
     - a file inside an installed package (read with importlib.resources) or on disk: CSV
-      (plain, ``.gz`` or ``.zip``), Parquet, JSON lines or a JSON document (an array of
-      records, or an object holding one); the format follows the name unless ``format``
-      says otherwise, and a record's nested objects become ``parent.field`` columns;
+      (plain, ``.gz`` or ``.zip``), Parquet, JSON lines, a JSON document (an array of
+      records, or an object holding one) or a sheet of an Excel workbook (``.xlsx``); the
+      format follows the name unless ``format`` says otherwise, and a record's nested
+      objects become ``parent.field`` columns;
     - ``incremental``: ``path`` is a landing folder; each ingest takes only files whose
       content it has not seen, and appends them to the table as new partitions;
       ``pattern="**/*.parquet"`` reads a partitioned dataset's ``year=2024/`` folders,
@@ -65,7 +66,10 @@ class SourceSpec(_Frozen):
         default_factory=list,
         description="Columns whose values split the table into partitions (e.g. year, month).",
     )
-    header: bool = Field(default=True, description="CSV: the first line names the columns.")
+    sheet: str | None = Field(
+        default=None, description="xlsx: the workbook's sheet to read, by name (the first)."
+    )
+    header: bool = Field(default=True, description="CSV, xlsx: the first line names the columns.")
     column_names: list[str] | None = Field(
         default=None, description="CSV column names; required when there is no header."
     )
@@ -142,11 +146,18 @@ class SourceSpec(_Frozen):
             codecs.lookup(self.encoding)
         except LookupError:
             raise ValueError(f"source {self.name!r}: unknown encoding {self.encoding!r}") from None
-        if self.format in ("parquet", "json", "jsonl", "sql") and self.encoding != "utf-8":
+        if self.format in ("parquet", "json", "jsonl", "xlsx", "sql") and self.encoding != "utf-8":
             raise ValueError(f"source {self.name!r}: encoding applies to CSV files only")
-        for option in ("skip_rows", "skip_footer", "text_columns"):
-            if self.format in ("parquet", "json", "jsonl", "sql") and getattr(self, option):
-                raise ValueError(f"source {self.name!r}: {option} applies to CSV files only")
+        for option, where in (
+            ("skip_rows", "CSV and xlsx files"),
+            ("skip_footer", "CSV and xlsx files"),
+            ("text_columns", "CSV files"),
+        ):
+            wrong = ("parquet", "json", "jsonl", "sql", *(() if "xlsx" in where else ("xlsx",)))
+            if self.format in wrong and getattr(self, option):
+                raise ValueError(f"source {self.name!r}: {option} applies to {where} only")
+        if self.sheet is not None and self.format not in ("auto", "xlsx"):
+            raise ValueError(f"source {self.name!r}: sheet applies to xlsx workbooks only")
         if self.delimiter == self.decimal:
             raise ValueError(
                 f"source {self.name!r}: {self.delimiter!r} cannot both separate fields and "

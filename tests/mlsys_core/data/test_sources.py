@@ -439,7 +439,7 @@ def test_title_lines_and_a_total_row_are_left_out_of_the_table(tmp_path: Path) -
     without = snapshot_source(source, lake)
     assert with_total.snapshot_id != without.snapshot_id
     assert (len(lake.read(with_total)), len(lake.read(without))) == (3, 2)
-    with pytest.raises(ValueError, match="skip_footer applies to CSV files only"):
+    with pytest.raises(ValueError, match="skip_footer applies to CSV and xlsx files only"):
         SourceSpec(name="statement", path="s.parquet", format="parquet", skip_footer=1)
 
 
