@@ -114,6 +114,16 @@ def number_notation(rule: ColumnRule) -> str:
     return f"a number, or text as the data writes it ({'; '.join(parts)})"
 
 
+def _as_written(value: object) -> str | None:
+    """A time's value as text: a date written as a number (20240105, a float when its
+    column has nulls) as its digits."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa: PLR0911
     """Parse times as the rule says (ISO 8601, a strptime ``format`` or epoch numbers in
     ``unit``); naive values are local time in ``rule.timezone``. Unparsable cells (and
@@ -130,7 +140,7 @@ def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa:
         return _localize(values, rule.timezone)
     text = values.astype(object).where(values.notna(), None)
     if not text.map(lambda v: v is None or isinstance(v, str)).all():
-        text = text.map(lambda v: v if v is None else str(v))
+        text = text.map(_as_written)
     if rule.format is None:
         if rule.timezone == "UTC":  # naive values are UTC: one pass does both kinds
             return pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")

@@ -500,6 +500,9 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
         clock = present.dt.tz is None and bool((present != present.dt.normalize()).any())
         return ColumnRule(dtype="datetime"), _ZONE_TODO if clock else ""
     if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
+        if (digits := _date_digits(present, name)) is not None:
+            rule = ColumnRule(dtype="datetime", format=digits)
+            return rule, f"dates written as numbers ({digits})"
         if not _TIME_NAME.search(name):
             return None, ""
         low, high = float(present.min()), float(present.max())
@@ -529,6 +532,26 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
         _ZONE_TODO if "%H" in fits[0] or "%I" in fits[0] else "",  # a time of day, no offset
     ]
     return ColumnRule(dtype="datetime", format=fits[0]), "; ".join(n for n in notes if n)
+
+
+# Dates written as numbers, as mainframe, SAS and many database exports write them:
+# 20240105 (a day) or 202401 (a month), read by their strptime format.
+_DATE_DIGITS = {8: "%Y%m%d", 6: "%Y%m"}
+
+
+def _date_digits(numbers: pd.Series, name: str) -> str | None:
+    """The format of a column of whole numbers that are all dates as digits (20240105),
+    between the years 1900 and 2100; None for anything else, and for a key's numbers."""
+    if _KEY_NAME.search(name) or not np.equal(np.mod(numbers, 1), 0).all():
+        return None
+    whole = numbers.astype("int64")
+    width = {len(str(v)) for v in (whole.min(), whole.max())}
+    if len(width) != 1 or (fmt := _DATE_DIGITS.get(width.pop())) is None:
+        return None
+    text = whole.astype(str)
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+    years = parsed.dt.year
+    return fmt if parsed.notna().all() and years.between(1900, 2100).all() else None
 
 
 def _time_bounds(times: pd.Series) -> tuple[dict[str, datetime], str]:

@@ -176,6 +176,9 @@ Time = Annotated[
 ]
 
 
+_DIGIT_FORMAT = re.compile(r"(%[YmdHMS])+")
+
+
 def _time(rule: ColumnRule | None) -> Any:
     """A time read as the lake reads its column (``read_times``), so a served row holds the
     instant its training row did: a local time without an offset is in the column's zone,
@@ -186,9 +189,13 @@ def _time(rule: ColumnRule | None) -> Any:
     if rule.timezone == "UTC" and rule.format is None and rule.unit is None:
         return _bounded(Time, rule)
 
+    # Dates the data writes as numbers (20240105, "%Y%m%d") may be sent as that number.
+    digits = rule.format is not None and _DIGIT_FORMAT.fullmatch(rule.format) is not None
+
     def read(value: Any) -> datetime:
         epoch = rule.unit is not None and isinstance(value, int | float)
-        if isinstance(value, bool) or not (isinstance(value, str | datetime) or epoch):
+        number = epoch or (digits and isinstance(value, int))
+        if isinstance(value, bool) or not (isinstance(value, str | datetime) or number):
             raise ValueError(f"time must be {time_notation(rule)}")
         if isinstance(value, datetime):
             value = value.isoformat()
@@ -200,6 +207,8 @@ def _time(rule: ColumnRule | None) -> Any:
     schema: dict[str, Any] = (
         {"anyOf": [_ISO_SCHEMA, {"type": "number"}]}
         if rule.unit
+        else {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+        if digits
         else {"type": "string"}
         if rule.format
         else _ISO_SCHEMA

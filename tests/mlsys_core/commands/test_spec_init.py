@@ -723,6 +723,55 @@ def test_a_rare_labels_windows_are_widened_until_each_holds_ten_of_it(
         assert said.replace(" 5 and 5 in", " 5 and 5 in these") in _said(out)
 
 
+@pytest.mark.parametrize(("digits", "fmt"), [("%Y%m%d", "%Y%m%d"), ("%Y%m", "%Y%m")])
+def test_dates_written_as_numbers_are_the_event_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture, digits: str, fmt: str
+) -> None:
+    """A store's daily sales with the day written 20230105 (a mainframe's, SAS's or a
+    database's export): spec init typed it int, a numeric feature, found no event time and
+    split by hash. It is a time now, read by its digits' format in the lake and the service
+    (the number or its text), the event time of a sliding split; an id whose numbers look
+    like dates (``order_id`` 20230105) stays an id."""
+    rng = np.random.default_rng(12)
+    rows = 900
+    days = pd.Timestamp("2023-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 700, rows)), "D")
+    frame = pd.DataFrame(
+        {
+            "order_id": days.strftime("%Y%m%d").astype(int) * 1000 + np.arange(rows) % 1000,
+            "store_id": rng.integers(1, 30, rows),
+            "day": days.strftime(digits).astype(int),
+            "promo": rng.integers(0, 2, rows),
+            "big": rng.integers(0, 2, rows),
+        }
+    )
+    frame["order_id"] = frame["order_id"] // 1000  # 8 digits that read as dates too
+    frame = frame.drop_duplicates("order_id")
+    frame["day"] = frame["day"].astype(float)
+    frame.loc[frame.index[::50], "day"] = np.nan  # a null makes pandas read floats (nullable)
+    data = _write(frame, tmp_path / "sales.csv")
+    out = tmp_path / "sales_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "big", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    spec = resolve_spec(f"{out}:sales")
+    rules = spec.contracts["sales"].columns
+    assert (rules["day"].dtype, rules["day"].format) == ("datetime", fmt)
+    assert rules["order_id"].dtype == "int" and "order_id" not in spec.input_columns
+    assert spec.event_timestamp == "day" and isinstance(spec.split, RecentSplit)
+    assert f"dates written as numbers ({fmt})" in _said(out)
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(spec.sources[0], lake), spec.contracts["sales"], lake)
+    assert clean.quarantine.rows == 0 and clean.clean.rows == len(frame)
+    held = lake.read(clean.clean)
+    first = pd.to_datetime(str(int(frame["day"].min())), format=fmt).tz_localize("UTC")
+    assert held["day"].min() == first
+    record = record_model(spec)
+    sent = {"store_id": 3, "promo": 1}
+    as_number = record.model_validate({**sent, "day": int(frame["day"].min())})
+    as_text = record.model_validate({**sent, "day": str(int(frame["day"].min()))})
+    assert as_number.day == as_text.day == first.to_pydatetime()
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_codes_with_leading_zeros_are_categories_held_as_written(
     tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str

@@ -156,6 +156,22 @@ def test_a_date_that_is_not_iso_8601_reads_with_its_format() -> None:
     assert result.reasons == {"month: not a datetime (format %b-%Y)": 1}
 
 
+@pytest.mark.parametrize(
+    "written", [[20240105, 20240229, 20241301], [20240105.0, 20240229.0, 20241301.0, None]]
+)
+def test_dates_written_as_numbers_read_with_their_format(written: list) -> None:
+    """20240105 as a number (a float where its column has nulls, as pandas reads it) reads
+    with ``%Y%m%d`` as its text does; 20241301 is no date."""
+    contract = TableContract(
+        columns={"day": ColumnRule(dtype="datetime", format="%Y%m%d", nullable=True)}
+    )
+    result = clean_table(pd.DataFrame({"day": written}), contract)
+    assert result.clean["day"].dropna().tolist() == [
+        pd.Timestamp("2024-01-05", tz="UTC"), pd.Timestamp("2024-02-29", tz="UTC"),
+    ]  # fmt: skip
+    assert result.reasons == {"day: not a datetime (format %Y%m%d)": 1}
+
+
 def test_epoch_numbers_read_with_their_unit() -> None:
     contract = TableContract(columns={"at": ColumnRule(dtype="datetime", unit="ms")})
     # 1e30 ms is past pandas' range (the year 2262): quarantined, not an OverflowError.
