@@ -45,4 +45,7 @@ def batch_score(
         f"{verb} scores/{result.snapshot.table}/{result.snapshot.snapshot_id}: {result.rows} "
         f"rows of feature set {result.feature_set} scored by {name} v{version}"
     )
+    if result.unseen:
+        counts = ", ".join(f"{column} {rows}" for column, rows in result.unseen.items())
+        print(f"rows with a value v{version} never saw in training (an unknown category): {counts}")
     return result

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,9 @@ class ScoreResult(BaseModel):
     rows: int
     created: bool  # False: an identical table existed, nothing was scored
     seconds: float
+    # Rows per categorical input whose value the version never saw in training (scored as
+    # an unknown category): new values in new data, or ones written otherwise.
+    unseen: dict[str, int] = {}
 
 
 def resolve_version(client: MlflowClient, name: str, alias: str) -> str:
@@ -119,7 +122,7 @@ def score_feature_set(
     dataset = feature_set.snapshot.table
     snapshot_id = score_id(model_name, model_version, feature_set)
     if existing := lake.find(LAYER, dataset, snapshot_id):
-        return _result(existing, model_name, model_version, feature_set, False, start)
+        return _result(lake, existing, model_name, model_version, feature_set, False, start)
 
     meta = lake.manifest(feature_set.snapshot)
     spec = DatasetSpec.model_validate(meta["spec"])
@@ -134,6 +137,7 @@ def score_feature_set(
         k for k in dict.fromkeys([*spec.entity_keys, spec.event_timestamp, SPLIT]) if k in stored
     ]
     columns = list(dict.fromkeys([*keys, *trained.input_columns]))
+    unseen: Counter[str] = Counter()
     # One part per snapshot, named after it: a failure before the manifest takes it back; a
     # killed run leaves a part that a rerun overwrites whole (or `mlsys lake gc` removes).
     with lake.writing():  # a failure takes back the part: nothing half-made stays
@@ -141,9 +145,7 @@ def score_feature_set(
             batches = lake.iter_batches(lake.parts(feature_set.snapshot), batch_rows, columns)
             for batch in batches:
                 frame = batch.to_pandas()
-                writer.write(
-                    _score_batch(frame, trained, keys, model.predict, model_name, model_version)
-                )
+                writer.write(_score_batch(frame, trained, keys, model, unseen))
         manifest = {
             "parents": [f"features/{dataset}/{feature_set.version}"],
             "model_uri": uri,
@@ -151,36 +153,41 @@ def score_feature_set(
             "model_version": model_version,
             "feature_set": feature_set.version,
             "threshold": THRESHOLD,
+            "unseen": dict(sorted(unseen.items())),
         }
         snapshot = lake.write_snapshot(LAYER, dataset, snapshot_id, [writer.ref], manifest)
-    return _result(snapshot, model_name, model_version, feature_set, True, start)
+    return _result(lake, snapshot, model_name, model_version, feature_set, True, start)
 
 
 def _score_batch(
     frame: pd.DataFrame,
     spec: DatasetSpec,
     keys: list[str],
-    predict: Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]],
-    model_name: str,
-    model_version: str,
+    model: LoadedModel,
+    unseen: Counter[str],
 ) -> pa.Table:
+    """One batch's scores; ``unseen`` counts its rows' categories the model never saw."""
     try:
-        raw, proba = predict(model_input_frame(frame, spec))
+        inputs = model_input_frame(frame, spec)
+        raw, proba = model.predict(inputs)
     except (MlflowException, KeyError) as err:
         message = getattr(err, "message", str(err))
         raise BatchScoreError(
-            f"{model_name} v{model_version} cannot score feature set rows: {message}"
+            f"{model.name} v{model.version} cannot score feature set rows: {message}"
         ) from None
+    for names in model.unseen(inputs):
+        unseen.update(names)
     out = frame[keys].reset_index(drop=True)
     out[PROBABILITY] = proba
     out[RAW_PROBABILITY] = raw
     out[PREDICTION] = (proba >= THRESHOLD).astype(np.int8)
-    out["model_name"] = model_name
-    out["model_version"] = model_version
+    out["model_name"] = model.name
+    out["model_version"] = model.version
     return pa.Table.from_pandas(out, preserve_index=False)
 
 
 def _result(
+    lake: Lake,
     snapshot: SnapshotRef,
     model_name: str,
     model_version: str,
@@ -196,4 +203,5 @@ def _result(
         rows=snapshot.rows,
         created=created,
         seconds=time.perf_counter() - start,
+        unseen=lake.manifest(snapshot).get("unseen", {}),
     )

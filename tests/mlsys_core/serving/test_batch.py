@@ -76,6 +76,18 @@ def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Served) -> None
         assert scores[key].tolist() == frame[key].tolist()
     assert set(scores["model_version"]) == {version}
 
+    # Rows whose category the version never kept in training (rarer than its minimum count
+    # in the training split, or only in later ones), counted per input as the service does.
+    pre = load_version(client, champion.name, version).python_model.preprocessor
+    inputs = model_input_frame(frame, spec)
+    unseen = {
+        c: int((inputs[c].notna() & ~inputs[c].astype(str).isin(pre.categories_[c])).sum())
+        for c in pre.categorical_columns_
+        if c in inputs.columns
+    }
+    assert result.unseen == {c: n for c, n in sorted(unseen.items()) if n}
+    assert sum(result.unseen.values()) > 0  # a 3% sample's rare destinations and makers
+
     # Lineage: the scores name the feature set, which leads back to the raw ingests.
     manifest = lake.manifest(result.snapshot)
     assert manifest["parents"] == [f"features/{spec.name}/{champion.feature_set.version}"]
@@ -90,7 +102,7 @@ def test_scores_match_the_champion_and_rerun_is_a_noop(champion: Served) -> None
         lake, champion.feature_set, champion.name, version, 1000, client
     )
     assert not again.created
-    assert again.snapshot == result.snapshot
+    assert again.snapshot == result.snapshot and again.unseen == result.unseen
     assert data.stat().st_mtime_ns == mtime
     # No temporary files were left in the lake.
     assert not [p for p in lake.root.rglob("*") if p.name.startswith(".tmp")]
