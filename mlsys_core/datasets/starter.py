@@ -1240,6 +1240,14 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         time = times[0]
         if len(times) > 1:
             time_note = f"TODO: the event time was guessed among {times}"
+    if time is not None and (column := base_cols[time]).nullable:
+        # A row without its time has no place in a split or a point-in-time join (the
+        # stream refuses such an event too): its row is quarantined, with the reason.
+        nulls = int(base.times(time).isna().sum())
+        column.nullable = False
+        column.rule = column.rule.model_copy(update={"nullable": False})
+        told = f"TODO: {nulls} rows have no time: quarantined, as the event time places a row"
+        column.note = "; ".join(n for n in (column.note, told) if n)
     if keys:
         if missing := [k for k in keys if k not in base_cols]:
             raise StarterError(f"--keys {missing}: not columns of {base.name!r}")
