@@ -15,6 +15,7 @@ import io
 import json
 import math
 import re
+import shlex
 import urllib.parse
 import zipfile
 from collections.abc import Iterator
@@ -400,7 +401,29 @@ def _csv_hint(err: Exception) -> str:
 
 
 # A space last: the UCI repository's .data files separate values by one space.
-_DELIMITERS = (",", ";", "\t", "|", " ")
+# Columns aligned by runs of spaces or tabs (a fixed-width report, R's write.table, the UCI
+# repository's auto-mpg.data): pandas' notation for the separator, tried last.
+SPACES = r"\s+"
+_DELIMITERS = (",", ";", "\t", "|", " ", SPACES)
+
+
+def rows_of(lines: list[str], delimiter: str) -> list[list[str]]:
+    """Lines split into fields as the CSV reader splits them: by ``delimiter``, or by runs of
+    spaces and tabs for ``SPACES`` (a double-quoted field may hold spaces); a line that
+    ends inside its quotes is one field."""
+    if delimiter != SPACES:
+        return list(csv.reader(lines, delimiter=delimiter))
+    rows = []
+    for line in lines:
+        lexer = shlex.shlex(line, posix=True)
+        lexer.whitespace_split, lexer.quotes, lexer.escape = True, '"', ""
+        try:
+            rows.append(list(lexer))
+        except ValueError:  # an open quote: a field broken over lines
+            rows.append([line])
+    return rows
+
+
 _COMMA_DECIMAL = re.compile(r"[-+]?(\d{1,3}(\.\d{3})+|\d+),\d+")  # 1.234,56 or 28,04
 _DOT_DECIMAL = re.compile(r"[-+]?\d+\.\d+")  # 28.04
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(\.\d{3})+")  # 1.234: either mark could write it
@@ -422,20 +445,23 @@ def sniff_csv(text: str, lines: int = 50) -> tuple[str, str, int]:
         if not raw[start].strip():
             continue  # the header is the first line of the table, never a blank one
         table = [line for line in raw[start:] if line.strip()][:lines]
-        found = next((c for c in _DELIMITERS if _one_width(table, c)), None)
+        # The separator that splits every line alike into the most fields: a tab before a
+        # last text column splits aligned numbers in two, runs of spaces split them all.
+        widths = {c: _one_width(table, c) for c in _DELIMITERS}
+        found = max(_DELIMITERS, key=lambda c: widths[c]) if any(widths.values()) else None
         above = [line for line in raw[:start] if line.strip()]
         if found and not above:
             delimiter, rows = found, table
             break
         # lines above a table are a title and a date: narrower than its header, and more
         # than one row below them (else a quoted line break split a row: not a title)
-        width = len(next(csv.reader(table[:1], delimiter=found))) if found else 0
+        width = len(rows_of(table[:1], found)[0]) if found else 0
         if found and len(table) > 1 and _narrower(above, found, width):
             delimiter, skip, rows = found, start, table
             break
     if delimiter == ",":
         return delimiter, ".", skip
-    cells = [c.strip() for row in list(csv.reader(rows, delimiter=delimiter))[1:] for c in row]
+    cells = [c.strip() for row in rows_of(rows, delimiter)[1:] for c in row]
     comma = sum(bool(_COMMA_DECIMAL.fullmatch(c)) for c in cells)
     dot = sum(bool(_DOT_DECIMAL.fullmatch(c)) and not _THOUSANDS.fullmatch(c) for c in cells)
     return delimiter, "," if comma > dot else ".", skip
@@ -453,9 +479,7 @@ def footer_rows(text: str, delimiter: str = ",") -> int:
     """How many rows at the end of a CSV's ``text`` sum its table up rather than belong to
     it: a report export's last lines that start with ``Total`` (or Sum, Summe, ...) and
     leave cells empty. Blank lines between are not rows (the reader skips them)."""
-    rows = list(
-        csv.reader([line for line in text.splitlines()[-20:] if line.strip()], delimiter=delimiter)
-    )
+    rows = rows_of([line for line in text.splitlines()[-20:] if line.strip()], delimiter)
     count = 0
     for row in reversed(rows):
         cells = [c.strip() for c in row]
@@ -484,9 +508,13 @@ def _kind(cell: str) -> str:
 def spaced_after_separator(text: str, delimiter: str = ",", lines: int = 50) -> bool:
     """Whether every value after the first of each of a CSV's first ``lines`` starts with a
     space (``39, State-gov, 77516``): the writer's layout, not part of the values."""
-    rows = [row for row in csv.reader(text.splitlines()[:lines], delimiter=delimiter) if row]
+    rows = [row for row in rows_of(text.splitlines()[:lines], delimiter) if row]
     after = [cell for row in rows for cell in row[1:] if cell]
-    return delimiter != " " and bool(after) and all(cell.startswith(" ") for cell in after)
+    return (
+        delimiter not in (" ", SPACES)
+        and bool(after)
+        and all(cell.startswith(" ") for cell in after)
+    )
 
 
 def has_header(text: str, delimiter: str = ",", lines: int = 50) -> bool:
@@ -497,10 +525,7 @@ def has_header(text: str, delimiter: str = ",", lines: int = 50) -> bool:
     such as years say neither. When nothing tells, it is a header."""
     rows = [
         [c.strip() for c in row]
-        for row in csv.reader(
-            [line for line in text.splitlines() if line.strip()][:lines],
-            delimiter=delimiter,
-        )
+        for row in rows_of([line for line in text.splitlines() if line.strip()][:lines], delimiter)
     ]
     if len(rows) < 3:  # noqa: PLR2004 -- a line and at least two below it to compare
         return True
@@ -524,13 +549,15 @@ def has_header(text: str, delimiter: str = ",", lines: int = 50) -> bool:
 
 
 def _narrower(lines: list[str], delimiter: str, width: int) -> bool:
-    return all(len(row) < width for row in csv.reader(lines, delimiter=delimiter))
+    return all(len(row) < width for row in rows_of(lines, delimiter))
 
 
-def _one_width(rows: list[str], delimiter: str) -> bool:
-    """Whether ``delimiter`` splits every one of ``rows`` into the same fields (two or more)."""
-    widths = {len(row) for row in csv.reader(rows, delimiter=delimiter)}
-    return len(widths) == 1 and widths.pop() > 1
+def _one_width(rows: list[str], delimiter: str) -> int:
+    """How many fields ``delimiter`` splits every one of ``rows`` into, when it splits each
+    into as many (two or more); else 0."""
+    widths = {len(row) for row in rows_of(rows, delimiter)}
+    width = widths.pop() if len(widths) == 1 else 0
+    return width if width > 1 else 0
 
 
 def decimal_points(frame: pd.DataFrame, as_written: list[str] | None = None) -> pd.DataFrame:

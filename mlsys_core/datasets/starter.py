@@ -56,6 +56,7 @@ from mlsys_core.data.sources import (
     parse_source,
     read_source_bytes,
     redacted_url,
+    rows_of,
     sheet_cells,
     sheet_layout,
     sheet_names,
@@ -222,7 +223,7 @@ def _dialect(path: Path) -> dict[str, Any]:
     table = head.splitlines()[skip:]  # from the header line, or the first row of data
     found["skip_initial_space"] = spaced_after_separator("\n".join(table), delimiter)
     if not has_header("\n".join(table), delimiter):
-        width = len(next(csv.reader(table[:1], delimiter=delimiter)))
+        width = len(rows_of(table[:1], delimiter)[0])
         found["header"] = False
         found["column_names"] = [f"column_{i}" for i in range(1, width + 1)]
     whole = len(text) <= len(head.encode())  # else the head's last line may be cut

@@ -80,10 +80,10 @@ class SourceSpec(_Frozen):
     )
     delimiter: str = Field(
         default=",",
-        min_length=1,
-        max_length=1,
+        pattern=r"^(.|\\s\+)$",
         description="CSV: the field separator; ';' where a spreadsheet writes ',' as the "
-        "decimal mark.",
+        "decimal mark; '\\s+' for columns aligned by runs of spaces or tabs (a fixed-width "
+        "report, R's write.table).",
     )
     skip_initial_space: bool = Field(
         default=False,

@@ -585,6 +585,28 @@ def test_a_banks_monthly_statements_are_read_without_their_titles_and_totals(
     np.testing.assert_allclose(read["fee"], frame["fee"])
 
 
+def test_a_table_aligned_for_the_eye_is_read_column_by_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``DataFrame.to_string`` output (a report's fixed-width layout): spec init read it as
+    one column, so ``--label`` named no column. It is ``delimiter=r"\\s+"`` now, typed
+    and read whole by the lake."""
+    frame = _activity().drop(columns=["comment"])
+    data = tmp_path / "activity.txt"
+    data.write_text(frame.to_string(index=False) + "\n")
+    out = tmp_path / "activity_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    spec = resolve_spec(f"{out}:activity")
+    (source,) = spec.sources
+    assert source.delimiter == r"\s+"
+    assert spec.contracts["activity"].columns["fee"].dtype == "float"
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(source, lake), spec.contracts["activity"], lake)
+    assert clean.quarantine.rows == 0 and clean.clean.rows == len(frame)
+
+
 @pytest.mark.parametrize("delimiter", [",", " ", ", "])
 def test_a_file_without_a_header_line_is_read_from_its_first_row(
     tmp_path: Path, capsys: pytest.CaptureFixture, delimiter: str

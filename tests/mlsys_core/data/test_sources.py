@@ -190,6 +190,36 @@ def test_a_folder_is_not_a_source_file(tmp_path: Path) -> None:
         read_source_bytes(SourceSpec(name="folder", path=str(tmp_path)))
 
 
+def test_columns_aligned_by_runs_of_spaces_are_read_as_columns(tmp_path: Path) -> None:
+    """A table written for the eye (``DataFrame.to_string``, a fixed-width report, the UCI
+    repository's auto-mpg.data with its quoted names after a tab) was one column, or two
+    split at the tab. Runs of spaces and tabs now separate the fields (``delimiter=r"\\s+"``,
+    pandas' own notation), chosen because they split every line into the most fields."""
+    frame = pd.DataFrame({"id": [1, 2, 30], "temp": [21.73, -4.5, 9.0], "site": ["A", "BB", "CCC"]})
+    aligned = frame.to_string(index=False) + "\n"
+    assert sniff_csv(aligned) == (r"\s+", ".", 0) and has_header(aligned, r"\s+")
+    path = tmp_path / "readings.txt"
+    path.write_text(aligned)
+    read = read_source(SourceSpec(name="r", path=str(path), delimiter=r"\s+"))
+    pd.testing.assert_frame_equal(read, frame)
+    cars = (
+        '18.0   8   307.0      130.0      3504.      12.0   70  1\t"chevrolet chevelle malibu"\n'
+        '15.0   8   350.0      165.0      3693.      11.5   70  1\t"buick skylark 320"\n'
+        '25.0   4   98.00      ?          2046.      19.0   71  1\t"ford pinto"\n'
+    )
+    assert sniff_csv(cars)[0] == r"\s+" and not has_header(cars, r"\s+")
+    path.write_text(cars)
+    names = [f"c{i}" for i in range(9)]
+    source = SourceSpec(
+        name="r", path=str(path), delimiter=r"\s+", header=False, column_names=names
+    )
+    read = read_source(source)
+    assert read["c8"].tolist() == ["chevrolet chevelle malibu", "buick skylark 320", "ford pinto"]
+    assert read["c0"].tolist() == [18.0, 15.0, 25.0] and read["c3"].tolist()[2] == "?"
+    with pytest.raises(ValueError, match="delimiter"):
+        SourceSpec(name="r", path="x.csv", delimiter=";;")
+
+
 @pytest.mark.parametrize(
     ("values", "code"),
     [
