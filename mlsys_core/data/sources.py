@@ -400,9 +400,9 @@ def _csv_hint(err: Exception) -> str:
     )
 
 
-# A space last: the UCI repository's .data files separate values by one space.
-# Columns aligned by runs of spaces or tabs (a fixed-width report, R's write.table, the UCI
-# repository's auto-mpg.data): pandas' notation for the separator, tried last.
+# A space late: the UCI repository's .data files separate values by one space. Last, runs
+# of spaces or tabs, pandas' notation for columns aligned for the eye (a fixed-width report,
+# R's write.table, DataFrame.to_string, the UCI repository's auto-mpg.data).
 SPACES = r"\s+"
 _DELIMITERS = (",", ";", "\t", "|", " ", SPACES)
 
@@ -445,10 +445,9 @@ def sniff_csv(text: str, lines: int = 50) -> tuple[str, str, int]:
         if not raw[start].strip():
             continue  # the header is the first line of the table, never a blank one
         table = [line for line in raw[start:] if line.strip()][:lines]
-        # The separator that splits every line alike into the most fields: a tab before a
-        # last text column splits aligned numbers in two, runs of spaces split them all.
-        widths = {c: _one_width(table, c) for c in _DELIMITERS}
-        found = max(_DELIMITERS, key=lambda c: widths[c]) if any(widths.values()) else None
+        found = next((c for c in _DELIMITERS if _one_width(table, c)), None)
+        if found in ("\t", " ") and _aligned(table, found):
+            found = SPACES  # a tab before a last text column cut aligned numbers in two
         above = [line for line in raw[:start] if line.strip()]
         if found and not above:
             delimiter, rows = found, table
@@ -550,6 +549,14 @@ def has_header(text: str, delimiter: str = ",", lines: int = 50) -> bool:
 
 def _narrower(lines: list[str], delimiter: str, width: int) -> bool:
     return all(len(row) < width for row in rows_of(lines, delimiter))
+
+
+def _aligned(rows: list[str], found: str) -> bool:
+    """Whether runs of spaces, not ``found`` (a tab, a space), separate the fields: the
+    lines pad their columns with two spaces or more, and runs split them into more fields
+    alike. A single space inside a value (a time of day in a tab-separated file) is none."""
+    padded = any("  " in line.strip() for line in rows)
+    return padded and _one_width(rows, SPACES) > _one_width(rows, found)
 
 
 def _one_width(rows: list[str], delimiter: str) -> int:

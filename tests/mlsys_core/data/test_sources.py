@@ -194,7 +194,7 @@ def test_columns_aligned_by_runs_of_spaces_are_read_as_columns(tmp_path: Path) -
     """A table written for the eye (``DataFrame.to_string``, a fixed-width report, the UCI
     repository's auto-mpg.data with its quoted names after a tab) was one column, or two
     split at the tab. Runs of spaces and tabs now separate the fields (``delimiter=r"\\s+"``,
-    pandas' own notation), chosen because they split every line into the most fields."""
+    pandas' own notation), when columns are padded with two spaces or more."""
     frame = pd.DataFrame({"id": [1, 2, 30], "temp": [21.73, -4.5, 9.0], "site": ["A", "BB", "CCC"]})
     aligned = frame.to_string(index=False) + "\n"
     assert sniff_csv(aligned) == (r"\s+", ".", 0) and has_header(aligned, r"\s+")
@@ -208,6 +208,10 @@ def test_columns_aligned_by_runs_of_spaces_are_read_as_columns(tmp_path: Path) -
         '25.0   4   98.00      ?          2046.      19.0   71  1\t"ford pinto"\n'
     )
     assert sniff_csv(cars)[0] == r"\s+" and not has_header(cars, r"\s+")
+    # A single space inside values is no alignment: a tab or a comma still separates.
+    spaced = "at{0}name\n2024-01-05 10:00{0}John Smith\n2024-01-06 11:00{0}Ann Lee\n"
+    assert sniff_csv(spaced.format("\t"))[0] == "\t"
+    assert sniff_csv(spaced.format(","))[0] == ","
     path.write_text(cars)
     names = [f"c{i}" for i in range(9)]
     source = SourceSpec(
