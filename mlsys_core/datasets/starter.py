@@ -321,12 +321,12 @@ def _partitioned_table(folder: Path) -> tuple[SourceSpec, pd.DataFrame, list[str
     dialect = _dialect(files[0]) if files else {}
     source = SourceSpec(name=name, path=str(folder), incremental=True, pattern=pattern, **dialect)
     try:
-        files = landed(source)
-        frames = [parse_file(source, landing) for landing in files]
+        landings = landed(source)
+        frames = [parse_file(source, landing) for landing in landings]
     except SourceError as err:
         raise StarterError(str(err)) from None
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    partitions = list(dict.fromkeys(name for f in files for name, _ in f.partitions))
+    partitions = list(dict.fromkeys(column for f in landings for column, _ in f.partitions))
     return source, frame, partitions
 
 
@@ -449,13 +449,15 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
 
     tables: list[Table] = []
 
-    def add(name: str, source: SourceSpec, frame: pd.DataFrame, partitions=()) -> None:
+    def add(
+        name: str, source: SourceSpec, frame: pd.DataFrame, partitions: list[str] | None = None
+    ) -> None:
         if frame.empty:
             raise StarterError(f"{source.path}: no rows to learn the columns' types from")
         while name in {t.name for t in tables}:
             name += "_2"
         source = source.model_copy(update={"name": name})
-        tables.append(Table(name, source, frame, partitions=list(partitions)))
+        tables.append(Table(name, source, frame, partitions=partitions or []))
 
     for folder, files in groups:
         if data.is_dir() and _partitioned(folder):  # one table, in a landing folder
@@ -1358,6 +1360,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         extra += "".join(
             f", {k}={_py(getattr(s, k))}"
             for k in (
+                "pattern",
                 "sheet",
                 "delimiter",
                 "decimal",
@@ -1372,8 +1375,6 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             )
             if getattr(s, k) != SourceSpec.model_fields[k].get_default(call_default_factory=True)
         )
-        if s.pattern != SourceSpec.model_fields["pattern"].default:
-            extra += f", pattern={_py(s.pattern)}"
         how = ["a landing folder: each ingest appends its new files"] if s.incremental else []
         if table.partitions:
             named = ", ".join(f"{p}=" for p in table.partitions)
