@@ -74,6 +74,15 @@ def _coerce(values: pd.Series, rule: ColumnRule) -> pd.Series:
 _NEGATIVE = {"(5)": r"^\(\s*(.*?)\s*\)$", "5-": r"^(.*?)\s*-$"}
 
 
+def absent(values: pd.Series, rule: ColumnRule) -> pd.Series:
+    """``values`` with the texts that mean no value in the column (``rule.missing``: ``?``,
+    ``-``) as nulls, spaces around them aside."""
+    if not rule.missing or values.dtype != object:
+        return values
+    text = values.map(lambda v: v.strip() if isinstance(v, str) else v)
+    return values.where(~text.isin(rule.missing), None)
+
+
 def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:
     """Numbers as float64, NaN where a value is none: a number as it is, and text with the
     rule's ``strip`` texts removed, its ``decimal`` mark and its ``negative`` read
@@ -390,6 +399,7 @@ def clean_table(
     unparsable: dict[str, set[int]] = {}
     for name, rule in rules.items():
         live_time = live and rule.dtype == "datetime"
+        frame[name] = absent(frame[name], rule)
         typed = read_times(frame[name], rule) if live_time else _coerce(frame[name], rule)
         rows = np.flatnonzero((frame[name].notna() & typed.isna()).to_numpy())
         unparsable[name] = {int(i) for i in rows}

@@ -687,7 +687,15 @@ def type_columns(table: Table) -> None:
     """Every column of ``table`` typed (from its sample), with the range and nullability
     of all its rows."""
     frame, sample = table.frame, table.sample
-    types = infer_column_types(sample, tolerance=NUMBERS_TOLERANCE)
+    # A '?' for no value is no evidence against numbers: typed as if null.
+    unmarked = sample.apply(
+        lambda c: (
+            c.where(~c.map(lambda v: isinstance(v, str) and v.strip() in MISSING_TEXTS))
+            if c.dtype == object
+            else c
+        )
+    )
+    types = infer_column_types(unmarked, tolerance=NUMBERS_TOLERANCE)
     for raw_name in frame.columns:
         name = str(raw_name)
         values = frame[raw_name]
@@ -728,12 +736,19 @@ def type_columns(table: Table) -> None:
                 read = values[parsed.notna()].astype(str)
                 longest = read.str.len().idxmax()  # the one most marks are in
                 note = f"written as {read[longest]!r}: read as {parsed[longest]:g}"
-            if len(stray):
+            marked = stray.map(lambda v: str(v).strip() in MISSING_TEXTS).astype(bool)
+            if marked.any():  # "?" for no value, as the UCI repository writes it
+                markers = sorted({str(v).strip() for v in stray[marked]})
+                nullable = True
+                rule = rule.model_copy(update={"nullable": True, "missing": markers})
+                note = f"{', '.join(map(repr, markers))}: no value ({int(marked.sum())} rows)"
+            if len(stray := stray[~marked]):
                 seen = ", ".join(repr(v) for v in list(dict.fromkeys(map(str, stray)))[:3])
-                note = (
+                todo = (
                     f"TODO: {len(stray)} values are not numbers ({seen}): their rows are "
                     "quarantined; make them null at the source or clean them"
                 )
+                note = "; ".join(n for n in (note, todo) if n)
             table.columns[name] = Column(name, kind, nullable, rule, note)
             continue
         table.columns[name] = Column(
@@ -745,6 +760,14 @@ def _code(values: pd.Series) -> str:
     """A code of the column that shows its leading zero."""
     text = values.dropna().astype(str)
     return str(next(iter(text[text.str.startswith("0")]), text.iloc[0]))
+
+
+# Texts that stand for no value among numbers: the UCI repository's '?', a report's '-',
+# and spellings of n/a that pandas does not read as null itself.
+MISSING_TEXTS = {
+    *("?", "-", "--", "—", ".", "n.a.", "N.A.", "n/v", "k.A.", "missing", "unknown", "Unknown"),
+    *("NA", "N/A", "n/a", "na", "null", "NULL", "None", "none", "nan", "NaN", "#N/A", "-nan"),
+}
 
 
 # What a spreadsheet writes numbers with: a unit or a currency (26.6%, $1,234.50, 1.234,56 €),

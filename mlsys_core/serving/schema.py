@@ -296,6 +296,21 @@ def _typed(kind: ColumnKind, rule: ColumnRule | None, free: bool = False, key: b
     return KeyText if key else FreeText if free else Text
 
 
+def _or_absent(typed: Any, rule: ColumnRule | None) -> Any:
+    """``typed`` (optional), with the texts that mean no value in the column's data
+    (``rule.missing``: ``?``, ``-``) read as null, as the lake reads them."""
+    if rule is None or not rule.missing:
+        return typed
+    told = set(rule.missing)
+
+    def read(value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() in told else value
+
+    published = TypeAdapter(typed).json_schema()
+    options = [*published.get("anyOf", [published]), {"enum": sorted(told)}]
+    return Annotated[typed, BeforeValidator(read), WithJsonSchema({"anyOf": options})]
+
+
 def column_rules(spec: DatasetSpec) -> dict[str, ColumnRule]:
     """The contract rule behind each column a request may carry, where one is known."""
     base = spec.contracts.get(spec.base)
@@ -401,7 +416,7 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
     for key in plan.request_keys:
         used = ", ".join(users.get(key, [])) or "feature-store features"
         fields[key] = (
-            _typed(kinds[key], rules.get(key), key=True) | None,
+            _or_absent(_typed(kinds[key], rules.get(key), key=True) | None, rules.get(key)),
             Field(default=None, description=f"Key the service finds features by ({used})."),
         )
     for col in spec.input_columns:
@@ -417,8 +432,10 @@ def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[Bas
             note = f"Send it: online lookups are off ({source.note}); imputed when absent."
         else:
             note = "Only the caller has it: imputed as in training when absent or null."
+        if (rule := rules.get(col)) is not None and rule.missing:
+            note += f" {', '.join(map(repr, rule.missing))}: no value, as in the data."
         fields[col] = (
-            _typed(kinds[col], rules.get(col), col in free) | None,
+            _or_absent(_typed(kinds[col], rule, col in free) | None, rule),
             Field(None, description=note),
         )
     title = "".join(part.title() for part in spec.name.split("_"))

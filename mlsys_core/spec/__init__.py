@@ -193,6 +193,9 @@ class ColumnRule(_Frozen):
     ``strip=["€", "."], decimal=","`` reads ``1.234,56 €`` as 1234.56. ``negative`` says how
     such text marks a negative: ``"(5)"`` as accounts write ``(1,234.50)``, ``"5-"`` as SAP
     exports write ``1.234,56-``; a leading minus reads with either.
+
+    ``missing`` names the texts that mean no value (``["?"]``): read as null by the lake,
+    a stream's events and a request alike, so the column must be ``nullable``.
     """
 
     dtype: Literal["int", "float", "string", "datetime"]
@@ -220,6 +223,11 @@ class ColumnRule(_Frozen):
         description="How a number written as text marks a negative: a leading minus, "
         "parentheses (accounting) or a trailing minus (SAP).",
     )
+    missing: list[str] | None = Field(
+        default=None,
+        description="Texts that mean no value in this column ('?' as the UCI repository "
+        "writes it, '-' as a report does): null, wherever the column is read.",
+    )
 
     @property
     def formatted(self) -> bool:
@@ -239,6 +247,15 @@ class ColumnRule(_Frozen):
                     f"strip {text!r}: a text to remove holds no digit, no minus and no "
                     f"decimal mark ({self.decimal!r})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _missing_texts(self) -> ColumnRule:
+        if self.missing is not None:
+            if not self.missing or any(not text.strip() for text in self.missing):
+                raise ValueError("missing names texts that mean no value, such as '?'")
+            if not self.nullable:
+                raise ValueError("a column with missing texts is nullable (nullable=True)")
         return self
 
     @model_validator(mode="after")

@@ -517,11 +517,14 @@ def test_a_subfolder_of_like_files_is_a_landing_folder_and_stray_texts_keep_numb
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """The layout exports often have, a lookup file beside a folder of monthly JSON lines,
-    where an amount is sometimes "n/a": the folder is one landing table, the amount is
-    numbers, and the rows with "n/a" are counted as the ones it would quarantine."""
+    where an amount is sometimes "n/a" (no value, as JSON keeps it: text) and once
+    "about 7": the folder is one landing table, the amount is numbers, "n/a" is read as
+    null (``missing``), and the row with "about 7" is counted as the one it would
+    quarantine."""
     frame = _activity()
     frame["fee"] = frame["fee"].astype(object)
     frame.loc[[5, 50, 150], "fee"] = "n/a"
+    frame.loc[77, "fee"] = "about 7"
     data = tmp_path / "export"
     _write(frame.iloc[:240], data / "activity" / "2022.jsonl")
     _write(frame.iloc[240:], data / "activity" / "2023.jsonl")
@@ -537,10 +540,16 @@ def test_a_subfolder_of_like_files_is_a_landing_folder_and_stray_texts_keep_numb
     assert sources["activity"].incremental
     assert Path(sources["activity"].path) == (data / "activity").resolve()
     assert not sources["accounts"].incremental
-    assert spec.contracts["activity"].columns["fee"].dtype == "float"
+    fee = spec.contracts["activity"].columns["fee"]
+    assert (fee.dtype, fee.missing, fee.nullable) == ("float", ["n/a"], True)
     assert "fee" in spec.features.numeric
-    assert "3 would be quarantined {'fee: not a float': 3}" in printed
-    assert "# TODO: 3 values are not numbers ('n/a')" in out.read_text()
+    assert "1 would be quarantined {'fee: not a float': 1}" in printed
+    assert "'n/a': no value (3 rows); TODO: 1 values are not numbers ('about 7')" in _said(out)
+    lake = Lake(tmp_path / "lake")
+    contract = spec.contracts["activity"]
+    clean = clean_snapshot(snapshot_source(sources["activity"], lake), contract, lake)
+    assert clean.quarantine.rows == 1
+    assert lake.read(clean.clean)["fee"].isna().sum() == 3
 
 
 def test_a_banks_monthly_statements_are_read_without_their_titles_and_totals(
@@ -605,6 +614,44 @@ def test_a_table_aligned_for_the_eye_is_read_column_by_column(
     lake = Lake(tmp_path / "lake")
     clean = clean_snapshot(snapshot_source(source, lake), spec.contracts["activity"], lake)
     assert clean.quarantine.rows == 0 and clean.clean.rows == len(frame)
+
+
+def test_a_question_mark_for_no_value_is_null_not_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """UCI's auto-mpg.data: aligned columns, no header, a car's name quoted after a tab,
+    and '?' for six unknown horsepowers. The column was typed as text (a category of 90
+    numbers) or its rows quarantined; it is a number now, '?' its ``missing`` text, read as
+    null by the lake."""
+    rng = np.random.default_rng(13)
+    rows = 400
+    hp = rng.integers(46, 230, rows).astype(float).astype(str).astype(object)
+    hp[[30, 120, 200, 250, 310, 380]] = "?"
+    lines = [
+        f"{rng.uniform(9, 46):.1f}   {rng.choice([4, 6, 8])}   {rng.uniform(68, 455):.1f}"
+        f"      {h:>6}      {rng.integers(1600, 5100)}.   {rng.integers(70, 83)}  1\t"
+        f'"car {i}"'
+        for i, h in enumerate(hp)
+    ]
+    data = tmp_path / "auto-mpg.data"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "auto_spec.py"
+    args = [str(data), "--label", "column_1", "--threshold", "25", "-o", str(out)]
+    code, printed, err = _init(capsys, *args)
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    spec = resolve_spec(f"{out}:auto_mpg")
+    (source,) = spec.sources
+    assert source.delimiter == r"\s+" and not source.header
+    assert len(source.column_names or []) == 8
+    hp_rule = spec.contracts["auto_mpg"].columns["column_4"]
+    assert (hp_rule.dtype, hp_rule.missing, hp_rule.nullable) == ("float", ["?"], True)
+    assert "column_4" in spec.features.numeric
+    assert "'?': no value (6 rows)" in _said(out)
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(source, lake), spec.contracts["auto_mpg"], lake)
+    assert clean.quarantine.rows == 0
+    assert lake.read(clean.clean)["column_4"].isna().sum() == 6
 
 
 @pytest.mark.parametrize("delimiter", [",", " ", ", "])
@@ -1011,7 +1058,7 @@ def test_numbers_a_spreadsheet_formatted_are_numbers_read_as_written(
     code, _, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
     assert code == 0, err
     text = out.read_text(encoding="utf-8")
-    assert "# written as '" in text and "1 values are not numbers ('ask us')" in text
+    assert "# written as '" in text and "1 values are not numbers ('ask us')" in _said(out)
     spec = resolve_spec(f"{out}:offers")
     columns = spec.contracts["offers"].columns
     assert (columns["discount"].dtype, columns["discount"].strip) == ("float", ["%"])

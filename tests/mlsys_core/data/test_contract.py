@@ -222,6 +222,40 @@ def test_timestamps_in_different_iso_forms_all_parse() -> None:
 
 
 @pytest.mark.parametrize("live", [False, True])
+def test_texts_that_mean_no_value_are_nulls_where_the_rule_names_them(live: bool) -> None:
+    """The UCI repository writes '?' for a missing horsepower, a report '-': with
+    ``missing`` they are nulls, in the lake and in a stream's events alike; any other text
+    is still no number."""
+    contract = TableContract(
+        columns={
+            "hp": ColumnRule(dtype="float", nullable=True, missing=["?"]),
+            "make": ColumnRule(dtype="string", nullable=True, missing=["-"]),
+        }
+    )
+    frame = pd.DataFrame(
+        {"hp": ["130", "?", " ? ", "fast", None], "make": ["ford", "-", "-", "bmw", "?"]}
+    )
+    result = clean_table(frame, contract, live=live)
+    assert result.reasons == {"hp: not a float": 1}
+    assert result.clean["hp"].tolist()[0] == 130.0 and result.clean["hp"].isna().sum() == 3
+    assert result.clean["make"].tolist() == ["ford", None, None, "?"]  # '?' is a make here
+    assert result.quarantined["hp"].tolist() == ["fast"]  # quarantined rows stay as written
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"missing": ["?"]}, "a column with missing texts is nullable"),
+        ({"missing": [" "], "nullable": True}, "texts that mean no value"),
+        ({"missing": [], "nullable": True}, "texts that mean no value"),
+    ],
+)
+def test_missing_texts_are_declared_on_a_nullable_column(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ColumnRule(dtype="float", **fields)
+
+
+@pytest.mark.parametrize("live", [False, True])
 def test_a_local_time_a_clock_change_skips_or_repeats_is_quarantined_for_that(
     live: bool,
 ) -> None:

@@ -176,6 +176,23 @@ def test_a_number_written_as_the_data_writes_it_is_read_as_the_lake_reads_it():
         record.model_validate({**GOOD, "distance": "1234.5-"})
 
 
+def test_a_text_that_means_no_value_in_the_data_is_no_value_in_a_request():
+    """A column whose data writes '?' for no value (``missing``): a caller sending the row
+    as the file has it sends '?', which is null (imputed as in training), not a 422; other
+    text is still refused, and the published schema lists the texts."""
+    flights = SPEC.contracts[SPEC.base]
+    rule = ColumnRule(dtype="float", ge=1, le=6000, nullable=True, missing=["?", "-"])
+    local = flights.model_copy(update={"columns": {**flights.columns, "distance": rule}})
+    record = record_model(SPEC.model_copy(update={"contracts": {SPEC.base: local}}))
+    for sent in ("?", " - ", None):
+        assert record.model_validate({**GOOD, "distance": sent}).distance is None
+    assert record.model_validate({**GOOD, "distance": 1400}).distance == 1400.0
+    with pytest.raises(ValidationError, match="distance"):
+        record.model_validate({**GOOD, "distance": "far"})
+    published = record.model_json_schema()["properties"]["distance"]
+    assert {"enum": ["-", "?"]} in published["anyOf"] and "'?', '-'" in published["description"]
+
+
 def test_batch_bounds():
     batch = batch_model(record_model(SPEC), max_records=2)
     assert len(batch.model_validate({"records": [GOOD, GOOD]}).records) == 2
