@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mlsys_core.data.contract import (
+    absent,
     clean_table,
     infer_column_types,
     minus_first,
@@ -147,7 +148,8 @@ class Table:
         """A time column as the lake reads it (UTC), parsed once: its range, the split and
         an outcome table's delay all read it."""
         if name not in self.parsed:
-            self.parsed[name] = to_utc_datetimes(self.frame[name], self.columns[name].rule)
+            rule = self.columns[name].rule
+            self.parsed[name] = to_utc_datetimes(absent(self.frame[name], rule), rule)
         return self.parsed[name]
 
     @cached_property
@@ -603,8 +605,8 @@ def _number(value: float, dtype: str, up: bool = False) -> float | int:
 def _time_column(table: Table, name: str, time_rule: ColumnRule, note: str) -> None:
     """``name`` typed as a time read by ``time_rule``, bounded by the times of all rows."""
     values = table.frame[name]
-    nullable = bool(values.isna().any())
-    table.parsed[name] = to_utc_datetimes(values, time_rule)
+    nullable = bool(values.isna().any()) or bool(time_rule.missing)
+    table.parsed[name] = to_utc_datetimes(absent(values, time_rule), time_rule)
     bounds, far = _time_bounds(table.parsed[name].dropna())
     rule = time_rule.model_copy(update={"nullable": nullable, **bounds})
     note = "; ".join(n for n in (note, far) if n)
@@ -713,47 +715,65 @@ def type_columns(table: Table) -> None:
                 f"codes: read as written, the leading zeros kept ({_code(values)!r})",
             )  # fmt: skip
             continue
-        time_rule, note = _time_rule(sample[raw_name], name, kind)
+        time_rule, note = _time_rule(unmarked[raw_name], name, kind)
         if time_rule is not None:
+            if markers := _markers(values):  # "-" for a date not yet known
+                time_rule = time_rule.model_copy(update={"missing": markers})
+                note = "; ".join(n for n in (note, f"{_quoted(markers)}: no value") if n)
             _time_column(table, name, time_rule, note)
             continue
-        written = _written_numbers(sample[raw_name]) if kind == "string" else None
+        written = _written_numbers(unmarked[raw_name]) if kind == "string" else None
         if written is not None:
             kind = written.dtype
         if kind in ("int", "float"):
-            written = written or ColumnRule(dtype=kind)
-            parsed = read_numbers(values, written)
-            numbers = parsed.dropna()
-            if kind == "int" and not np.equal(np.mod(numbers, 1), 0).all():
-                kind = "float"  # a fraction past the sample
-                written = written.model_copy(update={"dtype": "float"})
-            low, high = _number(numbers.min(), kind), _number(numbers.max(), kind, up=True)
-            bounds = {"nullable": nullable, "ge": low, "le": high}
-            rule = ColumnRule.model_validate(written.model_dump() | bounds)
-            stray = values[values.notna() & parsed.isna()]  # present, but not a number
-            note = ""
-            if written.formatted:
-                read = values[parsed.notna()].astype(str)
-                longest = read.str.len().idxmax()  # the one most marks are in
-                note = f"written as {read[longest]!r}: read as {parsed[longest]:g}"
-            marked = stray.map(lambda v: str(v).strip() in MISSING_TEXTS).astype(bool)
-            if marked.any():  # "?" for no value, as the UCI repository writes it
-                markers = sorted({str(v).strip() for v in stray[marked]})
-                nullable = True
-                rule = rule.model_copy(update={"nullable": True, "missing": markers})
-                note = f"{', '.join(map(repr, markers))}: no value ({int(marked.sum())} rows)"
-            if len(stray := stray[~marked]):
-                seen = ", ".join(repr(v) for v in list(dict.fromkeys(map(str, stray)))[:3])
-                todo = (
-                    f"TODO: {len(stray)} values are not numbers ({seen}): their rows are "
-                    "quarantined; make them null at the source or clean them"
-                )
-                note = "; ".join(n for n in (note, todo) if n)
-            table.columns[name] = Column(name, kind, nullable, rule, note)
+            table.columns[name] = _number_column(name, values, written or ColumnRule(dtype=kind))
             continue
         table.columns[name] = Column(
             name, "string", nullable, ColumnRule(dtype="string", nullable=nullable)
         )
+
+
+def _number_column(name: str, values: pd.Series, written: ColumnRule) -> Column:
+    """``name`` typed as numbers read by ``written`` (its notation), with the range of every
+    row; texts that stand for no value become its ``missing``, other stray texts a TODO."""
+    kind, nullable = written.dtype, bool(values.isna().any())
+    parsed = read_numbers(values, written)
+    numbers = parsed.dropna()
+    if kind == "int" and not np.equal(np.mod(numbers, 1), 0).all():
+        kind = "float"  # a fraction past the sample
+        written = written.model_copy(update={"dtype": "float"})
+    low, high = _number(numbers.min(), kind), _number(numbers.max(), kind, up=True)
+    bounds = {"nullable": nullable, "ge": low, "le": high}
+    rule = ColumnRule.model_validate(written.model_dump() | bounds)
+    stray = values[values.notna() & parsed.isna()]  # present, but not a number
+    notes = []
+    if written.formatted:
+        read = values[parsed.notna()].astype(str)
+        longest = read.str.len().idxmax()  # the one most marks are in
+        notes.append(f"written as {read[longest]!r}: read as {parsed[longest]:g}")
+    marked = stray.map(lambda v: str(v).strip() in MISSING_TEXTS).astype(bool)
+    if marked.any():  # "?" for no value, as the UCI repository writes it
+        markers = _markers(stray)
+        nullable = True
+        rule = rule.model_copy(update={"nullable": True, "missing": markers})
+        notes.append(f"{_quoted(markers)}: no value ({int(marked.sum())} rows)")
+    if len(stray := stray[~marked]):
+        seen = ", ".join(repr(v) for v in list(dict.fromkeys(map(str, stray)))[:3])
+        notes.append(
+            f"TODO: {len(stray)} values are not numbers ({seen}): their rows are "
+            "quarantined; make them null at the source or clean them"
+        )
+    return Column(name, kind, nullable, rule, "; ".join(notes))
+
+
+def _markers(values: pd.Series) -> list[str]:
+    """The texts among ``values`` that stand for no value (``MISSING_TEXTS``)."""
+    texts = {v.strip() for v in values.dropna() if isinstance(v, str)}
+    return sorted(texts & MISSING_TEXTS)
+
+
+def _quoted(texts: list[str]) -> str:
+    return ", ".join(map(repr, texts))
 
 
 def _code(values: pd.Series) -> str:
@@ -1271,7 +1291,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         # stream refuses such an event too): its row is quarantined, with the reason.
         nulls = int(base.times(time).isna().sum())
         column.nullable = False
-        column.rule = column.rule.model_copy(update={"nullable": False})
+        column.rule = column.rule.model_copy(update={"nullable": False, "missing": None})
         told = f"TODO: {nulls} rows have no time: quarantined, as the event time places a row"
         column.note = "; ".join(n for n in (column.note, told) if n)
     if keys:

@@ -654,6 +654,44 @@ def test_a_question_mark_for_no_value_is_null_not_text(
     assert lake.read(clean.clean)["column_4"].isna().sum() == 6
 
 
+def test_a_dash_for_a_date_or_an_amount_not_yet_known_is_null(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A bank's export writes '-' for a value date not yet known and for an amount not yet
+    booked: the date column was text (a category of dates) and the amount's rows
+    quarantined. Both are typed now, '-' their ``missing`` text, read as null."""
+    rng = np.random.default_rng(6)
+    rows = 600
+    booked = pd.date_range("2024-01-01", periods=rows, freq="11h")
+    pending = rng.uniform(size=rows) < 0.1
+    frame = pd.DataFrame(
+        {
+            "Booked": booked.strftime("%d.%m.%Y %H:%M"),
+            "Value date": np.where(
+                pending, "-", (booked + pd.Timedelta(days=2)).strftime("%d.%m.%Y")
+            ),
+            "Amount": [f"{x:,.2f}" for x in rng.uniform(-500, 3000, rows)],
+            "Account": rng.integers(1, 40, rows),
+            "Flag": rng.integers(0, 2, rows),
+        }
+    )
+    frame.loc[pending, "Amount"] = "-"
+    data = tmp_path / "stmt.csv"
+    frame.to_csv(data, index=False, sep=";")
+    out = tmp_path / "stmt_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "Flag", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    rules = resolve_spec(f"{out}:stmt").contracts["stmt"].columns
+    value, amount = rules["Value date"], rules["Amount"]
+    assert (value.dtype, value.format, value.missing) == ("datetime", "%d.%m.%Y", ["-"])
+    assert (amount.dtype, amount.strip, amount.missing) == ("float", [","], ["-"])
+    cleaned = clean_table(pd.read_csv(data, sep=";"), resolve_spec(f"{out}:stmt").contracts["stmt"])
+    assert cleaned.quarantined.empty
+    assert cleaned.clean["Value date"].isna().sum() == pending.sum()
+    assert cleaned.clean["Amount"].isna().sum() == pending.sum()
+
+
 @pytest.mark.parametrize("delimiter", [",", " ", ", "])
 def test_a_file_without_a_header_line_is_read_from_its_first_row(
     tmp_path: Path, capsys: pytest.CaptureFixture, delimiter: str
