@@ -81,6 +81,15 @@ def hive_partitions(relative: Path) -> tuple[tuple[str, str | None], ...]:
     return tuple(out)
 
 
+def is_partitioned(folder: Path) -> bool:
+    """A partitioned dataset's top folder: it holds ``name=value`` folders (``year=2024``),
+    as Spark, Hive, pyarrow and Dask write one."""
+    return any(
+        d.is_dir() and not is_skipped(Path(d.name)) and hive_partitions(Path(d.name, "file"))
+        for d in folder.iterdir()
+    )
+
+
 def is_skipped(relative: Path) -> bool:
     """Files no writer means as data: hidden ones and ``*.tmp`` (a copy still landing), and
     what Spark and Hive keep beside a dataset's files (``_SUCCESS``, ``_temporary/``):
@@ -128,8 +137,9 @@ def landed(source: SourceSpec) -> list[LandingFile]:
 
     Writers drop a file in under a temporary name and rename it when complete, so a
     half-copied file is never taken (see :func:`is_skipped`). A ``pattern`` such as
-    ``**/*.parquet`` reads a partitioned dataset's folders, and each file's rows get the
-    partition values its folders name (:func:`hive_partitions`).
+    ``**/*.parquet`` reads a partitioned dataset's folders (the default ``*`` does too,
+    where the folder holds ``name=value`` folders), and each file's rows get the partition
+    values its folders name (:func:`hive_partitions`).
     """
     folder = Path(source.path).expanduser()
     if not folder.is_dir():
@@ -141,8 +151,11 @@ def landed(source: SourceSpec) -> list[LandingFile]:
             "those of its earlier versions; export its current version (to Parquet or CSV) "
             "and read that"
         )
+    pattern = source.pattern
+    if pattern == "*" and is_partitioned(folder):
+        pattern = "**/*"  # a partitioned dataset's files lie in its name=value folders
     files = []
-    for path in sorted(folder.glob(source.pattern)):
+    for path in sorted(folder.glob(pattern)):
         relative = path.relative_to(folder)
         if not path.is_file() or is_skipped(relative):
             continue

@@ -49,6 +49,7 @@ from mlsys_core.data.sources import (
     detect_format,
     footer_rows,
     has_header,
+    is_partitioned,
     is_skipped,
     joined_columns,
     landed,
@@ -303,15 +304,6 @@ def _left_out(data: Path) -> list[str]:
     return [str(p.relative_to(data)) for p in files if p.is_file() and not _is_data(p)]
 
 
-def _partitioned(folder: Path) -> bool:
-    """A partitioned dataset's top folder: it holds ``name=value`` folders (``year=2024``),
-    as Spark, Hive, pyarrow and Dask write one."""
-    return any(
-        d.is_dir() and "=" in d.name.strip("=") and not is_skipped(Path(d.name))
-        for d in folder.iterdir()
-    )
-
-
 def _partitioned_table(folder: Path) -> tuple[SourceSpec, pd.DataFrame, list[str]]:
     """A partitioned dataset as one landing folder: every data file below it, each file's
     rows with the values its folders name. Read as the ingest reads it."""
@@ -436,9 +428,9 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
         subfolders = [
             d for d in sorted(data.iterdir()) if d.is_dir() and not is_skipped(Path(d.name))
         ]
-        folders = [data] if _partitioned(data) else [data, *subfolders]
-        groups = [(f, [] if _partitioned(f) else _data_files(f)) for f in folders]
-        groups = [(f, files) for f, files in groups if files or _partitioned(f)]
+        folders = [data] if is_partitioned(data) else [data, *subfolders]
+        groups = [(f, [] if is_partitioned(f) else _data_files(f)) for f in folders]
+        groups = [(f, files) for f, files in groups if files or is_partitioned(f)]
     else:
         groups = [(data.parent, [data])]
     if not groups:
@@ -462,7 +454,7 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
         tables.append(Table(name, source, frame, partitions=partitions or []))
 
     for folder, files in groups:
-        if data.is_dir() and _partitioned(folder):  # one table, in a landing folder
+        if data.is_dir() and is_partitioned(folder):  # one table, in a landing folder
             source, frame, partitions = _partitioned_table(folder)
             add(source.name, source.model_copy(update={"path": where(folder)}), frame, partitions)
             continue

@@ -295,6 +295,9 @@ def test_a_partitioned_datasets_folders_are_columns_of_its_rows(tmp_path: Path) 
     source = SourceSpec(name="orders", path=str(folder), incremental=True, pattern="**/*.parquet")
     files = landed(source)
     assert len(files) == 6
+    # The default pattern finds them too: a landing folder of name=value folders is read
+    # below them (as ingest(landing=...) makes any source one).
+    assert landed(source.model_copy(update={"pattern": "*"})) == files
     assert {f.partitions for f in files} >= {(("day", "2024-01-01 08:00"), ("region", None))}
     read = read_source(source).sort_values("id", ignore_index=True)
     pd.testing.assert_frame_equal(read[table.columns], table, check_dtype=False)
