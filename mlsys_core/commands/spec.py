@@ -87,16 +87,15 @@ def run_init(args: argparse.Namespace) -> int:
         os.environ.setdefault(env, args.data)
     ref = f"{out}:{starter.name}"
     spec = resolve_spec(ref)  # the file written is a reference like any other
-    reasons = check_starter(spec, starter.tables)
+    checked_rows = check_starter(spec, starter.tables)
     print(f"wrote {out} ({starter.todos} TODO lines to review)")
     for table in starter.tables:
-        bad = sum(reasons.get(table.name, {}).values())
+        bad, reasons = checked_rows.get(table.name, (0, {}))
         rows, checked = len(table.frame), len(table.sample)
         of = f" of {checked} checked" if checked < rows else ""
         print(
             f"  {table.name}: {table.where}, {len(table.columns)} columns typed, "
-            f"{rows} rows read, {bad}{of} would be quarantined"
-            + (f" {reasons[table.name]}" if bad else "")
+            f"{rows} rows read, {bad}{of} would be quarantined" + (f" {reasons}" if bad else "")
         )
     print(
         f"  label {starter.label!r} of {starter.base!r}, entity {starter.keys}, "

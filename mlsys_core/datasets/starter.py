@@ -749,7 +749,13 @@ def _number_column(name: str, values: pd.Series, written: ColumnRule) -> Column:
         nullable = True
         rule = rule.model_copy(update={"nullable": True, "missing": markers})
         notes.append(f"{_quoted(markers)}: no value ({int(marked.sum())} rows)")
-    if len(stray := stray[~marked]):
+    header = (stray.astype(str).str.strip() == name).to_numpy(bool) & ~marked.to_numpy(bool)
+    if header.any():  # cat a.csv b.csv: the second file's header is a row of the first
+        notes.append(
+            f"TODO: {int(header.sum())} lines repeat the header (files joined end to end?): "
+            "their rows are quarantined"
+        )
+    if len(stray := stray[~marked.to_numpy(bool) & ~header]):
         seen = ", ".join(repr(v) for v in list(dict.fromkeys(map(str, stray)))[:3])
         notes.append(
             f"TODO: {len(stray)} values are not numbers ({seen}): their rows are "
@@ -1499,10 +1505,10 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     )
 
 
-def check_starter(spec: DatasetSpec, tables: list[Table]) -> dict[str, dict[str, int]]:
-    """Run each table's sample through the spec's contract: the reasons rows would be
-    quarantined, by table (empty when the data passes as it is). The ranges are those of
-    every row, so what a sample finds is a value that does not read."""
+def check_starter(spec: DatasetSpec, tables: list[Table]) -> dict[str, tuple[int, dict[str, int]]]:
+    """Run each table's sample through the spec's contract: by table, how many rows would be
+    quarantined and the count of each reason (a row may have several). The ranges are those
+    of every row, so what a sample finds is a value that does not read."""
     reasons = {}
     for table in tables:
         contract = spec.contracts.get(table.name)
@@ -1510,7 +1516,7 @@ def check_starter(spec: DatasetSpec, tables: list[Table]) -> dict[str, dict[str,
             continue
         types = {c: col.dtype for c, col in table.columns.items()}
         result = clean_table(table.sample, contract, table.name, types=types)
-        reasons[table.name] = dict(result.reasons)
+        reasons[table.name] = (len(result.quarantined), dict(result.reasons))
         if table.name == spec.base:
             spec.check_base_types({**types, **{c: r.dtype for c, r in contract.columns.items()}})
     return reasons
