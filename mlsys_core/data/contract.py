@@ -74,13 +74,17 @@ def _coerce(values: pd.Series, rule: ColumnRule) -> pd.Series:
 _NEGATIVE = {"(5)": r"^\(\s*(.*?)\s*\)$", "5-": r"^(.*?)\s*-$"}
 
 
+def means_no_value(value: object, rule: ColumnRule) -> bool:
+    """Whether ``value`` is a text the column's data writes for no value (``rule.missing``:
+    ``?``, ``-``), spaces around it aside."""
+    return bool(rule.missing) and isinstance(value, str) and value.strip() in rule.missing
+
+
 def absent(values: pd.Series, rule: ColumnRule) -> pd.Series:
-    """``values`` with the texts that mean no value in the column (``rule.missing``: ``?``,
-    ``-``) as nulls, spaces around them aside."""
+    """``values`` with the texts that mean no value in the column as nulls."""
     if not rule.missing or values.dtype != object:
         return values
-    text = values.map(lambda v: v.strip() if isinstance(v, str) else v)
-    return values.where(~text.isin(rule.missing), None)
+    return values.where(~values.map(lambda v: means_no_value(v, rule)).astype(bool), None)
 
 
 def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:

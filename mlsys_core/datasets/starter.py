@@ -232,11 +232,7 @@ def _dialect(path: Path) -> dict[str, Any]:
     whole = len(text) <= len(head.encode())  # else the head's last line may be cut
     found["text_columns"] = _codes("\n".join(table if whole else table[:-1]), found)
     found["encoding"] = _encoding(text)
-    return {
-        k: v
-        for k, v in found.items()
-        if v != SourceSpec.model_fields[k].get_default(call_default_factory=True)
-    }
+    return _told(found)
 
 
 def _sheet_dialect(path: Path, sheet: str | None) -> dict[str, Any]:
@@ -252,7 +248,16 @@ def _sheet_dialect(path: Path, sheet: str | None) -> dict[str, Any]:
     if not header:
         found["header"] = False
         found["column_names"] = [f"column_{i}" for i in range(1, cells.shape[1] + 1)]
-    return {k: v for k, v in found.items() if v != SourceSpec.model_fields[k].default}
+    return _told(found)
+
+
+def _told(options: dict[str, Any]) -> dict[str, Any]:
+    """The read options that differ from ``SourceSpec``'s defaults: what a spec writes."""
+    return {k: v for k, v in options.items() if v != _default(k)}
+
+
+def _default(option: str) -> Any:
+    return SourceSpec.model_fields[option].get_default(call_default_factory=True)
 
 
 def _filled_sheets(path: Path) -> list[str]:
@@ -682,13 +687,7 @@ def type_columns(table: Table) -> None:
     of all its rows."""
     frame, sample = table.frame, table.sample
     # A '?' for no value is no evidence against numbers: typed as if null.
-    unmarked = sample.apply(
-        lambda c: (
-            c.where(~c.map(lambda v: isinstance(v, str) and v.strip() in MISSING_TEXTS))
-            if c.dtype == object
-            else c
-        )
-    )
+    unmarked = sample.apply(lambda c: c.where(~c.map(_no_value_text)) if c.dtype == object else c)
     types = infer_column_types(unmarked, tolerance=NUMBERS_TOLERANCE)
     for raw_name in frame.columns:
         name = str(raw_name)
@@ -743,7 +742,7 @@ def _number_column(name: str, values: pd.Series, written: ColumnRule) -> Column:
         read = values[parsed.notna()].astype(str)
         longest = read.str.len().idxmax()  # the one most marks are in
         notes.append(f"written as {read[longest]!r}: read as {parsed[longest]:g}")
-    marked = stray.map(lambda v: str(v).strip() in MISSING_TEXTS).astype(bool)
+    marked = stray.map(_no_value_text).astype(bool)
     if marked.any():  # "?" for no value, as the UCI repository writes it
         markers = _markers(stray)
         nullable = True
@@ -762,6 +761,11 @@ def _number_column(name: str, values: pd.Series, written: ColumnRule) -> Column:
             "quarantined; make them null at the source or clean them"
         )
     return Column(name, kind, nullable, rule, "; ".join(notes))
+
+
+def _no_value_text(value: object) -> bool:
+    """Whether ``value`` is a text that stands for no value (``MISSING_TEXTS``)."""
+    return isinstance(value, str) and value.strip() in MISSING_TEXTS
 
 
 def _markers(values: pd.Series) -> list[str]:
@@ -1414,7 +1418,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
                 "text_columns",
                 "joined",
             )
-            if getattr(s, k) != SourceSpec.model_fields[k].get_default(call_default_factory=True)
+            if getattr(s, k) != _default(k)
         )
         how = ["a landing folder: each ingest appends its new files"] if s.incremental else []
         if table.partitions:

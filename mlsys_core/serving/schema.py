@@ -47,6 +47,7 @@ from pydantic import (
 
 from mlsys_core.data.contract import (
     bool_text,
+    means_no_value,
     number_notation,
     read_numbers,
     read_times,
@@ -301,13 +302,12 @@ def _or_absent(typed: Any, rule: ColumnRule | None) -> Any:
     (``rule.missing``: ``?``, ``-``) read as null, as the lake reads them."""
     if rule is None or not rule.missing:
         return typed
-    told = set(rule.missing)
 
     def read(value: Any) -> Any:
-        return None if isinstance(value, str) and value.strip() in told else value
+        return None if means_no_value(value, rule) else value
 
     published = TypeAdapter(typed).json_schema()
-    options = [*published.get("anyOf", [published]), {"enum": sorted(told)}]
+    options = [*published.get("anyOf", [published]), {"enum": sorted(set(rule.missing))}]
     return Annotated[typed, BeforeValidator(read), WithJsonSchema({"anyOf": options})]
 
 
