@@ -14,7 +14,7 @@ from mlsys_core.config import Settings
 from mlsys_core.data.cleaning import clean_snapshot
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
-from mlsys_core.data.sources import parse_source, read_source_bytes
+from mlsys_core.data.sources import parse_source, read_source, read_source_bytes
 from mlsys_core.datasets import published_datasets, resolve_spec
 from mlsys_core.datasets.digits import DIGIT_PIXELS, digits_spec
 from mlsys_core.datasets.nycflights13 import nycflights13_text_spec
@@ -29,6 +29,37 @@ def test_every_published_spec_validates_and_has_a_distinct_fingerprint() -> None
     assert {"nycflights13", "nycflights13_text", "digits"} <= set(names)
     prints = {name: resolve_spec(name).fingerprint() for name in names}
     assert len(set(prints.values())) == len(prints)
+
+
+def test_the_sample_is_the_reference_spec_on_a_sample_of_each_months_flights(
+    settings: Settings, real_tables
+) -> None:
+    """``nycflights13_sample`` differs from ``nycflights13`` only in its names and its files:
+    so the end-to-end test of every shipped dataset runs the reference spec, not this copy
+    of it, and the documentation runs the sample end to end."""
+    sample = resolve_spec("nycflights13_sample")
+    reference = resolve_spec("nycflights13")
+    differ = {"name", "model_name", "sources"}
+    assert sample.model_dump(exclude=differ) == reference.model_dump(exclude=differ)
+    assert (sample.name, sample.registered_model) == ("nycflights13_sample", "flight-delay-sample")
+    folder = settings.root / "samples" / "nycflights13-3pct"
+    assert [(s.name, s.partition_by) for s in sample.sources] == [
+        (s.name, s.partition_by) for s in reference.sources
+    ]
+    read = {s.name: read_source(s) for s in sample.sources}
+    for source in sample.sources:
+        assert source.path == str(folder / f"{source.name}.csv.gz")
+        if source.name != reference.base:  # the dimension tables whole
+            assert len(read[source.name]) == len(real_tables[source.name])
+    per_month = (
+        read["flights"].groupby("month").size() / real_tables["flights"].groupby("month").size()
+    )
+    assert len(per_month) == 12 and per_month.between(0.029, 0.031).all()
+    # Resolved again, the same files: a rerun ingests identical bytes.
+    written = {p.name: p.read_bytes() for p in folder.glob("*.csv.gz")}
+    again = resolve_spec("nycflights13_sample")
+    assert again.fingerprint() == sample.fingerprint()
+    assert {p.name: p.read_bytes() for p in folder.glob("*.csv.gz")} == written
 
 
 def test_digits_from_the_sklearn_package_become_a_feature_set(settings: Settings) -> None:
