@@ -14,11 +14,12 @@ hold (a wrong type, NaN, infinity, a distance of -5) is a 422 with its field nam
 surprise deep in the model. Categories are not checked against a list: an unseen one goes
 to the model's unseen bucket, as in training.
 
-Text rule: a key or category refuses every control character (C0, DEL, C1) and every
-bidirectional control (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), which would
-make a logged value display as something it is not; free text (a text extractor's column)
-allows tab, newline and carriage return but refuses the rest. Refused means a 422 naming
-the field; nothing is stripped silently. An empty category or text is a value (a JSON source
+Text rule: a key refuses every control character (C0, DEL, C1) and every bidirectional
+control (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), which would make a logged
+value display as something it is not; a category and free text (a text extractor's column)
+allow tab, newline and carriage return, which a quoted field of the data holds (a comment
+over two lines is a category the model learned), but refuse the rest. Refused means a 422
+naming the field; nothing is stripped silently. An empty category or text is a value (a JSON source
 keeps ``""``, and the model learned it as one); an empty key names no entity and is refused.
 A JSON boolean sent for a category or key is the text the lake holds for a boolean cell ("True").
 A record may nest fields as its JSON source does: ``{"customer": {"id": 7}}`` is the field
@@ -71,8 +72,8 @@ FLOAT_LIMIT = 1e15
 
 
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_CATEGORY_REFUSED = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
-_FREE_TEXT_REFUSED = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]")
+_KEY_REFUSED = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
+_TEXT_REFUSED = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]")
 
 
 def _utf8(value: str) -> str:
@@ -84,17 +85,18 @@ def _utf8(value: str) -> str:
     return value
 
 
-def _category(value: str) -> str:
-    if found := _CATEGORY_REFUSED.search(value):
+def _key(value: str) -> str:
+    if found := _KEY_REFUSED.search(value):
         raise ValueError(
-            f"a key or category must not hold control or bidirectional characters "
+            f"a key must not hold control or bidirectional characters "
             f"(found U+{ord(found.group()):04X})"
         )
     return value
 
 
-def _free_text(value: str) -> str:
-    if found := _FREE_TEXT_REFUSED.search(value):
+def _text(value: str) -> str:
+    """A category's or free text's rule."""
+    if found := _TEXT_REFUSED.search(value):
         raise ValueError(
             f"text must not hold control characters other than tab and newlines, nor "
             f"bidirectional controls (found U+{ord(found.group()):04X})"
@@ -119,44 +121,46 @@ def _whole(value: Any) -> Any:
 # The same rules as JSON Schema patterns, published so clients (and the fuzzer) know them;
 # the validators enforce them with a clearer message than a pattern mismatch.
 _BIDI_PATTERN = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-CATEGORY_PATTERN = rf"^[^\x00-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
-FREE_TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
+KEY_PATTERN = rf"^[^\x00-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
+TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
 
 
 def _bool_as_text(value: Any) -> Any:
     return bool_text(value) if isinstance(value, bool) else value
 
 
-def _text_or_bool(min_length: int) -> Any:
+def _text_or_bool(key: bool) -> Any:
     """A category or key: text, or a boolean, which means the text the lake holds for a
     boolean cell (a column of JSON or Parquet booleans is text there). Validated as text,
     so an error names the field alone; published as either, so a client (and the fuzzer)
     knows a boolean is accepted."""
-    text = {"maxLength": MAX_TEXT, "pattern": CATEGORY_PATTERN, "type": "string"}
+    min_length = 1 if key else 0
+    pattern = KEY_PATTERN if key else TEXT_PATTERN
+    text = {"maxLength": MAX_TEXT, "pattern": pattern, "type": "string"}
     return Annotated[
         str,
         Field(strict=True, min_length=min_length, max_length=MAX_TEXT),
         BeforeValidator(_bool_as_text),
         AfterValidator(_utf8),
-        AfterValidator(_category),
+        AfterValidator(_key if key else _text),
         WithJsonSchema({"anyOf": [text | {"minLength": min_length}, {"type": "boolean"}]}),
     ]
 
 
 # A category may be empty: a JSON source keeps "" as a value of its own, and the model
 # learned it as one. A key may not: an empty key names no entity.
-Text = _text_or_bool(min_length=0)
-KeyText = _text_or_bool(min_length=1)
+Text = _text_or_bool(key=False)
+KeyText = _text_or_bool(key=True)
 MAX_FREE_TEXT = 4096  # a review or a name, not a document
 FreeText = Annotated[
     str,
     Field(
         strict=True,
         max_length=MAX_FREE_TEXT,
-        json_schema_extra={"pattern": FREE_TEXT_PATTERN},
+        json_schema_extra={"pattern": TEXT_PATTERN},
     ),
     AfterValidator(_utf8),
-    AfterValidator(_free_text),
+    AfterValidator(_text),
 ]
 
 

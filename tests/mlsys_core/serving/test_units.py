@@ -3,6 +3,7 @@ prediction-log writer, throughput."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -16,6 +17,7 @@ from scipy.stats import chi2_contingency
 
 from mlsys_core.data.contract import clean_table
 from mlsys_core.data.lake import Lake
+from mlsys_core.data.sources import read_source
 from mlsys_core.datasets import resolve_spec
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.serving.abtest import ab_test, two_proportion_z
@@ -28,7 +30,8 @@ from mlsys_core.serving.outcomes import join_labels, outcome_labels
 from mlsys_core.serving.prediction_log import read_prediction_log
 from mlsys_core.serving.router import CanaryGuard, Router, bucket
 from mlsys_core.serving.schema import (
-    CATEGORY_PATTERN,
+    KEY_PATTERN,
+    TEXT_PATTERN,
     batch_model,
     column_kinds,
     event_keys,
@@ -36,7 +39,7 @@ from mlsys_core.serving.schema import (
     record_model,
 )
 from mlsys_core.serving.sources import ServingPlan
-from mlsys_core.spec import ColumnRule, TableContract
+from mlsys_core.spec import ColumnRule, SourceSpec, TableContract
 
 SPEC = nycflights13_spec()
 GOOD = {
@@ -434,12 +437,39 @@ def test_the_record_schema_says_what_to_send_and_what_is_found():
 )
 def test_keys_and_categories_refuse_control_and_bidi_characters(value):
     record = record_model(SPEC)
-    with pytest.raises(ValidationError, match="control or bidirectional"):
+    with pytest.raises(ValidationError, match="a key must not hold control or bidirectional"):
         record.model_validate({**GOOD, "carrier": value})
-    pattern = re.compile(CATEGORY_PATTERN.removesuffix("$") + r"\Z")
-    assert pattern.match(value) is None  # the published pattern says the same
-    assert pattern.match("Ünïcode ✈ ok") is not None
+    key = re.compile(KEY_PATTERN.removesuffix("$") + r"\Z")
+    assert key.match(value) is None  # the published pattern says the same
+    assert key.match("Ünïcode ✈ ok") is not None
     assert record.model_validate({**GOOD, "carrier": "Ünïcode ✈ ok"}).carrier == "Ünïcode ✈ ok"
+    # A category (plane_engine is no key) refuses them too, but for a line break.
+    text = re.compile(TEXT_PATTERN.removesuffix("$") + r"\Z")
+    if value == "UA\n":
+        assert record.model_validate({**GOOD, "plane_engine": value}).plane_engine == value
+        assert text.match(value) is not None
+    else:
+        with pytest.raises(ValidationError, match="control characters other than tab"):
+            record.model_validate({**GOOD, "plane_engine": value})
+        assert text.match(value) is None
+
+
+def test_a_category_the_data_writes_over_two_lines_is_served_as_it_is_held(tmp_path):
+    """A quoted field of a CSV may hold tabs and line breaks (a comment, an address), and
+    the model learns such a value as a category: a request may send it. A key may not."""
+    path = tmp_path / "orders.csv"
+    path.write_bytes(b'id,comment\n1,"Arrived late,\r\nbox damaged"\n2,"tab\there"\n')
+    raw = read_source(SourceSpec(name="orders", path=str(path)))
+    held = clean_table(raw, TableContract(columns={"comment": ColumnRule(dtype="string")}))
+    values = held.clean["comment"].tolist()
+    assert values == ["Arrived late,\r\nbox damaged", "tab\there"]
+    record = record_model(SPEC)
+    for value in values:
+        assert record.model_validate({**GOOD, "plane_engine": value}).plane_engine == value
+        with pytest.raises(ValidationError, match="a key must not hold control"):
+            record.model_validate({**GOOD, "origin": value})
+    published = json.dumps(record.model_json_schema()["properties"]["plane_engine"])
+    assert json.dumps(TEXT_PATTERN) in published and json.dumps(KEY_PATTERN) not in published
 
 
 def test_an_empty_category_or_text_is_a_value_and_an_empty_key_is_refused():
@@ -519,7 +549,7 @@ def test_free_text_allows_line_breaks_but_not_other_controls():
         with pytest.raises(ValidationError, match="control characters"):
             record.model_validate({**GOOD, "airline_name": bad})
     with pytest.raises(ValidationError, match="control or bidirectional"):
-        record.model_validate({**GOOD, "carrier": "U\nA"})  # a category is not free text
+        record.model_validate({**GOOD, "carrier": "U\nA"})  # a key is not free text
 
 
 def test_json_depth_counts_nesting_outside_strings():
