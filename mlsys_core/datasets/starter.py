@@ -1038,9 +1038,9 @@ def _split(table: Table, time: str | None, labels: pd.Series | None = None) -> t
 
 def _features(
     table: Table, used: set[str], label_values: pd.Series
-) -> tuple[list[str], list[str], list[str]]:
-    """Numeric and categorical features, and comments on the columns left out."""
-    numeric, categorical, notes = [], [], []
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Numeric, categorical and free-text features, and comments on the columns left out."""
+    numeric, categorical, texts, notes = [], [], [], []
     frame = table.frame
     target = pd.to_numeric(label_values, errors="coerce")
     for column in table.columns.values():
@@ -1049,7 +1049,9 @@ def _features(
             continue
         values = frame[name]
         distinct = values.nunique()
-        if reason := _not_a_feature(table, column, distinct):
+        if (reason := _not_a_feature(table, column, distinct)) and _is_prose(values, column):
+            texts.append(name)  # a review, a description: its words are the feature
+        elif reason:
             notes.append(f"{name}: {reason}")
         elif column.dtype == "int" and _KEY_NAME.search(name):
             categorical.append(name)  # a code of a few values: a store number, a zip code
@@ -1062,7 +1064,27 @@ def _features(
                     notes.append(f"{name}: correlates {corr:.2f} with the label: leakage?")
         else:
             categorical.append(name)
-    return numeric, categorical, notes
+    return numeric, categorical, texts, notes
+
+
+PROSE_WORDS = 3  # a typical value's words: a name or a code has fewer
+PROSE_VOCABULARY = 10  # words found in more than one value: "order 17" repeats one or two
+PROSE_SAMPLE = 2_000
+
+
+def _is_prose(values: pd.Series, column: Column) -> bool:
+    """Text written by people (reviews, descriptions, notes), not ids, names or numbered
+    labels: most values are several words, drawn from a vocabulary that recurs. Such a
+    column is left out as a category of too many values, but a bag of its words is a
+    feature."""
+    if column.dtype != "string":
+        return False
+    text = values.dropna().astype(str)
+    text = text.sample(PROSE_SAMPLE, random_state=0) if len(text) > PROSE_SAMPLE else text
+    if text.empty or text.str.split().str.len().median() < PROSE_WORDS:
+        return False
+    words = text.str.lower().str.findall(r"[^\W\d_]{2,}").map(set).explode().value_counts()
+    return int((words > 1).sum()) >= PROSE_VOCABULARY
 
 
 def _not_a_feature(table: Table, column: Column, distinct: int) -> str | None:  # noqa: PLR0911
@@ -1322,7 +1344,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         rule = {"column": label, **rule}
         used = {label, *keys, *([time] if time else [])}
     parts = {p for name, joined in base.source.joined.items() if name == time for p in joined}
-    numeric, categorical, notes = _features(base, used | parts, label_values)
+    numeric, categorical, texts, notes = _features(base, used | parts, label_values)
     # An outcome table is what the model predicts: never a lookup (leakage).
     lookups = _lookups([t for t in tables if t is not outcomes], base, used)
     _unbound(base, keys)
@@ -1339,7 +1361,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
                 numeric.append(out)
             elif kind == "string" and other.frame[out].nunique() <= MAX_CATEGORIES:
                 categorical.append(out)
-    if not numeric and not categorical:
+    if not numeric and not categorical and not texts:
         raise StarterError(f"{base.name!r} has no column left to be a feature")
     # 1/0/NaN as the feature set will label the rows, by its own function.
     labels = (
@@ -1386,6 +1408,8 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     for item in sorted(imports):
         w(f"    {item},")
     w(")")
+    if texts:
+        w("from mlsys_core.spec.columns import TextFeature")
     w("")
     w("HERE = Path(__file__).resolve().parent  # data paths are relative to this file")
     w("")
@@ -1491,6 +1515,9 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     if calendar:
         told = f"of {time!r}, in UTC unless timezone= says: keep the parts that matter"
         w(_line(f"calendar={_py(calendar)},", told, 12))
+    if texts:
+        w("            # free text: TF-IDF weights of its most frequent words and word pairs")
+        w(f"            extractors=[TextFeature(columns={_py(texts)}, n_features=256)],")
     for note in notes:
         w(f"            # left out or to check: {note}")
     w("        ),")
