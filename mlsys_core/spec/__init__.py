@@ -196,6 +196,10 @@ class ColumnRule(_Frozen):
 
     ``missing`` names the texts that mean no value (``["?"]``): read as null by the lake,
     a stream's events and a request alike, so the column must be ``nullable``.
+
+    ``duration`` reads a length of time written as a clock as its seconds: ``"h:m:s"`` reads
+    ``01:04:31`` as 3871, ``"m:s"`` reads ``4:31`` as 271 (and ``1:02:03``, past an hour, as
+    3723), ``"h:m"`` reads ``1:05`` as 3900. Seconds may have decimals (``4:31.5``).
     """
 
     dtype: Literal["int", "float", "string", "datetime"]
@@ -228,18 +232,33 @@ class ColumnRule(_Frozen):
         description="Texts that mean no value in this column ('?' as the UCI repository "
         "writes it, '-' as a report does): null, wherever the column is read.",
     )
+    duration: Literal["h:m:s", "m:s", "h:m"] | None = Field(
+        default=None,
+        description="A length of time written as a clock (01:04:31, 4:31), read as seconds.",
+    )
 
     @property
     def formatted(self) -> bool:
-        """Whether numbers of this column may come as formatted text (``$1,234.50``)."""
-        return self.strip is not None or self.decimal != "." or self.negative != "-5"
+        """Whether numbers of this column may come as formatted text (``$1,234.50``,
+        ``4:31``)."""
+        return (
+            self.strip is not None
+            or self.decimal != "."
+            or self.negative != "-5"
+            or self.duration is not None
+        )
 
     @model_validator(mode="after")
     def _number_options(self) -> ColumnRule:
         if self.formatted and self.dtype not in ("int", "float"):
             raise ValueError(
-                f"strip, decimal and negative apply to number columns only, not {self.dtype}"
+                f"strip, decimal, negative and duration apply to number columns only, "
+                f"not {self.dtype}"
             )
+        if self.duration is not None and (
+            self.strip is not None or self.decimal != "." or self.negative != "-5"
+        ):
+            raise ValueError("a duration is read as a clock: no strip, decimal or negative")
         marks = {self.decimal, "-", *(("(", ")") if self.negative == "(5)" else ())}
         for text in self.strip or []:
             if not text or any(c.isdigit() or c in marks for c in text):

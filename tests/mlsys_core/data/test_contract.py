@@ -242,6 +242,47 @@ def test_texts_that_mean_no_value_are_nulls_where_the_rule_names_them(live: bool
     assert result.quarantined["hp"].tolist() == ["fast"]  # quarantined rows stay as written
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_a_length_of_time_written_as_a_clock_is_its_seconds(live: bool) -> None:
+    """A call's handle time (00:04:31), a queue's wait (4:31, and 1:02:03 past an hour):
+    seconds with ``duration``, in the lake and in a stream's events alike; a number is
+    already seconds; what no clock writes (4:75, 4 min) is quarantined."""
+    contract = TableContract(
+        columns={
+            "handled": ColumnRule(dtype="float", duration="h:m:s"),
+            "waited": ColumnRule(dtype="float", nullable=True, duration="m:s"),
+            "flown": ColumnRule(dtype="int", duration="h:m"),
+        }
+    )
+    frame = pd.DataFrame(
+        {
+            "handled": ["00:04:31", "27:00:00", "00:00:05.5", 30, "00:01:00", "0:01:00"],
+            "waited": ["4:31", " 1:02:03 ", None, "0:07", "4:75", "4 min"],
+            "flown": ["1:05", "12:00", "0:45", "2:30", "1:00", "1:00"],
+        }
+    )
+    result = clean_table(frame, contract, live=live)
+    assert result.reasons == {"waited: not a float": 2}
+    clean = result.clean
+    assert clean["handled"].tolist() == [271.0, 97200.0, 5.5, 30.0]
+    assert clean["waited"].tolist()[:2] == [271.0, 3723.0] and clean["waited"].isna().sum() == 1
+    assert clean["flown"].tolist() == [3900, 43200, 2700, 9000]
+    assert result.quarantined["waited"].tolist() == ["4:75", "4 min"]  # as written
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"dtype": "string", "duration": "m:s"}, "apply to number columns only"),
+        ({"dtype": "float", "duration": "m:s", "strip": ["s"]}, "no strip, decimal or negative"),
+        ({"dtype": "float", "duration": "mm:ss"}, "'h:m:s', 'm:s' or 'h:m'"),
+    ],
+)
+def test_a_duration_is_a_number_column_read_as_a_clock(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ColumnRule(**fields)
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

@@ -196,6 +196,26 @@ def test_a_text_that_means_no_value_in_the_data_is_no_value_in_a_request():
     assert {"enum": ["-", "?"]} in published["anyOf"] and "'?', '-'" in published["description"]
 
 
+def test_a_length_of_time_is_read_from_a_request_as_the_lake_reads_it():
+    """A column the data writes as a clock (``duration="m:s"``): a caller may send the
+    text as the file has it or the seconds; both are the number the lake holds. Text no
+    clock writes is a 422 that says what is read."""
+    flights = SPEC.contracts[SPEC.base]
+    rule = ColumnRule(dtype="float", ge=0, le=7200, duration="m:s")
+    local = flights.model_copy(update={"columns": {**flights.columns, "distance": rule}})
+    record = record_model(SPEC.model_copy(update={"contracts": {SPEC.base: local}}))
+    contract = TableContract(columns={"distance": rule})
+    lake = clean_table(pd.DataFrame({"distance": ["4:31", "1:02:03"]}), contract).clean
+    sent = [record.model_validate({**GOOD, "distance": v}).distance for v in ("4:31", "1:02:03")]
+    assert sent == lake["distance"].tolist() == [271.0, 3723.0]
+    assert record.model_validate({**GOOD, "distance": 271}).distance == 271.0
+    for bad in ("4:75", "4 min"):
+        with pytest.raises(ValidationError, match="a length of time written m:s"):
+            record.model_validate({**GOOD, "distance": bad})
+    with pytest.raises(ValidationError, match="less than or equal to 7200"):
+        record.model_validate({**GOOD, "distance": "3:00:00"})  # past the contract's range
+
+
 def test_batch_bounds():
     batch = batch_model(record_model(SPEC), max_records=2)
     assert len(batch.model_validate({"records": [GOOD, GOOD]}).records) == 2
