@@ -884,12 +884,29 @@ def _label_rule(
     if dtype in ("int", "float"):
         return _number_label_rule(pd.to_numeric(present, errors="coerce").dropna(), dtype)
     counts = present.astype(str).value_counts()
+    if yes := _yes_of_yes_and_no(list(counts.index)):
+        return {"positive": yes}, f"{_quoted(yes)}: positive, the rest negative"
     minority = str(counts.index[-1])
     if len(counts) == 2:  # noqa: PLR2004 -- two classes
         return {"positive": [minority]}, "TODO: which class is positive? (the rarer one now)"
     return {"positive": [minority]}, (
         f"TODO: {len(counts)} classes: list the ones that count as positive"
     )
+
+
+# How people and programs write yes and no (a form's "Y", a database's "t", "Ja").
+_YES = {"yes", "y", "true", "t", "ja", "oui", "si", "sí", "sim"}
+_NO = {"no", "n", "false", "f", "nein", "non", "não", "nao"}
+
+
+def _yes_of_yes_and_no(values: list[str]) -> list[str]:
+    """The values that say yes, when every value says yes or no in some spelling ("Yes",
+    "yes", "Y" beside "No", "N"): those are the positive class, whichever is rarer."""
+    said = {v: v.strip().lower() for v in values}
+    if not set(said.values()) <= _YES | _NO:
+        return []
+    yes = sorted(v for v, word in said.items() if word in _YES)
+    return yes if 0 < len(yes) < len(values) else []
 
 
 def _number_label_rule(numbers: pd.Series, dtype: str) -> tuple[dict, str]:

@@ -30,7 +30,7 @@ from mlsys_core.data.lake import Lake
 from mlsys_core.data.sources import read_source
 from mlsys_core.datasets import resolve_spec, starter
 from mlsys_core.datasets.starter import database_url, url_code
-from mlsys_core.features.assemble import assemble_features
+from mlsys_core.features.assemble import assemble_features, make_label
 from mlsys_core.features.store import build_feature_set
 from mlsys_core.serving.schema import record_model
 from mlsys_core.spec import HashSplit, LookupJoin, RecentSplit
@@ -251,6 +251,41 @@ def test_a_column_named_by_the_entitys_noun_is_its_key_not_a_measure(
     assert "store" in spec.features.categorical and "customer_age" in spec.features.numeric
     assert "Customer" not in spec.features.numeric + spec.features.categorical
     assert "order_id" not in spec.input_columns
+
+
+@pytest.mark.parametrize(
+    ("said", "positive"),
+    [
+        # a form's spellings, yes the more common: the rarer rule picked "N"
+        (
+            {"Yes": 0.5, "yes": 0.15, "Y": 0.05, "No": 0.2, "no": 0.05, "N": 0.05},
+            ["Y", "Yes", "yes"],
+        ),
+        ({"True": 0.7, "False": 0.3}, ["True"]),  # a JSON or Parquet boolean, as the lake holds it
+        ({"gold": 0.7, "silver": 0.3}, None),  # no yes or no: the user's to say
+    ],
+)
+def test_a_label_that_says_yes_or_no_in_any_spelling_is_positive_for_yes(
+    tmp_path: Path, capsys: pytest.CaptureFixture, said: dict[str, float], positive: list | None
+) -> None:
+    rng = np.random.default_rng(13)
+    rows = 400
+    values = rng.choice(list(said), rows, p=list(said.values()))
+    frame = pd.DataFrame({"score": rng.normal(size=rows).round(3), "answer": values})
+    data = _write(frame, tmp_path / "leads.csv")
+    out = tmp_path / "leads_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "answer", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:leads")
+    label_line = next(line for line in out.read_text().splitlines() if "label=LabelSpec" in line)
+    if positive is None:
+        assert spec.label.positive == ["silver"] and "TODO: which class" in out.read_text()
+        return
+    assert spec.label.positive == positive
+    assert "TODO" not in label_line and "TODO: which class" not in out.read_text()
+    labels = make_label(frame, spec.label)
+    yes = frame["answer"].str.lower().isin(["yes", "y", "true"])
+    assert labels.tolist() == yes.astype(float).tolist()
 
 
 def test_lengths_of_time_written_as_clocks_are_seconds(
