@@ -190,10 +190,7 @@ def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa:
             local = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
             out[naive] = _localize(local, rule.timezone)
         return out
-    try:
-        parsed = pd.to_datetime(text, errors="coerce", format=rule.format)
-    except (ValueError, TypeError):  # mixed offsets: parse each value on its own
-        parsed = None
+    parsed = _with_format(text, rule.format)
     if parsed is not None and isinstance(parsed.dtype, pd.DatetimeTZDtype):
         return parsed.dt.tz_convert("UTC")
     if parsed is not None and pd.api.types.is_datetime64_dtype(parsed):
@@ -203,6 +200,25 @@ def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa:
         index=values.index,
         dtype="datetime64[ns, UTC]",
     )
+
+
+def _with_format(text: pd.Series, fmt: str) -> pd.Series | None:
+    """``text`` parsed by a strptime format, or None where pandas cannot (mixed offsets).
+    A format whose values say their zone (``%z``, ``%Z``) reads them as UTC instants; one
+    with a fraction of a second (``%S.%f``) also reads values written without one, as
+    BigQuery writes a whole second (``2024-01-05 10:00:00 UTC``)."""
+    aware = "%z" in fmt or "%Z" in fmt
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", format=fmt, utc=aware)
+    except (ValueError, TypeError):
+        return None
+    missed = parsed.isna() & text.notna()
+    if ".%f" in fmt and missed.any():
+        whole = _with_format(text[missed], fmt.replace(".%f", ""))
+        if whole is not None and whole.dtype == parsed.dtype:
+            parsed = parsed.copy()
+            parsed[missed] = whole
+    return parsed
 
 
 def read_times(values: pd.Series, rule: ColumnRule) -> pd.Series:

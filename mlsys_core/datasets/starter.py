@@ -86,6 +86,11 @@ TIME_FORMATS = (
     "%Y-%m-%d %I:%M %p", "%Y-%m-%d %I:%M:%S %p",
     # day-first with dots and a clock, as German spreadsheets write it (05.01.2024 14:30)
     "%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S",
+    # dates in words, as reports write them (January 5, 2024; Friday, January 5, 2024)
+    "%B %d, %Y", "%A, %B %d, %Y",
+    # with their zone: BigQuery's export (2024-01-05 10:00:00.123456 UTC), e-mail and
+    # HTTP (RFC 2822: Fri, 05 Jan 2024 10:00:00 +0100), Unix date (Fri Jan 05 10:00:00 UTC 2024)
+    "%Y-%m-%d %H:%M:%S.%f %Z", "%a, %d %b %Y %H:%M:%S %z", "%a %b %d %H:%M:%S %Z %Y",
 )  # fmt: skip
 _ZONE_TODO = "TODO: times without an offset are UTC; else set timezone="
 # A time by its name, snake_case, spaced or camelCase: created_at, "Created At", BookedAt.
@@ -531,7 +536,10 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
         f"TODO: {' and '.join(fits[:2])} both read every value: which is it?"
         if (len(fits) > 1 and "%d" in fits[0] and "%m" in fits[0])
         else "",
-        _ZONE_TODO if "%H" in fits[0] or "%I" in fits[0] else "",  # a time of day, no offset
+        # a time of day, and no zone said
+        _ZONE_TODO
+        if ("%H" in fits[0] or "%I" in fits[0]) and not ("%z" in fits[0] or "%Z" in fits[0])
+        else "",
     ]
     return ColumnRule(dtype="datetime", format=fits[0]), "; ".join(n for n in notes if n)
 
@@ -1121,6 +1129,7 @@ def _features(
 PROSE_WORDS = 3  # a typical value's words: a name or a code has fewer
 PROSE_VOCABULARY = 10  # words found in more than one value: "order 17" repeats one or two
 PROSE_SAMPLE = 2_000
+PROSE_WORDED = 0.6  # of a value's words, those with a letter: "Friday, January 5, 2024" has half
 
 
 def _is_prose(values: pd.Series, column: Column) -> bool:
@@ -1132,7 +1141,11 @@ def _is_prose(values: pd.Series, column: Column) -> bool:
         return False
     text = values.dropna().astype(str)
     text = text.sample(PROSE_SAMPLE, random_state=0) if len(text) > PROSE_SAMPLE else text
-    if text.empty or text.str.split().str.len().median() < PROSE_WORDS:
+    tokens = text.str.split()
+    if text.empty or tokens.str.len().median() < PROSE_WORDS:
+        return False
+    worded = tokens.map(lambda t: sum(any(c.isalpha() for c in w) for w in t) / max(len(t), 1))
+    if worded.median() < PROSE_WORDED:  # dates and codes in words: Mon, 01 Jan 2024 10:00
         return False
     words = text.str.lower().str.findall(r"[^\W\d_]{2,}").map(set).explode().value_counts()
     return int((words > 1).sum()) >= PROSE_VOCABULARY

@@ -288,6 +288,67 @@ def test_a_label_that_says_yes_or_no_in_any_spelling_is_positive_for_yes(
     assert labels.tolist() == yes.astype(float).tolist()
 
 
+@pytest.mark.parametrize(
+    ("layout", "fmt"),
+    [
+        ("%Y-%m-%d %H:%M:%S.%f UTC", "%Y-%m-%d %H:%M:%S.%f %Z"),  # BigQuery's export
+        ("%a, %d %b %Y %H:%M:%S +0000", "%a, %d %b %Y %H:%M:%S %z"),  # e-mail, HTTP
+        ("%B %d, %Y", "%B %d, %Y"),  # a report's date in words
+    ],
+)
+def test_times_written_by_exports_and_in_words_are_the_event_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture, layout: str, fmt: str
+) -> None:
+    """A BigQuery export's ``2024-01-05 10:00:00.123456 UTC`` (whole seconds without the
+    fraction), an e-mail's ``Fri, 05 Jan 2024 10:00:00 +0000`` and ``January 5, 2024``
+    were text: no event time, rows split by hash, and the e-mail's dates a text feature.
+    They are the event time now, read with the format that reads them all."""
+    rng = np.random.default_rng(14)
+    rows = 500
+    times = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.sort(rng.uniform(0, 300, rows)), "D")
+    times = times.where(np.arange(rows) % 5 != 0, times.floor("s"))  # whole seconds too
+    written = [t.strftime(layout) for t in times]
+    if ".%f" in layout:  # as BigQuery writes a whole second: no fraction
+        written = [w.replace(".000000", "") for w in written]
+    frame = pd.DataFrame(
+        {"user": rng.integers(1, 50, rows), "at": written, "x": rng.normal(size=rows).round(3)}
+    )
+    frame["clicked"] = (rng.uniform(size=rows) < 0.3).astype(int)
+    data = _write(frame, tmp_path / "events.csv")
+    out = tmp_path / "events_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "clicked", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:events")
+    assert spec.event_timestamp == "at" and spec.contracts["events"].columns["at"].format == fmt
+    assert isinstance(spec.split, RecentSplit) and not spec.features.extractors
+    clean = clean_table(read_source(spec.sources[0]), spec.contracts["events"])
+    assert not clean.reasons
+    expected = times.floor("us" if "%f" in fmt else "s" if "%S" in fmt else "D")
+    assert clean.clean["at"].tolist() == list(expected.tz_localize("UTC"))
+
+
+def test_dates_in_words_that_no_format_reads_are_no_free_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A zone no format reads (CET) leaves the dates as text; they are not a review to
+    weigh word by word: most of their words are numbers."""
+    rng = np.random.default_rng(15)
+    rows = 300
+    times = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.uniform(0, 300, rows), "D")
+    frame = pd.DataFrame(
+        {
+            "sent": [t.strftime("%a, %d %b %Y %H:%M:%S CET") for t in times],
+            "x": rng.normal(size=rows).round(3),
+            "clicked": rng.integers(0, 2, rows),
+        }
+    )
+    out = tmp_path / "mail_spec.py"
+    code, _, err = _init(capsys, str(_write(frame, tmp_path / "mail.csv")), "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:mail")
+    assert not spec.features.extractors and "sent" not in spec.input_columns
+
+
 def test_lengths_of_time_written_as_clocks_are_seconds(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -203,6 +204,35 @@ def test_values_with_offsets_keep_their_instant_whatever_the_zone() -> None:
         pd.Timestamp("2024-01-01T11:00:00Z"),
         pd.Timestamp("2024-01-01T17:00:00Z"),  # naive: New York time
     ]
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_times_that_say_their_zone_in_a_format_are_read_as_instants(live: bool) -> None:
+    """BigQuery's export writes a fraction of a second only where there is one, and says
+    UTC; e-mail and HTTP dates (RFC 2822) carry their offsets, mixed across a year's
+    clock changes: each is read as its instant, without pandas' mixed-offset warning."""
+    bigquery = ColumnRule(dtype="datetime", format="%Y-%m-%d %H:%M:%S.%f %Z")
+    mail = ColumnRule(dtype="datetime", format="%a, %d %b %Y %H:%M:%S %z")
+    frame = pd.DataFrame(
+        {
+            "event": ["2024-01-05 10:00:00.123456 UTC", "2024-07-05 10:00:00 UTC", "soon"],
+            "sent": ["Fri, 05 Jan 2024 10:00:00 +0100", "Fri, 05 Jul 2024 10:00:00 +0200", "x"],
+        }
+    )
+    contract = TableContract(columns={"event": bigquery, "sent": mail})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = clean_table(frame, contract, live=live)
+    assert result.clean["event"].tolist() == [
+        pd.Timestamp("2024-01-05T10:00:00.123456Z"), pd.Timestamp("2024-07-05T10:00:00Z"),
+    ]  # fmt: skip
+    assert result.clean["sent"].tolist() == [
+        pd.Timestamp("2024-01-05T09:00:00Z"), pd.Timestamp("2024-07-05T08:00:00Z"),
+    ]  # fmt: skip
+    assert len(result.quarantined) == 1
+    # A request may send the data's own notation or ISO 8601.
+    sent = pd.Series(["2024-07-05 10:00:00 UTC", "2024-07-05T12:00:00+02:00"], dtype=object)
+    assert read_times(sent, bigquery).tolist() == [pd.Timestamp("2024-07-05T10:00:00Z")] * 2
 
 
 def test_a_time_outside_the_columns_bounds_is_quarantined() -> None:
