@@ -1108,7 +1108,8 @@ def _features(
             continue
         values = frame[name]
         distinct = values.nunique()
-        if (reason := _not_a_feature(table, column, distinct)) and _is_prose(values, column):
+        reason = _not_a_feature(table, column, distinct)
+        if reason and distinct > MAX_CATEGORIES and _is_prose(values, column):
             texts.append(name)  # a review, a description: its words are the feature
         elif reason:
             notes.append(f"{name}: {reason}")

@@ -409,6 +409,7 @@ def test_free_text_written_by_people_is_a_bag_of_its_words(
             "author": [f"{rng.choice(['Ann', 'Bo', 'Cy', 'Di'])} Smith{i}" for i in range(rows)],
             "product": rng.choice(["P1", "P2", "P3"], rows),
             "review_text": texts,
+            "footer": "Sent from the shop's review page, thank you for your words",
             "reviewed_at": pd.date_range("2024-01-01", periods=rows, freq="5h").astype(str),
             "helpful": liked.astype(int),
         }
@@ -427,6 +428,7 @@ def test_free_text_written_by_people_is_a_bag_of_its_words(
     assert "review_text" not in spec.features.categorical
     assert not {"review_id", "author"} & set(spec.input_columns)
     assert "# left out or to check: author:" in out.read_text()
+    assert "# left out or to check: footer: one value only" in out.read_text()
     # The record model takes a review over two lines, as the data may hold one.
     record = record_model(spec).model_validate(
         {"review_id": "R9", "reviewed_at": "2024-09-01T10:00:00", "review_text": "Love it.\nOk"}
