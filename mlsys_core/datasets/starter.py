@@ -753,6 +753,8 @@ def _number_column(name: str, values: pd.Series, written: ColumnRule) -> Column:
         read = values[parsed.notna()].astype(str)
         longest = read.str.len().idxmax()  # the one most marks are in
         notes.append(f"written as {read[longest]!r}: read as {parsed[longest]:g}")
+        if len(units := units_after_numbers(read)) > 1:
+            notes.append(f"TODO: {len(units)} units ({', '.join(units)}) read alike")
         if written.duration == "m:s" and not read.str.contains(r"\d:\d+:|\.", regex=True).any():
             notes.append('TODO: minutes:seconds? duration="h:m" reads 1:05 as 1 h 5 min')
     marked = stray.map(_no_value_text).astype(bool)
@@ -811,6 +813,30 @@ _NUMBER_MARKS = ("%", "$", "€", "£", "¥", "₹", "CHF", "EUR", "USD", "GBP")
 _GROUP_SPACES = (" ", "\xa0", "\u202f")
 
 
+# A number and its unit, as a listing writes a measure: 13.29 kmpl, 1248 CC, 74 bhp, 12kg
+# (a unit holds no mark a number is read by: no point, comma, parenthesis or minus).
+_UNIT_AFTER = re.compile(r"^[+-]?\d[\d.,'\u00a0\u202f ]*?(\s*)((?:[^\W\d_]|°)[^\d\s.,()-]{0,11})$")
+MAX_UNITS = 3
+
+
+def units_after_numbers(text: pd.Series) -> list[str]:
+    """The units a column writes after its numbers (``["kmpl", "km/kg"]``), longest first
+    so that removing one leaves no part of another, when nearly every value is a number and
+    one of a few units: a unit of one letter counts only with a space before it (``5 m``),
+    so ``12A`` and ``3B`` stay codes."""
+    found = text.str.extract(_UNIT_AFTER)
+    spaced, unit = found[0], found[1]
+    unit = unit.where((spaced.str.len() > 0) | (unit.str.len() > 1))
+    counts = unit.value_counts()
+    if (
+        counts.empty
+        or len(counts) > MAX_UNITS
+        or counts.sum() < (1 - NUMBERS_TOLERANCE) * len(text)
+    ):
+        return []
+    return sorted(counts.index, key=len, reverse=True)
+
+
 # Names of a length of time (a call's handle time, a queue's wait), not of a time of day.
 _DURATION_NAME = re.compile(
     r"duration|elapsed|length|run_?time|wait|queue|spent|took|lap|handl|talk|hold"
@@ -846,6 +872,7 @@ def _written_numbers(values: pd.Series) -> ColumnRule | None:
     ``negative`` (its dtype an int when no value has decimals). None for text."""
     text = values.dropna().astype(str).str.strip()
     marks = [m for m in _NUMBER_MARKS if text.str.contains(m, regex=False).any()]
+    marks += [u for u in units_after_numbers(text) if u not in marks]
     spaced = any(text.str.contains(g, regex=False).any() for g in _GROUP_SPACES)
     grouped = text.str.contains(r"\d[,.'’]\d{3}(?!\d)", regex=True).any()
     bare = text

@@ -261,7 +261,7 @@ class ColumnRule(_Frozen):
             raise ValueError("a duration is read as a clock: no strip, decimal or negative")
         marks = {self.decimal, "-", *(("(", ")") if self.negative == "(5)" else ())}
         for text in self.strip or []:
-            if not text or any(c.isdigit() or c in marks for c in text):
+            if not text or any(c.isdecimal() or c in marks for c in text):
                 raise ValueError(
                     f"strip {text!r}: a text to remove holds no digit, no minus and no "
                     f"decimal mark ({self.decimal!r})"

@@ -349,6 +349,53 @@ def test_dates_in_words_that_no_format_reads_are_no_free_text(
     assert not spec.features.extractors and "sent" not in spec.input_columns
 
 
+def test_numbers_written_with_their_unit_are_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A used-car listing writes ``13.29 kmpl``, ``1248 CC``, ``74 bhp``; a flat's listing
+    ``1,200 m²`` and ``-5 °C``: each was text, a category of hundreds of values or left
+    out. They are numbers read with their unit stripped (two units in one column are read
+    alike, with a TODO that names them); a flat's number such as ``12A`` stays a code."""
+    rng = np.random.default_rng(16)
+    rows = 400
+    mileage = rng.normal(19, 3, rows).round(2)
+    engine = rng.choice([796, 1197, 1248, 1498], rows)
+    power = rng.uniform(40, 170, rows).round(1)
+    area = rng.integers(30, 2500, rows)
+    frame = pd.DataFrame(
+        {
+            "mileage": [f"{m} {'km/kg' if i % 9 == 0 else 'kmpl'}" for i, m in enumerate(mileage)],
+            "engine": [f"{e} CC" for e in engine],
+            "max_power": [f"{p} bhp" for p in power],
+            "area": [f"{a:,} m²" for a in area],
+            "low": [f"{t} °C" for t in rng.integers(-20, 15, rows)],
+            "flat": [f"{rng.integers(1, 40)}{rng.choice(list('ABCD'))}" for _ in range(rows)],
+            "sold": rng.integers(0, 2, rows),
+        }
+    )
+    data = _write(frame, tmp_path / "listing.csv")
+    out = tmp_path / "listing_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "sold", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:listing")
+    rules = spec.contracts["listing"].columns
+    assert {c: (r.dtype, r.strip) for c, r in rules.items() if c != "sold"} == {
+        "mileage": ("float", ["km/kg", "kmpl"]),
+        "engine": ("int", ["CC"]),
+        "max_power": ("float", ["bhp"]),
+        "area": ("int", ["m²", ","]),
+        "low": ("int", ["°C"]),
+        "flat": ("string", None),
+    }
+    comments = re.sub(r"\s*\n\s*# ", " ", out.read_text())  # a long comment wraps
+    assert "TODO: 2 units (km/kg, kmpl) read alike" in comments
+    assert {"mileage", "engine", "max_power", "area", "low"} <= set(spec.features.numeric)
+    clean = clean_table(read_source(spec.sources[0]), spec.contracts["listing"]).clean
+    assert clean["mileage"].tolist() == mileage.tolist() and clean["area"].tolist() == area.tolist()
+    record = record_model(spec).model_validate({"max_power": "74.5 bhp", "engine": 1248})
+    assert (record.max_power, record.engine) == (74.5, 1248)
+
+
 def test_lengths_of_time_written_as_clocks_are_seconds(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -497,7 +544,11 @@ def test_a_database_url_with_a_password_is_read_from_the_environment(
     with postgres_server(tmp_path / "pg", "hunter2") as (port, _):
         postgres.ensure_databases("hunter2", port, ("crm",))
         url = postgres.url("hunter2", port, "crm")
-        frame.to_sql("activity", sa.create_engine(url), index=False)
+        engine = sa.create_engine(url)
+        try:  # disposed: a pooled connection collected later fails another test's warnings
+            frame.to_sql("activity", engine, index=False)
+        finally:
+            engine.dispose()
         code, printed, err = _init(capsys, url, "--label", "churned", "-o", str(out))
         assert code == 0, err
         text = out.read_text()
