@@ -203,10 +203,10 @@ def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa:
 
 
 def _with_format(text: pd.Series, fmt: str) -> pd.Series | None:
-    """``text`` parsed by a strptime format, or None where pandas cannot (mixed offsets).
-    A format whose values say their zone (``%z``, ``%Z``) reads them as UTC instants; one
-    with a fraction of a second (``%S.%f``) also reads values written without one, as
-    BigQuery writes a whole second (``2024-01-05 10:00:00 UTC``)."""
+    """``text`` parsed by a strptime format, or None where pandas refuses it (each value is
+    then parsed alone). A format whose values say their zone (``%z``, ``%Z``) reads them as
+    UTC instants, mixed offsets too; one with a fraction of a second (``%S.%f``) also reads
+    values written without one, as BigQuery writes a whole second."""
     aware = "%z" in fmt or "%Z" in fmt
     try:
         parsed = pd.to_datetime(text, errors="coerce", format=fmt, utc=aware)
