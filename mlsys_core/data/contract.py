@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from mlsys_core.data.durations import WRITTEN, duration_seconds
 from mlsys_core.spec import ColumnRule, TableContract
 
 REASON = "_quarantine_reason"
@@ -87,28 +88,10 @@ def absent(values: pd.Series, rule: ColumnRule) -> pd.Series:
     return values.where(~values.map(lambda v: means_no_value(v, rule)).astype(bool), None)
 
 
-# A clock's parts as a duration says they are; "m:s" also reads a length past an hour.
-_CLOCK = {
-    "h:m:s": r"(?P<h>\d+):(?P<m>[0-5]?\d):(?P<s>[0-5]?\d(?:\.\d+)?)",
-    "m:s": r"(?:(?P<h>\d+):(?P<m2>[0-5]?\d)|(?P<m>\d+)):(?P<s>[0-5]?\d(?:\.\d+)?)",
-    "h:m": r"(?P<h>\d+):(?P<m>[0-5]?\d)",
-}
-
-
-def clock_seconds(text: pd.Series, duration: str) -> pd.Series:
-    """Lengths of time written as a clock (``duration``: ``"h:m:s"``, ``"m:s"``, ``"h:m"``)
-    as seconds; NaN where a text is no such clock."""
-    parts = text.str.strip().str.extract(f"^{_CLOCK[duration]}$").astype("float64")
-    zero = pd.Series(0.0, index=text.index)
-    hours, seconds = parts.get("h", zero).fillna(0.0), parts.get("s", zero)
-    minutes = parts["m"].fillna(parts["m2"]) if "m2" in parts else parts["m"]
-    return hours * 3600 + minutes * 60 + seconds
-
-
 def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:
     """Numbers as float64, NaN where a value is none: a number as it is, and text with the
     rule's ``strip`` texts removed, its ``decimal`` mark and its ``negative`` read
-    (``$1,234.50``, ``(1,234.50)``, ``1.234,56-``), or a ``duration``'s clock as seconds."""
+    (``$1,234.50``, ``(1,234.50)``, ``1.234,56-``), or a ``duration`` as seconds."""
     if pd.api.types.is_bool_dtype(values):
         values = values.astype(object)  # True is not a number in a data file
     if rule.formatted and not pd.api.types.is_numeric_dtype(values):
@@ -116,7 +99,7 @@ def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:
         text = values.map(lambda v: isinstance(v, str)).astype(bool)
         if text.any() and rule.duration is not None:
             values = values.copy()
-            values[text] = clock_seconds(values[text].astype(str), rule.duration)
+            values[text] = duration_seconds(values[text].astype(str), rule.duration)
         elif text.any():
             plain = values[text].astype(str)
             for mark in rule.strip or []:
@@ -143,7 +126,7 @@ def number_notation(rule: ColumnRule) -> str:
     if not rule.formatted:
         return "a number"
     if rule.duration is not None:
-        return f"a number of seconds, or a length of time written {rule.duration} (as 1:05)"
+        return f"a number of seconds, or a length of time written {WRITTEN[rule.duration]}"
     parts = [f"without {', '.join(map(repr, rule.strip))}"] if rule.strip else []
     parts += [f"with {rule.decimal!r} for decimals"] if rule.decimal != "." else []
     parts += [f"{rule.negative!r} for -5"] if rule.negative != "-5" else []

@@ -16,6 +16,7 @@ that lock, so a collection never removes what a running writer is about to commi
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -24,8 +25,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from mlsys_core.data.durations import duration_seconds
 from mlsys_core.data.lake import (
     APPEND_ONLY,
     DATA,
@@ -299,15 +302,14 @@ def _size(path: Path) -> int:
 
 
 def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``2h``, ``1d`` or a number of seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    value = text.strip().lower()
-    scale = units.get(value[-1:], None)
-    number = value[:-1] if scale else value
+    """A grace period as a number of seconds or with its units (``90s``, ``15m``, ``1h 30m``,
+    ``2 days``), read as a duration column's ``units`` are."""
     try:
-        seconds = float(number) * (scale or 1)
+        seconds = float(text)
     except ValueError:
-        raise ValueError(f"not a duration: {text!r} (use 90s, 15m, 2h, 1d)") from None
+        seconds = float(duration_seconds(pd.Series([text], dtype=object), "units").iloc[0])
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a duration: {text!r} (use 90s, 15m, 2h, 1d)")
     if seconds < 0:
         raise ValueError(f"a grace period cannot be negative: {text!r}")
     return timedelta(seconds=seconds)

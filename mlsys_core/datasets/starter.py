@@ -38,6 +38,7 @@ from mlsys_core.data.contract import (
     read_numbers,
     to_utc_datetimes,
 )
+from mlsys_core.data.durations import duration_parts, duration_seconds
 from mlsys_core.data.sources import (
     SAVE_AS_CSV,
     SHEETS,
@@ -724,7 +725,7 @@ def type_columns(table: Table) -> None:
         written = None
         if kind == "string":
             column = unmarked[raw_name]
-            written = _clock_duration(column, name) or _written_numbers(column)
+            written = _written_duration(column, name) or _written_numbers(column)
         if written is not None:
             kind = written.dtype
         if kind in ("int", "float"):
@@ -846,19 +847,50 @@ _DURATION_NAME = re.compile(
 _TIME_OF_DAY_NAME = re.compile(r"start|end|begin|open|clos|arriv|depart|clock|_at$", re.I)
 
 
-def _clock_duration(values: pd.Series, name: str) -> ColumnRule | None:
-    """A length of time written as a clock (a call's ``00:04:31``, a queue's ``1:05``): a
-    number of seconds with its ``duration``. A time of day (``09:18``, a clock beside a
-    date) is told apart by its name, unless its values cannot be one: hours past a day,
-    most at hour 0, or decimals of a second."""
+# A unit of time in a word: "45 min" and "3 days" say a length of time, as "5 m" may not.
+_TIME_WORD = re.compile(
+    r"\d\s*(?:weeks?|wks?|days?|hours?|hrs?|minutes?|mins?|seconds?|secs?|msecs?|milliseconds?)"
+    r"(?![^\W\d_])",
+    re.IGNORECASE,
+)
+
+
+def _written_duration(values: pd.Series, name: str) -> ColumnRule | None:
+    """A length of time written as text, a number of seconds with its ``duration``: in ISO
+    8601 (an API's ``PT4M31S``), with units of time (a fare's ``2h 50m`` beside ``19h`` and
+    ``45m``, ``3 days``) or as a clock (``_clock_duration``)."""
     text = values.dropna().astype(str).str.strip()
-    three = text.str.fullmatch(r"\d+:[0-5]\d:[0-5]\d(\.\d+)?")
-    two = text.str.fullmatch(r"\d+:[0-5]\d(\.\d+)?")
-    if text.empty or (three | two).mean() < 1 - NUMBERS_TOLERANCE:
+    if text.empty:
         return None
-    hours = pd.to_numeric(text[three | two].str.split(":").str[0])
+    enough = (1 - NUMBERS_TOLERANCE) * len(text)
+    if duration_seconds(text, "iso").notna().sum() >= enough:
+        return ColumnRule(dtype="float", duration="iso")
+    parts = duration_parts(text, "units")
+    read = parts.notna().any(axis=1)
+    if read.sum() >= enough:
+        units = int(parts[read].notna().any().sum())  # of time, across the column
+        if units > 1 or text[read].str.contains(_TIME_WORD).mean() > 0.5:  # noqa: PLR2004
+            return ColumnRule(dtype="float", duration="units")
+    return _clock_duration(text, name)
+
+
+def _clock_duration(text: pd.Series, name: str) -> ColumnRule | None:
+    """A length of time written as a clock (a call's ``00:04:31``, a queue's ``1:05``,
+    pandas' ``0 days 00:04:31``). A time of day (``09:18``, a clock beside a date) is told
+    apart by its name, unless its values cannot be one: days or hours past a day, most at
+    hour 0, or decimals of a second."""
+    days = text.str.match(r"\d+\s*days?\b")
+    three = text.str.fullmatch(r"(\d+\s*days?,?\s*)?\d+:[0-5]\d:[0-5]\d(\.\d+)?")
+    two = text.str.fullmatch(r"\d+:[0-5]\d(\.\d+)?")
+    if (three | two).mean() < 1 - NUMBERS_TOLERANCE:
+        return None
+    hours = pd.to_numeric(text[three | two].str.extract(r"(\d+):", expand=False))
     named = bool(_DURATION_NAME.search(name)) and not _TIME_OF_DAY_NAME.search(name)
-    no_clock = bool((hours >= 24).any()) or text.str.contains(".", regex=False).any()  # noqa: PLR2004
+    no_clock = (
+        bool((hours >= 24).any())  # noqa: PLR2004
+        or days.any()
+        or text.str.contains(".", regex=False).any()
+    )
     if three.all():
         if named or no_clock or (hours == 0).mean() > 0.5:  # noqa: PLR2004
             return ColumnRule(dtype="float", duration="h:m:s")

@@ -197,9 +197,14 @@ class ColumnRule(_Frozen):
     ``missing`` names the texts that mean no value (``["?"]``): read as null by the lake,
     a stream's events and a request alike, so the column must be ``nullable``.
 
-    ``duration`` reads a length of time written as a clock as its seconds: ``"h:m:s"`` reads
-    ``01:04:31`` as 3871, ``"m:s"`` reads ``4:31`` as 271 (and ``1:02:03``, past an hour, as
-    3723), ``"h:m"`` reads ``1:05`` as 3900. Seconds may have decimals (``4:31.5``).
+    ``duration`` reads a length of time as its seconds. As a clock: ``"h:m:s"`` reads
+    ``01:04:31`` as 3871 (and days before it, as pandas, PostgreSQL and Python write them:
+    ``1 days 02:03:04``, ``1 day, 2:03:04``), ``"m:s"`` reads ``4:31`` as 271 (and
+    ``1:02:03``, past an hour, as 3723), ``"h:m"`` reads ``1:05`` as 3900; seconds may have
+    decimals (``4:31.5``). With its units, largest first: ``"units"`` reads ``2h 50m`` as
+    10200, ``1 hr 30 min``, ``90 seconds``, ``3 days`` and ``1.5 hours`` (w, d, h, m, s and
+    ms, and their words; ``m`` is minutes). In ISO 8601: ``"iso"`` reads ``PT4M31S`` as 271
+    and ``P1DT2H`` as 93600; years and months, of no fixed length, are not read.
     """
 
     dtype: Literal["int", "float", "string", "datetime"]
@@ -232,9 +237,10 @@ class ColumnRule(_Frozen):
         description="Texts that mean no value in this column ('?' as the UCI repository "
         "writes it, '-' as a report does): null, wherever the column is read.",
     )
-    duration: Literal["h:m:s", "m:s", "h:m"] | None = Field(
+    duration: Literal["h:m:s", "m:s", "h:m", "units", "iso"] | None = Field(
         default=None,
-        description="A length of time written as a clock (01:04:31, 4:31), read as seconds.",
+        description="A length of time, read as seconds: written as a clock (01:04:31, 4:31), "
+        "with its units (2h 50m) or in ISO 8601 (PT4M31S).",
     )
 
     @property
@@ -258,7 +264,7 @@ class ColumnRule(_Frozen):
         if self.duration is not None and (
             self.strip is not None or self.decimal != "." or self.negative != "-5"
         ):
-            raise ValueError("a duration is read as a clock: no strip, decimal or negative")
+            raise ValueError("a duration is read by its notation: no strip, decimal or negative")
         marks = {self.decimal, "-", *(("(", ")") if self.negative == "(5)" else ())}
         for text in self.strip or []:
             if not text or any(c.isdecimal() or c in marks for c in text):

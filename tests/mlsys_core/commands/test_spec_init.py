@@ -433,6 +433,60 @@ def test_lengths_of_time_written_as_clocks_are_seconds(
     assert clean["queue_wait"].tolist() == waited.astype(float).tolist()
 
 
+def test_lengths_of_time_written_with_units_or_in_iso_8601_are_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A fare's flight time written ``2h 50m``, ``19h`` or ``45m`` was a category of its
+    hundreds of spellings; an API's ``PT4M31S``, a timedelta pandas wrote (``0 days
+    00:04:31``) and a lead time of ``3 days`` were text too. Each is seconds now; a lone
+    letter after a number (``12 m`` of height, ``60 W``) is still a unit, not a time."""
+    rng = np.random.default_rng(43)
+    rows = 500
+    flown = rng.integers(1, 200, rows) * 5 * 60
+    video, watched, lead = (
+        rng.integers(5, 4000, rows),
+        rng.integers(0, 200_000, rows),
+        rng.integers(1, 30, rows),
+    )
+
+    def words(seconds: int) -> str:
+        hours, minutes = divmod(seconds // 60, 60)
+        return " ".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m")) if n) or "0m"
+
+    frame = pd.DataFrame(
+        {
+            "Duration": [words(s) for s in flown],
+            "video_length": [f"PT{s // 60}M{s % 60}S" if s >= 60 else f"PT{s}S" for s in video],
+            "watched": pd.to_timedelta(watched, unit="s"),  # written as pandas writes one
+            "lead": [f"{d} day{'s' if d > 1 else ''}" for d in lead],
+            "height": [f"{h} m" for h in rng.integers(2, 40, rows)],
+            "power": [f"{w} W" for w in rng.choice([40, 60, 75, 100], rows)],
+            "expensive": rng.integers(0, 2, rows),
+        }
+    )
+    data = _write(frame, tmp_path / "trips.csv")
+    assert "0 days " in data.read_text()
+    out = tmp_path / "trips_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "expensive", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:trips")
+    rules = spec.contracts["trips"].columns
+    assert {c: (r.dtype, r.duration, r.strip) for c, r in rules.items() if c != "expensive"} == {
+        "Duration": ("float", "units", None),
+        "video_length": ("float", "iso", None),
+        "watched": ("float", "h:m:s", None),
+        "lead": ("float", "units", None),
+        "height": ("int", None, ["m"]),
+        "power": ("int", None, ["W"]),
+    }
+    assert set(rules) - {"expensive"} <= set(spec.features.numeric)
+    clean = clean_table(read_source(spec.sources[0]), spec.contracts["trips"]).clean
+    assert clean["Duration"].tolist() == flown.astype(float).tolist()
+    assert clean["video_length"].tolist() == video.astype(float).tolist()
+    assert clean["watched"].tolist() == watched.astype(float).tolist()
+    assert clean["lead"].tolist() == (lead * 86400.0).tolist()
+
+
 def test_free_text_written_by_people_is_a_bag_of_its_words(
     tmp_path: Path, capsys: pytest.CaptureFixture, settings: Settings
 ) -> None:

@@ -270,12 +270,40 @@ def test_a_length_of_time_written_as_a_clock_is_its_seconds(live: bool) -> None:
     assert result.quarantined["waited"].tolist() == ["4:75", "4 min"]  # as written
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_a_length_of_time_written_with_units_or_in_iso_8601_is_its_seconds(live: bool) -> None:
+    """A fare's flight time (2h 50m, 19h, 45m), a video's length from an API (PT4M31S), a
+    timedelta pandas wrote (0 days 00:04:31): seconds, in the lake and in a stream's events
+    alike. A month has no fixed length: its row is quarantined."""
+    contract = TableContract(
+        columns={
+            "flown": ColumnRule(dtype="float", duration="units"),
+            "video": ColumnRule(dtype="float", duration="iso"),
+            "watched": ColumnRule(dtype="float", duration="h:m:s"),
+        }
+    )
+    frame = pd.DataFrame(
+        {
+            "flown": ["2h 50m", "19h", "45m", 600, "1 month", "2h"],
+            "video": ["PT4M31S", "P1DT2H", "PT0.5S", "PT1M", "PT1M", "P1M"],
+            "watched": ["0 days 00:04:31", "1 days 02:03:04", "00:00:07", 8, "0:00:01", "0:00:01"],
+        }
+    )
+    result = clean_table(frame, contract, live=live)
+    assert result.reasons == {"flown: not a float": 1, "video: not a float": 1}
+    clean = result.clean
+    assert clean["flown"].tolist() == [10200.0, 68400.0, 2700.0, 600.0]
+    assert clean["video"].tolist() == [271.0, 93600.0, 0.5, 60.0]
+    assert clean["watched"].tolist() == [271.0, 93784.0, 7.0, 8.0]
+    assert sorted(result.quarantined["flown"]) == ["1 month", "2h"]  # as written
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"dtype": "string", "duration": "m:s"}, "apply to number columns only"),
         ({"dtype": "float", "duration": "m:s", "strip": ["s"]}, "no strip, decimal or negative"),
-        ({"dtype": "float", "duration": "mm:ss"}, "'h:m:s', 'm:s' or 'h:m'"),
+        ({"dtype": "float", "duration": "mm:ss"}, "'h:m:s', 'm:s', 'h:m', 'units' or 'iso'"),
     ],
 )
 def test_a_duration_is_a_number_column_read_as_a_clock(fields: dict, message: str) -> None:

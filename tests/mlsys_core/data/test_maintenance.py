@@ -155,7 +155,11 @@ def test_a_commit_whose_part_was_removed_fails_loudly(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400), ("0", 0)]
+    ("text", "seconds"),
+    [
+        *(("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400), ("0", 0), ("2.5", 2.5)),
+        *(("1h 30m", 5400), ("2 days", 172800), ("45 min", 2700)),  # as a duration column
+    ],
 )
 def test_grace_periods_parse(text: str, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds

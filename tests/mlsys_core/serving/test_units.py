@@ -216,6 +216,33 @@ def test_a_length_of_time_is_read_from_a_request_as_the_lake_reads_it():
         record.model_validate({**GOOD, "distance": "3:00:00"})  # past the contract's range
 
 
+@pytest.mark.parametrize(
+    ("duration", "sent", "seconds", "bad", "message"),
+    [
+        ("units", "2h 50m", 10200.0, "3 months", "written with its units \\(as 2h 50m"),
+        ("iso", "PT4M31S", 271.0, "P1M", "written in ISO 8601 \\(as PT4M31S"),
+        ("h:m:s", "0 days 00:04:31", 271.0, "-1 days +23:59:00", "written h:m:s"),
+    ],
+)
+def test_a_length_of_time_in_words_or_iso_8601_is_read_from_a_request_as_the_lake_reads_it(
+    duration: str, sent: str, seconds: float, bad: str, message: str
+):
+    """A fare's ``2h 50m``, an API's ``PT4M31S``, pandas' ``0 days 00:04:31``: a caller sends
+    the value as the data writes it and it is the number the lake holds; what the notation
+    does not write is a 422 that names it."""
+    flights = SPEC.contracts[SPEC.base]
+    rule = ColumnRule(dtype="float", ge=0, le=86400, duration=duration)
+    local = flights.model_copy(update={"columns": {**flights.columns, "distance": rule}})
+    record = record_model(SPEC.model_copy(update={"contracts": {SPEC.base: local}}))
+    lake = clean_table(
+        pd.DataFrame({"distance": [sent]}), TableContract(columns={"distance": rule})
+    )
+    assert record.model_validate({**GOOD, "distance": sent}).distance == seconds
+    assert lake.clean["distance"].tolist() == [seconds]
+    with pytest.raises(ValidationError, match=message):
+        record.model_validate({**GOOD, "distance": bad})
+
+
 def test_batch_bounds():
     batch = batch_model(record_model(SPEC), max_records=2)
     assert len(batch.model_validate({"records": [GOOD, GOOD]}).records) == 2
