@@ -19,6 +19,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from mlsys_core.data.durations import WRITTEN, duration_seconds
+from mlsys_core.data.sources import ascii_minus
 from mlsys_core.spec import ColumnRule, TableContract
 
 REASON = "_quarantine_reason"
@@ -91,17 +92,17 @@ def absent(values: pd.Series, rule: ColumnRule) -> pd.Series:
 def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:
     """Numbers as float64, NaN where a value is none: a number as it is, and text with the
     rule's ``strip`` texts removed, its ``decimal`` mark and its ``negative`` read
-    (``$1,234.50``, ``(1,234.50)``, ``1.234,56-``), or a ``duration`` as seconds."""
+    (``$1,234.50``, ``(1,234.50)``, ``1.234,56-``, ``−5``), or a ``duration`` as seconds."""
     if pd.api.types.is_bool_dtype(values):
         values = values.astype(object)  # True is not a number in a data file
-    if rule.formatted and not pd.api.types.is_numeric_dtype(values):
+    if not pd.api.types.is_numeric_dtype(values):
         values = values.astype(object)
         text = values.map(lambda v: isinstance(v, str)).astype(bool)
         if text.any() and rule.duration is not None:
             values = values.copy()
             values[text] = duration_seconds(values[text].astype(str), rule.duration)
         elif text.any():
-            plain = values[text].astype(str)
+            plain = ascii_minus(values[text].astype(str))
             for mark in rule.strip or []:
                 plain = plain.str.replace(mark, "", regex=False)
             if rule.decimal != ".":
@@ -314,7 +315,7 @@ def _infer(  # noqa: PLR0911 - one answer per kind
     allowed = tolerance * len(present)  # cells that may fail to parse
     failed, parsed = 0, []
     for start in range(0, len(present), _CHUNK):
-        chunk = present.iloc[start : start + _CHUNK]
+        chunk = ascii_minus(present.iloc[start : start + _CHUNK])
         numbers = pd.to_numeric(chunk, errors="coerce")
         failed += int(numbers.isna().sum())
         if failed > allowed:  # too many already: text (stops early on a text column)

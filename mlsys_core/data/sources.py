@@ -437,9 +437,22 @@ def rows_of(lines: list[str], delimiter: str) -> list[list[str]]:
     return rows
 
 
-_COMMA_DECIMAL = re.compile(r"[-+]?(\d{1,3}(\.\d{3})+|\d+),\d+")  # 1.234,56 or 28,04
+# A minus as typesetting writes it (U+2212: a Swedish or Finnish spreadsheet's export, a
+# table copied from Wikipedia), and its small and fullwidth forms.
+_MINUSES = str.maketrans(dict.fromkeys("\u2212\ufe63\uff0d", "-"))
+
+
+def ascii_minus(text: pd.Series) -> pd.Series:
+    """``text`` with every minus sign written ``-``, as pandas reads a number."""
+    return text.str.translate(_MINUSES)
+
+
+# Where ',' marks decimals, '.' or a space groups thousands, one mark throughout a number
+# (1.234,56; 1 234,56 as French and Swedish write it, with a no-break space).
+_GROUP = "[.\u00a0\u202f ]"
+_COMMA_DECIMAL = re.compile(rf"[-+]?(\d{{1,3}}({_GROUP})\d{{3}}(\2\d{{3}})*|\d+),\d+")  # 28,04
 _DOT_DECIMAL = re.compile(r"[-+]?\d+\.\d+")  # 28.04
-_THOUSANDS = re.compile(r"[-+]?\d{1,3}(\.\d{3})+")  # 1.234: either mark could write it
+_THOUSANDS = re.compile(rf"[-+]?\d{{1,3}}({_GROUP})\d{{3}}(\1\d{{3}})*")  # 1.234: either mark
 
 
 PREAMBLE_LINES = 20  # the most lines above a table's header that are looked for
@@ -582,20 +595,21 @@ def _one_width(rows: list[str], delimiter: str) -> int:
 
 def decimal_points(frame: pd.DataFrame, as_written: list[str] | None = None) -> pd.DataFrame:
     """Numbers written with a decimal comma that the reader left as text (thousands grouped
-    by '.', or a stray text in the column) rewritten with a point (``1.234,56`` ->
-    ``1234.56``, ``1.234`` -> ``1234``), so the contract reads them as any number. Only
-    whole groups of three digits are thousands: pandas' own ``thousands`` option would
-    read ``3.5`` as 35. The ``as_written`` columns (codes) are left as they are."""
+    by '.' or a space, a typeset minus, or a stray text in the column) rewritten with a
+    point (``1.234,56`` -> ``1234.56``, ``−1 234,56`` -> ``-1234.56``, ``1.234`` ->
+    ``1234``), so the contract reads them as any number. Only whole groups of three digits
+    are thousands: pandas' own ``thousands`` option would read ``3.5`` as 35. The
+    ``as_written`` columns (codes) are left as they are."""
     for name in frame.columns:
         if frame[name].dtype != object or name in (as_written or ()):
             continue
-        text = frame[name].astype("string")
+        text = ascii_minus(frame[name].astype("string"))
         written = text.str.fullmatch(_COMMA_DECIMAL.pattern) | text.str.fullmatch(
             _THOUSANDS.pattern
         )
         written = written.fillna(False).to_numpy(bool)
         if written.any():
-            pointed = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+            pointed = text.str.replace(_GROUP, "", regex=True).str.replace(",", ".", regex=False)
             frame[name] = frame[name].where(~written, pointed.astype(object))
     return frame
 

@@ -20,6 +20,7 @@ import math
 import os
 import re
 import textwrap
+import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -45,6 +46,7 @@ from mlsys_core.data.sources import (
     WORKBOOKS,
     SourceBytes,
     SourceError,
+    ascii_minus,
     compression_of,
     dates_alone,
     detect_format,
@@ -722,10 +724,11 @@ def type_columns(table: Table) -> None:
                 note = "; ".join(n for n in (note, f"{_quoted(markers)}: no value") if n)
             _time_column(table, name, time_rule, note)
             continue
-        written = None
+        written, column, decimal = None, unmarked[raw_name], table.source.decimal
         if kind == "string":
-            column = unmarked[raw_name]
-            written = _written_duration(column, name) or _written_numbers(column)
+            written = _written_duration(column, name) or _written_numbers(column, decimal)
+        elif column.dtype == object:  # numbers, but some as text (a typeset minus: −2,9)
+            written = _written_numbers(column, decimal)
         if written is not None:
             kind = written.dtype
         if kind in ("int", "float"):
@@ -898,11 +901,18 @@ def _clock_duration(text: pd.Series, name: str) -> ColumnRule | None:
     return ColumnRule(dtype="float", duration="m:s") if named or no_clock else None
 
 
-def _written_numbers(values: pd.Series) -> ColumnRule | None:
-    """How a text column writes numbers, when nearly all of it reads as numbers without its
-    unit or currency and its thousands separators: a rule with ``strip``, ``decimal`` and
-    ``negative`` (its dtype an int when no value has decimals). None for text."""
-    text = values.dropna().astype(str).str.strip()
+def _written_numbers(values: pd.Series, decimal: str = ".") -> ColumnRule | None:
+    """How a column writes numbers as text, when nearly all of it is numbers once its unit
+    or currency, thousands separators and sign are read: a rule with ``strip``,
+    ``decimal`` and ``negative`` (its dtype an int when no value has decimals). Numbers the
+    reader already read count as read; ``decimal`` is the source's mark, which a tie
+    (``1,234``) reads as. None for text."""
+    present = values.dropna()
+    is_text = present.map(lambda v: isinstance(v, str)).astype(bool)
+    read_already = pd.to_numeric(present[~is_text], errors="coerce").dropna()
+    written = present[is_text].astype(str).str.strip()
+    text = ascii_minus(written)
+    typeset = bool((text != written).any())  # −2,9: a text only for its minus sign
     marks = [m for m in _NUMBER_MARKS if text.str.contains(m, regex=False).any()]
     marks += [u for u in units_after_numbers(text) if u not in marks]
     spaced = any(text.str.contains(g, regex=False).any() for g in _GROUP_SPACES)
@@ -917,21 +927,23 @@ def _written_numbers(values: pd.Series) -> ColumnRule | None:
         bare = signs[negative]
     else:
         negative = "-5"
-    if text.empty or not (marks or spaced or grouped or negative != "-5"):
+    if text.empty or not (marks or spaced or grouped or typeset or negative != "-5"):
         return None  # text, or numbers the reader read
     best: tuple[pd.Series, str, str] | None = None
-    for point, group in ((".", ","), (",", ".")):  # a tie reads as English does
+    for point, group in sorted(((".", ","), (",", ".")), key=lambda pair: pair[0] != decimal):
         groups = re.escape(group) + "".join(_GROUP_SPACES) + "'’"
         whole = rf"[+-]?(\d{{1,3}}([{groups}]\d{{3}})+|\d+)"
         read = bare[bare.str.fullmatch(rf"{whole}({re.escape(point)}\d+)?")]
         if best is None or len(read) > len(best[0]):
             best = (read, point, group)
     read, point, group = best  # type: ignore[misc]
-    if len(read) < (1 - NUMBERS_TOLERANCE) * len(text):
+    if len(read) + len(read_already) < (1 - NUMBERS_TOLERANCE) * len(present):
         return None
     separators = (group, *_GROUP_SPACES, "'", "’")
     grouped_by = [g for g in separators if read.str.contains(g, regex=False).any()]
-    integral = not read.str.contains(point, regex=False).any()
+    integral = not read.str.contains(point, regex=False).any() and bool(
+        (read_already % 1 == 0).all()
+    )
     return ColumnRule(
         dtype="int" if integral else "float",
         strip=(marks + grouped_by) or None,
@@ -961,9 +973,11 @@ def _label_rule(
     )
 
 
-# How people and programs write yes and no (a form's "Y", a database's "t", "Ja").
+# How people and programs write yes and no (a form's "Y", a database's "t", "Ja" and "Nej").
 _YES = {"yes", "y", "true", "t", "ja", "oui", "si", "sí", "sim"}
-_NO = {"no", "n", "false", "f", "nein", "non", "não", "nao"}
+_NO = {"no", "n", "false", "f", "nein", "nej", "nei", "nee", "non", "não", "nao"}
+_YES |= {"kyllä", "tak", "igen", "ano", "evet"}  # Finnish, Polish, Hungarian, Czech, Turkish
+_NO |= {"ei", "nie", "nem", "ne", "hayır"}
 
 
 def _yes_of_yes_and_no(values: list[str]) -> list[str]:
@@ -1341,7 +1355,7 @@ def _lookups(
 def _py(value: object) -> str:
     """``value`` as Python source, in the project's style (double quotes)."""
     if isinstance(value, str):  # accents as written: "Gekündigt", not "Gek\u00fcndigt"
-        return json.dumps(value, ensure_ascii=False)
+        return "".join(_visible(c) for c in json.dumps(value, ensure_ascii=False))
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_py(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -1349,6 +1363,14 @@ def _py(value: object) -> str:
     if isinstance(value, datetime | timedelta):
         return _time_py(value)
     return repr(value)
+
+
+def _visible(char: str) -> str:
+    """A character as a reader of the spec can see it: a no-break or narrow space (which
+    groups thousands) or a mark no font draws as its escape, ``\\u00a0``."""
+    if char != " " and unicodedata.category(char) in ("Zs", "Cf"):
+        return f"\\u{ord(char):04x}"
+    return char
 
 
 def _time_py(value: datetime | timedelta) -> str:

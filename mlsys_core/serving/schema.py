@@ -18,7 +18,10 @@ Text rule: a key refuses every control character (C0, DEL, C1) and every bidirec
 control (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), which would make a logged
 value display as something it is not; a category and free text (a text extractor's column)
 allow tab, newline and carriage return, which a quoted field of the data holds (a comment
-over two lines is a category the model learned), but refuse the rest. Refused means a 422
+over two lines is a category the model learned), and the direction marks (U+200E, U+200F,
+U+061C), which Hebrew and Arabic text holds and which reorder no text around them, but
+refuse the embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) and the other
+controls. Refused means a 422
 naming the field; nothing is stripped silently. An empty category or text is a value (a JSON source
 keeps ``""``, and the model learned it as one); an empty key names no entity and is refused.
 A JSON boolean sent for a category or key is the text the lake holds for a boolean cell ("True").
@@ -71,9 +74,10 @@ INT_LIMIT = 2**53 - 1  # the largest integer every JSON parser reads exactly
 FLOAT_LIMIT = 1e15
 
 
-_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_KEY_REFUSED = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
-_TEXT_REFUSED = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]")
+_MARKS = "\u061c\u200e\u200f"  # the direction marks
+_CONTROLS = "\u202a-\u202e\u2066-\u2069"  # embeddings, overrides, isolates
+_KEY_REFUSED = re.compile(f"[\x00-\x1f\x7f-\x9f{_MARKS}{_CONTROLS}]")
+_TEXT_REFUSED = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_CONTROLS}]")
 
 
 def _utf8(value: str) -> str:
@@ -99,7 +103,7 @@ def _text(value: str) -> str:
     if found := _TEXT_REFUSED.search(value):
         raise ValueError(
             f"text must not hold control characters other than tab and newlines, nor "
-            f"bidirectional controls (found U+{ord(found.group()):04X})"
+            f"bidirectional embeddings, overrides or isolates (found U+{ord(found.group()):04X})"
         )
     return value
 
@@ -120,9 +124,10 @@ def _whole(value: Any) -> Any:
 
 # The same rules as JSON Schema patterns, published so clients (and the fuzzer) know them;
 # the validators enforce them with a clearer message than a pattern mismatch.
-_BIDI_PATTERN = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-KEY_PATTERN = rf"^[^\x00-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
-TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI_PATTERN}]*$"
+_MARKS_PATTERN = r"\u061c\u200e\u200f"
+_CONTROLS_PATTERN = r"\u202a-\u202e\u2066-\u2069"
+KEY_PATTERN = rf"^[^\x00-\x1f\x7f-\x9f{_MARKS_PATTERN}{_CONTROLS_PATTERN}]*$"
+TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_CONTROLS_PATTERN}]*$"
 
 
 def _bool_as_text(value: Any) -> Any:

@@ -262,6 +262,7 @@ def test_a_column_named_by_the_entitys_noun_is_its_key_not_a_measure(
             ["Y", "Yes", "yes"],
         ),
         ({"True": 0.7, "False": 0.3}, ["True"]),  # a JSON or Parquet boolean, as the lake holds it
+        ({"Ja": 0.7, "Nej": 0.3}, ["Ja"]),  # a Swedish form's, the more common
         ({"gold": 0.7, "silver": 0.3}, None),  # no yes or no: the user's to say
     ],
 )
@@ -284,7 +285,7 @@ def test_a_label_that_says_yes_or_no_in_any_spelling_is_positive_for_yes(
     assert spec.label.positive == positive
     assert "TODO" not in label_line and "TODO: which class" not in out.read_text()
     labels = make_label(frame, spec.label)
-    yes = frame["answer"].str.lower().isin(["yes", "y", "true"])
+    yes = frame["answer"].str.lower().isin(["yes", "y", "true", "ja"])
     assert labels.tolist() == yes.astype(float).tolist()
 
 
@@ -1527,6 +1528,80 @@ def test_a_spreadsheet_export_with_semicolons_and_decimal_commas_is_read_as_writ
     np.testing.assert_allclose(read["amount"], frame["amount"])
     np.testing.assert_allclose(read["fee"], frame["fee"])
     assert read["booked"].tolist() == times.tolist()
+
+
+def test_a_swedish_export_reads_its_typeset_minus_and_spaced_thousands_as_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Excel in Sweden writes ``−984,09`` and ``19 015,91``: a minus sign (U+2212) and
+    thousands grouped by a no-break space. An amount was left out as "distinct texts", a
+    temperature was a category, and the no-break space was written into the spec as a
+    space no one could see. Every column is numbers now, read from every row."""
+    rng = np.random.default_rng(44)
+    rows = 400
+    amount = np.where(
+        rng.random(rows) < 0.1, rng.normal(25_000, 3_000, rows), -rng.lognormal(6, 1.2, rows)
+    ).round(2)
+    balance = (20_000 + np.cumsum(amount)).round(2)
+    temperature = rng.normal(5, 8, rows).round(1)
+
+    def swedish(value: float, decimals: int = 2) -> str:
+        text = f"{abs(value):,.{decimals}f}".replace(",", "\u00a0").replace(".", ",")
+        return ("\u2212" if value < 0 else "") + text
+
+    frame = pd.DataFrame(
+        {
+            "Bokföringsdag": pd.date_range("2024-01-01", periods=rows, freq="9h").strftime(
+                "%Y-%m-%d"
+            ),
+            "Belopp": [swedish(a) for a in amount],
+            "Saldo": [swedish(b) for b in balance],
+            "Temperatur": [swedish(t, 1) for t in temperature],
+            "Försenad": rng.choice(["Ja", "Nej"], rows, p=[0.2, 0.8]),
+        }
+    )
+    data = tmp_path / "konto.csv"
+    frame.to_csv(data, sep=";", index=False)
+    out = tmp_path / "konto_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "Försenad", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:konto")
+    assert spec.sources[0].decimal == ","
+    rules = spec.contracts["konto"].columns
+    assert {c: rules[c].dtype for c in ("Belopp", "Saldo", "Temperatur")} == dict.fromkeys(
+        ("Belopp", "Saldo", "Temperatur"), "float"
+    )
+    assert {"Belopp", "Saldo", "Temperatur"} <= set(spec.features.numeric)
+    assert spec.label.positive == ["Ja"] and "TODO: which class" not in out.read_text()
+    clean = clean_table(read_source(spec.sources[0]), spec.contracts["konto"])
+    assert len(clean.quarantined) == 0
+    np.testing.assert_allclose(clean.clean["Belopp"], amount)
+    np.testing.assert_allclose(clean.clean["Saldo"], balance)
+    np.testing.assert_allclose(clean.clean["Temperatur"], temperature)
+
+
+def test_a_no_break_space_the_spec_strips_is_written_so_it_can_be_seen(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A price list grouping thousands with a no-break space (``12\u00a0345.50``): the
+    spec strips it, written as its escape, not as a space that reads as an ordinary one."""
+    rng = np.random.default_rng(45)
+    prices = rng.uniform(1_000, 90_000, 300).round(2)
+    frame = pd.DataFrame(
+        {
+            "price": [f"{p:,.2f}".replace(",", "\u00a0") for p in prices],
+            "sold": rng.integers(0, 2, 300),
+        }
+    )
+    data = _write(frame, tmp_path / "prices.csv")
+    out = tmp_path / "prices_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "sold", "-o", str(out))
+    assert code == 0, err
+    assert 'strip=["\\u00a0"]' in out.read_text() and "\u00a0" not in out.read_text()
+    spec = resolve_spec(f"{out}:prices")
+    assert spec.contracts["prices"].columns["price"].strip == ["\u00a0"]
+    clean = clean_table(read_source(spec.sources[0]), spec.contracts["prices"]).clean
+    np.testing.assert_allclose(clean["price"], prices)
 
 
 def test_a_typed_parquet_file_keeps_its_values_and_gets_short_bounds(

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsys_core.data.contract import REASON, ContractError, clean_table
+from mlsys_core.data.contract import REASON, ContractError, clean_table, infer_column_types
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.spec import ColumnRule, TableContract
 
@@ -121,6 +121,16 @@ def test_boundaries_and_allowed_nulls_pass() -> None:
             ["1.234,56-", "12,5 -", "-3", "1.000,00", 4.0],
             [-1234.56, -12.5, -3, 1000, 4],
         ),
+        (  # a minus sign as typesetting and a Swedish Excel write it (U+2212)
+            ColumnRule(dtype="float"),
+            ["\u22125", "\u22121.5", "3", 4.0, "\uff0d2"],
+            [-5, -1.5, 3, 4, -2],
+        ),
+        (
+            ColumnRule(dtype="float", strip=["\u00a0"], decimal=","),
+            ["\u22121\u00a0234,56", "12,5", "\u22120,5"],
+            [-1234.56, 12.5, -0.5],
+        ),
     ],
 )
 def test_numbers_written_as_text_read_as_their_rule_says(rule, written, read) -> None:
@@ -131,6 +141,12 @@ def test_numbers_written_as_text_read_as_their_rule_says(rule, written, read) ->
     # Anything else is quarantined as any text in a number column is.
     bad = clean_table(pd.DataFrame({"amount": ["about 5", "$"]}), contract)
     assert bad.quarantined[REASON].tolist() == ["amount: not a float"] * 2
+
+
+def test_a_typeset_minus_is_a_minus_when_a_column_is_typed() -> None:
+    """An undeclared column of ``−5`` and ``3`` is whole numbers, as ``-5`` and ``3`` are."""
+    frame = pd.DataFrame({"t": ["\u22125", "3"], "x": ["\u22121.5", "2"], "s": ["a\u2212b", "c"]})
+    assert infer_column_types(frame) == {"t": "int", "x": "float", "s": "string"}
 
 
 @pytest.mark.parametrize(

@@ -508,6 +508,41 @@ def test_a_csv_with_semicolons_and_decimal_commas_parses_to_numbers(tmp_path: Pa
         SourceSpec(name="export", path=str(path), decimal=",")
 
 
+def test_a_swedish_export_with_space_groups_and_a_typeset_minus_parses_to_numbers(
+    tmp_path: Path,
+) -> None:
+    """Excel in Sweden writes ``−1 234,56``: a minus sign (U+2212) and thousands grouped by
+    a no-break space. Each number the reader left as text reads as the file means it, in a
+    column of small and large numbers alike; a text column keeps its dashes and spaces."""
+    path = tmp_path / "konto.csv"
+    rows = ["Belopp;Saldo;Temperatur;Text", "−984,09;19\u00a0015,91;−2,9;Hyra − april"]
+    rows += ["25\u00a0000,00;44\u00a0015,91;9,7;123 45", "−11\u00a0272,30;987,61;2,0;a−b"]
+    rows += ["−1\u202f234\u202f567,5;−5\u00a0000,00;−0,5;−"]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    source = SourceSpec(name="konto", path=str(path), delimiter=";", decimal=",")
+    frame = parse_source(read_source_bytes(source))
+    number = ColumnRule(dtype="float")
+    contract = TableContract(
+        columns={
+            "Belopp": number,
+            "Saldo": number,
+            "Temperatur": number,
+            "Text": ColumnRule(dtype="string"),
+        }
+    )
+    cleaned = clean_table(frame, contract)
+    assert cleaned.reasons == {}
+    assert cleaned.clean["Belopp"].tolist() == [-984.09, 25000.0, -11272.3, -1234567.5]
+    assert cleaned.clean["Saldo"].tolist() == [19015.91, 44015.91, 987.61, -5000.0]
+    assert cleaned.clean["Temperatur"].tolist() == [-2.9, 9.7, 2.0, -0.5]
+    assert cleaned.clean["Text"].tolist() == [
+        "Hyra − april",
+        "123 45",
+        "a−b",
+        "−",
+    ]  # a postal code too
+
+
 def test_a_column_written_across_others_is_joined_as_the_file_writes_them(
     tmp_path: Path,
 ) -> None:

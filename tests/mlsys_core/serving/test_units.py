@@ -490,15 +490,36 @@ def test_keys_and_categories_refuse_control_and_bidi_characters(value):
     assert key.match(value) is None  # the published pattern says the same
     assert key.match("Ünïcode ✈ ok") is not None
     assert record.model_validate({**GOOD, "carrier": "Ünïcode ✈ ok"}).carrier == "Ünïcode ✈ ok"
-    # A category (plane_engine is no key) refuses them too, but for a line break.
+    # A category (plane_engine is no key) refuses them too, but for a line break and a
+    # direction mark (Hebrew and Arabic text holds them).
     text = re.compile(TEXT_PATTERN.removesuffix("$") + r"\Z")
-    if value == "UA\n":
+    if value in ("UA\n", "UA\u200f"):
         assert record.model_validate({**GOOD, "plane_engine": value}).plane_engine == value
         assert text.match(value) is not None
     else:
         with pytest.raises(ValidationError, match="control characters other than tab"):
             record.model_validate({**GOOD, "plane_engine": value})
         assert text.match(value) is None
+
+
+def test_a_category_written_with_direction_marks_is_served_as_the_lake_holds_it(tmp_path):
+    """A Hebrew export marks a city's direction (U+200F, a right-to-left mark, as Excel
+    and chat exports write it; U+200E and the Arabic letter mark alike): the lake keeps the
+    marks and the model learns the value with them, so a request may send it as held. A
+    key still refuses them, and a category still refuses an override (U+202E)."""
+    path = tmp_path / "orders.csv"
+    path.write_text("id,city\n1,\u200fתל אביב\n2,\u061cالقاهرة\n3,Paris\u200e\n", encoding="utf-8")
+    raw = read_source(SourceSpec(name="orders", path=str(path)))
+    held = clean_table(raw, TableContract(columns={"city": ColumnRule(dtype="string")}))
+    values = held.clean["city"].tolist()
+    assert values == ["\u200fתל אביב", "\u061cالقاهرة", "Paris\u200e"]
+    record = record_model(SPEC)
+    for value in values:
+        assert record.model_validate({**GOOD, "plane_engine": value}).plane_engine == value
+        with pytest.raises(ValidationError, match="a key must not hold"):
+            record.model_validate({**GOOD, "carrier": value})
+    with pytest.raises(ValidationError, match="embeddings, overrides or isolates"):
+        record.model_validate({**GOOD, "plane_engine": "\u202eתל אביב"})
 
 
 def test_a_category_the_data_writes_over_two_lines_is_served_as_it_is_held(tmp_path):
