@@ -107,11 +107,22 @@ def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:
                 plain = plain.str.replace(mark, "", regex=False)
             if rule.decimal != ".":
                 plain = plain.str.replace(rule.decimal, ".", regex=False)
-            plain = plain.str.strip()
-            plain = minus_first(plain, rule.negative)
+            plain = minus_first(plain.str.strip(), rule.negative)
             values = values.copy()
-            values[text] = plain
+            values[text] = _multiplied(plain, rule.suffixes) if rule.suffixes else plain
     return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
+def _multiplied(text: pd.Series, suffixes: dict[str, float]) -> pd.Series:
+    """Numbers written with a suffix that multiplies them (``1.2K``, ``3 M``) as numbers;
+    NaN where a text is no number once its suffix is read."""
+    times = pd.Series(1.0, index=text.index)
+    read = pd.Series(False, index=text.index)
+    for suffix in sorted(suffixes, key=len, reverse=True):  # "Bn" before "B"
+        ends = text.str.endswith(suffix) & ~read
+        text = text.where(~ends, text.str[: -len(suffix)].str.rstrip())
+        times, read = times.where(~ends, suffixes[suffix]), read | ends
+    return pd.to_numeric(text, errors="coerce") * times
 
 
 def minus_first(text: pd.Series, negative: str) -> pd.Series:
@@ -131,7 +142,12 @@ def number_notation(rule: ColumnRule) -> str:
     parts = [f"without {', '.join(map(repr, rule.strip))}"] if rule.strip else []
     parts += [f"with {rule.decimal!r} for decimals"] if rule.decimal != "." else []
     parts += [f"{rule.negative!r} for -5"] if rule.negative != "-5" else []
+    parts += [f"{suffix!r} for x{_times(times)}" for suffix, times in (rule.suffixes or {}).items()]
     return f"a number, or text as the data writes it ({'; '.join(parts)})"
+
+
+def _times(factor: float) -> str:
+    return f"{factor:,.0f}" if factor.is_integer() else f"{factor:g}"
 
 
 def _as_written(value: object) -> str | None:

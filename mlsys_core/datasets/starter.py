@@ -697,8 +697,17 @@ def type_columns(table: Table) -> None:
     """Every column of ``table`` typed (from its sample), with the range and nullability
     of all its rows."""
     frame, sample = table.frame, table.sample
-    # A '?' for no value is no evidence against numbers: typed as if null.
-    unmarked = sample.apply(lambda c: c.where(~c.map(_no_value_text)) if c.dtype == object else c)
+    # A '?' for no value, or a text that stands in for one, is no evidence against numbers:
+    # typed as if null.
+    stand_ins = {name: _stand_ins(sample[name]) for name in sample.columns}
+
+    def unmark(values: pd.Series) -> pd.Series:
+        if values.dtype != object:
+            return values
+        texts = values.map(lambda v: isinstance(v, str) and v.strip() in stand_ins[values.name])
+        return values.where(~(values.map(_no_value_text) | texts).astype(bool))
+
+    unmarked = sample.apply(unmark)
     types = infer_column_types(unmarked, tolerance=NUMBERS_TOLERANCE)
     for raw_name in frame.columns:
         name = str(raw_name)
@@ -719,7 +728,7 @@ def type_columns(table: Table) -> None:
             continue
         time_rule, note = _time_rule(unmarked[raw_name], name, kind)
         if time_rule is not None:
-            if markers := _markers(values):  # "-" for a date not yet known
+            if markers := sorted({*_markers(values), *stand_ins[raw_name]}):  # "-": not yet
                 time_rule = time_rule.model_copy(update={"missing": markers})
                 note = "; ".join(n for n in (note, f"{_quoted(markers)}: no value") if n)
             _time_column(table, name, time_rule, note)
@@ -732,16 +741,20 @@ def type_columns(table: Table) -> None:
         if written is not None:
             kind = written.dtype
         if kind in ("int", "float"):
-            table.columns[name] = _number_column(name, values, written or ColumnRule(dtype=kind))
+            rule = written or ColumnRule(dtype=kind)
+            table.columns[name] = _number_column(name, values, rule, stand_ins[raw_name])
             continue
         table.columns[name] = Column(
             name, "string", nullable, ColumnRule(dtype="string", nullable=nullable)
         )
 
 
-def _number_column(name: str, values: pd.Series, written: ColumnRule) -> Column:
+def _number_column(
+    name: str, values: pd.Series, written: ColumnRule, stand_ins: list[str] | None = None
+) -> Column:
     """``name`` typed as numbers read by ``written`` (its notation), with the range of every
-    row; texts that stand for no value become its ``missing``, other stray texts a TODO."""
+    row; texts that stand for no value (``MISSING_TEXTS``, and the column's ``stand_ins``,
+    with a TODO) become its ``missing``, other stray texts a TODO."""
     kind, nullable = written.dtype, bool(values.isna().any())
     parsed = read_numbers(values, written)
     numbers = parsed.dropna()
@@ -761,25 +774,51 @@ def _number_column(name: str, values: pd.Series, written: ColumnRule) -> Column:
             notes.append(f"TODO: {len(units)} units ({', '.join(units)}) read alike")
         if written.duration == "m:s" and not read.str.contains(r"\d:\d+:|\.", regex=True).any():
             notes.append('TODO: minutes:seconds? duration="h:m" reads 1:05 as 1 h 5 min')
-    marked = stray.map(_no_value_text).astype(bool)
+    told = stray.astype(str).str.strip()
+    standing = told.isin(stand_ins or []).to_numpy(bool)
+    marked = stray.map(_no_value_text).to_numpy(bool) | standing
     if marked.any():  # "?" for no value, as the UCI repository writes it
-        markers = _markers(stray)
+        markers = sorted({*_markers(stray), *told[standing]})
         nullable = True
         rule = rule.model_copy(update={"nullable": True, "missing": markers})
-        notes.append(f"{_quoted(markers)}: no value ({int(marked.sum())} rows)")
-    header = (stray.astype(str).str.strip() == name).to_numpy(bool) & ~marked.to_numpy(bool)
+        note = f"{_quoted(markers)}: no value ({int(marked.sum())} rows)"
+        notes.append(f"TODO: {note}" if standing.any() else note)  # a stand-in is a guess
+    header = (told == name).to_numpy(bool) & ~marked
     if header.any():  # cat a.csv b.csv: the second file's header is a row of the first
         notes.append(
             f"TODO: {int(header.sum())} lines repeat the header (files joined end to end?): "
             "their rows are quarantined"
         )
-    if len(stray := stray[~marked.to_numpy(bool) & ~header]):
+    if len(stray := stray[~marked & ~header]):
         seen = ", ".join(repr(v) for v in list(dict.fromkeys(map(str, stray)))[:3])
         notes.append(
             f"TODO: {len(stray)} values are not numbers ({seen}): their rows are "
             "quarantined; make them null at the source or clean them"
         )
     return Column(name, kind, nullable, rule, "; ".join(notes))
+
+
+MAX_STAND_INS = 2
+STAND_IN_SHARE = 0.01  # of a column's texts: a text once in a while is a stray value
+
+
+def _stand_ins(values: pd.Series) -> list[str]:
+    """Texts without a digit that stand in a column of numbers for a value it lacks (an
+    app store's "Varies with device", a review site's "tbd"): at most two, each repeated,
+    among texts at least half of which hold a digit. A one-off text ("ask us") and the
+    column's own name (a header repeated by files joined end to end) are no stand-ins."""
+    if values.dtype != object:
+        return []
+    text = values[values.map(lambda v: isinstance(v, str))].astype(str).str.strip()
+    digits = text.str.contains(r"\d", regex=True)
+    if text.empty or digits.mean() < 0.5:  # noqa: PLR2004
+        return []
+    counts = text[~digits].value_counts()
+    words = [w for w in counts.index if re.search(r"[^\W\d_]", w) and w != str(values.name)]
+    if not 0 < len(words) <= MAX_STAND_INS:
+        return []
+    least = max(2, STAND_IN_SHARE * len(text))
+    return sorted(w for w in words if counts[w] >= least)
 
 
 def _no_value_text(value: object) -> bool:
@@ -813,7 +852,11 @@ MISSING_TEXTS = {
 
 # What a spreadsheet writes numbers with: a unit or a currency (26.6%, $1,234.50, 1.234,56 €),
 # and spaces that group thousands (1 234,56).
-_NUMBER_MARKS = ("%", "$", "€", "£", "¥", "₹", "CHF", "EUR", "USD", "GBP")
+_NUMBER_MARKS = ("%", "$", "€", "£", "¥", "₹", "CHF", "EUR", "USD", "GBP", "+")  # 10,000+
+# Suffixes that multiply a number (1.2K likes, 14.2M bytes, $1.5B): read as such when a
+# column writes two of them, or one after a decimal (an id such as 12B writes neither).
+MAGNITUDES = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "bn": 1e9, "Bn": 1e9}
+_MAGNITUDE = re.compile(r"^(.*\d)\s?(k|K|M|B|bn|Bn)$")
 _GROUP_SPACES = (" ", "\xa0", "\u202f")
 
 
@@ -903,16 +946,23 @@ def _clock_duration(text: pd.Series, name: str) -> ColumnRule | None:
 
 def _written_numbers(values: pd.Series, decimal: str = ".") -> ColumnRule | None:
     """How a column writes numbers as text, when nearly all of it is numbers once its unit
-    or currency, thousands separators and sign are read: a rule with ``strip``,
-    ``decimal`` and ``negative`` (its dtype an int when no value has decimals). Numbers the
-    reader already read count as read; ``decimal`` is the source's mark, which a tie
-    (``1,234``) reads as. None for text."""
+    or currency, thousands separators, sign and magnitude are read: a rule with ``strip``,
+    ``decimal``, ``negative`` and ``suffixes`` (its dtype an int when no value has
+    decimals). Numbers the reader already read count as read; ``decimal`` is the source's
+    mark, which a tie (``1,234``) reads as. None for text."""
     present = values.dropna()
     is_text = present.map(lambda v: isinstance(v, str)).astype(bool)
     read_already = pd.to_numeric(present[~is_text], errors="coerce").dropna()
     written = present[is_text].astype(str).str.strip()
     text = ascii_minus(written)
     typeset = bool((text != written).any())  # −2,9: a text only for its minus sign
+    scaled = text.str.extract(_MAGNITUDE)
+    used = scaled[1].dropna()
+    suffixes = None
+    decimals = scaled[0][used.index].str.contains(r"\d[.,]\d", regex=True)
+    if len({MAGNITUDES[s] for s in used}) > 1 or decimals.any():
+        suffixes = {s: MAGNITUDES[s] for s in sorted(set(used))}
+        text = scaled[0].str.strip().fillna(text)  # the number before it
     marks = [m for m in _NUMBER_MARKS if text.str.contains(m, regex=False).any()]
     marks += [u for u in units_after_numbers(text) if u not in marks]
     spaced = any(text.str.contains(g, regex=False).any() for g in _GROUP_SPACES)
@@ -927,7 +977,7 @@ def _written_numbers(values: pd.Series, decimal: str = ".") -> ColumnRule | None
         bare = signs[negative]
     else:
         negative = "-5"
-    if text.empty or not (marks or spaced or grouped or typeset or negative != "-5"):
+    if text.empty or not (marks or spaced or grouped or typeset or suffixes or negative != "-5"):
         return None  # text, or numbers the reader read
     best: tuple[pd.Series, str, str] | None = None
     for point, group in sorted(((".", ","), (",", ".")), key=lambda pair: pair[0] != decimal):
@@ -945,10 +995,11 @@ def _written_numbers(values: pd.Series, decimal: str = ".") -> ColumnRule | None
         (read_already % 1 == 0).all()
     )
     return ColumnRule(
-        dtype="int" if integral else "float",
+        dtype="int" if integral and not suffixes else "float",
         strip=(marks + grouped_by) or None,
         decimal=point,
         negative=negative,
+        suffixes=suffixes,
     )
 
 
@@ -1678,7 +1729,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         keys=keys,
         time=time,
         text=text,
-        todos=sum("# TODO" in line for line in text.splitlines()),
+        todos=sum("TODO" in line.partition("#")[2] for line in text.splitlines()),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Literal
@@ -192,7 +193,9 @@ class ColumnRule(_Frozen):
     as written, in its unit), ``strip=["$", ","]`` reads ``$1,234.50`` as 1234.5, and
     ``strip=["€", "."], decimal=","`` reads ``1.234,56 €`` as 1234.56. ``negative`` says how
     such text marks a negative: ``"(5)"`` as accounts write ``(1,234.50)``, ``"5-"`` as SAP
-    exports write ``1.234,56-``; a leading minus reads with either.
+    exports write ``1.234,56-``; a leading minus reads with either. ``suffixes`` multiply
+    a number written with one (``{"K": 1e3, "M": 1e6}`` reads ``1.2K`` as 1200 and ``3M``
+    as 3e6, as a store writes an app's size or a site its views).
 
     ``missing`` names the texts that mean no value (``["?"]``): read as null by the lake,
     a stream's events and a request alike, so the column must be ``nullable``.
@@ -237,6 +240,10 @@ class ColumnRule(_Frozen):
         description="Texts that mean no value in this column ('?' as the UCI repository "
         "writes it, '-' as a report does): null, wherever the column is read.",
     )
+    suffixes: dict[str, float] | None = Field(
+        default=None,
+        description="Suffixes that multiply a number written as text ({'K': 1000}: 1.2K is 1200).",
+    )
     duration: Literal["h:m:s", "m:s", "h:m", "units", "iso"] | None = Field(
         default=None,
         description="A length of time, read as seconds: written as a clock (01:04:31, 4:31), "
@@ -251,6 +258,7 @@ class ColumnRule(_Frozen):
             self.strip is not None
             or self.decimal != "."
             or self.negative != "-5"
+            or self.suffixes is not None
             or self.duration is not None
         )
 
@@ -258,20 +266,30 @@ class ColumnRule(_Frozen):
     def _number_options(self) -> ColumnRule:
         if self.formatted and self.dtype not in ("int", "float"):
             raise ValueError(
-                f"strip, decimal, negative and duration apply to number columns only, "
-                f"not {self.dtype}"
+                f"strip, decimal, negative, suffixes and duration apply to number columns "
+                f"only, not {self.dtype}"
             )
         if self.duration is not None and (
-            self.strip is not None or self.decimal != "." or self.negative != "-5"
+            self.strip is not None
+            or self.decimal != "."
+            or self.negative != "-5"
+            or self.suffixes is not None
         ):
-            raise ValueError("a duration is read by its notation: no strip, decimal or negative")
+            raise ValueError(
+                "a duration is read by its notation: no strip, decimal, negative or suffixes"
+            )
         marks = {self.decimal, "-", *(("(", ")") if self.negative == "(5)" else ())}
-        for text in self.strip or []:
+        for text in [*(self.strip or []), *(self.suffixes or {})]:
             if not text or any(c.isdecimal() or c in marks for c in text):
                 raise ValueError(
-                    f"strip {text!r}: a text to remove holds no digit, no minus and no "
+                    f"{text!r}: a text to remove or a suffix holds no digit, no minus and no "
                     f"decimal mark ({self.decimal!r})"
                 )
+        for suffix, times in (self.suffixes or {}).items():
+            if not suffix.strip():
+                raise ValueError("a suffix is a text after the number, such as 'K'")
+            if not (math.isfinite(times) and times > 0):
+                raise ValueError(f"suffix {suffix!r} multiplies by a positive number, not {times}")
         return self
 
     @model_validator(mode="after")

@@ -1604,6 +1604,63 @@ def test_a_no_break_space_the_spec_strips_is_written_so_it_can_be_seen(
     np.testing.assert_allclose(clean["price"], prices)
 
 
+def test_an_app_stores_sizes_installs_and_stand_ins_are_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An app store's listing writes a size as ``14.2M`` or ``201k`` (and "Varies with
+    device"), installs as ``10,000+`` and a user score as ``7.5`` or "tbd": each was a
+    category; a price of ``0``, or ``$4.99`` for the few paid apps, quarantined every paid
+    app. Sizes are numbers with their ``suffixes``, installs with the ``+`` stripped,
+    prices with the ``$``, and a text that stands in among numbers is no value, with a
+    TODO; a plan's ``5M`` and ``10M``, one suffix and no decimals, stay a category."""
+    rng = np.random.default_rng(45)
+    rows = 500
+    size = rng.lognormal(2.8, 1.2, rows).round(1)
+    varies = rng.random(rows) < 0.15
+    installs = 10 ** rng.integers(2, 9, rows)
+    score = rng.uniform(0, 10, rows).round(1)
+    tbd = rng.random(rows) < 0.2
+    price = np.where(rng.random(rows) < 0.08, rng.choice([0.99, 4.99, 14.99], rows), 0.0)
+    frame = pd.DataFrame(
+        {
+            "Size": np.where(
+                varies,
+                "Varies with device",
+                [f"{int(s * 1000)}k" if s < 1 else f"{s}M" for s in size],
+            ),
+            "Installs": [f"{i:,}+" for i in installs],
+            "User_Score": np.where(tbd, "tbd", score.astype(str)),
+            "Price": [f"${p}" if p else "0" for p in price],
+            "Plan": rng.choice(["5M", "10M", "20M"], rows),
+            "Top Rated": rng.choice(["Yes", "No"], rows),
+        }
+    )
+    data = _write(frame, tmp_path / "apps.csv")
+    out = tmp_path / "apps_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "Top Rated", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:apps")
+    rules = spec.contracts["apps"].columns
+    assert rules["Size"].suffixes == {"M": 1e6, "k": 1e3}
+    assert rules["Size"].missing == ["Varies with device"]
+    assert (rules["Installs"].dtype, rules["Installs"].strip) == ("int", ["+", ","])
+    assert (rules["User_Score"].dtype, rules["User_Score"].missing) == ("float", ["tbd"])
+    assert (rules["Price"].dtype, rules["Price"].strip) == ("float", ["$"])
+    assert rules["Plan"].dtype == "string"
+    assert {"Size", "Installs", "User_Score"} <= set(spec.features.numeric)
+    assert "TODO: 'Varies with device': no value" in _said(out)
+    assert "TODO: 'tbd': no value" in _said(out)
+    clean = clean_table(read_source(spec.sources[0]), spec.contracts["apps"])
+    assert len(clean.quarantined) == 0
+    sizes = np.where(size < 1, (size * 1000).astype(int) * 1e3, size * 1e6)
+    np.testing.assert_allclose(clean.clean["Size"].to_numpy(float), np.where(varies, np.nan, sizes))
+    assert clean.clean["Installs"].tolist() == installs.tolist()
+    assert clean.clean["Price"].tolist() == price.tolist()
+    np.testing.assert_allclose(
+        clean.clean["User_Score"].to_numpy(float), np.where(tbd, np.nan, score)
+    )
+
+
 def test_a_typed_parquet_file_keeps_its_values_and_gets_short_bounds(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

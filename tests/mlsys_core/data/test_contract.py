@@ -126,6 +126,16 @@ def test_boundaries_and_allowed_nulls_pass() -> None:
             ["\u22125", "\u22121.5", "3", 4.0, "\uff0d2"],
             [-5, -1.5, 3, 4, -2],
         ),
+        (  # an app store's sizes, a site's views: a suffix multiplies
+            ColumnRule(dtype="float", suffixes={"k": 1e3, "M": 1e6}),
+            ["14.2M", "201k", "3 M", 5.0, "-2k"],
+            [14.2e6, 201e3, 3e6, 5, -2e3],
+        ),
+        (
+            ColumnRule(dtype="float", strip=["$"], negative="(5)", suffixes={"B": 1e9, "Bn": 1e9}),
+            ["$1.5B", "($2Bn)", "$7"],
+            [1.5e9, -2e9, 7],
+        ),
         (
             ColumnRule(dtype="float", strip=["\u00a0"], decimal=","),
             ["\u22121\u00a0234,56", "12,5", "\u22120,5"],
@@ -158,6 +168,11 @@ def test_a_typeset_minus_is_a_minus_when_a_column_is_typed() -> None:
         ({"dtype": "float", "strip": ["."]}, "no decimal mark ('.')"),
         ({"dtype": "float", "strip": [","], "decimal": ","}, "no decimal mark (',')"),
         ({"dtype": "float", "strip": [""]}, "holds no digit"),
+        ({"dtype": "string", "suffixes": {"K": 1e3}}, "apply to number columns only"),
+        ({"dtype": "float", "suffixes": {"1K": 1e3}}, "holds no digit"),
+        ({"dtype": "float", "suffixes": {" ": 1e3}}, "a suffix is a text after the number"),
+        ({"dtype": "float", "suffixes": {"K": 0}}, "multiplies by a positive number"),
+        ({"dtype": "float", "suffixes": {"K": 1e3}, "duration": "units"}, "no strip, decimal"),
         ({"dtype": "string", "negative": "(5)"}, "apply to number columns only"),
         ({"dtype": "float", "strip": ["(", ")"], "negative": "(5)"}, "no minus"),
         ({"dtype": "float", "strip": [" -"]}, "no minus"),
@@ -318,7 +333,7 @@ def test_a_length_of_time_written_with_units_or_in_iso_8601_is_its_seconds(live:
     ("fields", "message"),
     [
         ({"dtype": "string", "duration": "m:s"}, "apply to number columns only"),
-        ({"dtype": "float", "duration": "m:s", "strip": ["s"]}, "no strip, decimal or negative"),
+        ({"dtype": "float", "duration": "m:s", "strip": ["s"]}, "no strip, decimal, negative"),
         ({"dtype": "float", "duration": "mm:ss"}, "'h:m:s', 'm:s', 'h:m', 'units' or 'iso'"),
     ],
 )

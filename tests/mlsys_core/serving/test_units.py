@@ -243,6 +243,35 @@ def test_a_length_of_time_in_words_or_iso_8601_is_read_from_a_request_as_the_lak
         record.model_validate({**GOOD, "distance": bad})
 
 
+def test_a_number_written_with_a_magnitude_is_read_from_a_request_as_the_lake_reads_it():
+    """An app's size as the store writes it (``14.2M``, ``201k``): a caller sends it so, or
+    the number; a suffix the column does not write is a 422 that names the ones it does;
+    ``missing`` reads the store's "Varies with device" as no value."""
+    flights = SPEC.contracts[SPEC.base]
+    rule = ColumnRule(
+        dtype="float",
+        nullable=True,
+        ge=0,
+        le=1e9,
+        suffixes={"k": 1e3, "M": 1e6},
+        missing=["Varies with device"],
+    )
+    local = flights.model_copy(update={"columns": {**flights.columns, "distance": rule}})
+    record = record_model(SPEC.model_copy(update={"contracts": {SPEC.base: local}}))
+    written = ["14.2M", "201k", "Varies with device"]
+    lake = clean_table(
+        pd.DataFrame({"distance": written}), TableContract(columns={"distance": rule})
+    )
+    sent = [record.model_validate({**GOOD, "distance": v}).distance for v in written]
+    assert sent[:2] == lake.clean["distance"].tolist()[:2] == [14.2e6, 201e3]
+    assert sent[2] is None and lake.clean["distance"].isna().tolist() == [False, False, True]
+    assert record.model_validate({**GOOD, "distance": 14.2e6}).distance == 14.2e6
+    with pytest.raises(ValidationError, match="'k' for x1,000; 'M' for x1,000,000"):
+        record.model_validate({**GOOD, "distance": "3G"})
+    with pytest.raises(ValidationError, match="less than or equal to 1000000000"):
+        record.model_validate({**GOOD, "distance": "2000M"})
+
+
 def test_batch_bounds():
     batch = batch_model(record_model(SPEC), max_records=2)
     assert len(batch.model_validate({"records": [GOOD, GOOD]}).records) == 2
