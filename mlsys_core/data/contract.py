@@ -78,15 +78,29 @@ _NEGATIVE = {"(5)": r"^\(\s*(.*?)\s*\)$", "5-": r"^(.*?)\s*-$"}
 
 def means_no_value(value: object, rule: ColumnRule) -> bool:
     """Whether ``value`` is a text the column's data writes for no value (``rule.missing``:
-    ``?``, ``-``), spaces around it aside."""
-    return bool(rule.missing) and isinstance(value, str) and value.strip() in rule.missing
+    ``?``, ``-``), spaces around it aside, or, in a column of numbers or times, a blank
+    text (a spreadsheet's ``" "`` for a total not yet known)."""
+    if not isinstance(value, str):
+        return False
+    said = value.strip()
+    return (not said and rule.dtype != "string") or (bool(rule.missing) and said in rule.missing)
 
 
 def absent(values: pd.Series, rule: ColumnRule) -> pd.Series:
-    """``values`` with the texts that mean no value in the column as nulls."""
-    if not rule.missing or values.dtype != object:
+    """``values`` with the texts that mean no value in the column as nulls (as
+    ``means_no_value`` reads one, over a whole column at once)."""
+    if values.dtype != object or (not rule.missing and rule.dtype == "string"):
         return values
-    return values.where(~values.map(lambda v: means_no_value(v, rule)).astype(bool), None)
+    try:
+        text = values.str
+    except AttributeError:  # not one text among them
+        return values
+    gone = pd.Series(False, index=values.index)
+    if rule.dtype != "string":
+        gone |= text.isspace().eq(True) | values.eq("")
+    if rule.missing:
+        gone |= text.strip().isin(rule.missing)
+    return values.where(~gone, None)
 
 
 def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:

@@ -613,8 +613,9 @@ def _number(value: float, dtype: str, up: bool = False) -> float | int:
 def _time_column(table: Table, name: str, time_rule: ColumnRule, note: str) -> None:
     """``name`` typed as a time read by ``time_rule``, bounded by the times of all rows."""
     values = table.frame[name]
-    nullable = bool(values.isna().any()) or bool(time_rule.missing)
-    table.parsed[name] = to_utc_datetimes(absent(values, time_rule), time_rule)
+    present = absent(values, time_rule)  # a blank text is no value, as a missing one is
+    nullable = bool(present.isna().any())
+    table.parsed[name] = to_utc_datetimes(present, time_rule)
     bounds, far = _time_bounds(table.parsed[name].dropna())
     rule = time_rule.model_copy(update={"nullable": nullable, **bounds})
     note = "; ".join(n for n in (note, far) if n)
@@ -777,11 +778,12 @@ def _number_column(
     told = stray.astype(str).str.strip()
     standing = told.isin(stand_ins or []).to_numpy(bool)
     marked = stray.map(_no_value_text).to_numpy(bool) | standing
-    if marked.any():  # "?" for no value, as the UCI repository writes it
+    if marked.any():  # "?" for no value, as the UCI repository writes it; or blank
         markers = sorted({*_markers(stray), *told[standing]})
         nullable = True
-        rule = rule.model_copy(update={"nullable": True, "missing": markers})
-        note = f"{_quoted(markers)}: no value ({int(marked.sum())} rows)"
+        rule = rule.model_copy(update={"nullable": True, "missing": markers or None})
+        said = [*map(repr, markers), *(["blank"] if (told == "").any() else [])]
+        note = f"{', '.join(said)}: no value ({int(marked.sum())} rows)"
         notes.append(f"TODO: {note}" if standing.any() else note)  # a stand-in is a guess
     header = (told == name).to_numpy(bool) & ~marked
     if header.any():  # cat a.csv b.csv: the second file's header is a row of the first
@@ -822,8 +824,9 @@ def _stand_ins(values: pd.Series) -> list[str]:
 
 
 def _no_value_text(value: object) -> bool:
-    """Whether ``value`` is a text that stands for no value (``MISSING_TEXTS``)."""
-    return isinstance(value, str) and value.strip() in MISSING_TEXTS
+    """Whether ``value`` is a text that stands for no value (``MISSING_TEXTS``, or blank,
+    which the contract reads as no value among numbers and times)."""
+    return isinstance(value, str) and (value.strip() in MISSING_TEXTS or not value.strip())
 
 
 def _markers(values: pd.Series) -> list[str]:

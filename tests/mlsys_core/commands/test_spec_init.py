@@ -1661,6 +1661,48 @@ def test_an_app_stores_sizes_installs_and_stand_ins_are_numbers(
     )
 
 
+def test_a_blank_text_among_numbers_and_times_is_no_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A telecom's churn export writes ``" "`` for the total charges of a customer in their
+    first month, and a cancellation date for those who left: each new customer's row was
+    quarantined ("not numbers (' ')"), so the service could score no new customer. Blank
+    is no value: the columns are nullable and every row passes."""
+    rng = np.random.default_rng(46)
+    rows = 500
+    tenure = rng.integers(0, 72, rows)
+    monthly = rng.uniform(20, 110, rows).round(2)
+    left = rng.random(rows) < 0.3
+    frame = pd.DataFrame(
+        {
+            "customerID": [f"{i:04d}-ABCDE" for i in range(rows)],
+            "signup": pd.date_range("2023-01-01", periods=rows, freq="13h").strftime("%Y-%m-%d"),
+            "tenure": tenure,
+            "TotalCharges": [
+                " " if t == 0 else f"{m * t:.2f}" for t, m in zip(tenure, monthly, strict=True)
+            ],
+            "cancelled": np.where(left, pd.Timestamp("2024-01-01").strftime("%Y-%m-%d"), " "),
+            "Churn": np.where(left, "Yes", "No"),
+        }
+    )
+    data = _write(frame, tmp_path / "telco.csv")
+    out = tmp_path / "telco_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "Churn", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    spec = resolve_spec(f"{out}:telco")
+    rules = spec.contracts["telco"].columns
+    assert (rules["TotalCharges"].dtype, rules["TotalCharges"].nullable) == ("float", True)
+    assert rules["TotalCharges"].missing is None  # blank needs no naming
+    assert spec.event_timestamp == "signup"
+    assert (rules["cancelled"].dtype, rules["cancelled"].nullable) == ("datetime", True)
+    assert f"blank: no value ({int((tenure == 0).sum())} rows)" in _said(out)
+    clean = clean_table(read_source(spec.sources[0]), spec.contracts["telco"])
+    assert len(clean.quarantined) == 0
+    assert clean.clean["TotalCharges"].isna().tolist() == (tenure == 0).tolist()
+    assert clean.clean["cancelled"].isna().tolist() == (~left).tolist()
+
+
 def test_a_typed_parquet_file_keeps_its_values_and_gets_short_bounds(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

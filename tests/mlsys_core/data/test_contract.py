@@ -153,6 +153,36 @@ def test_numbers_written_as_text_read_as_their_rule_says(rule, written, read) ->
     assert bad.quarantined[REASON].tolist() == ["amount: not a float"] * 2
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_a_blank_text_among_numbers_or_times_is_no_value(live: bool) -> None:
+    """A spreadsheet writes ``" "`` for a total not yet known (a telecom's new customers):
+    no value in a column of numbers or times, in the lake and a stream alike, so a nullable
+    column keeps the row and another quarantines it for its null; a text column keeps it."""
+    contract = TableContract(
+        columns={
+            "total": ColumnRule(dtype="float", nullable=True),
+            "since": ColumnRule(dtype="datetime", nullable=True),
+            "count": ColumnRule(dtype="int"),
+            "note": ColumnRule(dtype="string"),
+        }
+    )
+    frame = pd.DataFrame(
+        {
+            "total": [" ", "29.85", "", "\t"],
+            "since": ["2024-01-05T00:00:00Z", "  ", "2024-01-06T00:00:00Z", None],
+            "count": ["1", "2", "3", " "],
+            "note": [" ", "a", "b", "c"],
+        }
+    )
+    result = clean_table(frame, contract, live=live)
+    assert len(result.quarantined) == 1 and "count" in result.quarantined[REASON].iloc[0]
+    assert "not an int" not in result.quarantined[REASON].iloc[0]  # null, not unreadable
+    clean = result.clean
+    assert clean["total"].isna().tolist() == [True, False, True]
+    assert clean["since"].isna().tolist() == [False, True, False]
+    assert clean["note"].tolist() == [" ", "a", "b"]
+
+
 def test_a_typeset_minus_is_a_minus_when_a_column_is_typed() -> None:
     """An undeclared column of ``−5`` and ``3`` is whole numbers, as ``-5`` and ``3`` are."""
     frame = pd.DataFrame({"t": ["\u22125", "3"], "x": ["\u22121.5", "2"], "s": ["a\u2212b", "c"]})
