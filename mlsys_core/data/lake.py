@@ -459,6 +459,15 @@ class Lake:
             return pd.DataFrame(columns=columns or [])
         return pa.concat_tables(tables, promote_options="permissive").to_pandas()
 
+    def head(self, ref: SnapshotRef, rows: int = 1) -> pd.DataFrame:
+        """The first ``rows`` rows of a snapshot, read as ``read`` reads them, without
+        reading the snapshot whole."""
+        as_text = self.manifest(ref).get("read_as_text", [])
+        for part in self.parts(ref):
+            for batch in pq.ParquetFile(self._part_file(part)).iter_batches(batch_size=rows):
+                return _as_text(pa.Table.from_batches([batch]), as_text).to_pandas()
+        return pd.DataFrame()
+
     def read_part(self, part: PartRef, columns: list[str] | None = None) -> pd.DataFrame:
         return self._read_part(part, columns).to_pandas()
 

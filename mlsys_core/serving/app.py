@@ -40,7 +40,13 @@ from mlsys_core.datasets import resolve_spec
 from mlsys_core.features.online import open_online_store
 from mlsys_core.serving.config import ServeConfig
 from mlsys_core.serving.lineage import serving_spec
-from mlsys_core.serving.schema import ErrorResponse, PredictResponse, batch_model, record_model
+from mlsys_core.serving.schema import (
+    ErrorResponse,
+    PredictResponse,
+    batch_model,
+    example_record,
+    record_model,
+)
 from mlsys_core.serving.service import InferenceService, Job, ScoringError
 from mlsys_core.spec import DatasetSpec
 from mlsys_core.tracking import tracking_client
@@ -270,6 +276,28 @@ def describe_sources(service: InferenceService) -> dict[str, Any]:
     }
 
 
+def _examples(
+    lake: Lake, spec: DatasetSpec, record_type: type, found: list[str]
+) -> dict[str, Any] | None:
+    """The request body's examples in the API's docs: a record made of the first clean row
+    of the base table, and a batch of it. None without clean data (a replica whose lake is
+    elsewhere), which leaves the docs to their placeholders."""
+    try:
+        ref = lake.latest("clean", spec.base)
+        rows = lake.head(ref) if ref is not None else None
+    except (OSError, ValueError) as err:  # the docs' example is no reason not to serve
+        log.warning("no example request from the lake: %s", err)
+        return None
+    if rows is None or rows.empty:
+        return None
+    if (record := example_record(record_type, rows.iloc[0], skip=found)) is None:
+        return None
+    return {
+        "record": {"summary": "One record (a row of the data)", "value": record},
+        "batch": {"summary": "A batch of records", "value": {"records": [record]}},
+    }
+
+
 def create_app(
     settings: Settings | None = None,
     spec: DatasetSpec | None = None,
@@ -361,7 +389,10 @@ def create_app(
     @app.post("/predict", response_model=PredictResponse, responses=errors)
     async def predict(
         request: Request,
-        body: Annotated[body_type, Body()],  # type: ignore[valid-type]
+        body: Annotated[  # type: ignore[valid-type]
+            body_type,
+            Body(openapi_examples=_examples(service.lake, spec, record_type, plan.found)),
+        ],
     ) -> Response:
         """Score one record, or a batch as ``{"records": [...]}``.
 

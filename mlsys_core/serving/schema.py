@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import (
     AfterValidator,
@@ -44,6 +46,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationError,
     WithJsonSchema,
     create_model,
     model_validator,
@@ -393,6 +396,33 @@ def free_text_columns(spec: DatasetSpec) -> set[str]:
     """Columns a text extractor reads: free text, not categories."""
     extractors = getattr(spec.features, "extractors", None) or []
     return {c for e in extractors if e.kind == "text" for c in e.columns}
+
+
+def example_record(
+    record_type: type[BaseModel], row: Mapping[str, Any], skip: Collection[str] = ()
+) -> dict[str, Any] | None:
+    """A record of ``record_type`` made of one clean row of the data: the fields a caller
+    sends (not ``skip``, the inputs the service finds), as JSON writes the values the lake
+    holds. Published as the API's example, so a first request from its docs page scores
+    instead of failing on placeholders; None when the row makes no valid record."""
+    example: dict[str, Any] = {}
+    for name in record_type.model_fields:
+        if name in skip or name not in row or _is_null(value := row[name]):
+            continue
+        if isinstance(value, datetime):  # a pandas Timestamp too
+            value = value.isoformat()
+        elif isinstance(value, np.generic):
+            value = value.item()
+        example[name] = value
+    try:
+        record_type.model_validate(example)
+    except ValidationError:
+        return None
+    return example
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
 
 
 def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[BaseModel]:

@@ -191,3 +191,19 @@ def test_a_part_still_refuses_a_batch_of_another_real_type(tmp_path: Path) -> No
             writer.write(pd.DataFrame({"id": [1.5]}))
             writer.write(pd.DataFrame({"id": ["not a number"]}))
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_the_head_of_a_snapshot_is_its_first_rows_as_read(tmp_path: Path) -> None:
+    """Raw files that disagree on a column's type (numbers in one, a bad cell in the
+    other) read as text; the head reads as the whole snapshot does, from the first part."""
+    lake = Lake(tmp_path)
+    parts = [
+        lake.write_part("raw", "t", "all", "a", pd.DataFrame({"id": [1, 2], "x": [1.5, 2.0]})),
+        lake.write_part("raw", "t", "all", "b", pd.DataFrame({"id": [3], "x": ["bad"]})),
+    ]
+    ref = lake.write_snapshot("raw", "t", "s", parts)
+    whole = lake.read(ref)
+    pd.testing.assert_frame_equal(lake.head(ref, 2), whole.head(2))
+    assert lake.head(ref).to_dict("records") == [{"id": 1, "x": "1.5"}]
+    empty = lake.write_snapshot("raw", "t", "none", [])
+    assert lake.head(empty).empty

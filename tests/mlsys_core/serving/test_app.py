@@ -252,6 +252,34 @@ def test_overload_is_refused_fast_not_queued(
     assert 'mlsys_serving_http_responses_total{status="503"}' in metrics
 
 
+def test_the_docs_example_is_a_row_of_the_data_that_scores(trained, client, model_name, small_spec):
+    """The API's docs page fills its first request with the example the schema publishes:
+    the first clean row of the base table, as a caller sends it (without the inputs the
+    service finds), which scores alone and as a batch. The placeholders it filled in before
+    (``"string"`` for the event time) were a 422."""
+    register(client, model_name, trained.model.model_uri, "champion")
+    lake = Lake(trained.settings.lake_dir)
+    row = lake.head(lake.latest("clean", small_spec.base)).iloc[0]
+    with serving(_app(trained, small_spec, model_name)) as url:
+        schema = httpx.get(f"{url}/openapi.json").json()
+        body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+        examples = {name: e["value"] for name, e in body["examples"].items()}
+        answers = [httpx.post(f"{url}/predict", json=examples[n]) for n in ("record", "batch")]
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    record = examples["record"]
+    assert examples["batch"] == {"records": [record]}
+    assert record[small_spec.event_timestamp] == row[small_spec.event_timestamp].isoformat()
+    assert all(record[key] == row[key] for key in small_spec.entity_keys)
+    serving_plan = next(
+        s["x-mlsys-serving"]
+        for s in schema["components"]["schemas"].values()
+        if "x-mlsys-serving" in s
+    )
+    assert serving_plan["found_by_service"] and not set(record) & set(
+        serving_plan["found_by_service"]
+    )
+
+
 def test_a_named_spec_sets_the_request_schema(settings):
     """``ServeConfig.spec`` picks the dataset spec: the digits spec's pixels, not flights."""
     config = serve_config().model_copy(update={"spec": "digits", "model_name": "digits"})
@@ -261,5 +289,7 @@ def test_a_named_spec_sets_the_request_schema(settings):
         assert set(resolve_spec("digits").input_columns) <= fields
         assert "carrier" not in fields
         assert httpx.get(f"{url}/health/ready").status_code == 503  # no digits model yet
+        post = httpx.get(f"{url}/openapi.json").json()["paths"]["/predict"]["post"]
+        assert "examples" not in post["requestBody"]["content"]["application/json"]  # no data
     with pytest.raises(ValidationError, match="no dataset 'nope'"):
         ServeConfig(spec="nope")

@@ -35,6 +35,7 @@ from mlsys_core.serving.schema import (
     batch_model,
     column_kinds,
     event_keys,
+    example_record,
     lookup_keys,
     record_model,
 )
@@ -270,6 +271,38 @@ def test_a_number_written_with_a_magnitude_is_read_from_a_request_as_the_lake_re
         record.model_validate({**GOOD, "distance": "3G"})
     with pytest.raises(ValidationError, match="less than or equal to 1000000000"):
         record.model_validate({**GOOD, "distance": "2000M"})
+
+
+def test_the_docs_example_is_a_clean_row_as_a_caller_sends_it():
+    """A row of the lake (numpy numbers, a pandas time, a null) as JSON writes a record:
+    without the inputs the service finds and the nulls, and only when the row makes a
+    valid record (a distance past the contract's range makes none)."""
+    record = record_model(SPEC)
+    row = pd.Series(
+        {
+            "carrier": "UA",
+            "flight": np.int64(1545),
+            "origin": "EWR",
+            "dest": "IAH",
+            "time_hour": pd.Timestamp("2013-01-01 10:00", tz="UTC"),
+            "distance": np.float64(1400.0),
+            "dep_delay": np.nan,
+            "tailnum": "N14228",
+            "year": np.int64(2013),
+        }
+    )
+    example = example_record(record, row, skip=["distance"])
+    assert example == {
+        "carrier": "UA",
+        "flight": 1545,
+        "origin": "EWR",
+        "dest": "IAH",
+        "time_hour": "2013-01-01T10:00:00+00:00",
+        "tailnum": "N14228",
+    }
+    assert json.loads(json.dumps(example)) == example  # plain JSON
+    assert record.model_validate(example).flight == 1545
+    assert example_record(record, {**row, "distance": 99_999.0}) is None
 
 
 def test_batch_bounds():
