@@ -413,6 +413,8 @@ def example_record(
             value = value.isoformat()
         elif isinstance(value, np.generic):
             value = value.item()
+        if isinstance(value, float) and value.is_integer() and abs(value) <= INT_LIMIT:
+            value = int(value)  # 16, not 16.0: a whole number reads as either kind
         example[name] = value
     try:
         record_type.model_validate(example)
