@@ -94,7 +94,20 @@ TIME_FORMATS = (
     # with their zone: BigQuery's export (2024-01-05 10:00:00.123456 UTC), e-mail and
     # HTTP (RFC 2822: Fri, 05 Jan 2024 10:00:00 +0100), Unix date (Fri Jan 05 10:00:00 UTC 2024)
     "%Y-%m-%d %H:%M:%S.%f %Z", "%a, %d %b %Y %H:%M:%S %z", "%a %b %d %H:%M:%S %Z %Y",
+    # Twitter's API (Fri Jan 05 10:00:00 +0000 2024), a web server's access log
+    # (05/Jan/2024:10:00:00 +0000)
+    "%a %b %d %H:%M:%S %z %Y", "%d/%b/%Y:%H:%M:%S %z",
+    # a browser's or Salesforce's local time (1/5/2024, 10:00:00 AM; 05/01/2024, 10:00:00)
+    "%m/%d/%Y, %I:%M %p", "%m/%d/%Y, %I:%M:%S %p", "%d/%m/%Y, %H:%M", "%d/%m/%Y, %H:%M:%S",
+    # months in words the other ways round (Jan 5, 2024; 05 January 2024), Oracle's and
+    # Jira's (05-Jan-2024 10:00, 05-JAN-24, 05/Jan/24 10:00 AM)
+    "%b %d, %Y", "%d %B %Y", "%d-%b-%Y %H:%M", "%d-%b-%Y %H:%M:%S", "%d-%b-%y",
+    "%d/%b/%y %I:%M %p",
+    # a two-digit year, as a spreadsheet's short date writes it (1/5/24, 05/01/24 14:30)
+    "%d/%m/%y", "%m/%d/%y", "%d/%m/%y %H:%M", "%m/%d/%y %H:%M",
+    "%m/%d/%y %I:%M %p",
 )  # fmt: skip
+TIME_SAMPLE = 200  # values a layout is tried on before it is tried on them all
 _ZONE_TODO = "TODO: times without an offset are UTC; else set timezone="
 # A time by its name, snake_case, spaced or camelCase: created_at, "Created At", BookedAt.
 _TIME_NAME = re.compile(
@@ -528,11 +541,13 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
     if to_utc_datetimes(text, ColumnRule(dtype="datetime")).notna().all():
         naive = not text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).any()
         return ColumnRule(dtype="datetime"), _ZONE_TODO if naive else ""
-    fits = [
-        f
-        for f in TIME_FORMATS
-        if to_utc_datetimes(text, ColumnRule(dtype="datetime", format=f)).notna().all()
-    ]
+
+    def reads(values: pd.Series, layout: str) -> bool:
+        rule = ColumnRule(dtype="datetime", format=layout)
+        return bool(to_utc_datetimes(values, rule).notna().all())
+
+    head = text.head(TIME_SAMPLE)  # most text is no time: told by a few of its values
+    fits = [f for f in TIME_FORMATS if reads(head, f) and reads(text, f)]
     if not fits:
         return None, ""
     notes = [
@@ -548,8 +563,8 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
 
 
 # Dates written as numbers, as mainframe, SAS and many database exports write them:
-# 20240105 (a day) or 202401 (a month), read by their strptime format.
-_DATE_DIGITS = {8: "%Y%m%d", 6: "%Y%m"}
+# 20240105 (a day), 202401 (a month), or a time (20240105103000), read by their format.
+_DATE_DIGITS = {14: "%Y%m%d%H%M%S", 12: "%Y%m%d%H%M", 8: "%Y%m%d", 6: "%Y%m"}
 
 
 def _date_digits(numbers: pd.Series, name: str) -> str | None:

@@ -295,15 +295,26 @@ def test_a_label_that_says_yes_or_no_in_any_spelling_is_positive_for_yes(
         ("%Y-%m-%d %H:%M:%S.%f UTC", "%Y-%m-%d %H:%M:%S.%f %Z"),  # BigQuery's export
         ("%a, %d %b %Y %H:%M:%S +0000", "%a, %d %b %Y %H:%M:%S %z"),  # e-mail, HTTP
         ("%B %d, %Y", "%B %d, %Y"),  # a report's date in words
+        ("%b %d, %Y", "%b %d, %Y"),  # Jan 5, 2024
+        ("%d %B %Y", "%d %B %Y"),  # 05 January 2024
+        ("%a %b %d %H:%M:%S +0000 %Y", "%a %b %d %H:%M:%S %z %Y"),  # Twitter's API
+        ("%d/%b/%Y:%H:%M:%S +0000", "%d/%b/%Y:%H:%M:%S %z"),  # a web server's access log
+        ("%m/%d/%Y, %I:%M:%S %p", "%m/%d/%Y, %I:%M:%S %p"),  # a browser's local time
+        ("%d/%b/%y %I:%M %p", "%d/%b/%y %I:%M %p"),  # Jira
+        ("%d-%b-%y", "%d-%b-%y"),  # Oracle (05-Jan-24)
+        ("%m/%d/%y", "%m/%d/%y"),  # a spreadsheet's short date (01/05/24)
+        ("%Y%m%d%H%M%S", "%Y%m%d%H%M%S"),  # a time as digits (20240105100000)
     ],
 )
 def test_times_written_by_exports_and_in_words_are_the_event_time(
     tmp_path: Path, capsys: pytest.CaptureFixture, layout: str, fmt: str
 ) -> None:
     """A BigQuery export's ``2024-01-05 10:00:00.123456 UTC`` (whole seconds without the
-    fraction), an e-mail's ``Fri, 05 Jan 2024 10:00:00 +0000`` and ``January 5, 2024``
-    were text: no event time, rows split by hash, and the e-mail's dates a text feature.
-    They are the event time now, read with the format that reads them all."""
+    fraction), an e-mail's ``Fri, 05 Jan 2024 10:00:00 +0000``, ``January 5, 2024``, a
+    tweet's, an access log's, a browser's, Jira's and Oracle's times, a two-digit year and
+    a time as 14 digits were text (or a number): no event time, rows split by hash, and
+    the e-mail's dates a text feature. They are the event time now, read with the format
+    that reads them all."""
     rng = np.random.default_rng(14)
     rows = 500
     times = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.sort(rng.uniform(0, 300, rows)), "D")
@@ -324,7 +335,8 @@ def test_times_written_by_exports_and_in_words_are_the_event_time(
     assert isinstance(spec.split, RecentSplit) and not spec.features.extractors
     clean = clean_table(read_source(spec.sources[0]), spec.contracts["events"])
     assert not clean.reasons
-    expected = times.floor("us" if "%f" in fmt else "s" if "%S" in fmt else "D")
+    unit = next((u for part, u in (("%f", "us"), ("%S", "s"), ("%M", "min")) if part in fmt), "D")
+    expected = times.floor(unit)
     assert clean.clean["at"].tolist() == list(expected.tz_localize("UTC"))
 
 
