@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -20,11 +22,31 @@ def invalid(err: ValidationError) -> str:
     ``RecentSplit`` or a ``HashSplit``), only the member the input was shaped as is
     reported: the others' "Field required" would bury the one real problem."""
     errors = err.errors(include_url=False, include_input=False, include_context=False)
+    top = next((m for m in _models() if m.__name__ == err.title), None)
     problems = []
     for loc, message in _closest_members([(_where(e["loc"]), e) for e in errors]):
         what = message["msg"].removeprefix("Value error, ")
+        if message["type"] == "extra_forbidden" and len(loc) == 1 and top is not None:
+            what = unknown_field(loc[0], top.model_fields)  # a typo at the top: "hiden"
         problems.append(f"{'.'.join(loc)}: {what}" if loc else what)
     return "; ".join(problems)
+
+
+def unknown_field(name: str, known: Collection[str]) -> str:
+    """What to say of a field a record or config does not have: the one it likely meant (a
+    different case, ``_`` for a space, a word cut short, a typo), so a hand-written request
+    or config is mended at once."""
+
+    def plain(text: str) -> str:
+        return re.sub(r"[\s_.-]+", "", text).casefold()
+
+    said = plain(name)
+    close = [k for k in known if plain(k) == said]
+    if not close and len(said) >= 3:  # noqa: PLR2004 -- "batch" for "batch_size"
+        close = [k for k in known if plain(k).startswith(said)]
+        close = close if len(close) == 1 else []
+    close = close or difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f"no field {name!r}" + (f": did you mean {close[0]!r}?" if close else "")
 
 
 def _where(loc: tuple[Any, ...]) -> tuple[str, ...]:
@@ -54,9 +76,13 @@ def _closest_members(
 
 
 def _model_names() -> set[str]:
-    names, todo = set(), [BaseModel]
+    return {model.__name__ for model in _models()}
+
+
+def _models() -> list[type[BaseModel]]:
+    found, todo = [], [BaseModel]
     while todo:
         for sub in todo.pop().__subclasses__():
-            names.add(sub.__name__)
+            found.append(sub)
             todo.append(sub)
-    return names
+    return found

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,6 +38,7 @@ from mlsys_core.config import Settings
 from mlsys_core.data.lake import Lake
 from mlsys_core.datasets import resolve_spec
 from mlsys_core.features.online import open_online_store
+from mlsys_core.messages import unknown_field
 from mlsys_core.serving.config import ServeConfig
 from mlsys_core.serving.lineage import serving_spec
 from mlsys_core.serving.schema import (
@@ -221,12 +222,16 @@ def _config_from_env() -> ServeConfig:
     return ServeConfig.model_validate_json(text)
 
 
-def _plain_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Validation errors without the offending input (it may be huge, binary or private)."""
-    return [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg")), "type": e.get("type")}
-        for e in errors
-    ]
+def _plain_errors(errors: Sequence[Any], fields: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Validation errors without the offending input (it may be huge, binary or private); a
+    field the record does not have names the one of ``fields`` it likely meant."""
+    plain = []
+    for e in errors:
+        loc, msg = [str(p) for p in e.get("loc", ())], str(e.get("msg"))
+        if e.get("type") == "extra_forbidden" and loc and fields:
+            msg = unknown_field(loc[-1], fields)
+        plain.append({"loc": loc, "msg": msg, "type": e.get("type")})
+    return plain
 
 
 def _record_or_batch(value: Any) -> str:
@@ -366,7 +371,9 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _plain_errors(list(exc.errors()))}, status_code=422)
+        return JSONResponse(
+            {"detail": _plain_errors(exc.errors(), record_type.model_fields)}, status_code=422
+        )
 
     errors = {
         400: {

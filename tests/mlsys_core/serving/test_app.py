@@ -100,7 +100,12 @@ def test_bad_input_gets_a_4xx_with_a_reason(trained, client, model_name, small_s
         "number for text": ({**good, "dest": 7}, "dest"),
         "fractional int": ({**good, "flight": 1.5}, "flight"),
         "outside the contract": ({**good, "distance": -5.0}, "distance"),
-        "unknown field": ({**good, "distnace": 100.0}, "distnace"),
+        "unknown field": (
+            {**good, "distnace": 100.0},
+            "no field 'distnace': did you mean 'distance'?",
+        ),
+        "a field in another case": ({**good, "Distance": 1.0}, "did you mean 'distance'?"),
+        "a field the data never had": ({**good, "price": 1.0}, "no field 'price'"),
         "time out of range": ({**good, "time_hour": "3000-01-01T00:00:00Z"}, "time_hour"),
         "not a time": ({**good, "time_hour": "yesterday"}, "time_hour"),
         "empty batch": ({"records": []}, "records"),
