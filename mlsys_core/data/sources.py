@@ -91,10 +91,14 @@ def is_partitioned(folder: Path) -> bool:
 
 
 def is_skipped(relative: Path) -> bool:
-    """Files no writer means as data: hidden ones and ``*.tmp`` (a copy still landing), and
-    what Spark and Hive keep beside a dataset's files (``_SUCCESS``, ``_temporary/``):
-    a name starting with '.' or '_' anywhere on the path, as pyarrow's discovery skips."""
-    return relative.suffix == ".tmp" or any(p.startswith((".", "_")) for p in relative.parts)
+    """Files no writer means as data: hidden ones and ``*.tmp`` (a copy still landing),
+    what Spark and Hive keep beside a dataset's files (``_SUCCESS``, ``_temporary/``): a
+    name starting with '.' or '_' anywhere on the path, as pyarrow's discovery skips; and
+    the lock and backup files editors leave beside the data while it is open (Excel's
+    ``~$orders.xlsx``, ``orders.csv~``)."""
+    return relative.suffix == ".tmp" or any(
+        p.startswith((".", "_", "~")) or p.endswith("~") for p in relative.parts
+    )
 
 
 def _package_resource(package: str, path: str) -> importlib.resources.abc.Traversable:

@@ -211,8 +211,10 @@ def _table_name(path: Path) -> str:
 
 
 def _is_data(path: Path) -> bool:
+    """A file of data the ingest reads (not a hidden file, nor a lock file Excel leaves
+    beside a workbook it has open: ``is_skipped``)."""
     lowered = path.name.lower().removesuffix(".gz").removesuffix(".zip")
-    return path.is_file() and not path.name.startswith(".") and lowered.endswith(DATA_SUFFIXES)
+    return path.is_file() and not is_skipped(Path(path.name)) and lowered.endswith(DATA_SUFFIXES)
 
 
 def _read(source: SourceSpec, path: Path) -> pd.DataFrame:

@@ -1715,6 +1715,25 @@ def test_a_blank_text_among_numbers_and_times_is_no_value(
     assert clean.clean["cancelled"].isna().tolist() == (~left).tolist()
 
 
+def test_the_lock_and_backup_files_beside_the_data_are_no_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Excel leaves ``~$orders.xlsx`` beside a workbook it has open, a Mac ``._orders.csv``
+    on a shared drive, an editor ``orders.csv~``: spec init failed on the lock file ("not
+    valid xlsx"). They are skipped, as the ingest skips them."""
+    data = tmp_path / "data"
+    _write(_activity(), data / "orders.csv")
+    (data / "~$orders.xlsx").write_bytes(b"\x05lock")
+    (data / "._orders.csv").write_bytes(b"\x00\x05\x16\x07Mac OS X")
+    (data / "orders.csv~").write_text("a,b\n1,2\n")
+    out = tmp_path / "spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:data")
+    assert [Path(s.path).name for s in spec.sources] == ["orders.csv"]
+    assert "~$" not in printed + out.read_text()
+
+
 def test_a_typed_parquet_file_keeps_its_values_and_gets_short_bounds(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -109,6 +109,9 @@ def test_read_source_of_a_landing_folder_is_every_landed_file_in_name_order(
     (folder / "2024-02.csv").write_text("id,x\n3,c\n")
     (folder / "2024-01.csv").write_text("id,x\n1,a\n2,b\n")
     (folder / ".2024-03.csv.tmp").write_text("id,x\n9,z\n")  # still being copied in
+    (folder / "~$2024-01.csv").write_bytes(b"\x05lock")  # Excel has the file open
+    (folder / "2024-01.csv~").write_text("id,x\n1,old\n")  # an editor's backup
+    (folder / "._2024-01.csv").write_bytes(b"\x00\x05\x16\x07Mac OS X")  # a Mac's copy
     frame = read_source(SourceSpec(name="t", path=str(folder), incremental=True))
     assert frame["id"].tolist() == [1, 2, 3] and frame["x"].tolist() == ["a", "b", "c"]
     assert read_source(SourceSpec(name="t", path=str(tmp_path), incremental=True)).empty
