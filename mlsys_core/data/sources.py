@@ -589,6 +589,14 @@ def _aligned(rows: list[str], found: str) -> bool:
     return padded and _one_width(rows, SPACES) > _one_width(rows, found)
 
 
+def is_delimited(text: str, lines: int = 50) -> bool:
+    """Whether ``text`` is a table: its first lines (three or more) split by one separator
+    into as many fields each. A ``.txt`` export is read as a CSV when it is; a README is
+    not."""
+    rows = [line for line in text.splitlines() if line.strip()][:lines]
+    return len(rows) >= 3 and any(_one_width(rows, d) for d in _DELIMITERS)  # noqa: PLR2004
+
+
 def _one_width(rows: list[str], delimiter: str) -> int:
     """How many fields ``delimiter`` splits every one of ``rows`` into, when it splits each
     into as many (two or more); else 0."""

@@ -11,6 +11,7 @@ comment. The text it returns is a Python file whose function returns the
 
 from __future__ import annotations
 
+import codecs
 import csv
 import decimal
 import io
@@ -52,6 +53,7 @@ from mlsys_core.data.sources import (
     detect_format,
     footer_rows,
     has_header,
+    is_delimited,
     is_partitioned,
     is_skipped,
     joined_columns,
@@ -75,7 +77,7 @@ from mlsys_core.spec import RARER_PER_WINDOW, ColumnRule, DatasetSpec, LabelSpec
 # Read by name; a file named otherwise is left out of a folder (and named when that loses a
 # column asked for). Tab-separated files are CSVs whose separator is sniffed.
 DATA_SUFFIXES = (
-    *(".csv", ".tsv", ".tab", ".parquet", ".pq", ".jsonl", ".ndjson", ".json"),
+    *(".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq", ".jsonl", ".ndjson", ".json"),
     *SHEETS,
 )
 # Non-ISO layouts tried, in order, on text columns that ISO 8601 does not read. Day-first
@@ -212,9 +214,19 @@ def _table_name(path: Path) -> str:
 
 def _is_data(path: Path) -> bool:
     """A file of data the ingest reads (not a hidden file, nor a lock file Excel leaves
-    beside a workbook it has open: ``is_skipped``)."""
+    beside a workbook it has open: ``is_skipped``); a ``.txt`` file when it is a table (a
+    spreadsheet's "Unicode Text", tab-separated), not when it is a README."""
     lowered = path.name.lower().removesuffix(".gz").removesuffix(".zip")
-    return path.is_file() and not is_skipped(Path(path.name)) and lowered.endswith(DATA_SUFFIXES)
+    if not path.is_file() or is_skipped(Path(path.name)) or not lowered.endswith(DATA_SUFFIXES):
+        return False
+    if not lowered.endswith(".txt"):
+        return True
+    try:
+        with unpacked(path, compression_of(path.name)) as handle:
+            head = handle.read(65536)
+    except (OSError, EOFError, zipfile.BadZipFile):
+        return False
+    return is_delimited(head.decode(_encoding(head), errors="replace"))
 
 
 def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
@@ -241,9 +253,11 @@ def _dialect(path: Path) -> dict[str, Any]:
             text = handle.read()
     except (OSError, EOFError, zipfile.BadZipFile):
         return {}  # reading it whole says what is wrong with it, in the source's words
-    head = text[:65536].decode("utf-8", errors="replace")
+    encoding = _encoding(text)
+    head = text[:65536].decode(encoding, errors="replace")  # whole UTF-16 units: even
     delimiter, mark, skip = sniff_csv(head)
-    footer = footer_rows(text[-65536:].decode("utf-8", errors="replace"), delimiter)
+    tail = text[-65536:] if len(text) % 2 == 0 else text[-65535:]
+    footer = footer_rows(tail.decode(encoding, errors="replace"), delimiter)
     found: dict[str, Any] = {"delimiter": delimiter, "decimal": mark, "skip_rows": skip}
     found["skip_footer"] = footer
     table = head.splitlines()[skip:]  # from the header line, or the first row of data
@@ -252,9 +266,9 @@ def _dialect(path: Path) -> dict[str, Any]:
         width = len(rows_of(table[:1], delimiter)[0])
         found["header"] = False
         found["column_names"] = [f"column_{i}" for i in range(1, width + 1)]
-    whole = len(text) <= len(head.encode())  # else the head's last line may be cut
+    whole = len(text) <= 65536  # else the head's last line may be cut
     found["text_columns"] = _codes("\n".join(table if whole else table[:-1]), found)
-    found["encoding"] = _encoding(text)
+    found["encoding"] = encoding
     return _told(found)
 
 
@@ -309,8 +323,11 @@ def _codes(head: str, found: dict[str, Any]) -> list[str]:
 
 
 def _encoding(text: bytes) -> str:
-    """UTF-8 when the whole text is; else Windows-1252, as Excel on Windows saves a CSV
+    """UTF-16 when the text starts with its byte-order mark (Excel's "Unicode Text");
+    UTF-8 when the whole text is; else Windows-1252, as Excel on Windows saves a CSV
     (accents as single bytes), or Latin-1 for bytes that code page leaves undefined."""
+    if text.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
     for encoding in ("utf-8", "cp1252"):
         try:
             text.decode(encoding)

@@ -1734,6 +1734,33 @@ def test_the_lock_and_backup_files_beside_the_data_are_no_tables(
     assert "~$" not in printed + out.read_text()
 
 
+def test_a_spreadsheets_unicode_text_export_is_a_table_and_a_readme_is_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Excel's "Unicode Text" export is a ``.txt`` file, tab-separated, in UTF-16: spec init
+    said the folder "holds no CSV" (and read as UTF-8 or cp1252 it would be NULs). It is
+    read as the table it is, accents and all; the README beside it is left out."""
+    frame = _activity().drop(columns=["month"])
+    frame["street"] = np.resize(["Hauptstraße", "Königsallee", "Čapkova"], len(frame))
+    data = tmp_path / "data"
+    data.mkdir()
+    frame.to_csv(data / "export.txt", sep="\t", index=False, encoding="utf-16")
+    (data / "README.txt").write_text("Exported from the CRM on 5 January.\nAsk Ann.\n")
+    out = tmp_path / "spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:data")
+    (source,) = spec.sources
+    assert (Path(source.path).name, source.delimiter, source.encoding) == (
+        "export.txt",
+        "\t",
+        "utf-16",
+    )
+    read = read_source(source)
+    assert read["street"].tolist() == frame["street"].tolist()
+    assert len(clean_table(read, spec.contracts[source.name]).quarantined) == 0
+
+
 def test_a_typed_parquet_file_keeps_its_values_and_gets_short_bounds(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

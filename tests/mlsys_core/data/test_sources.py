@@ -27,6 +27,7 @@ from mlsys_core.data.sources import (
     SourceError,
     footer_rows,
     has_header,
+    is_delimited,
     joined_columns,
     landed,
     leading_zero_codes,
@@ -586,3 +587,19 @@ def test_a_query_whose_columns_are_joined_is_another_snapshot(tmp_path: Path) ->
     joined = snapshot_source(SourceSpec(name="b", joined={"at": ["day", "clock"]}, **query), lake)
     assert plain.snapshot_id != joined.snapshot_id
     assert lake.read(joined)["at"].tolist() == ["2024-07-18 23:51"]
+
+
+@pytest.mark.parametrize(
+    ("text", "table"),
+    [
+        ("id\tname\tx\n1\tAnn\t2.5\n2\tBob\t3\n", True),  # a spreadsheet's Unicode Text
+        ("a|b\n1|2\n3|4\n", True),
+        ("  mpg  cyl\n 18.0    8\n 15.0    8\n", True),  # aligned for the eye
+        ("Exported from the CRM on 5 January.\nAsk Ann about the totals,\nor Bob.\n", False),
+        ("id,x\n1,2\n", False),  # two lines say too little
+    ],
+)
+def test_a_text_file_is_a_table_when_one_separator_splits_its_lines_alike(
+    text: str, table: bool
+) -> None:
+    assert is_delimited(text) is table
