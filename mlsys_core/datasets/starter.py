@@ -1688,7 +1688,9 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         if s.skip_footer:
             below = "a row" if s.skip_footer == 1 else f"{s.skip_footer} rows"
             how.append(f"{below} below the table: its total, left out")
-        if s.encoding != "utf-8":
+        if s.encoding == "utf-16":  # said by the file's byte-order mark: no guess
+            how.append("UTF-16, as a spreadsheet's Unicode Text")
+        elif s.encoding != "utf-8":
             how.append(f"TODO: not UTF-8; read as {s.encoding}: check accents")
         if not s.header:
             how.append("TODO: the file names no columns: these names are ours, rename them")
