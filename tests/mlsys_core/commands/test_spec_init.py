@@ -1756,6 +1756,8 @@ def test_a_spreadsheets_unicode_text_export_is_a_table_and_a_readme_is_not(
         "\t",
         "utf-16",
     )
+    said = _said(out)
+    assert "UTF-16, as a spreadsheet's Unicode Text" in said and "check accents" not in said
     read = read_source(source)
     assert read["street"].tolist() == frame["street"].tolist()
     assert len(clean_table(read, spec.contracts[source.name]).quarantined) == 0
