@@ -464,8 +464,9 @@ class Lake:
         reading the snapshot whole."""
         as_text = self.manifest(ref).get("read_as_text", [])
         for part in self.parts(ref):
-            for batch in pq.ParquetFile(self._part_file(part)).iter_batches(batch_size=rows):
-                return _as_text(pa.Table.from_batches([batch]), as_text).to_pandas()
+            with pq.ParquetFile(self._part_file(part)) as handle:
+                for batch in handle.iter_batches(batch_size=rows):
+                    return _as_text(pa.Table.from_batches([batch]), as_text).to_pandas()
         return pd.DataFrame()
 
     def read_part(self, part: PartRef, columns: list[str] | None = None) -> pd.DataFrame:

@@ -256,7 +256,7 @@ def _dialect(path: Path) -> dict[str, Any]:
     encoding = _encoding(text)
     head = text[:65536].decode(encoding, errors="replace")  # whole UTF-16 units: even
     delimiter, mark, skip = sniff_csv(head)
-    tail = text[-65536:] if len(text) % 2 == 0 else text[-65535:]
+    tail = text[-65536:] if len(text) % 2 == 0 else text[-65535:]  # UTF-16 units: even
     footer = footer_rows(tail.decode(encoding, errors="replace"), delimiter)
     found: dict[str, Any] = {"delimiter": delimiter, "decimal": mark, "skip_rows": skip}
     found["skip_footer"] = footer

@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Discriminator, Tag
 
 from mlsys_core.config import Settings
-from mlsys_core.data.lake import Lake
+from mlsys_core.data.lake import Lake, LakeError
 from mlsys_core.datasets import resolve_spec
 from mlsys_core.features.online import open_online_store
 from mlsys_core.messages import unknown_field
@@ -290,7 +290,7 @@ def _examples(
     try:
         ref = lake.latest("clean", spec.base)
         rows = lake.head(ref) if ref is not None else None
-    except (OSError, ValueError) as err:  # the docs' example is no reason not to serve
+    except (OSError, ValueError, LakeError) as err:  # an example is no reason not to serve
         log.warning("no example request from the lake: %s", err)
         return None
     if rows is None or rows.empty:
