@@ -81,7 +81,8 @@ def key_kind(dtype: str | None) -> KeyKind:
     )
 
 
-def _is_null(value: Any) -> bool:
+def is_null(value: Any) -> bool:
+    """A scalar that holds no value: None, NaN (numpy's too) or NaT."""
     if value is None or value is pd.NaT:
         return True
     if isinstance(value, float | np.floating):
@@ -101,7 +102,7 @@ def _number_text(value: Any) -> str:
 
 
 def _canonical(value: Any, kind: KeyKind) -> str | None:
-    if _is_null(value):
+    if is_null(value):
         return None
     if kind == "time":
         stamp = pd.Timestamp(value)
@@ -148,7 +149,7 @@ def _plain(value: Any) -> Any:
     """A JSON value: numpy scalars unwrapped, NaN as null, times as ISO text."""
     if isinstance(value, np.generic):
         value = value.item()
-    if _is_null(value):
+    if is_null(value):
         return None
     if isinstance(value, pd.Timestamp | datetime):
         return pd.Timestamp(value).isoformat()

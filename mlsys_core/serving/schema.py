@@ -63,6 +63,7 @@ from mlsys_core.data.contract import (
 )
 from mlsys_core.data.sources import flat_objects, joined_columns
 from mlsys_core.features.assemble import request_keys
+from mlsys_core.features.online import is_null
 from mlsys_core.serving.sources import ServingPlan
 from mlsys_core.spec import ColumnRule, DatasetSpec
 from mlsys_core.spec.definitions import LatestView, WindowView
@@ -407,7 +408,7 @@ def example_record(
     instead of failing on placeholders; None when the row makes no valid record."""
     example: dict[str, Any] = {}
     for name in record_type.model_fields:
-        if name in skip or name not in row or _is_null(value := row[name]):
+        if name in skip or name not in row or is_null(value := row[name]):
             continue
         if isinstance(value, datetime):  # a pandas Timestamp too
             value = value.isoformat()
@@ -421,10 +422,6 @@ def example_record(
     except ValidationError:
         return None
     return example
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
 
 
 def record_model(spec: DatasetSpec, plan: ServingPlan | None = None) -> type[BaseModel]:
