@@ -20,6 +20,7 @@ import pandera.pandas as pa
 
 from mlsys_core.data.durations import WRITTEN, duration_seconds
 from mlsys_core.data.sources import ascii_minus
+from mlsys_core.data.zones import zones_as_offsets
 from mlsys_core.spec import ColumnRule, TableContract
 
 REASON = "_quarantine_reason"
@@ -204,13 +205,14 @@ def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa:
             local = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
             out[naive] = _localize(local, rule.timezone)
         return out
-    parsed = _with_format(text, rule.format)
+    text, fmt = zones_as_offsets(text, rule.format)
+    parsed = _with_format(text, fmt)
     if parsed is not None and isinstance(parsed.dtype, pd.DatetimeTZDtype):
         return parsed.dt.tz_convert("UTC")
     if parsed is not None and pd.api.types.is_datetime64_dtype(parsed):
         return _localize(parsed, rule.timezone)
     return pd.Series(
-        [_one_time(v, rule.format, rule.timezone) for v in text],
+        [_one_time(v, fmt, rule.timezone) for v in text],
         index=values.index,
         dtype="datetime64[ns, UTC]",
     )

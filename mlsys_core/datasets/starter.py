@@ -71,6 +71,7 @@ from mlsys_core.data.sources import (
     spaced_after_separator,
     unpacked,
 )
+from mlsys_core.data.zones import AMBIGUOUS, ZONE_OFFSETS, abbreviations
 from mlsys_core.features.assemble import EventLabels, make_label, newest_event
 from mlsys_core.spec import RARER_PER_WINDOW, ColumnRule, DatasetSpec, LabelSpec, SourceSpec
 
@@ -94,11 +95,14 @@ TIME_FORMATS = (
     # dates in words, as reports write them (January 5, 2024; Friday, January 5, 2024)
     "%B %d, %Y", "%A, %B %d, %Y",
     # with their zone: BigQuery's export (2024-01-05 10:00:00.123456 UTC), e-mail and
-    # HTTP (RFC 2822: Fri, 05 Jan 2024 10:00:00 +0100), Unix date (Fri Jan 05 10:00:00 UTC 2024)
-    "%Y-%m-%d %H:%M:%S.%f %Z", "%a, %d %b %Y %H:%M:%S %z", "%a %b %d %H:%M:%S %Z %Y",
-    # Twitter's API (Fri Jan 05 10:00:00 +0000 2024), a web server's access log
-    # (05/Jan/2024:10:00:00 +0000)
-    "%a %b %d %H:%M:%S %z %Y", "%d/%b/%Y:%H:%M:%S %z",
+    # HTTP (RFC 2822: Fri, 05 Jan 2024 10:00:00 +0100, or GMT)
+    "%Y-%m-%d %H:%M:%S %Z", "%Y-%m-%d %H:%M:%S.%f %Z", "%a, %d %b %Y %H:%M:%S %z",
+    "%a, %d %b %Y %H:%M:%S %Z",
+    # a US export's local time and its zone (2024-07-05 10:00 EDT, 7/5/2024 10:00 AM EDT)
+    "%Y-%m-%d %H:%M %Z", "%m/%d/%Y %I:%M %p %Z", "%m/%d/%Y %I:%M:%S %p %Z",
+    # Twitter's API (Fri Jan 05 10:00:00 +0000 2024), Unix date and Java's (Fri Jan 05
+    # 10:00:00 EST 2024), a web server's access log (05/Jan/2024:10:00:00 +0000)
+    "%a %b %d %H:%M:%S %z %Y", "%a %b %d %H:%M:%S %Z %Y", "%d/%b/%Y:%H:%M:%S %z",
     # a browser's or Salesforce's local time (1/5/2024, 10:00:00 AM; 05/01/2024, 10:00:00)
     "%m/%d/%Y, %I:%M %p", "%m/%d/%Y, %I:%M:%S %p", "%d/%m/%Y, %H:%M", "%d/%m/%Y, %H:%M:%S",
     # months in words the other ways round (Jan 5, 2024; 05 January 2024), Oracle's and
@@ -569,14 +573,22 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
     fits = [f for f in TIME_FORMATS if reads(head, f) and reads(text, f)]
     if not fits:
         return None, ""
+    # the same layout with day and month swapped (01/05/2024: January or May?)
+    swapped = fits[0].replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
     notes = [
-        f"TODO: {' and '.join(fits[:2])} both read every value: which is it?"
-        if (len(fits) > 1 and "%d" in fits[0] and "%m" in fits[0])
+        f"TODO: {fits[0]} and {swapped} both read every value: which is it?"
+        if swapped != fits[0] and swapped in fits
         else "",
         # a time of day, and no zone said
         _ZONE_TODO
         if ("%H" in fits[0] or "%I" in fits[0]) and not ("%z" in fits[0] or "%Z" in fits[0])
         else "",
+        *(
+            f"TODO: {name} is read as UTC{ZONE_OFFSETS[name]}, not {AMBIGUOUS[name]}: "
+            f"if it is, write {name} in the format and set timezone="
+            for name in sorted(abbreviations(text) & AMBIGUOUS.keys())
+            if "%Z" in fits[0]
+        ),
     ]
     return ColumnRule(dtype="datetime", format=fits[0]), "; ".join(n for n in notes if n)
 
