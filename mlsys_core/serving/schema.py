@@ -253,7 +253,7 @@ def _bounded(time: Any, rule: ColumnRule) -> Any:
 def _number(rule: ColumnRule | None, integer: bool = False) -> Any:
     number = _plain_number(rule, integer)
     if rule is None or not rule.formatted:
-        return number
+        return Annotated[number, BeforeValidator(_no_text)]
 
     def read(value: Any) -> Any:
         """Text as the data writes it (``$1,234.50``), read as the lake reads the column."""
@@ -270,6 +270,23 @@ def _number(rule: ColumnRule | None, integer: bool = False) -> Any:
         BeforeValidator(read),
         WithJsonSchema({"anyOf": [schema, {"type": "string", "maxLength": MAX_TEXT}]}),
     ]
+
+
+def _no_text(value: Any) -> Any:
+    """A number sent as text (``"46"``, as some JSON exports write them) is refused with
+    what to send instead: the column's data is numbers, and the schema publishes one."""
+    if not isinstance(value, str):
+        return value
+    said = value.strip()
+    if not said:
+        raise ValueError("must be a number: send null for no value, not a blank text")
+    try:
+        number = float(said)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    raise ValueError(f"must be a number, not text: send {said} without quotes")
 
 
 def _plain_number(rule: ColumnRule | None, integer: bool = False) -> Any:

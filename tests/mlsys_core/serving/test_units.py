@@ -197,6 +197,28 @@ def test_a_text_that_means_no_value_in_the_data_is_no_value_in_a_request():
     assert {"enum": ["-", "?"]} in published["anyOf"] and "'?', '-'" in published["description"]
 
 
+@pytest.mark.parametrize(
+    ("sent", "said"),
+    [
+        ("46", "must be a number, not text: send 46 without quotes"),
+        (" 950.5 ", "must be a number, not text: send 950.5 without quotes"),
+        (" ", "must be a number: send null for no value"),
+        ("far", "must be a number"),
+        ("1e999", "must be a finite number"),
+    ],
+)
+def test_a_number_sent_as_text_is_refused_with_what_to_send(sent: str, said: str) -> None:
+    """Some JSON exports write numbers as text (``"seats": "46"``), and a form sends a
+    blank for no value. The schema publishes a number, so the request is refused, but
+    with what to send, not pydantic's "Input should be a valid number"; a key too."""
+    record = record_model(SPEC)
+    with pytest.raises(ValidationError, match=re.escape(said)) as err:
+        record.model_validate({**GOOD, "distance": sent})
+    assert err.value.errors()[0]["loc"] == ("distance",)
+    with pytest.raises(ValidationError, match="send 1545 without quotes"):
+        record.model_validate({**GOOD, "flight": "1545"})
+
+
 def test_a_length_of_time_is_read_from_a_request_as_the_lake_reads_it():
     """A column the data writes as a clock (``duration="m:s"``): a caller may send the
     text as the file has it or the seconds; both are the number the lake holds. Text no
