@@ -23,6 +23,7 @@ import re
 import textwrap
 import unicodedata
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import cached_property
@@ -71,7 +72,7 @@ from mlsys_core.data.sources import (
     spaced_after_separator,
     unpacked,
 )
-from mlsys_core.data.zones import AMBIGUOUS, ZONE_OFFSETS, abbreviations
+from mlsys_core.data.zones import AMBIGUOUS, ZONE_OFFSETS, abbreviations, zones_as_offsets
 from mlsys_core.features.assemble import EventLabels, make_label, newest_event
 from mlsys_core.spec import RARER_PER_WINDOW, ColumnRule, DatasetSpec, LabelSpec, SourceSpec
 
@@ -112,7 +113,24 @@ TIME_FORMATS = (
     # a two-digit year, as a spreadsheet's short date writes it (1/5/24, 05/01/24 14:30)
     "%d/%m/%y", "%m/%d/%y", "%d/%m/%y %H:%M", "%m/%d/%y %H:%M",
     "%m/%d/%y %I:%M %p",
+    # a fraction of a second after a day-first or month-first date (SQL Server's text)
+    "%d/%m/%Y %H:%M:%S.%f", "%m/%d/%Y %H:%M:%S.%f",
 )  # fmt: skip
+# Then each date layout exports write with each clock they put after it: dashes between
+# numbers (02-01-2024, as Indian and many European exports write), months and weekdays in
+# words (02 Jan 2024 17:56, Jan 2, 2024, 5:56 PM, January 2, 2024 at 5:56 PM).
+_DATES = (
+    "%d-%m-%Y", "%m-%d-%Y", "%d %b %Y", "%d %B %Y", "%b %d, %Y", "%B %d, %Y", "%d-%b-%Y",
+    "%d-%B-%Y", "%b-%d-%Y", "%Y-%b-%d", "%a %d %b %Y", "%A %d %B %Y", "%A, %d %B %Y",
+    "%a, %b %d, %Y", "%A, %B %d, %Y",
+)  # fmt: skip
+_CLOCKS = (
+    "", " %H:%M", " %H:%M:%S", " %I:%M %p", " %I:%M:%S %p", ", %H:%M", ", %I:%M %p",
+    " at %H:%M", " at %I:%M %p",
+)  # fmt: skip
+TIME_FORMATS += tuple(
+    f"{date}{clock}" for date in _DATES for clock in _CLOCKS if f"{date}{clock}" not in TIME_FORMATS
+)
 TIME_SAMPLE = 200  # values a layout is tried on before it is tried on them all
 _ZONE_TODO = "TODO: times without an offset are UTC; else set timezone="
 # A time by its name, snake_case, spaced or camelCase: created_at, "Created At", BookedAt.
@@ -570,7 +588,8 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
         return bool(to_utc_datetimes(values, rule).notna().all())
 
     head = text.head(TIME_SAMPLE)  # most text is no time: told by a few of its values
-    fits = [f for f in TIME_FORMATS if reads(head, f) and reads(text, f)]
+    first = _could_read(text.iloc[0])
+    fits = [f for f in TIME_FORMATS if first(f) and reads(head, f) and reads(text, f)]
     if not fits:
         return None, ""
     # the same layout with day and month swapped (01/05/2024: January or May?)
@@ -591,6 +610,24 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
         ),
     ]
     return ColumnRule(dtype="datetime", format=fits[0]), "; ".join(n for n in notes if n)
+
+
+def _could_read(value: str) -> Callable[[str], bool]:
+    """Whether a layout reads ``value``, by Python's strptime: a first look at one value
+    (microseconds) before pandas reads many with each of the layouts that pass it."""
+    zoned = zones_as_offsets(pd.Series([value]), "%Z")[0].iloc[0]
+
+    def reads(layout: str) -> bool:
+        said, layout = (zoned, layout.replace("%Z", "%z")) if "%Z" in layout else (value, layout)
+        for option in (layout, layout.replace(".%f", "")):  # as BigQuery writes whole seconds
+            try:
+                datetime.strptime(said, option)  # noqa: DTZ007 -- a layout's test, not a time
+            except ValueError:
+                continue
+            return True
+        return False
+
+    return reads
 
 
 # Dates written as numbers, as mainframe, SAS and many database exports write them:
@@ -816,7 +853,7 @@ def _number_column(
     if written.formatted:
         read = values[parsed.notna()].astype(str)
         longest = read.str.len().idxmax()  # the one most marks are in
-        notes.append(f"written as {read[longest]!r}: read as {parsed[longest]:g}")
+        notes.append(f"written as {read[longest]!r}: read as {parsed[longest]:.15g}")
         if len(units := units_after_numbers(read)) > 1:
             notes.append(f"TODO: {len(units)} units ({', '.join(units)}) read alike")
         if written.duration == "m:s" and not read.str.contains(r"\d:\d+:|\.", regex=True).any():

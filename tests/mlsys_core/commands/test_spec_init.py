@@ -305,6 +305,13 @@ def test_a_label_that_says_yes_or_no_in_any_spelling_is_positive_for_yes(
         ("%d-%b-%y", "%d-%b-%y"),  # Oracle (05-Jan-24)
         ("%m/%d/%y", "%m/%d/%y"),  # a spreadsheet's short date (01/05/24)
         ("%Y%m%d%H%M%S", "%Y%m%d%H%M%S"),  # a time as digits (20240105100000)
+        ("%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M"),  # dashes between numbers (05-01-2024 10:00)
+        ("%m-%d-%Y", "%m-%d-%Y"),  # 01-05-2024
+        ("%d %b %Y %H:%M", "%d %b %Y %H:%M"),  # 05 Jan 2024 10:00
+        ("%b %d, %Y, %I:%M %p", "%b %d, %Y, %I:%M %p"),  # Jan 05, 2024, 10:00 AM
+        ("%B %d, %Y at %I:%M %p", "%B %d, %Y at %I:%M %p"),  # a form's, a phone's
+        ("%a %d %b %Y", "%a %d %b %Y"),  # Fri 05 Jan 2024
+        ("%m/%d/%Y %H:%M:%S.%f", "%m/%d/%Y %H:%M:%S.%f"),  # SQL Server's text
     ],
 )
 def test_times_written_by_exports_and_in_words_are_the_event_time(
@@ -312,8 +319,8 @@ def test_times_written_by_exports_and_in_words_are_the_event_time(
 ) -> None:
     """A BigQuery export's ``2024-01-05 10:00:00.123456 UTC`` (whole seconds without the
     fraction), an e-mail's ``Fri, 05 Jan 2024 10:00:00 +0000``, ``January 5, 2024``, a
-    tweet's, an access log's, a browser's, Jira's and Oracle's times, a two-digit year and
-    a time as 14 digits were text (or a number): no event time, rows split by hash, and
+    tweet's, an access log's, a browser's, Jira's and Oracle's times, a two-digit year, a
+    time as 14 digits, dashes between numbers and months in words with a clock were text (or a number): no event time, rows split by hash, and
     the e-mail's dates a text feature. They are the event time now, read with the format
     that reads them all."""
     rng = np.random.default_rng(14)
