@@ -320,9 +320,9 @@ def test_times_written_by_exports_and_in_words_are_the_event_time(
     """A BigQuery export's ``2024-01-05 10:00:00.123456 UTC`` (whole seconds without the
     fraction), an e-mail's ``Fri, 05 Jan 2024 10:00:00 +0000``, ``January 5, 2024``, a
     tweet's, an access log's, a browser's, Jira's and Oracle's times, a two-digit year, a
-    time as 14 digits, dashes between numbers and months in words with a clock were text (or a number): no event time, rows split by hash, and
-    the e-mail's dates a text feature. They are the event time now, read with the format
-    that reads them all."""
+    time as 14 digits, dashes between numbers and months in words with a clock were text
+    (or a number): no event time, rows split by hash, and the e-mail's dates a text
+    feature. They are the event time now, read with the format that reads them all."""
     rng = np.random.default_rng(14)
     rows = 500
     times = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.sort(rng.uniform(0, 300, rows)), "D")
