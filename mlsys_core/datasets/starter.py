@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import decimal
+import fnmatch
 import io
 import itertools
 import json
@@ -484,7 +485,8 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
     """The tables of a file, a folder or a database. In a folder, and in each of its
     subfolders (one level down, as exports are often laid out: a lookup file beside a
     folder of daily files), several files with the same columns are one landing folder
-    (each new file appended on ingest); otherwise each file is a table of its own. Each
+    (each new file appended on ingest), and so are files named alike but for their digits
+    with most columns shared (``_series``); otherwise each file is a table of its own. Each
     table of a database is read by a query of its rows."""
     if (database := database_url(data)) is not None:
         return _database_tables(*database, spec_dir)
@@ -538,18 +540,66 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
         parts = {
             p: _read(SourceSpec(name=_table_name(p), path=str(p), **dialects[p]), p) for p in files
         }
-        column_sets = {tuple(sorted(map(str, f.columns))) for f in parts.values()}
-        if data.is_dir() and len(files) > 1 and len(column_sets) == 1:
-            name = _table_name(folder)
+        series = _series(folder, files, parts, dialects) if data.is_dir() else []
+        for name, pattern, members in series:
             source = SourceSpec(
-                name=name, path=where(folder), incremental=True, **dialects[files[0]]
+                name=name,
+                path=where(folder),
+                incremental=True,
+                pattern=pattern,
+                **dialects[members[0]],
             )
-            add(name, source, pd.concat(list(parts.values()), ignore_index=True))
-            continue
-        for path, frame in parts.items():
+            add(name, source, pd.concat([parts[p] for p in members], ignore_index=True))
+        in_series = {p for _, _, members in series for p in members}
+        for path in [p for p in parts if p not in in_series]:
             name = _table_name(path)
-            add(name, SourceSpec(name=name, path=where(path), **dialects[path]), frame)
+            add(name, SourceSpec(name=name, path=where(path), **dialects[path]), parts[path])
     return tables
+
+
+SERIES_SHARED = 0.5  # a series' files share at least this share of all their columns
+
+
+def _series(
+    folder: Path,
+    files: list[Path],
+    parts: dict[Path, pd.DataFrame],
+    dialects: dict[Path, dict[str, Any]],
+) -> list[tuple[str, str, list[Path]]]:
+    """Files of one folder that are one table exported in pieces: all of them when they
+    have the same columns (the folder's name, every file), else those named alike but for
+    their digits (``orders_2024-01.csv``, ``orders_2024-02.csv``), read alike, with most
+    of their columns shared (a column added or dropped between exports leaves the others
+    one table). Each series as its name, a glob that matches its files and no other,
+    and its files."""
+    if len(files) > 1 and len({tuple(sorted(map(str, f.columns))) for f in parts.values()}) == 1:
+        return [(_table_name(folder), "*", files)]
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        stem = path.name[: len(path.name) - len(_ending(path))]
+        digits = [m.span() for m in re.finditer(r"\d+", stem)]
+        if digits:  # orders_[0-9]*.csv: not orders_summary.csv beside them
+            pattern = f"{stem[: digits[0][0]]}[0-9]*{stem[digits[-1][1] :]}{_ending(path)}"
+            groups.setdefault(pattern, []).append(path)
+
+    def matched(glob: str) -> set[Path]:
+        return {p for p in files if fnmatch.fnmatchcase(p.name, glob)}
+
+    series = []
+    for pattern, members in groups.items():
+        columns = [set(map(str, parts[p].columns)) for p in members]
+        plain = pattern.replace("[0-9]", "")  # the simpler glob, where it is as precise
+        glob = plain if matched(plain) == set(members) else pattern
+        if (
+            len(members) < 2  # noqa: PLR2004 -- a series is two files or more
+            or matched(glob) != set(members)
+            or any(dialects[p] != dialects[members[0]] for p in members)
+            or len(set.intersection(*columns)) < SERIES_SHARED * len(set.union(*columns))
+        ):
+            continue
+        named = plain[: -len(_ending(members[0]))].replace("*", "")
+        series.append((_table_name(Path(named.strip("_-. ") or "data")), glob, members))
+    return series
 
 
 def _time_rule(  # noqa: PLR0911 -- one answer per kind of time

@@ -27,7 +27,7 @@ from mlsys_core.data.cleaning import clean_snapshot, latest_clean
 from mlsys_core.data.contract import clean_table
 from mlsys_core.data.ingest import snapshot_source
 from mlsys_core.data.lake import Lake
-from mlsys_core.data.sources import read_source
+from mlsys_core.data.sources import landed, read_source
 from mlsys_core.datasets import resolve_spec, starter
 from mlsys_core.datasets.starter import database_url, url_code
 from mlsys_core.features.assemble import assemble_features, make_label
@@ -766,6 +766,43 @@ def test_a_folder_of_like_files_is_a_landing_folder_and_of_different_files_a_loo
     assert "region" in spec.features.categorical
     assert spec.contracts["accounts"].unique == ["account_id"]
     assert "TODO: the entity" not in out.read_text()  # --keys decided it
+
+
+def test_monthly_exports_that_gain_a_column_are_one_landing_table_beside_other_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A shop exports its orders month by month (``orders_2024-01.csv``, ...), and from
+    March adds a coupon column and reorders the others. Each file was a table of its own:
+    January was the base (a quarter of the rows trained on) and March a lookup of it. The
+    files named alike but for their digits are one landing table read by a glob that
+    leaves out a summary and a lookup beside them; a column the early files lack is null
+    there, and the ingest reads every row."""
+    frame = _activity()
+    folder = tmp_path / "exports"
+    for month, rows in enumerate(np.array_split(np.arange(len(frame)), 4), start=1):
+        part = frame.iloc[rows]
+        if month >= 3:  # noqa: PLR2004 -- from March: a new column, another order
+            part = part.assign(coupon=["SPRING10", ""] * (len(part) // 2))[
+                ["coupon", *reversed(frame.columns)]
+            ]
+        _write(part, folder / f"orders_2024-{month:02d}.csv")
+    _write(pd.DataFrame({"month": ["2024-01"], "orders": [120]}), folder / "orders_summary.csv")
+    plans = pd.DataFrame({"plan": ["basic", "pro", "team"], "seats": [1, 5, 20]})
+    _write(plans, folder / "plans.csv")
+    out = tmp_path / "orders_spec.py"
+    code, _, err = _init(capsys, str(folder), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:exports")
+    sources = {s.name: s for s in spec.sources}
+    assert set(sources) == {"orders", "orders_summary", "plans"} and spec.base == "orders"
+    orders = sources["orders"]
+    assert orders.incremental and orders.pattern == "orders_[0-9]*.csv"
+    assert [f.path.name for f in landed(orders)] == [f"orders_2024-0{m}.csv" for m in (1, 2, 3, 4)]
+    clean = clean_table(read_source(orders), spec.contracts["orders"])
+    assert not clean.reasons and len(clean.clean) == len(frame)
+    assert spec.contracts["orders"].columns["coupon"].nullable
+    coupons = clean.clean["coupon"]  # January and February's rows first, in name order
+    assert coupons.iloc[:240].isna().all() and (coupons.iloc[240:] == "SPRING10").sum() == 120
 
 
 @pytest.mark.parametrize("nested", [False, True])
