@@ -94,6 +94,9 @@ TIME_FORMATS = (
     "%Y-%m-%d %I:%M %p", "%Y-%m-%d %I:%M:%S %p",
     # day-first with dots and a clock, as German spreadsheets write it (05.01.2024 14:30)
     "%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S",
+    # and with a two-digit year, as a Sparkasse export writes it (05.01.24), where the day
+    # and month are two digits each: a version number (2.10.15) is no date
+    "%d.%m.%y", "%d.%m.%y %H:%M",
     # dates in words, as reports write them (January 5, 2024; Friday, January 5, 2024)
     "%B %d, %Y", "%A, %B %d, %Y",
     # with their zone: BigQuery's export (2024-01-05 10:00:00.123456 UTC), e-mail and
@@ -639,7 +642,9 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
 
     head = text.head(TIME_SAMPLE)  # most text is no time: told by a few of its values
     first = _could_read(text.iloc[0])
-    fits = [f for f in TIME_FORMATS if first(f) and reads(head, f) and reads(text, f)]
+    padded = bool(text.str.match(r"\d\d\.\d\d\.\d\d(?:\D|$)").all())
+    layouts = [f for f in TIME_FORMATS if padded or not f.startswith("%d.%m.%y")]
+    fits = [f for f in layouts if first(f) and reads(head, f) and reads(text, f)]
     if not fits:
         return None, ""
     # the same layout with day and month swapped (01/05/2024: January or May?)

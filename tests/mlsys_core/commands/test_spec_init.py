@@ -312,6 +312,7 @@ def test_a_label_that_says_yes_or_no_in_any_spelling_is_positive_for_yes(
         ("%B %d, %Y at %I:%M %p", "%B %d, %Y at %I:%M %p"),  # a form's, a phone's
         ("%a %d %b %Y", "%a %d %b %Y"),  # Fri 05 Jan 2024
         ("%m/%d/%Y %H:%M:%S.%f", "%m/%d/%Y %H:%M:%S.%f"),  # SQL Server's text
+        ("%d.%m.%y", "%d.%m.%y"),  # a Sparkasse export's booking day (05.01.24)
     ],
 )
 def test_times_written_by_exports_and_in_words_are_the_event_time(
@@ -388,6 +389,24 @@ def test_local_times_written_with_their_zones_abbreviation_are_the_event_time(
     assert clean.clean["at"].tolist() == list(times.tz_convert("UTC"))
     todo = "TODO: CST is read as UTC-0600, not China Standard Time"
     assert (todo in out.read_text()) == (zone == "America/Chicago")
+
+
+def test_version_numbers_are_no_dates(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``2.10.15`` reads as the 2nd of October 2015 (``%d.%m.%y``), but a day and month
+    written without their zero are a version's, not a German export's date: text."""
+    rng = np.random.default_rng(18)
+    rows = 300
+    versions = [
+        f"{rng.integers(1, 4)}.{rng.integers(1, 13)}.{rng.integers(10, 30)}" for _ in range(rows)
+    ]
+    frame = pd.DataFrame({"app_version": versions, "x": rng.normal(size=rows).round(3)})
+    frame["crashed"] = (rng.uniform(size=rows) < 0.3).astype(int)
+    out = tmp_path / "crashes_spec.py"
+    code, _, err = _init(capsys, str(_write(frame, tmp_path / "crashes.csv")), "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:crashes")
+    assert spec.event_timestamp is None
+    assert spec.contracts["crashes"].columns["app_version"].dtype == "string"
 
 
 def test_dates_in_words_that_no_format_reads_are_no_free_text(
