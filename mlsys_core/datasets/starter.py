@@ -1341,6 +1341,9 @@ def _split(table: Table, time: str | None, labels: pd.Series | None = None) -> t
         times = table.times(time).dropna().sort_values()
         if rule.ge is not None and rule.le is not None:  # the rows the contract keeps
             times = times[(times >= rule.ge) & (times <= rule.le)]
+        labelled = labels.reindex(times.index).notna() if labels is not None else None
+        if labelled is not None and labelled.any():  # dated back from the newest labelled
+            times = times[times <= times[labelled].max()]
         if times.nunique() >= 3:  # noqa: PLR2004 -- one time for each part of the split
             share, why = _window_share(
                 labels.reindex(times.index) if labels is not None else pd.Series(dtype=float)
@@ -1519,6 +1522,27 @@ def _outcome_label(
     return rule, note, values
 
 
+def _outcome_time_label(base: Table, label: str, time: str | None) -> tuple[dict, str, pd.Series]:
+    """A label column of times (``cancelled_at``, empty where no cancellation came): 1
+    where it holds one, 0 where it is empty, and how late outcomes came after their
+    events (``known_after``) when the base has an event time; with the labels."""
+    rule: dict[str, Any] = {"column": label, "present": True}
+    note = f"1 where {label!r} holds a time (the outcome came), 0 where it is empty"
+    frame = base.frame.assign(**{label: base.times(label)})
+    event = base.times(time) if time else None
+    late = (frame[label] - event).dropna() if event is not None else pd.Series(dtype=object)
+    if len(late) and late.max() > pd.Timedelta(0):
+        days = max(1, math.ceil(late.max() / pd.Timedelta(days=1)))
+        rule["known_after"] = timedelta(days=days)
+        note += f"; it came up to {days} days after its event: newer events wait"
+    else:
+        note += "; TODO: if outcomes come late, set known_after (how late)"
+    if event is not None:
+        frame = frame.assign(**{time: event})  # type: ignore[dict-item]
+    newest = newest_event(event) if event is not None else None
+    return rule, note, EventLabels(LabelSpec(**rule), time, {}, newest)(frame)
+
+
 def _lookups(
     tables: list[Table], base: Table, used: set[str]
 ) -> list[tuple[Table, list[str], dict]]:
@@ -1672,6 +1696,9 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     if outcomes is not None:
         rule, rule_note, label_values = _outcome_label(base, outcomes, time, positive)
         used = {*rule["on"], *keys, *([time] if time else [])}
+    elif base_cols[label].dtype == "datetime" and threshold is None and positive is None:
+        rule, rule_note, label_values = _outcome_time_label(base, label, time)
+        used = {label, *keys, *([time] if time else [])}
     else:
         label_values = base.frame[label]
         if base_cols[label].dtype in ("int", "float"):  # as the lake reads it: "12%" is 12
@@ -1704,7 +1731,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     # 1/0/NaN as the feature set will label the rows, by its own function.
     labels = (
         label_values
-        if outcomes is not None
+        if outcomes is not None or rule.get("present")
         else make_label(label_values.to_frame(label), LabelSpec(**rule))
     )
     split, split_note = _split(base, time, labels)

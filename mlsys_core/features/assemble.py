@@ -61,8 +61,11 @@ def lookup_join(
 
 
 def make_label(frame: pd.DataFrame, label: LabelSpec) -> pd.Series:
-    """1.0 / 0.0, or NaN where the label column is null (no outcome to learn from)."""
+    """1.0 / 0.0, or NaN where the label column is null (no outcome to learn from); with
+    ``present``, 1.0 where it holds a value and 0.0 where it is null."""
     values = frame[label.column]
+    if label.present:
+        return values.notna().astype("float64")
     hit = pd.Series(hits(values, label.threshold, label.positive), index=frame.index)
     return hit.astype("float64").where(values.notna(), np.nan)
 

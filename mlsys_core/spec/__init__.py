@@ -357,8 +357,9 @@ class AsOfJoin(_Frozen):
 
 
 class LabelSpec(_Frozen):
-    """A binary label: ``column > threshold``, or ``column`` in the ``positive`` classes.
-    Rows whose column is null carry no label.
+    """A binary label: ``column > threshold``, or ``column`` in the ``positive`` classes;
+    rows whose column is null carry no label. Or ``present``: 1 where the column holds a
+    value (``cancelled_at``: a time the outcome came), 0 where it is null.
 
     Outcomes kept in a table of their own (chargebacks, cancellations, returns) label the
     base events they name: ``source``, and ``on`` (base column -> its column). An event is
@@ -375,6 +376,10 @@ class LabelSpec(_Frozen):
     threshold: float | None = None
     positive: list[str | float] | None = Field(
         default=None, description="Classes that count as 1 (the rest are 0)."
+    )
+    present: bool = Field(
+        default=False,
+        description="1 where the column holds a value (an outcome's time), 0 where it is null.",
     )
     unlabeled: Literal["drop"] = Field(
         default="drop", description="Rows with no value are kept as data but never trained on."
@@ -399,11 +404,16 @@ class LabelSpec(_Frozen):
             raise ValueError(
                 f"the outcome table {self.source!r} needs on (base column -> its column)"
             )
-        ruled = self.threshold is not None or self.positive is not None
-        if self.column is None and ruled:
-            raise ValueError("threshold and positive read a column: name it")
-        if self.column is not None and (self.threshold is None) == (self.positive is None):
-            raise ValueError("a label needs exactly one of threshold and positive")
+        rules = (self.threshold is not None) + (self.positive is not None) + self.present
+        if self.column is None and rules:
+            raise ValueError("threshold, positive and present read a column: name it")
+        if self.present and self.source is not None:
+            raise ValueError(
+                "present reads a column of the base table; an outcome table's rows already "
+                "label the events they name"
+            )
+        if self.column is not None and rules != 1:
+            raise ValueError("a label needs exactly one of threshold, positive and present")
         if self.positive is not None and not self.positive:
             raise ValueError("positive must name at least one class")
         if self.known_after is not None and self.known_after <= timedelta(0):

@@ -2226,6 +2226,48 @@ def _payments(rows: int = 3000) -> tuple[pd.DataFrame, pd.DataFrame]:
     return payments, chargebacks
 
 
+def test_a_label_of_times_is_whether_the_outcome_came(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Subscriptions keep ``cancelled_at``, empty while a subscription runs. ``--label
+    cancelled_at`` made each date a class (``positive=["2023-01-17"]``) and every running
+    subscription unlabelled: the pipeline failed for want of positives. The label is
+    whether a cancellation came (``present``), with ``known_after`` from how late they
+    came, so a subscription too new to have cancelled waits, and the split's windows end
+    at the newest labelled start."""
+    rng = np.random.default_rng(19)
+    rows = 1_200
+    started = pd.Timestamp("2023-01-01") + pd.to_timedelta(np.sort(rng.uniform(0, 500, rows)), "D")
+    tickets = rng.poisson(2, rows)
+    churned = rng.uniform(size=rows) < 0.1 + 0.1 * tickets
+    cancelled = pd.Series(started + pd.to_timedelta(rng.uniform(10, 120, rows), "D"))
+    subs = pd.DataFrame(
+        {
+            "subscription_id": [f"S{i}" for i in range(rows)],
+            "started_at": started.strftime("%Y-%m-%d"),
+            "tickets": tickets,
+            "cancelled_at": cancelled.where(churned).dt.strftime("%Y-%m-%d"),
+        }
+    )
+    out = tmp_path / "subs_spec.py"
+    data = _write(subs, tmp_path / "subs.csv")
+    code, _, err = _init(capsys, str(data), "--label", "cancelled_at", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:subs")
+    start, end = pd.to_datetime(subs["started_at"]), pd.to_datetime(subs["cancelled_at"])
+    late = (end - start).max()
+    assert spec.label.present and spec.label.column == "cancelled_at"
+    assert spec.label.known_after.days == int(np.ceil(late / pd.Timedelta(days=1)))
+    assert "cancelled_at" not in spec.input_columns and "tickets" in spec.features.numeric
+    rows_ = assemble_features({"subs": clean_table(subs, spec.contracts["subs"]).clean}, spec)
+    known = start <= start.max() - spec.label.known_after
+    label = rows_[spec.label.name]
+    np.testing.assert_array_equal(label.notna(), known)
+    np.testing.assert_array_equal(label[known], churned[known].astype(float))
+    test_from = start[known].max() - spec.split.test  # the newest labelled window tests
+    assert 0 < label[known & (start > test_from)].sum() < (known & (start > test_from)).sum()
+
+
 def test_a_label_kept_in_a_table_of_outcomes_is_read_from_it(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -12,6 +12,7 @@ import pytest
 from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.features.assemble import (
     SPLIT,
+    EventLabels,
     assemble_features,
     assign_split,
     join_lookups,
@@ -86,6 +87,19 @@ def test_make_label_is_strictly_above_threshold_and_nan_when_unknown() -> None:
     assert label.dtype == np.float64
     pd.testing.assert_index_equal(label.index, frame.index)
     np.testing.assert_array_equal(label.to_numpy(), np.array(expected))
+
+
+def test_a_present_label_is_one_where_the_outcome_came_and_zero_where_it_did_not() -> None:
+    """``present``: a cancellation's time is 1, an empty one 0 (not "no label"); with
+    ``known_after``, an event newer than that before the newest has no label yet."""
+    at = pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01", "2024-03-20"], utc=True)
+    came = pd.to_datetime(["2024-01-20", None, None, "2024-03-25"], utc=True)
+    frame = pd.DataFrame({"at": at, "cancelled_at": came})
+    plain = make_label(frame, LabelSpec(column="cancelled_at", present=True))
+    assert plain.tolist() == [1.0, 0.0, 0.0, 1.0]
+    rule = LabelSpec(column="cancelled_at", present=True, known_after=timedelta(days=30))
+    waited = EventLabels(rule, "at", {}, at.max())(frame)
+    np.testing.assert_array_equal(waited.to_numpy(), [1.0, 0.0, np.nan, np.nan])
 
 
 # -- assign_split -----------------------------------------------------------------------------

@@ -45,6 +45,14 @@ _CLAIMS = {"name": "claims", "path": "claims.csv"}
         ({"source": "flights", "on": {"flight": "flight"}}, [], "another table than the base"),
         ({}, [], "reads a column, or names the outcome table"),
         ({"column": "arr_delay", "threshold": 15, "known_after": "P0D"}, [], "longer than zero"),
+        ({"column": "arr_delay", "threshold": 15, "present": True}, [], "exactly one of"),
+        ({"column": "arr_delay"}, [], "exactly one of threshold, positive and present"),
+        ({"source": "claims", "on": {"flight": "f"}, "present": True}, [_CLAIMS], "name it"),
+        (
+            {"source": "claims", "on": {"flight": "f"}, "column": "at", "present": True},
+            [_CLAIMS],
+            "present reads a column of the base table",
+        ),
     ],
 )
 def test_a_label_that_cannot_be_read_is_refused(label, sources, message) -> None:
