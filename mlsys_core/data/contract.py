@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 import numpy as np
@@ -107,11 +107,18 @@ def absent(values: pd.Series, rule: ColumnRule) -> pd.Series:
 def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:
     """Numbers as float64, NaN where a value is none: a number as it is, and text with the
     rule's ``strip`` texts removed, its ``decimal`` mark and its ``negative`` read
-    (``$1,234.50``, ``(1,234.50)``, ``1.234,56-``, ``−5``), or a ``duration`` as seconds."""
+    (``$1,234.50``, ``(1,234.50)``, ``1.234,56-``, ``−5``), or a ``duration`` as seconds; a
+    length of time held as one (a Parquet duration, a database's interval) is its seconds."""
     if pd.api.types.is_bool_dtype(values):
         values = values.astype(object)  # True is not a number in a data file
+    if pd.api.types.is_timedelta64_dtype(values):  # a Parquet duration, an SQL interval
+        return values.dt.total_seconds().astype("float64")
     if not pd.api.types.is_numeric_dtype(values):
         values = values.astype(object)
+        lengths = values.map(lambda v: isinstance(v, timedelta)).astype(bool)
+        if lengths.any():  # lengths of time among other values: their seconds
+            values = values.copy()
+            values[lengths] = [v.total_seconds() for v in values[lengths]]
         text = values.map(lambda v: isinstance(v, str)).astype(bool)
         if text.any() and rule.duration is not None:
             values = values.copy()
@@ -340,6 +347,8 @@ def _infer(  # noqa: PLR0911 - one answer per kind
         return "float"
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "datetime"
+    if pd.api.types.is_timedelta64_dtype(dtype):  # a length of time: its seconds
+        return "float"
     # Text: numbers if nearly all of it parses as numbers. Text that looks like times stays
     # text unless declared: whether it is local time, and where, is the user's to say.
     if pd.api.types.infer_dtype(present, skipna=True) != "string":

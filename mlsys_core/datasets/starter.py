@@ -881,7 +881,10 @@ def type_columns(table: Table) -> None:
             kind = written.dtype
         if kind in ("int", "float"):
             rule = written or ColumnRule(dtype=kind)
-            table.columns[name] = _number_column(name, values, rule, stand_ins[raw_name])
+            column = _number_column(name, values, rule, stand_ins[raw_name])
+            if pd.api.types.is_timedelta64_dtype(values):  # a Parquet duration, an interval
+                column.note = "; ".join(filter(None, ["lengths of time: seconds", column.note]))
+            table.columns[name] = column
             continue
         table.columns[name] = Column(
             name, "string", nullable, ColumnRule(dtype="string", nullable=nullable)

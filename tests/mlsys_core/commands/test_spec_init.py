@@ -391,6 +391,35 @@ def test_local_times_written_with_their_zones_abbreviation_are_the_event_time(
     assert (todo in out.read_text()) == (zone == "America/Chicago")
 
 
+def test_a_parquet_files_lengths_of_time_are_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A support desk's Parquet export holds each ticket's wait as a duration (pandas'
+    timedelta): `spec init` stopped on "attempt to get argmax of an empty sequence". The
+    wait is a number of seconds, and the ingest reads it so."""
+    rng = np.random.default_rng(20)
+    rows = 300
+    waits = pd.to_timedelta(rng.gamma(2, 300, rows).round(), "s")
+    frame = pd.DataFrame(
+        {
+            "queue": rng.choice(["billing", "tech"], rows),
+            "wait": waits,
+            "escalated": rng.integers(0, 2, rows),
+        }
+    )
+    data = _write(frame, tmp_path / "tickets.parquet")
+    out = tmp_path / "tickets_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "escalated", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:tickets")
+    rule = spec.contracts["tickets"].columns["wait"]
+    assert rule.dtype == "float" and "wait" in spec.features.numeric
+    assert (rule.ge, rule.le) == (waits.min().total_seconds(), waits.max().total_seconds())
+    clean = clean_table(read_source(spec.sources[0]), spec.contracts["tickets"])
+    assert not clean.reasons
+    assert clean.clean["wait"].tolist() == waits.total_seconds().tolist()
+
+
 def test_version_numbers_are_no_dates(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """``2.10.15`` reads as the 2nd of October 2015 (``%d.%m.%y``), but a day and month
     written without their zero are a version's, not a German export's date: text."""

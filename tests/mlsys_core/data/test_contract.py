@@ -359,6 +359,25 @@ def test_a_length_of_time_written_with_units_or_in_iso_8601_is_its_seconds(live:
     assert sorted(result.quarantined["flown"]) == ["1 month", "2h"]  # as written
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_a_length_of_time_held_as_one_is_its_seconds(live: bool) -> None:
+    """A Parquet file's duration column and a database's interval arrive as timedeltas, not
+    text: they were typed as text (a category of their spellings) and, declared numbers,
+    quarantined every row. They are seconds, in the lake and a stream's events alike; a
+    timedelta among other values (an object column) too."""
+    waits = pd.to_timedelta([600, 90.5, None, 3_600], unit="s")
+    frame = pd.DataFrame({"wait": waits, "mixed": pd.Series([waits[0], 12, None, "30"])})
+    assert infer_column_types(frame)["wait"] == "float"
+    rules = {"wait": ColumnRule(dtype="float", nullable=True)}
+    contract = TableContract(columns=rules | {"mixed": ColumnRule(dtype="float", nullable=True)})
+    result = clean_table(frame, contract, live=live)
+    assert not result.reasons
+    assert (
+        result.clean["wait"].tolist()[:2] == [600.0, 90.5] and result.clean["wait"].iloc[3] == 3600
+    )
+    assert result.clean["mixed"].tolist()[:2] == [600.0, 12.0]
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
