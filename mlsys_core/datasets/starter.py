@@ -908,8 +908,8 @@ def _number_column(
     rule = ColumnRule.model_validate(written.model_dump() | bounds)
     stray = values[values.notna() & parsed.isna()]  # present, but not a number
     notes = []
-    if written.formatted:
-        read = values[parsed.notna()].astype(str)
+    read = values[parsed.notna()].astype(str)
+    if written.formatted and not read.empty:
         longest = read.str.len().idxmax()  # the one most marks are in
         notes.append(f"written as {read[longest]!r}: read as {parsed[longest]:.15g}")
         if len(units := units_after_numbers(read)) > 1:
