@@ -1511,9 +1511,7 @@ def _outcome_label(
         came = outcomes.times(times[0])
         pairs = base.frame[list(on)].assign(_event=event.to_numpy())
         pairs = pairs.merge(outcomes.frame[list(on)].assign(_came=came.to_numpy()), on=list(on))
-        late = (pairs["_came"] - pairs["_event"]).dropna()
-        if len(late):
-            days = max(1, math.ceil(late.max() / pd.Timedelta(days=1)))
+        if (days := _days_late(pairs["_came"] - pairs["_event"])) is not None:
             rule["known_after"] = timedelta(days=days)
             note = f"{times[0]!r} came up to {days} days after its event: newer events wait"
     if "known_after" not in rule:
@@ -1525,6 +1523,13 @@ def _outcome_label(
     return rule, note, values
 
 
+def _days_late(late: pd.Series) -> int | None:
+    """How many days after its event the latest outcome came (rounded up, one at least);
+    None when no outcome has both times."""
+    late = late.dropna()
+    return max(1, math.ceil(late.max() / pd.Timedelta(days=1))) if len(late) else None
+
+
 def _outcome_time_label(base: Table, label: str, time: str | None) -> tuple[dict, str, pd.Series]:
     """A label column of times (``cancelled_at``, empty where no cancellation came): 1
     where it holds one, 0 where it is empty, and how late outcomes came after their
@@ -1533,9 +1538,8 @@ def _outcome_time_label(base: Table, label: str, time: str | None) -> tuple[dict
     note = f"1 where {label!r} holds a time (the outcome came), 0 where it is empty"
     frame = base.frame.assign(**{label: base.times(label)})
     event = base.times(time) if time else None
-    late = (frame[label] - event).dropna() if event is not None else pd.Series(dtype=object)
-    if len(late) and late.max() > pd.Timedelta(0):
-        days = max(1, math.ceil(late.max() / pd.Timedelta(days=1)))
+    days = _days_late(frame[label] - event) if event is not None else None
+    if days is not None:
         rule["known_after"] = timedelta(days=days)
         note += f"; it came up to {days} days after its event: newer events wait"
     else:
