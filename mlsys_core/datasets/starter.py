@@ -1126,7 +1126,9 @@ def _written_numbers(values: pd.Series, decimal: str = ".") -> ColumnRule | None
     best: tuple[pd.Series, str, str] | None = None
     for point, group in sorted(((".", ","), (",", ".")), key=lambda pair: pair[0] != decimal):
         groups = re.escape(group) + "".join(_GROUP_SPACES) + "'’"
-        whole = rf"[+-]?(\d{{1,3}}([{groups}]\d{{3}})+|\d+)"
+        # thousands, or lakhs and crores as India groups them (1,23,45,678)
+        lakhs = rf"\d{{1,2}}({re.escape(group)}\d{{2}})+{re.escape(group)}\d{{3}}"
+        whole = rf"[+-]?(\d{{1,3}}([{groups}]\d{{3}})+|{lakhs}|\d+)"
         read = bare[bare.str.fullmatch(rf"{whole}({re.escape(point)}\d+)?")]
         if best is None or len(read) > len(best[0]):
             best = (read, point, group)

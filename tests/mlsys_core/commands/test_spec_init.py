@@ -1581,6 +1581,35 @@ def test_numbers_a_spreadsheet_formatted_are_numbers_read_as_written(
     np.testing.assert_array_equal(kept["seats"], seats[rows])
 
 
+def test_amounts_grouped_in_lakhs_are_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An Indian loan book writes ``₹2,35,951.08``: lakhs and crores, two digits a group
+    above the thousands. The amount was text, left out; it is a number now, and the lake
+    holds it."""
+    frame = _activity()
+    amount = np.random.default_rng(21).uniform(500, 5e7, len(frame)).round(2)
+
+    def lakhs(v: float) -> str:
+        whole, cents = f"{v:.2f}".split(".")
+        head, tail = whole[:-3], whole[-3:]
+        pairs = [head[max(0, i - 2) : i] for i in range(len(head), 0, -2)][::-1]
+        return "₹" + ",".join([*pairs, tail]) + "." + cents
+
+    frame["amount"] = [lakhs(v) for v in amount]
+    assert "1,23,45,678.00" in lakhs(12345678.0)
+    data = _write(frame, tmp_path / "loans.csv")
+    out = tmp_path / "loans_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:loans")
+    rule = spec.contracts["loans"].columns["amount"]
+    assert (rule.dtype, rule.strip) == ("float", ["₹", ","]) and "amount" in spec.features.numeric
+    cleaned = clean_table(pd.read_csv(data), spec.contracts["loans"])
+    assert not cleaned.reasons
+    np.testing.assert_allclose(cleaned.clean["amount"], amount)
+
+
 def test_a_ledgers_negatives_and_thousands_are_numbers_read_as_written(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
