@@ -989,8 +989,10 @@ def _code(values: pd.Series) -> str:
 # Texts that stand for no value among numbers: the UCI repository's '?', a report's '-',
 # and spellings of n/a that pandas does not read as null itself.
 MISSING_TEXTS = {
-    *("?", "-", "--", "—", ".", "n.a.", "N.A.", "n/v", "k.A.", "missing", "unknown", "Unknown"),
-    *("NA", "N/A", "n/a", "na", "null", "NULL", "None", "none", "nan", "NaN", "#N/A", "-nan"),
+    *("?", "-", "--", "—", "–", ".", "n.a.", "N.A.", "n/v", "k.A.", "missing", "unknown"),
+    *("Unknown", "NA", "N/A", "n/a", "na", "null", "NULL", "None", "none", "nan", "NaN", "-nan"),
+    # what a spreadsheet writes where a formula has no value: a CSV export keeps the text
+    *("#N/A", "#DIV/0!", "#VALUE!", "#REF!", "#NUM!", "#NAME?", "#NULL!"),
 }
 
 

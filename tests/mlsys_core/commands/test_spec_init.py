@@ -1157,6 +1157,37 @@ def test_a_dash_for_a_date_or_an_amount_not_yet_known_is_null(
     assert cleaned.clean["Amount"].isna().sum() == pending.sum()
 
 
+def test_a_spreadsheets_formula_errors_and_dashes_are_no_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A report saved as CSV keeps what Excel shows where a formula has no value
+    (``#DIV/0!``, ``#VALUE!``) and the dashes of a typeset report (an en dash, an em dash):
+    with three of them in a column, their rows were quarantined ("not a float"). They are
+    the column's ``missing`` texts, read as null; the numbers are kept."""
+    rng = np.random.default_rng(22)
+    rows = 900
+    margin = rng.uniform(-0.2, 0.6, rows).round(4)
+    written = np.array([f"{m}" for m in margin], dtype=object)
+    gaps = {"#DIV/0!": slice(0, None, 20), "#VALUE!": slice(7, None, 45), "–": slice(3, None, 30)}
+    for text, rows_ in gaps.items():
+        written[rows_] = text
+    frame = pd.DataFrame({"store": rng.integers(1, 30, rows), "margin": written})
+    frame["closed"] = rng.integers(0, 2, rows)
+    data = _write(frame, tmp_path / "stores.csv")
+    out = tmp_path / "stores_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "closed", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    contract = resolve_spec(f"{out}:stores").contracts["stores"]
+    rule = contract.columns["margin"]
+    assert rule.dtype == "float" and set(rule.missing) == set(gaps)
+    cleaned = clean_table(pd.read_csv(data), contract)
+    assert cleaned.quarantined.empty
+    gone = pd.Series(written).isin(list(gaps))
+    assert cleaned.clean["margin"].isna().tolist() == gone.tolist()
+    np.testing.assert_allclose(cleaned.clean["margin"][~gone], margin[~gone])
+
+
 @pytest.mark.parametrize("delimiter", [",", " ", ", "])
 def test_a_file_without_a_header_line_is_read_from_its_first_row(
     tmp_path: Path, capsys: pytest.CaptureFixture, delimiter: str
