@@ -1664,10 +1664,19 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             left = _left_out(Path(data)) if database is None else []
             hint = f" (files not read, by their names: {', '.join(left)})" if left else ""
             raise StarterError(f"no column {label!r} in {shown}; columns: {seen}{hint}")
-        base = having[0]
+        # Where it is a label: both classes, the most rows, the most columns (a Kaggle
+        # folder's train.csv, not its sample submission of one class)
+        base = max(
+            having,
+            key=lambda t: (
+                t.frame[label].nunique() > 1,
+                int(t.frame[label].notna().sum()),
+                len(t.columns),
+            ),
+        )
         label_note = ""
-    else:
-        base = tables[0]
+    else:  # the events are the longest table (a Kaggle folder's train.csv)
+        base = max(tables, key=lambda t: len(t.frame))
         label = _guess_label(base)
         label_note = "TODO: the label column was guessed; pass --label or change it"
     base_cols = base.columns

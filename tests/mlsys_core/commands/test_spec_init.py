@@ -816,6 +816,30 @@ def test_a_folder_of_like_files_is_a_landing_folder_and_of_different_files_a_loo
     assert "TODO: the entity" not in out.read_text()  # --keys decided it
 
 
+@pytest.mark.parametrize("named", [True, False])
+def test_a_kaggle_folder_trains_on_its_train_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture, named: bool
+) -> None:
+    """A competition's folder: ``train.csv`` (labelled), ``test.csv`` (the same columns
+    but the label) and ``gender_submission.csv`` (an id and a label of one class). The
+    first file by name, the sample submission, was the base, joined to ``test.csv`` for its
+    features: nothing to learn. The base is the table where the label is one: both
+    classes, the most rows (without ``--label``, the longest table)."""
+    frame = _activity()
+    train, test = frame.iloc[:360], frame.iloc[360:]
+    folder = tmp_path / "comp"
+    _write(train, folder / "train.csv")
+    _write(test.drop(columns="churned"), folder / "test.csv")
+    _write(test[["account_id"]].assign(churned=0), folder / "gender_submission.csv")
+    out = tmp_path / "comp_spec.py"
+    args = ["--label", "churned"] if named else []
+    code, _, err = _init(capsys, str(folder), *args, "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:comp")
+    assert spec.base == "train" and spec.label.column == "churned" and not spec.lookups
+    assert {"plan", "fee", "tickets"} <= set(spec.input_columns)
+
+
 def test_monthly_exports_that_gain_a_column_are_one_landing_table_beside_other_files(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
