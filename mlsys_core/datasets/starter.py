@@ -128,12 +128,15 @@ _DATES = (
     "%d-%B-%Y", "%b-%d-%Y", "%Y-%b-%d", "%a %d %b %Y", "%A %d %B %Y", "%A, %d %B %Y",
     "%a, %b %d, %Y", "%A, %B %d, %Y",
 )  # fmt: skip
-_CLOCKS = (
+_AFTER_DATES = (
     "", " %H:%M", " %H:%M:%S", " %I:%M %p", " %I:%M:%S %p", ", %H:%M", ", %I:%M %p",
     " at %H:%M", " at %I:%M %p",
 )  # fmt: skip
 TIME_FORMATS += tuple(
-    f"{date}{clock}" for date in _DATES for clock in _CLOCKS if f"{date}{clock}" not in TIME_FORMATS
+    f"{date}{clock}"
+    for date in _DATES
+    for clock in _AFTER_DATES
+    if f"{date}{clock}" not in TIME_FORMATS
 )
 TIME_SAMPLE = 200  # values a layout is tried on before it is tried on them all
 _ZONE_TODO = "TODO: times without an offset are UTC; else set timezone="
