@@ -805,6 +805,52 @@ def join_dates_and_times(table: Table) -> None:
         table.__dict__.pop("sample", None)  # drawn again, with the joined columns
 
 
+# A time written across whole-number columns, as weather and government tables write it
+# (year, month, day, hour, minute): each part's name and its range.
+_CALENDAR_PARTS = {
+    "year": (1900, 2100, "%Y"),
+    "month": (1, 12, "%m"),
+    "day": (1, 31, "%d"),
+    "hour": (0, 23, "%H"),
+    "minute": (0, 59, "%M"),
+}
+
+
+def join_calendar_parts(table: Table) -> None:
+    """A table without a time whose year, month and day (and hour, and minute) are columns
+    of their own: one time, the source's ``joined`` column, read by a format of the parts
+    (``"%Y %m %d %H"``), so the rows are split by time and the calendar is learnt from it,
+    not from the parts as numbers (a random split of a time series tests on its past)."""
+    if any(c.dtype == "datetime" for c in table.columns.values()):
+        return
+    named = {c.name.lower(): c for c in table.columns.values() if c.dtype == "int"}
+    parts = []
+    for part, (low, high, _) in _CALENDAR_PARTS.items():
+        column = named.get(part)
+        values = table.frame[column.name] if column else None
+        if values is None or values.isna().any() or not values.between(low, high).all():
+            break
+        parts.append(part)
+    if len(parts) < 3:  # noqa: PLR2004 -- a year, a month and a day at least
+        return
+    columns = [named[p].name for p in parts]
+    name = "time" if "time" not in table.columns else "_".join(["time", *parts])
+    fmt = " ".join(_CALENDAR_PARTS[p][2] for p in parts)
+    text = joined_columns(table.frame[columns].copy(), {name: columns}, "")[name]
+    rule = ColumnRule(dtype="datetime", format=fmt)
+    if to_utc_datetimes(text, rule).isna().any():  # a 31st of February: no time
+        return
+    table.frame[name] = text
+    for part, column in zip(parts, columns, strict=True):  # next year, or July, is no outlier
+        low, high, _ = _CALENDAR_PARTS[part]
+        bounds = {"ge": None, "le": None} if part == "year" else {"ge": low, "le": high}
+        table.columns[column].rule = table.columns[column].rule.model_copy(update=bounds)
+    note = f"{', '.join(columns)} joined" + (f"; {_ZONE_TODO}" if "hour" in parts else "")
+    _time_column(table, name, rule, note)
+    table.source = table.source.model_copy(update={"joined": {name: columns}})
+    table.__dict__.pop("sample", None)  # drawn again, with the joined column
+
+
 def _is_clock(values: pd.Series) -> bool:
     present = values.dropna().astype(str).str.strip()
     return not present.empty and bool(present.str.fullmatch(_CLOCK.pattern).all())
@@ -1656,6 +1702,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     for table in tables:
         type_columns(table)
         join_dates_and_times(table)
+        join_calendar_parts(table)
     outcomes = _outcome_table(tables, label)
     if outcomes is not None:
         base = _outcome_base(tables, outcomes)

@@ -420,6 +420,39 @@ def test_a_parquet_files_lengths_of_time_are_seconds(
     assert clean.clean["wait"].tolist() == waits.total_seconds().tolist()
 
 
+def test_a_time_written_across_year_month_day_and_hour_columns_is_the_event_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An air-quality table writes each reading's ``Year``, ``Month``, ``Day`` and
+    ``Hour`` as columns of their own: they were four numeric features and the rows split
+    by hash, testing on the past of the training rows. They are one joined time now, the
+    event time, with a split by time and calendar features; the parts keep their natural
+    ranges (next year, or a month not seen yet, is no outlier)."""
+    rng = np.random.default_rng(23)
+    rows = 600
+    at = pd.Timestamp("2022-03-01") + pd.to_timedelta(np.sort(rng.uniform(0, 300, rows)), "D")
+    at = at.floor("h")
+    frame = pd.DataFrame(
+        {"Year": at.year, "Month": at.month, "Day": at.day, "Hour": at.hour,
+         "Temp": rng.normal(15, 8, rows).round(1), "alert": rng.integers(0, 2, rows)}
+    )  # fmt: skip
+    data = _write(frame, tmp_path / "air.csv")
+    out = tmp_path / "air_spec.py"
+    code, _, err = _init(capsys, str(data), "--label", "alert", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:air")
+    assert spec.sources[0].joined == {"time": ["Year", "Month", "Day", "Hour"]}
+    assert spec.event_timestamp == "time" and isinstance(spec.split, RecentSplit)
+    assert "hour" in spec.features.calendar and spec.features.numeric == ["Temp"]
+    rules = spec.contracts["air"].columns
+    assert (rules["Year"].ge, rules["Year"].le, rules["Month"].ge, rules["Month"].le) == (
+        None, None, 1, 12
+    )  # fmt: skip
+    clean = clean_table(read_source(spec.sources[0]), spec.contracts["air"])
+    assert not clean.reasons
+    assert clean.clean["time"].tolist() == list(at.tz_localize("UTC"))
+
+
 def test_version_numbers_are_no_dates(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """``2.10.15`` reads as the 2nd of October 2015 (``%d.%m.%y``), but a day and month
     written without their zero are a version's, not a German export's date: text."""
