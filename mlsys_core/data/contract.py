@@ -115,10 +115,11 @@ def read_numbers(values: pd.Series, rule: ColumnRule) -> pd.Series:
         return values.dt.total_seconds().astype("float64")
     if not pd.api.types.is_numeric_dtype(values):
         values = values.astype(object)
-        lengths = values.map(lambda v: isinstance(v, timedelta)).astype(bool)
-        if lengths.any():  # lengths of time among other values: their seconds
-            values = values.copy()
-            values[lengths] = [v.total_seconds() for v in values[lengths]]
+        if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+            lengths = values.map(lambda v: isinstance(v, timedelta)).astype(bool)
+            if lengths.any():  # lengths of time among other values: their seconds
+                values = values.copy()
+                values[lengths] = [v.total_seconds() for v in values[lengths]]
         text = values.map(lambda v: isinstance(v, str)).astype(bool)
         if text.any() and rule.duration is not None:
             values = values.copy()
