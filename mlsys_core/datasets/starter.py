@@ -604,7 +604,7 @@ def _series(
         ):
             continue
         named = plain[: -len(_ending(members[0]))].replace("*", "")
-        series.append((_table_name(Path(named.strip("_-. ") or "data")), glob, members))
+        series.append((_table_name(Path(named.strip("_-. ") or folder.name)), glob, members))
     return series
 
 
