@@ -935,6 +935,10 @@ def type_columns(table: Table) -> None:
                 column.note = "; ".join(filter(None, ["lengths of time: seconds", column.note]))
             table.columns[name] = column
             continue
+        if nulls := sorted(_markers(values) & NULL_TEXTS):  # a database dump's null: no category
+            rule = ColumnRule(dtype="string", nullable=True, missing=nulls)
+            table.columns[name] = Column(name, "string", True, rule, f"{_quoted(nulls)}: no value")
+            continue
         table.columns[name] = Column(
             name, "string", nullable, ColumnRule(dtype="string", nullable=nullable)
         )
@@ -1019,10 +1023,10 @@ def _no_value_text(value: object) -> bool:
     return isinstance(value, str) and (value.strip() in MISSING_TEXTS or not value.strip())
 
 
-def _markers(values: pd.Series) -> list[str]:
+def _markers(values: pd.Series) -> set[str]:
     """The texts among ``values`` that stand for no value (``MISSING_TEXTS``)."""
     texts = {v.strip() for v in values.dropna() if isinstance(v, str)}
-    return sorted(texts & MISSING_TEXTS)
+    return texts & MISSING_TEXTS
 
 
 def _quoted(texts: list[str]) -> str:
@@ -1042,7 +1046,10 @@ MISSING_TEXTS = {
     *("Unknown", "NA", "N/A", "n/a", "na", "null", "NULL", "None", "none", "nan", "NaN", "-nan"),
     # what a spreadsheet writes where a formula has no value: a CSV export keeps the text
     *("#N/A", "#DIV/0!", "#VALUE!", "#REF!", "#NUM!", "#NAME?", "#NULL!"),
+    "\\N",  # MySQL's and PostgreSQL's COPY null
 }
+# Of those, the ones no text column means as a value: a database dump's null
+NULL_TEXTS = {"\\N"}
 
 
 # What a spreadsheet writes numbers with: a unit or a currency (26.6%, $1,234.50, 1.234,56 €),

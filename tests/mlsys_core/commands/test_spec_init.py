@@ -1245,6 +1245,32 @@ def test_a_spreadsheets_formula_errors_and_dashes_are_no_value(
     np.testing.assert_allclose(cleaned.clean["margin"][~gone], margin[~gone])
 
 
+def test_a_database_dumps_null_is_no_value_in_every_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """MySQL's ``SELECT ... INTO OUTFILE`` and PostgreSQL's ``COPY`` write ``\\N`` for a
+    null. Among text it was a category the model learned (two thirds of the coupons),
+    which a request sending ``null`` never meets; it is no value in every column now."""
+    rng = np.random.default_rng(24)
+    rows = 600
+    coupon = np.where(rng.uniform(size=rows) < 0.6, "\\N", rng.choice(["A10", "B20"], rows))
+    amount = np.where(np.arange(rows) % 9 == 0, "\\N", rng.gamma(2, 40, rows).round(2).astype(str))
+    frame = pd.DataFrame({"coupon": coupon, "amount": amount, "refunded": rng.integers(0, 2, rows)})
+    data = tmp_path / "orders.tsv"
+    frame.to_csv(data, sep="\t", index=False)
+    out = tmp_path / "orders_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "refunded", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    spec = resolve_spec(f"{out}:orders")
+    rules = spec.contracts["orders"].columns
+    assert rules["coupon"].missing == rules["amount"].missing == ["\\N"]
+    assert rules["amount"].dtype == "float" and "coupon" in spec.features.categorical
+    clean = clean_table(read_source(spec.sources[0]), spec.contracts["orders"]).clean
+    assert clean["coupon"].isna().tolist() == (coupon == "\\N").tolist()
+    assert clean["amount"].isna().tolist() == (amount == "\\N").tolist()
+
+
 @pytest.mark.parametrize("delimiter", [",", " ", ", "])
 def test_a_file_without_a_header_line_is_read_from_its_first_row(
     tmp_path: Path, capsys: pytest.CaptureFixture, delimiter: str
