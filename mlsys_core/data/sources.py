@@ -704,15 +704,33 @@ def _present(value: dict) -> dict:
     return {k: _present(v) if isinstance(v, dict) else v for k, v in value.items() if v is not None}
 
 
+# MongoDB's Extended JSON (what mongoexport writes) wraps a value in its type's name:
+# {"$oid": "65a..."}, {"$date": "2024-01-05T10:00:00Z"}, {"$numberDecimal": "12.50"}.
+_TYPE_WRAPPERS = {"$oid", "$date", "$numberDecimal", "$numberInt", "$numberLong", "$numberDouble"}
+
+
+def _unwrapped(value: object) -> object:
+    """``value`` with each Extended JSON wrapper replaced by the value it wraps, at any
+    depth (``{"$date": {"$numberLong": "1704448800000"}}`` is ``"1704448800000"``)."""
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1 and (key := next(iter(value))) in _TYPE_WRAPPERS:
+        return _unwrapped(value[key])
+    return {k: _unwrapped(v) for k, v in value.items()}
+
+
 def flat_objects(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
     """A column of JSON objects as a column per field, named ``parent.field`` at any
     depth, as pandas' ``json_normalize`` and Spark name them: an export that nests a
     customer's fields under ``customer`` gets columns the contract can type. A null
     parent, or one that lacks a field, gives a null. A column that also holds other
     values is left whole (as text); so is one whose fields would take an existing name.
-    ``columns``: only these (default: all)."""
+    A MongoDB export's typed values are their values (``spent``, not
+    ``spent.$numberDecimal``). ``columns``: only these (default: all)."""
     for name in list(frame.columns if columns is None else columns):
         values = frame[name]
+        if values.dtype == object and values.map(lambda v: isinstance(v, dict)).any():
+            values = frame[name] = values.map(_unwrapped)
         present = values.dropna() if values.dtype == object else ()
         if not len(present) or not present.map(lambda v: isinstance(v, dict)).all():
             continue

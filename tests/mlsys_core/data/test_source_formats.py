@@ -21,6 +21,7 @@ from mlsys_core.data.sources import (
     SourceError,
     parse_source,
     read_source_bytes,
+    records_frame,
     sheet_cells,
     sheet_layout,
 )
@@ -118,6 +119,32 @@ def test_nested_objects_become_dotted_columns_and_lists_text(tmp_path: Path, fil
         {"id": 3, "customer.id": 8, "customer.tier": None, "customer.plan.seats": None,
          "tags": None},
     ]  # fmt: skip
+
+
+def test_a_mongodb_exports_typed_values_are_their_values(tmp_path: Path) -> None:
+    """mongoexport wraps each typed value in its type's name (Extended JSON): the columns
+    were ``_id.$oid``, ``spent.$numberDecimal``, so a request had to name the wrapper and a
+    client sending ``{"spent": 12.5}`` was told no such field. The values are read as
+    what they wrap, in a nested record and a stream's event alike."""
+    records = [
+        {"_id": {"$oid": "65a0c0ffee"}, "at": {"$date": "2024-01-05T10:00:00.000Z"},
+         "spent": {"$numberDecimal": "12.50"}, "visits": {"$numberInt": "7"},
+         "customer": {"_id": {"$oid": "65b0"},
+                      "since": {"$date": {"$numberLong": "1704448800000"}}}},
+        {"_id": {"$oid": "65a0c0ffef"}, "at": {"$date": "2024-01-06T11:00:00.000Z"},
+         "spent": None, "visits": {"$numberInt": "0"}, "customer": {"_id": {"$oid": "65b1"}}},
+    ]  # fmt: skip
+    path = tmp_path / "users.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    frame = parse_source(read_source_bytes(SourceSpec(name="users", path=str(path))))
+    assert frame.columns.tolist() == [
+        "_id", "at", "spent", "visits", "customer._id", "customer.since"
+    ]  # fmt: skip
+    assert _records(frame)[0] == {
+        "_id": "65a0c0ffee", "at": "2024-01-05T10:00:00.000Z", "spent": "12.50", "visits": "7",
+        "customer._id": "65b0", "customer.since": "1704448800000",
+    }  # fmt: skip
+    assert records_frame(records).columns.tolist() == frame.columns.tolist()  # a stream's
 
 
 @pytest.mark.parametrize("filename", ["t.json", "t.jsonl"])
