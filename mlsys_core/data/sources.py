@@ -729,10 +729,13 @@ def flat_objects(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.Da
     ``spent.$numberDecimal``). ``columns``: only these (default: all)."""
     for name in list(frame.columns if columns is None else columns):
         values = frame[name]
-        if values.dtype == object and values.map(lambda v: isinstance(v, dict)).any():
-            values = frame[name] = values.map(_unwrapped)
-        present = values.dropna() if values.dtype == object else ()
-        if not len(present) or not present.map(lambda v: isinstance(v, dict)).all():
+        if values.dtype != object:
+            continue
+        objects = values.map(lambda v: isinstance(v, dict)).astype(bool)
+        if not objects.any():
+            continue
+        values = frame[name] = values.map(_unwrapped)
+        if not values[values.notna()].map(lambda v: isinstance(v, dict)).all():
             continue
         fields = pd.json_normalize([v if isinstance(v, dict) else {} for v in values], sep=".")
         fields.columns = [f"{name}.{field}" for field in fields.columns]
