@@ -1024,8 +1024,9 @@ def _no_value_text(value: object) -> bool:
 
 
 def _markers(values: pd.Series) -> set[str]:
-    """The texts among ``values`` that stand for no value (``MISSING_TEXTS``)."""
-    texts = {v.strip() for v in values.dropna() if isinstance(v, str)}
+    """The texts among ``values`` that stand for no value (``MISSING_TEXTS``): each
+    distinct value looked at once, as every text column is."""
+    texts = {v.strip() for v in values.dropna().unique() if isinstance(v, str)}
     return texts & MISSING_TEXTS
 
 
@@ -1597,16 +1598,15 @@ def _outcome_time_label(base: Table, label: str, time: str | None) -> tuple[dict
     rule: dict[str, Any] = {"column": label, "present": True}
     note = f"1 where {label!r} holds a time (the outcome came), 0 where it is empty"
     frame = base.frame.assign(**{label: base.times(label)})
-    event = base.times(time) if time else None
-    days = _days_late(frame[label] - event) if event is not None else None
+    days, newest = None, None
+    if time:
+        frame = frame.assign(**{time: base.times(time)})
+        days, newest = _days_late(frame[label] - frame[time]), newest_event(frame[time])
     if days is not None:
         rule["known_after"] = timedelta(days=days)
         note += f"; it came up to {days} days after its event: newer events wait"
     else:
         note += "; TODO: if outcomes come late, set known_after (how late)"
-    if event is not None:
-        frame = frame.assign(**{time: event})  # type: ignore[dict-item]
-    newest = newest_event(event) if event is not None else None
     return rule, note, EventLabels(LabelSpec(**rule), time, {}, newest)(frame)
 
 
