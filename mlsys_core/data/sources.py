@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import feather, ipc
 
 from mlsys_core.spec import SourceSpec
 
@@ -183,23 +184,25 @@ def detect_format(source: SourceSpec, name: str) -> str:
     if source.format != "auto":
         return source.format
     lowered = name.lower().removesuffix(".gz").removesuffix(".zip")
-    if lowered.endswith((".parquet", ".pq")):
-        return "parquet"
-    if lowered.endswith((".jsonl", ".ndjson")):
-        return "jsonl"
-    if lowered.endswith(".json"):
-        return "json"
-    if lowered.endswith(SHEETS):
-        return "xlsx"
-    return "csv"
+    return next((kind for ends, kind in _BY_NAME if lowered.endswith(ends)), "csv")
 
 
+# Arrow's own files, as pandas' ``to_feather`` and Polars' ``write_ipc`` save a frame.
+ARROW_FILES = (".feather", ".arrow", ".ipc", ".arrows")
 # Workbooks read as sheets: Excel's own format since 2007.
 SHEETS = (".xlsx", ".xlsm")
 # Other spreadsheet workbooks: binary, read as CSV they would fail deep in the parser or
 # look empty; refused with what to do.
 WORKBOOKS = (".xls", ".ods", ".numbers")
 SAVE_AS_CSV = "save it as .xlsx, or the sheet as CSV, and read that file"
+# A file's format by its name's ending; any other name is a CSV (a .tsv, a .txt).
+_BY_NAME = (
+    ((".parquet", ".pq"), "parquet"),
+    (ARROW_FILES, "feather"),
+    ((".jsonl", ".ndjson"), "jsonl"),
+    (".json", "json"),
+    (SHEETS, "xlsx"),
+)
 
 
 def compression_of(name: str) -> str | None:
@@ -291,7 +294,9 @@ def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:  # noqa: PLR091
         return pd.DataFrame()  # no rows: the caller refuses or skips it, as the spec says
     try:
         if kind == "parquet":
-            return _parquet_frame(pq.read_table(buffer))
+            return _arrow_frame(pq.read_table(buffer))
+        if kind == "feather":
+            return _arrow_frame(_arrow_table(buffer))
         if kind == "jsonl":
             return held_as_json(_json_frame(buffer, lines=True, compression=compression))
         if kind == "json":
@@ -653,9 +658,11 @@ def leading_zero_codes(frame: pd.DataFrame) -> list[str]:
 
 
 def _json_document(data: bytes) -> pd.DataFrame:
-    """The records of a JSON document: an array of objects, or an object whose one array
-    of objects holds them (an API's ``{"data": [...], "next": ...}``). A file of one
-    object per line, as many ``.json`` exports are, is read as JSON lines."""
+    """The records of a JSON document: an array of objects, an object whose one table holds
+    them (an API's ``{"data": [...], "next": ...}``, a Firebase export's records keyed by
+    id), or a frame as pandas' ``to_json`` writes it in any orient of a table (``columns``,
+    its default, ``index``, ``split``, ``table``). A file of one object per line, as many
+    ``.json`` exports are, is read as JSON lines."""
     try:
         document = json.loads(data)
     except json.JSONDecodeError as err:
@@ -664,13 +671,97 @@ def _json_document(data: bytes) -> pd.DataFrame:
         return _json_frame(io.BytesIO(data), lines=True)
     if not isinstance(document, dict):
         if not _is_records(document):
-            raise ValueError("the document is neither an array of objects nor an object")
+            rows = isinstance(document, list) and all(isinstance(v, list) for v in document)
+            raise ValueError(
+                "the document is neither an array of objects nor an object"
+                + ("; an array of arrays names no columns (pandas: orient='records')" * rows)
+            )
         return _json_frame(io.BytesIO(data), orient="records")
-    held = [k for k, v in document.items() if _is_records(v)]
-    if len(held) > 1:
-        raise ValueError(f"the document holds several arrays of records: {held}")
-    records = document[held[0]] if held else [document]  # else the object is one record
+    records = _frame_records(document)
+    if records is None:
+        held = [k for k, v in document.items() if _is_records(v)]
+        if len(held) > 1:
+            raise ValueError(f"the document holds several arrays of records: {held}")
+        records = document[held[0]] if held else _keyed(document) or [document]
     return _json_frame(io.StringIO(json.dumps(records)), orient="records")
+
+
+def _is_records(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+def _keyed(document: dict) -> list | None:
+    """The records of a document that is one collection of objects keyed by their id, as a
+    Firebase export writes it (``{"users": {"-Nx1": {...}, "-Nx2": {...}}}``), the id kept
+    as ``index``; None for any other object (one record, such as an event of its own)."""
+    ((_, value),) = document.items() if len(document) == 1 else ((None, None),)
+    if not isinstance(value, dict) or len(value) < 2:
+        return None
+    if not all(isinstance(v, dict) for v in value.values()):
+        return None
+    return _labelled(list(value.values()), list(value))
+
+
+def _frame_records(document: dict) -> list | None:
+    """The rows of a frame pandas wrote with ``to_json``, or None for any other object. Row
+    labels are kept as ``index`` (as ``reset_index`` names them) unless they are the row
+    numbers, which are no data."""
+    for orient in (_split_orient, _table_orient, _columns_orient):
+        if (records := orient(document)) is not None:
+            return records
+    return None
+
+
+def _split_orient(document: dict) -> list | None:
+    """``{"columns": [...], "index": [...], "data": [[...], ...]}``"""
+    if not {"columns", "data"} <= set(document) <= {"columns", "data", "index", "name"}:
+        return None
+    columns, rows = document["columns"], document["data"]
+    if not isinstance(columns, list) or not isinstance(rows, list):
+        return None
+    if not all(isinstance(r, list) and len(r) == len(columns) for r in rows):
+        return None
+    return _labelled([dict(zip(columns, r, strict=True)) for r in rows], document.get("index"))
+
+
+def _table_orient(document: dict) -> list | None:
+    """``{"schema": {"fields": [...], "primaryKey": [...]}, "data": [{...}, ...]}``: the
+    index is a field of each row."""
+    schema, rows = document.get("schema"), document.get("data")
+    if not isinstance(schema, dict) or "fields" not in schema or not _is_records(rows):
+        return None
+    if schema.get("primaryKey") == ["index"] and _numbered([r.get("index") for r in rows]):
+        return [{k: v for k, v in r.items() if k != "index"} for r in rows]
+    return rows
+
+
+def _columns_orient(document: dict) -> list | None:
+    """``{"age": {"0": 48, "1": 70}, ...}`` (pandas' default), and ``orient="index"``'s
+    ``{"0": {"age": 48, ...}, ...}``. Other objects of objects are one record, unless their
+    labels are the row numbers or outnumber the columns."""
+    inner = list(document.values())
+    if not inner or not all(isinstance(v, dict) for v in inner):
+        return None
+    if _numbered(list(document)):  # orient="index"
+        return inner
+    labels = list(inner[0])
+    if not all(list(v) == labels for v in inner):
+        return None
+    flat = not any(isinstance(c, dict) for v in inner for c in v.values())
+    if _numbered(labels) or (flat and len(labels) > len(document) > 1):
+        return _labelled([{c: document[c][k] for c in document} for k in labels], labels)
+    return None
+
+
+def _numbered(labels: list | None) -> bool:
+    """Whether row labels are the row numbers 0, 1, 2, ... (as text where they were keys)."""
+    return labels is not None and [str(v) for v in labels] == [str(i) for i in range(len(labels))]
+
+
+def _labelled(records: list[dict], labels: list | None) -> list[dict]:
+    if labels is None or _numbered(labels) or any("index" in r for r in records):
+        return records
+    return [{"index": label, **r} for label, r in zip(labels, records, strict=True)]
 
 
 def _json_frame(source: io.IOBase, **how: object) -> pd.DataFrame:
@@ -680,15 +771,26 @@ def _json_frame(source: io.IOBase, **how: object) -> pd.DataFrame:
     return pd.read_json(source, dtype=False, convert_dates=False, **how)
 
 
-def _is_records(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+def _arrow_table(buffer: io.BytesIO) -> pa.Table:
+    """An Arrow file (Feather v1 or v2), or an Arrow stream (``.arrows``)."""
+    try:
+        return feather.read_table(buffer)
+    except pa.ArrowInvalid:
+        buffer.seek(0)
+        return ipc.open_stream(buffer).read_all()
 
 
-def _parquet_frame(table: pa.Table) -> pd.DataFrame:
-    """A Parquet table, its nested columns held as the JSON reader holds records: a struct
-    (a Spark export's ``customer: struct<id, tier>``) as ``parent.field`` columns, a list
-    or a map as its JSON text. Flat tables are taken as they are, at no cost."""
+def _arrow_frame(table: pa.Table) -> pd.DataFrame:
+    """A Parquet or Arrow table, its nested columns held as the JSON reader holds records: a
+    struct (a Spark export's ``customer: struct<id, tier>``) as ``parent.field`` columns, a
+    list or a map as its JSON text. Flat tables are taken as they are, at no cost. The index
+    pandas saved with a frame is data where it has a name (``set_index("customer_id")``),
+    and the row labels it was left with where it has none, as a CSV's row numbers are."""
     frame = table.to_pandas()
+    if not isinstance(frame.index, pd.RangeIndex):
+        if named := [n for n in frame.index.names if n is not None]:
+            frame = frame.reset_index(level=named)
+        frame = frame.reset_index(drop=True)
     nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
     if not nested:
         return frame

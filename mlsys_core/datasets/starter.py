@@ -44,6 +44,7 @@ from mlsys_core.data.contract import (
 )
 from mlsys_core.data.durations import duration_parts, duration_seconds
 from mlsys_core.data.sources import (
+    ARROW_FILES,
     SAVE_AS_CSV,
     SHEETS,
     WORKBOOKS,
@@ -81,6 +82,7 @@ from mlsys_core.spec import RARER_PER_WINDOW, ColumnRule, DatasetSpec, LabelSpec
 # column asked for). Tab-separated files are CSVs whose separator is sniffed.
 DATA_SUFFIXES = (
     *(".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq", ".jsonl", ".ndjson", ".json"),
+    *ARROW_FILES,
     *SHEETS,
 )
 # Non-ISO layouts tried, in order, on text columns that ISO 8601 does not read. Day-first
@@ -511,7 +513,7 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
     if not groups:
         books = [p.name for p in sorted(data.iterdir()) if p.name.lower().endswith(WORKBOOKS)]
         hint = f" ({', '.join(books)}: spreadsheet workbooks; {SAVE_AS_CSV})" if books else ""
-        raise StarterError(f"{data} holds no CSV, Parquet, JSON or Excel files{hint}")
+        raise StarterError(f"{data} holds no CSV, Parquet, Feather, JSON or Excel files{hint}")
 
     def where(path: Path) -> str:
         return os.path.relpath(path.resolve(), spec_dir.resolve())
@@ -1717,10 +1719,13 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     elif label is not None:
         having = [t for t in tables if label in t.columns]
         if not having:
-            seen = sorted({c for t in tables for c in t.columns})
+            seen = sorted({str(c) for t in tables for c in t.columns})
+            more = f" and {len(seen) - 30} more" if len(seen) > 30 else ""
             left = _left_out(Path(data)) if database is None else []
             hint = f" (files not read, by their names: {', '.join(left)})" if left else ""
-            raise StarterError(f"no column {label!r} in {shown}; columns: {seen}{hint}")
+            raise StarterError(
+                f"no column {label!r} in {shown}; columns: {', '.join(seen[:30])}{more}{hint}"
+            )
         # Where it is a label: both classes, the most rows, the most columns (a Kaggle
         # folder's train.csv, not its sample submission of one class)
         base = max(

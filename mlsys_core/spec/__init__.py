@@ -33,15 +33,18 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-SourceFormat = Literal["auto", "csv", "parquet", "json", "jsonl", "xlsx", "sql"]
+SourceFormat = Literal["auto", "csv", "parquet", "feather", "json", "jsonl", "xlsx", "sql"]
+# Formats whose reader takes no CSV options (an encoding, rows to skip, text columns).
+NOT_TEXT = ("parquet", "feather", "json", "jsonl", "sql")
 
 
 class SourceSpec(_Frozen):
     """One input table, declared where it lives and how it is read.
 
     - a file inside an installed package (read with importlib.resources) or on disk: CSV
-      (plain, ``.gz`` or ``.zip``), Parquet, JSON lines, a JSON document (an array of
-      records, or an object holding one) or a sheet of an Excel workbook (``.xlsx``); the
+      (plain, ``.gz`` or ``.zip``), Parquet, Feather (Arrow's files: ``.feather``,
+      ``.arrow``), JSON lines, a JSON document (an array of records, an object holding one,
+      or a frame pandas' ``to_json`` wrote) or a sheet of an Excel workbook (``.xlsx``); the
       format follows the name unless ``format`` says otherwise, and a record's nested
       objects become ``parent.field`` columns;
     - ``incremental``: ``path`` is a landing folder; each ingest takes only files whose
@@ -147,14 +150,14 @@ class SourceSpec(_Frozen):
             codecs.lookup(self.encoding)
         except LookupError:
             raise ValueError(f"source {self.name!r}: unknown encoding {self.encoding!r}") from None
-        if self.format in ("parquet", "json", "jsonl", "xlsx", "sql") and self.encoding != "utf-8":
+        if self.format in (*NOT_TEXT, "xlsx") and self.encoding != "utf-8":
             raise ValueError(f"source {self.name!r}: encoding applies to CSV files only")
         for option, where in (
             ("skip_rows", "CSV and xlsx files"),
             ("skip_footer", "CSV and xlsx files"),
             ("text_columns", "CSV files"),
         ):
-            wrong = ("parquet", "json", "jsonl", "sql", *(() if "xlsx" in where else ("xlsx",)))
+            wrong = (*NOT_TEXT, *(() if "xlsx" in where else ("xlsx",)))
             if self.format in wrong and getattr(self, option):
                 raise ValueError(f"source {self.name!r}: {option} applies to {where} only")
         if self.sheet is not None and self.format not in ("auto", "xlsx"):

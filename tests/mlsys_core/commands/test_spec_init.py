@@ -65,6 +65,10 @@ def _write(frame: pd.DataFrame, path: Path) -> Path:
         frame.to_parquet(path)
     elif path.suffix == ".jsonl":
         frame.to_json(path, orient="records", lines=True)
+    elif path.suffix == ".json":
+        frame.to_json(path)  # pandas' default: a column per key, a row per row number
+    elif path.suffix == ".feather":
+        frame.to_feather(path)
     else:
         frame.to_csv(path, index=False)
     return path
@@ -81,7 +85,7 @@ def _init(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl", ".json", ".feather"])
 def test_a_starter_spec_types_every_column_and_passes_its_own_data(
     tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture
 ) -> None:
@@ -871,6 +875,28 @@ def test_a_kaggle_folder_trains_on_its_train_file(
     spec = resolve_spec(f"{out}:comp")
     assert spec.base == "train" and spec.label.column == "churned" and not spec.lookups
     assert {"plan", "fee", "tickets"} <= set(spec.input_columns)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".feather"])
+def test_a_frame_saved_with_its_key_as_pandas_index_reads_the_key_as_a_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str
+) -> None:
+    """``df.set_index("account_id").to_parquet(...)``: the key was no column, and as it
+    repeats, ``spec init`` stopped on "cannot reindex on an axis with duplicate labels"."""
+    frame = _activity()
+    path = tmp_path / f"activity{suffix}"
+    keyed = frame.set_index("account_id")
+    (keyed.to_parquet if suffix == ".parquet" else keyed.to_feather)(path)
+    out = tmp_path / "activity_spec.py"
+    code, printed, err = _init(capsys, str(path), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    assert "0 would be quarantined" in printed
+    spec = resolve_spec(f"{out}:activity")
+    assert list(spec.contracts["activity"].columns) == list(frame.columns)
+    assert spec.entity_keys == ["account_id"]
+    lake = Lake(tmp_path / "lake")
+    raw = lake.read(snapshot_source(spec.sources[0], lake))
+    assert raw["account_id"].tolist() == frame["account_id"].tolist()
 
 
 def test_monthly_exports_that_gain_a_column_are_one_landing_table_beside_other_files(
@@ -2278,6 +2304,7 @@ def test_a_csv_excel_saved_on_windows_is_read_in_its_code_page(
     ("setup", "args", "message"),
     [
         ("ok", ["--label", "nope"], "no column 'nope'"),
+        ("wide", ["--label", "nope"], "sensor_029 and 70 more"),  # not 100 names
         ("ok", ["--label", "churned", "--time", "plan"], "--time 'plan': not a column"),
         ("ok", ["--label", "churned", "-o", "spec.txt"], "a spec file is Python"),
         ("empty", ["--label", "churned"], "no rows to learn"),
@@ -2296,6 +2323,8 @@ def test_bad_input_is_one_line(
     data = tmp_path / "data.csv"
     if setup == "ok":
         _write(_activity(), data)
+    elif setup == "wide":
+        _write(pd.DataFrame({f"sensor_{i:03d}": [1.0, 2.0] for i in range(100)}), data)
     elif setup == "empty":
         data.write_text("a,b,churned\n")
     elif setup == "bad":

@@ -58,6 +58,26 @@ def _json_wrapped(path: Path) -> None:  # an API's page: the records and what el
     path.write_text(json.dumps({"count": 3, "next": None, "results": _records(FRAME)}))
 
 
+def _to_json(orient: str | None):
+    """A frame as pandas' ``to_json`` writes it; ``None``: its default, ``columns``."""
+
+    def write(path: Path) -> None:
+        FRAME.to_json(path, **({"orient": orient} if orient else {}))
+
+    write.__name__ = f"to_json_{orient}"
+    return write
+
+
+def _feather(path: Path) -> None:
+    FRAME.to_feather(path)
+
+
+def _arrow_stream(path: Path) -> None:
+    table = pa.Table.from_pandas(FRAME, preserve_index=False)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
 @pytest.mark.parametrize(
     ("filename", "writer"),
     [
@@ -69,6 +89,10 @@ def _json_wrapped(path: Path) -> None:  # an API's page: the records and what el
         ("t.json", _json_array),
         ("t.json.gz", _json_array_gz),
         ("t.json", _json_wrapped),
+        *(("t.json", _to_json(o)) for o in (None, "columns", "index", "split", "table")),
+        ("t.feather", _feather),
+        ("t.arrow", _feather),
+        ("t.arrows", _arrow_stream),
     ],
 )
 def test_file_formats_follow_the_name(tmp_path: Path, filename: str, writer) -> None:
@@ -76,6 +100,57 @@ def test_file_formats_follow_the_name(tmp_path: Path, filename: str, writer) -> 
     writer(path)
     frame = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
     assert _records(frame) == _records(FRAME)
+
+
+@pytest.mark.parametrize("filename", ["t.parquet", "t.feather"])
+def test_the_index_pandas_saved_with_a_frame_is_data_where_it_has_a_name(tmp_path: Path, filename):
+    """``df.set_index("customer_id").to_parquet(...)``: the key was pandas' index, so it
+    was no column, and a repeated one stopped ``spec init`` ("cannot reindex on an axis with
+    duplicate labels"). A named index is a column; an unnamed one is the row labels a
+    filtered frame kept, no data, as a CSV's row numbers are not."""
+    path = tmp_path / filename
+    frame = pd.concat([FRAME, FRAME]).set_index("code")  # each code twice
+    (frame.to_parquet if filename.endswith(".parquet") else frame.to_feather)(path)
+    read = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+    assert _records(read) == _records(pd.concat([FRAME, FRAME]))
+    (
+        FRAME.iloc[[0, 2]].to_parquet
+        if filename.endswith(".parquet")
+        else FRAME.iloc[[0, 2]].to_feather
+    )(path)
+    read = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+    assert _records(read) == _records(FRAME.iloc[[0, 2]])
+    assert read.index.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("orient", [None, "split", "table"])
+def test_a_frame_written_by_to_json_keeps_its_row_labels_as_index(tmp_path: Path, orient):
+    """A frame whose rows were labelled (by a code, not by row numbers) keeps the labels as
+    ``index``, as ``reset_index`` would name them, or as the name the table orient keeps."""
+    path = tmp_path / "t.json"
+    FRAME.set_index("code").to_json(path, **({"orient": orient} if orient else {}))
+    read = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+    key = "code" if orient == "table" else "index"
+    assert _records(read) == _records(FRAME.rename(columns={"code": key}))
+
+
+def test_a_collection_of_records_keyed_by_id_is_a_table(tmp_path: Path) -> None:
+    """A Firebase export: ``{"users": {"-Nx1": {...}, "-Nx2": {...}}}``."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"users": {r["code"]: r for r in _records(FRAME)}}))
+    read = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+    assert _records(read) == _records(FRAME.assign(index=FRAME["code"])[["index", *FRAME]])
+
+
+def test_one_record_of_objects_stays_one_record(tmp_path: Path) -> None:
+    """An event saved as a file of its own: its objects are fields, not rows or columns."""
+    event = {"event": {"id": 1, "type": "paid"}, "customer": {"id": 7, "type": "gold"}}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(event))
+    read = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+    assert _records(read) == [
+        {"event.id": 1, "event.type": "paid", "customer.id": 7, "customer.type": "gold"}
+    ]
 
 
 def test_declared_format_overrides_the_name(tmp_path: Path) -> None:
@@ -194,6 +269,7 @@ def test_a_field_that_would_take_an_existing_name_leaves_its_object_whole(tmp_pa
     ("text", "message"),
     [
         ("[1, 2, 3]", "neither an array of objects nor an object"),
+        ("[[1, 2], [3, 4]]", "an array of arrays names no columns"),
         ('{"a": [{"x": 1}], "b": [{"x": 2}]}', r"several arrays of records: \['a', 'b'\]"),
         ('[{"a": 1},', "Expecting"),
     ],
