@@ -28,8 +28,12 @@ REASON = "_quarantine_reason"
 
 def _how(rule: ColumnRule) -> str:
     if rule.unit is not None:
-        return f" (epoch {rule.unit})"
+        return f" ({_unit_words(rule.unit)})"
     return f" (format {rule.format})" if rule.format else ""
+
+
+def _unit_words(unit: str) -> str:
+    return "a spreadsheet's serial days" if unit == "excel" else f"epoch {unit}"
 
 
 class ContractError(ValueError):
@@ -56,6 +60,8 @@ INFER_TOLERANCE = 0.01
 _INTEGER = r"^\s*[+-]?\d+\s*$"
 _CHUNK = 4096
 _NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+_EXCEL_ORIGIN = pd.Timestamp("1899-12-30")  # day 1 is 1900-01-01, past Lotus' leap day
+_EXCEL_REACH = 100_000  # days: the year 2173, inside pandas' range
 _OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})\s*$"  # an ISO 8601 value that says its UTC offset
 
 
@@ -189,6 +195,10 @@ def to_utc_datetimes(values: pd.Series, rule: ColumnRule) -> pd.Series:  # noqa:
     local times a clock change skips or repeats) become NaT; the result is UTC."""
     if rule.unit is not None:
         numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+        if rule.unit == "excel":  # serial days from 1899-12-30 (Excel's 1900 date system),
+            days = numbers.where((numbers >= 0) & (numbers < _EXCEL_REACH))  # local times
+            times = pd.to_datetime(days, unit="D", origin=_EXCEL_ORIGIN).dt.round("ms")
+            return _localize(times, rule.timezone)
         # pandas raises (not coerces) past its nanosecond range, near the year 2262.
         reach = 0.99 * pd.Timestamp.max.value / _NS_PER[rule.unit]
         numbers = numbers.where(numbers.abs() < reach)
@@ -289,7 +299,7 @@ def _clock_changed(values: pd.Series, rule: ColumnRule, live: bool) -> set[int]:
 def time_notation(rule: ColumnRule) -> str:
     """The notations ``read_times`` reads, in words."""
     own = (
-        f"epoch {rule.unit} (a number), or ISO 8601 text"
+        f"{_unit_words(rule.unit)} (a number), or ISO 8601 text"
         if rule.unit
         else f"{rule.format!r} (as in the data) or ISO 8601"
         if rule.format

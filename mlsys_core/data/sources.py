@@ -191,10 +191,24 @@ def detect_format(source: SourceSpec, name: str) -> str:
 ARROW_FILES = (".feather", ".arrow", ".ipc", ".arrows")
 # Workbooks read as sheets: Excel's own format since 2007.
 SHEETS = (".xlsx", ".xlsm")
-# Other spreadsheet workbooks: binary, read as CSV they would fail deep in the parser or
-# look empty; refused with what to do.
-WORKBOOKS = (".xls", ".ods", ".numbers")
+# Files refused by their name, with what to do: binary, read as CSV they would fail deep
+# in the parser or look empty. (kind, the kind in the plural, what to do)
+_WORKBOOK = ("a spreadsheet workbook", "spreadsheet workbooks")
 SAVE_AS_CSV = "save it as .xlsx, or the sheet as CSV, and read that file"
+_STATS_FILE = ("a statistics package's data file", "statistics packages' data files")
+EXPORT_AS_CSV = "export it as CSV, or as Stata's .dta, and read that file"
+NOT_READ = {
+    **dict.fromkeys((".xls", ".ods", ".numbers"), (*_WORKBOOK, SAVE_AS_CSV)),
+    # SPSS and SAS: their readers are not installed (pyreadstat), or write no test file
+    **dict.fromkeys((".sav", ".zsav", ".por", ".sas7bdat", ".xpt"), (*_STATS_FILE, EXPORT_AS_CSV)),
+}
+
+
+def not_read(name: str) -> tuple[str, str, str] | None:
+    """What a file refused by its name is, and what to do with it; None for any other."""
+    return next((what for ends, what in NOT_READ.items() if name.lower().endswith(ends)), None)
+
+
 # A file's format by its name's ending; any other name is a CSV (a .tsv, a .txt).
 _BY_NAME = (
     ((".parquet", ".pq"), "parquet"),
@@ -202,6 +216,7 @@ _BY_NAME = (
     ((".jsonl", ".ndjson"), "jsonl"),
     (".json", "json"),
     (SHEETS, "xlsx"),
+    (".dta", "stata"),
 )
 
 
@@ -286,10 +301,8 @@ def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:  # noqa: PLR091
     kind = "parquet" if raw.spec.format == "sql" else detect_format(raw.spec, name)
     compression = compression_of(name)
     buffer = io.BytesIO(raw.data)
-    if raw.spec.format == "auto" and name.endswith(WORKBOOKS):
-        raise SourceError(
-            f"source {raw.spec.name!r} at {raw.uri}: a spreadsheet workbook; {SAVE_AS_CSV}"
-        )
+    if raw.spec.format == "auto" and (refused := not_read(name)):
+        raise SourceError(f"source {raw.spec.name!r} at {raw.uri}: {refused[0]}; {refused[2]}")
     if not raw.data.strip():
         return pd.DataFrame()  # no rows: the caller refuses or skips it, as the spec says
     try:
@@ -297,6 +310,8 @@ def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:  # noqa: PLR091
             return _arrow_frame(pq.read_table(buffer))
         if kind == "feather":
             return _arrow_frame(_arrow_table(buffer))
+        if kind == "stata":
+            return _stata_frame(buffer)
         if kind == "jsonl":
             return held_as_json(_json_frame(buffer, lines=True, compression=compression))
         if kind == "json":
@@ -769,6 +784,19 @@ def _json_frame(source: io.IOBase, **how: object) -> pd.DataFrame:
     times for its name (``created_at`` in epoch ms): the contract reads times by its rule,
     as it does for a stream's events and a request's record, so all three agree."""
     return pd.read_json(source, dtype=False, convert_dates=False, **how)
+
+
+def _stata_frame(buffer: io.BytesIO) -> pd.DataFrame:
+    """A Stata file, its labelled values as their labels (``1`` labelled ``urban`` is
+    ``urban``), as text the contract types; where one label names two values, the numbers."""
+    try:
+        frame = pd.read_stata(buffer)
+    except ValueError:  # a label set that names two values alike: no categories of it
+        buffer.seek(0)
+        frame = pd.read_stata(buffer, convert_categoricals=False)
+    labelled = frame.select_dtypes("category").columns
+    frame[labelled] = frame[labelled].astype(object)
+    return frame
 
 
 def _arrow_table(buffer: io.BytesIO) -> pa.Table:

@@ -45,9 +45,7 @@ from mlsys_core.data.contract import (
 from mlsys_core.data.durations import duration_parts, duration_seconds
 from mlsys_core.data.sources import (
     ARROW_FILES,
-    SAVE_AS_CSV,
     SHEETS,
-    WORKBOOKS,
     SourceBytes,
     SourceError,
     ascii_minus,
@@ -62,6 +60,7 @@ from mlsys_core.data.sources import (
     joined_columns,
     landed,
     leading_zero_codes,
+    not_read,
     parse_file,
     parse_source,
     read_source_bytes,
@@ -84,7 +83,9 @@ DATA_SUFFIXES = (
     *(".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq", ".jsonl", ".ndjson", ".json"),
     *ARROW_FILES,
     *SHEETS,
+    ".dta",
 )
+READ_HERE = "CSV, Parquet, Feather, JSON, Excel or Stata"
 # Non-ISO layouts tried, in order, on text columns that ISO 8601 does not read. Day-first
 # and month-first layouts that both read every value are ambiguous: flagged TODO.
 TIME_FORMATS = (
@@ -141,6 +142,10 @@ TIME_FORMATS += tuple(
     if f"{date}{clock}" not in TIME_FORMATS
 )
 TIME_SAMPLE = 200  # values a layout is tried on before it is tried on them all
+# A spreadsheet's dates as the numbers it keeps (a column formatted General, or exported
+# by a tool that drops the format): serial days from 1990 to 2060 in a column named as a
+# time. Other numbers so named (a duration in seconds) rarely all lie there: a TODO.
+EXCEL_DAYS = (32874, 60632)
 _ZONE_TODO = "TODO: times without an offset are UTC; else set timezone="
 # A time by its name, snake_case, spaced or camelCase: created_at, "Created At", BookedAt.
 _TIME_NAME = re.compile(
@@ -372,6 +377,15 @@ def _data_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _is_data(p))
 
 
+def _not_read_hint(folder: Path) -> str:
+    """The files of a folder refused by their names, by kind, with what to do."""
+    refused: dict[tuple[str, str, str], list[str]] = {}
+    for path in sorted(folder.iterdir()):
+        if what := not_read(path.name):
+            refused.setdefault(what, []).append(path.name)
+    return "".join(f" ({', '.join(n)}: {w[1]}; {w[2]})" for w, n in refused.items())
+
+
 def _left_out(data: Path) -> list[str]:
     """Files of a folder (and its subfolders) that are not read as data, for their names."""
     if not data.is_dir():
@@ -511,9 +525,8 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
     else:
         groups = [(data.parent, [data])]
     if not groups:
-        books = [p.name for p in sorted(data.iterdir()) if p.name.lower().endswith(WORKBOOKS)]
-        hint = f" ({', '.join(books)}: spreadsheet workbooks; {SAVE_AS_CSV})" if books else ""
-        raise StarterError(f"{data} holds no CSV, Parquet, Feather, JSON or Excel files{hint}")
+        hint = _not_read_hint(data)
+        raise StarterError(f"{data} holds no file of a format read here ({READ_HERE}){hint}")
 
     def where(path: Path) -> str:
         return os.path.relpath(path.resolve(), spec_dir.resolve())
@@ -631,6 +644,10 @@ def _time_rule(  # noqa: PLR0911 -- one answer per kind of time
         for unit, scale in (("s", 1), ("ms", 1e3), ("us", 1e6), ("ns", 1e9)):
             if 3e8 * scale <= low and high <= 4.1e9 * scale:  # 1979 .. 2099
                 return ColumnRule(dtype="datetime", unit=unit), f"epoch {unit}, from its range"
+        if EXCEL_DAYS[0] <= low and high <= EXCEL_DAYS[1]:
+            note = "TODO: a spreadsheet's serial days (45296 is 2024-01-05), from its range"
+            clock = bool((present % 1 != 0).any())  # a time of day, local as Excel keeps it
+            return ColumnRule(dtype="datetime", unit="excel"), note + f"; {_ZONE_TODO}" * clock
         return None, ""
     if kind != "string":  # numbers written as text are numbers
         return None, ""

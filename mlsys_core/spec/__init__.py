@@ -33,9 +33,9 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-SourceFormat = Literal["auto", "csv", "parquet", "feather", "json", "jsonl", "xlsx", "sql"]
+SourceFormat = Literal["auto", "csv", "parquet", "feather", "json", "jsonl", "xlsx", "stata", "sql"]
 # Formats whose reader takes no CSV options (an encoding, rows to skip, text columns).
-NOT_TEXT = ("parquet", "feather", "json", "jsonl", "sql")
+NOT_TEXT = ("parquet", "feather", "json", "jsonl", "stata", "sql")
 
 
 class SourceSpec(_Frozen):
@@ -44,7 +44,8 @@ class SourceSpec(_Frozen):
     - a file inside an installed package (read with importlib.resources) or on disk: CSV
       (plain, ``.gz`` or ``.zip``), Parquet, Feather (Arrow's files: ``.feather``,
       ``.arrow``), JSON lines, a JSON document (an array of records, an object holding one,
-      or a frame pandas' ``to_json`` wrote) or a sheet of an Excel workbook (``.xlsx``); the
+      or a frame pandas' ``to_json`` wrote), a sheet of an Excel workbook (``.xlsx``) or a
+      Stata file (``.dta``, its labelled values as their labels); the
       format follows the name unless ``format`` says otherwise, and a record's nested
       objects become ``parent.field`` columns;
     - ``incremental``: ``path`` is a landing folder; each ingest takes only files whose
@@ -223,8 +224,10 @@ class ColumnRule(_Frozen):
     )
     allowed: list[str] | None = None
     format: str | None = Field(default=None, description="strptime pattern of a datetime.")
-    unit: Literal["s", "ms", "us", "ns"] | None = Field(
-        default=None, description="A datetime given as epoch numbers in this unit."
+    unit: Literal["s", "ms", "us", "ns", "excel"] | None = Field(
+        default=None,
+        description="A datetime given as numbers: epoch numbers in this unit, or 'excel': "
+        "a spreadsheet's serial days (1 is 1900-01-01; a fraction is the time of day).",
     )
     timezone: str = Field(default="UTC", description="Zone of datetimes without an offset.")
     strip: list[str] | None = Field(

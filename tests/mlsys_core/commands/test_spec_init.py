@@ -69,6 +69,8 @@ def _write(frame: pd.DataFrame, path: Path) -> Path:
         frame.to_json(path)  # pandas' default: a column per key, a row per row number
     elif path.suffix == ".feather":
         frame.to_feather(path)
+    elif path.suffix == ".dta":
+        frame.to_stata(path, write_index=False)
     else:
         frame.to_csv(path, index=False)
     return path
@@ -85,7 +87,7 @@ def _init(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl", ".json", ".feather"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl", ".json", ".feather", ".dta"])
 def test_a_starter_spec_types_every_column_and_passes_its_own_data(
     tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture
 ) -> None:
@@ -2206,6 +2208,38 @@ def test_json_epoch_times_are_read_alike_by_the_lake_and_the_service(
     assert sent == iso
 
 
+def test_a_spreadsheets_serial_days_are_the_event_time_read_alike_by_the_lake_and_the_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A tool that drops a sheet's formats exports its dates as the numbers Excel keeps:
+    days since 1899-12-30, the time of day a fraction (``45296.4375`` is 2024-01-05 10:30).
+    ``order_date`` was a numeric feature and the split a hash; it is the event time, read as
+    local times in the column's zone, in the lake and in a request alike."""
+    frame = _activity().drop(columns="month")
+    frame.insert(1, "order_date", 45296 + np.arange(len(frame)) * 0.5625)
+    data = _write(frame, tmp_path / "orders.csv")
+    out = tmp_path / "orders_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "churned", "-o", str(out))
+    assert code == 0 and "0 would be quarantined" in printed, err
+    assert "a spreadsheet's serial days (45296 is 2024-01-05)" in _said(out)
+    spec = resolve_spec(f"{out}:orders")
+    assert spec.contracts["orders"].columns["order_date"].unit == "excel"
+    assert spec.event_timestamp == "order_date" and isinstance(spec.split, RecentSplit)
+    assert "order_date" not in spec.features.numeric
+    text = out.read_text().replace('unit="excel")', 'unit="excel", timezone="Europe/Berlin")')
+    out.write_text(text)
+    spec = resolve_spec(f"{out}:orders")
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(spec.sources[0], lake), spec.contracts["orders"], lake)
+    held = lake.read(clean.clean)["order_date"]
+    assert held.iloc[0] == pd.Timestamp("2024-01-04 23:00", tz="UTC")  # midnight in Berlin
+    assert held.iloc[3] == pd.Timestamp("2024-01-06 15:30", tz="UTC")  # 45297.6875
+    record = record_model(spec)
+    sent = record.model_validate({"account_id": 3, "order_date": 45296.4375})
+    iso = record.model_validate({"account_id": 3, "order_date": "2024-01-05T09:30:00Z"})
+    assert sent == iso
+
+
 def test_a_tab_separated_export_with_a_rate_per_pair_of_columns_is_read_and_joined(
     tmp_path: Path, capsys: pytest.CaptureFixture, settings: Settings
 ) -> None:
@@ -2313,6 +2347,8 @@ def test_a_csv_excel_saved_on_windows_is_read_in_its_code_page(
         ("workbook", ["--label", "churned"], "data.ods: a spreadsheet workbook; save it as .xlsx"),
         ("workbooks", ["--label", "churned"], "(data.ods: spreadsheet workbooks; save it as .xlsx"),
         ("xlsx", ["--label", "churned"], "data.xlsx: not an .xlsx workbook"),
+        ("spss", ["--label", "churned"], "data.sav: a statistics package's data file; export"),
+        ("spss_folder", ["--label", "churned"], "(data.sav: statistics packages' data files;"),
         # cut past the first 64 KB: the separator is sniffed, the whole text is not there
         ("truncated", ["--label", "churned"], "not valid csv: Compressed file ended before"),
     ],
@@ -2336,6 +2372,11 @@ def test_bad_input_is_one_line(
         with zipfile.ZipFile(data, "w") as book:
             book.writestr("content.xml", "<office:document/>")
         data = data.parent if setup == "workbooks" else data
+    elif setup.startswith("spss"):  # SPSS's own format: its reader is not installed
+        data = tmp_path / "survey" / "data.sav"
+        data.parent.mkdir()
+        data.write_bytes(b"$FL2@(#) IBM SPSS STATISTICS 64-bit Linux")
+        data = data.parent if setup == "spss_folder" else data
     elif setup == "xlsx":  # named as a workbook, but not one
         data = tmp_path / "data.xlsx"
         with zipfile.ZipFile(data, "w") as book:

@@ -153,6 +153,31 @@ def test_one_record_of_objects_stays_one_record(tmp_path: Path) -> None:
     ]
 
 
+def test_a_stata_files_labelled_values_are_their_labels(tmp_path: Path) -> None:
+    """A survey saved by Stata: ``region`` holds 1 and 2, labelled ``urban`` and ``rural``
+    (a value without a label keeps its number), ``interviewed`` is a date."""
+    path = tmp_path / "survey.dta"
+    frame = pd.DataFrame(
+        {
+            "household": ["h1", "h2", "h3"],
+            "region": np.array([1, 2, 3], dtype=np.int8),
+            "income": [1200.5, np.nan, 830.0],
+            "interviewed": pd.to_datetime(["2024-01-05", "2024-02-10", "2024-03-15"]),
+        }
+    )
+    frame.to_stata(
+        path,
+        write_index=False,
+        convert_dates={"interviewed": "td"},
+        value_labels={"region": {1: "urban", 2: "rural"}},
+    )
+    read = parse_source(read_source_bytes(SourceSpec(name="survey", path=str(path))))
+    assert read["region"].tolist() == ["urban", "rural", 3]
+    assert read["household"].tolist() == ["h1", "h2", "h3"]
+    assert read["income"].tolist()[::2] == [1200.5, 830.0] and np.isnan(read["income"][1])
+    assert read["interviewed"].tolist() == frame["interviewed"].tolist()
+
+
 def test_declared_format_overrides_the_name(tmp_path: Path) -> None:
     path = tmp_path / "export.dat"
     _jsonl(path)

@@ -185,6 +185,20 @@ def test_epoch_numbers_read_with_their_unit() -> None:
     assert result.reasons == {"at: not a datetime (epoch ms)": 3}
 
 
+def test_a_spreadsheets_serial_days_read_as_local_times() -> None:
+    """Excel keeps a time as days since 1899-12-30, the time of day a fraction, local as
+    the sheet shows it: no negative days, and none past pandas' range."""
+    rule = ColumnRule(dtype="datetime", unit="excel", timezone="America/New_York")
+    frame = pd.DataFrame({"at": [45296.4375, "45296", 45474.75, -1, 1e7, "soon"]})
+    result = clean_table(frame, TableContract(columns={"at": rule}))
+    assert result.clean["at"].tolist() == [
+        pd.Timestamp("2024-01-05T15:30:00Z"),  # 10:30 in New York, UTC-5
+        pd.Timestamp("2024-01-05T05:00:00Z"),
+        pd.Timestamp("2024-07-01T22:00:00Z"),  # 18:00 in New York, UTC-4 in summer
+    ]
+    assert result.reasons == {"at: not a datetime (a spreadsheet's serial days)": 3}
+
+
 def test_naive_times_are_local_to_the_time_zone_and_a_skipped_hour_is_quarantined() -> None:
     rule = ColumnRule(dtype="datetime", format="%d/%m/%Y %H:%M", timezone="Europe/Paris")
     frame = pd.DataFrame({"t": ["30/03/2024 12:00", "31/03/2024 02:30", "01/07/2024 12:00"]})
@@ -262,6 +276,9 @@ def test_a_time_outside_the_columns_bounds_is_quarantined() -> None:
          [1718877600, "1718877600", "2024-06-20T10:00:00", "2024-06-20T10:00:00+02:00", "x"],
          ["2024-06-20T10:00Z", "2024-06-20T10:00Z", "2024-06-20T10:00Z", "2024-06-20T08:00Z",
           None]),
+        (ColumnRule(dtype="datetime", unit="excel"),
+         [45463.4166666667, "45463.4166666667", "2024-06-20T10:00:00+02:00", "x"],
+         ["2024-06-20T10:00Z", "2024-06-20T10:00Z", "2024-06-20T08:00Z", None]),
         (ColumnRule(dtype="datetime", timezone="Europe/Paris"),
          ["2024-07-01T12:00:00", "2024-07-01T12:00:00Z", "2024-03-31T02:30:00"],
          ["2024-07-01T10:00Z", "2024-07-01T12:00Z", None]),  # 02:30 was skipped that night
