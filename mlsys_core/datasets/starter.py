@@ -1654,6 +1654,88 @@ def _lookups(
     return found
 
 
+@dataclass
+class EventView:
+    """A table of an entity's past events (many rows per key, each with its time), proposed
+    as a window view: counts of its rows and sums and means of its numbers, over windows
+    before each base event (what the offline store and the stream compute alike)."""
+
+    table: Table
+    timestamp: str
+    keys: list[str]
+    aggregations: list[tuple[str, str, str, timedelta]]  # name, function, column, window
+
+
+MAX_VIEW_NUMBERS = 4  # numeric columns of an event table summed and averaged, at most
+
+
+def _event_views(
+    tables: list[Table], base: Table, keys: list[str], time: str | None, taken: set[str]
+) -> list[EventView]:
+    """Other tables holding the base's entity keys and a time of their own, with many rows
+    per entity: a log of its events (an app's clicks beside its users). Each row counts
+    from its own time on, strictly before the base event's: no row from the future."""
+    if time is None or not keys:
+        return []
+    views = []
+    for other in tables:
+        if other is base or not set(keys) <= set(_shared(base, other)):
+            continue
+        times = [c.name for c in other.columns.values() if c.dtype == "datetime" and not c.nullable]
+        if not times or _is_unique(other.frame, keys):
+            continue
+        stamp = next((t for t in times if _TIME_NAME.search(t)), times[0])
+        span = other.times(stamp).max() - other.times(stamp).min()
+        windows = [timedelta(days=d) for d in ((7, 30) if span.days >= 60 else (1, 7))]  # noqa: PLR2004
+        numbers = [
+            c.name
+            for c in other.columns.values()
+            if c.dtype in ("int", "float") and c.name not in keys and not _is_id(other, c)
+        ][:MAX_VIEW_NUMBERS]
+        stem = _table_name(Path(other.name))
+        aggregations = [(f"{stem}_count_{w.days}d", "count", stamp, w) for w in windows]
+        for column in numbers:
+            named = re.sub(r"[^a-z0-9_]+", "_", column.lower()).strip("_")
+            for function in ("sum", "mean"):
+                aggregations.append(
+                    (
+                        f"{stem}_{named}_{function}_{windows[-1].days}d",
+                        function,
+                        column,
+                        windows[-1],
+                    )
+                )
+        aggregations = [a for a in aggregations if a[0] not in taken | set(base.columns)]
+        if aggregations:
+            taken |= {a[0] for a in aggregations}
+            views.append(EventView(other, stamp, keys, aggregations))
+    return views
+
+
+def _write_views(w: Callable[[str], None], views: list[EventView]) -> None:
+    w("        # TODO: each log's rows counted over windows before the event (a guess: which")
+    w("        # windows matter?); a row counts from its own time: a column learned later")
+    w("        # (an outcome) needs availability=Availability(from_column=...)")
+    w("        feature_views=[")
+    for view in views:
+        entity = re.sub(r"[^a-z0-9_]+", "_", "_".join(view.keys).lower()).strip("_") or "entity"
+        entity = entity if entity[0].isalpha() else f"e_{entity}"
+        w("            WindowView(")
+        w(f"                name={_py(_table_name(Path(view.table.name)))},")
+        w(f"                source={_py(view.table.name)},")
+        w(f"                entity=Entity(name={_py(entity)}, join_keys={_py(view.keys)}),")
+        w(f"                timestamp={_py(view.timestamp)},")
+        w("                aggregations=[")
+        for name, function, column, window in view.aggregations:
+            w(
+                f"                    Aggregation(name={_py(name)}, function={_py(function)}, "
+                f"column={_py(column)}, window={_py(window)}),"
+            )
+        w("                ],")
+        w("            ),")
+    w("        ],")
+
+
 def _py(value: object) -> str:
     """``value`` as Python source, in the project's style (double quotes)."""
     if isinstance(value, str):  # accents as written: "Gekündigt", not "Gek\u00fcndigt"
@@ -1825,6 +1907,13 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
                 numeric.append(out)
             elif kind == "string" and other.frame[out].nunique() <= MAX_CATEGORIES:
                 categorical.append(out)
+    # An outcome table is no log of events to count either; nor is a lookup.
+    joined = {id(t) for t, _, _ in lookups} | {id(outcomes)}
+    logs = [t for t in tables if id(t) not in joined]
+    views = _event_views(logs, base, keys, time, {*used, *numeric, *categorical})
+    for view in views:
+        _unbound(view.table, keys)
+        numeric.extend(a[0] for a in view.aggregations)
     if not numeric and not categorical and not texts:
         raise StarterError(f"{base.name!r} has no column left to be a feature")
     # 1/0/NaN as the feature set will label the rows, by its own function.
@@ -1858,7 +1947,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     )
     names = [
         *(["UTC", "datetime"] if timed else []),
-        *(["timedelta"] if split.startswith("Recent") or "known_after" in rule else []),
+        *(["timedelta"] if split.startswith("Recent") or "known_after" in rule or views else []),
     ]
     if names:
         w(f"from datetime import {', '.join(names)}")
@@ -1874,6 +1963,8 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     w(")")
     if texts:
         w("from mlsys_core.spec.columns import TextFeature")
+    if views:
+        w("from mlsys_core.spec.definitions import Aggregation, Entity, WindowView")
     w("")
     w("HERE = Path(__file__).resolve().parent  # data paths are relative to this file")
     w("")
@@ -1970,6 +2061,8 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             w(f"            LookupJoin(source={_py(other.name)}, on={_py({k: k for k in key})},")
             w(f"                       columns={_py(outs)}),")
         w("        ],")
+    if views:
+        _write_views(w, views)
     rule_args = ", ".join(f"{k}={_py(v)}" for k, v in rule.items())
     w(_line(f'label=LabelSpec(name="label", {rule_args}),', label_note or rule_note, 8))
     if label_note and rule_note:

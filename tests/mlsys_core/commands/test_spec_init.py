@@ -2510,6 +2510,66 @@ def test_a_label_of_times_is_whether_the_outcome_came(
     assert 0 < label[known & (start > test_from)].sum() < (known & (start > test_from)).sum()
 
 
+def test_a_log_of_each_entitys_events_is_counted_over_windows_before_each_prediction(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Subscriptions due each month beside a usage log (many rows per user, each with its
+    time): the log was read into the lake and used by nothing, so the model saw the plan
+    alone. ``spec init`` proposes a window view of it: counts over 7 and 30 days, sums and
+    means of its numbers, each row counted only once its time is strictly before the due
+    date (none of a subscription's future)."""
+    rng = np.random.default_rng(79)
+    due = pd.Timestamp("2024-03-01") + pd.to_timedelta(np.arange(240) // 40 * 30, unit="D")
+    subs = pd.DataFrame(
+        {
+            "user_id": np.arange(240) % 40 + 1,
+            "due_at": due.strftime("%Y-%m-%d"),
+            "plan": rng.choice(["basic", "team"], 240),
+            "renewed": rng.integers(0, 2, 240),
+        }
+    )
+    used = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.uniform(0, 240, 4000), unit="D")
+    usage = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 41, 4000),
+            "used_at": used.round("s").strftime("%Y-%m-%d %H:%M:%S"),
+            "minutes": rng.gamma(2, 10, 4000).round(1),
+        }
+    )
+    _write(subs, tmp_path / "data" / "subscriptions.csv")
+    _write(usage, tmp_path / "data" / "usage.csv")
+    out = tmp_path / "subs_spec.py"
+    code, _, err = _init(capsys, str(tmp_path / "data"), "--label", "renewed", "-o", str(out),
+                         "--name", "subs")  # fmt: skip
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:subs")
+    (view,) = spec.feature_views
+    assert (view.source, view.entity.join_keys, view.timestamp) == ("usage", ["user_id"], "used_at")
+    named = {a.name: (a.function, a.column, a.window.days) for a in view.aggregations}
+    assert named == {
+        "usage_count_7d": ("count", "used_at", 7),
+        "usage_count_30d": ("count", "used_at", 30),
+        "usage_minutes_sum_30d": ("sum", "minutes", 30),
+        "usage_minutes_mean_30d": ("mean", "minutes", 30),
+    }
+    assert set(named) <= set(spec.features.numeric)
+    # A user past the ids seen is no range error in the log either.
+    assert spec.contracts["usage"].columns["user_id"].le is None
+    tables = {"subscriptions": subs, "usage": usage}
+    clean = {t: clean_table(f, spec.contracts[t]).clean for t, f in tables.items()}
+    rows = assemble_features(clean, spec).reset_index(drop=True)
+    at = pd.to_datetime(subs["due_at"], utc=True)
+    when = pd.to_datetime(usage["used_at"], utc=True)
+    for i in (0, 57, 239):  # by hand: the user's rows in [due - window, due)
+        mine = usage[(usage["user_id"] == subs["user_id"][i]) & (when < at[i])]
+        recent = mine[when[mine.index] >= at[i] - pd.Timedelta(days=30)]
+        row = rows[(rows["user_id"] == subs["user_id"][i]) & (rows["due_at"] == at[i])].iloc[0]
+        assert row["usage_count_30d"] == len(recent)
+        assert row["usage_minutes_sum_30d"] == pytest.approx(recent["minutes"].sum())
+        week = mine[when[mine.index] >= at[i] - pd.Timedelta(days=7)]
+        assert row["usage_count_7d"] == len(week)
+
+
 def test_a_label_kept_in_a_table_of_outcomes_is_read_from_it(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
