@@ -1681,6 +1681,8 @@ def _event_views(
     for other in tables:
         if other is base or not set(keys) <= set(_shared(base, other)):
             continue
+        if set(other.columns) <= set(base.columns):  # the base's rows to come (a test.csv)
+            continue
         times = [c.name for c in other.columns.values() if c.dtype == "datetime" and not c.nullable]
         if not times or _is_unique(other.frame, keys):
             continue

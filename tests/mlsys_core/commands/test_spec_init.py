@@ -876,6 +876,7 @@ def test_a_kaggle_folder_trains_on_its_train_file(
     assert code == 0, err
     spec = resolve_spec(f"{out}:comp")
     assert spec.base == "train" and spec.label.column == "churned" and not spec.lookups
+    assert not spec.feature_views  # test.csv holds rows to predict, not a log to count
     assert {"plan", "fee", "tickets"} <= set(spec.input_columns)
 
 
