@@ -161,7 +161,10 @@ _KEY_NAME = re.compile(
     r"|driver|merchant|seller|vendor|supplier|store|shop|household|tenant|kunde|cliente)$)",
     re.IGNORECASE,
 )
+# A row's own id by its name alone, as databases and ORMs name a table's primary key.
+_ROW_ID = re.compile(r"_?id|uuid|pk|row_?id|index", re.IGNORECASE)
 _UNNAMED = re.compile(r"Unnamed: \d+")  # pandas' name for a column whose header is empty
+FOREIGN_KEY_HITS = 0.9  # a column names another table's rows: this share of it found there
 MAX_LOOKUP_KEYS = 3  # a lookup's key: at most this many columns together,
 MAX_SHARED_FOR_PAIRS = 6  # tried only among this few shared columns (41 checks at most)
 # The valid and test windows' share of rows, tried in turn until each window holds this many
@@ -1541,12 +1544,21 @@ def _outcome_table(tables: list[Table], label: str | None) -> Table | None:
 
 
 def _shared(one: Table, other: Table) -> list[str]:
-    """Columns both tables have, with one type that can name a row (not a float)."""
+    """Columns both tables have, with one type that can name a row (not a float). A column
+    named as a row's own id (``id``) is each table's numbering of its own rows (customer 5
+    is not order 5), shared only where both hold the same ids: one table's rows in two
+    files (features and labels)."""
     return [
         name
         for name, column in other.columns.items()
-        if (mine := one.columns.get(name)) is not None and mine.dtype == column.dtype != "float"
+        if (mine := one.columns.get(name)) is not None
+        and mine.dtype == column.dtype != "float"
+        and (not _ROW_ID.fullmatch(name) or _same_values(one.frame[name], other.frame[name]))
     ]
+
+
+def _same_values(one: pd.Series, other: pd.Series) -> bool:
+    return set(one.dropna().unique()) == set(other.dropna().unique())
 
 
 def _outcome_base(tables: list[Table], outcomes: Table) -> Table:
@@ -1631,10 +1643,11 @@ def _outcome_time_label(base: Table, label: str, time: str | None) -> tuple[dict
 
 def _lookups(
     tables: list[Table], base: Table, used: set[str]
-) -> list[tuple[Table, list[str], dict]]:
+) -> list[tuple[Table, dict[str, str], dict]]:
     """Other tables unique on columns the base also has, with the same types: a lookup. One
     column when one is unique, else the fewest that are together (a rate per hotel and
-    room type)."""
+    room type); or the table a base column names by its id (``customer_id`` of orders, the
+    ``id`` of customers). Each as (table, base column -> its column, its columns taken)."""
     found = []
     taken = set(base.columns)
     for other in tables:
@@ -1645,13 +1658,40 @@ def _lookups(
         sizes = range(1, min(len(shared), widest) + 1)
         candidates = (list(c) for n in sizes for c in itertools.combinations(shared, n))
         key = next((c for c in candidates if _is_unique(other.frame, c)), None)
-        if key is None:
+        on = {k: k for k in key} if key is not None else _foreign_key(base, other)
+        if on is None:
             continue
-        outs = {c: c for c in other.columns if c not in key and c not in taken | used}
+        outs = {c: c for c in other.columns if c not in on.values() and c not in taken | used}
         if outs:
             taken |= set(outs)
-            found.append((other, key, outs))
+            found.append((other, on, outs))
     return found
+
+
+def _foreign_key(base: Table, other: Table) -> dict[str, str] | None:
+    """A base column that names the other table's rows by their own id, as a database's
+    foreign key does: ``customer_id`` (or ``CustomerId``) of orders, the ``id`` of
+    ``customers``, nearly every value of it one of those ids."""
+    ids = [
+        c
+        for c in other.columns.values()
+        if _ROW_ID.fullmatch(c.name) and not c.nullable and _is_unique(other.frame, [c.name])
+    ]
+    if len(ids) != 1:
+        return None
+    (row_id,) = ids
+    table = re.sub(r"[^a-z0-9]", "", other.name.lower())
+    for column in base.columns.values():
+        named = re.fullmatch(r"(.+?)[ _.]?id", column.name, flags=re.IGNORECASE)
+        if not named or column.dtype != row_id.dtype or column.dtype == "float":
+            continue
+        noun = re.sub(r"[^a-z0-9]", "", named.group(1).lower())
+        if table not in (noun, f"{noun}s", f"{noun}es", f"{noun[:-1]}ies"):
+            continue
+        present = base.frame[column.name].dropna()
+        if len(present) and present.isin(other.frame[row_id.name]).mean() >= FOREIGN_KEY_HITS:
+            return {column.name: row_id.name}
+    return None
 
 
 @dataclass
@@ -1692,7 +1732,9 @@ def _event_views(
         numbers = [
             c.name
             for c in other.columns.values()
-            if c.dtype in ("int", "float") and c.name not in keys and not _is_id(other, c)
+            if c.dtype in ("int", "float")
+            and c.name not in keys
+            and not (_is_id(other, c) or _KEY_NAME.search(c.name))  # an order's id: no sum
         ][:MAX_VIEW_NUMBERS]
         stem = _table_name(Path(other.name))
         aggregations = [(f"{stem}_count_{w.days}d", "count", stamp, w) for w in windows]
@@ -1712,6 +1754,27 @@ def _event_views(
             taken |= {a[0] for a in aggregations}
             views.append(EventView(other, stamp, keys, aggregations))
     return views
+
+
+def _logs_named_otherwise(
+    tables: list[Table], base: Table, keys: list[str], time: str | None, views: list[EventView]
+) -> list[str]:
+    """Logs that name the base's rows by a foreign key (orders' ``customer_id``, the ``id``
+    of customers): a view joins on one name in both tables, so it is said, not proposed."""
+    counted = {id(v.table) for v in views}
+    notes = []
+    for other in tables:
+        if other is base or id(other) in counted or time is None:
+            continue
+        on = _foreign_key(other, base)
+        timed = any(c.dtype == "datetime" for c in other.columns.values())
+        if on and timed and list(on.values()) == keys:
+            ((mine, theirs),) = on.items()
+            notes.append(
+                f"{other.name}: a log of each row's {theirs!r} as {mine!r}; a window view of "
+                f"it joins on one name in both tables: name the two columns alike"
+            )
+    return notes
 
 
 def _write_views(w: Callable[[str], None], views: list[EventView]) -> None:
@@ -1899,9 +1962,9 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     for table in tables:  # an order number: the next order's is past every one seen
         _unbound(table, [c.name for c in table.columns.values() if _is_id(table, c)])
         _unbound(table, [p for p in table.partitions if p in table.columns], "a partition")
-    for other, key, _ in lookups:
-        _unbound(base, key)
-        _unbound(other, key)
+    for other, on, _ in lookups:
+        _unbound(base, list(on))
+        _unbound(other, list(on.values()))
     for other, _, outs in lookups:
         for out in outs:
             kind = other.columns[out].dtype
@@ -1913,6 +1976,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     joined = {id(t) for t, _, _ in lookups} | {id(outcomes)}
     logs = [t for t in tables if id(t) not in joined]
     views = _event_views(logs, base, keys, time, {*used, *numeric, *categorical})
+    notes += _logs_named_otherwise(logs, base, keys, time, views)
     for view in views:
         _unbound(view.table, keys)
         numeric.extend(a[0] for a in view.aggregations)
@@ -2047,7 +2111,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
                     unique = candidate
                     break
         else:
-            unique = next((k for o, k, _ in lookups if o is table), [])
+            unique = next((list(on.values()) for o, on, _ in lookups if o is table), [])
         if unique:
             w(_line(f"unique={_py(unique)},", "a repeat of this key is quarantined", 16))
         elif table is base:
@@ -2059,8 +2123,8 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     w(_line(f"event_timestamp={_py(time)},", time_note or ("" if time else "no time found"), 8))
     if lookups:
         w("        lookups=[")
-        for other, key, outs in lookups:
-            w(f"            LookupJoin(source={_py(other.name)}, on={_py({k: k for k in key})},")
+        for other, on, outs in lookups:
+            w(f"            LookupJoin(source={_py(other.name)}, on={_py(on)},")
             w(f"                       columns={_py(outs)}),")
         w("        ],")
     if views:

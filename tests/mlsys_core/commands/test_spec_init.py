@@ -2570,6 +2570,77 @@ def test_a_log_of_each_entitys_events_is_counted_over_windows_before_each_predic
         week = mine[when[mine.index] >= at[i] - pd.Timedelta(days=7)]
         assert row["usage_count_7d"] == len(week)
 
+    # A log that names its subscription by a foreign key (``subscription_id``, the ``id`` of
+    # subscriptions) is said, not proposed: a view joins on one name in both tables.
+    subs = subs.drop(columns="user_id").reset_index(names="id")
+    logs = usage.assign(subscription_id=rng.integers(0, 240, len(usage))).drop(columns="user_id")
+    _write(subs, tmp_path / "data" / "subscriptions.csv")
+    _write(logs, tmp_path / "data" / "usage.csv")
+    code, _, err = _init(capsys, str(tmp_path / "data"), "--label", "renewed", "-o", str(out),
+                         "--name", "subs", "--force", "--keys", "id")  # fmt: skip
+    assert code == 0, err
+    assert not resolve_spec(f"{out}:subs").feature_views
+    assert "usage: a log of each row's 'id' as 'subscription_id'" in _said(out)
+
+
+def test_a_databases_tables_join_by_their_foreign_keys_and_not_by_their_own_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An export of a shop's database: every table numbers its rows ``id``, and orders name
+    their customer and product as ``customer_id`` and ``product_id``. Order 5 was joined to
+    customer 5 (both ``id``, both unique): each order got an unrelated customer's columns,
+    and its own customer's were never joined. The ids join by their names now."""
+    rng = np.random.default_rng(87)
+    customers = pd.DataFrame(
+        {"id": np.arange(1, 41), "tier": rng.choice(["bronze", "gold"], 40),
+         "age": rng.integers(18, 80, 40)}
+    )  # fmt: skip
+    products = pd.DataFrame({"id": np.arange(1, 13), "price": rng.gamma(2, 20, 12).round(2)})
+    orders = pd.DataFrame(
+        {"id": np.arange(1, 301), "customer_id": rng.integers(1, 41, 300),
+         "product_id": rng.integers(1, 13, 300),
+         "ordered_at": pd.date_range("2024-01-01", periods=300, freq="7h").astype(str),
+         "quantity": rng.integers(1, 4, 300), "returned": rng.integers(0, 2, 300)}
+    )  # fmt: skip
+    for name, frame in (("customers", customers), ("products", products), ("orders", orders)):
+        _write(frame, tmp_path / "shop" / f"{name}.csv")
+    out = tmp_path / "shop_spec.py"
+    code, _, err = _init(capsys, str(tmp_path / "shop"), "--label", "returned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:shop")
+    assert spec.base == "orders"
+    assert {(j.source, tuple(j.on.items())) for j in spec.lookups} == {
+        ("customers", (("customer_id", "id"),)),
+        ("products", (("product_id", "id"),)),
+    }
+    assert {"tier", "age", "price"} <= set(spec.input_columns)
+    tables = {"orders": orders, "customers": customers, "products": products}
+    clean = {t: clean_table(f, spec.contracts[t]).clean for t, f in tables.items()}
+    rows = assemble_features(clean, spec)  # an order by its time: each time is one order's
+    rows = rows.set_index(rows["ordered_at"].dt.strftime("%Y-%m-%d %H:%M:%S")).loc[
+        orders["ordered_at"]
+    ]
+    by_id = customers.set_index("id")
+    np.testing.assert_array_equal(rows["tier"], by_id.loc[orders["customer_id"], "tier"])
+    np.testing.assert_array_equal(rows["age"], by_id.loc[orders["customer_id"], "age"])
+
+
+def test_one_tables_rows_in_two_files_join_by_their_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Features and labels in two files keyed by the same ``id`` (as competitions ship
+    them): the same ids in both, so ``id`` joins them."""
+    frame = _activity().reset_index(names="id")
+    _write(frame.drop(columns="churned"), tmp_path / "comp" / "train_values.csv")
+    _write(frame[["id", "churned"]], tmp_path / "comp" / "train_labels.csv")
+    out = tmp_path / "comp_spec.py"
+    code, _, err = _init(capsys, str(tmp_path / "comp"), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:comp")
+    ((lookup,),) = [spec.lookups]
+    assert (spec.base, lookup.source, lookup.on) == ("train_labels", "train_values", {"id": "id"})
+    assert {"plan", "fee", "tickets"} <= set(spec.input_columns)
+
 
 def test_a_label_kept_in_a_table_of_outcomes_is_read_from_it(
     tmp_path: Path, capsys: pytest.CaptureFixture
