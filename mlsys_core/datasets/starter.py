@@ -1703,10 +1703,12 @@ class EventView:
     table: Table
     timestamp: str
     keys: list[str]
-    aggregations: list[tuple[str, str, str, timedelta]]  # name, function, column, window
+    # name, function, column, window, the classes a rate counts
+    aggregations: list[tuple[str, str, str, timedelta, list[str] | None]]
 
 
 MAX_VIEW_NUMBERS = 4  # numeric columns of an event table summed and averaged, at most
+MAX_VIEW_CLASSES = 5  # a text column of an event table of this few kinds: a rate of each
 
 
 def _event_views(
@@ -1736,24 +1738,37 @@ def _event_views(
             and c.name not in keys
             and not (_is_id(other, c) or _KEY_NAME.search(c.name))  # an order's id: no sum
         ][:MAX_VIEW_NUMBERS]
-        stem = _table_name(Path(other.name))
-        aggregations = [(f"{stem}_count_{w.days}d", "count", stamp, w) for w in windows]
+        stem, longest = _table_name(Path(other.name)), windows[-1]
+        aggregations = [(f"{stem}_count_{w.days}d", "count", stamp, w, None) for w in windows]
         for column in numbers:
-            named = re.sub(r"[^a-z0-9_]+", "_", column.lower()).strip("_")
             for function in ("sum", "mean"):
-                aggregations.append(
-                    (
-                        f"{stem}_{named}_{function}_{windows[-1].days}d",
-                        function,
-                        column,
-                        windows[-1],
-                    )
-                )
+                name = f"{stem}_{_snake(column)}_{function}_{longest.days}d"
+                aggregations.append((name, function, column, longest, None))
+        for column, kind in _kinds_of_events(other, keys):  # the share of each kind of event
+            name = f"{stem}_{_snake(column)}_{_snake(kind)}_rate_{longest.days}d"
+            aggregations.append((name, "rate", column, longest, [kind]))
         aggregations = [a for a in aggregations if a[0] not in taken | set(base.columns)]
         if aggregations:
             taken |= {a[0] for a in aggregations}
             views.append(EventView(other, stamp, keys, aggregations))
     return views
+
+
+def _snake(text: str) -> str:
+    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_") or "value"
+
+
+def _kinds_of_events(log: Table, keys: list[str]) -> list[tuple[str, str]]:
+    """The kinds a log's text columns of a few values name (``purchase`` among ``view``,
+    ``click``), each but the most common: a rate of each is a share of the entity's events."""
+    kinds = []
+    for column in log.columns.values():
+        if column.dtype != "string" or column.name in keys:
+            continue
+        counts = log.frame[column.name].dropna().astype(str).value_counts()
+        if 2 <= len(counts) <= MAX_VIEW_CLASSES:  # noqa: PLR2004 -- two kinds at least
+            kinds += [(column.name, str(kind)) for kind in counts.index[1:]]
+    return kinds
 
 
 def _logs_named_otherwise(
@@ -1791,10 +1806,11 @@ def _write_views(w: Callable[[str], None], views: list[EventView]) -> None:
         w(f"                entity=Entity(name={_py(entity)}, join_keys={_py(view.keys)}),")
         w(f"                timestamp={_py(view.timestamp)},")
         w("                aggregations=[")
-        for name, function, column, window in view.aggregations:
+        for name, function, column, window, positive in view.aggregations:
+            kinds = f", positive={_py(positive)}" if positive else ""
             w(
                 f"                    Aggregation(name={_py(name)}, function={_py(function)}, "
-                f"column={_py(column)}, window={_py(window)}),"
+                f"column={_py(column)}, window={_py(window)}{kinds}),"
             )
         w("                ],")
         w("            ),")

@@ -2535,6 +2535,7 @@ def test_a_log_of_each_entitys_events_is_counted_over_windows_before_each_predic
             "user_id": rng.integers(1, 41, 4000),
             "used_at": used.round("s").strftime("%Y-%m-%d %H:%M:%S"),
             "minutes": rng.gamma(2, 10, 4000).round(1),
+            "feature": rng.choice(["editor", "export", "share"], 4000, p=[0.6, 0.3, 0.1]),
         }
     )
     _write(subs, tmp_path / "data" / "subscriptions.csv")
@@ -2546,12 +2547,15 @@ def test_a_log_of_each_entitys_events_is_counted_over_windows_before_each_predic
     spec = resolve_spec(f"{out}:subs")
     (view,) = spec.feature_views
     assert (view.source, view.entity.join_keys, view.timestamp) == ("usage", ["user_id"], "used_at")
-    named = {a.name: (a.function, a.column, a.window.days) for a in view.aggregations}
+    named = {a.name: (a.function, a.column, a.window.days, a.positive) for a in view.aggregations}
     assert named == {
-        "usage_count_7d": ("count", "used_at", 7),
-        "usage_count_30d": ("count", "used_at", 30),
-        "usage_minutes_sum_30d": ("sum", "minutes", 30),
-        "usage_minutes_mean_30d": ("mean", "minutes", 30),
+        "usage_count_7d": ("count", "used_at", 7, None),
+        "usage_count_30d": ("count", "used_at", 30, None),
+        "usage_minutes_sum_30d": ("sum", "minutes", 30, None),
+        "usage_minutes_mean_30d": ("mean", "minutes", 30, None),
+        # the share of each kind but the most common (its share is what the others leave)
+        "usage_feature_export_rate_30d": ("rate", "feature", 30, ["export"]),
+        "usage_feature_share_rate_30d": ("rate", "feature", 30, ["share"]),
     }
     assert set(named) <= set(spec.features.numeric)
     # A user past the ids seen is no range error in the log either.
@@ -2567,6 +2571,8 @@ def test_a_log_of_each_entitys_events_is_counted_over_windows_before_each_predic
         row = rows[(rows["user_id"] == subs["user_id"][i]) & (rows["due_at"] == at[i])].iloc[0]
         assert row["usage_count_30d"] == len(recent)
         assert row["usage_minutes_sum_30d"] == pytest.approx(recent["minutes"].sum())
+        shared = (recent["feature"] == "share").mean()
+        assert row["usage_feature_share_rate_30d"] == pytest.approx(shared)
         week = mine[when[mine.index] >= at[i] - pd.Timedelta(days=7)]
         assert row["usage_count_7d"] == len(week)
 
