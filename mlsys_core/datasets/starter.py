@@ -1268,6 +1268,30 @@ def _yes_of_yes_and_no(values: list[str]) -> list[str]:
     return yes if 0 < len(yes) < len(values) else []
 
 
+# How a form or a survey says the outcome is not known: such a row has no label, never
+# the rarer class (a survey's "Unknown" beside "Yes" and "No").
+_UNKNOWN = {"unknown", "unk", "?", "n/a", "na", "not known", "not sure", "don't know"}
+_UNKNOWN |= {"dont know", "undecided", "pending", "tbd", "missing", "-", "unbekannt"}
+_UNKNOWN |= {"weiß nicht", "inconnu", "desconocido", "sconosciuto", "onbekend"}
+
+
+def _unknown_outcomes(values: pd.Series) -> list[str]:
+    """A text label's values that say the outcome is not known, where two classes or more
+    are left beside them."""
+    said = values.dropna().astype(str).unique().tolist()
+    unknown = sorted(v for v in said if v.strip().lower() in _UNKNOWN)
+    return unknown if len(said) - len(unknown) >= 2 else []  # noqa: PLR2004 -- two classes
+
+
+def _no_label(column: Column, unknown: list[str]) -> None:
+    """The label column reads the texts that say "not known" as no value: no label."""
+    missing = sorted({*(column.rule.missing or []), *unknown})
+    column.rule = column.rule.model_copy(update={"nullable": True, "missing": missing})
+    column.nullable = True
+    told = f"{_quoted(unknown)}: the outcome is not known: no label, the row waits"
+    column.note = "; ".join(n for n in (column.note, told) if n)
+
+
 def _number_label_rule(numbers: pd.Series, dtype: str) -> tuple[dict, str]:
     distinct = set(numbers.unique().tolist())
     if distinct <= {0, 1}:
@@ -1965,6 +1989,9 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         label_values = base.frame[label]
         if base_cols[label].dtype in ("int", "float"):  # as the lake reads it: "12%" is 12
             label_values = read_numbers(label_values, base_cols[label].rule)
+        elif unknown := _unknown_outcomes(label_values) if positive is None else []:
+            label_values = label_values.where(~label_values.astype(str).isin(unknown))
+            _no_label(base_cols[label], unknown)
         rule, rule_note = _label_rule(label_values, base_cols[label].dtype, threshold, positive)
         if base_cols[label].dtype == "string" and "threshold" in rule:
             raise StarterError(f"--threshold: the label {label!r} is text; use --positive")

@@ -296,6 +296,42 @@ def test_a_label_that_says_yes_or_no_in_any_spelling_is_positive_for_yes(
 
 
 @pytest.mark.parametrize(
+    ("said", "positive"),
+    [
+        ({"Yes": 0.5, "No": 0.35, "Unknown": 0.1, "": 0.05}, ["Yes"]),  # a survey's
+        ({"churned": 0.2, "stayed": 0.7, "pending": 0.1}, ["churned"]),  # the rarer known
+    ],
+)
+def test_a_label_that_says_the_outcome_is_not_known_leaves_the_row_unlabelled(
+    tmp_path: Path, capsys: pytest.CaptureFixture, said: dict[str, float], positive: list
+) -> None:
+    """A survey's answer ``Yes``, ``No`` or ``Unknown``: the third value made the label's
+    classes three, and ``Unknown``, the rarest, was the positive class (every yes and no a
+    negative). A value that says the outcome is not known is no label: the row waits."""
+    rng = np.random.default_rng(14)
+    rows = 600
+    values = rng.choice(list(said), rows, p=list(said.values()))
+    frame = pd.DataFrame({"score": rng.normal(size=rows).round(3), "answer": values})
+    frame["answer"] = frame["answer"].replace("", None)  # an empty cell: no answer
+    data = _write(frame, tmp_path / "leads.csv")
+    out = tmp_path / "leads_spec.py"
+    code, printed, err = _init(capsys, str(data), "--label", "answer", "-o", str(out))
+    assert code == 0 and "0 would be quarantined" in printed, err
+    spec = resolve_spec(f"{out}:leads")
+    assert spec.label.positive == positive
+    unknown = [v for v in said if v and v not in ("Yes", "No", "churned", "stayed")]
+    assert spec.contracts["leads"].columns["answer"].missing == unknown
+    clean = clean_table(frame, spec.contracts["leads"]).clean
+    labels = make_label(clean, spec.label)
+    known = frame["answer"].isin([v for v in said if v and v not in unknown])
+    np.testing.assert_array_equal(labels.notna().to_numpy(), known.to_numpy())
+    assert (
+        labels[known.to_numpy()].tolist()
+        == frame["answer"][known].isin(positive).astype(float).tolist()
+    )
+
+
+@pytest.mark.parametrize(
     ("layout", "fmt"),
     [
         ("%Y-%m-%d %H:%M:%S.%f UTC", "%Y-%m-%d %H:%M:%S.%f %Z"),  # BigQuery's export
