@@ -709,8 +709,10 @@ def _keyed(document: dict) -> list | None:
     """The records of a document that is one collection of objects keyed by their id, as a
     Firebase export writes it (``{"users": {"-Nx1": {...}, "-Nx2": {...}}}``), the id kept
     as ``index``; None for any other object (one record, such as an event of its own)."""
-    ((_, value),) = document.items() if len(document) == 1 else ((None, None),)
-    if not isinstance(value, dict) or len(value) < 2:
+    if len(document) != 1:
+        return None
+    (value,) = document.values()
+    if not isinstance(value, dict) or len(value) < 2:  # noqa: PLR2004 -- a collection
         return None
     if not all(isinstance(v, dict) for v in value.values()):
         return None
@@ -812,8 +814,8 @@ def _arrow_frame(table: pa.Table) -> pd.DataFrame:
     """A Parquet or Arrow table, its nested columns held as the JSON reader holds records: a
     struct (a Spark export's ``customer: struct<id, tier>``) as ``parent.field`` columns, a
     list or a map as its JSON text. Flat tables are taken as they are, at no cost. The index
-    pandas saved with a frame is data where it has a name (``set_index("customer_id")``),
-    and the row labels it was left with where it has none, as a CSV's row numbers are."""
+    pandas saved with a frame is a column where it has a name (``set_index("customer_id")``);
+    an unnamed one holds the row labels a filtered frame kept: no data."""
     frame = table.to_pandas()
     if not isinstance(frame.index, pd.RangeIndex):
         if named := [n for n in frame.index.names if n is not None]:

@@ -164,6 +164,7 @@ _KEY_NAME = re.compile(
 # A row's own id by its name alone, as databases and ORMs name a table's primary key.
 _ROW_ID = re.compile(r"_?id|uuid|pk|row_?id|index", re.IGNORECASE)
 _UNNAMED = re.compile(r"Unnamed: \d+")  # pandas' name for a column whose header is empty
+SHOWN_COLUMNS = 30  # a message names this many columns of a wide table, and counts the rest
 FOREIGN_KEY_HITS = 0.9  # a column names another table's rows: this share of it found there
 MAX_LOOKUP_KEYS = 3  # a lookup's key: at most this many columns together,
 MAX_SHARED_FOR_PAIRS = 6  # tried only among this few shared columns (41 checks at most)
@@ -1721,8 +1722,9 @@ def _foreign_key(base: Table, other: Table) -> dict[str, str] | None:
 @dataclass
 class EventView:
     """A table of an entity's past events (many rows per key, each with its time), proposed
-    as a window view: counts of its rows and sums and means of its numbers, over windows
-    before each base event (what the offline store and the stream compute alike)."""
+    as a window view: counts of its rows, sums and means of its numbers and the share of
+    each kind of its events, over windows before each base event (what the offline store
+    and the stream compute alike)."""
 
     table: Table
     timestamp: str
@@ -1822,7 +1824,7 @@ def _write_views(w: Callable[[str], None], views: list[EventView]) -> None:
     w("        # (an outcome) needs availability=Availability(from_column=...)")
     w("        feature_views=[")
     for view in views:
-        entity = re.sub(r"[^a-z0-9_]+", "_", "_".join(view.keys).lower()).strip("_") or "entity"
+        entity = _snake("_".join(view.keys))
         entity = entity if entity[0].isalpha() else f"e_{entity}"
         w("            WindowView(")
         w(f"                name={_py(_table_name(Path(view.table.name)))},")
@@ -1924,11 +1926,12 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         having = [t for t in tables if label in t.columns]
         if not having:
             seen = sorted({str(c) for t in tables for c in t.columns})
-            more = f" and {len(seen) - 30} more" if len(seen) > 30 else ""
+            more = f" and {len(seen) - SHOWN_COLUMNS} more" if len(seen) > SHOWN_COLUMNS else ""
             left = _left_out(Path(data)) if database is None else []
             hint = f" (files not read, by their names: {', '.join(left)})" if left else ""
             raise StarterError(
-                f"no column {label!r} in {shown}; columns: {', '.join(seen[:30])}{more}{hint}"
+                f"no column {label!r} in {shown}; columns: "
+                f"{', '.join(seen[:SHOWN_COLUMNS])}{more}{hint}"
             )
         # Where it is a label: both classes, the most rows, the most columns (a Kaggle
         # folder's train.csv, not its sample submission of one class)
@@ -1989,7 +1992,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         label_values = base.frame[label]
         if base_cols[label].dtype in ("int", "float"):  # as the lake reads it: "12%" is 12
             label_values = read_numbers(label_values, base_cols[label].rule)
-        elif unknown := _unknown_outcomes(label_values) if positive is None else []:
+        elif unknown := (_unknown_outcomes(label_values) if positive is None else []):
             label_values = label_values.where(~label_values.astype(str).isin(unknown))
             _no_label(base_cols[label], unknown)
         rule, rule_note = _label_rule(label_values, base_cols[label].dtype, threshold, positive)
