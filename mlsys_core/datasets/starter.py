@@ -1751,7 +1751,9 @@ def _event_views(
             continue
         if set(other.columns) <= set(base.columns):  # the base's rows to come (a test.csv)
             continue
-        times = [c.name for c in other.columns.values() if c.dtype == "datetime" and not c.nullable]
+        # a row without its time never counts: a time always held is the better one
+        held = sorted(other.columns.values(), key=lambda c: c.nullable)
+        times = [c.name for c in held if c.dtype == "datetime"]
         if not times or _is_unique(other.frame, keys):
             continue
         stamp = next((t for t in times if _TIME_NAME.search(t)), times[0])

@@ -2574,6 +2574,7 @@ def test_a_log_of_each_entitys_events_is_counted_over_windows_before_each_predic
             "feature": rng.choice(["editor", "export", "share"], 4000, p=[0.6, 0.3, 0.1]),
         }
     )
+    usage.loc[::50, "used_at"] = None  # an event logged without its time: never counted
     _write(subs, tmp_path / "data" / "subscriptions.csv")
     _write(usage, tmp_path / "data" / "usage.csv")
     out = tmp_path / "subs_spec.py"
