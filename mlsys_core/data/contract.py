@@ -60,7 +60,9 @@ INFER_TOLERANCE = 0.01
 _INTEGER = r"^\s*[+-]?\d+\s*$"
 _CHUNK = 4096
 _NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
-_EXCEL_ORIGIN = pd.Timestamp("1899-12-30")  # day 1 is 1900-01-01, past Lotus' leap day
+# Serial days count from here for every day since 1900-03-01: Excel counts a 29 February
+# 1900 that never was (after Lotus 1-2-3), so its day 1, 1900-01-01, reads a day early.
+_EXCEL_ORIGIN = pd.Timestamp("1899-12-30")
 _EXCEL_REACH = 100_000  # days: the year 2173, inside pandas' range
 _OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})\s*$"  # an ISO 8601 value that says its UTC offset
 

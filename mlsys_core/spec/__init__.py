@@ -227,7 +227,7 @@ class ColumnRule(_Frozen):
     unit: Literal["s", "ms", "us", "ns", "excel"] | None = Field(
         default=None,
         description="A datetime given as numbers: epoch numbers in this unit, or 'excel': "
-        "a spreadsheet's serial days (1 is 1900-01-01; a fraction is the time of day).",
+        "a spreadsheet's serial days (45296 is 2024-01-05; a fraction is the time of day).",
     )
     timezone: str = Field(default="UTC", description="Zone of datetimes without an offset.")
     strip: list[str] | None = Field(

@@ -106,8 +106,8 @@ def test_file_formats_follow_the_name(tmp_path: Path, filename: str, writer) -> 
 def test_the_index_pandas_saved_with_a_frame_is_data_where_it_has_a_name(tmp_path: Path, filename):
     """``df.set_index("customer_id").to_parquet(...)``: the key was pandas' index, so it
     was no column, and a repeated one stopped ``spec init`` ("cannot reindex on an axis with
-    duplicate labels"). A named index is a column; an unnamed one is the row labels a
-    filtered frame kept, no data, as a CSV's row numbers are not."""
+    duplicate labels"). A named index is a column; an unnamed one holds the row labels a
+    filtered frame kept: no data, as a CSV's row numbers are none."""
     path = tmp_path / filename
     frame = pd.concat([FRAME, FRAME]).set_index("code")  # each code twice
     (frame.to_parquet if filename.endswith(".parquet") else frame.to_feather)(path)
