@@ -247,9 +247,18 @@ class Starter:
 
 
 def _table_name(path: Path) -> str:
-    stem = path.name.split(".")[0].lower()
-    name = re.sub(r"[^a-z0-9_]+", "_", stem).strip("_") or "data"
-    return name if name[0].isalpha() else f"t_{name}"
+    return _identifier(path.name.split(".")[0], "data", "t_")
+
+
+def _snake(text: str, empty: str = "value") -> str:
+    """``text`` as a part of a Python-safe name: lower case, runs of anything else ``_``."""
+    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_") or empty
+
+
+def _identifier(text: str, empty: str, prefix: str) -> str:
+    """``text`` as a name the spec's fields accept: snake case, from a letter."""
+    name = _snake(text, empty)
+    return name if name[0].isalpha() else f"{prefix}{name}"
 
 
 def _is_data(path: Path) -> bool:
@@ -1782,10 +1791,6 @@ def _event_views(
     return views
 
 
-def _snake(text: str) -> str:
-    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_") or "value"
-
-
 def _kinds_of_events(log: Table, keys: list[str]) -> list[tuple[str, str]]:
     """The kinds a log's text columns of a few values name (``purchase`` among ``view``,
     ``click``), each but the most common: a rate of each is a share of the entity's events."""
@@ -1804,10 +1809,12 @@ def _logs_named_otherwise(
 ) -> list[str]:
     """Logs that name the base's rows by a foreign key (orders' ``customer_id``, the ``id``
     of customers): a view joins on one name in both tables, so it is said, not proposed."""
+    if time is None:
+        return []
     counted = {id(v.table) for v in views}
     notes = []
     for other in tables:
-        if other is base or id(other) in counted or time is None:
+        if other is base or id(other) in counted:
             continue
         on = _foreign_key(other, base)
         timed = any(c.dtype == "datetime" for c in other.columns.values())
@@ -1826,8 +1833,7 @@ def _write_views(w: Callable[[str], None], views: list[EventView]) -> None:
     w("        # (an outcome) needs availability=Availability(from_column=...)")
     w("        feature_views=[")
     for view in views:
-        entity = _snake("_".join(view.keys))
-        entity = entity if entity[0].isalpha() else f"e_{entity}"
+        entity = _identifier("_".join(view.keys), "entity", "e_")
         w("            WindowView(")
         w(f"                name={_py(_table_name(Path(view.table.name)))},")
         w(f"                source={_py(view.table.name)},")
