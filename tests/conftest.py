@@ -30,7 +30,7 @@ from mlsys_core.tracking import configure_mlflow
 from mlsys_core.training.config import TrainConfig
 from mlsys_core.training.run import TrainedModel, train_and_log
 from tests.crash.harness import CASES_PROPERTY, Case, Summary
-from tests.services import redis_server
+from tests.services import prefect_template, redis_server
 
 # Before anything imports prefect: tests never touch the user's or the demo's Prefect home,
 # and the temporary servers they start send no telemetry.
@@ -158,6 +158,14 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_db(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A Prefect home as a server's first start leaves it, to seed fresh homes with
+    (:func:`seed_prefect_home`); made once for all the session's workers."""
+    root = tmp_path_factory.getbasetemp()
+    return prefect_template(root if worker_id == "master" else root.parent)
 
 
 @pytest.fixture

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from mlsys_core.net import HOST, free_port
+from mlsys_core.stack import process
+from mlsys_core.stack.prefect_server import api_url, prefect_env, server_command
 
 
 def _redis_ping(port: int) -> bool:
@@ -88,3 +93,50 @@ def postgres_server(folder: Path, password: str) -> Iterator[tuple[int, str]]:
         process.stop(server)
         if data.is_symlink():  # the cluster lives outside pytest's folders: not left behind
             shutil.rmtree(data.resolve(), ignore_errors=True)
+
+
+# -- Prefect's database as a fresh server leaves it ---------------------------------------------
+# A server's first start in a new Prefect home runs every migration and registers the block
+# types: about 10 s of CPU, paid again by each of the dozen fresh homes the suite starts a
+# server in. A home seeded with a copy starts as a second start does. A test about a home's
+# very first start (no database yet) leaves its home unseeded.
+PREFECT_SEEDED = ("prefect.db", "memo_store.toml")
+
+
+def prefect_template(folder: Path) -> Path:
+    """A Prefect home in ``folder`` whose server has started once and stopped; made by the
+    first caller, waited for by the others (pytest-xdist workers share ``folder``)."""
+    home = folder / "prefect-template"
+    with open(folder / "prefect-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (home / "done").is_file():
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+            port = free_port()
+            base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+            env = prefect_env(home, api_url(port), base)
+            with process.background(
+                server_command(port), env, folder / "prefect-template.log",
+                ready_url=f"{api_url(port)}/health", timeout=300,
+            ):  # fmt: skip
+                pass
+            missing = [name for name in PREFECT_SEEDED if not (home / name).is_file()]
+            if missing:
+                raise RuntimeError(f"the template Prefect server left no {missing} in {home}")
+            (home / "done").touch()
+    return home
+
+
+def seed_prefect_home(home: Path, template: Path) -> Path:
+    """``home`` holding a copy of the template's database (``sqlite3``'s backup: one
+    consistent file, whatever the template's write-ahead log holds)."""
+    home.mkdir(parents=True, exist_ok=True)
+    source = sqlite3.connect(template / PREFECT_SEEDED[0])
+    target = sqlite3.connect(home / PREFECT_SEEDED[0])
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    shutil.copy2(template / PREFECT_SEEDED[1], home / PREFECT_SEEDED[1])
+    return home

@@ -15,6 +15,7 @@ import pytest
 
 from mlsys_core.stack.prefect_server import prefect_server
 from tests.docs.blocks import ROOT, Block, DocsMarkupError, Page, chains, collect, parse_page
+from tests.services import seed_prefect_home
 
 PAGES = collect()
 CHAINS = chains(PAGES)
@@ -91,7 +92,7 @@ def _run(block: Block, work: Path, env: dict[str, str], n: int) -> None:
 
 
 @pytest.mark.parametrize("chain", [_param(c) for c in CHAINS if _runnable(c)])
-def test_code_blocks_run(chain: list[Page], tmp_path: Path) -> None:
+def test_code_blocks_run(chain: list[Page], tmp_path: Path, prefect_db: Path) -> None:
     """The chain's blocks share one Prefect server of their own (``PREFECT_API_URL``), as
     a reader with a running server would: without it, each block's first flow call starts
     and stops a temporary server, about 10 s a block, and the flows run the same."""
@@ -99,6 +100,8 @@ def test_code_blocks_run(chain: list[Page], tmp_path: Path) -> None:
     (tmp_path / "prefect").mkdir()
     n = 0
     uses_flows = any(_RUNS_FLOWS.search(b.code) for p in chain for b in p.blocks if b.runner)
+    if uses_flows:  # the server is the test's, not the reader's: it skips the first migration
+        seed_prefect_home(tmp_path / "api" / "prefect_home", prefect_db)
     api = prefect_server(tmp_path / "api", base_env=env, timeout=300)
     with api if uses_flows else nullcontext() as server:
         if server is not None:

@@ -21,6 +21,7 @@ from prefect.settings import (
 from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as STARTUP
 
 from flows.embedded import RECORDER_LOGGER, check_state_folders, create_app, embedded_run
+from tests.services import seed_prefect_home
 
 
 def test_embedded_run_turns_heartbeats_off_only_inside():
@@ -136,7 +137,10 @@ print(recorder["batch_size"], recorder["flush_interval"])
 
 
 @pytest.mark.slow  # a fresh interpreter and a temporary server: ~30 s
-def test_the_temporary_server_runs_with_the_batched_recorder(tmp_path: Path) -> None:
+def test_the_temporary_server_runs_with_the_batched_recorder(
+    tmp_path: Path, prefect_db: Path
+) -> None:
+    seed_prefect_home(tmp_path / "prefect", prefect_db)
     proc = _fresh_interpreter(
         _SERVER_SETTINGS, tmp_path, 600, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300"
     )
@@ -189,7 +193,7 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.slow  # a fresh interpreter imports Prefect's server and migrates: ~10 s each
+@pytest.mark.slow  # a fresh interpreter imports Prefect's server: ~5 s each
 @pytest.mark.parametrize(
     ("begin", "outcome"),
     [
@@ -206,8 +210,9 @@ asyncio.run(main())
     ],
 )
 def test_sqlite_writes_begun_immediate_wait_instead_of_failing(
-    begin: str, outcome: list[str], tmp_path: Path
+    begin: str, outcome: list[str], tmp_path: Path, prefect_db: Path
 ) -> None:
+    seed_prefect_home(tmp_path / "prefect", prefect_db)
     proc = _fresh_interpreter(_READ_THEN_WRITE, tmp_path, 300, BEGIN=begin)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1].split("|") == outcome
@@ -268,7 +273,7 @@ blocked()
 @pytest.mark.slow  # a fresh interpreter and a temporary server: ~20 s
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_the_temporary_server_stops_when_its_flow_process_is_killed(
-    sig: signal.Signals, tmp_path: Path
+    sig: signal.Signals, tmp_path: Path, prefect_db: Path
 ) -> None:
     """A scheduler's SIGTERM or a SIGKILL skips the exit hook that stops the temporary
     server: without a watch on its parent it stayed, orphaned, holding the state's
@@ -280,6 +285,7 @@ def test_the_temporary_server_stops_when_its_flow_process_is_killed(
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300",
     )
+    seed_prefect_home(tmp_path / "prefect", prefect_db)
     proc = subprocess.Popen(  # noqa: S603
         [sys.executable, "-c", _BLOCKED], env=env, stdout=subprocess.PIPE, text=True
     )

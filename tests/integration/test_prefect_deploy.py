@@ -17,11 +17,13 @@ from mlsys_core.spec import DatasetSpec
 from mlsys_core.stack.prefect_server import POOL, prefect_server, worker_command
 from mlsys_core.tracking import tracking_client
 from tests.integration.conftest import background, prefect
+from tests.services import seed_prefect_home
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec):
+def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec, prefect_db: Path):
+    seed_prefect_home(tmp_path / "prefect_home", prefect_db)
     state = tmp_path / "state"
     base = {**os.environ, "MLSYS_STATE_DIR": str(state)}
     with prefect_server(tmp_path, base) as server:

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from mlsys_core.stack import prefect_server, process
+from tests.services import seed_prefect_home
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -31,8 +32,8 @@ probe()
 """
 
 
-def test_up_is_found_by_later_flow_runs_and_down_stops_it(tmp_path: Path):
-    home = tmp_path / "prefect"
+def test_up_is_found_by_later_flow_runs_and_down_stops_it(tmp_path: Path, prefect_db: Path):
+    home = seed_prefect_home(tmp_path / "prefect", prefect_db)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
