@@ -20,7 +20,7 @@ import urllib.parse
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -227,18 +227,49 @@ def compression_of(name: str) -> str | None:
     return "zip" if lowered.endswith(".zip") else "gzip" if lowered.endswith(".gz") else None
 
 
+SHOWN_MEMBERS = 10  # an archive's files an error message names
+
+
+def archive_files(archive: zipfile.ZipFile) -> list[str]:
+    """An archive's files that are data: not its folders, nor what the archiver adds (a
+    Mac's ``__MACOSX/._train.csv``) or a writer leaves (as :func:`is_skipped`)."""
+    return [
+        info.filename
+        for info in archive.infolist()
+        if not info.is_dir() and not is_skipped(Path(info.filename))
+    ]
+
+
+def archive_member(archive: zipfile.ZipFile, member: str | None) -> str:
+    """The file of ``archive`` a source reads: ``member``, or the archive's only file."""
+    files = archive_files(archive)
+    if member is None and len(files) == 1:
+        return files[0]
+    listed = ", ".join(files[:SHOWN_MEMBERS]) + (" ..." if len(files) > SHOWN_MEMBERS else "")
+    if member is None:
+        if not files:
+            raise zipfile.BadZipFile("the archive holds no file")
+        raise zipfile.BadZipFile(
+            f"the archive holds {len(files)} files ({listed}): name the one to read, "
+            "SourceSpec(member=...)"
+        )
+    if member not in files:
+        raise zipfile.BadZipFile(f"the archive holds no {member!r} (its files: {listed})")
+    return member
+
+
 @contextmanager
-def unpacked(file: Path | io.BytesIO, compression: str | None) -> Iterator[io.BufferedIOBase]:
+def unpacked(
+    file: Path | io.BytesIO, compression: str | None, member: str | None = None
+) -> Iterator[io.BufferedIOBase]:
     """A file's bytes as the ingest unpacks them: a ``.gz`` stream, a ``.zip`` archive's
-    first member, or the file itself."""
+    ``member`` (its only file when None), or the file itself."""
     if compression == "gzip":
         with gzip.open(file, "rb") as handle:
             yield handle
     elif compression == "zip":
         with zipfile.ZipFile(file) as archive:
-            if not archive.namelist():
-                raise zipfile.BadZipFile("the archive holds no file")
-            with archive.open(archive.namelist()[0]) as handle:
+            with archive.open(archive_member(archive, member)) as handle:
                 yield handle
     elif isinstance(file, Path):
         with open(file, "rb") as handle:
@@ -255,6 +286,8 @@ def parse_source(
     """Parse bytes as declared. Values stay as read; the contract types them. The
     ``partitions`` a landing file's folders name become columns of its rows (a column the
     file holds itself is kept as written)."""
+    if raw.spec.format != "sql" and compression_of(name or raw.spec.path) == "zip":
+        raw, name = _archived(raw)
     frame = _parsed(raw, name)
     for column, value in partitions:
         if column not in frame.columns and len(frame.columns):
@@ -262,6 +295,17 @@ def parse_source(
     if raw.spec.joined and len(frame.columns):
         return joined_columns(frame, raw.spec.joined, f"source {raw.spec.name!r} at {raw.uri}")
     return frame
+
+
+def _archived(raw: SourceBytes) -> tuple[SourceBytes, str]:
+    """A ``.zip`` source as its file, read by the file's own name (``train.csv``,
+    ``orders.parquet``): the archive's name need not say its format."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw.data)) as archive:
+            member = archive_member(archive, raw.spec.member)
+            return replace(raw, data=archive.read(member)), member
+    except zipfile.BadZipFile as err:
+        raise SourceError(f"source {raw.spec.name!r} at {raw.uri}: {err}") from None
 
 
 def joined_columns(frame: pd.DataFrame, joined: dict[str, list[str]], what: str) -> pd.DataFrame:

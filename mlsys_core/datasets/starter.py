@@ -48,6 +48,7 @@ from mlsys_core.data.sources import (
     SHEETS,
     SourceBytes,
     SourceError,
+    archive_files,
     ascii_minus,
     compression_of,
     dates_alone,
@@ -229,7 +230,8 @@ class Table:
         if self.source.format == "sql":
             return f"table {self.source.query!r} of {redacted_url(self.source.url or '')}"
         kind = "landing folder" if self.source.incremental else "file"
-        return f"{kind} {self.source.path}"
+        within = self.source.sheet or self.source.member
+        return f"{kind} {self.source.path}" + (f" ({within})" if within else "")
 
 
 @dataclass
@@ -264,18 +266,76 @@ def _identifier(text: str, empty: str, prefix: str) -> str:
 def _is_data(path: Path) -> bool:
     """A file of data the ingest reads (not a hidden file, nor a lock file Excel leaves
     beside a workbook it has open: ``is_skipped``); a ``.txt`` file when it is a table (a
-    spreadsheet's "Unicode Text", tab-separated), not when it is a README."""
-    lowered = path.name.lower().removesuffix(".gz").removesuffix(".zip")
-    if not path.is_file() or is_skipped(Path(path.name)) or not lowered.endswith(DATA_SUFFIXES):
+    spreadsheet's "Unicode Text", tab-separated), not when it is a README; a ``.zip``
+    archive holding such a file, whatever its own name says."""
+    if not path.is_file() or is_skipped(Path(path.name)):
+        return False
+    if path.name.lower().endswith(".zip"):
+        return bool(_archive_members(path))
+    return _is_data_name(path, path.name, None)
+
+
+def _is_data_name(path: Path, name: str, member: str | None) -> bool:
+    lowered = name.lower().removesuffix(".gz")
+    if not lowered.endswith(DATA_SUFFIXES):
         return False
     if not lowered.endswith(".txt"):
         return True
     try:
-        with unpacked(path, compression_of(path.name)) as handle:
+        with unpacked(path, compression_of(path.name), member) as handle:
             head = handle.read(65536)
     except (OSError, EOFError, zipfile.BadZipFile):
         return False
     return is_delimited(head.decode(_encoding(head), errors="replace"))
+
+
+def _tables_within(path: Path) -> list[SourceSpec]:
+    """The tables of a file that holds several, a source each: a workbook's sheets that
+    hold data, an archive's data files (a competition's download: train, test and a
+    sample submission). None for a file that is one table."""
+    lowered = path.name.lower()
+    if lowered.endswith(SHEETS) and len(sheets := _filled_sheets(path)) > 1:
+        return [
+            SourceSpec(
+                name=_table_name(Path(sheet.replace(".", "_"))),
+                path=str(path),
+                **_sheet_dialect(path, sheet),
+            )
+            for sheet in sheets
+        ]
+    if lowered.endswith(".zip"):
+        return [
+            SourceSpec(
+                name=_table_name(Path(Path(member).name)),
+                path=str(path),
+                member=member,
+                **_dialect(path, member),
+            )
+            for member in _packed_files(path)
+        ]
+    return []
+
+
+def _packed_files(path: Path) -> list[str]:
+    """The data files of a ``.zip`` archive that holds other files too, each read by name
+    (``SourceSpec(member=...)``); none where its one file is read without a name."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if len(archive_files(archive)) <= 1:
+                return []
+    except (OSError, zipfile.BadZipFile):
+        return []
+    return _archive_members(path)
+
+
+def _archive_members(path: Path) -> list[str]:
+    """The files of a ``.zip`` archive that are data, by the tests of :func:`_is_data`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            files = archive_files(archive)
+    except (OSError, zipfile.BadZipFile):
+        return []
+    return [f for f in files if _is_data_name(path, Path(f).name, f)]
 
 
 def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
@@ -287,18 +347,24 @@ def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
     return frame
 
 
-def _dialect(path: Path) -> dict[str, Any]:
+def _dialect(path: Path, member: str | None = None) -> dict[str, Any]:
     """How a CSV file (gzipped or zipped too) writes its fields and decimals, its text, and
     what stands above its header, where not as the defaults (',', '.', UTF-8, nothing): a
     spreadsheet's export where ',' marks decimals uses ';' between fields, Excel on Windows
-    saves in its code page, and a bank's export writes a title above the table."""
-    kind = detect_format(SourceSpec(name="probe", path=str(path)), path.name)
+    saves in its code page, and a bank's export writes a title above the table. ``member``:
+    the file of a ``.zip`` archive read (its only one when None)."""
+    if path.name.lower().endswith(".zip"):
+        members = _archive_members(path) if member is None else [member]
+        named = members[0] if len(members) == 1 else path.name
+    else:
+        named = path.name
+    kind = detect_format(SourceSpec(name="probe", path=str(path)), named)
     if kind == "xlsx":
         return _sheet_dialect(path, None)
     if kind != "csv":
         return {}
-    try:  # unpacked once, as the ingest unpacks it (a .gz, a .zip archive's first member)
-        with unpacked(path, compression_of(path.name)) as handle:
+    try:  # unpacked once, as the ingest unpacks it (a .gz, a .zip archive's file)
+        with unpacked(path, compression_of(path.name), member) as handle:
             text = handle.read()
     except (OSError, EOFError, zipfile.BadZipFile):
         return {}  # reading it whole says what is wrong with it, in the source's words
@@ -561,15 +627,12 @@ def find_tables(data: Path | str, spec_dir: Path) -> list[Table]:
             source, frame, partitions = _partitioned_table(folder)
             add(source.name, source.model_copy(update={"path": where(folder)}), frame, partitions)
             continue
-        books = {p: _filled_sheets(p) for p in files if p.name.lower().endswith(SHEETS)}
-        for book, sheets in books.items():
-            if len(sheets) > 1:  # a table per sheet
-                for sheet in sheets:
-                    name = _table_name(Path(sheet.replace(".", "_")))
-                    source = SourceSpec(name=name, path=str(book), **_sheet_dialect(book, sheet))
-                    frame = _read(source, book)
-                    add(name, source.model_copy(update={"path": where(book)}), frame)
-        files = [p for p in files if len(books.get(p, ())) <= 1]  # noqa: PLW2901 - the rest
+        within = {p: _tables_within(p) for p in files}
+        for path, sources in within.items():
+            for source in sources:
+                frame = _read(source, path)
+                add(source.name, source.model_copy(update={"path": where(path)}), frame)
+        files = [p for p in files if not within[p]]  # noqa: PLW2901 - the rest
         dialects = {p: _dialect(p) for p in files}
         parts = {
             p: _read(SourceSpec(name=_table_name(p), path=str(p), **dialects[p]), p) for p in files
@@ -2106,6 +2169,7 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
             for k in (
                 "pattern",
                 "sheet",
+                "member",
                 "delimiter",
                 "decimal",
                 "encoding",

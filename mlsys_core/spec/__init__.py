@@ -45,9 +45,10 @@ class SourceSpec(_Frozen):
       (plain, ``.gz`` or ``.zip``), Parquet, Feather (Arrow's files: ``.feather``,
       ``.arrow``), JSON lines, a JSON document (an array of records, an object holding one,
       or a frame pandas' ``to_json`` wrote), a sheet of an Excel workbook (``.xlsx``) or a
-      Stata file (``.dta``, its labelled values as their labels); the
-      format follows the name unless ``format`` says otherwise, and a record's nested
-      objects become ``parent.field`` columns;
+      Stata file (``.dta``, its labelled values as their labels); a file of a ``.zip``
+      archive (``member``, or its only file); the format follows the name unless
+      ``format`` says otherwise, and a record's nested objects become ``parent.field``
+      columns;
     - ``incremental``: ``path`` is a landing folder; each ingest takes only files whose
       content it has not seen, and appends them to the table as new partitions;
       ``pattern="**/*.parquet"`` reads a partitioned dataset's ``year=2024/`` folders,
@@ -73,6 +74,12 @@ class SourceSpec(_Frozen):
     )
     sheet: str | None = Field(
         default=None, description="xlsx: the workbook's sheet to read, by name (the first)."
+    )
+    member: str | None = Field(
+        default=None,
+        description="A .zip archive's file to read, by its path in the archive (None: its "
+        "only file), in the format its own name says: a competition's download holds "
+        "train.csv beside test.csv.",
     )
     header: bool = Field(default=True, description="CSV, xlsx: the first line names the columns.")
     column_names: list[str] | None = Field(
@@ -168,6 +175,12 @@ class SourceSpec(_Frozen):
                 f"source {self.name!r}: {self.delimiter!r} cannot both separate fields and "
                 "mark decimals"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _member_of_a_file(self) -> SourceSpec:
+        if self.member is not None and self.format == "sql":
+            raise ValueError(f"source {self.name!r}: member applies to .zip archives only")
         return self
 
     @model_validator(mode="after")

@@ -916,6 +916,38 @@ def test_a_kaggle_folder_trains_on_its_train_file(
     assert {"plan", "fee", "tickets"} <= set(spec.input_columns)
 
 
+def test_a_competitions_download_is_read_as_it_comes_a_table_per_file_of_the_archive(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The folder above as the download comes, ``competition.zip`` (zipped on a Mac, with
+    its ``__MACOSX`` resource forks): "holds no file of a format read here". Each file of
+    the archive is a table read by name (``member``), in the lake as ``spec init`` read it."""
+    frame = _activity()
+    train, test = frame.iloc[:360], frame.iloc[360:]
+    folder = tmp_path / "comp"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "playground-series-s4e1.zip", "w") as archive:
+        archive.writestr("train.csv", train.to_csv(index=False))
+        archive.writestr("test.csv", test.drop(columns="churned").to_csv(index=False))
+        archive.writestr("__MACOSX/._train.csv", b"\x00\x05\x16\x07")
+        archive.writestr("sample_submission.csv", "account_id,churned\n1,0\n")
+    out = tmp_path / "comp_spec.py"
+    code, printed, err = _init(capsys, str(folder), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    assert "train: file comp/playground-series-s4e1.zip (train.csv), " in printed
+    spec = resolve_spec(f"{out}:comp")
+    assert {s.name: s.member for s in spec.sources} == {
+        "train": "train.csv",
+        "test": "test.csv",
+        "sample_submission": "sample_submission.csv",
+    }
+    assert spec.base == "train" and spec.label.column == "churned"
+    assert {"plan", "fee", "tickets"} <= set(spec.input_columns)
+    lake = Lake(tmp_path / "lake")
+    raw = lake.read(snapshot_source(spec.sources[0], lake))
+    assert raw["account_id"].tolist() == train["account_id"].tolist()
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".feather"])
 def test_a_frame_saved_with_its_key_as_pandas_index_reads_the_key_as_a_column(
     tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str

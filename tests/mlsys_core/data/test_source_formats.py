@@ -311,8 +311,67 @@ def test_a_json_document_that_holds_no_records_is_a_source_error(
 def test_an_empty_zip_archive_is_a_source_error(tmp_path: Path) -> None:
     path = tmp_path / "t.json.zip"
     zipfile.ZipFile(path, "w").close()
-    with pytest.raises(SourceError, match="not valid json: the archive holds no file"):
+    with pytest.raises(SourceError, match="source 't' at .*: the archive holds no file"):
         parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+
+
+def _download(path: Path) -> None:
+    """A competition's download as a Mac zips it: three files, each its own format, and
+    the resource forks the Finder adds."""
+    train = FRAME.assign(target=[0, 1, 0])
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("train.csv", train.to_csv(index=False))
+        buffer = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(FRAME, preserve_index=False), buffer)
+        archive.writestr("extra/test.parquet", buffer.getvalue().to_pybytes())
+        archive.writestr("__MACOSX/._train.csv", b"\x00\x05\x16\x07 not data")
+        archive.writestr("sample_submission.csv", "code,target\nA,0.5\n")
+
+
+def test_a_file_of_an_archive_is_read_by_its_own_name(tmp_path: Path) -> None:
+    """The archive's name says nothing of its files' formats: each is read as its own
+    name says (a CSV, a Parquet file in a folder of the archive)."""
+    path = tmp_path / "playground-series.zip"
+    _download(path)
+    train = parse_source(
+        read_source_bytes(SourceSpec(name="t", path=str(path), member="train.csv"))
+    )
+    pd.testing.assert_frame_equal(train, FRAME.assign(target=[0, 1, 0]))
+    member = "extra/test.parquet"
+    test = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path), member=member)))
+    pd.testing.assert_frame_equal(test, FRAME)
+
+
+def test_an_archive_of_one_file_needs_no_name_and_the_resource_forks_are_not_files(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "export.zip"  # a name that says nothing of the CSV inside
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("orders.csv", FRAME.to_csv(index=False))
+        archive.writestr("__MACOSX/._orders.csv", b"\x00\x05\x16\x07")
+    read = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+    pd.testing.assert_frame_equal(read, FRAME)
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        (
+            None,
+            r"the archive holds 3 files \(train.csv, extra/test.parquet, sample_submission.csv\)"
+            r": name the one to read, SourceSpec\(member=...\)",
+        ),
+        ("test.csv", r"the archive holds no 'test.csv' \(its files: train.csv, extra/test"),
+    ],
+)
+def test_an_archive_whose_file_is_not_named_or_not_there_is_one_clear_error(
+    tmp_path: Path, member: str | None, message: str
+) -> None:
+    path = tmp_path / "download.zip"
+    _download(path)
+    source = SourceSpec(name="t", path=str(path), member=member)
+    with pytest.raises(SourceError, match=f"source 't' at .*download.zip: {message}"):
+        parse_source(read_source_bytes(source))
 
 
 def test_a_windows_export_is_read_in_the_encoding_the_source_names(tmp_path: Path) -> None:
@@ -384,6 +443,7 @@ def test_sql_errors_are_clear_and_hide_the_password(tmp_path: Path) -> None:
         ({"encoding": "klingon"}, "unknown encoding 'klingon'"),
         ({"path": "x.parquet", "format": "parquet", "encoding": "cp1252"}, "CSV files only"),
         ({"path": "x.csv", "format": "csv", "sheet": "Orders"}, "xlsx workbooks only"),
+        ({"format": "sql", "url": "sqlite://", "query": "SELECT 1", "member": "a.csv"}, ".zip"),
         ({"path": "x.xlsx", "format": "xlsx", "text_columns": ["zip"]}, "CSV files only"),
     ],
 )
