@@ -784,8 +784,9 @@ def _could_read(value: str) -> Callable[[str], bool]:
 
 
 # Dates written as numbers, as mainframe, SAS and many database exports write them:
-# 20240105 (a day), 202401 (a month), or a time (20240105103000), read by their format.
-_DATE_DIGITS = {14: "%Y%m%d%H%M%S", 12: "%Y%m%d%H%M", 8: "%Y%m%d", 6: "%Y%m"}
+# 20240105 (a day), 202401 (a month), or a time (20240105103000), read by their format;
+# an hour as Google Analytics exports it (``dateHour``: 2024010513), not epoch seconds.
+_DATE_DIGITS = {14: "%Y%m%d%H%M%S", 12: "%Y%m%d%H%M", 10: "%Y%m%d%H", 8: "%Y%m%d", 6: "%Y%m"}
 
 
 def _date_digits(numbers: pd.Series, name: str) -> str | None:

@@ -1506,7 +1506,9 @@ def test_a_rare_labels_windows_are_widened_until_each_holds_ten_of_it(
         assert said.replace(" 5 and 5 in", " 5 and 5 in these") in _said(out)
 
 
-@pytest.mark.parametrize(("digits", "fmt"), [("%Y%m%d", "%Y%m%d"), ("%Y%m", "%Y%m")])
+@pytest.mark.parametrize(
+    ("digits", "fmt"), [("%Y%m%d", "%Y%m%d"), ("%Y%m", "%Y%m"), ("%Y%m%d%H", "%Y%m%d%H")]
+)
 def test_dates_written_as_numbers_are_the_event_time(
     tmp_path: Path, capsys: pytest.CaptureFixture, digits: str, fmt: str
 ) -> None:
@@ -1514,7 +1516,8 @@ def test_dates_written_as_numbers_are_the_event_time(
     database's export): spec init typed it int, a numeric feature, found no event time and
     split by hash. It is a time now, read by its digits' format in the lake and the service
     (the number or its text), the event time of a sliding split; an id whose numbers look
-    like dates (``order_id`` 20230105) stays an id."""
+    like dates (``order_id`` 20230105) stays an id. Google Analytics exports an hour as
+    ``dateHour`` (2023010513): ten digits, read as epoch seconds (2034) before."""
     rng = np.random.default_rng(12)
     rows = 900
     days = pd.Timestamp("2023-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 700, rows)), "D")
