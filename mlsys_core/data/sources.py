@@ -16,12 +16,14 @@ import json
 import math
 import re
 import shlex
+import tarfile
 import urllib.parse
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -220,57 +222,93 @@ _BY_NAME = (
 )
 
 
-def compression_of(name: str) -> str | None:
-    """How a file named ``name`` is packed, in pandas' words: a ``.zip`` archive's one member,
-    a ``.gz`` stream, or nothing."""
-    lowered = name.lower()
-    return "zip" if lowered.endswith(".zip") else "gzip" if lowered.endswith(".gz") else None
-
-
+# Archives of files: a ``.zip`` (a competition's download, an export) or a tarball (the UCI
+# repository's, a research group's), read a file at a time.
+TARBALLS = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+ARCHIVES = (".zip", *TARBALLS)
 SHOWN_MEMBERS = 10  # an archive's files an error message names
 
 
-def archive_files(archive: zipfile.ZipFile) -> list[str]:
-    """An archive's files that are data: not its folders, nor what the archiver adds (a
-    Mac's ``__MACOSX/._train.csv``) or a writer leaves (as :func:`is_skipped`)."""
-    return [
-        info.filename
-        for info in archive.infolist()
-        if not info.is_dir() and not is_skipped(Path(info.filename))
-    ]
+def compression_of(name: str) -> str | None:
+    """How a file named ``name`` is packed: ``zip`` or ``tar``, an archive of files
+    (:class:`Archive`); ``gzip``, a stream (as pandas says it); or nothing."""
+    lowered = name.lower()
+    if lowered.endswith(ARCHIVES):
+        return "zip" if lowered.endswith(".zip") else "tar"
+    return "gzip" if lowered.endswith(".gz") else None
 
 
-def archive_member(archive: zipfile.ZipFile, member: str | None) -> str:
-    """The file of ``archive`` a source reads: ``member``, or the archive's only file."""
-    files = archive_files(archive)
-    if member is None and len(files) == 1:
-        return files[0]
-    listed = ", ".join(files[:SHOWN_MEMBERS]) + (" ..." if len(files) > SHOWN_MEMBERS else "")
-    if member is None:
-        if not files:
-            raise zipfile.BadZipFile("the archive holds no file")
-        raise zipfile.BadZipFile(
-            f"the archive holds {len(files)} files ({listed}): name the one to read, "
-            "SourceSpec(member=...)"
-        )
-    if member not in files:
-        raise zipfile.BadZipFile(f"the archive holds no {member!r} (its files: {listed})")
-    return member
+class ArchiveError(ValueError):
+    """An archive that cannot be read, or holds no file a source can name."""
+
+
+class Archive:
+    """The files of a ``.zip`` or tar archive, by their paths in it: its data files are
+    not its folders, nor what the archiver adds (a Mac's ``__MACOSX/._train.csv``) or a
+    writer leaves (as :func:`is_skipped`)."""
+
+    def __init__(self, file: Path | io.BytesIO, kind: str) -> None:
+        self._zip: zipfile.ZipFile | None = None
+        self._tar: tarfile.TarFile | None = None
+        try:
+            if kind == "zip":
+                self._zip = zipfile.ZipFile(file)
+                names = [i.filename for i in self._zip.infolist() if not i.is_dir()]
+            else:
+                opened = {"fileobj": file} if isinstance(file, io.BytesIO) else {"name": file}
+                self._tar = tarfile.open(**opened)  # noqa: SIM115 - closed on exit
+                names = [m.name for m in self._tar.getmembers() if m.isfile()]
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
+            raise ArchiveError(f"not a readable {kind} archive ({err})") from None
+        self.files = [n for n in names if not is_skipped(Path(n))]
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in (self._zip, self._tar):
+            if handle is not None:
+                handle.close()
+
+    def member(self, member: str | None) -> str:
+        """The file a source reads: ``member``, or the archive's only file."""
+        files = self.files
+        if member is None and len(files) == 1:
+            return files[0]
+        listed = ", ".join(files[:SHOWN_MEMBERS]) + (" ..." if len(files) > SHOWN_MEMBERS else "")
+        if member is None:
+            if not files:
+                raise ArchiveError("the archive holds no file")
+            raise ArchiveError(
+                f"the archive holds {len(files)} files ({listed}): name the one to read, "
+                "SourceSpec(member=...)"
+            )
+        if member not in files:
+            raise ArchiveError(f"the archive holds no {member!r} (its files: {listed})")
+        return member
+
+    def open(self, member: str | None) -> IO[bytes]:
+        name = self.member(member)
+        if self._zip is not None:
+            return self._zip.open(name)
+        handle = self._tar.extractfile(name) if self._tar is not None else None
+        if handle is None:
+            raise ArchiveError(f"the archive's {name!r} is no file")
+        return handle
 
 
 @contextmanager
 def unpacked(
     file: Path | io.BytesIO, compression: str | None, member: str | None = None
-) -> Iterator[io.BufferedIOBase]:
-    """A file's bytes as the ingest unpacks them: a ``.gz`` stream, a ``.zip`` archive's
+) -> Iterator[IO[bytes]]:
+    """A file's bytes as the ingest unpacks them: a ``.gz`` stream, an archive's
     ``member`` (its only file when None), or the file itself."""
     if compression == "gzip":
         with gzip.open(file, "rb") as handle:
             yield handle
-    elif compression == "zip":
-        with zipfile.ZipFile(file) as archive:
-            with archive.open(archive_member(archive, member)) as handle:
-                yield handle
+    elif compression in ("zip", "tar"):
+        with Archive(file, compression) as archive, archive.open(member) as handle:
+            yield handle
     elif isinstance(file, Path):
         with open(file, "rb") as handle:
             yield handle
@@ -286,8 +324,9 @@ def parse_source(
     """Parse bytes as declared. Values stay as read; the contract types them. The
     ``partitions`` a landing file's folders name become columns of its rows (a column the
     file holds itself is kept as written)."""
-    if raw.spec.format != "sql" and compression_of(name or raw.spec.path) == "zip":
-        raw, name = _archived(raw)
+    packing = None if raw.spec.format == "sql" else compression_of(name or raw.spec.path)
+    if packing in ("zip", "tar"):
+        raw, name = _archived(raw, packing)
     frame = _parsed(raw, name)
     for column, value in partitions:
         if column not in frame.columns and len(frame.columns):
@@ -297,14 +336,15 @@ def parse_source(
     return frame
 
 
-def _archived(raw: SourceBytes) -> tuple[SourceBytes, str]:
-    """A ``.zip`` source as its file, read by the file's own name (``train.csv``,
+def _archived(raw: SourceBytes, kind: str) -> tuple[SourceBytes, str]:
+    """An archive's source as its file, read by the file's own name (``train.csv``,
     ``orders.parquet``): the archive's name need not say its format."""
     try:
-        with zipfile.ZipFile(io.BytesIO(raw.data)) as archive:
-            member = archive_member(archive, raw.spec.member)
-            return replace(raw, data=archive.read(member)), member
-    except zipfile.BadZipFile as err:
+        with Archive(io.BytesIO(raw.data), kind) as archive:
+            member = archive.member(raw.spec.member)
+            with archive.open(member) as handle:
+                return replace(raw, data=handle.read()), member
+    except ArchiveError as err:
         raise SourceError(f"source {raw.spec.name!r} at {raw.uri}: {err}") from None
 
 

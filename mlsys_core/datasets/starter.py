@@ -44,11 +44,13 @@ from mlsys_core.data.contract import (
 )
 from mlsys_core.data.durations import duration_parts, duration_seconds
 from mlsys_core.data.sources import (
+    ARCHIVES,
     ARROW_FILES,
     SHEETS,
+    Archive,
+    ArchiveError,
     SourceBytes,
     SourceError,
-    archive_files,
     ascii_minus,
     compression_of,
     dates_alone,
@@ -270,7 +272,7 @@ def _is_data(path: Path) -> bool:
     archive holding such a file, whatever its own name says."""
     if not path.is_file() or is_skipped(Path(path.name)):
         return False
-    if path.name.lower().endswith(".zip"):
+    if path.name.lower().endswith(ARCHIVES):
         return bool(_archive_members(path))
     return _is_data_name(path, path.name, None)
 
@@ -284,7 +286,7 @@ def _is_data_name(path: Path, name: str, member: str | None) -> bool:
     try:
         with unpacked(path, compression_of(path.name), member) as handle:
             head = handle.read(65536)
-    except (OSError, EOFError, zipfile.BadZipFile):
+    except (OSError, EOFError, zipfile.BadZipFile, ArchiveError):
         return False
     return is_delimited(head.decode(_encoding(head), errors="replace"))
 
@@ -303,7 +305,7 @@ def _tables_within(path: Path) -> list[SourceSpec]:
             )
             for sheet in sheets
         ]
-    if lowered.endswith(".zip"):
+    if lowered.endswith(ARCHIVES):
         return [
             SourceSpec(
                 name=_table_name(Path(Path(member).name)),
@@ -317,25 +319,25 @@ def _tables_within(path: Path) -> list[SourceSpec]:
 
 
 def _packed_files(path: Path) -> list[str]:
-    """The data files of a ``.zip`` archive that holds other files too, each read by name
+    """The data files of an archive that holds other files too, each read by name
     (``SourceSpec(member=...)``); none where its one file is read without a name."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if len(archive_files(archive)) <= 1:
-                return []
-    except (OSError, zipfile.BadZipFile):
+    return _archive_members(path) if len(_archive_files(path)) > 1 else []
+
+
+def _archive_files(path: Path) -> list[str]:
+    kind = compression_of(path.name)
+    if kind not in ("zip", "tar"):
         return []
-    return _archive_members(path)
+    try:
+        with Archive(path, kind) as archive:
+            return archive.files
+    except (OSError, ArchiveError):
+        return []
 
 
 def _archive_members(path: Path) -> list[str]:
-    """The files of a ``.zip`` archive that are data, by the tests of :func:`_is_data`."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            files = archive_files(archive)
-    except (OSError, zipfile.BadZipFile):
-        return []
-    return [f for f in files if _is_data_name(path, Path(f).name, f)]
+    """The files of an archive that are data, by the tests of :func:`_is_data`."""
+    return [f for f in _archive_files(path) if _is_data_name(path, Path(f).name, f)]
 
 
 def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
@@ -353,7 +355,7 @@ def _dialect(path: Path, member: str | None = None) -> dict[str, Any]:
     spreadsheet's export where ',' marks decimals uses ';' between fields, Excel on Windows
     saves in its code page, and a bank's export writes a title above the table. ``member``:
     the file of a ``.zip`` archive read (its only one when None)."""
-    if path.name.lower().endswith(".zip"):
+    if path.name.lower().endswith(ARCHIVES):
         members = _archive_members(path) if member is None else [member]
         named = members[0] if len(members) == 1 else path.name
     else:
@@ -363,10 +365,10 @@ def _dialect(path: Path, member: str | None = None) -> dict[str, Any]:
         return _sheet_dialect(path, None)
     if kind != "csv":
         return {}
-    try:  # unpacked once, as the ingest unpacks it (a .gz, a .zip archive's file)
+    try:  # unpacked once, as the ingest unpacks it (a .gz, an archive's file)
         with unpacked(path, compression_of(path.name), member) as handle:
             text = handle.read()
-    except (OSError, EOFError, zipfile.BadZipFile):
+    except (OSError, EOFError, zipfile.BadZipFile, ArchiveError):
         return {}  # reading it whole says what is wrong with it, in the source's words
     encoding = _encoding(text)
     head = text[:65536].decode(encoding, errors="replace")  # whole UTF-16 units: even

@@ -46,7 +46,7 @@ class SourceSpec(_Frozen):
       ``.arrow``), JSON lines, a JSON document (an array of records, an object holding one,
       or a frame pandas' ``to_json`` wrote), a sheet of an Excel workbook (``.xlsx``) or a
       Stata file (``.dta``, its labelled values as their labels); a file of a ``.zip``
-      archive (``member``, or its only file); the format follows the name unless
+      or tar archive (``member``, or its only file); the format follows the name unless
       ``format`` says otherwise, and a record's nested objects become ``parent.field``
       columns;
     - ``incremental``: ``path`` is a landing folder; each ingest takes only files whose
@@ -77,9 +77,9 @@ class SourceSpec(_Frozen):
     )
     member: str | None = Field(
         default=None,
-        description="A .zip archive's file to read, by its path in the archive (None: its "
-        "only file), in the format its own name says: a competition's download holds "
-        "train.csv beside test.csv.",
+        description="A .zip or tar archive's file to read, by its path in the archive "
+        "(None: its only file), in the format its own name says: a competition's download "
+        "holds train.csv beside test.csv.",
     )
     header: bool = Field(default=True, description="CSV, xlsx: the first line names the columns.")
     column_names: list[str] | None = Field(
@@ -180,7 +180,7 @@ class SourceSpec(_Frozen):
     @model_validator(mode="after")
     def _member_of_a_file(self) -> SourceSpec:
         if self.member is not None and self.format == "sql":
-            raise ValueError(f"source {self.name!r}: member applies to .zip archives only")
+            raise ValueError(f"source {self.name!r}: member applies to archives of files only")
         return self
 
     @model_validator(mode="after")

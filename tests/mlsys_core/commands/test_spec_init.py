@@ -5,10 +5,12 @@ passes its own data; the choices that are the user's are marked TODO."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 import shutil
 import sqlite3
+import tarfile
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -916,25 +918,38 @@ def test_a_kaggle_folder_trains_on_its_train_file(
     assert {"plan", "fee", "tickets"} <= set(spec.input_columns)
 
 
+@pytest.mark.parametrize("archive", ["playground-series-s4e1.zip", "churn.tar.gz"])
 def test_a_competitions_download_is_read_as_it_comes_a_table_per_file_of_the_archive(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture, archive: str
 ) -> None:
     """The folder above as the download comes, ``competition.zip`` (zipped on a Mac, with
-    its ``__MACOSX`` resource forks): "holds no file of a format read here". Each file of
-    the archive is a table read by name (``member``), in the lake as ``spec init`` read it."""
+    its ``__MACOSX`` resource forks) or a tarball: "holds no file of a format read here".
+    Each file of the archive is a table read by name (``member``), in the lake as
+    ``spec init`` read it."""
     frame = _activity()
     train, test = frame.iloc[:360], frame.iloc[360:]
     folder = tmp_path / "comp"
     folder.mkdir()
-    with zipfile.ZipFile(folder / "playground-series-s4e1.zip", "w") as archive:
-        archive.writestr("train.csv", train.to_csv(index=False))
-        archive.writestr("test.csv", test.drop(columns="churned").to_csv(index=False))
-        archive.writestr("__MACOSX/._train.csv", b"\x00\x05\x16\x07")
-        archive.writestr("sample_submission.csv", "account_id,churned\n1,0\n")
+    files = {
+        "train.csv": train.to_csv(index=False),
+        "test.csv": test.drop(columns="churned").to_csv(index=False),
+        "__MACOSX/._train.csv": "\x00\x05\x16\x07",
+        "sample_submission.csv": "account_id,churned\n1,0\n",
+    }
+    if archive.endswith(".zip"):
+        with zipfile.ZipFile(folder / archive, "w") as packed:
+            for name, text in files.items():
+                packed.writestr(name, text)
+    else:
+        with tarfile.open(folder / archive, "w:gz") as packed:
+            for name, text in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(text.encode())
+                packed.addfile(info, io.BytesIO(text.encode()))
     out = tmp_path / "comp_spec.py"
     code, printed, err = _init(capsys, str(folder), "--label", "churned", "-o", str(out))
     assert code == 0, err
-    assert "train: file comp/playground-series-s4e1.zip (train.csv), " in printed
+    assert f"train: file comp/{archive} (train.csv), " in printed
     spec = resolve_spec(f"{out}:comp")
     assert {s.name: s.member for s in spec.sources} == {
         "train": "train.csv",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import sqlite3
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -315,42 +317,62 @@ def test_an_empty_zip_archive_is_a_source_error(tmp_path: Path) -> None:
         parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
 
 
+def _archive(path: Path, files: dict[str, bytes]) -> None:
+    """``files`` packed as the name says: a ``.zip``, or a tarball (``.tar.gz``, ...)."""
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, data in files.items():
+                archive.writestr(name, data)
+        return
+    packing = {".gz": "gz", ".tgz": "gz", ".bz2": "bz2", ".xz": "xz"}.get(path.suffix)
+    with tarfile.open(path, f"w:{packing}" if packing else "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
 def _download(path: Path) -> None:
-    """A competition's download as a Mac zips it: three files, each its own format, and
+    """A competition's download as a Mac packs it: three files, each its own format, and
     the resource forks the Finder adds."""
-    train = FRAME.assign(target=[0, 1, 0])
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("train.csv", train.to_csv(index=False))
-        buffer = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pandas(FRAME, preserve_index=False), buffer)
-        archive.writestr("extra/test.parquet", buffer.getvalue().to_pybytes())
-        archive.writestr("__MACOSX/._train.csv", b"\x00\x05\x16\x07 not data")
-        archive.writestr("sample_submission.csv", "code,target\nA,0.5\n")
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(FRAME, preserve_index=False), buffer)
+    files = {
+        "train.csv": FRAME.assign(target=[0, 1, 0]).to_csv(index=False).encode(),
+        "extra/test.parquet": buffer.getvalue().to_pybytes(),
+        "__MACOSX/._train.csv": b"\x00\x05\x16\x07 not data",
+        "sample_submission.csv": b"code,target\nA,0.5\n",
+    }
+    _archive(path, files)
 
 
-def test_a_file_of_an_archive_is_read_by_its_own_name(tmp_path: Path) -> None:
+ARCHIVED = ["playground-series.zip", "uci-dataset.tar.gz", "dump.tar.xz", "plain.tar"]
+
+
+@pytest.mark.parametrize("filename", ARCHIVED)
+def test_a_file_of_an_archive_is_read_by_its_own_name(tmp_path: Path, filename: str) -> None:
     """The archive's name says nothing of its files' formats: each is read as its own
     name says (a CSV, a Parquet file in a folder of the archive)."""
-    path = tmp_path / "playground-series.zip"
+    path = tmp_path / filename
     _download(path)
     train = parse_source(
         read_source_bytes(SourceSpec(name="t", path=str(path), member="train.csv"))
     )
-    pd.testing.assert_frame_equal(train, FRAME.assign(target=[0, 1, 0]))
+    assert _records(train) == _records(FRAME.assign(target=[0, 1, 0]))
     member = "extra/test.parquet"
     test = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path), member=member)))
     pd.testing.assert_frame_equal(test, FRAME)
 
 
+@pytest.mark.parametrize("filename", ["export.zip", "export.tgz"])
 def test_an_archive_of_one_file_needs_no_name_and_the_resource_forks_are_not_files(
-    tmp_path: Path,
+    tmp_path: Path, filename: str
 ) -> None:
-    path = tmp_path / "export.zip"  # a name that says nothing of the CSV inside
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("orders.csv", FRAME.to_csv(index=False))
-        archive.writestr("__MACOSX/._orders.csv", b"\x00\x05\x16\x07")
+    path = tmp_path / filename  # a name that says nothing of the CSV inside
+    files = {"orders.csv": FRAME.to_csv(index=False).encode(), "__MACOSX/._orders.csv": b"\0"}
+    _archive(path, files)
     read = parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
-    pd.testing.assert_frame_equal(read, FRAME)
+    assert _records(read) == _records(FRAME)
 
 
 @pytest.mark.parametrize(
@@ -364,14 +386,22 @@ def test_an_archive_of_one_file_needs_no_name_and_the_resource_forks_are_not_fil
         ("test.csv", r"the archive holds no 'test.csv' \(its files: train.csv, extra/test"),
     ],
 )
+@pytest.mark.parametrize("filename", ["download.zip", "download.tar.bz2"])
 def test_an_archive_whose_file_is_not_named_or_not_there_is_one_clear_error(
-    tmp_path: Path, member: str | None, message: str
+    tmp_path: Path, member: str | None, message: str, filename: str
 ) -> None:
-    path = tmp_path / "download.zip"
+    path = tmp_path / filename
     _download(path)
     source = SourceSpec(name="t", path=str(path), member=member)
-    with pytest.raises(SourceError, match=f"source 't' at .*download.zip: {message}"):
+    with pytest.raises(SourceError, match=f"source 't' at .*{filename}: {message}"):
         parse_source(read_source_bytes(source))
+
+
+def test_a_file_that_is_no_archive_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "orders.tar.gz"
+    path.write_bytes(gzip.compress(b"order_id,total\n1,2\n"))  # a CSV, gzipped and misnamed
+    with pytest.raises(SourceError, match="source 't' at .*: not a readable tar archive"):
+        parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
 
 
 def test_a_windows_export_is_read_in_the_encoding_the_source_names(tmp_path: Path) -> None:
@@ -443,7 +473,7 @@ def test_sql_errors_are_clear_and_hide_the_password(tmp_path: Path) -> None:
         ({"encoding": "klingon"}, "unknown encoding 'klingon'"),
         ({"path": "x.parquet", "format": "parquet", "encoding": "cp1252"}, "CSV files only"),
         ({"path": "x.csv", "format": "csv", "sheet": "Orders"}, "xlsx workbooks only"),
-        ({"format": "sql", "url": "sqlite://", "query": "SELECT 1", "member": "a.csv"}, ".zip"),
+        ({"format": "sql", "url": "sqlite://", "query": "SELECT 1", "member": "a"}, "archives"),
         ({"path": "x.xlsx", "format": "xlsx", "text_columns": ["zip"]}, "CSV files only"),
     ],
 )
