@@ -19,6 +19,7 @@ import shlex
 import tarfile
 import urllib.parse
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -287,6 +288,15 @@ class Archive:
             raise ArchiveError(f"the archive holds no {member!r} (its files: {listed})")
         return member
 
+    def read(self, member: str | None) -> tuple[str, bytes]:
+        """The file's name and bytes; a damaged file is an :class:`ArchiveError` too."""
+        name = self.member(member)
+        try:
+            with self.open(name) as handle:
+                return name, handle.read()
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as err:
+            raise ArchiveError(f"the archive's {name!r} cannot be read ({err})") from None
+
     def open(self, member: str | None) -> IO[bytes]:
         name = self.member(member)
         if self._zip is not None:
@@ -341,9 +351,8 @@ def _archived(raw: SourceBytes, kind: str) -> tuple[SourceBytes, str]:
     ``orders.parquet``): the archive's name need not say its format."""
     try:
         with Archive(io.BytesIO(raw.data), kind) as archive:
-            member = archive.member(raw.spec.member)
-            with archive.open(member) as handle:
-                return replace(raw, data=handle.read()), member
+            member, data = archive.read(raw.spec.member)
+            return replace(raw, data=data), member
     except ArchiveError as err:
         raise SourceError(f"source {raw.spec.name!r} at {raw.uri}: {err}") from None
 

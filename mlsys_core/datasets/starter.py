@@ -268,8 +268,8 @@ def _identifier(text: str, empty: str, prefix: str) -> str:
 def _is_data(path: Path) -> bool:
     """A file of data the ingest reads (not a hidden file, nor a lock file Excel leaves
     beside a workbook it has open: ``is_skipped``); a ``.txt`` file when it is a table (a
-    spreadsheet's "Unicode Text", tab-separated), not when it is a README; a ``.zip``
-    archive holding such a file, whatever its own name says."""
+    spreadsheet's "Unicode Text", tab-separated), not when it is a README; an archive (a
+    ``.zip``, a tarball) holding such a file, whatever its own name says."""
     if not path.is_file() or is_skipped(Path(path.name)):
         return False
     if path.name.lower().endswith(ARCHIVES):
@@ -354,7 +354,7 @@ def _dialect(path: Path, member: str | None = None) -> dict[str, Any]:
     what stands above its header, where not as the defaults (',', '.', UTF-8, nothing): a
     spreadsheet's export where ',' marks decimals uses ';' between fields, Excel on Windows
     saves in its code page, and a bank's export writes a title above the table. ``member``:
-    the file of a ``.zip`` archive read (its only one when None)."""
+    the archive's file read (its only one when None)."""
     if path.name.lower().endswith(ARCHIVES):
         members = _archive_members(path) if member is None else [member]
         named = members[0] if len(members) == 1 else path.name

@@ -404,6 +404,18 @@ def test_a_file_that_is_no_archive_is_one_clear_error(tmp_path: Path) -> None:
         parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
 
 
+def test_a_damaged_file_of_an_archive_is_one_clear_error(tmp_path: Path) -> None:
+    """A download cut short or corrupted: the file's bytes fail their checksum."""
+    path = tmp_path / "export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("orders.csv", FRAME.to_csv(index=False) * 50)
+    data = bytearray(path.read_bytes())
+    data[60:70] = bytes(10)  # inside the compressed bytes of orders.csv
+    path.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match="source 't' at .*: the archive's 'orders.csv' cannot"):
+        parse_source(read_source_bytes(SourceSpec(name="t", path=str(path))))
+
+
 def test_a_windows_export_is_read_in_the_encoding_the_source_names(tmp_path: Path) -> None:
     """Excel on Windows saves a CSV in its code page: as UTF-8 it was a pandas traceback's
     words; now one line that names the fix, and the fix reads the accents."""
