@@ -453,7 +453,7 @@ def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:  # noqa: PLR091
         ) from err
 
 
-def sheet_cells(path: Path, sheet: str) -> pd.DataFrame:
+def sheet_cells(path: Path | io.BytesIO, sheet: str) -> pd.DataFrame:
     """Every cell of a sheet, no row taken as a header: what ``sheet_layout`` reads."""
     return pd.read_excel(path, sheet_name=sheet, header=None, dtype=object, engine="openpyxl")
 

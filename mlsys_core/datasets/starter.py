@@ -361,15 +361,17 @@ def _dialect(path: Path, member: str | None = None) -> dict[str, Any]:
     else:
         named = path.name
     kind = detect_format(SourceSpec(name="probe", path=str(path)), named)
-    if kind == "xlsx":
+    if kind == "xlsx" and named == path.name:
         return _sheet_dialect(path, None)
-    if kind != "csv":
+    if kind not in ("csv", "xlsx"):
         return {}
     try:  # unpacked once, as the ingest unpacks it (a .gz, an archive's file)
         with unpacked(path, compression_of(path.name), member) as handle:
             text = handle.read()
     except (OSError, EOFError, zipfile.BadZipFile, ArchiveError):
         return {}  # reading it whole says what is wrong with it, in the source's words
+    if kind == "xlsx":  # a workbook in an archive
+        return _sheet_dialect(text, None)
     encoding = _encoding(text)
     head = text[:65536].decode(encoding, errors="replace")  # whole UTF-16 units: even
     delimiter, mark, skip = sniff_csv(head)
@@ -389,12 +391,17 @@ def _dialect(path: Path, member: str | None = None) -> dict[str, Any]:
     return _told(found)
 
 
-def _sheet_dialect(path: Path, sheet: str | None) -> dict[str, Any]:
+def _sheet_dialect(book: Path | bytes, sheet: str | None) -> dict[str, Any]:
     """What stands above a sheet's table and below it, and its header, where not as the
-    defaults; ``sheet`` None: the workbook's first (its only one with data)."""
+    defaults; ``sheet`` None: the workbook's first (its only one with data). ``book``: its
+    file, or its bytes (a workbook in an archive)."""
+
+    def opened() -> Path | io.BytesIO:
+        return io.BytesIO(book) if isinstance(book, bytes) else book
+
     try:
-        name = sheet if sheet is not None else sheet_names(path)[0]
-        cells = sheet_cells(path, name)
+        name = sheet if sheet is not None else sheet_names(book)[0]
+        cells = sheet_cells(opened(), name)
     except (ValueError, KeyError, OSError, zipfile.BadZipFile):
         return {}  # reading it says what is wrong with it, in the source's words
     skip, footer, header = sheet_layout(cells)

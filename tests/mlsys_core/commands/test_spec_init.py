@@ -963,6 +963,31 @@ def test_a_competitions_download_is_read_as_it_comes_a_table_per_file_of_the_arc
     assert raw["account_id"].tolist() == train["account_id"].tolist()
 
 
+def test_a_workbook_in_an_archive_is_read_as_its_sheet_lies(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A report's workbook zipped with a README: spec init stopped on openpyxl's "does not
+    support .zip file format". The sheet's title rows are found in the archive's file."""
+    frame = _activity()
+    book = io.BytesIO()
+    with pd.ExcelWriter(book) as writer:
+        frame.to_excel(writer, sheet_name="Accounts", index=False, startrow=2)
+        writer.sheets["Accounts"]["A1"] = "Accounts, as of 2024-06-30"
+    folder = tmp_path / "report"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "report.zip", "w") as packed:
+        packed.writestr("accounts.xlsx", book.getvalue())
+        packed.writestr("README.md", "# Accounts\n")
+    out = tmp_path / "report_spec.py"
+    code, _, err = _init(capsys, str(folder), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:report")
+    (source,) = spec.sources
+    assert (source.member, source.skip_rows) == ("accounts.xlsx", 2)
+    raw = Lake(tmp_path / "lake").read(snapshot_source(source, Lake(tmp_path / "lake")))
+    assert raw["account_id"].tolist() == frame["account_id"].tolist()
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".feather"])
 def test_a_frame_saved_with_its_key_as_pandas_index_reads_the_key_as_a_column(
     tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str
