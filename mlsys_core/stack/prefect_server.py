@@ -123,6 +123,9 @@ def online_workers(api: str, pool: str = POOL) -> list[str]:
     return sorted(w["name"] for w in workers if w.get("status") == "ONLINE")  # type: ignore[union-attr]
 
 
+SERVER_HOME = "prefect_home"  # a throwaway server's Prefect home, in its folder
+
+
 @dataclass(frozen=True)
 class PrefectServer:
     api: str
@@ -140,7 +143,7 @@ def prefect_server(
     """A throwaway Prefect server (SQLite in ``folder``) on a free port for a ``with``
     block, with the process work pool created; its env points clients at it. ``command``:
     as for :func:`start_local_server`."""
-    home = folder / "prefect_home"
+    home = folder / SERVER_HOME
     home.mkdir(parents=True, exist_ok=True)
     api = api_url(free_port())
     env = prefect_env(home, api, base_env)

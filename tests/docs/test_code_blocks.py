@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsys_core.stack.prefect_server import prefect_server
+from mlsys_core.stack.prefect_server import SERVER_HOME, prefect_server
 from tests.docs.blocks import ROOT, Block, DocsMarkupError, Page, chains, collect, parse_page
 from tests.services import seed_prefect_home
 
@@ -101,7 +101,7 @@ def test_code_blocks_run(chain: list[Page], tmp_path: Path, prefect_db: Path) ->
     n = 0
     uses_flows = any(_RUNS_FLOWS.search(b.code) for p in chain for b in p.blocks if b.runner)
     if uses_flows:  # the server is the test's, not the reader's: it skips the first migration
-        seed_prefect_home(tmp_path / "api" / "prefect_home", prefect_db)
+        seed_prefect_home(tmp_path / "api" / SERVER_HOME, prefect_db)
     api = prefect_server(tmp_path / "api", base_env=env, timeout=300)
     with api if uses_flows else nullcontext() as server:
         if server is not None:

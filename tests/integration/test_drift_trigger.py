@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlsys_core.stack.prefect_server import prefect_server
+from mlsys_core.stack.prefect_server import SERVER_HOME, prefect_server
 from tests.integration.conftest import REPO, prefect
 from tests.services import seed_prefect_home
 
@@ -38,7 +38,7 @@ print("event", drift_alert())
 
 
 def test_drift_event_starts_a_retrain_run(tmp_path: Path, prefect_db: Path) -> None:
-    seed_prefect_home(tmp_path / "prefect_home", prefect_db)
+    seed_prefect_home(tmp_path / SERVER_HOME, prefect_db)
     base = {**os.environ, "MLSYS_STATE_DIR": str(tmp_path / "state")}
     with prefect_server(tmp_path, base) as server:
         api, env = server.api, server.env

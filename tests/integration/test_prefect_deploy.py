@@ -14,7 +14,7 @@ import pytest
 
 from mlsys_core.config import Settings
 from mlsys_core.spec import DatasetSpec
-from mlsys_core.stack.prefect_server import POOL, prefect_server, worker_command
+from mlsys_core.stack.prefect_server import POOL, SERVER_HOME, prefect_server, worker_command
 from mlsys_core.tracking import tracking_client
 from tests.integration.conftest import background, prefect
 from tests.services import seed_prefect_home
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_deploy_run_and_complete(tmp_path: Path, small_spec: DatasetSpec, prefect_db: Path):
-    seed_prefect_home(tmp_path / "prefect_home", prefect_db)
+    seed_prefect_home(tmp_path / SERVER_HOME, prefect_db)
     state = tmp_path / "state"
     base = {**os.environ, "MLSYS_STATE_DIR": str(state)}
     with prefect_server(tmp_path, base) as server:
