@@ -453,9 +453,10 @@ def _parsed(raw: SourceBytes, name: str | None) -> pd.DataFrame:  # noqa: PLR091
         ) from err
 
 
-def sheet_cells(path: Path | io.BytesIO, sheet: str) -> pd.DataFrame:
+def sheet_cells(data: bytes | Path, sheet: str) -> pd.DataFrame:
     """Every cell of a sheet, no row taken as a header: what ``sheet_layout`` reads."""
-    return pd.read_excel(path, sheet_name=sheet, header=None, dtype=object, engine="openpyxl")
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    return pd.read_excel(source, sheet_name=sheet, header=None, dtype=object, engine="openpyxl")
 
 
 def sheet_layout(cells: pd.DataFrame) -> tuple[int, int, bool]:

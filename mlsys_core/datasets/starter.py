@@ -321,7 +321,8 @@ def _tables_within(path: Path) -> list[SourceSpec]:
 def _packed_files(path: Path) -> list[str]:
     """The data files of an archive that holds other files too, each read by name
     (``SourceSpec(member=...)``); none where its one file is read without a name."""
-    return _archive_members(path) if len(_archive_files(path)) > 1 else []
+    files = _archive_files(path)  # listed once: a tarball is read through to list it
+    return _data_members(path, files) if len(files) > 1 else []
 
 
 def _archive_files(path: Path) -> list[str]:
@@ -337,7 +338,11 @@ def _archive_files(path: Path) -> list[str]:
 
 def _archive_members(path: Path) -> list[str]:
     """The files of an archive that are data, by the tests of :func:`_is_data`."""
-    return [f for f in _archive_files(path) if _is_data_name(path, Path(f).name, f)]
+    return _data_members(path, _archive_files(path))
+
+
+def _data_members(path: Path, files: list[str]) -> list[str]:
+    return [f for f in files if _is_data_name(path, Path(f).name, f)]
 
 
 def _read(source: SourceSpec, path: Path) -> pd.DataFrame:
@@ -395,13 +400,9 @@ def _sheet_dialect(book: Path | bytes, sheet: str | None) -> dict[str, Any]:
     """What stands above a sheet's table and below it, and its header, where not as the
     defaults; ``sheet`` None: the workbook's first (its only one with data). ``book``: its
     file, or its bytes (a workbook in an archive)."""
-
-    def opened() -> Path | io.BytesIO:
-        return io.BytesIO(book) if isinstance(book, bytes) else book
-
     try:
         name = sheet if sheet is not None else sheet_names(book)[0]
-        cells = sheet_cells(opened(), name)
+        cells = sheet_cells(book, name)
     except (ValueError, KeyError, OSError, zipfile.BadZipFile):
         return {}  # reading it says what is wrong with it, in the source's words
     skip, footer, header = sheet_layout(cells)

@@ -984,7 +984,8 @@ def test_a_workbook_in_an_archive_is_read_as_its_sheet_lies(
     spec = resolve_spec(f"{out}:report")
     (source,) = spec.sources
     assert (source.member, source.skip_rows) == ("accounts.xlsx", 2)
-    raw = Lake(tmp_path / "lake").read(snapshot_source(source, Lake(tmp_path / "lake")))
+    lake = Lake(tmp_path / "lake")
+    raw = lake.read(snapshot_source(source, lake))
     assert raw["account_id"].tolist() == frame["account_id"].tolist()
 
 
