@@ -92,7 +92,7 @@ def main() -> None:
 
         reference, current, numeric, categorical = make_frames(folder, args)
         t = time.perf_counter()
-        plain, _ = evidently_drift(reference, current, numeric, categorical)
+        plain = evidently_drift(reference, current, numeric, categorical)
         evidently_s = time.perf_counter() - t
 
         cache = folder / "reference-cache"

@@ -1,11 +1,12 @@
 """What does the drift check's HTML report cost on a wide table, shown whole or capped?
 
-Baseline: Evidently's report of every checked column (what the check rendered before).
-Ours: ``mlsys_core.monitoring.drift.write_html_report`` with its default cap, the
-``REPORT_COLUMNS`` columns that drifted most. Same frames, same verdict, same run; the
-verdict itself (our cached statistics) is timed apart, since neither report changes it.
+Baseline: a plain Evidently ``DataDriftPreset`` report of every checked column (what the
+check rendered before). Ours: ``mlsys_core.monitoring.drift.write_html_report``, the same
+page without the preset's per-column metrics it drops (every column, then its default cap:
+the ``REPORT_COLUMNS`` columns that drifted most). Same frames, same verdict, same run; the
+verdict itself (our cached statistics) is timed apart, since no report changes it.
 
-    .venv/bin/python bench/drift_report.py                  # ~1 min here
+    .venv/bin/python bench/drift_report.py                  # ~2 min here
     .venv/bin/python bench/drift_report.py --columns 100
 """
 
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from evidently.presets import DataDriftPreset
 
-from mlsys_core.monitoring.drift import REPORT_COLUMNS, summarize, write_html_report
+from mlsys_core.atomic import write_text_atomically
+from mlsys_core.monitoring.drift import REPORT_COLUMNS, _run_report, summarize, write_html_report
 from mlsys_core.monitoring.stattests import drift_columns, reference_stats
 
 
@@ -48,22 +51,30 @@ def main() -> None:
     summary = summarize(drift_columns(stats, current), len(reference), len(current), "bench")
     verdict = time.perf_counter() - start
 
+    # Evidently's first report pays one-time set-up: not the baseline's to pay.
+    _run_report(DataDriftPreset(), reference.head(50), current.head(50), names[:2], [])
     timings, sizes = {}, {}
     with tempfile.TemporaryDirectory() as folder:
+        html = Path(folder) / "preset.html"
+        start = time.perf_counter()
+        preset = _run_report(DataDriftPreset(), reference, current, names, [])
+        write_text_atomically(html, preset.get_html_str(as_iframe=False))
+        timings["preset"], sizes["preset"] = time.perf_counter() - start, html.stat().st_size
         for name, cap in (("every column", len(names)), (f"top {REPORT_COLUMNS}", REPORT_COLUMNS)):
             html = Path(folder) / f"{cap}.html"
             start = time.perf_counter()
             write_html_report(reference, current, summary, stats, html, report_columns=cap)
             timings[name], sizes[name] = time.perf_counter() - start, html.stat().st_size
 
-    (base, base_t), (ours, ours_t) = timings.items()
+    preset_t, whole_t, capped_t = timings.values()
     print(
         f"{args.columns} columns, {len(reference)} reference rows, {len(current)} current rows:"
         f" {summary.drifted_columns} drifted (verdict {verdict:.2f} s)"
     )
     for name, seconds in timings.items():
         print(f"  {name:<14} {seconds:8.2f} s  {sizes[name] / 1e6:6.1f} MB")
-    print(f"  ratio          {ours_t / base_t:8.3f}    (ours / baseline; below 1 is faster)")
+    print(f"  page ratio     {whole_t / preset_t:8.3f}    (every column: ours / the preset's)")
+    print(f"  ratio          {capped_t / preset_t:8.3f}    (ours / baseline; below 1 is faster)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The verdict per column comes from ``stattests`` (Evidently's method choice and thresholds,
 on cached reference statistics, every current row). The Evidently HTML report is for
-people: it is rendered by a plain ``DataDriftPreset`` run on the same reference and on the
+people: it is ``DataDriftPreset``'s page (``report_preset``) on the same reference and on the
 current window sampled to at most ``report_rows`` rows (seeded), so on a large window its
 numbers can differ slightly from the verdict table, which is the one that counts.
 """
@@ -168,21 +168,15 @@ def evidently_drift(
     current: pd.DataFrame,
     numeric: list[str],
     categorical: list[str],
-) -> tuple[list[ColumnDrift], object]:
-    """A plain, full Evidently ``DataDriftPreset`` run: its per-column results and snapshot
-    (the baseline the fast path must agree with, and the HTML report's source).
+) -> list[ColumnDrift]:
+    """A plain, full Evidently ``DataDriftPreset`` run's per-column results: the baseline
+    the fast path must agree with.
 
     Evidently is imported here, not above: it takes seconds to load, and every process that
     imports the flows (a pipeline run, `python -m flows.<name>`) loads this module."""
-    from evidently import Report  # noqa: PLC0415
     from evidently.presets import DataDriftPreset  # noqa: PLC0415
 
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        snapshot = Report([DataDriftPreset()]).run(
-            current_data=_evidently_dataset(current, numeric, categorical),
-            reference_data=_evidently_dataset(reference, numeric, categorical),
-        )
+    snapshot = _run_report(DataDriftPreset(), reference, current, numeric, categorical)
     results = []
     for metric in snapshot.dict()["metrics"]:
         config = metric["config"]
@@ -207,7 +201,24 @@ def evidently_drift(
                 drifted=drifted,
             )
         )
-    return results, snapshot
+    return results
+
+
+def _run_report(
+    preset: object,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+) -> object:
+    from evidently import Report  # noqa: PLC0415
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return Report([preset]).run(
+            current_data=_evidently_dataset(current, numeric, categorical),
+            reference_data=_evidently_dataset(reference, numeric, categorical),
+        )
 
 
 def write_html_report(
@@ -240,7 +251,9 @@ def write_html_report(
     categorical = [c for c in checked if stats.columns[c].kind == "categorical"]
     if len(current) > report_rows:
         current = current.sample(report_rows, random_state=seed)
-    _, snapshot = evidently_drift(reference, current, numeric, categorical)
+    from mlsys_core.monitoring.report_preset import DriftTablePreset  # noqa: PLC0415
+
+    snapshot = _run_report(DriftTablePreset(), reference, current, numeric, categorical)
     page = snapshot.get_html_str(as_iframe=False)  # type: ignore[attr-defined]
     if len(ok) > len(checked):
         drifted = sum(c.drifted for c in ok)

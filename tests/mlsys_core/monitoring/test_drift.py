@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from mlsys_core.datasets.nycflights13 import nycflights13_spec
 from mlsys_core.features.assemble import SPLIT
 from mlsys_core.monitoring.drift import (
     DriftSummary,
+    _run_report,
     drift_frames,
     feature_columns,
     latest_window,
@@ -88,6 +90,23 @@ def test_shifted_column_drifts_and_unchanged_ones_do_not(
     # The HTML report is written whole, with no temporary file left beside it.
     assert [p.name for p in html.parent.iterdir()] == ["drift.html"]
     assert "<html" in html.read_text(errors="replace")[:2_000].lower()
+
+
+def test_the_report_is_the_data_drift_presets_own_page(spec: DatasetSpec, tmp_path: Path) -> None:
+    """Widget for widget what Evidently's ``DataDriftPreset`` draws for these frames, though
+    its per-column metrics (whose plots the preset drops) are not computed."""
+    from evidently.presets import DataDriftPreset  # noqa: PLC0415
+
+    reference, current = frames(400)
+    html = tmp_path / "drift.html"
+    drift_report(reference, current, spec, html)
+    numeric, categorical = feature_columns(spec, reference)
+    preset = _run_report(DataDriftPreset(), reference, current, numeric, categorical)
+    # Each page names its widgets with fresh random ids.
+    ids = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
+    ours, theirs = (ids.sub("id", page) for page in (html.read_text(), preset.get_html_str(False)))
+    assert "distance" in ours and "origin_temp" in ours
+    assert ours == theirs
 
 
 def test_dataset_drifts_when_half_the_columns_do(spec: DatasetSpec, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def _local_month(frame: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
 def _assert_same_verdicts(reference, current, spec) -> list:  # noqa: ANN001
     numeric, categorical = feature_columns(spec, reference)
     ours = drift_columns(reference_stats(reference, numeric, categorical), current)
-    plain, _ = evidently_drift(reference, current, numeric, categorical)
+    plain = evidently_drift(reference, current, numeric, categorical)
     assert len(plain) == len(numeric) + len(categorical)
     by_column = {c.column: c for c in ours}
     for theirs in plain:
@@ -85,7 +85,7 @@ def test_binary_columns_use_the_z_test_like_evidently() -> None:
     current["n"] = rng.integers(0, 2, 400).astype(float)
     stats = reference_stats(reference, ["n"], ["flag"])
     ours = {c.column: c for c in drift_columns(stats, current)}
-    plain, _ = evidently_drift(reference, current, ["n"], ["flag"])
+    plain = evidently_drift(reference, current, ["n"], ["flag"])
     for theirs in plain:
         assert ours[theirs.column].method == theirs.method == "Z-test p_value"
         assert ours[theirs.column].drifted == theirs.drifted
