@@ -18,17 +18,12 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
-)
 
 from mlsys_core.atomic import write_atomically
 from mlsys_core.training.checkpoint import CheckpointStore
@@ -62,6 +57,15 @@ class TrainResult:
     best_epoch: int = 0
     stopped_early: bool = False  # by patience on the validation loss
     refused: bool = False  # ``before_epoch`` refused the next epoch (e.g. a spent budget)
+
+
+def _state_dict_api() -> ModuleType:
+    """``torch.distributed.checkpoint.state_dict``, loaded when a checkpoint is first taken
+    or resumed: it loads DTensor, about a second, which a process that only scores (a
+    served model, a drift check, batch scoring) never needs."""
+    from torch.distributed.checkpoint import state_dict  # noqa: PLC0415
+
+    return state_dict
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -333,7 +337,10 @@ class Trainer:
         if self.launch.strategy == "fsdp" and not self._finished:
             # Collective: every rank gets the full, unsharded tensors. Buffers come back as
             # the live tensors, hence the clone: later steps must not change a snapshot.
-            full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
+            dcp = _state_dict_api()
+            full = dcp.get_model_state_dict(
+                self.model, options=dcp.StateDictOptions(full_state_dict=True)
+            )
             return {k: v.detach().clone() for k, v in full.items()}
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
@@ -379,12 +386,15 @@ class Trainer:
             self.checkpoints.save(state, self.global_step)
 
     def _checkpoint_state(self, epoch_loss_sum: float) -> dict:
-        options = StateDictOptions(full_state_dict=True, cpu_offload=self.ctx.distributed)
+        dcp = _state_dict_api()
+        options = dcp.StateDictOptions(full_state_dict=True, cpu_offload=self.ctx.distributed)
         if self._finished:
             model_state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
             optim_state = self.optimizer.state_dict() if self.launch.strategy != "fsdp" else {}
         else:
-            model_state, optim_state = get_state_dict(self.model, self.optimizer, options=options)
+            model_state, optim_state = dcp.get_state_dict(
+                self.model, self.optimizer, options=options
+            )
         # Every rank's dropout RNG (CPU, and CUDA's own generator), for an exact resume.
         rng = self._gather_rows_of(torch.get_rng_state())
         cuda_rng = (
@@ -438,12 +448,13 @@ class Trainer:
                 f"checkpoint {loaded.path} was written by another training config "
                 f"(fingerprint {state.get('fingerprint')}, this job {self.fingerprint})"
             )
-        set_state_dict(
+        dcp = _state_dict_api()
+        dcp.set_state_dict(
             self.model,
             self.optimizer,
             model_state_dict=state["model"],
             optim_state_dict=state["optimizer"],
-            options=StateDictOptions(full_state_dict=True),
+            options=dcp.StateDictOptions(full_state_dict=True),
         )
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
