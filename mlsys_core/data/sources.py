@@ -361,10 +361,13 @@ def joined_columns(frame: pd.DataFrame, joined: dict[str, list[str]], what: str)
     """The columns a source writes across others (``SourceSpec.joined``), each its parts'
     text joined with a space: a date and a time of day in two columns make one time the
     contract reads, in the lake and in a request that sends the parts. A null part gives
-    a null."""
+    a null. One part is a copy, its values as they are: a key under a second name."""
     for name, parts in joined.items():
         if missing := [p for p in parts if p not in frame.columns]:
             raise SourceError(f"{what}: {name!r} joins {missing}, which it does not have")
+        if len(parts) == 1:
+            frame[name] = frame[parts[0]]
+            continue
         texts = [_text(frame[p]) for p in parts]
         whole = texts[0]
         for text in texts[1:]:

@@ -25,7 +25,7 @@ import textwrap
 import unicodedata
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -1811,9 +1811,11 @@ class EventView:
 
     table: Table
     timestamp: str
-    keys: list[str]
+    keys: list[str]  # the log's names for the base's keys
     # name, function, column, window, the classes a rate counts
     aggregations: list[tuple[str, str, str, timedelta, list[str] | None]]
+    # the base's key under the log's name for it (orders' customer_id: {"customer_id": "id"})
+    copies: dict[str, str] = field(default_factory=dict)
 
 
 MAX_VIEW_NUMBERS = 4  # numeric columns of an event table summed and averaged, at most
@@ -1825,20 +1827,27 @@ def _event_views(
 ) -> list[EventView]:
     """Other tables holding the base's entity keys and a time of their own, with many rows
     per entity: a log of its events (an app's clicks beside its users). Each row counts
-    from its own time on, strictly before the base event's: no row from the future."""
+    from its own time on, strictly before the base event's: no row from the future.
+
+    A log may name the base's rows by a foreign key (orders' ``customer_id``, the ``id`` of
+    customers): a view joins on one name in both tables, so the base gets a copy of its key
+    under the log's name (the source's one-part ``joined``, made alike in the lake, a
+    request and the stream)."""
     if time is None or not keys:
         return []
     views = []
     for other in tables:
-        if other is base or not set(keys) <= set(_shared(base, other)):
-            continue
-        if set(other.columns) <= set(base.columns):  # the base's rows to come (a test.csv)
+        if other is base or set(other.columns) <= set(base.columns):  # a test.csv: the base's
+            continue  # rows to come
+        named = _log_keys(other, base, keys)
+        if named is None:
             continue
         # a row without its time never counts: a time always held is the better one
         held = sorted(other.columns.values(), key=lambda c: c.nullable)
         times = [c.name for c in held if c.dtype == "datetime"]
-        if not times or _is_unique(other.frame, keys):
+        if not times or _is_unique(other.frame, named):
             continue
+        keys_of_log = named
         stamp = next((t for t in times if _TIME_NAME.search(t)), times[0])
         span = other.times(stamp).max() - other.times(stamp).min()
         windows = [timedelta(days=d) for d in ((7, 30) if span.days >= 60 else (1, 7))]  # noqa: PLR2004
@@ -1846,7 +1855,7 @@ def _event_views(
             c.name
             for c in other.columns.values()
             if c.dtype in ("int", "float")
-            and c.name not in keys
+            and c.name not in keys_of_log
             and not (_is_id(other, c) or _KEY_NAME.search(c.name))  # an order's id: no sum
         ][:MAX_VIEW_NUMBERS]
         stem, longest = _table_name(Path(other.name)), windows[-1]
@@ -1855,14 +1864,44 @@ def _event_views(
             for function in ("sum", "mean"):
                 name = f"{stem}_{_snake(column)}_{function}_{longest.days}d"
                 aggregations.append((name, function, column, longest, None))
-        for column, kind in _kinds_of_events(other, keys):  # the share of each kind of event
+        for column, kind in _kinds_of_events(other, keys_of_log):  # the share of each kind
             name = f"{stem}_{_snake(column)}_{_snake(kind)}_rate_{longest.days}d"
             aggregations.append((name, "rate", column, longest, [kind]))
         aggregations = [a for a in aggregations if a[0] not in taken | set(base.columns)]
         if aggregations:
             taken |= {a[0] for a in aggregations}
-            views.append(EventView(other, stamp, keys, aggregations))
+            copies = {n: k for n, k in zip(keys_of_log, keys, strict=True) if n != k}
+            views.append(EventView(other, stamp, keys_of_log, aggregations, copies))
     return views
+
+
+def _log_keys(log: Table, base: Table, keys: list[str]) -> list[str] | None:
+    """The log's columns that name the base's entity: the base's own key names, or the
+    foreign key that names its one key (orders' ``customer_id``, customers' ``id``) where
+    the base has no column of that name; None when the log names no base row."""
+    if set(keys) <= set(_shared(base, log)):
+        return keys
+    on = _foreign_key(log, base)
+    if on is None or list(on.values()) != keys:
+        return None
+    ((name, _),) = on.items()
+    return None if name in base.columns or name in base.source.joined else [name]
+
+
+def _copy_keys(base: Table, views: list[EventView]) -> None:
+    """The base's key under each name a view's log gives it, as a one-part ``joined``
+    column of its source: typed as the key, a row's own id, never a feature."""
+    copies = {n: k for v in views for n, k in v.copies.items()}
+    if not copies:
+        return
+    for name, key in copies.items():
+        base.frame[name] = base.frame[key]
+        logs = sorted(v.table.name for v in views if name in v.copies)
+        note = f"{key!r} as {' and '.join(logs)} name it: their views join on it"
+        base.columns[name] = replace(base.columns[key], name=name, note=note)
+    joined = {**base.source.joined, **{n: [k] for n, k in copies.items()}}
+    base.source = base.source.model_copy(update={"joined": joined})
+    base.__dict__.pop("sample", None)  # drawn again, with the copies
 
 
 def _kinds_of_events(log: Table, keys: list[str]) -> list[tuple[str, str]]:
@@ -1882,7 +1921,8 @@ def _logs_named_otherwise(
     tables: list[Table], base: Table, keys: list[str], time: str | None, views: list[EventView]
 ) -> list[str]:
     """Logs that name the base's rows by a foreign key (orders' ``customer_id``, the ``id``
-    of customers): a view joins on one name in both tables, so it is said, not proposed."""
+    of customers) and got no view: the base holds a column of that name already, so the
+    key's copy cannot take it (a view joins on one name in both tables)."""
     if time is None:
         return []
     counted = {id(v.table) for v in views}
@@ -2105,8 +2145,9 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
     logs = [t for t in tables if id(t) not in joined]
     views = _event_views(logs, base, keys, time, {*used, *numeric, *categorical})
     notes += _logs_named_otherwise(logs, base, keys, time, views)
+    _copy_keys(base, views)
     for view in views:
-        _unbound(view.table, keys)
+        _unbound(view.table, view.keys)
         numeric.extend(a[0] for a in view.aggregations)
     if not numeric and not categorical and not texts:
         raise StarterError(f"{base.name!r} has no column left to be a feature")
@@ -2230,7 +2271,11 @@ def write_starter(  # noqa: PLR0912, PLR0913, PLR0915 -- one option per choice; 
         w("                },")
         unique = []
         if table is base:
-            ids = [[c.name] for c in table.columns.values() if _is_id(table, c)]
+            ids = [
+                [c.name]
+                for c in table.columns.values()
+                if _is_id(table, c) and c.name not in table.source.joined  # not a key's copy
+            ]
             # An id named as one (``transaction_id``) names each row for good; the entity and
             # the time may meet twice in data to come (two payments of one card in a second),
             # and a row number may restart in the next file.

@@ -134,8 +134,9 @@ class SourceSpec(_Frozen):
         default_factory=dict,
         description="Columns the source writes across others, made by joining their text "
         "with a space: {'booked_at': ['Booking Date', 'Booking Time']} makes one time of a "
-        "date and a time of day, for the contract to read. The parts stay; a null part "
-        "gives a null.",
+        "date and a time of day, for the contract to read. One part is a copy under a "
+        "second name: {'customer_id': ['id']} gives customers' key the name their orders "
+        "use, so a view of the orders joins on it. The parts stay; a null part gives a null.",
     )
 
     @model_validator(mode="after")
@@ -186,10 +187,8 @@ class SourceSpec(_Frozen):
     @model_validator(mode="after")
     def _joins_others(self) -> SourceSpec:
         for name, parts in self.joined.items():
-            if len(parts) < 2 or len(set(parts)) < len(parts) or name in parts:  # noqa: PLR2004
-                raise ValueError(
-                    f"source {self.name!r}: joined {name!r} needs two or more other columns"
-                )
+            if not parts or len(set(parts)) < len(parts) or name in parts:
+                raise ValueError(f"source {self.name!r}: joined {name!r} needs other columns")
             if chained := sorted(set(parts) & set(self.joined)):
                 raise ValueError(f"source {self.name!r}: joined {name!r} joins joined {chained}")
         return self

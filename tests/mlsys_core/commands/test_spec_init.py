@@ -2689,17 +2689,63 @@ def test_a_log_of_each_entitys_events_is_counted_over_windows_before_each_predic
         week = mine[when[mine.index] >= at[i] - pd.Timedelta(days=7)]
         assert row["usage_count_7d"] == len(week)
 
-    # A log that names its subscription by a foreign key (``subscription_id``, the ``id`` of
-    # subscriptions) is said, not proposed: a view joins on one name in both tables.
-    subs = subs.drop(columns="user_id").reset_index(names="id")
-    logs = usage.assign(subscription_id=rng.integers(0, 240, len(usage))).drop(columns="user_id")
-    _write(subs, tmp_path / "data" / "subscriptions.csv")
-    _write(logs, tmp_path / "data" / "usage.csv")
-    code, _, err = _init(capsys, str(tmp_path / "data"), "--label", "renewed", "-o", str(out),
-                         "--name", "subs", "--force", "--keys", "id")  # fmt: skip
+
+def test_a_log_that_names_the_base_by_a_foreign_key_is_counted_through_a_copy_of_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A shop's customers numbered ``id`` beside their orders, which name them as
+    ``customer_id``: the log was left out with a note (a view joins on one name in both
+    tables), so the model saw the plan alone. The customers now get their id under the
+    orders' name for it too (a one-part ``joined`` column), made alike in the lake and in a
+    request that sends the ``id`` alone, and the view of orders joins on it."""
+    rng = np.random.default_rng(97)
+    decided = pd.Timestamp("2024-03-01") + pd.to_timedelta(rng.uniform(0, 200, 300), unit="D")
+    customers = pd.DataFrame(
+        {"id": np.arange(1, 301), "decided_at": decided.round("s").astype(str),
+         "plan": rng.choice(["basic", "team"], 300), "churned": rng.integers(0, 2, 300)}
+    )  # fmt: skip
+    ordered = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.uniform(0, 300, 5000), unit="D")
+    orders = pd.DataFrame(
+        {"id": np.arange(1, 5001), "customer_id": rng.integers(1, 301, 5000),
+         "ordered_at": ordered.round("s").astype(str), "amount": rng.gamma(2, 20, 5000).round(2)}
+    )  # fmt: skip
+    _write(customers, tmp_path / "shop" / "customers.csv")
+    _write(orders, tmp_path / "shop" / "orders.csv")
+    out = tmp_path / "shop_spec.py"
+    code, _, err = _init(capsys, str(tmp_path / "shop"), "--label", "churned", "-o", str(out))
     assert code == 0, err
-    assert not resolve_spec(f"{out}:subs").feature_views
-    assert "usage: a log of each row's 'id' as 'subscription_id'" in _said(out)
+    spec = resolve_spec(f"{out}:shop")
+    assert (spec.base, spec.entity_keys) == ("customers", ["id"])
+    (view,) = spec.feature_views
+    assert (view.source, view.entity.join_keys) == ("orders", ["customer_id"])
+    source = next(s for s in spec.sources if s.name == "customers")
+    assert source.joined == {"customer_id": ["id"]}
+    contract = spec.contracts["customers"]
+    assert contract.columns["customer_id"].dtype == contract.columns["id"].dtype == "int"
+    assert "customer_id" not in contract.unique  # a copy of the key names no row anew
+    assert "customer_id" not in spec.input_columns
+    assert "name the two columns alike" not in _said(out)
+
+    lake = Lake(tmp_path / "lake")
+    clean = clean_snapshot(snapshot_source(source, lake), contract, lake)
+    read = lake.read(clean.clean)
+    np.testing.assert_array_equal(read["customer_id"], read["id"])
+    tables = {"customers": read, "orders": clean_table(orders, spec.contracts["orders"]).clean}
+    rows = assemble_features(tables, spec).set_index("id")
+    at = pd.to_datetime(customers["decided_at"], utc=True)
+    when = pd.to_datetime(orders["ordered_at"], utc=True)
+    for i in (0, 123, 299):  # by hand: the customer's orders in [decided - 30 days, decided)
+        mine = (orders["customer_id"] == customers["id"][i]) & (when < at[i])
+        recent = orders[mine & (when >= at[i] - pd.Timedelta(days=30))]
+        row = rows.loc[customers["id"][i]]
+        assert row["orders_count_30d"] == len(recent)
+        assert row["orders_amount_sum_30d"] == pytest.approx(recent["amount"].sum())
+    assert rows["orders_count_30d"].gt(0).mean() > 0.5
+
+    record = record_model(spec)
+    assert "'customer_id' may be sent as its parts ['id']" in (record.__doc__ or "")
+    sent = record.model_validate({"id": 7, "decided_at": "2024-05-01 10:00:00", "plan": "team"})
+    assert sent.customer_id == 7  # the key itself, as a number: not its text
 
 
 def test_a_databases_tables_join_by_their_foreign_keys_and_not_by_their_own_ids(
