@@ -1837,17 +1837,17 @@ def _event_views(
         return []
     views = []
     for other in tables:
-        if other is base or set(other.columns) <= set(base.columns):  # a test.csv: the base's
-            continue  # rows to come
-        named = _log_keys(other, base, keys)
-        if named is None:
+        # the base's rows to come (a test.csv) are no log
+        if other is base or set(other.columns) <= set(base.columns):
+            continue
+        keys_of_log = _log_keys(other, base, keys)
+        if keys_of_log is None:
             continue
         # a row without its time never counts: a time always held is the better one
         held = sorted(other.columns.values(), key=lambda c: c.nullable)
         times = [c.name for c in held if c.dtype == "datetime"]
-        if not times or _is_unique(other.frame, named):
+        if not times or _is_unique(other.frame, keys_of_log):
             continue
-        keys_of_log = named
         stamp = next((t for t in times if _TIME_NAME.search(t)), times[0])
         span = other.times(stamp).max() - other.times(stamp).min()
         windows = [timedelta(days=d) for d in ((7, 30) if span.days >= 60 else (1, 7))]  # noqa: PLR2004
