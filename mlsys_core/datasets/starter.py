@@ -1840,9 +1840,10 @@ def _event_views(
         # the base's rows to come (a test.csv) are no log
         if other is base or set(other.columns) <= set(base.columns):
             continue
-        keys_of_log = _log_keys(other, base, keys)
-        if keys_of_log is None:
+        named = _log_keys(other, base, keys)
+        if named is None:
             continue
+        keys_of_log, copies = named
         # a row without its time never counts: a time always held is the better one
         held = sorted(other.columns.values(), key=lambda c: c.nullable)
         times = [c.name for c in held if c.dtype == "datetime"]
@@ -1870,22 +1871,25 @@ def _event_views(
         aggregations = [a for a in aggregations if a[0] not in taken | set(base.columns)]
         if aggregations:
             taken |= {a[0] for a in aggregations}
-            copies = {n: k for n, k in zip(keys_of_log, keys, strict=True) if n != k}
             views.append(EventView(other, stamp, keys_of_log, aggregations, copies))
     return views
 
 
-def _log_keys(log: Table, base: Table, keys: list[str]) -> list[str] | None:
-    """The log's columns that name the base's entity: the base's own key names, or the
-    foreign key that names its one key (orders' ``customer_id``, customers' ``id``) where
-    the base has no column of that name; None when the log names no base row."""
+def _log_keys(log: Table, base: Table, keys: list[str]) -> tuple[list[str], dict[str, str]] | None:
+    """The log's columns that name the base's rows, and the base's column to copy under
+    each name it lacks: the base's own key names (nothing to copy); or a foreign key to the
+    base's id, its entity's or its rows' own (orders' ``customer_id`` for customers' ``id``,
+    payments' ``subscription_id`` for subscriptions' ``id`` beside their ``customer_id``),
+    where the base has no column of that name. None when the log names no base row."""
     if set(keys) <= set(_shared(base, log)):
-        return keys
+        return keys, {}
     on = _foreign_key(log, base)
-    if on is None or list(on.values()) != keys:
+    if on is None:
         return None
-    ((name, _),) = on.items()
-    return None if name in base.columns or name in base.source.joined else [name]
+    ((name, column),) = on.items()
+    if name in base.columns or name in base.source.joined:
+        return None
+    return [name], {name: column}
 
 
 def _copy_keys(base: Table, views: list[EventView]) -> None:

@@ -2747,6 +2747,22 @@ def test_a_log_that_names_the_base_by_a_foreign_key_is_counted_through_a_copy_of
     sent = record.model_validate({"id": 7, "decided_at": "2024-05-01 10:00:00", "plan": "team"})
     assert sent.customer_id == 7  # the key itself, as a number: not its text
 
+    # A log that names the base's rows, not its entity: payments of each subscription,
+    # the subscriptions keyed by their customer. Each subscription counts its own payments.
+    subs = customers.rename(columns={"plan": "tier"}).assign(customer_id=rng.integers(1, 60, 300))
+    payments = orders.rename(columns={"customer_id": "subscription_id", "ordered_at": "paid_at"})
+    _write(subs, tmp_path / "billing" / "subscriptions.csv")
+    _write(payments, tmp_path / "billing" / "payments.csv")
+    out = tmp_path / "billing_spec.py"
+    code, _, err = _init(capsys, str(tmp_path / "billing"), "--label", "churned", "-o", str(out))
+    assert code == 0, err
+    spec = resolve_spec(f"{out}:billing")
+    assert spec.entity_keys == ["customer_id"]
+    (view,) = spec.feature_views
+    assert (view.source, view.entity.join_keys) == ("payments", ["subscription_id"])
+    source = next(s for s in spec.sources if s.name == "subscriptions")
+    assert source.joined == {"subscription_id": ["id"]}
+
 
 def test_a_databases_tables_join_by_their_foreign_keys_and_not_by_their_own_ids(
     tmp_path: Path, capsys: pytest.CaptureFixture
