@@ -4,6 +4,7 @@ whole-table assembly."""
 from __future__ import annotations
 
 import asyncio
+import time
 from uuid import UUID
 
 import pandas as pd
@@ -20,11 +21,17 @@ from mlsys_core.features.assemble import assemble_features
 from mlsys_core.spec import DatasetSpec
 
 
-async def _task_run_names(flow_run_id: UUID) -> list[str]:
+async def _task_run_names(flow_run_id: UUID, prefix: str, expected: int) -> list[str]:
+    """The flow run's task runs, once ``expected`` of them named ``prefix...`` are recorded
+    (or 60 s passed): the API records a task run from its events, after the flow returns."""
     flow_runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    deadline = time.monotonic() + 60
     async with get_client() as client:
-        runs = await client.read_task_runs(flow_run_filter=flow_runs)
-    return [r.name for r in runs]
+        while True:
+            names = [r.name for r in await client.read_task_runs(flow_run_filter=flow_runs)]
+            if sum(n.startswith(prefix) for n in names) >= expected or time.monotonic() > deadline:
+                return names
+            await asyncio.sleep(0.5)
 
 
 @pytest.mark.slow
@@ -39,8 +46,9 @@ def test_build_features_maps_partitions_and_matches_whole_assembly(
     assert len(base_partitions) > 1
     parts = lake.parts(features.snapshot)
     assert [p.partition for p in parts] == base_partitions
-    names = asyncio.run(_task_run_names(state.state_details.flow_run_id))
-    assert sum(n.startswith("assemble_partition") for n in names) == len(base_partitions)
+    flow_run_id, mapped = state.state_details.flow_run_id, len(base_partitions)
+    names = asyncio.run(_task_run_names(flow_run_id, "assemble_partition", mapped))
+    assert sum(n.startswith("assemble_partition") for n in names) == mapped
     whole = assemble_features({t: lake.read(c.clean) for t, c in clean.items()}, small_spec)
     ours = lake.read(features.snapshot)
     pd.testing.assert_frame_equal(_nulls_as_none(ours), _nulls_as_none(whole), check_dtype=False)
